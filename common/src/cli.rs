@@ -1,0 +1,53 @@
+//! What every binary's thin `main` shares: turning a result into an exit code and a
+//! one-line message on stderr (SPEC §7), and writing records to stdout without panicking
+//! on a closed pipe.
+
+use std::io::{self, Write};
+
+use crate::error::{EXIT_FAILURE, Error};
+
+/// Maps an edge error to its exit code: the first [`Error`] in the chain decides, anything
+/// else is a plain failure (1).
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Error>())
+        .map(Error::exit_code)
+        .unwrap_or(EXIT_FAILURE)
+}
+
+/// Runs a tool body: prints `tool: error` on failure and returns the exit code.
+pub fn finish(tool: &str, result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{tool}: {}", one_line(&err));
+            exit_code(&err)
+        }
+    }
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// Writes one line to stdout and flushes it. A closed pipe is `Ok(false)`: the reader is
+/// gone, so the caller should stop quietly (exit 0), as `ripgrep` and coreutils do.
+pub fn print_line(line: &str) -> io::Result<bool> {
+    let mut out = io::stdout().lock();
+    match out
+        .write_all(line.as_bytes())
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}

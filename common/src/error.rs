@@ -1,0 +1,117 @@
+//! The library's error type and its one mapping to exit codes (SPEC §7).
+//!
+//! Exit codes: 0 success; 1 failure; 2 usage or configuration error; 75 temporary failure
+//! (the job is locked, the vault is not available, or a filesystem identity does not match):
+//! retry later. Paths in messages are escaped with the TSV rules, never lossy.
+
+use std::io;
+use std::path::Path;
+
+use crate::tsv;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: failure.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: usage or configuration error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: temporary failure, retry later (EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: i32 = 75;
+
+/// Shows a path in a message: escaped, never lossy.
+pub fn show(path: &Path) -> String {
+    tsv::escape_os(path.as_os_str())
+}
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error with what we were doing and on which path.
+    #[error("{what} {}: {}", show(path), io_hint(source))]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    /// The vault path holds no vault marker (an unplugged disk, a typo): exit 75.
+    #[error("vault not available: {} has no reverberator-vault.toml (use --init to create a vault there)", show(.0))]
+    VaultUnavailable(std::path::PathBuf),
+    /// The job's lock is held by another writer and we were told not to wait: exit 75.
+    #[error("job {0} is locked by another writer (--no-wait)")]
+    Locked(String),
+    /// A filesystem is not the one recorded for the job: exit 75.
+    #[error("{0}")]
+    IdentityMismatch(String),
+    /// Bad configuration, flag or argument: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Bad input data (an event line, a damaged file): exit 1.
+    #[error("{0}")]
+    Invalid(String),
+    /// A refused action (the deletion guard, an unmeetable limit): exit 1.
+    #[error("{0}")]
+    Refused(String),
+    /// The vault holds something it should not (a damaged job): exit 1.
+    #[error("{0}")]
+    Damaged(String),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::VaultUnavailable(_) | Error::Locked(_) | Error::IdentityMismatch(_) => {
+                EXIT_TEMPFAIL
+            }
+            Error::Usage(_) => EXIT_USAGE,
+            Error::Io { .. } | Error::Invalid(_) | Error::Refused(_) | Error::Damaged(_) => {
+                EXIT_FAILURE
+            }
+        }
+    }
+
+    /// Is this error the disk being full?
+    pub fn is_enospc(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+    }
+}
+
+fn io_hint(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => format!("{e} (the disk is full: free space or lower the size limit)"),
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            format!("{e} (raise the open-file limit: ulimit -n)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds "what, on which path" to an `io::Result`.
+pub trait IoContext<T> {
+    /// Wraps the error with an action (`"cannot read"`) and a path.
+    fn ctx(self, what: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, what: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn ctx(self, what: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|errno| Error::Io {
+            what,
+            path: path.to_path_buf(),
+            source: io::Error::from_raw_os_error(errno as i32),
+        })
+    }
+}

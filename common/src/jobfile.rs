@@ -1,0 +1,137 @@
+//! job.toml (SPEC §5): the tool-written record of a job, so every program can work from the
+//! vault alone: name, source, settings, the recorded filesystem identities, and bookkeeping
+//! (the one-time size recount, a retirement in progress).
+//!
+//! Invariant: rewritten atomically, never edited in place; unknown keys are an error (a
+//! hand-edited job.toml is read strictly rather than half-understood).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::identity::FsIdentity;
+use crate::settings::JobSettings;
+
+/// The whole job.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The job's name as configured (the folder is its sanitized form).
+    pub name: String,
+    /// The monitored path (absolute).
+    pub source: PathBuf,
+    /// When the job was created.
+    pub created: String,
+    /// The job's settings.
+    #[serde(default)]
+    pub settings: JobSettings,
+    /// Recorded filesystem identities.
+    #[serde(default)]
+    pub identity: Identities,
+    /// Bookkeeping.
+    #[serde(default)]
+    pub state: JobState,
+}
+
+/// The identities recorded when the job was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Identities {
+    /// The filesystem holding the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<FsIdentity>,
+    /// The filesystem holding the vault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault: Option<FsIdentity>,
+}
+
+/// Bookkeeping kept across runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobState {
+    /// The one-time recount of SPEC §11 has been done.
+    pub size_recounted: bool,
+    /// A retirement in progress: the directory of the version being retired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<String>,
+}
+
+impl JobFile {
+    /// Reads and validates a job.toml.
+    pub fn read(path: &Path) -> Result<JobFile> {
+        let text = std::fs::read_to_string(path).ctx("cannot read job file", path)?;
+        let job: JobFile = toml::from_str(&text).map_err(|e| {
+            Error::Damaged(format!(
+                "{}: {}",
+                crate::error::show(path),
+                e.message().trim()
+            ))
+        })?;
+        if !job.source.is_absolute() {
+            return Err(Error::Damaged(format!(
+                "{}: source {} is not absolute",
+                crate::error::show(path),
+                crate::error::show(&job.source)
+            )));
+        }
+        job.settings
+            .validate()
+            .map_err(|m| Error::Damaged(format!("{}: {m}", crate::error::show(path))))?;
+        Ok(job)
+    }
+
+    /// Rewrites job.toml atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if self.source.to_str().is_none() {
+            return Err(Error::Usage(format!(
+                "source path {} is not valid UTF-8, which job.toml cannot record",
+                crate::error::show(&self.source)
+            )));
+        }
+        let text = toml::to_string(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        let text =
+            format!("# Written by reverberator; edit the configuration, not this file.\n{text}");
+        fsutil::write_atomic(path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_strictness() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("job.toml");
+        let job = JobFile {
+            name: "docs".into(),
+            source: "/home/a/Documents".into(),
+            created: "2026-11-24T21:49:00.123Z".into(),
+            settings: JobSettings::default(),
+            identity: Identities {
+                source: Some(FsIdentity {
+                    uuid: Some("u".into()),
+                    ..Default::default()
+                }),
+                vault: None,
+            },
+            state: JobState {
+                size_recounted: true,
+                retiring: Some("V1-20261124T214900Z".into()),
+            },
+        };
+        job.write(&p).expect("write");
+        assert_eq!(JobFile::read(&p).expect("read"), job);
+        std::fs::write(&p, "name = \"x\"\nsource = \"rel\"\ncreated = \"t\"\n").expect("write");
+        assert!(
+            JobFile::read(&p)
+                .expect_err("relative")
+                .to_string()
+                .contains("not absolute")
+        );
+        std::fs::write(&p, "name = \"x\"\nsourc = \"/a\"\n").expect("write");
+        assert!(JobFile::read(&p).is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! A job's settings (SPEC §6), their defaults, and the parsers for the human-written values
+//! they hold: durations (`30s`, `10m`, humantime), sizes (`50GiB`) and job names.
+//!
+//! Used by both the user's config (config.rs) and the tool-written job.toml (jobfile.rs), so
+//! the two can never disagree on a key or a default.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Every per-job setting of SPEC §6 except `source` and `vault`, with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// Quiet period before a version is taken.
+    #[serde(with = "duration_text")]
+    pub min_snapshot_time: Duration,
+    /// Under constant change, a version at least this often.
+    #[serde(with = "duration_text")]
+    pub max_snapshot_delay: Duration,
+    /// The first version is a complete copy.
+    pub keep_complete: bool,
+    /// Attribute-only changes reuse the vault's data with the new attributes.
+    pub only_sync_attributes: bool,
+    /// Retire beyond this many versions (0 = no count limit).
+    pub keep_versions: u64,
+    /// Retire the oldest while the job folder is larger than this (None = no limit).
+    #[serde(with = "size_text", skip_serializing_if = "Option::is_none")]
+    pub vault_size_limit: Option<u64>,
+    /// gitignore-style patterns, relative to the source.
+    pub exclude: Vec<String>,
+    /// A rescan deleting more than this share of the current files needs --force.
+    pub max_delete_ratio: f64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            min_snapshot_time: Duration::from_secs(30),
+            max_snapshot_delay: Duration::from_secs(600),
+            keep_complete: true,
+            only_sync_attributes: true,
+            keep_versions: 100,
+            vault_size_limit: None,
+            exclude: Vec::new(),
+            max_delete_ratio: 0.5,
+        }
+    }
+}
+
+impl JobSettings {
+    /// Checks the values that types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.max_delete_ratio) || self.max_delete_ratio.is_nan() {
+            return Err(format!(
+                "max_delete_ratio must be between 0 and 1, not {}",
+                self.max_delete_ratio
+            ));
+        }
+        if self.min_snapshot_time > self.max_snapshot_delay {
+            return Err("min_snapshot_time is longer than max_snapshot_delay".into());
+        }
+        for pat in &self.exclude {
+            crate::exclude::check_pattern(pat)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration: humantime (`30s`, `10m`, `1h 30m`, `500ms`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("bad duration `{text}`: {e}"))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Parses a size: an integer with an optional unit. `K`, `M`, `G`, `T` and `KiB`…`TiB` are
+/// powers of 1024; `kB`, `MB`, `GB`, `TB` are powers of 1000; `B` or nothing is bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "bad size `{text}`: unknown unit `{unit}` (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+            ));
+        }
+    };
+    if num.is_empty() {
+        return Err(format!("bad size `{text}`: no number"));
+    }
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("bad size `{text}`: `{num}` is not a number"))?;
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("bad size `{text}`: too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Formats bytes for people: `1.5 GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// Sanitizes a job name into a folder name (SPEC §6): keep `A-Z a-z 0-9 . _ -`, replace
+/// every other character with `_`. Empty, `.` and `..` are refused.
+pub fn sanitize_job_name(name: &str) -> Result<String, String> {
+    let folder: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if folder.is_empty() || folder == "." || folder == ".." {
+        return Err(format!(
+            "job name `{}` sanitizes to `{folder}`, which cannot be a folder",
+            name.escape_debug()
+        ));
+    }
+    Ok(folder)
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod size_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_u64(*b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Int(b) => Ok(Some(b)),
+            Raw::Text(t) => super::parse_size(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50GiB"), Ok(50 << 30));
+        assert_eq!(parse_size("1.5M"), Ok(3 << 19));
+        assert_eq!(parse_size("10 MB"), Ok(10_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("GiB").is_err());
+        assert!(
+            parse_size("5 parsecs")
+                .expect_err("unit")
+                .contains("parsecs")
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            sanitize_job_name("my docs/2026").as_deref(),
+            Ok("my_docs_2026")
+        );
+        assert_eq!(sanitize_job_name("é").as_deref(), Ok("_"));
+        assert!(sanitize_job_name("").is_err());
+        assert!(sanitize_job_name("..").is_err());
+    }
+
+    #[test]
+    fn settings_round_trip_through_toml() {
+        let s = JobSettings {
+            vault_size_limit: Some(5 << 30),
+            ..JobSettings::default()
+        };
+        let text = toml::to_string(&s).expect("serialize");
+        let back: JobSettings = toml::from_str(&text).expect("deserialize");
+        assert_eq!(back, s);
+        let err = toml::from_str::<JobSettings>("keep_versionz = 3").expect_err("unknown key");
+        assert!(err.to_string().contains("keep_versionz"), "{err}");
+        let err = toml::from_str::<JobSettings>("min_snapshot_time = \"soon\"").expect_err("bad");
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+}
