@@ -1,1 +1,177 @@
+//! Shared helpers for the cross-binary integration tests: finding the real binaries in the
+//! target directory, temp trees, root/loop-device checks that skip with a printed reason.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The path of a workspace binary (built by `cargo build --workspace`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A command for a workspace binary.
+pub fn cmd(name: &str) -> Command {
+    Command::new(bin(name))
+}
+
+/// Runs a command and returns its output (never panics on a non-zero exit).
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+/// Output's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Output's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Returns from the calling test, printing why, when not root.
+#[macro_export]
+macro_rules! require_root {
+    ($why:expr) => {
+        if !$crate::is_root() {
+            eprintln!("SKIPPED (needs root): {}", $why);
+            return;
+        }
+    };
+}
+
+/// Runs a shell command line, panicking with its output on failure.
+pub fn sh(script: &str) {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("spawn sh");
+    assert!(
+        o.status.success(),
+        "sh -c {script:?} failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+/// Is a program on PATH?
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A loop-mounted filesystem image, unmounted and detached on drop.
+pub struct LoopMount {
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
+    pub device: String,
+    mounted: bool,
+}
+
+impl LoopMount {
+    /// Creates a `size_mib` image of `fstype` (`ext4`, `btrfs`, `xfs`) under `dir` and mounts
+    /// it at `dir/mnt`. `mkfs_args` are extra arguments (a label, say). Returns `Err(reason)`
+    /// when this machine cannot (not root, no mkfs, no loop devices) so tests can skip.
+    pub fn new(
+        dir: &Path,
+        fstype: &str,
+        size_mib: u64,
+        mkfs_args: &[&str],
+    ) -> Result<LoopMount, String> {
+        if !is_root() {
+            return Err("needs root for losetup/mount".into());
+        }
+        let mkfs = format!("mkfs.{fstype}");
+        if !have(&mkfs) {
+            return Err(format!("{mkfs} is not installed"));
+        }
+        let image = dir.join(format!("{fstype}.img"));
+        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        f.set_len(size_mib << 20).map_err(|e| e.to_string())?;
+        let quiet = if fstype == "ext4" { "-q" } else { "-f" };
+        let o = Command::new(&mkfs)
+            .arg(quiet)
+            .args(mkfs_args)
+            .arg(&image)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("{mkfs} failed: {}", stderr(&o)));
+        }
+        let o = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("losetup failed: {}", stderr(&o)));
+        }
+        let device = stdout(&o).trim().to_owned();
+        let mountpoint = dir.join("mnt");
+        std::fs::create_dir_all(&mountpoint).map_err(|e| e.to_string())?;
+        let mut m = LoopMount {
+            image,
+            mountpoint,
+            device,
+            mounted: false,
+        };
+        m.mount()?;
+        Ok(m)
+    }
+
+    /// Mounts the device again (after [`LoopMount::unmount`]).
+    pub fn mount(&mut self) -> Result<(), String> {
+        let o = Command::new("mount")
+            .arg(&self.device)
+            .arg(&self.mountpoint)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("mount failed: {}", stderr(&o)));
+        }
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Unmounts (the mountpoint becomes an empty directory on the parent filesystem).
+    pub fn unmount(&mut self) {
+        if self.mounted {
+            sh(&format!("umount {}", self.mountpoint.display()));
+            self.mounted = false;
+        }
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .status();
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
