@@ -8,16 +8,21 @@
 //! lines and batch rules), [`watch`] (inotify), [`mountwatch`], [`config`], [`supervisor`].
 
 pub mod cli;
+pub mod copy;
 pub mod error;
 pub mod exclude;
 pub mod fsutil;
 pub mod identity;
 pub mod index;
+pub mod job;
 pub mod jobfile;
 pub mod journal;
 pub mod lock;
+pub mod restore;
 pub mod settings;
+pub mod snapshot;
 pub mod time;
+pub mod tree;
 pub mod tsv;
 pub mod vault;
 

@@ -247,10 +247,10 @@ impl JobDir {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if let Some(v) = VersionName::parse(&name) {
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    out.push(v);
-                }
+            if let Some(v) = VersionName::parse(&name)
+                && entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            {
+                out.push(v);
             }
         }
         out.sort();

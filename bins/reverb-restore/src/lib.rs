@@ -1,0 +1,65 @@
+//! `reverb-restore`: copy a version, or a path in it, out of the vault exactly (SPEC §7).
+//! A thin edge over `reverb_common::restore`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+use reverb_common::error::EXIT_OK;
+use reverb_common::vault::Vault;
+use reverb_common::{cli, job, restore, snapshot};
+
+/// Copy a version (or one path in it) out of the vault: vault links resolved, source links
+/// kept as links, modes, times, owners (as root), xattrs and holes restored.
+#[derive(Debug, Parser)]
+#[command(name = "reverb-restore", version, about, long_about = None)]
+pub struct Args {
+    /// The vault directory.
+    #[arg(long, value_name = "DIR")]
+    pub vault: PathBuf,
+    /// The job's name.
+    #[arg(long, value_name = "NAME")]
+    pub job: String,
+    /// Which version: its number, its directory name, or `latest`.
+    #[arg(long, value_name = "N|DIR|latest", default_value = "latest")]
+    pub version: String,
+    /// A path inside the version (relative to the source) to restore instead of all of it.
+    #[arg(long, value_name = "P")]
+    pub path: Option<PathBuf>,
+    /// Where to restore to (created; must not exist or be an empty directory).
+    #[arg(long, value_name = "DEST")]
+    pub to: PathBuf,
+    /// Replace a non-empty destination.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// The clap command (for man pages and completions).
+pub fn cli() -> clap::Command {
+    Args::command()
+}
+
+/// Runs the tool with these arguments; returns the exit code.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args = Args::parse_from(args);
+    cli::finish("reverb-restore", run(&args))
+}
+
+/// The tool's body.
+pub fn run(args: &Args) -> anyhow::Result<i32> {
+    let vault = Vault::open(&args.vault)?;
+    let (dir, _file) = job::find(&vault, &args.job)?;
+    let rows = snapshot::read_index_or_empty(&dir)?;
+    let row = restore::pick(&rows, &args.version)?;
+    let rel = args.path.clone().unwrap_or_default();
+    restore::restore(&dir, &row.dir, &rel, &args.to, args.overwrite)?;
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        super::cli().debug_assert();
+    }
+}

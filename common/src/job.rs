@@ -1,0 +1,154 @@
+//! Creating and opening jobs inside a vault (SPEC §3, §6): validation of the source, the
+//! job folder's initial files, and the open context every writer works with.
+//!
+//! Invariants: a job folder is created complete-or-not-at-all from the readers' view
+//! (job.toml, written last, is what makes a folder a job); nothing is written when the
+//! source or the name is bad.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result, show};
+use crate::index;
+use crate::jobfile::{Identities, JobFile, JobState};
+use crate::journal::Journal;
+use crate::settings::{JobSettings, sanitize_job_name};
+use crate::snapshot::JobCtx;
+use crate::time;
+use crate::vault::{JobDir, Vault};
+
+/// Checks a source path: absolute, an existing directory (not a file, not missing), and
+/// neither inside the vault nor containing it. Returns it canonicalized.
+pub fn validate_source(source: &Path, vault_root: &Path) -> Result<PathBuf> {
+    if !source.is_absolute() {
+        return Err(Error::Usage(format!(
+            "source {} is relative: give an absolute path",
+            show(source)
+        )));
+    }
+    let meta =
+        fs::metadata(source).map_err(|e| Error::Usage(format!("source {}: {e}", show(source))))?;
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "source {} is not a directory",
+            show(source)
+        )));
+    }
+    let canon = fs::canonicalize(source).ctx("cannot resolve source", source)?;
+    let vault = canonical_or_nearest(vault_root);
+    if vault.starts_with(&canon) {
+        return Err(Error::Usage(format!(
+            "vault {} is inside source {}: the backup would back itself up",
+            show(vault_root),
+            show(source)
+        )));
+    }
+    if canon.starts_with(&vault) {
+        return Err(Error::Usage(format!(
+            "source {} is inside vault {}",
+            show(source),
+            show(vault_root)
+        )));
+    }
+    Ok(canon)
+}
+
+/// Canonicalizes the longest existing ancestor of `p` and re-appends the rest.
+pub fn canonical_or_nearest(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p.to_path_buf();
+    loop {
+        if let Ok(c) = fs::canonicalize(&cur) {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (cur.file_name().map(|n| n.to_owned()), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                cur = parent.to_path_buf();
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// The folder of job `name` in `vault` (the name sanitized; a bad name is a usage error).
+pub fn job_dir(vault: &Vault, name: &str) -> Result<JobDir> {
+    let folder = sanitize_job_name(name).map_err(Error::Usage)?;
+    Ok(vault.job_dir(&folder))
+}
+
+/// Creates a new job: folder, lock, journal, empty index, and job.toml last.
+pub fn create(
+    vault: &Vault,
+    name: &str,
+    source: &Path,
+    settings: JobSettings,
+    identity: Identities,
+) -> Result<JobDir> {
+    settings
+        .validate()
+        .map_err(|m| Error::Usage(format!("job {name}: {m}")))?;
+    let source = validate_source(source, vault.root())?;
+    let dir = job_dir(vault, name)?;
+    fs::create_dir_all(&dir.path).ctx("cannot create job folder", &dir.path)?;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.lock())
+        .ctx("cannot create", &dir.lock())?;
+    let mut journal = Journal::open(&dir.journal(), "snap")?;
+    if !dir.index().exists() {
+        index::write(&dir.index(), &[])?;
+    }
+    let file = JobFile {
+        name: name.to_owned(),
+        source,
+        created: time::now_rfc3339(),
+        settings,
+        identity,
+        state: JobState::default(),
+    };
+    file.write(&dir.job_toml())?;
+    journal.note("start", b"", &format!("job {name} created"));
+    Ok(dir)
+}
+
+/// Finds an existing job without opening anything for writing (readers: restore, index).
+pub fn find(vault: &Vault, name: &str) -> Result<(JobDir, JobFile)> {
+    let dir = existing(vault, name)?;
+    let file = JobFile::read(&dir.job_toml())?;
+    Ok((dir, file))
+}
+
+/// Opens an existing job for `tool`; an unknown job is an error naming the known ones.
+pub fn open(vault: &Vault, name: &str, tool: &'static str) -> Result<JobCtx> {
+    open_dir(existing(vault, name)?, tool)
+}
+
+fn existing(vault: &Vault, name: &str) -> Result<JobDir> {
+    let dir = job_dir(vault, name)?;
+    if !dir.exists() {
+        let known: Vec<String> = vault.jobs()?.into_iter().map(|j| j.folder).collect();
+        let known = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        };
+        return Err(Error::Usage(format!(
+            "unknown job `{name}` in vault {} (jobs there: {known}); give --source to create it",
+            show(vault.root())
+        )));
+    }
+    Ok(dir)
+}
+
+/// Opens a job folder known to exist.
+pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
+    let file = JobFile::read(&dir.job_toml())?;
+    let journal = Journal::open(&dir.journal(), tool)?;
+    Ok(JobCtx { dir, file, journal })
+}

@@ -1,0 +1,190 @@
+//! Restoring (SPEC §7 `reverb-restore`): an exact copy of a version, or of a path in it, out
+//! of the vault, resolving vault links and keeping source links as links.
+//!
+//! Invariants: the destination receives exactly the tree the version promises (content,
+//! types, modes, times, owners when root, xattrs/ACLs, holes, hard links among the files it
+//! copies); a non-empty destination is refused unless `overwrite`; nothing in the vault is
+//! ever written.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::copy::{self, CopyError};
+use crate::error::{Error, IoContext, Result, show};
+use crate::index::IndexRow;
+use crate::tree::{self, Entry, Lookalikes};
+use crate::vault::JobDir;
+
+/// Picks a version by number, directory name or `latest`.
+pub fn pick<'r>(rows: &'r [IndexRow], which: &str) -> Result<&'r IndexRow> {
+    let found = if which == "latest" || which == "current" {
+        rows.last()
+    } else if let Ok(n) = which.trim_start_matches('V').parse::<u64>() {
+        rows.iter().find(|r| r.version == n)
+    } else {
+        rows.iter().find(|r| r.dir == which)
+    };
+    found.ok_or_else(|| {
+        let have: Vec<String> = rows.iter().map(|r| r.version.to_string()).collect();
+        Error::Usage(format!(
+            "no version `{which}` (versions: {})",
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
+        ))
+    })
+}
+
+/// What a restore copied.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    /// Entries written.
+    pub entries: u64,
+    /// Entries skipped (device nodes without privilege).
+    pub skipped: u64,
+}
+
+/// Restores `rel` (empty = the whole version) of version dir `version` to `dest`.
+pub fn restore(
+    dir: &JobDir,
+    version: &str,
+    rel: &Path,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<Restored> {
+    let lookalikes = Lookalikes::load(&dir.path)?;
+    if rel.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) {
+        return Err(Error::Usage(format!(
+            "--path {} must be relative to the source, without `..`",
+            show(rel)
+        )));
+    }
+    let rel: PathBuf = rel
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    let Some(phys) = tree::resolve(&dir.path, version, &rel, &lookalikes)? else {
+        return Err(Error::Usage(format!(
+            "{} does not exist in {version}",
+            show(&rel)
+        )));
+    };
+    // The destination is created by the restore itself (with the version's attributes):
+    // an empty directory is replaced, anything else needs --overwrite.
+    if let Ok(m) = fs::symlink_metadata(dest) {
+        let empty_dir = m.is_dir()
+            && fs::read_dir(dest)
+                .ctx("cannot list", dest)?
+                .next()
+                .is_none();
+        if empty_dir {
+            fs::remove_dir(dest).ctx("cannot replace", dest)?;
+        } else if overwrite {
+            crate::fsutil::remove_tree(dest)?;
+        } else {
+            return Err(Error::Usage(format!(
+                "destination {} is not empty (use --overwrite)",
+                show(dest)
+            )));
+        }
+    }
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).ctx("cannot create", parent)?;
+    }
+    let mut r = Restorer {
+        job: dir.path.clone(),
+        lookalikes,
+        hardlinks: HashMap::new(),
+        done: Restored::default(),
+    };
+    r.copy(&phys, &rel, dest)?;
+    Ok(r.done)
+}
+
+struct Restorer {
+    job: PathBuf,
+    lookalikes: Lookalikes,
+    hardlinks: HashMap<(u64, u64), PathBuf>,
+    done: Restored,
+}
+
+impl Restorer {
+    fn copy(&mut self, phys: &str, rel: &Path, dst: &Path) -> Result<()> {
+        let src = if rel.as_os_str().is_empty() {
+            self.job.join(phys)
+        } else {
+            self.job.join(phys).join(rel)
+        };
+        let meta = fs::symlink_metadata(&src).ctx("cannot inspect", &src)?;
+        let ft = meta.file_type();
+        if ft.is_symlink() && !rel.as_os_str().is_empty() {
+            if let Entry::VaultLink { holder } =
+                tree::classify(&src, rel, phys, ft, &self.lookalikes)?
+            {
+                if holder == phys {
+                    return Err(Error::Damaged(format!("{} links to itself", show(&src))));
+                }
+                return self.copy(&holder, rel, dst);
+            }
+            copy::copy_symlink(&src, dst).map_err(|e| err(e, dst))?;
+        } else if ft.is_dir() {
+            copy::make_dir(dst).ctx("cannot create", dst)?;
+            let mut names: Vec<_> = fs::read_dir(&src)
+                .ctx("cannot list", &src)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .ctx("cannot list", &src)?;
+            names.sort();
+            for name in names {
+                self.copy(phys, &rel.join(&name), &dst.join(&name))?;
+            }
+            copy::finish_dir(&src, dst, &meta).ctx("cannot set attributes of", dst)?;
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
+                    fs::hard_link(first, dst).ctx("cannot create hard link", dst)?;
+                    self.done.entries += 1;
+                    return Ok(());
+                }
+                self.hardlinks
+                    .insert((meta.dev(), meta.ino()), dst.to_path_buf());
+            }
+            copy::copy_file(&src, dst).map_err(|e| err(e, dst))?;
+        } else {
+            match copy::copy_special(&src, dst, &meta) {
+                Ok(()) => {}
+                Err(CopyError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
+                    eprintln!(
+                        "reverb-restore: skipped device node {} (needs root)",
+                        show(dst)
+                    );
+                    self.done.skipped += 1;
+                    return Ok(());
+                }
+                Err(e) => return Err(err(e, dst)),
+            }
+        }
+        self.done.entries += 1;
+        Ok(())
+    }
+}
+
+fn err(e: CopyError, path: &Path) -> Error {
+    match e {
+        CopyError::Io(source) => Error::Io {
+            what: "cannot restore",
+            path: path.to_path_buf(),
+            source,
+        },
+        other => Error::Invalid(format!("cannot restore {}: {other}", show(path))),
+    }
+}
