@@ -175,3 +175,127 @@ impl Drop for LoopMount {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
 }
+pub mod model;
+
+/// A job under test: a source, a vault and the job's name, with shortcuts for the binaries.
+pub struct Fixture {
+    pub _tmp: tempfile::TempDir,
+    pub src: PathBuf,
+    pub vault: PathBuf,
+    pub job: String,
+}
+
+impl Fixture {
+    /// A new empty source and a vault path (not yet a vault) in a temp dir.
+    pub fn new() -> Fixture {
+        Fixture::in_dir(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// Same, inside a given temp dir.
+    pub fn in_dir(tmp: tempfile::TempDir) -> Fixture {
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir src");
+        let vault = tmp.path().join("vault");
+        Fixture {
+            _tmp: tmp,
+            src,
+            vault,
+            job: "job".into(),
+        }
+    }
+
+    /// `reverb-snap --vault V --job J [args]`.
+    pub fn snap(&self, args: &[&str]) -> Output {
+        run(cmd("reverb-snap")
+            .arg("--vault")
+            .arg(&self.vault)
+            .arg("--job")
+            .arg(&self.job)
+            .args(args))
+    }
+
+    /// First run: `--init --source SRC`; asserts success and returns the version printed.
+    pub fn first(&self) -> String {
+        let o = run(cmd("reverb-snap")
+            .arg("--vault")
+            .arg(&self.vault)
+            .arg("--init")
+            .arg("--job")
+            .arg(&self.job)
+            .arg("--source")
+            .arg(&self.src));
+        assert!(o.status.success(), "first snap failed: {}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    }
+
+    /// A rescan that must succeed; returns the version printed (empty: no change).
+    pub fn rescan(&self) -> String {
+        let o = self.snap(&[]);
+        assert!(o.status.success(), "snap failed: {}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    }
+
+    /// The job folder.
+    pub fn job_dir(&self) -> PathBuf {
+        self.vault.join(&self.job)
+    }
+
+    /// Restores `version` to a fresh directory and returns it.
+    pub fn restore(&self, version: &str) -> PathBuf {
+        let dest = self
+            ._tmp
+            .path()
+            .join(format!("restore-{version}-{}", unique()));
+        let o = run(cmd("reverb-restore")
+            .arg("--vault")
+            .arg(&self.vault)
+            .arg("--job")
+            .arg(&self.job)
+            .arg("--version")
+            .arg(version)
+            .arg("--to")
+            .arg(&dest));
+        assert!(
+            o.status.success(),
+            "restore of {version} failed: {}",
+            stderr(&o)
+        );
+        dest
+    }
+
+    /// `reverb-index --check` on the job must be clean (when the binary exists).
+    pub fn check_clean(&self) {
+        let exe = std::env::current_exe().expect("exe");
+        let idx = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("reverb-index"));
+        if !idx.as_ref().is_some_and(|p| p.is_file()) {
+            return;
+        }
+        let o = run(cmd("reverb-index")
+            .arg("--vault")
+            .arg(&self.vault)
+            .arg("--job")
+            .arg(&self.job)
+            .arg("--check"));
+        assert!(
+            o.status.success(),
+            "reverb-index --check found problems:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Fixture::new()
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

@@ -12,7 +12,7 @@ use reverb_common::{cli, job, restore, snapshot};
 /// Copy a version (or one path in it) out of the vault: vault links resolved, source links
 /// kept as links, modes, times, owners (as root), xattrs and holes restored.
 #[derive(Debug, Parser)]
-#[command(name = "reverb-restore", version, about, long_about = None)]
+#[command(name = "reverb-restore", about, long_about = None)]
 pub struct Args {
     /// The vault directory.
     #[arg(long, value_name = "DIR")]
