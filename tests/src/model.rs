@@ -89,12 +89,12 @@ fn walk(
         }
     }
     let mut xattrs = BTreeMap::new();
-    if kind != 'l' {
-        if let Ok(names) = reverb_common::copy::list_xattrs(abs) {
-            for n in names {
-                if let Ok(v) = reverb_common::copy::get_xattr(abs, &n) {
-                    xattrs.insert(n.as_bytes().to_vec(), v);
-                }
+    if kind != 'l'
+        && let Ok(names) = reverb_common::copy::list_xattrs(abs)
+    {
+        for n in names {
+            if let Ok(v) = reverb_common::copy::get_xattr(abs, &n) {
+                xattrs.insert(n.as_bytes().to_vec(), v);
             }
         }
     }
