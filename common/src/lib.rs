@@ -8,6 +8,7 @@
 //! lines and batch rules), [`watch`] (inotify), [`mountwatch`], [`config`], [`supervisor`].
 
 pub mod cli;
+pub mod config;
 pub mod copy;
 pub mod error;
 pub mod exclude;

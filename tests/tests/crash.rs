@@ -15,7 +15,11 @@ fn fill(src: &Path, round: u32) {
         let dir = src.join(format!("d{d}"));
         fs::create_dir_all(&dir).expect("mkdir");
         for i in 0..60 {
-            fs::write(dir.join(format!("f{i}")), format!("{round}-{d}-{i}").repeat(40)).expect("write");
+            fs::write(
+                dir.join(format!("f{i}")),
+                format!("{round}-{d}-{i}").repeat(40),
+            )
+            .expect("write");
         }
     }
     fs::write(src.join("big"), vec![round as u8 + 1; 8 << 20]).expect("write big");
@@ -24,7 +28,10 @@ fn fill(src: &Path, round: u32) {
 #[test]
 fn kill_9_during_snapshots_never_leaves_a_broken_version() {
     let f = Fixture::new();
-    let opts = CaptureOpts { owners: false, dir_mtimes: true };
+    let opts = CaptureOpts {
+        owners: false,
+        dir_mtimes: true,
+    };
     fill(&f.src, 0);
     f.first();
     let mut states = vec![capture(&f.src, opts)];
@@ -49,23 +56,33 @@ fn kill_9_during_snapshots_never_leaves_a_broken_version() {
         }
         // Every version visible now is complete and exact to one recorded state.
         for entry in fs::read_dir(f.job_dir()).expect("job dir") {
-            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             if !name.starts_with('V') {
                 continue;
             }
             let got = capture(&f.restore(&name), opts);
             assert!(
-                states.iter().any(|s| *s == got),
+                states.contains(&got),
                 "version {name} visible after kill -9 matches no state the source was in"
             );
         }
         // The next run repairs and succeeds.
         f.rescan();
         assert!(
-            fs::read_dir(f.job_dir().join(".partial")).map(|mut d| d.next().is_none()).unwrap_or(true),
+            fs::read_dir(f.job_dir().join(".partial"))
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true),
             "a partial version was left behind"
         );
-        assert_same(states.last().expect("state"), &capture(&f.restore("latest"), opts), "latest after repair");
+        assert_same(
+            states.last().expect("state"),
+            &capture(&f.restore("latest"), opts),
+            "latest after repair",
+        );
         f.check_clean();
     }
     eprintln!("killed {killed} of 7 runs mid-way");

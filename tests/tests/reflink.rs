@@ -10,7 +10,11 @@ use reverb_tests::model::{CaptureOpts, assert_same, capture};
 use reverb_tests::{Fixture, LoopMount, have, is_root, sh};
 
 fn shared_extents(path: &std::path::Path) -> bool {
-    let o = Command::new("filefrag").arg("-v").arg(path).output().expect("filefrag");
+    let o = Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .expect("filefrag");
     String::from_utf8_lossy(&o.stdout).contains("shared")
 }
 
@@ -37,8 +41,14 @@ fn run_on(fstype: &str, size_mib: u64, expect_reflink: bool) {
     for (i, b) in data.iter_mut().enumerate() {
         *b = (i * 7 % 251) as u8 + 1;
     }
-    fs::File::create(f.src.join("data")).expect("create").write_all(&data).expect("write");
-    fs::File::create(f.src.join("sparse")).expect("create").set_len(64 << 20).expect("len");
+    fs::File::create(f.src.join("data"))
+        .expect("create")
+        .write_all(&data)
+        .expect("write");
+    fs::File::create(f.src.join("sparse"))
+        .expect("create")
+        .set_len(64 << 20)
+        .expect("len");
     sh(&format!("sync -f {}", f.src.display()));
     let v1 = f.first();
     let copied = f.job_dir().join(&v1).join("data");
@@ -50,9 +60,19 @@ fn run_on(fstype: &str, size_mib: u64, expect_reflink: bool) {
     );
     let sparse = fs::metadata(f.job_dir().join(&v1).join("sparse")).expect("meta");
     use std::os::unix::fs::MetadataExt;
-    assert!(sparse.blocks() * 512 < 1 << 20, "{fstype}: sparse file lost its holes");
-    let opts = CaptureOpts { owners: true, dir_mtimes: true };
-    assert_same(&capture(&f.src, opts), &capture(&f.restore("latest"), opts), fstype);
+    assert!(
+        sparse.blocks() * 512 < 1 << 20,
+        "{fstype}: sparse file lost its holes"
+    );
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: true,
+    };
+    assert_same(
+        &capture(&f.src, opts),
+        &capture(&f.restore("latest"), opts),
+        fstype,
+    );
     drop(f);
     drop(m);
 }
@@ -81,14 +101,27 @@ fn tmpfs_falls_back_to_a_sparse_copy() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).expect("mkdir");
-    sh(&format!("mount -t tmpfs -o size=64m tmpfs {}", mnt.display()));
+    sh(&format!(
+        "mount -t tmpfs -o size=64m tmpfs {}",
+        mnt.display()
+    ));
     let result = std::panic::catch_unwind(|| {
         let f = Fixture::in_dir(tempfile::tempdir_in(&mnt).expect("tempdir"));
         fs::write(f.src.join("a"), b"tmpfs data").expect("write");
-        fs::File::create(f.src.join("sparse")).expect("create").set_len(16 << 20).expect("len");
+        fs::File::create(f.src.join("sparse"))
+            .expect("create")
+            .set_len(16 << 20)
+            .expect("len");
         f.first();
-        let opts = CaptureOpts { owners: true, dir_mtimes: true };
-        assert_same(&capture(&f.src, opts), &capture(&f.restore("latest"), opts), "tmpfs");
+        let opts = CaptureOpts {
+            owners: true,
+            dir_mtimes: true,
+        };
+        assert_same(
+            &capture(&f.src, opts),
+            &capture(&f.restore("latest"), opts),
+            "tmpfs",
+        );
     });
     sh(&format!("umount {}", mnt.display()));
     if let Err(e) = result {

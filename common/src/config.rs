@@ -1,0 +1,1147 @@
+//! The user's configuration file (SPEC §6): where it is looked up, how `[defaults]` and
+//! `[jobs.<name>]` merge into one [`JobConfig`] per job, and every check made before anything
+//! is written.
+//!
+//! Owns: the config file format and its validation; the job settings themselves (keys,
+//! defaults, value parsers) are [`crate::settings`]'s, so this file and job.toml can never
+//! disagree on a key.
+//!
+//! Invariants:
+//! - Every error is [`Error::Usage`] (exit 2) with exactly one line that names the file, the
+//!   job (or `[defaults]`, or the top level) and the key, plus the TOML line when one is
+//!   known. Nothing is written by this module, ever.
+//! - A returned [`Config`] is fully valid: absolute, existing, UTF-8 source directories;
+//!   absolute vaults; no vault inside its source or source inside its vault; one folder per
+//!   job and vault; settings that pass [`JobSettings::validate`]. Jobs are sorted by name.
+//! - A job key overrides the same `[defaults]` key, key by key; the tables are merged before
+//!   [`JobSettings`] is deserialized, so its `deny_unknown_fields` names the key.
+//! - The process environment is read only by [`LookupEnv::from_process`]; everything else
+//!   takes its inputs as arguments, so tests never touch the real environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result, show};
+use crate::settings::{JobSettings, sanitize_job_name};
+
+/// The system-wide config file, the last place looked at.
+pub const SYSTEM_CONFIG: &str = "/etc/reverberator/config.toml";
+
+/// The environment variable naming a config file.
+pub const CONFIG_VAR: &str = "REVERBERATOR_CONFIG";
+
+/// One job, resolved: defaults merged, paths checked, name sanitized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfig {
+    /// The job's name as configured (the key of `[jobs.<name>]`).
+    pub name: String,
+    /// The folder inside the vault: the sanitized name (SPEC §6).
+    pub folder: String,
+    /// The monitored directory: absolute, existing, UTF-8.
+    pub source: PathBuf,
+    /// The vault directory: absolute; it need not exist yet.
+    pub vault: PathBuf,
+    /// Every other setting, defaults applied.
+    pub settings: JobSettings,
+}
+
+/// A whole configuration file, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The jobs, sorted by name.
+    pub jobs: Vec<JobConfig>,
+}
+
+impl Config {
+    /// The job called `name`.
+    pub fn job(&self, name: &str) -> Option<&JobConfig> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+/// The environment the lookup reads, made explicit so tests can inject it.
+#[derive(Debug, Clone)]
+pub struct LookupEnv {
+    /// `$REVERBERATOR_CONFIG`.
+    pub reverberator_config: Option<OsString>,
+    /// `$XDG_CONFIG_HOME`.
+    pub xdg_config_home: Option<OsString>,
+    /// `$HOME`.
+    pub home: Option<OsString>,
+    /// The system-wide file, normally [`SYSTEM_CONFIG`].
+    pub system_config: PathBuf,
+}
+
+impl LookupEnv {
+    /// Reads the process environment.
+    pub fn from_process() -> LookupEnv {
+        LookupEnv {
+            reverberator_config: std::env::var_os(CONFIG_VAR),
+            xdg_config_home: std::env::var_os("XDG_CONFIG_HOME"),
+            home: std::env::var_os("HOME"),
+            system_config: PathBuf::from(SYSTEM_CONFIG),
+        }
+    }
+}
+
+/// Finds the config file (SPEC §6): `explicit` (`--config FILE`), else
+/// `$REVERBERATOR_CONFIG`, else `$XDG_CONFIG_HOME/reverberator/config.toml` (or
+/// `~/.config/reverberator/config.toml`), else `/etc/reverberator/config.toml`.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    locate_in(explicit, &LookupEnv::from_process())
+}
+
+/// [`locate`] with an injected environment.
+///
+/// A file named explicitly (by the flag or the variable) must exist: it is never silently
+/// replaced by another. The per-user and system files are tried in order; the error lists
+/// every place tried.
+pub fn locate_in(explicit: Option<&Path>, env: &LookupEnv) -> Result<PathBuf> {
+    if let Some(file) = explicit {
+        return named_file(file, "--config");
+    }
+    if let Some(var) = env.reverberator_config.as_ref().filter(|v| !v.is_empty()) {
+        return named_file(Path::new(var), "$REVERBERATOR_CONFIG");
+    }
+    let mut tried = Vec::new();
+    let xdg = env
+        .xdg_config_home
+        .as_ref()
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute()); // the XDG spec ignores a relative value
+    let user_dir = match xdg {
+        Some(dir) => Some(dir),
+        None => env
+            .home
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(|h| Path::new(h).join(".config")),
+    };
+    if let Some(dir) = user_dir {
+        tried.push(dir.join("reverberator").join("config.toml"));
+    }
+    tried.push(env.system_config.clone());
+    for candidate in &tried {
+        if candidate.is_file() {
+            return Ok(candidate.clone());
+        }
+    }
+    let list: Vec<String> = tried.iter().map(|p| show(p)).collect();
+    Err(Error::Usage(format!(
+        "no configuration file: tried {} (use --config FILE or set ${CONFIG_VAR})",
+        list.join(", ")
+    )))
+}
+
+fn named_file(file: &Path, by: &str) -> Result<PathBuf> {
+    if file.is_file() {
+        Ok(file.to_path_buf())
+    } else if file.exists() {
+        Err(Error::Usage(format!(
+            "configuration file {} (from {by}) is not a regular file",
+            show(file)
+        )))
+    } else {
+        Err(Error::Usage(format!(
+            "configuration file {} (from {by}) does not exist",
+            show(file)
+        )))
+    }
+}
+
+/// Reads and resolves the config file at `path`.
+pub fn load(path: &Path) -> Result<Config> {
+    let bytes = fs::read(path).map_err(|e| {
+        Error::Usage(format!(
+            "configuration file {}: cannot read: {e}",
+            show(path)
+        ))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = line_of(
+            &String::from_utf8_lossy(e.as_bytes()),
+            e.utf8_error().valid_up_to(),
+        );
+        Error::Usage(format!(
+            "configuration file {} (line {line}): not UTF-8 text",
+            show(path)
+        ))
+    })?;
+    parse(&text, path)
+}
+
+/// Where an error is: the file, the job (or section), the key and the TOML line.
+struct Place<'a> {
+    file: &'a Path,
+    job: Section<'a>,
+    key: Option<&'a str>,
+    line: Option<usize>,
+}
+
+#[derive(Clone, Copy)]
+enum Section<'a> {
+    Top,
+    Defaults,
+    Job(&'a str),
+    CommandLine(&'a str),
+}
+
+impl Place<'_> {
+    fn error(&self, message: impl Display) -> Error {
+        let mut out = match self.job {
+            Section::CommandLine(_) => "command line".to_string(),
+            _ => format!("configuration file {}", show(self.file)),
+        };
+        match self.job {
+            Section::Top => out.push_str(", top level"),
+            Section::Defaults => out.push_str(", [defaults]"),
+            Section::Job(name) | Section::CommandLine(name) => {
+                out.push_str(&format!(", job `{}`", name.escape_debug()));
+            }
+        }
+        if let Some(key) = self.key {
+            out.push_str(&format!(", key `{}`", key.escape_debug()));
+        }
+        if let Some(line) = self.line {
+            out.push_str(&format!(" (line {line})"));
+        }
+        out.push_str(": ");
+        out.push_str(&one_line(&message.to_string()));
+        Error::Usage(out)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.trim()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// ` at `…`` showing the (trimmed, escaped, shortened) line holding byte offset `at`.
+fn line_text(text: &str, at: usize) -> String {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line = text[start..end].trim();
+    if line.is_empty() {
+        return String::new();
+    }
+    let mut shown: String = line.chars().take(80).collect();
+    if shown.len() < line.len() {
+        shown.push('…');
+    }
+    format!(" at `{}`", shown.escape_debug())
+}
+
+/// "a table", "an integer": a TOML type name with its article.
+fn a_type(value: &toml::Value) -> String {
+    let name = value.type_str();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
+}
+
+/// The TOML line of every table and key, by path (`["jobs", "docs", "source"]`).
+#[derive(Default)]
+struct Lines(HashMap<Vec<String>, usize>);
+
+impl Lines {
+    fn of(text: &str) -> Lines {
+        let mut lines = Lines::default();
+        if let Ok(doc) = toml::de::DeTable::parse(text) {
+            lines.walk(text, &mut Vec::new(), doc.get_ref());
+        }
+        lines
+    }
+
+    fn walk(&mut self, text: &str, path: &mut Vec<String>, table: &toml::de::DeTable<'_>) {
+        for (key, value) in table.iter() {
+            path.push(key.get_ref().to_string());
+            self.0.insert(path.clone(), line_of(text, key.span().start));
+            if path.len() < 3
+                && let Some(inner) = value.get_ref().as_table()
+            {
+                self.walk(text, path, inner);
+            }
+            path.pop();
+        }
+    }
+
+    fn get(&self, path: &[&str]) -> Option<usize> {
+        let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        self.0.get(&key).copied()
+    }
+}
+
+/// The keys a job setting may have (the fields of [`JobSettings`]).
+fn setting_keys() -> Vec<String> {
+    let all = JobSettings {
+        vault_size_limit: Some(0),
+        ..JobSettings::default()
+    };
+    match toml::Table::try_from(&all) {
+        Ok(table) => table.keys().cloned().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Parses and resolves config `text`, read from `file` (used in messages and for nothing
+/// else).
+pub fn parse(text: &str, file: &Path) -> Result<Config> {
+    let top = Place {
+        file,
+        job: Section::Top,
+        key: None,
+        line: None,
+    };
+    let doc: toml::Table = toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| s.start);
+        let line = at.map(|a| line_of(text, a));
+        let shown = at.map(|a| line_text(text, a)).unwrap_or_default();
+        Place { line, ..top }.error(format!("TOML syntax: {}{shown}", e.message()))
+    })?;
+    let lines = Lines::of(text);
+    let known = setting_keys();
+
+    let mut defaults = toml::Table::new();
+    let mut jobs_table = toml::Table::new();
+    for (key, value) in doc {
+        let place = Place {
+            key: Some(&key),
+            line: lines.get(&[&key]),
+            ..top
+        };
+        match (key.as_str(), value) {
+            ("defaults", toml::Value::Table(t)) => defaults = t,
+            ("jobs", toml::Value::Table(t)) => jobs_table = t,
+            ("defaults" | "jobs", other) => {
+                return Err(place.error(format!("must be a table, not {}", a_type(&other))));
+            }
+            _ => {
+                return Err(place.error("unknown key (expected `[defaults]` or `[jobs.<name>]`)"));
+            }
+        }
+    }
+
+    // [defaults]: every key checked once, here, so an error is reported once.
+    let default_vault = match defaults.remove("vault") {
+        None => None,
+        Some(v) => {
+            let place = Place {
+                file,
+                job: Section::Defaults,
+                key: Some("vault"),
+                line: lines.get(&["defaults", "vault"]),
+            };
+            Some(absolute_path(&v, &place)?)
+        }
+    };
+    for (key, value) in &defaults {
+        let place = Place {
+            file,
+            job: Section::Defaults,
+            key: Some(key),
+            line: lines.get(&["defaults", key]),
+        };
+        if key == "source" {
+            return Err(place
+                .error("`source` is not allowed in [defaults]: every job names its own source"));
+        }
+        check_setting(key, value, &known, &place)?;
+    }
+
+    let mut jobs = Vec::new();
+    for (name, value) in jobs_table {
+        let job_line = lines.get(&["jobs", &name]);
+        let place = |key: Option<&'static str>| Place {
+            file,
+            job: Section::Job(&name),
+            key,
+            line: key
+                .and_then(|k| lines.get(&["jobs", &name, k]))
+                .or(job_line),
+        };
+        let toml::Value::Table(mut table) = value else {
+            return Err(place(None).error(format!(
+                "must be a table ([jobs.<name>]), not {}",
+                a_type(&value)
+            )));
+        };
+        let source = match table.remove("source") {
+            Some(v) => absolute_path(&v, &place(Some("source")))?,
+            None => return Err(place(Some("source")).error("missing: every job needs a source")),
+        };
+        let vault = match table.remove("vault") {
+            Some(v) => absolute_path(&v, &place(Some("vault")))?,
+            None => match &default_vault {
+                Some(v) => v.clone(),
+                None => {
+                    return Err(place(Some("vault"))
+                        .error("missing: set vault in the job or in [defaults]"));
+                }
+            },
+        };
+        for (key, value) in &table {
+            let place = Place {
+                file,
+                job: Section::Job(&name),
+                key: Some(key),
+                line: lines.get(&["jobs", &name, key]),
+            };
+            check_setting(key, value, &known, &place)?;
+        }
+        let mut merged = defaults.clone();
+        merged.extend(table);
+        let key_line = |key: &str| {
+            lines
+                .get(&["jobs", &name, key])
+                .or_else(|| lines.get(&["defaults", key]))
+                .or(job_line)
+        };
+        let job = resolve(
+            &name,
+            Section::Job(&name),
+            file,
+            source,
+            vault,
+            merged,
+            &key_line,
+        )?;
+        jobs.push(job);
+    }
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    check_folders(&jobs, file, &lines)?;
+    Ok(Config {
+        file: file.to_path_buf(),
+        jobs,
+    })
+}
+
+/// One job without a config file (`--source` and `--vault` on the command line): named after
+/// the source folder (sanitized; `/` is `root`) unless `name` is given. A relative path is
+/// taken from the current directory; the source is stored canonicalized. Same checks as a
+/// configured job.
+pub fn ad_hoc(source: &Path, vault: &Path, name: Option<&str>) -> Result<JobConfig> {
+    fn cli_place<'a>(job: &'a str, key: &'static str) -> Place<'a> {
+        Place {
+            file: Path::new(""),
+            job: Section::CommandLine(job),
+            key: Some(key),
+            line: None,
+        }
+    }
+    let provisional = name.unwrap_or("(unnamed)");
+    let abs = std::path::absolute(source)
+        .map_err(|e| cli_place(provisional, "source").error(format!("{}: {e}", show(source))))?;
+    let canonical = fs::canonicalize(&abs).map_err(|e| {
+        cli_place(provisional, "source").error(format!("source {}: {e}", show(source)))
+    })?;
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => default_name(&canonical),
+    };
+    let vault = std::path::absolute(vault)
+        .map_err(|e| cli_place(&name, "vault").error(format!("{}: {e}", show(vault))))?;
+    let no_lines = |_: &str| None;
+    resolve(
+        &name,
+        Section::CommandLine(&name),
+        Path::new(""),
+        canonical,
+        vault,
+        toml::Table::new(),
+        &no_lines,
+    )
+}
+
+/// The name of a job without one: the source folder's file name, `root` for `/`. A name
+/// that is not UTF-8 is shown lossily (sanitizing turns those characters into `_` anyway).
+fn default_name(source: &Path) -> String {
+    match source.file_name() {
+        None => "root".to_string(),
+        Some(f) => f.to_string_lossy().into_owned(),
+    }
+}
+
+/// Checks a job's paths and name and deserializes its merged settings.
+fn resolve(
+    name: &str,
+    job: Section<'_>,
+    file: &Path,
+    source: PathBuf,
+    vault: PathBuf,
+    merged: toml::Table,
+    key_line: &dyn Fn(&str) -> Option<usize>,
+) -> Result<JobConfig> {
+    let place = |key: &'static str| Place {
+        file,
+        job,
+        key: Some(key),
+        line: key_line(key),
+    };
+    let folder = sanitize_job_name(name).map_err(|e| {
+        Place {
+            file,
+            job,
+            key: None,
+            line: key_line(""),
+        }
+        .error(e)
+    })?;
+    if source.to_str().is_none() {
+        return Err(place("source").error(format!(
+            "source {} is not valid UTF-8 (job.toml stores it as text)",
+            show(&source)
+        )));
+    }
+    let meta = fs::metadata(&source).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            place("source").error(format!("source {} does not exist", show(&source)))
+        } else {
+            place("source").error(format!("source {}: {e}", show(&source)))
+        }
+    })?;
+    if !meta.is_dir() {
+        return Err(place("source").error(format!("source {} is not a directory", show(&source))));
+    }
+    if !vault.is_absolute() {
+        return Err(
+            place("vault").error(format!("vault {} must be an absolute path", show(&vault)))
+        );
+    }
+    let source_real = fs::canonicalize(&source)
+        .map_err(|e| place("source").error(format!("source {}: {e}", show(&source))))?;
+    if source_real.to_str().is_none() {
+        return Err(place("source").error(format!(
+            "source {} resolves to {}, which is not valid UTF-8",
+            show(&source),
+            show(&source_real)
+        )));
+    }
+    let vault_real = canonical_prefix(&vault)
+        .map_err(|e| place("vault").error(format!("vault {}: {e}", show(&vault))))?;
+    if vault_real.starts_with(&source_real) {
+        return Err(place("vault").error(format!(
+            "vault {} is inside the source {}: every version would back up the vault",
+            show(&vault),
+            show(&source)
+        )));
+    }
+    if source_real.starts_with(&vault_real) {
+        return Err(place("source").error(format!(
+            "source {} is inside the vault {}",
+            show(&source),
+            show(&vault)
+        )));
+    }
+    // Every key was checked on its own by the caller; this cannot fail on one of them.
+    let settings: JobSettings = toml::Value::Table(merged).try_into().map_err(|e| {
+        Place {
+            file,
+            job,
+            key: None,
+            line: None,
+        }
+        .error(e.message())
+    })?;
+    if let Err(e) = settings.validate() {
+        let key = validation_key(&e);
+        return Err(Place {
+            file,
+            job,
+            key: Some(key),
+            line: key_line(key),
+        }
+        .error(e));
+    }
+    Ok(JobConfig {
+        name: name.to_string(),
+        folder,
+        source,
+        vault,
+        settings,
+    })
+}
+
+/// Checks one setting on its own, so an error names exactly that key.
+fn check_setting(
+    key: &str,
+    value: &toml::Value,
+    known: &[String],
+    place: &Place<'_>,
+) -> Result<()> {
+    if key == "source" || key == "vault" {
+        return Ok(());
+    }
+    if !known.iter().any(|k| k == key) {
+        let mut all = known.to_vec();
+        all.extend(["source".to_string(), "vault".to_string()]);
+        all.sort();
+        return Err(place.error(format!("unknown key (known keys: {})", all.join(", "))));
+    }
+    let mut single = toml::Table::new();
+    single.insert(key.to_string(), value.clone());
+    toml::Value::Table(single)
+        .try_into::<JobSettings>()
+        .map(|_| ())
+        .map_err(|e| place.error(e.message()))
+}
+
+/// Which key a [`JobSettings::validate`] message is about.
+fn validation_key(message: &str) -> &'static str {
+    for key in [
+        "max_delete_ratio",
+        "min_snapshot_time",
+        "max_snapshot_delay",
+        "vault_size_limit",
+        "keep_versions",
+    ] {
+        if message.contains(key) {
+            return key;
+        }
+    }
+    "exclude"
+}
+
+/// A TOML value that must be an absolute path.
+fn absolute_path(value: &toml::Value, place: &Place<'_>) -> Result<PathBuf> {
+    let Some(text) = value.as_str() else {
+        return Err(place.error(format!("must be a string (a path), not {}", a_type(value))));
+    };
+    if text.is_empty() {
+        return Err(place.error("must not be empty"));
+    }
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(place.error(format!(
+            "`{}` is relative: use an absolute path",
+            text.escape_debug()
+        )));
+    }
+    Ok(path)
+}
+
+/// Canonicalizes the nearest existing ancestor of `path` and re-appends the rest (the vault
+/// may not exist yet), resolving `.` and `..` in the rest lexically.
+fn canonical_prefix(path: &Path) -> std::io::Result<PathBuf> {
+    let mut existing = path.to_path_buf();
+    let mut rest: Vec<OsString> = Vec::new();
+    loop {
+        match fs::canonicalize(&existing) {
+            Ok(real) => {
+                let mut out = real;
+                for part in rest.iter().rev() {
+                    match Path::new(part).components().next() {
+                        Some(Component::ParentDir) => {
+                            out.pop();
+                        }
+                        Some(Component::CurDir) | None => {}
+                        Some(_) => out.push(part),
+                    }
+                }
+                return Ok(out);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Some(last) = existing.file_name().map(|f| f.to_os_string()) else {
+                    // `..` or `.` at the end of a missing path: drop it and keep climbing.
+                    match existing.components().next_back() {
+                        Some(Component::ParentDir) => rest.push(OsString::from("..")),
+                        Some(Component::RootDir) | None => return Err(e),
+                        _ => {}
+                    }
+                    if !existing.pop() {
+                        return Err(e);
+                    }
+                    continue;
+                };
+                rest.push(last);
+                if !existing.pop() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Two jobs may not share a folder of the same vault.
+fn check_folders(jobs: &[JobConfig], file: &Path, lines: &Lines) -> Result<()> {
+    let mut seen: BTreeMap<(PathBuf, &str), &str> = BTreeMap::new();
+    for job in jobs {
+        let vault = canonical_prefix(&job.vault).unwrap_or_else(|_| job.vault.clone());
+        if let Some(other) = seen.insert((vault, job.folder.as_str()), job.name.as_str()) {
+            return Err(Place {
+                file,
+                job: Section::Job(&job.name),
+                key: None,
+                line: lines.get(&["jobs", &job.name]),
+            }
+            .error(format!(
+                "jobs `{}` and `{}` both sanitize to folder `{}` of vault {}: rename one",
+                other.escape_debug(),
+                job.name.escape_debug(),
+                job.folder,
+                show(&job.vault)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The resolved jobs as TOML (for `reverberator check-config`): every setting explicit,
+/// defaults applied. The text parses back into the same jobs.
+pub fn render_resolved(config: &Config) -> String {
+    let mut out = format!(
+        "# resolved from {}: every job with its defaults applied\n",
+        show(&config.file)
+    );
+    for job in &config.jobs {
+        let mut table = toml::Table::new();
+        table.insert(
+            "source".into(),
+            toml::Value::String(job.source.to_string_lossy().into_owned()),
+        );
+        table.insert(
+            "vault".into(),
+            toml::Value::String(job.vault.to_string_lossy().into_owned()),
+        );
+        if let Ok(settings) = toml::Table::try_from(&job.settings) {
+            table.extend(settings);
+        }
+        if job.settings.vault_size_limit.is_none() {
+            // Absent means "no limit"; say so rather than leave the reader guessing.
+            table.remove("vault_size_limit");
+        }
+        let mut named = toml::Table::new();
+        named.insert(job.name.clone(), toml::Value::Table(table));
+        let mut doc = toml::Table::new();
+        doc.insert("jobs".into(), toml::Value::Table(named));
+        out.push('\n');
+        out.push_str(&format!("# folder: {}\n", job.folder));
+        if job.settings.vault_size_limit.is_none() {
+            out.push_str("# vault_size_limit: none\n");
+        }
+        out.push_str(&toml::to_string(&doc).unwrap_or_default());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const FILE: &str = "/etc/reverberator/test.toml";
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            fs::create_dir(dir.path().join("src")).expect("mkdir");
+            fs::create_dir(dir.path().join("src2")).expect("mkdir");
+            fs::create_dir(dir.path().join("backup")).expect("mkdir");
+            fs::write(dir.path().join("plain"), "x").expect("write");
+            Fixture { dir }
+        }
+
+        fn root(&self) -> String {
+            self.dir.path().to_str().expect("utf-8 tempdir").to_string()
+        }
+
+        /// Parses `text` with `{root}` replaced by the fixture's directory.
+        fn parse(&self, text: &str) -> Result<Config> {
+            parse(&text.replace("{root}", &self.root()), Path::new(FILE))
+        }
+
+        /// Asserts `text` fails with one usage line naming the file and every part.
+        fn fails(&self, text: &str, parts: &[&str]) -> String {
+            let err = self.parse(text).expect_err("should fail");
+            assert!(matches!(err, Error::Usage(_)), "{err:?}");
+            assert_eq!(err.exit_code(), 2);
+            let msg = err.to_string();
+            assert!(!msg.contains('\n'), "one line: {msg}");
+            assert!(msg.contains(FILE), "names the file: {msg}");
+            for part in parts {
+                assert!(msg.contains(part), "`{part}` missing from: {msg}");
+            }
+            msg
+        }
+    }
+
+    const GOOD: &str = r#"
+[defaults]
+vault = "{root}/backup"
+keep_versions = 5
+exclude = ["*.swp"]
+
+[jobs.docs]
+source = "{root}/src"
+keep_versions = 7
+min_snapshot_time = "1m"
+
+[jobs.code]
+source = "{root}/src2"
+vault_size_limit = "2GiB"
+"#;
+
+    #[test]
+    fn defaults_merge_key_by_key() {
+        let f = Fixture::new();
+        let c = f.parse(GOOD).expect("valid");
+        assert_eq!(c.file, Path::new(FILE));
+        let names: Vec<&str> = c.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["code", "docs"], "sorted by name");
+        let docs = c.job("docs").expect("docs");
+        assert_eq!(docs.folder, "docs");
+        assert_eq!(docs.vault, Path::new(&format!("{}/backup", f.root())));
+        assert_eq!(docs.settings.keep_versions, 7, "job overrides defaults");
+        assert_eq!(docs.settings.exclude, ["*.swp"], "inherited");
+        assert_eq!(docs.settings.min_snapshot_time, Duration::from_secs(60));
+        assert_eq!(docs.settings.max_snapshot_delay, Duration::from_secs(600));
+        let code = c.job("code").expect("code");
+        assert_eq!(code.settings.keep_versions, 5, "inherited");
+        assert_eq!(code.settings.vault_size_limit, Some(2 << 30));
+        assert_eq!(code.settings.min_snapshot_time, Duration::from_secs(30));
+        assert!(code.settings.keep_complete);
+    }
+
+    #[test]
+    fn empty_file_has_no_jobs() {
+        let f = Fixture::new();
+        assert!(f.parse("").expect("valid").jobs.is_empty());
+    }
+
+    #[test]
+    fn render_resolved_parses_back() {
+        let f = Fixture::new();
+        let c = f.parse(GOOD).expect("valid");
+        let text = render_resolved(&c);
+        assert!(text.contains("# folder: docs"), "{text}");
+        assert!(text.contains("keep_versions = 7"), "{text}");
+        let back = parse(&text, Path::new(FILE)).expect("resolved text parses");
+        assert_eq!(back.jobs, c.jobs);
+    }
+
+    #[test]
+    fn syntax_error_and_duplicate_job() {
+        let f = Fixture::new();
+        f.fails("[jobs.a\nsource = 1", &["line 1", "TOML syntax"]);
+        let dup = "[jobs.a]\nsource = \"{root}/src\"\nvault = \"/v\"\n\n[jobs.a]\nsource = \"{root}/src\"\n";
+        f.fails(dup, &["line 5", "TOML syntax", "duplicate", "`[jobs.a]`"]);
+    }
+
+    #[test]
+    fn unknown_keys() {
+        let f = Fixture::new();
+        f.fails("colour = 1\n", &["top level", "key `colour`", "line 1"]);
+        f.fails(
+            "[defaults]\nkeep_versionz = 3\n",
+            &["[defaults]", "key `keep_versionz`", "line 2", "known keys"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\nkeep_versionz = 3\n",
+            &["job `docs`", "key `keep_versionz`", "line 4"],
+        );
+        f.fails(
+            "[defaults]\nsource = \"{root}/src\"\n",
+            &["[defaults]", "key `source`", "not allowed in [defaults]"],
+        );
+        f.fails("jobs = 3\n", &["top level", "key `jobs`", "not an integer"]);
+        f.fails("[jobs]\ndocs = 3\n", &["job `docs`", "line 2", "table"]);
+    }
+
+    #[test]
+    fn wrong_types() {
+        let f = Fixture::new();
+        let base = "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\n";
+        f.fails(
+            &format!("{base}keep_versions = \"many\"\n"),
+            &["job `docs`", "key `keep_versions`", "line 4"],
+        );
+        f.fails(
+            &format!("{base}keep_complete = 1\n"),
+            &["job `docs`", "key `keep_complete`", "line 4"],
+        );
+        f.fails(
+            &format!("{base}exclude = \"*.swp\"\n"),
+            &["job `docs`", "key `exclude`", "line 4"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = 7\nvault = \"/v\"\n",
+            &["job `docs`", "key `source`", "line 2", "string"],
+        );
+        f.fails(
+            "[defaults]\nkeep_versions = -1\n",
+            &["[defaults]", "key `keep_versions`", "line 2"],
+        );
+    }
+
+    #[test]
+    fn bad_source() {
+        let f = Fixture::new();
+        f.fails(
+            "[jobs.docs]\nvault = \"/v\"\n",
+            &["job `docs`", "key `source`", "missing"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"src\"\nvault = \"/v\"\n",
+            &["job `docs`", "key `source`", "line 2", "relative"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/nope\"\nvault = \"/v\"\n",
+            &[
+                "job `docs`",
+                "key `source`",
+                "line 2",
+                "nope",
+                "does not exist",
+            ],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/plain\"\nvault = \"/v\"\n",
+            &["job `docs`", "key `source`", "not a directory"],
+        );
+    }
+
+    #[test]
+    fn bad_vault() {
+        let f = Fixture::new();
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/src\"\n",
+            &["job `docs`", "key `vault`", "missing"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"backup\"\n",
+            &["job `docs`", "key `vault`", "line 3", "relative"],
+        );
+        f.fails(
+            "[defaults]\nvault = \"backup\"\n",
+            &["[defaults]", "key `vault`", "line 2", "relative"],
+        );
+        // The vault does not exist yet, and is reached through `..` and a symlink.
+        std::os::unix::fs::symlink(f.dir.path().join("src"), f.dir.path().join("alias"))
+            .expect("symlink");
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"{root}/alias/x/../new/vault\"\n",
+            &["job `docs`", "key `vault`", "line 3", "inside the source"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"{root}\"\n",
+            &["job `docs`", "key `source`", "line 2", "inside the vault"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"{root}/src\"\n",
+            &["job `docs`", "key `vault`", "inside the source"],
+        );
+        // A sibling whose name merely starts with the source's is fine.
+        f.parse("[jobs.docs]\nsource = \"{root}/src\"\nvault = \"{root}/src-vault\"\n")
+            .expect("sibling vault is not inside");
+    }
+
+    #[test]
+    fn bad_names_and_folders() {
+        let f = Fixture::new();
+        f.fails(
+            "[jobs.\"..\"]\nsource = \"{root}/src\"\nvault = \"/v\"\n",
+            &["job `..`", "line 1", "cannot be a folder"],
+        );
+        f.fails(
+            "[jobs.\"\"]\nsource = \"{root}/src\"\nvault = \"/v\"\n",
+            &["job ``", "cannot be a folder"],
+        );
+        let clash = "[defaults]\nvault = \"/v\"\n[jobs.\"my docs\"]\nsource = \"{root}/src\"\n\
+                     [jobs.my_docs]\nsource = \"{root}/src2\"\n";
+        f.fails(
+            clash,
+            &["job `my_docs`", "`my docs`", "folder `my_docs`", "line 5"],
+        );
+        // The same folder in two different vaults is fine.
+        let apart = "[jobs.\"my docs\"]\nsource = \"{root}/src\"\nvault = \"/v1\"\n\
+                     [jobs.my_docs]\nsource = \"{root}/src2\"\nvault = \"/v2\"\n";
+        f.parse(apart).expect("different vaults");
+    }
+
+    #[test]
+    fn bad_durations_and_sizes() {
+        let f = Fixture::new();
+        let base = "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\n";
+        f.fails(
+            &format!("{base}min_snapshot_time = \"soon\"\n"),
+            &["job `docs`", "key `min_snapshot_time`", "line 4", "soon"],
+        );
+        f.fails(
+            &format!("{base}vault_size_limit = \"5 parsecs\"\n"),
+            &["job `docs`", "key `vault_size_limit`", "line 4", "parsecs"],
+        );
+        f.fails(
+            "[defaults]\nmax_snapshot_delay = \"later\"\n",
+            &["[defaults]", "key `max_snapshot_delay`", "line 2", "later"],
+        );
+    }
+
+    #[test]
+    fn validation_failures() {
+        let f = Fixture::new();
+        let base = "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\n";
+        f.fails(
+            &format!("{base}max_delete_ratio = 1.5\n"),
+            &["job `docs`", "key `max_delete_ratio`", "line 4"],
+        );
+        f.fails(
+            &format!("{base}exclude = [\"a[\"]\n"),
+            &["job `docs`", "key `exclude`", "line 4", "a["],
+        );
+        // min from the defaults, max from the job: the job is named, the key's line is found.
+        f.fails(
+            "[defaults]\nmin_snapshot_time = \"20m\"\n[jobs.docs]\nsource = \"{root}/src\"\n\
+             vault = \"/v\"\nmax_snapshot_delay = \"10m\"\n",
+            &["job `docs`", "key `min_snapshot_time`", "line 2"],
+        );
+    }
+
+    #[test]
+    fn ad_hoc_jobs() {
+        let f = Fixture::new();
+        let src = f.dir.path().join("src");
+        let vault = f.dir.path().join("backup/v");
+        let job = ad_hoc(&src, &vault, None).expect("valid");
+        assert_eq!(job.name, "src");
+        assert_eq!(job.folder, "src");
+        assert_eq!(job.settings, JobSettings::default());
+        let job = ad_hoc(&src, &vault, Some("my docs")).expect("valid");
+        assert_eq!(job.folder, "my_docs");
+        assert_eq!(default_name(Path::new("/")), "root");
+        let err = ad_hoc(&src, &src.join("v"), None).expect_err("inside");
+        assert!(err.to_string().contains("key `vault`"), "{err}");
+        let err = ad_hoc(&f.dir.path().join("nope"), &vault, None).expect_err("missing");
+        assert!(err.to_string().contains("key `source`"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_source() {
+        use std::os::unix::ffi::OsStrExt;
+        let f = Fixture::new();
+        let odd = f.dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        fs::create_dir(&odd).expect("mkdir");
+        let err = ad_hoc(&odd, &f.dir.path().join("backup"), None).expect_err("not utf-8");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("key `source`") && msg.contains("UTF-8"),
+            "{msg}"
+        );
+        assert!(msg.contains("caf\\xe9") || msg.contains("caf"), "{msg}");
+        // Through a symlink in the config file.
+        std::os::unix::fs::symlink(&odd, f.dir.path().join("link")).expect("symlink");
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/link\"\nvault = \"/v\"\n",
+            &["job `docs`", "key `source`", "UTF-8"],
+        );
+    }
+
+    #[test]
+    fn canonical_prefix_of_missing_paths() {
+        let f = Fixture::new();
+        let real = fs::canonicalize(f.dir.path()).expect("canonical");
+        let p = f.dir.path().join("a/b/../c/./d");
+        assert_eq!(canonical_prefix(&p).expect("prefix"), real.join("a/c/d"));
+        assert_eq!(
+            canonical_prefix(&f.dir.path().join("src")).expect("prefix"),
+            real.join("src")
+        );
+    }
+
+    fn env(root: &Path) -> LookupEnv {
+        LookupEnv {
+            reverberator_config: None,
+            xdg_config_home: None,
+            home: None,
+            system_config: root.join("etc/config.toml"),
+        }
+    }
+
+    #[test]
+    fn lookup_order() {
+        let f = Fixture::new();
+        let root = f.dir.path();
+        let make = |rel: &str| {
+            let p = root.join(rel);
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(&p, "").expect("write");
+            p
+        };
+        let system = make("etc/config.toml");
+        let home_file = make("home/.config/reverberator/config.toml");
+        let xdg_file = make("xdg/reverberator/config.toml");
+        let var_file = make("var.toml");
+        let flag_file = make("flag.toml");
+
+        let mut e = env(root);
+        assert_eq!(locate_in(None, &e).expect("system"), system);
+        e.home = Some(root.join("home").into());
+        assert_eq!(locate_in(None, &e).expect("home"), home_file);
+        e.xdg_config_home = Some("relative/ignored".into());
+        assert_eq!(
+            locate_in(None, &e).expect("relative xdg ignored"),
+            home_file
+        );
+        e.xdg_config_home = Some(root.join("xdg").into());
+        assert_eq!(locate_in(None, &e).expect("xdg"), xdg_file);
+        e.reverberator_config = Some(var_file.clone().into());
+        assert_eq!(locate_in(None, &e).expect("var"), var_file);
+        assert_eq!(locate_in(Some(&flag_file), &e).expect("flag"), flag_file);
+
+        // Named files must exist: no silent fallback.
+        let err = locate_in(Some(&root.join("missing.toml")), &e).expect_err("missing");
+        assert!(err.to_string().contains("--config"), "{err}");
+        e.reverberator_config = Some(root.join("gone.toml").into());
+        let err = locate_in(None, &e).expect_err("missing");
+        assert!(err.to_string().contains("REVERBERATOR_CONFIG"), "{err}");
+
+        // Nothing anywhere: every place tried is listed.
+        let mut e = env(&root.join("nowhere"));
+        e.xdg_config_home = Some(root.join("empty").into());
+        let err = locate_in(None, &e).expect_err("none");
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Usage(_)));
+        assert!(msg.contains("empty/reverberator/config.toml"), "{msg}");
+        assert!(msg.contains("nowhere/etc/config.toml"), "{msg}");
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let f = Fixture::new();
+        let path = f.dir.path().join("config.toml");
+        fs::write(&path, GOOD.replace("{root}", &f.root())).expect("write");
+        let c = load(&path).expect("valid");
+        assert_eq!(c.file, path);
+        assert_eq!(c.jobs.len(), 2);
+        let err = load(&f.dir.path().join("none.toml")).expect_err("missing");
+        assert!(matches!(err, Error::Usage(_)), "{err:?}");
+        fs::write(&path, b"# caf\xe9\n").expect("write");
+        let err = load(&path).expect_err("binary");
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+}

@@ -1,0 +1,219 @@
+# Evaluates nix/module.nix with `lib.evalModules` alone (no pkgs, no NixOS, no build) and
+# checks its defaults, the generated TOML data and its assertions. Runs in seconds:
+#
+#   nix-instantiate --eval --strict -E 'import ./nix/eval-test.nix { }' -I nixpkgs=/path/to/nixpkgs
+#   nix-instantiate --eval --strict -E 'import ./nix/eval-test.nix { lib = import <nixpkgs/lib>; }'
+#
+# It returns "ok: N cases" or fails listing every broken case. The flake runs it as
+# checks.<system>.module-eval.
+{
+  lib ? import <nixpkgs/lib>,
+}:
+let
+  # The few NixOS options the module defines values for, declared loosely: never read here.
+  stubs =
+    { lib, ... }:
+    {
+      options = {
+        assertions = lib.mkOption {
+          type = lib.types.listOf lib.types.unspecified;
+          default = [ ];
+        };
+        environment = lib.mkOption {
+          type = lib.types.anything;
+          default = { };
+        };
+        systemd = lib.mkOption {
+          type = lib.types.anything;
+          default = { };
+        };
+      };
+    };
+
+  eval =
+    cfg:
+    (lib.evalModules {
+      modules = [
+        ./module.nix
+        stubs
+        { services.reverberator = { enable = true; } // cfg; }
+      ];
+    }).config;
+
+  failedMessages = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
+
+  # A case passes when every expected fragment is in some failed assertion, and nothing
+  # fails when none is expected.
+  expectAssertions =
+    name: cfg: fragments:
+    let
+      msgs = failedMessages (eval cfg);
+      all = lib.concatStringsSep "\n" msgs;
+      missing = builtins.filter (f: !lib.hasInfix f all) fragments;
+    in
+    if fragments == [ ] && msgs != [ ] then
+      [ "${name}: unexpected assertion failures:\n${all}" ]
+    else if missing != [ ] then
+      [ "${name}: no assertion mentions ${builtins.toJSON missing}; got:\n${all}" ]
+    else
+      [ ];
+
+  expectEq =
+    name: actual: expected:
+    if actual == expected then
+      [ ]
+    else
+      [ "${name}: expected ${builtins.toJSON expected}, got ${builtins.toJSON actual}" ];
+
+  # A type error in an option is a module-system throw, caught here.
+  expectEvalError =
+    name: cfg:
+    let
+      r = builtins.tryEval (builtins.deepSeq (eval cfg).services.reverberator.finalSettings true);
+    in
+    if r.success then [ "${name}: evaluated, but should have been a type error" ] else [ ];
+
+  good = {
+    defaults = {
+      vault = "/mnt/backup/vault";
+      keep_versions = 5;
+    };
+    jobs.docs = {
+      source = "/home/alice/Documents";
+      min_snapshot_time = "1m";
+    };
+    jobs.code = {
+      source = "/home/alice/src";
+      vault = "/srv/fast";
+      keep_versions = 7;
+      vault_size_limit = "2GiB";
+    };
+    settings.jobs.docs.exclude = [ "*.tmp" ];
+  };
+  goodToml = (eval good).services.reverberator.finalSettings;
+  bare =
+    (eval {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+      };
+    }).services.reverberator.finalSettings;
+
+  cases = lib.concatLists [
+    (expectAssertions "good config" good [ ])
+    (expectEq "docs resolved" goodToml.jobs.docs {
+      source = "/home/alice/Documents";
+      vault = "/mnt/backup/vault";
+      min_snapshot_time = "1m";
+      max_snapshot_delay = "10m";
+      keep_complete = true;
+      only_sync_attributes = true;
+      keep_versions = 5;
+      exclude = [ "*.tmp" ];
+      max_delete_ratio = 0.5;
+    })
+    (expectEq "code overrides defaults" goodToml.jobs.code.keep_versions 7)
+    (expectEq "code vault" goodToml.jobs.code.vault "/srv/fast")
+    (expectEq "size limit kept" goodToml.jobs.code.vault_size_limit "2GiB")
+    (expectEq "builtin defaults" bare.jobs.a {
+        source = "/a";
+        vault = "/v";
+        min_snapshot_time = "30s";
+        max_snapshot_delay = "10m";
+        keep_complete = true;
+        only_sync_attributes = true;
+        keep_versions = 100;
+        exclude = [ ];
+        max_delete_ratio = 0.5;
+    })
+    (expectAssertions "relative source" {
+      jobs.a = {
+        source = "data";
+        vault = "/v";
+      };
+    } [ "jobs.\"a\".source must be an absolute path" ])
+    (expectAssertions "relative vault" {
+      jobs.a = {
+        source = "/data";
+        vault = "v";
+      };
+    } [ "jobs.\"a\".vault must be an absolute path" ])
+    (expectAssertions "relative default vault" {
+      defaults.vault = "v";
+    } [ "defaults.vault must be an absolute path" ])
+    (expectAssertions "no vault" { jobs.a.source = "/data"; } [ "jobs.\"a\".vault is not set" ])
+    (expectAssertions "vault inside source" {
+      jobs.a = {
+        source = "/srv/data/";
+        vault = "/srv//data/./x/../vault";
+      };
+    } [ "is inside the source" ])
+    (expectAssertions "vault is the source" {
+      jobs.a = {
+        source = "/srv/data";
+        vault = "/srv/data/";
+      };
+    } [ "is inside the source" ])
+    (expectAssertions "source inside vault" {
+      jobs.a = {
+        source = "/mnt/vault/data";
+        vault = "/mnt/vault";
+      };
+    } [ "source /mnt/vault/data is inside the vault" ])
+    (expectAssertions "root source holds every vault" {
+      jobs.a = {
+        source = "/";
+        vault = "/mnt/vault";
+      };
+    } [ "is inside the source" ])
+    (expectAssertions "sibling with a common prefix is fine" {
+      jobs.a = {
+        source = "/srv/data";
+        vault = "/srv/data-vault";
+      };
+    } [ ])
+    (expectAssertions "names sharing a folder" {
+      defaults.vault = "/v";
+      jobs."my docs".source = "/a";
+      jobs.my_docs.source = "/b";
+    } [ "\"my docs\" and \"my_docs\" sanitize to the same folder \"my_docs\"" ])
+    (expectAssertions "same folder, different vaults" {
+      jobs."my docs" = {
+        source = "/a";
+        vault = "/v1";
+      };
+      jobs.my_docs = {
+        source = "/b";
+        vault = "/v2";
+      };
+    } [ ])
+    (expectAssertions "name that is no folder" {
+      jobs.".." = {
+        source = "/a";
+        vault = "/v";
+      };
+    } [ "sanitizes to \"..\"" ])
+    (expectEvalError "negative keep_versions" {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+        keep_versions = -1;
+      };
+    })
+    (expectEvalError "ratio out of range" {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+        max_delete_ratio = 1.5;
+      };
+    })
+    (expectEvalError "duration must be a string" {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+        min_snapshot_time = 30;
+      };
+    })
+  ];
+in
+if cases == [ ] then "ok: 21 cases" else throw (lib.concatStringsSep "\n" cases)

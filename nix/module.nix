@@ -1,0 +1,408 @@
+# NixOS module: services.reverberator (SPEC §6, §10, §14).
+#
+# Owns: the options, the generated /etc/reverberator/config.toml, the hardened
+# `reverberator` service and the optional `reverberator-retire` timer.
+#
+# Invariants:
+# - Every job setting of SPEC §6 is a typed option whose default is JobSettings::default()
+#   (common/src/settings.rs), through `services.reverberator.defaults`, so a job that sets
+#   nothing gets exactly what the tool would give it.
+# - The options and the assertions need nothing but `lib`: `pkgs` is only used inside
+#   `config`, lazily, so `lib.evalModules` can evaluate them alone (nix/eval-test.nix).
+# - The assertions check what can be seen at evaluation time (absolute paths, a vault inside
+#   a source or the reverse, two names sharing one folder of one vault). The tool checks the
+#   rest (existing sources, symlinks, durations) when the service starts.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib)
+    mkOption
+    mkEnableOption
+    mkIf
+    types
+    literalExpression
+    ;
+  cfg = config.services.reverberator;
+
+  # JobSettings::default() in common/src/settings.rs.
+  builtinDefaults = {
+    min_snapshot_time = "30s";
+    max_snapshot_delay = "10m";
+    keep_complete = true;
+    only_sync_attributes = true;
+    keep_versions = 100;
+    vault_size_limit = null;
+    exclude = [ ];
+    max_delete_ratio = 0.5;
+  };
+  settingNames = builtins.attrNames builtinDefaults;
+
+  # The typed options of every job setting; `dflt` gives each default and `dfltText` its
+  # documentation.
+  settingOptions = dflt: dfltText: {
+    min_snapshot_time = mkOption {
+      type = types.str;
+      default = dflt.min_snapshot_time;
+      defaultText = dfltText "min_snapshot_time";
+      example = "1m";
+      description = "Quiet period before a version is taken (humantime: `500ms`, `30s`, `10m`, `1h 30m`).";
+    };
+    max_snapshot_delay = mkOption {
+      type = types.str;
+      default = dflt.max_snapshot_delay;
+      defaultText = dfltText "max_snapshot_delay";
+      example = "1h";
+      description = "Under constant change, a version at least this often. Not shorter than `min_snapshot_time`.";
+    };
+    keep_complete = mkOption {
+      type = types.bool;
+      default = dflt.keep_complete;
+      defaultText = dfltText "keep_complete";
+      description = ''
+        The first version is a complete copy of the source. With `false` the first version
+        holds nothing and later versions hold only what changed since the job started: a
+        history of changes, not a backup.
+      '';
+    };
+    only_sync_attributes = mkOption {
+      type = types.bool;
+      default = dflt.only_sync_attributes;
+      defaultText = dfltText "only_sync_attributes";
+      description = "An attribute-only change copies the vault's previous data with the new attributes instead of the source's data.";
+    };
+    keep_versions = mkOption {
+      type = types.ints.unsigned;
+      default = dflt.keep_versions;
+      defaultText = dfltText "keep_versions";
+      description = "Retire the oldest versions beyond this many (0 = no count limit).";
+    };
+    vault_size_limit = mkOption {
+      type = types.nullOr (types.either types.str types.ints.unsigned);
+      default = dflt.vault_size_limit;
+      defaultText = dfltText "vault_size_limit";
+      example = "50GiB";
+      description = "Retire the oldest versions while the job's folder is larger than this (bytes, or `K`/`KiB`…`TiB` powers of 1024, `kB`…`TB` powers of 1000). `null` = no limit.";
+    };
+    exclude = mkOption {
+      type = types.listOf types.str;
+      default = dflt.exclude;
+      defaultText = dfltText "exclude";
+      example = [
+        "*.swp"
+        ".cache/"
+      ];
+      description = "gitignore-style patterns, relative to the source.";
+    };
+    max_delete_ratio = mkOption {
+      type = types.numbers.between 0 1;
+      default = dflt.max_delete_ratio;
+      defaultText = dfltText "max_delete_ratio";
+      description = "A rescan deleting more than this share of the current version's files makes no version unless forced (an emptied source is more often an unmounted disk).";
+    };
+  };
+
+  builtinText = name: literalExpression (builtins.toJSON builtinDefaults.${name});
+  inheritText = name: literalExpression "config.services.reverberator.defaults.${name}";
+
+  jobModule =
+    { name, ... }:
+    {
+      options = {
+        source = mkOption {
+          type = types.str;
+          example = "/home/alice/Documents";
+          description = "The monitored directory (absolute). Job `${name}` is stored in the vault folder named after it, sanitized.";
+        };
+        vault = mkOption {
+          type = types.nullOr types.str;
+          default = cfg.defaults.vault;
+          defaultText = inheritText "vault";
+          example = "/mnt/backup/vault";
+          description = "The vault directory (absolute).";
+        };
+      }
+      // settingOptions cfg.defaults inheritText;
+    };
+
+  # --- pure helpers, also used by the assertions -------------------------------------------
+
+  # Lexically normalized absolute path: no `//`, `.`, `..` or trailing `/`.
+  normalize =
+    path:
+    let
+      parts = builtins.filter (p: p != "" && p != ".") (lib.splitString "/" path);
+      folded = builtins.foldl' (acc: p: if p == ".." then lib.take (builtins.length acc - 1) acc else acc ++ [ p ]) [ ] parts;
+    in
+    "/" + lib.concatStringsSep "/" folded;
+  # `inner` is `outer` or below it (both normalized).
+  within = outer: inner: outer == "/" || inner == outer || lib.hasPrefix (outer + "/") inner;
+  isAbsolute = p: p != null && lib.hasPrefix "/" p;
+
+  # SPEC §6: keep A-Z a-z 0-9 . _ -, every other character becomes `_`. Nix strings are bytes:
+  # a non-ASCII character becomes one `_` per UTF-8 byte here, one `_` in the tool; the tool
+  # re-checks at start, so this only misses clashes between non-ASCII names.
+  sanitize =
+    name:
+    lib.concatMapStrings (c: if builtins.match "[A-Za-z0-9._-]" c != null then c else "_") (
+      lib.stringToCharacters name
+    );
+
+  jobList = lib.mapAttrsToList (name: job: job // { inherit name; }) cfg.jobs;
+
+  jobAssertions = lib.concatMap (
+    job:
+    let
+      what = "services.reverberator.jobs.${builtins.toJSON job.name}";
+      bothAbsolute = isAbsolute job.source && isAbsolute job.vault;
+      src = normalize job.source;
+      vault = normalize job.vault;
+      folder = sanitize job.name;
+    in
+    [
+      {
+        assertion = isAbsolute job.source;
+        message = "${what}.source must be an absolute path, not ${builtins.toJSON job.source}.";
+      }
+      {
+        assertion = job.vault != null;
+        message = "${what}.vault is not set (set it, or services.reverberator.defaults.vault).";
+      }
+      {
+        assertion = job.vault == null || isAbsolute job.vault;
+        message = "${what}.vault must be an absolute path, not ${builtins.toJSON job.vault}.";
+      }
+      {
+        assertion = !(bothAbsolute && within src vault);
+        message = "${what}: the vault ${job.vault} is inside the source ${job.source}.";
+      }
+      {
+        assertion = !(bothAbsolute && within vault src && src != vault);
+        message = "${what}: the source ${job.source} is inside the vault ${job.vault}.";
+      }
+      {
+        assertion = folder != "" && folder != "." && folder != "..";
+        message = "${what}: the name sanitizes to ${builtins.toJSON folder}, which cannot be a folder.";
+      }
+    ]
+  ) jobList;
+
+  # Jobs grouped by (vault, folder): a group of two or more is a clash.
+  clashes = lib.filter (g: builtins.length g > 1) (
+    builtins.attrValues (
+      builtins.groupBy (job: "${normalize (toString job.vault)}/${sanitize job.name}") (
+        builtins.filter (job: isAbsolute job.vault) jobList
+      )
+    )
+  );
+  clashAssertions = map (group: {
+    assertion = false;
+    message =
+      "services.reverberator.jobs: ${lib.concatMapStringsSep " and " (j: builtins.toJSON j.name) group}"
+      + " sanitize to the same folder ${builtins.toJSON (sanitize (builtins.head group).name)}"
+      + " of the vault ${(builtins.head group).vault}; rename one.";
+  }) clashes;
+
+  # The TOML document, as data (every job fully resolved; TOML has no null).
+  jobToml =
+    job:
+    lib.filterAttrs (_: v: v != null) (
+      {
+        inherit (job) source vault;
+      }
+      // lib.getAttrs settingNames job
+    );
+  generated = {
+    jobs = lib.mapAttrs (_: jobToml) cfg.jobs;
+  };
+
+  vaults = lib.unique (
+    builtins.filter (v: v != null) (lib.mapAttrsToList (_: job: job.vault) cfg.jobs)
+  );
+  sources = lib.unique (lib.mapAttrsToList (_: job: job.source) cfg.jobs);
+
+  configPath = "/etc/reverberator/config.toml";
+
+  hardening = {
+    ProtectSystem = "strict";
+    ProtectHome = "read-only";
+    # `-`: a vault on an unplugged disk must not keep the service from starting; the tool
+    # notices the missing vault itself and waits for it (SPEC §8).
+    ReadWritePaths = map (p: "-${p}") vaults;
+    ReadOnlyPaths = map (p: "-${p}") sources;
+    PrivateTmp = true;
+    NoNewPrivileges = true;
+    # Not PrivateDevices: filesystem identity reads /dev/disk/by-* and block devices.
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    RestrictSUIDSGID = true;
+    RestrictRealtime = true;
+    RestrictNamespaces = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    SystemCallArchitectures = "native";
+    RestrictAddressFamilies = [ "AF_UNIX" ];
+    IPAddressDeny = "any";
+    # Root, but only the powers a backup needs: read everything, write owners, modes and
+    # times, make device nodes and fifos as they were.
+    CapabilityBoundingSet = [
+      "CAP_DAC_READ_SEARCH"
+      "CAP_DAC_OVERRIDE"
+      "CAP_CHOWN"
+      "CAP_FOWNER"
+      "CAP_FSETID"
+      "CAP_MKNOD"
+    ];
+    UMask = "0077";
+  };
+in
+{
+  options.services.reverberator = {
+    enable = mkEnableOption "reverberator, continuous versioned backup of folders";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.reverberator;
+      defaultText = literalExpression "pkgs.reverberator";
+      description = "The reverberator package (all binaries).";
+    };
+
+    initVaults = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Pass `--init` to `reverberator run`: create a vault (directory and marker) where none
+        exists. Leave it off for vaults on removable disks: an unplugged disk leaves an empty
+        mountpoint, and a vault started there would fill the root filesystem.
+      '';
+    };
+
+    defaults = mkOption {
+      default = { };
+      description = "Defaults for every job: `vault` and every job setting. A job's own value wins.";
+      type = types.submodule {
+        options = {
+          vault = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "/mnt/backup/vault";
+            description = "The vault of every job that does not set its own.";
+          };
+        }
+        // settingOptions builtinDefaults builtinText;
+      };
+    };
+
+    jobs = mkOption {
+      type = types.attrsOf (types.submodule jobModule);
+      default = { };
+      example = literalExpression ''
+        {
+          documents = { source = "/home/alice/Documents"; vault = "/mnt/backup/vault"; };
+          etc = { source = "/etc"; vault = "/srv/vault"; keep_versions = 0; vault_size_limit = "2GiB"; };
+        }
+      '';
+      description = "The jobs, keyed by name (the vault folder is the name sanitized).";
+    };
+
+    settings = mkOption {
+      type = types.attrsOf types.anything;
+      default = { };
+      example = {
+        jobs.documents.exclude = [ "*.tmp" ];
+      };
+      description = ''
+        Escape hatch: merged (recursively, winning) into the generated TOML, for keys this
+        module does not know yet. The tool rejects unknown keys, so this cannot hide a typo.
+      '';
+    };
+
+    finalSettings = mkOption {
+      type = types.attrsOf types.anything;
+      readOnly = true;
+      internal = true;
+      description = "The data written to /etc/reverberator/config.toml.";
+    };
+
+    retireTimer = {
+      enable = mkEnableOption "a timer running `reverb-retire --vault` on every vault (the supervisor also retires after each version)";
+      onCalendar = mkOption {
+        type = types.str;
+        default = "daily";
+        example = "*-*-* 03:30:00";
+        description = "When to run, as systemd.time(7) OnCalendar.";
+      };
+      randomizedDelaySec = mkOption {
+        type = types.str;
+        default = "30m";
+        description = "RandomizedDelaySec of the timer.";
+      };
+    };
+  };
+
+  config = lib.mkMerge [
+    { services.reverberator.finalSettings = lib.recursiveUpdate generated cfg.settings; }
+    (mkIf cfg.enable {
+      assertions = jobAssertions ++ clashAssertions ++ [
+        {
+          assertion = cfg.defaults.vault == null || isAbsolute cfg.defaults.vault;
+          message = "services.reverberator.defaults.vault must be an absolute path, not ${builtins.toJSON cfg.defaults.vault}.";
+        }
+      ];
+
+      environment.systemPackages = [ cfg.package ];
+      environment.etc."reverberator/config.toml".source =
+        (pkgs.formats.toml { }).generate "reverberator-config.toml" cfg.finalSettings;
+
+      systemd.services.reverberator = {
+        description = "reverberator: continuous versioned backup";
+        documentation = [ "man:reverberator(1)" ];
+        wantedBy = [ "multi-user.target" ];
+        after = [
+          "local-fs.target"
+          "remote-fs.target"
+        ];
+        # A changed config is reloaded (SIGHUP), not restarted: no version in progress is cut.
+        reloadTriggers = [ config.environment.etc."reverberator/config.toml".source ];
+        serviceConfig = hardening // {
+          Type = "simple";
+          ExecStart = "${cfg.package}/bin/reverberator run --config ${configPath}${lib.optionalString cfg.initVaults " --init"}";
+          ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+          Restart = "on-failure";
+          RestartSec = "10s";
+          # SIGTERM finishes the version in progress first.
+          TimeoutStopSec = "5min";
+          Nice = 10;
+          IOSchedulingClass = "idle";
+        };
+      };
+
+      systemd.services.reverberator-retire = mkIf cfg.retireTimer.enable {
+        description = "reverberator: retire old versions";
+        documentation = [ "man:reverb-retire(1)" ];
+        after = [ "local-fs.target" ];
+        serviceConfig = hardening // {
+          Type = "oneshot";
+          ExecStart = map (v: "${cfg.package}/bin/reverb-retire --vault ${lib.escapeShellArg v}") vaults;
+          Nice = 19;
+          IOSchedulingClass = "idle";
+        };
+      };
+      systemd.timers.reverberator-retire = mkIf cfg.retireTimer.enable {
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cfg.retireTimer.onCalendar;
+          RandomizedDelaySec = cfg.retireTimer.randomizedDelaySec;
+          Persistent = true;
+        };
+      };
+    })
+  ];
+}
