@@ -7,6 +7,7 @@
 //! version), [`scan`] (rescan diff), [`restore`], [`retire`], [`check`], [`events`] (event
 //! lines and batch rules), [`watch`] (inotify), [`mountwatch`], [`config`], [`supervisor`].
 
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod copy;

@@ -27,6 +27,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::baseline::Baseline;
 use crate::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result};
 use crate::exclude::Excludes;
@@ -245,6 +246,8 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome
         excludes,
         lookalikes,
         only_sync_attributes: ctx.file.settings.only_sync_attributes,
+        baseline: if ctx.file.settings.keep_complete { None } else { Some(Baseline::load(&ctx.dir.path)?) },
+        keep_complete: ctx.file.settings.keep_complete,
         privileged: copy::privileged(),
         hardlinks: HashMap::new(),
         out: Outcome::default(),
@@ -276,7 +279,7 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome
             hint: Some(Hint::Attrib),
             children: BTreeMap::new(),
         };
-        let deleted = b.diff_dir(Path::new(""), old_dir, &mut diff)?;
+        let deleted = b.diff_dir(Path::new(""), Some(old_dir), &mut diff)?;
         guard_deletions(&ctx.file, l.files, deleted, opts.force)?;
         return finish_build(b, rows, name, partial_root, Some(diff), old, opts, true);
     }
@@ -328,7 +331,7 @@ fn finish_build(
     let result = (|| -> Result<bool> {
         copy::make_dir(&partial).ctx("cannot create version directory", &partial)?;
         let differs = match (&node, &old) {
-            (Some(node), Some(old_dir)) => b.build_dir(Path::new(""), node, old_dir, diffed)?,
+            (Some(node), Some(old_dir)) => b.build_dir(Path::new(""), node, Some(old_dir), diffed)?,
             _ => {
                 b.fill_first()?;
                 true
@@ -425,6 +428,9 @@ struct Builder<'j> {
     lookalikes: Lookalikes,
     only_sync_attributes: bool,
     privileged: bool,
+    /// keep_complete = false: the source as it was when the job started.
+    baseline: Option<Baseline>,
+    keep_complete: bool,
     hardlinks: HashMap<(u64, u64), PathBuf>,
     out: Outcome,
     delta_files: i64,
@@ -452,7 +458,28 @@ fn list_source(
     Ok(out)
 }
 
+/// How an entry absent from the old version relates to the baseline.
+enum BaselineState {
+    /// Not in the baseline or different: new or changed since the job started.
+    Changed,
+    /// A file (or link, special) unchanged since the job started: not in versions.
+    Unchanged,
+    /// A directory that existed when the job started: look inside.
+    UnchangedDir,
+}
+
 impl Builder<'_> {
+    fn baseline_state(&self, rel: &Path) -> BaselineState {
+        let Some(baseline) = &self.baseline else { return BaselineState::Changed };
+        let Some(entry) = baseline.get(rel) else { return BaselineState::Changed };
+        let abs = self.src(rel);
+        let Ok(meta) = fs::symlink_metadata(&abs) else { return BaselineState::Changed };
+        if !entry.unchanged(&abs, &meta, self.privileged) {
+            return BaselineState::Changed;
+        }
+        if meta.is_dir() { BaselineState::UnchangedDir } else { BaselineState::Unchanged }
+    }
+
     fn src(&self, rel: &Path) -> PathBuf {
         if rel.as_os_str().is_empty() {
             self.src_root.clone()
@@ -546,7 +573,7 @@ impl Builder<'_> {
     /// Read-only full comparison of source dir `rel` with old physical dir `phys`/`rel`;
     /// adds marks to `node` for every difference below. Returns the number of regular
     /// files that would be deleted.
-    fn diff_dir(&mut self, rel: &Path, phys: &str, node: &mut Node) -> Result<u64> {
+    fn diff_dir(&mut self, rel: &Path, phys: Option<&str>, node: &mut Node) -> Result<u64> {
         let src_dir = self.src(rel);
         let src = match list_source(&src_dir, rel, &self.excludes) {
             Ok(s) => s,
@@ -561,7 +588,10 @@ impl Builder<'_> {
             }
             Err(e) => return Err(e).ctx("cannot list source directory", &src_dir),
         };
-        let old = self.list_old(phys, rel)?;
+        let old = match phys {
+            Some(phys) => self.list_old(phys, rel)?,
+            None => BTreeMap::new(),
+        };
         let mut deleted = 0u64;
         let names: BTreeSet<&OsString> = src.keys().chain(old.keys()).collect();
         for name in names {
@@ -585,7 +615,7 @@ impl Builder<'_> {
                     let (differs, attr_only) = self.compare(&sm, &om, &sp, &op);
                     if sm.is_dir() && om.is_dir() {
                         let mut sub = Node::default();
-                        deleted += self.diff_dir(&child, holder, &mut sub)?;
+                        deleted += self.diff_dir(&child, Some(holder), &mut sub)?;
                         if differs || !sub.children.is_empty() {
                             sub.hint = if differs { Some(Hint::Attrib) } else { None };
                             node.children.insert(name.clone(), sub);
@@ -608,11 +638,11 @@ impl Builder<'_> {
     /// Builds the real directory `rel` of the new version (already created) from the old
     /// physical directory `phys`/`rel` and the marks in `node`. Returns whether anything
     /// in it differs from the old version.
-    fn build_dir(&mut self, rel: &Path, node: &Node, phys: &str, diffed: bool) -> Result<bool> {
+    fn build_dir(&mut self, rel: &Path, node: &Node, phys: Option<&str>, diffed: bool) -> Result<bool> {
         let replaced;
         let mut node = node;
         let mut diffed = diffed;
-        if !diffed && matches!(node.hint, Some(Hint::Content) | Some(Hint::Delete)) {
+        if !diffed && phys.is_some() && matches!(node.hint, Some(Hint::Content) | Some(Hint::Delete)) {
             // The directory may have been replaced wholesale: compare everything below.
             let mut full = Node {
                 hint: node.hint,
@@ -634,7 +664,10 @@ impl Builder<'_> {
                     &format!("cannot list directory: {e}"),
                 );
                 // Keep the previous contents: every old child stays linked.
-                let old = self.list_old(phys, rel)?;
+                let old = match phys {
+                    Some(phys) => self.list_old(phys, rel)?,
+                    None => BTreeMap::new(),
+                };
                 for (name, (entry, holder)) in old {
                     self.keep_old(&rel.join(&name), &entry, &holder)?;
                 }
@@ -642,7 +675,10 @@ impl Builder<'_> {
             }
             Err(e) => return Err(e).ctx("cannot list source directory", &src_dir),
         };
-        let old = self.list_old(phys, rel)?;
+        let old = match phys {
+            Some(phys) => self.list_old(phys, rel)?,
+            None => BTreeMap::new(),
+        };
         let mut differs = false;
         let names: BTreeSet<&OsString> = src.keys().chain(old.keys()).collect();
         for name in names {
@@ -655,11 +691,31 @@ impl Builder<'_> {
                     self.out.changed_paths.push(child.clone());
                     differs = true;
                 }
-                (Some(_), None) => {
-                    if self.copy_new(&child)? {
-                        differs = true;
+                (Some(_), None) => match self.baseline_state(&child) {
+                    BaselineState::Changed => {
+                        if self.copy_new(&child)? {
+                            differs = true;
+                        }
                     }
-                }
+                    BaselineState::Unchanged => {}
+                    BaselineState::UnchangedDir => {
+                        // Present since the job started: real only if something below changed.
+                        let empty = Node::default();
+                        let cn = child_node.unwrap_or(&empty);
+                        if child_node.is_none() && diffed {
+                            continue;
+                        }
+                        let np = self.new_path(&child);
+                        copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                        if self.build_dir(&child, cn, None, diffed)? {
+                            let sm = fs::symlink_metadata(self.src(&child)).ctx("cannot inspect", &self.src(&child))?;
+                            self.finish_real_dir(&child, &sm)?;
+                            differs = true;
+                        } else {
+                            fsutil::remove_tree(&np)?;
+                        }
+                    }
+                },
                 (Some(_), Some((entry, holder))) => {
                     let Some(cn) = child_node else {
                         self.keep_old(&child, entry, holder)?;
@@ -698,7 +754,7 @@ impl Builder<'_> {
         if sm.is_dir() && om.is_dir() {
             let np = self.new_path(rel);
             copy::make_dir(&np).ctx("cannot create directory", &np)?;
-            let inner = self.build_dir(rel, node, holder, diffed)?;
+            let inner = self.build_dir(rel, node, Some(holder), diffed)?;
             if !inner && !attr_differs {
                 // Nothing changed after all: collapse back into one link.
                 fsutil::remove_tree(&np)?;
@@ -944,6 +1000,14 @@ impl Builder<'_> {
 
     /// The first version: a complete copy of the source.
     fn fill_first(&mut self) -> Result<()> {
+        if !self.keep_complete {
+            // A history of changes, not a full backup: the first version holds nothing; the
+            // baseline remembers what "unchanged since the job started" means.
+            let baseline = Baseline::record(&self.src_root, &self.excludes)?;
+            baseline.save(&self.job)?;
+            self.out.changed += 1;
+            return Ok(());
+        }
         let children = list_source(&self.src_root, Path::new(""), &self.excludes)
             .ctx("cannot list source", &self.src_root)?;
         for name in children.keys() {
