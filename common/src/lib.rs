@@ -16,6 +16,7 @@ pub mod index;
 pub mod jobfile;
 pub mod journal;
 pub mod lock;
+pub mod mountwatch;
 pub mod settings;
 pub mod time;
 pub mod tsv;
