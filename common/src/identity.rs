@@ -98,7 +98,11 @@ pub fn matches(recorded: &FsIdentity, current: &FsIdentity) -> Option<MatchedBy>
         (MatchedBy::Uuid, &recorded.uuid, &current.uuid),
         (MatchedBy::Partuuid, &recorded.partuuid, &current.partuuid),
         (MatchedBy::Label, &recorded.label, &current.label),
-        (MatchedBy::Partlabel, &recorded.partlabel, &current.partlabel),
+        (
+            MatchedBy::Partlabel,
+            &recorded.partlabel,
+            &current.partlabel,
+        ),
         (MatchedBy::Device, &recorded.device, &current.device),
     ];
     pairs
@@ -202,7 +206,9 @@ pub fn unescape_mountinfo(field: &str) -> OsString {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(v) = u8::try_from(v) {
                 out.push(v);
                 i += 4;
@@ -282,6 +288,10 @@ pub struct Gathered {
     pub devno: (u32, u32),
     /// The path's own `st_dev` (differs from `devno` inside a btrfs subvolume).
     pub st_dev: (u32, u32),
+    /// The kernel's UUID of the superblock, even where it is not part of the identity
+    /// (tmpfs makes up a random one per mount): tells two tmpfs mounts apart while both
+    /// are alive, which device numbers (reused at once) cannot.
+    pub kernel_uuid: Option<String>,
     /// The mountpoint, byte-exact (the identity holds it as lossy UTF-8).
     pub mountpoint: OsString,
     pub mount_id: u64,
@@ -315,7 +325,10 @@ pub fn gather(path: &Path) -> Result<Gathered> {
         ..FsIdentity::default()
     };
     let on_device = entry.source.as_bytes().starts_with(b"/") || entry.devno.0 != 0;
-    native(&canonical, meta.is_dir(), on_device, &mut id);
+    let kernel_uuid = native(&canonical, meta.is_dir(), &mut id);
+    if on_device && id.uuid.is_none() {
+        id.uuid.clone_from(&kernel_uuid);
+    }
     let block = block_device(&entry.source);
     if let Some(dev) = &block {
         from_blkid(dev, &mut id);
@@ -332,6 +345,7 @@ pub fn gather(path: &Path) -> Result<Gathered> {
         identity: id,
         devno: entry.devno,
         st_dev,
+        kernel_uuid,
         mountpoint: entry.mountpoint.clone(),
         mount_id: entry.mount_id,
     })
@@ -365,29 +379,29 @@ nix::ioctl_read_buf!(fs_ioc_getfslabel, 0x94, 49, u8);
 /// FSLABEL_MAX of `<linux/fs.h>`.
 const FSLABEL_MAX: usize = 256;
 
-/// UUID and LABEL from the ioctls. Unsupported ioctls (older kernels, filesystems without
-/// them) leave the fields empty for the fallbacks. The UUID is only trusted for a
-/// filesystem on a device (`on_device`): tmpfs invents a random one per mount.
-fn native(path: &Path, is_dir: bool, on_device: bool, id: &mut FsIdentity) {
+/// LABEL from its ioctl into `id`, and the kernel's UUID returned (the caller decides
+/// whether it identifies: it does only for a filesystem on a device, as tmpfs invents a
+/// random one per mount). Unsupported ioctls (older kernels, filesystems without them)
+/// leave the fields empty for the fallbacks.
+fn native(path: &Path, is_dir: bool, id: &mut FsIdentity) -> Option<String> {
     let flags = if is_dir {
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
     } else {
         OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC
     };
     let Ok(fd) = open(path, flags, Mode::empty()) else {
-        return;
+        return None;
     };
-    if on_device {
-        let mut u = FsUuid2 {
-            len: 0,
-            uuid: [0; 16],
-        };
-        // SAFETY: `u` is a valid, writable `struct fsuuid2`; the request code encodes its size.
-        if unsafe { fs_ioc_getfsuuid(fd.as_raw_fd(), &mut u) }.is_ok() {
-            let n = usize::from(u.len).min(16);
-            if n > 0 && u.uuid[..n].iter().any(|b| *b != 0) {
-                id.uuid = Some(format_uuid(&u.uuid[..n]));
-            }
+    let mut uuid = None;
+    let mut u = FsUuid2 {
+        len: 0,
+        uuid: [0; 16],
+    };
+    // SAFETY: `u` is a valid, writable `struct fsuuid2`; the request code encodes its size.
+    if unsafe { fs_ioc_getfsuuid(fd.as_raw_fd(), &mut u) }.is_ok() {
+        let n = usize::from(u.len).min(16);
+        if n > 0 && u.uuid[..n].iter().any(|b| *b != 0) {
+            uuid = Some(format_uuid(&u.uuid[..n]));
         }
     }
     let mut label = [0u8; FSLABEL_MAX];
@@ -399,6 +413,7 @@ fn native(path: &Path, is_dir: bool, on_device: bool, id: &mut FsIdentity) {
             id.label = Some(text);
         }
     }
+    uuid
 }
 
 /// Formats UUID bytes as `findmnt` does: 16 bytes → lowercase `8-4-4-4-12`; other lengths
@@ -513,7 +528,10 @@ pub fn from_by_links(dir: &Path, rdev: (u32, u32), id: &mut FsIdentity) {
                 continue;
             };
             if m.file_type().is_block_device() && split_dev(m.rdev()) == rdev {
-                fill(slot(id), unescape_udev(&entry.file_name().to_string_lossy()));
+                fill(
+                    slot(id),
+                    unescape_udev(&entry.file_name().to_string_lossy()),
+                );
                 break;
             }
         }
@@ -557,7 +575,11 @@ bad line
         assert_eq!(f("/mnt/my disk/a", None), Some(42), "stacked: last wins");
         assert_eq!(f("/mnt/my disk", None), Some(42));
         assert_eq!(f("/mnt/my disk/tab\tx/y", None), Some(41));
-        assert_eq!(f("/mnt/my diskette", None), Some(27), "prefix must end at /");
+        assert_eq!(
+            f("/mnt/my diskette", None),
+            Some(27),
+            "prefix must end at /"
+        );
         assert_eq!(f("/proc/1", None), Some(22));
         assert_eq!(f("/srv/back\\slash", None), Some(43));
         // The path's st_dev says it is on the hidden ext4, not the xfs over it.
@@ -677,19 +699,30 @@ bad line
             "DEVNAME=/dev/sdb1\nUUID=ABCD-1234\nLABEL=My\\ Disk\nTYPE=vfat\nPARTUUID=0AB-01\n",
             &mut i,
         );
-        assert_eq!(i.uuid.as_deref(), Some("ABCD-1234"), "kept as blkid prints it");
+        assert_eq!(
+            i.uuid.as_deref(),
+            Some("ABCD-1234"),
+            "kept as blkid prints it"
+        );
         assert_eq!(i.label.as_deref(), Some("My Disk"));
         assert_eq!(i.partuuid.as_deref(), Some("0AB-01"));
     }
 
     #[test]
     fn missing_path_is_named() {
-        let err = FsIdentity::of(Path::new("/nonexistent/reverb\tx")).unwrap_err();
+        let err = FsIdentity::of(Path::new("/nonexistent/reverb\tx")).expect_err("must fail");
         assert!(err.to_string().contains("/nonexistent/reverb\\tx"), "{err}");
-        let err = verify("vault", &id("u", "", "", "", ""), Path::new("/nonexistent/v"))
-            .unwrap_err();
+        let err = verify(
+            "vault",
+            &id("u", "", "", "", ""),
+            Path::new("/nonexistent/v"),
+        )
+        .expect_err("must fail");
         assert_eq!(err.exit_code(), 75);
-        assert!(err.to_string().starts_with("vault /nonexistent/v is not"), "{err}");
+        assert!(
+            err.to_string().starts_with("vault /nonexistent/v is not"),
+            "{err}"
+        );
     }
 
     #[test]

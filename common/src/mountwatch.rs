@@ -18,7 +18,8 @@
 //! Per path ([`PathWatch`]) the identity gathered at start is the **record**. On every
 //! change each path is gathered again and compared with its record through
 //! [`identity::matches`]; for a record that has nothing but a device name
-//! ([`identity::only_device`]: tmpfs, overlay) the filesystem's device number must also be
+//! ([`identity::only_device`]: tmpfs, overlay) the filesystem's device number and the
+//! kernel's per-superblock UUID (random for tmpfs, not recorded in job.toml) must also be
 //! the same, since `tmpfs` would otherwise match any other tmpfs. States:
 //!
 //! - `present` — at start (the record), or later when the identity still matches but
@@ -225,7 +226,13 @@ impl Record {
         let time = rfc3339_millis(self.time);
         let path = tsv::escape_os(self.path.as_os_str());
         let matched = self.matched_by.map(MatchedBy::as_str).unwrap_or("");
-        let identity = tsv::escape(&self.identity.as_ref().map(render_identity).unwrap_or_default());
+        let identity = tsv::escape(
+            &self
+                .identity
+                .as_ref()
+                .map(render_identity)
+                .unwrap_or_default(),
+        );
         let mountpoint = self
             .mountpoint
             .as_deref()
@@ -272,10 +279,13 @@ struct Watched {
 }
 
 /// Does `cur` still match the start `record`? [`identity::matches`], plus the same device
-/// number when the record is weak (device name only).
+/// number and kernel UUID (when known) when the record is weak (device name only).
 pub fn still_matches(record: &Gathered, cur: &Gathered) -> Option<MatchedBy> {
     let m = identity::matches(&record.identity, &cur.identity)?;
-    if identity::only_device(&record.identity) && record.devno != cur.devno {
+    if identity::only_device(&record.identity)
+        && (record.devno != cur.devno
+            || (record.kernel_uuid.is_some() && record.kernel_uuid != cur.kernel_uuid))
+    {
         return None;
     }
     Some(m)
@@ -342,15 +352,30 @@ impl PathWatch {
                     w.lost = true;
                 }
                 (true, Some(by), Some(c)) => {
-                    out.push(record(now, &w.path, State::Restored, Some(by), c, &c.identity));
+                    out.push(record(
+                        now,
+                        &w.path,
+                        State::Restored,
+                        Some(by),
+                        c,
+                        &c.identity,
+                    ));
                     w.lost = false;
                 }
                 (false, Some(by), Some(c)) => {
-                    let changed = w.last.as_ref().is_none_or(|l| {
-                        l.identity != c.identity || l.mountpoint != c.mountpoint
-                    });
+                    let changed = w
+                        .last
+                        .as_ref()
+                        .is_none_or(|l| l.identity != c.identity || l.mountpoint != c.mountpoint);
                     if changed {
-                        out.push(record(now, &w.path, State::Present, Some(by), c, &c.identity));
+                        out.push(record(
+                            now,
+                            &w.path,
+                            State::Present,
+                            Some(by),
+                            c,
+                            &c.identity,
+                        ));
                     }
                 }
                 _ => {}
@@ -462,8 +487,9 @@ mod tests {
 
     #[test]
     fn start_reports_present_and_lost() {
-        let (mut w, lines) = PathWatch::start(&[PathBuf::from("/"), PathBuf::from("/nonexistent/x")])
-            .expect("start");
+        let (mut w, lines) =
+            PathWatch::start(&[PathBuf::from("/"), PathBuf::from("/nonexistent/x")])
+                .expect("start");
         assert_eq!(lines[0].state, State::Present);
         assert!(lines[0].matched_by.is_some());
         assert_eq!(lines[1].state, State::Lost);
