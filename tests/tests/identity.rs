@@ -444,3 +444,23 @@ fn mountwatch_exits_0_on_sigint_without_changes() {
     .expect("kill");
     assert_eq!(wait_exit(&mut w.child), 0);
 }
+
+#[test]
+fn works_without_blkid_like_a_minimal_container() {
+    // No PATH: blkid cannot be found, only the kernel (mountinfo, ioctls) answers.
+    let dir = tmp();
+    let m = loop_mount_or_skip!(dir.path(), "ext4", 64, &["-L", "bare"]);
+    let o = Command::new(bin("reverb-mountwatch"))
+        .env_clear()
+        .args(["--once", "--json"])
+        .arg(&m.mountpoint)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let full = FsIdentity::of(&m.mountpoint).expect("identity");
+    let uuid = full.uuid.expect("uuid");
+    assert!(text.contains(&format!(r#""uuid":"{uuid}""#)), "{text}");
+    assert!(text.contains(r#""label":"bare""#), "{text}");
+    assert!(text.contains(r#""matched_by":"uuid""#), "{text}");
+}
