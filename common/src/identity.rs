@@ -256,9 +256,9 @@ fn is_under(path: &[u8], mountpoint: &[u8]) -> bool {
 }
 
 /// Picks the mount holding `path`: the longest mountpoint prefix, the last entry among
-/// equals (stacked mounts). When some candidate's device number equals the path's own
-/// `st_dev` (`dev`), only such candidates are considered, which skips a mount hidden
-/// under a later mount of a parent directory.
+/// equals (stacked mounts). When some candidate's device number equals `dev` (a
+/// directory's own `st_dev`), only such candidates are considered, which skips a mount
+/// hidden under a later mount of a parent directory.
 pub fn find_mount<'a>(
     entries: &'a [MountEntry],
     path: &Path,
@@ -312,7 +312,10 @@ pub fn gather(path: &Path) -> Result<Gathered> {
     let st_dev = split_dev(meta.dev());
     let text = std::fs::read_to_string(MOUNTINFO).ctx("cannot read", Path::new(MOUNTINFO))?;
     let entries = parse_mountinfo(&text);
-    let entry = find_mount(&entries, &canonical, Some(st_dev)).ok_or_else(|| {
+    // Only a directory's st_dev is the mount's: overlayfs reports a non-directory's
+    // underlying filesystem, so files use the plain prefix rule.
+    let dev_hint = meta.is_dir().then_some(st_dev);
+    let entry = find_mount(&entries, &canonical, dev_hint).ok_or_else(|| {
         Error::Invalid(format!(
             "no mount holds {} in {MOUNTINFO}",
             show(&canonical)

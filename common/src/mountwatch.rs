@@ -300,12 +300,12 @@ pub struct PathWatch {
 impl PathWatch {
     /// Gathers each path's record and returns the start lines (`present` or `lost`).
     /// Open the [`MountTable`] before calling this.
-    pub fn start(paths: &[PathBuf]) -> Result<(PathWatch, Vec<Record>)> {
+    pub fn start(paths: &[PathBuf]) -> (PathWatch, Vec<Record>) {
         let mut watch = PathWatch { paths: Vec::new() };
         let mut out = Vec::new();
         let now = SystemTime::now();
         for p in paths {
-            let g = gather_opt(p)?;
+            let g = gather_opt(p);
             out.push(match &g {
                 // At start the record matches itself on its first known field.
                 Some(g) => {
@@ -321,16 +321,16 @@ impl PathWatch {
                 last: g,
             });
         }
-        Ok((watch, out))
+        (watch, out)
     }
 
     /// Re-gathers every path after a mount-table change; returns a line for each path
     /// whose state (or, while present, identity) changed.
-    pub fn recheck(&mut self) -> Result<Vec<Record>> {
+    pub fn recheck(&mut self) -> Vec<Record> {
         let now = SystemTime::now();
         let mut out = Vec::new();
         for w in &mut self.paths {
-            let cur = gather_opt(&w.path)?;
+            let cur = gather_opt(&w.path);
             let Some(rec) = &w.record else {
                 // Missing at start: the first identity seen becomes the record.
                 if let Some(c) = cur {
@@ -382,19 +382,15 @@ impl PathWatch {
             }
             w.last = cur;
         }
-        Ok(out)
+        out
     }
 }
 
-fn gather_opt(path: &Path) -> Result<Option<Gathered>> {
-    match identity::gather(path) {
-        Ok(g) => Ok(Some(g)),
-        Err(crate::Error::Usage(_)) => Ok(None),
-        // Permission denied, a dangling component, a stale NFS handle: the path is not
-        // usable, which is what `lost` means to a reader.
-        Err(crate::Error::Io { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+fn gather_opt(path: &Path) -> Option<Gathered> {
+    // Missing, permission denied, a stale NFS handle, no mount entry: the path is not
+    // usable, which is what `lost` means to a reader. (Reading /proc itself is checked
+    // when the MountTable is opened.)
+    identity::gather(path).ok()
 }
 
 fn record(
@@ -488,12 +484,11 @@ mod tests {
     #[test]
     fn start_reports_present_and_lost() {
         let (mut w, lines) =
-            PathWatch::start(&[PathBuf::from("/"), PathBuf::from("/nonexistent/x")])
-                .expect("start");
+            PathWatch::start(&[PathBuf::from("/"), PathBuf::from("/nonexistent/x")]);
         assert_eq!(lines[0].state, State::Present);
         assert!(lines[0].matched_by.is_some());
         assert_eq!(lines[1].state, State::Lost);
         assert_eq!(lines[1].identity, None);
-        assert!(w.recheck().expect("recheck").is_empty(), "nothing changed");
+        assert!(w.recheck().is_empty(), "nothing changed");
     }
 }

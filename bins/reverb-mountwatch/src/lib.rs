@@ -85,7 +85,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
 
     // Open the table before the first gathering so no change falls between the two.
     let table = MountTable::open()?;
-    let (mut watch, start) = PathWatch::start(&args.paths)?;
+    let (mut watch, start) = PathWatch::start(&args.paths);
     if !args.json && !print_line(HEADER).context("cannot write to stdout")? {
         return Ok(0);
     }
@@ -97,7 +97,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
             Wake::Woken => return Ok(0),
             Wake::TimedOut => {}
             Wake::Changed => {
-                let lines = watch.recheck()?;
+                let lines = watch.recheck();
                 if !emit(args.json, &lines)? {
                     return Ok(0);
                 }
