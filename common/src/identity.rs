@@ -571,6 +571,25 @@ bad line
         assert_eq!(unescape_mountinfo("\\777"), OsString::from("\\777"));
     }
 
+    /// The kernel's `mangle()` for mountinfo path fields: space, tab, LF, `\` as `\ooo`.
+    fn kernel_escape(raw: &[u8]) -> String {
+        let mut s = String::new();
+        for &b in raw {
+            match b {
+                b' ' | b'\t' | b'\n' | b'\\' => s.push_str(&format!("\\{b:03o}")),
+                _ => s.push(char::from(b)),
+            }
+        }
+        s
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mountinfo_unescape_inverts_kernel_escape(raw in proptest::collection::vec(0x01u8..0x7f, 0..40)) {
+            proptest::prop_assert_eq!(unescape_mountinfo(&kernel_escape(&raw)), OsString::from_vec(raw));
+        }
+    }
+
     #[test]
     fn finds_longest_prefix_last_wins() {
         let e = parse_mountinfo(FIXTURE);

@@ -220,6 +220,46 @@ pub fn render_identity(id: &FsIdentity) -> String {
         .join(",")
 }
 
+/// Parses [`render_identity`]'s output back (the mountpoint is not part of it). `None` on
+/// an unknown key or a malformed pair.
+pub fn parse_identity(field: &str) -> Option<FsIdentity> {
+    fn unescape(v: &str) -> Option<String> {
+        let mut out = String::with_capacity(v.len());
+        let mut rest = v;
+        while let Some(i) = rest.find('%') {
+            out.push_str(&rest[..i]);
+            let code = rest.get(i + 1..i + 3)?;
+            out.push(match code {
+                "25" => '%',
+                "2C" => ',',
+                "3D" => '=',
+                _ => return None,
+            });
+            rest = &rest[i + 3..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+    let mut id = FsIdentity::default();
+    if field.is_empty() {
+        return Some(id);
+    }
+    for pair in field.split(',') {
+        let (k, v) = pair.split_once('=')?;
+        let slot = match k {
+            "uuid" => &mut id.uuid,
+            "partuuid" => &mut id.partuuid,
+            "label" => &mut id.label,
+            "partlabel" => &mut id.partlabel,
+            "device" => &mut id.device,
+            "fstype" => &mut id.fstype,
+            _ => return None,
+        };
+        *slot = Some(unescape(v)?);
+    }
+    Some(id)
+}
+
 impl Record {
     /// The TSV line (no newline), fields escaped with [`tsv`].
     pub fn tsv_line(&self) -> String {
@@ -441,6 +481,24 @@ mod tests {
             "uuid=u-1,label=a%2Cb%3Dc%25,device=/dev/loop0,fstype=ext4"
         );
         assert_eq!(render_identity(&FsIdentity::default()), "");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compact_identity_round_trips(
+            uuid in proptest::option::of(".+"),
+            label in proptest::option::of(".+"),
+            partlabel in proptest::option::of("[%,=a ]+"),
+            device in proptest::option::of(".+"),
+        ) {
+            let id = FsIdentity { uuid, label, partlabel, device, ..FsIdentity::default() };
+            let text = render_identity(&id);
+            proptest::prop_assert_eq!(parse_identity(&text), Some(id));
+            // And through the TSV field escaping.
+            let field = tsv::escape(&text);
+            let back = tsv::unescape_bytes(&field).expect("unescape");
+            proptest::prop_assert_eq!(String::from_utf8(back).expect("utf-8"), text);
+        }
     }
 
     #[test]
