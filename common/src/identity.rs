@@ -197,8 +197,8 @@ pub struct MountEntry {
 }
 
 /// Decodes mountinfo's octal escapes (`\040` space, `\011` tab, `\012` LF, `\134` `\`).
-pub fn unescape_mountinfo(field: &str) -> OsString {
-    let b = field.as_bytes();
+pub fn unescape_mountinfo(field: impl AsRef<[u8]>) -> OsString {
+    let b = field.as_ref();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -221,21 +221,27 @@ pub fn unescape_mountinfo(field: &str) -> OsString {
     OsString::from_vec(out)
 }
 
-/// Parses the text of `/proc/self/mountinfo`; malformed lines are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines().filter_map(parse_mountinfo_line).collect()
+/// Parses the bytes of `/proc/self/mountinfo` (paths need not be UTF-8); malformed lines
+/// are skipped.
+pub fn parse_mountinfo(text: impl AsRef<[u8]>) -> Vec<MountEntry> {
+    text.as_ref()
+        .split(|b| *b == b'\n')
+        .filter_map(parse_mountinfo_line)
+        .collect()
 }
 
-fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
-    let fields: Vec<&str> = line.split(' ').collect();
-    let sep = fields.iter().position(|f| *f == "-")?;
+fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
+    let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let sep = fields.iter().position(|f| *f == b"-")?;
     if sep < 6 || fields.len() < sep + 3 {
         return None;
     }
-    let (major, minor) = fields[2].split_once(':')?;
+    let num = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u64>().ok();
+    let devno = std::str::from_utf8(fields[2]).ok()?;
+    let (major, minor) = devno.split_once(':')?;
     Some(MountEntry {
-        mount_id: fields[0].parse().ok()?,
-        parent_id: fields[1].parse().ok()?,
+        mount_id: num(fields[0])?,
+        parent_id: num(fields[1])?,
         devno: (major.parse().ok()?, minor.parse().ok()?),
         root: unescape_mountinfo(fields[3]),
         mountpoint: unescape_mountinfo(fields[4]),
@@ -310,7 +316,7 @@ pub fn gather(path: &Path) -> Result<Gathered> {
     };
     let meta = std::fs::metadata(&canonical).ctx("cannot stat", &canonical)?;
     let st_dev = split_dev(meta.dev());
-    let text = std::fs::read_to_string(MOUNTINFO).ctx("cannot read", Path::new(MOUNTINFO))?;
+    let text = std::fs::read(MOUNTINFO).ctx("cannot read", Path::new(MOUNTINFO))?;
     let entries = parse_mountinfo(&text);
     // Only a directory's st_dev is the mount's: overlayfs reports a non-directory's
     // underlying filesystem, so files use the plain prefix rule.
@@ -588,6 +594,14 @@ bad line
         fn mountinfo_unescape_inverts_kernel_escape(raw in proptest::collection::vec(0x01u8..0x7f, 0..40)) {
             proptest::prop_assert_eq!(unescape_mountinfo(&kernel_escape(&raw)), OsString::from_vec(raw));
         }
+    }
+
+    #[test]
+    fn parses_non_utf8_mountpoints() {
+        let line = b"50 27 7:3 / /mnt/caf\xe9 rw - ext4 /dev/loop3 rw\n";
+        let e = parse_mountinfo(line);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].mountpoint.as_bytes(), b"/mnt/caf\xe9");
     }
 
     #[test]

@@ -464,3 +464,34 @@ fn works_without_blkid_like_a_minimal_container() {
     assert!(text.contains(r#""label":"bare""#), "{text}");
     assert!(text.contains(r#""matched_by":"uuid""#), "{text}");
 }
+
+#[test]
+fn non_utf8_and_spaced_mountpoint() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root!("mount -t tmpfs");
+    let dir = tmp();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9 \tx");
+    let mnt = dir.path().join(name);
+    let _g = match MountGuard::new(&["-t", "tmpfs", "tmpfs"], &mnt) {
+        Ok(g) => g,
+        Err(why) => {
+            eprintln!("SKIPPED ({why})");
+            return;
+        }
+    };
+    let id = FsIdentity::of(&mnt).expect("identity");
+    assert_eq!(id.fstype.as_deref(), Some("tmpfs"));
+    let o = Command::new(bin("reverb-mountwatch"))
+        .arg("--once")
+        .arg(&mnt)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8(o.stdout).expect("output is UTF-8");
+    let line = text.lines().nth(1).expect("a record");
+    let f = tsv::split(line);
+    let want = tsv::escape_os(std::fs::canonicalize(&mnt).expect("canon").as_os_str());
+    assert_eq!(f[5], want, "byte-exact mountpoint: {line}");
+    assert!(f[5].ends_with("caf\\xe9 \\tx"), "{line}");
+    assert_eq!(f[2], "present");
+}
