@@ -592,7 +592,7 @@ bad line
     proptest::proptest! {
         #[test]
         fn mountinfo_unescape_inverts_kernel_escape(raw in proptest::collection::vec(0x01u8..0x7f, 0..40)) {
-            proptest::prop_assert_eq!(unescape_mountinfo(&kernel_escape(&raw)), OsString::from_vec(raw));
+            proptest::prop_assert_eq!(unescape_mountinfo(kernel_escape(&raw)), OsString::from_vec(raw));
         }
     }
 
