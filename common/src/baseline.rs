@@ -69,7 +69,11 @@ impl BaseEntry {
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
             gid: meta.gid(),
-            target: if meta.file_type().is_symlink() { fs::read_link(path).ok() } else { None },
+            target: if meta.file_type().is_symlink() {
+                fs::read_link(path).ok()
+            } else {
+                None
+            },
         }
     }
 
@@ -115,11 +119,16 @@ impl Baseline {
             let e = e.ctx("cannot list source directory", abs)?;
             let child_rel = rel.join(e.file_name());
             let path = e.path();
-            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
             if excludes.is_excluded(&child_rel, meta.is_dir()) {
                 continue;
             }
-            self.entries.insert(child_rel.as_os_str().as_bytes().to_vec(), BaseEntry::of(&path, &meta));
+            self.entries.insert(
+                child_rel.as_os_str().as_bytes().to_vec(),
+                BaseEntry::of(&path, &meta),
+            );
             if meta.is_dir() {
                 self.walk(&path, &child_rel, excludes)?;
             }
@@ -149,7 +158,10 @@ impl Baseline {
                 e.mode,
                 e.uid,
                 e.gid,
-                e.target.as_ref().map(|t| tsv::escape_os(t.as_os_str())).unwrap_or_default()
+                e.target
+                    .as_ref()
+                    .map(|t| tsv::escape_os(t.as_os_str()))
+                    .unwrap_or_default()
             ));
         }
         fsutil::write_atomic(&job_dir.join(FILE), out.as_bytes())
@@ -163,22 +175,39 @@ impl Baseline {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Baseline::default()),
             Err(e) => return Err(e).ctx("cannot read", &path),
         };
-        let bad = |line: usize, msg: String| Error::Damaged(format!("{} line {line}: {msg}", show(&path)));
-        let table = tsv::Table::parse(&text, &["path", "type", "size", "mtime", "mode", "uid", "gid", "target"])
-            .map_err(|(l, e)| bad(l, e.to_string()))?;
+        let bad = |line: usize, msg: String| {
+            Error::Damaged(format!("{} line {line}: {msg}", show(&path)))
+        };
+        let table = tsv::Table::parse(
+            &text,
+            &[
+                "path", "type", "size", "mtime", "mode", "uid", "gid", "target",
+            ],
+        )
+        .map_err(|(l, e)| bad(l, e.to_string()))?;
         let mut b = Baseline::default();
         for row in table.rows() {
             let l = row.line;
             let text = |c: &str| row.text(c).map_err(|e| bad(l, format!("{c}: {e}")));
-            let num = |c: &str| -> Result<u64> { text(c)?.parse().map_err(|_| bad(l, format!("{c} is not a number"))) };
-            let kind = text("type")?.chars().next().ok_or_else(|| bad(l, "empty type".into()))?;
+            let num = |c: &str| -> Result<u64> {
+                text(c)?
+                    .parse()
+                    .map_err(|_| bad(l, format!("{c} is not a number")))
+            };
+            let kind = text("type")?
+                .chars()
+                .next()
+                .ok_or_else(|| bad(l, "empty type".into()))?;
             let mtime = text("mtime")?;
-            let (s, ns) = mtime.split_once('.').ok_or_else(|| bad(l, "bad mtime".into()))?;
+            let (s, ns) = mtime
+                .split_once('.')
+                .ok_or_else(|| bad(l, "bad mtime".into()))?;
             let mtime = (
                 s.parse().map_err(|_| bad(l, "bad mtime".into()))?,
                 ns.parse().map_err(|_| bad(l, "bad mtime".into()))?,
             );
-            let mode = u32::from_str_radix(&text("mode")?, 8).map_err(|_| bad(l, "bad mode".into()))?;
+            let mode =
+                u32::from_str_radix(&text("mode")?, 8).map_err(|_| bad(l, "bad mode".into()))?;
             let target = row.os("target").map_err(|e| bad(l, e.to_string()))?;
             let entry = BaseEntry {
                 kind,
@@ -214,10 +243,18 @@ mod tests {
             assert_eq!(back.get(Path::new(p)), b.get(Path::new(p)), "{p}");
             let abs = src.join(p);
             let m = fs::symlink_metadata(&abs).expect("meta");
-            assert!(back.get(Path::new(p)).expect("entry").unchanged(&abs, &m, true));
+            assert!(
+                back.get(Path::new(p))
+                    .expect("entry")
+                    .unchanged(&abs, &m, true)
+            );
         }
         fs::write(src.join("a\tb/f"), b"changed").expect("write");
         let m = fs::symlink_metadata(src.join("a\tb/f")).expect("meta");
-        assert!(!back.get(Path::new("a\tb/f")).expect("entry").unchanged(&src.join("a\tb/f"), &m, true));
+        assert!(!back.get(Path::new("a\tb/f")).expect("entry").unchanged(
+            &src.join("a\tb/f"),
+            &m,
+            true
+        ));
     }
 }

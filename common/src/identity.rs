@@ -1,10 +1,39 @@
 //! Filesystem identity (SPEC §8): which filesystem holds a path, and whether it is still
 //! the one recorded for a job.
 //!
-//! (Skeleton: the record type is fixed here so job.toml can hold it; gathering and
-//! matching are filled in by the identity work.)
+//! This module owns three things:
+//!
+//! - **Gathering** ([`FsIdentity::of`]): the mount holding a path is found in
+//!   `/proc/self/mountinfo` (longest mountpoint that is a prefix of the canonical path; among
+//!   equals the *last* entry wins, because a later mount stacks over an earlier one). Device,
+//!   mountpoint and fstype come from that entry. UUID and LABEL come natively from the
+//!   `FS_IOC_GETFSUUID` / `FS_IOC_GETFSLABEL` ioctls; whatever is still missing (and PARTUUID,
+//!   PARTLABEL) is filled from `blkid -o export DEVICE` and from the `/dev/disk/by-*`
+//!   symlinks, when they exist. Neither is required: in a minimal container the identity
+//!   simply has fewer fields.
+//! - **Matching** ([`matches`]): a pure function, the one place the SPEC's order lives.
+//! - **Verifying** ([`verify`]): gathering plus matching, turned into
+//!   [`Error::IdentityMismatch`] (exit 75) when the filesystem is not the recorded one.
+//!
+//! Invariants: native UUIDs are lowercase and hyphenated as `findmnt` prints them (values
+//! from blkid or udev are kept exactly as those print them, e.g. vfat's `ABCD-1234`); an empty
+//! string is never stored (absent is `None`); a memory filesystem (tmpfs, overlay: no device)
+//! never gets the random per-mount UUID some kernels invent for it, so its identity is its
+//! device name only, as `findmnt` reports it ([`only_device`] tells callers it is weak).
 
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result, show};
 
 /// What identifies the filesystem holding a path, as `findmnt --output-all` reports it.
 /// Absent fields are unknown (a tmpfs has no UUID; a container may lack blkid).
@@ -26,4 +55,721 @@ pub struct FsIdentity {
     pub mountpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fstype: Option<String>,
+}
+
+/// Which field of the recorded identity matched (journaled by callers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedBy {
+    Uuid,
+    Partuuid,
+    Label,
+    Partlabel,
+    Device,
+}
+
+impl MatchedBy {
+    /// The lowercase name: `uuid`, `partuuid`, `label`, `partlabel`, `device`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchedBy::Uuid => "uuid",
+            MatchedBy::Partuuid => "partuuid",
+            MatchedBy::Label => "label",
+            MatchedBy::Partlabel => "partlabel",
+            MatchedBy::Device => "device",
+        }
+    }
+}
+
+impl fmt::Display for MatchedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Does `current` match `recorded`? Tries UUID, PARTUUID, LABEL, PARTLABEL, device path in
+/// that order; the first field that is known (non-empty) on *both* sides decides only if it
+/// is equal — a field known on both sides but different does not stop the search (a
+/// reformatted disk keeps its label, a relabelled one keeps its UUID).
+pub fn matches(recorded: &FsIdentity, current: &FsIdentity) -> Option<MatchedBy> {
+    fn known(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+    let pairs = [
+        (MatchedBy::Uuid, &recorded.uuid, &current.uuid),
+        (MatchedBy::Partuuid, &recorded.partuuid, &current.partuuid),
+        (MatchedBy::Label, &recorded.label, &current.label),
+        (
+            MatchedBy::Partlabel,
+            &recorded.partlabel,
+            &current.partlabel,
+        ),
+        (MatchedBy::Device, &recorded.device, &current.device),
+    ];
+    pairs
+        .into_iter()
+        .find_map(|(by, r, c)| match (known(r), known(c)) {
+            (Some(r), Some(c)) if r == c => Some(by),
+            _ => None,
+        })
+}
+
+/// True when the identity has nothing but a device name (tmpfs, overlay, a container's
+/// root): matching it is weak, callers journal that.
+pub fn only_device(id: &FsIdentity) -> bool {
+    [&id.uuid, &id.partuuid, &id.label, &id.partlabel]
+        .iter()
+        .all(|v| v.as_deref().is_none_or(str::is_empty))
+}
+
+/// A one-line human rendering for messages and the journal:
+/// `UUID=…, LABEL=…, device /dev/sdb1 (ext4) at /mnt/usb`; `nothing` when empty.
+pub fn describe(id: &FsIdentity) -> String {
+    let mut parts = Vec::new();
+    for (key, v) in [
+        ("UUID", &id.uuid),
+        ("PARTUUID", &id.partuuid),
+        ("LABEL", &id.label),
+        ("PARTLABEL", &id.partlabel),
+    ] {
+        if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
+            parts.push(format!("{key}={}", crate::tsv::escape(v)));
+        }
+    }
+    if let Some(d) = id.device.as_deref().filter(|s| !s.is_empty()) {
+        let mut s = format!("device {}", crate::tsv::escape(d));
+        if let Some(t) = id.fstype.as_deref().filter(|s| !s.is_empty()) {
+            s.push_str(&format!(" ({})", crate::tsv::escape(t)));
+        }
+        parts.push(s);
+    }
+    let mut out = if parts.is_empty() {
+        "nothing".to_owned()
+    } else {
+        parts.join(", ")
+    };
+    if let Some(m) = id.mountpoint.as_deref().filter(|s| !s.is_empty()) {
+        out.push_str(&format!(" at {}", crate::tsv::escape(m)));
+    }
+    out
+}
+
+/// Checks that `path` (the job's source or vault, named by `role`) is on the filesystem
+/// recorded for it. A missing path, or an identity that matches on nothing, is
+/// [`Error::IdentityMismatch`] (exit 75: retry when the disk is back).
+pub fn verify(role: &str, recorded: &FsIdentity, path: &Path) -> Result<MatchedBy> {
+    let mismatch = |found: String| {
+        Error::IdentityMismatch(format!(
+            "{role} {} is not on the filesystem recorded for this job (recorded: {}; found: {found}): is the disk mounted?",
+            show(path),
+            describe(recorded),
+        ))
+    };
+    let current = match FsIdentity::of(path) {
+        Ok(c) => c,
+        Err(Error::Usage(_)) => return Err(mismatch("the path does not exist".to_owned())),
+        Err(e) => return Err(e),
+    };
+    matches(recorded, &current).ok_or_else(|| mismatch(describe(&current)))
+}
+
+impl FsIdentity {
+    /// Gathers the identity of the filesystem holding `path` (see the module docs for how).
+    /// A path that does not exist is [`Error::Usage`] naming it; other failures are
+    /// [`Error::Io`].
+    pub fn of(path: &Path) -> Result<FsIdentity> {
+        Ok(gather(path)?.identity)
+    }
+}
+
+/// One line of `/proc/self/mountinfo`, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mount_id: u64,
+    pub parent_id: u64,
+    /// `major:minor` of the filesystem (anonymous `0:N` for tmpfs, btrfs, overlay).
+    pub devno: (u32, u32),
+    /// The root of the mount within its filesystem (`/` unless a bind mount of a subtree).
+    pub root: OsString,
+    pub mountpoint: OsString,
+    pub fstype: String,
+    /// The mount source (`/dev/sdb1`, `tmpfs`).
+    pub source: OsString,
+}
+
+/// Decodes mountinfo's octal escapes (`\040` space, `\011` tab, `\012` LF, `\134` `\`).
+pub fn unescape_mountinfo(field: impl AsRef<[u8]>) -> OsString {
+    let b = field.as_ref();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            if let Ok(v) = u8::try_from(v) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    OsString::from_vec(out)
+}
+
+/// Parses the bytes of `/proc/self/mountinfo` (paths need not be UTF-8); malformed lines
+/// are skipped.
+pub fn parse_mountinfo(text: impl AsRef<[u8]>) -> Vec<MountEntry> {
+    text.as_ref()
+        .split(|b| *b == b'\n')
+        .filter_map(parse_mountinfo_line)
+        .collect()
+}
+
+fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
+    let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let sep = fields.iter().position(|f| *f == b"-")?;
+    if sep < 6 || fields.len() < sep + 3 {
+        return None;
+    }
+    let num = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u64>().ok();
+    let devno = std::str::from_utf8(fields[2]).ok()?;
+    let (major, minor) = devno.split_once(':')?;
+    Some(MountEntry {
+        mount_id: num(fields[0])?,
+        parent_id: num(fields[1])?,
+        devno: (major.parse().ok()?, minor.parse().ok()?),
+        root: unescape_mountinfo(fields[3]),
+        mountpoint: unescape_mountinfo(fields[4]),
+        fstype: unescape_mountinfo(fields[sep + 1])
+            .to_string_lossy()
+            .into_owned(),
+        source: unescape_mountinfo(fields[sep + 2]),
+    })
+}
+
+/// Is `mountpoint` a path-prefix of `path` (both absolute, canonical)?
+fn is_under(path: &[u8], mountpoint: &[u8]) -> bool {
+    if mountpoint == b"/" {
+        return path.starts_with(b"/");
+    }
+    path.starts_with(mountpoint)
+        && (path.len() == mountpoint.len() || path[mountpoint.len()] == b'/')
+}
+
+/// Picks the mount holding `path`: the longest mountpoint prefix, the last entry among
+/// equals (stacked mounts). When some candidate's device number equals `dev` (a
+/// directory's own `st_dev`), only such candidates are considered, which skips a mount
+/// hidden under a later mount of a parent directory.
+pub fn find_mount<'a>(
+    entries: &'a [MountEntry],
+    path: &Path,
+    dev: Option<(u32, u32)>,
+) -> Option<&'a MountEntry> {
+    let p = path.as_os_str().as_bytes();
+    let pick = |same_dev: bool| {
+        let mut best: Option<&MountEntry> = None;
+        for e in entries {
+            if !is_under(p, e.mountpoint.as_bytes()) || (same_dev && Some(e.devno) != dev) {
+                continue;
+            }
+            if best.is_none_or(|b| e.mountpoint.len() >= b.mountpoint.len()) {
+                best = Some(e);
+            }
+        }
+        best
+    };
+    pick(true).or_else(|| pick(false))
+}
+
+/// What [`gather`] finds: the identity plus what only a live observer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gathered {
+    pub identity: FsIdentity,
+    /// `major:minor` of the mount (from mountinfo).
+    pub devno: (u32, u32),
+    /// The path's own `st_dev` (differs from `devno` inside a btrfs subvolume).
+    pub st_dev: (u32, u32),
+    /// The kernel's UUID of the superblock, even where it is not part of the identity
+    /// (tmpfs makes up a random one per mount): tells two tmpfs mounts apart while both
+    /// are alive, which device numbers (reused at once) cannot.
+    pub kernel_uuid: Option<String>,
+    /// The mountpoint, byte-exact (the identity holds it as lossy UTF-8).
+    pub mountpoint: OsString,
+    pub mount_id: u64,
+}
+
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// Gathers everything about the mount holding `path`. A missing path is [`Error::Usage`].
+pub fn gather(path: &Path) -> Result<Gathered> {
+    let canonical = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!("{} does not exist", show(path))));
+        }
+        Err(e) => return Err(e).ctx("cannot resolve", path),
+    };
+    let meta = std::fs::metadata(&canonical).ctx("cannot stat", &canonical)?;
+    let st_dev = split_dev(meta.dev());
+    let text = std::fs::read(MOUNTINFO).ctx("cannot read", Path::new(MOUNTINFO))?;
+    let entries = parse_mountinfo(&text);
+    // Only a directory's st_dev is the mount's: overlayfs reports a non-directory's
+    // underlying filesystem, so files use the plain prefix rule.
+    let dev_hint = meta.is_dir().then_some(st_dev);
+    let entry = find_mount(&entries, &canonical, dev_hint).ok_or_else(|| {
+        Error::Invalid(format!(
+            "no mount holds {} in {MOUNTINFO}",
+            show(&canonical)
+        ))
+    })?;
+    let mut id = FsIdentity {
+        device: non_empty(entry.source.to_string_lossy().into_owned()),
+        mountpoint: non_empty(entry.mountpoint.to_string_lossy().into_owned()),
+        fstype: non_empty(entry.fstype.clone()),
+        ..FsIdentity::default()
+    };
+    let on_device = entry.source.as_bytes().starts_with(b"/") || entry.devno.0 != 0;
+    let kernel_uuid = native(&canonical, meta.is_dir(), &mut id);
+    if on_device && id.uuid.is_none() {
+        id.uuid.clone_from(&kernel_uuid);
+    }
+    let block = block_device(&entry.source);
+    if let Some(dev) = &block {
+        from_blkid(dev, &mut id);
+    }
+    let rdev = block
+        .as_deref()
+        .and_then(|d| std::fs::metadata(d).ok())
+        .map(|m| split_dev(m.rdev()))
+        .unwrap_or(entry.devno);
+    if rdev.0 != 0 {
+        from_by_links(Path::new("/dev/disk"), rdev, &mut id);
+    }
+    Ok(Gathered {
+        identity: id,
+        devno: entry.devno,
+        st_dev,
+        kernel_uuid,
+        mountpoint: entry.mountpoint.clone(),
+        mount_id: entry.mount_id,
+    })
+}
+
+fn split_dev(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The mount source when it is an existing block device.
+fn block_device(source: &OsStr) -> Option<PathBuf> {
+    let p = Path::new(source);
+    let m = std::fs::metadata(p).ok()?;
+    m.file_type().is_block_device().then(|| p.to_path_buf())
+}
+
+/// `struct fsuuid2` of `<linux/fs.h>` (kernel ≥ 6.5).
+#[repr(C)]
+struct FsUuid2 {
+    len: u8,
+    uuid: [u8; 16],
+}
+
+nix::ioctl_read!(fs_ioc_getfsuuid, 0x15, 0, FsUuid2);
+nix::ioctl_read_buf!(fs_ioc_getfslabel, 0x94, 49, u8);
+
+/// FSLABEL_MAX of `<linux/fs.h>`.
+const FSLABEL_MAX: usize = 256;
+
+/// LABEL from its ioctl into `id`, and the kernel's UUID returned (the caller decides
+/// whether it identifies: it does only for a filesystem on a device, as tmpfs invents a
+/// random one per mount). Unsupported ioctls (older kernels, filesystems without them)
+/// leave the fields empty for the fallbacks.
+fn native(path: &Path, is_dir: bool, id: &mut FsIdentity) -> Option<String> {
+    let flags = if is_dir {
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
+    } else {
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC
+    };
+    let Ok(fd) = open(path, flags, Mode::empty()) else {
+        return None;
+    };
+    let mut uuid = None;
+    let mut u = FsUuid2 {
+        len: 0,
+        uuid: [0; 16],
+    };
+    // SAFETY: `u` is a valid, writable `struct fsuuid2`; the request code encodes its size.
+    if unsafe { fs_ioc_getfsuuid(fd.as_raw_fd(), &mut u) }.is_ok() {
+        let n = usize::from(u.len).min(16);
+        if n > 0 && u.uuid[..n].iter().any(|b| *b != 0) {
+            uuid = Some(format_uuid(&u.uuid[..n]));
+        }
+    }
+    let mut label = [0u8; FSLABEL_MAX];
+    // SAFETY: `label` is a writable FSLABEL_MAX buffer, the size the request code encodes.
+    if unsafe { fs_ioc_getfslabel(fd.as_raw_fd(), &mut label) }.is_ok() {
+        let end = label.iter().position(|b| *b == 0).unwrap_or(FSLABEL_MAX);
+        let text = String::from_utf8_lossy(&label[..end]).into_owned();
+        if !text.is_empty() {
+            id.label = Some(text);
+        }
+    }
+    uuid
+}
+
+/// Formats UUID bytes as `findmnt` does: 16 bytes → lowercase `8-4-4-4-12`; other lengths
+/// → plain lowercase hex.
+pub fn format_uuid(b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    if b.len() == 16 {
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    } else {
+        hex
+    }
+}
+
+fn fill(slot: &mut Option<String>, value: String) {
+    if slot.is_none() && !value.is_empty() {
+        *slot = Some(value);
+    }
+}
+
+/// Fills missing fields from `blkid -o export DEVICE` (no cache: an unreadable device gives
+/// nothing rather than a stale answer). Missing blkid is not an error.
+fn from_blkid(device: &Path, id: &mut FsIdentity) {
+    let out = Command::new("blkid")
+        .args(["-c", "/dev/null", "-o", "export"])
+        .arg(device)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let Ok(out) = out else { return };
+    if !out.status.success() {
+        return;
+    }
+    apply_blkid_export(&String::from_utf8_lossy(&out.stdout), id);
+}
+
+/// Applies `KEY=value` lines of `blkid -o export` (values shell-escaped with `\`).
+pub fn apply_blkid_export(text: &str, id: &mut FsIdentity) {
+    for line in text.lines() {
+        let Some((key, raw)) = line.split_once('=') else {
+            continue;
+        };
+        let mut value = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    value.push(n);
+                }
+            } else {
+                value.push(c);
+            }
+        }
+        match key {
+            "UUID" => fill(&mut id.uuid, value),
+            "PARTUUID" => fill(&mut id.partuuid, value),
+            "LABEL" => fill(&mut id.label, value),
+            "PARTLABEL" => fill(&mut id.partlabel, value),
+            _ => {}
+        }
+    }
+}
+
+/// Decodes udev's `\xHH` escapes in `/dev/disk/by-*` link names.
+pub fn unescape_udev(name: &str) -> String {
+    let b = name.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && b.get(i + 1) == Some(&b'x')
+            && let Some(v) = b
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Fills missing fields from the `by-uuid`, `by-partuuid`, `by-label`, `by-partlabel`
+/// symlinks under `dir` whose target is the block device `rdev`.
+pub fn from_by_links(dir: &Path, rdev: (u32, u32), id: &mut FsIdentity) {
+    type Slot = fn(&mut FsIdentity) -> &mut Option<String>;
+    let kinds: [(&str, Slot); 4] = [
+        ("by-uuid", |i| &mut i.uuid),
+        ("by-partuuid", |i| &mut i.partuuid),
+        ("by-label", |i| &mut i.label),
+        ("by-partlabel", |i| &mut i.partlabel),
+    ];
+    for (sub, slot) in kinds {
+        if slot(id).is_some() {
+            continue;
+        }
+        let Ok(read) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for entry in read.flatten() {
+            let Ok(m) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            if m.file_type().is_block_device() && split_dev(m.rdev()) == rdev {
+                fill(
+                    slot(id),
+                    unescape_udev(&entry.file_name().to_string_lossy()),
+                );
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 0:30 / / rw,relatime - overlay overlay rw,lowerdir=/l
+40 27 7:0 / /mnt/my\\040disk rw,relatime shared:1 master:2 - ext4 /dev/loop0 rw
+41 40 0:35 / /mnt/my\\040disk/tab\\011x rw - tmpfs tmpfs rw
+42 27 7:1 / /mnt/my\\040disk rw,relatime - xfs /dev/loop1 rw
+43 27 0:36 /sub /srv/back\\134slash rw - btrfs /dev/loop2 rw,subvol=/sub
+bad line
+";
+
+    #[test]
+    fn parses_mountinfo_with_escapes() {
+        let e = parse_mountinfo(FIXTURE);
+        assert_eq!(e.len(), 6);
+        assert_eq!(e[2].mountpoint, OsString::from("/mnt/my disk"));
+        assert_eq!(e[2].devno, (7, 0));
+        assert_eq!(e[2].fstype, "ext4");
+        assert_eq!(e[2].source, OsString::from("/dev/loop0"));
+        assert_eq!(e[3].mountpoint, OsString::from("/mnt/my disk/tab\tx"));
+        assert_eq!(e[5].mountpoint, OsString::from("/srv/back\\slash"));
+        assert_eq!(e[5].root, OsString::from("/sub"));
+        assert_eq!(e[1].mountpoint, OsString::from("/"));
+        assert_eq!(unescape_mountinfo("a\\012b\\"), OsString::from("a\nb\\"));
+        assert_eq!(unescape_mountinfo("\\777"), OsString::from("\\777"));
+    }
+
+    /// The kernel's `mangle()` for mountinfo path fields: space, tab, LF, `\` as `\ooo`.
+    fn kernel_escape(raw: &[u8]) -> String {
+        let mut s = String::new();
+        for &b in raw {
+            match b {
+                b' ' | b'\t' | b'\n' | b'\\' => s.push_str(&format!("\\{b:03o}")),
+                _ => s.push(char::from(b)),
+            }
+        }
+        s
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mountinfo_unescape_inverts_kernel_escape(raw in proptest::collection::vec(0x01u8..0x7f, 0..40)) {
+            proptest::prop_assert_eq!(unescape_mountinfo(kernel_escape(&raw)), OsString::from_vec(raw));
+        }
+    }
+
+    #[test]
+    fn parses_non_utf8_mountpoints() {
+        let line = b"50 27 7:3 / /mnt/caf\xe9 rw - ext4 /dev/loop3 rw\n";
+        let e = parse_mountinfo(line);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].mountpoint.as_bytes(), b"/mnt/caf\xe9");
+    }
+
+    #[test]
+    fn finds_longest_prefix_last_wins() {
+        let e = parse_mountinfo(FIXTURE);
+        let f = |p: &str, dev| find_mount(&e, Path::new(p), dev).map(|m| m.mount_id);
+        assert_eq!(f("/mnt/my disk/a", None), Some(42), "stacked: last wins");
+        assert_eq!(f("/mnt/my disk", None), Some(42));
+        assert_eq!(f("/mnt/my disk/tab\tx/y", None), Some(41));
+        assert_eq!(
+            f("/mnt/my diskette", None),
+            Some(27),
+            "prefix must end at /"
+        );
+        assert_eq!(f("/proc/1", None), Some(22));
+        assert_eq!(f("/srv/back\\slash", None), Some(43));
+        // The path's st_dev says it is on the hidden ext4, not the xfs over it.
+        assert_eq!(f("/mnt/my disk/a", Some((7, 0))), Some(40));
+        // No candidate has the path's st_dev (btrfs subvolume): plain prefix rule.
+        assert_eq!(f("/srv/back\\slash/x", Some((0, 99))), Some(43));
+    }
+
+    fn id(uuid: &str, partuuid: &str, label: &str, partlabel: &str, dev: &str) -> FsIdentity {
+        let o = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        FsIdentity {
+            uuid: o(uuid),
+            partuuid: o(partuuid),
+            label: o(label),
+            partlabel: o(partlabel),
+            device: o(dev),
+            mountpoint: Some("/mnt".into()),
+            fstype: Some("ext4".into()),
+        }
+    }
+
+    #[test]
+    fn matching_table() {
+        use MatchedBy::*;
+        let rec = id("u1", "p1", "L", "PL", "/dev/sdb1");
+        let cases: &[(&str, FsIdentity, FsIdentity, Option<MatchedBy>)] = &[
+            ("same", rec.clone(), rec.clone(), Some(Uuid)),
+            (
+                "reformat keeps label",
+                rec.clone(),
+                id("u2", "", "L", "", "/dev/sdc1"),
+                Some(Label),
+            ),
+            (
+                "relabel keeps uuid",
+                rec.clone(),
+                id("u1", "p1", "M", "PL", "/dev/sdc1"),
+                Some(Uuid),
+            ),
+            (
+                "new fs in same partition",
+                rec.clone(),
+                id("u2", "p1", "", "", "/dev/sdb1"),
+                Some(Partuuid),
+            ),
+            (
+                "partlabel only",
+                rec.clone(),
+                id("u2", "p2", "X", "PL", "/dev/sdc1"),
+                Some(Partlabel),
+            ),
+            (
+                "tmpfs device only",
+                id("", "", "", "", "tmpfs"),
+                id("", "", "", "", "tmpfs"),
+                Some(Device),
+            ),
+            (
+                "device path after everything differs",
+                rec.clone(),
+                id("u2", "p2", "X", "Y", "/dev/sdb1"),
+                Some(Device),
+            ),
+            (
+                "nothing in common",
+                rec.clone(),
+                id("u2", "p2", "X", "Y", "/dev/sdc1"),
+                None,
+            ),
+            (
+                "unmounted: parent fs",
+                rec.clone(),
+                id("root", "", "", "", "/dev/nvme0n1p2"),
+                None,
+            ),
+            (
+                "empty strings are unknown",
+                id("", "", "", "", ""),
+                FsIdentity {
+                    device: Some(String::new()),
+                    ..FsIdentity::default()
+                },
+                None,
+            ),
+            (
+                "unknown on one side is skipped",
+                id("", "", "L", "", "/dev/a"),
+                id("u9", "", "L", "", "/dev/b"),
+                Some(Label),
+            ),
+        ];
+        for (name, r, c, want) in cases {
+            assert_eq!(matches(r, c), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn display_and_helpers() {
+        assert_eq!(MatchedBy::Partlabel.to_string(), "partlabel");
+        assert_eq!(MatchedBy::Device.to_string(), "device");
+        assert!(only_device(&id("", "", "", "", "tmpfs")));
+        assert!(!only_device(&id("", "", "L", "", "/dev/a")));
+        assert_eq!(
+            describe(&id("u1", "", "L", "", "/dev/sdb1")),
+            "UUID=u1, LABEL=L, device /dev/sdb1 (ext4) at /mnt"
+        );
+        assert_eq!(describe(&FsIdentity::default()), "nothing");
+        assert_eq!(
+            format_uuid(&[
+                0xAB, 0xCD, 0xEF, 0x01, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+            ]),
+            "abcdef01-0203-0405-0607-08090a0b0c0d"
+        );
+        assert_eq!(unescape_udev("My\\x20Disk"), "My Disk");
+        let mut i = FsIdentity::default();
+        apply_blkid_export(
+            "DEVNAME=/dev/sdb1\nUUID=ABCD-1234\nLABEL=My\\ Disk\nTYPE=vfat\nPARTUUID=0AB-01\n",
+            &mut i,
+        );
+        assert_eq!(
+            i.uuid.as_deref(),
+            Some("ABCD-1234"),
+            "kept as blkid prints it"
+        );
+        assert_eq!(i.label.as_deref(), Some("My Disk"));
+        assert_eq!(i.partuuid.as_deref(), Some("0AB-01"));
+    }
+
+    #[test]
+    fn missing_path_is_named() {
+        let err = FsIdentity::of(Path::new("/nonexistent/reverb\tx")).expect_err("must fail");
+        assert!(err.to_string().contains("/nonexistent/reverb\\tx"), "{err}");
+        let err = verify(
+            "vault",
+            &id("u", "", "", "", ""),
+            Path::new("/nonexistent/v"),
+        )
+        .expect_err("must fail");
+        assert_eq!(err.exit_code(), 75);
+        assert!(
+            err.to_string().starts_with("vault /nonexistent/v is not"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn root_has_an_identity() {
+        let i = FsIdentity::of(Path::new("/")).expect("identity of /");
+        assert_eq!(i.mountpoint.as_deref(), Some("/"));
+        assert!(i.device.is_some() && i.fstype.is_some(), "{i:?}");
+        assert_eq!(
+            verify("source", &i, Path::new("/")).ok(),
+            matches(&i, &i),
+            "self-match"
+        );
+    }
 }

@@ -20,6 +20,7 @@ pub mod job;
 pub mod jobfile;
 pub mod journal;
 pub mod lock;
+pub mod mountwatch;
 pub mod restore;
 pub mod settings;
 pub mod snapshot;

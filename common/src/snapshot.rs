@@ -246,7 +246,11 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome
         excludes,
         lookalikes,
         only_sync_attributes: ctx.file.settings.only_sync_attributes,
-        baseline: if ctx.file.settings.keep_complete { None } else { Some(Baseline::load(&ctx.dir.path)?) },
+        baseline: if ctx.file.settings.keep_complete {
+            None
+        } else {
+            Some(Baseline::load(&ctx.dir.path)?)
+        },
         keep_complete: ctx.file.settings.keep_complete,
         privileged: copy::privileged(),
         hardlinks: HashMap::new(),
@@ -331,7 +335,9 @@ fn finish_build(
     let result = (|| -> Result<bool> {
         copy::make_dir(&partial).ctx("cannot create version directory", &partial)?;
         let differs = match (&node, &old) {
-            (Some(node), Some(old_dir)) => b.build_dir(Path::new(""), node, Some(old_dir), diffed)?,
+            (Some(node), Some(old_dir)) => {
+                b.build_dir(Path::new(""), node, Some(old_dir), diffed)?
+            }
             _ => {
                 b.fill_first()?;
                 true
@@ -470,14 +476,24 @@ enum BaselineState {
 
 impl Builder<'_> {
     fn baseline_state(&self, rel: &Path) -> BaselineState {
-        let Some(baseline) = &self.baseline else { return BaselineState::Changed };
-        let Some(entry) = baseline.get(rel) else { return BaselineState::Changed };
+        let Some(baseline) = &self.baseline else {
+            return BaselineState::Changed;
+        };
+        let Some(entry) = baseline.get(rel) else {
+            return BaselineState::Changed;
+        };
         let abs = self.src(rel);
-        let Ok(meta) = fs::symlink_metadata(&abs) else { return BaselineState::Changed };
+        let Ok(meta) = fs::symlink_metadata(&abs) else {
+            return BaselineState::Changed;
+        };
         if !entry.unchanged(&abs, &meta, self.privileged) {
             return BaselineState::Changed;
         }
-        if meta.is_dir() { BaselineState::UnchangedDir } else { BaselineState::Unchanged }
+        if meta.is_dir() {
+            BaselineState::UnchangedDir
+        } else {
+            BaselineState::Unchanged
+        }
     }
 
     fn src(&self, rel: &Path) -> PathBuf {
@@ -638,11 +654,20 @@ impl Builder<'_> {
     /// Builds the real directory `rel` of the new version (already created) from the old
     /// physical directory `phys`/`rel` and the marks in `node`. Returns whether anything
     /// in it differs from the old version.
-    fn build_dir(&mut self, rel: &Path, node: &Node, phys: Option<&str>, diffed: bool) -> Result<bool> {
+    fn build_dir(
+        &mut self,
+        rel: &Path,
+        node: &Node,
+        phys: Option<&str>,
+        diffed: bool,
+    ) -> Result<bool> {
         let replaced;
         let mut node = node;
         let mut diffed = diffed;
-        if !diffed && phys.is_some() && matches!(node.hint, Some(Hint::Content) | Some(Hint::Delete)) {
+        if !diffed
+            && phys.is_some()
+            && matches!(node.hint, Some(Hint::Content) | Some(Hint::Delete))
+        {
             // The directory may have been replaced wholesale: compare everything below.
             let mut full = Node {
                 hint: node.hint,
@@ -708,7 +733,8 @@ impl Builder<'_> {
                         let np = self.new_path(&child);
                         copy::make_dir(&np).ctx("cannot create directory", &np)?;
                         if self.build_dir(&child, cn, None, diffed)? {
-                            let sm = fs::symlink_metadata(self.src(&child)).ctx("cannot inspect", &self.src(&child))?;
+                            let sm = fs::symlink_metadata(self.src(&child))
+                                .ctx("cannot inspect", &self.src(&child))?;
                             self.finish_real_dir(&child, &sm)?;
                             differs = true;
                         } else {

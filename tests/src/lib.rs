@@ -299,3 +299,57 @@ fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// A mount made by a test (`mount -t tmpfs`, `mount --bind`, `mount --move` targets),
+/// lazily unmounted on drop unless [`MountGuard::forget`] was called.
+pub struct MountGuard {
+    pub mountpoint: PathBuf,
+    active: bool,
+}
+
+impl MountGuard {
+    /// Runs `mount ARGS… MOUNTPOINT` and guards the result. `Err(reason)` when not root or
+    /// mount fails, so tests can skip.
+    pub fn new(args: &[&str], mountpoint: &Path) -> Result<MountGuard, String> {
+        if !is_root() {
+            return Err("needs root for mount".into());
+        }
+        std::fs::create_dir_all(mountpoint).map_err(|e| e.to_string())?;
+        let o = Command::new("mount")
+            .args(args)
+            .arg(mountpoint)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("mount {args:?} failed: {}", stderr(&o)));
+        }
+        Ok(MountGuard {
+            mountpoint: mountpoint.to_path_buf(),
+            active: true,
+        })
+    }
+
+    /// Guards a mount made some other way (a `mount --move` target).
+    pub fn adopt(mountpoint: &Path) -> MountGuard {
+        MountGuard {
+            mountpoint: mountpoint.to_path_buf(),
+            active: true,
+        }
+    }
+
+    /// The mount is gone (unmounted or moved away by the test): do nothing on drop.
+    pub fn forget(mut self) {
+        self.active = false;
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .status();
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! Watching the mount table (SPEC §7 `reverb-mountwatch`, §8): waiting for it to change and
+//! telling, per watched path, whether the filesystem under the path is still the one it had
+//! when the watch began.
+//!
+//! This module owns the event source and the per-path state machine; the binary only
+//! prints what [`PathWatch`] returns.
+//!
+//! # Theory of operation
+//!
+//! The kernel marks an open `/proc/self/mountinfo` with `POLLPRI | POLLERR` whenever the
+//! mount namespace changes (mount, unmount, lazy unmount, move, bind, remount, propagation)
+//! — `findmnt --poll` works the same way. `poll(2)` itself acknowledges the event, so no
+//! re-read is needed, and a change that happens while we are busy re-gathering is still
+//! pending at the next `poll`: nothing is lost, at worst a change is reported together with
+//! a later one. [`MountTable`] is opened *before* the first gathering so a change between the
+//! two is not missed. There is no busy loop and no timed re-reading of the table.
+//!
+//! Per path ([`PathWatch`]) the identity gathered at start is the **record**. On every
+//! change each path is gathered again and compared with its record through
+//! [`identity::matches`]; for a record that has nothing but a device name
+//! ([`identity::only_device`]: tmpfs, overlay) the filesystem's device number and the
+//! kernel's per-superblock UUID (random for tmpfs, not recorded in job.toml) must also be
+//! the same, since `tmpfs` would otherwise match any other tmpfs. States:
+//!
+//! - `present` — at start (the record), or later when the identity still matches but
+//!   changed (moved mountpoint, new device name after a re-plug);
+//! - `lost` — the path is gone or no longer matches (unmounted, lazily unmounted, moved
+//!   away, something else mounted or bind-mounted over it);
+//! - `restored` — it matches again; `matched_by` tells which field matched.
+//!
+//! A remount (`mount -o remount,ro`) changes no identity field, so it prints nothing. A path
+//! missing at start is `lost` with no record; the first identity it is seen with becomes its
+//! record (a `present` line).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::error::{IoContext, Result};
+use crate::identity::{self, FsIdentity, Gathered, MatchedBy};
+use crate::time::rfc3339_millis;
+use crate::tsv;
+
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// The header of `reverb-mountwatch`'s TSV output.
+pub const HEADER: &str = "time\tpath\tstate\tmatched_by\tidentity\tmountpoint";
+
+/// An open `/proc/self/mountinfo`, pollable for mount-table changes.
+#[derive(Debug)]
+pub struct MountTable {
+    file: File,
+}
+
+/// What ended a [`MountTable::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The mount table changed.
+    Changed,
+    /// The timeout passed.
+    TimedOut,
+    /// The extra `wake` fd became readable (a signal's self-pipe).
+    Woken,
+}
+
+impl MountTable {
+    /// Opens the table. Changes after this call are reported by [`MountTable::wait`].
+    pub fn open() -> Result<MountTable> {
+        let file = File::open(MOUNTINFO).ctx("cannot open", Path::new(MOUNTINFO))?;
+        Ok(MountTable { file })
+    }
+
+    /// Blocks until the mount table changes, `timeout` passes (`None`: forever), or `wake`
+    /// becomes readable. Interrupted system calls are retried with the remaining time.
+    pub fn wait(&self, timeout: Option<Duration>, wake: Option<BorrowedFd<'_>>) -> Result<Wake> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let pt = match remaining {
+                None => PollTimeout::NONE,
+                Some(r) => PollTimeout::try_from(r.min(Duration::from_millis(i32::MAX as u64)))
+                    .unwrap_or(PollTimeout::MAX),
+            };
+            let mut fds = vec![PollFd::new(
+                self.file.as_fd(),
+                PollFlags::POLLPRI | PollFlags::POLLERR,
+            )];
+            if let Some(w) = wake {
+                fds.push(PollFd::new(w, PollFlags::POLLIN));
+            }
+            match poll(&mut fds, pt) {
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e).ctx("cannot poll", Path::new(MOUNTINFO)),
+                Ok(0) => return Ok(Wake::TimedOut),
+                Ok(_) => {
+                    let table = fds[0].revents().unwrap_or(PollFlags::empty());
+                    if table.intersects(PollFlags::POLLPRI | PollFlags::POLLERR) {
+                        return Ok(Wake::Changed);
+                    }
+                    if fds.len() > 1 && fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                        return Ok(Wake::Woken);
+                    }
+                }
+            }
+            if remaining.is_some_and(|r| r.is_zero()) {
+                return Ok(Wake::TimedOut);
+            }
+        }
+    }
+}
+
+/// How often [`wait_for_mount_change`] looks at its `stop` flag: the mount table itself is
+/// event-driven, only the flag is checked this often.
+pub const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// Blocks until the mount table changes (`Ok(true)`), or `timeout` passes or `stop` is set
+/// (`Ok(false)`). The supervisor uses it to wait for a lost source or vault to come back.
+///
+/// It opens the table on entry, so a change that happened before the call is not seen:
+/// check, then wait, then check again — or hold a [`MountTable`] opened before the first
+/// check to close that gap.
+pub fn wait_for_mount_change(timeout: Option<Duration>, stop: &AtomicBool) -> Result<bool> {
+    let table = MountTable::open()?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let slice = match deadline {
+            None => STOP_CHECK,
+            Some(d) => {
+                let r = d.saturating_duration_since(Instant::now());
+                if r.is_zero() {
+                    return Ok(false);
+                }
+                r.min(STOP_CHECK)
+            }
+        };
+        if table.wait(Some(slice), None)? == Wake::Changed {
+            return Ok(true);
+        }
+    }
+}
+
+/// A path's state in `reverb-mountwatch` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Present,
+    Lost,
+    Restored,
+}
+
+impl State {
+    /// `present`, `lost`, `restored`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Present => "present",
+            State::Lost => "lost",
+            State::Restored => "restored",
+        }
+    }
+}
+
+/// One output record: a path's state after a change (or at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub time: SystemTime,
+    /// The path as given on the command line.
+    pub path: PathBuf,
+    pub state: State,
+    /// Which recorded field matched (present, restored); `None` when lost.
+    pub matched_by: Option<MatchedBy>,
+    /// The identity found now (`None` when the path does not exist).
+    pub identity: Option<FsIdentity>,
+    /// The mountpoint found now, byte-exact.
+    pub mountpoint: Option<OsString>,
+}
+
+/// Escapes one value of the compact identity rendering: `%`, `,`, `=` → `%25`, `%2C`, `%3D`.
+fn compact_value(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '%' => s.push_str("%25"),
+            ',' => s.push_str("%2C"),
+            '=' => s.push_str("%3D"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// The compact `identity` field: `key=value` pairs joined by `,`, in the fixed order
+/// `uuid, partuuid, label, partlabel, device, fstype`, absent keys left out (the mountpoint
+/// has its own column). In values `%`, `,` and `=` are written `%25`, `%2C`, `%3D`; the
+/// whole field is then TSV-escaped like every field.
+pub fn render_identity(id: &FsIdentity) -> String {
+    let pairs = [
+        ("uuid", &id.uuid),
+        ("partuuid", &id.partuuid),
+        ("label", &id.label),
+        ("partlabel", &id.partlabel),
+        ("device", &id.device),
+        ("fstype", &id.fstype),
+    ];
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|v| format!("{k}={}", compact_value(v)))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses [`render_identity`]'s output back (the mountpoint is not part of it). `None` on
+/// an unknown key or a malformed pair.
+pub fn parse_identity(field: &str) -> Option<FsIdentity> {
+    fn unescape(v: &str) -> Option<String> {
+        let mut out = String::with_capacity(v.len());
+        let mut rest = v;
+        while let Some(i) = rest.find('%') {
+            out.push_str(&rest[..i]);
+            let code = rest.get(i + 1..i + 3)?;
+            out.push(match code {
+                "25" => '%',
+                "2C" => ',',
+                "3D" => '=',
+                _ => return None,
+            });
+            rest = &rest[i + 3..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+    let mut id = FsIdentity::default();
+    if field.is_empty() {
+        return Some(id);
+    }
+    for pair in field.split(',') {
+        let (k, v) = pair.split_once('=')?;
+        let slot = match k {
+            "uuid" => &mut id.uuid,
+            "partuuid" => &mut id.partuuid,
+            "label" => &mut id.label,
+            "partlabel" => &mut id.partlabel,
+            "device" => &mut id.device,
+            "fstype" => &mut id.fstype,
+            _ => return None,
+        };
+        *slot = Some(unescape(v)?);
+    }
+    Some(id)
+}
+
+impl Record {
+    /// The TSV line (no newline), fields escaped with [`tsv`].
+    pub fn tsv_line(&self) -> String {
+        let time = rfc3339_millis(self.time);
+        let path = tsv::escape_os(self.path.as_os_str());
+        let matched = self.matched_by.map(MatchedBy::as_str).unwrap_or("");
+        let identity = tsv::escape(
+            &self
+                .identity
+                .as_ref()
+                .map(render_identity)
+                .unwrap_or_default(),
+        );
+        let mountpoint = self
+            .mountpoint
+            .as_deref()
+            .map(tsv::escape_os)
+            .unwrap_or_default();
+        tsv::join(&[
+            &time,
+            &path,
+            self.state.as_str(),
+            matched,
+            &identity,
+            &mountpoint,
+        ])
+    }
+
+    /// The JSON line (no newline): `{"type":"mount", "time", "path", "state",
+    /// "matched_by", "identity": {…job.toml's fields…}, "mountpoint"}`. Paths that are not
+    /// UTF-8 are given TSV-escaped.
+    pub fn json_line(&self) -> String {
+        let text = |p: &std::ffi::OsStr| {
+            p.to_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| tsv::escape_os(p))
+        };
+        serde_json::json!({
+            "type": "mount",
+            "time": rfc3339_millis(self.time),
+            "path": text(self.path.as_os_str()),
+            "state": self.state.as_str(),
+            "matched_by": self.matched_by.map(MatchedBy::as_str),
+            "identity": self.identity,
+            "mountpoint": self.mountpoint.as_deref().map(text),
+        })
+        .to_string()
+    }
+}
+
+#[derive(Debug)]
+struct Watched {
+    path: PathBuf,
+    record: Option<Gathered>,
+    last: Option<Gathered>,
+    lost: bool,
+}
+
+/// Does `cur` still match the start `record`? [`identity::matches`], plus the same device
+/// number and kernel UUID (when known) when the record is weak (device name only).
+pub fn still_matches(record: &Gathered, cur: &Gathered) -> Option<MatchedBy> {
+    let m = identity::matches(&record.identity, &cur.identity)?;
+    if identity::only_device(&record.identity)
+        && (record.devno != cur.devno
+            || (record.kernel_uuid.is_some() && record.kernel_uuid != cur.kernel_uuid))
+    {
+        return None;
+    }
+    Some(m)
+}
+
+/// The per-path state machine of `reverb-mountwatch` (see the module docs).
+#[derive(Debug)]
+pub struct PathWatch {
+    paths: Vec<Watched>,
+}
+
+impl PathWatch {
+    /// Gathers each path's record and returns the start lines (`present` or `lost`).
+    /// Open the [`MountTable`] before calling this.
+    pub fn start(paths: &[PathBuf]) -> (PathWatch, Vec<Record>) {
+        let mut watch = PathWatch { paths: Vec::new() };
+        let mut out = Vec::new();
+        let now = SystemTime::now();
+        for p in paths {
+            let g = gather_opt(p);
+            out.push(match &g {
+                // At start the record matches itself on its first known field.
+                Some(g) => {
+                    let by = identity::matches(&g.identity, &g.identity);
+                    record(now, p, State::Present, by, g, &g.identity)
+                }
+                None => lost_missing(now, p),
+            });
+            watch.paths.push(Watched {
+                path: p.clone(),
+                lost: g.is_none(),
+                record: g.clone(),
+                last: g,
+            });
+        }
+        (watch, out)
+    }
+
+    /// Re-gathers every path after a mount-table change; returns a line for each path
+    /// whose state (or, while present, identity) changed.
+    pub fn recheck(&mut self) -> Vec<Record> {
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for w in &mut self.paths {
+            let cur = gather_opt(&w.path);
+            let Some(rec) = &w.record else {
+                // Missing at start: the first identity seen becomes the record.
+                if let Some(c) = cur {
+                    let by = identity::matches(&c.identity, &c.identity);
+                    out.push(record(now, &w.path, State::Present, by, &c, &c.identity));
+                    w.record = Some(c.clone());
+                    w.last = Some(c);
+                    w.lost = false;
+                }
+                continue;
+            };
+            let matched = cur.as_ref().and_then(|c| still_matches(rec, c));
+            match (w.lost, matched, &cur) {
+                (false, None, _) => {
+                    out.push(match &cur {
+                        Some(c) => record(now, &w.path, State::Lost, None, c, &c.identity),
+                        None => lost_missing(now, &w.path),
+                    });
+                    w.lost = true;
+                }
+                (true, Some(by), Some(c)) => {
+                    out.push(record(
+                        now,
+                        &w.path,
+                        State::Restored,
+                        Some(by),
+                        c,
+                        &c.identity,
+                    ));
+                    w.lost = false;
+                }
+                (false, Some(by), Some(c)) => {
+                    let changed = w
+                        .last
+                        .as_ref()
+                        .is_none_or(|l| l.identity != c.identity || l.mountpoint != c.mountpoint);
+                    if changed {
+                        out.push(record(
+                            now,
+                            &w.path,
+                            State::Present,
+                            Some(by),
+                            c,
+                            &c.identity,
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            w.last = cur;
+        }
+        out
+    }
+}
+
+fn gather_opt(path: &Path) -> Option<Gathered> {
+    // Missing, permission denied, a stale NFS handle, no mount entry: the path is not
+    // usable, which is what `lost` means to a reader. (Reading /proc itself is checked
+    // when the MountTable is opened.)
+    identity::gather(path).ok()
+}
+
+fn record(
+    time: SystemTime,
+    path: &Path,
+    state: State,
+    matched_by: Option<MatchedBy>,
+    g: &Gathered,
+    id: &FsIdentity,
+) -> Record {
+    Record {
+        time,
+        path: path.to_path_buf(),
+        state,
+        matched_by,
+        identity: Some(id.clone()),
+        mountpoint: Some(g.mountpoint.clone()),
+    }
+}
+
+fn lost_missing(time: SystemTime, path: &Path) -> Record {
+    Record {
+        time,
+        path: path.to_path_buf(),
+        state: State::Lost,
+        matched_by: None,
+        identity: None,
+        mountpoint: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_compact_identity() {
+        let id = FsIdentity {
+            uuid: Some("u-1".into()),
+            label: Some("a,b=c%".into()),
+            device: Some("/dev/loop0".into()),
+            fstype: Some("ext4".into()),
+            mountpoint: Some("/mnt".into()),
+            ..FsIdentity::default()
+        };
+        assert_eq!(
+            render_identity(&id),
+            "uuid=u-1,label=a%2Cb%3Dc%25,device=/dev/loop0,fstype=ext4"
+        );
+        assert_eq!(render_identity(&FsIdentity::default()), "");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compact_identity_round_trips(
+            uuid in proptest::option::of(".+"),
+            label in proptest::option::of(".+"),
+            partlabel in proptest::option::of("[%,=a ]+"),
+            device in proptest::option::of(".+"),
+        ) {
+            let id = FsIdentity { uuid, label, partlabel, device, ..FsIdentity::default() };
+            let text = render_identity(&id);
+            proptest::prop_assert_eq!(parse_identity(&text), Some(id));
+            // And through the TSV field escaping.
+            let field = tsv::escape(&text);
+            let back = tsv::unescape_bytes(&field).expect("unescape");
+            proptest::prop_assert_eq!(String::from_utf8(back).expect("utf-8"), text);
+        }
+    }
+
+    #[test]
+    fn formats_lines() {
+        let r = Record {
+            time: SystemTime::UNIX_EPOCH,
+            path: PathBuf::from("/a\tb"),
+            state: State::Restored,
+            matched_by: Some(MatchedBy::Label),
+            identity: Some(FsIdentity {
+                label: Some("L\t".into()),
+                ..FsIdentity::default()
+            }),
+            mountpoint: Some(OsString::from("/a\tb")),
+        };
+        assert_eq!(
+            r.tsv_line(),
+            "1970-01-01T00:00:00.000Z\t/a\\tb\trestored\tlabel\tlabel=L\\t\t/a\\tb"
+        );
+        assert_eq!(tsv::split(&r.tsv_line()).len(), tsv::split(HEADER).len());
+        let v: serde_json::Value = serde_json::from_str(&r.json_line()).expect("json");
+        assert_eq!(v["type"], "mount");
+        assert_eq!(v["state"], "restored");
+        assert_eq!(v["matched_by"], "label");
+        assert_eq!(v["identity"]["label"], "L\t");
+        let lost = lost_missing(SystemTime::UNIX_EPOCH, Path::new("/x"));
+        assert_eq!(lost.tsv_line(), "1970-01-01T00:00:00.000Z\t/x\tlost\t\t\t");
+    }
+
+    #[test]
+    fn wait_times_out_and_stops() {
+        let stop = AtomicBool::new(false);
+        let t = Instant::now();
+        // Other tests may mount concurrently; either answer is fine, but it must return.
+        let _ = wait_for_mount_change(Some(Duration::from_millis(50)), &stop).expect("wait");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        stop.store(true, Ordering::SeqCst);
+        assert!(!wait_for_mount_change(None, &stop).expect("wait"));
+    }
+
+    #[test]
+    fn start_reports_present_and_lost() {
+        let (mut w, lines) =
+            PathWatch::start(&[PathBuf::from("/"), PathBuf::from("/nonexistent/x")]);
+        assert_eq!(lines[0].state, State::Present);
+        assert!(lines[0].matched_by.is_some());
+        assert_eq!(lines[1].state, State::Lost);
+        assert_eq!(lines[1].identity, None);
+        assert!(w.recheck().is_empty(), "nothing changed");
+    }
+}
