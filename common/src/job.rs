@@ -152,3 +152,113 @@ pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
     let journal = Journal::open(&dir.journal(), tool)?;
     Ok(JobCtx { dir, file, journal })
 }
+
+/// Where a writer's job comes from: flags, or a configuration file (SPEC §7 `--config`).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The job's name.
+    pub name: String,
+    /// The source, when known (flags or config).
+    pub source: Option<PathBuf>,
+    /// Settings from the configuration (None: job.toml's, or defaults for a new job).
+    pub settings: Option<JobSettings>,
+}
+
+/// Resolves `--vault`/`--job`/`--source`/`--config` into a [`Target`]. With a config, the job
+/// must be in it, and flags that are also given must agree with it.
+pub fn target(
+    vault: Option<&Path>,
+    name: &str,
+    source: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<Target> {
+    let Some(config) = config else {
+        let Some(vault) = vault else {
+            return Err(Error::Usage("give --vault DIR (or --config FILE)".into()));
+        };
+        return Ok(Target {
+            vault: vault.to_path_buf(),
+            name: name.to_owned(),
+            source: source.map(Path::to_path_buf),
+            settings: None,
+        });
+    };
+    let cfg = crate::config::load(&crate::config::locate(Some(config))?)?;
+    let Some(job) = cfg.job(name) else {
+        let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "job `{name}` is not in {} (jobs there: {})",
+            show(&cfg.file),
+            names.join(", ")
+        )));
+    };
+    if let Some(v) = vault
+        && canonical_or_nearest(v) != canonical_or_nearest(&job.vault)
+    {
+        return Err(Error::Usage(format!(
+            "--vault {} disagrees with {}'s vault {}",
+            show(v),
+            show(&cfg.file),
+            show(&job.vault)
+        )));
+    }
+    if let Some(s) = source
+        && canonical_or_nearest(s) != canonical_or_nearest(&job.source)
+    {
+        return Err(Error::Usage(format!(
+            "--source {} disagrees with {}'s source {}",
+            show(s),
+            show(&cfg.file),
+            show(&job.source)
+        )));
+    }
+    Ok(Target {
+        vault: job.vault.clone(),
+        name: name.to_owned(),
+        source: Some(job.source.clone()),
+        settings: Some(job.settings.clone()),
+    })
+}
+
+/// The identities of a new job's source and vault, as far as they can be gathered.
+pub fn record_identities(source: &Path, vault_root: &Path) -> Identities {
+    Identities {
+        source: crate::identity::FsIdentity::of(source).ok(),
+        vault: crate::identity::FsIdentity::of(vault_root).ok(),
+    }
+}
+
+/// Checks that the source and the vault are still on the filesystems recorded for the job
+/// (SPEC §8). A mismatch is [`Error::IdentityMismatch`] (exit 75); a source mismatch is
+/// journaled (the vault matched, so the journal is trustworthy).
+pub fn verify_identities(ctx: &mut JobCtx, vault_root: &Path) -> Result<()> {
+    if let Some(rec) = &ctx.file.identity.vault {
+        crate::identity::verify("vault", rec, vault_root)?;
+    }
+    if let Some(rec) = &ctx.file.identity.source
+        && let Err(e) = crate::identity::verify("source", rec, &ctx.file.source)
+    {
+        ctx.journal.note("mount-lost", b"", &e.to_string());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Applies settings from the configuration to job.toml when they changed (journaled).
+pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
+    if &ctx.file.settings == settings {
+        return Ok(());
+    }
+    if ctx.file.settings.keep_complete != settings.keep_complete {
+        return Err(Error::Usage(format!(
+            "job {}: keep_complete cannot change after the job was created (it decides what the first version holds); make a new job",
+            ctx.file.name
+        )));
+    }
+    ctx.file.settings = settings.clone();
+    ctx.file.write(&ctx.dir.job_toml())?;
+    ctx.journal.note("config", b"", "settings changed");
+    Ok(())
+}

@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use reverb_common::error::{EXIT_OK, Error};
 use reverb_common::lock::{JobLock, Wait};
-use reverb_common::settings::JobSettings;
 use reverb_common::snapshot::{self, Options, Trigger};
 use reverb_common::vault::Vault;
 use reverb_common::{cli, job};
@@ -19,8 +18,11 @@ use reverb_common::{cli, job};
 #[command(name = "reverb-snap", version, about, long_about = None)]
 pub struct Args {
     /// The vault directory (must hold reverberator-vault.toml unless --init).
-    #[arg(long, value_name = "DIR")]
-    pub vault: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub vault: Option<PathBuf>,
+    /// Take the vault, source and settings of the job from this configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The job's name (its folder is the sanitized name).
     #[arg(long, value_name = "NAME")]
     pub job: String,
@@ -57,35 +59,35 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// The tool's body.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
-    if !args.vault.is_absolute() {
-        return Err(Error::Usage(format!(
-            "--vault {} must be an absolute path",
-            args.vault.display()
-        ))
-        .into());
-    }
+    let target = job::target(
+        args.vault.as_deref(),
+        &args.job,
+        args.source.as_deref(),
+        args.config.as_deref(),
+    )?;
     let vault = if args.init {
-        Vault::init(&args.vault)?
+        Vault::init(&target.vault)?
     } else {
-        Vault::open(&args.vault)?
+        Vault::open(&target.vault)?
     };
     let dir = job::job_dir(&vault, &args.job)?;
     if !dir.exists() {
-        let Some(source) = &args.source else {
+        let Some(source) = &target.source else {
             job::open(&vault, &args.job, "snap")?;
-            unreachable!("open fails for a job that does not exist");
+            return Err(Error::Usage(format!("unknown job {}", args.job)).into());
         };
+        job::validate_source(source, vault.root())?;
         if args.dry_run {
-            job::validate_source(source, vault.root())?;
             print_record(args, "would create", &args.job)?;
             return Ok(EXIT_OK);
         }
+        let identity = job::record_identities(source, vault.root());
         job::create(
             &vault,
             &args.job,
             source,
-            JobSettings::default(),
-            Default::default(),
+            target.settings.clone().unwrap_or_default(),
+            identity,
         )?;
     }
     let _lock = JobLock::acquire(
@@ -98,7 +100,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         },
     )?;
     let mut ctx = job::open_dir(dir, "snap")?;
-    if let Some(source) = &args.source {
+    if let Some(source) = &target.source {
         let canon = std::fs::canonicalize(source)
             .with_context(|| format!("source {}", source.display()))?;
         if canon != ctx.file.source {
@@ -111,6 +113,10 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
             .into());
         }
     }
+    if let Some(settings) = &target.settings {
+        job::update_settings(&mut ctx, settings)?;
+    }
+    job::verify_identities(&mut ctx, vault.root())?;
     let outcome = snapshot::take(
         &mut ctx,
         Trigger::Rescan,

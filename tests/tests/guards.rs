@@ -1,0 +1,210 @@
+//! Filesystem identity guards (SPEC §8) and the deletion guard (SPEC §7) on real loop
+//! mounts: an unmounted source or an unplugged vault makes every writer exit 75 and nothing
+//! is written; replugged, the job resumes with a version of only the real changes.
+
+use std::fs;
+use std::path::Path;
+
+use reverb_tests::model::{CaptureOpts, assert_same, capture, real_entries};
+use reverb_tests::{Fixture, LoopMount, cmd, run, stderr, stdout};
+
+fn listing(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(p)
+        .map(|rd| {
+            rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_unmounted_source_halts_the_job_and_a_remount_resumes_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut m = match LoopMount::new(tmp.path(), "ext4", 64, &["-L", "srcdisk"]) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED ({why}): source identity guard");
+            return;
+        }
+    };
+    let f = Fixture::in_dir(tempfile::tempdir().expect("tempdir"));
+    let src = m.mountpoint.join("data");
+    fs::create_dir(&src).expect("mkdir");
+    for i in 0..20 {
+        fs::write(src.join(format!("f{i}")), format!("{i}")).expect("write");
+    }
+    let o = run(cmd("reverb-snap")
+        .arg("--vault")
+        .arg(&f.vault)
+        .arg("--init")
+        .args(["--job", "j", "--source"])
+        .arg(&src));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = f.vault.join("j");
+    let toml = fs::read_to_string(job.join("job.toml")).expect("job.toml");
+    assert!(
+        toml.contains("srcdisk"),
+        "the source's label is recorded:\n{toml}"
+    );
+    fs::write(src.join("f3"), b"changed before unplug").expect("write");
+    m.unmount();
+    // The mountpoint is now an empty directory on the parent filesystem; recreate the
+    // source path there, as a confused script might, to show the guard is by identity.
+    fs::create_dir_all(&src).expect("mkdir on the parent fs");
+    let before = listing(&job);
+    for extra in [&[][..], &["--force"][..]] {
+        let o = run(cmd("reverb-snap")
+            .arg("--vault")
+            .arg(&f.vault)
+            .args(["--job", "j"])
+            .args(extra));
+        assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+        assert!(stderr(&o).contains("source"), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "", "no version");
+    }
+    assert_eq!(listing(&job), before, "nothing but the journal may change");
+    let journal = fs::read_to_string(job.join("journal.tsv")).expect("journal");
+    assert!(journal.contains("\tmount-lost\t"), "{journal}");
+    fs::remove_dir(&src).expect("rmdir");
+    m.mount().expect("remount");
+    let o = run(cmd("reverb-snap")
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", "j"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v2 = stdout(&o).trim().to_owned();
+    assert!(v2.starts_with("V2-"), "{v2}");
+    let (real, _) = real_entries(&job.join(&v2));
+    assert_eq!(real, 1, "only the one real change is held");
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: true,
+    };
+    let dest = tmp.path().join("restored");
+    let o = run(cmd("reverb-restore")
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", "j", "--to"])
+        .arg(&dest));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&capture(&src, opts), &capture(&dest, opts), "after remount");
+}
+
+#[test]
+fn an_unplugged_vault_is_never_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut m = match LoopMount::new(tmp.path(), "ext4", 64, &[]) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED ({why}): vault identity guard");
+            return;
+        }
+    };
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"a").expect("write");
+    let vault = m.mountpoint.join("vault");
+    let snap = |extra: &[&str]| {
+        run(cmd("reverb-snap")
+            .arg("--vault")
+            .arg(&vault)
+            .args(["--job", "j", "--source"])
+            .arg(&f.src)
+            .args(extra))
+    };
+    assert!(snap(&["--init"]).status.success());
+    m.unmount();
+    fs::write(f.src.join("a"), b"changed").expect("write");
+    let o = snap(&[]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(stderr(&o).contains("vault not available"), "{}", stderr(&o));
+    // Even with the vault's directory recreated on the root filesystem, no job is there.
+    assert!(
+        listing(&m.mountpoint).is_empty(),
+        "the empty mountpoint was written into"
+    );
+    m.mount().expect("replug");
+    let o = snap(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("V2-"));
+}
+
+#[test]
+fn a_rescan_that_deletes_most_files_needs_force() {
+    let f = Fixture::new();
+    for i in 0..10 {
+        fs::write(f.src.join(format!("f{i}")), b"x").expect("write");
+    }
+    f.first();
+    for i in 0..6 {
+        fs::remove_file(f.src.join(format!("f{i}"))).expect("rm");
+    }
+    let o = f.snap(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("max_delete_ratio"), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    let o = f.snap(&["--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("V2-"));
+}
+
+#[test]
+fn keep_complete_false_keeps_only_what_changed_since_the_start() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.src.join("docs/old")).expect("mkdir");
+    fs::write(f.src.join("docs/old/untouched"), b"u").expect("write");
+    fs::write(f.src.join("docs/edited"), b"v0").expect("write");
+    fs::write(f.src.join("top"), b"t").expect("write");
+    let cfg = f._tmp.path().join("config.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[jobs.job]\nsource = \"{}\"\nvault = \"{}\"\nkeep_complete = false\n",
+            f.src.display(),
+            f.vault.display()
+        ),
+    )
+    .expect("config");
+    let snap = || {
+        run(cmd("reverb-snap")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--job", "job"]))
+    };
+    let o = run(cmd("reverb-snap")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--job", "job", "--init"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v1 = stdout(&o).trim().to_owned();
+    assert!(
+        listing(&f.job_dir().join(&v1)).is_empty(),
+        "the first version holds nothing"
+    );
+    fs::write(f.src.join("docs/edited"), b"v1").expect("write");
+    fs::write(f.src.join("new"), b"n").expect("write");
+    let o = snap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v2 = stdout(&o).trim().to_owned();
+    let d2 = f.job_dir().join(&v2);
+    assert_eq!(listing(&d2), vec!["docs", "new"]);
+    assert_eq!(listing(&d2.join("docs")), vec!["edited"]);
+    assert_eq!(fs::read(d2.join("docs/edited")).expect("read"), b"v1");
+    assert_eq!(stdout(&snap()), "", "nothing changed since V2");
+    fs::write(f.src.join("top"), b"t2").expect("write");
+    let v3 = stdout(&snap()).trim().to_owned();
+    let d3 = f.job_dir().join(&v3);
+    assert_eq!(listing(&d3), vec!["docs", "new", "top"]);
+    assert!(
+        fs::symlink_metadata(d3.join("docs"))
+            .expect("docs")
+            .file_type()
+            .is_symlink(),
+        "unchanged since V2: linked"
+    );
+    assert_eq!(
+        fs::read(d3.join("docs/edited")).expect("through the link"),
+        b"v1"
+    );
+}
