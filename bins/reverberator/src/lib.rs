@@ -1,0 +1,334 @@
+//! `reverberator`: the supervisor (`run`) and the porcelain (`status`, `versions`,
+//! `history`, `diff`, `verify`, `restore`, `check-config`), SPEC §7 and §10. A thin edge over
+//! `reverb_common::{supervisor, porcelain, config}`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, CommandFactory, Parser, Subcommand};
+use reverb_common::config::{self, Config, JobConfig};
+use reverb_common::error::{EXIT_FAILURE, EXIT_OK, Error};
+use reverb_common::settings::format_size;
+use reverb_common::vault::{JobDir, Vault};
+use reverb_common::{cli, porcelain, snapshot, supervisor, time, tsv};
+
+/// Continuous, versioned backup of folders into a plain-directory vault.
+#[derive(Debug, Parser)]
+#[command(name = "reverberator", version, about, long_about = None)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Where the jobs come from: a configuration file, or one vault.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Where {
+    /// The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Read the jobs of this vault instead of a configuration file.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub vault: Option<PathBuf>,
+    /// Print JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Watch every configured job (or one folder given with --source and --vault) and take versions.
+    Run {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Back up this folder without a configuration file (needs --vault).
+        #[arg(long, value_name = "DIR", requires = "vault")]
+        source: Option<PathBuf>,
+        /// The vault for --source.
+        #[arg(long, value_name = "DIR", requires = "source")]
+        vault: Option<PathBuf>,
+        /// The job name for --source (default: the folder's name).
+        #[arg(long, value_name = "NAME", requires = "source")]
+        name: Option<String>,
+        /// Create missing vaults (directory and marker).
+        #[arg(long)]
+        init: bool,
+        /// Log every event, not only actions.
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+    },
+    /// Per job: state, last version and its age, pending changes, size against the limit, identity.
+    Status {
+        #[command(flatten)]
+        at: Where,
+    },
+    /// The versions of a job.
+    Versions {
+        /// The job.
+        job: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// The versions in which PATH changed.
+    History {
+        /// The job.
+        job: String,
+        /// A path relative to the job's source.
+        path: PathBuf,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Paths added, removed or changed between two versions (numbers, names or `latest`).
+    Diff {
+        /// The job.
+        job: String,
+        /// The older version.
+        a: String,
+        /// The newer version.
+        b: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Check every job's vault invariants (reverb-index --check on each).
+    Verify {
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Copy a version out of the vault (same as reverb-restore; see reverb-restore --help).
+    #[command(disable_help_flag = true)]
+    Restore {
+        /// Arguments for reverb-restore.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Load the configuration and print the resolved jobs.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The clap command (for man pages and completions).
+pub fn cli() -> clap::Command {
+    Args::command()
+}
+
+/// Runs the tool with these arguments; returns the exit code.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args = Args::parse_from(args);
+    cli::finish("reverberator", run(args))
+}
+
+struct FromConfig {
+    file: PathBuf,
+}
+
+impl supervisor::JobSource for FromConfig {
+    fn jobs(&self) -> reverb_common::Result<Vec<JobConfig>> {
+        Ok(config::load(&self.file)?.jobs)
+    }
+}
+
+struct Fixed(Vec<JobConfig>);
+
+impl supervisor::JobSource for Fixed {
+    fn jobs(&self) -> reverb_common::Result<Vec<JobConfig>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// The tool's body.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    match args.command {
+        Cmd::Run { config, source, vault, name, init, verbose } => {
+            let opts = supervisor::Options { init, verbose, bin_dir: None, config_file: None };
+            if let (Some(source), Some(vault)) = (source, vault) {
+                let job = config::ad_hoc(&source, &vault, name.as_deref())?;
+                eprintln!("reverberator: job {} backs up {} into {}", job.name, job.source.display(), job.vault.display());
+                return Ok(supervisor::run(&Fixed(vec![job]), &opts)?);
+            }
+            let file = config::locate(config.as_deref())?;
+            config::load(&file)?; // errors exit 2 before anything starts
+            let opts = supervisor::Options { config_file: Some(file.clone()), ..opts };
+            Ok(supervisor::run(&FromConfig { file }, &opts)?)
+        }
+        Cmd::CheckConfig { config } => {
+            let file = config::locate(config.as_deref())?;
+            let cfg = config::load(&file)?;
+            print!("{}", config::render_resolved(&cfg));
+            Ok(EXIT_OK)
+        }
+        Cmd::Status { at } => status(&at),
+        Cmd::Versions { job, at } => versions(&job, &at),
+        Cmd::History { job, path, at } => history(&job, &path, &at),
+        Cmd::Diff { job, a, b, at } => diff(&job, &a, &b, &at),
+        Cmd::Verify { at } => verify(&at),
+        Cmd::Restore { args } => {
+            let mut full = vec![OsString::from("reverberator restore")];
+            full.extend(args);
+            Ok(reverb_restore::main_with_args(full))
+        }
+    }
+}
+
+/// A job as the porcelain sees it.
+struct Found {
+    name: String,
+    dir: JobDir,
+    vault: PathBuf,
+    source: Option<PathBuf>,
+}
+
+fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
+    if let Some(v) = &at.vault {
+        let vault = Vault::open(v)?;
+        let mut out = Vec::new();
+        for dir in vault.jobs()? {
+            let file = reverb_common::jobfile::JobFile::read(&dir.job_toml())?;
+            out.push(Found { name: file.name, dir, vault: v.clone(), source: None });
+        }
+        return Ok(out);
+    }
+    let file = config::locate(at.config.as_deref())?;
+    let cfg: Config = config::load(&file)?;
+    Ok(cfg
+        .jobs
+        .into_iter()
+        .map(|j| Found {
+            dir: JobDir { path: j.vault.join(&j.folder), folder: j.folder.clone() },
+            name: j.name,
+            vault: j.vault,
+            source: Some(j.source),
+        })
+        .collect())
+}
+
+fn one_job(name: &str, at: &Where) -> anyhow::Result<Found> {
+    let all = jobs(at)?;
+    let names: Vec<String> = all.iter().map(|j| j.name.clone()).collect();
+    all.into_iter()
+        .find(|j| j.name == name || j.dir.folder == name)
+        .ok_or_else(|| Error::Usage(format!("unknown job `{name}` (jobs: {})", names.join(", "))).into())
+}
+
+fn out(line: &str) -> anyhow::Result<()> {
+    cli::print_line(line)?;
+    Ok(())
+}
+
+fn status(at: &Where) -> anyhow::Result<i32> {
+    let now = std::time::SystemTime::now();
+    for j in jobs(at)? {
+        let st = porcelain::status(&j.dir, &j.name, j.source.as_deref(), &j.vault);
+        if at.json {
+            out(&serde_json::to_string(&st)?)?;
+            continue;
+        }
+        let age = st
+            .last_age_seconds
+            .map(|s| time::human_age(now - std::time::Duration::from_secs(s), now) + " ago")
+            .unwrap_or_else(|| "never".into());
+        let limit = st.size_limit.map(|l| format!(" of {}", format_size(l))).unwrap_or_default();
+        out(&format!(
+            "{}: {} — last {} ({age}), {} versions, {} pending, {}{limit}; {}",
+            st.job,
+            st.state,
+            st.last_version.as_deref().unwrap_or("-"),
+            st.versions,
+            st.pending,
+            format_size(st.size_bytes),
+            st.identity
+        ))?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let rows = snapshot::read_index_or_empty(&j.dir)?;
+    for r in rows {
+        if at.json {
+            out(&serde_json::json!({
+                "type": "version", "version": r.version, "dir": r.dir, "created": r.created,
+                "files": r.files, "changed": r.changed, "held_bytes": r.held_bytes, "logical_bytes": r.logical_bytes,
+            })
+            .to_string())?;
+        } else {
+            out(&format!(
+                "{:>5}  {}  {}  {:>8} files  {:>6} changed  {:>10} held  {:>10} total",
+                r.version,
+                r.dir,
+                r.created,
+                r.files,
+                r.changed,
+                format_size(r.held_bytes),
+                format_size(r.logical_bytes)
+            ))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let rows = snapshot::read_index_or_empty(&j.dir)?;
+    let rel = porcelain::rel_arg(path);
+    for h in porcelain::history(&j.dir, &rows, &rel)? {
+        if at.json {
+            out(&serde_json::to_string(&h)?)?;
+        } else {
+            out(&format!("{:>5}  {}  {:<8}  {}", h.version, h.created, h.change, format_size(h.size)))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn diff(name: &str, a: &str, b: &str, at: &Where) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let rows = snapshot::read_index_or_empty(&j.dir)?;
+    let ra = reverb_common::restore::pick(&rows, a)?;
+    let rb = reverb_common::restore::pick(&rows, b)?;
+    for d in porcelain::diff(&j.dir, &ra.dir, &rb.dir)? {
+        if at.json {
+            out(&serde_json::to_string(&d)?)?;
+        } else {
+            let sign = match d.change {
+                "added" => "+",
+                "removed" => "-",
+                _ => "M",
+            };
+            out(&format!("{sign}\t{}", d.path))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn verify(at: &Where) -> anyhow::Result<i32> {
+    let mut problems = 0usize;
+    for j in jobs(at)? {
+        if !j.dir.exists() {
+            continue;
+        }
+        let found = reverb_common::check::check(&j.dir).with_context(|| format!("job {}", j.name))?;
+        for p in &found {
+            out(&p.to_string())?;
+        }
+        if !at.json && found.is_empty() {
+            eprintln!("reverberator: {}: ok", j.name);
+        }
+        problems += found.len();
+    }
+    let _ = tsv::escape("");
+    Ok(if problems == 0 { EXIT_OK } else { EXIT_FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        super::cli().debug_assert();
+    }
+}

@@ -1,0 +1,262 @@
+//! Read-only queries behind `reverberator status`, `versions`, `history` and `diff`
+//! (SPEC §7 porcelain). Nothing here writes to a vault.
+//!
+//! `history` and `diff` use the vault links themselves: a path is held by a version when it
+//! resolves to that version's own entry; two versions share an entry when both resolve it to
+//! the same holder, so `diff` skips a shared subtree without reading it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::error::{IoContext, Result};
+use crate::index::IndexRow;
+use crate::jobfile::JobFile;
+use crate::lock::{JobLock, Wait};
+use crate::time;
+use crate::tree::{self, Entry, Lookalikes};
+use crate::tsv;
+use crate::vault::JobDir;
+
+/// One job's state for `reverberator status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// Record type for JSON lines.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The job's name.
+    pub job: String,
+    /// `running` (a supervisor holds run.lock), `paused`, `stopped`, or `new`.
+    pub state: String,
+    /// The newest version's directory.
+    pub last_version: Option<String>,
+    /// Seconds since the newest version was taken.
+    pub last_age_seconds: Option<u64>,
+    /// Retained versions.
+    pub versions: usize,
+    /// Raw change events journaled since the last batch.
+    pub pending: u64,
+    /// The job folder's size as the index knows it (sum of held bytes).
+    pub size_bytes: u64,
+    /// The size limit, if any.
+    pub size_limit: Option<u64>,
+    /// `source ok (uuid), vault ok (device)` or what does not match.
+    pub identity: String,
+}
+
+/// Computes a job's status (`dir` may not exist yet for a configured but new job).
+pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path) -> JobStatus {
+    let mut st = JobStatus {
+        kind: "status",
+        job: name.to_owned(),
+        state: "new".into(),
+        last_version: None,
+        last_age_seconds: None,
+        versions: 0,
+        pending: 0,
+        size_bytes: 0,
+        size_limit: None,
+        identity: String::new(),
+    };
+    let Ok(file) = JobFile::read(&dir.job_toml()) else {
+        st.identity = "not created yet".into();
+        return st;
+    };
+    st.size_limit = file.settings.vault_size_limit;
+    if let Ok(rows) = crate::snapshot::read_index_or_empty(dir) {
+        st.versions = rows.len();
+        st.size_bytes = crate::index::total_held(&rows);
+        if let Some(last) = rows.last() {
+            st.last_version = Some(last.dir.clone());
+            st.last_age_seconds = time::parse_rfc3339(&last.created)
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map(|d| d.as_secs());
+        }
+    }
+    let (state, pending) = journal_state(&dir.journal());
+    st.pending = pending;
+    let running = matches!(JobLock::acquire(&dir.run_lock(), name, Wait::NoWait), Err(crate::Error::Locked(_)));
+    st.state = if running { if state == "paused" { "paused".into() } else { "running".into() } } else { "stopped".into() };
+    let mut parts = Vec::new();
+    let source = source.map(Path::to_path_buf).unwrap_or_else(|| file.source.clone());
+    for (role, rec, path) in [("source", &file.identity.source, source.as_path()), ("vault", &file.identity.vault, vault_root)] {
+        match rec {
+            None => parts.push(format!("{role} unrecorded")),
+            Some(rec) => match crate::identity::verify(role, rec, path) {
+                Ok(m) => parts.push(format!("{role} ok ({m})")),
+                Err(_) => parts.push(format!("{role} LOST")),
+            },
+        }
+    }
+    st.identity = parts.join(", ");
+    st
+}
+
+/// The supervisor's last state word and the raw events since the last batch, from the journal.
+fn journal_state(path: &Path) -> (String, u64) {
+    let Ok(text) = fs::read_to_string(path) else { return ("stopped".into(), 0) };
+    let mut state = "stopped".to_owned();
+    let mut pending = 0u64;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 3 {
+            continue;
+        }
+        match f[2] {
+            "create" | "modify" | "attrib" | "delete" | "move" | "overflow" => pending += 1,
+            "batch" | "snapshot" => pending = 0,
+            "start" => state = "running".into(),
+            "paused" | "mount-lost" => state = "paused".into(),
+            "stop" => state = "stopped".into(),
+            _ => {}
+        }
+    }
+    (state, pending)
+}
+
+/// One version in a path's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    /// Record type for JSON lines.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Version number.
+    pub version: u64,
+    /// Version directory.
+    pub dir: String,
+    /// When it was taken.
+    pub created: String,
+    /// `added`, `modified` or `deleted`.
+    pub change: &'static str,
+    /// Apparent size of the entry in that version (0 when deleted or a directory).
+    pub size: u64,
+}
+
+/// The versions in which `rel` changed: held by the version itself (added or modified), or
+/// gone after being present (deleted).
+pub fn history(dir: &JobDir, rows: &[IndexRow], rel: &Path) -> Result<Vec<HistoryRow>> {
+    let lookalikes = Lookalikes::load(&dir.path)?;
+    let mut out = Vec::new();
+    let mut present = false;
+    for row in rows {
+        let phys = tree::resolve(&dir.path, &row.dir, rel, &lookalikes)?;
+        match phys {
+            Some(p) => {
+                if p == row.dir || !present {
+                    let meta = fs::symlink_metadata(dir.path.join(&p).join(rel)).ctx("cannot inspect", &dir.path.join(&p).join(rel))?;
+                    out.push(HistoryRow {
+                        kind: "history",
+                        version: row.version,
+                        dir: row.dir.clone(),
+                        created: row.created.clone(),
+                        change: if present { "modified" } else { "added" },
+                        size: if meta.is_file() { meta.len() } else { 0 },
+                    });
+                }
+                present = true;
+            }
+            None => {
+                if present {
+                    out.push(HistoryRow {
+                        kind: "history",
+                        version: row.version,
+                        dir: row.dir.clone(),
+                        created: row.created.clone(),
+                        change: "deleted",
+                        size: 0,
+                    });
+                }
+                present = false;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One difference between two versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffRow {
+    /// Record type for JSON lines.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// The path, escaped with the TSV rules.
+    pub path: String,
+}
+
+/// The paths added, removed or changed from version dir `a` to version dir `b`.
+pub fn diff(dir: &JobDir, a: &str, b: &str) -> Result<Vec<DiffRow>> {
+    let lookalikes = Lookalikes::load(&dir.path)?;
+    let mut out = Vec::new();
+    diff_dir(&dir.path, &lookalikes, Path::new(""), a, b, &mut out)?;
+    Ok(out)
+}
+
+fn listing(job: &Path, phys: &str, rel: &Path, lookalikes: &Lookalikes) -> Result<BTreeMap<OsString, String>> {
+    let abs = job.join(phys).join(rel);
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(&abs).ctx("cannot list", &abs)? {
+        let e = e.ctx("cannot list", &abs)?;
+        let ft = e.file_type().ctx("cannot inspect", &e.path())?;
+        let child = rel.join(e.file_name());
+        let holder = match tree::classify(&e.path(), &child, phys, ft, lookalikes)? {
+            Entry::VaultLink { holder } => holder,
+            Entry::Real(_) => phys.to_owned(),
+        };
+        out.insert(e.file_name(), holder);
+    }
+    Ok(out)
+}
+
+fn diff_dir(job: &Path, lookalikes: &Lookalikes, rel: &Path, a: &str, b: &str, out: &mut Vec<DiffRow>) -> Result<()> {
+    let la = listing(job, a, rel, lookalikes)?;
+    let lb = listing(job, b, rel, lookalikes)?;
+    let names: BTreeSet<&OsString> = la.keys().chain(lb.keys()).collect();
+    for name in names {
+        let child = rel.join(name);
+        let row = |change| DiffRow { kind: "diff", change, path: tsv::escape_os(child.as_os_str()) };
+        match (la.get(name), lb.get(name)) {
+            (Some(_), None) => out.push(row("removed")),
+            (None, Some(_)) => out.push(row("added")),
+            (Some(ha), Some(hb)) if ha == hb => {}
+            (Some(ha), Some(hb)) => {
+                let pa = job.join(ha).join(&child);
+                let pb = job.join(hb).join(&child);
+                let ma = fs::symlink_metadata(&pa).ctx("cannot inspect", &pa)?;
+                let mb = fs::symlink_metadata(&pb).ctx("cannot inspect", &pb)?;
+                if ma.is_dir() && mb.is_dir() {
+                    if ma.mode() != mb.mode() || ma.uid() != mb.uid() || ma.gid() != mb.gid() {
+                        out.push(row("changed"));
+                    }
+                    diff_dir(job, lookalikes, &child, ha, hb, out)?;
+                    continue;
+                }
+                let same = ma.file_type() == mb.file_type()
+                    && ma.len() == mb.len()
+                    && ma.mtime() == mb.mtime()
+                    && ma.mtime_nsec() == mb.mtime_nsec()
+                    && ma.mode() == mb.mode()
+                    && ma.uid() == mb.uid()
+                    && ma.gid() == mb.gid()
+                    && (!ma.file_type().is_symlink() || fs::read_link(&pa).ok() == fs::read_link(&pb).ok());
+                if !same {
+                    out.push(row("changed"));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A path argument as given on the command line, relative to the source (leading `/` and
+/// `./` dropped).
+pub fn rel_arg(p: &Path) -> PathBuf {
+    p.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect()
+}
