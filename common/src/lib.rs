@@ -7,10 +7,12 @@
 //! version), [`scan`] (rescan diff), [`restore`], [`retire`], [`check`], [`events`] (event
 //! lines and batch rules), [`watch`] (inotify), [`mountwatch`], [`config`], [`supervisor`].
 
+pub mod check;
 pub mod cli;
 pub mod copy;
 pub mod error;
 pub mod exclude;
+pub mod fault;
 pub mod fsutil;
 pub mod identity;
 pub mod index;
@@ -19,6 +21,7 @@ pub mod jobfile;
 pub mod journal;
 pub mod lock;
 pub mod restore;
+pub mod retire;
 pub mod settings;
 pub mod snapshot;
 pub mod time;
