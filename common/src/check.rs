@@ -288,7 +288,11 @@ pub fn check(dir: &JobDir) -> Result<Vec<Problem>> {
     let lookalikes = match Lookalikes::load(job) {
         Ok(l) => l,
         Err(e) => {
-            add(ProblemKind::Lookalike, Path::new(tree::LOOKALIKES), e.to_string());
+            add(
+                ProblemKind::Lookalike,
+                Path::new(tree::LOOKALIKES),
+                e.to_string(),
+            );
             Lookalikes::default()
         }
     };

@@ -509,6 +509,13 @@ pub fn enforce_with(
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
     let mut out = Vec::new();
+    if !ctx.dir.index().exists() && !ctx.dir.versions_on_disk()?.is_empty() {
+        // Never rebuild an index from the disk and then delete by it.
+        return Err(Error::Damaged(format!(
+            "{} is missing but versions are on disk: nothing retired (see reverb-index --check)",
+            show(&ctx.dir.index())
+        )));
+    }
     if dry_run {
         let rows = snapshot::read_index_or_empty(&ctx.dir)?;
         for d in plan(&rows, keep, size_limit) {

@@ -11,7 +11,7 @@ use reverb_common::lock::{JobLock, Wait};
 use reverb_common::retire::{self, Retired};
 use reverb_common::settings::parse_size;
 use reverb_common::vault::{JobDir, Vault};
-use reverb_common::{cli, job, snapshot, tsv};
+use reverb_common::{cli, index, job, snapshot, tsv};
 
 /// Retire a job's oldest versions while it has more than its count limit or its folder is
 /// larger than its size limit, moving data that newer versions still use forward first.
@@ -114,7 +114,11 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.dry_run {
-        let rows = snapshot::read_index_or_empty(&dir)?;
+        let rows = if dir.index().exists() || dir.versions_on_disk()?.is_empty() {
+            snapshot::read_index_or_empty(&dir)?
+        } else {
+            index::read(&dir.index())?
+        };
         for d in retire::plan(&rows, keep, limit) {
             let line = if args.json {
                 serde_json::json!({
@@ -163,11 +167,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
             })
             .to_string()
         } else {
-            tsv::join(&[
-                &tsv::escape(&folder),
-                &r.dir,
-                &r.freed_bytes.to_string(),
-            ])
+            tsv::join(&[&tsv::escape(&folder), &r.dir, &r.freed_bytes.to_string()])
         };
         // A closed stdout must not stop a retirement half way: the work goes on.
         let _ = cli::print_line(&line);
