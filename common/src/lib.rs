@@ -8,11 +8,13 @@
 //! lines and batch rules), [`watch`] (inotify), [`mountwatch`], [`config`], [`supervisor`].
 
 pub mod baseline;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod error;
 pub mod exclude;
+pub mod fault;
 pub mod fsutil;
 pub mod identity;
 pub mod index;
@@ -23,6 +25,7 @@ pub mod lock;
 pub mod mountwatch;
 pub mod porcelain;
 pub mod restore;
+pub mod retire;
 pub mod settings;
 pub mod snapshot;
 pub mod supervisor;

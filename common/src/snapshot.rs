@@ -862,6 +862,8 @@ impl Builder<'_> {
         }
         let text = tree::link_text(rel, holder);
         std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)?;
+        // A long link text takes a block: count it, as held_bytes() (du) does.
+        self.held += copy::disk_usage(&fs::symlink_metadata(&np).ctx("cannot inspect", &np)?);
         Ok(())
     }
 
@@ -1113,14 +1115,22 @@ pub fn measure_tree(
     Ok(total)
 }
 
-/// Disk usage of a version's own real entries (du, not following links).
+/// Disk usage of a version's own real entries (du, not following links; a hard-linked
+/// inode counts once).
 pub fn held_bytes(root: &Path) -> Result<u64> {
+    held_bytes_seen(root, &mut HashSet::new())
+}
+
+fn held_bytes_seen(root: &Path, seen: &mut HashSet<(u64, u64)>) -> Result<u64> {
     let meta = fs::symlink_metadata(root).ctx("cannot inspect", root)?;
+    if meta.is_file() && meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+        return Ok(0);
+    }
     let mut total = copy::disk_usage(&meta);
     if meta.is_dir() {
         for e in fs::read_dir(root).ctx("cannot list", root)? {
             let e = e.ctx("cannot list", root)?;
-            total += held_bytes(&e.path())?;
+            total += held_bytes_seen(&e.path(), seen)?;
         }
     }
     Ok(total)

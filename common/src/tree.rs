@@ -149,6 +149,24 @@ impl Lookalikes {
         }
     }
 
+    /// Copies every record of `from` at or below `rel` to `to`, keeping the originals
+    /// (retirement: both keys stay valid while the data is moved). Returns whether any was
+    /// added.
+    pub fn alias(&mut self, from: &str, to: &str, rel: &Path) -> bool {
+        let prefix = rel.as_os_str().as_bytes();
+        let found: Vec<_> = self
+            .set
+            .iter()
+            .filter(|(d, p)| d == from && under(p, prefix))
+            .map(|(_, p)| (to.to_owned(), p.clone()))
+            .collect();
+        let mut added = false;
+        for key in found {
+            added |= self.set.insert(key);
+        }
+        added
+    }
+
     /// Drops every record of versions not in `keep`.
     pub fn retain_versions(&mut self, keep: &HashSet<String>) -> bool {
         let before = self.set.len();

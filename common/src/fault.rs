@@ -1,0 +1,45 @@
+//! A test-only fault hook: crash the process at a chosen filesystem write step.
+//!
+//! Owns: the one counter of "write steps" that crash-safety tests inject faults at. Writers
+//! whose crash safety is promised (retirement, and later the snapshot publisher) call
+//! [`step`] right after each filesystem write that matters. When the environment variable
+//! `REVERB_FAULT_AFTER=N` is set, the process kills itself with `SIGKILL` right after the
+//! N-th step, exactly like a power cut or `kill -9` at that point (no destructors, no
+//! flushing). Unset, [`step`] costs one atomic load: the variable is read once.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The environment variable naming the step after which the process dies.
+pub const ENV: &str = "REVERB_FAULT_AFTER";
+
+static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+static COUNT: AtomicU64 = AtomicU64::new(0);
+
+fn limit() -> Option<u64> {
+    *LIMIT.get_or_init(|| {
+        std::env::var(ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&n| n > 0)
+    })
+}
+
+/// Marks the end of one filesystem write step; dies by `SIGKILL` if it is the chosen one.
+pub fn step() {
+    let Some(n) = limit() else {
+        return;
+    };
+    let done = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    if done == n {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// Write steps counted so far in this process (for diagnostics and tests).
+pub fn steps() -> u64 {
+    COUNT.load(Ordering::SeqCst)
+}

@@ -1,0 +1,713 @@
+//! Retiring old versions (SPEC §11): the policy ([`plan`], a pure function) and the
+//! crash-safe retirement of the oldest version ([`retire_oldest`], looped by [`enforce`]).
+//!
+//! Owns: the order of the writes that retire a version, the `retiring` mark in job.toml,
+//! and the one-time size recount bookkeeping (`size_recounted`).
+//!
+//! Theory of operation. Retiring the oldest version `Vo` whose next version is `Vn`:
+//!
+//! 1. mark: job.toml `state.retiring = Vo` (atomic rewrite);
+//! 2. every later version `Vm` (m > n): each vault link into `Vo` — found by walking only
+//!    `Vm`'s real directories — is atomically replaced by a link to the same path in `Vn`.
+//!    `Vn` still reaches that path (through its own link into `Vo`, at the path or at an
+//!    ancestor), so the new link resolves at once; it becomes canonical in step 3;
+//! 3. each vault link of `Vn` into `Vo` at `p`: lookalike records of `Vo` under `p` are
+//!    copied to `Vn` and saved first (both keys are right while the data moves: nothing is
+//!    physically under a link); then the real entry `Vo/p` takes the link's place — a
+//!    directory by `renameat2(RENAME_EXCHANGE)` (the link lands in `Vo/p` and is then
+//!    replaced by a link to `Vn/p`, so even `Vo` stays readable), anything else by
+//!    `rename(2)` over the link. `Vo` holds no vault links (I3), so what moves is entirely
+//!    real and `Vn/p` becomes canonical. The parent directory's times (and the moved
+//!    directory's) are restored after each rename, so the version stays exact (I5);
+//! 4. `Vo` is deleted; 5. index.tsv is rewritten without `Vo`, with `Vn`'s `held_bytes`
+//!    recounted from its real entries (the later versions' changed by the link-size deltas);
+//!    6. the mark is cleared; 7. `retire` is journaled with the bytes freed.
+//!
+//! At every instant every link of every retained version resolves. Every step is
+//! idempotent, so a run that finds a `retiring` mark simply runs steps 2–7 again: links
+//! already retargeted no longer point into `Vo`, entries already moved are real in `Vn`, a
+//! missing `Vo` leaves only the index and the mark to fix. The one window that is not
+//! repaired is a crash between a rename and restoring its parent directory's times: that
+//! directory's mtime in the vault may then be the retirement's time (data is intact).
+//!
+//! Each filesystem write above calls [`crate::fault::step`] (test fault injection).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::fmt;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::check;
+use crate::copy;
+use crate::error::{Error, IoContext, Result, show};
+use crate::fault;
+use crate::fsutil;
+use crate::index::{self, IndexRow};
+use crate::settings::format_size;
+use crate::snapshot::{self, JobCtx};
+use crate::tree::{self, Lookalikes};
+use crate::vault::VersionName;
+
+/// Why a version is kept or retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Retired: more than `keep_versions` versions.
+    Count,
+    /// Retired: the job folder is larger than `vault_size_limit`.
+    Size,
+    /// Retired: finishing a retirement a crash interrupted.
+    Resumed,
+    /// Kept: the newest version is never retired.
+    Newest,
+    /// Kept: the newest version, although the size limit is still exceeded.
+    Unmeetable,
+    /// Kept: within both limits.
+    Within,
+}
+
+impl Reason {
+    /// The reason's name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Count => "count",
+            Reason::Size => "size",
+            Reason::Resumed => "resumed",
+            Reason::Newest => "newest",
+            Reason::Unmeetable => "newest-size-limit-unmeetable",
+            Reason::Within => "within-limits",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Keep or retire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The version stays.
+    Keep,
+    /// The version goes.
+    Retire,
+}
+
+impl Action {
+    /// The action's name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Keep => "keep",
+            Action::Retire => "retire",
+        }
+    }
+}
+
+/// The policy's verdict on one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The version number.
+    pub version: u64,
+    /// Its directory.
+    pub dir: String,
+    /// Keep or retire.
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+    /// For a retirement: the bytes it is estimated to free (see [`estimate_moved`]).
+    pub estimated_freed: u64,
+}
+
+/// A version retired (or, in a dry run, that would be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    /// The version number.
+    pub version: u64,
+    /// Its directory.
+    pub dir: String,
+    /// Why.
+    pub reason: Reason,
+    /// Bytes freed (index sums before minus after; estimated in a dry run).
+    pub freed_bytes: u64,
+}
+
+/// The bytes of `old` (holding `old_held` now) estimated to move into `next` when `old` is
+/// retired: the share of `old`'s files that `next` did not copy itself. `next.files -
+/// next.changed` counts the files `next` reuses (an overestimate of nothing: `changed`
+/// also counts directories, so reuse is if anything underestimated), capped at `old.files`.
+pub fn estimate_moved(old: &IndexRow, next: &IndexRow, old_held: u64) -> u64 {
+    if old.files == 0 {
+        return 0;
+    }
+    let reused = next.files.saturating_sub(next.changed).min(old.files);
+    (u128::from(old_held) * u128::from(reused) / u128::from(old.files)) as u64
+}
+
+/// The retirement policy (SPEC §11), pure: oldest first, while more than `keep_versions`
+/// (0 = no count limit) or the sum of `held_bytes` is above `size_limit`; never the newest.
+/// The size after each retirement is estimated with [`estimate_moved`]; [`enforce`] itself
+/// re-reads the index after every real retirement instead.
+pub fn plan(rows: &[IndexRow], keep_versions: u64, size_limit: Option<u64>) -> Vec<Decision> {
+    let n = rows.len();
+    let mut held: Vec<u64> = rows.iter().map(|r| r.held_bytes).collect();
+    let mut total: u64 = held.iter().sum();
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i + 1 < n {
+        let over_count = keep_versions > 0 && (n - i) as u64 > keep_versions;
+        let over_size = size_limit.is_some_and(|l| total > l);
+        if !over_count && !over_size {
+            break;
+        }
+        let moved = estimate_moved(&rows[i], &rows[i + 1], held[i]).min(held[i]);
+        let freed = held[i] - moved;
+        held[i + 1] += moved;
+        total -= freed;
+        out.push(Decision {
+            version: rows[i].version,
+            dir: rows[i].dir.clone(),
+            action: Action::Retire,
+            reason: if over_count {
+                Reason::Count
+            } else {
+                Reason::Size
+            },
+            estimated_freed: freed,
+        });
+        i += 1;
+    }
+    for (j, r) in rows.iter().enumerate().skip(i) {
+        let reason = if j + 1 < n {
+            Reason::Within
+        } else if size_limit.is_some_and(|l| total > l) {
+            Reason::Unmeetable
+        } else {
+            Reason::Newest
+        };
+        out.push(Decision {
+            version: r.version,
+            dir: r.dir.clone(),
+            action: Action::Keep,
+            reason,
+            estimated_freed: 0,
+        });
+    }
+    out
+}
+
+/// Retires the oldest version (or first finishes a retirement a crash interrupted) and
+/// returns the bytes freed. The caller holds the job lock. Never retires the only version.
+pub fn retire_oldest(ctx: &mut JobCtx) -> Result<u64> {
+    if let Some(vo) = ctx.file.state.retiring.clone() {
+        return finish(ctx, &vo, true);
+    }
+    let rows = index::read(&ctx.dir.index())?;
+    if rows.len() < 2 {
+        return Err(Error::Refused(format!(
+            "job {} has {} version(s): the only remaining version is never retired",
+            ctx.dir.folder,
+            rows.len()
+        )));
+    }
+    let vo = rows[0].dir.clone();
+    ctx.file.state.retiring = Some(vo.clone());
+    ctx.file.write(&ctx.dir.job_toml())?;
+    fault::step();
+    finish(ctx, &vo, false)
+}
+
+/// Steps 2–7 for `vo` (see the module docs); idempotent.
+fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
+    let job = ctx.dir.path.clone();
+    let rows = index::read(&ctx.dir.index())?;
+    let vo_path = job.join(vo);
+    let Some(pos) = rows.iter().position(|r| r.dir == vo) else {
+        // The index no longer has Vo: only the deletion and the mark can be left.
+        if fs::symlink_metadata(&vo_path).is_ok() {
+            fsutil::remove_tree(&vo_path)?;
+            fault::step();
+        }
+        clear_mark(ctx)?;
+        return Ok(0);
+    };
+    if pos != 0 {
+        return Err(Error::Damaged(format!(
+            "{vo}, marked as retiring in {}, is not the oldest version in index.tsv",
+            show(&ctx.dir.job_toml())
+        )));
+    }
+    if rows.len() < 2 {
+        clear_mark(ctx)?;
+        return Err(Error::Refused(format!(
+            "{vo} is the only remaining version of job {}: never retired",
+            ctx.dir.folder
+        )));
+    }
+    let vn = rows[1].dir.clone();
+    let vn_n = rows[1].version;
+    if !job.join(&vn).is_dir() {
+        return Err(Error::Damaged(format!(
+            "cannot retire {vo}: the next version {vn} is missing from {} (see reverb-index --check)",
+            show(&job)
+        )));
+    }
+    // Later versions: the index's, plus any complete version not indexed yet.
+    let mut later: Vec<String> = rows[2..].iter().map(|r| r.dir.clone()).collect();
+    let known: HashSet<String> = rows.iter().map(|r| r.dir.clone()).collect();
+    for v in ctx.dir.versions_on_disk()? {
+        if v.n > vn_n && !known.contains(&v.dir) {
+            later.push(v.dir);
+        }
+    }
+    let mut lookalikes = Lookalikes::load(&job)?;
+    let mut link_delta: HashMap<String, i64> = HashMap::new();
+    let vo_exists = fs::symlink_metadata(&vo_path).is_ok();
+    if vo_exists {
+        // Step 2: retarget later versions' links from Vo to Vn.
+        for vm in &later {
+            for (rel, holder) in check::vault_links(&job, vm, &lookalikes)? {
+                if holder != vo {
+                    continue;
+                }
+                let abs = job.join(vm).join(&rel);
+                let before = usage(&abs)?;
+                let guard = DirGuard::open(parent_of(&abs))?;
+                fsutil::replace_symlink(&tree::link_text(&rel, &vn), &abs)?;
+                guard.restore()?;
+                fault::step();
+                *link_delta.entry(vm.clone()).or_default() += usage(&abs)? as i64 - before as i64;
+            }
+        }
+        // Step 3: move what Vn still uses from Vo into Vn.
+        let moves: Vec<PathBuf> = check::vault_links(&job, &vn, &lookalikes)?
+            .into_iter()
+            .filter(|(_, h)| h == vo)
+            .map(|(rel, _)| rel)
+            .collect();
+        if !lookalikes.is_empty() {
+            let mut added = false;
+            for rel in &moves {
+                added |= lookalikes.alias(vo, &vn, rel);
+            }
+            if added {
+                lookalikes.save(&job)?;
+                fault::step();
+            }
+        }
+        for rel in &moves {
+            move_forward(&job, vo, &vn, rel)?;
+        }
+        // Step 4: delete Vo.
+        fsutil::remove_tree(&vo_path)?;
+        fsutil::fsync_dir(&job)?;
+        fault::step();
+    }
+    let keep: HashSet<String> = rows[1..]
+        .iter()
+        .map(|r| r.dir.clone())
+        .chain(later.iter().cloned())
+        .collect();
+    if lookalikes.retain_versions(&keep) {
+        lookalikes.save(&job)?;
+        fault::step();
+    }
+    // Step 5: the index without Vo.
+    let mut new_rows: Vec<IndexRow> = rows[1..].to_vec();
+    new_rows[0].held_bytes = snapshot::held_bytes(&job.join(&vn))?;
+    for r in new_rows.iter_mut().skip(1) {
+        if resumed {
+            // Deltas of a crashed run are lost: recount what the later versions hold.
+            if job.join(&r.dir).is_dir() {
+                r.held_bytes = snapshot::held_bytes(&job.join(&r.dir))?;
+            }
+        } else if let Some(d) = link_delta.get(&r.dir) {
+            r.held_bytes = (r.held_bytes as i64 + d).max(0) as u64;
+        }
+    }
+    let freed = index::total_held(&rows).saturating_sub(index::total_held(&new_rows));
+    index::write(&ctx.dir.index(), &new_rows)?;
+    fault::step();
+    // Step 6, 7.
+    clear_mark(ctx)?;
+    ctx.journal.log(
+        "retire",
+        b"",
+        &format!(
+            "{vo} freed_bytes={freed} ({}) data moved into {vn}{}",
+            format_size(freed),
+            if resumed { " (resumed)" } else { "" }
+        ),
+    )?;
+    fault::step();
+    Ok(freed)
+}
+
+fn clear_mark(ctx: &mut JobCtx) -> Result<()> {
+    if ctx.file.state.retiring.is_some() {
+        ctx.file.state.retiring = None;
+        ctx.file.write(&ctx.dir.job_toml())?;
+        fault::step();
+    }
+    Ok(())
+}
+
+fn parent_of(p: &Path) -> &Path {
+    p.parent().unwrap_or(Path::new("/"))
+}
+
+fn usage(p: &Path) -> Result<u64> {
+    Ok(copy::disk_usage(
+        &fs::symlink_metadata(p).ctx("cannot inspect", p)?,
+    ))
+}
+
+/// Moves the real entry `Vo/rel` into `Vn/rel`, where `Vn` has a vault link to it.
+fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<()> {
+    let src = job.join(vo).join(rel);
+    let dst = job.join(vn).join(rel);
+    let sm = match fs::symlink_metadata(&src) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Damaged(format!(
+                "{vn} links to {}, which is missing: cannot retire {vo} (see reverb-index --check)",
+                show(&src)
+            )));
+        }
+        Err(e) => return Err(e).ctx("cannot inspect", &src),
+    };
+    let guard = DirGuard::open(parent_of(&dst))?;
+    if sm.is_dir() {
+        exchange(&src, &dst)?;
+        set_times(&dst, &sm)?;
+        guard.restore()?;
+        fault::step();
+        // The link now at Vo/rel names Vo/rel itself: point it at the data's new place.
+        fsutil::replace_symlink(&tree::link_text(rel, vn), &src)?;
+        fault::step();
+    } else {
+        fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
+        guard.restore()?;
+        fault::step();
+    }
+    Ok(())
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    let ca = CString::new(a.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", show(a))))?;
+    let cb = CString::new(b.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", show(b))))?;
+    // SAFETY: two valid NUL-terminated paths relative to the current directory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).ctx("cannot swap (RENAME_EXCHANGE) into", b);
+    }
+    Ok(())
+}
+
+/// Sets a path's atime and mtime (nanoseconds) from `meta`, not following a symlink.
+fn set_times(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", show(path))))?;
+    let t = [
+        libc::timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    ];
+    // SAFETY: a valid path and an array of two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            t.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).ctx("cannot set times of", path);
+    }
+    Ok(())
+}
+
+/// A version directory about to get a changed entry: its times (and, for a non-root
+/// writer, its mode, made writable meanwhile) are put back afterwards, so the version
+/// still restores exactly (I5).
+struct DirGuard {
+    path: PathBuf,
+    meta: fs::Metadata,
+    chmodded: bool,
+}
+
+impl DirGuard {
+    fn open(path: &Path) -> Result<DirGuard> {
+        let meta = fs::symlink_metadata(path).ctx("cannot inspect", path)?;
+        let mode = meta.mode() & 0o7777;
+        let chmodded = !copy::privileged() && mode & 0o300 != 0o300;
+        if chmodded {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))
+                .ctx("cannot make writable", path)?;
+        }
+        Ok(DirGuard {
+            path: path.to_path_buf(),
+            meta,
+            chmodded,
+        })
+    }
+
+    fn restore(self) -> Result<()> {
+        if self.chmodded {
+            fs::set_permissions(
+                &self.path,
+                fs::Permissions::from_mode(self.meta.mode() & 0o7777),
+            )
+            .ctx("cannot restore the mode of", &self.path)?;
+        }
+        set_times(&self.path, &self.meta)
+    }
+}
+
+/// Enforces the limits: finishes an interrupted retirement, then retires the oldest while
+/// there are more than `keep` versions (0 = no count limit) or the index's sum of
+/// `held_bytes` is above `size_limit`. The first time the size limit is hit, the job is
+/// recounted from disk first (once per job, recorded in job.toml). A limit that cannot be
+/// met with one version left is journaled as an `error` and is [`Error::Refused`].
+/// `dry_run` returns the [`plan`]'s retirements and writes nothing.
+pub fn enforce(
+    ctx: &mut JobCtx,
+    keep: u64,
+    size_limit: Option<u64>,
+    dry_run: bool,
+) -> Result<Vec<Retired>> {
+    enforce_with(ctx, keep, size_limit, dry_run, &mut |_| {})
+}
+
+/// [`enforce`], calling `on_retired` right after each retirement (so a caller can report
+/// what was done even when a later step fails).
+pub fn enforce_with(
+    ctx: &mut JobCtx,
+    keep: u64,
+    size_limit: Option<u64>,
+    dry_run: bool,
+    on_retired: &mut dyn FnMut(&Retired),
+) -> Result<Vec<Retired>> {
+    let mut out = Vec::new();
+    if !ctx.dir.index().exists() && !ctx.dir.versions_on_disk()?.is_empty() {
+        // Never rebuild an index from the disk and then delete by it.
+        return Err(Error::Damaged(format!(
+            "{} is missing but versions are on disk: nothing retired (see reverb-index --check)",
+            show(&ctx.dir.index())
+        )));
+    }
+    if dry_run {
+        let rows = snapshot::read_index_or_empty(&ctx.dir)?;
+        for d in plan(&rows, keep, size_limit) {
+            if d.action == Action::Retire {
+                let r = Retired {
+                    version: d.version,
+                    dir: d.dir,
+                    reason: d.reason,
+                    freed_bytes: d.estimated_freed,
+                };
+                on_retired(&r);
+                out.push(r);
+            }
+        }
+        return Ok(out);
+    }
+    if let Some(vo) = ctx.file.state.retiring.clone() {
+        let freed = retire_oldest(ctx)?;
+        let r = Retired {
+            version: VersionName::parse(&vo).map(|v| v.n).unwrap_or(0),
+            dir: vo,
+            reason: Reason::Resumed,
+            freed_bytes: freed,
+        };
+        on_retired(&r);
+        out.push(r);
+    }
+    snapshot::recover(ctx)?;
+    loop {
+        let rows = snapshot::read_index_or_empty(&ctx.dir)?;
+        let total = index::total_held(&rows);
+        let over_size = size_limit.is_some_and(|l| total > l);
+        if over_size && !ctx.file.state.size_recounted {
+            check::recount(ctx)?;
+            ctx.file.state.size_recounted = true;
+            ctx.file.write(&ctx.dir.job_toml())?;
+            fault::step();
+            continue;
+        }
+        let over_count = keep > 0 && rows.len() as u64 > keep;
+        if !over_count && !over_size {
+            return Ok(out);
+        }
+        if rows.len() <= 1 {
+            let limit = size_limit.unwrap_or(0);
+            let msg = format!(
+                "job {}: size limit {limit} bytes ({}) cannot be met: the only remaining version {} holds {total} bytes ({}), and the last version is never retired",
+                ctx.dir.folder,
+                format_size(limit),
+                rows.first().map(|r| r.dir.as_str()).unwrap_or("-"),
+                format_size(total)
+            );
+            ctx.journal.note("error", b"", &msg);
+            return Err(Error::Refused(msg));
+        }
+        let (version, dir) = (rows[0].version, rows[0].dir.clone());
+        let freed = retire_oldest(ctx)?;
+        let r = Retired {
+            version,
+            dir,
+            reason: if over_count {
+                Reason::Count
+            } else {
+                Reason::Size
+            },
+            freed_bytes: freed,
+        };
+        on_retired(&r);
+        out.push(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: u64, files: u64, changed: u64, held: u64) -> IndexRow {
+        IndexRow {
+            version: n,
+            dir: format!("V{n}-20261124T2149{:02}Z", n % 60),
+            created: "2026-11-24T21:49:00.000Z".into(),
+            files,
+            changed,
+            held_bytes: held,
+            logical_bytes: files * 10,
+        }
+    }
+
+    fn actions(d: &[Decision]) -> Vec<(u64, Action, Reason)> {
+        d.iter().map(|d| (d.version, d.action, d.reason)).collect()
+    }
+
+    use Action::{Keep, Retire};
+
+    #[test]
+    fn empty_index_plans_nothing() {
+        assert!(plan(&[], 3, Some(1)).is_empty());
+    }
+
+    #[test]
+    fn count_only() {
+        let rows: Vec<_> = (1..=5).map(|n| row(n, 10, 1, 100)).collect();
+        assert_eq!(
+            actions(&plan(&rows, 3, None)),
+            vec![
+                (1, Retire, Reason::Count),
+                (2, Retire, Reason::Count),
+                (3, Keep, Reason::Within),
+                (4, Keep, Reason::Within),
+                (5, Keep, Reason::Newest),
+            ]
+        );
+        // keep 1 retires all but the newest; keep >= len retires nothing.
+        assert_eq!(
+            plan(&rows, 1, None)
+                .iter()
+                .filter(|d| d.action == Retire)
+                .count(),
+            4
+        );
+        assert!(plan(&rows, 5, None).iter().all(|d| d.action == Keep));
+    }
+
+    #[test]
+    fn keep_zero_is_no_count_limit() {
+        let rows: Vec<_> = (1..=50).map(|n| row(n, 10, 1, 100)).collect();
+        assert!(plan(&rows, 0, None).iter().all(|d| d.action == Keep));
+    }
+
+    #[test]
+    fn size_only_counts_what_moves_forward() {
+        // V1 holds 1000 for 10 files; V2 reuses 5 of them: retiring V1 frees ~500.
+        let rows = vec![row(1, 10, 10, 1000), row(2, 10, 5, 100), row(3, 10, 1, 100)];
+        let d = plan(&rows, 0, Some(800));
+        assert_eq!(
+            actions(&d),
+            vec![
+                (1, Retire, Reason::Size),
+                (2, Keep, Reason::Within),
+                (3, Keep, Reason::Newest)
+            ]
+        );
+        assert_eq!(d[0].estimated_freed, 500);
+        // 1200 → 700 after V1; a limit of 650 needs V2 too (which now holds 600).
+        let d = plan(&rows, 0, Some(650));
+        assert_eq!(d[1].action, Retire);
+        assert_eq!(d[1].reason, Reason::Size);
+        // Nothing reused: everything frees.
+        let rows = vec![row(1, 10, 10, 1000), row(2, 10, 10, 100)];
+        assert_eq!(plan(&rows, 0, Some(500))[0].estimated_freed, 1000);
+    }
+
+    #[test]
+    fn both_limits_name_the_first_that_applies() {
+        let rows: Vec<_> = (1..=4).map(|n| row(n, 10, 10, 100)).collect();
+        // Count retires V1; then 300 > 150 so size retires V2 and V3.
+        assert_eq!(
+            actions(&plan(&rows, 3, Some(150))),
+            vec![
+                (1, Retire, Reason::Count),
+                (2, Retire, Reason::Size),
+                (3, Retire, Reason::Size),
+                (4, Keep, Reason::Newest),
+            ]
+        );
+    }
+
+    #[test]
+    fn unmeetable_limit_never_retires_the_newest() {
+        let rows = vec![row(1, 1, 1, 5000)];
+        assert_eq!(
+            actions(&plan(&rows, 0, Some(10))),
+            vec![(1, Keep, Reason::Unmeetable)]
+        );
+        let rows = vec![row(1, 1, 1, 10), row(2, 1, 1, 5000)];
+        assert_eq!(
+            actions(&plan(&rows, 0, Some(10))),
+            vec![(1, Retire, Reason::Size), (2, Keep, Reason::Unmeetable)]
+        );
+    }
+
+    #[test]
+    fn estimate_is_bounded() {
+        let a = row(1, 0, 0, 4096);
+        assert_eq!(estimate_moved(&a, &row(2, 5, 0, 1), 4096), 0);
+        let a = row(1, 4, 4, 400);
+        // next claims to reuse more files than a has: capped at all of a.
+        assert_eq!(estimate_moved(&a, &row(2, 100, 0, 1), 400), 400);
+        assert_eq!(estimate_moved(&a, &row(2, 4, 4, 1), 400), 0);
+        assert_eq!(
+            estimate_moved(&row(1, 1, 1, u64::MAX), &row(2, 1, 0, 1), u64::MAX),
+            u64::MAX
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! reverb-index end to end: rows, --recount, and --check on hand-damaged vaults.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Output;
+
+use reverb_common::tree::link_text;
+use reverb_tests::{Fixture, cmd, run, stderr, stdout};
+
+fn index(f: &Fixture, args: &[&str]) -> Output {
+    run(cmd("reverb-index")
+        .arg("--vault")
+        .arg(&f.vault)
+        .arg("--job")
+        .arg(&f.job)
+        .args(args))
+}
+
+/// Three versions: V2 and V3 link into V1 (`keep/`, a directory) and V3 into V2 (`b`).
+fn three_versions(f: &Fixture) -> Vec<String> {
+    fs::create_dir_all(f.src.join("keep/sub")).expect("mkdir");
+    fs::write(f.src.join("keep/sub/f"), b"kept").expect("write");
+    fs::write(f.src.join("a"), b"a1").expect("write");
+    let v1 = f.first();
+    fs::write(f.src.join("b"), b"b2").expect("write");
+    let v2 = f.rescan();
+    fs::write(f.src.join("a"), b"a3").expect("write");
+    let v3 = f.rescan();
+    vec![v1, v2, v3]
+}
+
+/// The problems `--check` prints, as (kind, path) pairs; asserts exit 1.
+fn problems(f: &Fixture) -> Vec<(String, String)> {
+    let o = index(f, &["--check"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "--check must fail: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split('\t').collect();
+            assert_eq!(fields.len(), 4, "job, kind, path, detail: {l:?}");
+            assert_eq!(fields[0], f.job);
+            (fields[1].to_owned(), fields[2].to_owned())
+        })
+        .collect()
+}
+
+fn has(p: &[(String, String)], kind: &str, path: &str) -> bool {
+    p.iter().any(|(k, at)| k == kind && at == path)
+}
+
+#[test]
+fn rows_and_recount() {
+    let f = Fixture::new();
+    let v = three_versions(&f);
+    let o = index(&f, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "version\tdir\tcreated\tfiles\tchanged\theld_bytes\tlogical_bytes"
+    );
+    assert_eq!(lines.len(), 4);
+    assert!(lines[3].starts_with(&format!("3\t{}\t", v[2])));
+    // Without --job: a job column first.
+    let o = run(cmd("reverb-index").arg("--vault").arg(&f.vault));
+    assert!(stdout(&o).starts_with("job\tversion\t"), "{}", stdout(&o));
+    assert!(
+        stdout(&o)
+            .lines()
+            .nth(1)
+            .expect("row")
+            .starts_with("job\t1\t")
+    );
+
+    // A wrong size is found by --check and fixed by --recount.
+    let idx = f.job_dir().join("index.tsv");
+    let text = fs::read_to_string(&idx).expect("index");
+    let mut rows = reverb_common::index::parse(&text).expect("parse");
+    rows[1].held_bytes += 1;
+    rows[2].files = 99;
+    reverb_common::index::write(&idx, &rows).expect("write");
+    let p = problems(&f);
+    assert!(has(&p, "size-mismatch", &v[1]), "{p:?}");
+    assert!(has(&p, "size-mismatch", &v[2]), "{p:?}");
+    let o = index(&f, &["--recount"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    f.check_clean();
+    let journal = fs::read_to_string(f.job_dir().join("journal.tsv")).expect("journal");
+    assert!(journal.lines().any(|l| l.contains("\tindex\trecount\t")));
+}
+
+#[test]
+fn check_finds_hand_made_damage() {
+    let f = Fixture::new();
+    let v = three_versions(&f);
+    f.check_clean();
+    let job = f.job_dir();
+
+    // A dangling link.
+    symlink(
+        link_text(Path::new("ghost"), &v[0]),
+        job.join(&v[1]).join("ghost"),
+    )
+    .expect("ln");
+    // A non-canonical link: V3/keep pointed at V1/keep; make it point at V2's link.
+    let v3_keep = job.join(&v[2]).join("keep");
+    assert!(fs::symlink_metadata(&v3_keep).expect("lstat").is_symlink());
+    fs::remove_file(&v3_keep).expect("rm");
+    symlink(link_text(Path::new("keep"), &v[1]), &v3_keep).expect("ln");
+    // A leftover partial version and a wrong `current`.
+    fs::create_dir_all(job.join(".partial/V9-20261124T214900Z")).expect("mkdir");
+    fs::remove_file(job.join("current")).expect("rm");
+    symlink(&v[0], job.join("current")).expect("ln");
+
+    let p = problems(&f);
+    assert!(
+        has(&p, "dangling-link", &format!("{}/ghost", v[1])),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "non-canonical-link", &format!("{}/keep", v[2])),
+        "{p:?}"
+    );
+    assert!(has(&p, "partial", ".partial/V9-20261124T214900Z"), "{p:?}");
+    assert!(has(&p, "current", "current"), "{p:?}");
+
+    // A deleted version directory: reported, and the links into it are dangling.
+    fs::remove_dir_all(job.join(&v[0])).expect("rm");
+    let p = problems(&f);
+    assert!(has(&p, "missing-version", &v[0]), "{p:?}");
+    assert!(has(&p, "dangling-link", &format!("{}/keep", v[1])), "{p:?}");
+    // A version on disk but not in the index, and a link into it.
+    fs::create_dir(job.join("V7-20261124T214900Z")).expect("mkdir");
+    let p = problems(&f);
+    assert!(has(&p, "unindexed-version", "V7-20261124T214900Z"), "{p:?}");
+
+    // JSON lines carry the same.
+    let o = index(&f, &["--check", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("\"type\":\"problem\""),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_damaged_job_gives_clear_errors_never_a_panic() {
+    let f = Fixture::new();
+    let v = three_versions(&f);
+    let job = f.job_dir();
+
+    // A missing index.tsv.
+    fs::rename(job.join("index.tsv"), job.join("index.bak")).expect("mv");
+    let o = index(&f, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("index.tsv"), "{}", stderr(&o));
+    let p = problems(&f);
+    assert!(has(&p, "index", "index.tsv"), "{p:?}");
+    let o = run(cmd("reverb-retire")
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", "job", "--keep", "1"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("index.tsv"), "{}", stderr(&o));
+    for d in &v {
+        assert!(job.join(d).is_dir(), "{d} was deleted without an index");
+    }
+    fs::rename(job.join("index.bak"), job.join("index.tsv")).expect("mv");
+    f.check_clean();
+
+    // A truncated job.toml.
+    let text = fs::read_to_string(job.join("job.toml")).expect("read");
+    fs::write(job.join("job.toml"), &text[..text.len() / 2]).expect("truncate");
+    let p = problems(&f);
+    assert!(has(&p, "job-toml", "job.toml"), "{p:?}");
+    let o = run(cmd("reverb-retire")
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", "job", "--keep", "1"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("job.toml"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    let o = index(&f, &[]);
+    assert!(o.status.success(), "rows need no job.toml: {}", stderr(&o));
+
+    // Unknown job, missing vault marker.
+    let o = run(cmd("reverb-index")
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", "nope"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(cmd("reverb-index")
+        .arg("--vault")
+        .arg(f._tmp.path().join("unplugged"))
+        .arg("--check"));
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+}
