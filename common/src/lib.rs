@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod events;
 pub mod exclude;
 pub mod fsutil;
 pub mod identity;
@@ -20,5 +21,6 @@ pub mod settings;
 pub mod time;
 pub mod tsv;
 pub mod vault;
+pub mod watch;
 
 pub use error::{Error, Result};
