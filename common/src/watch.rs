@@ -37,6 +37,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,8 +174,8 @@ pub struct Watcher {
     scanned: HashSet<PathBuf>,
     pending_from: Vec<MovedFrom>,
     overflow_sent: bool,
-    /// Directories whose `unmount` was reported since the last flush or idle queue.
-    unmounts: HashSet<PathBuf>,
+    /// wd → st_dev of the watched directory (to find the mountpoint on `IN_UNMOUNT`).
+    devs: HashMap<i32, u64>,
     /// First and last emitted event of the current burst (no flush since).
     burst: Option<(Instant, Instant)>,
     /// Events were handled since the queue was last seen idle.
@@ -291,7 +292,7 @@ impl Watcher {
             scanned: HashSet::new(),
             pending_from: Vec::new(),
             overflow_sent: false,
-            unmounts: HashSet::new(),
+            devs: HashMap::new(),
             burst: None,
             busy: false,
             buffer: vec![0; BUFFER_SIZE],
@@ -476,7 +477,6 @@ impl Watcher {
     fn idle(&mut self) {
         self.busy = false;
         self.scanned.clear();
-        self.unmounts.clear();
         if !self.options.flushes() {
             self.dirty.clear();
             self.overflow_sent = false;
@@ -599,11 +599,18 @@ impl Watcher {
         let dir = dir.clone();
         let is_root = e.wd == self.root_wd;
         if e.mask.contains(EventMask::UNMOUNT) {
-            // Every watch on the unmounted filesystem reports it: one line for the topmost.
-            let covered = dir.ancestors().any(|a| self.unmounts.contains(a));
-            if !covered {
-                self.unmounts.insert(dir.clone());
-                self.emit(EventKind::Unmount, None, dir.clone(), None);
+            // Every watch on the unmounted filesystem reports it: one line for the topmost
+            // one, the mountpoint, whose parent is on another filesystem.
+            let dev = self.devs.get(&e.wd).copied();
+            let parent_dev = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => self.by_path.get(p),
+                _ => self.by_path.get(Path::new(".")),
+            }
+            .and_then(|wd| self.devs.get(wd))
+            .copied();
+            let topmost = is_root || dev.is_none() || parent_dev != dev;
+            if topmost {
+                self.emit(EventKind::Unmount, Some(EntryType::Dir), dir.clone(), None);
             }
             if is_root {
                 return Err(Error::IdentityMismatch(format!(
@@ -612,10 +619,16 @@ impl Watcher {
                     show(&self.root)
                 )));
             }
+            if topmost {
+                // What is under the mountpoint now is what the tree holds there: watch it
+                // (no lines: the reader knows from `unmount` that this subtree changed).
+                self.watch_tree(&dir, false)?;
+            }
             return Ok(());
         }
         if e.mask.contains(EventMask::IGNORED) {
             self.dirs.remove(&e.wd);
+            self.devs.remove(&e.wd);
             if self.by_path.get(&dir) == Some(&e.wd) {
                 self.by_path.remove(&dir);
             }
@@ -811,6 +824,7 @@ impl Watcher {
     fn unwatch_subtree(&mut self, rel: &Path) {
         for (path, wd) in self.subtree(rel) {
             self.by_path.remove(&path);
+            self.devs.remove(&wd);
             if let Some((desc, _)) = self.dirs.remove(&wd) {
                 let _ = self.inotify.watches().remove(desc);
             }
@@ -841,6 +855,9 @@ impl Watcher {
                         }
                     }
                     self.by_path.insert(dir.clone(), id);
+                    if let Ok(m) = std::fs::symlink_metadata(&abs) {
+                        self.devs.insert(id, m.dev());
+                    }
                 }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::ENOSPC) => {
