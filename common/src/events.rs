@@ -315,11 +315,14 @@ impl<R: BufRead> BatchReader<R> {
     /// The next line without its newline, `Ok(None)` at EOF.
     fn next_line(&mut self) -> Result<Option<String>, Error> {
         let mut buf = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut buf).map_err(|e| Error::Io {
-            what: "cannot read event lines from",
-            path: PathBuf::from("-"),
-            source: e,
-        })?;
+        let n = self
+            .reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::Io {
+                what: "cannot read event lines from",
+                path: PathBuf::from("-"),
+                source: e,
+            })?;
         if n == 0 {
             return Ok(None);
         }
@@ -327,9 +330,9 @@ impl<R: BufRead> BatchReader<R> {
         if buf.last() == Some(&b'\n') {
             buf.pop();
         }
-        String::from_utf8(buf).map(Some).map_err(|_| {
-            Error::Invalid(format!("event line {}: not valid UTF-8", self.lineno))
-        })
+        String::from_utf8(buf)
+            .map(Some)
+            .map_err(|_| Error::Invalid(format!("event line {}: not valid UTF-8", self.lineno)))
     }
 }
 
@@ -613,9 +616,7 @@ mod tests {
     }
 
     fn err(line: &str) -> String {
-        EventLine::parse(line, 7)
-            .expect_err(line)
-            .to_string()
+        EventLine::parse(line, 7).expect_err(line).to_string()
     }
 
     #[test]
@@ -639,7 +640,7 @@ mod tests {
             (format!("{T}\tflush\t\ta\t"), "takes no path"),
             (format!("{T}\toverflow\t\t\tb"), "takes no path"),
             (format!("{T}\tflush\tfile\t\t"), "takes no type"),
-            (format!("yesterday\tflush\t\t\t"), "bad time"),
+            ("yesterday\tflush\t\t\t".to_string(), "bad time"),
         ];
         for (line, want) in cases {
             let msg = err(&line);

@@ -377,7 +377,9 @@ impl Watcher {
                 return Ok(Stopped::Requested);
             }
             let now = Instant::now();
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(now));
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
             let (readable, woken) = self.wait(timeout)?;
             if woken {
                 let mut scratch = [0u8; 64];
@@ -520,7 +522,8 @@ impl Watcher {
     }
 
     fn emit_flush(&mut self) {
-        self.out.push_back(Slot::Line(EventLine::marker(EventKind::Flush)));
+        self.out
+            .push_back(Slot::Line(EventLine::marker(EventKind::Flush)));
         self.burst = None;
         self.dirty.clear();
         self.overflow_sent = false;
@@ -580,7 +583,9 @@ impl Watcher {
         if line.is_some() {
             self.touch_burst();
         }
-        let index = at.checked_sub(self.out_base).and_then(|i| usize::try_from(i).ok());
+        let index = at
+            .checked_sub(self.out_base)
+            .and_then(|i| usize::try_from(i).ok());
         if let Some(s) = index.and_then(|i| self.out.get_mut(i)) {
             *s = match line {
                 Some(l) => Slot::Line(l),
@@ -640,7 +645,10 @@ impl Watcher {
             }
             return Ok(());
         }
-        if is_root && e.mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+        if is_root
+            && e.mask
+                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+        {
             let what = if e.mask.contains(EventMask::DELETE_SELF) {
                 "deleted"
             } else {
@@ -742,7 +750,13 @@ impl Watcher {
         }
     }
 
-    fn moved_to(&mut self, cookie: u32, to: PathBuf, is_dir: bool, to_excluded: bool) -> Result<()> {
+    fn moved_to(
+        &mut self,
+        cookie: u32,
+        to: PathBuf,
+        is_dir: bool,
+        to_excluded: bool,
+    ) -> Result<()> {
         let from = self
             .pending_from
             .iter()
@@ -849,10 +863,11 @@ impl Watcher {
             match self.inotify.watches().add(&abs, watch_mask()) {
                 Ok(wd) => {
                     let id = wd.get_watch_descriptor_id();
-                    if let Some((_, old)) = self.dirs.insert(id, (wd, dir.clone())) {
-                        if old != dir && self.by_path.get(&old) == Some(&id) {
-                            self.by_path.remove(&old);
-                        }
+                    if let Some((_, old)) = self.dirs.insert(id, (wd, dir.clone()))
+                        && old != dir
+                        && self.by_path.get(&old) == Some(&id)
+                    {
+                        self.by_path.remove(&old);
                     }
                     self.by_path.insert(dir.clone(), id);
                     if let Ok(m) = std::fs::symlink_metadata(&abs) {
@@ -924,7 +939,11 @@ mod tests {
         dir: &Path,
         excludes: &[&str],
         options: WatchOptions,
-    ) -> (Stopper, mpsc::Receiver<String>, std::thread::JoinHandle<Result<Stopped>>) {
+    ) -> (
+        Stopper,
+        mpsc::Receiver<String>,
+        std::thread::JoinHandle<Result<Stopped>>,
+    ) {
         let ex = Excludes::new(&excludes.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .expect("excludes");
         let mut w = Watcher::new(dir, ex, options).expect("watcher");

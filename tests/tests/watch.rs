@@ -63,14 +63,17 @@ fn sigint_exits_zero() {
 fn nested_mkdir_p_then_touch_reports_the_file() {
     let d = dirs();
     let mut w = Watch::start(&d.watched, &[]);
-    sh(&format!("cd {} && mkdir -p a/b/c && touch a/b/c/f", q(&d.watched)));
+    sh(&format!(
+        "cd {} && mkdir -p a/b/c && touch a/b/c/f",
+        q(&d.watched)
+    ));
     let e = w.wait_event(K::Create, "a/b/c/f");
     assert_eq!(e.etype, Some(EntryType::File));
     for p in ["a", "a/b", "a/b/c"] {
         assert!(
-            w.seen
-                .iter()
-                .any(|e| e.kind == K::Create && e.path == Path::new(p) && e.etype == Some(EntryType::Dir)),
+            w.seen.iter().any(|e| e.kind == K::Create
+                && e.path == Path::new(p)
+                && e.etype == Some(EntryType::Dir)),
             "create dir {p}:\n{}",
             w.dump()
         );
@@ -82,13 +85,21 @@ fn cp_r_reports_every_file() {
     let d = dirs();
     let tree = make_tree(&d.outside.join("src"), 8, 25);
     let mut w = Watch::start(&d.watched, &[]);
-    sh(&format!("cp -r {} {}", q(&d.outside.join("src")), q(&d.watched.join("copy"))));
+    sh(&format!(
+        "cp -r {} {}",
+        q(&d.outside.join("src")),
+        q(&d.watched.join("copy"))
+    ));
     let want = under("copy", &tree);
     assert!(w.wait_all(&want, content, |_| false));
     // Few duplicates: at most one create per path (plus the modify of a file still
     // being written when its create was seen).
     let creates = w.count(K::Create);
-    assert!(creates <= want.len() + 1 + 8, "{creates} creates for {} paths", want.len() + 1);
+    assert!(
+        creates <= want.len() + 1 + 8,
+        "{creates} creates for {} paths",
+        want.len() + 1
+    );
 }
 
 #[test]
@@ -241,7 +252,9 @@ fn two_thousand_files_in_one_burst_are_all_reported_or_overflow() {
         "mkdir {0}/many && cd {0}/many && seq 1 2000 | sed 's/^/f/' | xargs touch",
         q(&d.watched)
     ));
-    let want: Vec<PathBuf> = (1..=2000).map(|i| PathBuf::from(format!("many/f{i}"))).collect();
+    let want: Vec<PathBuf> = (1..=2000)
+        .map(|i| PathBuf::from(format!("many/f{i}")))
+        .collect();
     let complete = w.wait_all(&want, |e| e.kind == K::Create, |e| e.kind == K::Overflow);
     if !complete {
         eprintln!("overflow reported instead of 2000 creates (allowed)");
@@ -260,7 +273,12 @@ fn quiet_period_emits_flush_after_a_burst() {
     w.wait_event(K::Create, "b");
     w.wait_for("second flush", |e| e.kind == K::Flush);
     assert_eq!(w.terminate().code(), Some(0));
-    assert_eq!(w.count(K::Flush), 2, "no flush without pending events:\n{}", w.dump());
+    assert_eq!(
+        w.count(K::Flush),
+        2,
+        "no flush without pending events:\n{}",
+        w.dump()
+    );
 }
 
 #[test]
@@ -268,7 +286,10 @@ fn max_delay_flushes_under_constant_change() {
     let d = dirs();
     let path = d.watched.join("busy");
     std::fs::write(&path, b"").expect("write");
-    let mut w = Watch::start(&d.watched, &["--quiet-period", "1h", "--max-delay", "500ms"]);
+    let mut w = Watch::start(
+        &d.watched,
+        &["--quiet-period", "1h", "--max-delay", "500ms"],
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = Arc::clone(&stop);
@@ -425,7 +446,10 @@ fn the_root_deleted_is_a_clear_failure() {
     let st = w.wait_exit();
     assert_eq!(st.code(), Some(1));
     let err = w.stderr_text();
-    assert!(err.contains("deleted") || err.contains("went away"), "{err}");
+    assert!(
+        err.contains("deleted") || err.contains("went away"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -167,7 +167,11 @@ impl Watch {
     pub fn wait_exit(&mut self) -> ExitStatus {
         let until = Instant::now() + TIMEOUT;
         while self.pull(until) {}
-        assert!(self.eof, "reverb-watch did not close stdout:\n{}", self.dump());
+        assert!(
+            self.eof,
+            "reverb-watch did not close stdout:\n{}",
+            self.dump()
+        );
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
                 return st;
