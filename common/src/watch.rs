@@ -876,6 +876,11 @@ impl Watcher {
                 }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::ENOSPC) => {
+                        if report {
+                            // While running: part of the tree is unwatched, so the reader
+                            // must rescan whatever it makes of this batch.
+                            self.emit(EventKind::Overflow, None, PathBuf::new(), None);
+                        }
                         return Err(watch_limit_error(
                             &self.root,
                             &self.excludes,
