@@ -39,7 +39,31 @@ fn inotify_limits() {
     reverb_tests::require_root!("changes fs.inotify sysctls");
     queue_overflow_prints_overflow_and_keeps_watching();
     watch_limit_is_a_clear_error();
+    watch_limit_while_running_is_overflow_then_error();
     instance_limit_is_a_clear_error();
+}
+
+/// The limit hit for a directory created later: `overflow` (the reader must rescan), then
+/// exit 1 with the same message.
+fn watch_limit_while_running_is_overflow_then_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut w = Watch::start(tmp.path(), &[]);
+    let status = {
+        let _guard = Sysctl::set("fs.inotify.max_user_watches", "1");
+        std::fs::create_dir(tmp.path().join("new")).expect("mkdir");
+        w.wait_event(K::Create, "new");
+        w.wait_for("overflow", |e| e.kind == K::Overflow);
+        w.wait_exit()
+    };
+    assert_eq!(status.code(), Some(1));
+    let err = w.stderr_text();
+    assert!(err.contains("fs.inotify.max_user_watches"), "{err}");
+    assert_eq!(
+        w.seen.last().map(|e| e.kind),
+        Some(K::Flush),
+        "{}",
+        w.dump()
+    );
 }
 
 /// No inotify instance left for this user: exit 1 naming fs.inotify.max_user_instances.
