@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod error;
+pub mod events;
 pub mod exclude;
 pub mod fault;
 pub mod fsutil;
@@ -33,5 +34,6 @@ pub mod time;
 pub mod tree;
 pub mod tsv;
 pub mod vault;
+pub mod watch;
 
 pub use error::{Error, Result};

@@ -1,0 +1,137 @@
+//! `reverb-watch` at the kernel's inotify limits. These change global sysctls, so they run
+//! as one test function, serially, restoring every value with a guard (even on panic).
+//! Needs root; skipped otherwise.
+
+mod watch_support;
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use reverb_common::events::EventKind as K;
+use reverb_tests::bin;
+use watch_support::Watch;
+
+/// Sets a sysctl under /proc/sys and puts the old value back on drop.
+struct Sysctl {
+    path: PathBuf,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(name: &str, value: &str) -> Sysctl {
+        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+        let old = std::fs::read_to_string(&path).expect("read sysctl");
+        std::fs::write(&path, value).expect("write sysctl");
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, self.old.trim()) {
+            eprintln!("could not restore {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[test]
+fn inotify_limits() {
+    reverb_tests::require_root!("changes fs.inotify sysctls");
+    queue_overflow_prints_overflow_and_keeps_watching();
+    watch_limit_is_a_clear_error();
+    watch_limit_while_running_is_overflow_then_error();
+    instance_limit_is_a_clear_error();
+}
+
+/// The limit hit for a directory created later: `overflow` (the reader must rescan), then
+/// exit 1 with the same message.
+fn watch_limit_while_running_is_overflow_then_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut w = Watch::start(tmp.path(), &[]);
+    let status = {
+        let _guard = Sysctl::set("fs.inotify.max_user_watches", "1");
+        std::fs::create_dir(tmp.path().join("new")).expect("mkdir");
+        w.wait_event(K::Create, "new");
+        w.wait_for("overflow", |e| e.kind == K::Overflow);
+        w.wait_exit()
+    };
+    assert_eq!(status.code(), Some(1));
+    let err = w.stderr_text();
+    assert!(err.contains("fs.inotify.max_user_watches"), "{err}");
+    assert_eq!(
+        w.seen.last().map(|e| e.kind),
+        Some(K::Flush),
+        "{}",
+        w.dump()
+    );
+}
+
+/// No inotify instance left for this user: exit 1 naming fs.inotify.max_user_instances.
+fn instance_limit_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = {
+        let _guard = Sysctl::set("fs.inotify.max_user_instances", "0");
+        std::process::Command::new(bin("reverb-watch"))
+            .arg(tmp.path())
+            .output()
+            .expect("run")
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fs.inotify.max_user_instances"), "{err}");
+}
+
+/// A tiny queue and a stopped reader: the kernel must drop events, and `reverb-watch` says
+/// so with `overflow`, then carries on (including directories created while events were
+/// lost).
+fn queue_overflow_prints_overflow_and_keeps_watching() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let w = {
+        // The queue size is copied when the inotify instance is created.
+        let _guard = Sysctl::set("fs.inotify.max_queued_events", "16");
+        Watch::start(tmp.path(), &["--quiet-period", "100ms"])
+    };
+    let mut w = w;
+    w.signal(Signal::SIGSTOP);
+    for i in 0..200 {
+        std::fs::write(tmp.path().join(format!("f{i}")), b"x").expect("write");
+    }
+    std::fs::create_dir(tmp.path().join("lost-dir")).expect("mkdir");
+    w.signal(Signal::SIGCONT);
+    w.wait_for("overflow", |e| e.kind == K::Overflow);
+    w.wait_for("flush after the overflow", |e| e.kind == K::Flush);
+    assert_eq!(
+        w.count(K::Overflow),
+        1,
+        "one overflow per burst:\n{}",
+        w.dump()
+    );
+    // A directory whose create was lost is watched after the overflow.
+    std::fs::write(tmp.path().join("lost-dir/after"), b"x").expect("write");
+    w.wait_event(K::Create, "lost-dir/after");
+    assert_eq!(w.terminate().code(), Some(0));
+}
+
+/// Too few watches for the tree: exit 1 with the sysctl to raise.
+fn watch_limit_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for i in 0..40 {
+        std::fs::create_dir_all(tmp.path().join(format!("d{i}/sub"))).expect("mkdir");
+    }
+    let out = {
+        let _guard = Sysctl::set("fs.inotify.max_user_watches", "20");
+        std::process::Command::new(bin("reverb-watch"))
+            .arg(tmp.path())
+            .output()
+            .expect("run")
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "no header when the watch could not be set up"
+    );
+    assert!(err.contains("inotify watch limit reached after"), "{err}");
+    assert!(err.contains("of 81 directories"), "{err}");
+    assert!(err.contains("sysctl fs.inotify.max_user_watches="), "{err}");
+}
