@@ -58,6 +58,22 @@ impl Journal {
             .ctx("cannot append to journal", &self.path)
     }
 
+    /// Appends a record on behalf of another tool (the supervisor journals the watcher's
+    /// raw events as `watch`).
+    pub fn log_as(&mut self, tool: &str, event: &str, path: &[u8], detail: &str) -> Result<()> {
+        let line = format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            now_rfc3339(),
+            tsv::escape(tool),
+            tsv::escape(event),
+            tsv::escape_bytes(path),
+            tsv::escape(detail)
+        );
+        self.file
+            .write_all(line.as_bytes())
+            .ctx("cannot append to journal", &self.path)
+    }
+
     /// Appends a record, reporting a failure on stderr instead of failing the caller:
     /// for logging that must never abort the work it describes.
     pub fn note(&mut self, event: &str, path: &[u8], detail: &str) {

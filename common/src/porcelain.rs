@@ -80,11 +80,27 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     }
     let (state, pending) = journal_state(&dir.journal());
     st.pending = pending;
-    let running = matches!(JobLock::acquire(&dir.run_lock(), name, Wait::NoWait), Err(crate::Error::Locked(_)));
-    st.state = if running { if state == "paused" { "paused".into() } else { "running".into() } } else { "stopped".into() };
+    let running = matches!(
+        JobLock::acquire(&dir.run_lock(), name, Wait::NoWait),
+        Err(crate::Error::Locked(_))
+    );
+    st.state = if running {
+        if state == "paused" {
+            "paused".into()
+        } else {
+            "running".into()
+        }
+    } else {
+        "stopped".into()
+    };
     let mut parts = Vec::new();
-    let source = source.map(Path::to_path_buf).unwrap_or_else(|| file.source.clone());
-    for (role, rec, path) in [("source", &file.identity.source, source.as_path()), ("vault", &file.identity.vault, vault_root)] {
+    let source = source
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| file.source.clone());
+    for (role, rec, path) in [
+        ("source", &file.identity.source, source.as_path()),
+        ("vault", &file.identity.vault, vault_root),
+    ] {
         match rec {
             None => parts.push(format!("{role} unrecorded")),
             Some(rec) => match crate::identity::verify(role, rec, path) {
@@ -99,7 +115,9 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
 
 /// The supervisor's last state word and the raw events since the last batch, from the journal.
 fn journal_state(path: &Path) -> (String, u64) {
-    let Ok(text) = fs::read_to_string(path) else { return ("stopped".into(), 0) };
+    let Ok(text) = fs::read_to_string(path) else {
+        return ("stopped".into(), 0);
+    };
     let mut state = "stopped".to_owned();
     let mut pending = 0u64;
     for line in text.lines().skip(1) {
@@ -148,7 +166,8 @@ pub fn history(dir: &JobDir, rows: &[IndexRow], rel: &Path) -> Result<Vec<Histor
         match phys {
             Some(p) => {
                 if p == row.dir || !present {
-                    let meta = fs::symlink_metadata(dir.path.join(&p).join(rel)).ctx("cannot inspect", &dir.path.join(&p).join(rel))?;
+                    let meta = fs::symlink_metadata(dir.path.join(&p).join(rel))
+                        .ctx("cannot inspect", &dir.path.join(&p).join(rel))?;
                     out.push(HistoryRow {
                         kind: "history",
                         version: row.version,
@@ -198,7 +217,12 @@ pub fn diff(dir: &JobDir, a: &str, b: &str) -> Result<Vec<DiffRow>> {
     Ok(out)
 }
 
-fn listing(job: &Path, phys: &str, rel: &Path, lookalikes: &Lookalikes) -> Result<BTreeMap<OsString, String>> {
+fn listing(
+    job: &Path,
+    phys: &str,
+    rel: &Path,
+    lookalikes: &Lookalikes,
+) -> Result<BTreeMap<OsString, String>> {
     let abs = job.join(phys).join(rel);
     let mut out = BTreeMap::new();
     for e in fs::read_dir(&abs).ctx("cannot list", &abs)? {
@@ -214,13 +238,24 @@ fn listing(job: &Path, phys: &str, rel: &Path, lookalikes: &Lookalikes) -> Resul
     Ok(out)
 }
 
-fn diff_dir(job: &Path, lookalikes: &Lookalikes, rel: &Path, a: &str, b: &str, out: &mut Vec<DiffRow>) -> Result<()> {
+fn diff_dir(
+    job: &Path,
+    lookalikes: &Lookalikes,
+    rel: &Path,
+    a: &str,
+    b: &str,
+    out: &mut Vec<DiffRow>,
+) -> Result<()> {
     let la = listing(job, a, rel, lookalikes)?;
     let lb = listing(job, b, rel, lookalikes)?;
     let names: BTreeSet<&OsString> = la.keys().chain(lb.keys()).collect();
     for name in names {
         let child = rel.join(name);
-        let row = |change| DiffRow { kind: "diff", change, path: tsv::escape_os(child.as_os_str()) };
+        let row = |change| DiffRow {
+            kind: "diff",
+            change,
+            path: tsv::escape_os(child.as_os_str()),
+        };
         match (la.get(name), lb.get(name)) {
             (Some(_), None) => out.push(row("removed")),
             (None, Some(_)) => out.push(row("added")),
@@ -244,7 +279,8 @@ fn diff_dir(job: &Path, lookalikes: &Lookalikes, rel: &Path, a: &str, b: &str, o
                     && ma.mode() == mb.mode()
                     && ma.uid() == mb.uid()
                     && ma.gid() == mb.gid()
-                    && (!ma.file_type().is_symlink() || fs::read_link(&pa).ok() == fs::read_link(&pb).ok());
+                    && (!ma.file_type().is_symlink()
+                        || fs::read_link(&pa).ok() == fs::read_link(&pb).ok());
                 if !same {
                     out.push(row("changed"));
                 }
@@ -258,5 +294,7 @@ fn diff_dir(job: &Path, lookalikes: &Lookalikes, rel: &Path, a: &str, b: &str, o
 /// A path argument as given on the command line, relative to the source (leading `/` and
 /// `./` dropped).
 pub fn rel_arg(p: &Path) -> PathBuf {
-    p.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect()
+    p.components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect()
 }

@@ -378,17 +378,21 @@ fn finish_build(
     };
     // Publish, in crash-safe order.
     b.lookalikes.save(&job)?;
+    crate::fault::step();
     syncfs(&partial)?;
     let final_path = job.join(&name.dir);
     fs::rename(&partial, &final_path).ctx("cannot rename version into place", &final_path)?;
     fsutil::fsync_dir(&job)?;
+    crate::fault::step();
     rows.push(row.clone());
     index::write(&job.join("index.tsv"), &rows)?;
+    crate::fault::step();
     crate::vault::JobDir {
         path: job.clone(),
         folder: String::new(),
     }
     .set_current(&name)?;
+    crate::fault::step();
     let mut out = std::mem::take(&mut b.out);
     b.journal.note(
         "snapshot",
@@ -1023,6 +1027,7 @@ impl Builder<'_> {
         self.held += copy::disk_usage(&nm);
         self.out.changed += 1;
         self.out.changed_paths.push(rel.to_path_buf());
+        crate::fault::step();
         Ok(true)
     }
 

@@ -28,9 +28,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,8 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| Error::Invalid(format!("cannot handle signals: {e}")))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| Error::Invalid(format!("cannot handle signals: {e}")))?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| Error::Invalid(format!("cannot handle signals: {e}")))?;
@@ -73,32 +74,19 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     log(&format!("starting {} job(s)", jobs.len()));
     let mut runners: BTreeMap<String, RunnerHandle> = BTreeMap::new();
     for job in jobs {
-        runners.insert(job.name.clone(), RunnerHandle::start(job, opts.clone(), Arc::clone(&stop)));
+        runners.insert(
+            job.name.clone(),
+            RunnerHandle::start(job, opts.clone(), Arc::clone(&stop)),
+        );
     }
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         if reload.swap(false, Ordering::SeqCst) {
             match source.jobs() {
-                Err(e) => log(&format!("reload failed, keeping the previous configuration: {e}")),
-                Ok(new) => {
-                    let new: BTreeMap<String, JobConfig> = new.into_iter().map(|j| (j.name.clone(), j)).collect();
-                    let names: Vec<String> = runners.keys().cloned().collect();
-                    for name in names {
-                        let keep = new.get(&name).is_some_and(|j| runners[&name].job == *j);
-                        if !keep {
-                            if let Some(r) = runners.remove(&name) {
-                                log(&format!("{name}: stopping (configuration changed or removed)"));
-                                r.stop_and_join();
-                            }
-                        }
-                    }
-                    for (name, job) in new {
-                        if !runners.contains_key(&name) {
-                            log(&format!("{name}: starting (configuration reloaded)"));
-                            runners.insert(name, RunnerHandle::start(job, opts.clone(), Arc::clone(&stop)));
-                        }
-                    }
-                }
+                Err(e) => log(&format!(
+                    "reload failed, keeping the previous configuration: {e}"
+                )),
+                Ok(new) => apply_reload(&mut runners, new, opts, &stop),
             }
         }
     }
@@ -108,6 +96,35 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     }
     log("stopped");
     Ok(0)
+}
+
+/// Stops runners whose job was removed or changed, starts the new and changed ones.
+fn apply_reload(
+    runners: &mut BTreeMap<String, RunnerHandle>,
+    new: Vec<JobConfig>,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+) {
+    let new: BTreeMap<String, JobConfig> = new.into_iter().map(|j| (j.name.clone(), j)).collect();
+    let stale: Vec<String> = runners
+        .iter()
+        .filter(|(name, r)| new.get(*name) != Some(&r.job))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in stale {
+        if let Some(r) = runners.remove(&name) {
+            log(&format!(
+                "{name}: stopping (configuration changed or removed)"
+            ));
+            r.stop_and_join();
+        }
+    }
+    for (name, job) in new {
+        if let std::collections::btree_map::Entry::Vacant(slot) = runners.entry(name) {
+            log(&format!("{}: starting (configuration reloaded)", job.name));
+            slot.insert(RunnerHandle::start(job, opts.clone(), Arc::clone(stop)));
+        }
+    }
 }
 
 fn log(msg: &str) {
@@ -167,8 +184,20 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(job: JobConfig, opts: Options, stop: Arc<AtomicBool>, global_stop: Arc<AtomicBool>) -> Runner {
-        Runner { job, opts, stop, global_stop, backoff: Duration::from_secs(1), journal: None }
+    fn new(
+        job: JobConfig,
+        opts: Options,
+        stop: Arc<AtomicBool>,
+        global_stop: Arc<AtomicBool>,
+    ) -> Runner {
+        Runner {
+            job,
+            opts,
+            stop,
+            global_stop,
+            backoff: Duration::from_secs(1),
+            journal: None,
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -186,7 +215,11 @@ impl Runner {
     }
 
     fn tool(&self, name: &str) -> PathBuf {
-        let dir = self.opts.bin_dir.clone().or_else(|| std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)));
+        let dir = self.opts.bin_dir.clone().or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+        });
         match dir {
             Some(d) if d.join(name).is_file() => d.join(name),
             _ => PathBuf::from(name),
@@ -214,8 +247,14 @@ impl Runner {
                     self.say("mount table changed: checking again");
                 }
                 Halt::Failed(why) => {
-                    self.say(&format!("{why}; retrying in {}", format_duration(self.backoff)));
-                    self.note("error", &format!("{why}; retrying in {}", format_duration(self.backoff)));
+                    self.say(&format!(
+                        "{why}; retrying in {}",
+                        format_duration(self.backoff)
+                    ));
+                    self.note(
+                        "error",
+                        &format!("{why}; retrying in {}", format_duration(self.backoff)),
+                    );
                     self.sleep(self.backoff);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
                 }
@@ -236,7 +275,8 @@ impl Runner {
         let stop = AtomicBool::new(false);
         let end = Instant::now() + Duration::from_secs(60);
         while !self.stopping() && Instant::now() < end {
-            match crate::mountwatch::wait_for_mount_change(Some(Duration::from_millis(250)), &stop) {
+            match crate::mountwatch::wait_for_mount_change(Some(Duration::from_millis(250)), &stop)
+            {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
@@ -258,27 +298,36 @@ impl Runner {
         };
         let dir = vault.job_dir(&self.job.folder);
         if dir.exists() {
-            let file = crate::jobfile::JobFile::read(&dir.job_toml()).map_err(|e| Halt::Failed(e.to_string()))?;
+            let file = crate::jobfile::JobFile::read(&dir.job_toml())
+                .map_err(|e| Halt::Failed(e.to_string()))?;
             if let Some(rec) = &file.identity.vault {
-                crate::identity::verify("vault", rec, vault.root()).map_err(|e| Halt::Paused(e.to_string()))?;
+                crate::identity::verify("vault", rec, vault.root())
+                    .map_err(|e| Halt::Paused(e.to_string()))?;
             }
             if self.journal.is_none() {
                 self.journal = Journal::open(&dir.journal(), "supervisor").ok();
             }
-            if let Some(rec) = &file.identity.source {
-                if let Err(e) = crate::identity::verify("source", rec, &self.job.source) {
-                    self.note("mount-lost", &e.to_string());
-                    return Err(Halt::Paused(e.to_string()));
-                }
+            if let Some(rec) = &file.identity.source
+                && let Err(e) = crate::identity::verify("source", rec, &self.job.source)
+            {
+                self.note("mount-lost", &e.to_string());
+                return Err(Halt::Paused(e.to_string()));
             }
             if lock.is_none() {
                 match JobLock::acquire(&dir.run_lock(), &self.job.name, Wait::NoWait) {
                     Ok(l) => *lock = Some(l),
-                    Err(_) => return Err(Halt::Failed("another supervisor is watching this job (run.lock is held)".into())),
+                    Err(_) => {
+                        return Err(Halt::Failed(
+                            "another supervisor is watching this job (run.lock is held)".into(),
+                        ));
+                    }
                 }
             }
         } else if !self.job.source.is_dir() {
-            return Err(Halt::Paused(format!("source {} is not available", show(&self.job.source))));
+            return Err(Halt::Paused(format!(
+                "source {} is not available",
+                show(&self.job.source)
+            )));
         }
         Ok(())
     }
@@ -295,7 +344,11 @@ impl Runner {
         };
         if !self.wait_ready(&rx) {
             kill(&mut watch);
-            return if self.stopping() { Halt::Stopped } else { Halt::Failed("reverb-watch did not start".into()) };
+            return if self.stopping() {
+                Halt::Stopped
+            } else {
+                Halt::Failed("reverb-watch did not start".into())
+            };
         }
         // Watches are in place: now the catch-up rescan (or the first version).
         if let Err(h) = self.snap(None) {
@@ -329,7 +382,9 @@ impl Runner {
             let msg = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Halt::Failed("lost the children's pipes".into()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Halt::Failed("lost the children's pipes".into());
+                }
             };
             match msg {
                 Msg::Watch(line) => {
@@ -359,7 +414,10 @@ impl Runner {
                     let state = line.split('\t').nth(2).unwrap_or("");
                     if state == "lost" {
                         self.note("mount-lost", &line.replace('\t', " "));
-                        return Halt::Paused(format!("a filesystem of the job was lost: {}", line.replace('\t', " ")));
+                        return Halt::Paused(format!(
+                            "a filesystem of the job was lost: {}",
+                            line.replace('\t', " ")
+                        ));
                     }
                 }
                 Msg::MountEnd => {}
@@ -369,14 +427,21 @@ impl Runner {
 
     fn journal_event(&mut self, line: &str) {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() == 5 {
-            if let Some(j) = &mut self.journal {
+        if f.len() == 5
+            && let Some(j) = &mut self.journal
+        {
+            {
                 let path = crate::tsv::unescape_bytes(f[3]).unwrap_or_default();
                 let mut detail = f[2].to_owned();
                 if !f[4].is_empty() {
-                    detail = format!("{detail} -> {}", crate::tsv::unescape_os(f[4]).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default());
+                    detail = format!(
+                        "{detail} -> {}",
+                        crate::tsv::unescape_os(f[4])
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    );
                 }
-                let _ = j.log(f[1], &path, &detail);
+                let _ = j.log_as("watch", f[1], &path, &detail);
             }
         }
     }
@@ -384,21 +449,34 @@ impl Runner {
     fn start_watch(&self, tx: Sender<Msg>) -> std::result::Result<Child, Halt> {
         let s = &self.job.settings;
         let mut c = self.command("reverb-watch");
-        c.arg("--quiet-period").arg(format_duration(s.min_snapshot_time));
-        c.arg("--max-delay").arg(format_duration(s.max_snapshot_delay));
+        c.arg("--quiet-period")
+            .arg(format_duration(s.min_snapshot_time));
+        c.arg("--max-delay")
+            .arg(format_duration(s.max_snapshot_delay));
         for pat in &s.exclude {
             c.arg("--exclude").arg(pat);
         }
-        c.arg(&self.job.source).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = c.spawn().map_err(|e| Halt::Failed(format!("cannot start reverb-watch: {e}")))?;
-        let Some(out) = child.stdout.take() else { return Err(Halt::Failed("reverb-watch has no stdout".into())) };
+        c.arg(&self.job.source)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = c
+            .spawn()
+            .map_err(|e| Halt::Failed(format!("cannot start reverb-watch: {e}")))?;
+        let Some(out) = child.stdout.take() else {
+            return Err(Halt::Failed("reverb-watch has no stdout".into()));
+        };
         forward(out, tx, Msg::Watch, Msg::WatchEnd);
         Ok(child)
     }
 
     fn start_mountwatch(&self, tx: Sender<Msg>) -> Option<Child> {
         let mut c = self.command("reverb-mountwatch");
-        c.arg(&self.job.source).arg(&self.job.vault).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        c.arg(&self.job.source)
+            .arg(&self.job.vault)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = c.spawn().ok()?;
         let out = child.stdout.take()?;
         forward(out, tx, Msg::Mount, Msg::MountEnd);
@@ -421,7 +499,10 @@ impl Runner {
     /// Runs reverb-snap (a rescan when `batch` is None), then reverb-retire after a version.
     fn snap(&mut self, batch: Option<&[String]>) -> std::result::Result<(), Halt> {
         let mut c = self.command("reverb-snap");
-        c.arg("--vault").arg(&self.job.vault).arg("--job").arg(&self.job.name);
+        c.arg("--vault")
+            .arg(&self.job.vault)
+            .arg("--job")
+            .arg(&self.job.name);
         c.arg("--source").arg(&self.job.source);
         if self.opts.init {
             c.arg("--init");
@@ -432,9 +513,17 @@ impl Runner {
         if batch.is_some() {
             c.arg("--changes").arg("-").arg("--events-journaled");
         }
-        c.stdin(if batch.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if batch.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let started = Instant::now();
-        let mut child = c.spawn().map_err(|e| Halt::Failed(format!("cannot start reverb-snap: {e}")))?;
+        let mut child = c
+            .spawn()
+            .map_err(|e| Halt::Failed(format!("cannot start reverb-snap: {e}")))?;
         if let (Some(lines), Some(mut stdin)) = (batch, child.stdin.take()) {
             let mut text = String::from(crate::events::HEADER);
             text.push('\n');
@@ -444,14 +533,23 @@ impl Runner {
             }
             let _ = stdin.write_all(text.as_bytes());
         }
-        let out = child.wait_with_output().map_err(|e| Halt::Failed(format!("reverb-snap: {e}")))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")))?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let made = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         match out.status.code() {
             Some(0) => {
                 self.backoff = Duration::from_secs(1);
-                let what = if made.is_empty() { "no change".to_owned() } else { made.clone() };
-                self.note("batch", &format!("{what} ({} ms)", started.elapsed().as_millis()));
+                let what = if made.is_empty() {
+                    "no change".to_owned()
+                } else {
+                    made.clone()
+                };
+                self.note(
+                    "batch",
+                    &format!("{what} ({} ms)", started.elapsed().as_millis()),
+                );
                 if !made.is_empty() {
                     self.say(&format!("version {made}"));
                     self.retire();
@@ -471,8 +569,13 @@ impl Runner {
 
     fn retire(&mut self) {
         let mut c = self.command("reverb-retire");
-        c.arg("--vault").arg(&self.job.vault).arg("--job").arg(&self.job.name);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.arg("--vault")
+            .arg(&self.job.vault)
+            .arg("--job")
+            .arg(&self.job.name);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         match c.output() {
             Ok(o) if o.status.success() => {
                 for line in String::from_utf8_lossy(&o.stdout).lines() {

@@ -1,16 +1,19 @@
 //! `reverb-snap`: build one version of a job (SPEC §7). A thin edge over
 //! `reverb_common::snapshot`; all logic lives in the library.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use reverb_common::error::{EXIT_OK, Error};
+use reverb_common::events::{self, EventLine, Mark};
 use reverb_common::lock::{JobLock, Wait};
-use reverb_common::snapshot::{self, Options, Trigger};
+use reverb_common::snapshot::{self, Hint, JobCtx, Options, Trigger};
 use reverb_common::vault::Vault;
-use reverb_common::{cli, job};
+use reverb_common::{cli, job, retire};
 
 /// Build one version of a job: the first (a complete copy) for a new job, then a rescan
 /// that versions only what differs from the current version.
@@ -44,6 +47,18 @@ pub struct Args {
     /// Print records as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Build the version from event lines (reverb-watch's output) read from FILE or `-`
+    /// (stdin) instead of rescanning; an `overflow` line makes it a rescan.
+    #[arg(long, value_name = "FILE|-")]
+    pub changes: Option<PathBuf>,
+    /// With --changes: one version per `flush`-terminated batch, until end of input (and
+    /// retirement after each version), so `reverb-watch … | reverb-snap --changes - --follow`
+    /// is a complete continuous backup.
+    #[arg(long, requires = "changes")]
+    pub follow: bool,
+    /// The events were already journaled by the caller (the supervisor): do not journal them again.
+    #[arg(long, hide = true)]
+    pub events_journaled: bool,
 }
 
 /// The clap command (for man pages and completions).
@@ -116,15 +131,134 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     if let Some(settings) = &target.settings {
         job::update_settings(&mut ctx, settings)?;
     }
-    job::verify_identities(&mut ctx, vault.root())?;
-    let outcome = snapshot::take(
-        &mut ctx,
-        Trigger::Rescan,
-        Options {
-            force: args.force,
-            dry_run: args.dry_run,
+    drop(_lock);
+    let Some(changes) = &args.changes else {
+        return one_version(args, &vault, &mut ctx, Trigger::Rescan).map(|_| EXIT_OK);
+    };
+    let input: Box<dyn BufRead> = if changes.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        let f = std::fs::File::open(changes)
+            .with_context(|| format!("cannot open --changes {}", changes.display()))?;
+        Box::new(BufReader::new(f))
+    };
+    let mut failed = None;
+    let mut pending: Vec<EventLine> = Vec::new();
+    for batch in events::read_batches(input) {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                // A batch we could not read builds nothing; with --follow the next one may.
+                eprintln!("reverb-snap: {e}");
+                ctx.journal
+                    .note("error", b"", &format!("event batch rejected: {e}"));
+                failed = Some(e);
+                if !args.follow {
+                    break;
+                }
+                continue;
+            }
+        };
+        if !args.events_journaled {
+            for e in &batch.events {
+                let detail = match &e.to_path {
+                    Some(to) => format!(
+                        "{} -> {}",
+                        e.etype.map(|t| t.as_str()).unwrap_or(""),
+                        to.display()
+                    ),
+                    None => e.etype.map(|t| t.as_str()).unwrap_or("").to_owned(),
+                };
+                if let Err(err) = ctx.journal.log_as(
+                    "watch",
+                    e.kind.as_str(),
+                    e.path.as_os_str().as_encoded_bytes(),
+                    &detail,
+                ) {
+                    eprintln!("reverb-snap: warning: {err}");
+                }
+            }
+        }
+        if args.follow {
+            let trigger = trigger_of(&batch.events);
+            one_version(args, &vault, &mut ctx, trigger)?;
+        } else {
+            pending.extend(batch.events);
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if !args.follow && !pending.is_empty() {
+        one_version(args, &vault, &mut ctx, trigger_of(&pending))?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// The batch rules (SPEC §10) applied to a batch: the paths and how they changed, or a
+/// rescan when events were lost.
+fn trigger_of(events: &[EventLine]) -> Trigger {
+    let changes = events::fold(events);
+    if changes.rescan || changes.unmounted {
+        return Trigger::Rescan;
+    }
+    let paths: BTreeMap<PathBuf, Hint> = changes
+        .paths
+        .into_iter()
+        .map(|(p, m)| {
+            let h = match m {
+                Mark::Content => Hint::Content,
+                Mark::Attrib => Hint::Attrib,
+                Mark::Delete => Hint::Delete,
+            };
+            (
+                if p.as_os_str() == "." {
+                    PathBuf::new()
+                } else {
+                    p
+                },
+                h,
+            )
+        })
+        .collect();
+    Trigger::Paths(paths)
+}
+
+/// Takes one version under the job lock, after the identity check; prints its name. On a
+/// full disk the partial is gone already; retirement frees what the limits allow.
+fn one_version(
+    args: &Args,
+    vault: &Vault,
+    ctx: &mut JobCtx,
+    trigger: Trigger,
+) -> anyhow::Result<()> {
+    let _lock = JobLock::acquire(
+        &ctx.dir.lock(),
+        &args.job,
+        if args.no_wait {
+            Wait::NoWait
+        } else {
+            Wait::Block
         },
     )?;
+    job::verify_identities(ctx, vault.root())?;
+    let opts = Options {
+        force: args.force,
+        dry_run: args.dry_run,
+    };
+    let outcome = match snapshot::take(ctx, trigger, opts) {
+        Ok(o) => o,
+        Err(e) if e.is_enospc() => {
+            ctx.journal
+                .note("error", b"", &format!("version aborted: {e}"));
+            let s = ctx.file.settings.clone();
+            if let Err(r) = retire::enforce(ctx, s.keep_versions, s.vault_size_limit, false) {
+                eprintln!("reverb-snap: retirement after a full disk: {r}");
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.dry_run {
         for p in &outcome.changed_paths {
             print_record(
@@ -135,8 +269,22 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         }
     } else if let Some(v) = &outcome.version {
         print_record(args, "version", &v.dir)?;
+        if args.follow {
+            let s = ctx.file.settings.clone();
+            match retire::enforce(ctx, s.keep_versions, s.vault_size_limit, false) {
+                Ok(done) => {
+                    for r in done {
+                        eprintln!(
+                            "reverb-snap: retired {} ({} bytes freed)",
+                            r.dir, r.freed_bytes
+                        );
+                    }
+                }
+                Err(e) => eprintln!("reverb-snap: retirement: {e}"),
+            }
+        }
     }
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 fn print_record(args: &Args, kind: &str, value: &str) -> anyhow::Result<()> {

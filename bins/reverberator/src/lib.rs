@@ -143,16 +143,36 @@ impl supervisor::JobSource for Fixed {
 /// The tool's body.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.command {
-        Cmd::Run { config, source, vault, name, init, verbose } => {
-            let opts = supervisor::Options { init, verbose, bin_dir: None, config_file: None };
+        Cmd::Run {
+            config,
+            source,
+            vault,
+            name,
+            init,
+            verbose,
+        } => {
+            let opts = supervisor::Options {
+                init,
+                verbose,
+                bin_dir: None,
+                config_file: None,
+            };
             if let (Some(source), Some(vault)) = (source, vault) {
                 let job = config::ad_hoc(&source, &vault, name.as_deref())?;
-                eprintln!("reverberator: job {} backs up {} into {}", job.name, job.source.display(), job.vault.display());
+                eprintln!(
+                    "reverberator: job {} backs up {} into {}",
+                    job.name,
+                    job.source.display(),
+                    job.vault.display()
+                );
                 return Ok(supervisor::run(&Fixed(vec![job]), &opts)?);
             }
             let file = config::locate(config.as_deref())?;
             config::load(&file)?; // errors exit 2 before anything starts
-            let opts = supervisor::Options { config_file: Some(file.clone()), ..opts };
+            let opts = supervisor::Options {
+                config_file: Some(file.clone()),
+                ..opts
+            };
             Ok(supervisor::run(&FromConfig { file }, &opts)?)
         }
         Cmd::CheckConfig { config } => {
@@ -188,7 +208,12 @@ fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
         let mut out = Vec::new();
         for dir in vault.jobs()? {
             let file = reverb_common::jobfile::JobFile::read(&dir.job_toml())?;
-            out.push(Found { name: file.name, dir, vault: v.clone(), source: None });
+            out.push(Found {
+                name: file.name,
+                dir,
+                vault: v.clone(),
+                source: None,
+            });
         }
         return Ok(out);
     }
@@ -198,7 +223,10 @@ fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
         .jobs
         .into_iter()
         .map(|j| Found {
-            dir: JobDir { path: j.vault.join(&j.folder), folder: j.folder.clone() },
+            dir: JobDir {
+                path: j.vault.join(&j.folder),
+                folder: j.folder.clone(),
+            },
             name: j.name,
             vault: j.vault,
             source: Some(j.source),
@@ -211,7 +239,9 @@ fn one_job(name: &str, at: &Where) -> anyhow::Result<Found> {
     let names: Vec<String> = all.iter().map(|j| j.name.clone()).collect();
     all.into_iter()
         .find(|j| j.name == name || j.dir.folder == name)
-        .ok_or_else(|| Error::Usage(format!("unknown job `{name}` (jobs: {})", names.join(", "))).into())
+        .ok_or_else(|| {
+            Error::Usage(format!("unknown job `{name}` (jobs: {})", names.join(", "))).into()
+        })
 }
 
 fn out(line: &str) -> anyhow::Result<()> {
@@ -231,7 +261,10 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             .last_age_seconds
             .map(|s| time::human_age(now - std::time::Duration::from_secs(s), now) + " ago")
             .unwrap_or_else(|| "never".into());
-        let limit = st.size_limit.map(|l| format!(" of {}", format_size(l))).unwrap_or_default();
+        let limit = st
+            .size_limit
+            .map(|l| format!(" of {}", format_size(l)))
+            .unwrap_or_default();
         out(&format!(
             "{}: {} — last {} ({age}), {} versions, {} pending, {}{limit}; {}",
             st.job,
@@ -280,7 +313,13 @@ fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
         if at.json {
             out(&serde_json::to_string(&h)?)?;
         } else {
-            out(&format!("{:>5}  {}  {:<8}  {}", h.version, h.created, h.change, format_size(h.size)))?;
+            out(&format!(
+                "{:>5}  {}  {:<8}  {}",
+                h.version,
+                h.created,
+                h.change,
+                format_size(h.size)
+            ))?;
         }
     }
     Ok(EXIT_OK)
@@ -312,7 +351,8 @@ fn verify(at: &Where) -> anyhow::Result<i32> {
         if !j.dir.exists() {
             continue;
         }
-        let found = reverb_common::check::check(&j.dir).with_context(|| format!("job {}", j.name))?;
+        let found =
+            reverb_common::check::check(&j.dir).with_context(|| format!("job {}", j.name))?;
         for p in &found {
             out(&p.to_string())?;
         }
