@@ -714,6 +714,9 @@ impl Watcher {
             if self.dirty.insert(rel.clone()) {
                 let t = lstat_type(&self.root.join(&rel));
                 self.emit(EventKind::Modify, t, rel, None);
+            } else if self.burst.is_some() {
+                // Already reported, but still changing: the burst is not quiet yet.
+                self.touch_burst();
             }
             return Ok(());
         }

@@ -1,0 +1,360 @@
+//! `reverberator run` end to end: real supervisor, real children, real signals.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reverb_tests::model::{CaptureOpts, assert_same, capture};
+use reverb_tests::{bin, cmd, run, sh, stderr, stdout};
+
+struct Supervisor {
+    child: Child,
+}
+
+impl Supervisor {
+    fn start(config: &Path) -> Supervisor {
+        let child = Command::new(bin("reverberator"))
+            .args(["run", "--init", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn reverberator");
+        Supervisor { child }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
+            .expect("kill");
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "supervisor did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn versions(job_dir: &Path) -> Vec<String> {
+    let Ok(text) = fs::read_to_string(job_dir.join("index.tsv")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(1).map(str::to_owned))
+        .collect()
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Setup {
+    tmp: tempfile::TempDir,
+    vault: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(jobs: &[&str], extra: &str) -> Setup {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vault = tmp.path().join("vault");
+        let config = tmp.path().join("config.toml");
+        let s = Setup { tmp, vault, config };
+        s.write_config(jobs, extra);
+        s
+    }
+
+    fn src(&self, job: &str) -> PathBuf {
+        self.tmp.path().join(format!("src-{job}"))
+    }
+
+    fn write_config(&self, jobs: &[&str], extra: &str) {
+        let mut text = format!(
+            "[defaults]\nvault = \"{}\"\nmin_snapshot_time = \"400ms\"\nmax_snapshot_delay = \"2s\"\n{extra}\n",
+            self.vault.display()
+        );
+        for j in jobs {
+            let src = self.src(j);
+            fs::create_dir_all(&src).expect("mkdir");
+            if fs::read_dir(&src).expect("ls").next().is_none() {
+                fs::write(src.join("seed"), j.as_bytes()).expect("write");
+            }
+            text.push_str(&format!("[jobs.{j}]\nsource = \"{}\"\n", src.display()));
+        }
+        fs::write(&self.config, text).expect("config");
+    }
+
+    fn job_dir(&self, job: &str) -> PathBuf {
+        self.vault.join(job)
+    }
+
+    fn restore_matches(&self, job: &str) {
+        let dest = self.tmp.path().join(format!(
+            "restore-{job}-{}",
+            versions(&self.job_dir(job)).len()
+        ));
+        let o = run(cmd("reverb-restore")
+            .arg("--vault")
+            .arg(&self.vault)
+            .args(["--job", job, "--to"])
+            .arg(&dest));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let opts = CaptureOpts {
+            owners: true,
+            dir_mtimes: false,
+        };
+        assert_same(&capture(&self.src(job), opts), &capture(&dest, opts), job);
+    }
+}
+
+#[test]
+fn two_jobs_take_versions_after_the_quiet_period_and_stop_cleanly() {
+    let s = Setup::new(&["alpha", "beta"], "");
+    let sup = Supervisor::start(&s.config);
+    for j in ["alpha", "beta"] {
+        wait_for(&format!("first version of {j}"), 20, || {
+            versions(&s.job_dir(j)).len() == 1
+        });
+    }
+    // Give the watchers their first event after they are ready: the journal says "watching".
+    for j in ["alpha", "beta"] {
+        wait_for("watching", 20, || {
+            fs::read_to_string(s.job_dir(j).join("journal.tsv"))
+                .unwrap_or_default()
+                .contains("\twatching")
+        });
+    }
+    sh(&format!(
+        "echo edited > {}/seed && mkdir -p {}/new/dir && cp {}/seed {}/new/dir/copy",
+        s.src("alpha").display(),
+        s.src("alpha").display(),
+        s.src("alpha").display(),
+        s.src("alpha").display()
+    ));
+    sh(&format!(
+        "mv {}/seed {}/renamed",
+        s.src("beta").display(),
+        s.src("beta").display()
+    ));
+    for j in ["alpha", "beta"] {
+        wait_for(&format!("second version of {j}"), 20, || {
+            versions(&s.job_dir(j)).len() >= 2
+        });
+        s.restore_matches(j);
+    }
+    let status = sup.stop();
+    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
+    for j in ["alpha", "beta"] {
+        let partial = s.job_dir(j).join(".partial");
+        assert!(
+            fs::read_dir(&partial)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true),
+            "partial left in {j}"
+        );
+    }
+    // status --json parses and reflects reality.
+    let o = run(cmd("reverberator")
+        .args(["status", "--json", "--config"])
+        .arg(&s.config));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(l["type"], "status");
+        assert_eq!(l["state"], "stopped");
+        let job = l["job"].as_str().expect("job");
+        assert_eq!(
+            l["versions"].as_u64(),
+            Some(versions(&s.job_dir(job)).len() as u64)
+        );
+        assert_eq!(
+            l["last_version"].as_str(),
+            versions(&s.job_dir(job)).last().map(String::as_str)
+        );
+    }
+}
+
+#[test]
+fn a_constantly_growing_file_gets_versions_at_max_delay() {
+    let s = Setup::new(&["grow"], "");
+    let sup = Supervisor::start(&s.config);
+    wait_for("first version", 20, || {
+        versions(&s.job_dir("grow")).len() == 1
+    });
+    wait_for("watching", 20, || {
+        fs::read_to_string(s.job_dir("grow").join("journal.tsv"))
+            .unwrap_or_default()
+            .contains("\twatching")
+    });
+    let log = s.src("grow").join("log");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("open");
+    let start = Instant::now();
+    while versions(&s.job_dir("grow")).len() < 3 {
+        use std::io::Write;
+        f.write_all(b"line\n").expect("append");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no versions under constant change"
+        );
+    }
+    drop(f);
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn changes_while_stopped_and_a_killed_watcher_are_caught_up() {
+    let s = Setup::new(&["catch"], "");
+    let sup = Supervisor::start(&s.config);
+    wait_for("first version", 20, || {
+        versions(&s.job_dir("catch")).len() == 1
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+    fs::write(
+        s.src("catch").join("while-stopped"),
+        b"made while nobody watched",
+    )
+    .expect("write");
+    let sup = Supervisor::start(&s.config);
+    wait_for("catch-up version", 20, || {
+        versions(&s.job_dir("catch")).len() == 2
+    });
+    s.restore_matches("catch");
+    wait_for("watching", 20, || {
+        fs::read_to_string(s.job_dir("catch").join("journal.tsv"))
+            .unwrap_or_default()
+            .matches("\twatching")
+            .count()
+            >= 2
+    });
+    // Kill the watcher: the supervisor restarts it, rescans, and goes on.
+    let src = s.src("catch");
+    let o = Command::new("pkill")
+        .arg("-KILL")
+        .arg("-f")
+        .arg(format!("reverb-watch .*{}", src.display()))
+        .output()
+        .expect("pkill");
+    assert!(o.status.success(), "no reverb-watch to kill");
+    fs::write(src.join("after-kill"), b"x").expect("write");
+    wait_for("version after the watcher was killed", 30, || {
+        versions(&s.job_dir("catch")).len() >= 3
+    });
+    s.restore_matches("catch");
+    let journal = fs::read_to_string(s.job_dir("catch").join("journal.tsv")).expect("journal");
+    assert!(
+        journal.contains("reverb-watch exited"),
+        "the restart is journaled:\n{journal}"
+    );
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn sighup_adds_a_job() {
+    let s = Setup::new(&["first"], "");
+    let sup = Supervisor::start(&s.config);
+    wait_for("first job's version", 20, || {
+        versions(&s.job_dir("first")).len() == 1
+    });
+    s.write_config(&["first", "second"], "");
+    sup.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("second job's version after SIGHUP", 20, || {
+        versions(&s.job_dir("second")).len() == 1
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_the_key() {
+    let s = Setup::new(&["ok"], "keep_versionz = 3");
+    let o = run(cmd("reverberator").args(["run", "--config"]).arg(&s.config));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("keep_versionz"), "{}", stderr(&o));
+    assert!(!s.vault.exists(), "nothing may be written for a bad config");
+    let o = run(cmd("reverberator")
+        .args(["check-config", "--config"])
+        .arg(&s.config));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn porcelain_history_and_diff() {
+    let s = Setup::new(&["p"], "");
+    let sup = Supervisor::start(&s.config);
+    wait_for("first version", 20, || versions(&s.job_dir("p")).len() == 1);
+    assert_eq!(sup.stop().code(), Some(0));
+    let src = s.src("p");
+    let snap = || {
+        let o = run(cmd("reverb-snap")
+            .args(["--config"])
+            .arg(&s.config)
+            .args(["--job", "p"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    fs::write(src.join("seed"), b"v2").expect("write");
+    fs::write(src.join("other"), b"o").expect("write");
+    snap();
+    fs::write(src.join("other"), b"o2").expect("write");
+    snap();
+    fs::remove_file(src.join("seed")).expect("rm");
+    snap();
+    let o = run(cmd("reverberator")
+        .args(["history", "p", "seed", "--json", "--config"])
+        .arg(&s.config));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let changes: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["change"]
+                .as_str()
+                .expect("change")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(changes, ["added", "modified", "deleted"]);
+    let o = run(cmd("reverberator")
+        .args(["diff", "p", "1", "latest", "--config"])
+        .arg(&s.config));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["+\tother", "-\tseed"]);
+    let o = run(cmd("reverberator")
+        .args(["verify", "--config"])
+        .arg(&s.config));
+    assert!(o.status.success(), "verify: {}{}", stdout(&o), stderr(&o));
+}
