@@ -18,8 +18,28 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code: temporary failure, retry later (EX_TEMPFAIL).
 pub const EXIT_TEMPFAIL: i32 = 75;
 
-/// Shows a path in a message: escaped, never lossy.
+static ALIASES: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Makes messages show `real` instead of the held-fd path `via` (`/proc/self/fd/N`).
+pub fn register_alias(via: &Path, real: &Path) {
+    if let Ok(mut a) = ALIASES.lock() {
+        a.retain(|(v, _)| v != via);
+        a.push((via.to_path_buf(), real.to_path_buf()));
+    }
+}
+
+/// Shows a path in a message: escaped, never lossy, held-fd paths shown by their name.
 pub fn show(path: &Path) -> String {
+    if path.starts_with("/proc/self/fd")
+        && let Ok(a) = ALIASES.lock()
+    {
+        for (via, real) in a.iter() {
+            if let Ok(rest) = path.strip_prefix(via) {
+                return tsv::escape_os(real.join(rest).as_os_str());
+            }
+        }
+    }
     tsv::escape_os(path.as_os_str())
 }
 

@@ -150,7 +150,14 @@ fn existing(vault: &Vault, name: &str) -> Result<JobDir> {
 pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
     let file = JobFile::read(&dir.job_toml())?;
     let journal = Journal::open(&dir.journal(), tool)?;
-    Ok(JobCtx { dir, file, journal })
+    let source = file.source.clone();
+    Ok(JobCtx {
+        dir,
+        file,
+        journal,
+        source,
+        anchors: Vec::new(),
+    })
 }
 
 /// Where a writer's job comes from: flags, or a configuration file (SPEC §7 `--config`).
@@ -261,4 +268,51 @@ pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
     ctx.file.write(&ctx.dir.job_toml())?;
     ctx.journal.note("config", b"", "settings changed");
     Ok(())
+}
+
+/// A copy of `ctx` whose job folder and source are reached through directory fds taken now
+/// (after the identity check), as `/proc/self/fd/N` paths: a remount or an unmount during
+/// the run cannot redirect a write into another filesystem, nor make the source look empty
+/// (SPEC §8). Where `/proc` is missing the plain paths are kept.
+pub fn anchored(ctx: &JobCtx) -> Result<JobCtx> {
+    let mut anchors = Vec::new();
+    let mut pin = |path: &Path| -> Result<PathBuf> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)
+            .ctx("cannot open", path)?;
+        let held = f.metadata().ctx("cannot inspect", path)?;
+        let now = fs::metadata(path).ctx("cannot inspect", path)?;
+        if (held.dev(), held.ino()) != (now.dev(), now.ino()) {
+            return Err(Error::IdentityMismatch(format!(
+                "{} changed while it was being opened",
+                show(path)
+            )));
+        }
+        // The trailing `/.` makes even an lstat of the root itself follow the fd link.
+        let via = PathBuf::from(format!(
+            "/proc/self/fd/{}/.",
+            std::os::fd::AsRawFd::as_raw_fd(&f)
+        ));
+        if !via.is_dir() {
+            return Ok(path.to_path_buf());
+        }
+        crate::error::register_alias(&via, path);
+        anchors.push(f);
+        Ok(via)
+    };
+    let job_path = pin(&ctx.dir.path)?;
+    let source = pin(&ctx.file.source)?;
+    Ok(JobCtx {
+        dir: JobDir {
+            path: job_path,
+            folder: ctx.dir.folder.clone(),
+        },
+        file: ctx.file.clone(),
+        journal: ctx.journal.try_clone()?,
+        source,
+        anchors,
+    })
 }

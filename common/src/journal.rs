@@ -58,6 +58,18 @@ impl Journal {
             .ctx("cannot append to journal", &self.path)
     }
 
+    /// Another handle on the same journal (the fd is duplicated; `O_APPEND` is kept).
+    pub fn try_clone(&self) -> Result<Journal> {
+        Ok(Journal {
+            file: self
+                .file
+                .try_clone()
+                .ctx("cannot duplicate journal handle", &self.path)?,
+            path: self.path.clone(),
+            tool: self.tool,
+        })
+    }
+
     /// Appends a record on behalf of another tool (the supervisor journals the watcher's
     /// raw events as `watch`).
     pub fn log_as(&mut self, tool: &str, event: &str, path: &[u8], detail: &str) -> Result<()> {

@@ -96,6 +96,11 @@ pub struct JobCtx {
     pub file: JobFile,
     /// The journal, opened for the calling tool.
     pub journal: Journal,
+    /// The path the source is read through: `file.source`, or a held directory fd's
+    /// `/proc/self/fd/N` once anchored (see [`crate::job::anchored`]).
+    pub source: PathBuf,
+    /// Directory fds held while anchored.
+    pub anchors: Vec<fs::File>,
 }
 
 #[derive(Debug, Default)]
@@ -207,7 +212,7 @@ pub fn read_index_or_empty(dir: &JobDir) -> Result<Vec<IndexRow>> {
 pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome> {
     recover(ctx)?;
     let rows = read_index_or_empty(&ctx.dir)?;
-    let source = ctx.file.source.clone();
+    let source = ctx.source.clone();
     let src_meta = fs::metadata(&source).ctx("cannot read source", &source)?;
     if !src_meta.is_dir() {
         return Err(Error::Usage(format!(

@@ -208,3 +208,70 @@ fn keep_complete_false_keeps_only_what_changed_since_the_start() {
         b"v1"
     );
 }
+
+#[test]
+fn a_mount_over_the_vault_during_a_run_cannot_redirect_writes() {
+    if !reverb_tests::is_root() {
+        eprintln!("SKIPPED (needs root to mount): mount over the vault during a run");
+        return;
+    }
+    let f = Fixture::new();
+    fs::write(f.src.join("seed"), b"seed").expect("write");
+    f.first();
+    for d in 0..40 {
+        let dir = f.src.join(format!("d{d}"));
+        fs::create_dir(&dir).expect("mkdir");
+        for i in 0..100 {
+            fs::write(dir.join(format!("f{i}")), vec![b'x'; 2000]).expect("write");
+        }
+    }
+    let child = cmd("reverb-snap")
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", &f.job])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let partial = f.job_dir().join(".partial");
+    let start = std::time::Instant::now();
+    while listing(&partial).is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the build never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // The writer holds its job folder open: a filesystem mounted over the vault now must
+    // not receive any of its writes.
+    reverb_tests::sh(&format!(
+        "mount -t tmpfs -o size=16m tmpfs {}",
+        f.vault.display()
+    ));
+    let out = child.wait_with_output().expect("wait");
+    let over = listing(&f.vault);
+    reverb_tests::sh(&format!("umount {}", f.vault.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        over.is_empty(),
+        "writes went into the filesystem mounted over the vault: {over:?}"
+    );
+    let v2 = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        f.job_dir().join(&v2).is_dir(),
+        "the version is in the real vault"
+    );
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: true,
+    };
+    assert_same(
+        &capture(&f.src, opts),
+        &capture(&f.restore("latest"), opts),
+        "after the mount-over",
+    );
+}

@@ -246,7 +246,11 @@ fn one_version(
         force: args.force,
         dry_run: args.dry_run,
     };
-    let outcome = match snapshot::take(ctx, trigger, opts) {
+    // Work through directory fds taken after the identity check (SPEC §8).
+    let mut held = job::anchored(ctx)?;
+    let taken = snapshot::take(&mut held, trigger, opts);
+    drop(held);
+    let outcome = match taken {
         Ok(o) => o,
         Err(e) if e.is_enospc() => {
             ctx.journal
