@@ -39,6 +39,11 @@ use crate::time;
 use crate::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
 use crate::vault::{JobDir, VersionName};
 
+/// Entries copied so far by builds of this process (for a progress display).
+pub static PROGRESS_ENTRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Bytes copied so far by builds of this process (for a progress display).
+pub static PROGRESS_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What is known about a changed path before looking at the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hint {
@@ -1032,6 +1037,8 @@ impl Builder<'_> {
         self.held += copy::disk_usage(&nm);
         self.out.changed += 1;
         self.out.changed_paths.push(rel.to_path_buf());
+        PROGRESS_ENTRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PROGRESS_BYTES.fetch_add(nm.len(), std::sync::atomic::Ordering::Relaxed);
         crate::fault::step();
         Ok(true)
     }

@@ -159,6 +159,7 @@ impl RunnerHandle {
 /// Messages from the reader threads of a job's children.
 enum Msg {
     Watch(String),
+    WatchErr(String),
     WatchEnd,
     Mount(String),
     MountEnd,
@@ -170,6 +171,8 @@ enum Halt {
     Paused(String),
     /// Something failed: retry after the backoff.
     Failed(String),
+    /// inotify cannot watch the tree (the watch limit): fall back to periodic rescans.
+    NoWatch(String),
     /// Asked to stop.
     Stopped,
 }
@@ -181,6 +184,10 @@ struct Runner {
     global_stop: Arc<AtomicBool>,
     backoff: Duration,
     journal: Option<Journal>,
+    /// The job is paused (identity lost); the next successful check journals the return.
+    paused: bool,
+    /// The last line reverb-watch wrote on stderr.
+    watch_error: Option<String>,
 }
 
 impl Runner {
@@ -197,6 +204,8 @@ impl Runner {
             global_stop,
             backoff: Duration::from_secs(1),
             journal: None,
+            paused: false,
+            watch_error: None,
         }
     }
 
@@ -241,11 +250,14 @@ impl Runner {
             match outcome {
                 Halt::Stopped => break,
                 Halt::Paused(why) => {
-                    self.say(&format!("paused: {why}"));
-                    self.note("paused", &why);
+                    if !self.paused {
+                        self.say(&format!("paused: {why}"));
+                        self.note("paused", &why);
+                    }
+                    self.paused = true;
                     self.wait_for_mounts();
-                    self.say("mount table changed: checking again");
                 }
+                Halt::NoWatch(why) => self.rescan_only(&why, &mut lock),
                 Halt::Failed(why) => {
                     self.say(&format!(
                         "{why}; retrying in {}",
@@ -262,6 +274,32 @@ impl Runner {
         }
         self.note("stop", "supervisor stopped watching");
         drop(lock);
+    }
+
+    /// Without inotify (the watch limit), rescan every `max_snapshot_delay` (at least every
+    /// 10 s) for 10 minutes, then try watching again.
+    fn rescan_only(&mut self, why: &str, lock: &mut Option<JobLock>) {
+        let every = self
+            .job
+            .settings
+            .max_snapshot_delay
+            .max(Duration::from_secs(10));
+        let msg = format!(
+            "cannot watch ({why}); falling back to a rescan every {}",
+            format_duration(every)
+        );
+        self.say(&msg);
+        self.note("rescan", &msg);
+        let until = Instant::now() + Duration::from_secs(600);
+        while !self.stopping() && Instant::now() < until {
+            if self.prepare(lock).is_err() {
+                return;
+            }
+            if let Err(Halt::Paused(_)) = self.snap(None) {
+                return;
+            }
+            self.sleep(every);
+        }
     }
 
     fn sleep(&self, d: Duration) {
@@ -313,6 +351,11 @@ impl Runner {
                 self.note("mount-lost", &e.to_string());
                 return Err(Halt::Paused(e.to_string()));
             }
+            if self.paused {
+                self.paused = false;
+                self.say("the source and the vault are back: resuming with a rescan");
+                self.note("mount-restored", "identities match again; rescanning");
+            }
             if lock.is_none() {
                 match JobLock::acquire(&dir.run_lock(), &self.job.name, Wait::NoWait) {
                     Ok(l) => *lock = Some(l),
@@ -347,7 +390,7 @@ impl Runner {
             return if self.stopping() {
                 Halt::Stopped
             } else {
-                Halt::Failed("reverb-watch did not start".into())
+                self.watch_failed("reverb-watch did not start")
             };
         }
         // Watches are in place: now the catch-up rescan (or the first version).
@@ -407,8 +450,14 @@ impl Runner {
                     }
                     batch.push(line);
                 }
+                Msg::WatchErr(line) => self.watch_said(line),
                 Msg::WatchEnd => {
-                    return Halt::Failed("reverb-watch exited".into());
+                    // Let its last words (stderr) arrive before deciding why it ended.
+                    while let Ok(Msg::WatchErr(line)) = rx.recv_timeout(Duration::from_millis(200))
+                    {
+                        self.watch_said(line);
+                    }
+                    return self.watch_failed("reverb-watch exited");
                 }
                 Msg::Mount(line) => {
                     let state = line.split('\t').nth(2).unwrap_or("");
@@ -422,6 +471,22 @@ impl Runner {
                 }
                 Msg::MountEnd => {}
             }
+        }
+    }
+
+    fn watch_said(&mut self, line: String) {
+        self.say(&format!("reverb-watch: {line}"));
+        self.note("error", &format!("reverb-watch: {line}"));
+        self.watch_error = Some(line);
+    }
+
+    fn watch_failed(&mut self, what: &str) -> Halt {
+        match self.watch_error.take() {
+            Some(e) if e.contains("max_user_watches") || e.contains("max_user_instances") => {
+                Halt::NoWatch(e)
+            }
+            Some(e) => Halt::Failed(format!("{what}: {e}")),
+            None => Halt::Failed(what.to_owned()),
         }
     }
 
@@ -459,13 +524,14 @@ impl Runner {
         c.arg(&self.job.source)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         let mut child = c
             .spawn()
             .map_err(|e| Halt::Failed(format!("cannot start reverb-watch: {e}")))?;
-        let Some(out) = child.stdout.take() else {
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(Halt::Failed("reverb-watch has no stdout".into()));
         };
+        forward_stderr(err, tx.clone());
         forward(out, tx, Msg::Watch, Msg::WatchEnd);
         Ok(child)
     }
@@ -483,12 +549,19 @@ impl Runner {
         Some(child)
     }
 
-    fn wait_ready(&self, rx: &Receiver<Msg>) -> bool {
+    fn wait_ready(&mut self, rx: &Receiver<Msg>) -> bool {
         let end = Instant::now() + Duration::from_secs(600);
         while Instant::now() < end && !self.stopping() {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Msg::Watch(line)) if line.starts_with("time\tevent") => return true,
-                Ok(Msg::WatchEnd) => return false,
+                Ok(Msg::WatchErr(line)) => self.watch_error = Some(line),
+                Ok(Msg::WatchEnd) => {
+                    while let Ok(Msg::WatchErr(line)) = rx.recv_timeout(Duration::from_millis(200))
+                    {
+                        self.watch_error = Some(line);
+                    }
+                    return false;
+                }
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
@@ -513,13 +586,19 @@ impl Runner {
         if batch.is_some() {
             c.arg("--changes").arg("-").arg("--events-journaled");
         }
+        // A long first copy shows its progress on a terminal (reverb-snap draws it on stderr).
+        let on_tty = batch.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
         c.stdin(if batch.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(if on_tty {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        });
         let started = Instant::now();
         let mut child = c
             .spawn()
@@ -602,6 +681,18 @@ fn forward(out: ChildStdout, tx: Sender<Msg>, each: fn(String) -> Msg, end: Msg)
             }
         }
         let _ = tx.send(end);
+    });
+}
+
+fn forward_stderr(err: std::process::ChildStderr, tx: Sender<Msg>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).trim().to_owned();
+            if !text.is_empty() && tx.send(Msg::WatchErr(text)).is_err() {
+                return;
+            }
+        }
     });
 }
 

@@ -248,7 +248,9 @@ fn one_version(
     };
     // Work through directory fds taken after the identity check (SPEC §8).
     let mut held = job::anchored(ctx)?;
+    let progress = Progress::start();
     let taken = snapshot::take(&mut held, trigger, opts);
+    drop(progress);
     drop(held);
     let outcome = match taken {
         Ok(o) => o,
@@ -289,6 +291,56 @@ fn one_version(
         }
     }
     Ok(())
+}
+
+/// A spinner on stderr while a version is built, only when stderr is a terminal.
+struct Progress {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start() -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let bar = indicatif::ProgressBar::new_spinner();
+            let tick = std::time::Duration::from_millis(200);
+            while rx
+                .recv_timeout(tick)
+                .is_err_and(|e| e == std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
+                let n = snapshot::PROGRESS_ENTRIES.load(Relaxed);
+                let b = snapshot::PROGRESS_BYTES.load(Relaxed);
+                bar.set_message(format!(
+                    "copied {n} entries, {}",
+                    reverb_common::settings::format_size(b)
+                ));
+                bar.tick();
+            }
+            bar.finish_and_clear();
+        });
+        Progress {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn print_record(args: &Args, kind: &str, value: &str) -> anyhow::Result<()> {
