@@ -316,3 +316,60 @@ pub fn anchored(ctx: &JobCtx) -> Result<JobCtx> {
         anchors,
     })
 }
+
+/// The jobs a vault program acts on (SPEC §7: `--vault DIR` or `--config FILE`, with or
+/// without `--job`): each with its opened vault. Without `--job`, every job of the vault, or
+/// every job of the configuration that exists in its vault.
+pub fn select(
+    vault: Option<&Path>,
+    config: Option<&Path>,
+    name: Option<&str>,
+) -> Result<Vec<(Vault, JobDir)>> {
+    let mut out = Vec::new();
+    if let Some(cfg_path) = config {
+        let cfg = crate::config::load(&crate::config::locate(Some(cfg_path))?)?;
+        let chosen: Vec<_> = cfg
+            .jobs
+            .iter()
+            .filter(|j| name.is_none_or(|n| j.name == n || j.folder == n))
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "no job `{}` in {} (jobs there: {})",
+                name.unwrap_or(""),
+                show(&cfg.file),
+                names.join(", ")
+            )));
+        }
+        for j in chosen {
+            if vault.is_some_and(|v| canonical_or_nearest(v) != canonical_or_nearest(&j.vault)) {
+                continue;
+            }
+            let v = Vault::open(&j.vault)?;
+            let dir = v.job_dir(&j.folder);
+            if dir.exists() {
+                out.push((v, dir));
+            } else if name.is_some() {
+                return Err(Error::Usage(format!(
+                    "job `{}` has no versions yet in {}",
+                    j.name,
+                    show(&j.vault)
+                )));
+            }
+        }
+        return Ok(out);
+    }
+    let Some(vault) = vault else {
+        return Err(Error::Usage("give --vault DIR (or --config FILE)".into()));
+    };
+    let v = Vault::open(vault)?;
+    let dirs = match name {
+        None => v.jobs()?,
+        Some(name) => vec![existing(&v, name)?],
+    };
+    for d in dirs {
+        out.push((v.clone(), d));
+    }
+    Ok(out)
+}

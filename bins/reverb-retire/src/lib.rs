@@ -5,12 +5,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
-use reverb_common::error::{EXIT_OK, Error, show};
+use reverb_common::error::EXIT_OK;
 use reverb_common::jobfile::JobFile;
 use reverb_common::lock::{JobLock, Wait};
 use reverb_common::retire::{self, Retired};
 use reverb_common::settings::parse_size;
-use reverb_common::vault::{JobDir, Vault};
+use reverb_common::vault::JobDir;
 use reverb_common::{cli, index, job, snapshot, tsv};
 
 /// Retire a job's oldest versions while it has more than its count limit or its folder is
@@ -20,8 +20,11 @@ use reverb_common::{cli, index, job, snapshot, tsv};
 #[command(name = "reverb-retire", version, about, long_about = None)]
 pub struct Args {
     /// The vault directory (must hold reverberator-vault.toml).
-    #[arg(long, value_name = "DIR")]
-    pub vault: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub vault: Option<PathBuf>,
+    /// Take the jobs and their vaults from this configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Only this job (default: every job of the vault).
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
@@ -58,33 +61,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     cli::finish("reverb-retire", run(&args))
 }
 
-/// The jobs named by `--job`, or every job of the vault.
-pub fn jobs_of(vault: &Vault, name: Option<&str>) -> Result<Vec<JobDir>, Error> {
-    match name {
-        None => vault.jobs(),
-        Some(name) => {
-            let dir = job::job_dir(vault, name)?;
-            if !dir.exists() {
-                let known: Vec<String> = vault.jobs()?.into_iter().map(|j| j.folder).collect();
-                return Err(Error::Usage(format!(
-                    "unknown job `{name}` in vault {} (jobs there: {})",
-                    show(vault.root()),
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                )));
-            }
-            Ok(vec![dir])
-        }
-    }
-}
-
 /// The tool's body.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
-    let vault = Vault::open(&args.vault)?;
-    let jobs = jobs_of(&vault, args.job.as_deref())?;
+    let selected = job::select(
+        args.vault.as_deref(),
+        args.config.as_deref(),
+        args.job.as_deref(),
+    )?;
+    let jobs: Vec<JobDir> = selected.iter().map(|(_, d)| d.clone()).collect();
     let mut first_err: Option<anyhow::Error> = None;
     for dir in jobs {
         if let Err(e) = run_job(args, dir.clone()) {
@@ -154,6 +138,8 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
         },
     )?;
     let mut ctx = job::open_dir(dir.clone(), "retire")?;
+    // Never retire or rewrite into a vault whose disk is not the recorded one (SPEC §8).
+    job::verify_identities(&mut ctx, dir.path.parent().unwrap_or(&dir.path))?;
     let folder = dir.folder.clone();
     let json = args.json;
     let mut print = |r: &Retired| {
