@@ -84,6 +84,16 @@ pub fn privileged() -> bool {
 
 /// Copies a regular file with its metadata. `src_meta` is the source's `lstat`.
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
+    copy_file_observed(src, dst, &mut |_| {})
+}
+
+/// [`copy_file`] with a hook called after each attempt's data copy, before the source is
+/// checked for changes (tests use it to change the source at a precise moment).
+pub fn copy_file_observed(
+    src: &Path,
+    dst: &Path,
+    after_data: &mut dyn FnMut(u32),
+) -> Result<FileCopy, CopyError> {
     let mut unstable = true;
     let mut data = DataPath::Sparse;
     for attempt in 0..=RETRIES {
@@ -105,6 +115,7 @@ pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
             .mode(0o600)
             .open(dst)?;
         data = copy_data(&input, &output, before.len())?;
+        after_data(attempt);
         let after = input.metadata()?;
         let same = after.len() == before.len()
             && after.mtime() == before.mtime()
@@ -467,6 +478,38 @@ mod tests {
         );
         let s = fs::metadata(&src).expect("meta");
         assert_eq!((s.mtime(), s.mtime_nsec()), (m.mtime(), m.mtime_nsec()));
+    }
+
+    #[test]
+    fn a_file_that_keeps_changing_is_retried_then_taken_as_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("growing");
+        fs::write(&src, vec![1u8; 1 << 20]).expect("write");
+        let append = |src: &Path| {
+            let mut f = OpenOptions::new().append(true).open(src).expect("open");
+            f.write_all(&[2u8; 4096]).expect("append");
+        };
+        // Changed during every attempt: taken as is after the retries, reported unstable.
+        let mut calls = 0;
+        let c = copy_file_observed(&src, &dir.path().join("always"), &mut |_| {
+            calls += 1;
+            append(&src);
+        })
+        .expect("copy");
+        assert!(c.unstable);
+        assert_eq!(calls, RETRIES + 1);
+        // Changed during the first attempt only: the retry gives an exact, stable copy.
+        let c = copy_file_observed(&src, &dir.path().join("once"), &mut |attempt| {
+            if attempt == 0 {
+                append(&src);
+            }
+        })
+        .expect("copy");
+        assert!(!c.unstable);
+        assert_eq!(
+            fs::read(&src).expect("src"),
+            fs::read(dir.path().join("once")).expect("once")
+        );
     }
 
     #[test]

@@ -64,8 +64,15 @@ fn an_unmounted_source_halts_the_job_and_a_remount_resumes_it() {
         assert!(stderr(&o).contains("source"), "{}", stderr(&o));
         assert_eq!(stdout(&o), "", "no version");
     }
-    for (tool, args) in [("reverb-retire", &["--keep", "1"][..]), ("reverb-index", &["--recount"][..])] {
-        let o = run(cmd(tool).arg("--vault").arg(&f.vault).args(["--job", "j"]).args(args));
+    for (tool, args) in [
+        ("reverb-retire", &["--keep", "1"][..]),
+        ("reverb-index", &["--recount"][..]),
+    ] {
+        let o = run(cmd(tool)
+            .arg("--vault")
+            .arg(&f.vault)
+            .args(["--job", "j"])
+            .args(args));
         assert_eq!(o.status.code(), Some(75), "{tool}: {}", stderr(&o));
     }
     assert_eq!(listing(&job), before, "nothing but the journal may change");

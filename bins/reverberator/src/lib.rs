@@ -354,14 +354,21 @@ fn verify(at: &Where) -> anyhow::Result<i32> {
         let found =
             reverb_common::check::check(&j.dir).with_context(|| format!("job {}", j.name))?;
         for p in &found {
-            out(&p.to_string())?;
+            if at.json {
+                out(&serde_json::json!({
+                    "type": "problem", "job": p.job, "kind": p.kind.as_str(),
+                    "path": tsv::escape_os(p.path.as_os_str()), "detail": p.detail,
+                })
+                .to_string())?;
+            } else {
+                out(&p.to_string())?;
+            }
         }
         if !at.json && found.is_empty() {
             eprintln!("reverberator: {}: ok", j.name);
         }
         problems += found.len();
     }
-    let _ = tsv::escape("");
     Ok(if problems == 0 { EXIT_OK } else { EXIT_FAILURE })
 }
 
