@@ -1,0 +1,150 @@
+//! `reverb-snap --changes`: event batches in, versions out; bad batches build nothing.
+
+use std::fs;
+use std::io::Write;
+use std::process::Stdio;
+
+use reverb_tests::model::{CaptureOpts, assert_same, capture, real_entries};
+use reverb_tests::{Fixture, cmd, stderr, stdout};
+
+const HEADER: &str = "time\tevent\ttype\tpath\tto_path\n";
+
+fn feed(f: &Fixture, input: &str, extra: &[&str]) -> std::process::Output {
+    let mut child = cmd("reverb-snap")
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", &f.job, "--changes", "-"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+fn line(event: &str, kind: &str, path: &str, to: &str) -> String {
+    format!("2026-11-25T00:00:00.000Z\t{event}\t{kind}\t{path}\t{to}\n")
+}
+
+#[test]
+fn a_batch_versions_exactly_its_paths() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.src.join("a/b")).expect("mkdir");
+    fs::write(f.src.join("a/b/f"), b"1").expect("write");
+    fs::write(f.src.join("g"), b"g").expect("write");
+    f.first();
+    fs::write(f.src.join("a/b/f"), b"2").expect("write");
+    fs::rename(f.src.join("g"), f.src.join("h")).expect("mv");
+    let o = feed(
+        &f,
+        &(HEADER.to_owned()
+            + &line("modify", "file", "a/b/f", "")
+            + &line("move", "file", "g", "h")),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = stdout(&o).trim().to_owned();
+    assert!(v.starts_with("V2-"), "{v}");
+    let (real, _) = real_entries(&f.job_dir().join(&v));
+    assert_eq!(real, 4, "a, a/b, a/b/f and h are real; nothing else");
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: false,
+    };
+    assert_same(
+        &capture(&f.src, opts),
+        &capture(&f.restore("latest"), opts),
+        "event version",
+    );
+    let journal = fs::read_to_string(f.job_dir().join("journal.tsv")).expect("journal");
+    assert!(
+        journal.contains("\twatch\tmove\tg\t"),
+        "raw events are journaled:\n{journal}"
+    );
+}
+
+#[test]
+fn an_overflow_line_makes_the_batch_a_rescan() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"1").expect("write");
+    f.first();
+    // Changes the events never mention: only a rescan can find them.
+    fs::write(f.src.join("a"), b"changed").expect("write");
+    fs::create_dir(f.src.join("unseen")).expect("mkdir");
+    fs::write(f.src.join("unseen/x"), b"x").expect("write");
+    let o = feed(
+        &f,
+        &(HEADER.to_owned() + &line("overflow", "", "", "")),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("V2-"));
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: true,
+    };
+    assert_same(
+        &capture(&f.src, opts),
+        &capture(&f.restore("latest"), opts),
+        "after overflow",
+    );
+}
+
+#[test]
+fn a_malformed_batch_builds_nothing_and_names_the_line() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"1").expect("write");
+    f.first();
+    fs::write(f.src.join("a"), b"2").expect("write");
+    let cases = [
+        (
+            HEADER.to_owned() + &line("modify", "file", "a", "") + "not\tenough\tfields\n",
+            "line 3",
+        ),
+        (
+            HEADER.to_owned() + &line("explode", "file", "a", ""),
+            "line 2",
+        ),
+        (
+            HEADER.to_owned() + &line("modify", "file", "../etc/passwd", ""),
+            "line 2",
+        ),
+        (
+            HEADER.to_owned() + &line("modify", "file", "/abs", ""),
+            "line 2",
+        ),
+        (
+            HEADER.to_owned() + &line("modify", "file", "bad\\qescape", ""),
+            "line 2",
+        ),
+        (HEADER.to_owned() + &line("move", "file", "a", ""), "line 2"),
+        ("no header\n".to_owned(), "line 1"),
+    ];
+    for (input, needle) in cases {
+        let o = feed(&f, &input, &[]);
+        assert_eq!(o.status.code(), Some(1), "{input:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{input:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "", "no version from a bad batch");
+    }
+    // With --follow a bad batch is skipped and the next one still builds.
+    let input = HEADER.to_owned()
+        + &line("explode", "file", "a", "")
+        + &line("flush", "", "", "")
+        + &line("modify", "file", "a", "")
+        + &line("flush", "", "", "");
+    let o = feed(&f, &input, &["--follow"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("V2-"),
+        "the good batch still made a version: {}",
+        stdout(&o)
+    );
+}
