@@ -32,7 +32,7 @@
 //!
 //! Each filesystem write above calls [`crate::fault::step`] (test fault injection).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::fmt;
 use std::fs;
@@ -266,20 +266,39 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     let mut lookalikes = Lookalikes::load(&job)?;
     let mut link_delta: HashMap<String, i64> = HashMap::new();
     let vo_exists = fs::symlink_metadata(&vo_path).is_ok();
+    let mut remains: Option<u64> = None;
     if vo_exists {
         // Step 2: retarget later versions' links from Vo to Vn.
+        // Links are grouped by directory: one guard (times, mode) per directory, and the
+        // link's own size is only looked at when the new text's length differs (a longer
+        // text can leave the inode for a block).
+        let same_length = vo.len() == vn.len();
         for vm in &later {
+            let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
             for (rel, holder) in check::vault_links(&job, vm, &lookalikes)? {
-                if holder != vo {
-                    continue;
+                if holder == vo {
+                    by_dir
+                        .entry(parent_of(&rel).to_path_buf())
+                        .or_default()
+                        .push(rel);
                 }
-                let abs = job.join(vm).join(&rel);
-                let before = usage(&abs)?;
-                let guard = DirGuard::open(parent_of(&abs))?;
-                fsutil::replace_symlink(&tree::link_text(&rel, &vn), &abs)?;
+            }
+            for (dir_rel, rels) in by_dir {
+                let guard = DirGuard::open(&job.join(vm).join(&dir_rel))?;
+                for rel in rels {
+                    let abs = job.join(vm).join(&rel);
+                    let before = if same_length { 0 } else { usage(&abs)? };
+                    fsutil::replace_symlink(&tree::link_text(&rel, &vn), &abs)?;
+                    // Times back at once: a crash here must not leave the directory's
+                    // mtime changed in a retained version.
+                    guard.put_times_back()?;
+                    fault::step();
+                    if !same_length {
+                        *link_delta.entry(vm.clone()).or_default() +=
+                            usage(&abs)? as i64 - before as i64;
+                    }
+                }
                 guard.restore()?;
-                fault::step();
-                *link_delta.entry(vm.clone()).or_default() += usage(&abs)? as i64 - before as i64;
             }
         }
         // Step 3: move what Vn still uses from Vo into Vn.
@@ -301,7 +320,9 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
         for rel in &moves {
             move_forward(&job, vo, &vn, rel)?;
         }
-        // Step 4: delete Vo.
+        // Step 4: delete Vo. What it still holds now is what the retirement frees; the rest
+        // moved into Vn (measured here, so Vn need not be walked: its size is the sum).
+        remains = remains_held(&vo_path)?;
         fsutil::remove_tree(&vo_path)?;
         fsutil::fsync_dir(&job)?;
         fault::step();
@@ -317,7 +338,12 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     }
     // Step 5: the index without Vo.
     let mut new_rows: Vec<IndexRow> = rows[1..].to_vec();
-    new_rows[0].held_bytes = snapshot::held_bytes(&job.join(&vn))?;
+    let moved_in = remains.and_then(|r| rows[0].held_bytes.checked_sub(r));
+    new_rows[0].held_bytes = match moved_in {
+        Some(m) if !resumed => rows[1].held_bytes + m,
+        // A resumed run cannot trust the arithmetic: measure.
+        _ => snapshot::held_bytes(&job.join(&vn))?,
+    };
     for r in new_rows.iter_mut().skip(1) {
         if resumed {
             // Deltas of a crashed run are lost: recount what the later versions hold.
@@ -353,6 +379,35 @@ fn clear_mark(ctx: &mut JobCtx) -> Result<()> {
         fault::step();
     }
     Ok(())
+}
+
+/// What a version about to be deleted still holds, as `du` counts it, or `None` when a
+/// hard-linked file has names outside it (a pair split by the moves): then the sum
+/// arithmetic would count that inode twice, and the caller measures instead.
+fn remains_held(root: &Path) -> Result<Option<u64>> {
+    let mut inodes: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).ctx("cannot inspect", &p)?;
+        if m.is_file() && m.nlink() > 1 {
+            let seen = inodes.entry((m.dev(), m.ino())).or_insert((m.nlink(), 0));
+            seen.1 += 1;
+            if seen.1 > 1 {
+                continue;
+            }
+        }
+        total += copy::disk_usage(&m);
+        if m.is_dir() {
+            for e in fs::read_dir(&p).ctx("cannot list", &p)? {
+                stack.push(e.ctx("cannot list", &p)?.path());
+            }
+        }
+    }
+    Ok(inodes
+        .values()
+        .all(|(nlink, seen)| seen >= nlink)
+        .then_some(total))
 }
 
 fn parent_of(p: &Path) -> &Path {
@@ -470,6 +525,11 @@ impl DirGuard {
             meta,
             chmodded,
         })
+    }
+
+    /// Puts the directory's times back (the guard stays armed).
+    fn put_times_back(&self) -> Result<()> {
+        set_times(&self.path, &self.meta)
     }
 
     fn restore(self) -> Result<()> {
