@@ -79,7 +79,8 @@ fn vanished(e: io::Error) -> CopyError {
 
 /// Is this process allowed to set owners and create device nodes?
 pub fn privileged() -> bool {
-    nix::unistd::geteuid().is_root()
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| nix::unistd::geteuid().is_root())
 }
 
 /// Copies a regular file with its metadata. `src_meta` is the source's `lstat`.
@@ -157,8 +158,23 @@ fn seek(fd: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> 
 
 /// Copies data segment by segment, skipping holes and all-zero blocks, then sets the length.
 fn sparse_copy(input: &File, output: &File, len: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; CHUNK];
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        let want = (len as usize).clamp(BLOCK, CHUNK);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        sparse_copy_with(input, output, len, &mut buf)
+    })
+}
+
+fn sparse_copy_with(input: &File, output: &File, len: u64, buf: &mut [u8]) -> io::Result<()> {
+    let chunk = buf.len();
     let mut pos = 0u64;
+    let mut written_to = 0u64;
     let seekable = seek(input, 0, libc::SEEK_DATA).is_ok();
     while pos < len {
         let (start, end) = if seekable {
@@ -172,12 +188,14 @@ fn sparse_copy(input: &File, output: &File, len: u64) -> io::Result<()> {
         };
         let mut off = start;
         while off < end {
-            let want = ((end - off) as usize).min(CHUNK);
+            let want = ((end - off) as usize).min(chunk);
             let n = input.read_at(&mut buf[..want], off)?;
             if n == 0 {
                 break;
             }
-            write_nonzero(output, &buf[..n], off)?;
+            if let Some(last) = write_nonzero(output, &buf[..n], off)? {
+                written_to = last;
+            }
             off += n as u64;
         }
         pos = end.max(start + 1);
@@ -185,10 +203,17 @@ fn sparse_copy(input: &File, output: &File, len: u64) -> io::Result<()> {
             break;
         }
     }
-    output.set_len(len)
+    // Only a trailing hole (or zeros) needs the length set explicitly.
+    if written_to != len {
+        output.set_len(len)?;
+    }
+    Ok(())
 }
 
-fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result<()> {
+/// Writes the non-zero blocks of `data` at `base`; returns the end offset of the last
+/// write, if any.
+fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result<Option<u64>> {
+    let mut last = None;
     let mut i = 0;
     while i < data.len() {
         let blk_end = (i + BLOCK).min(data.len());
@@ -205,9 +230,10 @@ fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result<()> {
             j = e;
         }
         output.write_all_at(&data[i..j], base + i as u64)?;
+        last = Some(base + j as u64);
         i = j;
     }
-    Ok(())
+    Ok(last)
 }
 
 /// Applies owner, mode, xattrs and times from `meta` (of `src`) to the open `output`.

@@ -294,6 +294,10 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome
             children: BTreeMap::new(),
         };
         let deleted = b.diff_dir(Path::new(""), Some(old_dir), &mut diff)?;
+        if diff.children.is_empty() && !b.root_differs(old_dir)? {
+            // Nothing differs: no version, and nothing built only to be thrown away.
+            return Ok(std::mem::take(&mut b.out));
+        }
         guard_deletions(&ctx.file, l.files, deleted, opts.force)?;
         return finish_build(b, rows, name, partial_root, Some(diff), old, opts, true);
     }
@@ -346,14 +350,15 @@ fn finish_build(
         copy::make_dir(&partial).ctx("cannot create version directory", &partial)?;
         let differs = match (&node, &old) {
             (Some(node), Some(old_dir)) => {
-                b.build_dir(Path::new(""), node, Some(old_dir), diffed)?
+                let inner = b.build_dir(Path::new(""), node, Some(old_dir), diffed)?;
+                inner || b.root_differs(old_dir)?
             }
             _ => {
                 b.fill_first()?;
                 true
             }
         };
-        let root_meta = fs::symlink_metadata(&b.src_root).ctx("cannot read source", &b.src_root)?;
+        let root_meta = fs::metadata(&b.src_root).ctx("cannot read source", &b.src_root)?;
         copy::finish_dir(&b.src_root, &partial, &root_meta)
             .ctx("cannot set attributes of", &partial)?;
         Ok(differs)
@@ -389,7 +394,7 @@ fn finish_build(
     // Publish, in crash-safe order.
     b.lookalikes.save(&job)?;
     crate::fault::step();
-    syncfs(&partial)?;
+    make_durable(&partial, &b.out.changed_paths)?;
     let final_path = job.join(&name.dir);
     fs::rename(&partial, &final_path).ctx("cannot rename version into place", &final_path)?;
     fsutil::fsync_dir(&job)?;
@@ -428,6 +433,52 @@ fn collect_marked(node: &Node, at: PathBuf, out: &mut Vec<PathBuf>) {
     for (name, child) in &node.children {
         collect_marked(child, at.join(name), out);
     }
+}
+
+/// Makes a built version durable before it is renamed into place (I6 across power loss):
+/// a small version fsyncs what it created (and the directories holding it); a large one
+/// flushes its whole filesystem once with `syncfs`, which is cheaper than thousands of
+/// fsyncs but also waits for everybody else's dirty data.
+fn make_durable(root: &Path, created: &[PathBuf]) -> Result<()> {
+    const FSYNC_AT_MOST: usize = 256;
+    if created.len() > FSYNC_AT_MOST {
+        return syncfs(root);
+    }
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for rel in created {
+        let abs = root.join(rel);
+        let meta = match fs::symlink_metadata(&abs) {
+            Ok(m) => Some(m),
+            // A deletion: what changed is its parent directory.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).ctx("cannot inspect", &abs),
+        };
+        let Some(meta) = meta else {
+            if let Some(parent) = abs.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+            continue;
+        };
+        if meta.is_file() {
+            fs::File::open(&abs)
+                .and_then(|f| f.sync_all())
+                .ctx("cannot fsync", &abs)?;
+        } else if meta.is_dir() {
+            dirs.insert(abs.clone());
+        }
+        let mut up = abs.parent();
+        while let Some(d) = up {
+            if !d.starts_with(root) || !dirs.insert(d.to_path_buf()) {
+                break;
+            }
+            up = d.parent();
+        }
+    }
+    dirs.insert(root.to_path_buf());
+    for d in dirs {
+        fsutil::fsync_dir(&d)?;
+    }
+    Ok(())
 }
 
 fn syncfs(path: &Path) -> Result<()> {
@@ -489,6 +540,14 @@ enum BaselineState {
 }
 
 impl Builder<'_> {
+    /// Do the source root's own attributes differ from the old version's root?
+    fn root_differs(&self, old_dir: &str) -> Result<bool> {
+        let sm = fs::metadata(&self.src_root).ctx("cannot read source", &self.src_root)?;
+        let op = self.job.join(old_dir);
+        let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
+        Ok(self.compare(&sm, &om, &self.src_root, &op).0)
+    }
+
     fn baseline_state(&self, rel: &Path) -> BaselineState {
         let Some(baseline) = &self.baseline else {
             return BaselineState::Changed;
@@ -829,6 +888,9 @@ impl Builder<'_> {
 
     fn finish_real_dir(&mut self, rel: &Path, sm: &Metadata) -> Result<()> {
         let np = self.new_path(rel);
+        if !self.out.changed_paths.last().is_some_and(|p| p == rel) {
+            self.out.changed_paths.push(rel.to_path_buf());
+        }
         copy::finish_dir(&self.src(rel), &np, sm).ctx("cannot set attributes of", &np)?;
         self.held += copy::disk_usage(&fs::symlink_metadata(&np).ctx("cannot inspect", &np)?);
         self.out.changed += 1;
@@ -970,7 +1032,6 @@ impl Builder<'_> {
                 self.copy_new(&rel.join(name))?;
             }
             self.finish_real_dir(rel, &sm)?;
-            self.out.changed_paths.push(rel.to_path_buf());
             return Ok(true);
         }
         if ft.is_file()
