@@ -148,7 +148,7 @@ fn page_name(cmd: &clap::Command) -> String {
 }
 
 /// One man page: clap_mangen's sections in their usual order, plus EXIT STATUS, ENVIRONMENT
-/// (for the pages that read the configuration) and SEE ALSO.
+/// (for the `reverberator` pages that look for the configuration file) and SEE ALSO.
 fn man_page(
     cmd: clap::Command,
     program: &str,
@@ -178,7 +178,9 @@ fn man_page(
         man.render_extra_section(&mut w)?;
     }
     w.write_all(EXIT_STATUS.as_bytes())?;
-    if reads_config || (program == "reverberator" && !name.contains('-')) {
+    // Only `reverberator` looks for a configuration file; the other programs take --config
+    // literally.
+    if program == "reverberator" && (reads_config || !name.contains('-')) {
         w.write_all(ENVIRONMENT.as_bytes())?;
     }
     if has_version {
