@@ -369,6 +369,8 @@ in
           "local-fs.target"
           "remote-fs.target"
         ];
+        # blkid fills in filesystem labels and UUIDs the kernel does not report (SPEC §8).
+        path = [ pkgs.util-linux ];
         # A changed config is reloaded (SIGHUP), not restarted: no version in progress is cut.
         reloadTriggers = [ config.environment.etc."reverberator/config.toml".source ];
         serviceConfig = hardening // {
@@ -391,6 +393,7 @@ in
         description = "reverberator: retire old versions";
         documentation = [ "man:reverb-retire(1)" ];
         after = [ "local-fs.target" ];
+        path = [ pkgs.util-linux ];
         serviceConfig = hardening // {
           Type = "oneshot";
           ExecStart = map (v: "${cfg.package}/bin/reverb-retire --vault ${lib.escapeShellArg v}") vaults;
