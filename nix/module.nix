@@ -369,6 +369,8 @@ in
           "local-fs.target"
           "remote-fs.target"
         ];
+        # blkid fills in filesystem labels and UUIDs the kernel does not report (SPEC §8).
+        path = [ pkgs.util-linux ];
         # A changed config is reloaded (SIGHUP), not restarted: no version in progress is cut.
         reloadTriggers = [ config.environment.etc."reverberator/config.toml".source ];
         serviceConfig = hardening // {
@@ -377,7 +379,10 @@ in
           ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
           Restart = "on-failure";
           RestartSec = "10s";
-          # SIGTERM finishes the version in progress first.
+          # SIGTERM goes to the supervisor alone: it finishes the version in progress, stops
+          # its children (each in its own process group) and exits 0. What is left after
+          # TimeoutStopSec is killed.
+          KillMode = "mixed";
           TimeoutStopSec = "5min";
           Nice = 10;
           IOSchedulingClass = "idle";
@@ -388,9 +393,13 @@ in
         description = "reverberator: retire old versions";
         documentation = [ "man:reverb-retire(1)" ];
         after = [ "local-fs.target" ];
+        path = [ pkgs.util-linux ];
         serviceConfig = hardening // {
           Type = "oneshot";
           ExecStart = map (v: "${cfg.package}/bin/reverb-retire --vault ${lib.escapeShellArg v}") vaults;
+          # 75: the vault is not available (an unplugged disk) or not the filesystem recorded
+          # for it; not a failure, and the next vault is still retired. The next run retries.
+          SuccessExitStatus = [ 75 ];
           Nice = 19;
           IOSchedulingClass = "idle";
         };

@@ -8,7 +8,12 @@
 dockerTools.buildLayeredImage {
   name = "reverberator";
   tag = reverberator.version;
-  contents = [ reverberator ];
+  # fakeNss: a minimal /etc/passwd and /etc/group (root, nobody) for owner names, as
+  # packaging/container/rootfs gives the Containerfile image.
+  contents = [
+    reverberator
+    dockerTools.fakeNss
+  ];
   # Mount points and a /tmp; nothing else: the binaries need no shell and no libraries
   # beyond their own closure.
   extraCommands = ''

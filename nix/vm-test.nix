@@ -1,6 +1,7 @@
 # NixOS VM test: a machine with two jobs; files written into the sources become versions in
 # the vault; a stop/start of the service catches up with what changed while it was down;
-# `reverberator history` lists the versions in which a file changed.
+# the porcelain (`history`, `versions`, `status --json`, `verify`, `restore`) reads the vault;
+# retirement keeps a job's count limit; a reload keeps the service running.
 { pkgs, module }:
 pkgs.testers.runNixOSTest {
   name = "reverberator";
@@ -34,6 +35,9 @@ pkgs.testers.runNixOSTest {
     };
 
   testScript = ''
+    import json
+    import re
+
     def versions(job):
         out = machine.succeed(f"ls /var/lib/vault/{job} | grep -E '^V[0-9]+-' || true")
         return out.split()
@@ -66,12 +70,38 @@ pkgs.testers.runNixOSTest {
     wait_for_content("docs", "a.txt", "three")
     assert len(versions("docs")) > before, "no catch-up version"
 
-    # Older versions keep what they held, readable without the tool.
-    machine.succeed("cat /var/lib/vault/docs/V*/a.txt | grep -qx one")
+    # Older versions keep what they held, readable without the tool (-s: the first version
+    # has no a.txt).
+    machine.succeed("grep -qsx one /var/lib/vault/docs/V*/a.txt")
 
+    # `history JOB PATH`: one line per version in which the path changed,
+    # `  N  <created>  added|modified|deleted  <size>`.
     history = machine.succeed("reverberator history docs a.txt")
     print(history)
-    assert len([l for l in history.splitlines() if l.strip()]) >= 3, history
+    row = re.compile(r"^\s*(\d+)\s+(\S+)\s+(added|modified|deleted)\s+\S")
+    changes: list[str] = []
+    for line in history.splitlines():
+        if line.strip():
+            m = row.match(line)
+            assert m, f"unexpected history line: {line!r}"
+            changes.append(m.group(3))
+    assert changes and changes[0] == "added" and changes.count("modified") >= 2, history
+
+    # `versions JOB`: one line per version.
+    listed = [v for v in machine.succeed("reverberator versions docs").splitlines() if v.strip()]
+    assert len(listed) == len(versions("docs")), (listed, versions("docs"))
+
+    # The porcelain's --json is JSON lines; verify finds no problem (exit 0).
+    for line in machine.succeed("reverberator status --json").splitlines():
+        json.loads(line)
+    machine.succeed("reverberator verify >&2")
+
+    # Restore the latest version out of the vault.
+    machine.succeed("reverberator restore --vault /var/lib/vault --job docs --to /tmp/restored")
+    machine.succeed("grep -qx three /tmp/restored/a.txt")
+
+    # Man pages come with the package.
+    machine.succeed("man -w reverberator-history >&2")
 
     # Retirement keeps at most 3 versions of "my notes".
     for i in range(5):

@@ -1,0 +1,9 @@
+complete -c reverb-retire -l vault -d 'The vault directory (must hold reverberator-vault.toml)' -r -F
+complete -c reverb-retire -l job -d 'Only this job (default: every job of the vault)' -r
+complete -c reverb-retire -l keep -d 'Keep at most N versions (0 = no count limit); overrides job.toml\'s keep_versions' -r
+complete -c reverb-retire -l max-size -d 'Retire while the job folder is larger than SIZE (e.g. 50GiB, 10MB, 4096); overrides job.toml\'s vault_size_limit' -r
+complete -c reverb-retire -l dry-run -d 'Print what would be kept and retired, one line per version; write nothing'
+complete -c reverb-retire -l no-wait -d 'Exit 75 at once when another writer holds the job lock, instead of waiting'
+complete -c reverb-retire -l json -d 'Print records as JSON lines'
+complete -c reverb-retire -s h -l help -d 'Print help'
+complete -c reverb-retire -s V -l version -d 'Print version'

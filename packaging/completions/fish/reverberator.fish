@@ -1,0 +1,75 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_reverberator_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_reverberator_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_reverberator_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_reverberator_using_subcommand
+    set -l cmd (__fish_reverberator_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c reverberator -n "__fish_reverberator_needs_command" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_needs_command" -s V -l version -d 'Print version'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "run" -d 'Watch every configured job (or one folder given with --source and --vault) and take versions'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "status" -d 'Per job: state, last version and its age, pending changes, size against the limit, identity'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "versions" -d 'The versions of a job'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "history" -d 'The versions in which PATH changed'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "diff" -d 'Paths added, removed or changed between two versions (numbers, names or `latest`)'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "verify" -d 'Check every job\'s vault invariants (reverb-index --check on each)'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "restore" -d 'Copy a version out of the vault (same as reverb-restore; see reverb-restore --help)'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "check-config" -d 'Load the configuration and print the resolved jobs'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l config -d 'The configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l source -d 'Back up this folder without a configuration file (needs --vault)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l vault -d 'The vault for --source' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l name -d 'The job name for --source (default: the folder\'s name)' -r
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l init -d 'Create missing vaults (directory and marker)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -s v -l verbose -d 'Log every event, not only actions'
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand status" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand status" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand status" -l json -d 'Print JSON lines instead of text'
+complete -c reverberator -n "__fish_reverberator_using_subcommand status" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand versions" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand versions" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand versions" -l json -d 'Print JSON lines instead of text'
+complete -c reverberator -n "__fish_reverberator_using_subcommand versions" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand history" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand history" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand history" -l json -d 'Print JSON lines instead of text'
+complete -c reverberator -n "__fish_reverberator_using_subcommand history" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l json -d 'Print JSON lines instead of text'
+complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l json -d 'Print JSON lines instead of text'
+complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l config -d 'The configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "run" -d 'Watch every configured job (or one folder given with --source and --vault) and take versions'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "status" -d 'Per job: state, last version and its age, pending changes, size against the limit, identity'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "versions" -d 'The versions of a job'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "history" -d 'The versions in which PATH changed'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "diff" -d 'Paths added, removed or changed between two versions (numbers, names or `latest`)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "verify" -d 'Check every job\'s vault invariants (reverb-index --check on each)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "restore" -d 'Copy a version out of the vault (same as reverb-restore; see reverb-restore --help)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "check-config" -d 'Load the configuration and print the resolved jobs'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
