@@ -888,7 +888,7 @@ impl Builder<'_> {
 
     fn finish_real_dir(&mut self, rel: &Path, sm: &Metadata) -> Result<()> {
         let np = self.new_path(rel);
-        if !self.out.changed_paths.last().is_some_and(|p| p == rel) {
+        if self.out.changed_paths.last().is_none_or(|p| p != rel) {
             self.out.changed_paths.push(rel.to_path_buf());
         }
         copy::finish_dir(&self.src(rel), &np, sm).ctx("cannot set attributes of", &np)?;
