@@ -23,13 +23,17 @@ _reverb__index() {
 
     case "${cmd}" in
         reverb__index)
-            opts="-h -V --vault --job --recount --check --no-wait --json --help --version"
+            opts="-h -V --vault --config --job --recount --check --no-wait --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,13 +23,17 @@ _reverb__retire() {
 
     case "${cmd}" in
         reverb__retire)
-            opts="-h -V --vault --job --keep --max-size --dry-run --no-wait --json --help --version"
+            opts="-h -V --vault --config --job --keep --max-size --dry-run --no-wait --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,4 +1,5 @@
 complete -c reverb-index -l vault -d 'The vault directory (must hold reverberator-vault.toml)' -r -F
+complete -c reverb-index -l config -d 'Take the jobs and their vaults from this configuration file' -r -F
 complete -c reverb-index -l job -d 'Only this job (default: every job of the vault)' -r
 complete -c reverb-index -l recount -d 'Recompute files and sizes of every version from the disk and rewrite index.tsv (takes the job lock), then print the rows'
 complete -c reverb-index -l check -d 'Verify links, versions, sizes and bookkeeping; print one line per problem (`job, kind, path, detail`) and exit 1 when there is any. Read-only'

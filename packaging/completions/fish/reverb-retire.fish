@@ -1,4 +1,5 @@
 complete -c reverb-retire -l vault -d 'The vault directory (must hold reverberator-vault.toml)' -r -F
+complete -c reverb-retire -l config -d 'Take the jobs and their vaults from this configuration file' -r -F
 complete -c reverb-retire -l job -d 'Only this job (default: every job of the vault)' -r
 complete -c reverb-retire -l keep -d 'Keep at most N versions (0 = no count limit); overrides job.toml\'s keep_versions' -r
 complete -c reverb-retire -l max-size -d 'Retire while the job folder is larger than SIZE (e.g. 50GiB, 10MB, 4096); overrides job.toml\'s vault_size_limit' -r
