@@ -1,0 +1,160 @@
+//! `reverb-bench`: the project's benchmark against its peers (SPEC §13).
+//!
+//! Builds a realistic tree in a scratch directory, then measures our real binaries against
+//! `cp`, `rsync` and `inotifywait` in the same run, `--reps` times each, and prints one
+//! table of medians (ours, peer, ratio = ours / peer, target, pass/fail), also written as
+//! TSV and JSON. It installs nothing: a missing peer tool skips its rows. See
+//! `docs/benchmarks.md` for what each measure does and the figures of a reference run.
+//!
+//! Modules: [`tree`] (generation and changes), [`peers`] (running and timing programs),
+//! [`measures`] (the scenarios), [`fsstat`] (entries, blocks, inodes), [`report`] (rows,
+//! medians, output), [`machine`] (what the run was on).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+mod fsstat;
+mod machine;
+mod measures;
+mod peers;
+mod report;
+mod tree;
+
+use measures::Bench;
+use peers::{Cache, Tools};
+
+/// Benchmark reverberator against cp -a, rsync --link-dest and inotifywait -r.
+#[derive(Debug, Parser)]
+#[command(name = "reverb-bench", version, about, long_about = None)]
+struct Args {
+    /// Files in the generated tree.
+    #[arg(long, default_value_t = 100_000)]
+    files: usize,
+    /// Directories in the tree (default: one per 20 files).
+    #[arg(long)]
+    dirs: Option<usize>,
+    /// Repetitions of each timed measure (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Parent of the scratch directory (default /var/tmp); it must hold ~3× the tree.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+    dir: PathBuf,
+    /// Results as TSV here, and as JSON next to it (same name, .json).
+    #[arg(
+        long,
+        value_name = "FILE.tsv",
+        default_value = "target/reverb-bench/results.tsv"
+    )]
+    out: PathBuf,
+    /// Where reverb-snap, reverb-retire, reverb-watch are (default: next to this executable).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Also measure the first copy on a loop-mounted btrfs (root only).
+    #[arg(long)]
+    btrfs: bool,
+    /// Drop the page cache before every timed run (root only); default: warm runs.
+    #[arg(long)]
+    cold: bool,
+    /// Versions (and --link-dest snapshots) to hold for disk usage and retirement.
+    #[arg(long, default_value_t = 20)]
+    versions: usize,
+    /// Quiet period for the latency measure, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    quiet_ms: u64,
+    /// Seed of the tree and of the choice of changed files.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Leave the scratch directory in place (its path is printed).
+    #[arg(long)]
+    keep_scratch: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reverb-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let tools = Tools::find(args.bin_dir.as_deref())?;
+    let cache = if args.cold { Cache::Cold } else { Cache::Warm };
+    let tmp = tempfile::Builder::new()
+        .prefix("reverb-bench-")
+        .tempdir_in(&args.dir)
+        .with_context(|| format!("cannot make a scratch directory in {}", args.dir.display()))?;
+    let scratch = tmp.path().to_path_buf();
+    eprintln!("scratch: {}", scratch.display());
+    let mut rng = tree::Rng::new(args.seed);
+    let dirs = args.dirs.unwrap_or(args.files / 20).max(1);
+    let t = Instant::now();
+    let tree = tree::generate(&scratch.join("src"), args.files, dirs, &mut rng)?;
+    eprintln!(
+        "tree: {:?} in {:.1} s",
+        tree.stats,
+        t.elapsed().as_secs_f64()
+    );
+    let meta = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "machine": machine::describe(&scratch),
+        "tree": tree.stats,
+        "reps": args.reps,
+        "cache": cache,
+        "seed": args.seed,
+        "quiet_ms": args.quiet_ms,
+    });
+    let mut b = Bench {
+        tools,
+        cache,
+        reps: args.reps.max(1),
+        vault: scratch.join("vault"),
+        scratch,
+        tree,
+        rng,
+        rows: Vec::new(),
+        chain: Vec::new(),
+        versions: args.versions.max(2),
+        quiet_ms: args.quiet_ms,
+    };
+    measures::copy::first_copy(&mut b)?;
+    if args.btrfs {
+        measures::copy::first_copy_btrfs(&mut b)?;
+    }
+    measures::versions::incremental(&mut b)?;
+    measures::versions::rescan_unchanged(&mut b)?;
+    measures::versions::usage_of_versions(&mut b)?;
+    measures::versions::retire(&mut b)?;
+    measures::watch::setup(&mut b)?;
+    measures::watch::latency(&mut b)?;
+
+    println!("{}", serde_json::to_string_pretty(&meta)?);
+    println!("{}", report::table(&b.rows));
+    report::write_files(&args.out, &b.rows, &meta)?;
+    eprintln!(
+        "wrote {} and {}",
+        args.out.display(),
+        args.out.with_extension("json").display()
+    );
+    if args.keep_scratch {
+        eprintln!("scratch kept: {}", tmp.keep().display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,226 @@
+//! Measure 1: the first full copy. `reverb-snap --init --source` (first version) against
+//! `cp -a` (alone, and followed by `syncfs` of the destination, since `reverb-snap` syncs
+//! before it publishes a version) and `rsync -a`; on a loop-mounted btrfs with the vault on
+//! the same filesystem, against `cp -a --reflink=always`.
+//!
+//! Hands on: the last repetition's vault becomes [`Bench::vault`]; the last `rsync` copy
+//! becomes the first snapshot of [`Bench::chain`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Bench, JOB, secs, slash};
+use crate::peers::{need, remove, timed};
+use crate::report::{Row, Unit};
+
+/// `syncfs(2)` on the filesystem holding `path`; how long it took.
+fn syncfs(path: &Path) -> Result<Duration> {
+    let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let t = Instant::now();
+    // SAFETY: syncfs on a valid, open fd.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("syncfs");
+    }
+    Ok(t.elapsed())
+}
+
+fn first_version(b: &Bench, vault: &Path, source: &Path) -> Result<Duration> {
+    timed(
+        b.tools
+            .ours("reverb-snap")
+            .arg("--vault")
+            .arg(vault)
+            .args(["--job", JOB, "--source"])
+            .arg(source)
+            .arg("--init"),
+    )
+}
+
+pub fn first_copy(b: &mut Bench) -> Result<()> {
+    let dir = b.scratch.join("m1");
+    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(b.scratch.join("rsnap"))?;
+    let cp = need(&b.tools.cp, "cp").map(Path::to_path_buf);
+    let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
+    let (mut ours, mut cp_t, mut cp_sync, mut rs_t) = (vec![], vec![], vec![], vec![]);
+    for rep in 0..b.reps {
+        let last = rep + 1 == b.reps;
+        eprintln!("first copy, repetition {}/{}", rep + 1, b.reps);
+        let vault = dir.join(format!("vault{rep}"));
+        b.cache.prepare()?;
+        ours.push(secs(first_version(b, &vault, &b.tree.root)?));
+        if last {
+            fs::rename(&vault, &b.vault)?;
+        } else {
+            remove(&vault)?;
+        }
+        if let Ok(cp) = &cp {
+            let dst = dir.join(format!("cp{rep}"));
+            b.cache.prepare()?;
+            let d = timed(Command::new(cp).arg("-a").arg(&b.tree.root).arg(&dst))?;
+            let s = syncfs(&dst)?;
+            cp_t.push(secs(d));
+            cp_sync.push(secs(d + s));
+            remove(&dst)?;
+        }
+        if let Ok(rsync) = &rsync {
+            let dst = if last {
+                b.chain_path(0)
+            } else {
+                dir.join(format!("rs{rep}"))
+            };
+            b.cache.prepare()?;
+            rs_t.push(secs(timed(
+                Command::new(rsync)
+                    .arg("-a")
+                    .arg(slash(&b.tree.root))
+                    .arg(slash(&dst)),
+            )?));
+            if last {
+                b.chain.push(dst);
+            } else {
+                remove(&dst)?;
+            }
+        }
+    }
+    let ok = |r: &Result<PathBuf, String>, v: Vec<f64>| r.as_ref().map(|_| v).map_err(Clone::clone);
+    b.push(
+        Row::new(
+            "first copy",
+            Unit::Seconds,
+            ours.clone(),
+            "cp -a",
+            ok(&cp, cp_t),
+            Some(1.2),
+        )
+        .note("reverb-snap includes its syncfs; cp -a does not"),
+    );
+    b.push(Row::new(
+        "first copy",
+        Unit::Seconds,
+        ours.clone(),
+        "cp -a + syncfs",
+        ok(&cp, cp_sync),
+        Some(1.2),
+    ));
+    b.push(Row::new(
+        "first copy",
+        Unit::Seconds,
+        ours,
+        "rsync -a",
+        ok(&rsync, rs_t),
+        None,
+    ));
+    Ok(())
+}
+
+/// A loop-mounted filesystem, unmounted (lazily if busy) when dropped.
+struct LoopMount(PathBuf);
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+pub fn first_copy_btrfs(b: &mut Bench) -> Result<()> {
+    let skip = |b: &mut Bench, why: &str| {
+        b.push(Row::new(
+            "first copy on btrfs, vault on the same fs",
+            Unit::Seconds,
+            vec![],
+            "cp -a --reflink=always",
+            Err(why.to_owned()),
+            Some(1.2),
+        ));
+    };
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(b, "--btrfs needs root");
+        return Ok(());
+    }
+    let Ok(cp) = need(&b.tools.cp, "cp").map(Path::to_path_buf) else {
+        skip(b, "cp not found on PATH");
+        return Ok(());
+    };
+    let img = b.scratch.join("btrfs.img");
+    let mnt = b.scratch.join("btrfs");
+    fs::create_dir_all(&mnt)?;
+    let size = (b.tree.stats.bytes * 4).max(2 << 30) + (1 << 30);
+    fs::File::create(&img)?.set_len(size)?;
+    let mkfs = Command::new("mkfs.btrfs").arg("-q").arg(&img).status();
+    if !mkfs.as_ref().is_ok_and(|s| s.success()) {
+        skip(b, "mkfs.btrfs not available or failed");
+        return Ok(());
+    }
+    let st = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mnt)
+        .status()?;
+    if !st.success() {
+        bail!("cannot loop-mount {}", img.display());
+    }
+    let guard = LoopMount(mnt.clone());
+    let src = mnt.join("src");
+    eprintln!("copying the tree onto btrfs");
+    timed(Command::new(&cp).arg("-a").arg(&b.tree.root).arg(&src))?;
+    let (mut ours, mut peer) = (vec![], vec![]);
+    let mut exclusive = String::new();
+    for rep in 0..b.reps {
+        let vault = mnt.join(format!("vault{rep}"));
+        b.cache.prepare()?;
+        ours.push(secs(first_version(b, &vault, &src)?));
+        if rep == 0 {
+            let out = Command::new("btrfs")
+                .args(["filesystem", "du", "-s", "--raw"])
+                .arg(&vault)
+                .output()?;
+            exclusive = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+        }
+        remove(&vault)?;
+        let dst = mnt.join(format!("cp{rep}"));
+        b.cache.prepare()?;
+        peer.push(secs(timed(
+            Command::new(&cp)
+                .args(["-a", "--reflink=always"])
+                .arg(&src)
+                .arg(&dst),
+        )?));
+        remove(&dst)?;
+    }
+    drop(guard);
+    remove(&mnt)?;
+    fs::remove_file(&img)?;
+    b.push(
+        Row::new(
+            "first copy on btrfs, vault on the same fs",
+            Unit::Seconds,
+            ours,
+            "cp -a --reflink=always",
+            Ok(peer),
+            Some(1.2),
+        )
+        .note(format!(
+            "vault's exclusive (unshared) bytes after the first version: {exclusive}"
+        )),
+    );
+    Ok(())
+}

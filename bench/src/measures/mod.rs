@@ -1,0 +1,105 @@
+//! The measures of SPEC §13, each against its peer in the same run.
+//!
+//! Owns: [`Bench`], the state the measures share and hand on to each other, in this order:
+//! [`copy`] makes the vault's first version and the first `rsync` snapshot (the base of the
+//! `--link-dest` chain); [`versions`] adds versions and snapshots in lockstep (one of each per
+//! round of changes), measures the unchanged rescan, the disk usage of ~20 of each, then
+//! retirement; [`watch`] last, since its latency runs add versions.
+//!
+//! Invariants: ours and the peer always see the same tree and the same change set; each
+//! round of changes is consumed by exactly one of our versions and one `rsync` snapshot, so
+//! both always start from an identical previous state.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::peers::{Cache, Tools};
+use crate::report::Row;
+use crate::tree::{Rng, Tree};
+
+pub mod copy;
+pub mod versions;
+pub mod watch;
+
+/// The job name used in every vault.
+pub const JOB: &str = "bench";
+
+/// Shared state of one benchmark run.
+pub struct Bench {
+    pub tools: Tools,
+    pub cache: Cache,
+    pub reps: usize,
+    pub scratch: PathBuf,
+    pub tree: Tree,
+    pub rng: Rng,
+    pub rows: Vec<Row>,
+    /// Our vault (made by the last repetition of the first copy).
+    pub vault: PathBuf,
+    /// `rsync --link-dest` snapshots, oldest first.
+    pub chain: Vec<PathBuf>,
+    /// How many versions (and snapshots) to hold when measuring disk usage and retirement.
+    pub versions: usize,
+    pub quiet_ms: u64,
+}
+
+impl Bench {
+    /// Records a row and shows it at once.
+    pub fn push(&mut self, row: Row) {
+        eprintln!(
+            "  {}: ours {:?} {} {:?} -> {}",
+            row.measure, row.ours, row.peer_name, row.peer, row.result
+        );
+        self.rows.push(row);
+    }
+
+    pub fn job_dir(&self) -> PathBuf {
+        self.vault.join(JOB)
+    }
+
+    /// `reverb-snap --vault V --job bench`.
+    pub fn snap(&self) -> Command {
+        let mut c = self.tools.ours("reverb-snap");
+        c.arg("--vault").arg(&self.vault).args(["--job", JOB]);
+        c
+    }
+
+    /// Version directories of the job, oldest first.
+    pub fn versions_on_disk(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.job_dir();
+        let mut v: Vec<(u64, PathBuf)> = Vec::new();
+        for e in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let n = name
+                .strip_prefix('V')
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse().ok());
+            if let Some(n) = n {
+                v.push((n, e.path()));
+            }
+        }
+        v.sort();
+        Ok(v.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// The path of the `i`-th `--link-dest` snapshot.
+    pub fn chain_path(&self, i: usize) -> PathBuf {
+        self.scratch.join("rsnap").join(format!("{i:04}"))
+    }
+}
+
+/// A duration in seconds.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// A directory with a trailing slash (rsync: "the contents of").
+pub fn slash(p: &Path) -> std::ffi::OsString {
+    let mut s = p.as_os_str().to_owned();
+    s.push("/");
+    s
+}

@@ -1,0 +1,308 @@
+//! Measures 2, 3, 6 and 4: later versions against `rsync -a --link-dest` (rsnapshot's
+//! method) and `cp -al` + copying the changed files; the rescan of an unchanged tree against
+//! `rsync -a --dry-run`; the disk usage of ~20 versions against ~20 snapshots; retiring the
+//! oldest version against `rm -rf` of the oldest snapshot.
+//!
+//! A round of changes rewrites `n` small files, then (in this order, each after the cache
+//! policy): `cp -al <prev> <new>` + `cp -a --parents --remove-destination` of the `n` files
+//! (thrown away after counting), our version (event-driven: exactly the `n` paths as event
+//! lines on stdin; or a rescan), and `rsync --link-dest=<prev>` (kept: the next `prev`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use super::{Bench, secs, slash};
+use crate::fsstat::{count_entries, usage};
+use crate::peers::{need, remove, timed, timed_input};
+use crate::report::{Row, Unit};
+use crate::tree::event_lines;
+
+/// How our version learns what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Events,
+    Rescan,
+}
+
+/// Figures of one round: (time s, entries) per method.
+#[derive(Default)]
+struct Samples {
+    events: (Vec<f64>, Vec<f64>),
+    rescan: (Vec<f64>, Vec<f64>),
+    link_dest: (Vec<f64>, Vec<f64>),
+    cp_al: (Vec<f64>, Vec<f64>),
+}
+
+/// Our version for these changes; its time and the entries it created.
+fn our_version(b: &Bench, mode: Mode, paths: &[PathBuf]) -> Result<(f64, f64)> {
+    b.cache.prepare()?;
+    let (d, out) = match mode {
+        Mode::Events => timed_input(
+            b.snap().args(["--changes", "-"]),
+            Some(event_lines(paths).as_bytes()),
+        )?,
+        Mode::Rescan => timed_input(&mut b.snap(), None)?,
+    };
+    let v = out.trim();
+    if v.is_empty() {
+        bail!(
+            "reverb-snap ({mode:?}) made no version for {} changes",
+            paths.len()
+        );
+    }
+    Ok((secs(d), count_entries(&b.job_dir().join(v))? as f64))
+}
+
+/// `rsync -a --link-dest=<prev>` into the next chain slot; time and entries.
+fn link_dest(b: &mut Bench, rsync: &Path) -> Result<(f64, f64)> {
+    let prev = b.chain.last().cloned().unwrap_or_default();
+    let new = b.chain_path(b.chain.len());
+    b.cache.prepare()?;
+    let mut link = std::ffi::OsString::from("--link-dest=");
+    link.push(&prev);
+    let d = timed(
+        Command::new(rsync)
+            .arg("-a")
+            .arg(link)
+            .arg(slash(&b.tree.root))
+            .arg(slash(&new)),
+    )?;
+    let e = count_entries(&new)?;
+    b.chain.push(new);
+    Ok((secs(d), e as f64))
+}
+
+/// `cp -al <prev> <new>`, then the changed files copied over their links.
+fn cp_al(b: &Bench, cp: &Path, paths: &[PathBuf]) -> Result<(f64, f64)> {
+    let Some(prev) = b.chain.last() else {
+        bail!("no previous snapshot");
+    };
+    let new = b.scratch.join("cp-al");
+    b.cache.prepare()?;
+    let d1 = timed(Command::new(cp).arg("-al").arg(prev).arg(&new))?;
+    let d2 = timed(
+        Command::new(cp)
+            .args(["-a", "--parents", "--remove-destination", "-t"])
+            .arg(&new)
+            .args(paths)
+            .current_dir(&b.tree.root),
+    )?;
+    let e = count_entries(&new)?;
+    remove(&new)?;
+    Ok((secs(d1 + d2), e as f64))
+}
+
+fn push2(v: &mut (Vec<f64>, Vec<f64>), x: (f64, f64)) {
+    v.0.push(x.0);
+    v.1.push(x.1);
+}
+
+pub fn incremental(b: &mut Bench) -> Result<()> {
+    let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
+    let cp = need(&b.tools.cp, "cp").map(Path::to_path_buf);
+    let entries = b.tree.stats.entries() as f64;
+    for n in [10, 100, 1000] {
+        let mut s = Samples::default();
+        for rep in 0..b.reps {
+            for mode in [Mode::Events, Mode::Rescan] {
+                eprintln!("{n} changes, {mode:?}, repetition {}/{}", rep + 1, b.reps);
+                let paths = b.tree.modify(n, &mut b.rng)?;
+                if let (Ok(cp), Ok(_)) = (&cp, &rsync) {
+                    push2(&mut s.cp_al, cp_al(b, cp, &paths)?);
+                }
+                let ours = our_version(b, mode, &paths)?;
+                push2(
+                    if mode == Mode::Events {
+                        &mut s.events
+                    } else {
+                        &mut s.rescan
+                    },
+                    ours,
+                );
+                if let Ok(rsync) = &rsync {
+                    push2(&mut s.link_dest, link_dest(b, rsync)?);
+                }
+            }
+        }
+        let target = (n == 10).then_some(0.01);
+        let peer = |v: &Vec<f64>| rsync.as_ref().map(|_| v.clone()).map_err(Clone::clone);
+        let ld = "rsync -a --link-dest";
+        b.push(Row::new(
+            format!("version after {n} changes, event-driven: time"),
+            Unit::Seconds,
+            s.events.0.clone(),
+            ld,
+            peer(&s.link_dest.0),
+            target,
+        ));
+        b.push(Row::new(
+            format!("version after {n} changes, rescan: time"),
+            Unit::Seconds,
+            s.rescan.0,
+            ld,
+            peer(&s.link_dest.0),
+            None,
+        ));
+        let cpal = match (&cp, &rsync) {
+            (Ok(_), Ok(_)) => Ok(s.cp_al.0),
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        b.push(Row::new(
+            format!("version after {n} changes, event-driven: time"),
+            Unit::Seconds,
+            s.events.0,
+            "cp -al + cp changed",
+            cpal,
+            None,
+        ));
+        b.push(
+            Row::new(
+                format!("version after {n} changes: entries created"),
+                Unit::Entries,
+                s.events.1,
+                ld,
+                peer(&s.link_dest.1),
+                target,
+            )
+            .note(format!(
+                "tree has {entries} entries (1% = {:.0}); rescan versions created {:?}; cp -al {:?}",
+                entries / 100.0,
+                crate::report::median(&s.rescan.1),
+                crate::report::median(&s.cp_al.1)
+            )),
+        );
+    }
+    Ok(())
+}
+
+pub fn rescan_unchanged(b: &mut Bench) -> Result<()> {
+    let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
+    let (mut ours, mut peer) = (vec![], vec![]);
+    let mut made = 0;
+    for rep in 0..b.reps {
+        eprintln!("unchanged rescan, repetition {}/{}", rep + 1, b.reps);
+        b.cache.prepare()?;
+        let (d, out) = timed_input(&mut b.snap(), None)?;
+        made += usize::from(!out.trim().is_empty());
+        ours.push(secs(d));
+        if let (Ok(rsync), Some(prev)) = (&rsync, b.chain.last()) {
+            b.cache.prepare()?;
+            peer.push(secs(timed(
+                Command::new(rsync)
+                    .args(["-a", "--dry-run"])
+                    .arg(slash(&b.tree.root))
+                    .arg(slash(prev)),
+            )?));
+        }
+    }
+    let row = Row::new(
+        "rescan of an unchanged tree",
+        Unit::Seconds,
+        ours,
+        "rsync -a --dry-run",
+        rsync.map(|_| peer),
+        Some(1.5),
+    );
+    b.push(if made > 0 {
+        row.note(format!(
+            "BUG: {made} rescans of an unchanged tree made a version"
+        ))
+    } else {
+        row.note("no version made, as expected")
+    });
+    Ok(())
+}
+
+/// Adds rounds of 10 changes until there are `b.versions` versions (and snapshots), then
+/// compares their disk usage.
+pub fn usage_of_versions(b: &mut Bench) -> Result<()> {
+    let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
+    while b.versions_on_disk()?.len() < b.versions {
+        let paths = b.tree.modify(10, &mut b.rng)?;
+        our_version(b, Mode::Events, &paths)?;
+        if let Ok(rsync) = &rsync {
+            link_dest(b, rsync)?;
+        }
+    }
+    let ours = b.versions_on_disk()?;
+    let u_ours = usage(&ours)?;
+    let u_peer = usage(&b.chain)?;
+    let u_tree = usage(std::slice::from_ref(&b.tree.root))?;
+    let note = format!(
+        "{} versions vs {} snapshots; the source tree itself: {:.1} MiB, {} inodes",
+        ours.len(),
+        b.chain.len(),
+        u_tree.bytes as f64 / (1u64 << 20) as f64,
+        u_tree.inodes
+    );
+    let peer = |x: u64| rsync.as_ref().map(|_| vec![x as f64]).map_err(Clone::clone);
+    b.push(
+        Row::new(
+            format!("disk usage of {} versions (allocated)", ours.len()),
+            Unit::Bytes,
+            vec![u_ours.bytes as f64],
+            "rsync --link-dest snapshots",
+            peer(u_peer.bytes),
+            None,
+        )
+        .note(note.clone()),
+    );
+    b.push(
+        Row::new(
+            format!("inodes of {} versions", ours.len()),
+            Unit::Inodes,
+            vec![u_ours.inodes as f64],
+            "rsync --link-dest snapshots",
+            peer(u_peer.inodes),
+            None,
+        )
+        .note(note),
+    );
+    Ok(())
+}
+
+pub fn retire(b: &mut Bench) -> Result<()> {
+    let rm = need(&b.tools.rm, "rm").map(Path::to_path_buf);
+    let (mut ours, mut peer, mut held) = (vec![], vec![], vec![]);
+    for rep in 0..b.reps {
+        eprintln!("retire, repetition {}/{}", rep + 1, b.reps);
+        let versions = b.versions_on_disk()?;
+        if versions.len() < 2 {
+            break;
+        }
+        held.push(count_entries(&versions[0])? as f64);
+        b.cache.prepare()?;
+        let keep = (versions.len() - 1).to_string();
+        ours.push(secs(timed(
+            b.tools
+                .ours("reverb-retire")
+                .arg("--vault")
+                .arg(&b.vault)
+                .args(["--job", super::JOB, "--keep", &keep]),
+        )?));
+        if let Ok(rm) = &rm
+            && b.chain.len() > 1
+        {
+            let oldest = b.chain.remove(0);
+            b.cache.prepare()?;
+            peer.push(secs(timed(Command::new(rm).arg("-rf").arg(&oldest))?));
+        }
+    }
+    b.push(
+        Row::new(
+            "retire the oldest version",
+            Unit::Seconds,
+            ours,
+            "rm -rf oldest snapshot",
+            rm.map(|_| peer),
+            None,
+        )
+        .note(format!(
+            "entries in the retired version (not following links): {:?}",
+            crate::report::median(&held)
+        )),
+    );
+    Ok(())
+}

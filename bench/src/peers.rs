@@ -1,0 +1,188 @@
+//! Running programs: our binaries (found next to the bench executable or in `--bin-dir`)
+//! and the peer tools (found on `PATH`, never installed), timed, with the cache policy
+//! applied before every timed run.
+//!
+//! Owns: [`Tools`] (where each program is, or why it is missing), [`timed`] and
+//! [`timed_input`] (wall time of one run that must succeed), [`Cache`] (what happens before
+//! a timed run), and the process helpers [`vm_hwm_kib`], [`terminate`], [`line_reader`].
+//!
+//! Invariants: a timed run that fails is an error naming the command and its stderr, never
+//! a figure; before every timed run dirty data is written back (`sync`), so one run's
+//! writeback is not charged to the next.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Where the programs are.
+#[derive(Debug)]
+pub struct Tools {
+    pub bin_dir: PathBuf,
+    pub cp: Option<PathBuf>,
+    pub rsync: Option<PathBuf>,
+    pub inotifywait: Option<PathBuf>,
+    pub rm: Option<PathBuf>,
+}
+
+impl Tools {
+    pub fn find(bin_dir: Option<&Path>) -> Result<Tools> {
+        let bin_dir = match bin_dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()
+                .context("cannot find the bench executable")?
+                .parent()
+                .context("bench executable has no directory")?
+                .to_path_buf(),
+        };
+        for b in ["reverb-snap", "reverb-retire", "reverb-watch"] {
+            if !bin_dir.join(b).is_file() {
+                bail!(
+                    "{} not found in {} (build with `cargo build --release --workspace` or pass --bin-dir)",
+                    b,
+                    bin_dir.display()
+                );
+            }
+        }
+        Ok(Tools {
+            bin_dir,
+            cp: on_path("cp"),
+            rsync: on_path("rsync"),
+            inotifywait: on_path("inotifywait"),
+            rm: on_path("rm"),
+        })
+    }
+
+    /// One of our binaries.
+    pub fn ours(&self, name: &str) -> Command {
+        Command::new(self.bin_dir.join(name))
+    }
+}
+
+/// A peer tool's path, or why the row is skipped.
+pub fn need<'a>(tool: &'a Option<PathBuf>, name: &str) -> Result<&'a Path, String> {
+    tool.as_deref()
+        .ok_or_else(|| format!("{name} not found on PATH"))
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// What happens before each timed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cache {
+    /// `sync` only: the tree and the previous version stay in the page cache (it was
+    /// written or read just before; the machine has room for it).
+    Warm,
+    /// `sync; echo 3 > /proc/sys/vm/drop_caches` (root only).
+    Cold,
+}
+
+impl Cache {
+    pub fn prepare(self) -> Result<()> {
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        if self == Cache::Cold {
+            std::fs::write("/proc/sys/vm/drop_caches", b"3\n")
+                .context("cannot drop caches (needs root)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `cmd` to completion; its wall time. Fails if it fails.
+pub fn timed(cmd: &mut Command) -> Result<Duration> {
+    timed_input(cmd, None).map(|(d, _)| d)
+}
+
+/// Runs `cmd` with `input` on stdin; wall time and stdout. Fails if it fails.
+pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Duration, String)> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(data)
+            .with_context(|| format!("{cmd:?}: stdin"))?;
+    }
+    let out = child.wait_with_output()?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((d, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Peak resident set size so far (`VmHWM`, KiB) of a running process.
+pub fn vm_hwm_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")
+}
+
+/// Sends SIGTERM (a clean stop for our watchers and for inotifywait).
+pub fn terminate(child: &std::process::Child) {
+    // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+/// Reads lines on a thread; each arrives with the instant it was read.
+pub fn line_reader(r: impl Read + Send + 'static) -> mpsc::Receiver<(Instant, String)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line satisfying `pred`; its arrival time.
+pub fn wait_line(
+    rx: &mpsc::Receiver<(Instant, String)>,
+    timeout: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((t, l)) if pred(&l) => return Ok(t),
+            Ok(_) => continue,
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!("timed out after {timeout:?}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the program ended first"),
+        }
+    }
+}
+
+/// `rm -rf` without timing (clean-up between runs).
+pub fn remove(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).with_context(|| format!("remove {}", path.display()))?;
+    }
+    Ok(())
+}
