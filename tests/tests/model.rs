@@ -83,7 +83,7 @@ static RESTORES: AtomicU64 = AtomicU64::new(0);
 
 /// Runs one history; panics (so proptest shrinks) on the first broken promise.
 fn history(seed: &[Op], steps: &[Step]) {
-    let f = Fixture::new();
+    let f = ops::FastFixture::new(256);
     for o in seed {
         apply(&f.src, o);
     }
