@@ -8,7 +8,7 @@
 //! real entries only what changed (plus ancestor directories): no second copy of unchanged
 //! data.
 //!
-//! `PROPTEST_CASES=N` (default 20) sets the number of random histories; see
+//! `PROPTEST_CASES=N` (default 64) sets the number of random histories; see
 //! docs/reliability.md for longer runs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use proptest::prelude::*;
 use reverb_common::events::EventLine;
-use reverb_tests::Fixture;
 use reverb_tests::model::capture;
 use reverb_tests::ops::{
     self, Op, Tree, apply, changed_paths, opts, real_paths, snap_changes, verify_all,
@@ -72,7 +71,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(64)
 }
 
 static HISTORIES: AtomicU64 = AtomicU64::new(0);
