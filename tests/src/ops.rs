@@ -157,7 +157,11 @@ pub fn unlinked(t: &Tree) -> Tree {
 /// `reverb-index --check` is clean. Returns how many versions were restored.
 pub fn verify_all(f: &Fixture, recorded: &BTreeMap<String, Tree>, what: &str) -> usize {
     let dirs = index_dirs(f);
-    assert_eq!(dirs, disk_dirs(f), "{what}: index.tsv and the disk disagree");
+    assert_eq!(
+        dirs,
+        disk_dirs(f),
+        "{what}: index.tsv and the disk disagree"
+    );
     for v in &dirs {
         let expected = recorded
             .get(v)
@@ -166,7 +170,11 @@ pub fn verify_all(f: &Fixture, recorded: &BTreeMap<String, Tree>, what: &str) ->
         if v.starts_with("V1-") {
             assert_same(expected, &got, &format!("{what}: {v}"));
         } else {
-            assert_same(&unlinked(expected), &unlinked(&got), &format!("{what}: {v}"));
+            assert_same(
+                &unlinked(expected),
+                &unlinked(&got),
+                &format!("{what}: {v}"),
+            );
         }
     }
     f.check_clean();
@@ -242,7 +250,12 @@ pub enum Op {
     /// Create a regular file `name` of `len` bytes in a directory.
     Create { dir: usize, name: u8, len: u16 },
     /// Overwrite a file's contents at an offset.
-    Write { file: usize, at: u16, len: u16, byte: u8 },
+    Write {
+        file: usize,
+        at: u16,
+        len: u16,
+        byte: u8,
+    },
     /// Append to a file.
     Append { file: usize, len: u16 },
     /// Truncate a file.
@@ -542,11 +555,7 @@ pub fn apply(src: &Path, op: &Op) -> Vec<String> {
             symlink(&t, src.join(&rel)).expect("symlink");
             vec![event("create", "symlink", &rel, None)]
         }
-        Op::HardLink {
-            file,
-            dir,
-            name: n,
-        } => {
+        Op::HardLink { file, dir, name: n } => {
             let Some(p) = pick(&files(&all), file) else {
                 return vec![];
             };
@@ -651,7 +660,9 @@ pub fn show(p: &Path) -> String {
 
 /// Current source as bytes-keyed set of paths (for quick diff messages).
 pub fn path_bytes(t: &Tree) -> Vec<Vec<u8>> {
-    t.keys().map(|p| p.as_os_str().as_bytes().to_vec()).collect()
+    t.keys()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect()
 }
 
 /// A [`Fixture`] on a private tmpfs when running as root (so `syncfs` in the tools does not
@@ -697,6 +708,9 @@ impl std::ops::Deref for FastFixture {
 pub fn restored(f: &Fixture, version: &str) -> Tree {
     let dest = f.restore(version);
     let t = capture(&dest, opts());
-    let _ = std::process::Command::new("rm").arg("-rf").arg(&dest).status();
+    let _ = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&dest)
+        .status();
     t
 }

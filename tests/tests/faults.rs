@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use reverb_tests::model::{assert_same, capture};
 use reverb_tests::ops::{
-    FastFixture, restored,
-    self, Tree, disk_dirs, index_dirs, no_partial, opts, small_tree, unlinked, verify_all,
+    self, FastFixture, Tree, disk_dirs, index_dirs, no_partial, opts, restored, small_tree,
+    unlinked, verify_all,
 };
 use reverb_tests::{Fixture, cmd, sh, stderr};
 
@@ -53,7 +53,12 @@ fn retiring(f: &Fixture) -> Option<String> {
 /// Right after a crash: every version directory visible under its final name (except one
 /// marked as being retired) is one the test recorded, or the one being taken (`new`), and
 /// restores exactly to it.
-fn visible_versions_exact(f: &Fixture, recorded: &BTreeMap<String, Tree>, new: Option<&Tree>, what: &str) {
+fn visible_versions_exact(
+    f: &Fixture,
+    recorded: &BTreeMap<String, Tree>,
+    new: Option<&Tree>,
+    what: &str,
+) {
     // A version renamed into place but not yet in index.tsv is not restorable by the tool
     // until the next run indexes it (`recover`); it must be the newest, and `settle` checks
     // it after the repair.
@@ -205,7 +210,11 @@ fn change(src: &Path, round: u32) -> Vec<String> {
     if fs::remove_file(src.join(&gone)).is_ok() {
         ev.push(ops::event("delete", "file", Path::new(&gone), None));
     }
-    let (a, b) = if round % 2 == 0 { ("d1", "moved") } else { ("moved", "d1") };
+    let (a, b) = if round.is_multiple_of(2) {
+        ("d1", "moved")
+    } else {
+        ("moved", "d1")
+    };
     if fs::rename(src.join(a), src.join(b)).is_ok() {
         ev.push(ops::event("move", "dir", Path::new(a), Some(Path::new(b))));
     }
@@ -242,7 +251,10 @@ fn kill_9_at_every_write_step_of_snap_first_rescan_and_changes() {
         &|| reverb_tests::run(&mut snap_cmd(&f, true)),
         &none,
     );
-    assert!(steps >= 15, "the first version took only {steps} write steps");
+    assert!(
+        steps >= 15,
+        "the first version took only {steps} write steps"
+    );
     // Two more versions for history, then a later rescan and a later --changes.
     for round in 1..=2 {
         change(&f.src, round);
@@ -320,7 +332,10 @@ fn kill_9_at_every_write_step_of_retire_and_recount() {
         &|| reverb_tests::run(&mut retire()),
         &kept,
     );
-    assert!(steps >= 10, "retiring 3 versions took only {steps} write steps");
+    assert!(
+        steps >= 10,
+        "retiring 3 versions took only {steps} write steps"
+    );
     // The recount, on an index whose sizes drifted (hand-edited held_bytes).
     let index = f.job_dir().join("index.tsv");
     let text = fs::read_to_string(&index).expect("index");
@@ -398,15 +413,15 @@ fn timed_sigkill_of_snap_retire_and_recount() {
     let mut killed = 0;
     let mut round = 1u32;
     let t0 = Instant::now();
-    let mut runs = 0;
+    let mut runs = 0u64;
     while runs < 48 && t0.elapsed() < Duration::from_secs(30) {
         runs += 1;
         round += 1;
         small_tree(&f.src, round, 12, 20);
         fs::write(f.src.join("big"), vec![round as u8; 2 << 20]).expect("write");
         let state = capture(&f.src, opts());
-        let delay = Duration::from_micros(500 + (runs as u64 * 7919) % 40_000);
-        let by_events = runs % 3 == 0;
+        let delay = Duration::from_micros(500 + (runs * 7919) % 40_000);
+        let by_events = runs.is_multiple_of(3);
         // Every file changed: the events name each of them.
         let input = by_events.then(|| {
             let mut lines = vec![ops::event("modify", "file", Path::new("big"), None)];
@@ -428,7 +443,12 @@ fn timed_sigkill_of_snap_retire_and_recount() {
         // Repair with a rescan (the killed batch's events are lost, as after a power cut).
         let o = f.snap(&["--force"]);
         assert!(o.status.success(), "repair: {}", stderr(&o));
-        settle(&f, &mut recorded, Some(&state), &format!("timed snap {runs}"));
+        settle(
+            &f,
+            &mut recorded,
+            Some(&state),
+            &format!("timed snap {runs}"),
+        );
         // Every round: a timed kill of a retirement down to three versions (every fourth
         // round, of a recount instead), then the retirement completes.
         if index_dirs(&f).len() > 3 {
@@ -439,7 +459,7 @@ fn timed_sigkill_of_snap_retire_and_recount() {
                 .arg("--job")
                 .arg(&f.job)
                 .args(["--keep", &keep]);
-            if runs % 4 == 0 {
+            if runs.is_multiple_of(4) {
                 c = cmd("reverb-index");
                 c.arg("--vault")
                     .arg(&f.vault)
@@ -457,6 +477,9 @@ fn timed_sigkill_of_snap_retire_and_recount() {
         }
     }
     eprintln!("timed kills: {runs} rounds, {killed} processes killed mid-way");
-    assert!(killed > 0, "no run was killed mid-way: the tree is too small");
+    assert!(
+        killed > 0,
+        "no run was killed mid-way: the tree is too small"
+    );
     report("timed");
 }

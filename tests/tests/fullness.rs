@@ -98,7 +98,10 @@ fn a_full_vault_fails_cleanly_and_the_job_recovers_after_space_is_freed() {
         assert!(!v.is_empty(), "round {round} made no version");
         recorded.insert(v, capture(&f.src, opts()));
     };
-    eprintln!("the vault filled up at round {failed} ({} versions)", recorded.len());
+    eprintln!(
+        "the vault filled up at round {failed} ({} versions)",
+        recorded.len()
+    );
     // Still full: a second attempt fails just as cleanly.
     let before = index_dirs(f);
     let o = f.snap(&[]);

@@ -43,7 +43,10 @@ fn root_attribute_change_alone_makes_a_version() {
     // Rescan after a chmod of the root.
     fs::set_permissions(&f.src, fs::Permissions::from_mode(0o700)).expect("chmod");
     let v = f.rescan();
-    assert!(!v.is_empty(), "rescan: chmod of the source root made no version");
+    assert!(
+        !v.is_empty(),
+        "rescan: chmod of the source root made no version"
+    );
     recorded.insert(v, capture(&f.src, opts()));
     // An event for the root after its mtime changed (a file created and deleted in it).
     fs::write(f.src.join("tmp"), b"").expect("write");
@@ -100,13 +103,20 @@ fn deep_tree(levels: usize) {
     recorded.insert(f.rescan(), capture(&f.src, opts()));
     fs::write(f.src.join("d/top"), b"top, v2").expect("write");
     let v = version(
-        &snap_changes(&f, &[event("modify", "file", Path::new("d/top"), None)], &[]),
+        &snap_changes(
+            &f,
+            &[event("modify", "file", Path::new("d/top"), None)],
+            &[],
+        ),
         "top",
     );
     recorded.insert(v, capture(&f.src, opts()));
     fs::write(deep.join("leaf"), b"bottom, v3").expect("write");
     let rel = deep.strip_prefix(&f.src).expect("rel").join("leaf");
-    let v = version(&snap_changes(&f, &[event("modify", "file", &rel, None)], &[]), "leaf");
+    let v = version(
+        &snap_changes(&f, &[event("modify", "file", &rel, None)], &[]),
+        "leaf",
+    );
     recorded.insert(v, capture(&f.src, opts()));
     verify_all(&f, &recorded, &format!("{levels} levels"));
     let o = tool(&f, "reverb-retire", &["--keep", "2"]);
@@ -203,7 +213,10 @@ fn symlink_loops_are_backed_up_as_links_and_never_followed() {
     // The version holds the links themselves.
     let v = index_dirs(&f).pop().expect("a version");
     let vd = f.job_dir().join(&v);
-    assert_eq!(fs::read_link(vd.join("d/dot")).ok(), Some(PathBuf::from(".")));
+    assert_eq!(
+        fs::read_link(vd.join("d/dot")).ok(),
+        Some(PathBuf::from("."))
+    );
     assert!(
         fs::symlink_metadata(vd.join("d/abs-root"))
             .expect("abs-root")
@@ -213,8 +226,7 @@ fn symlink_loops_are_backed_up_as_links_and_never_followed() {
 }
 
 #[test]
-fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_after_retirement()
-{
+fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_after_retirement() {
     let f = FastFixture::new(64);
     fs::create_dir_all(f.src.join("dir/sub")).expect("mkdir");
     fs::write(f.src.join("dir/sub/look"), b"the real file in V1").expect("write");
@@ -227,16 +239,24 @@ fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_afte
     fs::remove_file(f.src.join("look")).expect("rm");
     symlink(format!("../{v1}/look"), f.src.join("look")).expect("symlink");
     fs::remove_file(f.src.join("dir/sub/look")).expect("rm");
-    symlink(format!("../../../{v1}/dir/sub/look"), f.src.join("dir/sub/look")).expect("symlink");
+    symlink(
+        format!("../../../{v1}/dir/sub/look"),
+        f.src.join("dir/sub/look"),
+    )
+    .expect("symlink");
     recorded.insert(f.rescan(), capture(&f.src, opts()));
     // Unchanged in the next versions (rescan and events), so they are vault-linked.
-    for i in 0..3 {
+    for i in 0..3u32 {
         fs::write(f.src.join("other"), format!("{}", i + 2)).expect("write");
-        let v = if i % 2 == 0 {
+        let v = if i.is_multiple_of(2) {
             f.rescan()
         } else {
             version(
-                &snap_changes(&f, &[event("modify", "file", Path::new("other"), None)], &[]),
+                &snap_changes(
+                    &f,
+                    &[event("modify", "file", Path::new("other"), None)],
+                    &[],
+                ),
                 "other",
             )
         };
@@ -333,8 +353,7 @@ fn unreadable_files_are_skipped_and_keep_their_previous_data() {
     fs::write(f.src.join("secret"), b"secret v2, unreadable").expect("write");
     fs::set_permissions(f.src.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::write(f.src.join("private/inside"), b"inside v2").expect("write");
-    fs::set_permissions(f.src.join("private"), fs::Permissions::from_mode(0o700))
-        .expect("chmod");
+    fs::set_permissions(f.src.join("private"), fs::Permissions::from_mode(0o700)).expect("chmod");
     fs::write(f.src.join("public"), b"public v2").expect("write");
     for (i, args) in [&[][..], &["--force"][..]].iter().enumerate() {
         let o = snap_as_nobody(&f, args);
@@ -424,7 +443,11 @@ fn a_source_that_is_a_symlink_to_a_directory() {
     );
     let v1 = version(&o, "first through a link");
     assert!(
-        f.job_dir().join(&v1).symlink_metadata().expect("v1").is_dir(),
+        f.job_dir()
+            .join(&v1)
+            .symlink_metadata()
+            .expect("v1")
+            .is_dir(),
         "the version is a directory, not a copy of the link"
     );
     let mut recorded = BTreeMap::from([(v1, capture(&link, opts()))]);
@@ -451,10 +474,14 @@ fn concurrent_snap_retire_and_recount_never_corrupt_the_job() {
     for round in 1..=25u32 {
         ops::small_tree(&f.src, round, 1 + round % 6, 4);
         let state = capture(&f.src, opts());
-        let no_wait = round % 2 == 0;
+        let no_wait = round.is_multiple_of(2);
         let spawn = |name: &str, args: &[&str]| {
             let mut c = reverb_tests::cmd(name);
-            c.arg("--vault").arg(&f.vault).arg("--job").arg(&f.job).args(args);
+            c.arg("--vault")
+                .arg(&f.vault)
+                .arg("--job")
+                .arg(&f.job)
+                .args(args);
             if no_wait {
                 c.arg("--no-wait");
             }
@@ -503,13 +530,21 @@ fn hand_edited_or_truncated_index_and_job_toml_give_clear_errors_never_silent_da
         recorded.insert(f.rescan(), capture(&f.src, opts()));
     }
     let pristine = f._tmp.path().join("pristine");
-    sh(&format!("cp -a {} {}", f.vault.display(), pristine.display()));
+    sh(&format!(
+        "cp -a {} {}",
+        f.vault.display(),
+        pristine.display()
+    ));
     let index = fs::read_to_string(f.job_dir().join("index.tsv")).expect("index");
     let jobtoml = fs::read_to_string(f.job_dir().join("job.toml")).expect("job.toml");
     let lines: Vec<&str> = index.lines().collect();
     type Damage = (&'static str, &'static str, String);
     let damages: Vec<Damage> = vec![
-        ("index.tsv", "truncated mid-row", index[..index.len() * 2 / 3].to_owned()),
+        (
+            "index.tsv",
+            "truncated mid-row",
+            index[..index.len() * 2 / 3].to_owned(),
+        ),
         ("index.tsv", "emptied", String::new()),
         ("index.tsv", "header only", format!("{}\n", lines[0])),
         (
@@ -520,23 +555,47 @@ fn hand_edited_or_truncated_index_and_job_toml_give_clear_errors_never_silent_da
         (
             "index.tsv",
             "rows swapped",
-            format!("{}\n{}\n{}\n{}\n{}\n", lines[0], lines[2], lines[1], lines[3], lines[4]),
+            format!(
+                "{}\n{}\n{}\n{}\n{}\n",
+                lines[0], lines[2], lines[1], lines[3], lines[4]
+            ),
         ),
-        ("index.tsv", "a number is text", index.replacen("\t", "\tx", 1).replacen(
-            &lines[1][..lines[1].find('\t').unwrap_or(0)],
-            "one",
-            1,
-        )),
-        ("index.tsv", "binary garbage", String::from_utf8_lossy(&[0xff, 0, 9, 10, 13, 0xfe]).into_owned()),
-        ("index.tsv", "a row names a missing version", index.replace("V3-", "V9-")),
-        ("job.toml", "truncated", jobtoml[..jobtoml.len() / 2].to_owned()),
+        (
+            "index.tsv",
+            "a number is text",
+            index.replacen("\t", "\tx", 1).replacen(
+                &lines[1][..lines[1].find('\t').unwrap_or(0)],
+                "one",
+                1,
+            ),
+        ),
+        (
+            "index.tsv",
+            "binary garbage",
+            String::from_utf8_lossy(&[0xff, 0, 9, 10, 13, 0xfe]).into_owned(),
+        ),
+        (
+            "index.tsv",
+            "a row names a missing version",
+            index.replace("V3-", "V9-"),
+        ),
+        (
+            "job.toml",
+            "truncated",
+            jobtoml[..jobtoml.len() / 2].to_owned(),
+        ),
         ("job.toml", "emptied", String::new()),
-        ("job.toml", "an unknown key", format!("{jobtoml}\nsurprise = 1\n")),
+        (
+            "job.toml",
+            "an unknown key",
+            format!("{jobtoml}\nsurprise = 1\n"),
+        ),
         ("job.toml", "garbage", "[[[ not toml".to_owned()),
-        ("job.toml", "source changed to a missing path", jobtoml.replace(
-            &f.src.display().to_string(),
-            "/nonexistent/elsewhere",
-        )),
+        (
+            "job.toml",
+            "source changed to a missing path",
+            jobtoml.replace(&f.src.display().to_string(), "/nonexistent/elsewhere"),
+        ),
     ];
     let mut tried = 0;
     for (file, how, text) in damages {
@@ -583,8 +642,7 @@ fn hand_edited_or_truncated_index_and_job_toml_give_clear_errors_never_silent_da
         // Detected: the first --check (or every writer) must say something is wrong.
         let (_, check) = &outputs[0];
         assert!(
-            !check.status.success()
-                || outputs[1..4].iter().any(|(_, o)| !o.status.success()),
+            !check.status.success() || outputs[1..4].iter().any(|(_, o)| !o.status.success()),
             "{what}: damage went unnoticed by --check and by every writer"
         );
         // Nothing deleted or changed in any version that existed.
@@ -609,6 +667,11 @@ fn hand_edited_or_truncated_index_and_job_toml_give_clear_errors_never_silent_da
                 }
             }
         }
+        let codes: Vec<String> = outputs
+            .iter()
+            .map(|(t, o)| format!("{t}={}", o.status.code().unwrap_or(-1)))
+            .collect();
+        eprintln!("damage `{what}`: {}", codes.join(" "));
         tried += 1;
     }
     eprintln!("{tried} kinds of damage tried: none silent, nothing deleted");
@@ -662,8 +725,8 @@ fn near_valid() -> impl Strategy<Value = String> {
         Just("time\tevent\ttype\tpath\tto_path".to_owned()),
         Just("\t\t\t\t".to_owned()),
         "[0-9T:.Z-]{0,30}".prop_map(|t| format!("{t}\tmodify\tfile\ta\t")),
-        Just(format!("2026-13-45T99:99:99.999Z\tmodify\tfile\ta\t")),
-        Just(format!("2026-11-24 21:49:00\tmodify\tfile\ta\t")),
+        Just("2026-13-45T99:99:99.999Z\tmodify\tfile\ta\t".to_owned()),
+        Just("2026-11-24 21:49:00\tmodify\tfile\ta\t".to_owned()),
     ]
 }
 
@@ -688,10 +751,7 @@ fn fuzzed_event_lines_fail_with_the_line_number_and_make_no_version() {
     });
     let input = (
         0usize..4,
-        prop_oneof![
-            near_valid().prop_map(String::into_bytes),
-            random_line(),
-        ],
+        prop_oneof![near_valid().prop_map(String::into_bytes), random_line(),],
         any::<bool>(),
     );
     let tried = std::cell::Cell::new(0u32);

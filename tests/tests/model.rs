@@ -92,7 +92,10 @@ fn history(seed: &[Op], steps: &[Step]) {
     recorded.insert(v1, prev.clone());
     verify_all(&f, &recorded, "after V1");
     for (i, s) in steps.iter().enumerate() {
-        let what = format!("step {i} ({})", if s.by_events { "events" } else { "rescan" });
+        let what = format!(
+            "step {i} ({})",
+            if s.by_events { "events" } else { "rescan" }
+        );
         let mut lines = Vec::new();
         for o in &s.ops {
             lines.extend(apply(&f.src, o));
@@ -154,7 +157,10 @@ fn history(seed: &[Op], steps: &[Step]) {
                 "{what}: reverb-retire --keep {k} failed: {}",
                 reverb_tests::stderr(&o)
             );
-            assert!(ops::index_dirs(&f).len() <= k as usize, "{what}: kept too many");
+            assert!(
+                ops::index_dirs(&f).len() <= k as usize,
+                "{what}: kept too many"
+            );
         }
         RESTORES.fetch_add(verify_all(&f, &recorded, &what) as u64, Relaxed);
     }
@@ -170,7 +176,7 @@ fn history(seed: &[Op], steps: &[Step]) {
             .expect("open");
         std::io::Write::write_all(&mut file, b"one more line\n").expect("append");
         drop(file);
-        let by_events = steps.len() % 2 == 0;
+        let by_events = steps.len().is_multiple_of(2);
         let out = if by_events {
             snap_changes(&f, &[ops::event("modify", "file", &p, None)], &[])
         } else {
@@ -281,7 +287,7 @@ fn every_operation_kind_in_both_modes() {
     let steps: Vec<Step> = (0..6)
         .map(|i| Step {
             ops: all(i % 3),
-            by_events: i % 2 == 0,
+            by_events: i.is_multiple_of(2),
             retire: (i == 3).then_some(2),
         })
         .collect();
