@@ -638,6 +638,13 @@ fn hand_edited_or_truncated_index_and_job_toml_give_clear_errors_never_silent_da
                     "{what}: {tool_name} failed silently"
                 );
             }
+            // A clear error names the damaged file.
+            if o.status.code() == Some(1) && !tool_name.starts_with("check") {
+                assert!(
+                    e.contains(file),
+                    "{what}: {tool_name}'s error does not name {file}: {e}"
+                );
+            }
         }
         // Detected: the first --check (or every writer) must say something is wrong.
         let (_, check) = &outputs[0];
