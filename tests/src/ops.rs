@@ -280,6 +280,28 @@ pub enum Op {
     RmRf { entry: usize },
 }
 
+/// A random [`Op`] (weights favour creating and renaming, so trees grow and collide).
+pub fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let i = || 0usize..64;
+    prop_oneof![
+        3 => (i(), any::<u8>(), 0u16..3000).prop_map(|(dir, name, len)| Op::Create { dir, name, len }),
+        2 => (i(), any::<u16>(), 0u16..600, any::<u8>())
+            .prop_map(|(file, at, len, byte)| Op::Write { file, at: at % 4096, len, byte }),
+        1 => (i(), 0u16..500).prop_map(|(file, len)| Op::Append { file, len }),
+        1 => (i(), any::<u32>()).prop_map(|(file, len)| Op::Truncate { file, len }),
+        1 => (i(), any::<u16>(), any::<u16>()).prop_map(|(file, at, len)| Op::Punch { file, at, len }),
+        1 => (i(), any::<u8>()).prop_map(|(entry, mode)| Op::Chmod { entry, mode }),
+        1 => (i(), any::<u8>()).prop_map(|(entry, who)| Op::Chown { entry, who }),
+        2 => (i(), i(), any::<u8>()).prop_map(|(entry, dir, name)| Op::Rename { entry, dir, name }),
+        1 => (i(), any::<u8>(), any::<u8>()).prop_map(|(dir, name, target)| Op::Symlink { dir, name, target }),
+        1 => (i(), i(), any::<u8>()).prop_map(|(file, dir, name)| Op::HardLink { file, dir, name }),
+        2 => (i(), any::<u8>()).prop_map(|(dir, name)| Op::Mkdir { dir, name }),
+        1 => i().prop_map(|dir| Op::Rmdir { dir }),
+        1 => i().prop_map(|entry| Op::RmRf { entry }),
+    ]
+}
+
 /// Names are drawn from a small pool so that collisions (renames over existing names) are
 /// common.
 const NAMES: [&str; 6] = ["a", "b", "c", "dir", "e f", "t\tab"];

@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use proptest::prelude::*;
 use reverb_tests::model::{assert_same, capture};
 use reverb_tests::ops::{
     self, FastFixture, Tree, disk_dirs, index_dirs, no_partial, opts, restored, small_tree,
@@ -482,4 +483,138 @@ fn timed_sigkill_of_snap_retire_and_recount() {
         "no run was killed mid-way: the tree is too small"
     );
     report("timed");
+}
+
+// ---------------------------------------------------------------------------------------
+// Random histories with a kill -9 at a random write step.
+
+#[derive(Debug, Clone)]
+struct CrashStep {
+    ops: Vec<ops::Op>,
+    by_events: bool,
+    /// Kill `reverb-snap` after this many write steps.
+    fault: Option<u64>,
+    /// Then `reverb-retire --keep K`, killed after this many steps.
+    retire: Option<(u8, Option<u64>)>,
+}
+
+fn crash_step() -> impl Strategy<Value = CrashStep> {
+    (
+        prop::collection::vec(ops::op_strategy(), 1..6),
+        any::<bool>(),
+        prop::option::weighted(0.8, 1u64..8),
+        prop::option::weighted(0.4, (1u8..4, prop::option::weighted(0.8, 1u64..16))),
+    )
+        .prop_map(|(ops, by_events, fault, retire)| CrashStep {
+            ops,
+            by_events,
+            fault,
+            retire,
+        })
+}
+
+fn killed(o: &Output, what: &str) -> bool {
+    ops::assert_no_panic(o, what);
+    if o.status.signal() == Some(libc::SIGKILL) {
+        FAULTS.fetch_add(1, Relaxed);
+        return true;
+    }
+    assert!(o.status.success(), "{what}: {}", stderr(o));
+    false
+}
+
+fn crash_history(seed: &[ops::Op], steps: &[CrashStep]) {
+    let f = FastFixture::new(256);
+    for o in seed {
+        ops::apply(&f.src, o);
+    }
+    let mut recorded = BTreeMap::from([(f.first(), capture(&f.src, opts()))]);
+    for (i, s) in steps.iter().enumerate() {
+        let what = format!("step {i}");
+        let mut lines = Vec::new();
+        for o in &s.ops {
+            lines.extend(ops::apply(&f.src, o));
+        }
+        let now = capture(&f.src, opts());
+        let snap = || {
+            let mut c = snap_cmd(&f, false);
+            if s.by_events {
+                c.args(["--changes", "-"]);
+            } else {
+                c.arg("--force");
+            }
+            c
+        };
+        let text = events_text(&lines);
+        let mut c = snap();
+        if let Some(k) = s.fault {
+            c.env("REVERB_FAULT_AFTER", k.to_string());
+        }
+        let o = with_stdin(c, &text);
+        RUNS.fetch_add(1, Relaxed);
+        if killed(&o, &what) {
+            visible_versions_exact(&f, &recorded, Some(&now), &format!("{what} killed"));
+            // The same batch again (as a supervisor would after a restart).
+            let o = with_stdin(snap(), &text);
+            RUNS.fetch_add(1, Relaxed);
+            assert!(o.status.success(), "{what} repair: {}", stderr(&o));
+        }
+        settle(&f, &mut recorded, Some(&now), &what);
+        if let Some((keep, fault)) = s.retire {
+            let retire = || {
+                let mut c = cmd("reverb-retire");
+                c.arg("--vault")
+                    .arg(&f.vault)
+                    .arg("--job")
+                    .arg(&f.job)
+                    .args(["--keep", &keep.to_string()]);
+                c
+            };
+            let mut c = retire();
+            if let Some(k) = fault {
+                c.env("REVERB_FAULT_AFTER", k.to_string());
+            }
+            let o = reverb_tests::run(&mut c);
+            RUNS.fetch_add(1, Relaxed);
+            if killed(&o, &format!("{what} retire")) {
+                visible_versions_exact(&f, &recorded, None, &format!("{what} retire killed"));
+                let o = reverb_tests::run(&mut retire());
+                RUNS.fetch_add(1, Relaxed);
+                assert!(o.status.success(), "{what} retire repair: {}", stderr(&o));
+            }
+            settle(&f, &mut recorded, None, &format!("{what} retire"));
+            assert!(
+                index_dirs(&f).len() <= keep as usize,
+                "{what}: kept too many"
+            );
+        }
+    }
+}
+
+fn crash_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: crash_cases(),
+        failure_persistence: None,
+        max_shrink_iters: 300,
+        ..ProptestConfig::default()
+    })]
+
+    /// Random histories (the model test's operations) where `reverb-snap` and
+    /// `reverb-retire` are killed at random write steps: after each crash and repair,
+    /// every retained version is exact and the job checks clean.
+    #[test]
+    fn random_histories_with_kill_9_at_random_write_steps(
+        seed in prop::collection::vec(ops::op_strategy(), 0..15),
+        steps in prop::collection::vec(crash_step(), 1..7),
+    ) {
+        crash_history(&seed, &steps);
+        report("random histories");
+    }
 }

@@ -25,26 +25,6 @@ use reverb_tests::ops::{
     with_ancestors,
 };
 
-fn op() -> impl Strategy<Value = Op> {
-    let i = || 0usize..64;
-    prop_oneof![
-        3 => (i(), any::<u8>(), 0u16..3000).prop_map(|(dir, name, len)| Op::Create { dir, name, len }),
-        2 => (i(), any::<u16>(), 0u16..600, any::<u8>())
-            .prop_map(|(file, at, len, byte)| Op::Write { file, at: at % 4096, len, byte }),
-        1 => (i(), 0u16..500).prop_map(|(file, len)| Op::Append { file, len }),
-        1 => (i(), any::<u32>()).prop_map(|(file, len)| Op::Truncate { file, len }),
-        1 => (i(), any::<u16>(), any::<u16>()).prop_map(|(file, at, len)| Op::Punch { file, at, len }),
-        1 => (i(), any::<u8>()).prop_map(|(entry, mode)| Op::Chmod { entry, mode }),
-        1 => (i(), any::<u8>()).prop_map(|(entry, who)| Op::Chown { entry, who }),
-        2 => (i(), i(), any::<u8>()).prop_map(|(entry, dir, name)| Op::Rename { entry, dir, name }),
-        1 => (i(), any::<u8>(), any::<u8>()).prop_map(|(dir, name, target)| Op::Symlink { dir, name, target }),
-        1 => (i(), i(), any::<u8>()).prop_map(|(file, dir, name)| Op::HardLink { file, dir, name }),
-        2 => (i(), any::<u8>()).prop_map(|(dir, name)| Op::Mkdir { dir, name }),
-        1 => i().prop_map(|dir| Op::Rmdir { dir }),
-        1 => i().prop_map(|entry| Op::RmRf { entry }),
-    ]
-}
-
 /// One step: a batch of operations, then a version by events (true) or by rescan, then
 /// maybe `reverb-retire --keep K`.
 #[derive(Debug, Clone)]
@@ -56,7 +36,7 @@ struct Step {
 
 fn step() -> impl Strategy<Value = Step> {
     (
-        prop::collection::vec(op(), 1..6),
+        prop::collection::vec(ops::op_strategy(), 1..6),
         any::<bool>(),
         prop::option::weighted(0.3, 1u8..4),
     )
@@ -214,7 +194,7 @@ proptest! {
 
     #[test]
     fn random_histories_restore_exactly_and_never_duplicate_data(
-        seed in prop::collection::vec(op(), 0..15),
+        seed in prop::collection::vec(ops::op_strategy(), 0..15),
         steps in prop::collection::vec(step(), 1..8),
     ) {
         history(&seed, &steps);
