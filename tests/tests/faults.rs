@@ -410,8 +410,44 @@ fn timed_sigkill_of_snap_retire_and_recount() {
     // Big enough for a version to take tens of milliseconds in a debug build.
     small_tree(&f.src, 0, 12, 20);
     fs::write(f.src.join("big"), vec![3u8; 2 << 20]).expect("write");
-    let mut recorded = BTreeMap::from([(f.first(), capture(&f.src, opts()))]);
+    let state0 = capture(&f.src, opts());
     let mut killed = 0;
+    // The first version, killed ever later until a run completes.
+    let mut recorded = BTreeMap::new();
+    for i in 0..40u64 {
+        let done = !kill_after(
+            snap_cmd(&f, true),
+            Duration::from_micros(300 + i * i * 150),
+            None,
+        );
+        if f.vault.join(&f.job).exists() {
+            visible_versions_exact(&f, &recorded, Some(&state0), &format!("timed first {i}"));
+        }
+        if done {
+            break;
+        }
+        killed += 1;
+        // The next run (the same command) repairs or finishes.
+        let o = reverb_tests::run(&mut snap_cmd(&f, true));
+        RUNS.fetch_add(1, Relaxed);
+        assert!(o.status.success(), "first after kill: {}", stderr(&o));
+        settle(
+            &f,
+            &mut recorded,
+            Some(&state0),
+            &format!("timed first {i}"),
+        );
+        // Start over for the next delay.
+        sh(&format!("rm -rf '{}'", f.vault.display()));
+        recorded.clear();
+    }
+    if recorded.is_empty() {
+        let v = f.first();
+        if !v.is_empty() {
+            recorded.insert(v, state0.clone());
+        }
+        settle(&f, &mut recorded, Some(&state0), "timed first, completed");
+    }
     let mut round = 1u32;
     let t0 = Instant::now();
     let mut runs = 0u64;
