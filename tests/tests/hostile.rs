@@ -813,3 +813,44 @@ fn fuzzed_event_lines_fail_with_the_line_number_and_make_no_version() {
         rejected.get()
     );
 }
+
+/// Events that name a path through a source link (`link/secret`, where `link` points out
+/// of the tree), or a directory that became a link to elsewhere before the copy: the link
+/// is versioned as a link and nothing outside the source is ever copied into the vault.
+#[test]
+fn events_through_source_links_never_follow_them() {
+    let f = FastFixture::new(64);
+    let outside = f._tmp.path().join("outside");
+    fs::create_dir(&outside).expect("mkdir");
+    fs::write(outside.join("secret"), b"never in the vault").expect("write");
+    symlink(&outside, f.src.join("link")).expect("symlink");
+    fs::create_dir(f.src.join("dir")).expect("mkdir");
+    fs::write(f.src.join("dir/secret"), b"inside").expect("write");
+    symlink("dir", f.src.join("inner-link")).expect("symlink");
+    let mut recorded = BTreeMap::from([(f.first(), capture(&f.src, opts()))]);
+    // `dir` becomes a link to the outside between the events and the copy.
+    fs::remove_dir_all(f.src.join("dir")).expect("rm");
+    symlink(&outside, f.src.join("dir")).expect("symlink");
+    let lines = [
+        event("modify", "file", Path::new("link/secret"), None),
+        event("modify", "file", Path::new("inner-link/secret"), None),
+        event("create", "dir", Path::new("dir"), None),
+        event("create", "file", Path::new("dir/secret"), None),
+        event("attrib", "dir", Path::new("link"), None),
+    ];
+    let v = version(&snap_changes(&f, &lines, &[]), "events through links");
+    if !v.is_empty() {
+        recorded.insert(v, capture(&f.src, opts()));
+    }
+    verify_all(&f, &recorded, "events through links");
+    let found = Command::new("grep")
+        .args(["-r", "-l", "never in the vault"])
+        .arg(f.job_dir())
+        .output()
+        .expect("grep");
+    assert!(
+        stdout(&found).trim().is_empty(),
+        "data from outside the source is in the vault: {}",
+        stdout(&found)
+    );
+}
