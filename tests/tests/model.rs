@@ -125,6 +125,24 @@ fn history(seed: &[Op], steps: &[Step]) {
                 extra.is_empty(),
                 "{what}: {v} holds unchanged data as real entries: {extra:?}"
             );
+            // Holes are kept: no copied file takes more blocks than its source.
+            for p in &real {
+                let (Ok(vm), Ok(sm)) = (
+                    fs::symlink_metadata(f.job_dir().join(&v).join(p)),
+                    fs::symlink_metadata(f.src.join(p)),
+                ) else {
+                    continue;
+                };
+                if vm.is_file() && sm.is_file() {
+                    assert!(
+                        vm.blocks() <= sm.blocks(),
+                        "{what}: {v}/{} takes {} blocks, its source {}: holes lost",
+                        p.display(),
+                        vm.blocks(),
+                        sm.blocks()
+                    );
+                }
+            }
             recorded.insert(v, now.clone());
             VERSIONS.fetch_add(1, Relaxed);
         }
