@@ -176,6 +176,7 @@ impl Drop for LoopMount {
     }
 }
 pub mod model;
+pub mod ops;
 
 /// A job under test: a source, a vault and the job's name, with shortcuts for the binaries.
 pub struct Fixture {
