@@ -267,6 +267,9 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     let mut link_delta: HashMap<String, i64> = HashMap::new();
     let vo_exists = fs::symlink_metadata(&vo_path).is_ok();
     let mut remains: Option<u64> = None;
+    // Vn's links replaced by the moves: their own blocks (a long link text has one) leave
+    // Vn; a directory's link goes to Vo and is rewritten there (see move_forward).
+    let mut link_correction = 0i64;
     if vo_exists {
         // Step 2: retarget later versions' links from Vo to Vn.
         // Links are grouped by directory: one guard (times, mode) per directory, and the
@@ -318,7 +321,7 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
             }
         }
         for rel in &moves {
-            move_forward(&job, vo, &vn, rel)?;
+            link_correction += move_forward(&job, vo, &vn, rel)?;
         }
         // Step 4: delete Vo. What it still holds now is what the retirement frees; the rest
         // moved into Vn (measured here, so Vn need not be walked: its size is the sum).
@@ -340,7 +343,9 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     let mut new_rows: Vec<IndexRow> = rows[1..].to_vec();
     let moved_in = remains.and_then(|r| rows[0].held_bytes.checked_sub(r));
     new_rows[0].held_bytes = match moved_in {
-        Some(m) if !resumed => rows[1].held_bytes + m,
+        Some(m) if !resumed => {
+            (rows[1].held_bytes as i64 + m as i64 + link_correction).max(0) as u64
+        }
         // A resumed run cannot trust the arithmetic: measure.
         _ => snapshot::held_bytes(&job.join(&vn))?,
     };
@@ -420,8 +425,10 @@ fn usage(p: &Path) -> Result<u64> {
     ))
 }
 
-/// Moves the real entry `Vo/rel` into `Vn/rel`, where `Vn` has a vault link to it.
-fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<()> {
+/// Moves the real entry `Vo/rel` into `Vn/rel`, where `Vn` has a vault link to it. Returns
+/// what to add to "Vn + Vo − what Vo still holds" to get Vn's exact size: the usage of the
+/// link left in Vo minus that of the link taken out of Vn.
+fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
     let src = job.join(vo).join(rel);
     let dst = job.join(vn).join(rel);
     let sm = match fs::symlink_metadata(&src) {
@@ -435,6 +442,7 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<()> {
         Err(e) => return Err(e).ctx("cannot inspect", &src),
     };
     let guard = DirGuard::open(parent_of(&dst))?;
+    let link = usage(&dst)?;
     if sm.is_dir() {
         exchange(&src, &dst)?;
         set_times(&dst, &sm)?;
@@ -443,12 +451,13 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<()> {
         // The link now at Vo/rel names Vo/rel itself: point it at the data's new place.
         fsutil::replace_symlink(&tree::link_text(rel, vn), &src)?;
         fault::step();
+        Ok(usage(&src)? as i64 - link as i64)
     } else {
         fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
         guard.restore()?;
         fault::step();
+        Ok(-(link as i64))
     }
-    Ok(())
 }
 
 /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.

@@ -97,11 +97,6 @@ fn history(seed: &[Op], steps: &[Step]) {
         let v = reverb_tests::stdout(&out).trim().to_owned();
         let changed = changed_paths(&prev, &now);
         if v.is_empty() {
-            // Known bug (tests/tests/hostile.rs `root_attribute_change_alone_makes_a_version`):
-            // a change of the source root's own mode/mtime alone makes no version. Tolerated
-            // here so the property keeps looking for other bugs.
-            let mut changed = changed.clone();
-            changed.remove(std::path::Path::new("."));
             assert!(
                 changed.is_empty(),
                 "{what}: no version, but the source changed at {changed:?}"
