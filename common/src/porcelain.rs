@@ -80,10 +80,12 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     }
     let (state, pending) = journal_state(&dir.journal());
     st.pending = pending;
-    let running = matches!(
-        JobLock::acquire(&dir.run_lock(), name, Wait::NoWait),
-        Err(crate::Error::Locked(_))
-    );
+    // (run.lock only exists once a supervisor has watched the job; status never creates it.)
+    let running = dir.run_lock().exists()
+        && matches!(
+            JobLock::acquire(&dir.run_lock(), name, Wait::NoWait),
+            Err(crate::Error::Locked(_))
+        );
     st.state = if running {
         if state == "paused" {
             "paused".into()

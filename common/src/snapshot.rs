@@ -271,37 +271,44 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome
         journal: &mut ctx.journal,
     };
 
-    let (node, old) = match &last {
-        None => (None, None),
-        Some(l) => {
-            let mut root = Node::default();
-            match &trigger {
-                Trigger::Rescan => root.hint = Some(Hint::Content),
-                Trigger::Paths(p) => {
-                    for (path, hint) in p {
-                        root.insert(path, *hint);
-                    }
-                }
+    let Some(last) = last else {
+        // The first version.
+        return finish_build(b, rows, name, partial_root, None, None, opts, false);
+    };
+    let old_dir = last.dir.clone();
+    let (marks, diffed) = match trigger {
+        Trigger::Rescan => {
+            // One read-only pass finds every difference; the build then touches only those.
+            let mut diff = Node {
+                hint: Some(Hint::Attrib),
+                children: BTreeMap::new(),
+            };
+            let deleted = b.diff_dir(Path::new(""), Some(&old_dir), &mut diff)?;
+            if diff.children.is_empty() && !b.root_differs(&old_dir)? {
+                // Nothing differs: no version, and nothing built only to be thrown away.
+                return Ok(std::mem::take(&mut b.out));
             }
-            (Some(root), Some(l.dir.clone()))
+            guard_deletions(&ctx.file, last.files, deleted, opts.force)?;
+            (diff, true)
+        }
+        Trigger::Paths(paths) => {
+            let mut root = Node::default();
+            for (path, hint) in &paths {
+                root.insert(path, *hint);
+            }
+            (root, false)
         }
     };
-
-    if let (Trigger::Rescan, Some(l), Some(old_dir)) = (&trigger, &last, &old) {
-        // One read-only pass finds every difference; the build then touches only those.
-        let mut diff = Node {
-            hint: Some(Hint::Attrib),
-            children: BTreeMap::new(),
-        };
-        let deleted = b.diff_dir(Path::new(""), Some(old_dir), &mut diff)?;
-        if diff.children.is_empty() && !b.root_differs(old_dir)? {
-            // Nothing differs: no version, and nothing built only to be thrown away.
-            return Ok(std::mem::take(&mut b.out));
-        }
-        guard_deletions(&ctx.file, l.files, deleted, opts.force)?;
-        return finish_build(b, rows, name, partial_root, Some(diff), old, opts, true);
-    }
-    finish_build(b, rows, name, partial_root, node, old, opts, false)
+    finish_build(
+        b,
+        rows,
+        name,
+        partial_root,
+        Some(marks),
+        Some(old_dir),
+        opts,
+        diffed,
+    )
 }
 
 /// The deletion guard (SPEC §7): a rescan that deletes more than `max_delete_ratio` of the
