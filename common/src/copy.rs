@@ -271,6 +271,25 @@ fn timespecs(meta: &fs::Metadata) -> [libc::timespec; 2] {
     ]
 }
 
+/// Sets atime and mtime (nanoseconds) of `path` from `meta`, not following a symlink.
+pub fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    let c = cpath(path)?;
+    let times = timespecs(meta);
+    // SAFETY: a valid path and a two-element timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
@@ -291,20 +310,7 @@ pub fn apply_path_meta(dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    let times = timespecs(meta);
-    // SAFETY: valid path and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_times(dst, meta)
 }
 
 /// Lists the xattr names of `path` (not following symlinks).

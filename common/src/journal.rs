@@ -45,17 +45,8 @@ impl Journal {
 
     /// Appends one record; `path` is raw bytes relative to the source (may be empty).
     pub fn log(&mut self, event: &str, path: &[u8], detail: &str) -> Result<()> {
-        let line = format!(
-            "{}\t{}\t{}\t{}\t{}\n",
-            now_rfc3339(),
-            self.tool,
-            tsv::escape(event),
-            tsv::escape_bytes(path),
-            tsv::escape(detail)
-        );
-        self.file
-            .write_all(line.as_bytes())
-            .ctx("cannot append to journal", &self.path)
+        let tool = self.tool;
+        self.log_as(tool, event, path, detail)
     }
 
     /// Another handle on the same journal (the fd is duplicated; `O_APPEND` is kept).

@@ -484,31 +484,7 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 
 /// Sets a path's atime and mtime (nanoseconds) from `meta`, not following a symlink.
 fn set_times(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", show(path))))?;
-    let t = [
-        libc::timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec(),
-        },
-        libc::timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec(),
-        },
-    ];
-    // SAFETY: a valid path and an array of two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).ctx("cannot set times of", path);
-    }
-    Ok(())
+    copy::set_times(path, meta).ctx("cannot set times of", path)
 }
 
 /// A version directory about to get a changed entry: its times (and, for a non-root
