@@ -104,7 +104,7 @@ impl Setup {
             if fs::read_dir(&src).expect("ls").next().is_none() {
                 fs::write(src.join("seed"), j.as_bytes()).expect("write");
             }
-            text.push_str(&format!("[jobs.{j}]\nsource = \"{}\"\n", src.display()));
+            text.push_str(&format!("[jobs.\"{j}\"]\nsource = \"{}\"\n", src.display()));
         }
         fs::write(&self.config, text).expect("config");
     }
@@ -414,4 +414,31 @@ fn a_lost_source_pauses_the_job_until_it_returns() {
         b"changed after the disk came back"
     );
     assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn check_config_prints_the_resolved_jobs() {
+    let s = Setup::new(&["one", "two words"], "keep_versions = 7");
+    let o = run(cmd("reverberator")
+        .args(["check-config", "--json", "--config"])
+        .arg(&s.config));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let jobs: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[1]["name"], "two words");
+    assert_eq!(jobs[1]["folder"], "two_words");
+    assert_eq!(jobs[0]["keep_versions"], 7, "defaults apply to every job");
+    assert_eq!(jobs[0]["min_snapshot_time"], "400ms");
+    let o = run(cmd("reverberator")
+        .args(["check-config", "--config"])
+        .arg(&s.config));
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("[jobs.one]") || stdout(&o).contains("[jobs.\"one\"]"),
+        "{}",
+        stdout(&o)
+    );
 }

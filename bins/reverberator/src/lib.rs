@@ -108,6 +108,9 @@ pub enum Cmd {
         /// The configuration file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print one JSON line per job instead of TOML.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -175,10 +178,30 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             };
             Ok(supervisor::run(&FromConfig { file }, &opts)?)
         }
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig { config, json } => {
             let file = config::locate(config.as_deref())?;
             let cfg = config::load(&file)?;
-            print!("{}", config::render_resolved(&cfg));
+            if !json {
+                print!("{}", config::render_resolved(&cfg));
+                return Ok(EXIT_OK);
+            }
+            for j in &cfg.jobs {
+                let mut v = serde_json::to_value(&j.settings)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("type".into(), "job".into());
+                    o.insert("name".into(), j.name.clone().into());
+                    o.insert("folder".into(), j.folder.clone().into());
+                    o.insert(
+                        "source".into(),
+                        j.source.to_string_lossy().into_owned().into(),
+                    );
+                    o.insert(
+                        "vault".into(),
+                        j.vault.to_string_lossy().into_owned().into(),
+                    );
+                }
+                out(&v.to_string())?;
+            }
             Ok(EXIT_OK)
         }
         Cmd::Status { at } => status(&at),

@@ -91,7 +91,7 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__check__subcmd__config)
-            opts="-h --config --help"
+            opts="-h --config --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -63,6 +63,7 @@ complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l vau
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l json -d 'Print JSON lines instead of text'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l config -d 'The configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l json -d 'Print one JSON line per job instead of TOML'
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -s h -l help -d 'Print help'
 complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "run" -d 'Watch every configured job (or one folder given with --source and --vault) and take versions'
 complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "status" -d 'Per job: state, last version and its age, pending changes, size against the limit, identity'
