@@ -60,8 +60,37 @@ pub trait JobSource {
     fn jobs(&self) -> Result<Vec<JobConfig>>;
 }
 
+/// The programs the supervisor runs as children.
+pub const CHILDREN: [&str; 4] = [
+    "reverb-watch",
+    "reverb-mountwatch",
+    "reverb-snap",
+    "reverb-retire",
+];
+
+/// Finds a sibling program: in `bin_dir`, else next to the running executable, else on PATH.
+pub fn find_tool(bin_dir: Option<&Path>, name: &str) -> Option<PathBuf> {
+    let here = bin_dir.map(Path::to_path_buf).or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+    });
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    here.into_iter()
+        .chain(std::env::split_paths(&path))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Runs until SIGTERM/SIGINT; returns the exit code.
 pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
+    for name in CHILDREN {
+        if find_tool(opts.bin_dir.as_deref(), name).is_none() {
+            return Err(Error::Usage(format!(
+                "{name} is not installed next to reverberator nor on PATH (build every binary: cargo build --release --workspace)"
+            )));
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -224,15 +253,7 @@ impl Runner {
     }
 
     fn tool(&self, name: &str) -> PathBuf {
-        let dir = self.opts.bin_dir.clone().or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-        });
-        match dir {
-            Some(d) if d.join(name).is_file() => d.join(name),
-            _ => PathBuf::from(name),
-        }
+        find_tool(self.opts.bin_dir.as_deref(), name).unwrap_or_else(|| PathBuf::from(name))
     }
 
     fn command(&self, name: &str) -> Command {
