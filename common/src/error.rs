@@ -21,7 +21,7 @@ pub const EXIT_TEMPFAIL: i32 = 75;
 static ALIASES: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf)>> =
     std::sync::Mutex::new(Vec::new());
 
-/// Makes messages show `real` instead of the held-fd path `via` (`/proc/self/fd/N`).
+/// Makes messages show `real` instead of `via` (the working directory a writer entered).
 pub fn register_alias(via: &Path, real: &Path) {
     if let Ok(mut a) = ALIASES.lock() {
         a.retain(|(v, _)| v != via);
@@ -29,9 +29,10 @@ pub fn register_alias(via: &Path, real: &Path) {
     }
 }
 
-/// Shows a path in a message: escaped, never lossy, held-fd paths shown by their name.
+/// Shows a path in a message: escaped, never lossy, paths relative to an entered job folder
+/// shown in full.
 pub fn show(path: &Path) -> String {
-    if path.starts_with("/proc/self/fd")
+    if path.is_relative()
         && let Ok(a) = ALIASES.lock()
     {
         for (via, real) in a.iter() {

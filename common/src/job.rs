@@ -156,7 +156,6 @@ pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
         file,
         journal,
         source,
-        anchors: Vec::new(),
     })
 }
 
@@ -270,50 +269,34 @@ pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
     Ok(())
 }
 
-/// A copy of `ctx` whose job folder and source are reached through directory fds taken now
-/// (after the identity check), as `/proc/self/fd/N` paths: a remount or an unmount during
-/// the run cannot redirect a write into another filesystem, nor make the source look empty
-/// (SPEC §8). Where `/proc` is missing the plain paths are kept.
+/// A copy of `ctx` whose job folder is reached relative to the process's working directory,
+/// entered now (after the identity check): the working directory pins the directory itself,
+/// so a disk unmounted, or something mounted over the vault, during the run cannot redirect
+/// a single write (SPEC §8). Lookups stay as cheap as plain paths (a `/proc/self/fd/N/…`
+/// path would cost a procfs walk per system call). The source keeps its path: it is only
+/// read, and a source lost mid-run is caught by the next identity check and the deletion
+/// guard. The process's working directory stays in the job folder afterwards.
 pub fn anchored(ctx: &JobCtx) -> Result<JobCtx> {
-    let mut anchors = Vec::new();
-    let mut pin = |path: &Path| -> Result<PathBuf> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(path)
-            .ctx("cannot open", path)?;
-        let held = f.metadata().ctx("cannot inspect", path)?;
-        let now = fs::metadata(path).ctx("cannot inspect", path)?;
-        if (held.dev(), held.ino()) != (now.dev(), now.ino()) {
-            return Err(Error::IdentityMismatch(format!(
-                "{} changed while it was being opened",
-                show(path)
-            )));
-        }
-        // The trailing `/.` makes even an lstat of the root itself follow the fd link.
-        let via = PathBuf::from(format!(
-            "/proc/self/fd/{}/.",
-            std::os::fd::AsRawFd::as_raw_fd(&f)
-        ));
-        if !via.is_dir() {
-            return Ok(path.to_path_buf());
-        }
-        crate::error::register_alias(&via, path);
-        anchors.push(f);
-        Ok(via)
-    };
-    let job_path = pin(&ctx.dir.path)?;
-    let source = pin(&ctx.file.source)?;
+    use std::os::unix::fs::MetadataExt;
+    let real = &ctx.dir.path;
+    let checked = fs::metadata(real).ctx("cannot inspect", real)?;
+    std::env::set_current_dir(real).ctx("cannot enter", real)?;
+    let here = fs::metadata(".").ctx("cannot inspect", real)?;
+    if (checked.dev(), checked.ino()) != (here.dev(), here.ino()) {
+        return Err(Error::IdentityMismatch(format!(
+            "{} changed while it was being entered",
+            show(real)
+        )));
+    }
+    crate::error::register_alias(Path::new("."), real);
     Ok(JobCtx {
         dir: JobDir {
-            path: job_path,
+            path: PathBuf::from("."),
             folder: ctx.dir.folder.clone(),
         },
         file: ctx.file.clone(),
         journal: ctx.journal.try_clone()?,
-        source,
-        anchors,
+        source: ctx.file.source.clone(),
     })
 }
 

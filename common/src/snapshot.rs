@@ -101,11 +101,8 @@ pub struct JobCtx {
     pub file: JobFile,
     /// The journal, opened for the calling tool.
     pub journal: Journal,
-    /// The path the source is read through: `file.source`, or a held directory fd's
-    /// `/proc/self/fd/N` once anchored (see [`crate::job::anchored`]).
+    /// The path the source is read through (`file.source`).
     pub source: PathBuf,
-    /// Directory fds held while anchored.
-    pub anchors: Vec<fs::File>,
 }
 
 #[derive(Debug, Default)]
