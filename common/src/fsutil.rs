@@ -18,9 +18,10 @@ use crate::error::{IoContext, Result};
 pub fn temp_beside(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut name = OsString::from(".tmp-");
-    name.push(std::process::id().to_string());
+    name.push(PID.get_or_init(|| std::process::id().to_string()));
     name.push(format!("-{n}-"));
     name.push(path.file_name().unwrap_or_default());
     path.with_file_name(name)
