@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{Bench, JOB, secs, slash};
 use crate::peers::{need, remove, timed};
-use crate::report::{Row, Unit};
+use crate::report::{Row, Unit, paired_ratios};
 
 /// `syncfs(2)` on the filesystem holding `path`; how long it took.
 fn syncfs(path: &Path) -> Result<Duration> {
@@ -88,6 +88,8 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
         }
     }
     let ok = |r: &Result<PathBuf, String>, v: Vec<f64>| r.as_ref().map(|_| v).map_err(Clone::clone);
+    let paired = |peer: &[f64]| format!("per-repetition ratios: {}", paired_ratios(&ours, peer));
+    let (n_cp, n_sync, n_rs) = (paired(&cp_t), paired(&cp_sync), paired(&rs_t));
     b.push(
         Row::new(
             "first copy",
@@ -97,24 +99,32 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
             ok(&cp, cp_t),
             Some(1.2),
         )
-        .note("reverb-snap includes its syncfs; cp -a does not"),
+        .note(format!(
+            "reverb-snap includes its syncfs; cp -a does not; {n_cp}"
+        )),
     );
-    b.push(Row::new(
-        "first copy",
-        Unit::Seconds,
-        ours.clone(),
-        "cp -a + syncfs",
-        ok(&cp, cp_sync),
-        Some(1.2),
-    ));
-    b.push(Row::new(
-        "first copy",
-        Unit::Seconds,
-        ours,
-        "rsync -a",
-        ok(&rsync, rs_t),
-        None,
-    ));
+    b.push(
+        Row::new(
+            "first copy",
+            Unit::Seconds,
+            ours.clone(),
+            "cp -a + syncfs",
+            ok(&cp, cp_sync),
+            Some(1.2),
+        )
+        .note(n_sync),
+    );
+    b.push(
+        Row::new(
+            "first copy",
+            Unit::Seconds,
+            ours,
+            "rsync -a",
+            ok(&rsync, rs_t),
+            None,
+        )
+        .note(n_rs),
+    );
     Ok(())
 }
 
