@@ -40,7 +40,8 @@ struct Args {
     /// Repetitions of each timed measure (medians are reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Parent of the scratch directory (default /var/tmp); it must hold ~3× the tree.
+    /// Parent of the scratch directory (default /var/tmp); it must hold (3 × reps + 1) × the
+    /// tree: the first-copy measure keeps all its copies until its last repetition.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     dir: PathBuf,
     /// Results as TSV here, and as JSON next to it (same name, .json).

@@ -85,6 +85,17 @@ impl Row {
     }
 }
 
+/// Ratios ours / peer of the same repetition, as text ("0.22 1.01 15.0"): when the
+/// medians are disturbed by stalls shared with other processes (disk-bound runs), the paired
+/// ratios show whether the tools or the machine moved.
+pub fn paired_ratios(ours: &[f64], peer: &[f64]) -> String {
+    ours.iter()
+        .zip(peer)
+        .map(|(o, p)| format!("{:.2}", o / p))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The median (mean of the middle two for an even count); `None` when empty.
 pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
@@ -173,6 +184,12 @@ pub fn write_files(out: &Path, rows: &[Row], meta: &serde_json::Value) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_ratios_per_repetition() {
+        assert_eq!(paired_ratios(&[1.0, 18.0, 3.0], &[2.0, 18.0]), "0.50 1.00");
+        assert_eq!(paired_ratios(&[], &[1.0]), "");
+    }
 
     #[test]
     fn median_odd_even_empty() {

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{Bench, JOB, secs, slash};
 use crate::peers::{need, remove, timed};
-use crate::report::{Row, Unit};
+use crate::report::{Row, Unit, paired_ratios};
 
 /// `syncfs(2)` on the filesystem holding `path`; how long it took.
 fn syncfs(path: &Path) -> Result<Duration> {
@@ -47,6 +47,12 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
     let cp = need(&b.tools.cp, "cp").map(Path::to_path_buf);
     let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
     let (mut ours, mut cp_t, mut cp_sync, mut rs_t) = (vec![], vec![], vec![], vec![]);
+    // Copies are never deleted during the run (the scratch directory goes at the end):
+    // creating many inodes soon after deleting many is slower on ext4, so deleting each copy
+    // before the next tool ran charged that cost to whichever tool came next (every fast
+    // sample of the first runs was one not preceded by a deletion), and deleting them all
+    // after the last repetition slowed the next measure.
+    let mut trash: Vec<PathBuf> = Vec::new();
     for rep in 0..b.reps {
         let last = rep + 1 == b.reps;
         eprintln!("first copy, repetition {}/{}", rep + 1, b.reps);
@@ -56,7 +62,7 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
         if last {
             fs::rename(&vault, &b.vault)?;
         } else {
-            remove(&vault)?;
+            trash.push(vault);
         }
         if let Ok(cp) = &cp {
             let dst = dir.join(format!("cp{rep}"));
@@ -65,7 +71,7 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
             let s = syncfs(&dst)?;
             cp_t.push(secs(d));
             cp_sync.push(secs(d + s));
-            remove(&dst)?;
+            trash.push(dst);
         }
         if let Ok(rsync) = &rsync {
             let dst = if last {
@@ -83,11 +89,17 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
             if last {
                 b.chain.push(dst);
             } else {
-                remove(&dst)?;
+                trash.push(dst);
             }
         }
     }
+    eprintln!(
+        "first copy: {} copies left for the end of the run",
+        trash.len()
+    );
     let ok = |r: &Result<PathBuf, String>, v: Vec<f64>| r.as_ref().map(|_| v).map_err(Clone::clone);
+    let paired = |peer: &[f64]| format!("per-repetition ratios: {}", paired_ratios(&ours, peer));
+    let (n_cp, n_sync, n_rs) = (paired(&cp_t), paired(&cp_sync), paired(&rs_t));
     b.push(
         Row::new(
             "first copy",
@@ -97,24 +109,32 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
             ok(&cp, cp_t),
             Some(1.2),
         )
-        .note("reverb-snap includes its syncfs; cp -a does not"),
+        .note(format!(
+            "reverb-snap includes its syncfs; cp -a does not; {n_cp}"
+        )),
     );
-    b.push(Row::new(
-        "first copy",
-        Unit::Seconds,
-        ours.clone(),
-        "cp -a + syncfs",
-        ok(&cp, cp_sync),
-        Some(1.2),
-    ));
-    b.push(Row::new(
-        "first copy",
-        Unit::Seconds,
-        ours,
-        "rsync -a",
-        ok(&rsync, rs_t),
-        None,
-    ));
+    b.push(
+        Row::new(
+            "first copy",
+            Unit::Seconds,
+            ours.clone(),
+            "cp -a + syncfs",
+            ok(&cp, cp_sync),
+            Some(1.2),
+        )
+        .note(n_sync),
+    );
+    b.push(
+        Row::new(
+            "first copy",
+            Unit::Seconds,
+            ours,
+            "rsync -a",
+            ok(&rsync, rs_t),
+            None,
+        )
+        .note(n_rs),
+    );
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 
 use super::{Bench, secs, slash};
 use crate::fsstat::{count_entries, usage};
-use crate::peers::{need, remove, timed, timed_input};
+use crate::peers::{need, timed, timed_input};
 use crate::report::{Row, Unit};
 use crate::tree::event_lines;
 
@@ -90,7 +90,15 @@ fn cp_al(b: &Bench, cp: &Path, paths: &[PathBuf]) -> Result<(f64, f64)> {
             .current_dir(&b.tree.root),
     )?;
     let e = count_entries(&new)?;
-    remove(&new)?;
+    // Not deleted (see `copy::first_copy`: a deletion slows the next tool's inode
+    // allocations); moved aside for the scratch directory's removal at the end of the run.
+    let aside = b.scratch.join("trash");
+    std::fs::create_dir_all(&aside)?;
+    let mut n = 0;
+    while aside.join(format!("cp-al-{n}")).exists() {
+        n += 1;
+    }
+    std::fs::rename(&new, aside.join(format!("cp-al-{n}")))?;
     Ok((secs(d1 + d2), e as f64))
 }
 
