@@ -164,6 +164,13 @@ pub fn verify(role: &str, recorded: &FsIdentity, path: &Path) -> Result<MatchedB
             describe(recorded),
         ))
     };
+    // Fast path, taken before every version: what the kernel and /dev/disk say, without
+    // starting blkid; only a non-match asks blkid for the remaining fields.
+    if let Ok(quick) = gather_with(path, false)
+        && let Some(m) = matches(recorded, &quick.identity)
+    {
+        return Ok(m);
+    }
     let current = match FsIdentity::of(path) {
         Ok(c) => c,
         Err(Error::Usage(_)) => return Err(mismatch("the path does not exist".to_owned())),
@@ -307,6 +314,11 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// Gathers everything about the mount holding `path`. A missing path is [`Error::Usage`].
 pub fn gather(path: &Path) -> Result<Gathered> {
+    gather_with(path, true)
+}
+
+/// [`gather`], optionally without running `blkid` (kernel and /dev/disk sources only).
+fn gather_with(path: &Path, use_blkid: bool) -> Result<Gathered> {
     let canonical = match std::fs::canonicalize(path) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -339,7 +351,9 @@ pub fn gather(path: &Path) -> Result<Gathered> {
         id.uuid.clone_from(&kernel_uuid);
     }
     let block = block_device(&entry.source);
-    if let Some(dev) = &block {
+    if let Some(dev) = &block
+        && use_blkid
+    {
         from_blkid(dev, &mut id);
     }
     let rdev = block
