@@ -12,7 +12,7 @@
 //! that changes while it is copied is copied again up to [`RETRIES`] times, then taken as
 //! it is and reported as unstable.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -469,11 +469,6 @@ pub fn make_dir(dst: &Path) -> io::Result<()> {
 pub fn finish_dir(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
     copy_xattrs(src, dst)?;
     apply_path_meta(dst, meta)
-}
-
-/// The name of a path's last component as bytes (empty for `/`).
-pub fn name_bytes(p: &Path) -> &[u8] {
-    p.file_name().map(OsStr::as_bytes).unwrap_or_default()
 }
 
 /// Disk usage of one entry as `du` counts it (allocated blocks, not following links).

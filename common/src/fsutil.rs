@@ -8,7 +8,6 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -101,9 +100,4 @@ fn make_writable(path: &Path) {
             make_writable(&e.path());
         }
     }
-}
-
-/// Joins a relative path given as raw bytes onto a base.
-pub fn join_bytes(base: &Path, rel: Vec<u8>) -> PathBuf {
-    base.join(OsString::from_vec(rel))
 }

@@ -1,7 +1,7 @@
 //! Times as the vault writes them: RFC 3339 UTC with milliseconds in TSV files, and the
 //! colon-free ISO-8601 basic stamp `YYYYMMDDTHHMMSSZ` in version directory names (SPEC §3, §5).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// `2026-11-24T21:49:00.123Z`
 pub fn rfc3339_millis(t: SystemTime) -> String {
@@ -43,13 +43,6 @@ pub fn parse_stamp(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(&iso).ok()
 }
 
-/// Seconds since the epoch, for JSON output.
-pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
 /// A short human age: `42s`, `5m`, `3h`, `2d`.
 pub fn human_age(since: SystemTime, now: SystemTime) -> String {
     let secs = now
@@ -67,6 +60,7 @@ pub fn human_age(since: SystemTime, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn formats_round_trip() {
