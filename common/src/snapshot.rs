@@ -543,6 +543,30 @@ enum BaselineState {
     UnchangedDir,
 }
 
+/// The source directory's entries with their `lstat` (taken relative to the listing's fd).
+/// An entry that vanishes between the listing and its stat is left out.
+fn list_source_meta(
+    dir: &Path,
+    rel: &Path,
+    excludes: &Excludes,
+) -> std::io::Result<BTreeMap<OsString, Metadata>> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let meta = match e.metadata() {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        let name = e.file_name();
+        if !excludes.is_empty() && excludes.is_excluded(&rel.join(&name), meta.is_dir()) {
+            continue;
+        }
+        out.insert(name, meta);
+    }
+    Ok(out)
+}
+
 impl Builder<'_> {
     /// Do the source root's own attributes differ from the old version's root?
     fn root_differs(&self, old_dir: &str) -> Result<bool> {
@@ -596,6 +620,33 @@ impl Builder<'_> {
         } else {
             self.new_root.join(rel)
         }
+    }
+
+    /// [`Builder::list_old`] with the metadata of the real entries (vault links: `None`,
+    /// their holder is looked at by path).
+    #[allow(clippy::type_complexity)]
+    fn list_old_meta(
+        &self,
+        phys: &str,
+        rel: &Path,
+    ) -> Result<BTreeMap<OsString, (Entry, String, Option<Metadata>)>> {
+        let dir = self.vault_path(phys, rel);
+        let mut out = BTreeMap::new();
+        for e in fs::read_dir(&dir).ctx("cannot list version directory", &dir)? {
+            let e = e.ctx("cannot list version directory", &dir)?;
+            let ft = e.file_type().ctx("cannot inspect", &e.path())?;
+            let child = rel.join(e.file_name());
+            let entry = tree::classify(&e.path(), &child, phys, ft, &self.lookalikes)?;
+            let (holder, meta) = match &entry {
+                Entry::VaultLink { holder } => (holder.clone(), None),
+                Entry::Real(_) => (
+                    phys.to_owned(),
+                    Some(e.metadata().ctx("cannot inspect", &e.path())?),
+                ),
+            };
+            out.insert(e.file_name(), (entry, holder, meta));
+        }
+        Ok(out)
     }
 
     fn list_old(&self, phys: &str, rel: &Path) -> Result<BTreeMap<OsString, (Entry, String)>> {
@@ -668,7 +719,9 @@ impl Builder<'_> {
     /// files that would be deleted.
     fn diff_dir(&mut self, rel: &Path, phys: Option<&str>, node: &mut Node) -> Result<u64> {
         let src_dir = self.src(rel);
-        let src = match list_source(&src_dir, rel, &self.excludes) {
+        // Both sides are listed with their entries' metadata, read relative to the open
+        // directory (fstatat on the listing's fd): no path walk per entry.
+        let src = match list_source_meta(&src_dir, rel, &self.excludes) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -682,7 +735,7 @@ impl Builder<'_> {
             Err(e) => return Err(e).ctx("cannot list source directory", &src_dir),
         };
         let old = match phys {
-            Some(phys) => self.list_old(phys, rel)?,
+            Some(phys) => self.list_old_meta(phys, rel)?,
             None => BTreeMap::new(),
         };
         let mut deleted = 0u64;
@@ -693,19 +746,18 @@ impl Builder<'_> {
                 (Some(_), None) => {
                     node.children.entry(name.clone()).or_default().hint = Some(Hint::Content)
                 }
-                (None, Some((_, holder))) => {
+                (None, Some((_, holder, _))) => {
                     node.children.entry(name.clone()).or_default().hint = Some(Hint::Delete);
                     deleted += measure_tree(&self.job, holder, &child, &self.lookalikes)?.0;
                 }
-                (Some(_), Some((_, holder))) => {
+                (Some(sm), Some((_, holder, listed))) => {
                     let sp = self.src(&child);
                     let op = self.vault_path(holder, &child);
-                    let Ok(sm) = fs::symlink_metadata(&sp) else {
-                        node.children.entry(name.clone()).or_default().hint = Some(Hint::Delete);
-                        continue;
+                    let om = match listed {
+                        Some(m) => m.clone(),
+                        None => fs::symlink_metadata(&op).ctx("cannot inspect", &op)?,
                     };
-                    let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-                    let (differs, attr_only) = self.compare(&sm, &om, &sp, &op);
+                    let (differs, attr_only) = self.compare(sm, &om, &sp, &op);
                     if sm.is_dir() && om.is_dir() {
                         let mut sub = Node::default();
                         deleted += self.diff_dir(&child, Some(holder), &mut sub)?;
