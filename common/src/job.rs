@@ -150,13 +150,7 @@ fn existing(vault: &Vault, name: &str) -> Result<JobDir> {
 pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
     let file = JobFile::read(&dir.job_toml())?;
     let journal = Journal::open(&dir.journal(), tool)?;
-    let source = file.source.clone();
-    Ok(JobCtx {
-        dir,
-        file,
-        journal,
-        source,
-    })
+    Ok(JobCtx { dir, file, journal })
 }
 
 /// Where a writer's job comes from: flags, or a configuration file (SPEC §7 `--config`).
@@ -296,7 +290,6 @@ pub fn anchored(ctx: &JobCtx) -> Result<JobCtx> {
         },
         file: ctx.file.clone(),
         journal: ctx.journal.try_clone()?,
-        source: ctx.file.source.clone(),
     })
 }
 

@@ -101,8 +101,6 @@ pub struct JobCtx {
     pub file: JobFile,
     /// The journal, opened for the calling tool.
     pub journal: Journal,
-    /// The path the source is read through (`file.source`).
-    pub source: PathBuf,
 }
 
 #[derive(Debug, Default)]
@@ -214,7 +212,7 @@ pub fn read_index_or_empty(dir: &JobDir) -> Result<Vec<IndexRow>> {
 pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome> {
     recover(ctx)?;
     let rows = read_index_or_empty(&ctx.dir)?;
-    let source = ctx.source.clone();
+    let source = ctx.file.source.clone();
     let src_meta = fs::metadata(&source).ctx("cannot read source", &source)?;
     if !src_meta.is_dir() {
         return Err(Error::Usage(format!(
@@ -258,7 +256,6 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome
         } else {
             Some(Baseline::load(&ctx.dir.path)?)
         },
-        keep_complete: ctx.file.settings.keep_complete,
         privileged: copy::privileged(),
         hardlinks: HashMap::new(),
         out: Outcome::default(),
@@ -505,7 +502,6 @@ struct Builder<'j> {
     privileged: bool,
     /// keep_complete = false: the source as it was when the job started.
     baseline: Option<Baseline>,
-    keep_complete: bool,
     hardlinks: HashMap<(u64, u64), PathBuf>,
     out: Outcome,
     delta_files: i64,
@@ -1162,7 +1158,7 @@ impl Builder<'_> {
 
     /// The first version: a complete copy of the source.
     fn fill_first(&mut self) -> Result<()> {
-        if !self.keep_complete {
+        if self.baseline.is_some() {
             // A history of changes, not a full backup: the first version holds nothing; the
             // baseline remembers what "unchanged since the job started" means.
             let baseline = Baseline::record(&self.src_root, &self.excludes)?;
