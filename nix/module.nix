@@ -1,10 +1,10 @@
-# NixOS module: services.reverberator (SPEC §6, §10, §14).
+# NixOS module: services.reverberator (docs/configuration.md, docs/design.md#the-supervisor, docs/install.md).
 #
 # Owns: the options, the generated /etc/reverberator/config.toml, the hardened
 # `reverberator` service and the optional `reverberator-retire` timer.
 #
 # Invariants:
-# - Every job setting of SPEC §6 is a typed option whose default is JobSettings::default()
+# - Every job setting of docs/configuration.md is a typed option whose default is JobSettings::default()
 #   (common/src/settings.rs), through `services.reverberator.defaults`, so a job that sets
 #   nothing gets exactly what the tool would give it.
 # - The options and the assertions need nothing but `lib`: `pkgs` is only used inside
@@ -142,7 +142,7 @@ let
   within = outer: inner: outer == "/" || inner == outer || lib.hasPrefix (outer + "/") inner;
   isAbsolute = p: p != null && lib.hasPrefix "/" p;
 
-  # SPEC §6: keep A-Z a-z 0-9 . _ -, every other character becomes `_`. Nix strings are bytes:
+  # docs/configuration.md: keep A-Z a-z 0-9 . _ -, every other character becomes `_`. Nix strings are bytes:
   # a non-ASCII character becomes one `_` per UTF-8 byte here, one `_` in the tool; the tool
   # re-checks at start, so this only misses clashes between non-ASCII names.
   sanitize =
@@ -230,7 +230,7 @@ let
     ProtectSystem = "strict";
     ProtectHome = "read-only";
     # `-`: a vault on an unplugged disk must not keep the service from starting; the tool
-    # notices the missing vault itself and waits for it (SPEC §8).
+    # notices the missing vault itself and waits for it (docs/identity.md).
     ReadWritePaths = map (p: "-${p}") vaults;
     ReadOnlyPaths = map (p: "-${p}") sources;
     PrivateTmp = true;
@@ -369,7 +369,7 @@ in
           "local-fs.target"
           "remote-fs.target"
         ];
-        # blkid fills in filesystem labels and UUIDs the kernel does not report (SPEC §8).
+        # blkid fills in filesystem labels and UUIDs the kernel does not report (docs/identity.md).
         path = [ pkgs.util-linux ];
         # A changed config is reloaded (SIGHUP), not restarted: no version in progress is cut.
         reloadTriggers = [ config.environment.etc."reverberator/config.toml".source ];

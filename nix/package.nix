@@ -7,7 +7,7 @@
 }:
 let
   cargoToml = lib.importTOML ../Cargo.toml;
-  # The programs of SPEC §7; the build fails if one is missing.
+  # The programs of docs/cli.md; the build fails if one is missing.
   binaries = [
     "reverberator"
     "reverb-watch"

@@ -1,4 +1,4 @@
-//! `reverb-bench`: the project's benchmark against its peers (SPEC §13).
+//! `reverb-bench`: the project's benchmark against its peers (docs/benchmarks.md).
 //!
 //! Builds a realistic tree in a scratch directory, then measures our real binaries against
 //! `cp`, `rsync` and `inotifywait` in the same run, `--reps` times each, and prints one

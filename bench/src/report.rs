@@ -30,7 +30,7 @@ pub struct Row {
     pub ours: Option<f64>,
     pub peer: Option<f64>,
     pub ratio: Option<f64>,
-    /// Upper bound on `ratio`, when the SPEC sets one.
+    /// Upper bound on `ratio`, when docs/benchmarks.md sets a target.
     pub target: Option<f64>,
     /// `pass`, `fail`, `info` (no target) or `skipped: why`.
     pub result: String,

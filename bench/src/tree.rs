@@ -177,7 +177,7 @@ impl Tree {
     }
 }
 
-/// Event lines (SPEC §5) saying that each of `paths` was modified, then a `flush`.
+/// Event lines (docs/format.md#text-files) saying that each of `paths` was modified, then a `flush`.
 pub fn event_lines(paths: &[PathBuf]) -> String {
     let time = "2026-01-01T00:00:00.000Z";
     let mut s = String::from("time\tevent\ttype\tpath\tto_path\n");

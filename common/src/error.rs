@@ -1,4 +1,4 @@
-//! The library's error type and its one mapping to exit codes (SPEC §7).
+//! The library's error type and its one mapping to exit codes (docs/cli.md).
 //!
 //! Exit codes: 0 success; 1 failure; 2 usage or configuration error; 75 temporary failure
 //! (the job is locked, the vault is not available, or a filesystem identity does not match):
@@ -7,7 +7,7 @@
 use std::io;
 use std::path::Path;
 
-use crate::tsv;
+use crate::format::tsv;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;

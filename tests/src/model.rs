@@ -1,4 +1,4 @@
-//! Capturing a tree's complete observable state (what SPEC I5 promises) so that tests can
+//! Capturing a tree's complete observable state (what I5 (docs/format.md#invariants) promises) so that tests can
 //! compare a source at the time a version was taken with what a restore gives back.
 
 use std::collections::{BTreeMap, HashMap};

@@ -32,7 +32,7 @@ pub fn opts() -> CaptureOpts {
     }
 }
 
-/// One event line (without newline), fields escaped as SPEC §5 says.
+/// One event line (without newline), fields escaped as docs/format.md#text-files says.
 pub fn event(kind: &str, etype: &str, path: &Path, to: Option<&Path>) -> String {
     let esc = |p: &Path| reverb_common::tsv::escape_os(p.as_os_str());
     format!(

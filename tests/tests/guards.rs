@@ -1,4 +1,4 @@
-//! Filesystem identity guards (SPEC §8) and the deletion guard (SPEC §7) on real loop
+//! Filesystem identity guards (docs/identity.md) and the deletion guard (docs/cli.md) on real loop
 //! mounts: an unmounted source or an unplugged vault makes every writer exit 75 and nothing
 //! is written; replugged, the job resumes with a version of only the real changes.
 

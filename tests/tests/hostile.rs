@@ -32,7 +32,7 @@ fn version(o: &std::process::Output, what: &str) -> String {
 
 /// Rescan and `attrib dir .` both ignore a change of the source root's own attributes
 /// (mode, mtime) when nothing below it changed: no version is made, so the latest version
-/// no longer matches the source (SPEC I5).
+/// no longer matches the source (I5 (docs/format.md#invariants)).
 #[test]
 fn root_attribute_change_alone_makes_a_version() {
     let f = FastFixture::new(64);
@@ -158,7 +158,7 @@ fn names_with_every_byte_and_255_byte_names_survive_every_path() {
     let f = FastFixture::new(256);
     let names = odd_names(&f.src);
     let mut recorded = BTreeMap::from([(f.first(), capture(&f.src, opts()))]);
-    // Events naming every odd path (escaped as SPEC §5 says).
+    // Events naming every odd path (escaped as docs/format.md#text-files says).
     let mut lines = Vec::new();
     for n in &names {
         fs::write(f.src.join(n), b"changed").expect("write");

@@ -1,4 +1,4 @@
-//! Filesystem identity (SPEC §8) and `reverb-mountwatch` (SPEC §7) against real mounts:
+//! Filesystem identity (docs/identity.md) and `reverb-mountwatch` (docs/cli.md) against real mounts:
 //! loop-mounted ext4/btrfs/xfs images, tmpfs, bind and moved mounts. Tests that need root or
 //! a mkfs print `SKIPPED (reason)` and return.
 

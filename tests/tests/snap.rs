@@ -179,7 +179,7 @@ fn a_sequence_of_edits_restores_version_by_version() {
         history.push((v, capture(&f.src, opts())));
     }
     assert_eq!(f.rescan(), "", "no change must make no version");
-    // Hard links are kept among the files a version copies together (SPEC I5); a later
+    // Hard links are kept among the files a version copies together (I5 (docs/format.md#invariants)); a later
     // version that copies only one name of a linked pair holds it as its own file.
     let unlinked = |m: &std::collections::BTreeMap<PathBuf, model::Node>| {
         m.iter()

@@ -1,4 +1,4 @@
-//! `reverb-watch` end to end: the real binary on real temp dirs (SPEC §5, §7).
+//! `reverb-watch` end to end: the real binary on real temp dirs (docs/format.md#text-files, docs/cli.md).
 
 mod watch_support;
 

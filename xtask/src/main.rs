@@ -1,4 +1,4 @@
-//! `xtask`: project chores that belong to no program (SPEC §14), run with `cargo run -p xtask`.
+//! `xtask`: project chores that belong to no program (docs/install.md), run with `cargo run -p xtask`.
 //!
 //! - `gen` writes the man pages and shell completions of the seven programs from their clap
 //!   definitions (each bin crate's `cli()`): `packaging/man/<program>.1`, one page per
@@ -26,7 +26,7 @@ use clap_complete::Shell;
 /// A program's clap command, as its bin crate's `cli()` builds it.
 type CliFn = fn() -> clap::Command;
 
-/// The programs of SPEC §7: (binary name, its clap command).
+/// The programs of docs/cli.md: (binary name, its clap command).
 const PROGRAMS: [(&str, CliFn); 7] = [
     ("reverberator", reverberator::cli),
     ("reverb-watch", reverb_watch::cli),
@@ -195,7 +195,7 @@ fn man_page(
     Ok((Path::new("man").join(format!("{name}.1")), w))
 }
 
-/// SPEC §7's exit codes, the same for every program.
+/// docs/cli.md's exit codes, the same for every program.
 const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 .TP
 0
@@ -212,7 +212,7 @@ Temporary failure, retry later: the job is locked, or the source or vault is not
 filesystem recorded for it (an unplugged disk).
 "#;
 
-/// Where the configuration file is looked for (SPEC §6).
+/// Where the configuration file is looked for (docs/configuration.md).
 const ENVIRONMENT: &str = r#".SH ENVIRONMENT
 .TP
 \fBREVERBERATOR_CONFIG\fR

@@ -1,4 +1,4 @@
-//! The measures of SPEC §13, each against its peer in the same run.
+//! The measures of docs/benchmarks.md, each against its peer in the same run.
 //!
 //! Owns: [`Bench`], the state the measures share and hand on to each other, in this order:
 //! [`copy`] makes the vault's first version and the first `rsync` snapshot (the base of the

@@ -1,14 +1,14 @@
-//! `reverb-index`: show, recount or check a job's index (SPEC §7, I1–I7). A thin edge over
+//! `reverb-index`: show, recount or check a job's index (docs/cli.md, I1–I7). A thin edge over
 //! `reverb_common::index` and `reverb_common::check`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
-use reverb_common::error::{EXIT_FAILURE, EXIT_OK};
+use reverb_common::JobDir;
+use reverb_common::exit::{EXIT_FAILURE, EXIT_OK};
 use reverb_common::index::{self, IndexRow};
 use reverb_common::lock::{JobLock, Wait};
-use reverb_common::vault::JobDir;
 use reverb_common::{check, cli, job, tsv};
 
 /// Show a job's index.tsv (one row per retained version), recount it from the disk, or
@@ -112,7 +112,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
                 },
             )?;
             let mut ctx = job::open_dir(dir.clone(), "index")?;
-            // Never retire or rewrite into a vault whose disk is not the recorded one (SPEC §8).
+            // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
             job::verify_identities(&mut ctx, dir.path.parent().unwrap_or(&dir.path))?;
             check::recount(&mut ctx)?
         } else {

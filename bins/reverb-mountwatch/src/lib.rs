@@ -1,4 +1,4 @@
-//! `reverb-mountwatch PATH…` (SPEC §7): prints each path's filesystem identity, then a line
+//! `reverb-mountwatch PATH…` (docs/cli.md): prints each path's filesystem identity, then a line
 //! for every change of it, until SIGTERM/SIGINT or until its reader goes away.
 //!
 //! A thin shell over [`reverb_common::mountwatch`], which owns the event source and the
@@ -51,9 +51,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         Err(e) => {
             let _ = e.print();
             if e.use_stderr() {
-                reverb_common::error::EXIT_USAGE
+                reverb_common::exit::EXIT_USAGE
             } else {
-                reverb_common::error::EXIT_OK
+                reverb_common::exit::EXIT_OK
             }
         }
     }

@@ -1,13 +1,13 @@
-//! `reverb-restore`: copy a version, or a path in it, out of the vault exactly (SPEC §7).
+//! `reverb-restore`: copy a version, or a path in it, out of the vault exactly (docs/cli.md).
 //! A thin edge over `reverb_common::restore`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
-use reverb_common::error::EXIT_OK;
-use reverb_common::vault::Vault;
-use reverb_common::{cli, job, restore, snapshot};
+use reverb_common::Vault;
+use reverb_common::exit::EXIT_OK;
+use reverb_common::{cli, index, job, restore};
 
 /// Copy a version (or one path in it) out of the vault: vault links resolved, source links
 /// kept as links, modes, times, owners (as root), xattrs and holes restored.
@@ -49,7 +49,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 pub fn run(args: &Args) -> anyhow::Result<i32> {
     let vault = Vault::open(&args.vault)?;
     let (dir, _file) = job::find(&vault, &args.job)?;
-    let rows = snapshot::read_index_or_empty(&dir)?;
+    let rows = index::read_index_or_empty(&dir)?;
     let row = restore::pick(&rows, &args.version)?;
     let rel = args.path.clone().unwrap_or_default();
     restore::restore(&dir, &row.dir, &rel, &args.to, args.overwrite)?;

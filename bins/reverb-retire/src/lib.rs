@@ -1,17 +1,17 @@
-//! `reverb-retire`: enforce a job's `keep_versions` and `vault_size_limit` (SPEC §7, §11).
+//! `reverb-retire`: enforce a job's `keep_versions` and `vault_size_limit` (docs/cli.md, docs/retirement.md).
 //! A thin edge over `reverb_common::retire`; all logic lives in the library.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
-use reverb_common::error::EXIT_OK;
+use reverb_common::JobDir;
+use reverb_common::exit::EXIT_OK;
 use reverb_common::jobfile::JobFile;
 use reverb_common::lock::{JobLock, Wait};
 use reverb_common::retire::{self, Retired};
 use reverb_common::settings::parse_size;
-use reverb_common::vault::JobDir;
-use reverb_common::{cli, index, job, snapshot, tsv};
+use reverb_common::{cli, index, job, tsv};
 
 /// Retire a job's oldest versions while it has more than its count limit or its folder is
 /// larger than its size limit, moving data that newer versions still use forward first.
@@ -99,7 +99,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
     }
     if args.dry_run {
         let rows = if dir.index().exists() || dir.versions_on_disk()?.is_empty() {
-            snapshot::read_index_or_empty(&dir)?
+            index::read_index_or_empty(&dir)?
         } else {
             index::read(&dir.index())?
         };
@@ -138,7 +138,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
         },
     )?;
     let mut ctx = job::open_dir(dir.clone(), "retire")?;
-    // Never retire or rewrite into a vault whose disk is not the recorded one (SPEC §8).
+    // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
     job::verify_identities(&mut ctx, dir.path.parent().unwrap_or(&dir.path))?;
     let folder = dir.folder.clone();
     let json = args.json;

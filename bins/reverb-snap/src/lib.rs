@@ -1,4 +1,4 @@
-//! `reverb-snap`: build one version of a job (SPEC §7). A thin edge over
+//! `reverb-snap`: build one version of a job (docs/cli.md). A thin edge over
 //! `reverb_common::snapshot`; all logic lives in the library.
 
 use std::collections::BTreeMap;
@@ -8,11 +8,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use reverb_common::error::{EXIT_OK, Error};
+use reverb_common::Error;
+use reverb_common::Vault;
 use reverb_common::events::{self, EventLine, Mark};
+use reverb_common::exit::EXIT_OK;
+use reverb_common::job::JobCtx;
 use reverb_common::lock::{JobLock, Wait};
-use reverb_common::snapshot::{self, Hint, JobCtx, Options, Trigger};
-use reverb_common::vault::Vault;
+use reverb_common::snapshot::{self, Hint, Options, Trigger};
 use reverb_common::{cli, job, retire};
 
 /// Build one version of a job: the first (a complete copy) for a new job, then a rescan
@@ -195,7 +197,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
-/// The batch rules (SPEC §10) applied to a batch: the paths and how they changed, or a
+/// The batch rules (docs/design.md#the-supervisor) applied to a batch: the paths and how they changed, or a
 /// rescan when events were lost.
 fn trigger_of(events: &[EventLine]) -> Trigger {
     let changes = events::fold(events);
@@ -246,7 +248,7 @@ fn one_version(
         force: args.force,
         dry_run: args.dry_run,
     };
-    // Work through directory fds taken after the identity check (SPEC §8).
+    // Work through directory fds taken after the identity check (docs/identity.md).
     let mut held = job::anchored(ctx)?;
     let progress = Progress::start();
     let taken = snapshot::take(&mut held, trigger, opts);

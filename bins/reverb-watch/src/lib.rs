@@ -1,5 +1,5 @@
-//! `reverb-watch [--quiet-period DUR] [--max-delay DUR] [--exclude PAT]... SRC` (SPEC §7):
-//! watch one tree recursively and print event lines (SPEC §5) on stdout.
+//! `reverb-watch [--quiet-period DUR] [--max-delay DUR] [--exclude PAT]... SRC` (docs/cli.md):
+//! watch one tree recursively and print event lines (docs/format.md#text-files) on stdout.
 //!
 //! A thin edge over [`reverb_common::watch`]: parses the flags, prints the header once every
 //! watch is in place (a reader may take the header as "ready"), then one line per event,
@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
+use reverb_common::Error;
 use reverb_common::cli;
-use reverb_common::error::{EXIT_OK, Error};
 use reverb_common::events::HEADER;
 use reverb_common::exclude::{Excludes, check_pattern};
+use reverb_common::exit::EXIT_OK;
 use reverb_common::settings::parse_duration;
 use reverb_common::watch::{WatchOptions, Watcher};
 

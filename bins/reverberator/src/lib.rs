@@ -1,5 +1,5 @@
 //! `reverberator`: the supervisor (`run`) and the porcelain (`status`, `versions`,
-//! `history`, `diff`, `verify`, `restore`, `check-config`), SPEC §7 and §10. A thin edge over
+//! `history`, `diff`, `verify`, `restore`, `check-config`), docs/cli.md, docs/design.md#the-supervisor. A thin edge over
 //! `reverb_common::{supervisor, porcelain, config}`.
 
 use std::ffi::OsString;
@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, CommandFactory, Parser, Subcommand};
+use reverb_common::Error;
 use reverb_common::config::{self, Config, JobConfig};
-use reverb_common::error::{EXIT_FAILURE, EXIT_OK, Error};
+use reverb_common::exit::{EXIT_FAILURE, EXIT_OK};
 use reverb_common::settings::format_size;
-use reverb_common::vault::{JobDir, Vault};
-use reverb_common::{cli, porcelain, snapshot, supervisor, time, tsv};
+use reverb_common::{JobDir, Vault};
+use reverb_common::{cli, index, porcelain, supervisor, time, tsv};
 
 /// Continuous, versioned backup of folders into a plain-directory vault.
 #[derive(Debug, Parser)]
@@ -157,7 +158,6 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             let opts = supervisor::Options {
                 init,
                 verbose,
-                bin_dir: None,
                 config_file: None,
             };
             if let (Some(source), Some(vault)) = (source, vault) {
@@ -304,7 +304,7 @@ fn status(at: &Where) -> anyhow::Result<i32> {
 
 fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
-    let rows = snapshot::read_index_or_empty(&j.dir)?;
+    let rows = index::read_index_or_empty(&j.dir)?;
     for r in rows {
         if at.json {
             out(&serde_json::json!({
@@ -330,7 +330,7 @@ fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
 
 fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
-    let rows = snapshot::read_index_or_empty(&j.dir)?;
+    let rows = index::read_index_or_empty(&j.dir)?;
     let rel = porcelain::rel_arg(path);
     for h in porcelain::history(&j.dir, &rows, &rel)? {
         if at.json {
@@ -350,7 +350,7 @@ fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
 
 fn diff(name: &str, a: &str, b: &str, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
-    let rows = snapshot::read_index_or_empty(&j.dir)?;
+    let rows = index::read_index_or_empty(&j.dir)?;
     let ra = reverb_common::restore::pick(&rows, a)?;
     let rb = reverb_common::restore::pick(&rows, b)?;
     for d in porcelain::diff(&j.dir, &ra.dir, &rb.dir)? {

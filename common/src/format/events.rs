@@ -1,5 +1,5 @@
-//! Event lines (SPEC §5), defined once: what `reverb-watch` prints and what
-//! `reverb-snap --changes` and the supervisor read, plus the batch rules of SPEC §10.
+//! Event lines (docs/format.md#text-files), defined once: what `reverb-watch` prints and what
+//! `reverb-snap --changes` and the supervisor read, plus the batch rules of docs/design.md#the-supervisor.
 //!
 //! Owns: [`EventLine`] (render and parse of one line), [`read_batches`] (the header check
 //! and the split of a stream into [`Batch`]es at each `flush`), and [`fold`] (a batch turned
@@ -7,7 +7,7 @@
 //!
 //! Invariants:
 //! - A line always has exactly five TAB-separated fields: `time`, `event`, `type`, `path`,
-//!   `to_path`. Fields are escaped with [`crate::tsv`] only, so `parse(render(x)) == x` for
+//!   `to_path`. Fields are escaped with [`crate::format::tsv`] only, so `parse(render(x)) == x` for
 //!   every path, however odd (property-tested below).
 //! - Paths are relative to the watched root, `.` is the root itself; a parsed path is never
 //!   absolute, never empty (except on `flush`/`overflow`, where it must be), and has no
@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::tsv;
+use crate::format::tsv;
 
 /// The header line of an event stream.
 pub const HEADER: &str = "time\tevent\ttype\tpath\tto_path";
@@ -51,7 +51,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Every kind, in SPEC order.
+    /// Every kind, in the documented order (docs/format.md#text-files).
     pub const ALL: [EventKind; 8] = [
         EventKind::Create,
         EventKind::Modify,
@@ -157,7 +157,7 @@ impl EventLine {
         to_path: Option<PathBuf>,
     ) -> EventLine {
         EventLine {
-            time: crate::time::now_rfc3339(),
+            time: crate::format::time::now_rfc3339(),
             kind,
             etype,
             path,
@@ -200,7 +200,7 @@ impl EventLine {
         let time = tsv::unescape_bytes(fields[0])
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .filter(|t| crate::time::parse_rfc3339(t).is_some())
+            .filter(|t| crate::format::time::parse_rfc3339(t).is_some())
             .ok_or_else(|| bad(format!("bad time `{}`", fields[0])))?;
         let kind = EventKind::parse(fields[1])
             .ok_or_else(|| bad(format!("unknown event `{}`", tsv::escape(fields[1]))))?;
@@ -417,7 +417,7 @@ pub enum Mark {
     Delete,
 }
 
-/// A batch folded into changed paths (SPEC §10 batch rules).
+/// A batch folded into changed paths (docs/design.md#the-supervisor batch rules).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Events were lost (`overflow`): the builder must rescan.

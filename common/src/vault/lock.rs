@@ -1,4 +1,4 @@
-//! Job locks (SPEC §9): `flock(2)` on `<vault>/<job>/lock` for writers and on
+//! Job locks (docs/design.md#locking): `flock(2)` on `<vault>/<job>/lock` for writers and on
 //! `<vault>/<job>/run.lock` for a supervisor. Locks die with their process, so there are
 //! no stale lock files to clean; the files themselves are never removed.
 

@@ -1,4 +1,4 @@
-//! Creating and opening jobs inside a vault (SPEC §3, §6): validation of the source, the
+//! Creating and opening jobs inside a vault (docs/format.md#vault-layout, docs/configuration.md): validation of the source, the
 //! job folder's initial files, and the open context every writer works with.
 //!
 //! Invariants: a job folder is created complete-or-not-at-all from the readers' view
@@ -9,13 +9,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result, show};
-use crate::index;
-use crate::jobfile::{Identities, JobFile, JobState};
-use crate::journal::Journal;
-use crate::settings::{JobSettings, sanitize_job_name};
-use crate::snapshot::JobCtx;
-use crate::time;
-use crate::vault::{JobDir, Vault};
+use crate::format::index;
+use crate::format::jobfile::{Identities, JobFile, JobState};
+use crate::format::journal::Journal;
+use crate::format::settings::{JobSettings, sanitize_job_name};
+use crate::format::time;
+use crate::vault::layout::{JobDir, Vault};
+
+/// An open job: its folder, its record and its journal. Callers hold the job lock.
+pub struct JobCtx {
+    /// The job folder.
+    pub dir: JobDir,
+    /// job.toml
+    pub file: JobFile,
+    /// The journal, opened for the calling tool.
+    pub journal: Journal,
+}
 
 /// Checks a source path: absolute, an existing directory (not a file, not missing), and
 /// neither inside the vault nor containing it. Returns it canonicalized.
@@ -153,7 +162,7 @@ pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
     Ok(JobCtx { dir, file, journal })
 }
 
-/// Where a writer's job comes from: flags, or a configuration file (SPEC §7 `--config`).
+/// Where a writer's job comes from: flags, or a configuration file (docs/cli.md `--config`).
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The vault directory.
@@ -185,7 +194,7 @@ pub fn target(
             settings: None,
         });
     };
-    let cfg = crate::config::load(&crate::config::locate(Some(config))?)?;
+    let cfg = crate::run::config::load(&crate::run::config::locate(Some(config))?)?;
     let Some(job) = cfg.job(name) else {
         let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
         return Err(Error::Usage(format!(
@@ -225,20 +234,20 @@ pub fn target(
 /// The identities of a new job's source and vault, as far as they can be gathered.
 pub fn record_identities(source: &Path, vault_root: &Path) -> Identities {
     Identities {
-        source: crate::identity::FsIdentity::of(source).ok(),
-        vault: crate::identity::FsIdentity::of(vault_root).ok(),
+        source: crate::capture::identity::FsIdentity::of(source).ok(),
+        vault: crate::capture::identity::FsIdentity::of(vault_root).ok(),
     }
 }
 
 /// Checks that the source and the vault are still on the filesystems recorded for the job
-/// (SPEC §8). A mismatch is [`Error::IdentityMismatch`] (exit 75); a source mismatch is
+/// (docs/identity.md). A mismatch is [`Error::IdentityMismatch`] (exit 75); a source mismatch is
 /// journaled (the vault matched, so the journal is trustworthy).
 pub fn verify_identities(ctx: &mut JobCtx, vault_root: &Path) -> Result<()> {
     if let Some(rec) = &ctx.file.identity.vault {
-        crate::identity::verify("vault", rec, vault_root)?;
+        crate::capture::identity::verify("vault", rec, vault_root)?;
     }
     if let Some(rec) = &ctx.file.identity.source
-        && let Err(e) = crate::identity::verify("source", rec, &ctx.file.source)
+        && let Err(e) = crate::capture::identity::verify("source", rec, &ctx.file.source)
     {
         ctx.journal.note("mount-lost", b"", &e.to_string());
         return Err(e);
@@ -266,7 +275,7 @@ pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
 /// A copy of `ctx` whose job folder is reached relative to the process's working directory,
 /// entered now (after the identity check): the working directory pins the directory itself,
 /// so a disk unmounted, or something mounted over the vault, during the run cannot redirect
-/// a single write (SPEC §8). Lookups stay as cheap as plain paths (a `/proc/self/fd/N/…`
+/// a single write (docs/identity.md). Lookups stay as cheap as plain paths (a `/proc/self/fd/N/…`
 /// path would cost a procfs walk per system call). The source keeps its path: it is only
 /// read, and a source lost mid-run is caught by the next identity check and the deletion
 /// guard. The process's working directory stays in the job folder afterwards.
@@ -293,7 +302,7 @@ pub fn anchored(ctx: &JobCtx) -> Result<JobCtx> {
     })
 }
 
-/// The jobs a vault program acts on (SPEC §7: `--vault DIR` or `--config FILE`, with or
+/// The jobs a vault program acts on (docs/cli.md: `--vault DIR` or `--config FILE`, with or
 /// without `--job`): each with its opened vault. Without `--job`, every job of the vault, or
 /// every job of the configuration that exists in its vault.
 pub fn select(
@@ -303,7 +312,7 @@ pub fn select(
 ) -> Result<Vec<(Vault, JobDir)>> {
     let mut out = Vec::new();
     if let Some(cfg_path) = config {
-        let cfg = crate::config::load(&crate::config::locate(Some(cfg_path))?)?;
+        let cfg = crate::run::config::load(&crate::run::config::locate(Some(cfg_path))?)?;
         let chosen: Vec<_> = cfg
             .jobs
             .iter()

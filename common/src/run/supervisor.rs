@@ -1,8 +1,8 @@
-//! The supervisor (`reverberator run`, SPEC §10).
+//! The supervisor (`reverberator run`, docs/design.md#the-supervisor).
 //!
 //! Theory of operation. One thread per job runs a small state machine over child processes
 //! connected by pipes: it checks that the vault and the source are on their recorded
-//! filesystems (SPEC §8) and pauses the job until the mount table changes when they are not;
+//! filesystems (docs/identity.md) and pauses the job until the mount table changes when they are not;
 //! it holds `<job>/run.lock` so no second supervisor watches the job; it starts
 //! `reverb-watch` (whose header line means every watch is in place), then runs `reverb-snap`
 //! once — the first version of a new job, or the catch-up rescan of a known one — so that no
@@ -34,12 +34,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::JobConfig;
 use crate::error::{EXIT_TEMPFAIL, Error, Result, show};
-use crate::journal::Journal;
-use crate::lock::{JobLock, Wait};
-use crate::settings::format_duration;
-use crate::vault::Vault;
+use crate::format::journal::Journal;
+use crate::format::settings::format_duration;
+use crate::run::config::JobConfig;
+use crate::vault::layout::Vault;
+use crate::vault::lock::{JobLock, Wait};
 
 /// How the supervisor was asked to run.
 #[derive(Debug, Clone)]
@@ -48,8 +48,6 @@ pub struct Options {
     pub init: bool,
     /// Log verbosity: 0 = actions, 1 = events too.
     pub verbose: u8,
-    /// Where the sibling binaries are (default: the directory of the running executable).
-    pub bin_dir: Option<PathBuf>,
     /// The configuration file the jobs come from (passed on to reverb-snap for settings).
     pub config_file: Option<PathBuf>,
 }
@@ -68,13 +66,11 @@ pub const CHILDREN: [&str; 4] = [
     "reverb-retire",
 ];
 
-/// Finds a sibling program: in `bin_dir`, else next to the running executable, else on PATH.
-pub fn find_tool(bin_dir: Option<&Path>, name: &str) -> Option<PathBuf> {
-    let here = bin_dir.map(Path::to_path_buf).or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-    });
+/// Finds a sibling program: next to the running executable, else on PATH.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
     let path = std::env::var_os("PATH").unwrap_or_default();
     here.into_iter()
         .chain(std::env::split_paths(&path))
@@ -85,7 +81,7 @@ pub fn find_tool(bin_dir: Option<&Path>, name: &str) -> Option<PathBuf> {
 /// Runs until SIGTERM/SIGINT; returns the exit code.
 pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     for name in CHILDREN {
-        if find_tool(opts.bin_dir.as_deref(), name).is_none() {
+        if find_tool(name).is_none() {
             return Err(Error::Usage(format!(
                 "{name} is not installed next to reverberator nor on PATH (build every binary: cargo build --release --workspace)"
             )));
@@ -253,7 +249,7 @@ impl Runner {
     }
 
     fn tool(&self, name: &str) -> PathBuf {
-        find_tool(self.opts.bin_dir.as_deref(), name).unwrap_or_else(|| PathBuf::from(name))
+        find_tool(name).unwrap_or_else(|| PathBuf::from(name))
     }
 
     fn command(&self, name: &str) -> Command {
@@ -334,8 +330,10 @@ impl Runner {
         let stop = AtomicBool::new(false);
         let end = Instant::now() + Duration::from_secs(60);
         while !self.stopping() && Instant::now() < end {
-            match crate::mountwatch::wait_for_mount_change(Some(Duration::from_millis(250)), &stop)
-            {
+            match crate::capture::mountwatch::wait_for_mount_change(
+                Some(Duration::from_millis(250)),
+                &stop,
+            ) {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
@@ -357,17 +355,17 @@ impl Runner {
         };
         let dir = vault.job_dir(&self.job.folder);
         if dir.exists() {
-            let file = crate::jobfile::JobFile::read(&dir.job_toml())
+            let file = crate::format::jobfile::JobFile::read(&dir.job_toml())
                 .map_err(|e| Halt::Failed(e.to_string()))?;
             if let Some(rec) = &file.identity.vault {
-                crate::identity::verify("vault", rec, vault.root())
+                crate::capture::identity::verify("vault", rec, vault.root())
                     .map_err(|e| Halt::Paused(e.to_string()))?;
             }
             if self.journal.is_none() {
                 self.journal = Journal::open(&dir.journal(), "supervisor").ok();
             }
             if let Some(rec) = &file.identity.source
-                && let Err(e) = crate::identity::verify("source", rec, &self.job.source)
+                && let Err(e) = crate::capture::identity::verify("source", rec, &self.job.source)
             {
                 self.note("mount-lost", &e.to_string());
                 return Err(Halt::Paused(e.to_string()));
@@ -517,12 +515,12 @@ impl Runner {
             && let Some(j) = &mut self.journal
         {
             {
-                let path = crate::tsv::unescape_bytes(f[3]).unwrap_or_default();
+                let path = crate::format::tsv::unescape_bytes(f[3]).unwrap_or_default();
                 let mut detail = f[2].to_owned();
                 if !f[4].is_empty() {
                     detail = format!(
                         "{detail} -> {}",
-                        crate::tsv::unescape_os(f[4])
+                        crate::format::tsv::unescape_os(f[4])
                             .map(|p| p.to_string_lossy().into_owned())
                             .unwrap_or_default()
                     );
@@ -625,7 +623,7 @@ impl Runner {
             .spawn()
             .map_err(|e| Halt::Failed(format!("cannot start reverb-snap: {e}")))?;
         if let (Some(lines), Some(mut stdin)) = (batch, child.stdin.take()) {
-            let mut text = String::from(crate::events::HEADER);
+            let mut text = String::from(crate::format::events::HEADER);
             text.push('\n');
             for l in lines {
                 text.push_str(l);

@@ -1,4 +1,4 @@
-//! job.toml (SPEC §5): the tool-written record of a job, so every program can work from the
+//! job.toml (docs/format.md#text-files): the tool-written record of a job, so every program can work from the
 //! vault alone: name, source, settings, the recorded filesystem identities, and bookkeeping
 //! (the one-time size recount, a retirement in progress).
 //!
@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::identity::FsIdentity;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
-use crate::identity::FsIdentity;
-use crate::settings::JobSettings;
+use crate::format::settings::JobSettings;
+use crate::vault::fsutil;
 
 /// The whole job.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ pub struct Identities {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobState {
-    /// The one-time recount of SPEC §11 has been done.
+    /// The one-time recount of docs/retirement.md has been done.
     pub size_recounted: bool,
     /// A retirement in progress: the directory of the version being retired.
     #[serde(skip_serializing_if = "Option::is_none")]

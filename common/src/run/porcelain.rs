@@ -1,5 +1,5 @@
 //! Read-only queries behind `reverberator status`, `versions`, `history` and `diff`
-//! (SPEC §7 porcelain). Nothing here writes to a vault.
+//! (docs/cli.md porcelain). Nothing here writes to a vault.
 //!
 //! `history` and `diff` use the vault links themselves: a path is held by a version when it
 //! resolves to that version's own entry; two versions share an entry when both resolve it to
@@ -15,13 +15,13 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::error::{IoContext, Result};
-use crate::index::IndexRow;
-use crate::jobfile::JobFile;
-use crate::lock::{JobLock, Wait};
-use crate::time;
-use crate::tree::{self, Entry, Lookalikes};
-use crate::tsv;
-use crate::vault::JobDir;
+use crate::format::index::IndexRow;
+use crate::format::jobfile::JobFile;
+use crate::format::time;
+use crate::format::tsv;
+use crate::vault::layout::JobDir;
+use crate::vault::lock::{JobLock, Wait};
+use crate::vault::tree::{self, Entry, Lookalikes};
 
 /// One job's state for `reverberator status`.
 #[derive(Debug, Clone, Serialize)]
@@ -68,9 +68,9 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         return st;
     };
     st.size_limit = file.settings.vault_size_limit;
-    if let Ok(rows) = crate::snapshot::read_index_or_empty(dir) {
+    if let Ok(rows) = crate::format::index::read_index_or_empty(dir) {
         st.versions = rows.len();
-        st.size_bytes = crate::index::total_held(&rows);
+        st.size_bytes = crate::format::index::total_held(&rows);
         if let Some(last) = rows.last() {
             st.last_version = Some(last.dir.clone());
             st.last_age_seconds = time::parse_rfc3339(&last.created)
@@ -105,7 +105,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     ] {
         match rec {
             None => parts.push(format!("{role} unrecorded")),
-            Some(rec) => match crate::identity::verify(role, rec, path) {
+            Some(rec) => match crate::capture::identity::verify(role, rec, path) {
                 Ok(m) => parts.push(format!("{role} ok ({m})")),
                 Err(_) => parts.push(format!("{role} LOST")),
             },

@@ -1,4 +1,4 @@
-//! Filesystem identity (SPEC §8): which filesystem holds a path, and whether it is still
+//! Filesystem identity (docs/identity.md): which filesystem holds a path, and whether it is still
 //! the one recorded for a job.
 //!
 //! This module owns three things:
@@ -11,7 +11,7 @@
 //!   PARTLABEL) is filled from `blkid -o export DEVICE` and from the `/dev/disk/by-*`
 //!   symlinks, when they exist. Neither is required: in a minimal container the identity
 //!   simply has fewer fields.
-//! - **Matching** ([`matches`]): a pure function, the one place the SPEC's order lives.
+//! - **Matching** ([`matches`]): a pure function, the one place the matching order (docs/identity.md) lives.
 //! - **Verifying** ([`verify`]): gathering plus matching, turned into
 //!   [`Error::IdentityMismatch`] (exit 75) when the filesystem is not the recorded one.
 //!
@@ -23,7 +23,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -132,13 +131,13 @@ pub fn describe(id: &FsIdentity) -> String {
         ("PARTLABEL", &id.partlabel),
     ] {
         if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
-            parts.push(format!("{key}={}", crate::tsv::escape(v)));
+            parts.push(format!("{key}={}", crate::format::tsv::escape(v)));
         }
     }
     if let Some(d) = id.device.as_deref().filter(|s| !s.is_empty()) {
-        let mut s = format!("device {}", crate::tsv::escape(d));
+        let mut s = format!("device {}", crate::format::tsv::escape(d));
         if let Some(t) = id.fstype.as_deref().filter(|s| !s.is_empty()) {
-            s.push_str(&format!(" ({})", crate::tsv::escape(t)));
+            s.push_str(&format!(" ({})", crate::format::tsv::escape(t)));
         }
         parts.push(s);
     }
@@ -148,7 +147,7 @@ pub fn describe(id: &FsIdentity) -> String {
         parts.join(", ")
     };
     if let Some(m) = id.mountpoint.as_deref().filter(|s| !s.is_empty()) {
-        out.push_str(&format!(" at {}", crate::tsv::escape(m)));
+        out.push_str(&format!(" at {}", crate::format::tsv::escape(m)));
     }
     out
 }
@@ -389,19 +388,6 @@ fn block_device(source: &OsStr) -> Option<PathBuf> {
     m.file_type().is_block_device().then(|| p.to_path_buf())
 }
 
-/// `struct fsuuid2` of `<linux/fs.h>` (kernel ≥ 6.5).
-#[repr(C)]
-struct FsUuid2 {
-    len: u8,
-    uuid: [u8; 16],
-}
-
-nix::ioctl_read!(fs_ioc_getfsuuid, 0x15, 0, FsUuid2);
-nix::ioctl_read_buf!(fs_ioc_getfslabel, 0x94, 49, u8);
-
-/// FSLABEL_MAX of `<linux/fs.h>`.
-const FSLABEL_MAX: usize = 256;
-
 /// LABEL from its ioctl into `id`, and the kernel's UUID returned (the caller decides
 /// whether it identifies: it does only for a filesystem on a device, as tmpfs invents a
 /// random one per mount). Unsupported ioctls (older kernels, filesystems without them)
@@ -415,28 +401,10 @@ fn native(path: &Path, is_dir: bool, id: &mut FsIdentity) -> Option<String> {
     let Ok(fd) = open(path, flags, Mode::empty()) else {
         return None;
     };
-    let mut uuid = None;
-    let mut u = FsUuid2 {
-        len: 0,
-        uuid: [0; 16],
-    };
-    // SAFETY: `u` is a valid, writable `struct fsuuid2`; the request code encodes its size.
-    if unsafe { fs_ioc_getfsuuid(fd.as_raw_fd(), &mut u) }.is_ok() {
-        let n = usize::from(u.len).min(16);
-        if n > 0 && u.uuid[..n].iter().any(|b| *b != 0) {
-            uuid = Some(format_uuid(&u.uuid[..n]));
-        }
+    if let Some(label) = crate::sys::fs_label(&fd) {
+        id.label = Some(label);
     }
-    let mut label = [0u8; FSLABEL_MAX];
-    // SAFETY: `label` is a writable FSLABEL_MAX buffer, the size the request code encodes.
-    if unsafe { fs_ioc_getfslabel(fd.as_raw_fd(), &mut label) }.is_ok() {
-        let end = label.iter().position(|b| *b == 0).unwrap_or(FSLABEL_MAX);
-        let text = String::from_utf8_lossy(&label[..end]).into_owned();
-        if !text.is_empty() {
-            id.label = Some(text);
-        }
-    }
-    uuid
+    crate::sys::fs_uuid(&fd).map(|u| format_uuid(&u))
 }
 
 /// Formats UUID bytes as `findmnt` does: 16 bytes → lowercase `8-4-4-4-12`; other lengths

@@ -1,4 +1,4 @@
-//! journal.tsv (SPEC §5): the append-only log of a job.
+//! journal.tsv (docs/format.md#text-files): the append-only log of a job.
 //!
 //! Owns: the journal's columns and the append. Invariants: the file is opened with
 //! `O_APPEND` and each record is written with one `write(2)`, so concurrent writers
@@ -9,8 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
-use crate::time::now_rfc3339;
-use crate::tsv;
+use crate::format::time::now_rfc3339;
+use crate::format::tsv;
 
 /// The journal's header line.
 pub const HEADER: &str = "time\ttool\tevent\tpath\tdetail";

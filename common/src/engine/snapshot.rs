@@ -1,4 +1,4 @@
-//! Building a version (SPEC §12): from a set of changed paths (an event batch, or the diff
+//! Building a version (docs/design.md#building-a-version): from a set of changed paths (an event batch, or the diff
 //! of a rescan) to a new complete version directory, renamed into place.
 //!
 //! Owns: the build algorithm and the order of the writes that publish a version.
@@ -27,17 +27,19 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::baseline::Baseline;
-use crate::copy::{self, CopyError};
+use crate::capture::exclude::Excludes;
+use crate::engine::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result};
-use crate::exclude::Excludes;
-use crate::fsutil;
-use crate::index::{self, IndexRow};
-use crate::jobfile::JobFile;
-use crate::journal::Journal;
-use crate::time;
-use crate::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
-use crate::vault::{JobDir, VersionName};
+use crate::format::baseline::Baseline;
+use crate::format::index::{self, IndexRow, read_index_or_empty};
+use crate::format::jobfile::JobFile;
+use crate::format::journal::Journal;
+use crate::format::time;
+use crate::vault::fsutil;
+use crate::vault::job::JobCtx;
+use crate::vault::layout::VersionName;
+use crate::vault::measure::{held_bytes, measure_tree};
+use crate::vault::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
 
 /// Entries copied so far by builds of this process (for a progress display).
 pub static PROGRESS_ENTRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -91,16 +93,6 @@ pub struct Outcome {
     pub unstable: u64,
     /// Files copied with shared extents.
     pub reflinked: u64,
-}
-
-/// An open job: its folder, its record and its journal. Callers hold the job lock.
-pub struct JobCtx {
-    /// The job folder.
-    pub dir: JobDir,
-    /// job.toml
-    pub file: JobFile,
-    /// The journal, opened for the calling tool.
-    pub journal: Journal,
 }
 
 #[derive(Debug, Default)]
@@ -197,14 +189,6 @@ pub fn recover(ctx: &mut JobCtx) -> Result<()> {
         lookalikes.save(&ctx.dir.path)?;
     }
     Ok(())
-}
-
-/// Reads index.tsv; a missing index on a job without versions is empty.
-pub fn read_index_or_empty(dir: &JobDir) -> Result<Vec<IndexRow>> {
-    if !dir.index().exists() {
-        return Ok(Vec::new());
-    }
-    index::read(&dir.index())
 }
 
 /// Takes a version of the job's source. The caller holds the job lock and has checked
@@ -305,7 +289,7 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options) -> Result<Outcome
     )
 }
 
-/// The deletion guard (SPEC §7): a rescan that deletes more than `max_delete_ratio` of the
+/// The deletion guard (docs/cli.md): a rescan that deletes more than `max_delete_ratio` of the
 /// current version's files is more often an unmounted disk than a wish.
 fn guard_deletions(file: &JobFile, files: u64, deleted: u64, force: bool) -> Result<()> {
     let ratio = if files == 0 {
@@ -403,7 +387,7 @@ fn finish_build(
     rows.push(row.clone());
     index::write(&job.join("index.tsv"), &rows)?;
     crate::fault::step();
-    crate::vault::JobDir {
+    crate::vault::layout::JobDir {
         path: job.clone(),
         folder: String::new(),
     }
@@ -484,11 +468,9 @@ fn make_durable(root: &Path, created: &[PathBuf]) -> Result<()> {
 
 fn syncfs(path: &Path) -> Result<()> {
     let f = fs::File::open(path).ctx("cannot open", path)?;
-    // SAFETY: syncfs on a valid fd.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-        return Err(std::io::Error::last_os_error()).ctx("cannot sync filesystem of", path);
-    }
-    Ok(())
+    nix::unistd::syncfs(&f)
+        .map_err(std::io::Error::from)
+        .ctx("cannot sync filesystem of", path)
 }
 
 struct Builder<'j> {
@@ -1199,69 +1181,4 @@ fn copy_err(e: CopyError, path: &Path) -> Error {
         CopyError::Socket => Error::Invalid(format!("{} is a socket", crate::error::show(path))),
         CopyError::Vanished => Error::Invalid(format!("{} vanished", crate::error::show(path))),
     }
-}
-
-/// Regular files and their apparent bytes at `rel` in version `phys`, through vault links.
-pub fn measure_tree(
-    job: &Path,
-    phys: &str,
-    rel: &Path,
-    lookalikes: &Lookalikes,
-) -> Result<(u64, u64)> {
-    let abs = if rel.as_os_str().is_empty() {
-        job.join(phys)
-    } else {
-        job.join(phys).join(rel)
-    };
-    let meta = match fs::symlink_metadata(&abs) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(e).ctx("cannot inspect", &abs),
-    };
-    if meta.file_type().is_symlink() && !rel.as_os_str().is_empty() {
-        if let Entry::VaultLink { holder } =
-            tree::classify(&abs, rel, phys, meta.file_type(), lookalikes)?
-        {
-            if holder == phys {
-                return Ok((0, 0));
-            }
-            return measure_tree(job, &holder, rel, lookalikes);
-        }
-        return Ok((0, 0));
-    }
-    if meta.is_file() {
-        return Ok((1, meta.len()));
-    }
-    if !meta.is_dir() {
-        return Ok((0, 0));
-    }
-    let mut total = (0, 0);
-    for e in fs::read_dir(&abs).ctx("cannot list", &abs)? {
-        let e = e.ctx("cannot list", &abs)?;
-        let (f, b) = measure_tree(job, phys, &rel.join(e.file_name()), lookalikes)?;
-        total.0 += f;
-        total.1 += b;
-    }
-    Ok(total)
-}
-
-/// Disk usage of a version's own real entries (du, not following links; a hard-linked
-/// inode counts once).
-pub fn held_bytes(root: &Path) -> Result<u64> {
-    held_bytes_seen(root, &mut HashSet::new())
-}
-
-fn held_bytes_seen(root: &Path, seen: &mut HashSet<(u64, u64)>) -> Result<u64> {
-    let meta = fs::symlink_metadata(root).ctx("cannot inspect", root)?;
-    if meta.is_file() && meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
-        return Ok(0);
-    }
-    let mut total = copy::disk_usage(&meta);
-    if meta.is_dir() {
-        for e in fs::read_dir(root).ctx("cannot list", root)? {
-            let e = e.ctx("cannot list", root)?;
-            total += held_bytes_seen(&e.path(), seen)?;
-        }
-    }
-    Ok(total)
 }

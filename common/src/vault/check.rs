@@ -1,4 +1,4 @@
-//! Verifying and recounting a job (SPEC §4 I1–I7, `reverb-index --check` / `--recount`).
+//! Verifying and recounting a job (docs/format.md#invariants I1–I7, `reverb-index --check` / `--recount`).
 //!
 //! Owns: the list of problems a job folder can have, the read-only [`check`] that finds
 //! them, the [`recount`] that rewrites index.tsv from the disk, and [`vault_links`], the walk
@@ -16,12 +16,13 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result, show};
 use crate::fault;
-use crate::index::{self, IndexRow};
-use crate::jobfile::JobFile;
-use crate::snapshot::{self, JobCtx};
-use crate::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
-use crate::tsv;
-use crate::vault::{JobDir, VersionName};
+use crate::format::index::{self, IndexRow};
+use crate::format::jobfile::JobFile;
+use crate::format::tsv;
+use crate::vault::job::JobCtx;
+use crate::vault::layout::{JobDir, VersionName};
+use crate::vault::measure;
+use crate::vault::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
 
 /// What kind of damage a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,7 +106,7 @@ pub struct Problem {
 }
 
 impl fmt::Display for Problem {
-    /// One TSV line: `job\tkind\tpath\tdetail`, fields escaped (SPEC §5).
+    /// One TSV line: `job\tkind\tpath\tdetail`, fields escaped (docs/format.md#text-files).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -213,8 +214,8 @@ pub fn recount(ctx: &mut JobCtx) -> Result<Vec<IndexRow>> {
                 show(&job)
             )));
         }
-        let (files, logical) = snapshot::measure_tree(&job, &r.dir, Path::new(""), &lookalikes)?;
-        let held = snapshot::held_bytes(&vdir)?;
+        let (files, logical) = measure::measure_tree(&job, &r.dir, Path::new(""), &lookalikes)?;
+        let held = measure::held_bytes(&vdir)?;
         rows.push(IndexRow {
             files,
             logical_bytes: logical,
@@ -237,7 +238,7 @@ pub fn recount(ctx: &mut JobCtx) -> Result<Vec<IndexRow>> {
     Ok(rows)
 }
 
-/// Checks a job folder against SPEC I1–I7, read-only. An `Err` only for a job folder that
+/// Checks a job folder against I1–I7 (docs/format.md#invariants), read-only. An `Err` only for a job folder that
 /// cannot even be listed; every other damage is a [`Problem`].
 pub fn check(dir: &JobDir) -> Result<Vec<Problem>> {
     let job = &dir.path;
@@ -481,8 +482,8 @@ pub fn check(dir: &JobDir) -> Result<Vec<Problem>> {
 }
 
 fn measure(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<(u64, u64, u64)> {
-    let (files, logical) = snapshot::measure_tree(job, vdir, Path::new(""), lookalikes)?;
-    let held = snapshot::held_bytes(&job.join(vdir))?;
+    let (files, logical) = measure::measure_tree(job, vdir, Path::new(""), lookalikes)?;
+    let held = measure::held_bytes(&job.join(vdir))?;
     Ok((files, logical, held))
 }
 

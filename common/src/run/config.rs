@@ -1,9 +1,9 @@
-//! The user's configuration file (SPEC §6): where it is looked up, how `[defaults]` and
+//! The user's configuration file (docs/configuration.md): where it is looked up, how `[defaults]` and
 //! `[jobs.<name>]` merge into one [`JobConfig`] per job, and every check made before anything
 //! is written.
 //!
 //! Owns: the config file format and its validation; the job settings themselves (keys,
-//! defaults, value parsers) are [`crate::settings`]'s, so this file and job.toml can never
+//! defaults, value parsers) are [`crate::format::settings`]'s, so this file and job.toml can never
 //! disagree on a key.
 //!
 //! Invariants:
@@ -25,7 +25,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result, show};
-use crate::settings::{JobSettings, sanitize_job_name};
+use crate::format::settings::{JobSettings, sanitize_job_name};
 
 /// The system-wide config file, the last place looked at.
 pub const SYSTEM_CONFIG: &str = "/etc/reverberator/config.toml";
@@ -38,7 +38,7 @@ pub const CONFIG_VAR: &str = "REVERBERATOR_CONFIG";
 pub struct JobConfig {
     /// The job's name as configured (the key of `[jobs.<name>]`).
     pub name: String,
-    /// The folder inside the vault: the sanitized name (SPEC §6).
+    /// The folder inside the vault: the sanitized name (docs/configuration.md).
     pub folder: String,
     /// The monitored directory: absolute, existing, UTF-8.
     pub source: PathBuf,
@@ -89,7 +89,7 @@ impl LookupEnv {
     }
 }
 
-/// Finds the config file (SPEC §6): `explicit` (`--config FILE`), else
+/// Finds the config file (docs/configuration.md): `explicit` (`--config FILE`), else
 /// `$REVERBERATOR_CONFIG`, else `$XDG_CONFIG_HOME/reverberator/config.toml` (or
 /// `~/.config/reverberator/config.toml`), else `/etc/reverberator/config.toml`.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {

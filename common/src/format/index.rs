@@ -1,4 +1,4 @@
-//! index.tsv (SPEC §5): one row per complete retained version, oldest first.
+//! index.tsv (docs/format.md#text-files): one row per complete retained version, oldest first.
 //!
 //! Owns: the index columns, reading them (by header, so later columns may be appended) and
 //! rewriting the file atomically (temp file, fsync, rename). Never edited in place.
@@ -7,8 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
-use crate::tsv;
+use crate::format::tsv;
+use crate::vault::fsutil;
+use crate::vault::layout::JobDir;
 
 /// The columns this version writes, in order.
 pub const COLUMNS: [&str; 7] = [
@@ -72,7 +73,7 @@ pub fn parse(text: &str) -> Result<Vec<IndexRow>, String> {
             held_bytes: num("held_bytes")?,
             logical_bytes: num("logical_bytes")?,
         };
-        if crate::vault::VersionName::parse(&r.dir).map(|v| v.n) != Some(r.version) {
+        if crate::vault::layout::VersionName::parse(&r.dir).map(|v| v.n) != Some(r.version) {
             return Err(format!(
                 "line {}: dir `{}` is not a version directory of version {}",
                 row.line, r.dir, r.version
@@ -119,6 +120,14 @@ pub fn write(path: &Path, rows: &[IndexRow]) -> Result<()> {
 /// The job folder's size as the index knows it: the sum of `held_bytes`.
 pub fn total_held(rows: &[IndexRow]) -> u64 {
     rows.iter().map(|r| r.held_bytes).sum()
+}
+
+/// Reads index.tsv; a missing index on a job without versions is empty.
+pub fn read_index_or_empty(dir: &JobDir) -> Result<Vec<IndexRow>> {
+    if !dir.index().exists() {
+        return Ok(Vec::new());
+    }
+    read(&dir.index())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The baseline of a `keep_complete = false` job (SPEC §6): the metadata of every entry of
+//! The baseline of a `keep_complete = false` job (docs/configuration.md): the metadata of every entry of
 //! the source when the job started, so that later versions hold only what changed since.
 //!
 //! Owns: `<job>/baseline.tsv` (columns `path type size mtime mode uid gid target`), written
@@ -12,10 +12,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::capture::exclude::Excludes;
 use crate::error::{Error, IoContext, Result, show};
-use crate::exclude::Excludes;
-use crate::fsutil;
-use crate::tsv;
+use crate::format::tsv;
+use crate::vault::fsutil;
 
 /// The file name in the job folder.
 pub const FILE: &str = "baseline.tsv";

@@ -1,4 +1,4 @@
-//! The vault on disk (SPEC §3): the marker, the job folders, the version directories, the
+//! The vault on disk (docs/format.md#vault-layout): the marker, the job folders, the version directories, the
 //! `current` link and `.partial/`.
 //!
 //! Owns: names and paths inside a vault. Invariants:
@@ -16,8 +16,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
-use crate::time;
+use crate::format::time;
+use crate::vault::fsutil;
 
 /// The marker file's name.
 pub const MARKER: &str = "reverberator-vault.toml";

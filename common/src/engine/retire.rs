@@ -1,4 +1,4 @@
-//! Retiring old versions (SPEC §11): the policy ([`plan`], a pure function) and the
+//! Retiring old versions (docs/retirement.md): the policy ([`plan`], a pure function) and the
 //! crash-safe retirement of the oldest version ([`retire_oldest`], looped by [`enforce`]).
 //!
 //! Owns: the order of the writes that retire a version, the `retiring` mark in job.toml,
@@ -33,23 +33,23 @@
 //! Each filesystem write above calls [`crate::fault::step`] (test fault injection).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::CString;
 use std::fmt;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::check;
-use crate::copy;
+use crate::engine::copy;
+use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
 use crate::fault;
-use crate::fsutil;
-use crate::index::{self, IndexRow};
-use crate::settings::format_size;
-use crate::snapshot::{self, JobCtx};
-use crate::tree::{self, Lookalikes};
-use crate::vault::VersionName;
+use crate::format::index::{self, IndexRow};
+use crate::format::settings::format_size;
+use crate::vault::check;
+use crate::vault::fsutil;
+use crate::vault::job::JobCtx;
+use crate::vault::layout::VersionName;
+use crate::vault::measure::{self, remains_held};
+use crate::vault::tree::{self, Lookalikes};
 
 /// Why a version is kept or retired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ pub fn estimate_moved(old: &IndexRow, next: &IndexRow, old_held: u64) -> u64 {
     (u128::from(old_held) * u128::from(reused) / u128::from(old.files)) as u64
 }
 
-/// The retirement policy (SPEC §11), pure: oldest first, while more than `keep_versions`
+/// The retirement policy (docs/retirement.md), pure: oldest first, while more than `keep_versions`
 /// (0 = no count limit) or the sum of `held_bytes` is above `size_limit`; never the newest.
 /// The size after each retirement is estimated with [`estimate_moved`]; [`enforce`] itself
 /// re-reads the index after every real retirement instead.
@@ -347,13 +347,13 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
             (rows[1].held_bytes as i64 + m as i64 + link_correction).max(0) as u64
         }
         // A resumed run cannot trust the arithmetic: measure.
-        _ => snapshot::held_bytes(&job.join(&vn))?,
+        _ => measure::held_bytes(&job.join(&vn))?,
     };
     for r in new_rows.iter_mut().skip(1) {
         if resumed {
             // Deltas of a crashed run are lost: recount what the later versions hold.
             if job.join(&r.dir).is_dir() {
-                r.held_bytes = snapshot::held_bytes(&job.join(&r.dir))?;
+                r.held_bytes = measure::held_bytes(&job.join(&r.dir))?;
             }
         } else if let Some(d) = link_delta.get(&r.dir) {
             r.held_bytes = (r.held_bytes as i64 + d).max(0) as u64;
@@ -384,35 +384,6 @@ fn clear_mark(ctx: &mut JobCtx) -> Result<()> {
         fault::step();
     }
     Ok(())
-}
-
-/// What a version about to be deleted still holds, as `du` counts it, or `None` when a
-/// hard-linked file has names outside it (a pair split by the moves): then the sum
-/// arithmetic would count that inode twice, and the caller measures instead.
-fn remains_held(root: &Path) -> Result<Option<u64>> {
-    let mut inodes: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
-    let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = fs::symlink_metadata(&p).ctx("cannot inspect", &p)?;
-        if m.is_file() && m.nlink() > 1 {
-            let seen = inodes.entry((m.dev(), m.ino())).or_insert((m.nlink(), 0));
-            seen.1 += 1;
-            if seen.1 > 1 {
-                continue;
-            }
-        }
-        total += copy::disk_usage(&m);
-        if m.is_dir() {
-            for e in fs::read_dir(&p).ctx("cannot list", &p)? {
-                stack.push(e.ctx("cannot list", &p)?.path());
-            }
-        }
-    }
-    Ok(inodes
-        .values()
-        .all(|(nlink, seen)| seen >= nlink)
-        .then_some(total))
 }
 
 fn parent_of(p: &Path) -> &Path {
@@ -462,24 +433,15 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
 
 /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.
 fn exchange(a: &Path, b: &Path) -> Result<()> {
-    let ca = CString::new(a.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", show(a))))?;
-    let cb = CString::new(b.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", show(b))))?;
-    // SAFETY: two valid NUL-terminated paths relative to the current directory.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).ctx("cannot swap (RENAME_EXCHANGE) into", b);
-    }
-    Ok(())
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        a,
+        nix::fcntl::AT_FDCWD,
+        b,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .map_err(std::io::Error::from)
+    .ctx("cannot swap (RENAME_EXCHANGE) into", b)
 }
 
 /// Sets a path's atime and mtime (nanoseconds) from `meta`, not following a symlink.
@@ -562,7 +524,7 @@ pub fn enforce_with(
         )));
     }
     if dry_run {
-        let rows = snapshot::read_index_or_empty(&ctx.dir)?;
+        let rows = index::read_index_or_empty(&ctx.dir)?;
         for d in plan(&rows, keep, size_limit) {
             if d.action == Action::Retire {
                 let r = Retired {
@@ -590,7 +552,7 @@ pub fn enforce_with(
     }
     snapshot::recover(ctx)?;
     loop {
-        let rows = snapshot::read_index_or_empty(&ctx.dir)?;
+        let rows = index::read_index_or_empty(&ctx.dir)?;
         let total = index::total_held(&rows);
         let over_size = size_limit.is_some_and(|l| total > l);
         if over_size && !ctx.file.state.size_recounted {

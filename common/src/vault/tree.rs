@@ -1,4 +1,4 @@
-//! Reading and writing version trees through vault links (SPEC §4).
+//! Reading and writing version trees through vault links (docs/format.md#invariants).
 //!
 //! Owns: the vault link's text (`../` per component of the path, then an older version's
 //! directory, then the same relative path), telling vault links from source links, and the
@@ -23,9 +23,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
-use crate::tsv;
-use crate::vault::VersionName;
+use crate::format::tsv;
+use crate::vault::fsutil;
+use crate::vault::layout::VersionName;
 
 /// Deepest path (in components) that may be a vault link.
 pub const MAX_LINK_DEPTH: usize = 32;
@@ -132,21 +132,6 @@ impl Lookalikes {
             && self
                 .set
                 .contains(&(dir.to_owned(), rel.as_os_str().as_bytes().to_vec()))
-    }
-
-    /// Moves every record of `from` at or below `rel` to `to` (retirement moved the data).
-    pub fn rekey(&mut self, from: &str, to: &str, rel: &Path) {
-        let prefix = rel.as_os_str().as_bytes();
-        let moved: Vec<_> = self
-            .set
-            .iter()
-            .filter(|(d, p)| d == from && under(p, prefix))
-            .cloned()
-            .collect();
-        for (d, p) in moved {
-            self.set.remove(&(d, p.clone()));
-            self.set.insert((to.to_owned(), p));
-        }
     }
 
     /// Copies every record of `from` at or below `rel` to `to`, keeping the originals
@@ -269,16 +254,17 @@ mod tests {
     }
 
     #[test]
-    fn lookalikes_rekey_and_round_trip() {
+    fn lookalikes_alias_and_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut l = Lookalikes::default();
         l.insert("V1-20261124T214900Z", Path::new("a/x\ty"));
         l.insert("V1-20261124T214900Z", Path::new("ab/x"));
-        l.rekey("V1-20261124T214900Z", "V2-20261124T214901Z", Path::new("a"));
+        assert!(l.alias("V1-20261124T214900Z", "V2-20261124T214901Z", Path::new("a")));
         assert!(l.contains("V2-20261124T214901Z", Path::new("a/x\ty")));
+        assert!(l.contains("V1-20261124T214900Z", Path::new("a/x\ty")));
         assert!(l.contains("V1-20261124T214900Z", Path::new("ab/x")));
         l.save(dir.path()).expect("save");
         let back = Lookalikes::load(dir.path()).expect("load");
-        assert_eq!(back.len(), 2);
+        assert_eq!(back.len(), 3);
     }
 }

@@ -1,4 +1,4 @@
-//! Exclude patterns (SPEC §6 `exclude`, `reverb-watch --exclude`): gitignore-style.
+//! Exclude patterns (docs/configuration.md `exclude`, `reverb-watch --exclude`): gitignore-style.
 //!
 //! Rules, as in gitignore: a pattern without a slash (other than a trailing one) matches a
 //! name at any depth; a pattern with a slash is anchored at the source root (a leading `/`
@@ -6,8 +6,6 @@
 //! that do not cross `/` except `**`; `!pattern` re-includes; the last matching pattern
 //! wins. An excluded directory excludes everything below it.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -90,20 +88,6 @@ impl Excludes {
         verdict
     }
 
-    /// Like [`Excludes::is_excluded`] but also true when any ancestor directory is excluded.
-    pub fn is_excluded_path(&self, rel: &Path, is_dir: bool) -> bool {
-        if self.set.is_none() {
-            return false;
-        }
-        let bytes = rel.as_os_str().as_bytes();
-        for (i, b) in bytes.iter().enumerate() {
-            if *b == b'/' && self.is_excluded(Path::new(OsStr::from_bytes(&bytes[..i])), true) {
-                return true;
-            }
-        }
-        self.is_excluded(rel, is_dir)
-    }
-
     /// True when there are no patterns.
     pub fn is_empty(&self) -> bool {
         self.set.is_none()
@@ -129,7 +113,6 @@ mod tests {
         assert!(!e.is_excluded(Path::new("src/build"), true));
         assert!(e.is_excluded(Path::new("docs/a.tmp"), false));
         assert!(!e.is_excluded(Path::new("docs/sub/a.tmp"), false));
-        assert!(e.is_excluded_path(Path::new("x/.cache/deep/file"), false));
         assert!(
             Excludes::new(&["a[".into()])
                 .expect_err("bad")

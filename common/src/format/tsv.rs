@@ -1,4 +1,4 @@
-//! The TSV dialect of SPEC §5, defined once for every file and stream of the project.
+//! The TSV dialect of docs/format.md#text-files, defined once for every file and stream of the project.
 //!
 //! Owns: field escaping and unescaping, record splitting, and reading a file or stream
 //! with a header into rows addressed by column name.
@@ -35,7 +35,7 @@ pub enum TsvError {
     MissingColumn(String),
 }
 
-/// Escapes raw bytes into one TSV field (SPEC §5).
+/// Escapes raw bytes into one TSV field (docs/format.md#text-files).
 pub fn escape_bytes(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -146,7 +146,6 @@ pub fn split(line: &str) -> Vec<&str> {
 /// A parsed TSV document: the header and the rows, addressed by column name.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    columns: Vec<String>,
     by_name: HashMap<String, usize>,
     rows: Vec<Vec<String>>,
 }
@@ -197,16 +196,7 @@ impl Table {
             }
             rows.push(fields);
         }
-        Ok(Table {
-            columns,
-            by_name,
-            rows,
-        })
-    }
-
-    /// The column names, in file order.
-    pub fn columns(&self) -> &[String] {
-        &self.columns
+        Ok(Table { by_name, rows })
     }
 
     /// The rows, in file order.

@@ -1,4 +1,4 @@
-//! Restoring (SPEC §7 `reverb-restore`): an exact copy of a version, or of a path in it, out
+//! Restoring (docs/cli.md `reverb-restore`): an exact copy of a version, or of a path in it, out
 //! of the vault, resolving vault links and keeping source links as links.
 //!
 //! Invariants: the destination receives exactly the tree the version promises (content,
@@ -11,11 +11,11 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::copy::{self, CopyError};
+use crate::engine::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result, show};
-use crate::index::IndexRow;
-use crate::tree::{self, Entry, Lookalikes};
-use crate::vault::JobDir;
+use crate::format::index::IndexRow;
+use crate::vault::layout::JobDir;
+use crate::vault::tree::{self, Entry, Lookalikes};
 
 /// Picks a version by number, directory name or `latest`.
 pub fn pick<'r>(rows: &'r [IndexRow], which: &str) -> Result<&'r IndexRow> {
@@ -89,7 +89,7 @@ pub fn restore(
         if empty_dir {
             fs::remove_dir(dest).ctx("cannot replace", dest)?;
         } else if overwrite {
-            crate::fsutil::remove_tree(dest)?;
+            crate::vault::fsutil::remove_tree(dest)?;
         } else {
             return Err(Error::Usage(format!(
                 "destination {} is not empty (use --overwrite)",

@@ -1,5 +1,5 @@
 //! Times as the vault writes them: RFC 3339 UTC with milliseconds in TSV files, and the
-//! colon-free ISO-8601 basic stamp `YYYYMMDDTHHMMSSZ` in version directory names (SPEC §3, §5).
+//! colon-free ISO-8601 basic stamp `YYYYMMDDTHHMMSSZ` in version directory names (docs/format.md#vault-layout, docs/format.md#text-files).
 
 use std::time::{Duration, SystemTime};
 

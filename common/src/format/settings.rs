@@ -1,4 +1,4 @@
-//! A job's settings (SPEC §6), their defaults, and the parsers for the human-written values
+//! A job's settings (docs/configuration.md), their defaults, and the parsers for the human-written values
 //! they hold: durations (`30s`, `10m`, humantime), sizes (`50GiB`) and job names.
 //!
 //! Used by both the user's config (config.rs) and the tool-written job.toml (jobfile.rs), so
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Every per-job setting of SPEC §6 except `source` and `vault`, with its default.
+/// Every per-job setting of docs/configuration.md except `source` and `vault`, with its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobSettings {
@@ -61,7 +61,7 @@ impl JobSettings {
             return Err("min_snapshot_time is longer than max_snapshot_delay".into());
         }
         for pat in &self.exclude {
-            crate::exclude::check_pattern(pat)?;
+            crate::capture::exclude::check_pattern(pat)?;
         }
         Ok(())
     }
@@ -131,7 +131,7 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
-/// Sanitizes a job name into a folder name (SPEC §6): keep `A-Z a-z 0-9 . _ -`, replace
+/// Sanitizes a job name into a folder name (docs/configuration.md): keep `A-Z a-z 0-9 . _ -`, replace
 /// every other character with `_`. Empty, `.` and `..` are refused.
 pub fn sanitize_job_name(name: &str) -> Result<String, String> {
     let folder: String = name

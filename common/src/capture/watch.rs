@@ -1,4 +1,4 @@
-//! The recursive inotify watcher behind `reverb-watch` (SPEC §7): turns kernel events on a
+//! The recursive inotify watcher behind `reverb-watch` (docs/cli.md): turns kernel events on a
 //! tree into [`EventLine`]s.
 //!
 //! Owns: the inotify instance, the map from watch descriptor to directory path (relative to
@@ -47,9 +47,9 @@ use std::time::{Duration, Instant};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::capture::exclude::Excludes;
 use crate::error::{Error, IoContext, Result, show};
-use crate::events::{EntryType, EventKind, EventLine, join_rel};
-use crate::exclude::Excludes;
+use crate::format::events::{EntryType, EventKind, EventLine, join_rel};
 
 /// How long an unpaired `IN_MOVED_FROM` waits (with the queue idle) before it is a delete.
 pub const MOVE_WAIT: Duration = Duration::from_millis(20);
@@ -308,17 +308,6 @@ impl Watcher {
             }
         }
         Ok(w)
-    }
-
-    /// The number of directories watched now.
-    pub fn watched_dirs(&self) -> usize {
-        self.dirs.len()
-    }
-
-    /// The stop flag: raising it makes [`Watcher::run`] return at its next wake-up. Prefer
-    /// [`Watcher::stopper`] or [`Watcher::stop_on_signal`], which also wake the loop.
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.stop)
     }
 
     /// A handle that stops the loop from another thread.
@@ -682,7 +671,7 @@ impl Watcher {
             });
             self.pending_from.push(MovedFrom {
                 slot,
-                time: crate::time::now_rfc3339(),
+                time: crate::format::time::now_rfc3339(),
                 cookie: e.cookie,
                 rel,
                 is_dir,

@@ -1,5 +1,5 @@
 //! What every binary's thin `main` shares: turning a result into an exit code and a
-//! one-line message on stderr (SPEC §7), and writing records to stdout without panicking
+//! one-line message on stderr (docs/cli.md), and writing records to stdout without panicking
 //! on a closed pipe.
 
 use std::io::{self, Write};

@@ -1,0 +1,52 @@
+//! The FFI that needs `unsafe`, and nothing else: the ioctls that neither `std` nor `nix`
+//! wraps safely. Every other module of the crate is `#![deny(unsafe_code)]`-clean; what can
+//! be done through `std`, `nix` or the `xattr` crate is done there.
+//!
+//! Each wrapper here takes borrowed, valid descriptors and owned buffers of the size the
+//! request code encodes, so callers cannot break the ioctls' preconditions.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd};
+
+// ---- Filesystem identity: FS_IOC_GETFSUUID, FS_IOC_GETFSLABEL (capture/identity.rs) ----
+
+/// `struct fsuuid2` of `<linux/fs.h>` (kernel ≥ 6.5).
+#[repr(C)]
+struct FsUuid2 {
+    len: u8,
+    uuid: [u8; 16],
+}
+
+nix::ioctl_read!(fs_ioc_getfsuuid, 0x15, 0, FsUuid2);
+nix::ioctl_read_buf!(fs_ioc_getfslabel, 0x94, 49, u8);
+
+/// FSLABEL_MAX of `<linux/fs.h>`.
+const FSLABEL_MAX: usize = 256;
+
+/// The filesystem UUID bytes the kernel reports for the filesystem holding `fd`
+/// (`FS_IOC_GETFSUUID`), or `None` when the ioctl is unsupported or the UUID is all zeroes.
+pub(crate) fn fs_uuid(fd: impl AsFd) -> Option<Vec<u8>> {
+    let mut u = FsUuid2 {
+        len: 0,
+        uuid: [0; 16],
+    };
+    // SAFETY: `u` is a valid, writable `struct fsuuid2`; the request code encodes its size,
+    // and the descriptor is borrowed for the call.
+    unsafe { fs_ioc_getfsuuid(fd.as_fd().as_raw_fd(), &mut u) }.ok()?;
+    let n = usize::from(u.len).min(16);
+    (n > 0 && u.uuid[..n].iter().any(|b| *b != 0)).then(|| u.uuid[..n].to_vec())
+}
+
+/// The filesystem label of the filesystem holding `fd` (`FS_IOC_GETFSLABEL`), or `None`
+/// when the ioctl is unsupported or the label is empty.
+pub(crate) fn fs_label(fd: impl AsFd) -> Option<String> {
+    let mut label = [0u8; FSLABEL_MAX];
+    // SAFETY: `label` is a writable FSLABEL_MAX buffer, the size the request code encodes,
+    // and the descriptor is borrowed for the call.
+    unsafe { fs_ioc_getfslabel(fd.as_fd().as_raw_fd(), &mut label) }.ok()?;
+    let end = label.iter().position(|b| *b == 0).unwrap_or(FSLABEL_MAX);
+    let text = String::from_utf8_lossy(&label[..end]).into_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+// ---- Data copy: FICLONE and friends (engine/copy.rs) ----
