@@ -49,4 +49,18 @@ pub(crate) fn fs_label(fd: impl AsFd) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-// ---- Data copy: FICLONE and friends (engine/copy.rs) ----
+// ---- Data copy: FICLONE (engine/copy.rs) ----
+
+// `FICLONE` is `_IOW(0x94, 9, int)`, but its argument is the source descriptor itself, passed
+// by value, not a pointer to an int: hence the `_bad` form with libc's request code.
+nix::ioctl_write_int_bad!(ficlone_ioctl, libc::FICLONE);
+
+/// Makes `dst` share all of `src`'s extents (`FICLONE`, a reflink), replacing `dst`'s data.
+/// Fails (`EOPNOTSUPP`, `EXDEV`, `EINVAL`, …) when the filesystems cannot share extents;
+/// the caller then copies the data itself.
+pub(crate) fn ficlone(dst: impl AsFd, src: impl AsFd) -> std::io::Result<()> {
+    // SAFETY: FICLONE reads no memory of ours: its argument is the source descriptor, passed
+    // by value. Both descriptors are borrowed, so they stay open for the call.
+    unsafe { ficlone_ioctl(dst.as_fd().as_raw_fd(), src.as_fd().as_raw_fd()) }?;
+    Ok(())
+}

@@ -1,27 +1,37 @@
 //! The copy engine: one entry of any type from a source path to a new path, exactly.
 //!
-//! Owns: data copy (reflink with `FICLONE` when the filesystems allow it, else a sparse copy
-//! that keeps holes via `SEEK_DATA`/`SEEK_HOLE` and writes all-zero blocks as holes, like
-//! `cp --reflink=auto --sparse=always`), and metadata: owner (when permitted), mode
+//! Owns: data copy (a reflink with `FICLONE` when the filesystems allow it, else a sparse
+//! copy that keeps holes via `SEEK_DATA`/`SEEK_HOLE` and writes all-zero blocks as holes,
+//! like `cp --reflink=auto --sparse=always`), and metadata: owner (when root), mode
 //! (setuid/setgid/sticky included), xattrs (which carry POSIX ACLs), atime/mtime in
-//! nanoseconds. Symlinks are never followed; FIFOs and device nodes are recreated where
-//! permitted; sockets are refused ([`CopyError::Socket`]) for the caller to journal.
+//! nanoseconds. Symlinks are never followed; FIFOs and device nodes are recreated (devices
+//! only where permitted); sockets are refused ([`CopyError::Socket`]) for the caller to
+//! journal.
 //!
-//! Invariants: the destination is created with `O_EXCL` (never overwrites); metadata is
-//! applied after data, mode after owner (chown clears setuid), times last. A regular file
-//! that changes while it is copied is copied again up to [`RETRIES`] times, then taken as
-//! it is and reported as unstable.
-#![allow(unsafe_code)] // FIXME(architecture): the ioctls move to sys.rs, the rest to std/nix/xattr
+//! Invariants: the destination never exists before (`O_EXCL`, `symlink`, `mknod` and
+//! `mkdir` all fail on an existing name; a retried copy removes only its own earlier
+//! attempt). Metadata is applied after data, in this order: owner, xattrs, mode (a `chown`
+//! clears setuid and an ACL rewrites the group bits, so the mode comes after both), times
+//! last. A regular file that changes while it is copied is copied again up to [`RETRIES`]
+//! times, then taken as it is and reported as unstable. The one `unsafe` call, `FICLONE`,
+//! lives in `sys.rs`.
 
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Copies of a changing file before it is taken as it is.
+use nix::errno::Errno;
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::Whence;
+
+use crate::sys;
+
+/// How many times a file that changed during its copy is copied again before it is taken
+/// as it is (so at most `RETRIES + 1` attempts).
 pub const RETRIES: u32 = 3;
 
 const BLOCK: usize = 4096;
@@ -51,7 +61,7 @@ pub enum CopyError {
     /// The source is a socket (not copyable).
     #[error("is a socket")]
     Socket,
-    /// The source vanished (treat as deleted).
+    /// The source vanished, or is no longer a regular file (treat as deleted).
     #[error("vanished")]
     Vanished,
     /// Any other I/O error.
@@ -74,13 +84,15 @@ fn vanished(e: io::Error) -> CopyError {
     }
 }
 
-/// Is this process allowed to set owners and create device nodes?
+/// Whether the effective user is root: only then are owners set (devices need the
+/// privilege too, but [`copy_special`] just tries). Asked once per process.
 pub fn privileged() -> bool {
     static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ROOT.get_or_init(|| nix::unistd::geteuid().is_root())
 }
 
-/// Copies a regular file with its metadata. `src_meta` is the source's `lstat`.
+/// Copies a regular file with its metadata to the new path `dst`, without following a
+/// symlink at `src` (that is an error, `ELOOP`).
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
     copy_file_observed(src, dst, &mut |_| {})
 }
@@ -129,28 +141,24 @@ pub fn copy_file_observed(
     Ok(FileCopy { data, unstable })
 }
 
-/// Copies a regular file's data from one open file to another.
+/// Copies `len` bytes of a regular file's data from `input` to the empty `output`: a
+/// reflink when the filesystems share extents, else a sparse copy. Metadata is untouched.
 pub fn copy_data(input: &File, output: &File, len: u64) -> io::Result<DataPath> {
-    // SAFETY: FICLONE takes the source fd as its argument; both fds are valid and open.
-    let rc = unsafe { libc::ioctl(output.as_raw_fd(), libc::FICLONE, input.as_raw_fd()) };
-    if rc == 0 {
+    if sys::ficlone(output, input).is_ok() {
         return Ok(DataPath::Reflink);
     }
     sparse_copy(input, output, len)?;
     Ok(DataPath::Sparse)
 }
 
-fn seek(fd: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    // SAFETY: lseek on a valid fd has no memory effects.
-    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            return Ok(None);
-        }
-        return Err(e);
+/// `lseek` to the next data or hole at or after `offset`; `None` when there is none
+/// (`ENXIO`: `offset` is at or past the last data).
+fn seek(fd: &File, offset: u64, whence: Whence) -> io::Result<Option<u64>> {
+    match nix::unistd::lseek(fd, offset as libc::off_t, whence) {
+        Ok(r) => Ok(Some(r as u64)),
+        Err(Errno::ENXIO) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    Ok(Some(r as u64))
 }
 
 /// Copies data segment by segment, skipping holes and all-zero blocks, then sets the length.
@@ -172,13 +180,15 @@ fn sparse_copy_with(input: &File, output: &File, len: u64, buf: &mut [u8]) -> io
     let chunk = buf.len();
     let mut pos = 0u64;
     let mut written_to = 0u64;
-    let seekable = seek(input, 0, libc::SEEK_DATA).is_ok();
+    let seekable = seek(input, 0, Whence::SeekData).is_ok();
     while pos < len {
         let (start, end) = if seekable {
-            let Some(start) = seek(input, pos, libc::SEEK_DATA)? else {
+            let Some(start) = seek(input, pos, Whence::SeekData)? else {
                 break;
             };
-            let end = seek(input, start, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+            let end = seek(input, start, Whence::SeekHole)?
+                .unwrap_or(len)
+                .min(len);
             (start, end)
         } else {
             (pos, len)
@@ -233,162 +243,85 @@ fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result<Option<u64
     Ok(last)
 }
 
-/// Applies owner, mode, xattrs and times from `meta` (of `src`) to the open `output`.
+/// Applies `meta` (the source's) to the open `output` (which is `dst`): owner when root,
+/// then the xattrs of `src` (by path), then mode, then times.
 fn apply_fd_meta(src: &Path, output: &File, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let fd = output.as_raw_fd();
     if privileged() {
-        // SAFETY: fchown on a valid fd.
-        if unsafe { libc::fchown(fd, meta.uid(), meta.gid()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        std::os::unix::fs::fchown(output, Some(meta.uid()), Some(meta.gid()))?;
     }
     copy_xattrs(src, dst)?;
-    // SAFETY: fchmod on a valid fd.
-    if unsafe { libc::fchmod(fd, meta.mode() & 0o7777) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let times = timespecs(meta);
-    // SAFETY: futimens reads two timespecs from a valid array.
-    if unsafe { libc::futimens(fd, times.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    output.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))?;
+    let (atime, mtime) = times(meta);
+    nix::sys::stat::futimens(output, &atime, &mtime)?;
     Ok(())
 }
 
-fn timespecs(meta: &fs::Metadata) -> [libc::timespec; 2] {
-    [
-        libc::timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec(),
-        },
-        libc::timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec(),
-        },
-    ]
+/// The atime and mtime of `meta`, to the nanosecond.
+fn times(meta: &fs::Metadata) -> (TimeSpec, TimeSpec) {
+    (
+        TimeSpec::new(meta.atime(), meta.atime_nsec()),
+        TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+    )
 }
 
 /// Sets atime and mtime (nanoseconds) of `path` from `meta`, not following a symlink.
 pub fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let c = cpath(path)?;
-    let times = timespecs(meta);
-    // SAFETY: a valid path and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let (atime, mtime) = times(meta);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )?;
     Ok(())
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-/// Sets owner (when privileged), mode (not for symlinks) and times on `dst` without
-/// following a symlink. Used for directories (after their children), symlinks and specials.
+/// Sets owner (when root), mode (not for symlinks) and times of `dst` from `meta`, without
+/// following a symlink; xattrs are the caller's ([`copy_xattrs`], before this). Used for
+/// directories (after their children), symlinks, specials, and files whose data came
+/// through [`copy_data`].
 pub fn apply_path_meta(dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let c = cpath(dst)?;
     if privileged() {
-        // SAFETY: c is a valid NUL-terminated path.
-        if unsafe { libc::lchown(c.as_ptr(), meta.uid(), meta.gid()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
     }
     if !meta.file_type().is_symlink() {
-        // SAFETY: c is a valid NUL-terminated path.
-        if unsafe { libc::chmod(c.as_ptr(), meta.mode() & 0o7777) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        fs::set_permissions(dst, Permissions::from_mode(meta.mode() & 0o7777))?;
     }
     set_times(dst, meta)
 }
 
-/// Lists the xattr names of `path` (not following symlinks).
+/// Lists the xattr names of `path` (not following symlinks); none where the filesystem
+/// has no xattrs (`ENOTSUP`).
 pub fn list_xattrs(path: &Path) -> io::Result<Vec<CString>> {
-    let c = cpath(path)?;
-    loop {
-        // SAFETY: a null buffer of size 0 asks for the needed size.
-        let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
-        if size < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENOTSUP) => Ok(Vec::new()),
-                _ => Err(e),
-            };
-        }
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; size as usize];
-        // SAFETY: buf has `size` writable bytes.
-        let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if got < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ERANGE) {
-                continue;
-            }
-            return Err(e);
-        }
-        buf.truncate(got as usize);
-        return Ok(buf
-            .split(|&b| b == 0)
+    match xattr::list(path) {
+        Ok(names) => Ok(names
             .filter(|n| !n.is_empty())
-            .filter_map(|n| CString::new(n).ok())
-            .collect());
+            .filter_map(|n| CString::new(n.into_vec()).ok())
+            .collect()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 
-/// Reads one xattr value of `path` (not following symlinks).
+/// Reads one xattr value of `path` (not following symlinks); `ENODATA` when it has none
+/// of that name.
 pub fn get_xattr(path: &Path, name: &CString) -> io::Result<Vec<u8>> {
-    let c = cpath(path)?;
-    loop {
-        // SAFETY: size query with a null buffer.
-        let size = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
-        if size < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; size as usize];
-        // SAFETY: buf has `size` writable bytes.
-        let got = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if got < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ERANGE) {
-                continue;
-            }
-            return Err(e);
-        }
-        buf.truncate(got as usize);
-        return Ok(buf);
-    }
+    xattr::get(path, OsStr::from_bytes(name.as_bytes()))?
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODATA))
 }
 
 /// Copies every xattr (user.*, trusted.*, security.*, system.posix_acl_*) from `src` to
-/// `dst`, not following symlinks. Names the process may not set (a non-root user and
-/// trusted.*, say) are skipped; other failures are errors.
+/// `dst`, not following symlinks. What the process may not read or set is skipped: a
+/// source it may not list, names it may not read (or that vanished meanwhile), and names
+/// `dst` refuses (`EPERM`, `EACCES`: a non-root user and trusted.*, say; `ENOTSUP`: a
+/// filesystem without them). Other failures are errors.
 pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
     let names = match list_xattrs(src) {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Ok(()),
         Err(e) => return Err(e),
     };
-    if names.is_empty() {
-        return Ok(());
-    }
-    let d = cpath(dst)?;
     for name in names {
         let value = match get_xattr(src, &name) {
             Ok(v) => v,
@@ -397,28 +330,20 @@ pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
             }
             Err(e) => return Err(e),
         };
-        // SAFETY: valid path, name and value buffer.
-        let rc = unsafe {
-            libc::lsetxattr(
-                d.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES) => {}
-                _ => return Err(e),
-            }
+        match xattr::set(dst, OsStr::from_bytes(name.as_bytes()), &value) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
+                ) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-/// Recreates a symlink with its exact target text and its owner/times.
+/// Recreates a symlink with its exact target text, its xattrs and its owner/times.
 pub fn copy_symlink(src: &Path, dst: &Path) -> Result<(), CopyError> {
     let target = fs::read_link(src).map_err(vanished)?;
     let meta = fs::symlink_metadata(src).map_err(vanished)?;
@@ -428,26 +353,24 @@ pub fn copy_symlink(src: &Path, dst: &Path) -> Result<(), CopyError> {
     Ok(())
 }
 
-/// Recreates a FIFO or a device node (devices need privilege: `EPERM` otherwise).
+/// Recreates a FIFO or a device node with its xattrs, owner, mode and times (devices need
+/// privilege: `EPERM` otherwise); a socket is [`CopyError::Socket`]. `meta` is `src`'s
+/// `lstat`.
 pub fn copy_special(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), CopyError> {
     use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     if ft.is_socket() {
         return Err(CopyError::Socket);
     }
-    let c = cpath(dst)?;
     let kind = if ft.is_fifo() {
-        libc::S_IFIFO
+        SFlag::S_IFIFO
     } else if ft.is_char_device() {
-        libc::S_IFCHR
+        SFlag::S_IFCHR
     } else {
-        libc::S_IFBLK
+        SFlag::S_IFBLK
     };
-    // SAFETY: valid path; mode and dev come from lstat.
-    let rc = unsafe { libc::mknod(c.as_ptr(), kind | 0o600, meta.rdev() as libc::dev_t) };
-    if rc != 0 {
-        return Err(CopyError::Io(io::Error::last_os_error()));
-    }
+    let owner_rw = Mode::S_IRUSR | Mode::S_IWUSR;
+    nix::sys::stat::mknod(dst, kind, owner_rw, meta.rdev()).map_err(io::Error::from)?;
     copy_xattrs(src, dst)?;
     apply_path_meta(dst, meta)?;
     Ok(())
@@ -457,18 +380,19 @@ pub fn copy_special(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), C
 pub fn make_dir(dst: &Path) -> io::Result<()> {
     fs::create_dir(dst)?;
     // A umask could leave it unwritable for us while we fill it.
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dst, fs::Permissions::from_mode(0o700))
+    fs::set_permissions(dst, Permissions::from_mode(0o700))
 }
 
-/// Applies a directory's xattrs (default ACLs included), owner, mode and times from `src`;
-/// call after its children exist (their creation changes its mtime).
+/// Applies a directory's xattrs (default ACLs included) from `src`, then owner, mode and
+/// times from `meta` (`src`'s `lstat`); call after its children exist (their creation
+/// changes its mtime).
 pub fn finish_dir(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
     copy_xattrs(src, dst)?;
     apply_path_meta(dst, meta)
 }
 
-/// Disk usage of one entry as `du` counts it (allocated blocks, not following links).
+/// Disk usage of one entry as `du` counts it (allocated 512-byte blocks) from its
+/// metadata; pass an `lstat` so that a link counts as itself.
 pub fn disk_usage(meta: &fs::Metadata) -> u64 {
     meta.blocks() * 512
 }
