@@ -1,9 +1,11 @@
-//! Small filesystem helpers every writer uses: atomic file replacement, atomic symlink
-//! replacement, and directory fsync.
+//! Small filesystem helpers every writer uses: temp names, atomic file replacement, atomic
+//! symlink replacement, directory fsync, and removing a tree with read-only directories.
 //!
 //! Invariant: a file or symlink replaced with these helpers is, at every instant, either
-//! the complete old one or the complete new one (temp name in the same directory, fsync,
-//! rename, fsync of the directory).
+//! the complete old one or the complete new one (built under a temp name in the same
+//! directory, then renamed over it). A file is also durable when [`write_atomic`] returns
+//! (fsync of the file before the rename, of the directory after); [`replace_symlink`]
+//! leaves the directory's fsync to its caller.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -13,7 +15,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
-/// A temp name beside `path` that no other writer uses (pid + counter).
+/// A temp name beside `path` that no other writer uses: `.tmp-{pid}-{n}-{name}`.
+///
+/// The pid sets this process apart from every other writer; `n` comes from a counter
+/// global to the process because that is the scope the name must be unique in: two
+/// threads (or two calls of one thread) replacing the same file must not share a temp
+/// name, and no narrower owner (a vault, a job) sees all of the process's writers. It
+/// only grows, and needs no ordering with other memory (`Relaxed`).
 pub fn temp_beside(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -56,7 +64,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Replaces (or creates) the symlink `path` with one whose text is `target`, atomically.
+/// Replaces (or creates) the symlink `path` with one whose text is `target`, atomically
+/// (temp symlink beside it, rename). Neither the link nor the directory is fsynced here.
 pub fn replace_symlink(target: &Path, path: &Path) -> Result<()> {
     let tmp = temp_beside(path);
     std::os::unix::fs::symlink(target, &tmp).ctx("cannot create symlink", &tmp)?;
@@ -67,8 +76,9 @@ pub fn replace_symlink(target: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes a tree that may contain read-only directories (as a non-root user would meet
-/// in a version). Missing is fine.
+/// Removes `path`: a tree that may contain read-only directories (as a non-root user
+/// would meet in a version), or a single non-directory. Missing is fine. Symlinks are
+/// removed, never followed.
 pub fn remove_tree(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -86,18 +96,62 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
-fn make_writable(path: &Path) {
+/// Makes every directory of the tree at `root` 0700 (best effort, iterative: a tree may be
+/// deeper than the stack), so that [`remove_tree`] can empty it. Symlinks are not followed.
+fn make_writable(root: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(m) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !m.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-    if let Ok(rd) = fs::read_dir(path) {
-        for e in rd.flatten() {
-            make_writable(&e.path());
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(m) = fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !m.is_dir() {
+            continue;
         }
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = fs::read_dir(&dir) {
+            let subdirs = rd
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+            pending.extend(subdirs.map(|e| e.path()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).expect("lstat").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn make_writable_opens_every_directory_and_follows_no_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o500)).expect("chmod");
+        let root = dir.path().join("tree");
+        let mut dirs = vec![root.clone()];
+        for level in 0..50 {
+            let below = dirs[level].join(format!("d{level}"));
+            dirs.push(below);
+        }
+        let deepest = &dirs[dirs.len() - 1];
+        fs::create_dir_all(deepest).expect("mkdir -p");
+        fs::write(deepest.join("file"), b"x").expect("write");
+        std::os::unix::fs::symlink(&outside, root.join("link")).expect("symlink");
+        for d in dirs.iter().rev() {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o500)).expect("chmod");
+        }
+        make_writable(&root);
+        for d in &dirs {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+        }
+        assert_eq!(mode(&outside), 0o500, "the link was followed");
+        remove_tree(&root).expect("remove");
+        assert!(!root.exists());
     }
 }
