@@ -1,7 +1,11 @@
 //! index.tsv (docs/format.md#text-files): one row per complete retained version, oldest first.
 //!
 //! Owns: the index columns, reading them (by header, so later columns may be appended) and
-//! rewriting the file atomically (temp file, fsync, rename). Never edited in place.
+//! rewriting the file atomically (temp file, fsync, rename, fsync of the directory). Never
+//! edited in place.
+//!
+//! Invariants a parsed index keeps: every `dir` is the version directory name of its row's
+//! `version`, and versions strictly increase from row to row.
 
 use std::fs;
 use std::path::Path;
@@ -41,13 +45,14 @@ pub struct IndexRow {
     pub logical_bytes: u64,
 }
 
-/// Reads index.tsv. A missing file is an empty index only when `missing_ok`.
+/// Reads and parses index.tsv. A missing file is an error (see [`read_index_or_empty`]);
+/// text that does not parse is [`Error::Damaged`].
 pub fn read(path: &Path) -> Result<Vec<IndexRow>> {
     let text = fs::read_to_string(path).ctx("cannot read index", path)?;
     parse(&text).map_err(|msg| Error::Damaged(format!("{}: {msg}", crate::error::show(path))))
 }
 
-/// Parses the text of an index.
+/// Parses the text of an index; the error is a message naming the line at fault.
 pub fn parse(text: &str) -> Result<Vec<IndexRow>, String> {
     let table =
         tsv::Table::parse(text, &COLUMNS).map_err(|(line, e)| format!("line {line}: {e}"))?;
@@ -93,7 +98,7 @@ pub fn parse(text: &str) -> Result<Vec<IndexRow>, String> {
     Ok(rows)
 }
 
-/// Renders rows as the file's text.
+/// Renders rows as the file's text: the header of [`COLUMNS`], then one line per row.
 pub fn render(rows: &[IndexRow]) -> String {
     let mut out = COLUMNS.join("\t");
     out.push('\n');
@@ -112,7 +117,7 @@ pub fn render(rows: &[IndexRow]) -> String {
     out
 }
 
-/// Rewrites index.tsv atomically.
+/// Rewrites index.tsv atomically and durably (`fsutil::write_atomic`).
 pub fn write(path: &Path, rows: &[IndexRow]) -> Result<()> {
     fsutil::write_atomic(path, render(rows).as_bytes())
 }
@@ -122,7 +127,8 @@ pub fn total_held(rows: &[IndexRow]) -> u64 {
     rows.iter().map(|r| r.held_bytes).sum()
 }
 
-/// Reads index.tsv; a missing index on a job without versions is empty.
+/// Reads index.tsv of the job folder `dir`, or an empty index when the file does not
+/// exist (a job before its first version); any other failure is an error.
 pub fn read_index_or_empty(dir: &JobDir) -> Result<Vec<IndexRow>> {
     if !dir.index().exists() {
         return Ok(Vec::new());

@@ -1,6 +1,6 @@
 //! What every binary's thin `main` shares: turning a result into an exit code and a
-//! one-line message on stderr (docs/cli.md), and writing records to stdout without panicking
-//! on a closed pipe.
+//! one-line message on stderr (docs/cli.md), writing records to stdout without panicking
+//! on a closed pipe, and running the tool's body on a big stack.
 
 use std::io::{self, Write};
 
@@ -15,7 +15,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         .unwrap_or(EXIT_FAILURE)
 }
 
-/// Runs a tool body: prints `tool: error` on failure and returns the exit code.
+/// Ends a tool's body: its exit code on success; on failure prints `tool: error` (the
+/// whole cause chain on one line) to stderr and returns the error's exit code.
 pub fn finish(tool: &str, result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
@@ -26,6 +27,8 @@ pub fn finish(tool: &str, result: anyhow::Result<i32>) -> i32 {
     }
 }
 
+/// The error and its causes joined by `: `, each cause dropped whose text an earlier part
+/// already contains, newlines turned into spaces.
 fn one_line(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
@@ -52,11 +55,13 @@ pub fn print_line(line: &str) -> io::Result<bool> {
     }
 }
 
-/// Stack for a tool's body: the tree walks recurse once per directory level, and a source
-/// may be thousands of levels deep. Only the pages actually touched are used.
+/// Stack for a tool's body: some tree walks still recurse once per directory level, and
+/// a source may be thousands of levels deep. Only the pages actually touched are used.
 pub const TOOL_STACK: usize = 512 << 20;
 
-/// Runs a tool's body on a thread with a [`TOOL_STACK`]-sized stack.
+/// Runs a tool's body on a thread with a `TOOL_STACK` (512 MiB) stack and returns its
+/// value (a panic in it goes on in the caller). When no such thread can be started, says
+/// so on stderr and exits the process with status 1.
 pub fn with_big_stack<T: Send>(body: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
@@ -67,7 +72,7 @@ pub fn with_big_stack<T: Send>(body: impl FnOnce() -> T + Send) -> T {
                 Ok(v) => v,
                 Err(panic) => std::panic::resume_unwind(panic),
             },
-            // No thread (resource limits): run on this one.
+            // No thread (resource limits): stop, as the body might not fit this one's stack.
             Err(_) => no_thread(),
         }
     })
