@@ -94,12 +94,12 @@ pub mod lock {
 
 /// Reading version trees through vault links.
 pub mod tree {
-    pub use crate::vault::tree::{Lookalikes, link_text};
+    pub use crate::vault::tree::{Lookalikes, link_text, vault_links};
 }
 
 /// Checking and recounting a job.
 pub mod check {
-    pub use crate::vault::check::{check, recount, vault_links};
+    pub use crate::vault::check::{check, recount};
 }
 
 /// The copy engine's attribute helpers.

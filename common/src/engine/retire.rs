@@ -278,7 +278,7 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
         let same_length = vo.len() == vn.len();
         for vm in &later {
             let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-            for (rel, holder) in check::vault_links(&job, vm, &lookalikes)? {
+            for (rel, holder) in tree::vault_links(&job, vm, &lookalikes)? {
                 if holder == vo {
                     by_dir
                         .entry(parent_of(&rel).to_path_buf())
@@ -305,7 +305,7 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
             }
         }
         // Step 3: move what Vn still uses from Vo into Vn.
-        let moves: Vec<PathBuf> = check::vault_links(&job, &vn, &lookalikes)?
+        let moves: Vec<PathBuf> = tree::vault_links(&job, &vn, &lookalikes)?
             .into_iter()
             .filter(|(_, h)| h == vo)
             .map(|(rel, _)| rel)
