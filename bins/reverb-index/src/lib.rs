@@ -113,7 +113,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
             )?;
             let mut ctx = job::open_dir(dir.clone(), "index")?;
             // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
-            job::verify_identities(&mut ctx, dir.path.parent().unwrap_or(&dir.path))?;
+            job::verify_identities(&mut ctx, dir.vault_root())?;
             check::recount(&mut ctx)?
         } else {
             index::read(&dir.index())?

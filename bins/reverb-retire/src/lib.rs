@@ -139,7 +139,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
     )?;
     let mut ctx = job::open_dir(dir.clone(), "retire")?;
     // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
-    job::verify_identities(&mut ctx, dir.path.parent().unwrap_or(&dir.path))?;
+    job::verify_identities(&mut ctx, dir.vault_root())?;
     let folder = dir.folder.clone();
     let json = args.json;
     let mut print = |r: &Retired| {
