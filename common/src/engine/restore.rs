@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::engine::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result, show};
@@ -58,29 +58,47 @@ pub fn restore(
     overwrite: bool,
 ) -> Result<Restored> {
     let lookalikes = Lookalikes::load(&dir.path)?;
-    if rel.components().any(|c| {
-        !matches!(
-            c,
-            std::path::Component::Normal(_) | std::path::Component::CurDir
-        )
-    }) {
-        return Err(Error::Usage(format!(
-            "--path {} must be relative to the source, without `..`",
-            show(rel)
-        )));
-    }
-    let rel: PathBuf = rel
-        .components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .collect();
+    let rel = inside_source(rel)?;
     let Some(phys) = tree::resolve(&dir.path, version, &rel, &lookalikes)? else {
         return Err(Error::Usage(format!(
             "{} does not exist in {version}",
             show(&rel)
         )));
     };
-    // The destination is created by the restore itself (with the version's attributes):
-    // an empty directory is replaced, anything else needs --overwrite.
+    make_room(dest, overwrite)?;
+    let mut restorer = Restorer {
+        from: rel.clone(),
+        dest: dest.to_path_buf(),
+        hardlinks: HashMap::new(),
+        done: Restored::default(),
+    };
+    Walk::new(&dir.path, &lookalikes, Links::Follow)
+        .sorted()
+        .run(&phys, &rel, &mut restorer)?;
+    Ok(restorer.done)
+}
+
+/// `--path` as a plain relative path (`.` components dropped); `..` or an absolute path is
+/// a usage error.
+fn inside_source(rel: &Path) -> Result<PathBuf> {
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(Error::Usage(format!(
+            "--path {} must be relative to the source, without `..`",
+            show(rel)
+        )));
+    }
+    Ok(rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect())
+}
+
+/// The destination is created by the restore itself (with the version's attributes): an
+/// empty directory is replaced, anything else needs `overwrite`. Its parent is created.
+fn make_room(dest: &Path, overwrite: bool) -> Result<()> {
     if let Ok(m) = fs::symlink_metadata(dest) {
         let empty_dir = m.is_dir()
             && fs::read_dir(dest)
@@ -101,16 +119,7 @@ pub fn restore(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).ctx("cannot create", parent)?;
     }
-    let mut restorer = Restorer {
-        from: rel.clone(),
-        dest: dest.to_path_buf(),
-        hardlinks: HashMap::new(),
-        done: Restored::default(),
-    };
-    Walk::new(&dir.path, &lookalikes, Links::Follow)
-        .sorted()
-        .run(&phys, &rel, &mut restorer)?;
-    Ok(restorer.done)
+    Ok(())
 }
 
 /// Copies what the walk of the version meets to the same place under `dest`.
