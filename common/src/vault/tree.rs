@@ -518,6 +518,110 @@ pub fn in_version(job: &Path, phys: &str, rel: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    const V1: &str = "V1-20261124T214900Z";
+    const V2: &str = "V2-20261124T214901Z";
+
+    /// Records what a walk reports, in order.
+    #[derive(Default)]
+    struct Trace(Vec<String>);
+
+    impl Visitor for Trace {
+        fn entry(&mut self, node: &mut Node) -> Result<()> {
+            self.0.push(format!("{} {}", node.phys, node.rel.display()));
+            Ok(())
+        }
+        fn dir_done(&mut self, node: &mut Node) -> Result<()> {
+            self.0.push(format!("done {}", node.rel.display()));
+            Ok(())
+        }
+        fn vault_link(&mut self, node: &Node, holder: String) -> Result<()> {
+            self.0
+                .push(format!("link {} -> {holder}", node.rel.display()));
+            Ok(())
+        }
+    }
+
+    /// V1 holds `a/x` and `b`; V2 holds `a` as a vault link into V1, and its own `c`.
+    fn two_versions() -> tempfile::TempDir {
+        let job = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(job.path().join(V1).join("a")).expect("mkdir");
+        fs::write(job.path().join(V1).join("a/x"), b"x").expect("write");
+        fs::write(job.path().join(V1).join("b"), b"b").expect("write");
+        fs::create_dir_all(job.path().join(V2)).expect("mkdir");
+        std::os::unix::fs::symlink(link_text(Path::new("a"), V1), job.path().join(V2).join("a"))
+            .expect("link");
+        fs::write(job.path().join(V2).join("c"), b"c").expect("write");
+        job
+    }
+
+    #[test]
+    fn walk_follows_or_reports_links_in_order() {
+        let job = two_versions();
+        let none = Lookalikes::default();
+        let mut seen = Trace::default();
+        Walk::new(job.path(), &none, Links::Follow)
+            .sorted()
+            .run(V2, Path::new(""), &mut seen)
+            .expect("walk");
+        assert_eq!(
+            seen.0,
+            [
+                format!("{V2} "),
+                format!("{V1} a"),
+                format!("{V1} a/x"),
+                "done a".into(),
+                format!("{V2} c"),
+                "done ".into(),
+            ]
+        );
+        let mut seen = Trace::default();
+        Walk::new(job.path(), &none, Links::Report)
+            .sorted()
+            .run(V2, Path::new(""), &mut seen)
+            .expect("walk");
+        assert_eq!(
+            seen.0,
+            [
+                format!("{V2} "),
+                format!("link a -> {V1}"),
+                format!("{V2} c"),
+                "done ".into(),
+            ]
+        );
+        assert_eq!(
+            vault_links(job.path(), V2, &none).expect("links"),
+            [(PathBuf::from("a"), V1.to_owned())]
+        );
+    }
+
+    #[test]
+    fn walk_needs_no_deep_stack() {
+        // 1,500 levels on a 128 KiB stack: a walk that recursed per level would overflow.
+        let job = tempfile::tempdir().expect("tempdir");
+        let mut deep = job.path().join(V1);
+        for _ in 0..1500 {
+            deep.push("d");
+        }
+        fs::create_dir_all(&deep).expect("mkdir -p");
+        fs::write(deep.join("leaf"), b"bottom").expect("write");
+        let root = job.path().to_path_buf();
+        let walked = std::thread::Builder::new()
+            .stack_size(128 << 10)
+            .spawn(move || {
+                let none = Lookalikes::default();
+                let mut seen = Trace::default();
+                Walk::new(&root, &none, Links::Follow)
+                    .run(V1, Path::new(""), &mut seen)
+                    .map(|()| seen.0.len())
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow")
+            .expect("walk");
+        // The root and 1,500 directories, each entered and done, and the leaf.
+        assert_eq!(walked, 1 + 2 * 1500 + 1 + 1);
+    }
+
     #[test]
     fn link_text_shape() {
         let t = link_text(Path::new("a/b/c"), "V4-20261124T214900Z");
