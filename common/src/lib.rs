@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `error`, `sys` | | the error type and its exit codes; the only `unsafe` (FFI) |
 //! | `format/` | tsv, time, index, journal, jobfile, settings, baseline, events | every text format, byte-exact |
-//! | `vault/` | layout, job, lock, fsutil, tree, check | the vault on disk and its invariants |
+//! | `vault/` | layout, job, lock, fsutil, tree, measure, check | the vault on disk and its invariants |
 //! | `capture/` | watch, exclude, identity, mountwatch | noticing changes and filesystem identity |
 //! | `engine/` | copy, snapshot, retire, restore | building, retiring and restoring versions |
 //! | `run/` | config, supervisor, porcelain, cli | the programs' shared edge and the supervisor |
@@ -94,12 +94,12 @@ pub mod lock {
 
 /// Reading version trees through vault links.
 pub mod tree {
-    pub use crate::vault::tree::{Lookalikes, link_text};
+    pub use crate::vault::tree::{Lookalikes, link_text, vault_links};
 }
 
 /// Checking and recounting a job.
 pub mod check {
-    pub use crate::vault::check::{check, recount, vault_links};
+    pub use crate::vault::check::{check, recount};
 }
 
 /// The copy engine's attribute helpers.

@@ -8,8 +8,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use reverb_common::check::vault_links;
 use reverb_common::tree::Lookalikes;
+use reverb_common::tree::vault_links;
 use reverb_tests::model::{self, CaptureOpts, assert_same, capture};
 use reverb_tests::{Fixture, cmd, is_root, run, sh, stderr, stdout};
 

@@ -50,7 +50,7 @@ pub fn cli() -> clap::Command {
 /// Runs the tool with these arguments; returns the exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args = Args::parse_from(args);
-    cli::finish("reverb-index", cli::with_big_stack(|| run(&args)))
+    cli::finish("reverb-index", run(&args))
 }
 
 /// The tool's body.
@@ -63,32 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let jobs: Vec<JobDir> = selected.iter().map(|(_, d)| d.clone()).collect();
     let with_job = args.job.is_none();
     if args.check {
-        let mut found = 0usize;
-        for dir in &jobs {
-            for p in check::check(dir)? {
-                found += 1;
-                let line = if args.json {
-                    serde_json::json!({
-                        "type": "problem",
-                        "job": p.job,
-                        "kind": p.kind.as_str(),
-                        "path": tsv::escape_os(p.path.as_os_str()),
-                        "detail": p.detail,
-                    })
-                    .to_string()
-                } else {
-                    p.to_string()
-                };
-                if !cli::print_line(&line)? {
-                    break;
-                }
-            }
-        }
-        if found > 0 {
-            eprintln!("reverb-index: {found} problem(s) found");
-            return Ok(EXIT_FAILURE);
-        }
-        return Ok(EXIT_OK);
+        return print_problems(args, &jobs);
     }
     if !args.json {
         let mut header: Vec<&str> = Vec::new();
@@ -102,19 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     }
     for dir in jobs {
         let rows = if args.recount {
-            let _lock = JobLock::acquire(
-                &dir.lock(),
-                &dir.folder,
-                if args.no_wait {
-                    Wait::NoWait
-                } else {
-                    Wait::Block
-                },
-            )?;
-            let mut ctx = job::open_dir(dir.clone(), "index")?;
-            // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
-            job::verify_identities(&mut ctx, dir.path.parent().unwrap_or(&dir.path))?;
-            check::recount(&mut ctx)?
+            recount(args, &dir)?
         } else {
             index::read(&dir.index())?
         };
@@ -125,6 +88,53 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `--check`: one line per problem of every job; exit 1 when there is any.
+fn print_problems(args: &Args, jobs: &[JobDir]) -> anyhow::Result<i32> {
+    let mut found = 0usize;
+    for dir in jobs {
+        for p in check::check(dir)? {
+            found += 1;
+            let line = if args.json {
+                serde_json::json!({
+                    "type": "problem",
+                    "job": p.job,
+                    "kind": p.kind.as_str(),
+                    "path": tsv::escape_os(p.path.as_os_str()),
+                    "detail": p.detail,
+                })
+                .to_string()
+            } else {
+                p.to_string()
+            };
+            if !cli::print_line(&line)? {
+                break;
+            }
+        }
+    }
+    if found > 0 {
+        eprintln!("reverb-index: {found} problem(s) found");
+        return Ok(EXIT_FAILURE);
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--recount` of one job, under its lock.
+fn recount(args: &Args, dir: &JobDir) -> anyhow::Result<Vec<IndexRow>> {
+    let _lock = JobLock::acquire(
+        &dir.lock(),
+        &dir.folder,
+        if args.no_wait {
+            Wait::NoWait
+        } else {
+            Wait::Block
+        },
+    )?;
+    let mut ctx = job::open_dir(dir.clone(), "index")?;
+    // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
+    job::verify_identities(&mut ctx, dir.vault_root())?;
+    Ok(check::recount(&mut ctx)?)
 }
 
 fn render(args: &Args, job: Option<&String>, r: &IndexRow) -> String {

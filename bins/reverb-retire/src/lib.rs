@@ -58,7 +58,7 @@ pub fn cli() -> clap::Command {
 /// Runs the tool with these arguments; returns the exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args = Args::parse_from(args);
-    cli::finish("reverb-retire", cli::with_big_stack(|| run(&args)))
+    cli::finish("reverb-retire", run(&args))
 }
 
 /// The tool's body.
@@ -98,35 +98,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.dry_run {
-        let rows = if dir.index().exists() || dir.versions_on_disk()?.is_empty() {
-            index::read_index_or_empty(&dir)?
-        } else {
-            index::read(&dir.index())?
-        };
-        for d in retire::plan(&rows, keep, limit) {
-            let line = if args.json {
-                serde_json::json!({
-                    "type": "plan",
-                    "job": dir.folder,
-                    "dir": d.dir,
-                    "action": d.action.as_str(),
-                    "reason": d.reason.as_str(),
-                    "estimated_freed_bytes": d.estimated_freed,
-                })
-                .to_string()
-            } else {
-                tsv::join(&[
-                    &tsv::escape(&dir.folder),
-                    &d.dir,
-                    d.action.as_str(),
-                    d.reason.as_str(),
-                ])
-            };
-            if !cli::print_line(&line)? {
-                return Ok(());
-            }
-        }
-        return Ok(());
+        return print_plan(args, &dir, keep, limit);
     }
     let _lock = JobLock::acquire(
         &dir.lock(),
@@ -139,7 +111,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
     )?;
     let mut ctx = job::open_dir(dir.clone(), "retire")?;
     // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
-    job::verify_identities(&mut ctx, dir.path.parent().unwrap_or(&dir.path))?;
+    job::verify_identities(&mut ctx, dir.vault_root())?;
     let folder = dir.folder.clone();
     let json = args.json;
     let mut print = |r: &Retired| {
@@ -159,6 +131,39 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
         let _ = cli::print_line(&line);
     };
     retire::enforce_with(&mut ctx, keep, limit, false, &mut print)?;
+    Ok(())
+}
+
+/// `--dry-run`: the policy's verdict on every version, one line each; nothing written.
+fn print_plan(args: &Args, dir: &JobDir, keep: u64, limit: Option<u64>) -> anyhow::Result<()> {
+    let rows = if dir.index().exists() || dir.versions_on_disk()?.is_empty() {
+        index::read_index_or_empty(dir)?
+    } else {
+        index::read(&dir.index())?
+    };
+    for d in retire::plan(&rows, keep, limit) {
+        let line = if args.json {
+            serde_json::json!({
+                "type": "plan",
+                "job": dir.folder,
+                "dir": d.dir,
+                "action": d.action.as_str(),
+                "reason": d.reason.as_str(),
+                "estimated_freed_bytes": d.estimated_freed,
+            })
+            .to_string()
+        } else {
+            tsv::join(&[
+                &tsv::escape(&dir.folder),
+                &d.dir,
+                d.action.as_str(),
+                d.reason.as_str(),
+            ])
+        };
+        if !cli::print_line(&line)? {
+            return Ok(());
+        }
+    }
     Ok(())
 }
 

@@ -246,10 +246,7 @@ fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
         .jobs
         .into_iter()
         .map(|j| Found {
-            dir: JobDir {
-                path: j.vault.join(&j.folder),
-                folder: j.folder.clone(),
-            },
+            dir: JobDir::new(&j.vault, &j.folder),
             name: j.name,
             vault: j.vault,
             source: Some(j.source),

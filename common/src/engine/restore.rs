@@ -4,18 +4,19 @@
 //! Invariants: the destination receives exactly the tree the version promises (content,
 //! types, modes, times, owners when root, xattrs/ACLs, holes, hard links among the files it
 //! copies); a non-empty destination is refused unless `overwrite`; nothing in the vault is
-//! ever written.
+//! ever written. The version is read with the shared [`Walk`] (no recursion, so any depth
+//! restores).
 
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::engine::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::index::IndexRow;
 use crate::vault::layout::JobDir;
-use crate::vault::tree::{self, Entry, Lookalikes};
+use crate::vault::tree::{self, Links, Lookalikes, Node, Visitor, Walk};
 
 /// Picks a version by number, directory name or `latest`.
 pub fn pick<'r>(rows: &'r [IndexRow], which: &str) -> Result<&'r IndexRow> {
@@ -57,29 +58,47 @@ pub fn restore(
     overwrite: bool,
 ) -> Result<Restored> {
     let lookalikes = Lookalikes::load(&dir.path)?;
-    if rel.components().any(|c| {
-        !matches!(
-            c,
-            std::path::Component::Normal(_) | std::path::Component::CurDir
-        )
-    }) {
-        return Err(Error::Usage(format!(
-            "--path {} must be relative to the source, without `..`",
-            show(rel)
-        )));
-    }
-    let rel: PathBuf = rel
-        .components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .collect();
+    let rel = inside_source(rel)?;
     let Some(phys) = tree::resolve(&dir.path, version, &rel, &lookalikes)? else {
         return Err(Error::Usage(format!(
             "{} does not exist in {version}",
             show(&rel)
         )));
     };
-    // The destination is created by the restore itself (with the version's attributes):
-    // an empty directory is replaced, anything else needs --overwrite.
+    make_room(dest, overwrite)?;
+    let mut restorer = Restorer {
+        from: rel.clone(),
+        dest: dest.to_path_buf(),
+        hardlinks: HashMap::new(),
+        done: Restored::default(),
+    };
+    Walk::new(&dir.path, &lookalikes, Links::Follow)
+        .sorted()
+        .run(&phys, &rel, &mut restorer)?;
+    Ok(restorer.done)
+}
+
+/// `--path` as a plain relative path (`.` components dropped); `..` or an absolute path is
+/// a usage error.
+fn inside_source(rel: &Path) -> Result<PathBuf> {
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(Error::Usage(format!(
+            "--path {} must be relative to the source, without `..`",
+            show(rel)
+        )));
+    }
+    Ok(rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect())
+}
+
+/// The destination is created by the restore itself (with the version's attributes): an
+/// empty directory is replaced, anything else needs `overwrite`. Its parent is created.
+fn make_room(dest: &Path, overwrite: bool) -> Result<()> {
     if let Ok(m) = fs::symlink_metadata(dest) {
         let empty_dir = m.is_dir()
             && fs::read_dir(dest)
@@ -100,81 +119,80 @@ pub fn restore(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).ctx("cannot create", parent)?;
     }
-    let mut r = Restorer {
-        job: dir.path.clone(),
-        lookalikes,
-        hardlinks: HashMap::new(),
-        done: Restored::default(),
-    };
-    r.copy(&phys, &rel, dest)?;
-    Ok(r.done)
+    Ok(())
 }
 
+/// Copies what the walk of the version meets to the same place under `dest`.
 struct Restorer {
-    job: PathBuf,
-    lookalikes: Lookalikes,
+    /// The path restored (the walk's start).
+    from: PathBuf,
+    dest: PathBuf,
+    /// The first copy of each hard-linked inode met so far.
     hardlinks: HashMap<(u64, u64), PathBuf>,
     done: Restored,
 }
 
 impl Restorer {
-    fn copy(&mut self, phys: &str, rel: &Path, dst: &Path) -> Result<()> {
-        let src = if rel.as_os_str().is_empty() {
-            self.job.join(phys)
-        } else {
-            self.job.join(phys).join(rel)
-        };
-        let meta = fs::symlink_metadata(&src).ctx("cannot inspect", &src)?;
+    /// Where the entry at `rel` of the version goes.
+    fn dst(&self, rel: &Path) -> PathBuf {
+        match rel.strip_prefix(&self.from) {
+            Ok(below) if !below.as_os_str().is_empty() => self.dest.join(below),
+            _ => self.dest.clone(),
+        }
+    }
+
+    fn copy_file(&mut self, src: &Path, meta: &fs::Metadata, dst: &Path) -> Result<()> {
+        if meta.nlink() > 1 {
+            if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
+                return fs::hard_link(first, dst).ctx("cannot create hard link", dst);
+            }
+            self.hardlinks
+                .insert((meta.dev(), meta.ino()), dst.to_path_buf());
+        }
+        copy::copy_file(src, dst).map_err(|e| err(e, dst))?;
+        Ok(())
+    }
+
+    /// A FIFO or device node; `false` when it was skipped (device nodes need root).
+    fn copy_special(&mut self, src: &Path, meta: &fs::Metadata, dst: &Path) -> Result<bool> {
+        match copy::copy_special(src, dst, meta) {
+            Ok(()) => Ok(true),
+            Err(CopyError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!(
+                    "reverb-restore: skipped device node {} (needs root)",
+                    show(dst)
+                );
+                self.done.skipped += 1;
+                Ok(false)
+            }
+            Err(e) => Err(err(e, dst)),
+        }
+    }
+}
+
+impl Visitor for Restorer {
+    fn entry(&mut self, node: &mut Node) -> Result<()> {
+        let dst = self.dst(&node.rel);
+        let meta = node.metadata()?.clone();
         let ft = meta.file_type();
-        if ft.is_symlink() && !rel.as_os_str().is_empty() {
-            if let Entry::VaultLink { holder } =
-                tree::classify(&src, rel, phys, ft, &self.lookalikes)?
-            {
-                if holder == phys {
-                    return Err(Error::Damaged(format!("{} links to itself", show(&src))));
-                }
-                return self.copy(&holder, rel, dst);
-            }
-            copy::copy_symlink(&src, dst).map_err(|e| err(e, dst))?;
+        if ft.is_symlink() {
+            copy::copy_symlink(&node.abs, &dst).map_err(|e| err(e, &dst))?;
         } else if ft.is_dir() {
-            copy::make_dir(dst).ctx("cannot create", dst)?;
-            let mut names: Vec<_> = fs::read_dir(&src)
-                .ctx("cannot list", &src)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<_>>()
-                .ctx("cannot list", &src)?;
-            names.sort();
-            for name in names {
-                self.copy(phys, &rel.join(&name), &dst.join(&name))?;
-            }
-            copy::finish_dir(&src, dst, &meta).ctx("cannot set attributes of", dst)?;
+            copy::make_dir(&dst).ctx("cannot create", &dst)?;
+            // Counted now, its attributes set in dir_done once its entries are in.
         } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
-                    fs::hard_link(first, dst).ctx("cannot create hard link", dst)?;
-                    self.done.entries += 1;
-                    return Ok(());
-                }
-                self.hardlinks
-                    .insert((meta.dev(), meta.ino()), dst.to_path_buf());
-            }
-            copy::copy_file(&src, dst).map_err(|e| err(e, dst))?;
-        } else {
-            match copy::copy_special(&src, dst, &meta) {
-                Ok(()) => {}
-                Err(CopyError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
-                    eprintln!(
-                        "reverb-restore: skipped device node {} (needs root)",
-                        show(dst)
-                    );
-                    self.done.skipped += 1;
-                    return Ok(());
-                }
-                Err(e) => return Err(err(e, dst)),
-            }
+            self.copy_file(&node.abs, &meta, &dst)?;
+        } else if !self.copy_special(&node.abs, &meta, &dst)? {
+            return Ok(());
         }
         self.done.entries += 1;
         Ok(())
+    }
+
+    fn dir_done(&mut self, node: &mut Node) -> Result<()> {
+        let dst = self.dst(&node.rel);
+        let meta = node.metadata()?.clone();
+        copy::finish_dir(&node.abs, &dst, &meta).ctx("cannot set attributes of", &dst)
     }
 }
 

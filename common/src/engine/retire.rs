@@ -222,161 +222,250 @@ pub fn retire_oldest(ctx: &mut JobCtx) -> Result<u64> {
 
 /// Steps 2–7 for `vo` (see the module docs); idempotent.
 fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
-    let job = ctx.dir.path.clone();
     let rows = index::read(&ctx.dir.index())?;
-    let vo_path = job.join(vo);
-    let Some(pos) = rows.iter().position(|r| r.dir == vo) else {
+    if !rows.iter().any(|r| r.dir == vo) {
         // The index no longer has Vo: only the deletion and the mark can be left.
+        let vo_path = ctx.dir.path.join(vo);
         if fs::symlink_metadata(&vo_path).is_ok() {
             fsutil::remove_tree(&vo_path)?;
             fault::step();
         }
         clear_mark(ctx)?;
         return Ok(0);
-    };
-    if pos != 0 {
-        return Err(Error::Damaged(format!(
-            "{vo}, marked as retiring in {}, is not the oldest version in index.tsv",
-            show(&ctx.dir.job_toml())
-        )));
     }
-    if rows.len() < 2 {
-        clear_mark(ctx)?;
-        return Err(Error::Refused(format!(
-            "{vo} is the only remaining version of job {}: never retired",
-            ctx.dir.folder
-        )));
+    let r = Retirement::new(ctx, vo, rows, resumed)?;
+    let mut lookalikes = Lookalikes::load(&r.job)?;
+    let mut sizes = SizeChanges::default();
+    if fs::symlink_metadata(r.job.join(&r.vo)).is_ok() {
+        sizes.link_delta = r.retarget_later_links(&lookalikes)?;
+        sizes.link_correction = r.move_into_next(&mut lookalikes)?;
+        sizes.remains = r.delete_old()?;
     }
-    let vn = rows[1].dir.clone();
-    let vn_n = rows[1].version;
-    if !job.join(&vn).is_dir() {
-        return Err(Error::Damaged(format!(
-            "cannot retire {vo}: the next version {vn} is missing from {} (see reverb-index --check)",
-            show(&job)
-        )));
-    }
-    // Later versions: the index's, plus any complete version not indexed yet.
-    let mut later: Vec<String> = rows[2..].iter().map(|r| r.dir.clone()).collect();
-    let known: HashSet<String> = rows.iter().map(|r| r.dir.clone()).collect();
-    for v in ctx.dir.versions_on_disk()? {
-        if v.n > vn_n && !known.contains(&v.dir) {
-            later.push(v.dir);
+    r.forget_lookalikes_of_old(&mut lookalikes)?;
+    let freed = r.rewrite_index(ctx, &sizes)?;
+    clear_mark(ctx)?;
+    r.journal(ctx, freed)?;
+    Ok(freed)
+}
+
+/// One retirement of the oldest version `vo` into the next one `vn`, as the index had it
+/// when it started (or resumed).
+struct Retirement {
+    job: PathBuf,
+    vo: String,
+    vn: String,
+    /// index.tsv as read: `rows[0]` is `vo`, `rows[1]` is `vn`.
+    rows: Vec<IndexRow>,
+    /// The versions after `vn`: the index's, plus any complete version not indexed yet.
+    later: Vec<String>,
+    /// Finishing a retirement a crash interrupted: size arithmetic is not trusted.
+    resumed: bool,
+}
+
+/// What the data steps (2–4) learnt about sizes, for the index (step 5).
+#[derive(Default)]
+struct SizeChanges {
+    /// Per later version: how its links' usage changed with their new text.
+    link_delta: HashMap<String, i64>,
+    /// What to add to "Vn + Vo − what Vo still holds" for Vn's exact size (see
+    /// [`move_forward`]).
+    link_correction: i64,
+    /// What Vo still held when it was deleted (`None`: measure Vn instead).
+    remains: Option<u64>,
+}
+
+impl Retirement {
+    /// Checks that `vo` can be retired (the oldest, not the only one, the next version on
+    /// disk) and finds the later versions.
+    fn new(ctx: &mut JobCtx, vo: &str, rows: Vec<IndexRow>, resumed: bool) -> Result<Retirement> {
+        if rows.first().is_none_or(|r| r.dir != vo) {
+            return Err(Error::Damaged(format!(
+                "{vo}, marked as retiring in {}, is not the oldest version in index.tsv",
+                show(&ctx.dir.job_toml())
+            )));
         }
+        if rows.len() < 2 {
+            clear_mark(ctx)?;
+            return Err(Error::Refused(format!(
+                "{vo} is the only remaining version of job {}: never retired",
+                ctx.dir.folder
+            )));
+        }
+        let job = ctx.dir.path.clone();
+        let (vn, vn_n) = (rows[1].dir.clone(), rows[1].version);
+        if !job.join(&vn).is_dir() {
+            return Err(Error::Damaged(format!(
+                "cannot retire {vo}: the next version {vn} is missing from {} (see reverb-index --check)",
+                show(&job)
+            )));
+        }
+        let mut later: Vec<String> = rows[2..].iter().map(|r| r.dir.clone()).collect();
+        let known: HashSet<&str> = rows.iter().map(|r| r.dir.as_str()).collect();
+        for v in ctx.dir.versions_on_disk()? {
+            if v.n > vn_n && !known.contains(v.dir.as_str()) {
+                later.push(v.dir);
+            }
+        }
+        Ok(Retirement {
+            job,
+            vo: vo.to_owned(),
+            vn,
+            rows,
+            later,
+            resumed,
+        })
     }
-    let mut lookalikes = Lookalikes::load(&job)?;
-    let mut link_delta: HashMap<String, i64> = HashMap::new();
-    let vo_exists = fs::symlink_metadata(&vo_path).is_ok();
-    let mut remains: Option<u64> = None;
-    // Vn's links replaced by the moves: their own blocks (a long link text has one) leave
-    // Vn; a directory's link goes to Vo and is rewritten there (see move_forward).
-    let mut link_correction = 0i64;
-    if vo_exists {
-        // Step 2: retarget later versions' links from Vo to Vn.
-        // Links are grouped by directory: one guard (times, mode) per directory, and the
-        // link's own size is only looked at when the new text's length differs (a longer
-        // text can leave the inode for a block).
-        let same_length = vo.len() == vn.len();
-        for vm in &later {
-            let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-            for (rel, holder) in check::vault_links(&job, vm, &lookalikes)? {
-                if holder == vo {
-                    by_dir
-                        .entry(parent_of(&rel).to_path_buf())
-                        .or_default()
-                        .push(rel);
+
+    /// Step 2: every later version's links into Vo are retargeted to the same path in Vn.
+    /// Returns each version's change of link usage.
+    fn retarget_later_links(&self, lookalikes: &Lookalikes) -> Result<HashMap<String, i64>> {
+        let mut link_delta = HashMap::new();
+        for vm in &self.later {
+            let delta = self.retarget_links_of(vm, lookalikes)?;
+            link_delta.insert(vm.clone(), delta);
+        }
+        Ok(link_delta)
+    }
+
+    /// Step 2 for one later version `vm`. Links are grouped by directory: one guard (times,
+    /// mode) per directory, and the link's own size is only looked at when the new text's
+    /// length differs (a longer text can leave the inode for a block).
+    fn retarget_links_of(&self, vm: &str, lookalikes: &Lookalikes) -> Result<i64> {
+        let same_length = self.vo.len() == self.vn.len();
+        let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+        for (rel, holder) in tree::vault_links(&self.job, vm, lookalikes)? {
+            if holder == self.vo {
+                by_dir
+                    .entry(parent_of(&rel).to_path_buf())
+                    .or_default()
+                    .push(rel);
+            }
+        }
+        let mut delta = 0i64;
+        for (dir_rel, rels) in by_dir {
+            let guard = DirGuard::open(&self.job.join(vm).join(&dir_rel))?;
+            for rel in rels {
+                let abs = self.job.join(vm).join(&rel);
+                let before = if same_length { 0 } else { usage(&abs)? };
+                fsutil::replace_symlink(&tree::link_text(&rel, &self.vn), &abs)?;
+                // Times back at once: a crash here must not leave the directory's mtime
+                // changed in a retained version.
+                guard.put_times_back()?;
+                fault::step();
+                if !same_length {
+                    delta += usage(&abs)? as i64 - before as i64;
                 }
             }
-            for (dir_rel, rels) in by_dir {
-                let guard = DirGuard::open(&job.join(vm).join(&dir_rel))?;
-                for rel in rels {
-                    let abs = job.join(vm).join(&rel);
-                    let before = if same_length { 0 } else { usage(&abs)? };
-                    fsutil::replace_symlink(&tree::link_text(&rel, &vn), &abs)?;
-                    // Times back at once: a crash here must not leave the directory's
-                    // mtime changed in a retained version.
-                    guard.put_times_back()?;
-                    fault::step();
-                    if !same_length {
-                        *link_delta.entry(vm.clone()).or_default() +=
-                            usage(&abs)? as i64 - before as i64;
-                    }
-                }
-                guard.restore()?;
-            }
+            guard.restore()?;
         }
-        // Step 3: move what Vn still uses from Vo into Vn.
-        let moves: Vec<PathBuf> = check::vault_links(&job, &vn, &lookalikes)?
+        Ok(delta)
+    }
+
+    /// Step 3: what Vn still uses from Vo moves into Vn, the lookalike records under each
+    /// moved path first. Returns the correction of Vn's size for the links the moves
+    /// replaced (their own blocks leave Vn; a directory's link goes to Vo and is rewritten
+    /// there, see [`move_forward`]).
+    fn move_into_next(&self, lookalikes: &mut Lookalikes) -> Result<i64> {
+        let moves: Vec<PathBuf> = tree::vault_links(&self.job, &self.vn, lookalikes)?
             .into_iter()
-            .filter(|(_, h)| h == vo)
+            .filter(|(_, h)| *h == self.vo)
             .map(|(rel, _)| rel)
             .collect();
         if !lookalikes.is_empty() {
             let mut added = false;
             for rel in &moves {
-                added |= lookalikes.alias(vo, &vn, rel);
+                added |= lookalikes.alias(&self.vo, &self.vn, rel);
             }
             if added {
-                lookalikes.save(&job)?;
+                lookalikes.save(&self.job)?;
                 fault::step();
             }
         }
+        let mut link_correction = 0i64;
         for rel in &moves {
-            link_correction += move_forward(&job, vo, &vn, rel)?;
+            link_correction += move_forward(&self.job, &self.vo, &self.vn, rel)?;
         }
-        // Step 4: delete Vo. What it still holds now is what the retirement frees; the rest
-        // moved into Vn (measured here, so Vn need not be walked: its size is the sum).
-        remains = remains_held(&vo_path)?;
+        Ok(link_correction)
+    }
+
+    /// Step 4: Vo is deleted. What it still holds now is what the retirement frees (the
+    /// rest moved into Vn, measured here so Vn need not be walked: its size is the sum).
+    fn delete_old(&self) -> Result<Option<u64>> {
+        let vo_path = self.job.join(&self.vo);
+        let remains = remains_held(&vo_path)?;
         fsutil::remove_tree(&vo_path)?;
-        fsutil::fsync_dir(&job)?;
+        fsutil::fsync_dir(&self.job)?;
         fault::step();
+        Ok(remains)
     }
-    let keep: HashSet<String> = rows[1..]
-        .iter()
-        .map(|r| r.dir.clone())
-        .chain(later.iter().cloned())
-        .collect();
-    if lookalikes.retain_versions(&keep) {
-        lookalikes.save(&job)?;
-        fault::step();
-    }
-    // Step 5: the index without Vo.
-    let mut new_rows: Vec<IndexRow> = rows[1..].to_vec();
-    let moved_in = remains.and_then(|r| rows[0].held_bytes.checked_sub(r));
-    new_rows[0].held_bytes = match moved_in {
-        Some(m) if !resumed => {
-            (rows[1].held_bytes as i64 + m as i64 + link_correction).max(0) as u64
+
+    /// The lookalike records of versions no longer retained (Vo's) are dropped.
+    fn forget_lookalikes_of_old(&self, lookalikes: &mut Lookalikes) -> Result<()> {
+        let keep: HashSet<String> = self.rows[1..]
+            .iter()
+            .map(|r| r.dir.clone())
+            .chain(self.later.iter().cloned())
+            .collect();
+        if lookalikes.retain_versions(&keep) {
+            lookalikes.save(&self.job)?;
+            fault::step();
         }
-        // A resumed run cannot trust the arithmetic: measure.
-        _ => measure::held_bytes(&job.join(&vn))?,
-    };
-    for r in new_rows.iter_mut().skip(1) {
-        if resumed {
-            // Deltas of a crashed run are lost: recount what the later versions hold.
-            if job.join(&r.dir).is_dir() {
-                r.held_bytes = measure::held_bytes(&job.join(&r.dir))?;
+        Ok(())
+    }
+
+    /// Step 5: index.tsv without Vo, with Vn's and the later versions' `held_bytes`
+    /// updated. Returns the bytes freed (the index's sums before minus after).
+    fn rewrite_index(&self, ctx: &JobCtx, sizes: &SizeChanges) -> Result<u64> {
+        let new_rows = self.rows_without_old(sizes)?;
+        let freed = index::total_held(&self.rows).saturating_sub(index::total_held(&new_rows));
+        index::write(&ctx.dir.index(), &new_rows)?;
+        fault::step();
+        Ok(freed)
+    }
+
+    fn rows_without_old(&self, sizes: &SizeChanges) -> Result<Vec<IndexRow>> {
+        let (old, next) = (&self.rows[0], &self.rows[1]);
+        let mut new_rows: Vec<IndexRow> = self.rows[1..].to_vec();
+        let moved_in = sizes.remains.and_then(|r| old.held_bytes.checked_sub(r));
+        new_rows[0].held_bytes = match moved_in {
+            Some(m) if !self.resumed => {
+                (next.held_bytes as i64 + m as i64 + sizes.link_correction).max(0) as u64
             }
-        } else if let Some(d) = link_delta.get(&r.dir) {
-            r.held_bytes = (r.held_bytes as i64 + d).max(0) as u64;
+            // A resumed run cannot trust the arithmetic: measure.
+            _ => measure::held_bytes(&self.job.join(&self.vn))?,
+        };
+        for r in new_rows.iter_mut().skip(1) {
+            if self.resumed {
+                // Deltas of a crashed run are lost: recount what the later versions hold.
+                if self.job.join(&r.dir).is_dir() {
+                    r.held_bytes = measure::held_bytes(&self.job.join(&r.dir))?;
+                }
+            } else if let Some(d) = sizes.link_delta.get(&r.dir) {
+                r.held_bytes = (r.held_bytes as i64 + d).max(0) as u64;
+            }
         }
+        Ok(new_rows)
     }
-    let freed = index::total_held(&rows).saturating_sub(index::total_held(&new_rows));
-    index::write(&ctx.dir.index(), &new_rows)?;
-    fault::step();
-    // Step 6, 7.
-    clear_mark(ctx)?;
-    ctx.journal.log(
-        "retire",
-        b"",
-        &format!(
-            "{vo} freed_bytes={freed} ({}) data moved into {vn}{}",
-            format_size(freed),
-            if resumed { " (resumed)" } else { "" }
-        ),
-    )?;
-    fault::step();
-    Ok(freed)
+
+    /// Step 7: `retire` is journaled with the bytes freed.
+    fn journal(&self, ctx: &mut JobCtx, freed: u64) -> Result<()> {
+        ctx.journal.log(
+            "retire",
+            b"",
+            &format!(
+                "{} freed_bytes={freed} ({}) data moved into {}{}",
+                self.vo,
+                format_size(freed),
+                self.vn,
+                if self.resumed { " (resumed)" } else { "" }
+            ),
+        )?;
+        fault::step();
+        Ok(())
+    }
 }
 
+/// Step 6: the `retiring` mark is cleared.
 fn clear_mark(ctx: &mut JobCtx) -> Result<()> {
     if ctx.file.state.retiring.is_some() {
         ctx.file.state.retiring = None;
@@ -515,7 +604,6 @@ pub fn enforce_with(
     dry_run: bool,
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
-    let mut out = Vec::new();
     if !ctx.dir.index().exists() && !ctx.dir.versions_on_disk()?.is_empty() {
         // Never rebuild an index from the disk and then delete by it.
         return Err(Error::Damaged(format!(
@@ -524,33 +612,67 @@ pub fn enforce_with(
         )));
     }
     if dry_run {
-        let rows = index::read_index_or_empty(&ctx.dir)?;
-        for d in plan(&rows, keep, size_limit) {
-            if d.action == Action::Retire {
-                let r = Retired {
-                    version: d.version,
-                    dir: d.dir,
-                    reason: d.reason,
-                    freed_bytes: d.estimated_freed,
-                };
-                on_retired(&r);
-                out.push(r);
-            }
-        }
-        return Ok(out);
+        return planned(ctx, keep, size_limit, on_retired);
     }
+    let mut out = Vec::new();
+    let mut report = |r: Retired| {
+        on_retired(&r);
+        out.push(r);
+    };
     if let Some(vo) = ctx.file.state.retiring.clone() {
         let freed = retire_oldest(ctx)?;
-        let r = Retired {
+        report(Retired {
             version: VersionName::parse(&vo).map(|v| v.n).unwrap_or(0),
             dir: vo,
             reason: Reason::Resumed,
             freed_bytes: freed,
-        };
-        on_retired(&r);
-        out.push(r);
+        });
     }
     snapshot::recover(ctx)?;
+    while let Some((version, dir, reason)) = next_retirement(ctx, keep, size_limit)? {
+        let freed = retire_oldest(ctx)?;
+        report(Retired {
+            version,
+            dir,
+            reason,
+            freed_bytes: freed,
+        });
+    }
+    Ok(out)
+}
+
+/// The dry run: the [`plan`]'s retirements, nothing written.
+fn planned(
+    ctx: &JobCtx,
+    keep: u64,
+    size_limit: Option<u64>,
+    on_retired: &mut dyn FnMut(&Retired),
+) -> Result<Vec<Retired>> {
+    let rows = index::read_index_or_empty(&ctx.dir)?;
+    let mut out = Vec::new();
+    for d in plan(&rows, keep, size_limit) {
+        if d.action == Action::Retire {
+            let r = Retired {
+                version: d.version,
+                dir: d.dir,
+                reason: d.reason,
+                freed_bytes: d.estimated_freed,
+            };
+            on_retired(&r);
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The oldest version (number, directory) and why it is to be retired now, or `None` when
+/// the job is within its limits. The first time the size limit is exceeded, the job is recounted first (once,
+/// recorded in job.toml). An unmeetable limit is journaled and [`Error::Refused`].
+fn next_retirement(
+    ctx: &mut JobCtx,
+    keep: u64,
+    size_limit: Option<u64>,
+) -> Result<Option<(u64, String, Reason)>> {
     loop {
         let rows = index::read_index_or_empty(&ctx.dir)?;
         let total = index::total_held(&rows);
@@ -564,35 +686,32 @@ pub fn enforce_with(
         }
         let over_count = keep > 0 && rows.len() as u64 > keep;
         if !over_count && !over_size {
-            return Ok(out);
+            return Ok(None);
         }
         if rows.len() <= 1 {
-            let limit = size_limit.unwrap_or(0);
-            let msg = format!(
-                "job {}: size limit {limit} bytes ({}) cannot be met: the only remaining version {} holds {total} bytes ({}), and the last version is never retired",
-                ctx.dir.folder,
-                format_size(limit),
-                rows.first().map(|r| r.dir.as_str()).unwrap_or("-"),
-                format_size(total)
-            );
-            ctx.journal.note("error", b"", &msg);
-            return Err(Error::Refused(msg));
+            return Err(unmeetable(ctx, &rows, size_limit.unwrap_or(0), total));
         }
-        let (version, dir) = (rows[0].version, rows[0].dir.clone());
-        let freed = retire_oldest(ctx)?;
-        let r = Retired {
-            version,
-            dir,
-            reason: if over_count {
-                Reason::Count
-            } else {
-                Reason::Size
-            },
-            freed_bytes: freed,
+        let reason = if over_count {
+            Reason::Count
+        } else {
+            Reason::Size
         };
-        on_retired(&r);
-        out.push(r);
+        return Ok(Some((rows[0].version, rows[0].dir.clone(), reason)));
     }
+}
+
+/// Journals (as an `error`) and returns the refusal of a size limit that one version
+/// alone exceeds.
+fn unmeetable(ctx: &mut JobCtx, rows: &[IndexRow], limit: u64, total: u64) -> Error {
+    let msg = format!(
+        "job {}: size limit {limit} bytes ({}) cannot be met: the only remaining version {} holds {total} bytes ({}), and the last version is never retired",
+        ctx.dir.folder,
+        format_size(limit),
+        rows.first().map(|r| r.dir.as_str()).unwrap_or("-"),
+        format_size(total)
+    );
+    ctx.journal.note("error", b"", &msg);
+    Error::Refused(msg)
 }
 
 #[cfg(test)]

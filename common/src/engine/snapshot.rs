@@ -387,11 +387,7 @@ fn finish_build(
     rows.push(row.clone());
     index::write(&job.join("index.tsv"), &rows)?;
     crate::fault::step();
-    crate::vault::layout::JobDir {
-        path: job.clone(),
-        folder: String::new(),
-    }
-    .set_current(&name)?;
+    crate::vault::layout::set_current(&job, &name)?;
     crate::fault::step();
     let mut out = std::mem::take(&mut b.out);
     b.journal.note(

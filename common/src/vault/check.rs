@@ -1,20 +1,20 @@
 //! Verifying and recounting a job (docs/format.md#invariants I1–I7, `reverb-index --check` / `--recount`).
 //!
 //! Owns: the list of problems a job folder can have, the read-only [`check`] that finds
-//! them, the [`recount`] that rewrites index.tsv from the disk, and [`vault_links`], the walk
-//! that finds a version's vault links by visiting only its real directories (never following
-//! a link), so its cost is proportional to what the version holds, not to the tree.
+//! them (one small function per invariant, over the records [`check`] reads once), and the
+//! [`recount`] that rewrites index.tsv from the disk. The walks are [`tree`]'s, the sizes
+//! [`measure`]'s, so a check counts exactly as the writers do.
 //!
 //! Invariants: [`check`] never writes anything (no lock needed, safe on a damaged vault:
 //! every damage is a [`Problem`], never a panic); [`recount`] changes only index.tsv (atomic
 //! rewrite) and the journal, and keeps each row's `version`, `dir`, `created`, `changed`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result, show};
+use crate::error::{Error, Result, show};
 use crate::fault;
 use crate::format::index::{self, IndexRow};
 use crate::format::jobfile::JobFile;
@@ -22,7 +22,7 @@ use crate::format::tsv;
 use crate::vault::job::JobCtx;
 use crate::vault::layout::{JobDir, VersionName};
 use crate::vault::measure;
-use crate::vault::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
+use crate::vault::tree::{self, Lookalikes, MAX_LINK_DEPTH, Target};
 
 /// What kind of damage a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,84 +119,6 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every vault link physically in version `phys`: `(path, holder)` pairs, found by walking
-/// only the version's real directories (a link is never followed).
-pub fn vault_links(
-    job: &Path,
-    phys: &str,
-    lookalikes: &Lookalikes,
-) -> Result<Vec<(PathBuf, String)>> {
-    let root = job.join(phys);
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = if rel.as_os_str().is_empty() {
-            root.clone()
-        } else {
-            root.join(&rel)
-        };
-        for e in fs::read_dir(&dir).ctx("cannot list", &dir)? {
-            let e = e.ctx("cannot list", &dir)?;
-            let ft = e.file_type().ctx("cannot inspect", &e.path())?;
-            let child = rel.join(e.file_name());
-            if ft.is_dir() {
-                stack.push(child);
-            } else if ft.is_symlink()
-                && let Entry::VaultLink { holder } =
-                    tree::classify(&e.path(), &child, phys, ft, lookalikes)?
-            {
-                out.push((child, holder));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Where a vault link's target stands in its holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Every component is real in the holder: canonical and existing.
-    Canonical,
-    /// A component (this path) is itself a vault link: the link is not canonical.
-    ThroughLink(PathBuf),
-    /// The target does not exist (or a non-final component is not a directory).
-    Missing,
-}
-
-/// Inspects the target of a vault link at `rel` into `holder` without following anything.
-pub fn target_of(job: &Path, holder: &str, rel: &Path, lookalikes: &Lookalikes) -> Result<Target> {
-    let comps: Vec<_> = rel
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
-    let mut sofar = PathBuf::new();
-    for (i, name) in comps.iter().enumerate() {
-        sofar.push(name);
-        let last = i + 1 == comps.len();
-        let abs = job.join(holder).join(&sofar);
-        let meta = match fs::symlink_metadata(&abs) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Target::Missing),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Target::Missing),
-            Err(e) => return Err(e).ctx("cannot inspect", &abs),
-        };
-        let ft = meta.file_type();
-        if ft.is_symlink()
-            && let Entry::VaultLink { .. } = tree::classify(&abs, &sofar, holder, ft, lookalikes)?
-        {
-            return Ok(Target::ThroughLink(Path::new(holder).join(&sofar)));
-        }
-        if !last && !ft.is_dir() {
-            return Ok(Target::Missing);
-        }
-    }
-    Ok(Target::Canonical)
-}
-
 /// Recomputes `files`, `logical_bytes` (through links) and `held_bytes` (own real entries)
 /// of every version in index.tsv from the disk, rewrites index.tsv atomically and journals
 /// `recount`. The caller holds the job lock.
@@ -206,20 +128,18 @@ pub fn recount(ctx: &mut JobCtx) -> Result<Vec<IndexRow>> {
     let lookalikes = Lookalikes::load(&job)?;
     let mut rows = Vec::with_capacity(old.len());
     for r in &old {
-        let vdir = job.join(&r.dir);
-        if !vdir.is_dir() {
+        if !job.join(&r.dir).is_dir() {
             return Err(Error::Damaged(format!(
                 "version {} in index.tsv is missing from {} (see reverb-index --check)",
                 r.dir,
                 show(&job)
             )));
         }
-        let (files, logical) = measure::measure_tree(&job, &r.dir, Path::new(""), &lookalikes)?;
-        let held = measure::held_bytes(&vdir)?;
+        let disk = measure::version_sizes(&job, &r.dir, &lookalikes)?;
         rows.push(IndexRow {
-            files,
-            logical_bytes: logical,
-            held_bytes: held,
+            files: disk.files,
+            logical_bytes: disk.logical_bytes,
+            held_bytes: disk.held_bytes,
             ..r.clone()
         });
     }
@@ -238,285 +158,375 @@ pub fn recount(ctx: &mut JobCtx) -> Result<Vec<IndexRow>> {
     Ok(rows)
 }
 
-/// Checks a job folder against I1–I7 (docs/format.md#invariants), read-only. An `Err` only for a job folder that
-/// cannot even be listed; every other damage is a [`Problem`].
+/// Checks a job folder against I1–I7 (docs/format.md#invariants), read-only. An `Err` only
+/// for a job folder that cannot even be listed; every other damage is a [`Problem`].
+///
+/// The problems come in this order: the job's own records (job.toml, a retirement to
+/// finish, index.tsv, lookalikes.tsv), then each invariant's.
 pub fn check(dir: &JobDir) -> Result<Vec<Problem>> {
-    let job = &dir.path;
-    let mut out = Vec::new();
-    let mut add = |kind, path: &Path, detail: String| {
-        out.push(Problem {
-            job: dir.folder.clone(),
-            kind,
-            path: path.to_path_buf(),
-            detail,
-        })
-    };
+    let (facts, mut found) = Facts::read(dir)?;
+    found.extend(index_lists_the_versions(&facts));
+    found.extend(no_partial_version(&facts));
+    let (link_problems, links_all_older) = link_problems(&facts);
+    found.extend(link_problems);
+    found.extend(sizes_agree_with_index(&facts, links_all_older));
+    found.extend(lookalikes_name_source_links(&facts));
+    Ok(found)
+}
 
-    let file = match JobFile::read(&dir.job_toml()) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            add(ProblemKind::JobToml, Path::new("job.toml"), e.to_string());
-            None
-        }
-    };
-    let retiring = file.as_ref().and_then(|f| f.state.retiring.clone());
-    if let Some(r) = &retiring {
-        add(
-            ProblemKind::Retiring,
-            Path::new(r),
-            "a retirement was interrupted; reverb-retire finishes it".into(),
-        );
-    }
+/// What [`check`] reads once and every invariant looks at.
+struct Facts<'a> {
+    dir: &'a JobDir,
+    /// job.toml's `retiring` mark.
+    retiring: Option<String>,
+    /// index.tsv's rows, when it can be read.
+    rows: Option<Vec<IndexRow>>,
+    lookalikes: Lookalikes,
+    /// The complete versions on disk, oldest first.
+    on_disk: Vec<VersionName>,
+    /// The retained versions, oldest first: the index's, or the disk's when there is none.
+    retained: Vec<VersionName>,
+    disk_names: HashSet<String>,
+    retained_names: HashSet<String>,
+}
 
-    let on_disk = dir.versions_on_disk()?;
-    let rows = if dir.index().exists() {
-        match index::read(&dir.index()) {
-            Ok(r) => Some(r),
+impl<'a> Facts<'a> {
+    /// Reads the job's records; what cannot be read is a problem (job.toml, index.tsv,
+    /// lookalikes.tsv) and a `retiring` mark is reported. `Err` only when the job folder
+    /// cannot be listed.
+    fn read(dir: &'a JobDir) -> Result<(Facts<'a>, Vec<Problem>)> {
+        let mut found = Vec::new();
+        let retiring = match JobFile::read(&dir.job_toml()) {
+            Ok(f) => f.state.retiring,
             Err(e) => {
-                add(ProblemKind::Index, Path::new("index.tsv"), e.to_string());
+                found.push(problem(
+                    dir,
+                    ProblemKind::JobToml,
+                    "job.toml",
+                    e.to_string(),
+                ));
                 None
             }
+        };
+        if let Some(r) = &retiring {
+            let detail = "a retirement was interrupted; reverb-retire finishes it";
+            found.push(problem(dir, ProblemKind::Retiring, r, detail.into()));
         }
-    } else {
-        add(
-            ProblemKind::Index,
-            Path::new("index.tsv"),
-            "index.tsv is missing (reverb-index --recount cannot rebuild rows it does not have)"
-                .into(),
-        );
-        None
-    };
-    let lookalikes = match Lookalikes::load(job) {
-        Ok(l) => l,
-        Err(e) => {
-            add(
+        let on_disk = dir.versions_on_disk()?;
+        let rows = read_rows(dir, &mut found);
+        let lookalikes = Lookalikes::load(&dir.path).unwrap_or_else(|e| {
+            found.push(problem(
+                dir,
                 ProblemKind::Lookalike,
-                Path::new(tree::LOOKALIKES),
+                tree::LOOKALIKES,
                 e.to_string(),
-            );
+            ));
             Lookalikes::default()
-        }
-    };
-
-    let disk_names: HashSet<&str> = on_disk.iter().map(|v| v.dir.as_str()).collect();
-    // The retained versions, oldest first: the index, or the disk when there is none.
-    let retained: Vec<VersionName> = match &rows {
-        Some(rows) => rows
-            .iter()
-            .map(|r| VersionName {
-                n: r.version,
-                dir: r.dir.clone(),
-            })
-            .collect(),
-        None => on_disk.clone(),
-    };
-    let retained_names: HashSet<&str> = retained.iter().map(|v| v.dir.as_str()).collect();
-
-    if let Some(rows) = &rows {
-        for r in rows {
-            if !disk_names.contains(r.dir.as_str()) {
-                add(
-                    ProblemKind::MissingVersion,
-                    Path::new(&r.dir),
-                    "in index.tsv but its directory is missing".into(),
-                );
-            }
-        }
-        for v in &on_disk {
-            if !retained_names.contains(v.dir.as_str()) && retiring.as_deref() != Some(&v.dir) {
-                add(
-                    ProblemKind::UnindexedVersion,
-                    Path::new(&v.dir),
-                    "version directory not in index.tsv".into(),
-                );
-            }
-        }
-        let current = dir.read_current();
-        match rows.last() {
-            Some(last) if current.as_deref() != Some(last.dir.as_str()) => add(
-                ProblemKind::Current,
-                Path::new("current"),
-                format!(
-                    "points at {}, not at the newest version {}",
-                    current.as_deref().unwrap_or("nothing"),
-                    last.dir
-                ),
-            ),
-            _ => {}
-        }
+        });
+        let retained: Vec<VersionName> = match &rows {
+            Some(rows) => rows
+                .iter()
+                .map(|r| VersionName {
+                    n: r.version,
+                    dir: r.dir.clone(),
+                })
+                .collect(),
+            None => on_disk.clone(),
+        };
+        let names = |vs: &[VersionName]| vs.iter().map(|v| v.dir.clone()).collect();
+        let facts = Facts {
+            dir,
+            retiring,
+            rows,
+            lookalikes,
+            disk_names: names(&on_disk),
+            retained_names: names(&retained),
+            on_disk,
+            retained,
+        };
+        Ok((facts, found))
     }
 
-    if let Ok(rd) = fs::read_dir(dir.partial()) {
-        for e in rd.flatten() {
-            add(
-                ProblemKind::Partial,
-                &Path::new(".partial").join(e.file_name()),
-                "an unfinished version (removed by the next reverb-snap)".into(),
-            );
-        }
+    fn problem(&self, kind: ProblemKind, path: impl AsRef<Path>, detail: String) -> Problem {
+        problem(self.dir, kind, path, detail)
     }
 
-    let mut any_not_older = false;
-    for (i, v) in retained.iter().enumerate() {
-        if !disk_names.contains(v.dir.as_str()) {
+    fn job(&self) -> &Path {
+        &self.dir.path
+    }
+
+    fn is_on_disk(&self, version: &str) -> bool {
+        self.disk_names.contains(version)
+    }
+
+    fn is_retained(&self, version: &str) -> bool {
+        self.retained_names.contains(version)
+    }
+}
+
+fn problem(dir: &JobDir, kind: ProblemKind, path: impl AsRef<Path>, detail: String) -> Problem {
+    Problem {
+        job: dir.folder.clone(),
+        kind,
+        path: path.as_ref().to_path_buf(),
+        detail,
+    }
+}
+
+/// index.tsv's rows; a missing or unreadable index is a problem.
+fn read_rows(dir: &JobDir, found: &mut Vec<Problem>) -> Option<Vec<IndexRow>> {
+    if !dir.index().exists() {
+        let detail =
+            "index.tsv is missing (reverb-index --recount cannot rebuild rows it does not have)";
+        found.push(problem(dir, ProblemKind::Index, "index.tsv", detail.into()));
+        return None;
+    }
+    match index::read(&dir.index()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            found.push(problem(dir, ProblemKind::Index, "index.tsv", e.to_string()));
+            None
+        }
+    }
+}
+
+/// I7, the versions: every indexed version is on disk, every version on disk (but the one
+/// being retired) is indexed, and `current` names the newest.
+fn index_lists_the_versions(facts: &Facts) -> Vec<Problem> {
+    let Some(rows) = &facts.rows else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for r in rows.iter().filter(|r| !facts.is_on_disk(&r.dir)) {
+        let detail = "in index.tsv but its directory is missing";
+        found.push(facts.problem(ProblemKind::MissingVersion, &r.dir, detail.into()));
+    }
+    for v in &facts.on_disk {
+        if !facts.is_retained(&v.dir) && facts.retiring.as_deref() != Some(&v.dir) {
+            let detail = "version directory not in index.tsv";
+            found.push(facts.problem(ProblemKind::UnindexedVersion, &v.dir, detail.into()));
+        }
+    }
+    let current = facts.dir.read_current();
+    if let Some(last) = rows.last()
+        && current.as_deref() != Some(last.dir.as_str())
+    {
+        let detail = format!(
+            "points at {}, not at the newest version {}",
+            current.as_deref().unwrap_or("nothing"),
+            last.dir
+        );
+        found.push(facts.problem(ProblemKind::Current, "current", detail));
+    }
+    found
+}
+
+/// I5/I6: no unfinished version is left in `.partial/` (it never has a final name).
+fn no_partial_version(facts: &Facts) -> Vec<Problem> {
+    let Ok(entries) = fs::read_dir(facts.dir.partial()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let detail = "an unfinished version (removed by the next reverb-snap)";
+            let at = Path::new(".partial").join(e.file_name());
+            facts.problem(ProblemKind::Partial, at, detail.into())
+        })
+        .collect()
+}
+
+/// One vault link of a retained version, as the link invariants see it.
+struct Link<'v> {
+    /// The version holding the link.
+    version: &'v VersionName,
+    /// That version is the oldest retained one.
+    in_oldest: bool,
+    /// The link's path in its version.
+    rel: PathBuf,
+    /// The version it points into.
+    holder: String,
+    /// Where it is, relative to the job folder.
+    at: PathBuf,
+}
+
+/// I1–I3 for every vault link of every retained version, version by version and, for each
+/// link, in the order I3, I2 (depth), I1 (an older, retained holder), then its target (I1
+/// exists, I2 canonical). Also says whether every link points at an older version: only
+/// then can the tree be measured through its links without a cycle.
+fn link_problems(facts: &Facts) -> (Vec<Problem>, bool) {
+    let mut found = Vec::new();
+    let mut all_older = true;
+    for (i, version) in facts.retained.iter().enumerate() {
+        if !facts.is_on_disk(&version.dir) {
             continue;
         }
-        let links = match vault_links(job, &v.dir, &lookalikes) {
+        let links = match tree::vault_links(facts.job(), &version.dir, &facts.lookalikes) {
             Ok(l) => l,
             Err(e) => {
-                add(ProblemKind::Unreadable, Path::new(&v.dir), e.to_string());
+                found.push(facts.problem(ProblemKind::Unreadable, &version.dir, e.to_string()));
                 continue;
             }
         };
         for (rel, holder) in links {
-            let at = Path::new(&v.dir).join(&rel);
-            if i == 0 {
-                add(
-                    ProblemKind::LinkInOldest,
-                    &at,
-                    format!("the oldest version links into {holder}"),
-                );
-            }
-            if tree::depth(&rel) > MAX_LINK_DEPTH {
-                add(
-                    ProblemKind::TooDeep,
-                    &at,
-                    format!("a vault link deeper than {MAX_LINK_DEPTH} components"),
-                );
-            }
-            let holder_n = VersionName::parse(&holder).map(|h| h.n).unwrap_or(u64::MAX);
-            if holder_n >= v.n {
-                any_not_older = true;
-                add(
-                    ProblemKind::LinkNotOlder,
-                    &at,
-                    format!("links into {holder}, which is not older"),
-                );
-                continue;
-            }
-            if !retained_names.contains(holder.as_str()) {
-                add(
-                    ProblemKind::LinkToRetired,
-                    &at,
-                    format!(
-                        "links into {holder}, which is not a retained version{}",
-                        if disk_names.contains(holder.as_str()) {
-                            ""
-                        } else {
-                            " (and is missing)"
-                        }
-                    ),
-                );
-                continue;
-            }
-            match target_of(job, &holder, &rel, &lookalikes) {
-                Ok(Target::Canonical) => {}
-                Ok(Target::Missing) => add(
-                    ProblemKind::DanglingLink,
-                    &at,
-                    format!("target {holder}/{} does not exist", show(&rel)),
-                ),
-                Ok(Target::ThroughLink(via)) => add(
-                    ProblemKind::NonCanonicalLink,
-                    &at,
-                    format!("target is reached through the vault link {}", show(&via)),
-                ),
-                Err(e) => add(ProblemKind::Unreadable, &at, e.to_string()),
+            let link = Link {
+                version,
+                in_oldest: i == 0,
+                at: Path::new(&version.dir).join(&rel),
+                rel,
+                holder,
+            };
+            found.extend(oldest_has_no_links(facts, &link));
+            found.extend(link_depth_is_bounded(facts, &link));
+            match holder_is_older_and_retained(facts, &link) {
+                Some(p) => {
+                    all_older &= p.kind != ProblemKind::LinkNotOlder;
+                    found.push(p);
+                }
+                None => found.extend(target_is_canonical(facts, &link)),
             }
         }
     }
+    (found, all_older)
+}
 
-    if let Some(rows) = &rows {
-        if any_not_older {
-            // A link to a newer version can make a cycle: do not measure through links.
-            add(
-                ProblemKind::SizeMismatch,
-                Path::new("index.tsv"),
-                "sizes not verified: links to newer versions make the tree unsafe to walk".into(),
-            );
+/// I3: the oldest retained version holds no vault links.
+fn oldest_has_no_links(facts: &Facts, link: &Link) -> Option<Problem> {
+    link.in_oldest.then(|| {
+        let detail = format!("the oldest version links into {}", link.holder);
+        facts.problem(ProblemKind::LinkInOldest, &link.at, detail)
+    })
+}
+
+/// I2, the bound: no vault link deeper than [`MAX_LINK_DEPTH`] components.
+fn link_depth_is_bounded(facts: &Facts, link: &Link) -> Option<Problem> {
+    (tree::depth(&link.rel) > MAX_LINK_DEPTH).then(|| {
+        let detail = format!("a vault link deeper than {MAX_LINK_DEPTH} components");
+        facts.problem(ProblemKind::TooDeep, &link.at, detail)
+    })
+}
+
+/// I1, the holder: a vault link points into an older, retained version.
+fn holder_is_older_and_retained(facts: &Facts, link: &Link) -> Option<Problem> {
+    let holder = &link.holder;
+    let holder_n = VersionName::parse(holder).map(|h| h.n).unwrap_or(u64::MAX);
+    if holder_n >= link.version.n {
+        let detail = format!("links into {holder}, which is not older");
+        return Some(facts.problem(ProblemKind::LinkNotOlder, &link.at, detail));
+    }
+    if !facts.is_retained(holder) {
+        let missing = if facts.is_on_disk(holder) {
+            ""
         } else {
-            for r in rows {
-                if !disk_names.contains(r.dir.as_str()) {
-                    continue;
-                }
-                match measure(job, &r.dir, &lookalikes) {
-                    Ok((files, logical, held)) => {
-                        let mut diffs = Vec::new();
-                        for (name, idx, disk) in [
-                            ("files", r.files, files),
-                            ("logical_bytes", r.logical_bytes, logical),
-                            ("held_bytes", r.held_bytes, held),
-                        ] {
-                            if idx != disk {
-                                diffs.push(format!("{name} index={idx} disk={disk}"));
-                            }
-                        }
-                        if !diffs.is_empty() {
-                            add(
-                                ProblemKind::SizeMismatch,
-                                Path::new(&r.dir),
-                                format!("{} (reverb-index --recount fixes it)", diffs.join(", ")),
-                            );
-                        }
-                    }
-                    Err(e) => add(ProblemKind::Unreadable, Path::new(&r.dir), e.to_string()),
-                }
-            }
-        }
+            " (and is missing)"
+        };
+        let detail = format!("links into {holder}, which is not a retained version{missing}");
+        return Some(facts.problem(ProblemKind::LinkToRetired, &link.at, detail));
     }
-
-    for (vdir, rel) in lookalike_records(job, &mut add) {
-        let abs = job.join(&vdir).join(&rel);
-        let ok = fs::symlink_metadata(&abs)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
-        if !ok {
-            add(
-                ProblemKind::Lookalike,
-                &Path::new(&vdir).join(&rel),
-                "lookalikes.tsv records a source link that is not there".into(),
-            );
-        }
-    }
-    Ok(out)
+    None
 }
 
-fn measure(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<(u64, u64, u64)> {
-    let (files, logical) = measure::measure_tree(job, vdir, Path::new(""), lookalikes)?;
-    let held = measure::held_bytes(&job.join(vdir))?;
-    Ok((files, logical, held))
+/// I1, the target exists, and I2, it is canonical: every component of it is real in the
+/// holder.
+fn target_is_canonical(facts: &Facts, link: &Link) -> Option<Problem> {
+    let (kind, detail) =
+        match tree::target_of(facts.job(), &link.holder, &link.rel, &facts.lookalikes) {
+            Ok(Target::Canonical) => return None,
+            Ok(Target::Missing) => (
+                ProblemKind::DanglingLink,
+                format!("target {}/{} does not exist", link.holder, show(&link.rel)),
+            ),
+            Ok(Target::ThroughLink(via)) => (
+                ProblemKind::NonCanonicalLink,
+                format!("target is reached through the vault link {}", show(&via)),
+            ),
+            Err(e) => (ProblemKind::Unreadable, e.to_string()),
+        };
+    Some(facts.problem(kind, &link.at, detail))
 }
 
-/// The raw records of lookalikes.tsv (unreadable ones are reported through `add`).
-fn lookalike_records(
-    job: &Path,
-    add: &mut impl FnMut(ProblemKind, &Path, String),
-) -> Vec<(String, PathBuf)> {
-    let path = job.join(tree::LOOKALIKES);
-    let Ok(text) = fs::read_to_string(&path) else {
+/// I7, the sizes: each indexed version's `files`, `logical_bytes` and `held_bytes` are what
+/// the disk holds, counted as they were written ([`measure::version_sizes`]). Not measured
+/// when a link points at a version that is not older (the walk could loop).
+fn sizes_agree_with_index(facts: &Facts, links_all_older: bool) -> Vec<Problem> {
+    let Some(rows) = &facts.rows else {
         return Vec::new();
     };
-    let Ok(table) = tsv::Table::parse(&text, &["dir", "path"]) else {
-        return Vec::new(); // already reported by Lookalikes::load
+    if !links_all_older {
+        let detail = "sizes not verified: links to newer versions make the tree unsafe to walk";
+        return vec![facts.problem(ProblemKind::SizeMismatch, "index.tsv", detail.into())];
+    }
+    rows.iter()
+        .filter(|r| facts.is_on_disk(&r.dir))
+        .filter_map(|r| row_agrees_with_disk(facts, r))
+        .collect()
+}
+
+fn row_agrees_with_disk(facts: &Facts, row: &IndexRow) -> Option<Problem> {
+    let disk = match measure::version_sizes(facts.job(), &row.dir, &facts.lookalikes) {
+        Ok(s) => s,
+        Err(e) => return Some(facts.problem(ProblemKind::Unreadable, &row.dir, e.to_string())),
     };
-    let mut out = Vec::new();
-    let mut seen: HashMap<(String, PathBuf), ()> = HashMap::new();
+    let diffs: Vec<String> = [
+        ("files", row.files, disk.files),
+        ("logical_bytes", row.logical_bytes, disk.logical_bytes),
+        ("held_bytes", row.held_bytes, disk.held_bytes),
+    ]
+    .into_iter()
+    .filter(|(_, idx, disk)| idx != disk)
+    .map(|(name, idx, disk)| format!("{name} index={idx} disk={disk}"))
+    .collect();
+    (!diffs.is_empty()).then(|| {
+        let detail = format!("{} (reverb-index --recount fixes it)", diffs.join(", "));
+        facts.problem(ProblemKind::SizeMismatch, &row.dir, detail)
+    })
+}
+
+/// I4, the registry: every record of lookalikes.tsv names a symlink that is there (and
+/// every line of it can be read).
+fn lookalikes_name_source_links(facts: &Facts) -> Vec<Problem> {
+    let (records, mut found) = lookalike_records(facts);
+    for (vdir, rel) in records {
+        let abs = facts.job().join(&vdir).join(&rel);
+        let is_link = fs::symlink_metadata(&abs)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if !is_link {
+            let detail = "lookalikes.tsv records a source link that is not there";
+            let at = Path::new(&vdir).join(&rel);
+            found.push(facts.problem(ProblemKind::Lookalike, at, detail.into()));
+        }
+    }
+    found
+}
+
+/// The raw records of lookalikes.tsv, each once, and a problem per line that cannot be read.
+fn lookalike_records(facts: &Facts) -> (Vec<(String, PathBuf)>, Vec<Problem>) {
+    let path = facts.job().join(tree::LOOKALIKES);
+    let Ok(text) = fs::read_to_string(&path) else {
+        return (Vec::new(), Vec::new());
+    };
+    let Ok(table) = tsv::Table::parse(&text, &["dir", "path"]) else {
+        return (Vec::new(), Vec::new()); // already reported by Lookalikes::load
+    };
+    let mut records = Vec::new();
+    let mut found = Vec::new();
+    let mut seen: HashSet<(String, PathBuf)> = HashSet::new();
     for row in table.rows() {
         match (row.text("dir"), row.os("path")) {
             (Ok(d), Ok(p)) => {
                 let key = (d, PathBuf::from(p));
-                if seen.insert(key.clone(), ()).is_none() {
-                    out.push(key);
+                if seen.insert(key.clone()) {
+                    records.push(key);
                 }
             }
-            _ => add(
-                ProblemKind::Lookalike,
-                Path::new(tree::LOOKALIKES),
-                format!("line {} cannot be read", row.line),
-            ),
+            _ => {
+                let detail = format!("line {} cannot be read", row.line);
+                found.push(facts.problem(ProblemKind::Lookalike, tree::LOOKALIKES, detail));
+            }
         }
     }
-    out
+    (records, found)
 }
 
 #[cfg(test)]

@@ -293,10 +293,7 @@ pub fn anchored(ctx: &JobCtx) -> Result<JobCtx> {
     }
     crate::error::register_alias(Path::new("."), real);
     Ok(JobCtx {
-        dir: JobDir {
-            path: PathBuf::from("."),
-            folder: ctx.dir.folder.clone(),
-        },
+        dir: ctx.dir.anchored(),
         file: ctx.file.clone(),
         journal: ctx.journal.try_clone()?,
     })

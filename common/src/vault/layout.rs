@@ -120,10 +120,7 @@ impl Vault {
 
     /// The job folder for a sanitized folder name.
     pub fn job_dir(&self, folder: &str) -> JobDir {
-        JobDir {
-            path: self.root.join(folder),
-            folder: folder.to_owned(),
-        }
+        JobDir::new(&self.root, folder)
     }
 
     /// Every job folder of the vault (folders holding a job.toml), sorted by name.
@@ -191,16 +188,42 @@ impl VersionName {
     }
 }
 
-/// One job's folder inside a vault.
+/// One job's folder inside a vault, knowing the vault it is in.
 #[derive(Debug, Clone)]
 pub struct JobDir {
-    /// `<vault>/<folder>`.
+    /// `<vault>/<folder>` (or `.` once [anchored](JobDir::anchored)).
     pub path: PathBuf,
     /// The sanitized folder name.
     pub folder: String,
+    /// The vault's root directory, as given.
+    vault: PathBuf,
 }
 
 impl JobDir {
+    /// The folder `folder` (sanitized) of the vault at `vault_root`.
+    pub fn new(vault_root: &Path, folder: &str) -> JobDir {
+        JobDir {
+            path: vault_root.join(folder),
+            folder: folder.to_owned(),
+            vault: vault_root.to_path_buf(),
+        }
+    }
+
+    /// The same job folder reached as `.`, the process's working directory (the caller has
+    /// entered it); the vault root stays the one given.
+    pub fn anchored(&self) -> JobDir {
+        JobDir {
+            path: PathBuf::from("."),
+            folder: self.folder.clone(),
+            vault: self.vault.clone(),
+        }
+    }
+
+    /// The root directory of the vault holding this job folder.
+    pub fn vault_root(&self) -> &Path {
+        &self.vault
+    }
+
     /// `job.toml`
     pub fn job_toml(&self) -> PathBuf {
         self.path.join("job.toml")
@@ -259,8 +282,7 @@ impl JobDir {
 
     /// Points `current` at `v`, atomically.
     pub fn set_current(&self, v: &VersionName) -> Result<()> {
-        fsutil::replace_symlink(Path::new(&v.dir), &self.current())?;
-        fsutil::fsync_dir(&self.path)
+        set_current(&self.path, v)
     }
 
     /// What `current` points at, if it is a link to a version name.
@@ -269,6 +291,12 @@ impl JobDir {
             .ok()
             .and_then(|t| t.to_str().map(str::to_owned))
     }
+}
+
+/// Points `current` of the job folder `job` at `v`, atomically (durable when it returns).
+pub fn set_current(job: &Path, v: &VersionName) -> Result<()> {
+    fsutil::replace_symlink(Path::new(&v.dir), &job.join("current"))?;
+    fsutil::fsync_dir(job)
 }
 
 #[cfg(test)]

@@ -1,9 +1,18 @@
-//! Measuring version trees: the counts index.tsv records (`files`, `logical_bytes` through
-//! vault links; `held_bytes` as `du` counts a version's own entries) and what a version
-//! about to be retired still holds.
+//! Measuring version trees: the sizes index.tsv records, counted the one way every writer
+//! and checker uses (docs/format.md#invariants I7).
 //!
-//! Invariant: every size the project writes or checks is counted here, one way, so a
-//! recount and a check agree with what was written.
+//! Owns two measures:
+//! - **logical** ([`measure_tree`]): the regular files a version reads as, and their
+//!   apparent bytes, through vault links (`files`, `logical_bytes`);
+//! - **held** ([`held_bytes`], [`remains_held`]): the disk usage of a version's own real
+//!   entries, as `du` counts it — links not followed, a hard-linked inode counted once
+//!   (`held_bytes`).
+//!
+//! [`version_sizes`] is both for one version, as a recount and a check compare them.
+//!
+//! Invariant: a snapshot, a retirement, a recount and a check all count through these
+//! functions, so a check agrees with what was written. Every walk keeps its own stack, so
+//! a tree thousands of levels deep needs no deep call stack.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -11,71 +20,90 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::engine::copy;
-use crate::error::{IoContext, Result};
-use crate::vault::tree::{self, Entry, Lookalikes};
+use crate::error::{Error, IoContext, Result};
+use crate::vault::tree::{Links, Lookalikes, Node, Visitor, Walk};
+
+/// The three counts of one version's index row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sizes {
+    /// Regular files, through vault links.
+    pub files: u64,
+    /// Their apparent bytes.
+    pub logical_bytes: u64,
+    /// Disk usage of the version's own real entries.
+    pub held_bytes: u64,
+}
+
+/// The logical and held sizes of version `vdir` of the job folder `job`.
+pub fn version_sizes(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<Sizes> {
+    let (files, logical_bytes) = measure_tree(job, vdir, Path::new(""), lookalikes)?;
+    Ok(Sizes {
+        files,
+        logical_bytes,
+        held_bytes: held_bytes(&job.join(vdir))?,
+    })
+}
 
 /// Regular files and their apparent bytes at `rel` in version `phys`, through vault links.
+/// What does not exist counts nothing; neither does a link naming its own version.
 pub fn measure_tree(
     job: &Path,
     phys: &str,
     rel: &Path,
     lookalikes: &Lookalikes,
 ) -> Result<(u64, u64)> {
-    let abs = if rel.as_os_str().is_empty() {
-        job.join(phys)
-    } else {
-        job.join(phys).join(rel)
-    };
-    let meta = match fs::symlink_metadata(&abs) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(e).ctx("cannot inspect", &abs),
-    };
-    if meta.file_type().is_symlink() && !rel.as_os_str().is_empty() {
-        if let Entry::VaultLink { holder } =
-            tree::classify(&abs, rel, phys, meta.file_type(), lookalikes)?
-        {
-            if holder == phys {
-                return Ok((0, 0));
-            }
-            return measure_tree(job, &holder, rel, lookalikes);
+    let mut count = FileCount::default();
+    Walk::new(job, lookalikes, Links::Follow).run(phys, rel, &mut count)?;
+    Ok((count.files, count.bytes))
+}
+
+/// Counts regular files and their apparent bytes.
+#[derive(Default)]
+struct FileCount {
+    files: u64,
+    bytes: u64,
+}
+
+impl Visitor for FileCount {
+    fn entry(&mut self, node: &mut Node) -> Result<()> {
+        if !node.file_type.is_file() {
+            return Ok(());
         }
-        return Ok((0, 0));
+        match node.metadata() {
+            Ok(m) => {
+                self.files += 1;
+                self.bytes += m.len();
+                Ok(())
+            }
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
-    if meta.is_file() {
-        return Ok((1, meta.len()));
+
+    fn unreachable(&mut self, abs: &Path, error: std::io::Error) -> Result<()> {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            return Ok(());
+        }
+        Err(error).ctx("cannot inspect", abs)
     }
-    if !meta.is_dir() {
-        return Ok((0, 0));
+
+    fn self_link(&mut self, _node: &Node) -> Result<()> {
+        Ok(())
     }
-    let mut total = (0, 0);
-    for e in fs::read_dir(&abs).ctx("cannot list", &abs)? {
-        let e = e.ctx("cannot list", &abs)?;
-        let (f, b) = measure_tree(job, phys, &rel.join(e.file_name()), lookalikes)?;
-        total.0 += f;
-        total.1 += b;
-    }
-    Ok(total)
 }
 
 /// Disk usage of a version's own real entries (du, not following links; a hard-linked
 /// inode counts once).
 pub fn held_bytes(root: &Path) -> Result<u64> {
-    held_bytes_seen(root, &mut HashSet::new())
-}
-
-fn held_bytes_seen(root: &Path, seen: &mut HashSet<(u64, u64)>) -> Result<u64> {
-    let meta = fs::symlink_metadata(root).ctx("cannot inspect", root)?;
-    if meta.is_file() && meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
-        return Ok(0);
-    }
-    let mut total = copy::disk_usage(&meta);
-    if meta.is_dir() {
-        for e in fs::read_dir(root).ctx("cannot list", root)? {
-            let e = e.ctx("cannot list", root)?;
-            total += held_bytes_seen(&e.path(), seen)?;
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut total = 0u64;
+    for_each_own_entry(root, |m| {
+        if !(m.is_file() && m.nlink() > 1 && !seen.insert((m.dev(), m.ino()))) {
+            total += copy::disk_usage(m);
         }
-    }
+    })?;
     Ok(total)
 }
 
@@ -83,27 +111,37 @@ fn held_bytes_seen(root: &Path, seen: &mut HashSet<(u64, u64)>) -> Result<u64> {
 /// hard-linked file has names outside it (a pair split by the moves): then the sum
 /// arithmetic would count that inode twice, and the caller measures instead.
 pub fn remains_held(root: &Path) -> Result<Option<u64>> {
+    // Per hard-linked inode: its link count and the names of it found here.
     let mut inodes: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
     let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = fs::symlink_metadata(&p).ctx("cannot inspect", &p)?;
+    for_each_own_entry(root, |m| {
         if m.is_file() && m.nlink() > 1 {
             let seen = inodes.entry((m.dev(), m.ino())).or_insert((m.nlink(), 0));
             seen.1 += 1;
             if seen.1 > 1 {
-                continue;
+                return;
             }
         }
-        total += copy::disk_usage(&m);
+        total += copy::disk_usage(m);
+    })?;
+    Ok(inodes
+        .values()
+        .all(|(nlink, seen)| seen >= nlink)
+        .then_some(total))
+}
+
+/// Calls `visit` with the metadata of `root` and of every entry below it, not following
+/// any link (the physical tree `du` sees).
+fn for_each_own_entry(root: &Path, mut visit: impl FnMut(&fs::Metadata)) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).ctx("cannot inspect", &p)?;
+        visit(&m);
         if m.is_dir() {
             for e in fs::read_dir(&p).ctx("cannot list", &p)? {
                 stack.push(e.ctx("cannot list", &p)?.path());
             }
         }
     }
-    Ok(inodes
-        .values()
-        .all(|(nlink, seen)| seen >= nlink)
-        .then_some(total))
+    Ok(())
 }

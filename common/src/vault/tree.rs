@@ -1,8 +1,12 @@
 //! Reading and writing version trees through vault links (docs/format.md#invariants).
 //!
 //! Owns: the vault link's text (`../` per component of the path, then an older version's
-//! directory, then the same relative path), telling vault links from source links, and the
-//! registry of source links whose text merely *looks* like a vault link (I4).
+//! directory, then the same relative path), telling vault links from source links, the
+//! registry of source links whose text merely *looks* like a vault link (I4), and the one
+//! tree walker ([`Walk`]) that everything reading a version's tree shares: following vault
+//! links (restore, measuring) or listing them without following any (check, retirement).
+//! The walker keeps its own stack, so a tree thousands of levels deep needs no deep call
+//! stack.
 //!
 //! Invariants:
 //! - A vault link at relative path `p` (d components) has exactly the text
@@ -17,12 +21,13 @@
 //!   folder), which records every source link whose text has that shape.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, show};
 use crate::format::tsv;
 use crate::vault::fsutil;
 use crate::vault::layout::VersionName;
@@ -233,9 +238,389 @@ pub fn resolve(
     Ok(Some(phys))
 }
 
+/// Where a vault link's target stands in its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every component is real in the holder: canonical and existing.
+    Canonical,
+    /// A component (this path) is itself a vault link: the link is not canonical.
+    ThroughLink(PathBuf),
+    /// The target does not exist (or a non-final component is not a directory).
+    Missing,
+}
+
+/// Inspects the target of a vault link at `rel` into `holder` without following anything.
+pub fn target_of(job: &Path, holder: &str, rel: &Path, lookalikes: &Lookalikes) -> Result<Target> {
+    let comps: Vec<_> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut sofar = PathBuf::new();
+    for (i, name) in comps.iter().enumerate() {
+        sofar.push(name);
+        let last = i + 1 == comps.len();
+        let abs = job.join(holder).join(&sofar);
+        let meta = match fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Target::Missing),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Target::Missing),
+            Err(e) => return Err(e).ctx("cannot inspect", &abs),
+        };
+        let ft = meta.file_type();
+        if ft.is_symlink()
+            && let Entry::VaultLink { .. } = classify(&abs, &sofar, holder, ft, lookalikes)?
+        {
+            return Ok(Target::ThroughLink(Path::new(holder).join(&sofar)));
+        }
+        if !last && !ft.is_dir() {
+            return Ok(Target::Missing);
+        }
+    }
+    Ok(Target::Canonical)
+}
+
+/// Every vault link physically in version `phys`: `(path, holder)` pairs, sorted, found by
+/// walking only the version's real directories (a link is never followed), so the cost is
+/// proportional to what the version holds, not to the tree it reads as.
+pub fn vault_links(
+    job: &Path,
+    phys: &str,
+    lookalikes: &Lookalikes,
+) -> Result<Vec<(PathBuf, String)>> {
+    struct Collect(Vec<(PathBuf, String)>);
+    impl Visitor for Collect {
+        fn entry(&mut self, _node: &mut Node) -> Result<()> {
+            Ok(())
+        }
+        fn vault_link(&mut self, node: &Node, holder: String) -> Result<()> {
+            self.0.push((node.rel.clone(), holder));
+            Ok(())
+        }
+    }
+    let mut found = Collect(Vec::new());
+    Walk::new(job, lookalikes, Links::Report).run(phys, Path::new(""), &mut found)?;
+    found.0.sort();
+    Ok(found.0)
+}
+
+/// How a [`Walk`] treats the vault links it meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Read the version as it promises: a vault link is followed to the same path in its
+    /// holder (which then becomes the entry's `phys`).
+    Follow,
+    /// Visit only the version's real entries: a vault link goes to
+    /// [`Visitor::vault_link`] and is never followed.
+    Report,
+}
+
+/// One entry met by a [`Walk`].
+#[derive(Debug)]
+pub struct Node {
+    /// The version that physically holds the entry.
+    pub phys: String,
+    /// Its path relative to the version root (empty for the root).
+    pub rel: PathBuf,
+    /// Its path on disk.
+    pub abs: PathBuf,
+    /// Its type, not following it.
+    pub file_type: fs::FileType,
+    meta: Option<fs::Metadata>,
+}
+
+impl Node {
+    /// The entry's metadata (not following it), read once and then kept, so a directory's
+    /// metadata seen in [`Visitor::entry`] is the one [`Visitor::dir_done`] gets.
+    pub fn metadata(&mut self) -> Result<&fs::Metadata> {
+        let meta = match self.meta.take() {
+            Some(m) => m,
+            None => fs::symlink_metadata(&self.abs).ctx("cannot inspect", &self.abs)?,
+        };
+        Ok(self.meta.insert(meta))
+    }
+}
+
+/// What a [`Walk`] tells its caller about.
+pub trait Visitor {
+    /// A real entry (file, directory, source link, special); a directory comes before
+    /// anything below it.
+    fn entry(&mut self, node: &mut Node) -> Result<()>;
+
+    /// A directory, after everything below it.
+    fn dir_done(&mut self, _node: &mut Node) -> Result<()> {
+        Ok(())
+    }
+
+    /// A vault link into `holder` ([`Links::Report`] only).
+    fn vault_link(&mut self, _node: &Node, _holder: String) -> Result<()> {
+        Ok(())
+    }
+
+    /// The walk's start, or a followed link's target, cannot be inspected at `abs`.
+    fn unreachable(&mut self, abs: &Path, error: io::Error) -> Result<()> {
+        Err(error).ctx("cannot inspect", abs)
+    }
+
+    /// A vault link naming its own version ([`Links::Follow`]): damage, following it would
+    /// loop.
+    fn self_link(&mut self, node: &Node) -> Result<()> {
+        Err(Error::Damaged(format!(
+            "{} links to itself",
+            show(&node.abs)
+        )))
+    }
+}
+
+/// The tree walker: depth first, a directory's entries in name order when
+/// [`sorted`](Walk::sorted), with an explicit stack instead of recursion.
+pub struct Walk<'a> {
+    job: &'a Path,
+    lookalikes: &'a Lookalikes,
+    links: Links,
+    sorted: bool,
+}
+
+/// What the walk still has to do, innermost last.
+enum Pending {
+    /// Visit `rel` in `phys` (its type when the listing gave it).
+    Visit {
+        phys: String,
+        rel: PathBuf,
+        file_type: Option<fs::FileType>,
+    },
+    /// Everything below this directory is done.
+    Leave(Node),
+}
+
+impl<'a> Walk<'a> {
+    /// A walk of version trees in the job folder `job`.
+    pub fn new(job: &'a Path, lookalikes: &'a Lookalikes, links: Links) -> Walk<'a> {
+        Walk {
+            job,
+            lookalikes,
+            links,
+            sorted: false,
+        }
+    }
+
+    /// Visit each directory's entries in name order (a restore's hard links then pair the
+    /// same way every time).
+    pub fn sorted(mut self) -> Walk<'a> {
+        self.sorted = true;
+        self
+    }
+
+    /// Walks `rel` (empty: the whole version) of version `phys`, telling `visitor`.
+    pub fn run(&self, phys: &str, rel: &Path, visitor: &mut impl Visitor) -> Result<()> {
+        let mut stack = vec![Pending::Visit {
+            phys: phys.to_owned(),
+            rel: rel.to_path_buf(),
+            file_type: None,
+        }];
+        while let Some(next) = stack.pop() {
+            match next {
+                Pending::Leave(mut dir) => visitor.dir_done(&mut dir)?,
+                Pending::Visit {
+                    phys,
+                    rel,
+                    file_type,
+                } => self.visit(phys, rel, file_type, visitor, &mut stack)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn visit(
+        &self,
+        phys: String,
+        rel: PathBuf,
+        file_type: Option<fs::FileType>,
+        visitor: &mut impl Visitor,
+        stack: &mut Vec<Pending>,
+    ) -> Result<()> {
+        let abs = in_version(self.job, &phys, &rel);
+        let (file_type, meta) = match file_type {
+            Some(ft) => (ft, None),
+            None => match fs::symlink_metadata(&abs) {
+                Ok(m) => (m.file_type(), Some(m)),
+                Err(e) => return visitor.unreachable(&abs, e),
+            },
+        };
+        let mut node = Node {
+            phys,
+            rel,
+            abs,
+            file_type,
+            meta,
+        };
+        if file_type.is_symlink()
+            && !node.rel.as_os_str().is_empty()
+            && let Entry::VaultLink { holder } =
+                classify(&node.abs, &node.rel, &node.phys, file_type, self.lookalikes)?
+        {
+            return match self.links {
+                Links::Report => visitor.vault_link(&node, holder),
+                Links::Follow if holder == node.phys => visitor.self_link(&node),
+                Links::Follow => {
+                    stack.push(Pending::Visit {
+                        phys: holder,
+                        rel: node.rel,
+                        file_type: None,
+                    });
+                    Ok(())
+                }
+            };
+        }
+        visitor.entry(&mut node)?;
+        if file_type.is_dir() {
+            self.push_children(node, stack)?;
+        }
+        Ok(())
+    }
+
+    /// Lists `dir` and schedules its entries (first entry on top), after them its end.
+    fn push_children(&self, dir: Node, stack: &mut Vec<Pending>) -> Result<()> {
+        let mut children: Vec<(OsString, fs::FileType)> = Vec::new();
+        for e in fs::read_dir(&dir.abs).ctx("cannot list", &dir.abs)? {
+            let e = e.ctx("cannot list", &dir.abs)?;
+            let ft = e.file_type().ctx("cannot inspect", &e.path())?;
+            children.push((e.file_name(), ft));
+        }
+        if self.sorted {
+            children.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let (phys, rel) = (dir.phys.clone(), dir.rel.clone());
+        stack.push(Pending::Leave(dir));
+        for (name, ft) in children.into_iter().rev() {
+            stack.push(Pending::Visit {
+                phys: phys.clone(),
+                rel: rel.join(name),
+                file_type: Some(ft),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `job/phys/rel`, without a trailing slash for the version root.
+pub fn in_version(job: &Path, phys: &str, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() {
+        job.join(phys)
+    } else {
+        job.join(phys).join(rel)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const V1: &str = "V1-20261124T214900Z";
+    const V2: &str = "V2-20261124T214901Z";
+
+    /// Records what a walk reports, in order.
+    #[derive(Default)]
+    struct Trace(Vec<String>);
+
+    impl Visitor for Trace {
+        fn entry(&mut self, node: &mut Node) -> Result<()> {
+            self.0.push(format!("{} {}", node.phys, node.rel.display()));
+            Ok(())
+        }
+        fn dir_done(&mut self, node: &mut Node) -> Result<()> {
+            self.0.push(format!("done {}", node.rel.display()));
+            Ok(())
+        }
+        fn vault_link(&mut self, node: &Node, holder: String) -> Result<()> {
+            self.0
+                .push(format!("link {} -> {holder}", node.rel.display()));
+            Ok(())
+        }
+    }
+
+    /// V1 holds `a/x` and `b`; V2 holds `a` as a vault link into V1, and its own `c`.
+    fn two_versions() -> tempfile::TempDir {
+        let job = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(job.path().join(V1).join("a")).expect("mkdir");
+        fs::write(job.path().join(V1).join("a/x"), b"x").expect("write");
+        fs::write(job.path().join(V1).join("b"), b"b").expect("write");
+        fs::create_dir_all(job.path().join(V2)).expect("mkdir");
+        std::os::unix::fs::symlink(link_text(Path::new("a"), V1), job.path().join(V2).join("a"))
+            .expect("link");
+        fs::write(job.path().join(V2).join("c"), b"c").expect("write");
+        job
+    }
+
+    #[test]
+    fn walk_follows_or_reports_links_in_order() {
+        let job = two_versions();
+        let none = Lookalikes::default();
+        let mut seen = Trace::default();
+        Walk::new(job.path(), &none, Links::Follow)
+            .sorted()
+            .run(V2, Path::new(""), &mut seen)
+            .expect("walk");
+        assert_eq!(
+            seen.0,
+            [
+                format!("{V2} "),
+                format!("{V1} a"),
+                format!("{V1} a/x"),
+                "done a".into(),
+                format!("{V2} c"),
+                "done ".into(),
+            ]
+        );
+        let mut seen = Trace::default();
+        Walk::new(job.path(), &none, Links::Report)
+            .sorted()
+            .run(V2, Path::new(""), &mut seen)
+            .expect("walk");
+        assert_eq!(
+            seen.0,
+            [
+                format!("{V2} "),
+                format!("link a -> {V1}"),
+                format!("{V2} c"),
+                "done ".into(),
+            ]
+        );
+        assert_eq!(
+            vault_links(job.path(), V2, &none).expect("links"),
+            [(PathBuf::from("a"), V1.to_owned())]
+        );
+    }
+
+    #[test]
+    fn walk_needs_no_deep_stack() {
+        // 1,500 levels on a 128 KiB stack: a walk that recursed per level would overflow.
+        let job = tempfile::tempdir().expect("tempdir");
+        let mut deep = job.path().join(V1);
+        for _ in 0..1500 {
+            deep.push("d");
+        }
+        fs::create_dir_all(&deep).expect("mkdir -p");
+        fs::write(deep.join("leaf"), b"bottom").expect("write");
+        let root = job.path().to_path_buf();
+        let walked = std::thread::Builder::new()
+            .stack_size(128 << 10)
+            .spawn(move || {
+                let none = Lookalikes::default();
+                let mut seen = Trace::default();
+                Walk::new(&root, &none, Links::Follow)
+                    .run(V1, Path::new(""), &mut seen)
+                    .map(|()| seen.0.len())
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow")
+            .expect("walk");
+        // The root and 1,500 directories, each entered and done, and the leaf.
+        assert_eq!(walked, 1 + 2 * 1500 + 1 + 1);
+    }
 
     #[test]
     fn link_text_shape() {
