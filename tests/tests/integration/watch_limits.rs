@@ -2,14 +2,12 @@
 //! as one test function, serially, restoring every value with a guard (even on panic).
 //! Needs root; skipped otherwise.
 
-mod watch_support;
-
 use std::path::{Path, PathBuf};
 
+use crate::watch_support::Watch;
 use nix::sys::signal::Signal;
 use reverb_common::events::EventKind as K;
 use reverb_tests::bin;
-use watch_support::Watch;
 
 /// Sets a sysctl under /proc/sys and puts the old value back on drop.
 struct Sysctl {

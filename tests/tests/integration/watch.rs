@@ -1,7 +1,5 @@
 //! `reverb-watch` end to end: the real binary on real temp dirs (docs/format.md#text-files, docs/cli.md).
 
-mod watch_support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::watch_support::{Watch, make_tree, under};
 use nix::sys::signal::Signal;
 use reverb_common::events::{EntryType, EventKind as K, EventLine};
 use reverb_tests::{bin, sh};
-use watch_support::{Watch, make_tree, under};
 
 /// A temp dir with `watched/` (the SRC) and `outside/` on the same filesystem.
 struct Dirs {
@@ -426,7 +424,7 @@ fn a_closed_stdout_exits_zero() {
     std::io::BufRead::read_line(&mut out, &mut header).expect("header");
     drop(out);
     // Keep changing until the writer notices the closed pipe.
-    let deadline = std::time::Instant::now() + watch_support::TIMEOUT;
+    let deadline = std::time::Instant::now() + crate::watch_support::TIMEOUT;
     let status = loop {
         std::fs::write(d.watched.join("f"), b"x").expect("write");
         if let Some(st) = child.try_wait().expect("wait") {
