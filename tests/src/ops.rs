@@ -10,19 +10,18 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use crate::model::{self, CaptureOpts, Node, assert_same, capture};
-use crate::{Fixture, cmd, is_root, stderr};
+use reverb_common::events::HEADER;
+
+use crate::{Fixture, TestCommand, is_root, stderr};
 
 /// A recorded capture of a tree.
 pub type Tree = BTreeMap<PathBuf, Node>;
 
 /// A fixed, valid event time.
 pub const TIME: &str = "2026-11-24T21:49:00.123Z";
-
-/// The header line of an event stream.
-pub const HEADER: &str = "time\tevent\ttype\tpath\tto_path";
 
 /// Capture options used by the reliability tests: owners as root, directory mtimes always.
 pub fn opts() -> CaptureOpts {
@@ -43,6 +42,8 @@ pub fn event(kind: &str, etype: &str, path: &Path, to: Option<&Path>) -> String 
 }
 
 /// The event type field of an lstat result.
+// Independent oracle: deliberately not the library's: reverb-watch derives an event's type
+// from inotify's masks, and this must say what the tree really holds.
 pub fn etype_of(m: &fs::Metadata) -> &'static str {
     let ft = m.file_type();
     if ft.is_symlink() {
@@ -56,8 +57,8 @@ pub fn etype_of(m: &fs::Metadata) -> &'static str {
     }
 }
 
-/// Runs `reverb-snap [args] --changes -` with a header and `lines` on stdin.
-pub fn snap_changes(f: &Fixture, lines: &[String], args: &[&str]) -> Output {
+/// `reverb-snap [args] --changes -` with a header and `lines` on stdin.
+pub fn snap_changes(f: &Fixture, lines: &[String], args: &[&str]) -> TestCommand {
     let mut text = String::from(HEADER);
     text.push('\n');
     for l in lines {
@@ -67,38 +68,18 @@ pub fn snap_changes(f: &Fixture, lines: &[String], args: &[&str]) -> Output {
     snap_stdin(f, text.as_bytes(), args)
 }
 
-/// Runs `reverb-snap [args] --changes -` with raw bytes on stdin.
-pub fn snap_stdin(f: &Fixture, input: &[u8], args: &[&str]) -> Output {
-    let mut child = cmd("reverb-snap")
-        .arg("--vault")
-        .arg(&f.vault)
-        .arg("--job")
-        .arg(&f.job)
-        .args(args)
-        .args(["--changes", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn reverb-snap");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        // A tool that rejects the input early may close its end: that is not our failure.
-        let _ = stdin.write_all(input);
-    }
-    child.wait_with_output().expect("wait reverb-snap")
+/// `reverb-snap [args] --changes -` with raw bytes on stdin.
+pub fn snap_stdin(f: &Fixture, input: &[u8], args: &[&str]) -> TestCommand {
+    let mut c = f.snap(args);
+    c.args(["--changes", "-"]).stdin(input);
+    c
 }
 
-/// Runs one of the vault tools on the fixture's job.
-pub fn tool(f: &Fixture, name: &str, args: &[&str]) -> Output {
-    crate::run(
-        cmd(name)
-            .arg("--vault")
-            .arg(&f.vault)
-            .arg("--job")
-            .arg(&f.job)
-            .args(args),
-    )
+/// One of the vault tools on the fixture's job.
+pub fn tool(f: &Fixture, name: &str, args: &[&str]) -> TestCommand {
+    let mut c = f.tool(name);
+    c.args(args);
+    c
 }
 
 /// Asserts no Rust panic reached stderr.

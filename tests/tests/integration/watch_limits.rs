@@ -1,6 +1,6 @@
 //! `reverb-watch` at the kernel's inotify limits. These change global sysctls, so they run
-//! as one test function, serially, restoring every value with a guard (even on panic).
-//! Needs root; skipped otherwise.
+//! as one test function, alone (`exclusive_kernel`), restoring every value with a guard
+//! (even on panic). Needs root; skipped otherwise.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,9 @@ impl Drop for Sysctl {
 #[test]
 fn inotify_limits() {
     reverb_tests::require_root!("changes fs.inotify sysctls");
+    // The limits are the whole machine's: no other test of this binary may run a watcher
+    // (or anything else) while they are lowered.
+    let _alone = reverb_tests::exclusive_kernel();
     queue_overflow_prints_overflow_and_keeps_watching();
     watch_limit_is_a_clear_error();
     watch_limit_while_running_is_overflow_then_error();
