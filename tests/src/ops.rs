@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::model::{self, CaptureOpts, Node, assert_same, capture};
+use crate::model::{CaptureOpts, Node, assert_same, capture};
 use reverb_common::events::HEADER;
 
 use crate::{Fixture, TestCommand, is_root, stderr};
@@ -98,6 +97,8 @@ pub fn index_dirs(f: &Fixture) -> Vec<String> {
 }
 
 /// The version directories on disk (`V*`), sorted by number.
+// Independent oracle: deliberately not the library's reading of a job folder: it is what
+// index.tsv is compared with.
 pub fn disk_dirs(f: &Fixture) -> Vec<String> {
     let mut v: Vec<(u64, String)> = fs::read_dir(f.job_dir())
         .expect("job dir")
@@ -646,26 +647,9 @@ pub fn small_tree(src: &Path, round: u32, dirs: u32, files_per_dir: u32) {
     }
 }
 
-/// A name made of raw bytes (re-exported for the hostile tests).
-pub fn raw_name(b: &[u8]) -> OsString {
-    model::raw(b)
-}
-
-/// `true` when the bytes are a valid single path component.
-pub fn is_component(b: &[u8]) -> bool {
-    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
-}
-
 /// Bytes of a path as a lossless display (for messages).
 pub fn show(p: &Path) -> String {
     reverb_common::tsv::escape_os(p.as_os_str())
-}
-
-/// Current source as bytes-keyed set of paths (for quick diff messages).
-pub fn path_bytes(t: &Tree) -> Vec<Vec<u8>> {
-    t.keys()
-        .map(|p| p.as_os_str().as_bytes().to_vec())
-        .collect()
 }
 
 /// A [`Fixture`] on a private tmpfs when running as root (so `syncfs` in the tools does not

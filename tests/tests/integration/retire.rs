@@ -1,51 +1,21 @@
 //! reverb-retire end to end: retirement across many versions, limits, kill -9 at every
 //! write step, locking. Every retained version must restore exactly, before and after.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use reverb_common::check::vault_links;
 use reverb_common::tree::Lookalikes;
-use reverb_tests::model::{self, CaptureOpts, assert_same, capture};
-use reverb_tests::{Fixture, TestCommand, cmd, is_root, sh, stderr, stdout};
-
-type Tree = BTreeMap<PathBuf, model::Node>;
-
-fn opts() -> CaptureOpts {
-    CaptureOpts {
-        owners: is_root(),
-        dir_mtimes: true,
-    }
-}
-
-/// Hard links are only kept among files a version copies together (see snap.rs): compare
-/// without them, since retirement legitimately moves one name of a pair forward.
-fn unlinked(m: &Tree) -> Tree {
-    m.iter()
-        .map(|(p, n)| {
-            (
-                p.clone(),
-                model::Node {
-                    hardlink_of: None,
-                    ..n.clone()
-                },
-            )
-        })
-        .collect()
-}
+use reverb_tests::model::{assert_same, capture};
+use reverb_tests::ops::{Tree, index_dirs, opts, unlinked};
+use reverb_tests::{Fixture, TestCommand, cmd, sh, stderr, stdout};
 
 fn retire(f: &Fixture, args: &[&str]) -> TestCommand {
     let mut c = f.tool("reverb-retire");
     c.args(args);
     c
-}
-
-fn index_dirs(f: &Fixture) -> Vec<String> {
-    let rows = reverb_common::index::read(&f.job_dir().join("index.tsv")).expect("index");
-    rows.into_iter().map(|r| r.dir).collect()
 }
 
 /// Every retained version restores to what it captured; the oldest holds no vault links;

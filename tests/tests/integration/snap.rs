@@ -6,15 +6,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use reverb_tests::model::{self, CaptureOpts, assert_same, capture, raw};
+use reverb_tests::ops::opts;
 use reverb_tests::{Fixture, TestCommand, cmd, have, is_root, sh, stderr, stdout};
 
-fn opts() -> CaptureOpts {
-    CaptureOpts {
-        owners: is_root(),
-        dir_mtimes: true,
-    }
-}
-
+// Independent oracle: deliberately not the library's time setting (the copy engine's, whose
+// restored times these tests check).
 fn set_mtime(p: &Path, secs: i64) {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("cstring");
     let t = [libc::timespec {
