@@ -34,7 +34,7 @@ pub struct Args {
     /// The source folder; required the first time, checked against job.toml afterwards.
     #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
-    /// Create the vault (directory and marker) if it does not exist yet. SCRATCH-PROOF-1234.
+    /// Create the vault (directory and marker) if it does not exist yet.
     #[arg(long)]
     pub init: bool,
     /// Make a version even when a rescan would delete more than max_delete_ratio.

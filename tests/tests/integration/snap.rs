@@ -528,9 +528,3 @@ fn restore_refuses_a_non_empty_destination_and_restores_sub_paths() {
         .arg(f._tmp.path().join("x"))
         .assert_exit(2);
 }
-
-#[test]
-fn scratch_proof_help_is_current() {
-    let help = cmd("reverb-snap").arg("--help").stdout();
-    assert!(help.contains("SCRATCH-PROOF-1234"), "{help}");
-}
