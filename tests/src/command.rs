@@ -67,6 +67,12 @@ impl TestCommand {
         self
     }
 
+    /// Clears the command's environment.
+    pub fn env_clear(&mut self) -> &mut TestCommand {
+        self.cmd.env_clear();
+        self
+    }
+
     /// Runs the command in `dir`.
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut TestCommand {
         self.cmd.current_dir(dir);
@@ -130,11 +136,13 @@ impl TestCommand {
     }
 
     /// Runs the command; it must exit 0.
+    #[track_caller]
     pub fn assert_success(&mut self) -> Output {
         self.assert_exit(0)
     }
 
     /// Runs the command; it must exit with `code` (not be killed by a signal).
+    #[track_caller]
     pub fn assert_exit(&mut self, code: i32) -> Output {
         let output = self.output();
         if output.status.code() != Some(code) {
@@ -147,6 +155,7 @@ impl TestCommand {
     }
 
     /// Runs the command; it must fail (any exit but 0, a signal included).
+    #[track_caller]
     pub fn assert_failure(&mut self) -> Output {
         let output = self.output();
         if output.status.success() {
@@ -156,6 +165,7 @@ impl TestCommand {
     }
 
     /// Runs the command; it must exit 0. Returns its stdout as text.
+    #[track_caller]
     pub fn stdout(&mut self) -> String {
         crate::stdout(&self.assert_success())
     }

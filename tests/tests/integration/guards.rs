@@ -117,19 +117,19 @@ fn an_unplugged_vault_is_never_written() {
     fs::write(f.src.join("a"), b"a").expect("write");
     let vault = m.mountpoint.join("vault");
     let snap = |extra: &[&str]| {
-        cmd("reverb-snap")
-            .arg("--vault")
+        let mut c = cmd("reverb-snap");
+        c.arg("--vault")
             .arg(&vault)
             .args(["--job", "j", "--source"])
             .arg(&f.src)
             .args(extra)
-            .output()
+            .show_dir(vault.join("j"));
+        c
     };
-    assert!(snap(&["--init"]).status.success());
+    snap(&["--init"]).assert_success();
     m.unmount();
     fs::write(f.src.join("a"), b"changed").expect("write");
-    let o = snap(&[]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let o = snap(&[]).assert_exit(75);
     assert!(stderr(&o).contains("vault not available"), "{}", stderr(&o));
     // Even with the vault's directory recreated on the root filesystem, no job is there.
     assert!(
@@ -137,8 +137,7 @@ fn an_unplugged_vault_is_never_written() {
         "the empty mountpoint was written into"
     );
     m.mount().expect("replug");
-    let o = snap(&[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = snap(&[]).assert_success();
     assert!(stdout(&o).starts_with("V2-"));
 }
 
@@ -177,11 +176,12 @@ fn keep_complete_false_keeps_only_what_changed_since_the_start() {
     )
     .expect("config");
     let snap = || {
-        cmd("reverb-snap")
-            .arg("--config")
+        let mut c = cmd("reverb-snap");
+        c.arg("--config")
             .arg(&cfg)
             .args(["--job", "job"])
-            .output()
+            .show_dir(f.job_dir());
+        c
     };
     let o = cmd("reverb-snap")
         .arg("--config")
@@ -195,16 +195,15 @@ fn keep_complete_false_keeps_only_what_changed_since_the_start() {
     );
     fs::write(f.src.join("docs/edited"), b"v1").expect("write");
     fs::write(f.src.join("new"), b"n").expect("write");
-    let o = snap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = snap().assert_success();
     let v2 = stdout(&o).trim().to_owned();
     let d2 = f.job_dir().join(&v2);
     assert_eq!(listing(&d2), vec!["docs", "new"]);
     assert_eq!(listing(&d2.join("docs")), vec!["edited"]);
     assert_eq!(fs::read(d2.join("docs/edited")).expect("read"), b"v1");
-    assert_eq!(stdout(&snap()), "", "nothing changed since V2");
+    assert_eq!(stdout(&snap().output()), "", "nothing changed since V2");
     fs::write(f.src.join("top"), b"t2").expect("write");
-    let v3 = stdout(&snap()).trim().to_owned();
+    let v3 = stdout(&snap().output()).trim().to_owned();
     let d3 = f.job_dir().join(&v3);
     assert_eq!(listing(&d3), vec!["docs", "new", "top"]);
     assert!(

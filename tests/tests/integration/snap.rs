@@ -439,8 +439,8 @@ fn bad_input_is_refused_and_the_vault_untouched() {
             .arg("--vault")
             .arg(&f.vault)
             .args(&args)
-            .output();
-        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+            .show_dir(&f.vault)
+            .assert_exit(code);
         assert!(
             stderr(&o).contains(needle),
             "{args:?}: stderr {:?} lacks {needle:?}",

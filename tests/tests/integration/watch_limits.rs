@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::watch_support::Watch;
 use nix::sys::signal::Signal;
 use reverb_common::events::EventKind as K;
-use reverb_tests::bin;
+use reverb_tests::cmd;
 
 /// Sets a sysctl under /proc/sys and puts the old value back on drop.
 struct Sysctl {
@@ -72,10 +72,7 @@ fn instance_limit_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = {
         let _guard = Sysctl::set("fs.inotify.max_user_instances", "0");
-        std::process::Command::new(bin("reverb-watch"))
-            .arg(tmp.path())
-            .output()
-            .expect("run")
+        cmd("reverb-watch").arg(tmp.path()).output()
     };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -121,10 +118,7 @@ fn watch_limit_is_a_clear_error() {
     }
     let out = {
         let _guard = Sysctl::set("fs.inotify.max_user_watches", "20");
-        std::process::Command::new(bin("reverb-watch"))
-            .arg(tmp.path())
-            .output()
-            .expect("run")
+        cmd("reverb-watch").arg(tmp.path()).output()
     };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
