@@ -1,34 +1,37 @@
-//! Shared helpers for the cross-binary integration tests: finding the real binaries in the
-//! target directory, temp trees, root/loop-device checks that skip with a printed reason.
+//! Shared helpers for the cross-binary integration tests (`tests/integration/`, one test
+//! binary): the real binaries, run through [`TestCommand`] so every failure shows what ran
+//! and what it left; temp trees and vault fixtures; root/loop-device checks that skip with a
+//! printed reason.
+//!
+//! # The binaries under test are never stale
+//!
+//! `cargo test --workspace` builds the bins only as unit-test harnesses, and
+//! `CARGO_BIN_EXE_<name>` exists only for a package's own binaries, so the binaries the
+//! tests spawn are found in the target directory ([`bin`]). To guarantee they are current,
+//! the first [`bin`] of a test process runs `cargo build --workspace --bins` (the `CARGO`
+//! that runs the tests, the test binary's own profile and target directory) and every test
+//! waits for it. That works because cargo releases its build-directory lock before it runs
+//! test binaries (tried: the inner build neither blocks nor waits), so the inner build is
+//! the same build as `cargo build --workspace` — a no-op when it already ran. The other
+//! options were worse: thin `[[bin]]` wrappers in this package would give
+//! `CARGO_BIN_EXE_*` but two packages' binaries of one name collide in `target/<profile>/`,
+//! and a separate target directory would compile the workspace twice. All binaries land in
+//! one directory, where the supervisor finds its sibling programs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The path of a workspace binary (built by `cargo build --workspace`).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test-binary> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
-        path.display()
-    );
-    path
-}
+mod bins;
+mod command;
+pub mod model;
+pub mod ops;
 
-/// A command for a workspace binary.
-pub fn cmd(name: &str) -> Command {
-    Command::new(bin(name))
-}
+pub use bins::{ExclusiveKernel, bin, bin_dir, exclusive_kernel};
+pub use command::{TestCommand, listing, report};
 
-/// Runs a command and returns its output (never panics on a non-zero exit).
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("spawn")
+/// A [`TestCommand`] for a workspace binary.
+pub fn cmd(name: &str) -> TestCommand {
+    TestCommand::new(name)
 }
 
 /// Output's stdout as text.
@@ -59,17 +62,9 @@ macro_rules! require_root {
 
 /// Runs a shell command line, panicking with its output on failure.
 pub fn sh(script: &str) {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("spawn sh");
-    assert!(
-        o.status.success(),
-        "sh -c {script:?} failed: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
+    TestCommand::program("sh")
+        .args(["-c", script])
+        .assert_success();
 }
 
 /// Is a program on PATH?
@@ -175,8 +170,6 @@ impl Drop for LoopMount {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
 }
-pub mod model;
-pub mod ops;
 
 /// A job under test: a source, a vault and the job's name, with shortcuts for the binaries.
 pub struct Fixture {
@@ -205,35 +198,33 @@ impl Fixture {
         }
     }
 
-    /// `reverb-snap --vault V --job J [args]`.
-    pub fn snap(&self, args: &[&str]) -> Output {
-        run(cmd("reverb-snap")
-            .arg("--vault")
+    /// `NAME --vault V --job J` (one of the vault tools), showing the job folder on failure.
+    pub fn tool(&self, name: &str) -> TestCommand {
+        let mut c = cmd(name);
+        c.arg("--vault")
             .arg(&self.vault)
             .arg("--job")
             .arg(&self.job)
-            .args(args))
+            .show_dir(self.job_dir());
+        c
+    }
+
+    /// `reverb-snap --vault V --job J [args]`.
+    pub fn snap(&self, args: &[&str]) -> TestCommand {
+        let mut c = self.tool("reverb-snap");
+        c.args(args);
+        c
     }
 
     /// First run: `--init --source SRC`; asserts success and returns the version printed.
     pub fn first(&self) -> String {
-        let o = run(cmd("reverb-snap")
-            .arg("--vault")
-            .arg(&self.vault)
-            .arg("--init")
-            .arg("--job")
-            .arg(&self.job)
-            .arg("--source")
-            .arg(&self.src));
-        assert!(o.status.success(), "first snap failed: {}", stderr(&o));
-        stdout(&o).trim().to_owned()
+        let mut c = self.snap(&["--init"]);
+        c.arg("--source").arg(&self.src).stdout().trim().to_owned()
     }
 
     /// A rescan that must succeed; returns the version printed (empty: no change).
     pub fn rescan(&self) -> String {
-        let o = self.snap(&[]);
-        assert!(o.status.success(), "snap failed: {}", stderr(&o));
-        stdout(&o).trim().to_owned()
+        self.snap(&[]).stdout().trim().to_owned()
     }
 
     /// The job folder.
@@ -247,45 +238,17 @@ impl Fixture {
             ._tmp
             .path()
             .join(format!("restore-{version}-{}", unique()));
-        let o = run(cmd("reverb-restore")
-            .arg("--vault")
-            .arg(&self.vault)
-            .arg("--job")
-            .arg(&self.job)
-            .arg("--version")
-            .arg(version)
+        self.tool("reverb-restore")
+            .args(["--version", version])
             .arg("--to")
-            .arg(&dest));
-        assert!(
-            o.status.success(),
-            "restore of {version} failed: {}",
-            stderr(&o)
-        );
+            .arg(&dest)
+            .assert_success();
         dest
     }
 
-    /// `reverb-index --check` on the job must be clean (when the binary exists).
+    /// `reverb-index --check` on the job must be clean.
     pub fn check_clean(&self) {
-        let exe = std::env::current_exe().expect("exe");
-        let idx = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|d| d.join("reverb-index"));
-        if !idx.as_ref().is_some_and(|p| p.is_file()) {
-            return;
-        }
-        let o = run(cmd("reverb-index")
-            .arg("--vault")
-            .arg(&self.vault)
-            .arg("--job")
-            .arg(&self.job)
-            .arg("--check"));
-        assert!(
-            o.status.success(),
-            "reverb-index --check found problems:\n{}{}",
-            stdout(&o),
-            stderr(&o)
-        );
+        self.tool("reverb-index").arg("--check").assert_success();
     }
 }
 

@@ -7,22 +7,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use crate::model::{self, CaptureOpts, Node, assert_same, capture};
-use crate::{Fixture, cmd, is_root, stderr};
+use crate::model::{CaptureOpts, Node, assert_same, capture};
+use reverb_common::events::HEADER;
+
+use crate::{Fixture, TestCommand, is_root, stderr};
 
 /// A recorded capture of a tree.
 pub type Tree = BTreeMap<PathBuf, Node>;
 
 /// A fixed, valid event time.
 pub const TIME: &str = "2026-11-24T21:49:00.123Z";
-
-/// The header line of an event stream.
-pub const HEADER: &str = "time\tevent\ttype\tpath\tto_path";
 
 /// Capture options used by the reliability tests: owners as root, directory mtimes always.
 pub fn opts() -> CaptureOpts {
@@ -43,6 +41,8 @@ pub fn event(kind: &str, etype: &str, path: &Path, to: Option<&Path>) -> String 
 }
 
 /// The event type field of an lstat result.
+// Independent oracle: deliberately not the library's: reverb-watch derives an event's type
+// from inotify's masks, and this must say what the tree really holds.
 pub fn etype_of(m: &fs::Metadata) -> &'static str {
     let ft = m.file_type();
     if ft.is_symlink() {
@@ -56,8 +56,8 @@ pub fn etype_of(m: &fs::Metadata) -> &'static str {
     }
 }
 
-/// Runs `reverb-snap [args] --changes -` with a header and `lines` on stdin.
-pub fn snap_changes(f: &Fixture, lines: &[String], args: &[&str]) -> Output {
+/// `reverb-snap [args] --changes -` with a header and `lines` on stdin.
+pub fn snap_changes(f: &Fixture, lines: &[String], args: &[&str]) -> TestCommand {
     let mut text = String::from(HEADER);
     text.push('\n');
     for l in lines {
@@ -67,38 +67,18 @@ pub fn snap_changes(f: &Fixture, lines: &[String], args: &[&str]) -> Output {
     snap_stdin(f, text.as_bytes(), args)
 }
 
-/// Runs `reverb-snap [args] --changes -` with raw bytes on stdin.
-pub fn snap_stdin(f: &Fixture, input: &[u8], args: &[&str]) -> Output {
-    let mut child = cmd("reverb-snap")
-        .arg("--vault")
-        .arg(&f.vault)
-        .arg("--job")
-        .arg(&f.job)
-        .args(args)
-        .args(["--changes", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn reverb-snap");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        // A tool that rejects the input early may close its end: that is not our failure.
-        let _ = stdin.write_all(input);
-    }
-    child.wait_with_output().expect("wait reverb-snap")
+/// `reverb-snap [args] --changes -` with raw bytes on stdin.
+pub fn snap_stdin(f: &Fixture, input: &[u8], args: &[&str]) -> TestCommand {
+    let mut c = f.snap(args);
+    c.args(["--changes", "-"]).stdin(input);
+    c
 }
 
-/// Runs one of the vault tools on the fixture's job.
-pub fn tool(f: &Fixture, name: &str, args: &[&str]) -> Output {
-    crate::run(
-        cmd(name)
-            .arg("--vault")
-            .arg(&f.vault)
-            .arg("--job")
-            .arg(&f.job)
-            .args(args),
-    )
+/// One of the vault tools on the fixture's job.
+pub fn tool(f: &Fixture, name: &str, args: &[&str]) -> TestCommand {
+    let mut c = f.tool(name);
+    c.args(args);
+    c
 }
 
 /// Asserts no Rust panic reached stderr.
@@ -117,6 +97,8 @@ pub fn index_dirs(f: &Fixture) -> Vec<String> {
 }
 
 /// The version directories on disk (`V*`), sorted by number.
+// Independent oracle: deliberately not the library's reading of a job folder: it is what
+// index.tsv is compared with.
 pub fn disk_dirs(f: &Fixture) -> Vec<String> {
     let mut v: Vec<(u64, String)> = fs::read_dir(f.job_dir())
         .expect("job dir")
@@ -665,26 +647,9 @@ pub fn small_tree(src: &Path, round: u32, dirs: u32, files_per_dir: u32) {
     }
 }
 
-/// A name made of raw bytes (re-exported for the hostile tests).
-pub fn raw_name(b: &[u8]) -> OsString {
-    model::raw(b)
-}
-
-/// `true` when the bytes are a valid single path component.
-pub fn is_component(b: &[u8]) -> bool {
-    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
-}
-
 /// Bytes of a path as a lossless display (for messages).
 pub fn show(p: &Path) -> String {
     reverb_common::tsv::escape_os(p.as_os_str())
-}
-
-/// Current source as bytes-keyed set of paths (for quick diff messages).
-pub fn path_bytes(t: &Tree) -> Vec<Vec<u8>> {
-    t.keys()
-        .map(|p| p.as_os_str().as_bytes().to_vec())
-        .collect()
 }
 
 /// A [`Fixture`] on a private tmpfs when running as root (so `syncfs` in the tools does not

@@ -1,15 +1,13 @@
 //! `reverb-watch` at the kernel's inotify limits. These change global sysctls, so they run
-//! as one test function, serially, restoring every value with a guard (even on panic).
-//! Needs root; skipped otherwise.
-
-mod watch_support;
+//! as one test function, alone (`exclusive_kernel`), restoring every value with a guard
+//! (even on panic). Needs root; skipped otherwise.
 
 use std::path::{Path, PathBuf};
 
+use crate::watch_support::Watch;
 use nix::sys::signal::Signal;
 use reverb_common::events::EventKind as K;
-use reverb_tests::bin;
-use watch_support::Watch;
+use reverb_tests::cmd;
 
 /// Sets a sysctl under /proc/sys and puts the old value back on drop.
 struct Sysctl {
@@ -37,6 +35,9 @@ impl Drop for Sysctl {
 #[test]
 fn inotify_limits() {
     reverb_tests::require_root!("changes fs.inotify sysctls");
+    // The limits are the whole machine's: no other test of this binary may run a watcher
+    // (or anything else) while they are lowered.
+    let _alone = reverb_tests::exclusive_kernel();
     queue_overflow_prints_overflow_and_keeps_watching();
     watch_limit_is_a_clear_error();
     watch_limit_while_running_is_overflow_then_error();
@@ -71,10 +72,7 @@ fn instance_limit_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = {
         let _guard = Sysctl::set("fs.inotify.max_user_instances", "0");
-        std::process::Command::new(bin("reverb-watch"))
-            .arg(tmp.path())
-            .output()
-            .expect("run")
+        cmd("reverb-watch").arg(tmp.path()).output()
     };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -120,10 +118,7 @@ fn watch_limit_is_a_clear_error() {
     }
     let out = {
         let _guard = Sysctl::set("fs.inotify.max_user_watches", "20");
-        std::process::Command::new(bin("reverb-watch"))
-            .arg(tmp.path())
-            .output()
-            .expect("run")
+        cmd("reverb-watch").arg(tmp.path()).output()
     };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

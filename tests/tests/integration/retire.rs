@@ -1,55 +1,21 @@
 //! reverb-retire end to end: retirement across many versions, limits, kill -9 at every
 //! write step, locking. Every retained version must restore exactly, before and after.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use reverb_common::tree::Lookalikes;
 use reverb_common::tree::vault_links;
-use reverb_tests::model::{self, CaptureOpts, assert_same, capture};
-use reverb_tests::{Fixture, cmd, is_root, run, sh, stderr, stdout};
+use reverb_tests::model::{assert_same, capture};
+use reverb_tests::ops::{Tree, index_dirs, opts, unlinked};
+use reverb_tests::{Fixture, TestCommand, cmd, sh, stderr, stdout};
 
-type Tree = BTreeMap<PathBuf, model::Node>;
-
-fn opts() -> CaptureOpts {
-    CaptureOpts {
-        owners: is_root(),
-        dir_mtimes: true,
-    }
-}
-
-/// Hard links are only kept among files a version copies together (see snap.rs): compare
-/// without them, since retirement legitimately moves one name of a pair forward.
-fn unlinked(m: &Tree) -> Tree {
-    m.iter()
-        .map(|(p, n)| {
-            (
-                p.clone(),
-                model::Node {
-                    hardlink_of: None,
-                    ..n.clone()
-                },
-            )
-        })
-        .collect()
-}
-
-fn retire(f: &Fixture, args: &[&str]) -> Output {
-    run(cmd("reverb-retire")
-        .arg("--vault")
-        .arg(&f.vault)
-        .arg("--job")
-        .arg(&f.job)
-        .args(args))
-}
-
-fn index_dirs(f: &Fixture) -> Vec<String> {
-    let rows = reverb_common::index::read(&f.job_dir().join("index.tsv")).expect("index");
-    rows.into_iter().map(|r| r.dir).collect()
+fn retire(f: &Fixture, args: &[&str]) -> TestCommand {
+    let mut c = f.tool("reverb-retire");
+    c.args(args);
+    c
 }
 
 /// Every retained version restores to what it captured; the oldest holds no vault links;
@@ -146,8 +112,7 @@ fn retiring_from_the_oldest_keeps_every_remaining_version_exact() {
     let mut remaining = history.len();
     while remaining > 1 {
         let oldest = index_dirs(&f)[0].clone();
-        let o = retire(&f, &["--keep", &(remaining - 1).to_string()]);
-        assert!(o.status.success(), "retire failed: {}", stderr(&o));
+        let o = retire(&f, &["--keep", &(remaining - 1).to_string()]).assert_success();
         let out = stdout(&o);
         let fields: Vec<&str> = out.trim_end().split('\t').collect();
         assert_eq!(fields.len(), 3, "one line per retired version: {out:?}");
@@ -162,8 +127,7 @@ fn retiring_from_the_oldest_keeps_every_remaining_version_exact() {
         verify(&f, &history, &format!("after retiring {oldest}"));
     }
     // The last version is never retired, whatever the count.
-    let o = retire(&f, &["--keep", "1"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = retire(&f, &["--keep", "1"]).assert_success();
     assert_eq!(stdout(&o), "");
     let journal = fs::read_to_string(f.job_dir().join("journal.tsv")).expect("journal");
     assert_eq!(
@@ -191,8 +155,7 @@ fn keep_and_size_limits_with_one_time_recount() {
         history.push((f.rescan(), capture(&f.src, opts())));
     }
     // Dry run: one line per version with its reason; nothing written.
-    let o = retire(&f, &["--keep", "4", "--dry-run"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = retire(&f, &["--keep", "4", "--dry-run"]).assert_success();
     let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 6, "{lines:?}");
     assert_eq!(lines[0], format!("job\t{}\tretire\tcount", history[0].0));
@@ -204,16 +167,14 @@ fn keep_and_size_limits_with_one_time_recount() {
     assert_eq!(lines[5], format!("job\t{}\tkeep\tnewest", history[5].0));
     assert_eq!(index_dirs(&f).len(), 6, "a dry run writes nothing");
 
-    let o = retire(&f, &["--keep", "4"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = retire(&f, &["--keep", "4"]).assert_success();
     assert_eq!(stdout(&o).lines().count(), 2);
     assert_eq!(index_dirs(&f).len(), 4);
     verify(&f, &history, "after --keep 4");
     assert!(!job_toml(&f).contains("size_recounted = true"));
 
     // Size: each version holds ~100 KiB of its own; 250 KB leaves two versions.
-    let o = retire(&f, &["--keep", "0", "--max-size", "250kB"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = retire(&f, &["--keep", "0", "--max-size", "250kB"]).assert_success();
     assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
     assert_eq!(index_dirs(&f).len(), 2);
     assert!(
@@ -233,8 +194,7 @@ fn keep_and_size_limits_with_one_time_recount() {
 
     // Unmeetable: everything but the newest goes, then exit 1, journaled.
     let newest = history.last().expect("newest").0.clone();
-    let o = retire(&f, &["--max-size", "1"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = retire(&f, &["--max-size", "1"]).assert_exit(1);
     assert!(stderr(&o).contains("cannot be met"), "{}", stderr(&o));
     assert_eq!(
         stdout(&o).lines().count(),
@@ -242,8 +202,7 @@ fn keep_and_size_limits_with_one_time_recount() {
         "the older one is still retired"
     );
     assert_eq!(index_dirs(&f), vec![newest.clone()]);
-    let o = retire(&f, &["--max-size", "1"]);
-    assert_eq!(o.status.code(), Some(1));
+    let o = retire(&f, &["--max-size", "1"]).assert_exit(1);
     assert_eq!(stdout(&o), "");
     assert_eq!(index_dirs(&f), vec![newest], "never the last version");
     assert_eq!(recounts(&f), 1, "the recount is done once");
@@ -278,14 +237,15 @@ fn kill_9_at_every_write_step_leaves_every_version_readable_and_resumable() {
     let mut finished = false;
     for k in 1..=400u32 {
         reset();
-        let o = run(cmd("reverb-retire")
+        let o = cmd("reverb-retire")
             .env("REVERB_FAULT_AFTER", k.to_string())
             .arg("--vault")
             .arg(&f.vault)
             .arg("--job")
             .arg(&f.job)
             .arg("--keep")
-            .arg(&keep));
+            .arg(&keep)
+            .output();
         if o.status.success() {
             finished = true;
             eprintln!("retirement of 3 versions finished without a fault at k={k}");
@@ -318,8 +278,7 @@ fn kill_9_at_every_write_step_leaves_every_version_readable_and_resumable() {
             );
         }
         // The next run finishes the work.
-        let o = retire(&f, &["--keep", &keep]);
-        assert!(o.status.success(), "k={k}: resume failed: {}", stderr(&o));
+        retire(&f, &["--keep", &keep]).assert_success();
         assert_eq!(index_dirs(&f).len(), history.len() - 3, "k={k}");
         assert!(!job_toml(&f).contains("retiring"), "k={k}: mark left");
         verify(&f, &history, &format!("k={k}: resumed"));
@@ -340,41 +299,37 @@ fn a_held_lock_makes_no_wait_exit_75_and_bad_flags_exit_2() {
         reverb_common::lock::Wait::NoWait,
     )
     .expect("lock");
-    let o = retire(&f, &["--keep", "1", "--no-wait"]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let o = retire(&f, &["--keep", "1", "--no-wait"]).assert_exit(75);
     assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
     drop(lock);
     assert_eq!(index_dirs(&f).len(), 2, "nothing retired while locked");
 
-    let o = retire(&f, &["--max-size", "lots"]);
-    assert_eq!(o.status.code(), Some(2));
+    let o = retire(&f, &["--max-size", "lots"]).assert_exit(2);
     assert!(stderr(&o).contains("--max-size"), "{}", stderr(&o));
-    let o = retire(&f, &["--keep", "x"]);
-    assert_eq!(o.status.code(), Some(2));
+    let o = retire(&f, &["--keep", "x"]).assert_exit(2);
     assert!(stderr(&o).contains("--keep"), "{}", stderr(&o));
-    let o = retire(&f, &["--keep", "0"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = retire(&f, &["--keep", "0"]).assert_exit(0);
     assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
     assert_eq!(index_dirs(&f).len(), 2);
 
-    let o = run(cmd("reverb-retire")
+    let o = cmd("reverb-retire")
         .arg("--vault")
         .arg(&f.vault)
-        .args(["--job", "nope", "--keep", "1"]));
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        .args(["--job", "nope", "--keep", "1"])
+        .assert_exit(2);
     assert!(stderr(&o).contains("unknown job"), "{}", stderr(&o));
-    let o = run(cmd("reverb-retire")
+    cmd("reverb-retire")
         .arg("--vault")
         .arg(f._tmp.path().join("unplugged"))
-        .args(["--keep", "1"]));
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+        .args(["--keep", "1"])
+        .assert_exit(75);
 
     // Without --job: every job of the vault, and one line per retired version.
-    let o = run(cmd("reverb-retire")
+    let o = cmd("reverb-retire")
         .arg("--vault")
         .arg(&f.vault)
-        .args(["--keep", "1", "--json"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .args(["--keep", "1", "--json"])
+        .assert_success();
     let out = stdout(&o);
     assert!(out.contains("\"type\":\"retired\""), "{out}");
     assert_eq!(index_dirs(&f).len(), 1);

@@ -1,7 +1,5 @@
 //! `reverb-watch` end to end: the real binary on real temp dirs (docs/format.md#text-files, docs/cli.md).
 
-mod watch_support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::watch_support::{Watch, make_tree, under};
 use nix::sys::signal::Signal;
 use reverb_common::events::{EntryType, EventKind as K, EventLine};
-use reverb_tests::{bin, sh};
-use watch_support::{Watch, make_tree, under};
+use reverb_tests::{cmd, sh};
 
 /// A temp dir with `watched/` (the SRC) and `outside/` on the same filesystem.
 struct Dirs {
@@ -375,21 +373,13 @@ fn odd_names_survive_escaping() {
 fn a_nonexistent_src_is_an_error_naming_it() {
     let d = dirs();
     let missing = d.watched.join("no-such-dir");
-    let o = std::process::Command::new(bin("reverb-watch"))
-        .arg(&missing)
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(1));
+    let o = cmd("reverb-watch").arg(&missing).assert_exit(1);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no-such-dir"), "{err}");
     assert!(o.stdout.is_empty(), "no header on failure");
     let file = d.watched.join("plain");
     std::fs::write(&file, b"").expect("write");
-    let o = std::process::Command::new(bin("reverb-watch"))
-        .arg(&file)
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(1));
+    let o = cmd("reverb-watch").arg(&file).assert_exit(1);
     assert!(String::from_utf8_lossy(&o.stderr).contains("Not a directory"));
 }
 
@@ -401,12 +391,10 @@ fn bad_flags_exit_2_naming_the_flag() {
         (vec!["--max-delay", "5 parsecs"], "--max-delay"),
         (vec!["--exclude", "a["], "--exclude"),
     ] {
-        let o = std::process::Command::new(bin("reverb-watch"))
+        let o = cmd("reverb-watch")
             .args(&args)
             .arg(&d.watched)
-            .output()
-            .expect("run");
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
+            .assert_exit(2);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(flag), "{args:?}: {err}");
     }
@@ -415,8 +403,9 @@ fn bad_flags_exit_2_naming_the_flag() {
 #[test]
 fn a_closed_stdout_exits_zero() {
     let d = dirs();
-    let mut child = std::process::Command::new(bin("reverb-watch"))
+    let mut child = cmd("reverb-watch")
         .arg(&d.watched)
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -426,7 +415,7 @@ fn a_closed_stdout_exits_zero() {
     std::io::BufRead::read_line(&mut out, &mut header).expect("header");
     drop(out);
     // Keep changing until the writer notices the closed pipe.
-    let deadline = std::time::Instant::now() + watch_support::TIMEOUT;
+    let deadline = std::time::Instant::now() + crate::watch_support::TIMEOUT;
     let status = loop {
         std::fs::write(d.watched.join("f"), b"x").expect("write");
         if let Some(st) = child.try_wait().expect("wait") {

@@ -4,8 +4,6 @@
 //! the tests also check the output format. Waits have generous timeouts and are the only
 //! synchronisation: no test asserts on timing.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};

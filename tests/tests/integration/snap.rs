@@ -6,15 +6,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use reverb_tests::model::{self, CaptureOpts, assert_same, capture, raw};
-use reverb_tests::{Fixture, cmd, have, is_root, run, sh, stderr, stdout};
+use reverb_tests::ops::opts;
+use reverb_tests::{Fixture, TestCommand, cmd, have, is_root, sh, stderr, stdout};
 
-fn opts() -> CaptureOpts {
-    CaptureOpts {
-        owners: is_root(),
-        dir_mtimes: true,
-    }
-}
-
+// Independent oracle: deliberately not the library's time setting (the copy engine's, whose
+// restored times these tests check).
 fn set_mtime(p: &Path, secs: i64) {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("cstring");
     let t = [libc::timespec {
@@ -336,17 +332,18 @@ fn unreadable_files_are_skipped_and_journaled() {
             f._tmp.path().display()
         ));
         sh(&format!("chmod 000 {}", f.src.join("secret").display()));
-        run(std::process::Command::new("setpriv")
+        TestCommand::program("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(reverb_tests::bin("reverb-snap"))
             .arg("--vault")
             .arg(&f.vault)
             .arg("--job")
-            .arg(&f.job))
+            .arg(&f.job)
+            .show_dir(f.job_dir())
+            .assert_success()
     } else {
-        f.snap(&[])
+        f.snap(&[]).assert_success()
     };
-    assert!(o.status.success(), "snap failed: {}", stderr(&o));
     let v2 = stdout(&o).trim().to_owned();
     assert!(!v2.is_empty());
     let journal = fs::read_to_string(f.job_dir().join("journal.tsv")).expect("journal");
@@ -438,8 +435,12 @@ fn bad_input_is_refused_and_the_vault_untouched() {
         ),
     ];
     for (args, code, needle) in cases {
-        let o = run(cmd("reverb-snap").arg("--vault").arg(&f.vault).args(&args));
-        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        let o = cmd("reverb-snap")
+            .arg("--vault")
+            .arg(&f.vault)
+            .args(&args)
+            .show_dir(&f.vault)
+            .assert_exit(code);
         assert!(
             stderr(&o).contains(needle),
             "{args:?}: stderr {:?} lacks {needle:?}",
@@ -454,23 +455,23 @@ fn bad_input_is_refused_and_the_vault_untouched() {
     }
     // A vault inside the source.
     let inner = f.src.join("vault-inside");
-    let o = run(cmd("reverb-snap")
+    let o = cmd("reverb-snap")
         .arg("--vault")
         .arg(&inner)
         .arg("--init")
         .args(["--job", "x", "--source"])
-        .arg(&f.src));
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        .arg(&f.src)
+        .assert_exit(2);
     assert!(stderr(&o).contains("inside source"), "{}", stderr(&o));
     let _ = fs::remove_dir_all(&inner);
     // Not a vault: exit 75 and nothing created.
     let nowhere = f._tmp.path().join("unplugged");
-    let o = run(cmd("reverb-snap")
+    cmd("reverb-snap")
         .arg("--vault")
         .arg(&nowhere)
         .args(["--job", "x", "--source"])
-        .arg(&f.src));
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+        .arg(&f.src)
+        .assert_exit(75);
     assert!(!nowhere.exists(), "a vault is only created with --init");
     assert_eq!(listing(), before, "the vault was modified by bad input");
 }
@@ -493,8 +494,7 @@ fn a_held_lock_makes_no_wait_exit_75() {
     let lock = fs::File::open(f.job_dir().join("lock")).expect("lock file");
     lock.lock().expect("take the job lock");
     fs::write(f.src.join("a"), b"b").expect("write");
-    let o = f.snap(&["--no-wait"]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let o = f.snap(&["--no-wait"]).assert_exit(75);
     assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
     drop(lock);
     assert!(!f.rescan().is_empty());
@@ -508,29 +508,23 @@ fn restore_refuses_a_non_empty_destination_and_restores_sub_paths() {
     let dest = f._tmp.path().join("busy");
     fs::create_dir(&dest).expect("mkdir");
     fs::write(dest.join("precious"), b"x").expect("write");
-    let base = |c: &mut std::process::Command| {
-        c.arg("--vault").arg(&f.vault).arg("--job").arg(&f.job);
-    };
-    let mut c = cmd("reverb-restore");
-    base(&mut c);
-    let o = run(c.arg("--to").arg(&dest));
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let restore = || f.tool("reverb-restore");
+    restore().arg("--to").arg(&dest).assert_exit(2);
     assert_eq!(fs::read(dest.join("precious")).expect("untouched"), b"x");
-    let mut c = cmd("reverb-restore");
-    base(&mut c);
     let sub = f._tmp.path().join("sub");
-    let o = run(c.args(["--path", "dir/sub"]).arg("--to").arg(&sub));
-    assert!(o.status.success(), "{}", stderr(&o));
+    restore()
+        .args(["--path", "dir/sub"])
+        .arg("--to")
+        .arg(&sub)
+        .assert_success();
     assert_same(
         &capture(&f.src.join("dir/sub"), opts()),
         &capture(&sub, opts()),
         "sub-path restore",
     );
-    let mut c = cmd("reverb-restore");
-    base(&mut c);
-    let o = run(c
+    restore()
         .args(["--path", "../etc"])
         .arg("--to")
-        .arg(f._tmp.path().join("x")));
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        .arg(f._tmp.path().join("x"))
+        .assert_exit(2);
 }

@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
-use reverb_tests::{Fixture, bin, have, is_root, sh, stderr, stdout};
+use reverb_tests::{Fixture, bin, have, is_root, sh, stdout};
 
 struct Pipeline {
     f: Fixture,
@@ -113,8 +113,7 @@ impl Pipeline {
             &capture(&self.f.restore("latest"), opts),
             what,
         );
-        let o = self.f.snap(&["--dry-run"]);
-        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        let o = self.f.snap(&["--dry-run"]).assert_success();
         let leftover: Vec<String> = stdout(&o)
             .lines()
             .filter(|l| !l.ends_with("\t."))

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
-use reverb_tests::{bin, cmd, run, sh, stderr, stdout};
+use reverb_tests::{bin, cmd, sh, stderr, stdout};
 
 struct Supervisor {
     child: Child,
@@ -118,12 +118,12 @@ impl Setup {
             "restore-{job}-{}",
             versions(&self.job_dir(job)).len()
         ));
-        let o = run(cmd("reverb-restore")
+        cmd("reverb-restore")
             .arg("--vault")
             .arg(&self.vault)
             .args(["--job", job, "--to"])
-            .arg(&dest));
-        assert!(o.status.success(), "{}", stderr(&o));
+            .arg(&dest)
+            .assert_success();
         let opts = CaptureOpts {
             owners: true,
             dir_mtimes: false,
@@ -179,10 +179,10 @@ fn two_jobs_take_versions_after_the_quiet_period_and_stop_cleanly() {
         );
     }
     // status --json parses and reflects reality.
-    let o = run(cmd("reverberator")
+    let o = cmd("reverberator")
         .args(["status", "--json", "--config"])
-        .arg(&s.config));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .arg(&s.config)
+        .assert_success();
     let lines: Vec<serde_json::Value> = stdout(&o)
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
@@ -300,14 +300,16 @@ fn sighup_adds_a_job() {
 #[test]
 fn a_bad_config_exits_2_naming_the_key() {
     let s = Setup::new(&["ok"], "keep_versionz = 3");
-    let o = run(cmd("reverberator").args(["run", "--config"]).arg(&s.config));
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = cmd("reverberator")
+        .args(["run", "--config"])
+        .arg(&s.config)
+        .assert_exit(2);
     assert!(stderr(&o).contains("keep_versionz"), "{}", stderr(&o));
     assert!(!s.vault.exists(), "nothing may be written for a bad config");
-    let o = run(cmd("reverberator")
+    cmd("reverberator")
         .args(["check-config", "--config"])
-        .arg(&s.config));
-    assert_eq!(o.status.code(), Some(2));
+        .arg(&s.config)
+        .assert_exit(2);
 }
 
 #[test]
@@ -318,11 +320,11 @@ fn porcelain_history_and_diff() {
     assert_eq!(sup.stop().code(), Some(0));
     let src = s.src("p");
     let snap = || {
-        let o = run(cmd("reverb-snap")
+        cmd("reverb-snap")
             .args(["--config"])
             .arg(&s.config)
-            .args(["--job", "p"]));
-        assert!(o.status.success(), "{}", stderr(&o));
+            .args(["--job", "p"])
+            .assert_success();
     };
     fs::write(src.join("seed"), b"v2").expect("write");
     fs::write(src.join("other"), b"o").expect("write");
@@ -331,10 +333,10 @@ fn porcelain_history_and_diff() {
     snap();
     fs::remove_file(src.join("seed")).expect("rm");
     snap();
-    let o = run(cmd("reverberator")
+    let o = cmd("reverberator")
         .args(["history", "p", "seed", "--json", "--config"])
-        .arg(&s.config));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .arg(&s.config)
+        .assert_success();
     let changes: Vec<String> = stdout(&o)
         .lines()
         .map(|l| {
@@ -345,18 +347,18 @@ fn porcelain_history_and_diff() {
         })
         .collect();
     assert_eq!(changes, ["added", "modified", "deleted"]);
-    let o = run(cmd("reverberator")
+    let o = cmd("reverberator")
         .args(["diff", "p", "1", "latest", "--config"])
-        .arg(&s.config));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .arg(&s.config)
+        .assert_success();
     let text = stdout(&o);
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
     assert_eq!(lines, ["+\tother", "-\tseed"]);
-    let o = run(cmd("reverberator")
+    cmd("reverberator")
         .args(["verify", "--config"])
-        .arg(&s.config));
-    assert!(o.status.success(), "verify: {}{}", stdout(&o), stderr(&o));
+        .arg(&s.config)
+        .assert_success();
 }
 
 #[test]
@@ -403,12 +405,12 @@ fn a_lost_source_pauses_the_job_until_it_returns() {
     });
     assert!(journal().contains("\tmount-restored\t"), "{}", journal());
     let dest = tmp.path().join("restored");
-    let o = run(cmd("reverb-restore")
+    cmd("reverb-restore")
         .arg("--vault")
         .arg(&vault)
         .args(["--job", "lp", "--to"])
-        .arg(&dest));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .arg(&dest)
+        .assert_success();
     assert_eq!(
         fs::read(dest.join("a")).expect("read"),
         b"changed after the disk came back"
@@ -419,10 +421,10 @@ fn a_lost_source_pauses_the_job_until_it_returns() {
 #[test]
 fn check_config_prints_the_resolved_jobs() {
     let s = Setup::new(&["one", "two words"], "keep_versions = 7");
-    let o = run(cmd("reverberator")
+    let o = cmd("reverberator")
         .args(["check-config", "--json", "--config"])
-        .arg(&s.config));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .arg(&s.config)
+        .assert_success();
     let jobs: Vec<serde_json::Value> = stdout(&o)
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -432,10 +434,10 @@ fn check_config_prints_the_resolved_jobs() {
     assert_eq!(jobs[1]["folder"], "two_words");
     assert_eq!(jobs[0]["keep_versions"], 7, "defaults apply to every job");
     assert_eq!(jobs[0]["min_snapshot_time"], "400ms");
-    let o = run(cmd("reverberator")
+    let o = cmd("reverberator")
         .args(["check-config", "--config"])
-        .arg(&s.config));
-    assert!(o.status.success());
+        .arg(&s.config)
+        .assert_success();
     assert!(
         stdout(&o).contains("[jobs.one]") || stdout(&o).contains("[jobs.\"one\"]"),
         "{}",

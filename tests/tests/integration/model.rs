@@ -87,13 +87,9 @@ fn history(seed: &[Op], steps: &[Step]) {
             snap_changes(&f, &lines, &[])
         } else {
             f.snap(&["--force"])
-        };
+        }
+        .assert_success();
         ops::assert_no_panic(&out, &what);
-        assert!(
-            out.status.success(),
-            "{what}: reverb-snap failed: {}",
-            reverb_tests::stderr(&out)
-        );
         let v = reverb_tests::stdout(&out).trim().to_owned();
         let changed = changed_paths(&prev, &now);
         if v.is_empty() {
@@ -143,13 +139,8 @@ fn history(seed: &[Op], steps: &[Step]) {
         }
         prev = now;
         if let Some(k) = s.retire {
-            let o = ops::tool(&f, "reverb-retire", &["--keep", &k.to_string()]);
+            let o = ops::tool(&f, "reverb-retire", &["--keep", &k.to_string()]).assert_success();
             ops::assert_no_panic(&o, &what);
-            assert!(
-                o.status.success(),
-                "{what}: reverb-retire --keep {k} failed: {}",
-                reverb_tests::stderr(&o)
-            );
             assert!(
                 ops::index_dirs(&f).len() <= k as usize,
                 "{what}: kept too many"
@@ -174,8 +165,8 @@ fn history(seed: &[Op], steps: &[Step]) {
             snap_changes(&f, &[ops::event("modify", "file", &p, None)], &[])
         } else {
             f.snap(&[])
-        };
-        assert!(out.status.success(), "{}", reverb_tests::stderr(&out));
+        }
+        .assert_success();
         let v = reverb_tests::stdout(&out).trim().to_owned();
         assert!(!v.is_empty(), "a one-file change made no version");
         let real = real_paths(&f.job_dir().join(&v));

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use reverb_tests::ops::{
     self, FastFixture, Tree, disk_dirs, index_dirs, no_partial, opts, restored, small_tree,
     unlinked, verify_all,
 };
-use reverb_tests::{Fixture, cmd, sh, stderr};
+use reverb_tests::{Fixture, TestCommand, sh};
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
@@ -120,8 +120,8 @@ fn every_step(
     what: &str,
     recorded: &BTreeMap<String, Tree>,
     new: Option<&Tree>,
-    run: &dyn Fn(u64) -> Output,
-    repair: &dyn Fn() -> Output,
+    run: &dyn Fn(u64) -> TestCommand,
+    repair: &dyn Fn() -> TestCommand,
     after: &dyn Fn(&Fixture, &BTreeMap<String, Tree>),
 ) -> (u64, BTreeMap<String, Tree>) {
     let pristine = f._tmp.path().join("pristine-vault");
@@ -129,7 +129,8 @@ fn every_step(
     for k in 1..=2000u64 {
         copy_tree(&pristine, &f.vault);
         let mut rec = recorded.clone();
-        let o = run(k);
+        let mut c = run(k);
+        let o = c.output();
         RUNS.fetch_add(1, Relaxed);
         ops::assert_no_panic(&o, what);
         let label = format!("{what}, k={k}");
@@ -139,55 +140,34 @@ fn every_step(
             report(what);
             return (k - 1, rec);
         }
-        assert_eq!(
-            o.status.signal(),
-            Some(libc::SIGKILL),
-            "{label}: expected death by SIGKILL, got {:?}: {}",
-            o.status,
-            stderr(&o)
-        );
+        if o.status.signal() != Some(libc::SIGKILL) {
+            panic!(
+                "{}",
+                c.failure(&o, &format!("{label}: expected death by SIGKILL"))
+            );
+        }
         FAULTS.fetch_add(1, Relaxed);
         visible_versions_exact(f, &rec, new, &label);
-        let r = repair();
+        // The run after the crash must succeed.
+        repair().assert_success();
         RUNS.fetch_add(1, Relaxed);
-        assert!(
-            r.status.success(),
-            "{label}: the run after the crash failed: {}",
-            stderr(&r)
-        );
         settle(f, &mut rec, new, &format!("{label} (repaired)"));
         after(f, &rec);
     }
     panic!("{what}: never finished without a fault");
 }
 
-fn snap_cmd(f: &Fixture, first: bool) -> Command {
-    let mut c = cmd("reverb-snap");
-    c.arg("--vault").arg(&f.vault).arg("--job").arg(&f.job);
+fn snap_cmd(f: &Fixture, first: bool) -> TestCommand {
+    let mut c = f.snap(&[]);
     if first {
         c.arg("--init").arg("--source").arg(&f.src);
     }
     c
 }
 
-fn with_fault(mut c: Command, k: u64) -> Output {
+fn with_fault(mut c: TestCommand, k: u64) -> TestCommand {
     c.env("REVERB_FAULT_AFTER", k.to_string());
-    reverb_tests::run(&mut c)
-}
-
-fn with_stdin(mut c: Command, input: &str) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().expect("stdin");
-        let _ = i.write_all(input.as_bytes());
-    }
-    child.wait_with_output().expect("wait")
+    c
 }
 
 /// A small source with a symlink, a lookalike link, a hard-linked pair and an empty dir.
@@ -226,7 +206,7 @@ fn change(src: &Path, round: u32) -> Vec<String> {
 }
 
 fn events_text(lines: &[String]) -> String {
-    let mut t = String::from(ops::HEADER);
+    let mut t = String::from(reverb_common::events::HEADER);
     t.push('\n');
     for l in lines {
         t.push_str(l);
@@ -249,7 +229,7 @@ fn kill_9_at_every_write_step_of_snap_first_rescan_and_changes() {
         &BTreeMap::new(),
         Some(&state0),
         &|k| with_fault(snap_cmd(&f, true), k),
-        &|| reverb_tests::run(&mut snap_cmd(&f, true)),
+        &|| snap_cmd(&f, true),
         &none,
     );
     assert!(
@@ -269,7 +249,7 @@ fn kill_9_at_every_write_step_of_snap_first_rescan_and_changes() {
         &recorded,
         Some(&state3),
         &|k| with_fault(snap_cmd(&f, false), k),
-        &|| reverb_tests::run(&mut snap_cmd(&f, false)),
+        &|| snap_cmd(&f, false),
         &none,
     );
     assert!(steps >= 4, "a rescan took only {steps} write steps");
@@ -279,7 +259,7 @@ fn kill_9_at_every_write_step_of_snap_first_rescan_and_changes() {
     let text = events_text(&lines);
     let changes = || {
         let mut c = snap_cmd(&f, false);
-        c.args(["--changes", "-"]);
+        c.args(["--changes", "-"]).stdin(text.as_bytes());
         c
     };
     // The vault holds state3 versioned; the events describe the step to state4.
@@ -288,12 +268,8 @@ fn kill_9_at_every_write_step_of_snap_first_rescan_and_changes() {
         "snap --changes",
         &recorded,
         Some(&state4),
-        &|k| {
-            let mut c = changes();
-            c.env("REVERB_FAULT_AFTER", k.to_string());
-            with_stdin(c, &text)
-        },
-        &|| with_stdin(changes(), &text),
+        &|k| with_fault(changes(), k),
+        &changes,
         &none,
     );
     assert!(steps >= 4, "--changes took only {steps} write steps");
@@ -313,12 +289,8 @@ fn kill_9_at_every_write_step_of_retire_and_recount() {
     // Retire three versions in one run.
     let keep = (total - 3).to_string();
     let retire = || {
-        let mut c = cmd("reverb-retire");
-        c.arg("--vault")
-            .arg(&f.vault)
-            .arg("--job")
-            .arg(&f.job)
-            .args(["--keep", &keep]);
+        let mut c = f.tool("reverb-retire");
+        c.args(["--keep", &keep]);
         c
     };
     let kept = |f: &Fixture, _: &BTreeMap<String, Tree>| {
@@ -330,7 +302,7 @@ fn kill_9_at_every_write_step_of_retire_and_recount() {
         &recorded,
         None,
         &|k| with_fault(retire(), k),
-        &|| reverb_tests::run(&mut retire()),
+        &retire,
         &kept,
     );
     assert!(
@@ -355,12 +327,8 @@ fn kill_9_at_every_write_step_of_retire_and_recount() {
         .collect();
     fs::write(&index, drifted).expect("write index");
     let recount = || {
-        let mut c = cmd("reverb-index");
-        c.arg("--vault")
-            .arg(&f.vault)
-            .arg("--job")
-            .arg(&f.job)
-            .arg("--recount");
+        let mut c = f.tool("reverb-index");
+        c.arg("--recount");
         c
     };
     let (steps, _) = every_step(
@@ -369,7 +337,7 @@ fn kill_9_at_every_write_step_of_retire_and_recount() {
         &recorded,
         None,
         &|k| with_fault(recount(), k),
-        &|| reverb_tests::run(&mut recount()),
+        &recount,
         &|_, _| {},
     );
     assert!(steps >= 1, "a recount has at least one write step");
@@ -377,8 +345,9 @@ fn kill_9_at_every_write_step_of_retire_and_recount() {
 }
 
 /// Kills a process after `delay`; returns whether it was still running (killed mid-way).
-fn kill_after(mut c: Command, delay: Duration, input: Option<&str>) -> bool {
+fn kill_after(mut c: TestCommand, delay: Duration, input: Option<&str>) -> bool {
     let mut child = c
+        .command()
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -428,9 +397,8 @@ fn timed_sigkill_of_snap_retire_and_recount() {
         }
         killed += 1;
         // The next run (the same command) repairs or finishes.
-        let o = reverb_tests::run(&mut snap_cmd(&f, true));
+        snap_cmd(&f, true).assert_success();
         RUNS.fetch_add(1, Relaxed);
-        assert!(o.status.success(), "first after kill: {}", stderr(&o));
         settle(
             &f,
             &mut recorded,
@@ -478,8 +446,7 @@ fn timed_sigkill_of_snap_retire_and_recount() {
         }
         visible_versions_exact(&f, &recorded, Some(&state), &format!("timed snap {runs}"));
         // Repair with a rescan (the killed batch's events are lost, as after a power cut).
-        let o = f.snap(&["--force"]);
-        assert!(o.status.success(), "repair: {}", stderr(&o));
+        f.snap(&["--force"]).assert_success();
         settle(
             &f,
             &mut recorded,
@@ -490,26 +457,17 @@ fn timed_sigkill_of_snap_retire_and_recount() {
         // round, of a recount instead), then the retirement completes.
         if index_dirs(&f).len() > 3 {
             let keep = "3".to_owned();
-            let mut c = cmd("reverb-retire");
-            c.arg("--vault")
-                .arg(&f.vault)
-                .arg("--job")
-                .arg(&f.job)
-                .args(["--keep", &keep]);
+            let mut c = f.tool("reverb-retire");
+            c.args(["--keep", &keep]);
             if runs.is_multiple_of(4) {
-                c = cmd("reverb-index");
-                c.arg("--vault")
-                    .arg(&f.vault)
-                    .arg("--job")
-                    .arg(&f.job)
-                    .arg("--recount");
+                c = f.tool("reverb-index");
+                c.arg("--recount");
             }
             if kill_after(c, delay / 2, None) {
                 killed += 1;
             }
             visible_versions_exact(&f, &recorded, None, &format!("timed retire {runs}"));
-            let o = ops::tool(&f, "reverb-retire", &["--keep", &keep]);
-            assert!(o.status.success(), "retire after kill: {}", stderr(&o));
+            ops::tool(&f, "reverb-retire", &["--keep", &keep]).assert_success();
             settle(&f, &mut recorded, None, &format!("timed retire {runs}"));
         }
     }
@@ -549,13 +507,17 @@ fn crash_step() -> impl Strategy<Value = CrashStep> {
         })
 }
 
-fn killed(o: &Output, what: &str) -> bool {
-    ops::assert_no_panic(o, what);
+/// Runs `c`: true when a fault killed it, false when it succeeded; anything else fails.
+fn killed(c: &mut TestCommand, what: &str) -> bool {
+    let o = c.output();
+    ops::assert_no_panic(&o, what);
     if o.status.signal() == Some(libc::SIGKILL) {
         FAULTS.fetch_add(1, Relaxed);
         return true;
     }
-    assert!(o.status.success(), "{what}: {}", stderr(o));
+    if !o.status.success() {
+        panic!("{}", c.failure(&o, what));
+    }
     false
 }
 
@@ -572,51 +534,45 @@ fn crash_history(seed: &[ops::Op], steps: &[CrashStep]) {
             lines.extend(ops::apply(&f.src, o));
         }
         let now = capture(&f.src, opts());
+        let text = events_text(&lines);
         let snap = || {
             let mut c = snap_cmd(&f, false);
             if s.by_events {
-                c.args(["--changes", "-"]);
+                c.args(["--changes", "-"]).stdin(text.as_bytes());
             } else {
                 c.arg("--force");
             }
             c
         };
-        let text = events_text(&lines);
         let mut c = snap();
         if let Some(k) = s.fault {
             c.env("REVERB_FAULT_AFTER", k.to_string());
         }
-        let o = with_stdin(c, &text);
+        let was_killed = killed(&mut c, &what);
         RUNS.fetch_add(1, Relaxed);
-        if killed(&o, &what) {
+        if was_killed {
             visible_versions_exact(&f, &recorded, Some(&now), &format!("{what} killed"));
             // The same batch again (as a supervisor would after a restart).
-            let o = with_stdin(snap(), &text);
+            snap().assert_success();
             RUNS.fetch_add(1, Relaxed);
-            assert!(o.status.success(), "{what} repair: {}", stderr(&o));
         }
         settle(&f, &mut recorded, Some(&now), &what);
         if let Some((keep, fault)) = s.retire {
             let retire = || {
-                let mut c = cmd("reverb-retire");
-                c.arg("--vault")
-                    .arg(&f.vault)
-                    .arg("--job")
-                    .arg(&f.job)
-                    .args(["--keep", &keep.to_string()]);
+                let mut c = f.tool("reverb-retire");
+                c.args(["--keep", &keep.to_string()]);
                 c
             };
             let mut c = retire();
             if let Some(k) = fault {
                 c.env("REVERB_FAULT_AFTER", k.to_string());
             }
-            let o = reverb_tests::run(&mut c);
+            let was_killed = killed(&mut c, &format!("{what} retire"));
             RUNS.fetch_add(1, Relaxed);
-            if killed(&o, &format!("{what} retire")) {
+            if was_killed {
                 visible_versions_exact(&f, &recorded, None, &format!("{what} retire killed"));
-                let o = reverb_tests::run(&mut retire());
+                retire().assert_success();
                 RUNS.fetch_add(1, Relaxed);
-                assert!(o.status.success(), "{what} retire repair: {}", stderr(&o));
             }
             settle(&f, &mut recorded, None, &format!("{what} retire"));
             assert!(

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use reverb_tests::Fixture;
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
-use reverb_tests::{Fixture, cmd};
 
 fn fill(src: &Path, round: u32) {
     for d in 0..30 {
@@ -39,11 +39,9 @@ fn kill_9_during_snapshots_never_leaves_a_broken_version() {
     for (round, delay_ms) in [1u64, 3, 8, 15, 30, 60, 120].into_iter().enumerate() {
         fill(&f.src, round as u32 + 1);
         states.push(capture(&f.src, opts));
-        let mut child = cmd("reverb-snap")
-            .arg("--vault")
-            .arg(&f.vault)
-            .arg("--job")
-            .arg(&f.job)
+        let mut child = f
+            .snap(&[])
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -89,7 +89,7 @@ fn a_full_vault_fails_cleanly_and_the_job_recovers_after_space_is_freed() {
         assert!(round < 40, "a 40 MiB vault never filled up");
         change(&f.src, round);
         let before = index_dirs(f);
-        let o = f.snap(&[]);
+        let o = f.snap(&[]).output();
         if !o.status.success() {
             assert_clean_failure(f, &o, &before, &recorded, &format!("round {round}"));
             break round;
@@ -104,7 +104,7 @@ fn a_full_vault_fails_cleanly_and_the_job_recovers_after_space_is_freed() {
     );
     // Still full: a second attempt fails just as cleanly.
     let before = index_dirs(f);
-    let o = f.snap(&[]);
+    let o = f.snap(&[]).output();
     assert_clean_failure(f, &o, &before, &recorded, "second attempt");
     // Free space by deleting source data: the version needs no new blob and fits.
     fs::remove_file(f.src.join(format!("blob{failed}"))).expect("rm blob");
@@ -113,8 +113,7 @@ fn a_full_vault_fails_cleanly_and_the_job_recovers_after_space_is_freed() {
     recorded.insert(v, capture(&f.src, opts()));
     verify_all(f, &recorded, "after deleting source data");
     // Free space by retiring: the next big change versions again.
-    let o = reverb_tests::ops::tool(f, "reverb-retire", &["--keep", "2"]);
-    assert!(o.status.success(), "retire: {}", stderr(&o));
+    reverb_tests::ops::tool(f, "reverb-retire", &["--keep", "2"]).assert_success();
     change(&f.src, failed + 1);
     let v = f.rescan();
     assert!(!v.is_empty(), "no version after retiring");
@@ -143,8 +142,7 @@ fn with_limits_a_full_disk_retires_and_the_retry_versions() {
     .expect("config");
     let cfg = config.to_str().expect("utf-8 path");
     change(&f.src, 0);
-    let o = f.snap(&["--init", "--config", cfg]);
-    assert!(o.status.success(), "first: {}", stderr(&o));
+    let o = f.snap(&["--init", "--config", cfg]).assert_success();
     let mut recorded = BTreeMap::from([(stdout(&o).trim().to_owned(), capture(&f.src, opts()))]);
     let mut fulls = 0;
     let mut retries_ok = 0;
@@ -152,7 +150,7 @@ fn with_limits_a_full_disk_retires_and_the_retry_versions() {
         change(&f.src, round);
         let state = capture(&f.src, opts());
         let before = index_dirs(f);
-        let o = f.snap(&["--config", cfg]);
+        let o = f.snap(&["--config", cfg]).output();
         if o.status.success() {
             recorded.insert(stdout(&o).trim().to_owned(), state);
             continue;
@@ -164,12 +162,7 @@ fn with_limits_a_full_disk_retires_and_the_retry_versions() {
             "round {round}: the full disk retired nothing despite vault_size_limit"
         );
         // The retry fits now.
-        let o = f.snap(&["--config", cfg]);
-        assert!(
-            o.status.success(),
-            "round {round}: retry after retirement: {}",
-            stderr(&o)
-        );
+        let o = f.snap(&["--config", cfg]).assert_success();
         recorded.insert(stdout(&o).trim().to_owned(), state);
         retries_ok += 1;
         verify_all(f, &recorded, &format!("round {round}: retried"));
@@ -177,7 +170,6 @@ fn with_limits_a_full_disk_retires_and_the_retry_versions() {
     eprintln!("{fulls} full-disk failures, {retries_ok} successful retries");
     assert!(fulls > 0, "the disk never filled up");
     // Raise the limit: a retire with a generous size keeps everything left.
-    let o = reverb_tests::ops::tool(f, "reverb-retire", &["--max-size", "1GiB"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    reverb_tests::ops::tool(f, "reverb-retire", &["--max-size", "1GiB"]).assert_success();
     verify_all(f, &recorded, "at the end");
 }

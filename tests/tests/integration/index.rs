@@ -3,18 +3,14 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Output;
 
 use reverb_common::tree::link_text;
-use reverb_tests::{Fixture, cmd, run, stderr, stdout};
+use reverb_tests::{Fixture, TestCommand, cmd, stderr, stdout};
 
-fn index(f: &Fixture, args: &[&str]) -> Output {
-    run(cmd("reverb-index")
-        .arg("--vault")
-        .arg(&f.vault)
-        .arg("--job")
-        .arg(&f.job)
-        .args(args))
+fn index(f: &Fixture, args: &[&str]) -> TestCommand {
+    let mut c = f.tool("reverb-index");
+    c.args(args);
+    c
 }
 
 /// Three versions: V2 and V3 link into V1 (`keep/`, a directory) and V3 into V2 (`b`).
@@ -32,14 +28,7 @@ fn three_versions(f: &Fixture) -> Vec<String> {
 
 /// The problems `--check` prints, as (kind, path) pairs; asserts exit 1.
 fn problems(f: &Fixture) -> Vec<(String, String)> {
-    let o = index(f, &["--check"]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "--check must fail: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
+    let o = index(f, &["--check"]).assert_exit(1);
     stdout(&o)
         .lines()
         .map(|l| {
@@ -59,8 +48,7 @@ fn has(p: &[(String, String)], kind: &str, path: &str) -> bool {
 fn rows_and_recount() {
     let f = Fixture::new();
     let v = three_versions(&f);
-    let o = index(&f, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = index(&f, &[]).assert_success();
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -70,7 +58,7 @@ fn rows_and_recount() {
     assert_eq!(lines.len(), 4);
     assert!(lines[3].starts_with(&format!("3\t{}\t", v[2])));
     // Without --job: a job column first.
-    let o = run(cmd("reverb-index").arg("--vault").arg(&f.vault));
+    let o = cmd("reverb-index").arg("--vault").arg(&f.vault).output();
     assert!(stdout(&o).starts_with("job\tversion\t"), "{}", stdout(&o));
     assert!(
         stdout(&o)
@@ -90,8 +78,7 @@ fn rows_and_recount() {
     let p = problems(&f);
     assert!(has(&p, "size-mismatch", &v[1]), "{p:?}");
     assert!(has(&p, "size-mismatch", &v[2]), "{p:?}");
-    let o = index(&f, &["--recount"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    index(&f, &["--recount"]).assert_success();
     f.check_clean();
     let journal = fs::read_to_string(f.job_dir().join("journal.tsv")).expect("journal");
     assert!(journal.lines().any(|l| l.contains("\tindex\trecount\t")));
@@ -143,8 +130,7 @@ fn check_finds_hand_made_damage() {
     assert!(has(&p, "unindexed-version", "V7-20261124T214900Z"), "{p:?}");
 
     // JSON lines carry the same.
-    let o = index(&f, &["--check", "--json"]);
-    assert_eq!(o.status.code(), Some(1));
+    let o = index(&f, &["--check", "--json"]).assert_exit(1);
     assert!(
         stdout(&o).contains("\"type\":\"problem\""),
         "{}",
@@ -160,16 +146,15 @@ fn a_damaged_job_gives_clear_errors_never_a_panic() {
 
     // A missing index.tsv.
     fs::rename(job.join("index.tsv"), job.join("index.bak")).expect("mv");
-    let o = index(&f, &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = index(&f, &[]).assert_exit(1);
     assert!(stderr(&o).contains("index.tsv"), "{}", stderr(&o));
     let p = problems(&f);
     assert!(has(&p, "index", "index.tsv"), "{p:?}");
-    let o = run(cmd("reverb-retire")
+    let o = cmd("reverb-retire")
         .arg("--vault")
         .arg(&f.vault)
-        .args(["--job", "job", "--keep", "1"]));
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        .args(["--job", "job", "--keep", "1"])
+        .assert_exit(1);
     assert!(stderr(&o).contains("index.tsv"), "{}", stderr(&o));
     for d in &v {
         assert!(job.join(d).is_dir(), "{d} was deleted without an index");
@@ -182,25 +167,24 @@ fn a_damaged_job_gives_clear_errors_never_a_panic() {
     fs::write(job.join("job.toml"), &text[..text.len() / 2]).expect("truncate");
     let p = problems(&f);
     assert!(has(&p, "job-toml", "job.toml"), "{p:?}");
-    let o = run(cmd("reverb-retire")
+    let o = cmd("reverb-retire")
         .arg("--vault")
         .arg(&f.vault)
-        .args(["--job", "job", "--keep", "1"]));
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        .args(["--job", "job", "--keep", "1"])
+        .assert_exit(1);
     assert!(stderr(&o).contains("job.toml"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
-    let o = index(&f, &[]);
-    assert!(o.status.success(), "rows need no job.toml: {}", stderr(&o));
+    index(&f, &[]).assert_success();
 
     // Unknown job, missing vault marker.
-    let o = run(cmd("reverb-index")
+    cmd("reverb-index")
         .arg("--vault")
         .arg(&f.vault)
-        .args(["--job", "nope"]));
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = run(cmd("reverb-index")
+        .args(["--job", "nope"])
+        .assert_exit(2);
+    cmd("reverb-index")
         .arg("--vault")
         .arg(f._tmp.path().join("unplugged"))
-        .arg("--check"));
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+        .arg("--check")
+        .assert_exit(75);
 }

@@ -1,32 +1,19 @@
 //! `reverb-snap --changes`: event batches in, versions out; bad batches build nothing.
 
 use std::fs;
-use std::io::Write;
-use std::process::Stdio;
 
+use reverb_common::events::HEADER;
 use reverb_tests::model::{CaptureOpts, assert_same, capture, real_entries};
-use reverb_tests::{Fixture, cmd, stderr, stdout};
+use reverb_tests::ops::snap_stdin;
+use reverb_tests::{Fixture, TestCommand, stderr, stdout};
 
-const HEADER: &str = "time\tevent\ttype\tpath\tto_path\n";
+/// The header line of an event stream, with its newline.
+fn header() -> String {
+    format!("{HEADER}\n")
+}
 
-fn feed(f: &Fixture, input: &str, extra: &[&str]) -> std::process::Output {
-    let mut child = cmd("reverb-snap")
-        .arg("--vault")
-        .arg(&f.vault)
-        .args(["--job", &f.job, "--changes", "-"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write");
-    child.wait_with_output().expect("wait")
+fn feed(f: &Fixture, input: &str, extra: &[&str]) -> TestCommand {
+    snap_stdin(f, input.as_bytes(), extra)
 }
 
 fn line(event: &str, kind: &str, path: &str, to: &str) -> String {
@@ -44,12 +31,10 @@ fn a_batch_versions_exactly_its_paths() {
     fs::rename(f.src.join("g"), f.src.join("h")).expect("mv");
     let o = feed(
         &f,
-        &(HEADER.to_owned()
-            + &line("modify", "file", "a/b/f", "")
-            + &line("move", "file", "g", "h")),
+        &(header() + &line("modify", "file", "a/b/f", "") + &line("move", "file", "g", "h")),
         &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    )
+    .assert_success();
     let v = stdout(&o).trim().to_owned();
     assert!(v.starts_with("V2-"), "{v}");
     let (real, _) = real_entries(&f.job_dir().join(&v));
@@ -79,12 +64,7 @@ fn an_overflow_line_makes_the_batch_a_rescan() {
     fs::write(f.src.join("a"), b"changed").expect("write");
     fs::create_dir(f.src.join("unseen")).expect("mkdir");
     fs::write(f.src.join("unseen/x"), b"x").expect("write");
-    let o = feed(
-        &f,
-        &(HEADER.to_owned() + &line("overflow", "", "", "")),
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = feed(&f, &(header() + &line("overflow", "", "", "")), &[]).assert_success();
     assert!(stdout(&o).starts_with("V2-"));
     let opts = CaptureOpts {
         owners: true,
@@ -105,43 +85,35 @@ fn a_malformed_batch_builds_nothing_and_names_the_line() {
     fs::write(f.src.join("a"), b"2").expect("write");
     let cases = [
         (
-            HEADER.to_owned() + &line("modify", "file", "a", "") + "not\tenough\tfields\n",
+            header() + &line("modify", "file", "a", "") + "not\tenough\tfields\n",
             "line 3",
         ),
+        (header() + &line("explode", "file", "a", ""), "line 2"),
         (
-            HEADER.to_owned() + &line("explode", "file", "a", ""),
+            header() + &line("modify", "file", "../etc/passwd", ""),
             "line 2",
         ),
+        (header() + &line("modify", "file", "/abs", ""), "line 2"),
         (
-            HEADER.to_owned() + &line("modify", "file", "../etc/passwd", ""),
+            header() + &line("modify", "file", "bad\\qescape", ""),
             "line 2",
         ),
-        (
-            HEADER.to_owned() + &line("modify", "file", "/abs", ""),
-            "line 2",
-        ),
-        (
-            HEADER.to_owned() + &line("modify", "file", "bad\\qescape", ""),
-            "line 2",
-        ),
-        (HEADER.to_owned() + &line("move", "file", "a", ""), "line 2"),
+        (header() + &line("move", "file", "a", ""), "line 2"),
         ("no header\n".to_owned(), "line 1"),
     ];
     for (input, needle) in cases {
-        let o = feed(&f, &input, &[]);
-        assert_eq!(o.status.code(), Some(1), "{input:?}: {}", stderr(&o));
+        let o = feed(&f, &input, &[]).assert_exit(1);
         assert!(stderr(&o).contains(needle), "{input:?}: {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
         assert_eq!(stdout(&o), "", "no version from a bad batch");
     }
     // With --follow a bad batch is skipped and the next one still builds.
-    let input = HEADER.to_owned()
+    let input = header()
         + &line("explode", "file", "a", "")
         + &line("flush", "", "", "")
         + &line("modify", "file", "a", "")
         + &line("flush", "", "", "");
-    let o = feed(&f, &input, &["--follow"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = feed(&f, &input, &["--follow"]).assert_exit(1);
     assert!(
         stdout(&o).starts_with("V2-"),
         "the good batch still made a version: {}",

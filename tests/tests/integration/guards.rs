@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use reverb_tests::model::{CaptureOpts, assert_same, capture, real_entries};
-use reverb_tests::{Fixture, LoopMount, cmd, run, stderr, stdout};
+use reverb_tests::{Fixture, LoopMount, cmd, stderr, stdout};
 
 fn listing(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(p)
@@ -35,13 +35,13 @@ fn an_unmounted_source_halts_the_job_and_a_remount_resumes_it() {
     for i in 0..20 {
         fs::write(src.join(format!("f{i}")), format!("{i}")).expect("write");
     }
-    let o = run(cmd("reverb-snap")
+    cmd("reverb-snap")
         .arg("--vault")
         .arg(&f.vault)
         .arg("--init")
         .args(["--job", "j", "--source"])
-        .arg(&src));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .arg(&src)
+        .assert_success();
     let job = f.vault.join("j");
     let toml = fs::read_to_string(job.join("job.toml")).expect("job.toml");
     assert!(
@@ -55,12 +55,12 @@ fn an_unmounted_source_halts_the_job_and_a_remount_resumes_it() {
     fs::create_dir_all(&src).expect("mkdir on the parent fs");
     let before = listing(&job);
     for extra in [&[][..], &["--force"][..]] {
-        let o = run(cmd("reverb-snap")
+        let o = cmd("reverb-snap")
             .arg("--vault")
             .arg(&f.vault)
             .args(["--job", "j"])
-            .args(extra));
-        assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+            .args(extra)
+            .assert_exit(75);
         assert!(stderr(&o).contains("source"), "{}", stderr(&o));
         assert_eq!(stdout(&o), "", "no version");
     }
@@ -68,23 +68,23 @@ fn an_unmounted_source_halts_the_job_and_a_remount_resumes_it() {
         ("reverb-retire", &["--keep", "1"][..]),
         ("reverb-index", &["--recount"][..]),
     ] {
-        let o = run(cmd(tool)
+        cmd(tool)
             .arg("--vault")
             .arg(&f.vault)
             .args(["--job", "j"])
-            .args(args));
-        assert_eq!(o.status.code(), Some(75), "{tool}: {}", stderr(&o));
+            .args(args)
+            .assert_exit(75);
     }
     assert_eq!(listing(&job), before, "nothing but the journal may change");
     let journal = fs::read_to_string(job.join("journal.tsv")).expect("journal");
     assert!(journal.contains("\tmount-lost\t"), "{journal}");
     fs::remove_dir(&src).expect("rmdir");
     m.mount().expect("remount");
-    let o = run(cmd("reverb-snap")
+    let o = cmd("reverb-snap")
         .arg("--vault")
         .arg(&f.vault)
-        .args(["--job", "j"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .args(["--job", "j"])
+        .assert_success();
     let v2 = stdout(&o).trim().to_owned();
     assert!(v2.starts_with("V2-"), "{v2}");
     let (real, _) = real_entries(&job.join(&v2));
@@ -94,12 +94,12 @@ fn an_unmounted_source_halts_the_job_and_a_remount_resumes_it() {
         dir_mtimes: true,
     };
     let dest = tmp.path().join("restored");
-    let o = run(cmd("reverb-restore")
+    cmd("reverb-restore")
         .arg("--vault")
         .arg(&f.vault)
         .args(["--job", "j", "--to"])
-        .arg(&dest));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .arg(&dest)
+        .assert_success();
     assert_same(&capture(&src, opts), &capture(&dest, opts), "after remount");
 }
 
@@ -117,18 +117,19 @@ fn an_unplugged_vault_is_never_written() {
     fs::write(f.src.join("a"), b"a").expect("write");
     let vault = m.mountpoint.join("vault");
     let snap = |extra: &[&str]| {
-        run(cmd("reverb-snap")
-            .arg("--vault")
+        let mut c = cmd("reverb-snap");
+        c.arg("--vault")
             .arg(&vault)
             .args(["--job", "j", "--source"])
             .arg(&f.src)
-            .args(extra))
+            .args(extra)
+            .show_dir(vault.join("j"));
+        c
     };
-    assert!(snap(&["--init"]).status.success());
+    snap(&["--init"]).assert_success();
     m.unmount();
     fs::write(f.src.join("a"), b"changed").expect("write");
-    let o = snap(&[]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let o = snap(&[]).assert_exit(75);
     assert!(stderr(&o).contains("vault not available"), "{}", stderr(&o));
     // Even with the vault's directory recreated on the root filesystem, no job is there.
     assert!(
@@ -136,8 +137,7 @@ fn an_unplugged_vault_is_never_written() {
         "the empty mountpoint was written into"
     );
     m.mount().expect("replug");
-    let o = snap(&[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = snap(&[]).assert_success();
     assert!(stdout(&o).starts_with("V2-"));
 }
 
@@ -151,12 +151,10 @@ fn a_rescan_that_deletes_most_files_needs_force() {
     for i in 0..6 {
         fs::remove_file(f.src.join(format!("f{i}"))).expect("rm");
     }
-    let o = f.snap(&[]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = f.snap(&[]).assert_exit(1);
     assert!(stderr(&o).contains("max_delete_ratio"), "{}", stderr(&o));
     assert_eq!(stdout(&o), "");
-    let o = f.snap(&["--force"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = f.snap(&["--force"]).assert_success();
     assert!(stdout(&o).starts_with("V2-"));
 }
 
@@ -178,16 +176,18 @@ fn keep_complete_false_keeps_only_what_changed_since_the_start() {
     )
     .expect("config");
     let snap = || {
-        run(cmd("reverb-snap")
-            .arg("--config")
+        let mut c = cmd("reverb-snap");
+        c.arg("--config")
             .arg(&cfg)
-            .args(["--job", "job"]))
+            .args(["--job", "job"])
+            .show_dir(f.job_dir());
+        c
     };
-    let o = run(cmd("reverb-snap")
+    let o = cmd("reverb-snap")
         .arg("--config")
         .arg(&cfg)
-        .args(["--job", "job", "--init"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+        .args(["--job", "job", "--init"])
+        .assert_success();
     let v1 = stdout(&o).trim().to_owned();
     assert!(
         listing(&f.job_dir().join(&v1)).is_empty(),
@@ -195,16 +195,15 @@ fn keep_complete_false_keeps_only_what_changed_since_the_start() {
     );
     fs::write(f.src.join("docs/edited"), b"v1").expect("write");
     fs::write(f.src.join("new"), b"n").expect("write");
-    let o = snap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = snap().assert_success();
     let v2 = stdout(&o).trim().to_owned();
     let d2 = f.job_dir().join(&v2);
     assert_eq!(listing(&d2), vec!["docs", "new"]);
     assert_eq!(listing(&d2.join("docs")), vec!["edited"]);
     assert_eq!(fs::read(d2.join("docs/edited")).expect("read"), b"v1");
-    assert_eq!(stdout(&snap()), "", "nothing changed since V2");
+    assert_eq!(stdout(&snap().output()), "", "nothing changed since V2");
     fs::write(f.src.join("top"), b"t2").expect("write");
-    let v3 = stdout(&snap()).trim().to_owned();
+    let v3 = stdout(&snap().output()).trim().to_owned();
     let d3 = f.job_dir().join(&v3);
     assert_eq!(listing(&d3), vec!["docs", "new", "top"]);
     assert!(
@@ -236,14 +235,7 @@ fn a_mount_over_the_vault_during_a_run_cannot_redirect_writes() {
             fs::write(dir.join(format!("f{i}")), vec![b'x'; 2000]).expect("write");
         }
     }
-    let child = cmd("reverb-snap")
-        .arg("--vault")
-        .arg(&f.vault)
-        .args(["--job", &f.job])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = f.snap(&[]).spawn();
     let partial = f.job_dir().join(".partial");
     let start = std::time::Instant::now();
     while listing(&partial).is_empty() {

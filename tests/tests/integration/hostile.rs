@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -19,12 +19,13 @@ use reverb_tests::ops::{
     self, FastFixture, Tree, disk_dirs, event, index_dirs, no_partial, opts, restored,
     snap_changes, snap_stdin, tool, verify_all,
 };
-use reverb_tests::{Fixture, bin, require_root, sh, stderr, stdout};
+use reverb_tests::{Fixture, TestCommand, bin, require_root, sh, stderr, stdout};
 
-fn version(o: &std::process::Output, what: &str) -> String {
-    ops::assert_no_panic(o, what);
-    assert!(o.status.success(), "{what}: {}", stderr(o));
-    stdout(o).trim().to_owned()
+/// Runs `c`, which must succeed without a panic; returns the version it printed.
+fn version(mut c: TestCommand, what: &str) -> String {
+    let o = c.assert_success();
+    ops::assert_no_panic(&o, what);
+    stdout(&o).trim().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ fn root_attribute_change_alone_makes_a_version() {
     fs::write(f.src.join("tmp"), b"").expect("write");
     fs::remove_file(f.src.join("tmp")).expect("rm");
     let v = version(
-        &snap_changes(&f, &[event("attrib", "dir", Path::new("."), None)], &[]),
+        snap_changes(&f, &[event("attrib", "dir", Path::new("."), None)], &[]),
         "attrib .",
     );
     assert!(!v.is_empty(), "`attrib dir .` made no version");
@@ -101,7 +102,7 @@ fn deep_tree(levels: usize) {
     recorded.insert(f.rescan(), capture(&f.src, opts()));
     fs::write(f.src.join("d/top"), b"top, v2").expect("write");
     let v = version(
-        &snap_changes(
+        snap_changes(
             &f,
             &[event("modify", "file", Path::new("d/top"), None)],
             &[],
@@ -112,13 +113,12 @@ fn deep_tree(levels: usize) {
     fs::write(deep.join("leaf"), b"bottom, v3").expect("write");
     let rel = deep.strip_prefix(&f.src).expect("rel").join("leaf");
     let v = version(
-        &snap_changes(&f, &[event("modify", "file", &rel, None)], &[]),
+        snap_changes(&f, &[event("modify", "file", &rel, None)], &[]),
         "leaf",
     );
     recorded.insert(v, capture(&f.src, opts()));
     verify_all(&f, &recorded, &format!("{levels} levels"));
-    let o = tool(&f, "reverb-retire", &["--keep", "2"]);
-    assert!(o.status.success(), "retire: {}", stderr(&o));
+    tool(&f, "reverb-retire", &["--keep", "2"]).assert_success();
     verify_all(&f, &recorded, &format!("{levels} levels, retired to 2"));
 }
 
@@ -164,7 +164,7 @@ fn names_with_every_byte_and_255_byte_names_survive_every_path() {
         fs::write(f.src.join(n), b"changed").expect("write");
         lines.push(event("modify", "file", n, None));
     }
-    let v = version(&snap_changes(&f, &lines, &[]), "odd names by events");
+    let v = version(snap_changes(&f, &lines, &[]), "odd names by events");
     assert!(!v.is_empty());
     recorded.insert(v, capture(&f.src, opts()));
     // Renames between odd names, seen by a rescan.
@@ -176,8 +176,7 @@ fn names_with_every_byte_and_255_byte_names_survive_every_path() {
     }
     recorded.insert(f.rescan(), capture(&f.src, opts()));
     verify_all(&f, &recorded, "odd names");
-    let o = tool(&f, "reverb-retire", &["--keep", "1"]);
-    assert!(o.status.success(), "retire: {}", stderr(&o));
+    tool(&f, "reverb-retire", &["--keep", "1"]).assert_success();
     verify_all(&f, &recorded, "odd names, retired to 1");
 }
 
@@ -204,7 +203,7 @@ fn symlink_loops_are_backed_up_as_links_and_never_followed() {
     ];
     fs::write(f.src.join("d/file"), b"xyz").expect("write");
     recorded.insert(
-        version(&snap_changes(&f, &lines, &[]), "loops by events"),
+        version(snap_changes(&f, &lines, &[]), "loops by events"),
         capture(&f.src, opts()),
     );
     verify_all(&f, &recorded, "symlink loops");
@@ -250,7 +249,7 @@ fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_afte
             f.rescan()
         } else {
             version(
-                &snap_changes(
+                snap_changes(
                     &f,
                     &[event("modify", "file", Path::new("other"), None)],
                     &[],
@@ -263,8 +262,7 @@ fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_afte
     verify_all(&f, &recorded, "lookalikes");
     // Retire V1 (the version the lookalikes name), then V2 (the one holding them).
     for keep in ["4", "3", "1"] {
-        let o = tool(&f, "reverb-retire", &["--keep", keep]);
-        assert!(o.status.success(), "retire: {}", stderr(&o));
+        tool(&f, "reverb-retire", &["--keep", keep]).assert_success();
         verify_all(&f, &recorded, &format!("lookalikes, kept {keep}"));
         // Read through the vault as any tool would: the texts are untouched.
         let newest = index_dirs(&f).pop().expect("a version");
@@ -296,19 +294,18 @@ fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_afte
 // Unreadable files, type changes between event and copy, a symlinked source.
 
 /// `reverb-snap` as nobody (uid 65534).
-fn snap_as_nobody(f: &Fixture, args: &[&str]) -> std::process::Output {
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+/// `reverb-snap --vault V --job J [args]` as the user nobody.
+fn snap_as_nobody(f: &Fixture, args: &[&str]) -> TestCommand {
+    let mut c = TestCommand::program("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(bin("reverb-snap"))
         .arg("--vault")
         .arg(&f.vault)
         .arg("--job")
         .arg(&f.job)
         .args(args)
-        .output()
-        .expect("setpriv");
-    ops::assert_no_panic(&o, "snap as nobody");
-    o
+        .show_dir(f.job_dir());
+    c
 }
 
 #[test]
@@ -333,19 +330,9 @@ fn unreadable_files_are_skipped_and_keep_their_previous_data() {
     fs::write(f.src.join("secret"), b"secret v1").expect("write");
     fs::create_dir(f.src.join("private")).expect("mkdir");
     fs::write(f.src.join("private/inside"), b"inside v1").expect("write");
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("reverb-snap"))
-        .arg("--vault")
-        .arg(&f.vault)
-        .arg("--init")
-        .arg("--job")
-        .arg(&f.job)
-        .arg("--source")
-        .arg(&f.src)
-        .output()
-        .expect("setpriv");
-    let v1 = version(&o, "first as nobody");
+    let mut c = snap_as_nobody(&f, &["--init"]);
+    c.arg("--source").arg(&f.src);
+    let v1 = version(c, "first as nobody");
     let first = capture(&f.src, nobody);
     // Now make data unreadable and change it.
     fs::write(f.src.join("secret"), b"secret v2, unreadable").expect("write");
@@ -354,8 +341,7 @@ fn unreadable_files_are_skipped_and_keep_their_previous_data() {
     fs::set_permissions(f.src.join("private"), fs::Permissions::from_mode(0o700)).expect("chmod");
     fs::write(f.src.join("public"), b"public v2").expect("write");
     for (i, args) in [&[][..], &["--force"][..]].iter().enumerate() {
-        let o = snap_as_nobody(&f, args);
-        let v = version(&o, "rescan as nobody");
+        let v = version(snap_as_nobody(&f, args), "rescan as nobody");
         if i == 1 {
             assert!(v.is_empty(), "nothing new to version: {v}");
             continue;
@@ -414,7 +400,7 @@ fn a_path_whose_type_changed_between_event_and_copy_is_versioned_as_it_is() {
         event("attrib", "file", Path::new("was-file-now-link"), None),
         event("modify", "file", Path::new("vanished"), None),
     ];
-    let v = version(&snap_changes(&f, &lines, &[]), "type changes");
+    let v = version(snap_changes(&f, &lines, &[]), "type changes");
     assert!(!v.is_empty());
     recorded.insert(v, capture(&f.src, opts()));
     verify_all(&f, &recorded, "type changes");
@@ -429,17 +415,9 @@ fn a_source_that_is_a_symlink_to_a_directory() {
     fs::create_dir(real.join("d")).expect("mkdir");
     let link = f._tmp.path().join("src-link");
     symlink(&real, &link).expect("symlink");
-    let o = reverb_tests::run(
-        reverb_tests::cmd("reverb-snap")
-            .arg("--vault")
-            .arg(&f.vault)
-            .arg("--init")
-            .arg("--job")
-            .arg(&f.job)
-            .arg("--source")
-            .arg(&link),
-    );
-    let v1 = version(&o, "first through a link");
+    let mut c = f.snap(&["--init"]);
+    c.arg("--source").arg(&link);
+    let v1 = version(c, "first through a link");
     assert!(
         f.job_dir()
             .join(&v1)
@@ -453,7 +431,7 @@ fn a_source_that_is_a_symlink_to_a_directory() {
     recorded.insert(f.rescan(), capture(&link, opts()));
     fs::write(real.join("a"), b"a2").expect("write");
     let v = version(
-        &snap_changes(&f, &[event("modify", "file", Path::new("a"), None)], &[]),
+        snap_changes(&f, &[event("modify", "file", Path::new("a"), None)], &[]),
         "events",
     );
     recorded.insert(v, capture(&link, opts()));
@@ -474,17 +452,12 @@ fn concurrent_snap_retire_and_recount_never_corrupt_the_job() {
         let state = capture(&f.src, opts());
         let no_wait = round.is_multiple_of(2);
         let spawn = |name: &str, args: &[&str]| {
-            let mut c = reverb_tests::cmd(name);
-            c.arg("--vault")
-                .arg(&f.vault)
-                .arg("--job")
-                .arg(&f.job)
-                .args(args);
+            let mut c = f.tool(name);
+            c.args(args);
             if no_wait {
                 c.arg("--no-wait");
             }
-            c.stdout(Stdio::piped()).stderr(Stdio::piped());
-            (name.to_owned(), c.spawn().expect("spawn"))
+            (name.to_owned(), c.spawn())
         };
         let children = vec![
             spawn("reverb-snap", &[]),
@@ -508,8 +481,7 @@ fn concurrent_snap_retire_and_recount_never_corrupt_the_job() {
             recorded.entry(d).or_insert_with(|| state.clone());
         }
         // Make sure this round's state is versioned before the next round changes it.
-        let o = f.snap(&[]);
-        if let Some(v) = Some(version(&o, "settle")).filter(|v| !v.is_empty()) {
+        if let Some(v) = Some(version(f.snap(&[]), "settle")).filter(|v| !v.is_empty()) {
             recorded.insert(v, state.clone());
         }
         verify_all(&f, &recorded, &format!("round {round}"));
@@ -607,26 +579,25 @@ fn hand_edited_or_truncated_index_and_job_toml_give_clear_errors_never_silent_da
         let before = version_trees(&f);
         fs::write(f.src.join("d0/f0"), format!("{what}\n")).expect("change source");
         let mut outputs = vec![
-            ("check", tool(&f, "reverb-index", &["--check"])),
-            ("snap", f.snap(&[])),
-            ("retire", tool(&f, "reverb-retire", &["--keep", "100"])),
-            ("recount", tool(&f, "reverb-index", &["--recount"])),
+            ("check", tool(&f, "reverb-index", &["--check"]).output()),
+            ("snap", f.snap(&[]).output()),
+            (
+                "retire",
+                tool(&f, "reverb-retire", &["--keep", "100"]).output(),
+            ),
+            ("recount", tool(&f, "reverb-index", &["--recount"]).output()),
             ("restore", {
                 let dest = f._tmp.path().join(format!("r-{tried}"));
-                reverb_tests::run(
-                    reverb_tests::cmd("reverb-restore")
-                        .arg("--vault")
-                        .arg(&f.vault)
-                        .arg("--job")
-                        .arg(&f.job)
-                        .arg("--version")
-                        .arg("latest")
-                        .arg("--to")
-                        .arg(&dest),
-                )
+                tool(&f, "reverb-restore", &["--version", "latest"])
+                    .arg("--to")
+                    .arg(&dest)
+                    .output()
             }),
         ];
-        outputs.push(("check again", tool(&f, "reverb-index", &["--check"])));
+        outputs.push((
+            "check again",
+            tool(&f, "reverb-index", &["--check"]).output(),
+        ));
         for (tool_name, o) in &outputs {
             ops::assert_no_panic(o, &format!("{what}: {tool_name}"));
             let e = stderr(o);
@@ -774,7 +745,7 @@ fn fuzzed_event_lines_fail_with_the_line_number_and_make_no_version() {
             if bad.is_empty() && !lf_at_end {
                 return Ok(());
             }
-            let mut text = Vec::from(format!("{}\n", ops::HEADER));
+            let mut text = Vec::from(format!("{}\n", reverb_common::events::HEADER));
             for _ in 0..valid_before {
                 text.extend(event("modify", "file", Path::new("a"), None).into_bytes());
                 text.push(b'\n');
@@ -785,7 +756,7 @@ fn fuzzed_event_lines_fail_with_the_line_number_and_make_no_version() {
             }
             let lineno = valid_before + 2;
             let before = index_dirs(&f);
-            let o = snap_stdin(&f, &text, &[]);
+            let o = snap_stdin(&f, &text, &[]).output();
             let e = stderr(&o);
             prop_assert!(!e.contains("panicked"), "panic: {e}");
             prop_assert_eq!(o.status.code(), Some(1), "stderr: {}", e);
@@ -801,8 +772,7 @@ fn fuzzed_event_lines_fail_with_the_line_number_and_make_no_version() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     // A bad header is line 1.
-    let o = snap_stdin(&f, b"time\tevent\n", &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = snap_stdin(&f, b"time\tevent\n", &[]).assert_exit(1);
     assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
     f.check_clean();
     eprintln!(
@@ -836,7 +806,7 @@ fn events_through_source_links_never_follow_them() {
         event("create", "file", Path::new("dir/secret"), None),
         event("attrib", "dir", Path::new("link"), None),
     ];
-    let v = version(&snap_changes(&f, &lines, &[]), "events through links");
+    let v = version(snap_changes(&f, &lines, &[]), "events through links");
     if !v.is_empty() {
         recorded.insert(v, capture(&f.src, opts()));
     }

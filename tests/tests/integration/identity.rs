@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reverb_common::identity::{self, FsIdentity, MatchedBy};
 use reverb_common::tsv;
-use reverb_tests::{LoopMount, MountGuard, bin, have, require_root, sh};
+use reverb_tests::{LoopMount, MountGuard, cmd, have, require_root, sh};
 
 /// Generous: mount events arrive in milliseconds; this only bounds a broken build.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,12 +197,13 @@ struct Watcher {
 
 impl Watcher {
     fn spawn(args: &[&Path], json: bool) -> Watcher {
-        let mut cmd = Command::new(bin("reverb-mountwatch"));
+        let mut c = cmd("reverb-mountwatch");
         if json {
-            cmd.arg("--json");
+            c.arg("--json");
         }
-        let mut child = cmd
+        let mut child = c
             .args(args)
+            .command()
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -390,8 +391,9 @@ fn mountwatch_tmpfs_and_broken_pipe() {
     drop(w2);
 
     // Reader gone: the next write fails with EPIPE and the tool exits 0.
-    let mut child = Command::new(bin("reverb-mountwatch"))
+    let mut child = cmd("reverb-mountwatch")
         .arg(&t)
+        .command()
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -412,12 +414,10 @@ fn mountwatch_tmpfs_and_broken_pipe() {
 #[test]
 fn mountwatch_once_json_and_missing_path() {
     let missing = PathBuf::from("/nonexistent/reverb-test");
-    let o = Command::new(bin("reverb-mountwatch"))
+    let o = cmd("reverb-mountwatch")
         .args(["--once", "--json", "/"])
         .arg(&missing)
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(0));
+        .assert_exit(0);
     let text = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
@@ -426,10 +426,8 @@ fn mountwatch_once_json_and_missing_path() {
     assert!(lines[1].contains(r#""state":"lost""#), "{}", lines[1]);
     assert!(lines[1].contains(r#""identity":null"#), "{}", lines[1]);
 
-    let o = Command::new(bin("reverb-mountwatch"))
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(2), "no PATH is a usage error");
+    // No PATH is a usage error.
+    cmd("reverb-mountwatch").assert_exit(2);
 }
 
 #[test]
@@ -450,13 +448,11 @@ fn works_without_blkid_like_a_minimal_container() {
     // No PATH: blkid cannot be found, only the kernel (mountinfo, ioctls) answers.
     let dir = tmp();
     let m = loop_mount_or_skip!(dir.path(), "ext4", 64, &["-L", "bare"]);
-    let o = Command::new(bin("reverb-mountwatch"))
+    let o = cmd("reverb-mountwatch")
         .env_clear()
         .args(["--once", "--json"])
         .arg(&m.mountpoint)
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(0));
+        .assert_exit(0);
     let text = String::from_utf8_lossy(&o.stdout);
     let full = FsIdentity::of(&m.mountpoint).expect("identity");
     let uuid = full.uuid.expect("uuid");
@@ -481,12 +477,10 @@ fn non_utf8_and_spaced_mountpoint() {
     };
     let id = FsIdentity::of(&mnt).expect("identity");
     assert_eq!(id.fstype.as_deref(), Some("tmpfs"));
-    let o = Command::new(bin("reverb-mountwatch"))
+    let o = cmd("reverb-mountwatch")
         .arg("--once")
         .arg(&mnt)
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(0));
+        .assert_exit(0);
     let text = String::from_utf8(o.stdout).expect("output is UTF-8");
     let line = text.lines().nth(1).expect("a record");
     let f = tsv::split(line);

@@ -1,0 +1,22 @@
+//! The cross-binary integration tests, one test binary (like ripgrep's `tests/`): each module
+//! is one area, so `cargo test -p reverb-tests snap::` runs one area's tests. One binary
+//! links once and lets libtest run every test in parallel; tests that change kernel-wide
+//! state take `reverb_tests::exclusive_kernel()` (see `watch_limits`).
+
+mod changes;
+mod crash;
+mod faults;
+mod fullness;
+mod guards;
+mod hostile;
+mod identity;
+mod index;
+mod live;
+mod model;
+mod reflink;
+mod retire;
+mod snap;
+mod supervisor;
+mod watch;
+mod watch_limits;
+mod watch_support;
