@@ -77,6 +77,19 @@ impl MatchedBy {
             MatchedBy::Device => "device",
         }
     }
+
+    /// Reads [`MatchedBy::as_str`]'s text back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<MatchedBy> {
+        [
+            MatchedBy::Uuid,
+            MatchedBy::Partuuid,
+            MatchedBy::Label,
+            MatchedBy::Partlabel,
+            MatchedBy::Device,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == text)
+    }
 }
 
 impl fmt::Display for MatchedBy {

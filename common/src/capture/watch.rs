@@ -32,6 +32,10 @@
 //!   pending `flush`, then [`Watcher::run`] returns [`Error::IdentityMismatch`] (exit 75:
 //!   retry once the filesystem is back); the root deleted or moved returns
 //!   [`Error::Refused`] (exit 1).
+//! - **Limits are types.** The inotify watch and instance limits are
+//!   [`Error::WatchLimit`] (exit 3, with the sysctl to raise), so a reader acts on the type
+//!   or the exit status, never on the message; a directory that cannot be watched or read
+//!   for another reason is a [`WatchWarning`] handed to the caller, and the watch goes on.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -48,7 +52,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::capture::exclude::Excludes;
-use crate::error::{Error, IoContext, Result, show};
+use crate::error::{Error, IoContext, Result, WatchLimit, show};
 use crate::format::events::{EntryType, EventKind, EventLine, join_rel};
 
 /// How long an unpaired `IN_MOVED_FROM` waits (with the queue idle) before it is a delete.
@@ -140,6 +144,12 @@ enum Slot {
     Dropped,
 }
 
+/// The caller's two callbacks of [`Watcher::run`].
+struct Output<F, W> {
+    sink: F,
+    warn: W,
+}
+
 /// One inotify event, owned (so handling it may add watches).
 #[derive(Debug)]
 struct RawEvent {
@@ -181,6 +191,8 @@ pub struct Watcher {
     /// Events were handled since the queue was last seen idle.
     busy: bool,
     buffer: Vec<u8>,
+    /// Warnings not yet handed to the caller.
+    warnings: Vec<WatchWarning>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -202,14 +214,28 @@ fn watch_limit_error(root: &Path, excludes: &Excludes, watched: usize) -> Error 
         Some(c) => (c + total as u64).max(c * 2),
         None => (total as u64 * 2).max(524_288),
     };
-    Error::Refused(format!(
-        "inotify watch limit reached after {watched} of {total} directories under {}: \
-         raise fs.inotify.max_user_watches (sysctl fs.inotify.max_user_watches={suggest}){}",
-        show(root),
-        current
-            .map(|c| format!("; it is {c} now and counts every watch of this user"))
-            .unwrap_or_default()
-    ))
+    Error::WatchLimit(WatchLimit::TooManyWatches {
+        root: root.to_path_buf(),
+        watched,
+        total,
+        current,
+        suggest,
+    })
+}
+
+/// Something the watcher could not do that leaves part of the tree unseen but does not stop
+/// the watch: handed to the caller's warning callback, in order.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchWarning {
+    /// A directory could not be watched (other than gone, or the watch limit).
+    #[error(
+        "cannot watch {}: {source} (changes below it are not seen)",
+        show(path)
+    )]
+    Unwatched { path: PathBuf, source: io::Error },
+    /// A watched directory could not be listed.
+    #[error("cannot read {}: {source}", show(path))]
+    Unreadable { path: PathBuf, source: io::Error },
 }
 
 /// Counts the directories a full watch of `root` needs (the root included).
@@ -253,11 +279,7 @@ impl Watcher {
             });
         }
         let inotify = Inotify::init().map_err(|e| match e.raw_os_error() {
-            Some(libc::EMFILE) => Error::Refused(format!(
-                "cannot create an inotify instance: {e}: the per-user limit of inotify instances \
-                 is reached (raise fs.inotify.max_user_instances, e.g. \
-                 sysctl fs.inotify.max_user_instances=1024) or the open-file limit (ulimit -n)"
-            )),
+            Some(libc::EMFILE) => Error::WatchLimit(WatchLimit::TooManyInstances { source: e }),
             Some(libc::ENFILE) => Error::Refused(format!(
                 "cannot create an inotify instance: {e}: the system-wide open-file limit is \
                  reached (fs.file-max)"
@@ -296,6 +318,7 @@ impl Watcher {
             burst: None,
             busy: false,
             buffer: vec![0; BUFFER_SIZE],
+            warnings: Vec::new(),
         };
         w.watch_tree(Path::new("."), false)?;
         match w.by_path.get(Path::new(".")) {
@@ -326,21 +349,24 @@ impl Watcher {
         Ok(())
     }
 
-    /// Runs the loop until stopped, calling `sink` for every line in order. `sink` returns
-    /// `Ok(false)` to stop (the reader is gone). On a stop request, pending renames are
-    /// resolved and a final `flush` is emitted when events are pending.
-    pub fn run<F>(&mut self, mut sink: F) -> Result<Stopped>
+    /// Runs the loop until stopped, calling `sink` for every line in order and `warn` for
+    /// every [`WatchWarning`] (those of [`Watcher::new`] first). `sink` returns `Ok(false)`
+    /// to stop (the reader is gone). On a stop request, pending renames are resolved and a
+    /// final `flush` is emitted when events are pending.
+    pub fn run<F, W>(&mut self, sink: F, warn: W) -> Result<Stopped>
     where
         F: FnMut(&EventLine) -> io::Result<bool>,
+        W: FnMut(&WatchWarning),
     {
-        let result = self.run_inner(&mut sink);
+        let mut out = Output { sink, warn };
+        let result = self.run_inner(&mut out);
         match result {
             Ok(Stopped::Requested) => {
                 self.expire_moves(true);
                 if self.burst.is_some() {
                     self.emit_flush();
                 }
-                match self.drain(&mut sink)? {
+                match self.drain(&mut out)? {
                     true => Ok(Stopped::Requested),
                     false => Ok(Stopped::SinkClosed),
                 }
@@ -351,15 +377,16 @@ impl Watcher {
                 if self.burst.is_some() {
                     self.emit_flush();
                 }
-                let _ = self.drain(&mut sink);
+                let _ = self.drain(&mut out);
                 Err(e)
             }
         }
     }
 
-    fn run_inner<F>(&mut self, sink: &mut F) -> Result<Stopped>
+    fn run_inner<F, W>(&mut self, out: &mut Output<F, W>) -> Result<Stopped>
     where
         F: FnMut(&EventLine) -> io::Result<bool>,
+        W: FnMut(&WatchWarning),
     {
         loop {
             if self.stop.load(Ordering::SeqCst) {
@@ -383,7 +410,7 @@ impl Watcher {
             }
             self.expire_moves(false);
             self.check_flush();
-            if !self.drain(sink)? {
+            if !self.drain(out)? {
                 return Ok(Stopped::SinkClosed);
             }
         }
@@ -518,11 +545,15 @@ impl Watcher {
         self.overflow_sent = false;
     }
 
-    /// Hands queued lines to the sink; false when it asked to stop.
-    fn drain<F>(&mut self, sink: &mut F) -> Result<bool>
+    /// Hands the warnings, then the queued lines, to the caller; false when it asked to stop.
+    fn drain<F, W>(&mut self, out: &mut Output<F, W>) -> Result<bool>
     where
         F: FnMut(&EventLine) -> io::Result<bool>,
+        W: FnMut(&WatchWarning),
     {
+        for w in self.warnings.drain(..) {
+            (out.warn)(&w);
+        }
         while let Some(slot) = self.out.front() {
             if matches!(slot, Slot::Waiting) {
                 break;
@@ -530,7 +561,7 @@ impl Watcher {
             let slot = self.out.pop_front();
             self.out_base += 1;
             if let Some(Slot::Line(line)) = slot {
-                match sink(&line) {
+                match (out.sink)(&line) {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
                     Err(e) => return Err(e).ctx("cannot write the event lines of", &self.root),
@@ -886,10 +917,10 @@ impl Watcher {
                         return Err(e).ctx("cannot watch", &self.root);
                     }
                     _ => {
-                        eprintln!(
-                            "reverb-watch: cannot watch {}: {e} (changes below it are not seen)",
-                            show(&abs)
-                        );
+                        self.warnings.push(WatchWarning::Unwatched {
+                            path: abs,
+                            source: e,
+                        });
                         continue;
                     }
                 },
@@ -898,7 +929,10 @@ impl Watcher {
                 Ok(rd) => rd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => {
-                    eprintln!("reverb-watch: cannot read {}: {e}", show(&abs));
+                    self.warnings.push(WatchWarning::Unreadable {
+                        path: abs,
+                        source: e,
+                    });
                     continue;
                 }
             };
@@ -947,11 +981,15 @@ mod tests {
         let stopper = w.stopper();
         let (tx, rx) = mpsc::channel();
         let h = std::thread::spawn(move || {
-            w.run(|l| {
-                let r = l.render();
-                let short: Vec<&str> = r.split('\t').skip(1).filter(|f| !f.is_empty()).collect();
-                Ok(tx.send(short.join(" ")).is_ok())
-            })
+            w.run(
+                |l| {
+                    let r = l.render();
+                    let short: Vec<&str> =
+                        r.split('\t').skip(1).filter(|f| !f.is_empty()).collect();
+                    Ok(tx.send(short.join(" ")).is_ok())
+                },
+                |w| panic!("unexpected warning: {w}"),
+            )
         });
         (stopper, rx, h)
     }
