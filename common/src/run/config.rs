@@ -22,10 +22,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, show};
 use crate::format::settings::{JobSettings, sanitize_job_name};
+use crate::vault::job::{canonical_or_nearest, check_paths};
 
 /// The system-wide config file, the last place looked at.
 pub const SYSTEM_CONFIG: &str = "/etc/reverberator/config.toml";
@@ -508,52 +509,7 @@ fn resolve(
         }
         .error(e)
     })?;
-    if source.to_str().is_none() {
-        return Err(place("source").error(format!(
-            "source {} is not valid UTF-8 (job.toml stores it as text)",
-            show(&source)
-        )));
-    }
-    let meta = fs::metadata(&source).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            place("source").error(format!("source {} does not exist", show(&source)))
-        } else {
-            place("source").error(format!("source {}: {e}", show(&source)))
-        }
-    })?;
-    if !meta.is_dir() {
-        return Err(place("source").error(format!("source {} is not a directory", show(&source))));
-    }
-    if !vault.is_absolute() {
-        return Err(
-            place("vault").error(format!("vault {} must be an absolute path", show(&vault)))
-        );
-    }
-    let source_real = fs::canonicalize(&source)
-        .map_err(|e| place("source").error(format!("source {}: {e}", show(&source))))?;
-    if source_real.to_str().is_none() {
-        return Err(place("source").error(format!(
-            "source {} resolves to {}, which is not valid UTF-8",
-            show(&source),
-            show(&source_real)
-        )));
-    }
-    let vault_real = canonical_prefix(&vault)
-        .map_err(|e| place("vault").error(format!("vault {}: {e}", show(&vault))))?;
-    if vault_real.starts_with(&source_real) {
-        return Err(place("vault").error(format!(
-            "vault {} is inside the source {}: every version would back up the vault",
-            show(&vault),
-            show(&source)
-        )));
-    }
-    if source_real.starts_with(&vault_real) {
-        return Err(place("source").error(format!(
-            "source {} is inside the vault {}",
-            show(&source),
-            show(&vault)
-        )));
-    }
+    check_paths(&source, &vault).map_err(|e| place(e.key()).error(e))?;
     // Every key was checked on its own by the caller; this cannot fail on one of them.
     let settings: JobSettings = toml::Value::Table(merged).try_into().map_err(|e| {
         Place {
@@ -641,54 +597,11 @@ fn absolute_path(value: &toml::Value, place: &Place<'_>) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Canonicalizes the nearest existing ancestor of `path` and re-appends the rest (the vault
-/// may not exist yet), resolving `.` and `..` in the rest lexically.
-fn canonical_prefix(path: &Path) -> std::io::Result<PathBuf> {
-    let mut existing = path.to_path_buf();
-    let mut rest: Vec<OsString> = Vec::new();
-    loop {
-        match fs::canonicalize(&existing) {
-            Ok(real) => {
-                let mut out = real;
-                for part in rest.iter().rev() {
-                    match Path::new(part).components().next() {
-                        Some(Component::ParentDir) => {
-                            out.pop();
-                        }
-                        Some(Component::CurDir) | None => {}
-                        Some(_) => out.push(part),
-                    }
-                }
-                return Ok(out);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let Some(last) = existing.file_name().map(|f| f.to_os_string()) else {
-                    // `..` or `.` at the end of a missing path: drop it and keep climbing.
-                    match existing.components().next_back() {
-                        Some(Component::ParentDir) => rest.push(OsString::from("..")),
-                        Some(Component::RootDir) | None => return Err(e),
-                        _ => {}
-                    }
-                    if !existing.pop() {
-                        return Err(e);
-                    }
-                    continue;
-                };
-                rest.push(last);
-                if !existing.pop() {
-                    return Err(e);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Two jobs may not share a folder of the same vault.
 fn check_folders(jobs: &[JobConfig], file: &Path, lines: &Lines) -> Result<()> {
     let mut seen: BTreeMap<(PathBuf, &str), &str> = BTreeMap::new();
     for job in jobs {
-        let vault = canonical_prefix(&job.vault).unwrap_or_else(|_| job.vault.clone());
+        let vault = canonical_or_nearest(&job.vault);
         if let Some(other) = seen.insert((vault, job.folder.as_str()), job.name.as_str()) {
             return Err(Place {
                 file,
@@ -749,6 +662,7 @@ pub fn render_resolved(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vault::job::resolve_nearest;
     use std::time::Duration;
 
     const FILE: &str = "/etc/reverberator/test.toml";
@@ -1062,13 +976,13 @@ vault_size_limit = "2GiB"
     }
 
     #[test]
-    fn canonical_prefix_of_missing_paths() {
+    fn nearest_real_path_of_missing_paths() {
         let f = Fixture::new();
         let real = fs::canonicalize(f.dir.path()).expect("canonical");
         let p = f.dir.path().join("a/b/../c/./d");
-        assert_eq!(canonical_prefix(&p).expect("prefix"), real.join("a/c/d"));
+        assert_eq!(resolve_nearest(&p).expect("prefix"), real.join("a/c/d"));
         assert_eq!(
-            canonical_prefix(&f.dir.path().join("src")).expect("prefix"),
+            resolve_nearest(&f.dir.path().join("src")).expect("prefix"),
             real.join("src")
         );
     }
