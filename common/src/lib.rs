@@ -161,5 +161,6 @@ pub mod porcelain {
 
 /// What every binary's `main` shares.
 pub mod cli {
+    pub use crate::error::set_warning_sink;
     pub use crate::run::cli::{exit_code, finish, print_line, with_big_stack};
 }

@@ -123,7 +123,15 @@ pub fn cli() -> clap::Command {
 /// Runs the tool with these arguments; returns the exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args = Args::parse_from(args);
-    cli::finish("reverberator", cli::with_big_stack(|| run(args)))
+    cli::set_warning_sink(|m| eprintln!("{TOOL}: warning: {m}"));
+    cli::finish(TOOL, cli::with_big_stack(|| run(args)))
+}
+
+const TOOL: &str = "reverberator";
+
+/// The supervisor's log: one line on stderr, prefixed with the tool's name.
+fn log(line: &str) {
+    eprintln!("{TOOL}: {line}");
 }
 
 struct FromConfig {
@@ -159,6 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 init,
                 verbose,
                 config_file: None,
+                log,
             };
             if let (Some(source), Some(vault)) = (source, vault) {
                 let job = config::ad_hoc(&source, &vault, name.as_deref())?;

@@ -77,11 +77,12 @@ impl Journal {
             .ctx("cannot append to journal", &self.path)
     }
 
-    /// Appends a record, reporting a failure on stderr instead of failing the caller:
-    /// for logging that must never abort the work it describes.
+    /// Appends a record, reporting a failure as a warning ([`crate::error::warn`], printed
+    /// by the binary) instead of failing the caller: for logging that must never abort the
+    /// work it describes.
     pub fn note(&mut self, event: &str, path: &[u8], detail: &str) {
         if let Err(e) = self.log(event, path, detail) {
-            eprintln!("reverberator: warning: {e}");
+            crate::error::warn(&e.to_string());
         }
     }
 }
