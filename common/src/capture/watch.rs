@@ -614,6 +614,8 @@ impl Watcher {
         }
     }
 
+    /// Handles one inotify event: the watch's own events first (overflow, unmount, ignored,
+    /// the root itself), then a change of a named entry in a watched directory.
     fn handle(&mut self, e: RawEvent) -> Result<()> {
         if e.mask.contains(EventMask::Q_OVERFLOW) {
             return self.overflowed();
@@ -624,46 +626,10 @@ impl Watcher {
         let dir = dir.clone();
         let is_root = e.wd == self.root_wd;
         if e.mask.contains(EventMask::UNMOUNT) {
-            // Every watch on the unmounted filesystem reports it: one line for the topmost
-            // one, the mountpoint, whose parent is on another filesystem.
-            let dev = self.devs.get(&e.wd).copied();
-            let parent_dev = match dir.parent() {
-                Some(p) if !p.as_os_str().is_empty() => self.by_path.get(p),
-                _ => self.by_path.get(Path::new(".")),
-            }
-            .and_then(|wd| self.devs.get(wd))
-            .copied();
-            let topmost = is_root || dev.is_none() || parent_dev != dev;
-            if topmost {
-                self.emit(EventKind::Unmount, Some(EntryType::Dir), dir.clone(), None);
-            }
-            if is_root {
-                return Err(Error::IdentityMismatch(format!(
-                    "the filesystem holding the watched root {} was unmounted; \
-                     watch it again once it is mounted",
-                    show(&self.root)
-                )));
-            }
-            if topmost {
-                // What is under the mountpoint now is what the tree holds there: watch it
-                // (no lines: the reader knows from `unmount` that this subtree changed).
-                self.watch_tree(&dir, false)?;
-            }
-            return Ok(());
+            return self.unmounted(e.wd, dir, is_root);
         }
         if e.mask.contains(EventMask::IGNORED) {
-            self.dirs.remove(&e.wd);
-            self.devs.remove(&e.wd);
-            if self.by_path.get(&dir) == Some(&e.wd) {
-                self.by_path.remove(&dir);
-            }
-            if is_root {
-                return Err(Error::Refused(format!(
-                    "the watch on the root {} went away (it was deleted, moved or unmounted)",
-                    show(&self.root)
-                )));
-            }
-            return Ok(());
+            return self.ignored(e.wd, &dir, is_root);
         }
         if is_root
             && e.mask
@@ -693,9 +659,60 @@ impl Watcher {
             return Ok(());
         };
         let rel = join_rel(&dir, &name);
-        let is_dir = e.mask.contains(EventMask::ISDIR);
+        self.entry_changed(e.mask, e.cookie, rel)
+    }
+
+    /// `IN_UNMOUNT` on the watch of `dir`: every watch on the unmounted filesystem reports
+    /// it; one line for the topmost one, the mountpoint, whose parent is on another
+    /// filesystem. The root's is fatal.
+    fn unmounted(&mut self, wd: i32, dir: PathBuf, is_root: bool) -> Result<()> {
+        let dev = self.devs.get(&wd).copied();
+        let parent_dev = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => self.by_path.get(p),
+            _ => self.by_path.get(Path::new(".")),
+        }
+        .and_then(|wd| self.devs.get(wd))
+        .copied();
+        let topmost = is_root || dev.is_none() || parent_dev != dev;
+        if topmost {
+            self.emit(EventKind::Unmount, Some(EntryType::Dir), dir.clone(), None);
+        }
+        if is_root {
+            return Err(Error::IdentityMismatch(format!(
+                "the filesystem holding the watched root {} was unmounted; \
+                 watch it again once it is mounted",
+                show(&self.root)
+            )));
+        }
+        if topmost {
+            // What is under the mountpoint now is what the tree holds there: watch it
+            // (no lines: the reader knows from `unmount` that this subtree changed).
+            self.watch_tree(&dir, false)?;
+        }
+        Ok(())
+    }
+
+    /// `IN_IGNORED`: the watch is gone; the root's going away is fatal.
+    fn ignored(&mut self, wd: i32, dir: &Path, is_root: bool) -> Result<()> {
+        self.dirs.remove(&wd);
+        self.devs.remove(&wd);
+        if self.by_path.get(dir) == Some(&wd) {
+            self.by_path.remove(dir);
+        }
+        if is_root {
+            return Err(Error::Refused(format!(
+                "the watch on the root {} went away (it was deleted, moved or unmounted)",
+                show(&self.root)
+            )));
+        }
+        Ok(())
+    }
+
+    /// A change of the entry `rel` reported by its parent's watch.
+    fn entry_changed(&mut self, mask: EventMask, cookie: u32, rel: PathBuf) -> Result<()> {
+        let is_dir = mask.contains(EventMask::ISDIR);
         let excluded = self.excludes.is_excluded(&rel, is_dir);
-        if e.mask.contains(EventMask::MOVED_FROM) {
+        if mask.contains(EventMask::MOVED_FROM) {
             let slot = (!excluded).then(|| {
                 self.out.push_back(Slot::Waiting);
                 self.out_base + self.out.len() as u64 - 1
@@ -703,7 +720,7 @@ impl Watcher {
             self.pending_from.push(MovedFrom {
                 slot,
                 time: crate::format::time::now_rfc3339(),
-                cookie: e.cookie,
+                cookie,
                 rel,
                 is_dir,
                 excluded,
@@ -711,26 +728,32 @@ impl Watcher {
             });
             return Ok(());
         }
-        if e.mask.contains(EventMask::MOVED_TO) {
-            return self.moved_to(e.cookie, rel, is_dir, excluded);
+        if mask.contains(EventMask::MOVED_TO) {
+            return self.moved_to(cookie, rel, is_dir, excluded);
         }
         if excluded {
             return Ok(());
         }
-        if e.mask.contains(EventMask::CREATE) {
+        if mask.contains(EventMask::CREATE) {
             if self.scanned.remove(&rel) {
                 return Ok(()); // the scan of its parent already reported it
             }
             return self.created(rel, is_dir);
         }
-        if e.mask.contains(EventMask::DELETE) {
+        if mask.contains(EventMask::DELETE) {
             self.dirty.remove(&rel);
             self.scanned.remove(&rel);
             let etype = is_dir.then_some(EntryType::Dir);
             self.emit(EventKind::Delete, etype, rel, None);
             return Ok(());
         }
-        if e.mask.contains(EventMask::MODIFY) {
+        self.content_or_attrib(mask, rel, is_dir);
+        Ok(())
+    }
+
+    /// `IN_MODIFY`, `IN_CLOSE_WRITE` (the modify dedupe) and `IN_ATTRIB` of an entry.
+    fn content_or_attrib(&mut self, mask: EventMask, rel: PathBuf, is_dir: bool) {
+        if mask.contains(EventMask::MODIFY) {
             if self.dirty.insert(rel.clone()) {
                 let t = lstat_type(&self.root.join(&rel));
                 self.emit(EventKind::Modify, t, rel, None);
@@ -738,16 +761,12 @@ impl Watcher {
                 // Already reported, but still changing: the burst is not quiet yet.
                 self.touch_burst();
             }
-            return Ok(());
-        }
-        if e.mask.contains(EventMask::CLOSE_WRITE) {
+        } else if mask.contains(EventMask::CLOSE_WRITE) {
             if !self.dirty.remove(&rel) {
                 let t = lstat_type(&self.root.join(&rel));
                 self.emit(EventKind::Modify, t, rel, None);
             }
-            return Ok(());
-        }
-        if e.mask.contains(EventMask::ATTRIB) {
+        } else if mask.contains(EventMask::ATTRIB) {
             let t = if is_dir {
                 Some(EntryType::Dir)
             } else {
@@ -755,7 +774,6 @@ impl Watcher {
             };
             self.emit(EventKind::Attrib, t, rel, None);
         }
-        Ok(())
     }
 
     /// A new entry at `rel` (created, or moved in from outside).
@@ -883,47 +901,8 @@ impl Watcher {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let abs = self.root.join(&dir);
-            match self.inotify.watches().add(&abs, watch_mask()) {
-                Ok(wd) => {
-                    let id = wd.get_watch_descriptor_id();
-                    if let Some((_, old)) = self.dirs.insert(id, (wd, dir.clone()))
-                        && old != dir
-                        && self.by_path.get(&old) == Some(&id)
-                    {
-                        self.by_path.remove(&old);
-                    }
-                    self.by_path.insert(dir.clone(), id);
-                    if let Ok(m) = std::fs::symlink_metadata(&abs) {
-                        self.devs.insert(id, m.dev());
-                    }
-                }
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::ENOSPC) => {
-                        if report {
-                            // While running: part of the tree is unwatched, so the reader
-                            // must rescan whatever it makes of this batch.
-                            self.emit(EventKind::Overflow, None, PathBuf::new(), None);
-                        }
-                        return Err(watch_limit_error(
-                            &self.root,
-                            &self.excludes,
-                            self.dirs.len(),
-                        ));
-                    }
-                    // Gone or replaced by a non-directory since we saw it: its parent's
-                    // watch reports that.
-                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
-                    _ if dir.as_os_str() == "." => {
-                        return Err(e).ctx("cannot watch", &self.root);
-                    }
-                    _ => {
-                        self.warnings.push(WatchWarning::Unwatched {
-                            path: abs,
-                            source: e,
-                        });
-                        continue;
-                    }
-                },
+            if !self.add_watch(&dir, &abs, report)? {
+                continue;
             }
             let entries = match std::fs::read_dir(&abs) {
                 Ok(rd) => rd,
@@ -957,6 +936,54 @@ impl Watcher {
             }
         }
         Ok(())
+    }
+
+    /// Watches the one directory `dir` (at `abs`) and records it in the wd map. `Ok(false)`
+    /// when it is not watched but the walk goes on (gone, or a [`WatchWarning`]); the watch
+    /// limit is an error (after an `overflow` line while running, with `report`).
+    fn add_watch(&mut self, dir: &Path, abs: &Path, report: bool) -> Result<bool> {
+        let e = match self.inotify.watches().add(abs, watch_mask()) {
+            Ok(wd) => {
+                let id = wd.get_watch_descriptor_id();
+                if let Some((_, old)) = self.dirs.insert(id, (wd, dir.to_path_buf()))
+                    && old != dir
+                    && self.by_path.get(&old) == Some(&id)
+                {
+                    self.by_path.remove(&old);
+                }
+                self.by_path.insert(dir.to_path_buf(), id);
+                if let Ok(m) = std::fs::symlink_metadata(abs) {
+                    self.devs.insert(id, m.dev());
+                }
+                return Ok(true);
+            }
+            Err(e) => e,
+        };
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) => {
+                if report {
+                    // While running: part of the tree is unwatched, so the reader must
+                    // rescan whatever it makes of this batch.
+                    self.emit(EventKind::Overflow, None, PathBuf::new(), None);
+                }
+                Err(watch_limit_error(
+                    &self.root,
+                    &self.excludes,
+                    self.dirs.len(),
+                ))
+            }
+            // Gone or replaced by a non-directory since we saw it: its parent's watch
+            // reports that.
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(false),
+            _ if dir.as_os_str() == "." => Err(e).ctx("cannot watch", &self.root),
+            _ => {
+                self.warnings.push(WatchWarning::Unwatched {
+                    path: abs.to_path_buf(),
+                    source: e,
+                });
+                Ok(false)
+            }
+        }
     }
 }
 
