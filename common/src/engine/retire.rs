@@ -43,6 +43,7 @@ use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
 use crate::fault;
 use crate::format::index::{self, IndexRow};
+use crate::format::journal::JournalEvent;
 use crate::format::settings::format_size;
 use crate::vault::check;
 use crate::vault::fsutil;
@@ -364,8 +365,8 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     fault::step();
     // Step 6, 7.
     clear_mark(ctx)?;
-    ctx.journal.log(
-        "retire",
+    ctx.journal.append(
+        JournalEvent::Retire,
         b"",
         &format!(
             "{vo} freed_bytes={freed} ({}) data moved into {vn}{}",
@@ -575,7 +576,7 @@ pub fn enforce_with(
                 rows.first().map(|r| r.dir.as_str()).unwrap_or("-"),
                 format_size(total)
             );
-            ctx.journal.note("error", b"", &msg);
+            ctx.journal.note(JournalEvent::Error, b"", &msg);
             return Err(Error::Refused(msg));
         }
         let (version, dir) = (rows[0].version, rows[0].dir.clone());

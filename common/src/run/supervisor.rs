@@ -48,7 +48,7 @@ use crate::capture::identity::{JobMismatch, verify_job};
 use crate::capture::mountwatch::{self, Record, State};
 use crate::error::{EXIT_TEMPFAIL, EXIT_WATCH_LIMIT, Error, Result, show};
 use crate::format::events::{self, EventKind, EventLine};
-use crate::format::journal::Journal;
+use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::format_duration;
 use crate::run::config::JobConfig;
 use crate::vault::layout::{JobDir, Vault};
@@ -212,8 +212,8 @@ fn journal_once(job: &JobConfig, why: &str, log: fn(&str)) {
     if !dir.exists() {
         return;
     }
-    if let Err(e) =
-        Journal::open(&dir.journal(), "supervisor").and_then(|mut j| j.log("error", b"", why))
+    if let Err(e) = Journal::open(&dir.journal(), "supervisor")
+        .and_then(|mut j| j.append(JournalEvent::Error, b"", why))
     {
         log(&format!("{}: {e}", job.name));
     }
@@ -283,7 +283,7 @@ impl Runner {
         (self.opts.log)(&format!("{}: {msg}", self.job.name));
     }
 
-    fn note(&mut self, event: &str, detail: &str) {
+    fn note(&mut self, event: JournalEvent, detail: &str) {
         if let Some(j) = &mut self.journal {
             j.note(event, b"", detail);
         }
@@ -292,7 +292,7 @@ impl Runner {
     /// Logs and journals a failure that does not stop the job.
     fn complain(&mut self, what: &str) {
         self.say(what);
-        self.note("error", what);
+        self.note(JournalEvent::Error, what);
     }
 
     fn command(&self, name: &str) -> Command {
@@ -311,7 +311,7 @@ impl Runner {
                 Halt::Paused(why) => {
                     if !self.paused {
                         self.say(&format!("paused: {why}"));
-                        self.note("paused", &why);
+                        self.note(JournalEvent::Paused, &why);
                     }
                     self.paused = true;
                     self.wait_for_mounts();
@@ -325,7 +325,7 @@ impl Runner {
                 }
             }
         }
-        self.note("stop", "supervisor stopped watching");
+        self.note(JournalEvent::Stop, "supervisor stopped watching");
         drop(lock);
     }
 
@@ -342,7 +342,7 @@ impl Runner {
             format_duration(every)
         );
         self.say(&msg);
-        self.note("rescan", &msg);
+        self.note(JournalEvent::Rescan, &msg);
         let until = Instant::now() + Duration::from_secs(600);
         while !self.stopping() && Instant::now() < until {
             if self.prepare(lock).is_err() {
@@ -399,7 +399,10 @@ impl Runner {
         if self.paused {
             self.paused = false;
             self.say("the source and the vault are back: resuming with a rescan");
-            self.note("mount-restored", "identities match again; rescanning");
+            self.note(
+                JournalEvent::MountRestored,
+                "identities match again; rescanning",
+            );
         }
         if lock.is_none() {
             *lock = Some(self.take_run_lock(&dir)?);
@@ -430,7 +433,7 @@ impl Runner {
         }
         self.open_journal(dir);
         if let Err(JobMismatch::Source(e)) = verdict {
-            self.note("mount-lost", &e.to_string());
+            self.note(JournalEvent::MountLost, &e.to_string());
             return Err(Halt::Paused(e.to_string()));
         }
         Ok(())
@@ -478,7 +481,7 @@ impl Runner {
             return h;
         }
         let mut mount = self.start_mountwatch(tx);
-        self.note("start", "watching");
+        self.note(JournalEvent::Start, "watching");
         self.say("watching");
         let result = self.event_loop(&rx, &mut watch);
         kill(&mut watch);
@@ -582,7 +585,7 @@ impl Runner {
         match Record::parse(line) {
             Ok(r) if r.state == State::Lost => {
                 let shown = line.replace('\t', " ");
-                self.note("mount-lost", &shown);
+                self.note(JournalEvent::MountLost, &shown);
                 Some(Halt::Paused(format!(
                     "a filesystem of the job was lost: {shown}"
                 )))
@@ -636,9 +639,9 @@ impl Runner {
         if let Some(to) = &e.to_path {
             detail = format!("{detail} -> {}", to.to_string_lossy());
         }
-        if let Err(err) = j.log_as(
+        if let Err(err) = j.append_as(
             "watch",
-            e.kind.as_str(),
+            JournalEvent::Change(e.kind),
             e.path.as_os_str().as_bytes(),
             &detail,
         ) {
@@ -720,7 +723,7 @@ impl Runner {
                 self.backoff = Duration::from_secs(1);
                 let what = if made.is_empty() { "no change" } else { &made };
                 self.note(
-                    "batch",
+                    JournalEvent::Batch,
                     &format!("{what} ({} ms)", started.elapsed().as_millis()),
                 );
                 if !made.is_empty() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::index;
 use crate::format::jobfile::{Identities, JobFile, JobState};
-use crate::format::journal::Journal;
+use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::{JobSettings, sanitize_job_name};
 use crate::format::time;
 use crate::vault::layout::{JobDir, Vault};
@@ -204,7 +204,7 @@ pub fn create(
         state: JobState::default(),
     };
     file.write(&dir.job_toml())?;
-    journal.note("start", b"", &format!("job {name} created"));
+    journal.note(JournalEvent::Start, b"", &format!("job {name} created"));
     Ok(dir)
 }
 
@@ -330,7 +330,8 @@ pub fn verify_identities(ctx: &mut JobCtx, vault_root: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(JobMismatch::Vault(e)) => Err(e),
         Err(JobMismatch::Source(e)) => {
-            ctx.journal.note("mount-lost", b"", &e.to_string());
+            ctx.journal
+                .note(JournalEvent::MountLost, b"", &e.to_string());
             Err(e)
         }
     }
@@ -349,7 +350,8 @@ pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
     }
     ctx.file.settings = settings.clone();
     ctx.file.write(&ctx.dir.job_toml())?;
-    ctx.journal.note("config", b"", "settings changed");
+    ctx.journal
+        .note(JournalEvent::Config, b"", "settings changed");
     Ok(())
 }
 
