@@ -1,10 +1,17 @@
 //! The library's error type and its one mapping to exit codes (docs/cli.md).
 //!
-//! Exit codes: 0 success; 1 failure; 2 usage or configuration error; 75 temporary failure
-//! (the job is locked, the vault is not available, or a filesystem identity does not match):
-//! retry later. Paths in messages are escaped with the TSV rules, never lossy.
+//! Exit codes: 0 success; 1 failure; 2 usage or configuration error; 3 (`reverb-watch`
+//! only) an inotify limit stops the watch, so the reader must fall back to rescans; 75
+//! temporary failure (the job is locked, the vault is not available, or a filesystem
+//! identity does not match): retry later. Paths in messages are escaped with the TSV rules,
+//! never lossy.
+//!
+//! Also owns the one way the library reports a failure it must not let abort the work it
+//! describes (a journal line that could not be appended): [`warn`] hands it to the sink the
+//! binary installed with [`set_warning_sink`], so the library never prints with a tool's
+//! name of its own.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::format::tsv;
@@ -15,8 +22,72 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit code: usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code of `reverb-watch`: an inotify limit ([`WatchLimit`]) stops the watch; the
+/// supervisor falls back to periodic rescans.
+pub const EXIT_WATCH_LIMIT: i32 = 3;
 /// Exit code: temporary failure, retry later (EX_TEMPFAIL).
 pub const EXIT_TEMPFAIL: i32 = 75;
+
+static WARNING_SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Installs the printer for [`warn`] (once; later calls are ignored). A binary passes one
+/// that prefixes its own name.
+pub fn set_warning_sink(sink: fn(&str)) {
+    let _ = WARNING_SINK.set(sink);
+}
+
+/// Reports a failure that must not abort the work it describes, through the installed
+/// sink; without one, on stderr prefixed with the running program's name.
+pub fn warn(message: &str) {
+    match WARNING_SINK.get() {
+        Some(sink) => sink(message),
+        None => {
+            let program = std::env::args_os()
+                .next()
+                .map(|a| Path::new(&a).file_name().map(tsv::escape_os))
+                .unwrap_or_default()
+                .unwrap_or_default();
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "{program}: warning: {message}");
+        }
+    }
+}
+
+/// An inotify limit that stops a watch (`reverb-watch` exits [`EXIT_WATCH_LIMIT`]); the
+/// message says which sysctl to raise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchLimit {
+    /// `inotify_add_watch` failed with ENOSPC: `fs.inotify.max_user_watches`.
+    #[error(
+        "inotify watch limit reached after {watched} of {total} directories under {}: \
+         raise fs.inotify.max_user_watches (sysctl fs.inotify.max_user_watches={suggest}){}",
+        show(root),
+        current.map(|c| format!("; it is {c} now and counts every watch of this user")).unwrap_or_default()
+    )]
+    TooManyWatches {
+        /// The watched root.
+        root: std::path::PathBuf,
+        /// Directories watched when the limit was hit.
+        watched: usize,
+        /// Directories a full watch needs.
+        total: usize,
+        /// The limit now, when /proc tells.
+        current: Option<u64>,
+        /// A limit that would do.
+        suggest: u64,
+    },
+    /// `inotify_init` failed with EMFILE: `fs.inotify.max_user_instances` (or `ulimit -n`).
+    #[error(
+        "cannot create an inotify instance: {source}: the per-user limit of inotify instances \
+         is reached (raise fs.inotify.max_user_instances, e.g. \
+         sysctl fs.inotify.max_user_instances=1024) or the open-file limit (ulimit -n)"
+    )]
+    TooManyInstances {
+        /// The EMFILE.
+        source: io::Error,
+    },
+}
 
 static ALIASES: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf)>> =
     std::sync::Mutex::new(Vec::new());
@@ -76,6 +147,9 @@ pub enum Error {
     /// The vault holds something it should not (a damaged job): exit 1.
     #[error("{0}")]
     Damaged(String),
+    /// inotify cannot watch the tree: exit 3.
+    #[error(transparent)]
+    WatchLimit(#[from] WatchLimit),
 }
 
 impl Error {
@@ -86,6 +160,7 @@ impl Error {
                 EXIT_TEMPFAIL
             }
             Error::Usage(_) => EXIT_USAGE,
+            Error::WatchLimit(_) => EXIT_WATCH_LIMIT,
             Error::Io { .. } | Error::Invalid(_) | Error::Refused(_) | Error::Damaged(_) => {
                 EXIT_FAILURE
             }

@@ -62,6 +62,11 @@ pub mod jobfile {
     pub use crate::format::jobfile::JobFile;
 }
 
+/// journal.tsv's event names.
+pub mod journal {
+    pub use crate::format::journal::JournalEvent;
+}
+
 /// Human-written sizes and durations.
 pub mod settings {
     pub use crate::format::settings::{format_size, parse_duration, parse_size};
@@ -161,5 +166,6 @@ pub mod porcelain {
 
 /// What every binary's `main` shares.
 pub mod cli {
+    pub use crate::error::set_warning_sink;
     pub use crate::run::cli::{exit_code, finish, print_line, with_big_stack};
 }

@@ -13,6 +13,7 @@ use reverb_common::Vault;
 use reverb_common::events::{self, EventLine, Mark};
 use reverb_common::exit::EXIT_OK;
 use reverb_common::job::JobCtx;
+use reverb_common::journal::JournalEvent;
 use reverb_common::lock::{JobLock, Wait};
 use reverb_common::snapshot::{self, Hint, Options, Trigger};
 use reverb_common::{cli, job, retire};
@@ -152,8 +153,11 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
             Err(e) => {
                 // A batch we could not read builds nothing; with --follow the next one may.
                 eprintln!("reverb-snap: {e}");
-                ctx.journal
-                    .note("error", b"", &format!("event batch rejected: {e}"));
+                ctx.journal.note(
+                    JournalEvent::Error,
+                    b"",
+                    &format!("event batch rejected: {e}"),
+                );
                 failed = Some(e);
                 if !args.follow {
                     break;
@@ -171,9 +175,9 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
                     ),
                     None => e.etype.map(|t| t.as_str()).unwrap_or("").to_owned(),
                 };
-                if let Err(err) = ctx.journal.log_as(
+                if let Err(err) = ctx.journal.append_as(
                     "watch",
-                    e.kind.as_str(),
+                    JournalEvent::Change(e.kind),
                     e.path.as_os_str().as_encoded_bytes(),
                     &detail,
                 ) {
@@ -258,7 +262,7 @@ fn one_version(
         Ok(o) => o,
         Err(e) if e.is_enospc() => {
             ctx.journal
-                .note("error", b"", &format!("version aborted: {e}"));
+                .note(JournalEvent::Error, b"", &format!("version aborted: {e}"));
             let s = ctx.file.settings.clone();
             if let Err(r) = retire::enforce(ctx, s.keep_versions, s.vault_size_limit, false) {
                 eprintln!("reverb-snap: retirement after a full disk: {r}");

@@ -5,8 +5,11 @@
 //! watch is in place (a reader may take the header as "ready"), then one line per event,
 //! flushed per line. Exit codes: 0 on SIGTERM/SIGINT (after a final `flush` when events are
 //! pending) and when stdout's reader goes away (broken pipe); 1 when SRC cannot be watched
-//! (missing, not a directory, the inotify limits) or the root is deleted or moved; 2 for bad
-//! flags; 75 when the root's filesystem is unmounted (retry once it is back).
+//! (missing, not a directory) or the root is deleted or moved; 2 for bad flags; 3 when an
+//! inotify limit (`fs.inotify.max_user_watches`, `max_user_instances`) stops the watch, at
+//! start or later (the reader falls back to rescans); 75 when the root's filesystem is
+//! unmounted (retry once it is back). Warnings (a directory that cannot be watched) go to
+//! stderr, prefixed `reverb-watch:`, and the watch goes on.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,6 +24,8 @@ use reverb_common::exclude::{Excludes, check_pattern};
 use reverb_common::exit::EXIT_OK;
 use reverb_common::settings::parse_duration;
 use reverb_common::watch::{WatchOptions, Watcher};
+
+const TOOL: &str = "reverb-watch";
 
 /// Watch a directory tree recursively with inotify and print one event line per change.
 ///
@@ -68,7 +73,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             return e.exit_code();
         }
     };
-    cli::finish("reverb-watch", run(args))
+    cli::finish(TOOL, run(args))
 }
 
 /// The body: set up, print the header, run until stopped.
@@ -87,7 +92,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if !cli::print_line(HEADER).context("cannot write to stdout")? {
         return Ok(EXIT_OK);
     }
-    watcher.run(|line| cli::print_line(&line.render()))?;
+    watcher.run(
+        |line| cli::print_line(&line.render()),
+        |warning| eprintln!("{TOOL}: {warning}"),
+    )?;
     Ok(EXIT_OK)
 }
 

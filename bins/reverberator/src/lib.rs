@@ -123,7 +123,15 @@ pub fn cli() -> clap::Command {
 /// Runs the tool with these arguments; returns the exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args = Args::parse_from(args);
-    cli::finish("reverberator", cli::with_big_stack(|| run(args)))
+    cli::set_warning_sink(|m| eprintln!("{TOOL}: warning: {m}"));
+    cli::finish(TOOL, cli::with_big_stack(|| run(args)))
+}
+
+const TOOL: &str = "reverberator";
+
+/// The supervisor's log: one line on stderr, prefixed with the tool's name.
+fn log(line: &str) {
+    eprintln!("{TOOL}: {line}");
 }
 
 struct FromConfig {
@@ -159,6 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 init,
                 verbose,
                 config_file: None,
+                log,
             };
             if let (Some(source), Some(vault)) = (source, vault) {
                 let job = config::ad_hoc(&source, &vault, name.as_deref())?;
@@ -178,32 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             };
             Ok(supervisor::run(&FromConfig { file }, &opts)?)
         }
-        Cmd::CheckConfig { config, json } => {
-            let file = config::locate(config.as_deref())?;
-            let cfg = config::load(&file)?;
-            if !json {
-                print!("{}", config::render_resolved(&cfg));
-                return Ok(EXIT_OK);
-            }
-            for j in &cfg.jobs {
-                let mut v = serde_json::to_value(&j.settings)?;
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("type".into(), "job".into());
-                    o.insert("name".into(), j.name.clone().into());
-                    o.insert("folder".into(), j.folder.clone().into());
-                    o.insert(
-                        "source".into(),
-                        j.source.to_string_lossy().into_owned().into(),
-                    );
-                    o.insert(
-                        "vault".into(),
-                        j.vault.to_string_lossy().into_owned().into(),
-                    );
-                }
-                out(&v.to_string())?;
-            }
-            Ok(EXIT_OK)
-        }
+        Cmd::CheckConfig { config, json } => check_config(config.as_deref(), json),
         Cmd::Status { at } => status(&at),
         Cmd::Versions { job, at } => versions(&job, &at),
         Cmd::History { job, path, at } => history(&job, &path, &at),
@@ -215,6 +199,34 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             Ok(reverb_restore::main_with_args(full))
         }
     }
+}
+
+/// `check-config`: the resolved jobs as TOML, or one JSON line per job.
+fn check_config(config: Option<&Path>, json: bool) -> anyhow::Result<i32> {
+    let file = config::locate(config)?;
+    let cfg = config::load(&file)?;
+    if !json {
+        print!("{}", config::render_resolved(&cfg));
+        return Ok(EXIT_OK);
+    }
+    for j in &cfg.jobs {
+        let mut v = serde_json::to_value(&j.settings)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("type".into(), "job".into());
+            o.insert("name".into(), j.name.clone().into());
+            o.insert("folder".into(), j.folder.clone().into());
+            o.insert(
+                "source".into(),
+                j.source.to_string_lossy().into_owned().into(),
+            );
+            o.insert(
+                "vault".into(),
+                j.vault.to_string_lossy().into_owned().into(),
+            );
+        }
+        out(&v.to_string())?;
+    }
+    Ok(EXIT_OK)
 }
 
 /// A job as the porcelain sees it.

@@ -13,7 +13,9 @@
 //!   simply has fewer fields.
 //! - **Matching** ([`matches`]): a pure function, the one place the matching order (docs/identity.md) lives.
 //! - **Verifying** ([`verify`]): gathering plus matching, turned into
-//!   [`Error::IdentityMismatch`] (exit 75) when the filesystem is not the recorded one.
+//!   [`Error::IdentityMismatch`] (exit 75) when the filesystem is not the recorded one; and
+//!   [`verify_job`], the one place that decides whether a job may run: vault first, then
+//!   source. Every writer and the supervisor call it.
 //!
 //! Invariants: native UUIDs are lowercase and hyphenated as `findmnt` prints them (values
 //! from blkid or udev are kept exactly as those print them, e.g. vfat's `ABCD-1234`); an empty
@@ -33,6 +35,7 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result, show};
+use crate::format::jobfile::Identities;
 
 /// What identifies the filesystem holding a path, as `findmnt --output-all` reports it.
 /// Absent fields are unknown (a tmpfs has no UUID; a container may lack blkid).
@@ -76,6 +79,19 @@ impl MatchedBy {
             MatchedBy::Partlabel => "partlabel",
             MatchedBy::Device => "device",
         }
+    }
+
+    /// Reads [`MatchedBy::as_str`]'s text back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<MatchedBy> {
+        [
+            MatchedBy::Uuid,
+            MatchedBy::Partuuid,
+            MatchedBy::Label,
+            MatchedBy::Partlabel,
+            MatchedBy::Device,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == text)
     }
 }
 
@@ -176,6 +192,33 @@ pub fn verify(role: &str, recorded: &FsIdentity, path: &Path) -> Result<MatchedB
         Err(e) => return Err(e),
     };
     matches(recorded, &current).ok_or_else(|| mismatch(describe(&current)))
+}
+
+/// Which of a job's recorded filesystems is not the one found (both errors are
+/// [`Error::IdentityMismatch`], exit 75, or the I/O error that stopped the check).
+#[derive(Debug)]
+pub enum JobMismatch {
+    /// The vault: nothing in it, not even the journal, can be trusted.
+    Vault(Error),
+    /// The source (the vault matched, so its journal may record this).
+    Source(Error),
+}
+
+/// Checks that a job's vault and source are on the filesystems `recorded` for it
+/// (docs/identity.md): the vault first, since until it matches nothing in it is trusted,
+/// then the source. An identity that was never recorded is not checked.
+pub fn verify_job(
+    recorded: &Identities,
+    source: &Path,
+    vault_root: &Path,
+) -> std::result::Result<(), JobMismatch> {
+    if let Some(rec) = &recorded.vault {
+        verify("vault", rec, vault_root).map_err(JobMismatch::Vault)?;
+    }
+    if let Some(rec) = &recorded.source {
+        verify("source", rec, source).map_err(JobMismatch::Source)?;
+    }
+    Ok(())
 }
 
 impl FsIdentity {

@@ -43,8 +43,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::capture::identity::{self, FsIdentity, Gathered, MatchedBy};
-use crate::error::{IoContext, Result};
-use crate::format::time::rfc3339_millis;
+use crate::error::{Error, IoContext, Result};
+use crate::format::time::{parse_rfc3339, rfc3339_millis};
 use crate::format::tsv;
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -165,6 +165,13 @@ impl State {
             State::Restored => "restored",
         }
     }
+
+    /// Reads [`State::as_str`]'s text back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<State> {
+        [State::Present, State::Lost, State::Restored]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
 }
 
 /// One output record: a path's state after a change (or at start).
@@ -182,6 +189,17 @@ pub struct Record {
     pub mountpoint: Option<OsString>,
 }
 
+/// The keys of the compact identity rendering, in their fixed order, with their fields.
+type Field = fn(&mut FsIdentity) -> &mut Option<String>;
+const COMPACT_KEYS: [(&str, Field); 6] = [
+    ("uuid", |i| &mut i.uuid),
+    ("partuuid", |i| &mut i.partuuid),
+    ("label", |i| &mut i.label),
+    ("partlabel", |i| &mut i.partlabel),
+    ("device", |i| &mut i.device),
+    ("fstype", |i| &mut i.fstype),
+];
+
 /// Escapes one value of the compact identity rendering: `%`, `,`, `=` → `%25`, `%2C`, `%3D`.
 fn compact_value(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
@@ -196,28 +214,68 @@ fn compact_value(v: &str) -> String {
     s
 }
 
+/// The inverse of [`compact_value`]; `None` for a `%` not followed by one of the three codes.
+fn uncompact_value(v: &str) -> Option<String> {
+    let mut s = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(at) = rest.find('%') {
+        s.push_str(&rest[..at]);
+        let code = rest.get(at..at + 3)?;
+        s.push(match code {
+            "%25" => '%',
+            "%2C" => ',',
+            "%3D" => '=',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    s.push_str(rest);
+    Some(s)
+}
+
 /// The compact `identity` field: `key=value` pairs joined by `,`, in the fixed order
 /// `uuid, partuuid, label, partlabel, device, fstype`, absent keys left out (the mountpoint
 /// has its own column). In values `%`, `,` and `=` are written `%25`, `%2C`, `%3D`; the
 /// whole field is then TSV-escaped like every field.
 pub fn render_identity(id: &FsIdentity) -> String {
-    let pairs = [
-        ("uuid", &id.uuid),
-        ("partuuid", &id.partuuid),
-        ("label", &id.label),
-        ("partlabel", &id.partlabel),
-        ("device", &id.device),
-        ("fstype", &id.fstype),
-    ];
-    pairs
+    let mut id = id.clone();
+    COMPACT_KEYS
         .iter()
-        .filter_map(|(k, v)| {
-            v.as_deref()
+        .filter_map(|(k, field)| {
+            field(&mut id)
+                .as_deref()
                 .filter(|s| !s.is_empty())
                 .map(|v| format!("{k}={}", compact_value(v)))
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The inverse of [`render_identity`] (the field already TSV-unescaped): every key known,
+/// none twice, every value non-empty. The mountpoint is not part of it.
+pub fn parse_identity(text: &str) -> std::result::Result<FsIdentity, String> {
+    let mut id = FsIdentity::default();
+    if text.is_empty() {
+        return Ok(id);
+    }
+    for pair in text.split(',') {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not key=value"))?;
+        let (_, field) = COMPACT_KEYS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .ok_or_else(|| format!("unknown identity key `{key}`"))?;
+        let value = uncompact_value(value)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("bad value for `{key}`"))?;
+        let slot = field(&mut id);
+        if slot.is_some() {
+            return Err(format!("identity key `{key}` given twice"));
+        }
+        *slot = Some(value);
+    }
+    Ok(id)
 }
 
 impl Record {
@@ -246,6 +304,54 @@ impl Record {
             &identity,
             &mountpoint,
         ])
+    }
+
+    /// Parses [`Record::tsv_line`]'s text back (the header is not a record). The identity's
+    /// mountpoint, which the identity field leaves to its own column, is taken from that
+    /// column (lossily, as gathering stores it).
+    pub fn parse(line: &str) -> Result<Record> {
+        let bad =
+            |what: String| Error::Invalid(format!("mount record `{}`: {what}", tsv::escape(line)));
+        let fields = tsv::split(line);
+        let [time, path, state, matched_by, identity, mountpoint] = fields[..] else {
+            return Err(bad(format!(
+                "expected 6 TAB-separated fields, found {}",
+                fields.len()
+            )));
+        };
+        let time = parse_rfc3339(time).ok_or_else(|| bad(format!("bad time `{time}`")))?;
+        let path = tsv::unescape_os(path).map_err(|e| bad(format!("path: {e}")))?;
+        let state = State::parse(state).ok_or_else(|| bad(format!("unknown state `{state}`")))?;
+        let matched_by = match matched_by {
+            "" => None,
+            m => Some(MatchedBy::parse(m).ok_or_else(|| bad(format!("unknown matched_by `{m}`")))?),
+        };
+        let mountpoint = match mountpoint {
+            "" => None,
+            m => Some(tsv::unescape_os(m).map_err(|e| bad(format!("mountpoint: {e}")))?),
+        };
+        let identity = match identity {
+            "" => None,
+            text => {
+                let text = tsv::unescape_bytes(text)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| bad("identity: not escaped UTF-8 text".into()))?;
+                let mut id = parse_identity(&text).map_err(|e| bad(format!("identity: {e}")))?;
+                id.mountpoint = mountpoint
+                    .as_ref()
+                    .map(|m| m.to_string_lossy().into_owned());
+                Some(id)
+            }
+        };
+        Ok(Record {
+            time,
+            path: PathBuf::from(path),
+            state,
+            matched_by,
+            identity,
+            mountpoint,
+        })
     }
 
     /// The JSON line (no newline): `{"type":"mount", "time", "path", "state",
@@ -443,21 +549,113 @@ mod tests {
         assert_eq!(render_identity(&FsIdentity::default()), "");
     }
 
+    fn value() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        proptest::option::of("(.|[%,=\t\\\\])+")
+    }
+
+    fn os_path() -> impl proptest::strategy::Strategy<Value = OsString> {
+        use std::os::unix::ffi::OsStringExt;
+        proptest::collection::vec(proptest::arbitrary::any::<u8>(), 1..24)
+            .prop_map(OsString::from_vec)
+    }
+
+    fn state() -> impl proptest::strategy::Strategy<Value = State> {
+        proptest::sample::select(vec![State::Present, State::Lost, State::Restored])
+    }
+
+    fn matched_by() -> impl proptest::strategy::Strategy<Value = Option<MatchedBy>> {
+        use MatchedBy::*;
+        proptest::option::of(proptest::sample::select(vec![
+            Uuid, Partuuid, Label, Partlabel, Device,
+        ]))
+    }
+
+    use proptest::strategy::Strategy;
+
     proptest::proptest! {
         #[test]
         fn compact_identity_round_trips(
-            uuid in proptest::option::of(".+"),
-            label in proptest::option::of(".+"),
-            partlabel in proptest::option::of("[%,=a ]+"),
-            device in proptest::option::of(".+"),
+            uuid in value(), partuuid in value(), label in value(),
+            partlabel in value(), device in value(), fstype in value(),
         ) {
-            let id = FsIdentity { uuid, label, partlabel, device, ..FsIdentity::default() };
+            let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+            let id = FsIdentity {
+                uuid: non_empty(uuid), partuuid: non_empty(partuuid), label: non_empty(label),
+                partlabel: non_empty(partlabel), device: non_empty(device),
+                fstype: non_empty(fstype), mountpoint: None,
+            };
             let text = render_identity(&id);
+            proptest::prop_assert_eq!(parse_identity(&text).expect("parses"), id);
             // And through the TSV field escaping.
             let field = tsv::escape(&text);
             let back = tsv::unescape_bytes(&field).expect("unescape");
             proptest::prop_assert_eq!(String::from_utf8(back).expect("utf-8"), text);
         }
+
+        #[test]
+        fn record_round_trips(
+            millis in 0u64..4_000_000_000_000,
+            path in os_path(),
+            state in state(),
+            matched_by in matched_by(),
+            label in value(),
+            device in value(),
+            mountpoint in proptest::option::of(os_path()),
+        ) {
+            let identity = (label.is_some() || device.is_some()).then(|| FsIdentity {
+                label: label.filter(|s| !s.is_empty()),
+                device: device.filter(|s| !s.is_empty()),
+                mountpoint: mountpoint.as_ref().map(|m| m.to_string_lossy().into_owned()),
+                ..FsIdentity::default()
+            }).filter(|id| id.label.is_some() || id.device.is_some());
+            let r = Record {
+                time: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+                path: PathBuf::from(path),
+                state,
+                matched_by,
+                identity,
+                mountpoint,
+            };
+            let line = r.tsv_line();
+            proptest::prop_assert!(!line.contains('\n'));
+            proptest::prop_assert_eq!(Record::parse(&line).expect("parses"), r);
+        }
+
+        #[test]
+        fn record_parse_never_panics(s in "(.|\t|%){0,80}") {
+            let _ = Record::parse(&s);
+        }
+    }
+
+    #[test]
+    fn parse_rejects_malformed_records() {
+        let good = "1970-01-01T00:00:00.000Z\t/x\tlost\t\t\t";
+        assert!(Record::parse(good).is_ok());
+        for (bad, why) in [
+            ("1970-01-01T00:00:00.000Z\t/x\tlost\t\t", "6 TAB-separated"),
+            ("yesterday\t/x\tlost\t\t\t", "bad time"),
+            ("1970-01-01T00:00:00.000Z\t/x\tgone\t\t\t", "unknown state"),
+            (
+                "1970-01-01T00:00:00.000Z\t/x\tlost\tcolour\t\t",
+                "unknown matched_by",
+            ),
+            (
+                "1970-01-01T00:00:00.000Z\t/x\tlost\t\tcolour=red\t",
+                "unknown identity key",
+            ),
+            (
+                "1970-01-01T00:00:00.000Z\t/x\tlost\t\tuuid=a,uuid=b\t",
+                "twice",
+            ),
+            (
+                "1970-01-01T00:00:00.000Z\t/x\tlost\t\tuuid=%41\t",
+                "bad value",
+            ),
+        ] {
+            let e = Record::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(Record::parse(HEADER).is_err(), "the header is not a record");
     }
 
     #[test]

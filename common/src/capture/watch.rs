@@ -32,6 +32,10 @@
 //!   pending `flush`, then [`Watcher::run`] returns [`Error::IdentityMismatch`] (exit 75:
 //!   retry once the filesystem is back); the root deleted or moved returns
 //!   [`Error::Refused`] (exit 1).
+//! - **Limits are types.** The inotify watch and instance limits are
+//!   [`Error::WatchLimit`] (exit 3, with the sysctl to raise), so a reader acts on the type
+//!   or the exit status, never on the message; a directory that cannot be watched or read
+//!   for another reason is a [`WatchWarning`] handed to the caller, and the watch goes on.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -48,7 +52,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::capture::exclude::Excludes;
-use crate::error::{Error, IoContext, Result, show};
+use crate::error::{Error, IoContext, Result, WatchLimit, show};
 use crate::format::events::{EntryType, EventKind, EventLine, join_rel};
 
 /// How long an unpaired `IN_MOVED_FROM` waits (with the queue idle) before it is a delete.
@@ -140,6 +144,12 @@ enum Slot {
     Dropped,
 }
 
+/// The caller's two callbacks of [`Watcher::run`].
+struct Output<F, W> {
+    sink: F,
+    warn: W,
+}
+
 /// One inotify event, owned (so handling it may add watches).
 #[derive(Debug)]
 struct RawEvent {
@@ -181,6 +191,8 @@ pub struct Watcher {
     /// Events were handled since the queue was last seen idle.
     busy: bool,
     buffer: Vec<u8>,
+    /// Warnings not yet handed to the caller.
+    warnings: Vec<WatchWarning>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -202,14 +214,28 @@ fn watch_limit_error(root: &Path, excludes: &Excludes, watched: usize) -> Error 
         Some(c) => (c + total as u64).max(c * 2),
         None => (total as u64 * 2).max(524_288),
     };
-    Error::Refused(format!(
-        "inotify watch limit reached after {watched} of {total} directories under {}: \
-         raise fs.inotify.max_user_watches (sysctl fs.inotify.max_user_watches={suggest}){}",
-        show(root),
-        current
-            .map(|c| format!("; it is {c} now and counts every watch of this user"))
-            .unwrap_or_default()
-    ))
+    Error::WatchLimit(WatchLimit::TooManyWatches {
+        root: root.to_path_buf(),
+        watched,
+        total,
+        current,
+        suggest,
+    })
+}
+
+/// Something the watcher could not do that leaves part of the tree unseen but does not stop
+/// the watch: handed to the caller's warning callback, in order.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchWarning {
+    /// A directory could not be watched (other than gone, or the watch limit).
+    #[error(
+        "cannot watch {}: {source} (changes below it are not seen)",
+        show(path)
+    )]
+    Unwatched { path: PathBuf, source: io::Error },
+    /// A watched directory could not be listed.
+    #[error("cannot read {}: {source}", show(path))]
+    Unreadable { path: PathBuf, source: io::Error },
 }
 
 /// Counts the directories a full watch of `root` needs (the root included).
@@ -253,11 +279,7 @@ impl Watcher {
             });
         }
         let inotify = Inotify::init().map_err(|e| match e.raw_os_error() {
-            Some(libc::EMFILE) => Error::Refused(format!(
-                "cannot create an inotify instance: {e}: the per-user limit of inotify instances \
-                 is reached (raise fs.inotify.max_user_instances, e.g. \
-                 sysctl fs.inotify.max_user_instances=1024) or the open-file limit (ulimit -n)"
-            )),
+            Some(libc::EMFILE) => Error::WatchLimit(WatchLimit::TooManyInstances { source: e }),
             Some(libc::ENFILE) => Error::Refused(format!(
                 "cannot create an inotify instance: {e}: the system-wide open-file limit is \
                  reached (fs.file-max)"
@@ -296,6 +318,7 @@ impl Watcher {
             burst: None,
             busy: false,
             buffer: vec![0; BUFFER_SIZE],
+            warnings: Vec::new(),
         };
         w.watch_tree(Path::new("."), false)?;
         match w.by_path.get(Path::new(".")) {
@@ -326,21 +349,24 @@ impl Watcher {
         Ok(())
     }
 
-    /// Runs the loop until stopped, calling `sink` for every line in order. `sink` returns
-    /// `Ok(false)` to stop (the reader is gone). On a stop request, pending renames are
-    /// resolved and a final `flush` is emitted when events are pending.
-    pub fn run<F>(&mut self, mut sink: F) -> Result<Stopped>
+    /// Runs the loop until stopped, calling `sink` for every line in order and `warn` for
+    /// every [`WatchWarning`] (those of [`Watcher::new`] first). `sink` returns `Ok(false)`
+    /// to stop (the reader is gone). On a stop request, pending renames are resolved and a
+    /// final `flush` is emitted when events are pending.
+    pub fn run<F, W>(&mut self, sink: F, warn: W) -> Result<Stopped>
     where
         F: FnMut(&EventLine) -> io::Result<bool>,
+        W: FnMut(&WatchWarning),
     {
-        let result = self.run_inner(&mut sink);
+        let mut out = Output { sink, warn };
+        let result = self.run_inner(&mut out);
         match result {
             Ok(Stopped::Requested) => {
                 self.expire_moves(true);
                 if self.burst.is_some() {
                     self.emit_flush();
                 }
-                match self.drain(&mut sink)? {
+                match self.drain(&mut out)? {
                     true => Ok(Stopped::Requested),
                     false => Ok(Stopped::SinkClosed),
                 }
@@ -351,15 +377,16 @@ impl Watcher {
                 if self.burst.is_some() {
                     self.emit_flush();
                 }
-                let _ = self.drain(&mut sink);
+                let _ = self.drain(&mut out);
                 Err(e)
             }
         }
     }
 
-    fn run_inner<F>(&mut self, sink: &mut F) -> Result<Stopped>
+    fn run_inner<F, W>(&mut self, out: &mut Output<F, W>) -> Result<Stopped>
     where
         F: FnMut(&EventLine) -> io::Result<bool>,
+        W: FnMut(&WatchWarning),
     {
         loop {
             if self.stop.load(Ordering::SeqCst) {
@@ -383,7 +410,7 @@ impl Watcher {
             }
             self.expire_moves(false);
             self.check_flush();
-            if !self.drain(sink)? {
+            if !self.drain(out)? {
                 return Ok(Stopped::SinkClosed);
             }
         }
@@ -518,11 +545,15 @@ impl Watcher {
         self.overflow_sent = false;
     }
 
-    /// Hands queued lines to the sink; false when it asked to stop.
-    fn drain<F>(&mut self, sink: &mut F) -> Result<bool>
+    /// Hands the warnings, then the queued lines, to the caller; false when it asked to stop.
+    fn drain<F, W>(&mut self, out: &mut Output<F, W>) -> Result<bool>
     where
         F: FnMut(&EventLine) -> io::Result<bool>,
+        W: FnMut(&WatchWarning),
     {
+        for w in self.warnings.drain(..) {
+            (out.warn)(&w);
+        }
         while let Some(slot) = self.out.front() {
             if matches!(slot, Slot::Waiting) {
                 break;
@@ -530,7 +561,7 @@ impl Watcher {
             let slot = self.out.pop_front();
             self.out_base += 1;
             if let Some(Slot::Line(line)) = slot {
-                match sink(&line) {
+                match (out.sink)(&line) {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
                     Err(e) => return Err(e).ctx("cannot write the event lines of", &self.root),
@@ -583,6 +614,8 @@ impl Watcher {
         }
     }
 
+    /// Handles one inotify event: the watch's own events first (overflow, unmount, ignored,
+    /// the root itself), then a change of a named entry in a watched directory.
     fn handle(&mut self, e: RawEvent) -> Result<()> {
         if e.mask.contains(EventMask::Q_OVERFLOW) {
             return self.overflowed();
@@ -593,46 +626,10 @@ impl Watcher {
         let dir = dir.clone();
         let is_root = e.wd == self.root_wd;
         if e.mask.contains(EventMask::UNMOUNT) {
-            // Every watch on the unmounted filesystem reports it: one line for the topmost
-            // one, the mountpoint, whose parent is on another filesystem.
-            let dev = self.devs.get(&e.wd).copied();
-            let parent_dev = match dir.parent() {
-                Some(p) if !p.as_os_str().is_empty() => self.by_path.get(p),
-                _ => self.by_path.get(Path::new(".")),
-            }
-            .and_then(|wd| self.devs.get(wd))
-            .copied();
-            let topmost = is_root || dev.is_none() || parent_dev != dev;
-            if topmost {
-                self.emit(EventKind::Unmount, Some(EntryType::Dir), dir.clone(), None);
-            }
-            if is_root {
-                return Err(Error::IdentityMismatch(format!(
-                    "the filesystem holding the watched root {} was unmounted; \
-                     watch it again once it is mounted",
-                    show(&self.root)
-                )));
-            }
-            if topmost {
-                // What is under the mountpoint now is what the tree holds there: watch it
-                // (no lines: the reader knows from `unmount` that this subtree changed).
-                self.watch_tree(&dir, false)?;
-            }
-            return Ok(());
+            return self.unmounted(e.wd, dir, is_root);
         }
         if e.mask.contains(EventMask::IGNORED) {
-            self.dirs.remove(&e.wd);
-            self.devs.remove(&e.wd);
-            if self.by_path.get(&dir) == Some(&e.wd) {
-                self.by_path.remove(&dir);
-            }
-            if is_root {
-                return Err(Error::Refused(format!(
-                    "the watch on the root {} went away (it was deleted, moved or unmounted)",
-                    show(&self.root)
-                )));
-            }
-            return Ok(());
+            return self.ignored(e.wd, &dir, is_root);
         }
         if is_root
             && e.mask
@@ -662,9 +659,60 @@ impl Watcher {
             return Ok(());
         };
         let rel = join_rel(&dir, &name);
-        let is_dir = e.mask.contains(EventMask::ISDIR);
+        self.entry_changed(e.mask, e.cookie, rel)
+    }
+
+    /// `IN_UNMOUNT` on the watch of `dir`: every watch on the unmounted filesystem reports
+    /// it; one line for the topmost one, the mountpoint, whose parent is on another
+    /// filesystem. The root's is fatal.
+    fn unmounted(&mut self, wd: i32, dir: PathBuf, is_root: bool) -> Result<()> {
+        let dev = self.devs.get(&wd).copied();
+        let parent_dev = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => self.by_path.get(p),
+            _ => self.by_path.get(Path::new(".")),
+        }
+        .and_then(|wd| self.devs.get(wd))
+        .copied();
+        let topmost = is_root || dev.is_none() || parent_dev != dev;
+        if topmost {
+            self.emit(EventKind::Unmount, Some(EntryType::Dir), dir.clone(), None);
+        }
+        if is_root {
+            return Err(Error::IdentityMismatch(format!(
+                "the filesystem holding the watched root {} was unmounted; \
+                 watch it again once it is mounted",
+                show(&self.root)
+            )));
+        }
+        if topmost {
+            // What is under the mountpoint now is what the tree holds there: watch it
+            // (no lines: the reader knows from `unmount` that this subtree changed).
+            self.watch_tree(&dir, false)?;
+        }
+        Ok(())
+    }
+
+    /// `IN_IGNORED`: the watch is gone; the root's going away is fatal.
+    fn ignored(&mut self, wd: i32, dir: &Path, is_root: bool) -> Result<()> {
+        self.dirs.remove(&wd);
+        self.devs.remove(&wd);
+        if self.by_path.get(dir) == Some(&wd) {
+            self.by_path.remove(dir);
+        }
+        if is_root {
+            return Err(Error::Refused(format!(
+                "the watch on the root {} went away (it was deleted, moved or unmounted)",
+                show(&self.root)
+            )));
+        }
+        Ok(())
+    }
+
+    /// A change of the entry `rel` reported by its parent's watch.
+    fn entry_changed(&mut self, mask: EventMask, cookie: u32, rel: PathBuf) -> Result<()> {
+        let is_dir = mask.contains(EventMask::ISDIR);
         let excluded = self.excludes.is_excluded(&rel, is_dir);
-        if e.mask.contains(EventMask::MOVED_FROM) {
+        if mask.contains(EventMask::MOVED_FROM) {
             let slot = (!excluded).then(|| {
                 self.out.push_back(Slot::Waiting);
                 self.out_base + self.out.len() as u64 - 1
@@ -672,7 +720,7 @@ impl Watcher {
             self.pending_from.push(MovedFrom {
                 slot,
                 time: crate::format::time::now_rfc3339(),
-                cookie: e.cookie,
+                cookie,
                 rel,
                 is_dir,
                 excluded,
@@ -680,26 +728,32 @@ impl Watcher {
             });
             return Ok(());
         }
-        if e.mask.contains(EventMask::MOVED_TO) {
-            return self.moved_to(e.cookie, rel, is_dir, excluded);
+        if mask.contains(EventMask::MOVED_TO) {
+            return self.moved_to(cookie, rel, is_dir, excluded);
         }
         if excluded {
             return Ok(());
         }
-        if e.mask.contains(EventMask::CREATE) {
+        if mask.contains(EventMask::CREATE) {
             if self.scanned.remove(&rel) {
                 return Ok(()); // the scan of its parent already reported it
             }
             return self.created(rel, is_dir);
         }
-        if e.mask.contains(EventMask::DELETE) {
+        if mask.contains(EventMask::DELETE) {
             self.dirty.remove(&rel);
             self.scanned.remove(&rel);
             let etype = is_dir.then_some(EntryType::Dir);
             self.emit(EventKind::Delete, etype, rel, None);
             return Ok(());
         }
-        if e.mask.contains(EventMask::MODIFY) {
+        self.content_or_attrib(mask, rel, is_dir);
+        Ok(())
+    }
+
+    /// `IN_MODIFY`, `IN_CLOSE_WRITE` (the modify dedupe) and `IN_ATTRIB` of an entry.
+    fn content_or_attrib(&mut self, mask: EventMask, rel: PathBuf, is_dir: bool) {
+        if mask.contains(EventMask::MODIFY) {
             if self.dirty.insert(rel.clone()) {
                 let t = lstat_type(&self.root.join(&rel));
                 self.emit(EventKind::Modify, t, rel, None);
@@ -707,16 +761,12 @@ impl Watcher {
                 // Already reported, but still changing: the burst is not quiet yet.
                 self.touch_burst();
             }
-            return Ok(());
-        }
-        if e.mask.contains(EventMask::CLOSE_WRITE) {
+        } else if mask.contains(EventMask::CLOSE_WRITE) {
             if !self.dirty.remove(&rel) {
                 let t = lstat_type(&self.root.join(&rel));
                 self.emit(EventKind::Modify, t, rel, None);
             }
-            return Ok(());
-        }
-        if e.mask.contains(EventMask::ATTRIB) {
+        } else if mask.contains(EventMask::ATTRIB) {
             let t = if is_dir {
                 Some(EntryType::Dir)
             } else {
@@ -724,7 +774,6 @@ impl Watcher {
             };
             self.emit(EventKind::Attrib, t, rel, None);
         }
-        Ok(())
     }
 
     /// A new entry at `rel` (created, or moved in from outside).
@@ -852,53 +901,17 @@ impl Watcher {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let abs = self.root.join(&dir);
-            match self.inotify.watches().add(&abs, watch_mask()) {
-                Ok(wd) => {
-                    let id = wd.get_watch_descriptor_id();
-                    if let Some((_, old)) = self.dirs.insert(id, (wd, dir.clone()))
-                        && old != dir
-                        && self.by_path.get(&old) == Some(&id)
-                    {
-                        self.by_path.remove(&old);
-                    }
-                    self.by_path.insert(dir.clone(), id);
-                    if let Ok(m) = std::fs::symlink_metadata(&abs) {
-                        self.devs.insert(id, m.dev());
-                    }
-                }
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::ENOSPC) => {
-                        if report {
-                            // While running: part of the tree is unwatched, so the reader
-                            // must rescan whatever it makes of this batch.
-                            self.emit(EventKind::Overflow, None, PathBuf::new(), None);
-                        }
-                        return Err(watch_limit_error(
-                            &self.root,
-                            &self.excludes,
-                            self.dirs.len(),
-                        ));
-                    }
-                    // Gone or replaced by a non-directory since we saw it: its parent's
-                    // watch reports that.
-                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
-                    _ if dir.as_os_str() == "." => {
-                        return Err(e).ctx("cannot watch", &self.root);
-                    }
-                    _ => {
-                        eprintln!(
-                            "reverb-watch: cannot watch {}: {e} (changes below it are not seen)",
-                            show(&abs)
-                        );
-                        continue;
-                    }
-                },
+            if !self.add_watch(&dir, &abs, report)? {
+                continue;
             }
             let entries = match std::fs::read_dir(&abs) {
                 Ok(rd) => rd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => {
-                    eprintln!("reverb-watch: cannot read {}: {e}", show(&abs));
+                    self.warnings.push(WatchWarning::Unreadable {
+                        path: abs,
+                        source: e,
+                    });
                     continue;
                 }
             };
@@ -924,6 +937,54 @@ impl Watcher {
         }
         Ok(())
     }
+
+    /// Watches the one directory `dir` (at `abs`) and records it in the wd map. `Ok(false)`
+    /// when it is not watched but the walk goes on (gone, or a [`WatchWarning`]); the watch
+    /// limit is an error (after an `overflow` line while running, with `report`).
+    fn add_watch(&mut self, dir: &Path, abs: &Path, report: bool) -> Result<bool> {
+        let e = match self.inotify.watches().add(abs, watch_mask()) {
+            Ok(wd) => {
+                let id = wd.get_watch_descriptor_id();
+                if let Some((_, old)) = self.dirs.insert(id, (wd, dir.to_path_buf()))
+                    && old != dir
+                    && self.by_path.get(&old) == Some(&id)
+                {
+                    self.by_path.remove(&old);
+                }
+                self.by_path.insert(dir.to_path_buf(), id);
+                if let Ok(m) = std::fs::symlink_metadata(abs) {
+                    self.devs.insert(id, m.dev());
+                }
+                return Ok(true);
+            }
+            Err(e) => e,
+        };
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) => {
+                if report {
+                    // While running: part of the tree is unwatched, so the reader must
+                    // rescan whatever it makes of this batch.
+                    self.emit(EventKind::Overflow, None, PathBuf::new(), None);
+                }
+                Err(watch_limit_error(
+                    &self.root,
+                    &self.excludes,
+                    self.dirs.len(),
+                ))
+            }
+            // Gone or replaced by a non-directory since we saw it: its parent's watch
+            // reports that.
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(false),
+            _ if dir.as_os_str() == "." => Err(e).ctx("cannot watch", &self.root),
+            _ => {
+                self.warnings.push(WatchWarning::Unwatched {
+                    path: abs.to_path_buf(),
+                    source: e,
+                });
+                Ok(false)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -947,11 +1008,15 @@ mod tests {
         let stopper = w.stopper();
         let (tx, rx) = mpsc::channel();
         let h = std::thread::spawn(move || {
-            w.run(|l| {
-                let r = l.render();
-                let short: Vec<&str> = r.split('\t').skip(1).filter(|f| !f.is_empty()).collect();
-                Ok(tx.send(short.join(" ")).is_ok())
-            })
+            w.run(
+                |l| {
+                    let r = l.render();
+                    let short: Vec<&str> =
+                        r.split('\t').skip(1).filter(|f| !f.is_empty()).collect();
+                    Ok(tx.send(short.join(" ")).is_ok())
+                },
+                |w| panic!("unexpected warning: {w}"),
+            )
         });
         (stopper, rx, h)
     }

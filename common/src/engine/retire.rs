@@ -43,6 +43,7 @@ use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
 use crate::fault;
 use crate::format::index::{self, IndexRow};
+use crate::format::journal::JournalEvent;
 use crate::format::settings::format_size;
 use crate::vault::check;
 use crate::vault::fsutil;
@@ -449,8 +450,8 @@ impl Retirement {
 
     /// Step 7: `retire` is journaled with the bytes freed.
     fn journal(&self, ctx: &mut JobCtx, freed: u64) -> Result<()> {
-        ctx.journal.log(
-            "retire",
+        ctx.journal.append(
+            JournalEvent::Retire,
             b"",
             &format!(
                 "{} freed_bytes={freed} ({}) data moved into {}{}",
@@ -710,7 +711,7 @@ fn unmeetable(ctx: &mut JobCtx, rows: &[IndexRow], limit: u64, total: u64) -> Er
         rows.first().map(|r| r.dir.as_str()).unwrap_or("-"),
         format_size(total)
     );
-    ctx.journal.note("error", b"", &msg);
+    ctx.journal.note(JournalEvent::Error, b"", &msg);
     Error::Refused(msg)
 }
 

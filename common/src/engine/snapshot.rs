@@ -33,7 +33,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::Baseline;
 use crate::format::index::{self, IndexRow, read_index_or_empty};
 use crate::format::jobfile::JobFile;
-use crate::format::journal::Journal;
+use crate::format::journal::{Journal, JournalEvent};
 use crate::format::time;
 use crate::vault::fsutil;
 use crate::vault::job::JobCtx;
@@ -126,7 +126,7 @@ pub fn recover(ctx: &mut JobCtx) -> Result<()> {
             let p = e.path();
             fsutil::remove_tree(&p)?;
             ctx.journal.note(
-                "cleanup",
+                JournalEvent::Cleanup,
                 b"",
                 &format!(
                     "removed unfinished version .partial/{}",
@@ -161,7 +161,7 @@ pub fn recover(ctx: &mut JobCtx) -> Result<()> {
                 logical_bytes: logical,
             });
             ctx.journal.note(
-                "cleanup",
+                JournalEvent::Cleanup,
                 b"",
                 &format!(
                     "indexed {} (complete, but not yet in index.tsv after a crash)",
@@ -391,7 +391,7 @@ fn finish_build(
     crate::fault::step();
     let mut out = std::mem::take(&mut b.out);
     b.journal.note(
-        "snapshot",
+        JournalEvent::Snapshot,
         b"",
         &format!(
             "{} changed={} files={} held_bytes={} reflinked={} skipped={}",
@@ -700,7 +700,7 @@ impl Builder<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 self.journal.note(
-                    "skipped",
+                    JournalEvent::Skipped,
                     rel.as_os_str().as_bytes(),
                     &format!("cannot list directory: {e}"),
                 );
@@ -787,7 +787,7 @@ impl Builder<'_> {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 self.journal.note(
-                    "skipped",
+                    JournalEvent::Skipped,
                     rel.as_os_str().as_bytes(),
                     &format!("cannot list directory: {e}"),
                 );
@@ -1048,7 +1048,7 @@ impl Builder<'_> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     self.journal.note(
-                        "skipped",
+                        JournalEvent::Skipped,
                         rel.as_os_str().as_bytes(),
                         &format!("cannot list directory: {e}"),
                     );
@@ -1078,7 +1078,7 @@ impl Builder<'_> {
             copy::copy_file(&sp, &np).map(|c| {
                 if c.unstable {
                     self.journal.note(
-                        "changed-during-copy",
+                        JournalEvent::ChangedDuringCopy,
                         rel.as_os_str().as_bytes(),
                         &format!("taken as is after {} retries", copy::RETRIES),
                     );
@@ -1109,7 +1109,7 @@ impl Builder<'_> {
                     other => other.to_string(),
                 };
                 self.journal
-                    .note("skipped", rel.as_os_str().as_bytes(), &why);
+                    .note(JournalEvent::Skipped, rel.as_os_str().as_bytes(), &why);
                 self.out.skipped += 1;
                 return Ok(false);
             }

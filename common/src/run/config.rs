@@ -22,10 +22,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, show};
 use crate::format::settings::{JobSettings, sanitize_job_name};
+use crate::vault::job::{canonical_or_nearest, check_paths};
 
 /// The system-wide config file, the last place looked at.
 pub const SYSTEM_CONFIG: &str = "/etc/reverberator/config.toml";
@@ -308,77 +309,117 @@ fn setting_keys() -> Vec<String> {
 /// Parses and resolves config `text`, read from `file` (used in messages and for nothing
 /// else).
 pub fn parse(text: &str, file: &Path) -> Result<Config> {
-    let top = Place {
+    let doc = Document {
         file,
-        job: Section::Top,
-        key: None,
-        line: None,
+        lines: Lines::of(text),
+        known: setting_keys(),
     };
-    let doc: toml::Table = toml::from_str(text).map_err(|e| {
-        let at = e.span().map(|s| s.start);
-        let line = at.map(|a| line_of(text, a));
-        let shown = at.map(|a| line_text(text, a)).unwrap_or_default();
-        Place { line, ..top }.error(format!("TOML syntax: {}{shown}", e.message()))
-    })?;
-    let lines = Lines::of(text);
-    let known = setting_keys();
-
-    let mut defaults = toml::Table::new();
-    let mut jobs_table = toml::Table::new();
-    for (key, value) in doc {
-        let place = Place {
-            key: Some(&key),
-            line: lines.get(&[&key]),
-            ..top
-        };
-        match (key.as_str(), value) {
-            ("defaults", toml::Value::Table(t)) => defaults = t,
-            ("jobs", toml::Value::Table(t)) => jobs_table = t,
-            ("defaults" | "jobs", other) => {
-                return Err(place.error(format!("must be a table, not {}", a_type(&other))));
-            }
-            _ => {
-                return Err(place.error("unknown key (expected `[defaults]` or `[jobs.<name>]`)"));
-            }
-        }
-    }
-
-    // [defaults]: every key checked once, here, so an error is reported once.
-    let default_vault = match defaults.remove("vault") {
-        None => None,
-        Some(v) => {
-            let place = Place {
-                file,
-                job: Section::Defaults,
-                key: Some("vault"),
-                line: lines.get(&["defaults", "vault"]),
-            };
-            Some(absolute_path(&v, &place)?)
-        }
-    };
-    for (key, value) in &defaults {
-        let place = Place {
-            file,
-            job: Section::Defaults,
-            key: Some(key),
-            line: lines.get(&["defaults", key]),
-        };
-        if key == "source" {
-            return Err(place
-                .error("`source` is not allowed in [defaults]: every job names its own source"));
-        }
-        check_setting(key, value, &known, &place)?;
-    }
-
+    let (mut defaults, jobs_table) = doc.top_level(parse_toml(text, file)?)?;
+    let default_vault = doc.defaults(&mut defaults)?;
     let mut jobs = Vec::new();
     for (name, value) in jobs_table {
-        let job_line = lines.get(&["jobs", &name]);
-        let place = |key: Option<&'static str>| Place {
+        jobs.push(doc.job(&name, value, &defaults, default_vault.as_ref())?);
+    }
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    check_folders(&jobs, file, &doc.lines)?;
+    Ok(Config {
+        file: file.to_path_buf(),
+        jobs,
+    })
+}
+
+/// The TOML document, or the syntax error with its line.
+fn parse_toml(text: &str, file: &Path) -> Result<toml::Table> {
+    toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| s.start);
+        let shown = at.map(|a| line_text(text, a)).unwrap_or_default();
+        Place {
             file,
-            job: Section::Job(&name),
+            job: Section::Top,
+            key: None,
+            line: at.map(|a| line_of(text, a)),
+        }
+        .error(format!("TOML syntax: {}{shown}", e.message()))
+    })
+}
+
+/// What the checks of one file share: the file (for messages), the line of every key, and
+/// the known setting keys.
+struct Document<'a> {
+    file: &'a Path,
+    lines: Lines,
+    known: Vec<String>,
+}
+
+impl Document<'_> {
+    fn place<'p>(&'p self, job: Section<'p>, key: &'p str, path: &[&str]) -> Place<'p> {
+        Place {
+            file: self.file,
+            job,
+            key: Some(key),
+            line: self.lines.get(path),
+        }
+    }
+
+    /// The top level: `[defaults]` and `[jobs]` tables, nothing else.
+    fn top_level(&self, doc: toml::Table) -> Result<(toml::Table, toml::Table)> {
+        let mut defaults = toml::Table::new();
+        let mut jobs = toml::Table::new();
+        for (key, value) in doc {
+            let place = self.place(Section::Top, &key, &[&key]);
+            match (key.as_str(), value) {
+                ("defaults", toml::Value::Table(t)) => defaults = t,
+                ("jobs", toml::Value::Table(t)) => jobs = t,
+                ("defaults" | "jobs", other) => {
+                    return Err(place.error(format!("must be a table, not {}", a_type(&other))));
+                }
+                _ => {
+                    return Err(
+                        place.error("unknown key (expected `[defaults]` or `[jobs.<name>]`)")
+                    );
+                }
+            }
+        }
+        Ok((defaults, jobs))
+    }
+
+    /// `[defaults]`: every key checked once, here, so an error is reported once. Takes the
+    /// default vault out of the table and returns it.
+    fn defaults(&self, defaults: &mut toml::Table) -> Result<Option<PathBuf>> {
+        let vault = match defaults.remove("vault") {
+            None => None,
+            Some(v) => {
+                let place = self.place(Section::Defaults, "vault", &["defaults", "vault"]);
+                Some(absolute_path(&v, &place)?)
+            }
+        };
+        for (key, value) in defaults.iter() {
+            let place = self.place(Section::Defaults, key, &["defaults", key]);
+            if key == "source" {
+                return Err(place.error(
+                    "`source` is not allowed in [defaults]: every job names its own source",
+                ));
+            }
+            check_setting(key, value, &self.known, &place)?;
+        }
+        Ok(vault)
+    }
+
+    /// One `[jobs.<name>]` table: its own keys checked, merged over the defaults, resolved.
+    fn job(
+        &self,
+        name: &str,
+        value: toml::Value,
+        defaults: &toml::Table,
+        default_vault: Option<&PathBuf>,
+    ) -> Result<JobConfig> {
+        let job_line = self.lines.get(&["jobs", name]);
+        let place = |key: Option<&'static str>| Place {
+            file: self.file,
+            job: Section::Job(name),
             key,
             line: key
-                .and_then(|k| lines.get(&["jobs", &name, k]))
+                .and_then(|k| self.lines.get(&["jobs", name, k]))
                 .or(job_line),
         };
         let toml::Value::Table(mut table) = value else {
@@ -391,50 +432,37 @@ pub fn parse(text: &str, file: &Path) -> Result<Config> {
             Some(v) => absolute_path(&v, &place(Some("source")))?,
             None => return Err(place(Some("source")).error("missing: every job needs a source")),
         };
-        let vault = match table.remove("vault") {
-            Some(v) => absolute_path(&v, &place(Some("vault")))?,
-            None => match &default_vault {
-                Some(v) => v.clone(),
-                None => {
-                    return Err(place(Some("vault"))
-                        .error("missing: set vault in the job or in [defaults]"));
-                }
-            },
+        let vault = match (table.remove("vault"), default_vault) {
+            (Some(v), _) => absolute_path(&v, &place(Some("vault")))?,
+            (None, Some(v)) => v.clone(),
+            (None, None) => {
+                return Err(
+                    place(Some("vault")).error("missing: set vault in the job or in [defaults]")
+                );
+            }
         };
         for (key, value) in &table {
-            let place = Place {
-                file,
-                job: Section::Job(&name),
-                key: Some(key),
-                line: lines.get(&["jobs", &name, key]),
-            };
-            check_setting(key, value, &known, &place)?;
+            let place = self.place(Section::Job(name), key, &["jobs", name, key]);
+            check_setting(key, value, &self.known, &place)?;
         }
         let mut merged = defaults.clone();
         merged.extend(table);
         let key_line = |key: &str| {
-            lines
-                .get(&["jobs", &name, key])
-                .or_else(|| lines.get(&["defaults", key]))
+            self.lines
+                .get(&["jobs", name, key])
+                .or_else(|| self.lines.get(&["defaults", key]))
                 .or(job_line)
         };
-        let job = resolve(
-            &name,
-            Section::Job(&name),
-            file,
+        resolve(
+            name,
+            Section::Job(name),
+            self.file,
             source,
             vault,
             merged,
             &key_line,
-        )?;
-        jobs.push(job);
+        )
     }
-    jobs.sort_by(|a, b| a.name.cmp(&b.name));
-    check_folders(&jobs, file, &lines)?;
-    Ok(Config {
-        file: file.to_path_buf(),
-        jobs,
-    })
 }
 
 /// One job without a config file (`--source` and `--vault` on the command line): named after
@@ -508,52 +536,7 @@ fn resolve(
         }
         .error(e)
     })?;
-    if source.to_str().is_none() {
-        return Err(place("source").error(format!(
-            "source {} is not valid UTF-8 (job.toml stores it as text)",
-            show(&source)
-        )));
-    }
-    let meta = fs::metadata(&source).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            place("source").error(format!("source {} does not exist", show(&source)))
-        } else {
-            place("source").error(format!("source {}: {e}", show(&source)))
-        }
-    })?;
-    if !meta.is_dir() {
-        return Err(place("source").error(format!("source {} is not a directory", show(&source))));
-    }
-    if !vault.is_absolute() {
-        return Err(
-            place("vault").error(format!("vault {} must be an absolute path", show(&vault)))
-        );
-    }
-    let source_real = fs::canonicalize(&source)
-        .map_err(|e| place("source").error(format!("source {}: {e}", show(&source))))?;
-    if source_real.to_str().is_none() {
-        return Err(place("source").error(format!(
-            "source {} resolves to {}, which is not valid UTF-8",
-            show(&source),
-            show(&source_real)
-        )));
-    }
-    let vault_real = canonical_prefix(&vault)
-        .map_err(|e| place("vault").error(format!("vault {}: {e}", show(&vault))))?;
-    if vault_real.starts_with(&source_real) {
-        return Err(place("vault").error(format!(
-            "vault {} is inside the source {}: every version would back up the vault",
-            show(&vault),
-            show(&source)
-        )));
-    }
-    if source_real.starts_with(&vault_real) {
-        return Err(place("source").error(format!(
-            "source {} is inside the vault {}",
-            show(&source),
-            show(&vault)
-        )));
-    }
+    check_paths(&source, &vault).map_err(|e| place(e.key()).error(e))?;
     // Every key was checked on its own by the caller; this cannot fail on one of them.
     let settings: JobSettings = toml::Value::Table(merged).try_into().map_err(|e| {
         Place {
@@ -641,54 +624,11 @@ fn absolute_path(value: &toml::Value, place: &Place<'_>) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Canonicalizes the nearest existing ancestor of `path` and re-appends the rest (the vault
-/// may not exist yet), resolving `.` and `..` in the rest lexically.
-fn canonical_prefix(path: &Path) -> std::io::Result<PathBuf> {
-    let mut existing = path.to_path_buf();
-    let mut rest: Vec<OsString> = Vec::new();
-    loop {
-        match fs::canonicalize(&existing) {
-            Ok(real) => {
-                let mut out = real;
-                for part in rest.iter().rev() {
-                    match Path::new(part).components().next() {
-                        Some(Component::ParentDir) => {
-                            out.pop();
-                        }
-                        Some(Component::CurDir) | None => {}
-                        Some(_) => out.push(part),
-                    }
-                }
-                return Ok(out);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let Some(last) = existing.file_name().map(|f| f.to_os_string()) else {
-                    // `..` or `.` at the end of a missing path: drop it and keep climbing.
-                    match existing.components().next_back() {
-                        Some(Component::ParentDir) => rest.push(OsString::from("..")),
-                        Some(Component::RootDir) | None => return Err(e),
-                        _ => {}
-                    }
-                    if !existing.pop() {
-                        return Err(e);
-                    }
-                    continue;
-                };
-                rest.push(last);
-                if !existing.pop() {
-                    return Err(e);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Two jobs may not share a folder of the same vault.
 fn check_folders(jobs: &[JobConfig], file: &Path, lines: &Lines) -> Result<()> {
     let mut seen: BTreeMap<(PathBuf, &str), &str> = BTreeMap::new();
     for job in jobs {
-        let vault = canonical_prefix(&job.vault).unwrap_or_else(|_| job.vault.clone());
+        let vault = canonical_or_nearest(&job.vault);
         if let Some(other) = seen.insert((vault, job.folder.as_str()), job.name.as_str()) {
             return Err(Place {
                 file,
@@ -749,6 +689,7 @@ pub fn render_resolved(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vault::job::resolve_nearest;
     use std::time::Duration;
 
     const FILE: &str = "/etc/reverberator/test.toml";
@@ -1062,13 +1003,13 @@ vault_size_limit = "2GiB"
     }
 
     #[test]
-    fn canonical_prefix_of_missing_paths() {
+    fn nearest_real_path_of_missing_paths() {
         let f = Fixture::new();
         let real = fs::canonicalize(f.dir.path()).expect("canonical");
         let p = f.dir.path().join("a/b/../c/./d");
-        assert_eq!(canonical_prefix(&p).expect("prefix"), real.join("a/c/d"));
+        assert_eq!(resolve_nearest(&p).expect("prefix"), real.join("a/c/d"));
         assert_eq!(
-            canonical_prefix(&f.dir.path().join("src")).expect("prefix"),
+            resolve_nearest(&f.dir.path().join("src")).expect("prefix"),
             real.join("src")
         );
     }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::error::{IoContext, Result};
 use crate::format::index::IndexRow;
 use crate::format::jobfile::JobFile;
+use crate::format::journal::{self, JournalEvent};
 use crate::format::time;
 use crate::format::tsv;
 use crate::vault::layout::JobDir;
@@ -122,17 +123,18 @@ fn journal_state(path: &Path) -> (String, u64) {
     };
     let mut state = "stopped".to_owned();
     let mut pending = 0u64;
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 3 {
-            continue;
-        }
-        match f[2] {
-            "create" | "modify" | "attrib" | "delete" | "move" | "overflow" => pending += 1,
-            "batch" | "snapshot" => pending = 0,
-            "start" => state = "running".into(),
-            "paused" | "mount-lost" => state = "paused".into(),
-            "stop" => state = "stopped".into(),
+    // Unreadable lines (a torn tail, a future column) are skipped: this is a summary.
+    for entry in text
+        .lines()
+        .skip(1)
+        .filter_map(|l| journal::Entry::parse(l).ok())
+    {
+        match entry.event {
+            e if e.is_pending_change() => pending += 1,
+            JournalEvent::Batch | JournalEvent::Snapshot => pending = 0,
+            JournalEvent::Start => state = "running".into(),
+            JournalEvent::Paused | JournalEvent::MountLost => state = "paused".into(),
+            JournalEvent::Stop => state = "stopped".into(),
             _ => {}
         }
     }

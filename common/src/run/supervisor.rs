@@ -18,6 +18,16 @@
 //! and the identities match again; then it rescans and resumes. Jobs are independent: a
 //! job's failure only ever affects its own thread.
 //!
+//! The contracts with the children are typed: event lines are read with
+//! [`EventLine::parse`] after the [`events::HEADER`] (which means "every watch is in
+//! place"), mount records with [`Record::parse`]; what a child's exit means is decided by its
+//! exit status, never by its stderr: `reverb-watch` exiting [`EXIT_WATCH_LIMIT`] (an inotify
+//! limit) makes the job fall back to periodic rescans, `reverb-snap` exiting
+//! [`EXIT_TEMPFAIL`] pauses it. Nothing fails silently: a job thread that cannot start, a
+//! journal that cannot be opened, a `run.lock` that cannot be taken (only a held lock is
+//! "another supervisor"), a child that cannot be started are logged through
+//! [`Options::log`] and, where the journal is open, journaled as `error`.
+//!
 //! Signals: SIGTERM/SIGINT stop every job after the version in progress (children run in
 //! their own process group, so a terminal's Ctrl-C does not kill a half-built version) and
 //! the process exits 0. SIGHUP reloads the configuration: added jobs start, removed jobs
@@ -27,18 +37,21 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{EXIT_TEMPFAIL, Error, Result, show};
-use crate::format::journal::Journal;
+use crate::capture::identity::{JobMismatch, verify_job};
+use crate::capture::mountwatch::{self, Record, State};
+use crate::error::{EXIT_TEMPFAIL, EXIT_WATCH_LIMIT, Error, Result, show};
+use crate::format::events::{self, EventKind, EventLine};
+use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::format_duration;
 use crate::run::config::JobConfig;
-use crate::vault::layout::Vault;
+use crate::vault::layout::{JobDir, Vault};
 use crate::vault::lock::{JobLock, Wait};
 
 /// How the supervisor was asked to run.
@@ -50,6 +63,8 @@ pub struct Options {
     pub verbose: u8,
     /// The configuration file the jobs come from (passed on to reverb-snap for settings).
     pub config_file: Option<PathBuf>,
+    /// Where log lines go (the binary prefixes its name).
+    pub log: fn(&str),
 }
 
 /// Where to get the jobs from on start and on SIGHUP.
@@ -96,7 +111,7 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| Error::Invalid(format!("cannot handle signals: {e}")))?;
     let jobs = source.jobs()?;
-    log(&format!("starting {} job(s)", jobs.len()));
+    (opts.log)(&format!("starting {} job(s)", jobs.len()));
     let mut runners: BTreeMap<String, RunnerHandle> = BTreeMap::new();
     for job in jobs {
         runners.insert(
@@ -108,18 +123,18 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
         std::thread::sleep(Duration::from_millis(100));
         if reload.swap(false, Ordering::SeqCst) {
             match source.jobs() {
-                Err(e) => log(&format!(
+                Err(e) => (opts.log)(&format!(
                     "reload failed, keeping the previous configuration: {e}"
                 )),
                 Ok(new) => apply_reload(&mut runners, new, opts, &stop),
             }
         }
     }
-    log("stopping: finishing versions in progress");
+    (opts.log)("stopping: finishing versions in progress");
     for (_, r) in runners {
         r.stop_and_join();
     }
-    log("stopped");
+    (opts.log)("stopped");
     Ok(0)
 }
 
@@ -138,7 +153,7 @@ fn apply_reload(
         .collect();
     for name in stale {
         if let Some(r) = runners.remove(&name) {
-            log(&format!(
+            (opts.log)(&format!(
                 "{name}: stopping (configuration changed or removed)"
             ));
             r.stop_and_join();
@@ -146,14 +161,10 @@ fn apply_reload(
     }
     for (name, job) in new {
         if let std::collections::btree_map::Entry::Vacant(slot) = runners.entry(name) {
-            log(&format!("{}: starting (configuration reloaded)", job.name));
+            (opts.log)(&format!("{}: starting (configuration reloaded)", job.name));
             slot.insert(RunnerHandle::start(job, opts.clone(), Arc::clone(stop)));
         }
     }
-}
-
-fn log(msg: &str) {
-    eprintln!("reverberator: {msg}");
 }
 
 struct RunnerHandle {
@@ -163,13 +174,24 @@ struct RunnerHandle {
 }
 
 impl RunnerHandle {
+    /// Starts the job's thread; a thread that cannot start is logged and journaled (the job
+    /// then does not run until the configuration is reloaded).
     fn start(job: JobConfig, opts: Options, global_stop: Arc<AtomicBool>) -> RunnerHandle {
         let stop = Arc::new(AtomicBool::new(false));
+        let log = opts.log;
         let mut runner = Runner::new(job.clone(), opts, Arc::clone(&stop), global_stop);
-        let thread = std::thread::Builder::new()
+        let thread = match std::thread::Builder::new()
             .name(format!("job-{}", job.name))
             .spawn(move || runner.run())
-            .ok();
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let why = format!("cannot start a thread for the job: {e}");
+                log(&format!("{}: {why}", job.name));
+                journal_once(&job, &why, log);
+                None
+            }
+        };
         RunnerHandle { job, stop, thread }
     }
 
@@ -178,6 +200,22 @@ impl RunnerHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Journals an `error` for a job that has no runner to do it (when its folder exists).
+fn journal_once(job: &JobConfig, why: &str, log: fn(&str)) {
+    let Ok(vault) = Vault::open(&job.vault) else {
+        return; // no vault, no journal: the log line is all there is
+    };
+    let dir = vault.job_dir(&job.folder);
+    if !dir.exists() {
+        return;
+    }
+    if let Err(e) = Journal::open(&dir.journal(), "supervisor")
+        .and_then(|mut j| j.append(JournalEvent::Error, b"", why))
+    {
+        log(&format!("{}: {e}", job.name));
     }
 }
 
@@ -209,6 +247,8 @@ struct Runner {
     global_stop: Arc<AtomicBool>,
     backoff: Duration,
     journal: Option<Journal>,
+    /// The last journal that failed to open was logged (once, not every cycle).
+    journal_failure_logged: bool,
     /// The job is paused (identity lost); the next successful check journals the return.
     paused: bool,
     /// The last line reverb-watch wrote on stderr.
@@ -229,6 +269,7 @@ impl Runner {
             global_stop,
             backoff: Duration::from_secs(1),
             journal: None,
+            journal_failure_logged: false,
             paused: false,
             watch_error: None,
         }
@@ -239,21 +280,23 @@ impl Runner {
     }
 
     fn say(&self, msg: &str) {
-        log(&format!("{}: {msg}", self.job.name));
+        (self.opts.log)(&format!("{}: {msg}", self.job.name));
     }
 
-    fn note(&mut self, event: &str, detail: &str) {
+    fn note(&mut self, event: JournalEvent, detail: &str) {
         if let Some(j) = &mut self.journal {
             j.note(event, b"", detail);
         }
     }
 
-    fn tool(&self, name: &str) -> PathBuf {
-        find_tool(name).unwrap_or_else(|| PathBuf::from(name))
+    /// Logs and journals a failure that does not stop the job.
+    fn complain(&mut self, what: &str) {
+        self.say(what);
+        self.note(JournalEvent::Error, what);
     }
 
     fn command(&self, name: &str) -> Command {
-        let mut c = Command::new(self.tool(name));
+        let mut c = Command::new(find_tool(name).unwrap_or_else(|| PathBuf::from(name)));
         // Own process group: a terminal's Ctrl-C reaches the supervisor only, which then
         // lets the version in progress finish.
         c.process_group(0);
@@ -263,33 +306,26 @@ impl Runner {
     fn run(&mut self) {
         let mut lock: Option<JobLock> = None;
         while !self.stopping() {
-            let outcome = self.cycle(&mut lock);
-            match outcome {
+            match self.cycle(&mut lock) {
                 Halt::Stopped => break,
                 Halt::Paused(why) => {
                     if !self.paused {
                         self.say(&format!("paused: {why}"));
-                        self.note("paused", &why);
+                        self.note(JournalEvent::Paused, &why);
                     }
                     self.paused = true;
                     self.wait_for_mounts();
                 }
                 Halt::NoWatch(why) => self.rescan_only(&why, &mut lock),
                 Halt::Failed(why) => {
-                    self.say(&format!(
-                        "{why}; retrying in {}",
-                        format_duration(self.backoff)
-                    ));
-                    self.note(
-                        "error",
-                        &format!("{why}; retrying in {}", format_duration(self.backoff)),
-                    );
+                    let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
+                    self.complain(&msg);
                     self.sleep(self.backoff);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
                 }
             }
         }
-        self.note("stop", "supervisor stopped watching");
+        self.note(JournalEvent::Stop, "supervisor stopped watching");
         drop(lock);
     }
 
@@ -306,7 +342,7 @@ impl Runner {
             format_duration(every)
         );
         self.say(&msg);
-        self.note("rescan", &msg);
+        self.note(JournalEvent::Rescan, &msg);
         let until = Instant::now() + Duration::from_secs(600);
         while !self.stopping() && Instant::now() < until {
             if self.prepare(lock).is_err() {
@@ -329,69 +365,105 @@ impl Runner {
     fn wait_for_mounts(&self) {
         let stop = AtomicBool::new(false);
         let end = Instant::now() + Duration::from_secs(60);
+        let mut logged = false;
         while !self.stopping() && Instant::now() < end {
-            match crate::capture::mountwatch::wait_for_mount_change(
-                Some(Duration::from_millis(250)),
-                &stop,
-            ) {
+            match mountwatch::wait_for_mount_change(Some(Duration::from_millis(250)), &stop) {
                 Ok(true) => return,
                 Ok(false) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                Err(e) => {
+                    if !logged {
+                        self.say(&format!("{e}; checking again every 250 ms"));
+                        logged = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
             }
         }
     }
 
     /// Checks the vault and the source; opens the journal; takes run.lock.
     fn prepare(&mut self, lock: &mut Option<JobLock>) -> std::result::Result<(), Halt> {
+        let vault = self.open_vault()?;
+        let dir = vault.job_dir(&self.job.folder);
+        if !dir.exists() {
+            // A new job: the first version creates it.
+            if !self.job.source.is_dir() {
+                return Err(Halt::Paused(format!(
+                    "source {} is not available",
+                    show(&self.job.source)
+                )));
+            }
+            return Ok(());
+        }
+        self.check_identities(&vault, &dir)?;
+        if self.paused {
+            self.paused = false;
+            self.say("the source and the vault are back: resuming with a rescan");
+            self.note(
+                JournalEvent::MountRestored,
+                "identities match again; rescanning",
+            );
+        }
+        if lock.is_none() {
+            *lock = Some(self.take_run_lock(&dir)?);
+        }
+        Ok(())
+    }
+
+    fn open_vault(&self) -> std::result::Result<Vault, Halt> {
         let vault = if self.opts.init {
             Vault::init(&self.job.vault)
         } else {
             Vault::open(&self.job.vault)
         };
-        let vault = match vault {
-            Ok(v) => v,
-            Err(e) if e.exit_code() == EXIT_TEMPFAIL => return Err(Halt::Paused(e.to_string())),
-            Err(e) => return Err(Halt::Failed(e.to_string())),
-        };
-        let dir = vault.job_dir(&self.job.folder);
-        if dir.exists() {
-            let file = crate::format::jobfile::JobFile::read(&dir.job_toml())
-                .map_err(|e| Halt::Failed(e.to_string()))?;
-            if let Some(rec) = &file.identity.vault {
-                crate::capture::identity::verify("vault", rec, vault.root())
-                    .map_err(|e| Halt::Paused(e.to_string()))?;
-            }
-            if self.journal.is_none() {
-                self.journal = Journal::open(&dir.journal(), "supervisor").ok();
-            }
-            if let Some(rec) = &file.identity.source
-                && let Err(e) = crate::capture::identity::verify("source", rec, &self.job.source)
-            {
-                self.note("mount-lost", &e.to_string());
-                return Err(Halt::Paused(e.to_string()));
-            }
-            if self.paused {
-                self.paused = false;
-                self.say("the source and the vault are back: resuming with a rescan");
-                self.note("mount-restored", "identities match again; rescanning");
-            }
-            if lock.is_none() {
-                match JobLock::acquire(&dir.run_lock(), &self.job.name, Wait::NoWait) {
-                    Ok(l) => *lock = Some(l),
-                    Err(_) => {
-                        return Err(Halt::Failed(
-                            "another supervisor is watching this job (run.lock is held)".into(),
-                        ));
-                    }
-                }
-            }
-        } else if !self.job.source.is_dir() {
-            return Err(Halt::Paused(format!(
-                "source {} is not available",
-                show(&self.job.source)
-            )));
+        vault.map_err(|e| match e.exit_code() {
+            EXIT_TEMPFAIL => Halt::Paused(e.to_string()),
+            _ => Halt::Failed(e.to_string()),
+        })
+    }
+
+    /// The job's identities ([`verify_job`]); the journal is opened once the vault matched,
+    /// so a lost source is journaled.
+    fn check_identities(&mut self, vault: &Vault, dir: &JobDir) -> std::result::Result<(), Halt> {
+        let file = crate::format::jobfile::JobFile::read(&dir.job_toml())
+            .map_err(|e| Halt::Failed(e.to_string()))?;
+        let verdict = verify_job(&file.identity, &self.job.source, vault.root());
+        if let Err(JobMismatch::Vault(e)) = verdict {
+            return Err(Halt::Paused(e.to_string()));
+        }
+        self.open_journal(dir);
+        if let Err(JobMismatch::Source(e)) = verdict {
+            self.note(JournalEvent::MountLost, &e.to_string());
+            return Err(Halt::Paused(e.to_string()));
         }
         Ok(())
+    }
+
+    fn open_journal(&mut self, dir: &JobDir) {
+        if self.journal.is_some() {
+            return;
+        }
+        match Journal::open(&dir.journal(), "supervisor") {
+            Ok(j) => {
+                self.journal = Some(j);
+                self.journal_failure_logged = false;
+            }
+            Err(e) if !self.journal_failure_logged => {
+                self.say(&format!("{e}; running without journaling"));
+                self.journal_failure_logged = true;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// run.lock: held by another process is "another supervisor"; any other error is named.
+    fn take_run_lock(&self, dir: &JobDir) -> std::result::Result<JobLock, Halt> {
+        JobLock::acquire(&dir.run_lock(), &self.job.name, Wait::NoWait).map_err(|e| match e {
+            Error::Locked(_) => {
+                Halt::Failed("another supervisor is watching this job (run.lock is held)".into())
+            }
+            other => Halt::Failed(format!("cannot take run.lock: {other}")),
+        })
     }
 
     /// One life of the job's children; returns why it ended.
@@ -404,30 +476,14 @@ impl Runner {
             Ok(w) => w,
             Err(h) => return h,
         };
-        if !self.wait_ready(&rx) {
-            kill(&mut watch);
-            return if self.stopping() {
-                Halt::Stopped
-            } else {
-                self.watch_failed("reverb-watch did not start")
-            };
-        }
-        // Watches are in place: now the catch-up rescan (or the first version).
-        if let Err(h) = self.snap(None) {
+        if let Err(h) = self.start_watching(&rx, &mut watch, lock) {
             kill(&mut watch);
             return h;
         }
-        if self.journal.is_none() || lock.is_none() {
-            // The job was just created by the first version: open what prepare() could not.
-            if let Err(h) = self.prepare(lock) {
-                kill(&mut watch);
-                return h;
-            }
-        }
-        let mut mount = self.start_mountwatch(tx.clone());
-        self.note("start", "watching");
+        let mut mount = self.start_mountwatch(tx);
+        self.note(JournalEvent::Start, "watching");
         self.say("watching");
-        let result = self.event_loop(&rx);
+        let result = self.event_loop(&rx, &mut watch);
         kill(&mut watch);
         if let Some(m) = &mut mount {
             kill(m);
@@ -435,8 +491,32 @@ impl Runner {
         result
     }
 
-    fn event_loop(&mut self, rx: &Receiver<Msg>) -> Halt {
+    /// Waits for the watcher's header, then runs the catch-up rescan (or the first version).
+    fn start_watching(
+        &mut self,
+        rx: &Receiver<Msg>,
+        watch: &mut Child,
+        lock: &mut Option<JobLock>,
+    ) -> std::result::Result<(), Halt> {
+        if !self.wait_ready(rx) {
+            return Err(if self.stopping() {
+                Halt::Stopped
+            } else {
+                self.watch_ended(watch, "reverb-watch did not start")
+            });
+        }
+        // Watches are in place: now the catch-up rescan (or the first version).
+        self.snap(None)?;
+        if self.journal.is_none() || lock.is_none() {
+            // The job was just created by the first version: open what prepare() could not.
+            self.prepare(lock)?;
+        }
+        Ok(())
+    }
+
+    fn event_loop(&mut self, rx: &Receiver<Msg>, watch: &mut Child) -> Halt {
         let mut batch: Vec<String> = Vec::new();
+        let mut lineno = 1; // the header
         loop {
             if self.stopping() {
                 return Halt::Stopped;
@@ -448,85 +528,124 @@ impl Runner {
                     return Halt::Failed("lost the children's pipes".into());
                 }
             };
-            match msg {
+            let halt = match msg {
                 Msg::Watch(line) => {
-                    let event = line.split('\t').nth(1).unwrap_or("").to_owned();
-                    if event == "flush" {
-                        if !batch.is_empty() {
-                            let lines = std::mem::take(&mut batch);
-                            if let Err(h) = self.snap(Some(&lines)) {
-                                return h;
-                            }
-                        }
-                        continue;
-                    }
-                    if event == "event" {
-                        continue; // the header
-                    }
-                    self.journal_event(&line);
-                    if self.opts.verbose > 0 {
-                        self.say(&format!("event {line}"));
-                    }
-                    batch.push(line);
+                    lineno += 1;
+                    self.event_line(line, lineno, &mut batch).err()
                 }
-                Msg::WatchErr(line) => self.watch_said(line),
+                Msg::WatchErr(line) => {
+                    self.watch_said(line);
+                    None
+                }
                 Msg::WatchEnd => {
                     // Let its last words (stderr) arrive before deciding why it ended.
-                    while let Ok(Msg::WatchErr(line)) = rx.recv_timeout(Duration::from_millis(200))
-                    {
-                        self.watch_said(line);
-                    }
-                    return self.watch_failed("reverb-watch exited");
+                    self.last_words(rx, true);
+                    Some(self.watch_ended(watch, "reverb-watch exited"))
                 }
-                Msg::Mount(line) => {
-                    let state = line.split('\t').nth(2).unwrap_or("");
-                    if state == "lost" {
-                        self.note("mount-lost", &line.replace('\t', " "));
-                        return Halt::Paused(format!(
-                            "a filesystem of the job was lost: {}",
-                            line.replace('\t', " ")
-                        ));
-                    }
+                Msg::Mount(line) => self.mount_line(&line),
+                Msg::MountEnd => None,
+            };
+            if let Some(h) = halt {
+                return h;
+            }
+        }
+    }
+
+    /// One line of reverb-watch: a `flush` builds the batch, anything else joins it.
+    fn event_line(
+        &mut self,
+        line: String,
+        lineno: usize,
+        batch: &mut Vec<String>,
+    ) -> std::result::Result<(), Halt> {
+        match EventLine::parse(&line, lineno) {
+            Ok(e) if e.kind == EventKind::Flush => {
+                if !batch.is_empty() {
+                    let lines = std::mem::take(batch);
+                    self.snap(Some(&lines))?;
                 }
-                Msg::MountEnd => {}
+                return Ok(());
+            }
+            Ok(e) => self.journal_event(&e),
+            // Kept in the batch: reverb-snap rejects the batch, and journals that.
+            Err(e) => self.complain(&format!("reverb-watch: {e}")),
+        }
+        if self.opts.verbose > 0 {
+            self.say(&format!("event {line}"));
+        }
+        batch.push(line);
+        Ok(())
+    }
+
+    /// One record of reverb-mountwatch: `lost` pauses the job.
+    fn mount_line(&mut self, line: &str) -> Option<Halt> {
+        if line == mountwatch::HEADER {
+            return None;
+        }
+        match Record::parse(line) {
+            Ok(r) if r.state == State::Lost => {
+                let shown = line.replace('\t', " ");
+                self.note(JournalEvent::MountLost, &shown);
+                Some(Halt::Paused(format!(
+                    "a filesystem of the job was lost: {shown}"
+                )))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.complain(&format!("reverb-mountwatch: {e}"));
+                None
             }
         }
     }
 
     fn watch_said(&mut self, line: String) {
-        self.say(&format!("reverb-watch: {line}"));
-        self.note("error", &format!("reverb-watch: {line}"));
+        self.complain(&format!("reverb-watch: {line}"));
         self.watch_error = Some(line);
     }
 
-    fn watch_failed(&mut self, what: &str) -> Halt {
-        match self.watch_error.take() {
-            Some(e) if e.contains("max_user_watches") || e.contains("max_user_instances") => {
-                Halt::NoWatch(e)
+    /// Collects what reverb-watch still writes on stderr after its stdout closed
+    /// (journaled when `journal` is set).
+    fn last_words(&mut self, rx: &Receiver<Msg>, journal: bool) {
+        while let Ok(Msg::WatchErr(line)) = rx.recv_timeout(Duration::from_millis(200)) {
+            if journal {
+                self.watch_said(line);
+            } else {
+                self.watch_error = Some(line);
             }
-            Some(e) => Halt::Failed(format!("{what}: {e}")),
-            None => Halt::Failed(what.to_owned()),
         }
     }
 
-    fn journal_event(&mut self, line: &str) {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() == 5
-            && let Some(j) = &mut self.journal
-        {
-            {
-                let path = crate::format::tsv::unescape_bytes(f[3]).unwrap_or_default();
-                let mut detail = f[2].to_owned();
-                if !f[4].is_empty() {
-                    detail = format!(
-                        "{detail} -> {}",
-                        crate::format::tsv::unescape_os(f[4])
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .unwrap_or_default()
-                    );
-                }
-                let _ = j.log_as("watch", f[1], &path, &detail);
-            }
+    /// reverb-watch ended: its exit status says why ([`EXIT_WATCH_LIMIT`]: fall back to
+    /// rescans; anything else: restart after the backoff).
+    fn watch_ended(&mut self, watch: &mut Child, what: &str) -> Halt {
+        let status = exit_status(watch);
+        let said = self.watch_error.take();
+        match (status.and_then(|s| s.code()), said) {
+            (Some(EXIT_WATCH_LIMIT), Some(e)) => Halt::NoWatch(e),
+            (Some(EXIT_WATCH_LIMIT), None) => Halt::NoWatch("an inotify limit".into()),
+            (_, Some(e)) => Halt::Failed(format!("{what}: {e}")),
+            (_, None) => Halt::Failed(what.to_owned()),
+        }
+    }
+
+    /// Journals a raw event as the watcher's (tool `watch`): the entry type as detail,
+    /// `-> to_path` for a move.
+    fn journal_event(&mut self, e: &EventLine) {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        let mut detail = e.etype.map(|t| t.as_str()).unwrap_or("").to_owned();
+        if let Some(to) = &e.to_path {
+            detail = format!("{detail} -> {}", to.to_string_lossy());
+        }
+        if let Err(err) = j.append_as(
+            "watch",
+            JournalEvent::Change(e.kind),
+            e.path.as_os_str().as_bytes(),
+            &detail,
+        ) {
+            crate::error::warn(&err.to_string());
         }
     }
 
@@ -555,14 +674,22 @@ impl Runner {
         Ok(child)
     }
 
-    fn start_mountwatch(&self, tx: Sender<Msg>) -> Option<Child> {
+    /// Starts reverb-mountwatch; one that cannot start is logged and journaled, and the job
+    /// goes on without it (identities are still checked before every version).
+    fn start_mountwatch(&mut self, tx: Sender<Msg>) -> Option<Child> {
         let mut c = self.command("reverb-mountwatch");
         c.arg(&self.job.source)
             .arg(&self.job.vault)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = c.spawn().ok()?;
+        let mut child = match c.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                self.complain(&format!("cannot start reverb-mountwatch: {e}"));
+                return None;
+            }
+        };
         let out = child.stdout.take()?;
         forward(out, tx, Msg::Mount, Msg::MountEnd);
         Some(child)
@@ -572,13 +699,10 @@ impl Runner {
         let end = Instant::now() + Duration::from_secs(600);
         while Instant::now() < end && !self.stopping() {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Msg::Watch(line)) if line.starts_with("time\tevent") => return true,
+                Ok(Msg::Watch(line)) if line == events::HEADER => return true,
                 Ok(Msg::WatchErr(line)) => self.watch_error = Some(line),
                 Ok(Msg::WatchEnd) => {
-                    while let Ok(Msg::WatchErr(line)) = rx.recv_timeout(Duration::from_millis(200))
-                    {
-                        self.watch_error = Some(line);
-                    }
+                    self.last_words(rx, false);
                     return false;
                 }
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
@@ -590,6 +714,58 @@ impl Runner {
 
     /// Runs reverb-snap (a rescan when `batch` is None), then reverb-retire after a version.
     fn snap(&mut self, batch: Option<&[String]>) -> std::result::Result<(), Halt> {
+        let started = Instant::now();
+        let out = self.run_snap(batch)?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let made = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        match out.status.code() {
+            Some(0) => {
+                self.backoff = Duration::from_secs(1);
+                let what = if made.is_empty() { "no change" } else { &made };
+                self.note(
+                    JournalEvent::Batch,
+                    &format!("{what} ({} ms)", started.elapsed().as_millis()),
+                );
+                if !made.is_empty() {
+                    self.say(&format!("version {made}"));
+                    self.retire();
+                }
+                Ok(())
+            }
+            Some(EXIT_TEMPFAIL) => Err(Halt::Paused(stderr)),
+            _ => {
+                if !stderr.is_empty() {
+                    self.say(&stderr);
+                }
+                Err(Halt::Failed(format!("reverb-snap failed ({})", out.status)))
+            }
+        }
+    }
+
+    /// Starts reverb-snap, feeds it the batch (header first) and waits for it.
+    fn run_snap(&mut self, batch: Option<&[String]>) -> std::result::Result<Output, Halt> {
+        let mut c = self.snap_command(batch.is_some());
+        let mut child = c
+            .spawn()
+            .map_err(|e| Halt::Failed(format!("cannot start reverb-snap: {e}")))?;
+        if let (Some(lines), Some(mut stdin)) = (batch, child.stdin.take()) {
+            let mut text = String::from(events::HEADER);
+            text.push('\n');
+            for l in lines {
+                text.push_str(l);
+                text.push('\n');
+            }
+            if let Err(e) = stdin.write_all(text.as_bytes()) {
+                // reverb-snap exited early; its status says why.
+                self.say(&format!("cannot hand the batch to reverb-snap: {e}"));
+            }
+        }
+        child
+            .wait_with_output()
+            .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")))
+    }
+
+    fn snap_command(&self, with_batch: bool) -> Command {
         let mut c = self.command("reverb-snap");
         c.arg("--vault")
             .arg(&self.job.vault)
@@ -602,12 +778,12 @@ impl Runner {
         if let Some(cfg) = &self.opts.config_file {
             c.arg("--config").arg(cfg);
         }
-        if batch.is_some() {
+        if with_batch {
             c.arg("--changes").arg("-").arg("--events-journaled");
         }
         // A long first copy shows its progress on a terminal (reverb-snap draws it on stderr).
-        let on_tty = batch.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-        c.stdin(if batch.is_some() {
+        let on_tty = !with_batch && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        c.stdin(if with_batch {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -618,51 +794,7 @@ impl Runner {
         } else {
             Stdio::piped()
         });
-        let started = Instant::now();
-        let mut child = c
-            .spawn()
-            .map_err(|e| Halt::Failed(format!("cannot start reverb-snap: {e}")))?;
-        if let (Some(lines), Some(mut stdin)) = (batch, child.stdin.take()) {
-            let mut text = String::from(crate::format::events::HEADER);
-            text.push('\n');
-            for l in lines {
-                text.push_str(l);
-                text.push('\n');
-            }
-            let _ = stdin.write_all(text.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")))?;
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let made = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        match out.status.code() {
-            Some(0) => {
-                self.backoff = Duration::from_secs(1);
-                let what = if made.is_empty() {
-                    "no change".to_owned()
-                } else {
-                    made.clone()
-                };
-                self.note(
-                    "batch",
-                    &format!("{what} ({} ms)", started.elapsed().as_millis()),
-                );
-                if !made.is_empty() {
-                    self.say(&format!("version {made}"));
-                    self.retire();
-                }
-                Ok(())
-            }
-            Some(75) => Err(Halt::Paused(stderr)),
-            _ => {
-                if !stderr.is_empty() {
-                    self.say(&stderr);
-                }
-                let status: ExitStatus = out.status;
-                Err(Halt::Failed(format!("reverb-snap failed ({status})")))
-            }
-        }
+        c
     }
 
     fn retire(&mut self) {
@@ -681,10 +813,11 @@ impl Runner {
                 }
             }
             Ok(o) => {
+                // reverb-retire journals its own failures.
                 let e = String::from_utf8_lossy(&o.stderr).trim().to_owned();
                 self.say(&format!("reverb-retire: {e}"));
             }
-            Err(e) => self.say(&format!("cannot run reverb-retire: {e}")),
+            Err(e) => self.complain(&format!("cannot run reverb-retire: {e}")),
         }
     }
 }
@@ -715,8 +848,26 @@ fn forward_stderr(err: std::process::ChildStderr, tx: Sender<Msg>) {
     });
 }
 
+/// The exit status of a child whose output ended: it exits on its own within 5 s, else it
+/// is killed (and then has no status worth reading).
+fn exit_status(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return None,
+        }
+    }
+    kill(child);
+    None
+}
+
 fn kill(child: &mut Child) {
     // SIGTERM first (reverb-watch flushes and exits 0), SIGKILL if it lingers.
+    if let Ok(Some(_)) = child.try_wait() {
+        return; // already reaped: its pid may belong to another process now
+    }
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let end = Instant::now() + Duration::from_secs(5);

@@ -18,6 +18,7 @@ use crate::error::{Error, Result, show};
 use crate::fault;
 use crate::format::index::{self, IndexRow};
 use crate::format::jobfile::JobFile;
+use crate::format::journal::JournalEvent;
 use crate::format::tsv;
 use crate::vault::job::JobCtx;
 use crate::vault::layout::{JobDir, VersionName};
@@ -146,7 +147,7 @@ pub fn recount(ctx: &mut JobCtx) -> Result<Vec<IndexRow>> {
     index::write(&ctx.dir.index(), &rows)?;
     fault::step();
     ctx.journal.note(
-        "recount",
+        JournalEvent::Recount,
         b"",
         &format!(
             "{} versions: held_bytes {} -> {}",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::index;
 use crate::format::jobfile::{Identities, JobFile, JobState};
-use crate::format::journal::Journal;
+use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::{JobSettings, sanitize_job_name};
 use crate::format::time;
 use crate::vault::layout::{JobDir, Vault};
@@ -26,60 +26,142 @@ pub struct JobCtx {
     pub journal: Journal,
 }
 
-/// Checks a source path: absolute, an existing directory (not a file, not missing), and
-/// neither inside the vault nor containing it. Returns it canonicalized.
-pub fn validate_source(source: &Path, vault_root: &Path) -> Result<PathBuf> {
-    if !source.is_absolute() {
-        return Err(Error::Usage(format!(
-            "source {} is relative: give an absolute path",
-            show(source)
-        )));
-    }
-    let meta =
-        fs::metadata(source).map_err(|e| Error::Usage(format!("source {}: {e}", show(source))))?;
-    if !meta.is_dir() {
-        return Err(Error::Usage(format!(
-            "source {} is not a directory",
-            show(source)
-        )));
-    }
-    let canon = fs::canonicalize(source).ctx("cannot resolve source", source)?;
-    let vault = canonical_or_nearest(vault_root);
-    if vault.starts_with(&canon) {
-        return Err(Error::Usage(format!(
-            "vault {} is inside source {}: the backup would back itself up",
-            show(vault_root),
-            show(source)
-        )));
-    }
-    if canon.starts_with(&vault) {
-        return Err(Error::Usage(format!(
-            "source {} is inside vault {}",
-            show(source),
-            show(vault_root)
-        )));
-    }
-    Ok(canon)
+/// Why a job's source or vault path is refused (docs/configuration.md#checks). The one set
+/// of checks for a configured job, a job given on the command line and a job `reverb-snap`
+/// creates; [`PathError::key`] names the key a configuration error points at.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("source {} is relative: give an absolute path", show(.0))]
+    SourceRelative(PathBuf),
+    #[error("source {} is not valid UTF-8 (job.toml stores it as text)", show(.0))]
+    SourceNotUtf8(PathBuf),
+    #[error("source {} does not exist", show(.0))]
+    SourceMissing(PathBuf),
+    #[error("source {}: {}", show(.0), .1)]
+    SourceUnusable(PathBuf, std::io::Error),
+    #[error("source {} is not a directory", show(.0))]
+    SourceNotDirectory(PathBuf),
+    #[error("source {} resolves to {}, which is not valid UTF-8", show(.0), show(.1))]
+    SourceResolvesNotUtf8(PathBuf, PathBuf),
+    #[error("vault {} must be an absolute path", show(.0))]
+    VaultRelative(PathBuf),
+    #[error("vault {}: {}", show(.0), .1)]
+    VaultUnusable(PathBuf, std::io::Error),
+    /// (vault, source)
+    #[error(
+        "vault {} is inside the source {}: every version would back up the vault",
+        show(.0),
+        show(.1)
+    )]
+    VaultInsideSource(PathBuf, PathBuf),
+    /// (source, vault)
+    #[error("source {} is inside the vault {}", show(.0), show(.1))]
+    SourceInsideVault(PathBuf, PathBuf),
 }
 
-/// Canonicalizes the longest existing ancestor of `p` and re-appends the rest.
-pub fn canonical_or_nearest(p: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = p.to_path_buf();
-    loop {
-        if let Ok(c) = fs::canonicalize(&cur) {
-            let mut out = c;
-            for r in rest.iter().rev() {
-                out.push(r);
-            }
-            return out;
+impl PathError {
+    /// The key the problem is about: `source` or `vault`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            PathError::VaultRelative(_)
+            | PathError::VaultUnusable(..)
+            | PathError::VaultInsideSource(..) => "vault",
+            _ => "source",
         }
-        match (cur.file_name().map(|n| n.to_owned()), cur.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                cur = parent.to_path_buf();
+    }
+}
+
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Error {
+        Error::Usage(e.to_string())
+    }
+}
+
+/// Checks a job's source and vault: the source absolute, valid UTF-8 (also once resolved),
+/// an existing directory; the vault absolute (it need not exist yet); the vault not inside
+/// the source nor the source inside the vault, comparing real paths
+/// ([`canonical_or_nearest`]). Returns the source canonicalized.
+pub fn check_paths(source: &Path, vault: &Path) -> Result<PathBuf, PathError> {
+    let at = || source.to_path_buf();
+    if !source.is_absolute() {
+        return Err(PathError::SourceRelative(at()));
+    }
+    if source.to_str().is_none() {
+        return Err(PathError::SourceNotUtf8(at()));
+    }
+    let meta = fs::metadata(source).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PathError::SourceMissing(at()),
+        _ => PathError::SourceUnusable(at(), e),
+    })?;
+    if !meta.is_dir() {
+        return Err(PathError::SourceNotDirectory(at()));
+    }
+    if !vault.is_absolute() {
+        return Err(PathError::VaultRelative(vault.to_path_buf()));
+    }
+    let source_real = fs::canonicalize(source).map_err(|e| PathError::SourceUnusable(at(), e))?;
+    if source_real.to_str().is_none() {
+        return Err(PathError::SourceResolvesNotUtf8(at(), source_real));
+    }
+    let vault_real =
+        resolve_nearest(vault).map_err(|e| PathError::VaultUnusable(vault.to_path_buf(), e))?;
+    if vault_real.starts_with(&source_real) {
+        return Err(PathError::VaultInsideSource(vault.to_path_buf(), at()));
+    }
+    if source_real.starts_with(&vault_real) {
+        return Err(PathError::SourceInsideVault(at(), vault.to_path_buf()));
+    }
+    Ok(source_real)
+}
+
+/// [`check_paths`] for a writer: a refused path is [`Error::Usage`] (exit 2).
+pub fn validate_source(source: &Path, vault_root: &Path) -> Result<PathBuf> {
+    Ok(check_paths(source, vault_root)?)
+}
+
+/// The real path of `p`, which need not exist: its nearest existing ancestor canonicalized,
+/// the rest re-appended with `.` and `..` resolved lexically; `p` itself when even that
+/// fails (for comparing two paths).
+pub fn canonical_or_nearest(p: &Path) -> PathBuf {
+    resolve_nearest(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// [`canonical_or_nearest`], failing when no ancestor can be resolved.
+pub fn resolve_nearest(path: &Path) -> std::io::Result<PathBuf> {
+    use std::ffi::OsString;
+    use std::path::Component;
+    let mut existing = path.to_path_buf();
+    let mut rest: Vec<OsString> = Vec::new();
+    loop {
+        match fs::canonicalize(&existing) {
+            Ok(real) => {
+                let mut out = real;
+                for part in rest.iter().rev() {
+                    match Path::new(part).components().next() {
+                        Some(Component::ParentDir) => {
+                            out.pop();
+                        }
+                        Some(Component::CurDir) | None => {}
+                        Some(_) => out.push(part),
+                    }
+                }
+                return Ok(out);
             }
-            _ => return p.to_path_buf(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match existing.file_name() {
+                    Some(last) => rest.push(last.to_os_string()),
+                    // `..` or `.` at the end of a missing path: keep it for later, climb on.
+                    None => match existing.components().next_back() {
+                        Some(Component::ParentDir) => rest.push(OsString::from("..")),
+                        Some(Component::RootDir) | None => return Err(e),
+                        _ => {}
+                    },
+                }
+                if !existing.pop() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -122,7 +204,7 @@ pub fn create(
         state: JobState::default(),
     };
     file.write(&dir.job_toml())?;
-    journal.note("start", b"", &format!("job {name} created"));
+    journal.note(JournalEvent::Start, b"", &format!("job {name} created"));
     Ok(dir)
 }
 
@@ -243,16 +325,16 @@ pub fn record_identities(source: &Path, vault_root: &Path) -> Identities {
 /// (docs/identity.md). A mismatch is [`Error::IdentityMismatch`] (exit 75); a source mismatch is
 /// journaled (the vault matched, so the journal is trustworthy).
 pub fn verify_identities(ctx: &mut JobCtx, vault_root: &Path) -> Result<()> {
-    if let Some(rec) = &ctx.file.identity.vault {
-        crate::capture::identity::verify("vault", rec, vault_root)?;
+    use crate::capture::identity::{JobMismatch, verify_job};
+    match verify_job(&ctx.file.identity, &ctx.file.source, vault_root) {
+        Ok(()) => Ok(()),
+        Err(JobMismatch::Vault(e)) => Err(e),
+        Err(JobMismatch::Source(e)) => {
+            ctx.journal
+                .note(JournalEvent::MountLost, b"", &e.to_string());
+            Err(e)
+        }
     }
-    if let Some(rec) = &ctx.file.identity.source
-        && let Err(e) = crate::capture::identity::verify("source", rec, &ctx.file.source)
-    {
-        ctx.journal.note("mount-lost", b"", &e.to_string());
-        return Err(e);
-    }
-    Ok(())
 }
 
 /// Applies settings from the configuration to job.toml when they changed (journaled).
@@ -268,7 +350,8 @@ pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
     }
     ctx.file.settings = settings.clone();
     ctx.file.write(&ctx.dir.job_toml())?;
-    ctx.journal.note("config", b"", "settings changed");
+    ctx.journal
+        .note(JournalEvent::Config, b"", "settings changed");
     Ok(())
 }
 
@@ -354,4 +437,42 @@ pub fn select(
         out.push((v.clone(), d));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_set_of_path_checks() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).expect("mkdir");
+        std::os::unix::fs::symlink(&src, tmp.path().join("alias")).expect("symlink");
+        let refused = |source: &Path, vault: &Path| {
+            let e = check_paths(source, vault).expect_err("refused");
+            (e.key(), e.to_string())
+        };
+        // A vault that does not exist yet, reached through `..` and a symlink.
+        let (key, msg) = refused(&src, &tmp.path().join("alias/x/../new/vault"));
+        assert_eq!(key, "vault");
+        assert!(msg.contains("is inside the source"), "{msg}");
+        let (key, msg) = refused(&src, tmp.path());
+        assert_eq!(key, "source");
+        assert!(msg.contains("is inside the vault"), "{msg}");
+        assert_eq!(refused(Path::new("src"), tmp.path()).0, "source");
+        assert_eq!(refused(&src, Path::new("vault")).0, "vault");
+        assert!(
+            refused(&tmp.path().join("nope"), Path::new("/v"))
+                .1
+                .contains("does not exist")
+        );
+        let real = fs::canonicalize(&src).expect("real");
+        assert_eq!(
+            check_paths(&tmp.path().join("alias"), Path::new("/v")).expect("ok"),
+            real
+        );
+        let e = validate_source(&src, &src.join("v")).expect_err("usage");
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+    }
 }

@@ -410,7 +410,7 @@ fn bad_input_is_refused_and_the_vault_untouched() {
                 f.vault.join("job").display().to_string(),
             ],
             2,
-            "inside vault",
+            "inside the vault",
         ),
         (vec!["--job".into(), "nosuchjob".into()], 2, "unknown job"),
         (
@@ -462,7 +462,7 @@ fn bad_input_is_refused_and_the_vault_untouched() {
         .args(["--job", "x", "--source"])
         .arg(&f.src)
         .assert_exit(2);
-    assert!(stderr(&o).contains("inside source"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("inside the source"), "{}", stderr(&o));
     let _ = fs::remove_dir_all(&inner);
     // Not a vault: exit 75 and nothing created.
     let nowhere = f._tmp.path().join("unplugged");

@@ -45,7 +45,7 @@ fn inotify_limits() {
 }
 
 /// The limit hit for a directory created later: `overflow` (the reader must rescan), then
-/// exit 1 with the same message.
+/// exit 3 (an inotify limit) with the same message.
 fn watch_limit_while_running_is_overflow_then_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut w = Watch::start(tmp.path(), &[]);
@@ -56,7 +56,7 @@ fn watch_limit_while_running_is_overflow_then_error() {
         w.wait_for("overflow", |e| e.kind == K::Overflow);
         w.wait_exit()
     };
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(3));
     let err = w.stderr_text();
     assert!(err.contains("fs.inotify.max_user_watches"), "{err}");
     assert_eq!(
@@ -67,7 +67,7 @@ fn watch_limit_while_running_is_overflow_then_error() {
     );
 }
 
-/// No inotify instance left for this user: exit 1 naming fs.inotify.max_user_instances.
+/// No inotify instance left for this user: exit 3 naming fs.inotify.max_user_instances.
 fn instance_limit_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = {
@@ -75,7 +75,7 @@ fn instance_limit_is_a_clear_error() {
         cmd("reverb-watch").arg(tmp.path()).output()
     };
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("fs.inotify.max_user_instances"), "{err}");
 }
 
@@ -110,7 +110,7 @@ fn queue_overflow_prints_overflow_and_keeps_watching() {
     assert_eq!(w.terminate().code(), Some(0));
 }
 
-/// Too few watches for the tree: exit 1 with the sysctl to raise.
+/// Too few watches for the tree: exit 3 with the sysctl to raise.
 fn watch_limit_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     for i in 0..40 {
@@ -121,7 +121,7 @@ fn watch_limit_is_a_clear_error() {
         cmd("reverb-watch").arg(tmp.path()).output()
     };
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
         out.stdout.is_empty(),
         "no header when the watch could not be set up"
