@@ -212,7 +212,7 @@ pub fn report(cmd: &Command, dir: Option<&Path>, output: &Output, why: &str) -> 
 }
 
 /// A `find`-style listing of `dir` (relative paths, type, size; symlinks with their
-/// targets), sorted, at most [`LISTING_ENTRIES`] lines.
+/// targets), sorted, at most `LISTING_ENTRIES` (80) lines.
 pub fn listing(dir: &Path) -> String {
     let mut lines = Vec::new();
     let mut more = 0usize;

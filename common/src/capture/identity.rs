@@ -11,7 +11,7 @@
 //!   PARTLABEL) is filled from `blkid -o export DEVICE` and from the `/dev/disk/by-*`
 //!   symlinks, when they exist. Neither is required: in a minimal container the identity
 //!   simply has fewer fields.
-//! - **Matching** ([`matches`]): a pure function, the one place the matching order (docs/identity.md) lives.
+//! - **Matching** ([`matches()`]): a pure function, the one place the matching order (docs/identity.md) lives.
 //! - **Verifying** ([`verify`]): gathering plus matching, turned into
 //!   [`Error::IdentityMismatch`] (exit 75) when the filesystem is not the recorded one; and
 //!   [`verify_job`], the one place that decides whether a job may run: vault first, then

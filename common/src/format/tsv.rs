@@ -161,7 +161,7 @@ pub struct Row<'t> {
 
 impl Table {
     /// Parses a whole document. Every record must have exactly as many fields as the header;
-    /// `required` columns must exist. Fields stay escaped; use [`Row::get`] to read them.
+    /// `required` columns must exist. Fields stay escaped; read them with [`Row::text`] (or [`Row::raw`] for the escaped form).
     pub fn parse(text: &str, required: &[&str]) -> Result<Table, (usize, TsvError)> {
         let mut lines = text.split('\n');
         let header = match lines.next() {
