@@ -7,10 +7,12 @@
 //! or decides policy; see `docs/format.md` for the byte-exact rules.
 
 pub(crate) mod baseline;
+pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod index;
 pub(crate) mod jobfile;
 pub(crate) mod journal;
+pub(crate) mod relpath;
 pub(crate) mod settings;
 pub(crate) mod time;
 pub(crate) mod tsv;
