@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn the_root_is_the_empty_path() {
-        let Trigger::Paths(paths) = trigger_of(&[ev(EventKind::Attrib, "."), ev(EventKind::Modify, "a")])
+        let Trigger::Paths(paths) =
+            trigger_of(&[ev(EventKind::Attrib, "."), ev(EventKind::Modify, "a")])
         else {
             panic!("paths expected");
         };

@@ -19,10 +19,10 @@ use std::fs::{self, Metadata};
 
 use crate::engine::builder::{BaselineState, Builder, SourceListing};
 use crate::engine::copy;
-use crate::format::entry::Difference;
 use crate::engine::listing::{Detail, VersionEntry};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
+use crate::format::entry::Difference;
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
 use crate::vault::tree::Entry;
@@ -44,21 +44,24 @@ enum WhenBuilt {
     /// The version's root: report whether it differs.
     Root,
     /// A directory also in the old version: collapse back into a link when nothing differs.
-    Common {
-        entry: Entry,
-        holder: String,
-        src_meta: Metadata,
-        attr_differs: bool,
-    },
+    Common(Box<CommonDir>),
     /// A directory unchanged since the job started (keep_complete = false): kept only when
     /// something below it changed.
     SinceBaseline,
 }
 
+/// A directory in both versions, as [`WhenBuilt::Common`] needs it.
+struct CommonDir {
+    entry: Entry,
+    holder: String,
+    src_meta: Metadata,
+    attr_differs: bool,
+}
+
 /// The result of visiting one name.
 enum Visit {
     Done { differs: bool },
-    Open(OpenDir),
+    Open(Box<OpenDir>),
 }
 
 impl Builder<'_> {
@@ -66,8 +69,14 @@ impl Builder<'_> {
     /// `marks`; `diffed` when the marks already hold every difference (a rescan). Returns
     /// whether anything differs from the old version.
     pub fn build_tree(&mut self, marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
-        let root = self.open_dir(RelPath::root(), marks, Some(old_dir), diffed, WhenBuilt::Root)?;
-        let mut open = vec![root];
+        let root = self.open_dir(
+            RelPath::root(),
+            marks,
+            Some(old_dir),
+            diffed,
+            WhenBuilt::Root,
+        )?;
+        let mut open = vec![Box::new(root)];
         let mut root_differs = false;
         while let Some(dir) = open.last_mut() {
             if let Some((name, in_source, old)) = dir.todo.next() {
@@ -81,7 +90,7 @@ impl Builder<'_> {
                 continue;
             }
             let Some(done) = open.pop() else { break };
-            let differs = self.close_dir(done)?;
+            let differs = self.close_dir(*done)?;
             match open.last_mut() {
                 Some(parent) => parent.differs |= differs,
                 None => root_differs = differs,
@@ -194,14 +203,20 @@ impl Builder<'_> {
                 copy::make_dir(&np).ctx("cannot create directory", &np)?;
                 let marks = marks.unwrap_or_default();
                 let dir = self.open_dir(rel, marks, None, diffed, WhenBuilt::SinceBaseline)?;
-                return Ok(Visit::Open(dir));
+                return Ok(Visit::Open(Box::new(dir)));
             }
         };
         Ok(Visit::Done { differs })
     }
 
     /// A common name with marks: compare, and copy what differs.
-    fn update(&mut self, rel: RelPath, marks: MarkTree, old: VersionEntry, diffed: bool) -> Result<Visit> {
+    fn update(
+        &mut self,
+        rel: RelPath,
+        marks: MarkTree,
+        old: VersionEntry,
+        diffed: bool,
+    ) -> Result<Visit> {
         let sp = self.src(&rel);
         let op = self.vault_path(&old.holder, &rel);
         let Ok(sm) = fs::symlink_metadata(&sp) else {
@@ -214,14 +229,14 @@ impl Builder<'_> {
         if sm.is_dir() && om.is_dir() {
             let np = self.new_path(&rel);
             copy::make_dir(&np).ctx("cannot create directory", &np)?;
-            let then = WhenBuilt::Common {
+            let then = WhenBuilt::Common(Box::new(CommonDir {
                 entry: old.entry,
                 holder: old.holder.clone(),
                 src_meta: sm,
                 attr_differs: difference != Difference::Same,
-            };
+            }));
             let dir = self.open_dir(rel, marks, Some(&old.holder), diffed, then)?;
-            return Ok(Visit::Open(dir));
+            return Ok(Visit::Open(Box::new(dir)));
         }
         let force_copy = marks.mark == Some(Mark::Content) && sm.is_file();
         let differs = self.update_leaf(&rel, &old, &sm, difference, force_copy)?;
@@ -280,12 +295,13 @@ impl Builder<'_> {
                 self.drop_new(rel)?;
                 Ok(false)
             }
-            WhenBuilt::Common {
-                entry,
-                holder,
-                src_meta,
-                attr_differs,
-            } => {
+            WhenBuilt::Common(common) => {
+                let CommonDir {
+                    entry,
+                    holder,
+                    src_meta,
+                    attr_differs,
+                } = *common;
                 if !dir.differs && !attr_differs {
                     // Nothing changed after all: collapse back into one link.
                     self.drop_new(rel)?;

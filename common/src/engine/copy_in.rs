@@ -33,7 +33,7 @@ enum Started {
     /// Done: whether anything was copied.
     Leaf(bool),
     /// A directory, created; its children come next.
-    Dir(OpenDir),
+    Dir(Box<OpenDir>),
 }
 
 impl Builder<'_> {
@@ -81,11 +81,11 @@ impl Builder<'_> {
                 return Ok(Started::Leaf(false));
             }
         };
-        Ok(Started::Dir(OpenDir {
+        Ok(Started::Dir(Box::new(OpenDir {
             rel: rel.clone(),
             meta: sm,
             children: children.into_keys(),
-        }))
+        })))
     }
 
     /// Copies one non-directory entry whose lstat is `sm`.
@@ -156,7 +156,8 @@ impl Builder<'_> {
             self.delta_files += 1;
             self.delta_logical += nm.len() as i64;
             if sm.nlink() > 1 {
-                self.hardlinks.insert((sm.dev(), sm.ino()), np.to_path_buf());
+                self.hardlinks
+                    .insert((sm.dev(), sm.ino()), np.to_path_buf());
             }
         }
         self.held += copy::disk_usage(&nm);
@@ -169,7 +170,12 @@ impl Builder<'_> {
 
     /// A file whose data is unchanged but attributes are new: the vault's data (at
     /// `vault_file`) with the source's attributes.
-    pub fn copy_attr_only(&mut self, rel: &RelPath, vault_file: &Path, sm: &Metadata) -> Result<()> {
+    pub fn copy_attr_only(
+        &mut self,
+        rel: &RelPath,
+        vault_file: &Path,
+        sm: &Metadata,
+    ) -> Result<()> {
         let np = self.new_path(rel);
         let input = fs::File::open(vault_file).ctx("cannot open", vault_file)?;
         let output = fs::OpenOptions::new()

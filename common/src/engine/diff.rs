@@ -24,7 +24,13 @@ use crate::vault::measure::measure_tree;
 
 impl Builder<'_> {
     /// How the source entry (lstat `src_meta` at `src`) differs from the old one.
-    pub fn differ(&self, src_meta: &Metadata, old_meta: &Metadata, src: &Path, old: &Path) -> Difference {
+    pub fn differ(
+        &self,
+        src_meta: &Metadata,
+        old_meta: &Metadata,
+        src: &Path,
+        old: &Path,
+    ) -> Difference {
         compare(
             &EntryFacts::of(old, old_meta),
             &EntryFacts::of(src, src_meta),
@@ -43,7 +49,12 @@ impl Builder<'_> {
     /// Compares source directory `rel` with the old physical directory `phys`/`rel` and
     /// everything below, marking every difference in `marks` (whose root stands for
     /// `rel`). Returns the number of regular files that would be deleted.
-    pub fn diff_dir(&mut self, rel: &RelPath, phys: Option<&str>, marks: &mut MarkTree) -> Result<u64> {
+    pub fn diff_dir(
+        &mut self,
+        rel: &RelPath,
+        phys: Option<&str>,
+        marks: &mut MarkTree,
+    ) -> Result<u64> {
         let mut deleted = 0u64;
         // (the directory, the same relative to `marks`, its old physical version)
         let mut pending = vec![(rel.clone(), RelPath::root(), phys.map(str::to_owned))];
@@ -82,7 +93,8 @@ impl Builder<'_> {
                 (Some(_), None) => node.child_mut(name).mark = Some(Mark::Content),
                 (None, Some(o)) => {
                     node.child_mut(name).mark = Some(Mark::Delete);
-                    *deleted += measure_tree(&self.job, &o.holder, child.as_path(), &self.lookalikes)?.0;
+                    *deleted +=
+                        measure_tree(&self.job, &o.holder, child.as_path(), &self.lookalikes)?.0;
                 }
                 (Some(sm), Some(o)) => {
                     let Some(sm) = sm else { continue };

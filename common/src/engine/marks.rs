@@ -131,8 +131,16 @@ mod tests {
         t.insert(&rel("a/b"), Mark::Delete);
         t.insert(&rel("a/b"), Mark::Attrib);
         let b = &t.children[OsStr::new("a")].children[OsStr::new("b")];
-        assert_eq!(b.mark, Some(Mark::Content), "attrib after delete is content");
-        assert_eq!(t.children[OsStr::new("a")].mark, None, "ancestors are unmarked");
+        assert_eq!(
+            b.mark,
+            Some(Mark::Content),
+            "attrib after delete is content"
+        );
+        assert_eq!(
+            t.children[OsStr::new("a")].mark,
+            None,
+            "ancestors are unmarked"
+        );
     }
 
     #[test]
@@ -143,7 +151,10 @@ mod tests {
         }
         let got: Vec<_> = t.leaves().iter().map(|p| p.as_bytes().to_vec()).collect();
         assert_eq!(got, [&b"a/x"[..], b"a/y", b"b", b"c/d"]);
-        assert_eq!(MarkTree::marked(Some(Mark::Attrib)).leaves(), [RelPath::root()]);
+        assert_eq!(
+            MarkTree::marked(Some(Mark::Attrib)).leaves(),
+            [RelPath::root()]
+        );
     }
 
     #[test]
@@ -161,5 +172,4 @@ mod tests {
         assert!(!t.children.contains_key(OsStr::new("empty")));
         assert_eq!(t.leaves(), [rel("a"), rel("b/c")]);
     }
-
 }

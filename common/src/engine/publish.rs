@@ -116,7 +116,11 @@ fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> IndexRow
 
 /// Publishes the built version, in crash-safe order.
 fn publish(b: &mut Builder<'_>, new: NewVersion, partial: &Path, row: IndexRow) -> Result<Outcome> {
-    let NewVersion { dir, mut rows, name } = new;
+    let NewVersion {
+        dir,
+        mut rows,
+        name,
+    } = new;
     b.lookalikes.save(&dir.path)?;
     crate::fault::step();
     make_durable(partial, &b.out.changed_paths)?;

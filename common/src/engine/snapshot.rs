@@ -158,7 +158,12 @@ fn next_version(ctx: &JobCtx) -> Result<NewVersion> {
         )));
     }
     let newest_on_disk = ctx.dir.versions_on_disk()?.last().map(|v| v.n).unwrap_or(0);
-    let n = rows.last().map(|r| r.version).unwrap_or(0).max(newest_on_disk) + 1;
+    let n = rows
+        .last()
+        .map(|r| r.version)
+        .unwrap_or(0)
+        .max(newest_on_disk)
+        + 1;
     Ok(NewVersion {
         dir: ctx.dir.clone(),
         rows,
@@ -218,4 +223,177 @@ fn guard_deletions(file: &JobFile, files: u64, deleted: u64, force: bool) -> Res
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::jobfile::Identities;
+    use crate::format::settings::JobSettings;
+    use crate::vault::job;
+    use crate::vault::layout::Vault;
+    use crate::vault::tree;
+    use std::path::{Path, PathBuf};
+
+    /// A job over `src/{a, d/b, d/c}` in a fresh vault.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        src: PathBuf,
+        ctx: JobCtx,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("d")).expect("mkdir");
+        fs::write(src.join("a"), b"one").expect("write");
+        fs::write(src.join("d/b"), b"two").expect("write");
+        fs::write(src.join("d/c"), b"three").expect("write");
+        let vault = Vault::init(&tmp.path().join("vault")).expect("vault");
+        let settings = JobSettings::default();
+        job::create(&vault, "t", &src, settings, Identities::default()).expect("create");
+        let ctx = job::open(&vault, "t", "snap").expect("open");
+        Fixture {
+            _tmp: tmp,
+            src,
+            ctx,
+        }
+    }
+
+    impl Fixture {
+        fn take(&mut self, trigger: Trigger) -> Outcome {
+            take(&mut self.ctx, trigger, Options::default()).expect("take")
+        }
+
+        fn version(&self, out: &Outcome) -> PathBuf {
+            let v = out.version.as_ref().expect("a version");
+            self.ctx.dir.version(v)
+        }
+
+        fn rows(&self) -> Vec<IndexRow> {
+            read_index_or_empty(&self.ctx.dir).expect("index")
+        }
+    }
+
+    fn is_vault_link(version: &Path, rel: &str, holder: &str) -> bool {
+        fs::read_link(version.join(rel)).ok() == Some(tree::link_text(Path::new(rel), holder))
+    }
+
+    #[test]
+    fn the_first_version_is_a_full_copy() {
+        let mut f = fixture();
+        let out = f.take(Trigger::Rescan);
+        let v1 = f.version(&out);
+        assert_eq!(fs::read(v1.join("a")).expect("a"), b"one");
+        assert_eq!(fs::read(v1.join("d/c")).expect("d/c"), b"three");
+        assert!(fs::symlink_metadata(v1.join("d")).expect("d").is_dir());
+        let rows = f.rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].files, rows[0].logical_bytes), (3, 11));
+        assert_eq!(
+            f.ctx.dir.read_current().as_deref(),
+            Some(rows[0].dir.as_str())
+        );
+        assert!(
+            fs::read_dir(f.ctx.dir.partial())
+                .expect("partial")
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_rescan_copies_the_change_and_links_the_rest() {
+        let mut f = fixture();
+        let first = f.take(Trigger::Rescan);
+        let v1_name = first.version.as_ref().expect("v1").dir.clone();
+        fs::write(f.src.join("d/b"), b"changed").expect("write");
+        let out = f.take(Trigger::Rescan);
+        let v2 = f.version(&out);
+        let b = fs::symlink_metadata(v2.join("d/b")).expect("d/b");
+        assert!(b.is_file(), "the changed file is real");
+        assert_eq!(fs::read(v2.join("d/b")).expect("d/b"), b"changed");
+        assert!(is_vault_link(&v2, "a", &v1_name), "unchanged sibling of d");
+        assert!(
+            is_vault_link(&v2, "d/c", &v1_name),
+            "unchanged sibling of d/b"
+        );
+        let rows = f.rows();
+        assert_eq!((rows[1].files, rows[1].logical_bytes), (3, 15));
+    }
+
+    #[test]
+    fn no_change_makes_no_version() {
+        let mut f = fixture();
+        f.take(Trigger::Rescan);
+        let out = f.take(Trigger::Rescan);
+        assert!(out.version.is_none());
+        assert_eq!(f.rows().len(), 1);
+        let marked = BTreeMap::from([(RelPath::root().join("a".as_ref()), Mark::Attrib)]);
+        assert!(f.take(Trigger::Paths(marked)).version.is_none());
+        assert_eq!(f.rows().len(), 1);
+        assert!(
+            fs::read_dir(f.ctx.dir.partial())
+                .expect("partial")
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_deletion_is_a_version_without_it() {
+        let mut f = fixture();
+        f.take(Trigger::Rescan);
+        fs::remove_file(f.src.join("d/c")).expect("rm");
+        let gone = RelPath::from_internal(Path::new("d/c"));
+        let out = f.take(Trigger::Paths(BTreeMap::from([(
+            gone.clone(),
+            Mark::Delete,
+        )])));
+        let v2 = f.version(&out);
+        assert!(fs::symlink_metadata(v2.join("d/c")).is_err());
+        assert_eq!(fs::read(v2.join("d/b")).expect("d/b kept"), b"two");
+        let parent = RelPath::root().join("d".as_ref());
+        assert_eq!(
+            out.changed_paths,
+            [gone, parent],
+            "the entry, then its real parent"
+        );
+        assert_eq!(f.rows()[1].files, 2);
+    }
+
+    #[test]
+    fn a_dry_run_reports_and_writes_nothing() {
+        let mut f = fixture();
+        f.take(Trigger::Rescan);
+        fs::write(f.src.join("a"), b"other").expect("write");
+        let opts = Options {
+            dry_run: true,
+            ..Options::default()
+        };
+        let out = take(&mut f.ctx, Trigger::Rescan, opts).expect("dry run");
+        assert!(out.version.is_none());
+        assert_eq!(out.changed_paths, [RelPath::root().join("a".as_ref())]);
+        assert_eq!(f.rows().len(), 1);
+    }
+
+    #[test]
+    fn progress_is_told_of_every_copy() {
+        #[derive(Default)]
+        struct Count(std::cell::Cell<(u64, u64)>);
+        impl Progress for Count {
+            fn copied(&self, bytes: u64) {
+                let (n, b) = self.0.get();
+                self.0.set((n + 1, b + bytes));
+            }
+        }
+        let mut f = fixture();
+        let count = Count::default();
+        let opts = Options {
+            progress: &count,
+            ..Options::default()
+        };
+        take(&mut f.ctx, Trigger::Rescan, opts).expect("take");
+        assert_eq!(count.0.get(), (3, 11));
+    }
 }

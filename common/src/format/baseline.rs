@@ -187,7 +187,14 @@ mod tests {
         for p in ["a\tb", "a\tb/f", "l"] {
             let recorded = b.get(Path::new(p)).expect("recorded");
             let read = back.get(Path::new(p)).expect("read back");
-            assert_eq!(read, &EntryFacts { rdev: None, ..recorded.clone() }, "{p}");
+            assert_eq!(
+                read,
+                &EntryFacts {
+                    rdev: None,
+                    ..recorded.clone()
+                },
+                "{p}"
+            );
             let abs = src.join(p);
             let m = fs::symlink_metadata(&abs).expect("meta");
             assert!(unchanged(read, &abs, &m, true), "{p}");

@@ -147,7 +147,11 @@ impl EntryFacts {
         let etype = EntryType::of(meta.file_type());
         EntryFacts {
             etype,
-            size: if etype == EntryType::Dir { 0 } else { meta.len() },
+            size: if etype == EntryType::Dir {
+                0
+            } else {
+                meta.len()
+            },
             mtime: (meta.mtime(), meta.mtime_nsec()),
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
@@ -223,7 +227,8 @@ mod tests {
         use Difference::*;
         use EntryType as T;
         let dev = T::Other(Some(Special::CharDevice));
-        let cases: Vec<(&str, EntryType, fn(&mut EntryFacts), Difference)> = vec![
+        type Case = (&'static str, EntryType, fn(&mut EntryFacts), Difference);
+        let cases: Vec<Case> = vec![
             ("same file", T::File, |_| {}, Same),
             ("file size", T::File, |n| n.size = 4, Content),
             ("file mtime ns", T::File, |n| n.mtime.1 = 6, Content),
@@ -234,16 +239,24 @@ mod tests {
             ("dir size", T::Dir, |n| n.size = 4096, Same),
             ("dir mtime", T::Dir, |n| n.mtime.0 = 1, Attributes),
             ("dir mode", T::Dir, |n| n.mode = 0o700, Attributes),
-            ("link target", T::Symlink, |n| n.target = Some("x".into()), Content),
+            (
+                "link target",
+                T::Symlink,
+                |n| n.target = Some("x".into()),
+                Content,
+            ),
             ("link mode", T::Symlink, |n| n.mode = 0o777, Same),
             ("link mtime", T::Symlink, |n| n.mtime.0 = 1, Content),
             ("link owner", T::Symlink, |n| n.uid = 9, Content),
             ("device rdev", dev, |n| n.rdev = Some(7), Content),
             ("device rdev unknown", dev, |n| n.rdev = None, Same),
             ("device mode", dev, |n| n.mode = 0o600, Content),
-            ("char to block", dev, |n| {
-                n.etype = T::Other(Some(Special::BlockDevice))
-            }, Content),
+            (
+                "char to block",
+                dev,
+                |n| n.etype = T::Other(Some(Special::BlockDevice)),
+                Content,
+            ),
         ];
         for (what, etype, change, want) in cases {
             let (old, new) = with(etype, change);

@@ -26,8 +26,8 @@ use std::ffi::OsStr;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-pub use crate::format::entry::EntryType;
 use crate::error::Error;
+pub use crate::format::entry::EntryType;
 use crate::format::relpath::RelPath;
 use crate::format::tsv;
 
@@ -181,14 +181,16 @@ impl EventLine {
                 return Err(bad(format!("`{}` takes no type", kind.as_str())));
             }
         } else {
-            RelPath::from_event_field(&path).map_err(|e| bad(format!("path `{}`: {e}", fields[3])))?;
+            RelPath::from_event_field(&path)
+                .map_err(|e| bad(format!("path `{}`: {e}", fields[3])))?;
         }
         let to_path = if kind == EventKind::Move {
             if to_raw.is_empty() {
                 return Err(bad("`move` needs a to_path".into()));
             }
             let to = PathBuf::from(to_raw);
-            RelPath::from_event_field(&to).map_err(|e| bad(format!("to_path `{}`: {e}", fields[4])))?;
+            RelPath::from_event_field(&to)
+                .map_err(|e| bad(format!("to_path `{}`: {e}", fields[4])))?;
             Some(to)
         } else {
             if !to_raw.is_empty() {
@@ -462,7 +464,11 @@ mod tests {
             (M::Delete, M::Delete, M::Delete),
         ];
         for (earlier, later, want) in table {
-            assert_eq!(Mark::merge(earlier, later), want, "{earlier:?} then {later:?}");
+            assert_eq!(
+                Mark::merge(earlier, later),
+                want,
+                "{earlier:?} then {later:?}"
+            );
         }
     }
 
@@ -696,8 +702,7 @@ mod tests {
 
     fn event_line() -> impl Strategy<Value = EventLine> {
         let kind = proptest::sample::select(EventKind::ALL.to_vec());
-        let etype =
-            proptest::option::of(proptest::sample::select(EntryType::EVENT_TYPES.to_vec()));
+        let etype = proptest::option::of(proptest::sample::select(EntryType::EVENT_TYPES.to_vec()));
         (kind, etype, rel_path(), rel_path()).prop_map(|(kind, etype, path, to)| {
             if kind.is_pathless() {
                 EventLine {
