@@ -9,7 +9,7 @@
 //! | `format/` | tsv, time, index, journal, jobfile, settings, baseline, events | every text format, byte-exact |
 //! | `vault/` | layout, job, lock, fsutil, tree, measure, check | the vault on disk and its invariants |
 //! | `capture/` | watch, exclude, identity, mountwatch | noticing changes and filesystem identity |
-//! | `engine/` | copy, snapshot, retire, restore | building, retiring and restoring versions |
+//! | `engine/` | copy, snapshot (build, diff, copy_in, publish, recover), batch, retire, restore | building, retiring and restoring versions |
 //! | `run/` | config, supervisor, porcelain, cli | the programs' shared edge and the supervisor |
 //!
 //! Every module is private to the crate. The public API is the curated set of namespaces
@@ -80,6 +80,11 @@ pub mod baseline {
     pub use crate::format::baseline::kind_of;
 }
 
+/// Paths relative to a source or version root.
+pub mod relpath {
+    pub use crate::format::relpath::RelPath;
+}
+
 /// Event lines and the batch rules.
 pub mod events {
     pub use crate::format::events::{
@@ -117,8 +122,13 @@ pub mod copy {
 
 /// Building a version.
 pub mod snapshot {
-    pub use crate::engine::snapshot::{
-        Hint, Options, PROGRESS_BYTES, PROGRESS_ENTRIES, Trigger, take,
+    pub use crate::engine::snapshot::{NoProgress, Options, Outcome, Progress, Trigger, take};
+}
+
+/// From a job name and event batches to builds (what `reverb-snap` does around `take`).
+pub mod batch {
+    pub use crate::engine::batch::{
+        Prepared, check_source, journal_batch, prepare_job, reject_batch, trigger_of,
     };
 }
 

@@ -1,21 +1,23 @@
 //! `reverb-snap`: build one version of a job (docs/cli.md). A thin edge over
-//! `reverb_common::snapshot`; all logic lives in the library.
+//! `reverb_common::snapshot` and `reverb_common::batch`: it parses flags, calls the library
+//! and prints; all logic lives in the library.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use reverb_common::Error;
 use reverb_common::Vault;
-use reverb_common::events::{self, EventLine, Mark};
+use reverb_common::batch::{self, Prepared};
+use reverb_common::events::{self, EventLine};
 use reverb_common::exit::EXIT_OK;
 use reverb_common::job::JobCtx;
 use reverb_common::journal::JournalEvent;
 use reverb_common::lock::{JobLock, Wait};
-use reverb_common::snapshot::{self, Hint, Options, Trigger};
+use reverb_common::snapshot::{self, Options, Trigger};
 use reverb_common::{cli, job, retire};
 
 /// Build one version of a job: the first (a complete copy) for a new job, then a rescan
@@ -75,7 +77,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     cli::finish("reverb-snap", cli::with_big_stack(|| run(&args)))
 }
 
-/// The tool's body.
+/// The tool's body: opens (or creates) the job, then builds one version from a rescan or
+/// from the event batches of `--changes`.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
     let target = job::target(
         args.vault.as_deref(),
@@ -88,56 +91,40 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     } else {
         Vault::open(&target.vault)?
     };
+    if batch::prepare_job(&vault, &args.job, &target, args.dry_run)? == Prepared::WouldCreate {
+        print_record(args, "would create", &args.job)?;
+        return Ok(EXIT_OK);
+    }
     let dir = job::job_dir(&vault, &args.job)?;
-    if !dir.exists() {
-        let Some(source) = &target.source else {
-            job::open(&vault, &args.job, "snap")?;
-            return Err(Error::Usage(format!("unknown job {}", args.job)).into());
-        };
-        job::validate_source(source, vault.root())?;
-        if args.dry_run {
-            print_record(args, "would create", &args.job)?;
-            return Ok(EXIT_OK);
-        }
-        let identity = job::record_identities(source, vault.root());
-        job::create(
-            &vault,
-            &args.job,
-            source,
-            target.settings.clone().unwrap_or_default(),
-            identity,
-        )?;
-    }
-    let _lock = JobLock::acquire(
-        &dir.lock(),
-        &args.job,
-        if args.no_wait {
-            Wait::NoWait
-        } else {
-            Wait::Block
-        },
-    )?;
+    let lock = JobLock::acquire(&dir.lock(), &args.job, wait(args))?;
     let mut ctx = job::open_dir(dir, "snap")?;
-    if let Some(source) = &target.source {
-        let canon = std::fs::canonicalize(source)
-            .with_context(|| format!("source {}", source.display()))?;
-        if canon != ctx.file.source {
-            return Err(Error::Usage(format!(
-                "job {} records source {}, not {}",
-                args.job,
-                ctx.file.source.display(),
-                source.display()
-            ))
-            .into());
-        }
-    }
+    batch::check_source(&ctx, &args.job, target.source.as_deref())?;
     if let Some(settings) = &target.settings {
         job::update_settings(&mut ctx, settings)?;
     }
-    drop(_lock);
-    let Some(changes) = &args.changes else {
-        return one_version(args, &vault, &mut ctx, Trigger::Rescan).map(|_| EXIT_OK);
-    };
+    drop(lock);
+    match &args.changes {
+        None => one_version(args, &vault, &mut ctx, Trigger::Rescan)?,
+        Some(changes) => from_changes(args, &vault, &mut ctx, changes)?,
+    }
+    Ok(EXIT_OK)
+}
+
+fn wait(args: &Args) -> Wait {
+    if args.no_wait {
+        Wait::NoWait
+    } else {
+        Wait::Block
+    }
+}
+
+/// `--changes`: one version per batch (`--follow`) or one for all of them.
+fn from_changes(
+    args: &Args,
+    vault: &Vault,
+    ctx: &mut JobCtx,
+    changes: &Path,
+) -> anyhow::Result<()> {
     let input: Box<dyn BufRead> = if changes.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin().lock()))
     } else {
@@ -147,17 +134,13 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     };
     let mut failed = None;
     let mut pending: Vec<EventLine> = Vec::new();
-    for batch in events::read_batches(input) {
-        let batch = match batch {
-            Ok(b) => b,
+    for read in events::read_batches(input) {
+        let events = match read {
+            Ok(b) => b.events,
             Err(e) => {
                 // A batch we could not read builds nothing; with --follow the next one may.
                 eprintln!("reverb-snap: {e}");
-                ctx.journal.note(
-                    JournalEvent::Error,
-                    b"",
-                    &format!("event batch rejected: {e}"),
-                );
+                batch::reject_batch(&mut ctx.journal, &e);
                 failed = Some(e);
                 if !args.follow {
                     break;
@@ -166,68 +149,23 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
             }
         };
         if !args.events_journaled {
-            for e in &batch.events {
-                let detail = match &e.to_path {
-                    Some(to) => format!(
-                        "{} -> {}",
-                        e.etype.map(|t| t.as_str()).unwrap_or(""),
-                        to.display()
-                    ),
-                    None => e.etype.map(|t| t.as_str()).unwrap_or("").to_owned(),
-                };
-                if let Err(err) = ctx.journal.append_as(
-                    "watch",
-                    JournalEvent::Change(e.kind),
-                    e.path.as_os_str().as_encoded_bytes(),
-                    &detail,
-                ) {
-                    eprintln!("reverb-snap: warning: {err}");
-                }
+            for err in batch::journal_batch(&mut ctx.journal, &events) {
+                eprintln!("reverb-snap: warning: {err}");
             }
         }
         if args.follow {
-            let trigger = trigger_of(&batch.events);
-            one_version(args, &vault, &mut ctx, trigger)?;
+            one_version(args, vault, ctx, batch::trigger_of(&events))?;
         } else {
-            pending.extend(batch.events);
+            pending.extend(events);
         }
     }
     if let Some(e) = failed {
         return Err(e.into());
     }
     if !args.follow && !pending.is_empty() {
-        one_version(args, &vault, &mut ctx, trigger_of(&pending))?;
+        one_version(args, vault, ctx, batch::trigger_of(&pending))?;
     }
-    Ok(EXIT_OK)
-}
-
-/// The batch rules (docs/design.md#the-supervisor) applied to a batch: the paths and how they changed, or a
-/// rescan when events were lost.
-fn trigger_of(events: &[EventLine]) -> Trigger {
-    let changes = events::fold(events);
-    if changes.rescan || changes.unmounted {
-        return Trigger::Rescan;
-    }
-    let paths: BTreeMap<PathBuf, Hint> = changes
-        .paths
-        .into_iter()
-        .map(|(p, m)| {
-            let h = match m {
-                Mark::Content => Hint::Content,
-                Mark::Attrib => Hint::Attrib,
-                Mark::Delete => Hint::Delete,
-            };
-            (
-                if p.as_os_str() == "." {
-                    PathBuf::new()
-                } else {
-                    p
-                },
-                h,
-            )
-        })
-        .collect();
-    Trigger::Paths(paths)
+    Ok(())
 }
 
 /// Takes one version under the job lock, after the identity check; prints its name. On a
@@ -238,25 +176,18 @@ fn one_version(
     ctx: &mut JobCtx,
     trigger: Trigger,
 ) -> anyhow::Result<()> {
-    let _lock = JobLock::acquire(
-        &ctx.dir.lock(),
-        &args.job,
-        if args.no_wait {
-            Wait::NoWait
-        } else {
-            Wait::Block
-        },
-    )?;
+    let _lock = JobLock::acquire(&ctx.dir.lock(), &args.job, wait(args))?;
     job::verify_identities(ctx, vault.root())?;
+    // Work through directory fds taken after the identity check (docs/identity.md).
+    let mut held = job::anchored(ctx)?;
+    let spinner = Spinner::start();
     let opts = Options {
         force: args.force,
         dry_run: args.dry_run,
+        progress: &spinner.counts,
     };
-    // Work through directory fds taken after the identity check (docs/identity.md).
-    let mut held = job::anchored(ctx)?;
-    let progress = Progress::start();
     let taken = snapshot::take(&mut held, trigger, opts);
-    drop(progress);
+    drop(spinner);
     drop(held);
     let outcome = match taken {
         Ok(o) => o,
@@ -276,7 +207,7 @@ fn one_version(
             print_record(
                 args,
                 "changed",
-                &reverb_common::tsv::escape_os(p.as_os_str()),
+                &reverb_common::tsv::escape_os(p.event_field().as_os_str()),
             )?;
         }
     } else if let Some(v) = &outcome.version {
@@ -299,32 +230,53 @@ fn one_version(
     Ok(())
 }
 
+/// What the build has copied so far, shared with the spinner's thread.
+#[derive(Debug, Default)]
+struct Counts {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// The build's progress, counted for the spinner.
+#[derive(Debug, Default, Clone)]
+struct SharedCounts(Arc<Counts>);
+
+impl snapshot::Progress for SharedCounts {
+    fn copied(&self, bytes: u64) {
+        self.0.entries.fetch_add(1, Ordering::Relaxed);
+        self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 /// A spinner on stderr while a version is built, only when stderr is a terminal.
-struct Progress {
+struct Spinner {
+    counts: SharedCounts,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Progress {
-    fn start() -> Progress {
+impl Spinner {
+    fn start() -> Spinner {
         use std::io::IsTerminal;
+        let counts = SharedCounts::default();
         if !std::io::stderr().is_terminal() {
-            return Progress {
+            return Spinner {
+                counts,
                 stop: None,
                 thread: None,
             };
         }
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let seen = counts.clone();
         let thread = std::thread::spawn(move || {
-            use std::sync::atomic::Ordering::Relaxed;
             let bar = indicatif::ProgressBar::new_spinner();
             let tick = std::time::Duration::from_millis(200);
             while rx
                 .recv_timeout(tick)
                 .is_err_and(|e| e == std::sync::mpsc::RecvTimeoutError::Timeout)
             {
-                let n = snapshot::PROGRESS_ENTRIES.load(Relaxed);
-                let b = snapshot::PROGRESS_BYTES.load(Relaxed);
+                let n = seen.0.entries.load(Ordering::Relaxed);
+                let b = seen.0.bytes.load(Ordering::Relaxed);
                 bar.set_message(format!(
                     "copied {n} entries, {}",
                     reverb_common::settings::format_size(b)
@@ -333,14 +285,15 @@ impl Progress {
             }
             bar.finish_and_clear();
         });
-        Progress {
+        Spinner {
+            counts,
             stop: Some(tx),
             thread: Some(thread),
         }
     }
 }
 
-impl Drop for Progress {
+impl Drop for Spinner {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {

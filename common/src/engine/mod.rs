@@ -1,10 +1,22 @@
 //! The engine layer: the operations that change or read whole versions.
 //!
-//! Owns building a version ([`snapshot`]) with the copy engine ([`copy`]), retiring versions
-//! ([`retire`]) and restoring one ([`restore`]). Every write here goes through the vault
-//! layer's rules: build under `.partial/`, make durable, rename into place.
+//! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
+//! [`diff`], [`build`], [`copy_in`] and [`publish`] over the shared [`builder`] state,
+//! [`marks`] and [`listing`]) with the copy engine ([`copy`]), turning event batches into
+//! builds ([`batch`]), retiring versions ([`retire`]) and restoring one ([`restore`]).
+//! Every write here goes through the vault layer's rules: build under `.partial/`, make
+//! durable, rename into place.
 
+pub(crate) mod batch;
+pub(crate) mod build;
+pub(crate) mod builder;
 pub(crate) mod copy;
+pub(crate) mod copy_in;
+pub(crate) mod diff;
+pub(crate) mod listing;
+pub(crate) mod marks;
+pub(crate) mod publish;
+pub(crate) mod recover;
 pub(crate) mod restore;
 pub(crate) mod retire;
 pub(crate) mod snapshot;

@@ -1,143 +1,84 @@
 //! The baseline of a `keep_complete = false` job (docs/configuration.md): the metadata of every entry of
 //! the source when the job started, so that later versions hold only what changed since.
 //!
-//! Owns: `<job>/baseline.tsv` (columns `path type size mtime mode uid gid target`), written
-//! once, atomically, before the first (empty) version is published; read by every build of
-//! such a job. An entry equal to its baseline record (type, size, mtime, mode, owner when
-//! privileged, link target) is "unchanged since the job started" and is left out of versions.
+//! Owns: `<job>/baseline.tsv` (columns `path type size mtime mode uid gid target`, `type`
+//! the one-letter form of [`EntryType`]), written once, atomically, before the first (empty)
+//! version is published; read by every build of such a job.
+//!
+//! Invariant: an entry is "unchanged since the job started", and left out of versions,
+//! exactly when [`compare`] finds it the same as its record; a directory only needs the same
+//! type (its mtime moves with every child). The file has no device-number column, so a
+//! record's `rdev` is unknown and not compared.
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::capture::exclude::Excludes;
 use crate::error::{Error, IoContext, Result, show};
+use crate::format::entry::{Difference, EntryFacts, EntryType, compare};
 use crate::format::tsv;
 use crate::vault::fsutil;
 
 /// The file name in the job folder.
 pub const FILE: &str = "baseline.tsv";
 
-/// One recorded entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseEntry {
-    /// `f`, `d`, `l`, `p`, `c`, `b`, `s`.
-    pub kind: char,
-    /// Apparent size.
-    pub size: u64,
-    /// mtime as (seconds, nanoseconds).
-    pub mtime: (i64, i64),
-    /// Permission bits (with setuid/setgid/sticky).
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// A symlink's target.
-    pub target: Option<PathBuf>,
-}
-
-/// The type letter of a file type.
+/// The baseline letter of an entry's type (`f`, `d`, `l`, `p`, `c`, `b`, `s`).
 pub fn kind_of(meta: &Metadata) -> char {
-    let ft = meta.file_type();
-    if ft.is_dir() {
-        'd'
-    } else if ft.is_file() {
-        'f'
-    } else if ft.is_symlink() {
-        'l'
-    } else if ft.is_fifo() {
-        'p'
-    } else if ft.is_char_device() {
-        'c'
-    } else if ft.is_block_device() {
-        'b'
-    } else {
-        's'
-    }
+    EntryType::of(meta.file_type()).letter()
 }
 
-impl BaseEntry {
-    /// Records an entry from its lstat (and link target).
-    pub fn of(path: &Path, meta: &Metadata) -> BaseEntry {
-        BaseEntry {
-            kind: kind_of(meta),
-            size: if meta.is_dir() { 0 } else { meta.len() },
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            target: if meta.file_type().is_symlink() {
-                fs::read_link(path).ok()
-            } else {
-                None
-            },
-        }
-    }
-
-    /// Is the entry now (its lstat) unchanged since the baseline? Directories compare by
-    /// type only (their mtime moves with every child); owners only when `privileged`.
-    pub fn unchanged(&self, path: &Path, meta: &Metadata, privileged: bool) -> bool {
-        let now = BaseEntry::of(path, meta);
-        if self.kind != now.kind {
-            return false;
-        }
-        if self.kind == 'd' {
-            return true;
-        }
-        self.size == now.size
-            && self.mtime == now.mtime
-            && (self.kind == 'l' || self.mode == now.mode)
-            && (!privileged || (self.uid == now.uid && self.gid == now.gid))
-            && self.target == now.target
-    }
+/// Is the entry now (its lstat `meta`) unchanged since its baseline `record`? Owners count
+/// only when `privileged`.
+pub fn unchanged(record: &EntryFacts, path: &Path, meta: &Metadata, privileged: bool) -> bool {
+    let now = EntryFacts::of(path, meta);
+    record.etype == now.etype
+        && (now.etype == EntryType::Dir || compare(record, &now, privileged) == Difference::Same)
 }
 
 /// The whole baseline, keyed by relative path bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
-    entries: HashMap<Vec<u8>, BaseEntry>,
+    entries: HashMap<Vec<u8>, EntryFacts>,
 }
 
 impl Baseline {
-    /// Records the source tree (not following links; excluded paths left out).
+    /// Records the source tree (not following links; excluded paths left out; unreadable
+    /// directories left unlisted). Iterative: any depth fits the stack.
     pub fn record(source: &Path, excludes: &Excludes) -> Result<Baseline> {
         let mut b = Baseline::default();
-        b.walk(source, Path::new(""), excludes)?;
+        let mut pending = vec![(source.to_path_buf(), PathBuf::new())];
+        while let Some((abs, rel)) = pending.pop() {
+            let rd = match fs::read_dir(&abs) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+                Err(e) => return Err(e).ctx("cannot list source directory", &abs),
+            };
+            for e in rd {
+                let e = e.ctx("cannot list source directory", &abs)?;
+                let child_rel = rel.join(e.file_name());
+                let path = e.path();
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if excludes.is_excluded(&child_rel, meta.is_dir()) {
+                    continue;
+                }
+                b.entries.insert(
+                    child_rel.as_os_str().as_bytes().to_vec(),
+                    EntryFacts::of(&path, &meta),
+                );
+                if meta.is_dir() {
+                    pending.push((path, child_rel));
+                }
+            }
+        }
         Ok(b)
     }
 
-    fn walk(&mut self, abs: &Path, rel: &Path, excludes: &Excludes) -> Result<()> {
-        let rd = match fs::read_dir(abs) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
-            Err(e) => return Err(e).ctx("cannot list source directory", abs),
-        };
-        for e in rd {
-            let e = e.ctx("cannot list source directory", abs)?;
-            let child_rel = rel.join(e.file_name());
-            let path = e.path();
-            let Ok(meta) = fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if excludes.is_excluded(&child_rel, meta.is_dir()) {
-                continue;
-            }
-            self.entries.insert(
-                child_rel.as_os_str().as_bytes().to_vec(),
-                BaseEntry::of(&path, &meta),
-            );
-            if meta.is_dir() {
-                self.walk(&path, &child_rel, excludes)?;
-            }
-        }
-        Ok(())
-    }
-
     /// The record of `rel`, if any.
-    pub fn get(&self, rel: &Path) -> Option<&BaseEntry> {
+    pub fn get(&self, rel: &Path) -> Option<&EntryFacts> {
         self.entries.get(rel.as_os_str().as_bytes())
     }
 
@@ -151,7 +92,7 @@ impl Baseline {
             out.push_str(&format!(
                 "{}\t{}\t{}\t{}.{:09}\t{:o}\t{}\t{}\t{}\n",
                 tsv::escape_bytes(k),
-                e.kind,
+                e.etype.letter(),
                 e.size,
                 e.mtime.0,
                 e.mtime.1,
@@ -194,10 +135,13 @@ impl Baseline {
                     .parse()
                     .map_err(|_| bad(l, format!("{c} is not a number")))
             };
-            let kind = text("type")?
+            let etype = text("type")?
                 .chars()
                 .next()
-                .ok_or_else(|| bad(l, "empty type".into()))?;
+                .ok_or_else(|| bad(l, "empty type".into()))
+                .and_then(|c| {
+                    EntryType::from_letter(c).ok_or_else(|| bad(l, format!("unknown type `{c}`")))
+                })?;
             let mtime = text("mtime")?;
             let (s, ns) = mtime
                 .split_once('.')
@@ -209,14 +153,15 @@ impl Baseline {
             let mode =
                 u32::from_str_radix(&text("mode")?, 8).map_err(|_| bad(l, "bad mode".into()))?;
             let target = row.os("target").map_err(|e| bad(l, e.to_string()))?;
-            let entry = BaseEntry {
-                kind,
+            let entry = EntryFacts {
+                etype,
                 size: num("size")?,
                 mtime,
                 mode,
                 uid: num("uid")? as u32,
                 gid: num("gid")? as u32,
-                target: (kind == 'l').then(|| PathBuf::from(target)),
+                rdev: None,
+                target: (etype == EntryType::Symlink).then(|| PathBuf::from(target)),
             };
             let p = row.os("path").map_err(|e| bad(l, e.to_string()))?;
             b.entries.insert(p.as_bytes().to_vec(), entry);
@@ -240,21 +185,23 @@ mod tests {
         b.save(dir.path()).expect("save");
         let back = Baseline::load(dir.path()).expect("load");
         for p in ["a\tb", "a\tb/f", "l"] {
-            assert_eq!(back.get(Path::new(p)), b.get(Path::new(p)), "{p}");
+            let recorded = b.get(Path::new(p)).expect("recorded");
+            let read = back.get(Path::new(p)).expect("read back");
+            assert_eq!(
+                read,
+                &EntryFacts {
+                    rdev: None,
+                    ..recorded.clone()
+                },
+                "{p}"
+            );
             let abs = src.join(p);
             let m = fs::symlink_metadata(&abs).expect("meta");
-            assert!(
-                back.get(Path::new(p))
-                    .expect("entry")
-                    .unchanged(&abs, &m, true)
-            );
+            assert!(unchanged(read, &abs, &m, true), "{p}");
         }
         fs::write(src.join("a\tb/f"), b"changed").expect("write");
         let m = fs::symlink_metadata(src.join("a\tb/f")).expect("meta");
-        assert!(!back.get(Path::new("a\tb/f")).expect("entry").unchanged(
-            &src.join("a\tb/f"),
-            &m,
-            true
-        ));
+        let read = back.get(Path::new("a\tb/f")).expect("entry");
+        assert!(!unchanged(read, &src.join("a\tb/f"), &m, true));
     }
 }

@@ -2,14 +2,18 @@
 //! `reverb-snap --changes` and the supervisor read, plus the batch rules of docs/design.md#the-supervisor.
 //!
 //! Owns: [`EventLine`] (render and parse of one line), [`read_batches`] (the header check
-//! and the split of a stream into [`Batch`]es at each `flush`), and [`fold`] (a batch turned
-//! into the set of changed paths, [`Changes`]).
+//! and the split of a stream into [`Batch`]es at each `flush`), [`Mark`] with the one rule
+//! that combines two marks of a path ([`Mark::merge`], used by every place that does), and
+//! [`fold`] (a batch turned into the set of changed paths, [`Changes`]).
 //!
 //! Invariants:
 //! - A line always has exactly five TAB-separated fields: `time`, `event`, `type`, `path`,
 //!   `to_path`. Fields are escaped with [`crate::format::tsv`] only, so `parse(render(x)) == x` for
-//!   every path, however odd (property-tested below).
-//! - Paths are relative to the watched root, `.` is the root itself; a parsed path is never
+//!   every path, however odd (property-tested below). The `type` field names only the
+//!   event types ([`EntryType::EVENT_TYPES`]): [`EventLine::now`] says `other` for every
+//!   special file.
+//! - Paths are relative to the watched root, `.` is the root itself (a [`RelPath`] once
+//!   folded); a parsed path is never
 //!   absolute, never empty (except on `flush`/`overflow`, where it must be), and has no
 //!   empty, `.` or `..` component. `to_path` is present exactly on `move`.
 //! - A malformed line is an [`Error::Invalid`] naming its 1-based line number (the header is
@@ -20,10 +24,11 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::BufRead;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+pub use crate::format::entry::EntryType;
+use crate::format::relpath::RelPath;
 use crate::format::tsv;
 
 /// The header line of an event stream.
@@ -88,53 +93,6 @@ impl EventKind {
     }
 }
 
-/// The type of the entry (the `type` field); `Option<EntryType>` is empty when unknown
-/// (a deleted entry) or not applicable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryType {
-    File,
-    Dir,
-    Symlink,
-    /// FIFO, socket, device node.
-    Other,
-}
-
-impl EntryType {
-    /// The field text (lowercase).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryType::File => "file",
-            EntryType::Dir => "dir",
-            EntryType::Symlink => "symlink",
-            EntryType::Other => "other",
-        }
-    }
-
-    /// Reads the field text; `None` for anything else (including empty).
-    pub fn parse(text: &str) -> Option<EntryType> {
-        match text {
-            "file" => Some(EntryType::File),
-            "dir" => Some(EntryType::Dir),
-            "symlink" => Some(EntryType::Symlink),
-            "other" => Some(EntryType::Other),
-            _ => None,
-        }
-    }
-
-    /// The type of a `std::fs::FileType` (from an lstat or a directory entry).
-    pub fn of(ft: std::fs::FileType) -> EntryType {
-        if ft.is_symlink() {
-            EntryType::Symlink
-        } else if ft.is_dir() {
-            EntryType::Dir
-        } else if ft.is_file() {
-            EntryType::File
-        } else {
-            EntryType::Other
-        }
-    }
-}
-
 /// One event line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventLine {
@@ -159,7 +117,7 @@ impl EventLine {
         EventLine {
             time: crate::format::time::now_rfc3339(),
             kind,
-            etype,
+            etype: etype.map(EntryType::for_event),
             path,
             to_path,
         }
@@ -223,14 +181,16 @@ impl EventLine {
                 return Err(bad(format!("`{}` takes no type", kind.as_str())));
             }
         } else {
-            check_rel(&path).map_err(|e| bad(format!("path `{}`: {e}", fields[3])))?;
+            RelPath::from_event_field(&path)
+                .map_err(|e| bad(format!("path `{}`: {e}", fields[3])))?;
         }
         let to_path = if kind == EventKind::Move {
             if to_raw.is_empty() {
                 return Err(bad("`move` needs a to_path".into()));
             }
             let to = PathBuf::from(to_raw);
-            check_rel(&to).map_err(|e| bad(format!("to_path `{}`: {e}", fields[4])))?;
+            RelPath::from_event_field(&to)
+                .map_err(|e| bad(format!("to_path `{}`: {e}", fields[4])))?;
             Some(to)
         } else {
             if !to_raw.is_empty() {
@@ -251,37 +211,12 @@ impl EventLine {
     }
 }
 
-/// Checks that `p` is a clean path relative to the root: `.` alone, or components that are
-/// neither empty, `.` nor `..`, and no leading `/`.
-pub fn check_rel(p: &Path) -> Result<(), &'static str> {
-    let b = p.as_os_str().as_bytes();
-    if b.is_empty() {
-        return Err("empty");
-    }
-    if b == b"." {
-        return Ok(());
-    }
-    if b[0] == b'/' {
-        return Err("absolute");
-    }
-    for c in b.split(|&c| c == b'/') {
-        match c {
-            b"" => return Err("empty component"),
-            b"." => return Err("`.` component"),
-            b".." => return Err("`..` component"),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Joins a directory path relative to the root (`.` for the root) and a name.
+/// Joins a directory path in event-field form (`.` for the root) and a name.
 pub fn join_rel(dir: &Path, name: &OsStr) -> PathBuf {
-    if dir.as_os_str() == "." {
-        PathBuf::from(name)
-    } else {
-        dir.join(name)
-    }
+    RelPath::from_internal(dir)
+        .join(name)
+        .event_field()
+        .to_path_buf()
 }
 
 /// One batch: the events between two `flush` lines (or before EOF).
@@ -406,15 +341,40 @@ impl<R: BufRead> Iterator for BatchReader<R> {
     }
 }
 
-/// How a path changed within a batch.
+/// How a path changed: what the builder knows of it before looking at the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// Content (or existence) changed: copy it from the source.
+    /// Content (or existence) changed (create, modify, move-to): a regular file is copied
+    /// even when its size and mtime look unchanged; a directory is diffed in full below it.
     Content,
     /// Only metadata changed.
     Attrib,
-    /// Gone (the builder re-checks the disk anyway).
+    /// Gone (deleted, moved away); if it exists again the builder compares it in full.
     Delete,
+}
+
+impl Mark {
+    /// The one rule combining two marks of one path (docs/design.md#the-supervisor), `earlier`
+    /// seen before `later`: a delete wins over whatever came before it; anything after a
+    /// delete means the path came back, so it is content; an attrib of a path whose content
+    /// changed is content; otherwise the later mark stands.
+    pub fn merge(earlier: Mark, later: Mark) -> Mark {
+        match (earlier, later) {
+            (_, Mark::Delete) => Mark::Delete,
+            (Mark::Delete, _) => Mark::Content,
+            (Mark::Content, Mark::Attrib) => Mark::Content,
+            (_, later) => later,
+        }
+    }
+
+    /// Records `later` for `path` in `marks`, merged with what is there already.
+    pub fn add<K: Ord>(marks: &mut BTreeMap<K, Mark>, path: K, later: Mark) {
+        let merged = match marks.get(&path) {
+            Some(&earlier) => Mark::merge(earlier, later),
+            None => later,
+        };
+        marks.insert(path, merged);
+    }
 }
 
 /// A batch folded into changed paths (docs/design.md#the-supervisor batch rules).
@@ -424,34 +384,24 @@ pub struct Changes {
     pub rescan: bool,
     /// A watched filesystem was unmounted.
     pub unmounted: bool,
-    pub paths: BTreeMap<PathBuf, Mark>,
+    pub paths: BTreeMap<RelPath, Mark>,
 }
 
-/// Folds events into [`Changes`]: create/modify → Content; attrib → Attrib unless already
-/// Content (or Content after a delete: re-created); delete → Delete (wins over earlier
-/// modify/attrib); anything after a delete → Content; move a→b → a Delete, b Content;
-/// overflow → rescan; unmount → unmounted; flush ignored.
+/// Folds events into [`Changes`] with [`Mark::merge`]: create/modify → Content; attrib →
+/// Attrib; delete → Delete; move a→b → a Delete, b Content; overflow → rescan; unmount →
+/// unmounted; flush ignored.
 pub fn fold(events: &[EventLine]) -> Changes {
     let mut c = Changes::default();
     for e in events {
+        let path = || RelPath::from_internal(&e.path);
         match e.kind {
-            EventKind::Create | EventKind::Modify => {
-                c.paths.insert(e.path.clone(), Mark::Content);
-            }
-            EventKind::Attrib => {
-                let next = match c.paths.get(&e.path) {
-                    Some(Mark::Content) | Some(Mark::Delete) => Mark::Content,
-                    Some(Mark::Attrib) | None => Mark::Attrib,
-                };
-                c.paths.insert(e.path.clone(), next);
-            }
-            EventKind::Delete => {
-                c.paths.insert(e.path.clone(), Mark::Delete);
-            }
+            EventKind::Create | EventKind::Modify => Mark::add(&mut c.paths, path(), Mark::Content),
+            EventKind::Attrib => Mark::add(&mut c.paths, path(), Mark::Attrib),
+            EventKind::Delete => Mark::add(&mut c.paths, path(), Mark::Delete),
             EventKind::Move => {
-                c.paths.insert(e.path.clone(), Mark::Delete);
+                Mark::add(&mut c.paths, path(), Mark::Delete);
                 if let Some(to) = &e.to_path {
-                    c.paths.insert(to.clone(), Mark::Content);
+                    Mark::add(&mut c.paths, RelPath::from_internal(to), Mark::Content);
                 }
             }
             EventKind::Overflow => c.rescan = true,
@@ -492,12 +442,35 @@ mod tests {
         fold(events)
             .paths
             .into_iter()
-            .map(|(p, m)| (p.to_string_lossy().into_owned(), m))
+            .map(|(p, m)| (p.event_field().to_string_lossy().into_owned(), m))
             .collect()
     }
 
     use EventKind::*;
     use Mark as M;
+
+    #[test]
+    fn merge_table() {
+        // (earlier, later, merged) for every pair.
+        let table = [
+            (M::Content, M::Content, M::Content),
+            (M::Content, M::Attrib, M::Content),
+            (M::Content, M::Delete, M::Delete),
+            (M::Attrib, M::Content, M::Content),
+            (M::Attrib, M::Attrib, M::Attrib),
+            (M::Attrib, M::Delete, M::Delete),
+            (M::Delete, M::Content, M::Content),
+            (M::Delete, M::Attrib, M::Content),
+            (M::Delete, M::Delete, M::Delete),
+        ];
+        for (earlier, later, want) in table {
+            assert_eq!(
+                Mark::merge(earlier, later),
+                want,
+                "{earlier:?} then {later:?}"
+            );
+        }
+    }
 
     #[test]
     fn fold_create_and_modify_are_content() {
@@ -729,12 +702,7 @@ mod tests {
 
     fn event_line() -> impl Strategy<Value = EventLine> {
         let kind = proptest::sample::select(EventKind::ALL.to_vec());
-        let etype = proptest::option::of(proptest::sample::select(vec![
-            EntryType::File,
-            EntryType::Dir,
-            EntryType::Symlink,
-            EntryType::Other,
-        ]));
+        let etype = proptest::option::of(proptest::sample::select(EntryType::EVENT_TYPES.to_vec()));
         (kind, etype, rel_path(), rel_path()).prop_map(|(kind, etype, path, to)| {
             if kind.is_pathless() {
                 EventLine {

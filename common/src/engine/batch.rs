@@ -1,0 +1,157 @@
+//! From a job name and event batches to builds: what `reverb-snap` (and later the
+//! supervisor) does around [`crate::engine::snapshot::take`], without the printing.
+//!
+//! Owns: creating a job on its first snapshot ([`prepare_job`]), checking a given source
+//! against the one recorded ([`check_source`]), journaling a batch's events
+//! ([`journal_batch`]) or its rejection ([`reject_batch`]), and the batch rules applied to
+//! a batch ([`trigger_of`], docs/design.md#the-supervisor).
+//!
+//! Invariants: a job is created only with a valid source, and never by a dry run; a batch
+//! that lost events (`overflow`) or saw an unmount becomes a rescan, never a partial build.
+
+use std::path::Path;
+
+use crate::engine::snapshot::Trigger;
+use crate::error::{Error, IoContext, Result};
+use crate::format::events::{self, EventLine};
+use crate::format::journal::Journal;
+use crate::format::journal::JournalEvent;
+use crate::vault::job::{self, JobCtx, Target};
+use crate::vault::layout::Vault;
+
+/// What [`prepare_job`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// The job existed already.
+    Existing,
+    /// The job was created (its first snapshot comes next).
+    Created,
+    /// A dry run for a job that does not exist yet: nothing written.
+    WouldCreate,
+}
+
+/// Makes sure the job `name` exists in `vault`, creating it from `target`'s source and
+/// settings when it does not (not on a dry run).
+pub fn prepare_job(vault: &Vault, name: &str, target: &Target, dry_run: bool) -> Result<Prepared> {
+    let dir = job::job_dir(vault, name)?;
+    if dir.exists() {
+        return Ok(Prepared::Existing);
+    }
+    let Some(source) = &target.source else {
+        // Lets `open` explain what is wrong with the job folder, if anything.
+        job::open(vault, name, "snap")?;
+        return Err(Error::Usage(format!("unknown job {name}")));
+    };
+    job::validate_source(source, vault.root())?;
+    if dry_run {
+        return Ok(Prepared::WouldCreate);
+    }
+    let identity = job::record_identities(source, vault.root());
+    job::create(
+        vault,
+        name,
+        source,
+        target.settings.clone().unwrap_or_default(),
+        identity,
+    )?;
+    Ok(Prepared::Created)
+}
+
+/// Checks that `source`, when given, is the source the job records.
+pub fn check_source(ctx: &JobCtx, name: &str, source: Option<&Path>) -> Result<()> {
+    let Some(source) = source else {
+        return Ok(());
+    };
+    let canon = std::fs::canonicalize(source).ctx("source", source)?;
+    if canon != ctx.file.source {
+        return Err(Error::Usage(format!(
+            "job {name} records source {}, not {}",
+            ctx.file.source.display(),
+            source.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Journals every event of a batch (tool `watch`); returns the lines that could not be
+/// written, for the caller to warn about.
+pub fn journal_batch(journal: &mut Journal, events: &[EventLine]) -> Vec<Error> {
+    let mut failed = Vec::new();
+    for e in events {
+        let etype = e.etype.map(|t| t.as_str()).unwrap_or("");
+        let detail = match &e.to_path {
+            Some(to) => format!("{etype} -> {}", to.display()),
+            None => etype.to_owned(),
+        };
+        if let Err(err) = journal.append_as(
+            "watch",
+            JournalEvent::Change(e.kind),
+            e.path.as_os_str().as_encoded_bytes(),
+            &detail,
+        ) {
+            failed.push(err);
+        }
+    }
+    failed
+}
+
+/// Journals a batch that could not be read (it builds nothing).
+pub fn reject_batch(journal: &mut Journal, why: &Error) {
+    journal.note(
+        JournalEvent::Error,
+        b"",
+        &format!("event batch rejected: {why}"),
+    );
+}
+
+/// The batch rules (docs/design.md#the-supervisor) applied to a batch: the paths and how
+/// they changed, or a rescan when events were lost.
+pub fn trigger_of(events: &[EventLine]) -> Trigger {
+    let changes = events::fold(events);
+    if changes.rescan || changes.unmounted {
+        return Trigger::Rescan;
+    }
+    Trigger::Paths(changes.paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::events::{EventKind, Mark};
+    use crate::format::relpath::RelPath;
+    use std::path::PathBuf;
+
+    fn ev(kind: EventKind, path: &str) -> EventLine {
+        EventLine::now(kind, None, PathBuf::from(path), None)
+    }
+
+    #[test]
+    fn lost_events_make_a_rescan() {
+        let overflow = EventLine::marker(EventKind::Overflow);
+        assert!(matches!(
+            trigger_of(&[ev(EventKind::Create, "a"), overflow]),
+            Trigger::Rescan
+        ));
+        assert!(matches!(
+            trigger_of(&[ev(EventKind::Unmount, ".")]),
+            Trigger::Rescan
+        ));
+    }
+
+    #[test]
+    fn the_root_is_the_empty_path() {
+        let Trigger::Paths(paths) =
+            trigger_of(&[ev(EventKind::Attrib, "."), ev(EventKind::Modify, "a")])
+        else {
+            panic!("paths expected");
+        };
+        let got: Vec<_> = paths.into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                (RelPath::root(), Mark::Attrib),
+                (RelPath::root().join("a".as_ref()), Mark::Content)
+            ]
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The build proper ([`Builder::build_tree`]): the new version's tree made from the old
+//! version and the marks, directory by directory (docs/design.md#building-a-version).
+//!
+//! Theory of operation. Only marked paths and their ancestors are visited: their children
+//! are listed on both sides; new names are copied, vanished names dropped, unmarked common
+//! names kept (one vault link each), marked common names compared and copied only when they
+//! differ. A directory marked `Content` or `Delete` may have been replaced wholesale and is
+//! diffed in full below it first. A directory that turns out identical is collapsed back
+//! into one link.
+//!
+//! Invariants: the walk is iterative (an explicit stack of open directories), so any depth
+//! fits the stack; it visits entries in the same depth-first, name order as a recursion
+//! would, so the writes happen in the same order; a directory's attributes are set after
+//! all its children.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+
+use crate::engine::builder::{BaselineState, Builder, SourceListing};
+use crate::engine::copy;
+use crate::engine::listing::{Detail, VersionEntry};
+use crate::engine::marks::MarkTree;
+use crate::error::{IoContext, Result};
+use crate::format::entry::Difference;
+use crate::format::events::Mark;
+use crate::format::relpath::RelPath;
+use crate::vault::tree::Entry;
+
+/// A real directory of the new version whose children are being built.
+struct OpenDir {
+    rel: RelPath,
+    marks: MarkTree,
+    diffed: bool,
+    /// Names still to visit: (name, present in the source, the old entry).
+    todo: std::vec::IntoIter<(OsString, bool, Option<VersionEntry>)>,
+    /// Does anything in it differ from the old version so far?
+    differs: bool,
+    then: WhenBuilt,
+}
+
+/// What to do with a directory once its children are built.
+enum WhenBuilt {
+    /// The version's root: report whether it differs.
+    Root,
+    /// A directory also in the old version: collapse back into a link when nothing differs.
+    Common(Box<CommonDir>),
+    /// A directory unchanged since the job started (keep_complete = false): kept only when
+    /// something below it changed.
+    SinceBaseline,
+}
+
+/// A directory in both versions, as [`WhenBuilt::Common`] needs it.
+struct CommonDir {
+    entry: Entry,
+    holder: String,
+    src_meta: Metadata,
+    attr_differs: bool,
+}
+
+/// The result of visiting one name.
+enum Visit {
+    Done { differs: bool },
+    Open(Box<OpenDir>),
+}
+
+impl Builder<'_> {
+    /// Builds the new version's root (already created) from the old version `old_dir` and
+    /// `marks`; `diffed` when the marks already hold every difference (a rescan). Returns
+    /// whether anything differs from the old version.
+    pub fn build_tree(&mut self, marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
+        let root = self.open_dir(
+            RelPath::root(),
+            marks,
+            Some(old_dir),
+            diffed,
+            WhenBuilt::Root,
+        )?;
+        let mut open = vec![Box::new(root)];
+        let mut root_differs = false;
+        while let Some(dir) = open.last_mut() {
+            if let Some((name, in_source, old)) = dir.todo.next() {
+                let rel = dir.rel.join(&name);
+                let marks = dir.marks.children.remove(&name);
+                let diffed = dir.diffed;
+                match self.visit(rel, marks, in_source, old, diffed)? {
+                    Visit::Done { differs } => dir.differs |= differs,
+                    Visit::Open(sub) => open.push(sub),
+                }
+                continue;
+            }
+            let Some(done) = open.pop() else { break };
+            let differs = self.close_dir(*done)?;
+            match open.last_mut() {
+                Some(parent) => parent.differs |= differs,
+                None => root_differs = differs,
+            }
+        }
+        Ok(root_differs)
+    }
+
+    /// Starts building the real directory `rel` (already created in the new version) from
+    /// the old physical directory `phys`/`rel`: lists both sides.
+    fn open_dir(
+        &mut self,
+        rel: RelPath,
+        marks: MarkTree,
+        phys: Option<&str>,
+        diffed: bool,
+        then: WhenBuilt,
+    ) -> Result<OpenDir> {
+        let (marks, diffed) = self.widen(&rel, marks, phys, diffed)?;
+        let todo = match self.list_source(&rel, Detail::Names)? {
+            SourceListing::Listed(src) => {
+                let mut old = self.list_version(phys, &rel, Detail::Names)?;
+                let names: BTreeSet<OsString> = src.keys().chain(old.keys()).cloned().collect();
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let in_source = src.contains_key(&name);
+                        let old_entry = old.remove(&name);
+                        (name, in_source, old_entry)
+                    })
+                    .collect()
+            }
+            SourceListing::Unreadable => {
+                // Keep the previous contents: every old child stays linked.
+                for (name, old) in self.list_version(phys, &rel, Detail::Names)? {
+                    self.keep_old(&rel.join(&name), &old.entry, &old.holder)?;
+                }
+                Vec::new()
+            }
+            SourceListing::Gone(e) => {
+                return Err(e).ctx("cannot list source directory", &self.src(&rel));
+            }
+        };
+        Ok(OpenDir {
+            rel,
+            marks,
+            diffed,
+            todo: todo.into_iter(),
+            differs: false,
+            then,
+        })
+    }
+
+    /// A directory that may have been replaced wholesale (a `Content` or `Delete` mark,
+    /// not yet diffed) gets every difference below it marked too.
+    fn widen(
+        &mut self,
+        rel: &RelPath,
+        marks: MarkTree,
+        phys: Option<&str>,
+        diffed: bool,
+    ) -> Result<(MarkTree, bool)> {
+        let replaced = matches!(marks.mark, Some(Mark::Content) | Some(Mark::Delete));
+        if diffed || phys.is_none() || !replaced {
+            return Ok((marks, diffed));
+        }
+        let mut full = MarkTree::marked(marks.mark);
+        self.diff_dir(rel, phys, &mut full)?;
+        full.merge_below(marks);
+        Ok((full, true))
+    }
+
+    /// One name of an open directory.
+    fn visit(
+        &mut self,
+        rel: RelPath,
+        marks: Option<MarkTree>,
+        in_source: bool,
+        old: Option<VersionEntry>,
+        diffed: bool,
+    ) -> Result<Visit> {
+        let differs = match (in_source, old) {
+            (false, None) => false,
+            (false, Some(old)) => {
+                self.forget_old(&rel, &old.holder)?;
+                self.out.changed_paths.push(rel);
+                true
+            }
+            (true, None) => return self.visit_new(rel, marks, diffed),
+            (true, Some(old)) => match marks {
+                None => {
+                    self.keep_old(&rel, &old.entry, &old.holder)?;
+                    false
+                }
+                Some(marks) => return self.update(rel, marks, old, diffed),
+            },
+        };
+        Ok(Visit::Done { differs })
+    }
+
+    /// A name in the source, not in the old version.
+    fn visit_new(&mut self, rel: RelPath, marks: Option<MarkTree>, diffed: bool) -> Result<Visit> {
+        let differs = match self.baseline_state(&rel) {
+            BaselineState::Changed => self.copy_new(&rel)?,
+            BaselineState::Unchanged => false,
+            BaselineState::UnchangedDir if marks.is_none() && diffed => false,
+            BaselineState::UnchangedDir => {
+                // Present since the job started: real only if something below changed.
+                let np = self.new_path(&rel);
+                copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                let marks = marks.unwrap_or_default();
+                let dir = self.open_dir(rel, marks, None, diffed, WhenBuilt::SinceBaseline)?;
+                return Ok(Visit::Open(Box::new(dir)));
+            }
+        };
+        Ok(Visit::Done { differs })
+    }
+
+    /// A common name with marks: compare, and copy what differs.
+    fn update(
+        &mut self,
+        rel: RelPath,
+        marks: MarkTree,
+        old: VersionEntry,
+        diffed: bool,
+    ) -> Result<Visit> {
+        let sp = self.src(&rel);
+        let op = self.vault_path(&old.holder, &rel);
+        let Ok(sm) = fs::symlink_metadata(&sp) else {
+            // Vanished since the listing: deleted.
+            self.forget_old(&rel, &old.holder)?;
+            return Ok(Visit::Done { differs: true });
+        };
+        let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
+        let difference = self.differ(&sm, &om, &sp, &op);
+        if sm.is_dir() && om.is_dir() {
+            let np = self.new_path(&rel);
+            copy::make_dir(&np).ctx("cannot create directory", &np)?;
+            let then = WhenBuilt::Common(Box::new(CommonDir {
+                entry: old.entry,
+                holder: old.holder.clone(),
+                src_meta: sm,
+                attr_differs: difference != Difference::Same,
+            }));
+            let dir = self.open_dir(rel, marks, Some(&old.holder), diffed, then)?;
+            return Ok(Visit::Open(Box::new(dir)));
+        }
+        let force_copy = marks.mark == Some(Mark::Content) && sm.is_file();
+        let differs = self.update_leaf(&rel, &old, &sm, difference, force_copy)?;
+        Ok(Visit::Done { differs })
+    }
+
+    /// [`Builder::update`] of anything but two directories. Returns whether it differs.
+    fn update_leaf(
+        &mut self,
+        rel: &RelPath,
+        old: &VersionEntry,
+        sm: &Metadata,
+        difference: Difference,
+        force_copy: bool,
+    ) -> Result<bool> {
+        if difference == Difference::Same && !force_copy {
+            self.keep_old(rel, &old.entry, &old.holder)?;
+            return Ok(false);
+        }
+        if difference == Difference::Attributes
+            && self.only_sync_attributes
+            && sm.is_file()
+            && !force_copy
+        {
+            // Same data, new attributes: reuse the vault's data.
+            let op = self.vault_path(&old.holder, rel);
+            match self.copy_attr_only(rel, &op, sm) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.is_enospc() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        self.forget_old(rel, &old.holder)?;
+        if !self.copy_new(rel)? {
+            // Could not copy (unreadable): keep the previous data.
+            self.unforget_old(rel, &old.holder)?;
+            self.keep_old(rel, &old.entry, &old.holder)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A directory whose children are built: finish it, or drop it for what was there.
+    /// Returns whether it differs from the old version.
+    fn close_dir(&mut self, dir: OpenDir) -> Result<bool> {
+        let rel = &dir.rel;
+        match dir.then {
+            WhenBuilt::Root => Ok(dir.differs),
+            WhenBuilt::SinceBaseline if dir.differs => {
+                let sp = self.src(rel);
+                let sm = fs::symlink_metadata(&sp).ctx("cannot inspect", &sp)?;
+                self.finish_real_dir(rel, &sm)?;
+                Ok(true)
+            }
+            WhenBuilt::SinceBaseline => {
+                self.drop_new(rel)?;
+                Ok(false)
+            }
+            WhenBuilt::Common(common) => {
+                let CommonDir {
+                    entry,
+                    holder,
+                    src_meta,
+                    attr_differs,
+                } = *common;
+                if !dir.differs && !attr_differs {
+                    // Nothing changed after all: collapse back into one link.
+                    self.drop_new(rel)?;
+                    self.keep_old(rel, &entry, &holder)?;
+                    return Ok(false);
+                }
+                self.finish_real_dir(rel, &src_meta)?;
+                Ok(true)
+            }
+        }
+    }
+}

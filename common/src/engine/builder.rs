@@ -1,0 +1,294 @@
+//! The state of one build ([`Builder`]) and the small steps every part of it shares: where
+//! an entry is on each side, what the new version's counts become, carrying an old entry
+//! forward unchanged (a vault link, or a copy from the vault when too deep to link).
+//!
+//! Invariants: the new version is only ever written below `new_root` (under `.partial/`);
+//! every entry created there is counted once in `held` (as `du` would), and every regular
+//! file carried forward or dropped moves `delta_files`/`delta_logical` by exactly what
+//! `measure_tree` counts for it, so index.tsv agrees with a recount.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+use std::path::{Path, PathBuf};
+
+use crate::capture::exclude::Excludes;
+use crate::engine::copy::{self, CopyError};
+use crate::engine::listing::{self, Detail};
+use crate::engine::snapshot::{Outcome, Progress};
+use crate::error::{Error, IoContext, Result};
+use crate::format::baseline::{self, Baseline};
+use crate::format::journal::Journal;
+use crate::format::journal::JournalEvent;
+use crate::format::relpath::RelPath;
+use crate::vault::fsutil;
+use crate::vault::measure::measure_tree;
+use crate::vault::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
+
+/// One build in progress.
+pub(crate) struct Builder<'a> {
+    /// The job folder.
+    pub job: PathBuf,
+    pub src_root: PathBuf,
+    /// The new version's directory under `.partial/`.
+    pub new_root: PathBuf,
+    /// The new version's folder name.
+    pub new_name: String,
+    pub excludes: Excludes,
+    pub lookalikes: Lookalikes,
+    pub only_sync_attributes: bool,
+    pub privileged: bool,
+    /// keep_complete = false: the source as it was when the job started.
+    pub baseline: Option<Baseline>,
+    /// The first copy of each multiply linked source inode: (dev, ino) → new path.
+    pub hardlinks: HashMap<(u64, u64), PathBuf>,
+    pub out: Outcome,
+    /// Regular files (and their bytes) the new version holds beyond the old one.
+    pub delta_files: i64,
+    pub delta_logical: i64,
+    /// Bytes the new version's own entries take on disk.
+    pub held: u64,
+    pub journal: &'a mut Journal,
+    pub progress: &'a dyn Progress,
+}
+
+/// A source directory as the build sees it.
+pub(crate) enum SourceListing {
+    Listed(BTreeMap<OsString, Option<Metadata>>),
+    /// Permission denied: journaled as skipped.
+    Unreadable,
+    /// Gone since it was seen (or never a directory).
+    Gone(std::io::Error),
+}
+
+/// How an entry absent from the old version relates to the baseline.
+pub(crate) enum BaselineState {
+    /// Not in the baseline or different: new or changed since the job started.
+    Changed,
+    /// A file (or link, special) unchanged since the job started: not in versions.
+    Unchanged,
+    /// A directory that existed when the job started: look inside.
+    UnchangedDir,
+}
+
+impl Builder<'_> {
+    /// `rel` in the source.
+    pub fn src(&self, rel: &RelPath) -> PathBuf {
+        rel.under(&self.src_root)
+    }
+
+    /// `rel` physically in version `phys`.
+    pub fn vault_path(&self, phys: &str, rel: &RelPath) -> PathBuf {
+        rel.under(&self.job.join(phys))
+    }
+
+    /// `rel` in the new version.
+    pub fn new_path(&self, rel: &RelPath) -> PathBuf {
+        rel.under(&self.new_root)
+    }
+
+    /// Lists the source directory `rel`; an unreadable one is journaled as skipped.
+    pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> Result<SourceListing> {
+        let dir = self.src(rel);
+        match listing::list_source(&dir, rel, &self.excludes, detail) {
+            Ok(entries) => Ok(SourceListing::Listed(entries)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SourceListing::Gone(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.journal.note(
+                    JournalEvent::Skipped,
+                    rel.as_bytes(),
+                    &format!("cannot list directory: {e}"),
+                );
+                Ok(SourceListing::Unreadable)
+            }
+            Err(e) => Err(e).ctx("cannot list source directory", &dir),
+        }
+    }
+
+    /// Lists the directory `rel` physically in version `phys` (nothing when `None`).
+    pub fn list_version(
+        &self,
+        phys: Option<&str>,
+        rel: &RelPath,
+        detail: Detail,
+    ) -> Result<BTreeMap<OsString, listing::VersionEntry>> {
+        match phys {
+            Some(phys) => listing::list_version(&self.job, phys, rel, &self.lookalikes, detail),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    pub fn baseline_state(&self, rel: &RelPath) -> BaselineState {
+        let Some(record) = self.baseline.as_ref().and_then(|b| b.get(rel.as_path())) else {
+            return BaselineState::Changed;
+        };
+        let abs = self.src(rel);
+        let Ok(meta) = fs::symlink_metadata(&abs) else {
+            return BaselineState::Changed;
+        };
+        if !baseline::unchanged(record, &abs, &meta, self.privileged) {
+            BaselineState::Changed
+        } else if meta.is_dir() {
+            BaselineState::UnchangedDir
+        } else {
+            BaselineState::Unchanged
+        }
+    }
+
+    /// Counts what the new entry at `path` takes on disk.
+    pub fn count_held(&mut self, path: &Path) -> Result<()> {
+        self.held += copy::disk_usage(&fs::symlink_metadata(path).ctx("cannot inspect", path)?);
+        Ok(())
+    }
+
+    /// Sets the attributes of the real directory `rel` of the new version, its children
+    /// done, and records it as changed.
+    pub fn finish_real_dir(&mut self, rel: &RelPath, sm: &Metadata) -> Result<()> {
+        let np = self.new_path(rel);
+        if self.out.changed_paths.last() != Some(rel) {
+            self.out.changed_paths.push(rel.clone());
+        }
+        copy::finish_dir(&self.src(rel), &np, sm).ctx("cannot set attributes of", &np)?;
+        self.count_held(&np)?;
+        self.out.changed += 1;
+        Ok(())
+    }
+
+    /// Makes `rel` in the new version stand for the old entry unchanged.
+    pub fn keep_old(&mut self, rel: &RelPath, entry: &Entry, holder: &str) -> Result<()> {
+        let np = self.new_path(rel);
+        let op = self.vault_path(holder, rel);
+        let is_source_link = matches!(entry, Entry::Real(ft) if ft.is_symlink());
+        if is_source_link {
+            // Source links are recreated, never vault-linked (so that a relative target is
+            // read from the version it belongs to).
+            copy::copy_symlink(&op, &np).map_err(|e| copy_err(e, &np))?;
+            self.note_lookalike(rel, &np)?;
+            return self.count_held(&np);
+        }
+        if tree::depth(rel.as_path()) > MAX_LINK_DEPTH {
+            // Too deep to link without risking ELOOP: materialise from the vault.
+            return self.materialise(rel, holder);
+        }
+        let text = tree::link_text(rel.as_path(), holder);
+        std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)?;
+        // A long link text takes a block: count it, as held_bytes() (du) does.
+        self.count_held(&np)
+    }
+
+    /// Copies `rel` from the vault (version `holder`, through vault links) into the new
+    /// version as real entries. Iterative: any depth fits the stack.
+    fn materialise(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
+        struct Open {
+            rel: RelPath,
+            op: PathBuf,
+            om: Metadata,
+            children: std::collections::btree_map::IntoIter<OsString, listing::VersionEntry>,
+        }
+        let mut open: Vec<Open> = Vec::new();
+        let mut next = Some((rel.clone(), holder.to_owned()));
+        loop {
+            if let Some((rel, holder)) = next.take() {
+                let op = self.vault_path(&holder, &rel);
+                let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
+                if om.is_dir() {
+                    let np = self.new_path(&rel);
+                    copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                    let children = self
+                        .list_version(Some(&holder), &rel, Detail::Names)?
+                        .into_iter();
+                    open.push(Open {
+                        rel,
+                        op,
+                        om,
+                        children,
+                    });
+                } else {
+                    self.materialise_leaf(&rel, &op, &om)?;
+                }
+            }
+            let Some(dir) = open.last_mut() else {
+                return Ok(());
+            };
+            match dir.children.next() {
+                Some((name, child)) => {
+                    let child_rel = dir.rel.join(&name);
+                    if matches!(child.entry, Entry::Real(ft) if ft.is_symlink()) {
+                        let from = self.vault_path(&child.holder, &child_rel);
+                        let np = self.new_path(&dir.rel);
+                        copy::copy_symlink(&from, &self.new_path(&child_rel))
+                            .map_err(|e| copy_err(e, &np))?;
+                    } else {
+                        next = Some((child_rel, child.holder));
+                    }
+                }
+                None => {
+                    let Some(done) = open.pop() else {
+                        return Ok(());
+                    };
+                    let np = self.new_path(&done.rel);
+                    copy::finish_dir(&done.op, &np, &done.om)
+                        .ctx("cannot set attributes of", &np)?;
+                    self.count_held(&np)?;
+                }
+            }
+        }
+    }
+
+    fn materialise_leaf(&mut self, rel: &RelPath, op: &Path, om: &Metadata) -> Result<()> {
+        let np = self.new_path(rel);
+        let copied = if om.is_file() {
+            copy::copy_file(op, &np).map(|_| ())
+        } else if om.file_type().is_symlink() {
+            copy::copy_symlink(op, &np)
+        } else {
+            copy::copy_special(op, &np, om)
+        };
+        copied.map_err(|e| copy_err(e, &np))?;
+        self.count_held(&np)
+    }
+
+    /// Records a source link whose text looks like a vault link (docs/format.md#invariants).
+    pub fn note_lookalike(&mut self, rel: &RelPath, np: &Path) -> Result<()> {
+        let text = fs::read_link(np).ctx("cannot read link", np)?;
+        if tree::parse_link_text(rel.as_path(), &text).is_some() {
+            let name = self.new_name.clone();
+            self.lookalikes.insert(&name, rel.as_path());
+        }
+        Ok(())
+    }
+
+    /// The old entry at `rel` is not carried forward: subtract what it counted.
+    pub fn forget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
+        let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
+        self.delta_files -= files as i64;
+        self.delta_logical -= bytes as i64;
+        Ok(())
+    }
+
+    /// Undoes [`Builder::forget_old`]: the old entry is carried forward after all.
+    pub fn unforget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
+        let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
+        self.delta_files += files as i64;
+        self.delta_logical += bytes as i64;
+        Ok(())
+    }
+
+    /// Removes a directory of the new version that turned out not to be needed.
+    pub fn drop_new(&mut self, rel: &RelPath) -> Result<()> {
+        fsutil::remove_tree(&self.new_path(rel))
+    }
+}
+
+/// A copy error as the library's error, naming the destination.
+pub(crate) fn copy_err(e: CopyError, path: &Path) -> Error {
+    match e {
+        CopyError::Io(source) => Error::Io {
+            what: "cannot copy to",
+            path: path.to_path_buf(),
+            source,
+        },
+        CopyError::Socket => Error::Invalid(format!("{} is a socket", crate::error::show(path))),
+        CopyError::Vanished => Error::Invalid(format!("{} vanished", crate::error::show(path))),
+    }
+}

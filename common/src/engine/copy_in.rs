@@ -1,0 +1,221 @@
+//! Bringing source entries into the new version: [`Builder::copy_new`] (an entry of any
+//! type, a directory with everything below it), [`Builder::copy_attr_only`] (the vault's
+//! data with the source's new attributes) and [`Builder::fill_first`] (the first version).
+//!
+//! Invariants: an entry that cannot be copied (vanished, unreadable, a socket) leaves
+//! nothing behind in the new version and is journaled as skipped (vanished entries are
+//! simply deletions); only a full disk aborts the build. Hard links between copied source
+//! files stay hard links. Every entry copied is reported to the build's
+//! [`Progress`](crate::engine::snapshot::Progress).
+
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::engine::builder::{Builder, SourceListing, copy_err};
+use crate::engine::copy::{self, CopyError};
+use crate::engine::listing::{self, Detail};
+use crate::error::{IoContext, Result};
+use crate::format::baseline::Baseline;
+use crate::format::journal::JournalEvent;
+use crate::format::relpath::RelPath;
+use crate::vault::fsutil;
+
+/// A source directory being copied: its children still to copy.
+struct OpenDir {
+    rel: RelPath,
+    meta: Metadata,
+    children: std::collections::btree_map::IntoKeys<OsString, Option<Metadata>>,
+}
+
+/// What copying one entry started.
+enum Started {
+    /// Done: whether anything was copied.
+    Leaf(bool),
+    /// A directory, created; its children come next.
+    Dir(Box<OpenDir>),
+}
+
+impl Builder<'_> {
+    /// Copies `rel` (any type, a directory recursively) from the source into the new
+    /// version. Returns false when nothing was copied (vanished, unreadable, socket).
+    /// Iterative: any depth fits the stack.
+    pub fn copy_new(&mut self, rel: &RelPath) -> Result<bool> {
+        let first = match self.start_copy(rel)? {
+            Started::Leaf(copied) => return Ok(copied),
+            Started::Dir(dir) => dir,
+        };
+        let mut open = vec![first];
+        while let Some(dir) = open.last_mut() {
+            if let Some(name) = dir.children.next() {
+                let child = dir.rel.join(&name);
+                if let Started::Dir(sub) = self.start_copy(&child)? {
+                    open.push(sub);
+                }
+            } else if let Some(done) = open.pop() {
+                self.finish_real_dir(&done.rel, &done.meta)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Copies a non-directory, or creates a directory and lists what goes in it.
+    fn start_copy(&mut self, rel: &RelPath) -> Result<Started> {
+        let Ok(sm) = fs::symlink_metadata(self.src(rel)) else {
+            return Ok(Started::Leaf(false));
+        };
+        if !sm.is_dir() {
+            return self.copy_leaf(rel, &sm).map(Started::Leaf);
+        }
+        let np = self.new_path(rel);
+        copy::make_dir(&np).ctx("cannot create directory", &np)?;
+        let children = match self.list_source(rel, Detail::Names)? {
+            SourceListing::Listed(children) => children,
+            SourceListing::Gone(_) => {
+                fsutil::remove_tree(&np)?;
+                return Ok(Started::Leaf(false));
+            }
+            SourceListing::Unreadable => {
+                fsutil::remove_tree(&np)?;
+                self.out.skipped += 1;
+                return Ok(Started::Leaf(false));
+            }
+        };
+        Ok(Started::Dir(Box::new(OpenDir {
+            rel: rel.clone(),
+            meta: sm,
+            children: children.into_keys(),
+        })))
+    }
+
+    /// Copies one non-directory entry whose lstat is `sm`.
+    fn copy_leaf(&mut self, rel: &RelPath, sm: &Metadata) -> Result<bool> {
+        let (sp, np) = (self.src(rel), self.new_path(rel));
+        let ft = sm.file_type();
+        if ft.is_file()
+            && sm.nlink() > 1
+            && let Some(first) = self.hardlinks.get(&(sm.dev(), sm.ino()))
+        {
+            fs::hard_link(first, &np).ctx("cannot create hard link", &np)?;
+            self.delta_files += 1;
+            self.delta_logical += sm.len() as i64;
+            self.out.changed += 1;
+            return Ok(true);
+        }
+        let copied = if ft.is_file() {
+            copy::copy_file(&sp, &np).map(|c| self.note_file_copy(rel, c))
+        } else if ft.is_symlink() {
+            copy::copy_symlink(&sp, &np)
+        } else {
+            copy::copy_special(&sp, &np, sm)
+        };
+        match copied {
+            Ok(()) => {}
+            Err(CopyError::Vanished) => {
+                let _ = fs::remove_file(&np);
+                return Ok(false);
+            }
+            Err(e) if e.is_enospc() => return Err(copy_err(e, &np)),
+            Err(e) => {
+                let _ = fs::remove_file(&np);
+                let why = match &e {
+                    CopyError::Socket => "is a socket".to_owned(),
+                    other => other.to_string(),
+                };
+                self.journal
+                    .note(JournalEvent::Skipped, rel.as_bytes(), &why);
+                self.out.skipped += 1;
+                return Ok(false);
+            }
+        }
+        self.count_copied(rel, sm, &np)?;
+        Ok(true)
+    }
+
+    /// Journals a file that kept changing while copied, counts a reflink.
+    fn note_file_copy(&mut self, rel: &RelPath, c: copy::FileCopy) {
+        if c.unstable {
+            self.journal.note(
+                JournalEvent::ChangedDuringCopy,
+                rel.as_bytes(),
+                &format!("taken as is after {} retries", copy::RETRIES),
+            );
+            self.out.unstable += 1;
+        }
+        if c.data == copy::DataPath::Reflink {
+            self.out.reflinked += 1;
+        }
+    }
+
+    /// Counts a copied entry (source lstat `sm`, now at `np`) and reports it.
+    fn count_copied(&mut self, rel: &RelPath, sm: &Metadata, np: &Path) -> Result<()> {
+        if sm.file_type().is_symlink() {
+            self.note_lookalike(rel, np)?;
+        }
+        let nm = fs::symlink_metadata(np).ctx("cannot inspect", np)?;
+        if sm.is_file() {
+            self.delta_files += 1;
+            self.delta_logical += nm.len() as i64;
+            if sm.nlink() > 1 {
+                self.hardlinks
+                    .insert((sm.dev(), sm.ino()), np.to_path_buf());
+            }
+        }
+        self.held += copy::disk_usage(&nm);
+        self.out.changed += 1;
+        self.out.changed_paths.push(rel.clone());
+        self.progress.copied(nm.len());
+        crate::fault::step();
+        Ok(())
+    }
+
+    /// A file whose data is unchanged but attributes are new: the vault's data (at
+    /// `vault_file`) with the source's attributes.
+    pub fn copy_attr_only(
+        &mut self,
+        rel: &RelPath,
+        vault_file: &Path,
+        sm: &Metadata,
+    ) -> Result<()> {
+        let np = self.new_path(rel);
+        let input = fs::File::open(vault_file).ctx("cannot open", vault_file)?;
+        let output = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&np)
+            .ctx("cannot create", &np)?;
+        let path = copy::copy_data(&input, &output, sm.len()).ctx("cannot copy", &np)?;
+        drop(output);
+        copy::copy_xattrs(&self.src(rel), &np).ctx("cannot copy xattrs to", &np)?;
+        copy::apply_path_meta(&np, sm).ctx("cannot set attributes of", &np)?;
+        if path == copy::DataPath::Reflink {
+            self.out.reflinked += 1;
+        }
+        self.count_held(&np)?;
+        self.out.changed += 1;
+        self.out.changed_paths.push(rel.clone());
+        Ok(())
+    }
+
+    /// The first version: a complete copy of the source (keep_complete = false: nothing,
+    /// and the baseline recorded instead).
+    pub fn fill_first(&mut self) -> Result<()> {
+        if self.baseline.is_some() {
+            // A history of changes, not a full backup: the first version holds nothing; the
+            // baseline remembers what "unchanged since the job started" means.
+            let baseline = Baseline::record(&self.src_root, &self.excludes)?;
+            baseline.save(&self.job)?;
+            self.out.changed += 1;
+            return Ok(());
+        }
+        let root = RelPath::root();
+        let children = listing::list_source(&self.src_root, &root, &self.excludes, Detail::Names)
+            .ctx("cannot list source", &self.src_root)?;
+        for name in children.keys() {
+            self.copy_new(&root.join(name))?;
+        }
+        self.out.changed += 1;
+        Ok(())
+    }
+}

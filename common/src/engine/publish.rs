@@ -1,0 +1,201 @@
+//! Finishing a build: the new version built under `.partial/`, then published in the one
+//! crash-safe order (docs/format.md#invariants, I6), or thrown away when nothing differs.
+//!
+//! Invariants: the publishing writes happen in exactly this order, each durable before the
+//! next: lookalike registry saved; the version's entries made durable (fsyncs, or one
+//! `syncfs` for a large version); rename into `<job>/` and fsync of the job folder;
+//! index.tsv rewritten; `current` replaced; journal appended. A failure before the rename
+//! removes the partial version; [`crate::engine::recover`] repairs a crash after it.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::engine::builder::Builder;
+use crate::engine::copy;
+use crate::engine::marks::MarkTree;
+use crate::engine::snapshot::Outcome;
+use crate::error::{IoContext, Result};
+use crate::format::index::{self, IndexRow};
+use crate::format::journal::JournalEvent;
+use crate::format::relpath::RelPath;
+use crate::format::time;
+use crate::vault::fsutil;
+use crate::vault::layout::{JobDir, VersionName};
+
+/// The version about to be made.
+pub(crate) struct NewVersion {
+    pub dir: JobDir,
+    /// index.tsv as it is.
+    pub rows: Vec<IndexRow>,
+    pub name: VersionName,
+}
+
+/// The version a new one is built from, and how.
+pub(crate) struct FromVersion {
+    pub old_dir: String,
+    pub marks: MarkTree,
+    /// The marks hold every difference already (a rescan).
+    pub diffed: bool,
+}
+
+/// Builds the new version (the first when `from` is `None`) and publishes it if it
+/// differs; a dry run only reports the marked paths.
+pub(crate) fn finish(
+    mut b: Builder<'_>,
+    new: NewVersion,
+    from: Option<FromVersion>,
+    dry_run: bool,
+) -> Result<Outcome> {
+    if dry_run {
+        let mut out = std::mem::take(&mut b.out);
+        out.changed_paths = match from {
+            Some(from) => from.marks.leaves(),
+            None => vec![RelPath::root()],
+        };
+        return Ok(out);
+    }
+    let partial = new.dir.partial().join(&new.name.dir);
+    let builds_on_old = from.is_some();
+    if !build_partial(&mut b, &partial, from)? {
+        fsutil::remove_tree(&partial)?;
+        return Ok(std::mem::take(&mut b.out));
+    }
+    b.count_held(&partial)?;
+    let row = index_row(&b, &new, builds_on_old);
+    publish(&mut b, new, &partial, row)
+}
+
+/// Builds the version under `.partial/`; returns whether it differs from the old one. On
+/// an error the partial version is removed.
+fn build_partial(b: &mut Builder<'_>, partial: &Path, from: Option<FromVersion>) -> Result<bool> {
+    if let Some(partial_root) = partial.parent() {
+        fs::create_dir_all(partial_root).ctx("cannot create", partial_root)?;
+    }
+    let result = (|| -> Result<bool> {
+        copy::make_dir(partial).ctx("cannot create version directory", partial)?;
+        let differs = match from {
+            Some(from) => {
+                let inner = b.build_tree(from.marks, &from.old_dir, from.diffed)?;
+                inner || b.root_differs(&from.old_dir)?
+            }
+            None => {
+                b.fill_first()?;
+                true
+            }
+        };
+        let root_meta = fs::metadata(&b.src_root).ctx("cannot read source", &b.src_root)?;
+        copy::finish_dir(&b.src_root, partial, &root_meta)
+            .ctx("cannot set attributes of", partial)?;
+        Ok(differs)
+    })();
+    if result.is_err() {
+        let _ = fsutil::remove_tree(partial);
+    }
+    result
+}
+
+/// The new version's index row: the old counts moved by what the build changed.
+fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> IndexRow {
+    let (files, logical) = match new.rows.last() {
+        Some(prev) if builds_on_old => (
+            (prev.files as i64 + b.delta_files).max(0) as u64,
+            (prev.logical_bytes as i64 + b.delta_logical).max(0) as u64,
+        ),
+        _ => (b.delta_files.max(0) as u64, b.delta_logical.max(0) as u64),
+    };
+    IndexRow {
+        version: new.name.n,
+        dir: new.name.dir.clone(),
+        created: time::now_rfc3339(),
+        files,
+        changed: b.out.changed,
+        held_bytes: b.held,
+        logical_bytes: logical,
+    }
+}
+
+/// Publishes the built version, in crash-safe order.
+fn publish(b: &mut Builder<'_>, new: NewVersion, partial: &Path, row: IndexRow) -> Result<Outcome> {
+    let NewVersion {
+        dir,
+        mut rows,
+        name,
+    } = new;
+    b.lookalikes.save(&dir.path)?;
+    crate::fault::step();
+    make_durable(partial, &b.out.changed_paths)?;
+    let final_path = dir.version(&name);
+    fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)?;
+    fsutil::fsync_dir(&dir.path)?;
+    crate::fault::step();
+    rows.push(row.clone());
+    index::write(&dir.index(), &rows)?;
+    crate::fault::step();
+    dir.set_current(&name)?;
+    crate::fault::step();
+    let mut out = std::mem::take(&mut b.out);
+    b.journal.note(
+        JournalEvent::Snapshot,
+        b"",
+        &format!(
+            "{} changed={} files={} held_bytes={} reflinked={} skipped={}",
+            name.dir, out.changed, row.files, row.held_bytes, out.reflinked, out.skipped
+        ),
+    );
+    out.version = Some(name);
+    out.row = Some(row);
+    Ok(out)
+}
+
+/// Makes a built version durable before it is renamed into place (I6 across power loss):
+/// a small version fsyncs what it created (and the directories holding it); a large one
+/// flushes its whole filesystem once with `syncfs`, which is cheaper than thousands of
+/// fsyncs but also waits for everybody else's dirty data.
+fn make_durable(root: &Path, created: &[RelPath]) -> Result<()> {
+    const FSYNC_AT_MOST: usize = 256;
+    if created.len() > FSYNC_AT_MOST {
+        return syncfs(root);
+    }
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for rel in created {
+        let abs = rel.under(root);
+        let meta = match fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            // A deletion: what changed is its parent directory.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = abs.parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+                continue;
+            }
+            Err(e) => return Err(e).ctx("cannot inspect", &abs),
+        };
+        if meta.is_file() {
+            fs::File::open(&abs)
+                .and_then(|f| f.sync_all())
+                .ctx("cannot fsync", &abs)?;
+        } else if meta.is_dir() {
+            dirs.insert(abs.clone());
+        }
+        let mut up = abs.parent();
+        while let Some(d) = up {
+            if !d.starts_with(root) || !dirs.insert(d.to_path_buf()) {
+                break;
+            }
+            up = d.parent();
+        }
+    }
+    dirs.insert(root.to_path_buf());
+    for d in dirs {
+        fsutil::fsync_dir(&d)?;
+    }
+    Ok(())
+}
+
+fn syncfs(path: &Path) -> Result<()> {
+    let f = fs::File::open(path).ctx("cannot open", path)?;
+    nix::unistd::syncfs(&f)
+        .map_err(std::io::Error::from)
+        .ctx("cannot sync filesystem of", path)
+}
