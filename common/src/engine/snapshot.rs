@@ -9,7 +9,7 @@
 //! [`diff`](crate::engine::diff) (a rescan's read-only comparison),
 //! [`build`](crate::engine::build) (the new tree, only along marked paths),
 //! [`copy_in`](crate::engine::copy_in) (source entries into it) and
-//! [`publish`](crate::engine::publish) (the crash-safe order of the writes that make it a
+//! [`publish`] (the crash-safe order of the writes that make it a
 //! version).
 //!
 //! Invariants: the new version starts as the current one (an unchanged subtree costs one
