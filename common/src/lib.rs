@@ -180,5 +180,6 @@ pub mod porcelain {
 /// What every binary's `main` shares.
 pub mod cli {
     pub use crate::error::set_warning_sink;
+    pub use crate::run::args::{JobArgs, JobsArgs, JsonArgs, LockArgs};
     pub use crate::run::cli::{exit_code, finish, print_line, with_big_stack};
 }

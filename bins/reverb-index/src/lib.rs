@@ -2,13 +2,13 @@
 //! `reverb_common::index` and `reverb_common::check`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 use reverb_common::JobDir;
+use reverb_common::cli::{JobsArgs, JsonArgs, LockArgs};
 use reverb_common::exit::{EXIT_FAILURE, EXIT_OK};
 use reverb_common::index::{self, IndexRow};
-use reverb_common::lock::{JobLock, Wait};
+use reverb_common::lock::JobLock;
 use reverb_common::{check, cli, job, tsv};
 
 /// Show a job's index.tsv (one row per retained version), recount it from the disk, or
@@ -17,15 +17,8 @@ use reverb_common::{check, cli, job, tsv};
 #[derive(Debug, Parser)]
 #[command(name = "reverb-index", version, about, long_about = None)]
 pub struct Args {
-    /// The vault directory (must hold reverberator-vault.toml).
-    #[arg(long, value_name = "DIR", required_unless_present = "config")]
-    pub vault: Option<PathBuf>,
-    /// Take the jobs and their vaults from this configuration file.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Only this job (default: every job of the vault).
-    #[arg(long, value_name = "NAME")]
-    pub job: Option<String>,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
     /// Recompute files and sizes of every version from the disk and rewrite index.tsv
     /// (takes the job lock), then print the rows.
     #[arg(long, conflicts_with = "check")]
@@ -34,12 +27,10 @@ pub struct Args {
     /// (`job, kind, path, detail`) and exit 1 when there is any. Read-only.
     #[arg(long)]
     pub check: bool,
-    /// With --recount: exit 75 at once when the job lock is held, instead of waiting.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Print records as JSON lines.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    #[command(flatten)]
+    pub output: JsonArgs,
 }
 
 /// The clap command (for man pages and completions).
@@ -55,17 +46,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// The tool's body.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
-    let selected = job::select(
-        args.vault.as_deref(),
-        args.config.as_deref(),
-        args.job.as_deref(),
-    )?;
-    let jobs: Vec<JobDir> = selected.iter().map(|(_, d)| d.clone()).collect();
-    let with_job = args.job.is_none();
+    let jobs = args.jobs.job_dirs()?;
+    let with_job = args.jobs.job.is_none();
     if args.check {
         return print_problems(args, &jobs);
     }
-    if !args.json {
+    if !args.output.json {
         let mut header: Vec<&str> = Vec::new();
         if with_job {
             header.push("job");
@@ -96,7 +82,7 @@ fn print_problems(args: &Args, jobs: &[JobDir]) -> anyhow::Result<i32> {
     for dir in jobs {
         for p in check::check(dir)? {
             found += 1;
-            let line = if args.json {
+            let line = if args.output.json {
                 serde_json::json!({
                     "type": "problem",
                     "job": p.job,
@@ -122,15 +108,7 @@ fn print_problems(args: &Args, jobs: &[JobDir]) -> anyhow::Result<i32> {
 
 /// `--recount` of one job, under its lock.
 fn recount(args: &Args, dir: &JobDir) -> anyhow::Result<Vec<IndexRow>> {
-    let _lock = JobLock::acquire(
-        &dir.lock(),
-        &dir.folder,
-        if args.no_wait {
-            Wait::NoWait
-        } else {
-            Wait::Block
-        },
-    )?;
+    let _lock = JobLock::acquire(&dir.lock(), &dir.folder, args.lock.wait())?;
     let mut ctx = job::open_dir(dir.clone(), "index")?;
     // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
     job::verify_identities(&mut ctx, dir.vault_root())?;
@@ -138,7 +116,7 @@ fn recount(args: &Args, dir: &JobDir) -> anyhow::Result<Vec<IndexRow>> {
 }
 
 fn render(args: &Args, job: Option<&String>, r: &IndexRow) -> String {
-    if args.json {
+    if args.output.json {
         let mut v = serde_json::json!({
             "type": "version",
             "version": r.version,

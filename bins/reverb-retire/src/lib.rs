@@ -2,13 +2,13 @@
 //! A thin edge over `reverb_common::retire`; all logic lives in the library.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 use reverb_common::JobDir;
+use reverb_common::cli::{JobsArgs, JsonArgs, LockArgs};
 use reverb_common::exit::EXIT_OK;
 use reverb_common::jobfile::JobFile;
-use reverb_common::lock::{JobLock, Wait};
+use reverb_common::lock::JobLock;
 use reverb_common::retire::{self, Retired};
 use reverb_common::settings::parse_size;
 use reverb_common::{cli, index, job, tsv};
@@ -19,15 +19,8 @@ use reverb_common::{cli, index, job, tsv};
 #[derive(Debug, Parser)]
 #[command(name = "reverb-retire", version, about, long_about = None)]
 pub struct Args {
-    /// The vault directory (must hold reverberator-vault.toml).
-    #[arg(long, value_name = "DIR", required_unless_present = "config")]
-    pub vault: Option<PathBuf>,
-    /// Take the jobs and their vaults from this configuration file.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Only this job (default: every job of the vault).
-    #[arg(long, value_name = "NAME")]
-    pub job: Option<String>,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
     /// Keep at most N versions (0 = no count limit); overrides job.toml's keep_versions.
     #[arg(long, value_name = "N")]
     pub keep: Option<u64>,
@@ -38,12 +31,10 @@ pub struct Args {
     /// Print what would be kept and retired, one line per version; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Exit 75 at once when another writer holds the job lock, instead of waiting.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Print records as JSON lines.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    #[command(flatten)]
+    pub output: JsonArgs,
 }
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -63,16 +54,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// The tool's body.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
-    let selected = job::select(
-        args.vault.as_deref(),
-        args.config.as_deref(),
-        args.job.as_deref(),
-    )?;
-    let jobs: Vec<JobDir> = selected.iter().map(|(_, d)| d.clone()).collect();
+    let jobs = args.jobs.job_dirs()?;
     let mut first_err: Option<anyhow::Error> = None;
     for dir in jobs {
         if let Err(e) = run_job(args, dir.clone()) {
-            if args.job.is_some() {
+            if args.jobs.job.is_some() {
                 return Err(e);
             }
             // One job's failure never stops another: report it and go on.
@@ -100,20 +86,12 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
     if args.dry_run {
         return print_plan(args, &dir, keep, limit);
     }
-    let _lock = JobLock::acquire(
-        &dir.lock(),
-        &dir.folder,
-        if args.no_wait {
-            Wait::NoWait
-        } else {
-            Wait::Block
-        },
-    )?;
+    let _lock = JobLock::acquire(&dir.lock(), &dir.folder, args.lock.wait())?;
     let mut ctx = job::open_dir(dir.clone(), "retire")?;
     // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
     job::verify_identities(&mut ctx, dir.vault_root())?;
     let folder = dir.folder.clone();
-    let json = args.json;
+    let json = args.output.json;
     let mut print = |r: &Retired| {
         let line = if json {
             serde_json::json!({
@@ -142,7 +120,7 @@ fn print_plan(args: &Args, dir: &JobDir, keep: u64, limit: Option<u64>) -> anyho
         index::read(&dir.index())?
     };
     for d in retire::plan(&rows, keep, limit) {
-        let line = if args.json {
+        let line = if args.output.json {
             serde_json::json!({
                 "type": "plan",
                 "job": dir.folder,

@@ -12,11 +12,12 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use reverb_common::Vault;
 use reverb_common::batch::{self, Prepared};
+use reverb_common::cli::{JobArgs, JsonArgs, LockArgs};
 use reverb_common::events::{self, EventLine};
 use reverb_common::exit::EXIT_OK;
 use reverb_common::job::JobCtx;
 use reverb_common::journal::JournalEvent;
-use reverb_common::lock::{JobLock, Wait};
+use reverb_common::lock::JobLock;
 use reverb_common::snapshot::{self, Options, Trigger};
 use reverb_common::{cli, job, retire};
 
@@ -25,15 +26,8 @@ use reverb_common::{cli, job, retire};
 #[derive(Debug, Parser)]
 #[command(name = "reverb-snap", version, about, long_about = None)]
 pub struct Args {
-    /// The vault directory (must hold reverberator-vault.toml unless --init).
-    #[arg(long, value_name = "DIR", required_unless_present = "config")]
-    pub vault: Option<PathBuf>,
-    /// Take the vault, source and settings of the job from this configuration file.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The job's name (its folder is the sanitized name).
-    #[arg(long, value_name = "NAME")]
-    pub job: String,
+    #[command(flatten)]
+    pub target: JobArgs,
     /// The source folder; required the first time, checked against job.toml afterwards.
     #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
@@ -46,12 +40,10 @@ pub struct Args {
     /// Show what would be versioned; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Exit 75 at once when another writer holds the job lock, instead of waiting.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Print records as JSON lines.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    #[command(flatten)]
+    pub output: JsonArgs,
     /// Build the version from event lines (reverb-watch's output) read from FILE or `-`
     /// (stdin) instead of rescanning; an `overflow` line makes it a rescan.
     #[arg(long, value_name = "FILE|-")]
@@ -81,24 +73,25 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 /// from the event batches of `--changes`.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
     let target = job::target(
-        args.vault.as_deref(),
-        &args.job,
+        args.target.vault.as_deref(),
+        &args.target.job,
         args.source.as_deref(),
-        args.config.as_deref(),
+        args.target.config.as_deref(),
     )?;
     let vault = if args.init {
         Vault::init(&target.vault)?
     } else {
         Vault::open(&target.vault)?
     };
-    if batch::prepare_job(&vault, &args.job, &target, args.dry_run)? == Prepared::WouldCreate {
-        print_record(args, "would create", &args.job)?;
+    if batch::prepare_job(&vault, &args.target.job, &target, args.dry_run)? == Prepared::WouldCreate
+    {
+        print_record(args, "would create", &args.target.job)?;
         return Ok(EXIT_OK);
     }
-    let dir = job::job_dir(&vault, &args.job)?;
-    let lock = JobLock::acquire(&dir.lock(), &args.job, wait(args))?;
+    let dir = job::job_dir(&vault, &args.target.job)?;
+    let lock = JobLock::acquire(&dir.lock(), &args.target.job, args.lock.wait())?;
     let mut ctx = job::open_dir(dir, "snap")?;
-    batch::check_source(&ctx, &args.job, target.source.as_deref())?;
+    batch::check_source(&ctx, &args.target.job, target.source.as_deref())?;
     if let Some(settings) = &target.settings {
         job::update_settings(&mut ctx, settings)?;
     }
@@ -108,14 +101,6 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         Some(changes) => from_changes(args, &vault, &mut ctx, changes)?,
     }
     Ok(EXIT_OK)
-}
-
-fn wait(args: &Args) -> Wait {
-    if args.no_wait {
-        Wait::NoWait
-    } else {
-        Wait::Block
-    }
 }
 
 /// `--changes`: one version per batch (`--follow`) or one for all of them.
@@ -176,7 +161,7 @@ fn one_version(
     ctx: &mut JobCtx,
     trigger: Trigger,
 ) -> anyhow::Result<()> {
-    let _lock = JobLock::acquire(&ctx.dir.lock(), &args.job, wait(args))?;
+    let _lock = JobLock::acquire(&ctx.dir.lock(), &args.target.job, args.lock.wait())?;
     job::verify_identities(ctx, vault.root())?;
     // Work through directory fds taken after the identity check (docs/identity.md).
     let mut held = job::anchored(ctx)?;
@@ -303,7 +288,7 @@ impl Drop for Spinner {
 }
 
 fn print_record(args: &Args, kind: &str, value: &str) -> anyhow::Result<()> {
-    let line = if args.json {
+    let line = if args.output.json {
         serde_json::json!({ "type": kind, "value": value }).to_string()
     } else if kind == "version" {
         value.to_owned()

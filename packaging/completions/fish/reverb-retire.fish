@@ -1,4 +1,4 @@
-complete -c reverb-retire -l vault -d 'The vault directory (must hold reverberator-vault.toml)' -r -F
+complete -c reverb-retire -l vault -d 'The vault directory (holding reverberator-vault.toml)' -r -F
 complete -c reverb-retire -l config -d 'Take the jobs and their vaults from this configuration file' -r -F
 complete -c reverb-retire -l job -d 'Only this job (default: every job of the vault)' -r
 complete -c reverb-retire -l keep -d 'Keep at most N versions (0 = no count limit); overrides job.toml\'s keep_versions' -r

@@ -1,5 +1,5 @@
-complete -c reverb-snap -l vault -d 'The vault directory (must hold reverberator-vault.toml unless --init)' -r -F
-complete -c reverb-snap -l config -d 'Take the vault, source and settings of the job from this configuration file' -r -F
+complete -c reverb-snap -l vault -d 'The vault directory (holding reverberator-vault.toml)' -r -F
+complete -c reverb-snap -l config -d 'Take the vault and the job\'s settings from this configuration file' -r -F
 complete -c reverb-snap -l job -d 'The job\'s name (its folder is the sanitized name)' -r
 complete -c reverb-snap -l source -d 'The source folder; required the first time, checked against job.toml afterwards' -r -F
 complete -c reverb-snap -l changes -d 'Build the version from event lines (reverb-watch\'s output) read from FILE or `-` (stdin) instead of rescanning; an `overflow` line makes it a rescan' -r -F
