@@ -181,5 +181,5 @@ pub mod porcelain {
 pub mod cli {
     pub use crate::error::set_warning_sink;
     pub use crate::run::args::{JobArgs, JobsArgs, JsonArgs, LockArgs};
-    pub use crate::run::cli::{exit_code, finish, print_line, with_big_stack};
+    pub use crate::run::cli::{exit_code, finish, print_line};
 }

@@ -66,7 +66,7 @@ pub fn cli() -> clap::Command {
 /// Runs the tool with these arguments; returns the exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args = Args::parse_from(args);
-    cli::finish("reverb-snap", cli::with_big_stack(|| run(&args)))
+    cli::finish("reverb-snap", run(&args))
 }
 
 /// The tool's body: opens (or creates) the job, then builds one version from a rescan or

@@ -124,7 +124,7 @@ pub fn cli() -> clap::Command {
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args = Args::parse_from(args);
     cli::set_warning_sink(|m| eprintln!("{TOOL}: warning: {m}"));
-    cli::finish(TOOL, cli::with_big_stack(|| run(args)))
+    cli::finish(TOOL, run(args))
 }
 
 const TOOL: &str = "reverberator";

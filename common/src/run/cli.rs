@@ -54,31 +54,3 @@ pub fn print_line(line: &str) -> io::Result<bool> {
         Err(e) => Err(e),
     }
 }
-
-/// Stack for a tool's body: some tree walks still recurse once per directory level, and
-/// a source may be thousands of levels deep. Only the pages actually touched are used.
-pub const TOOL_STACK: usize = 512 << 20;
-
-/// Runs a tool's body on a thread with a `TOOL_STACK` (512 MiB) stack and returns its
-/// value (a panic in it goes on in the caller). When no such thread can be started, says
-/// so on stderr and exits the process with status 1.
-pub fn with_big_stack<T: Send>(body: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .stack_size(TOOL_STACK)
-            .spawn_scoped(s, body);
-        match handle {
-            Ok(h) => match h.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
-            // No thread (resource limits): stop, as the body might not fit this one's stack.
-            Err(_) => no_thread(),
-        }
-    })
-}
-
-fn no_thread<T>() -> T {
-    eprintln!("reverberator: cannot start a worker thread (resource limits?)");
-    std::process::exit(EXIT_FAILURE)
-}

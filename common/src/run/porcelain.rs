@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::error::{IoContext, Result};
+use crate::format::entry::{Difference, EntryFacts, compare};
 use crate::format::index::IndexRow;
 use crate::format::jobfile::JobFile;
 use crate::format::journal::{self, JournalEvent};
@@ -242,54 +243,82 @@ fn listing(
     Ok(out)
 }
 
+/// One directory of a diff in progress: its path and the names still to compare, with the
+/// holders of each name in the two versions.
+struct DiffFrame {
+    rel: PathBuf,
+    names: std::vec::IntoIter<(OsString, Option<String>, Option<String>)>,
+}
+
+impl DiffFrame {
+    fn open(job: &Path, lookalikes: &Lookalikes, rel: PathBuf, a: &str, b: &str) -> Result<Self> {
+        let mut la = listing(job, a, &rel, lookalikes)?;
+        let mut lb = listing(job, b, &rel, lookalikes)?;
+        let names: BTreeSet<OsString> = la.keys().chain(lb.keys()).cloned().collect();
+        let names: Vec<_> = names
+            .into_iter()
+            .map(|n| {
+                let (ha, hb) = (la.remove(&n), lb.remove(&n));
+                (n, ha, hb)
+            })
+            .collect();
+        Ok(DiffFrame {
+            rel,
+            names: names.into_iter(),
+        })
+    }
+}
+
+/// Walks both versions together, depth first in name order (an explicit stack, so a deep
+/// tree needs no deep call stack), descending only where the two holders differ.
 fn diff_dir(
     job: &Path,
     lookalikes: &Lookalikes,
-    rel: &Path,
+    root: &Path,
     a: &str,
     b: &str,
     out: &mut Vec<DiffRow>,
 ) -> Result<()> {
-    let la = listing(job, a, rel, lookalikes)?;
-    let lb = listing(job, b, rel, lookalikes)?;
-    let names: BTreeSet<&OsString> = la.keys().chain(lb.keys()).collect();
-    for name in names {
-        let child = rel.join(name);
+    let mut stack = vec![DiffFrame::open(job, lookalikes, root.to_path_buf(), a, b)?];
+    while let Some(frame) = stack.last_mut() {
+        let Some((name, ha, hb)) = frame.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let child = frame.rel.join(&name);
         let row = |change| DiffRow {
             kind: "diff",
             change,
             path: tsv::escape_os(child.as_os_str()),
         };
-        match (la.get(name), lb.get(name)) {
-            (Some(_), None) => out.push(row("removed")),
-            (None, Some(_)) => out.push(row("added")),
-            (Some(ha), Some(hb)) if ha == hb => {}
-            (Some(ha), Some(hb)) => {
-                let pa = job.join(ha).join(&child);
-                let pb = job.join(hb).join(&child);
-                let ma = fs::symlink_metadata(&pa).ctx("cannot inspect", &pa)?;
-                let mb = fs::symlink_metadata(&pb).ctx("cannot inspect", &pb)?;
-                if ma.is_dir() && mb.is_dir() {
-                    if ma.mode() != mb.mode() || ma.uid() != mb.uid() || ma.gid() != mb.gid() {
-                        out.push(row("changed"));
-                    }
-                    diff_dir(job, lookalikes, &child, ha, hb, out)?;
-                    continue;
-                }
-                let same = ma.file_type() == mb.file_type()
-                    && ma.len() == mb.len()
-                    && ma.mtime() == mb.mtime()
-                    && ma.mtime_nsec() == mb.mtime_nsec()
-                    && ma.mode() == mb.mode()
-                    && ma.uid() == mb.uid()
-                    && ma.gid() == mb.gid()
-                    && (!ma.file_type().is_symlink()
-                        || fs::read_link(&pa).ok() == fs::read_link(&pb).ok());
-                if !same {
-                    out.push(row("changed"));
-                }
+        let (ha, hb) = match (ha, hb) {
+            (Some(_), None) => {
+                out.push(row("removed"));
+                continue;
             }
-            (None, None) => {}
+            (None, Some(_)) => {
+                out.push(row("added"));
+                continue;
+            }
+            (Some(ha), Some(hb)) if ha != hb => (ha, hb),
+            _ => continue,
+        };
+        let (pa, pb) = (job.join(&ha).join(&child), job.join(&hb).join(&child));
+        let ma = fs::symlink_metadata(&pa).ctx("cannot inspect", &pa)?;
+        let mb = fs::symlink_metadata(&pb).ctx("cannot inspect", &pb)?;
+        if ma.is_dir() && mb.is_dir() {
+            // A directory's own attributes are its mode and owner: its mtime follows its
+            // children, which the walk compares one by one.
+            if ma.mode() != mb.mode() || ma.uid() != mb.uid() || ma.gid() != mb.gid() {
+                out.push(row("changed"));
+            }
+            let next = DiffFrame::open(job, lookalikes, child, &ha, &hb)?;
+            stack.push(next);
+            continue;
+        }
+        let (fa, fb) = (EntryFacts::of(&pa, &ma), EntryFacts::of(&pb, &mb));
+        if compare(&fa, &fb, true) != Difference::Same {
+            out.push(row("changed"));
         }
     }
     Ok(())
