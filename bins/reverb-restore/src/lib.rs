@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser};
 use reverb_common::Vault;
 use reverb_common::exit::EXIT_OK;
-use reverb_common::{cli, index, job, restore};
+use reverb_common::{cli, index, job, restore, tsv};
 
 /// Copy a version (or one path in it) out of the vault: vault links resolved, source links
 /// kept as links, modes, times, owners (as root), xattrs and holes restored.
@@ -52,7 +52,13 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let rows = index::read_index_or_empty(&dir)?;
     let row = restore::pick(&rows, &args.version)?;
     let rel = args.path.clone().unwrap_or_default();
-    restore::restore(&dir, &row.dir, &rel, &args.to, args.overwrite)?;
+    let done = restore::restore(&dir, &row.dir, &rel, &args.to, args.overwrite)?;
+    for dev in &done.skipped_devices {
+        eprintln!(
+            "reverb-restore: skipped device node {} (needs root)",
+            tsv::escape_os(dev.as_os_str())
+        );
+    }
     Ok(EXIT_OK)
 }
 

@@ -41,12 +41,13 @@ pub fn pick<'r>(rows: &'r [IndexRow], which: &str) -> Result<&'r IndexRow> {
 }
 
 /// What a restore copied.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Restored {
     /// Entries written.
     pub entries: u64,
-    /// Entries skipped (device nodes without privilege).
-    pub skipped: u64,
+    /// Device nodes not recreated (they need privilege), as their paths in DEST; the caller
+    /// says so.
+    pub skipped_devices: Vec<PathBuf>,
 }
 
 /// Restores `rel` (empty = the whole version) of version dir `version` to `dest`.
@@ -158,11 +159,7 @@ impl Restorer {
         match copy::copy_special(src, dst, meta) {
             Ok(()) => Ok(true),
             Err(CopyError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
-                eprintln!(
-                    "reverb-restore: skipped device node {} (needs root)",
-                    show(dst)
-                );
-                self.done.skipped += 1;
+                self.done.skipped_devices.push(dst.to_path_buf());
                 Ok(false)
             }
             Err(e) => Err(err(e, dst)),
