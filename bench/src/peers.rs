@@ -89,7 +89,7 @@ pub enum Cache {
 impl Cache {
     pub fn prepare(self) -> Result<()> {
         // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
+        nix::unistd::sync();
         if self == Cache::Cold {
             std::fs::write("/proc/sys/vm/drop_caches", b"3\n")
                 .context("cannot drop caches (needs root)")?;
@@ -144,7 +144,8 @@ pub fn vm_hwm_kib(pid: u32) -> Result<u64> {
 /// Sends SIGTERM (a clean stop for our watchers and for inotifywait).
 pub fn terminate(child: &std::process::Child) {
     // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
 }
 
 /// Reads lines on a thread; each arrives with the instant it was read.

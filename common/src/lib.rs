@@ -18,7 +18,6 @@
 //! anything else that nothing calls. The formats and invariants are documented in
 //! `docs/format.md`, the programs in `docs/cli.md`.
 
-#![deny(unsafe_code)]
 // The library's documentation is read with private items (`cargo doc --document-private-items`,
 // as CI builds it): the facade is thin, and its docs link to the modules that do the work.
 #![allow(rustdoc::private_intra_doc_links)]

@@ -462,17 +462,10 @@ pub fn apply(src: &Path, op: &Op) -> Vec<String> {
                 .write(true)
                 .open(src.join(&p))
                 .expect("open");
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid open fd; fallocate has no memory preconditions.
-            let rc = unsafe {
-                libc::fallocate(
-                    f.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    at as i64 * 16,
-                    len as i64 * 16 + 4096,
-                )
-            };
-            assert_eq!(rc, 0, "fallocate punch {}", p.display());
+            use nix::fcntl::{FallocateFlags, fallocate};
+            let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            fallocate(&f, punch, at as i64 * 16, len as i64 * 16 + 4096)
+                .unwrap_or_else(|e| panic!("fallocate punch {}: {e}", p.display()));
             all_names(src, &p, "modify")
         }
         Op::Chmod { entry, mode } => {

@@ -22,9 +22,7 @@ fn syncfs(path: &Path) -> Result<Duration> {
     let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let t = Instant::now();
     // SAFETY: syncfs on a valid, open fd.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("syncfs");
-    }
+    nix::unistd::syncfs(&f).context("syncfs")?;
     Ok(t.elapsed())
 }
 
@@ -165,7 +163,7 @@ pub fn first_copy_btrfs(b: &mut Bench) -> Result<()> {
         ));
     };
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         skip(b, "--btrfs needs root");
         return Ok(());
     }

@@ -1,7 +1,6 @@
 //! reverb-snap and reverb-restore end to end: real binaries, real trees.
 
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -12,21 +11,17 @@ use reverb_tests::{Fixture, TestCommand, cmd, have, is_root, sh, stderr, stdout}
 // Independent oracle: deliberately not the library's time setting (the copy engine's, whose
 // restored times these tests check).
 fn set_mtime(p: &Path, secs: i64) {
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("cstring");
-    let t = [libc::timespec {
-        tv_sec: secs,
-        tv_nsec: 123_456_789,
-    }; 2];
-    // SAFETY: valid path and timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "utimensat {}", p.display());
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(secs, 123_456_789);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
 }
 
 /// A tree with every file type and metadata class the vault promises to keep.
