@@ -1,16 +1,17 @@
 //! reverberator's library: every piece of logic the binaries use lives here.
 //!
-//! The modules are grouped by layer, each a folder whose `mod.rs` says what it owns; a
-//! layer only uses the layers above it in this list:
+//! The modules are grouped by layer, each a folder whose `mod.rs` says what it owns. A
+//! layer uses only the layers above it in this table (one exception: `format/jobfile`
+//! records the `FsIdentity` that `capture/identity` gathers):
 //!
 //! | layer | modules | owns |
 //! | --- | --- | --- |
-//! | `error`, `sys` | | the error type and its exit codes; the only `unsafe` (FFI) |
-//! | `format/` | tsv, time, index, journal, jobfile, settings, baseline, events | every text format, byte-exact |
-//! | `vault/` | layout, job, lock, fsutil, tree, measure, check | the vault on disk and its invariants |
-//! | `capture/` | watch, exclude, identity, mountwatch | noticing changes and filesystem identity |
-//! | `engine/` | copy, snapshot (build, diff, copy_in, publish, recover), batch, retire, restore | building, retiring and restoring versions |
-//! | `run/` | config, supervisor, porcelain, cli | the programs' shared edge and the supervisor |
+//! | foundations | `error`, `sys`, `fsutil`, `fault` | the error type and exit codes; the only `unsafe` (FFI); atomic writes; the crash-test hook |
+//! | `format/` | tsv, time, version, entry, relpath, exclude, index, journal, jobfile, settings, baseline, events | every text format, byte-exact, and the shared vocabulary |
+//! | `capture/` | watch, identity, mountwatch | noticing changes and filesystem identity |
+//! | `vault/` | layout, job, lock, tree, measure, check | the vault on disk and its invariants |
+//! | `engine/` | copy, snapshot (recover, diff, build, copy_in, publish), retire, restore | building, retiring and restoring versions |
+//! | `run/` | config, selection, args, batch, supervisor, porcelain, cli | the programs' shared edge and the supervisor |
 //!
 //! Every module is private to the crate. The public API is the curated set of namespaces
 //! below (`reverb_common::index::read`, `reverb_common::snapshot::take`, …): each re-exports
@@ -27,6 +28,7 @@ mod engine;
 pub(crate) mod error;
 pub(crate) mod fault;
 mod format;
+mod fsutil;
 mod run;
 mod sys;
 mod vault;
@@ -93,8 +95,9 @@ pub mod events {
 
 /// Opening and creating jobs.
 pub mod job {
+    pub use crate::run::selection::{select, target};
     pub use crate::vault::job::{
-        JobCtx, anchored, create, find, job_dir, open, open_dir, record_identities, select, target,
+        JobCtx, anchored, create, find, job_dir, open, open_dir, record_identities,
         update_settings, validate_source, verify_identities,
     };
 }
@@ -126,7 +129,7 @@ pub mod snapshot {
 
 /// From a job name and event batches to builds (what `reverb-snap` does around `take`).
 pub mod batch {
-    pub use crate::engine::batch::{
+    pub use crate::run::batch::{
         Prepared, check_source, journal_batch, prepare_job, reject_batch, trigger_of,
     };
 }
@@ -148,7 +151,7 @@ pub mod watch {
 
 /// Exclude patterns.
 pub mod exclude {
-    pub use crate::capture::exclude::{Excludes, check_pattern};
+    pub use crate::format::exclude::{Excludes, check_pattern};
 }
 
 /// Filesystem identity.

@@ -1,6 +1,6 @@
 //! The FFI that needs `unsafe`, and nothing else: the ioctls that neither `std` nor `nix`
-//! wraps safely. Every other module of the workspace is `unsafe`-free (the workspace lints deny `unsafe_code`; this module alone allows it); what can
-//! be done through `std`, `nix` or the `xattr` crate is done there.
+//! wraps safely. The workspace lints deny `unsafe_code` everywhere else (this module alone
+//! allows it); what can be done through `std`, `nix` or the `xattr` crate is done there.
 //!
 //! Each wrapper here takes borrowed, valid descriptors and owned buffers of the size the
 //! request code encodes, so callers cannot break the ioctls' preconditions.

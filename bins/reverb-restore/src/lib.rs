@@ -49,7 +49,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 pub fn run(args: &Args) -> anyhow::Result<i32> {
     let vault = Vault::open(&args.vault)?;
     let (dir, _file) = job::find(&vault, &args.job)?;
-    let rows = index::read_index_or_empty(&dir)?;
+    let rows = index::read_index_or_empty(&dir.index())?;
     let row = restore::pick(&rows, &args.version)?;
     let rel = args.path.clone().unwrap_or_default();
     let done = restore::restore(&dir, &row.dir, &rel, &args.to, args.overwrite)?;

@@ -115,7 +115,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
 /// `--dry-run`: the policy's verdict on every version, one line each; nothing written.
 fn print_plan(args: &Args, dir: &JobDir, keep: u64, limit: Option<u64>) -> anyhow::Result<()> {
     let rows = if dir.index().exists() || dir.versions_on_disk()?.is_empty() {
-        index::read_index_or_empty(dir)?
+        index::read_index_or_empty(&dir.index())?
     } else {
         index::read(&dir.index())?
     };

@@ -313,7 +313,7 @@ fn status(at: &Where) -> anyhow::Result<i32> {
 
 fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
-    let rows = index::read_index_or_empty(&j.dir)?;
+    let rows = index::read_index_or_empty(&j.dir.index())?;
     for r in rows {
         if at.json {
             out(&serde_json::json!({
@@ -339,7 +339,7 @@ fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
 
 fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
-    let rows = index::read_index_or_empty(&j.dir)?;
+    let rows = index::read_index_or_empty(&j.dir.index())?;
     let rel = porcelain::rel_arg(path);
     for h in porcelain::history(&j.dir, &rows, &rel)? {
         if at.json {
@@ -359,7 +359,7 @@ fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
 
 fn diff(name: &str, a: &str, b: &str, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
-    let rows = index::read_index_or_empty(&j.dir)?;
+    let rows = index::read_index_or_empty(&j.dir.index())?;
     let ra = reverb_common::restore::pick(&rows, a)?;
     let rb = reverb_common::restore::pick(&rows, b)?;
     for d in porcelain::diff(&j.dir, &ra.dir, &rb.dir)? {

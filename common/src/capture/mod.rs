@@ -1,11 +1,9 @@
 //! The capture layer: noticing what changed and whether the filesystems are still the
 //! right ones.
 //!
-//! Owns the recursive inotify watcher ([`watch`]) and its exclude patterns ([`exclude`]),
-//! filesystem identity ([`identity`]) and watching the mount table ([`mountwatch`]). It
-//! reports; it never writes to a vault.
+//! Owns the recursive inotify watcher ([`watch`]), filesystem identity ([`identity`]) and
+//! watching the mount table ([`mountwatch`]). It reports; it never writes to a vault.
 
-pub(crate) mod exclude;
 pub(crate) mod identity;
 pub(crate) mod mountwatch;
 pub(crate) mod watch;

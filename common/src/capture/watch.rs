@@ -51,9 +51,9 @@ use std::time::{Duration, Instant};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::capture::exclude::Excludes;
 use crate::error::{Error, IoContext, Result, WatchLimit, show};
 use crate::format::events::{EntryType, EventKind, EventLine, join_rel};
+use crate::format::exclude::Excludes;
 
 /// How long an unpaired `IN_MOVED_FROM` waits (with the queue idle) before it is a delete.
 pub const MOVE_WAIT: Duration = Duration::from_millis(20);

@@ -12,16 +12,16 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 
-use crate::capture::exclude::Excludes;
 use crate::engine::copy::{self, CopyError};
 use crate::engine::listing::{self, Detail};
 use crate::engine::snapshot::{Outcome, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::{self, Baseline};
+use crate::format::exclude::Excludes;
 use crate::format::journal::Journal;
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
-use crate::vault::fsutil;
+use crate::fsutil;
 use crate::vault::measure::measure_tree;
 use crate::vault::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
 
@@ -137,7 +137,9 @@ impl Builder<'_> {
 
     /// Counts what the new entry at `path` takes on disk.
     pub fn count_held(&mut self, path: &Path) -> Result<()> {
-        self.held += copy::disk_usage(&fs::symlink_metadata(path).ctx("cannot inspect", path)?);
+        self.held += crate::vault::measure::disk_usage(
+            &fs::symlink_metadata(path).ctx("cannot inspect", path)?,
+        );
         Ok(())
     }
 

@@ -391,12 +391,6 @@ pub fn finish_dir(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()>
     apply_path_meta(dst, meta)
 }
 
-/// Disk usage of one entry as `du` counts it (allocated 512-byte blocks) from its
-/// metadata; pass an `lstat` so that a link counts as itself.
-pub fn disk_usage(meta: &fs::Metadata) -> u64 {
-    meta.blocks() * 512
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

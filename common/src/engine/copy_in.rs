@@ -20,7 +20,7 @@ use crate::error::{IoContext, Result};
 use crate::format::baseline::Baseline;
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
-use crate::vault::fsutil;
+use crate::fsutil;
 
 /// A source directory being copied: its children still to copy.
 struct OpenDir {
@@ -162,7 +162,7 @@ impl Builder<'_> {
                     .insert((sm.dev(), sm.ino()), np.to_path_buf());
             }
         }
-        self.held += copy::disk_usage(&nm);
+        self.held += crate::vault::measure::disk_usage(&nm);
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
         self.progress.copied(nm.len());

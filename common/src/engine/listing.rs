@@ -11,8 +11,8 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::Path;
 
-use crate::capture::exclude::Excludes;
 use crate::error::{IoContext, Result};
+use crate::format::exclude::Excludes;
 use crate::format::relpath::RelPath;
 use crate::vault::tree::{self, Entry, Lookalikes};
 

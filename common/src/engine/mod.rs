@@ -2,12 +2,11 @@
 //!
 //! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
 //! [`diff`], [`build`], [`copy_in`] and [`publish`] over the shared [`builder`] state,
-//! [`marks`] and [`listing`]) with the copy engine ([`copy`]), turning event batches into
-//! builds ([`batch`]), retiring versions ([`retire`]) and restoring one ([`restore`]).
+//! [`marks`] and [`listing`]) with the copy engine ([`copy`]), retiring versions
+//! ([`retire`]) and restoring one ([`restore`]).
 //! Every write here goes through the vault layer's rules: build under `.partial/`, make
 //! durable, rename into place.
 
-pub(crate) mod batch;
 pub(crate) mod build;
 pub(crate) mod builder;
 pub(crate) mod copy;

@@ -20,7 +20,7 @@ use crate::format::index::{self, IndexRow};
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
 use crate::format::time;
-use crate::vault::fsutil;
+use crate::fsutil;
 use crate::vault::layout::{JobDir, VersionName};
 
 /// The version about to be made.

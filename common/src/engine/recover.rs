@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::format::index::{self, IndexRow, read_index_or_empty};
 use crate::format::journal::JournalEvent;
 use crate::format::time;
-use crate::vault::fsutil;
+use crate::fsutil;
 use crate::vault::job::JobCtx;
 use crate::vault::layout::VersionName;
 use crate::vault::measure::{held_bytes, measure_tree};
@@ -66,7 +66,7 @@ fn remove_partials(ctx: &mut JobCtx) -> Result<()> {
 /// Adds the index rows of complete versions renamed into place but not yet indexed;
 /// returns the index as it then is.
 fn index_unindexed(ctx: &mut JobCtx, on_disk: &[VersionName]) -> Result<Vec<IndexRow>> {
-    let mut rows = read_index_or_empty(&ctx.dir)?;
+    let mut rows = read_index_or_empty(&ctx.dir.index())?;
     let known: HashSet<String> = rows.iter().map(|r| r.dir.clone()).collect();
     let last_n = rows.last().map(|r| r.version).unwrap_or(0);
     let mut changed = false;

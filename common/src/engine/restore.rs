@@ -109,7 +109,7 @@ fn make_room(dest: &Path, overwrite: bool) -> Result<()> {
         if empty_dir {
             fs::remove_dir(dest).ctx("cannot replace", dest)?;
         } else if overwrite {
-            crate::vault::fsutil::remove_tree(dest)?;
+            crate::fsutil::remove_tree(dest)?;
         } else {
             return Err(Error::Usage(format!(
                 "destination {} is not empty (use --overwrite)",

@@ -45,8 +45,8 @@ use crate::fault;
 use crate::format::index::{self, IndexRow};
 use crate::format::journal::JournalEvent;
 use crate::format::settings::format_size;
+use crate::fsutil;
 use crate::vault::check;
-use crate::vault::fsutil;
 use crate::vault::job::JobCtx;
 use crate::vault::layout::VersionName;
 use crate::vault::measure::{self, remains_held};
@@ -481,7 +481,7 @@ fn parent_of(p: &Path) -> &Path {
 }
 
 fn usage(p: &Path) -> Result<u64> {
-    Ok(copy::disk_usage(
+    Ok(measure::disk_usage(
         &fs::symlink_metadata(p).ctx("cannot inspect", p)?,
     ))
 }
@@ -649,7 +649,7 @@ fn planned(
     size_limit: Option<u64>,
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
-    let rows = index::read_index_or_empty(&ctx.dir)?;
+    let rows = index::read_index_or_empty(&ctx.dir.index())?;
     let mut out = Vec::new();
     for d in plan(&rows, keep, size_limit) {
         if d.action == Action::Retire {
@@ -675,7 +675,7 @@ fn next_retirement(
     size_limit: Option<u64>,
 ) -> Result<Option<(u64, String, Reason)>> {
     loop {
-        let rows = index::read_index_or_empty(&ctx.dir)?;
+        let rows = index::read_index_or_empty(&ctx.dir.index())?;
         let total = index::total_held(&rows);
         let over_size = size_limit.is_some_and(|l| total > l);
         if over_size && !ctx.file.state.size_recounted {

@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::time::SystemTime;
 
-use crate::capture::exclude::Excludes;
 use crate::engine::builder::Builder;
 use crate::engine::copy;
 use crate::engine::marks::MarkTree;
@@ -29,6 +28,7 @@ use crate::engine::publish::{self, FromVersion, NewVersion};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::Baseline;
 use crate::format::events::Mark;
+use crate::format::exclude::Excludes;
 use crate::format::index::{IndexRow, read_index_or_empty};
 use crate::format::jobfile::JobFile;
 use crate::format::journal::Journal;
@@ -139,7 +139,7 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
 
 /// Checks the source and the index, and names the next version.
 fn next_version(ctx: &JobCtx) -> Result<NewVersion> {
-    let rows = read_index_or_empty(&ctx.dir)?;
+    let rows = read_index_or_empty(&ctx.dir.index())?;
     let source = &ctx.file.source;
     let src_meta = fs::metadata(source).ctx("cannot read source", source)?;
     if !src_meta.is_dir() {
@@ -271,7 +271,7 @@ mod tests {
         }
 
         fn rows(&self) -> Vec<IndexRow> {
-            read_index_or_empty(&self.ctx.dir).expect("index")
+            read_index_or_empty(&self.ctx.dir.index()).expect("index")
         }
     }
 

@@ -15,11 +15,11 @@ use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::capture::exclude::Excludes;
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::entry::{Difference, EntryFacts, EntryType, compare};
+use crate::format::exclude::Excludes;
 use crate::format::tsv;
-use crate::vault::fsutil;
+use crate::fsutil;
 
 /// The file name in the job folder.
 pub const FILE: &str = "baseline.tsv";

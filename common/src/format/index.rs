@@ -12,8 +12,7 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::tsv;
-use crate::vault::fsutil;
-use crate::vault::layout::JobDir;
+use crate::fsutil;
 
 /// The columns this version writes, in order.
 pub const COLUMNS: [&str; 7] = [
@@ -78,7 +77,7 @@ pub fn parse(text: &str) -> Result<Vec<IndexRow>, String> {
             held_bytes: num("held_bytes")?,
             logical_bytes: num("logical_bytes")?,
         };
-        if crate::vault::layout::VersionName::parse(&r.dir).map(|v| v.n) != Some(r.version) {
+        if crate::format::version::VersionName::parse(&r.dir).map(|v| v.n) != Some(r.version) {
             return Err(format!(
                 "line {}: dir `{}` is not a version directory of version {}",
                 row.line, r.dir, r.version
@@ -127,13 +126,13 @@ pub fn total_held(rows: &[IndexRow]) -> u64 {
     rows.iter().map(|r| r.held_bytes).sum()
 }
 
-/// Reads index.tsv of the job folder `dir`, or an empty index when the file does not
-/// exist (a job before its first version); any other failure is an error.
-pub fn read_index_or_empty(dir: &JobDir) -> Result<Vec<IndexRow>> {
-    if !dir.index().exists() {
-        return Ok(Vec::new());
+/// Reads the index.tsv at `path`, or an empty index when the file does not exist (a job
+/// before its first version); any other failure is an error.
+pub fn read_index_or_empty(path: &Path) -> Result<Vec<IndexRow>> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        _ => read(path),
     }
-    read(&dir.index())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::identity::FsIdentity;
 use crate::error::{Error, IoContext, Result};
 use crate::format::settings::JobSettings;
-use crate::vault::fsutil;
+use crate::fsutil;
 
 /// The whole job.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

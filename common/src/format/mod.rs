@@ -1,15 +1,19 @@
-//! The formats layer: every byte the project writes as text, defined once.
+//! The formats layer: every byte the project writes or reads as text, defined once, and
+//! the small vocabularies the other layers share.
 //!
 //! Owns the TSV dialect ([`tsv`]) and each file or stream built on it — index.tsv
 //! ([`index`]), journal.tsv ([`journal`]), event lines ([`events`]), the baseline manifest
 //! ([`baseline`]) — plus job.toml ([`jobfile`]), the job settings and their human-written
-//! values ([`settings`]), the vault's time formats ([`time`]), an entry's type tag and the
-//! one "has it changed" comparator ([`entry`]), and paths relative to a root ([`relpath`]). Nothing here walks a tree
-//! or decides policy; see `docs/format.md` for the byte-exact rules.
+//! values ([`settings`]), exclude patterns ([`exclude`]), version directory names
+//! ([`version`]), the vault's time formats ([`time`]), an entry's type tag and the one "has
+//! it changed" comparator ([`entry`]), and paths relative to a root ([`relpath`]).
+//! `docs/format.md` gives the byte-exact rules. Nothing here decides policy; the only tree
+//! walk is the one that records a baseline.
 
 pub(crate) mod baseline;
 pub(crate) mod entry;
 pub(crate) mod events;
+pub(crate) mod exclude;
 pub(crate) mod index;
 pub(crate) mod jobfile;
 pub(crate) mod journal;
@@ -17,3 +21,4 @@ pub(crate) mod relpath;
 pub(crate) mod settings;
 pub(crate) mod time;
 pub(crate) mod tsv;
+pub(crate) mod version;

@@ -61,7 +61,7 @@ impl JobSettings {
             return Err("min_snapshot_time is longer than max_snapshot_delay".into());
         }
         for pat in &self.exclude {
-            crate::capture::exclude::check_pattern(pat)?;
+            crate::format::exclude::check_pattern(pat)?;
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ pub struct JobsArgs {
 impl JobsArgs {
     /// The job folders selected, in vault order.
     pub fn job_dirs(&self) -> Result<Vec<JobDir>> {
-        let selected = crate::vault::job::select(
+        let selected = crate::run::selection::select(
             self.vault.as_deref(),
             self.config.as_deref(),
             self.job.as_deref(),

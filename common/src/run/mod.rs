@@ -1,11 +1,15 @@
-//! The run layer: what the programs share at their edge and the long-running supervisor.
+//! The run layer: what the programs share at their edge, and the long-running supervisor.
 //!
-//! Owns the user's configuration file ([`config`]), the supervisor ([`supervisor`]), the
-//! read-only porcelain queries ([`porcelain`]), the flags the vault programs share
-//! ([`args`]) and the exit-code/stdout helpers every binary's thin `main` uses ([`cli`]).
+//! Owns the user's configuration file ([`config`]), which job a program acts on
+//! ([`selection`]), what `reverb-snap` does around a build (new jobs, journaling event
+//! batches: [`batch`]), the supervisor ([`supervisor`]), the read-only porcelain queries
+//! ([`porcelain`]), the flags the vault programs share ([`args`]) and the exit-code/stdout
+//! helpers every binary's thin `main` uses ([`cli`]).
 
 pub(crate) mod args;
+pub(crate) mod batch;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod porcelain;
+pub(crate) mod selection;
 pub(crate) mod supervisor;

@@ -70,7 +70,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         return st;
     };
     st.size_limit = file.settings.vault_size_limit;
-    if let Ok(rows) = crate::format::index::read_index_or_empty(dir) {
+    if let Ok(rows) = crate::format::index::read_index_or_empty(&dir.index()) {
         st.versions = rows.len();
         st.size_bytes = crate::format::index::total_held(&rows);
         if let Some(last) = rows.last() {

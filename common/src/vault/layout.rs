@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::time;
-use crate::vault::fsutil;
+use crate::fsutil;
 
 /// The marker file's name.
 pub const MARKER: &str = "reverberator-vault.toml";
@@ -155,38 +155,7 @@ fn random_id() -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A version directory name, parsed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VersionName {
-    /// The version number (sort key).
-    pub n: u64,
-    /// The full directory name `V{n}-{stamp}`.
-    pub dir: String,
-}
-
-impl VersionName {
-    /// Makes the name of version `n` taken at `t`.
-    pub fn new(n: u64, t: SystemTime) -> VersionName {
-        VersionName {
-            n,
-            dir: format!("V{n}-{}", time::stamp(t)),
-        }
-    }
-
-    /// Parses `V{n}-{stamp}`; anything else is not a version directory.
-    pub fn parse(dir: &str) -> Option<VersionName> {
-        let rest = dir.strip_prefix('V')?;
-        let (num, stamp) = rest.split_once('-')?;
-        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || num.starts_with('0') {
-            return None;
-        }
-        time::parse_stamp(stamp)?;
-        Some(VersionName {
-            n: num.parse().ok()?,
-            dir: dir.to_owned(),
-        })
-    }
-}
+pub use crate::format::version::VersionName;
 
 /// One job's folder inside a vault, knowing the vault it is in.
 #[derive(Debug, Clone)]

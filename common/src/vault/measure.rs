@@ -19,9 +19,14 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::engine::copy;
 use crate::error::{Error, IoContext, Result};
 use crate::vault::tree::{Links, Lookalikes, Node, Visitor, Walk};
+
+/// Disk usage of one entry as `du` counts it (allocated 512-byte blocks) from its
+/// metadata; pass an `lstat` so that a link counts as itself.
+pub fn disk_usage(meta: &fs::Metadata) -> u64 {
+    meta.blocks() * 512
+}
 
 /// The three counts of one version's index row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,7 +106,7 @@ pub fn held_bytes(root: &Path) -> Result<u64> {
     let mut total = 0u64;
     for_each_own_entry(root, |m| {
         if !(m.is_file() && m.nlink() > 1 && !seen.insert((m.dev(), m.ino()))) {
-            total += copy::disk_usage(m);
+            total += disk_usage(m);
         }
     })?;
     Ok(total)
@@ -122,7 +127,7 @@ pub fn remains_held(root: &Path) -> Result<Option<u64>> {
                 return;
             }
         }
-        total += copy::disk_usage(m);
+        total += disk_usage(m);
     })?;
     Ok(inodes
         .values()

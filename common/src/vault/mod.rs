@@ -2,13 +2,12 @@
 //! safe.
 //!
 //! Owns the layout ([`layout`]: marker, job folders, version names, `current`, `.partial/`),
-//! opening and creating jobs ([`job`]), locks ([`lock`]), atomic writes ([`fsutil`]),
+//! opening and creating jobs ([`job`]), locks ([`lock`]), measuring versions ([`measure`]),
 //! reading version trees through vault links ([`tree`]) and verifying a job against the
 //! invariants ([`check`]). The engine builds on this layer; this layer never builds or
 //! retires a version.
 
 pub(crate) mod check;
-pub(crate) mod fsutil;
 pub(crate) mod job;
 pub(crate) mod layout;
 pub(crate) mod lock;

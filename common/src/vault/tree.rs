@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::tsv;
-use crate::vault::fsutil;
+use crate::fsutil;
 use crate::vault::layout::VersionName;
 
 /// Deepest path (in components) that may be a vault link.

@@ -16,7 +16,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::events::{self, EventLine};
 use crate::format::journal::Journal;
 use crate::format::journal::JournalEvent;
-use crate::vault::job::{self, JobCtx, Target};
+use crate::run::selection::Target;
+use crate::vault::job::{self, JobCtx};
 use crate::vault::layout::Vault;
 
 /// What [`prepare_job`] found or did.
