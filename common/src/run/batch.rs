@@ -74,26 +74,30 @@ pub fn check_source(ctx: &JobCtx, name: &str, source: Option<&Path>) -> Result<(
     Ok(())
 }
 
-/// Journals every event of a batch (tool `watch`); returns the lines that could not be
-/// written, for the caller to warn about.
+/// Journals one raw event as the watcher's (tool `watch`): the entry type as detail, and
+/// `-> to_path` for a move. The one way raw events reach a journal (reverb-snap's batches,
+/// the supervisor's live events).
+pub fn journal_event(journal: &mut Journal, e: &EventLine) -> Result<()> {
+    let etype = e.etype.map(|t| t.as_str()).unwrap_or("");
+    let detail = match &e.to_path {
+        Some(to) => format!("{etype} -> {}", to.display()),
+        None => etype.to_owned(),
+    };
+    journal.append_as(
+        "watch",
+        JournalEvent::Change(e.kind),
+        e.path.as_os_str().as_encoded_bytes(),
+        &detail,
+    )
+}
+
+/// Journals every event of a batch ([`journal_event`]); returns the lines that could not
+/// be written, for the caller to warn about.
 pub fn journal_batch(journal: &mut Journal, events: &[EventLine]) -> Vec<Error> {
-    let mut failed = Vec::new();
-    for e in events {
-        let etype = e.etype.map(|t| t.as_str()).unwrap_or("");
-        let detail = match &e.to_path {
-            Some(to) => format!("{etype} -> {}", to.display()),
-            None => etype.to_owned(),
-        };
-        if let Err(err) = journal.append_as(
-            "watch",
-            JournalEvent::Change(e.kind),
-            e.path.as_os_str().as_encoded_bytes(),
-            &detail,
-        ) {
-            failed.push(err);
-        }
-    }
-    failed
+    events
+        .iter()
+        .filter_map(|e| journal_event(journal, e).err())
+        .collect()
 }
 
 /// Journals a batch that could not be read (it builds nothing).

@@ -631,20 +631,10 @@ impl Runner {
     /// Journals a raw event as the watcher's (tool `watch`): the entry type as detail,
     /// `-> to_path` for a move.
     fn journal_event(&mut self, e: &EventLine) {
-        use std::os::unix::ffi::OsStrExt;
         let Some(j) = &mut self.journal else {
             return;
         };
-        let mut detail = e.etype.map(|t| t.as_str()).unwrap_or("").to_owned();
-        if let Some(to) = &e.to_path {
-            detail = format!("{detail} -> {}", to.to_string_lossy());
-        }
-        if let Err(err) = j.append_as(
-            "watch",
-            JournalEvent::Change(e.kind),
-            e.path.as_os_str().as_bytes(),
-            &detail,
-        ) {
+        if let Err(err) = crate::run::batch::journal_event(j, e) {
             crate::error::warn(&err.to_string());
         }
     }
