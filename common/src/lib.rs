@@ -39,9 +39,9 @@ pub use vault::layout::{JobDir, Vault};
 
 // ---- The public API, one namespace per area a binary talks to. ----
 
-/// Exit codes and the library's error type.
+/// Exit codes (docs/cli.md).
 pub mod exit {
-    pub use crate::error::{EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE};
+    pub use crate::error::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 }
 
 /// The TSV dialect (docs/format.md#text-files).
@@ -81,24 +81,16 @@ pub mod baseline {
     pub use crate::format::baseline::kind_of;
 }
 
-/// Paths relative to a source or version root.
-pub mod relpath {
-    pub use crate::format::relpath::RelPath;
-}
-
 /// Event lines and the batch rules.
 pub mod events {
-    pub use crate::format::events::{
-        EntryType, EventKind, EventLine, HEADER, Mark, fold, read_batches,
-    };
+    pub use crate::format::events::{EntryType, EventKind, EventLine, HEADER, fold, read_batches};
 }
 
 /// Opening and creating jobs.
 pub mod job {
-    pub use crate::run::selection::{select, target};
+    pub use crate::run::selection::target;
     pub use crate::vault::job::{
-        JobCtx, anchored, create, find, job_dir, open, open_dir, record_identities,
-        update_settings, validate_source, verify_identities,
+        JobCtx, anchored, create, find, job_dir, open, open_dir, update_settings, verify_identities,
     };
 }
 
@@ -124,7 +116,7 @@ pub mod copy {
 
 /// Building a version.
 pub mod snapshot {
-    pub use crate::engine::snapshot::{NoProgress, Options, Outcome, Progress, Trigger, take};
+    pub use crate::engine::snapshot::{Options, Progress, Trigger, take};
 }
 
 /// From a job name and event batches to builds (what `reverb-snap` does around `take`).
