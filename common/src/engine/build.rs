@@ -17,8 +17,9 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 
-use crate::engine::builder::{BaselineState, Builder, SourceListing};
+use crate::engine::builder::{BaselineState, Builder, SourceListing, SourceStat};
 use crate::engine::copy;
+use crate::engine::copy_in::Copied;
 use crate::engine::listing::{Detail, VersionEntry};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
@@ -110,7 +111,7 @@ impl Builder<'_> {
         then: WhenBuilt,
     ) -> Result<OpenDir> {
         let (marks, diffed) = self.widen(&rel, marks, phys, diffed)?;
-        let todo = match self.list_source(&rel, Detail::Names)? {
+        let todo = match self.list_source(&rel, Detail::Names) {
             SourceListing::Listed(src) => {
                 let mut old = self.list_version(phys, &rel, Detail::Names)?;
                 let names: BTreeSet<OsString> = src.keys().chain(old.keys()).cloned().collect();
@@ -194,7 +195,7 @@ impl Builder<'_> {
     /// A name in the source, not in the old version.
     fn visit_new(&mut self, rel: RelPath, marks: Option<MarkTree>, diffed: bool) -> Result<Visit> {
         let differs = match self.baseline_state(&rel) {
-            BaselineState::Changed => self.copy_new(&rel)?,
+            BaselineState::Changed => self.copy_new(&rel)? == Copied::Done,
             BaselineState::Unchanged => false,
             BaselineState::UnchangedDir if marks.is_none() && diffed => false,
             BaselineState::UnchangedDir => {
@@ -219,10 +220,18 @@ impl Builder<'_> {
     ) -> Result<Visit> {
         let sp = self.src(&rel);
         let op = self.vault_path(&old.holder, &rel);
-        let Ok(sm) = fs::symlink_metadata(&sp) else {
-            // Vanished since the listing: deleted.
-            self.forget_old(&rel, &old.holder)?;
-            return Ok(Visit::Done { differs: true });
+        let sm = match self.stat_source(&rel) {
+            SourceStat::Present(sm) => sm,
+            SourceStat::Gone => {
+                // Vanished since the listing: deleted.
+                self.forget_old(&rel, &old.holder)?;
+                return Ok(Visit::Done { differs: true });
+            }
+            SourceStat::Unreadable => {
+                // There but not inspectable (journaled): keep the previous data.
+                self.keep_old(&rel, &old.entry, &old.holder)?;
+                return Ok(Visit::Done { differs: false });
+            }
         };
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
         let difference = self.differ(&sm, &om, &sp, &op);
@@ -270,13 +279,15 @@ impl Builder<'_> {
             }
         }
         self.forget_old(rel, &old.holder)?;
-        if !self.copy_new(rel)? {
-            // Could not copy (unreadable): keep the previous data.
-            self.unforget_old(rel, &old.holder)?;
-            self.keep_old(rel, &old.entry, &old.holder)?;
-            return Ok(false);
+        match self.copy_new(rel)? {
+            Copied::Done | Copied::Gone => Ok(true),
+            Copied::Skipped => {
+                // Could not copy (unreadable, journaled): keep the previous data.
+                self.unforget_old(rel, &old.holder)?;
+                self.keep_old(rel, &old.entry, &old.holder)?;
+                Ok(false)
+            }
         }
-        Ok(true)
     }
 
     /// A directory whose children are built: finish it, or drop it for what was there.

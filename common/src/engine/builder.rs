@@ -1,19 +1,22 @@
 //! The state of one build ([`Builder`]) and the small steps every part of it shares: where
 //! an entry is on each side, what the new version's counts become, carrying an old entry
-//! forward unchanged (a vault link, or a copy from the vault when too deep to link).
+//! forward unchanged (a vault link, or a copy from the vault when too deep to link), and
+//! reading the source: only `ENOENT`/`ENOTDIR` mean an entry is gone; any other failure to
+//! inspect or list it is journaled `skipped` once ([`Builder::skip`]) and the caller keeps
+//! the previous data (docs/format.md#invariants I5).
 //!
 //! Invariants: the new version is only ever written below `new_root` (under `.partial/`);
 //! every entry created there is counted once in `held` (as `du` would), and every regular
 //! file carried forward or dropped moves `delta_files`/`delta_logical` by exactly what
 //! `measure_tree` counts for it, so index.tsv agrees with a recount.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 
 use crate::engine::copy::{self, CopyError};
-use crate::engine::listing::{self, Detail};
+use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::snapshot::{Outcome, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::{self, Baseline};
@@ -42,6 +45,9 @@ pub(crate) struct Builder<'a> {
     pub baseline: Option<Baseline>,
     /// The first copy of each multiply linked source inode: (dev, ino) → new path.
     pub hardlinks: HashMap<(u64, u64), PathBuf>,
+    /// Source entries journaled as skipped so far: a rescan's diff and the build may both
+    /// meet one, and it is journaled and counted once.
+    pub skipped_paths: HashSet<RelPath>,
     pub out: Outcome,
     /// Regular files (and their bytes) the new version holds beyond the old one.
     pub delta_files: i64,
@@ -54,11 +60,20 @@ pub(crate) struct Builder<'a> {
 
 /// A source directory as the build sees it.
 pub(crate) enum SourceListing {
-    Listed(BTreeMap<OsString, Option<Metadata>>),
-    /// Permission denied: journaled as skipped.
+    Listed(BTreeMap<OsString, Lstat>),
+    /// There but cannot be listed (`EACCES`, `EIO`, …): journaled as skipped.
     Unreadable,
-    /// Gone since it was seen (or never a directory).
+    /// Gone since it was seen (or never a directory): `ENOENT`/`ENOTDIR`.
     Gone(std::io::Error),
+}
+
+/// A source entry's `lstat` as the build sees it (docs/format.md#invariants I5).
+pub(crate) enum SourceStat {
+    Present(Metadata),
+    /// `ENOENT`/`ENOTDIR`: deleted.
+    Gone,
+    /// Any other error: there but cannot be inspected; journaled as skipped.
+    Unreadable,
 }
 
 /// How an entry absent from the old version relates to the baseline.
@@ -88,20 +103,42 @@ impl Builder<'_> {
     }
 
     /// Lists the source directory `rel`; an unreadable one is journaled as skipped.
-    pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> Result<SourceListing> {
+    pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
         let dir = self.src(rel);
         match listing::list_source(&dir, rel, &self.excludes, detail) {
-            Ok(entries) => Ok(SourceListing::Listed(entries)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SourceListing::Gone(e)),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                self.journal.note(
-                    JournalEvent::Skipped,
-                    rel.as_bytes(),
-                    &format!("cannot list directory: {e}"),
-                );
-                Ok(SourceListing::Unreadable)
+            Ok(entries) => SourceListing::Listed(entries),
+            Err(e) if copy::is_gone(&e) => SourceListing::Gone(e),
+            Err(e) => {
+                self.skip(rel, &format!("cannot list directory: {e}"));
+                SourceListing::Unreadable
             }
-            Err(e) => Err(e).ctx("cannot list source directory", &dir),
+        }
+    }
+
+    /// The `lstat` of source entry `rel`; one that fails for a reason other than the entry
+    /// being gone is journaled as skipped.
+    pub fn stat_source(&mut self, rel: &RelPath) -> SourceStat {
+        match fs::symlink_metadata(self.src(rel)) {
+            Ok(m) => SourceStat::Present(m),
+            Err(e) if copy::is_gone(&e) => SourceStat::Gone,
+            Err(e) => {
+                self.skip_uninspectable(rel, &e);
+                SourceStat::Unreadable
+            }
+        }
+    }
+
+    /// Journals source entry `rel`, whose `lstat` failed with `e`, as skipped.
+    pub fn skip_uninspectable(&mut self, rel: &RelPath, e: &std::io::Error) {
+        self.skip(rel, &format!("cannot inspect: {e}"));
+    }
+
+    /// Journals source entry `rel` as skipped (`why`) and counts it, once per build.
+    pub fn skip(&mut self, rel: &RelPath, why: &str) {
+        if self.skipped_paths.insert(rel.clone()) {
+            self.journal
+                .note(JournalEvent::Skipped, rel.as_bytes(), why);
+            self.out.skipped += 1;
         }
     }
 
@@ -292,5 +329,9 @@ pub(crate) fn copy_err(e: CopyError, path: &Path) -> Error {
         },
         CopyError::Socket => Error::Invalid(format!("{} is a socket", crate::error::show(path))),
         CopyError::Vanished => Error::Invalid(format!("{} vanished", crate::error::show(path))),
+        CopyError::TypeChanged => Error::Invalid(format!(
+            "{} changed type while copied",
+            crate::error::show(path)
+        )),
     }
 }

@@ -61,9 +61,12 @@ pub enum CopyError {
     /// The source is a socket (not copyable).
     #[error("is a socket")]
     Socket,
-    /// The source vanished, or is no longer a regular file (treat as deleted).
+    /// The source is gone (`ENOENT`/`ENOTDIR`, [`is_gone`]): treat as deleted.
     #[error("vanished")]
     Vanished,
+    /// The source is no longer a regular file: still there, so not a deletion.
+    #[error("changed type while copied")]
+    TypeChanged,
     /// Any other I/O error.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -76,8 +79,14 @@ impl CopyError {
     }
 }
 
+/// Does `e` say the entry is gone? Only `ENOENT` and `ENOTDIR` do (docs/format.md#invariants
+/// I5): any other error (`EACCES`, `EIO`, …) means it is there but cannot be read.
+pub(crate) fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
 fn vanished(e: io::Error) -> CopyError {
-    if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) {
+    if is_gone(&e) {
         CopyError::Vanished
     } else {
         CopyError::Io(e)
@@ -114,7 +123,7 @@ pub fn copy_file_observed(
             .map_err(vanished)?;
         let before = input.metadata()?;
         if !before.is_file() {
-            return Err(CopyError::Vanished);
+            return Err(CopyError::TypeChanged);
         }
         if attempt > 0 {
             let _ = fs::remove_file(dst);

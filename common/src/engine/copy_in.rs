@@ -3,8 +3,10 @@
 //! data with the source's new attributes) and [`Builder::fill_first`] (the first version).
 //!
 //! Invariants: an entry that cannot be copied (vanished, unreadable, a socket) leaves
-//! nothing behind in the new version and is journaled as skipped (vanished entries are
-//! simply deletions); only a full disk aborts the build. Hard links between copied source
+//! nothing behind in the new version; only one that is gone (`ENOENT`/`ENOTDIR`,
+//! [`Copied::Gone`]) is a deletion, any other is journaled as skipped ([`Copied::Skipped`]:
+//! the caller keeps the previous data, docs/format.md#invariants I5); only a full disk
+//! aborts the build. Hard links between copied source
 //! files stay hard links. Every entry copied is reported to the build's
 //! [`Progress`](crate::engine::snapshot::Progress).
 
@@ -13,9 +15,9 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::engine::builder::{Builder, SourceListing, copy_err};
+use crate::engine::builder::{Builder, SourceListing, SourceStat, copy_err};
 use crate::engine::copy::{self, CopyError};
-use crate::engine::listing::{self, Detail};
+use crate::engine::listing::{self, Detail, Lstat};
 use crate::error::{IoContext, Result};
 use crate::format::baseline::Baseline;
 use crate::format::journal::JournalEvent;
@@ -26,22 +28,32 @@ use crate::fsutil;
 struct OpenDir {
     rel: RelPath,
     meta: Metadata,
-    children: std::collections::btree_map::IntoKeys<OsString, Option<Metadata>>,
+    children: std::collections::btree_map::IntoKeys<OsString, Lstat>,
+}
+
+/// What became of an entry [`Builder::copy_new`] was asked to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// Copied into the new version.
+    Done,
+    /// Gone from the source (`ENOENT`/`ENOTDIR`): a deletion.
+    Gone,
+    /// There but not copyable (unreadable, a socket): journaled as skipped.
+    Skipped,
 }
 
 /// What copying one entry started.
 enum Started {
-    /// Done: whether anything was copied.
-    Leaf(bool),
+    /// Done, with what became of it.
+    Leaf(Copied),
     /// A directory, created; its children come next.
     Dir(Box<OpenDir>),
 }
 
 impl Builder<'_> {
     /// Copies `rel` (any type, a directory recursively) from the source into the new
-    /// version. Returns false when nothing was copied (vanished, unreadable, socket).
-    /// Iterative: any depth fits the stack.
-    pub fn copy_new(&mut self, rel: &RelPath) -> Result<bool> {
+    /// version. Iterative: any depth fits the stack.
+    pub fn copy_new(&mut self, rel: &RelPath) -> Result<Copied> {
         let first = match self.start_copy(rel)? {
             Started::Leaf(copied) => return Ok(copied),
             Started::Dir(dir) => dir,
@@ -57,29 +69,30 @@ impl Builder<'_> {
                 self.finish_real_dir(&done.rel, &done.meta)?;
             }
         }
-        Ok(true)
+        Ok(Copied::Done)
     }
 
     /// Copies a non-directory, or creates a directory and lists what goes in it.
     fn start_copy(&mut self, rel: &RelPath) -> Result<Started> {
-        let Ok(sm) = fs::symlink_metadata(self.src(rel)) else {
-            return Ok(Started::Leaf(false));
+        let sm = match self.stat_source(rel) {
+            SourceStat::Present(sm) => sm,
+            SourceStat::Gone => return Ok(Started::Leaf(Copied::Gone)),
+            SourceStat::Unreadable => return Ok(Started::Leaf(Copied::Skipped)),
         };
         if !sm.is_dir() {
             return self.copy_leaf(rel, &sm).map(Started::Leaf);
         }
         let np = self.new_path(rel);
         copy::make_dir(&np).ctx("cannot create directory", &np)?;
-        let children = match self.list_source(rel, Detail::Names)? {
+        let children = match self.list_source(rel, Detail::Names) {
             SourceListing::Listed(children) => children,
             SourceListing::Gone(_) => {
                 fsutil::remove_tree(&np)?;
-                return Ok(Started::Leaf(false));
+                return Ok(Started::Leaf(Copied::Gone));
             }
             SourceListing::Unreadable => {
                 fsutil::remove_tree(&np)?;
-                self.out.skipped += 1;
-                return Ok(Started::Leaf(false));
+                return Ok(Started::Leaf(Copied::Skipped));
             }
         };
         Ok(Started::Dir(Box::new(OpenDir {
@@ -90,7 +103,7 @@ impl Builder<'_> {
     }
 
     /// Copies one non-directory entry whose lstat is `sm`.
-    fn copy_leaf(&mut self, rel: &RelPath, sm: &Metadata) -> Result<bool> {
+    fn copy_leaf(&mut self, rel: &RelPath, sm: &Metadata) -> Result<Copied> {
         let (sp, np) = (self.src(rel), self.new_path(rel));
         let ft = sm.file_type();
         if ft.is_file()
@@ -101,7 +114,7 @@ impl Builder<'_> {
             self.delta_files += 1;
             self.delta_logical += sm.len() as i64;
             self.out.changed += 1;
-            return Ok(true);
+            return Ok(Copied::Done);
         }
         let copied = if ft.is_file() {
             copy::copy_file(&sp, &np).map(|c| self.note_file_copy(rel, c))
@@ -114,7 +127,7 @@ impl Builder<'_> {
             Ok(()) => {}
             Err(CopyError::Vanished) => {
                 let _ = fs::remove_file(&np);
-                return Ok(false);
+                return Ok(Copied::Gone);
             }
             Err(e) if e.is_enospc() => return Err(copy_err(e, &np)),
             Err(e) => {
@@ -123,14 +136,12 @@ impl Builder<'_> {
                     CopyError::Socket => "is a socket".to_owned(),
                     other => other.to_string(),
                 };
-                self.journal
-                    .note(JournalEvent::Skipped, rel.as_bytes(), &why);
-                self.out.skipped += 1;
-                return Ok(false);
+                self.skip(rel, &why);
+                return Ok(Copied::Skipped);
             }
         }
         self.count_copied(rel, sm, &np)?;
-        Ok(true)
+        Ok(Copied::Done)
     }
 
     /// Journals a file that kept changing while copied, counts a reflink.

@@ -14,7 +14,7 @@ use std::fs::{self, Metadata};
 use std::path::Path;
 
 use crate::engine::builder::{Builder, SourceListing};
-use crate::engine::listing::Detail;
+use crate::engine::listing::{Detail, Lstat};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
 use crate::format::entry::{Difference, EntryFacts, compare};
@@ -78,7 +78,7 @@ impl Builder<'_> {
     ) -> Result<Vec<(RelPath, RelPath, Option<String>)>> {
         // Both sides are listed with their entries' metadata, read relative to the open
         // directory (fstatat on the listing's fd): no path walk per entry.
-        let src = match self.list_source(at, Detail::Stat)? {
+        let src = match self.list_source(at, Detail::Stat) {
             SourceListing::Listed(entries) => entries,
             SourceListing::Gone(_) => Default::default(),
             SourceListing::Unreadable => return Ok(Vec::new()),
@@ -90,6 +90,11 @@ impl Builder<'_> {
         for name in names {
             let child = at.join(name);
             match (src.get(name), old.get(name)) {
+                (Some(Lstat::Failed(e)), _) => {
+                    // There but not inspectable: no mark, so the build keeps what the old
+                    // version has (docs/format.md#invariants I5).
+                    self.skip_uninspectable(&child, e);
+                }
                 (Some(_), None) => node.child_mut(name).mark = Some(Mark::Content),
                 (None, Some(o)) => {
                     node.child_mut(name).mark = Some(Mark::Delete);
@@ -97,7 +102,7 @@ impl Builder<'_> {
                         measure_tree(&self.job, &o.holder, child.as_path(), &self.lookalikes)?.0;
                 }
                 (Some(sm), Some(o)) => {
-                    let Some(sm) = sm else { continue };
+                    let Lstat::Read(sm) = sm else { continue };
                     let sp = self.src(&child);
                     let op = self.vault_path(&o.holder, &child);
                     let om = match &o.meta {

@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::Path;
 
+use crate::engine::copy;
 use crate::error::{IoContext, Result};
 use crate::format::exclude::Excludes;
 use crate::format::relpath::RelPath;
@@ -25,24 +26,43 @@ pub(crate) enum Detail {
     Stat,
 }
 
+/// One source entry's `lstat`, as far as the listing read it.
+#[derive(Debug)]
+pub(crate) enum Lstat {
+    /// Not asked for ([`Detail::Names`]).
+    NotRead,
+    Read(Metadata),
+    /// It failed for a reason other than the entry being gone (`EACCES`, `EIO`, …): the
+    /// entry is there but cannot be inspected (docs/format.md#invariants I5).
+    Failed(std::io::Error),
+}
+
 /// The source directory `dir` (at `rel`): its entries, with their `lstat` when
-/// [`Detail::Stat`] (`None` otherwise). With `Stat`, an entry that vanishes between the
-/// listing and its stat is left out.
+/// [`Detail::Stat`]. With `Stat`, an entry that vanishes between the listing and its stat
+/// ([`crate::engine::copy::is_gone`]) is left out; one whose stat fails otherwise is listed
+/// as [`Lstat::Failed`], never dropped.
 pub(crate) fn list_source(
     dir: &Path,
     rel: &RelPath,
     excludes: &Excludes,
     detail: Detail,
-) -> std::io::Result<BTreeMap<OsString, Option<Metadata>>> {
+) -> std::io::Result<BTreeMap<OsString, Lstat>> {
     let mut out = BTreeMap::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
         let (is_dir, meta) = match detail {
-            Detail::Names => (e.file_type()?.is_dir(), None),
+            Detail::Names => match e.file_type() {
+                Ok(t) => (t.is_dir(), Lstat::NotRead),
+                Err(err) if copy::is_gone(&err) => continue,
+                // Without d_type the type is an lstat: one that fails is the build's to
+                // journal when it reaches the entry, not a reason to lose the directory.
+                Err(_) => (false, Lstat::NotRead),
+            },
             Detail::Stat => match e.metadata() {
-                Ok(m) => (m.is_dir(), Some(m)),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(err),
+                Ok(m) => (m.is_dir(), Lstat::Read(m)),
+                Err(err) if copy::is_gone(&err) => continue,
+                // The type from the directory entry, for the excludes (no stat needed).
+                Err(err) => (e.file_type().is_ok_and(|t| t.is_dir()), Lstat::Failed(err)),
             },
         };
         let name = e.file_name();

@@ -197,6 +197,7 @@ fn builder<'a>(
         privileged: copy::privileged(),
         baseline,
         hardlinks: HashMap::new(),
+        skipped_paths: Default::default(),
         out: Outcome::default(),
         delta_files: 0,
         delta_logical: 0,

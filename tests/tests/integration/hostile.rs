@@ -293,9 +293,8 @@ fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_afte
 // ---------------------------------------------------------------------------------------
 // Unreadable files, type changes between event and copy, a symlinked source.
 
-/// `reverb-snap` as nobody (uid 65534).
-/// `reverb-snap --vault V --job J [args]` as the user nobody.
-fn snap_as_nobody(f: &Fixture, args: &[&str]) -> TestCommand {
+/// `reverb-snap --vault V --job J [args]` as the user nobody (uid 65534).
+pub(crate) fn snap_as_nobody(f: &Fixture, args: &[&str]) -> TestCommand {
     let mut c = TestCommand::program("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(bin("reverb-snap"))

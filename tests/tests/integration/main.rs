@@ -17,6 +17,7 @@ mod reflink;
 mod retire;
 mod snap;
 mod supervisor;
+mod unreadable;
 mod watch;
 mod watch_limits;
 mod watch_support;

@@ -1,0 +1,130 @@
+//! Entries the build may not read (docs/format.md#invariants I5): only `ENOENT`/`ENOTDIR`
+//! mean "gone"; an entry whose `lstat` fails for any other reason keeps its previous data
+//! in the new version and is journaled `skipped` with its path and the error. Run as the
+//! user nobody (root bypasses permissions); the oracle is a `cp -a` copy of the source
+//! taken when the first version was.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use reverb_common::events::HEADER;
+use reverb_tests::model::{CaptureOpts, capture};
+use reverb_tests::ops::{FastFixture, event};
+use reverb_tests::{Fixture, TestCommand, require_root, sh, stdout};
+
+use crate::hostile::snap_as_nobody;
+
+const NOBODY: CaptureOpts = CaptureOpts {
+    owners: false,
+    dir_mtimes: true,
+};
+
+/// A job owned by nobody whose first version holds `public` and `private/inside`, taken
+/// while `private/` was searchable; then `private/` is made readable but not searchable
+/// by nobody (0744, owned by root) and `public` changes. Returns the `cp -a` copy of the
+/// source as the first version saw it.
+fn private_made_unsearchable(f: &Fixture) -> std::path::PathBuf {
+    let mut p = f.src.clone();
+    while p.pop() {
+        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
+        if p == Path::new("/tmp") {
+            break;
+        }
+    }
+    fs::create_dir(&f.vault).expect("mkdir vault");
+    sh(&format!("chown 65534:65534 {}", f.vault.display()));
+    fs::write(f.src.join("public"), b"public v1").expect("write");
+    fs::create_dir(f.src.join("private")).expect("mkdir");
+    fs::write(f.src.join("private/inside"), b"inside v1").expect("write");
+    let mut c = snap_as_nobody(f, &["--init"]);
+    c.arg("--source").arg(&f.src);
+    let v1 = stdout(&c.assert_success()).trim().to_owned();
+    assert!(!v1.is_empty(), "a first version");
+    let oracle = f.vault.with_file_name("oracle-v1");
+    sh(&format!("cp -a {} {}", f.src.display(), oracle.display()));
+    fs::write(f.src.join("private/inside"), b"inside v2, unreachable").expect("write");
+    fs::write(f.src.join("public"), b"public v2").expect("write");
+    fs::set_permissions(f.src.join("private"), fs::Permissions::from_mode(0o744)).expect("chmod");
+    oracle
+}
+
+/// The new version keeps `private/inside` exactly as the first version had it, holds the
+/// readable change, and the journal says `private/inside` was skipped, with the error.
+fn assert_kept_and_journaled(f: &Fixture, v: &str, oracle: &Path) {
+    assert!(
+        !v.is_empty(),
+        "a version is never aborted for one bad entry"
+    );
+    let got = capture(&f.restore(v), NOBODY);
+    let want = capture(oracle, NOBODY);
+    let node = |t: &reverb_tests::ops::Tree, p: &str| t.get(Path::new(p)).cloned();
+    assert_eq!(
+        node(&got, "private/inside"),
+        node(&want, "private/inside"),
+        "an entry that cannot be inspected keeps its previous data"
+    );
+    assert_eq!(
+        node(&got, "public").map(|n| n.content),
+        node(&capture(&f.src, NOBODY), "public").map(|n| n.content),
+        "the readable change is versioned"
+    );
+    let journal = fs::read(f.job_dir().join("journal.tsv")).expect("journal");
+    let journal = String::from_utf8_lossy(&journal);
+    let skipped: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains("\tskipped\tprivate/inside\t"))
+        .collect();
+    assert!(
+        skipped.len() == 1 && skipped[0].contains("Permission denied"),
+        "the unreadable entry is journaled once, with the error:\n{journal}"
+    );
+    f.check_clean();
+}
+
+/// `reverb-snap --changes -` as nobody, fed `lines`.
+fn changes_as_nobody(f: &Fixture, lines: &[String]) -> TestCommand {
+    let mut text = format!("{HEADER}\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    let mut c = snap_as_nobody(f, &["--changes", "-"]);
+    c.stdin(text.into_bytes());
+    c
+}
+
+#[test]
+fn an_entry_that_cannot_be_inspected_keeps_its_data_after_an_event() {
+    require_root!("setpriv to an unprivileged user");
+    let f = FastFixture::new(64);
+    let oracle = private_made_unsearchable(&f);
+    fs::write(f.src.join("private/new"), b"new, unreachable").expect("write");
+    let lines = [
+        event("modify", "file", Path::new("private/inside"), None),
+        event("create", "file", Path::new("private/new"), None),
+        event("modify", "file", Path::new("public"), None),
+    ];
+    let v = stdout(&changes_as_nobody(&f, &lines).assert_success())
+        .trim()
+        .to_owned();
+    assert_kept_and_journaled(&f, &v, &oracle);
+    let journal = fs::read(f.job_dir().join("journal.tsv")).expect("journal");
+    assert!(
+        String::from_utf8_lossy(&journal)
+            .lines()
+            .any(|l| l.contains("\tskipped\tprivate/new\t")),
+        "a new entry that cannot be inspected is journaled too"
+    );
+}
+
+#[test]
+fn an_entry_that_cannot_be_inspected_keeps_its_data_after_a_rescan() {
+    require_root!("setpriv to an unprivileged user");
+    let f = FastFixture::new(64);
+    let oracle = private_made_unsearchable(&f);
+    let v = stdout(&snap_as_nobody(&f, &[]).assert_success())
+        .trim()
+        .to_owned();
+    assert_kept_and_journaled(&f, &v, &oracle);
+}
