@@ -298,3 +298,8 @@ fn check_is_clean_on_a_fragmented_ext4() {
     // 1 KiB blocks: extents are short, so a few MiB need extent-tree blocks.
     sizes_stay_exact_on("ext4", 64, &["-b", "1024", "-m", "0"]);
 }
+
+#[test]
+fn check_is_clean_on_a_fragmented_xfs() {
+    sizes_stay_exact_on("xfs", 300, &[]);
+}
