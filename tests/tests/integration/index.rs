@@ -84,6 +84,44 @@ fn rows_and_recount() {
     assert!(journal.lines().any(|l| l.contains("\tindex\trecount\t")));
 }
 
+/// The detail `--check` prints for `kind` at `path`.
+fn detail(f: &Fixture, kind: &str, path: &str) -> String {
+    let o = index(f, &["--check"]).assert_exit(1);
+    stdout(&o)
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|fields| fields[1] == kind && fields[2] == path)
+        .map(|fields| fields[3].to_owned())
+        .unwrap_or_else(|| panic!("no {kind} at {path}: {}", stdout(&o)))
+}
+
+#[test]
+fn lost_data_is_damage_not_a_count_to_accept() {
+    let f = Fixture::new();
+    let v = three_versions(&f);
+    let job = f.job_dir();
+    // A count that drifted (the disk holds what was written): --recount is the fix.
+    let idx = job.join("index.tsv");
+    let mut rows =
+        reverb_common::index::parse(&fs::read_to_string(&idx).expect("index")).expect("parse");
+    rows[0].held_bytes += 4096;
+    reverb_common::index::write(&idx, &rows).expect("write");
+    let d = detail(&f, "size-mismatch", &v[0]);
+    assert!(d.contains("--recount fixes it"), "{d}");
+    index(&f, &["--recount"]).assert_success();
+    f.check_clean();
+
+    // A file shrunk on the disk (V1's, seen through V2's and V3's links too), and one
+    // missing: data lost, which no recount fixes.
+    fs::write(job.join(&v[0]).join("keep/sub/f"), b"").expect("truncate");
+    fs::remove_file(job.join(&v[1]).join("b")).expect("rm");
+    for version in &v {
+        let d = detail(&f, "size-mismatch", version);
+        assert!(!d.contains("--recount"), "{version}: offers --recount: {d}");
+        assert!(d.contains("lost"), "{version}: {d}");
+    }
+}
+
 #[test]
 fn check_finds_hand_made_damage() {
     let f = Fixture::new();
