@@ -6,9 +6,10 @@
 //! the previous data (docs/format.md#invariants I5).
 //!
 //! Invariants: the new version is only ever written below `new_root` (under `.partial/`);
-//! every entry created there is counted once in `held` (as `du` would), and every regular
-//! file carried forward or dropped moves `delta_files`/`delta_logical` by exactly what
-//! `measure_tree` counts for it, so index.tsv agrees with a recount.
+//! every regular file carried forward or dropped moves `delta_files`/`delta_logical` by
+//! exactly what `measure_tree` counts for it, so index.tsv agrees with a recount. What the
+//! version holds on disk (`held_bytes`) is not counted here but measured once it is durable
+//! ([`crate::engine::publish`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -52,8 +53,6 @@ pub(crate) struct Builder<'a> {
     /// Regular files (and their bytes) the new version holds beyond the old one.
     pub delta_files: i64,
     pub delta_logical: i64,
-    /// Bytes the new version's own entries take on disk.
-    pub held: u64,
     pub journal: &'a mut Journal,
     pub progress: &'a dyn Progress,
 }
@@ -172,14 +171,6 @@ impl Builder<'_> {
         }
     }
 
-    /// Counts what the new entry at `path` takes on disk.
-    pub fn count_held(&mut self, path: &Path) -> Result<()> {
-        self.held += crate::vault::measure::disk_usage(
-            &fs::symlink_metadata(path).ctx("cannot inspect", path)?,
-        );
-        Ok(())
-    }
-
     /// Sets the attributes of the real directory `rel` of the new version, its children
     /// done, and records it as changed.
     pub fn finish_real_dir(&mut self, rel: &RelPath, sm: &Metadata) -> Result<()> {
@@ -188,7 +179,6 @@ impl Builder<'_> {
             self.out.changed_paths.push(rel.clone());
         }
         copy::finish_dir(&self.src(rel), &np, sm).ctx("cannot set attributes of", &np)?;
-        self.count_held(&np)?;
         self.out.changed += 1;
         Ok(())
     }
@@ -202,17 +192,14 @@ impl Builder<'_> {
             // Source links are recreated, never vault-linked (so that a relative target is
             // read from the version it belongs to).
             copy::copy_symlink(&op, &np).map_err(|e| copy_err(e, &np))?;
-            self.note_lookalike(rel, &np)?;
-            return self.count_held(&np);
+            return self.note_lookalike(rel, &np);
         }
         if tree::depth(rel.as_path()) > MAX_LINK_DEPTH {
             // Too deep to link without risking ELOOP: materialise from the vault.
             return self.materialise(rel, holder);
         }
         let text = tree::link_text(rel.as_path(), holder);
-        std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)?;
-        // A long link text takes a block: count it, as held_bytes() (du) does.
-        self.count_held(&np)
+        std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)
     }
 
     /// Copies `rel` from the vault (version `holder`, through vault links) into the new
@@ -268,7 +255,6 @@ impl Builder<'_> {
                     let np = self.new_path(&done.rel);
                     copy::finish_dir(&done.op, &np, &done.om)
                         .ctx("cannot set attributes of", &np)?;
-                    self.count_held(&np)?;
                 }
             }
         }
@@ -283,8 +269,7 @@ impl Builder<'_> {
         } else {
             copy::copy_special(op, &np, om)
         };
-        copied.map_err(|e| copy_err(e, &np))?;
-        self.count_held(&np)
+        copied.map_err(|e| copy_err(e, &np))
     }
 
     /// Records a source link whose text looks like a vault link (docs/format.md#invariants).

@@ -173,7 +173,6 @@ impl Builder<'_> {
                     .insert((sm.dev(), sm.ino()), np.to_path_buf());
             }
         }
-        self.held += crate::vault::measure::disk_usage(&nm);
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
         self.progress.copied(nm.len());
@@ -203,7 +202,6 @@ impl Builder<'_> {
         if path == copy::DataPath::Reflink {
             self.out.reflinked += 1;
         }
-        self.count_held(&np)?;
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
         Ok(())

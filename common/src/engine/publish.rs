@@ -3,8 +3,9 @@
 //!
 //! Invariants: the publishing writes happen in exactly this order, each durable before the
 //! next: lookalike registry saved; the version's entries made durable (fsyncs, or one
-//! `syncfs` for a large version); rename into `<job>/` and fsync of the job folder;
-//! index.tsv rewritten; `current` replaced; journal appended. A failure before the rename
+//! `syncfs` for a large version), and only then its `held_bytes` measured (I7); rename into
+//! `<job>/` and fsync of the job folder; index.tsv rewritten; `current` replaced; journal
+//! appended. A failure before the rename
 //! removes the partial version; [`crate::engine::recover`] repairs a crash after it.
 
 use std::collections::BTreeSet;
@@ -22,6 +23,7 @@ use crate::format::relpath::RelPath;
 use crate::format::time;
 use crate::fsutil;
 use crate::vault::layout::{JobDir, VersionName};
+use crate::vault::measure;
 
 /// The version about to be made.
 pub(crate) struct NewVersion {
@@ -61,7 +63,6 @@ pub(crate) fn finish(
         fsutil::remove_tree(&partial)?;
         return Ok(std::mem::take(&mut b.out));
     }
-    b.count_held(&partial)?;
     let row = index_row(&b, &new, builds_on_old);
     publish(&mut b, new, &partial, row)
 }
@@ -95,7 +96,8 @@ fn build_partial(b: &mut Builder<'_>, partial: &Path, from: Option<FromVersion>)
     result
 }
 
-/// The new version's index row: the old counts moved by what the build changed.
+/// The new version's index row: the old counts moved by what the build changed;
+/// `held_bytes` is measured by [`publish`] once the version is on disk.
 fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> IndexRow {
     let (files, logical) = match new.rows.last() {
         Some(prev) if builds_on_old => (
@@ -110,13 +112,20 @@ fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> IndexRow
         created: time::now_rfc3339(),
         files,
         changed: b.out.changed,
-        held_bytes: b.held,
+        held_bytes: 0,
         logical_bytes: logical,
     }
 }
 
-/// Publishes the built version, in crash-safe order.
-fn publish(b: &mut Builder<'_>, new: NewVersion, partial: &Path, row: IndexRow) -> Result<Outcome> {
+/// Publishes the built version, in crash-safe order. Its `held_bytes` is measured once its
+/// data is on disk (I7): before that, delayed allocation reports fewer blocks than the
+/// file will take (extent-tree blocks are only allocated at writeback).
+fn publish(
+    b: &mut Builder<'_>,
+    new: NewVersion,
+    partial: &Path,
+    mut row: IndexRow,
+) -> Result<Outcome> {
     let NewVersion {
         dir,
         mut rows,
@@ -125,6 +134,7 @@ fn publish(b: &mut Builder<'_>, new: NewVersion, partial: &Path, row: IndexRow) 
     b.lookalikes.save(&dir.path)?;
     crate::fault::step();
     make_durable(partial, &b.out.changed_paths)?;
+    row.held_bytes = measure::held_bytes(partial)?;
     let final_path = dir.version(&name);
     fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)?;
     fsutil::fsync_dir(&dir.path)?;

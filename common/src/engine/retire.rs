@@ -20,7 +20,10 @@
 //!    real and `Vn/p` becomes canonical. The parent directory's times (and the moved
 //!    directory's) are restored after each rename, so the version stays exact (I5);
 //! 4. `Vo` is deleted; 5. index.tsv is rewritten without `Vo`, with `Vn`'s `held_bytes`
-//!    recounted from its real entries (the later versions' changed by the link-size deltas);
+//!    grown by what moved in (`Vo`'s minus what `Vo` still holds, corrected by the usage
+//!    changes the moves measured: the links they replaced, and every directory they
+//!    touched, since a directory emptied by the moves can shrink), and the later versions'
+//!    changed by what their retargeted links and directories measured (docs/format.md I7);
 //!    6. the mark is cleared; 7. `retire` is journaled with the bytes freed.
 //!
 //! At every instant every link of every retained version resolves. Every step is
@@ -266,7 +269,8 @@ struct Retirement {
 /// What the data steps (2–4) learnt about sizes, for the index (step 5).
 #[derive(Default)]
 struct SizeChanges {
-    /// Per later version: how its links' usage changed with their new text.
+    /// Per later version: how the usage of its retargeted links and of the directories
+    /// holding them changed.
     link_delta: HashMap<String, i64>,
     /// What to add to "Vn + Vo − what Vo still holds" for Vn's exact size (see
     /// [`move_forward`]).
@@ -330,7 +334,9 @@ impl Retirement {
 
     /// Step 2 for one later version `vm`. Links are grouped by directory: one guard (times,
     /// mode) per directory, and the link's own size is only looked at when the new text's
-    /// length differs (a longer text can leave the inode for a block).
+    /// length differs (a longer text can leave the inode for a block). The directory's own
+    /// size is looked at before and after (the temporary name of each replacement can make
+    /// it grow).
     fn retarget_links_of(&self, vm: &str, lookalikes: &Lookalikes) -> Result<i64> {
         let same_length = self.vo.len() == self.vn.len();
         let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
@@ -344,7 +350,9 @@ impl Retirement {
         }
         let mut delta = 0i64;
         for (dir_rel, rels) in by_dir {
-            let guard = DirGuard::open(&self.job.join(vm).join(&dir_rel))?;
+            let dir_abs = self.job.join(vm).join(&dir_rel);
+            let dir_before = usage(&dir_abs)?;
+            let guard = DirGuard::open(&dir_abs)?;
             for rel in rels {
                 let abs = self.job.join(vm).join(&rel);
                 let before = if same_length { 0 } else { usage(&abs)? };
@@ -358,14 +366,15 @@ impl Retirement {
                 }
             }
             guard.restore()?;
+            delta += usage(&dir_abs)? as i64 - dir_before as i64;
         }
         Ok(delta)
     }
 
     /// Step 3: what Vn still uses from Vo moves into Vn, the lookalike records under each
-    /// moved path first. Returns the correction of Vn's size for the links the moves
-    /// replaced (their own blocks leave Vn; a directory's link goes to Vo and is rewritten
-    /// there, see [`move_forward`]).
+    /// moved path first. Returns the correction of Vn's size for what the moves changed
+    /// besides moving data (the links they replaced, the directories they touched, see
+    /// [`move_forward`]).
     fn move_into_next(&self, lookalikes: &mut Lookalikes) -> Result<i64> {
         let moves: Vec<PathBuf> = tree::vault_links(&self.job, &self.vn, lookalikes)?
             .into_iter()
@@ -488,7 +497,9 @@ fn usage(p: &Path) -> Result<u64> {
 
 /// Moves the real entry `Vo/rel` into `Vn/rel`, where `Vn` has a vault link to it. Returns
 /// what to add to "Vn + Vo − what Vo still holds" to get Vn's exact size: the usage of the
-/// link left in Vo minus that of the link taken out of Vn.
+/// link left in Vo minus that of the link taken out of Vn, plus how the two directories
+/// holding them changed (measured, never assumed: on XFS a directory the moves empty
+/// shrinks, and a temporary name can make one grow).
 fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
     let src = job.join(vo).join(rel);
     let dst = job.join(vn).join(rel);
@@ -502,9 +513,11 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
         }
         Err(e) => return Err(e).ctx("cannot inspect", &src),
     };
-    let guard = DirGuard::open(parent_of(&dst))?;
-    let link = usage(&dst)?;
-    if sm.is_dir() {
+    let (src_dir, dst_dir) = (parent_of(&src), parent_of(&dst));
+    let dirs_before = usage(src_dir)? as i64 + usage(dst_dir)? as i64;
+    let guard = DirGuard::open(dst_dir)?;
+    let link = usage(&dst)? as i64;
+    let left_in_old = if sm.is_dir() {
         exchange(&src, &dst)?;
         set_times(&dst, &sm)?;
         guard.restore()?;
@@ -512,13 +525,15 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
         // The link now at Vo/rel names Vo/rel itself: point it at the data's new place.
         fsutil::replace_symlink(&tree::link_text(rel, vn), &src)?;
         fault::step();
-        Ok(usage(&src)? as i64 - link as i64)
+        usage(&src)? as i64
     } else {
         fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
         guard.restore()?;
         fault::step();
-        Ok(-(link as i64))
-    }
+        0
+    };
+    let dirs_after = usage(src_dir)? as i64 + usage(dst_dir)? as i64;
+    Ok(left_in_old - link + dirs_after - dirs_before)
 }
 
 /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.

@@ -201,7 +201,6 @@ fn builder<'a>(
         out: Outcome::default(),
         delta_files: 0,
         delta_logical: 0,
-        held: 0,
         journal,
         progress: opts.progress,
     })

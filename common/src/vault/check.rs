@@ -478,9 +478,21 @@ fn row_agrees_with_disk(facts: &Facts, row: &IndexRow) -> Option<Problem> {
     .map(|(name, idx, disk)| format!("{name} index={idx} disk={disk}"))
     .collect();
     (!diffs.is_empty()).then(|| {
-        let detail = format!("{} (reverb-index --recount fixes it)", diffs.join(", "));
+        let detail = format!("{} ({})", diffs.join(", "), mismatch_remedy(row, &disk));
         facts.problem(ProblemKind::SizeMismatch, &row.dir, detail)
     })
+}
+
+/// What to do about a size mismatch. Fewer files or bytes on the disk than index.tsv
+/// recorded is data lost (a missing or shrunk file): damage, which a recount would only
+/// hide. Anything else is a count that drifted, which a recount fixes.
+fn mismatch_remedy(row: &IndexRow, disk: &measure::Sizes) -> &'static str {
+    if disk.files < row.files || disk.logical_bytes < row.logical_bytes {
+        "data lost: the disk holds fewer files or bytes than this version was written with; \
+         restore them from another copy (a recount would only hide the loss)"
+    } else {
+        "reverb-index --recount fixes it"
+    }
 }
 
 /// I4, the registry: every record of lookalikes.tsv names a symlink that is there (and

@@ -84,6 +84,44 @@ fn rows_and_recount() {
     assert!(journal.lines().any(|l| l.contains("\tindex\trecount\t")));
 }
 
+/// The detail `--check` prints for `kind` at `path`.
+fn detail(f: &Fixture, kind: &str, path: &str) -> String {
+    let o = index(f, &["--check"]).assert_exit(1);
+    stdout(&o)
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|fields| fields[1] == kind && fields[2] == path)
+        .map(|fields| fields[3].to_owned())
+        .unwrap_or_else(|| panic!("no {kind} at {path}: {}", stdout(&o)))
+}
+
+#[test]
+fn lost_data_is_damage_not_a_count_to_accept() {
+    let f = Fixture::new();
+    let v = three_versions(&f);
+    let job = f.job_dir();
+    // A count that drifted (the disk holds what was written): --recount is the fix.
+    let idx = job.join("index.tsv");
+    let mut rows =
+        reverb_common::index::parse(&fs::read_to_string(&idx).expect("index")).expect("parse");
+    rows[0].held_bytes += 4096;
+    reverb_common::index::write(&idx, &rows).expect("write");
+    let d = detail(&f, "size-mismatch", &v[0]);
+    assert!(d.contains("--recount fixes it"), "{d}");
+    index(&f, &["--recount"]).assert_success();
+    f.check_clean();
+
+    // A file shrunk on the disk (V1's, seen through V2's and V3's links too), and one
+    // missing: data lost, which no recount fixes.
+    fs::write(job.join(&v[0]).join("keep/sub/f"), b"").expect("truncate");
+    fs::remove_file(job.join(&v[1]).join("b")).expect("rm");
+    for version in &v {
+        let d = detail(&f, "size-mismatch", version);
+        assert!(!d.contains("--recount"), "{version}: offers --recount: {d}");
+        assert!(d.contains("lost"), "{version}: {d}");
+    }
+}
+
 #[test]
 fn check_finds_hand_made_damage() {
     let f = Fixture::new();
@@ -187,4 +225,119 @@ fn a_damaged_job_gives_clear_errors_never_a_panic() {
         .arg(f._tmp.path().join("unplugged"))
         .arg("--check")
         .assert_exit(75);
+}
+
+/// Pseudo-random bytes (never all-zero blocks, so no holes).
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as u8) | 1
+        })
+        .collect()
+}
+
+/// Fills the filesystem at `mnt` with one preallocated file, then punches a hole in every
+/// other 8 KiB of its first 32 MiB: the free space left is small scattered pieces, so
+/// every file copied there later takes many extents (and extent-tree blocks that are only
+/// allocated when its data reaches the disk).
+fn fragment(mnt: &Path) {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let f = fs::File::create(mnt.join("filler")).expect("create filler");
+    let st = nix::sys::statvfs::statvfs(mnt).expect("statvfs");
+    let free = st.blocks_available() as i64 * st.fragment_size() as i64;
+    let filled = (0..64i64)
+        .map(|k| free - (k << 18))
+        .find(|len| *len > 0 && fallocate(&f, FallocateFlags::empty(), 0, *len).is_ok())
+        .expect("fallocate filler");
+    assert!(filled > 40 << 20, "filler of {filled} bytes");
+    let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    for at in (0..(32i64 << 20)).step_by(16 << 10) {
+        fallocate(&f, punch, at, 8 << 10).expect("punch");
+    }
+    f.sync_all().expect("fsync filler");
+}
+
+/// Each indexed version's `held_bytes` is what `du` (links not followed, a hard-linked
+/// inode once) says its directory holds.
+fn held_is_what_du_says(f: &Fixture, what: &str) {
+    let idx = fs::read_to_string(f.job_dir().join("index.tsv")).expect("index");
+    for row in reverb_common::index::parse(&idx).expect("parse") {
+        let o = std::process::Command::new("du")
+            .args(["-s", "-B1"])
+            .arg(f.job_dir().join(&row.dir))
+            .output()
+            .expect("du");
+        assert!(o.status.success(), "du: {}", stderr(&o));
+        let du: u64 = stdout(&o)
+            .split('\t')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .expect("du output");
+        assert_eq!(row.held_bytes, du, "{what}: {} held_bytes vs du", row.dir);
+    }
+}
+
+/// `--check` is clean and `held_bytes` agrees with `du`.
+fn exact(f: &Fixture, what: &str) {
+    let o = index(f, &["--check"]).output();
+    assert!(
+        o.status.success(),
+        "{what}: --check on a healthy vault: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    held_is_what_du_says(f, what);
+}
+
+/// I7 on a real, fragmented disk: versions holding new multi-extent files and a directory
+/// of many small files, then retirements; after every step `--check` is clean.
+fn sizes_stay_exact_on(fstype: &str, mib: u64, mkfs: &[&str]) {
+    let mut f = Fixture::new();
+    let lm = match reverb_tests::LoopMount::new(f._tmp.path(), fstype, mib, mkfs) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED ({why}): sizes on {fstype}");
+            return;
+        }
+    };
+    f.vault = lm.mountpoint.join("vault");
+    fragment(&lm.mountpoint);
+    fs::create_dir(f.src.join("small")).expect("mkdir");
+    for i in 0..300 {
+        fs::write(f.src.join(format!("small/f{i}")), format!("small {i}\n")).expect("write");
+    }
+    fs::write(f.src.join("big1"), pattern(1, 2 << 20)).expect("write");
+    f.first();
+    exact(&f, "first version");
+    fs::write(f.src.join("big2"), pattern(2, 2 << 20)).expect("write");
+    fs::write(f.src.join("small/f1"), b"changed").expect("write");
+    f.rescan();
+    exact(&f, "second version");
+    fs::write(f.src.join("big3"), pattern(3, 3 << 20)).expect("write");
+    fs::remove_file(f.src.join("big1")).expect("rm");
+    fs::write(f.src.join("small/f2"), b"changed").expect("write");
+    f.rescan();
+    exact(&f, "third version");
+    for keep in ["2", "1"] {
+        f.tool("reverb-retire")
+            .args(["--keep", keep])
+            .assert_success();
+        exact(&f, &format!("retire --keep {keep}"));
+    }
+    drop(lm);
+}
+
+#[test]
+fn check_is_clean_on_a_fragmented_ext4() {
+    // 1 KiB blocks: extents are short, so a few MiB need extent-tree blocks.
+    sizes_stay_exact_on("ext4", 64, &["-b", "1024", "-m", "0"]);
+}
+
+#[test]
+fn check_is_clean_on_a_fragmented_xfs() {
+    sizes_stay_exact_on("xfs", 300, &[]);
 }
