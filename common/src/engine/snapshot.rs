@@ -334,9 +334,11 @@ mod tests {
         let out = f.take(Trigger::Rescan);
         assert!(out.version.is_none());
         assert_eq!(f.rows().len(), 1);
-        let marked = BTreeMap::from([(RelPath::root().join("a".as_ref()), Mark::Attrib)]);
-        assert!(f.take(Trigger::Paths(marked)).version.is_none());
-        assert_eq!(f.rows().len(), 1);
+        for mark in [Mark::Attrib, Mark::Content] {
+            let marked = BTreeMap::from([(RelPath::root().join("a".as_ref()), mark)]);
+            assert!(f.take(Trigger::Paths(marked)).version.is_none(), "{mark:?}");
+            assert_eq!(f.rows().len(), 1);
+        }
         assert!(
             fs::read_dir(f.ctx.dir.partial())
                 .expect("partial")
