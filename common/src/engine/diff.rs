@@ -6,10 +6,11 @@
 //! Invariants: nothing here writes; marks land in a fresh [`MarkTree`] (new names
 //! `Content`, vanished names `Delete`, changed entries `Content` or `Attrib`, directories
 //! whose own attributes differ `Attrib`), pruned of unmarked leaves. The regular files that
-//! leave and join are counted ([`Tally`]): an entry that vanished or changed type counts what
-//! the version held of it, an entry that is new or changed type counts what the source has,
-//! so `files - deleted + added` is the new version's file count (what the deletion guard
-//! judges). Iterative: any depth fits the stack; directories are listed in the same
+//! leave and join are counted ([`Tally`]) for the deletion guard: a vanished entry counts
+//! what the version held of it, a new one what the source has below it, and a directory
+//! replaced by a non-directory (or the reverse) both; a path that stays a non-directory
+//! (even a file replaced by a link) stays, so `files - deleted + added` is the number of
+//! files whose paths remain in the new version. Iterative: any depth fits the stack; directories are listed in the same
 //! depth-first, name order as the build.
 
 use std::collections::BTreeSet;
@@ -29,7 +30,7 @@ use crate::vault::measure::measure_tree;
 /// The regular files a diff found leaving and joining the version.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
-    /// Files of the old version that are gone (or no longer regular files).
+    /// Files of the old version that are gone (or were below a directory now replaced).
     pub deleted: u64,
     /// Files of the source that the old version does not have at their path.
     pub added: u64,
@@ -143,8 +144,9 @@ impl Builder<'_> {
                             Difference::Attributes => Mark::Attrib,
                             _ => Mark::Content,
                         });
-                        if sm.file_type() != om.file_type() {
-                            // Replaced by another type: what was held goes, what is there comes.
+                        if sm.is_dir() != om.is_dir() {
+                            // A directory replaced by a leaf or the reverse: what was held goes,
+                            // what is there comes.
                             tally.deleted += measure_tree(
                                 &self.job,
                                 &o.holder,
