@@ -34,7 +34,7 @@ pub struct Args {
     /// Create the vault (directory and marker) if it does not exist yet.
     #[arg(long)]
     pub init: bool,
-    /// Make a version even when a rescan would delete more than max_delete_ratio.
+    /// Make a version even when a rescan would leave fewer than 1 - max_delete_ratio of the files.
     #[arg(long)]
     pub force: bool,
     /// Show what would be versioned; write nothing.

@@ -3,8 +3,9 @@
 //!
 //! Theory of operation. Only marked paths and their ancestors are visited: their children
 //! are listed on both sides; new names are copied, vanished names dropped, unmarked common
-//! names kept (one vault link each), marked common names compared and copied only when they
-//! differ. A directory marked `Content` or `Delete` may have been replaced wholesale and is
+//! names kept (one vault link each), marked common names compared with the one comparator
+//! and copied only when they differ, whatever the mark (an event is a hint, never a
+//! difference by itself). A directory marked `Content` or `Delete` may have been replaced wholesale and is
 //! diffed in full below it first. A directory that turns out identical is collapsed back
 //! into one link.
 //!
@@ -247,8 +248,9 @@ impl Builder<'_> {
             let dir = self.open_dir(rel, marks, Some(&old.holder), diffed, then)?;
             return Ok(Visit::Open(Box::new(dir)));
         }
-        let force_copy = marks.mark == Some(Mark::Content) && sm.is_file();
-        let differs = self.update_leaf(&rel, &old, &sm, difference, force_copy)?;
+        // Whatever the mark, the one comparator decides: a file opened for writing and
+        // closed unchanged, or touched to the same attributes, stays one vault link.
+        let differs = self.update_leaf(&rel, &old, &sm, difference)?;
         Ok(Visit::Done { differs })
     }
 
@@ -259,17 +261,12 @@ impl Builder<'_> {
         old: &VersionEntry,
         sm: &Metadata,
         difference: Difference,
-        force_copy: bool,
     ) -> Result<bool> {
-        if difference == Difference::Same && !force_copy {
+        if difference == Difference::Same {
             self.keep_old(rel, &old.entry, &old.holder)?;
             return Ok(false);
         }
-        if difference == Difference::Attributes
-            && self.only_sync_attributes
-            && sm.is_file()
-            && !force_copy
-        {
+        if difference == Difference::Attributes && self.only_sync_attributes && sm.is_file() {
             // Same data, new attributes: reuse the vault's data.
             let op = self.vault_path(&old.holder, rel);
             match self.copy_attr_only(rel, &op, sm) {

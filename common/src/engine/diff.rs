@@ -5,22 +5,45 @@
 //!
 //! Invariants: nothing here writes; marks land in a fresh [`MarkTree`] (new names
 //! `Content`, vanished names `Delete`, changed entries `Content` or `Attrib`, directories
-//! whose own attributes differ `Attrib`), pruned of unmarked leaves. Iterative: any depth
-//! fits the stack; directories are listed in the same depth-first, name order as the build.
+//! whose own attributes differ `Attrib`), pruned of unmarked leaves. The regular files that
+//! leave and join are counted ([`Tally`]) for the deletion guard: a vanished entry counts
+//! what the version held of it, a new one what the source has below it, and a directory
+//! replaced by a non-directory (or the reverse) both; a path that stays a non-directory
+//! (even a file replaced by a link) stays, so `files - deleted + added` is the number of
+//! files whose paths remain in the new version. Iterative: any depth fits the stack; directories are listed in the same
+//! depth-first, name order as the build.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::Path;
 
-use crate::engine::builder::{Builder, SourceListing};
-use crate::engine::listing::{Detail, Lstat};
+use crate::engine::builder::{BaselineState, Builder, SourceListing};
+use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
 use crate::format::entry::{Difference, EntryFacts, compare};
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
 use crate::vault::measure::measure_tree;
+
+/// The regular files a diff found leaving and joining the version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Files of the old version that are gone (or were below a directory now replaced).
+    pub deleted: u64,
+    /// Files of the source that the old version does not have at their path.
+    pub added: u64,
+}
+
+impl Tally {
+    /// How many files the new version holds, from the old version's `files`.
+    pub fn remaining(&self, files: u64) -> u64 {
+        files
+            .saturating_sub(self.deleted)
+            .saturating_add(self.added)
+    }
+}
 
 impl Builder<'_> {
     /// How the source entry (lstat `src_meta` at `src`) differs from the old one.
@@ -48,22 +71,22 @@ impl Builder<'_> {
 
     /// Compares source directory `rel` with the old physical directory `phys`/`rel` and
     /// everything below, marking every difference in `marks` (whose root stands for
-    /// `rel`). Returns the number of regular files that would be deleted.
+    /// `rel`). Returns the regular files that would leave and join the version.
     pub fn diff_dir(
         &mut self,
         rel: &RelPath,
         phys: Option<&str>,
         marks: &mut MarkTree,
-    ) -> Result<u64> {
-        let mut deleted = 0u64;
+    ) -> Result<Tally> {
+        let mut tally = Tally::default();
         // (the directory, the same relative to `marks`, its old physical version)
         let mut pending = vec![(rel.clone(), RelPath::root(), phys.map(str::to_owned))];
         while let Some((at, inside, phys)) = pending.pop() {
-            let subdirs = self.diff_one(&at, &inside, phys.as_deref(), marks, &mut deleted)?;
+            let subdirs = self.diff_one(&at, &inside, phys.as_deref(), marks, &mut tally)?;
             pending.extend(subdirs.into_iter().rev());
         }
         marks.prune();
-        Ok(deleted)
+        Ok(tally)
     }
 
     /// One directory of [`Builder::diff_dir`]: marks its differing children; returns the
@@ -74,7 +97,7 @@ impl Builder<'_> {
         inside: &RelPath,
         phys: Option<&str>,
         marks: &mut MarkTree,
-        deleted: &mut u64,
+        tally: &mut Tally,
     ) -> Result<Vec<(RelPath, RelPath, Option<String>)>> {
         // Both sides are listed with their entries' metadata, read relative to the open
         // directory (fstatat on the listing's fd): no path walk per entry.
@@ -95,10 +118,15 @@ impl Builder<'_> {
                     // version has (docs/format.md#invariants I5).
                     self.skip_uninspectable(&child, e);
                 }
-                (Some(_), None) => node.child_mut(name).mark = Some(Mark::Content),
+                (Some(sm), None) => {
+                    node.child_mut(name).mark = Some(Mark::Content);
+                    if let Lstat::Read(sm) = sm {
+                        tally.added += self.source_files(&child, sm);
+                    }
+                }
                 (None, Some(o)) => {
                     node.child_mut(name).mark = Some(Mark::Delete);
-                    *deleted +=
+                    tally.deleted +=
                         measure_tree(&self.job, &o.holder, child.as_path(), &self.lookalikes)?.0;
                 }
                 (Some(sm), Some(o)) => {
@@ -121,11 +149,54 @@ impl Builder<'_> {
                             Difference::Attributes => Mark::Attrib,
                             _ => Mark::Content,
                         });
+                        if sm.is_dir() != om.is_dir() {
+                            // A directory replaced by a leaf or the reverse: what was held goes,
+                            // what is there comes.
+                            tally.deleted += measure_tree(
+                                &self.job,
+                                &o.holder,
+                                child.as_path(),
+                                &self.lookalikes,
+                            )?
+                            .0;
+                            tally.added += self.source_files(&child, sm);
+                        }
                     }
                 }
                 (None, None) => {}
             }
         }
         Ok(subdirs)
+    }
+
+    /// The regular files of the source entry `rel` (lstat `meta`) and below that the new
+    /// version would hold: excluded paths left out, and with a baseline only what changed
+    /// since it. Read-only and quiet: a directory it cannot list counts nothing here (the
+    /// build journals it). Iterative: any depth fits the stack.
+    fn source_files(&self, rel: &RelPath, meta: &Metadata) -> u64 {
+        let mut files = 0u64;
+        let mut pending = vec![(rel.clone(), meta.clone())];
+        while let Some((at, meta)) = pending.pop() {
+            if meta.is_file() {
+                files += u64::from(self.held_as_new(&at));
+            } else if meta.is_dir() {
+                let dir = self.src(&at);
+                let Ok(entries) = listing::list_source(&dir, &at, &self.excludes, Detail::Stat)
+                else {
+                    continue;
+                };
+                for (name, m) in entries {
+                    if let Lstat::Read(m) = m {
+                        pending.push((at.join(&name), m));
+                    }
+                }
+            }
+        }
+        files
+    }
+
+    /// Would a file new at `rel` be held by the new version (always, without a baseline)?
+    fn held_as_new(&self, rel: &RelPath) -> bool {
+        self.baseline.is_none() || matches!(self.baseline_state(rel), BaselineState::Changed)
     }
 }

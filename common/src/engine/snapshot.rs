@@ -14,8 +14,9 @@
 //!
 //! Invariants: the new version starts as the current one (an unchanged subtree costs one
 //! vault link), so work is proportional to the marked paths and the sizes of their parent
-//! directories, not to the tree; nothing differs → no version; a rescan that would delete
-//! more than `max_delete_ratio` of the files is refused unless forced.
+//! directories, not to the tree; nothing differs → no version; a rescan that would leave
+//! fewer than `1 - max_delete_ratio` of the current version's files is refused unless
+//! forced (a rename inside the source leaves them all).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -65,7 +66,7 @@ pub enum Trigger {
 /// Options of one build.
 #[derive(Clone, Copy)]
 pub struct Options<'p> {
-    /// Build even when a rescan would delete more than `max_delete_ratio` of the files.
+    /// Build even when a rescan would leave fewer than `1 - max_delete_ratio` of the files.
     pub force: bool,
     /// Compute the changes and report them, build nothing.
     pub dry_run: bool,
@@ -116,12 +117,17 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
         Trigger::Rescan => {
             // One read-only pass finds every difference; the build then touches only those.
             let mut marks = MarkTree::marked(Some(Mark::Attrib));
-            let deleted = b.diff_dir(&RelPath::root(), Some(&last.dir), &mut marks)?;
+            let tally = b.diff_dir(&RelPath::root(), Some(&last.dir), &mut marks)?;
             if marks.children.is_empty() && !b.root_differs(&last.dir)? {
                 // Nothing differs: no version, and nothing built only to be thrown away.
                 return Ok(std::mem::take(&mut b.out));
             }
-            guard_deletions(&ctx.file, last.files, deleted, opts.force)?;
+            guard_deletions(
+                &ctx.file,
+                last.files,
+                tally.remaining(last.files),
+                opts.force,
+            )?;
             FromVersion {
                 old_dir: last.dir,
                 marks,
@@ -206,20 +212,19 @@ fn builder<'a>(
     })
 }
 
-/// The deletion guard (docs/cli.md): a rescan that deletes more than `max_delete_ratio` of the
-/// current version's files is more often an unmounted disk than a wish.
-fn guard_deletions(file: &JobFile, files: u64, deleted: u64, force: bool) -> Result<()> {
-    let ratio = if files == 0 {
-        0.0
-    } else {
-        deleted as f64 / files as f64
-    };
+/// The deletion guard (docs/cli.md): a rescan after which fewer than `1 - max_delete_ratio`
+/// of the current version's `files` would remain is more often an unmounted disk than a
+/// wish. It judges what the new version would hold, not what leaves: a folder renamed or
+/// moved inside the source leaves as many files as before.
+fn guard_deletions(file: &JobFile, files: u64, remaining: u64, force: bool) -> Result<()> {
     let limit = file.settings.max_delete_ratio;
-    if ratio > limit && !force {
+    let floor = (1.0 - limit) * files as f64;
+    if (remaining as f64) < floor && !force {
         return Err(Error::Refused(format!(
-            "the rescan would delete {deleted} of {files} files ({:.0}%, more than max_delete_ratio {limit}): \
-             is the source's disk mounted? Use --force if this is intended",
-            ratio * 100.0
+            "the rescan would leave {remaining} of {files} files ({:.0}%, fewer than \
+             1 - max_delete_ratio {limit}): is the source's disk mounted? Use --force if this \
+             is intended",
+            remaining as f64 * 100.0 / files as f64
         )));
     }
     Ok(())
@@ -329,9 +334,11 @@ mod tests {
         let out = f.take(Trigger::Rescan);
         assert!(out.version.is_none());
         assert_eq!(f.rows().len(), 1);
-        let marked = BTreeMap::from([(RelPath::root().join("a".as_ref()), Mark::Attrib)]);
-        assert!(f.take(Trigger::Paths(marked)).version.is_none());
-        assert_eq!(f.rows().len(), 1);
+        for mark in [Mark::Attrib, Mark::Content] {
+            let marked = BTreeMap::from([(RelPath::root().join("a".as_ref()), mark)]);
+            assert!(f.take(Trigger::Paths(marked)).version.is_none(), "{mark:?}");
+            assert_eq!(f.rows().len(), 1);
+        }
         assert!(
             fs::read_dir(f.ctx.dir.partial())
                 .expect("partial")
@@ -395,5 +402,58 @@ mod tests {
         };
         take(&mut f.ctx, Trigger::Rescan, opts).expect("take");
         assert_eq!(count.0.get(), (3, 11));
+    }
+
+    #[test]
+    fn a_rename_inside_the_source_passes_the_deletion_guard() {
+        let mut f = fixture();
+        f.take(Trigger::Rescan);
+        // d holds two of the three files: as a deletion, 67% would trip the guard.
+        fs::rename(f.src.join("d"), f.src.join("e")).expect("mv");
+        let out = f.take(Trigger::Rescan);
+        let v2 = f.version(&out);
+        assert_eq!(fs::read(v2.join("e/c")).expect("e/c"), b"three");
+        assert_eq!(f.rows()[1].files, 3);
+        fs::remove_dir_all(f.src.join("e")).expect("rm");
+        let refused = take(&mut f.ctx, Trigger::Rescan, Options::default());
+        assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
+        assert_eq!(f.rows().len(), 2);
+    }
+
+    #[test]
+    fn the_guard_counts_what_remains() {
+        let file = |ratio: f64| {
+            let settings = JobSettings {
+                max_delete_ratio: ratio,
+                ..JobSettings::default()
+            };
+            JobFile {
+                name: "t".into(),
+                source: PathBuf::from("/src"),
+                created: String::new(),
+                settings,
+                identity: Identities::default(),
+                state: Default::default(),
+            }
+        };
+        let half = file(0.5);
+        assert!(
+            guard_deletions(&half, 10, 5, false).is_ok(),
+            "exactly half remains"
+        );
+        assert!(guard_deletions(&half, 10, 4, false).is_err());
+        assert!(guard_deletions(&half, 10, 4, true).is_ok(), "forced");
+        assert!(
+            guard_deletions(&half, 0, 0, false).is_ok(),
+            "nothing to lose"
+        );
+        assert!(guard_deletions(&file(0.0), 10, 10, false).is_ok(), "a move");
+        assert!(guard_deletions(&file(0.0), 10, 9, false).is_err());
+        assert!(guard_deletions(&file(1.0), 10, 0, false).is_ok());
+        let moved = crate::engine::diff::Tally {
+            deleted: 9,
+            added: 9,
+        };
+        assert_eq!(moved.remaining(10), 10);
     }
 }

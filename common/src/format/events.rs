@@ -344,8 +344,9 @@ impl<R: BufRead> Iterator for BatchReader<R> {
 /// How a path changed: what the builder knows of it before looking at the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// Content (or existence) changed (create, modify, move-to): a regular file is copied
-    /// even when its size and mtime look unchanged; a directory is diffed in full below it.
+    /// Content (or existence) changed (create, modify, move-to): the entry is compared with
+    /// the current version and copied only when it differs; a directory is diffed in full
+    /// below it.
     Content,
     /// Only metadata changed.
     Attrib,

@@ -4,7 +4,7 @@ complete -c reverb-snap -l job -d 'The job\'s name (its folder is the sanitized 
 complete -c reverb-snap -l source -d 'The source folder; required the first time, checked against job.toml afterwards' -r -F
 complete -c reverb-snap -l changes -d 'Build the version from event lines (reverb-watch\'s output) read from FILE or `-` (stdin) instead of rescanning; an `overflow` line makes it a rescan' -r -F
 complete -c reverb-snap -l init -d 'Create the vault (directory and marker) if it does not exist yet'
-complete -c reverb-snap -l force -d 'Make a version even when a rescan would delete more than max_delete_ratio'
+complete -c reverb-snap -l force -d 'Make a version even when a rescan would leave fewer than 1 - max_delete_ratio of the files'
 complete -c reverb-snap -l dry-run -d 'Show what would be versioned; write nothing'
 complete -c reverb-snap -l no-wait -d 'Exit 75 at once when another writer holds the job lock, instead of waiting'
 complete -c reverb-snap -l json -d 'Print records as JSON lines'

@@ -4,7 +4,7 @@ use std::fs;
 
 use reverb_common::events::HEADER;
 use reverb_tests::model::{CaptureOpts, assert_same, capture, real_entries};
-use reverb_tests::ops::snap_stdin;
+use reverb_tests::ops::{disk_dirs, index_dirs, no_partial, snap_stdin};
 use reverb_tests::{Fixture, TestCommand, stderr, stdout};
 
 /// The header line of an event stream, with its newline.
@@ -118,5 +118,75 @@ fn a_malformed_batch_builds_nothing_and_names_the_line() {
         stdout(&o).starts_with("V2-"),
         "the good batch still made a version: {}",
         stdout(&o)
+    );
+}
+
+/// How many `snapshot` lines the job's journal holds.
+fn snapshots(f: &Fixture) -> usize {
+    let journal = fs::read_to_string(f.job_dir().join("journal.tsv")).expect("journal");
+    journal
+        .lines()
+        .filter(|l| l.split('\t').nth(2) == Some("snapshot"))
+        .count()
+}
+
+#[test]
+fn an_event_on_an_unchanged_path_makes_no_version() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"same").expect("write");
+    fs::write(f.src.join("b"), b"old").expect("write");
+    f.first();
+    let before = fs::symlink_metadata(f.src.join("a")).expect("stat a");
+    // `: >> a`: opened for writing, closed unchanged.
+    drop(
+        fs::OpenOptions::new()
+            .append(true)
+            .open(f.src.join("a"))
+            .expect("open"),
+    );
+    let after = fs::symlink_metadata(f.src.join("a")).expect("stat a");
+    assert_eq!(
+        (before.len(), before.modified().ok()),
+        (after.len(), after.modified().ok()),
+        "an open for writing changes nothing"
+    );
+    assert_eq!(snapshots(&f), 1);
+    for kind in ["modify", "attrib"] {
+        let o = feed(&f, &(header() + &line(kind, "file", "a", "")), &[]).assert_success();
+        assert_eq!(stdout(&o), "", "{kind} of an unchanged file: no version");
+        assert_eq!(index_dirs(&f).len(), 1, "{kind}");
+        assert_eq!(disk_dirs(&f).len(), 1, "{kind}");
+        assert!(no_partial(&f), "{kind}");
+        assert_eq!(snapshots(&f), 1, "{kind}: no snapshot journal line");
+    }
+    // A real change in the same batch versions exactly that.
+    fs::write(f.src.join("b"), b"new!").expect("write");
+    let o = feed(
+        &f,
+        &(header() + &line("modify", "file", "a", "") + &line("modify", "file", "b", "")),
+        &[],
+    )
+    .assert_success();
+    let v = stdout(&o).trim().to_owned();
+    assert!(v.starts_with("V2-"), "{v}");
+    let v2 = f.job_dir().join(&v);
+    assert!(
+        fs::symlink_metadata(v2.join("a"))
+            .expect("a")
+            .file_type()
+            .is_symlink(),
+        "the unchanged file is a vault link"
+    );
+    let (real, _) = real_entries(&v2);
+    assert_eq!(real, 1, "only b is real");
+    assert_eq!(snapshots(&f), 2);
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: true,
+    };
+    assert_same(
+        &capture(&f.src, opts),
+        &capture(&f.restore(&v), opts),
+        "the version is the source",
     );
 }

@@ -278,3 +278,74 @@ fn a_mount_over_the_vault_during_a_run_cannot_redirect_writes() {
         "after the mount-over",
     );
 }
+
+/// A source of 200 files, 180 of them under `doc/` (in ten folders), versioned once.
+fn mostly_doc() -> Fixture {
+    let f = Fixture::new();
+    for d in 0..10 {
+        let dir = f.src.join(format!("doc/part{d}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..18 {
+            fs::write(dir.join(format!("page{i}")), format!("{d}/{i}")).expect("write");
+        }
+    }
+    for i in 0..20 {
+        fs::write(f.src.join(format!("top{i}")), format!("{i}")).expect("write");
+    }
+    f.first();
+    f
+}
+
+#[test]
+fn renaming_the_folder_holding_most_files_is_not_a_deletion() {
+    let f = mostly_doc();
+    fs::rename(f.src.join("doc"), f.src.join("documentation")).expect("mv");
+    let o = f.snap(&[]).assert_success();
+    let v2 = stdout(&o).trim().to_owned();
+    assert!(v2.starts_with("V2-"), "{v2}: {}", stderr(&o));
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: true,
+    };
+    assert_same(
+        &capture(&f.src, opts),
+        &capture(&f.restore(&v2), opts),
+        "after the rename",
+    );
+    let rows = reverb_common::index::read(&f.job_dir().join("index.tsv")).expect("index");
+    assert_eq!(
+        rows.last().map(|r| r.files),
+        Some(200),
+        "as many files as before"
+    );
+    f.check_clean();
+}
+
+#[test]
+fn emptying_the_source_still_trips_the_guard() {
+    let f = mostly_doc();
+    fs::rename(f.src.join("doc"), f.src.join("documentation")).expect("mv");
+    // Moved, and then most of it gone: 40 of 200 files remain.
+    fs::remove_dir_all(f.src.join("documentation/part0")).expect("rm");
+    for d in 2..10 {
+        fs::remove_dir_all(f.src.join(format!("documentation/part{d}"))).expect("rm");
+    }
+    let before = listing(&f.job_dir());
+    let o = f.snap(&[]).assert_exit(1);
+    assert!(stderr(&o).contains("max_delete_ratio"), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "no version");
+    for entry in fs::read_dir(&f.src).expect("src") {
+        let p = entry.expect("entry").path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).expect("rm");
+        } else {
+            fs::remove_file(&p).expect("rm");
+        }
+    }
+    let o = f.snap(&[]).assert_exit(1);
+    assert!(stderr(&o).contains("max_delete_ratio"), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "no version");
+    assert_eq!(listing(&f.job_dir()), before, "no version, no partial");
+    let o = f.snap(&["--force"]).assert_success();
+    assert!(stdout(&o).starts_with("V2-"), "{}", stdout(&o));
+}
