@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
+use std::time::Duration;
 
 use crate::engine::builder::{BaselineState, Builder, SourceListing, SourceStat};
 use crate::engine::copy;
@@ -27,6 +28,7 @@ use crate::error::{IoContext, Result};
 use crate::format::entry::Difference;
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
+use crate::format::version::VersionName;
 use crate::vault::tree::Entry;
 
 /// A real directory of the new version whose children are being built.
@@ -235,7 +237,15 @@ impl Builder<'_> {
             }
         };
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-        let difference = self.differ(&sm, &om, &sp, &op);
+        let mut difference = self.differ(&sm, &om, &sp, &op);
+        if difference == Difference::Same
+            && marks.mark == Some(Mark::Content)
+            && sm.is_file()
+            && racily_clean(&sm, &old.holder)
+        {
+            // The event says the data was written, and the stat cannot prove otherwise.
+            difference = Difference::Content;
+        }
         if sm.is_dir() && om.is_dir() {
             let np = self.new_path(&rel);
             copy::make_dir(&np).ctx("cannot create directory", &np)?;
@@ -248,8 +258,9 @@ impl Builder<'_> {
             let dir = self.open_dir(rel, marks, Some(&old.holder), diffed, then)?;
             return Ok(Visit::Open(Box::new(dir)));
         }
-        // Whatever the mark, the one comparator decides: a file opened for writing and
-        // closed unchanged, or touched to the same attributes, stays one vault link.
+        // Whatever the mark, the one comparator decides (but for a racily clean file): a file
+        // opened for writing and closed unchanged, or touched to the same attributes, stays
+        // one vault link.
         let differs = self.update_leaf(&rel, &old, &sm, difference)?;
         Ok(Visit::Done { differs })
     }
@@ -320,5 +331,21 @@ impl Builder<'_> {
                 Ok(true)
             }
         }
+    }
+}
+
+/// How coarse a filesystem's timestamps may be (FAT keeps 2 s; ext4 and XFS a clock tick).
+const TIMESTAMP_TICK: Duration = Duration::from_secs(2);
+
+/// Git's "racily clean" rule: a file whose mtime is not clearly older than the version that
+/// holds its copy may have been rewritten, within one timestamp tick of that copy, to the same
+/// size and the same mtime. Its stat then matches the vault's and cannot prove it unchanged;
+/// a `Content` event on it is believed. A file last written well before that version (the
+/// usual `: >> file`, an editor's save of an untouched buffer) is compared by its stat alone.
+fn racily_clean(source: &Metadata, holder: &str) -> bool {
+    let taken = VersionName::parse(holder).and_then(|v| v.taken());
+    match (source.modified(), taken) {
+        (Ok(mtime), Some(taken)) => mtime + TIMESTAMP_TICK >= taken,
+        _ => true,
     }
 }

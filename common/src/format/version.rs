@@ -24,6 +24,12 @@ impl VersionName {
         }
     }
 
+    /// When the version was taken (its stamp, to the second).
+    pub fn taken(&self) -> Option<SystemTime> {
+        let (_, stamp) = self.dir.split_once('-')?;
+        time::parse_stamp(stamp)
+    }
+
     /// Parses `V{n}-{stamp}`; anything else is not a version directory.
     pub fn parse(dir: &str) -> Option<VersionName> {
         let rest = dir.strip_prefix('V')?;
