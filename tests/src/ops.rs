@@ -22,6 +22,19 @@ pub type Tree = BTreeMap<PathBuf, Node>;
 /// A fixed, valid event time.
 pub const TIME: &str = "2026-11-24T21:49:00.123Z";
 
+/// Pseudo-random bytes (never all-zero blocks, so no holes).
+pub fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as u8) | 1
+        })
+        .collect()
+}
+
 /// Capture options used by the reliability tests: owners as root, directory mtimes always.
 pub fn opts() -> CaptureOpts {
     CaptureOpts {

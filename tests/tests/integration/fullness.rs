@@ -14,23 +14,14 @@ use reverb_tests::{Fixture, LoopMount, stderr, stdout};
 
 const BLOB: usize = 3 << 20;
 
-/// Pseudo-random (never all-zero, so no holes) data.
-fn blob(seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..BLOB)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as u8) | 1
-        })
-        .collect()
-}
-
 /// One round of change: a new 3 MiB blob, the blob from three rounds ago deleted, and a
 /// small edit; the source stays about 9 MiB while the vault's history grows.
 fn change(src: &Path, round: u32) {
-    fs::write(src.join(format!("blob{round}")), blob(round)).expect("write blob");
+    fs::write(
+        src.join(format!("blob{round}")),
+        reverb_tests::ops::pattern(round, BLOB),
+    )
+    .expect("write blob");
     if round >= 3 {
         let _ = fs::remove_file(src.join(format!("blob{}", round - 3)));
     }

@@ -293,6 +293,20 @@ fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_afte
 // ---------------------------------------------------------------------------------------
 // Unreadable files, type changes between event and copy, a symlinked source.
 
+/// Lets uid 65534 reach the source (its ancestors up to /tmp made 0755) and own the vault
+/// folder (created), for [`snap_as_nobody`].
+pub(crate) fn open_to_nobody(f: &Fixture) {
+    let mut p = f.src.clone();
+    while p.pop() {
+        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
+        if p == Path::new("/tmp") {
+            break;
+        }
+    }
+    fs::create_dir(&f.vault).expect("mkdir vault");
+    sh(&format!("chown 65534:65534 {}", f.vault.display()));
+}
+
 /// `reverb-snap --vault V --job J [args]` as the user nobody (uid 65534).
 pub(crate) fn snap_as_nobody(f: &Fixture, args: &[&str]) -> TestCommand {
     let mut c = TestCommand::program("setpriv");
@@ -315,16 +329,7 @@ fn unreadable_files_are_skipped_and_keep_their_previous_data() {
         owners: false,
         dir_mtimes: true,
     };
-    // Let uid 65534 reach the source and own the vault.
-    let mut p = f.src.clone();
-    while p.pop() {
-        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
-        if p == Path::new("/tmp") {
-            break;
-        }
-    }
-    fs::create_dir(&f.vault).expect("mkdir vault");
-    sh(&format!("chown 65534:65534 {}", f.vault.display()));
+    open_to_nobody(&f);
     fs::write(f.src.join("public"), b"public v1").expect("write");
     fs::write(f.src.join("secret"), b"secret v1").expect("write");
     fs::create_dir(f.src.join("private")).expect("mkdir");

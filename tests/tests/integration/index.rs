@@ -5,7 +5,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use reverb_common::tree::link_text;
-use reverb_tests::{Fixture, TestCommand, cmd, stderr, stdout};
+use reverb_tests::{Fixture, TestCommand, cmd, ops, stderr, stdout};
 
 fn index(f: &Fixture, args: &[&str]) -> TestCommand {
     let mut c = f.tool("reverb-index");
@@ -227,19 +227,6 @@ fn a_damaged_job_gives_clear_errors_never_a_panic() {
         .assert_exit(75);
 }
 
-/// Pseudo-random bytes (never all-zero blocks, so no holes).
-fn pattern(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as u8) | 1
-        })
-        .collect()
-}
-
 /// Fills the filesystem at `mnt` with one preallocated file, then punches a hole in every
 /// other 8 KiB of its first 32 MiB: the free space left is small scattered pieces, so
 /// every file copied there later takes many extents (and extent-tree blocks that are only
@@ -310,14 +297,14 @@ fn sizes_stay_exact_on(fstype: &str, mib: u64, mkfs: &[&str]) {
     for i in 0..300 {
         fs::write(f.src.join(format!("small/f{i}")), format!("small {i}\n")).expect("write");
     }
-    fs::write(f.src.join("big1"), pattern(1, 2 << 20)).expect("write");
+    fs::write(f.src.join("big1"), ops::pattern(1, 2 << 20)).expect("write");
     f.first();
     exact(&f, "first version");
-    fs::write(f.src.join("big2"), pattern(2, 2 << 20)).expect("write");
+    fs::write(f.src.join("big2"), ops::pattern(2, 2 << 20)).expect("write");
     fs::write(f.src.join("small/f1"), b"changed").expect("write");
     f.rescan();
     exact(&f, "second version");
-    fs::write(f.src.join("big3"), pattern(3, 3 << 20)).expect("write");
+    fs::write(f.src.join("big3"), ops::pattern(3, 3 << 20)).expect("write");
     fs::remove_file(f.src.join("big1")).expect("rm");
     fs::write(f.src.join("small/f2"), b"changed").expect("write");
     f.rescan();

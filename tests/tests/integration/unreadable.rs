@@ -13,7 +13,7 @@ use reverb_tests::model::{CaptureOpts, capture};
 use reverb_tests::ops::{FastFixture, event};
 use reverb_tests::{Fixture, TestCommand, require_root, sh, stdout};
 
-use crate::hostile::snap_as_nobody;
+use crate::hostile::{open_to_nobody, snap_as_nobody};
 
 const NOBODY: CaptureOpts = CaptureOpts {
     owners: false,
@@ -25,15 +25,7 @@ const NOBODY: CaptureOpts = CaptureOpts {
 /// by nobody (0744, owned by root) and `public` changes. Returns the `cp -a` copy of the
 /// source as the first version saw it.
 fn private_made_unsearchable(f: &Fixture) -> std::path::PathBuf {
-    let mut p = f.src.clone();
-    while p.pop() {
-        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
-        if p == Path::new("/tmp") {
-            break;
-        }
-    }
-    fs::create_dir(&f.vault).expect("mkdir vault");
-    sh(&format!("chown 65534:65534 {}", f.vault.display()));
+    open_to_nobody(f);
     fs::write(f.src.join("public"), b"public v1").expect("write");
     fs::create_dir(f.src.join("private")).expect("mkdir");
     fs::write(f.src.join("private/inside"), b"inside v1").expect("write");
