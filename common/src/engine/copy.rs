@@ -28,6 +28,7 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::Whence;
 
+use crate::format::entry::Xattrs;
 use crate::sys;
 
 /// How many times a file that changed during its copy is copied again before it is taken
@@ -318,6 +319,41 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<CString>> {
 pub fn get_xattr(path: &Path, name: &CString) -> io::Result<Vec<u8>> {
     xattr::get(path, OsStr::from_bytes(name.as_bytes()))?
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODATA))
+}
+
+/// Would a copy made by this process carry the xattr `name`? `user.*` and the POSIX ACLs
+/// always; `trusted.*` and `security.*` only when `privileged` (an unprivileged process
+/// neither sees the first nor may set the second, and a security module labels the copy
+/// itself). Anything else (a namespace no copy sets) never counts.
+fn carried(name: &[u8], privileged: bool) -> bool {
+    name.starts_with(b"user.")
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+        || (privileged && (name.starts_with(b"trusted.") || name.starts_with(b"security.")))
+}
+
+/// The xattrs of `path` (not following symlinks) that a copy carries ([`carried`]), to
+/// compare a source entry with its copy in the vault. `None` when they cannot be compared:
+/// the filesystem has none (`ENOTSUP`), or listing or reading one fails (the entry then
+/// counts as unchanged: its previous copy is kept, docs/format.md#invariants I5). A name
+/// that vanishes between the listing and the read is left out.
+pub(crate) fn comparable_xattrs(path: &Path, privileged: bool) -> Option<Xattrs> {
+    let names = xattr::list(path).ok()?;
+    let mut out = Xattrs::new();
+    for name in names {
+        let name = name.into_vec();
+        if !carried(&name, privileged) {
+            continue;
+        }
+        match xattr::get(path, OsStr::from_bytes(&name)) {
+            Ok(Some(value)) => {
+                out.insert(name, value);
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(out)
 }
 
 /// Copies every xattr (user.*, trusted.*, security.*, system.posix_acl_*) from `src` to

@@ -19,10 +19,11 @@ use std::fs::{self, Metadata};
 use std::path::Path;
 
 use crate::engine::builder::{BaselineState, Builder, SourceListing};
+use crate::engine::copy;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
-use crate::format::entry::{Difference, EntryFacts, compare};
+use crate::format::entry::{Difference, EntryFacts, compare, needs_xattrs};
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
 use crate::vault::measure::measure_tree;
@@ -46,7 +47,10 @@ impl Tally {
 }
 
 impl Builder<'_> {
-    /// How the source entry (lstat `src_meta` at `src`) differs from the old one.
+    /// How the source entry (lstat `src_meta` at `src`) differs from the old one (its copy
+    /// in the vault at `old`). The xattrs of both are read only when every other fact is
+    /// equal ([`needs_xattrs`]): a change of xattrs or ACLs alone is an attribute change
+    /// (docs/format.md#invariants I5).
     pub fn differ(
         &self,
         src_meta: &Metadata,
@@ -54,11 +58,13 @@ impl Builder<'_> {
         src: &Path,
         old: &Path,
     ) -> Difference {
-        compare(
-            &EntryFacts::of(old, old_meta),
-            &EntryFacts::of(src, src_meta),
-            self.privileged,
-        )
+        let mut was = EntryFacts::of(old, old_meta);
+        let mut now = EntryFacts::of(src, src_meta);
+        if needs_xattrs(&was, &now, self.privileged) {
+            was.xattrs = copy::comparable_xattrs(old, self.privileged);
+            now.xattrs = copy::comparable_xattrs(src, self.privileged);
+        }
+        compare(&was, &now, self.privileged)
     }
 
     /// Do the source root's own attributes differ from the old version's root?

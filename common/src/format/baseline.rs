@@ -162,6 +162,8 @@ impl Baseline {
                 gid: num("gid")? as u32,
                 rdev: None,
                 target: (etype == EntryType::Symlink).then(|| PathBuf::from(target)),
+                // The baseline has no xattrs column: they are not compared against it.
+                xattrs: None,
             };
             let p = row.os("path").map_err(|e| bad(l, e.to_string()))?;
             b.entries.insert(p.as_bytes().to_vec(), entry);

@@ -8,14 +8,20 @@
 //!
 //! Invariants:
 //! - [`compare`] looks at type, size, mtime (to the nanosecond), permission bits, owner and
-//!   group (only when privileged: an unprivileged copy cannot keep them), device number and
-//!   link target; never at xattrs, access times or inode numbers. A directory's size is
-//!   not compared (it depends on the filesystem), nor a symlink's mode (Linux has none).
+//!   group (only when privileged: an unprivileged copy cannot keep them), device number,
+//!   link target and xattrs (ACLs are xattrs); never at access times or inode numbers. A
+//!   directory's size is not compared (it depends on the filesystem), nor a symlink's mode
+//!   (Linux has none). Xattrs are compared only when both sides' were read
+//!   ([`EntryFacts::xattrs`] is `Some` on both): reading them costs a syscall or two per
+//!   name, so the caller reads them only when every other fact is equal
+//!   ([`needs_xattrs`]) and only the names a copy can carry (the engine's choice).
 //! - A difference in type, size, mtime, device number or link target is a content
 //!   difference, except that a directory's mtime is an attribute; for files and
 //!   directories, mode and owner are attributes; for links and special files every
-//!   difference is content (they are recreated, never patched).
+//!   difference is content (they are recreated, never patched). A difference of xattrs
+//!   alone is an attribute of a file or directory, content of anything else.
 
+use std::collections::BTreeMap;
 use std::fs::{self, FileType, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -139,7 +145,13 @@ pub struct EntryFacts {
     pub rdev: Option<u64>,
     /// A symlink's target (`None` when unreadable or not a symlink).
     pub target: Option<PathBuf>,
+    /// The xattrs (name → value) that count; `None` when not read (an lstat alone, a
+    /// baseline record) or not supported where the entry lives.
+    pub xattrs: Option<Xattrs>,
 }
+
+/// Xattr names and values, in name order.
+pub type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
 
 impl EntryFacts {
     /// The facts of the entry at `path`, whose lstat is `meta`.
@@ -162,6 +174,7 @@ impl EntryFacts {
             } else {
                 None
             },
+            xattrs: None,
         }
     }
 }
@@ -189,13 +202,23 @@ pub fn compare(old: &EntryFacts, new: &EntryFacts, privileged: bool) -> Differen
         || old.target != new.target;
     let owner_differs = privileged && (old.uid != new.uid || old.gid != new.gid);
     let mode_differs = new.etype != EntryType::Symlink && old.mode != new.mode;
-    let attr_differs = owner_differs || mode_differs || (is_dir && old.mtime != new.mtime);
+    let xattrs_differ = matches!((&old.xattrs, &new.xattrs), (Some(a), Some(b)) if a != b);
+    let attr_differs =
+        owner_differs || mode_differs || xattrs_differ || (is_dir && old.mtime != new.mtime);
     match new.etype {
         _ if content_differs => Difference::Content,
         _ if !attr_differs => Difference::Same,
         EntryType::File | EntryType::Dir => Difference::Attributes,
         EntryType::Symlink | EntryType::Other(_) => Difference::Content,
     }
+}
+
+/// Would reading the xattrs of both sides change what [`compare`] says? Only when it says
+/// [`Difference::Same`] without them: any other difference already makes the entry copied
+/// (with the source's xattrs).
+pub fn needs_xattrs(old: &EntryFacts, new: &EntryFacts, privileged: bool) -> bool {
+    (old.xattrs.is_none() || new.xattrs.is_none())
+        && compare(old, new, privileged) == Difference::Same
 }
 
 #[cfg(test)]
@@ -212,7 +235,15 @@ mod tests {
             gid: 2,
             rdev: Some(0),
             target: None,
+            xattrs: Some(Xattrs::from([(b"user.a".to_vec(), b"1".to_vec())])),
         }
+    }
+
+    fn set_xattr(facts: &mut EntryFacts, name: &[u8], value: &[u8]) {
+        facts
+            .xattrs
+            .get_or_insert_default()
+            .insert(name.to_vec(), value.to_vec());
     }
 
     fn with(etype: EntryType, f: impl FnOnce(&mut EntryFacts)) -> (EntryFacts, EntryFacts) {
@@ -236,6 +267,52 @@ mod tests {
             ("file uid", T::File, |n| n.uid = 9, Attributes),
             ("file gid", T::File, |n| n.gid = 9, Attributes),
             ("file to dir", T::File, |n| n.etype = T::Dir, Content),
+            (
+                "file xattr value",
+                T::File,
+                |n| set_xattr(n, b"user.a", b"2"),
+                Attributes,
+            ),
+            (
+                "file xattr added",
+                T::File,
+                |n| set_xattr(n, b"user.b", b""),
+                Attributes,
+            ),
+            (
+                "file xattr removed",
+                T::File,
+                |n| n.xattrs = Some(Xattrs::new()),
+                Attributes,
+            ),
+            ("file xattrs unread", T::File, |n| n.xattrs = None, Same),
+            (
+                "file size and xattr",
+                T::File,
+                |n| {
+                    n.size = 4;
+                    set_xattr(n, b"user.a", b"2");
+                },
+                Content,
+            ),
+            (
+                "dir xattr (an ACL)",
+                T::Dir,
+                |n| set_xattr(n, b"system.posix_acl_default", b"x"),
+                Attributes,
+            ),
+            (
+                "link xattr",
+                T::Symlink,
+                |n| set_xattr(n, b"trusted.a", b"2"),
+                Content,
+            ),
+            (
+                "device xattr",
+                dev,
+                |n| set_xattr(n, b"user.a", b"2"),
+                Content,
+            ),
             ("dir size", T::Dir, |n| n.size = 4096, Same),
             ("dir mtime", T::Dir, |n| n.mtime.0 = 1, Attributes),
             ("dir mode", T::Dir, |n| n.mode = 0o700, Attributes),
@@ -264,6 +341,31 @@ mod tests {
         }
         let (old, new) = with(T::File, |n| n.uid = 9);
         assert_eq!(compare(&old, &new, false), Same, "owner unprivileged");
+    }
+
+    #[test]
+    fn xattrs_are_needed_only_when_all_else_is_equal() {
+        let unread = |mut f: EntryFacts| {
+            f.xattrs = None;
+            f
+        };
+        let (old, new) = with(EntryType::File, |_| {});
+        assert!(needs_xattrs(
+            &unread(old.clone()),
+            &unread(new.clone()),
+            true
+        ));
+        assert!(!needs_xattrs(&old, &new, true), "already read");
+        let (old, new) = with(EntryType::File, |n| n.mode = 0o600);
+        assert!(
+            !needs_xattrs(&unread(old), &unread(new), true),
+            "mode differs"
+        );
+        let (old, new) = with(EntryType::File, |n| n.size = 9);
+        assert!(
+            !needs_xattrs(&unread(old), &unread(new), true),
+            "size differs"
+        );
     }
 
     #[test]

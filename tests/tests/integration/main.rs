@@ -21,3 +21,4 @@ mod unreadable;
 mod watch;
 mod watch_limits;
 mod watch_support;
+mod xattrs;

@@ -1,0 +1,148 @@
+//! A change of xattrs or ACLs alone is a change like any other (docs/format.md#invariants
+//! I5): after an `attrib` event or a plain rescan, the new version's restore has exactly the
+//! source's xattrs and ACLs, and its data is the same. The oracle is `getfattr -d -m -` and
+//! `getfacl` on the source and on the restored tree, and the bytes of the file; skipped with
+//! a printed reason where `setfattr`/`setfacl` are missing (CI installs `attr` and `acl`).
+
+use std::fs;
+use std::path::Path;
+
+use reverb_tests::ops::{event, snap_changes};
+use reverb_tests::{Fixture, TestCommand, have, is_root, sh, stdout};
+
+/// One attribute change: a shell command run on the entry's path.
+struct Step {
+    what: &'static str,
+    command: &'static str,
+    dir_only: bool,
+}
+
+/// The changes each test makes, in order, to a file and to a directory.
+fn steps() -> Vec<Step> {
+    let step = |what, command, dir_only| Step {
+        what,
+        command,
+        dir_only,
+    };
+    let mut all = vec![
+        step("change user.a", "setfattr -n user.a -v 2", false),
+        step("add user.b", "setfattr -n user.b -v new", false),
+        step("remove user.a", "setfattr -x user.a", false),
+        step("add an ACL", "setfacl -m u:nobody:r", false),
+        step("add a default ACL", "setfacl -d -m u:nobody:rx", true),
+        step("remove the ACLs", "setfacl -b", false),
+    ];
+    if is_root() {
+        all.push(step("add trusted.t", "setfattr -n trusted.t -v 1", false));
+    }
+    all
+}
+
+/// Are the attr and acl tools there? Prints why not.
+fn tools_present() -> bool {
+    let ok = have("setfattr") && have("getfattr") && have("setfacl") && have("getfacl");
+    if !ok {
+        eprintln!("SKIPPED (setfattr/getfattr/setfacl/getfacl not installed): xattr-only changes");
+    }
+    ok
+}
+
+/// `program args path`'s stdout without its `# file:` line (the path differs).
+fn oracle(program: &str, args: &[&str], path: &Path) -> String {
+    let mut c = TestCommand::program(program);
+    c.args(args).arg(path);
+    let text = stdout(&c.assert_success());
+    text.lines()
+        .filter(|l| !l.starts_with("# file:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every xattr (ACLs included) and the ACL of `path`, as the tools show them.
+fn attributes(path: &Path) -> String {
+    let xattrs = oracle(
+        "getfattr",
+        &["-d", "-m", "-", "-h", "--absolute-names"],
+        path,
+    );
+    let acl = oracle("getfacl", &["-p"], path);
+    format!("{xattrs}\n--\n{acl}")
+}
+
+/// A source with a file `f` and a directory `d` (holding `d/inside`), each with
+/// `user.a=1`, and its first version. The source's root has an xattr and an ACL too, which
+/// the versions keep: no version for them when nothing changes.
+fn fixture() -> Fixture {
+    let f = Fixture::new();
+    fs::write(f.src.join("f"), b"the data of f").expect("write f");
+    fs::create_dir(f.src.join("d")).expect("mkdir d");
+    fs::write(f.src.join("d/inside"), b"inside").expect("write inside");
+    sh(&format!(
+        "setfattr -n user.root -v r {0} && setfacl -m u:nobody:rx {0}",
+        f.src.display()
+    ));
+    for name in ["f", "d"] {
+        sh(&format!(
+            "setfattr -n user.a -v 1 {}",
+            f.src.join(name).display()
+        ));
+    }
+    assert!(!f.first().is_empty(), "a first version");
+    f
+}
+
+/// Version `v` restores `name` with the source's attributes and the same data.
+fn assert_restored(f: &Fixture, v: &str, name: &str, what: &str) {
+    assert!(!v.is_empty(), "{what} on {name}: a new version");
+    let restored = f.restore(v);
+    assert_eq!(
+        attributes(&restored.join(name)),
+        attributes(&f.src.join(name)),
+        "{what} on {name}: the restore has exactly the source's xattrs and ACLs"
+    );
+    let data = if name == "f" { "f" } else { "d/inside" };
+    assert_eq!(
+        fs::read(restored.join(data)).expect("restored data"),
+        fs::read(f.src.join(data)).expect("source data"),
+        "{what} on {name}: the data is unchanged"
+    );
+    f.check_clean();
+}
+
+/// Runs every step on `f` and `d`, building each version with `build(fixture, name)`.
+fn each_step(build: impl Fn(&Fixture, &str) -> String) {
+    let f = fixture();
+    for step in steps() {
+        for (name, is_dir) in [("f", false), ("d", true)] {
+            if step.dir_only && !is_dir {
+                continue;
+            }
+            sh(&format!("{} {}", step.command, f.src.join(name).display()));
+            let v = build(&f, name);
+            assert_restored(&f, &v, name, step.what);
+            assert_eq!(build(&f, name), "", "{}: no change, no version", step.what);
+        }
+    }
+}
+
+#[test]
+fn an_xattr_or_acl_change_alone_is_versioned_after_an_attrib_event() {
+    if !tools_present() {
+        return;
+    }
+    each_step(|f, name| {
+        let etype = if name == "f" { "file" } else { "dir" };
+        let lines = [event("attrib", etype, Path::new(name), None)];
+        stdout(&snap_changes(f, &lines, &[]).assert_success())
+            .trim()
+            .to_owned()
+    });
+}
+
+#[test]
+fn an_xattr_or_acl_change_alone_is_versioned_after_a_rescan() {
+    if !tools_present() {
+        return;
+    }
+    each_step(|f, _| f.rescan());
+}
