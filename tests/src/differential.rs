@@ -1,4 +1,5 @@
-//! The differential test of real use (issue #13, docs/reliability.md#differential-test-of-real-use):
+//! The differential test of real use (issue #13; docs/reliability.md, "Differential test of
+//! real use"):
 //! seeded random histories of what people really do to a tree (editor saves, appends,
 //! truncations, `tar x`, mkdir/rmdir, renaming the folder that holds most files, chmod,
 //! chown, `touch`, symlinks within and across folders, hard links, FIFOs), versioned by
@@ -467,6 +468,15 @@ fn dirs_of(all: &Ents) -> Vec<PathBuf> {
     d
 }
 
+/// The archive's members, parents first, and whether each is a folder.
+const TAR_MEMBERS: [(&str, bool); 6] = [
+    ("t", true),
+    ("t/readme", false),
+    ("t/lib", true),
+    ("t/lib/x.c", false),
+    ("t/lib/y.c", false),
+    ("t/bin", false),
+];
 const NAMES: [&str; 8] = ["a", "b", "notes.txt", "lib", "x y", "main.rs", "1", "2"];
 const FILE_MODES: [u32; 5] = [0o644, 0o600, 0o755, 0o400, 0o664];
 const DIR_MODES: [u32; 4] = [0o755, 0o700, 0o750, 0o775];
@@ -607,7 +617,13 @@ impl Source<'_> {
     /// `tar x` of the history's small archive into a random directory.
     fn tar_x(&mut self, all: &Ents) -> Vec<String> {
         let d = self.rng.pick(&dirs_of(all)).expect("root");
-        if fs::symlink_metadata(self.root.join(&d).join("t")).is_ok_and(|m| !m.is_dir()) {
+        // tar cannot extract over a non-directory where the archive has a folder, nor
+        // over a directory where it has a file: such a target is skipped.
+        let clash = TAR_MEMBERS.iter().any(|(member, is_dir)| {
+            fs::symlink_metadata(self.root.join(&d).join(member))
+                .is_ok_and(|m| m.is_dir() != *is_dir)
+        });
+        if clash {
             return vec![];
         }
         sh(&format!(
@@ -617,7 +633,7 @@ impl Source<'_> {
         ));
         self.note(format!("tar x into {}/", d.display()));
         let mut evs = Vec::new();
-        for member in ["t", "t/readme", "t/lib", "t/lib/x.c", "t/lib/y.c", "t/bin"] {
+        for (member, _) in TAR_MEMBERS {
             let p = d.join(member);
             let m = fs::symlink_metadata(self.root.join(&p)).expect("extracted");
             evs.push(event("create", etype(&m), &p, None));

@@ -1,4 +1,4 @@
-//! The differential test of real use (docs/reliability.md#differential-test-of-real-use):
+//! The differential test of real use (docs/reliability.md, "Differential test of real use"):
 //! seeded random histories of real-world operations, every version compared three ways
 //! (restored, browsed through its links, its own stats) with a `cp -a` copy of the source
 //! taken at that moment, as root and as the user nobody. The machinery is
