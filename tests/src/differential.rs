@@ -721,11 +721,16 @@ impl Source<'_> {
         let Some((p, _)) = self.rng.pick(all) else {
             return vec![];
         };
-        let t = format!(
-            "@{}.{:09}",
-            1_600_000_000 + self.rng.below(1 << 27),
-            self.rng.below(1_000_000_000)
-        );
+        // An old time, or now (within a timestamp tick of the last version's copies).
+        let t = if self.rng.below(3) == 0 {
+            "now".to_owned()
+        } else {
+            format!(
+                "@{}.{:09}",
+                1_600_000_000 + self.rng.below(1 << 27),
+                self.rng.below(1_000_000_000)
+            )
+        };
         TestCommand::program("touch")
             .args(["-h", "-d", &t])
             .arg(self.root.join(&p))
@@ -967,6 +972,20 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
         tally.checks += 1;
         if !problems.is_empty() {
             fail(seed, who, step, &newest, &problems, &s.log);
+        }
+        // Sometimes retire old versions, as a configured limit would: the newest version's
+        // links are moved to the new holders and it must still be the source.
+        if step > 0 && s.rng.below(5) == 0 {
+            let keep = (2 + s.rng.below(3)).to_string();
+            tool(&f, who, "reverb-retire")
+                .args(["--keep", &keep])
+                .assert_success();
+            s.log.push(format!("-- reverb-retire --keep {keep}"));
+            let problems = check_version(&f, who, &cap, &work, &newest, knobs);
+            tally.checks += 1;
+            if !problems.is_empty() {
+                fail(seed, who, step, &newest, &problems, &s.log);
+            }
         }
     }
     tally.histories += 1;
