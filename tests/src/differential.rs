@@ -929,11 +929,6 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
         tar,
         log: vec!["initial tree".into()],
     };
-    let first = || {
-        let mut c = tool(&f, who, "reverb-snap");
-        c.arg("--init").arg("--source").arg(&f.src);
-        c
-    };
     let mut newest = String::new();
     for step in 0..=knobs.steps {
         let mut events = Vec::new();
@@ -949,30 +944,19 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
             cap.display(),
             f.src.display()
         ));
-        let by_events = step > 0 && s.rng.below(2) == 0;
-        let mut snap = if step == 0 {
-            first()
-        } else if by_events {
-            changes(&f, who, &events)
-        } else {
-            tool(&f, who, "reverb-snap")
-        };
-        let v = snap.stdout().trim().to_owned();
-        s.log.push(format!(
-            "-- {} -> {}",
-            if by_events { "events" } else { "rescan" },
-            if v.is_empty() { "no version" } else { &v }
-        ));
         tally.events += events.len() as u64;
-        if !v.is_empty() {
+        if let Some(v) = take_version(&f, &mut s, step, &events) {
             newest = v;
             tally.versions += 1;
         }
-        let problems = check_version(&f, who, &cap, &work, &newest, knobs);
-        tally.checks += 1;
-        if !problems.is_empty() {
-            fail(seed, who, step, &newest, &problems, &s.log);
-        }
+        let check = |log: &[String], tally: &mut Tally| {
+            let problems = check_version(&f, who, &cap, &work, &newest, knobs);
+            tally.checks += 1;
+            if !problems.is_empty() {
+                fail(seed, who, step, &newest, &problems, log);
+            }
+        };
+        check(&s.log, tally);
         // Sometimes retire old versions, as a configured limit would: the newest version's
         // links are moved to the new holders and it must still be the source.
         if step > 0 && s.rng.below(5) == 0 {
@@ -981,14 +965,28 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
                 .args(["--keep", &keep])
                 .assert_success();
             s.log.push(format!("-- reverb-retire --keep {keep}"));
-            let problems = check_version(&f, who, &cap, &work, &newest, knobs);
-            tally.checks += 1;
-            if !problems.is_empty() {
-                fail(seed, who, step, &newest, &problems, &s.log);
-            }
+            check(&s.log, tally);
         }
     }
     tally.histories += 1;
+}
+
+/// The first version (step 0), or one by events or by rescan; the version made, if any.
+fn take_version(f: &Fixture, s: &mut Source<'_>, step: usize, events: &[String]) -> Option<String> {
+    let by_events = step > 0 && s.rng.below(2) == 0;
+    let mut snap = tool(f, s.who, "reverb-snap");
+    if step == 0 {
+        snap.arg("--init").arg("--source").arg(&f.src);
+    } else if by_events {
+        snap = changes(f, s.who, events);
+    }
+    let v = snap.stdout().trim().to_owned();
+    s.log.push(format!(
+        "-- {} -> {}",
+        if by_events { "events" } else { "rescan" },
+        if v.is_empty() { "no version" } else { &v }
+    ));
+    (!v.is_empty()).then_some(v)
 }
 
 fn settle_owner(src: &Path, who: Who) {
