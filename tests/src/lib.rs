@@ -23,6 +23,7 @@ use std::process::{Command, Output};
 
 mod bins;
 mod command;
+pub mod differential;
 pub mod model;
 pub mod ops;
 

@@ -5,6 +5,7 @@
 
 mod changes;
 mod crash;
+mod differential;
 mod faults;
 mod fullness;
 mod guards;

@@ -1,0 +1,1064 @@
+//! The differential test of real use (issue #13; docs/reliability.md, "Differential test of
+//! real use"):
+//! seeded random histories of what people really do to a tree (editor saves, appends,
+//! truncations, `tar x`, mkdir/rmdir, renaming the folder that holds most files, chmod,
+//! chown, `touch`, symlinks within and across folders, hard links, FIFOs), versioned by
+//! events (`reverb-snap --changes -`) and by rescans (`reverb-snap`), each version compared
+//! with a `cp -a` copy of the source taken at that moment.
+//!
+//! # The oracle is independent of the library
+//!
+//! Everything this module compares is read with `std::fs`, `cp -a`, `tar` and `getfattr`,
+//! never with `reverb_common`: the only library items used are the event-line header and
+//! escaping, which are the *input* format the tool is fed. A vault link is told from a source
+//! link by the text shape docs/format.md#vault-links gives, re-implemented here.
+//!
+//! # The three views
+//!
+//! 1. [`restore_view`]: `reverb-restore` of the version, lstat'ed entry by entry (type,
+//!    content, mode, mtime ns, owner as root, link text; xattrs with `REVERB_DIFF_XATTRS=1`).
+//! 2. [`browse_view`]: the version directory read as a user browses it, following every
+//!    link (so relative source links resolve inside the version); source links that dangle
+//!    or leave the source are compared by their text.
+//! 3. [`stat_view`]: the version's own stats through its vault links (type, size, mode,
+//!    mtime, owner as root, link text).
+//!
+//! Every difference names the history's seed, the version, the path and the field.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::ops::{FastFixture, event};
+use crate::{Fixture, TestCommand, bin, sh};
+
+/// The test's knobs (environment variables, see README's test-knobs table).
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    /// `REVERB_DIFF_CASES`: histories per run.
+    pub cases: u64,
+    /// Versions after the first, per history.
+    pub steps: usize,
+    /// `REVERB_DIFF_SEED`: the first history's seed (history `i` uses `seed + i`).
+    pub seed: u64,
+    /// `REVERB_DIFF_XATTRS=1`: xattr-only changes (a known open bug, I5 status).
+    pub xattrs: bool,
+    /// `REVERB_DIFF_CLIMBING_LINKS=1`: relative links across folders (open bug, I8 status).
+    pub climbing: bool,
+}
+
+impl Knobs {
+    /// Reads the environment; `REVERB_DIFF_SOAK=1` makes the defaults long.
+    pub fn from_env(default_cases: u64) -> Knobs {
+        let var = |k: &str| std::env::var(k).ok();
+        let on = |k: &str| var(k).is_some_and(|v| v == "1");
+        let soak = on("REVERB_DIFF_SOAK");
+        let num = |k: &str| var(k).and_then(|v| parse_num(&v));
+        Knobs {
+            cases: num("REVERB_DIFF_CASES").unwrap_or(if soak { 300 } else { default_cases }),
+            steps: if soak { 30 } else { 12 },
+            seed: num("REVERB_DIFF_SEED").unwrap_or(0x5EED_0013),
+            xattrs: on("REVERB_DIFF_XATTRS"),
+            climbing: on("REVERB_DIFF_CLIMBING_LINKS"),
+        }
+    }
+}
+
+fn parse_num(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// SplitMix64: a tiny seeded generator, so a seed names a history exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+
+    /// An element of `v`.
+    pub fn pick<T: Clone>(&mut self, v: &[T]) -> Option<T> {
+        (!v.is_empty()).then(|| v[self.below(v.len())].clone())
+    }
+}
+
+/// Who runs the tools: root, or the user nobody on a source nobody owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Root,
+    Nobody,
+}
+
+const NOBODY: u32 = 65534;
+
+// ---------------------------------------------------------------------------------------
+// The oracle: what a tree shows, read with std::fs only.
+
+/// One entry as lstat shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub kind: char,
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
+    pub mtime: (i64, i64),
+    pub size: u64,
+    pub content: Option<u64>,
+    pub target: Option<PathBuf>,
+}
+
+fn kind(ft: fs::FileType) -> char {
+    match () {
+        _ if ft.is_symlink() => 'l',
+        _ if ft.is_dir() => 'd',
+        _ if ft.is_file() => 'f',
+        _ if ft.is_fifo() => 'p',
+        _ if ft.is_socket() => 's',
+        _ if ft.is_char_device() => 'c',
+        _ => 'b',
+    }
+}
+
+fn hash_file(p: &Path) -> u64 {
+    let data = fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+/// What lstat (plus the content, for a file) shows of `abs`.
+fn seen(abs: &Path, m: &fs::Metadata, owners: bool) -> Seen {
+    let k = kind(m.file_type());
+    Seen {
+        kind: k,
+        mode: if k == 'l' { 0 } else { m.mode() & 0o7777 },
+        owner: owners.then(|| (m.uid(), m.gid())),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        size: if k == 'f' || k == 'l' { m.len() } else { 0 },
+        content: (k == 'f').then(|| hash_file(abs)),
+        target: (k == 'l').then(|| fs::read_link(abs).expect("readlink")),
+    }
+}
+
+fn sorted_names(dir: &Path) -> Vec<OsString> {
+    let mut v: Vec<OsString> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every entry of the tree at `root` (`.` for the root), not following links.
+pub fn lstat_tree(root: &Path, owners: bool) -> BTreeMap<PathBuf, Seen> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = root.join(&rel);
+        let m = fs::symlink_metadata(&abs).expect("lstat");
+        if m.is_dir() {
+            for n in sorted_names(&abs) {
+                stack.push(rel.join(n));
+            }
+        }
+        out.insert(shown(&rel), seen(&abs, &m, owners));
+    }
+    out
+}
+
+/// A relative path as the reports show it (`.` for the root).
+fn shown(rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.to_path_buf()
+    }
+}
+
+/// Differences between two lstat views, one line per path and field.
+fn diff_seen(exp: &BTreeMap<PathBuf, Seen>, got: &BTreeMap<PathBuf, Seen>, out: &mut Vec<String>) {
+    for (p, e) in exp {
+        let Some(g) = got.get(p) else {
+            out.push(format!("{}: missing", p.display()));
+            continue;
+        };
+        diff_fields(p, e, g, out);
+    }
+    for p in got.keys().filter(|p| !exp.contains_key(*p)) {
+        out.push(format!("{}: unexpected entry", p.display()));
+    }
+}
+
+fn diff_fields(p: &Path, e: &Seen, g: &Seen, out: &mut Vec<String>) {
+    let mut field = |name: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{}: {name}: source {a}, version {b}", p.display()));
+        }
+    };
+    field("type", e.kind.to_string(), g.kind.to_string());
+    if e.kind != g.kind {
+        return;
+    }
+    field("mode", format!("{:o}", e.mode), format!("{:o}", g.mode));
+    field("owner", format!("{:?}", e.owner), format!("{:?}", g.owner));
+    field("mtime", format!("{:?}", e.mtime), format!("{:?}", g.mtime));
+    field("size", e.size.to_string(), g.size.to_string());
+    field(
+        "content",
+        format!("{:?}", e.content),
+        format!("{:?}", g.content),
+    );
+    field(
+        "link text",
+        format!("{:?}", e.target),
+        format!("{:?}", g.target),
+    );
+}
+
+/// xattrs of every entry below `root`, by path (`getfattr -R -P -h -d -m -`).
+fn xattrs(root: &Path) -> BTreeMap<String, String> {
+    let o = Command::new("getfattr")
+        .args(["-R", "-P", "-h", "-d", "-m", "-", "."])
+        .current_dir(root)
+        .output()
+        .expect("getfattr");
+    String::from_utf8_lossy(&o.stdout)
+        .split("\n\n")
+        .filter_map(|block| {
+            let (head, rest) = block.trim().split_once('\n')?;
+            Some((
+                head.trim_start_matches("# file: ").to_owned(),
+                rest.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn diff_xattrs(cap: &Path, restored: &Path, out: &mut Vec<String>) {
+    let (want, got) = (xattrs(cap), xattrs(restored));
+    for p in want
+        .keys()
+        .chain(got.keys().filter(|p| !want.contains_key(*p)))
+    {
+        if want.get(p) != got.get(p) {
+            out.push(format!(
+                "{p}: xattrs: source {:?}, version {:?}",
+                want.get(p),
+                got.get(p)
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The three views.
+
+/// View 1: the restored version against the capture, every field.
+pub fn restore_view(cap: &Path, restored: &Path, owners: bool, xattrs: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    diff_seen(
+        &lstat_tree(cap, owners),
+        &lstat_tree(restored, owners),
+        &mut out,
+    );
+    if xattrs {
+        diff_xattrs(cap, restored, &mut out);
+    }
+    out
+}
+
+/// Is `text` the vault link a version holds at `rel` (docs/format.md#vault-links)?
+fn is_vault_text(text: &Path, rel: &Path) -> bool {
+    let depth = rel.components().count();
+    let t = text.as_os_str().as_bytes();
+    let Some(rest) = t.strip_prefix("../".repeat(depth).as_bytes()) else {
+        return false;
+    };
+    let Some(slash) = rest.iter().position(|&b| b == b'/') else {
+        return false;
+    };
+    let (name, path) = (&rest[..slash], &rest[slash + 1..]);
+    name.len() > 2
+        && name[0] == b'V'
+        && name[1].is_ascii_digit()
+        && name.contains(&b'-')
+        && path == rel.as_os_str().as_bytes()
+}
+
+/// `ver/rel` with its own vault links followed (never a source link): where a browsing
+/// user's lstat of that path lands.
+fn through_vault_links(ver: &Path, rel: &Path) -> PathBuf {
+    let mut at = ver.join(rel);
+    for _ in 0..40 {
+        let Ok(text) = fs::read_link(&at) else {
+            return at;
+        };
+        let next = at.parent().expect("parent").join(&text);
+        if !is_vault_text(&text, rel) || fs::symlink_metadata(&next).is_err() {
+            return at;
+        }
+        at = next;
+    }
+    at
+}
+
+/// Does the source link at `cap/rel` resolve to something inside the capture?
+fn resolves_inside(cap: &Path, rel: &Path) -> bool {
+    let Ok(text) = fs::read_link(cap.join(rel)) else {
+        return false;
+    };
+    if text.is_absolute() {
+        return false;
+    }
+    match (fs::canonicalize(cap.join(rel)), fs::canonicalize(cap)) {
+        (Ok(t), Ok(root)) => t.starts_with(root),
+        _ => false,
+    }
+}
+
+/// View 2: the version browsed like `cp -rL` (following links) against the capture.
+pub fn browse_view(cap: &Path, ver: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let (c, v) = (sorted_names(&cap.join(&rel)), browse_names(&ver.join(&rel)));
+        if Some(&c) != v.as_ref() {
+            out.push(format!(
+                "{}: names: source {c:?}, version {v:?}",
+                shown(&rel).display()
+            ));
+            continue;
+        }
+        for n in c {
+            let p = rel.join(n);
+            let cm = fs::symlink_metadata(cap.join(&p)).expect("lstat capture");
+            if cm.file_type().is_symlink() && !resolves_inside(cap, &p) {
+                let want = fs::read_link(cap.join(&p)).ok();
+                let got = fs::read_link(through_vault_links(ver, &p)).ok();
+                if want != got {
+                    out.push(format!(
+                        "{}: link text: source {want:?}, version {got:?}",
+                        p.display()
+                    ));
+                }
+            } else if browse_entry(cap, ver, &p, &mut out) && !cm.file_type().is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn browse_names(dir: &Path) -> Option<Vec<OsString>> {
+    let mut v: Vec<OsString> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.file_name()))
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+/// Compares one followed entry; true when both are directories with the same names.
+fn browse_entry(cap: &Path, ver: &Path, p: &Path, out: &mut Vec<String>) -> bool {
+    let cm = fs::metadata(cap.join(p)).expect("stat capture");
+    let vm = match fs::metadata(ver.join(p)) {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(format!("{}: browsing: {e}", p.display()));
+            return false;
+        }
+    };
+    let (ck, vk) = (kind(cm.file_type()), kind(vm.file_type()));
+    if ck != vk {
+        out.push(format!(
+            "{}: type (followed): source {ck}, version {vk}",
+            p.display()
+        ));
+        return false;
+    }
+    if ck == 'f' && hash_file(&cap.join(p)) != hash_file(&ver.join(p)) {
+        out.push(format!("{}: content (followed): differs", p.display()));
+    }
+    if ck == 'd' && sorted_names(&cap.join(p)) != sorted_names(&ver.join(p)) {
+        out.push(format!("{}: names (followed) differ", p.display()));
+        return false;
+    }
+    ck == 'd'
+}
+
+/// View 3: the version's own stats through its vault links against the capture.
+pub fn stat_view(cap: &Path, ver: &Path, owners: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, e) in lstat_tree(cap, owners) {
+        let rel = if p == Path::new(".") {
+            PathBuf::new()
+        } else {
+            p.clone()
+        };
+        let at = through_vault_links(ver, &rel);
+        let Ok(m) = fs::symlink_metadata(&at) else {
+            out.push(format!("{}: stat: missing", p.display()));
+            continue;
+        };
+        let g = seen(&at, &m, owners);
+        diff_fields(
+            &p,
+            &Seen { content: None, ..e },
+            &Seen { content: None, ..g },
+            &mut out,
+        );
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Real-world operations. Each returns the event lines it implies (what reverb-watch would
+// report) and appends a description to the log.
+
+/// A source being changed: its root, the generator, the switches, the log of operations.
+pub struct Source<'a> {
+    pub root: &'a Path,
+    pub rng: Rng,
+    pub knobs: &'a Knobs,
+    pub who: Who,
+    pub tar: PathBuf,
+    pub log: Vec<String>,
+}
+
+type Ents = Vec<(PathBuf, fs::Metadata)>;
+
+fn entries(root: &Path) -> Ents {
+    crate::ops::entries(root)
+}
+
+fn of(all: &Ents, pred: impl Fn(&fs::Metadata) -> bool) -> Vec<PathBuf> {
+    all.iter()
+        .filter(|(_, m)| pred(m))
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+fn dirs_of(all: &Ents) -> Vec<PathBuf> {
+    let mut d = vec![PathBuf::new()];
+    d.extend(of(all, |m| m.is_dir()));
+    d
+}
+
+/// The archive's members, parents first, and whether each is a folder.
+const TAR_MEMBERS: [(&str, bool); 6] = [
+    ("t", true),
+    ("t/readme", false),
+    ("t/lib", true),
+    ("t/lib/x.c", false),
+    ("t/lib/y.c", false),
+    ("t/bin", false),
+];
+const NAMES: [&str; 8] = ["a", "b", "notes.txt", "lib", "x y", "main.rs", "1", "2"];
+const FILE_MODES: [u32; 5] = [0o644, 0o600, 0o755, 0o400, 0o664];
+const DIR_MODES: [u32; 4] = [0o755, 0o700, 0o750, 0o775];
+const OWNERS: [(u32, u32); 3] = [(0, 0), (1000, 1000), (65534, 65534)];
+
+fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let seed = rng.next_u64();
+    (0..len)
+        .map(|i| (seed.rotate_left(i as u32 % 64) as u8) ^ (i / 13) as u8)
+        .collect()
+}
+
+/// Every name of the inode at `rel`, as events of `kind` (one for a non-file).
+fn names_of(root: &Path, rel: &Path, kind: &str) -> Vec<String> {
+    let Ok(m) = fs::symlink_metadata(root.join(rel)) else {
+        return vec![];
+    };
+    if !m.is_file() || m.nlink() < 2 {
+        return vec![event(kind, etype(&m), rel, None)];
+    }
+    entries(root)
+        .into_iter()
+        .filter(|(_, o)| o.ino() == m.ino())
+        .map(|(p, _)| event(kind, "file", &p, None))
+        .collect()
+}
+
+/// The event type of an lstat result.
+fn etype(m: &fs::Metadata) -> &'static str {
+    match kind(m.file_type()) {
+        'l' => "symlink",
+        'd' => "dir",
+        'f' => "file",
+        _ => "other",
+    }
+}
+
+impl Source<'_> {
+    fn note(&mut self, s: String) {
+        self.log.push(s);
+    }
+
+    /// One random operation.
+    pub fn random_op(&mut self) -> Vec<String> {
+        let all = entries(self.root);
+        let ops: &[fn(&mut Self, &Ents) -> Vec<String>] = &[
+            Self::save,
+            Self::save,
+            Self::append,
+            Self::truncate,
+            Self::tar_x,
+            Self::mkdir,
+            Self::rmdir,
+            Self::rename_big_folder,
+            Self::chmod,
+            Self::chown,
+            Self::touch,
+            Self::link,
+            Self::link,
+            Self::hard_link,
+            Self::fifo,
+            Self::rm,
+            Self::create,
+            Self::xattr,
+        ];
+        let op = ops[self.rng.below(ops.len())];
+        op(self, &all)
+    }
+
+    /// Editor-style save: write `.NAME.swp`, then rename it over NAME.
+    fn save(&mut self, all: &Ents) -> Vec<String> {
+        let Some(p) = self.rng.pick(&of(all, |m| m.is_file())) else {
+            return vec![];
+        };
+        let mode = fs::metadata(self.root.join(&p)).expect("stat").mode() & 0o7777;
+        let tmp = p.with_file_name(format!(
+            ".{}.swp",
+            p.file_name().expect("name").to_string_lossy()
+        ));
+        let len = self.rng.below(20_000);
+        fs::write(self.root.join(&tmp), bytes(&mut self.rng, len)).expect("write tmp");
+        fs::set_permissions(self.root.join(&tmp), fs::Permissions::from_mode(mode)).expect("chmod");
+        fs::rename(self.root.join(&tmp), self.root.join(&p)).expect("rename over");
+        self.note(format!("save {} ({len} bytes)", p.display()));
+        vec![
+            event("create", "file", &tmp, None),
+            event("move", "file", &tmp, Some(&p)),
+        ]
+    }
+
+    fn create(&mut self, all: &Ents) -> Vec<String> {
+        let d = self.rng.pick(&dirs_of(all)).expect("root");
+        let p = d.join(NAMES[self.rng.below(NAMES.len())]);
+        if fs::symlink_metadata(self.root.join(&p)).is_ok() {
+            return vec![];
+        }
+        let len = self.rng.below(5000);
+        fs::write(self.root.join(&p), bytes(&mut self.rng, len)).expect("create");
+        self.note(format!("create {} ({len} bytes)", p.display()));
+        vec![event("create", "file", &p, None)]
+    }
+
+    fn writable_file(&mut self, all: &Ents) -> Option<PathBuf> {
+        let who = self.who;
+        self.rng.pick(&of(all, |m| {
+            m.is_file() && (who == Who::Root || m.mode() & 0o200 != 0)
+        }))
+    }
+
+    fn append(&mut self, all: &Ents) -> Vec<String> {
+        let Some(p) = self.writable_file(all) else {
+            return vec![];
+        };
+        let len = 1 + self.rng.below(3000);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.root.join(&p))
+            .expect("open");
+        std::io::Write::write_all(&mut f, &bytes(&mut self.rng, len)).expect("append");
+        self.note(format!("append {len} bytes to {}", p.display()));
+        names_of(self.root, &p, "modify")
+    }
+
+    fn truncate(&mut self, all: &Ents) -> Vec<String> {
+        let Some(p) = self.writable_file(all) else {
+            return vec![];
+        };
+        let len = self.rng.below(60_000) as u64;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.root.join(&p))
+            .expect("open");
+        f.set_len(len).expect("truncate");
+        self.note(format!("truncate {} to {len}", p.display()));
+        names_of(self.root, &p, "modify")
+    }
+
+    /// `tar x` of the history's small archive into a random directory.
+    fn tar_x(&mut self, all: &Ents) -> Vec<String> {
+        let d = self.rng.pick(&dirs_of(all)).expect("root");
+        // tar cannot extract over a non-directory where the archive has a folder, nor
+        // over a directory where it has a file: such a target is skipped.
+        let clash = TAR_MEMBERS.iter().any(|(member, is_dir)| {
+            fs::symlink_metadata(self.root.join(&d).join(member))
+                .is_ok_and(|m| m.is_dir() != *is_dir)
+        });
+        if clash {
+            return vec![];
+        }
+        sh(&format!(
+            "tar -xf '{}' -C '{}'",
+            self.tar.display(),
+            self.root.join(&d).display()
+        ));
+        self.note(format!("tar x into {}/", d.display()));
+        let mut evs = Vec::new();
+        for (member, _) in TAR_MEMBERS {
+            let p = d.join(member);
+            let m = fs::symlink_metadata(self.root.join(&p)).expect("extracted");
+            evs.push(event("create", etype(&m), &p, None));
+            if m.is_dir() {
+                evs.push(event("attrib", "dir", &p, None));
+            }
+        }
+        evs
+    }
+
+    fn mkdir(&mut self, all: &Ents) -> Vec<String> {
+        let d = self.rng.pick(&dirs_of(all)).expect("root");
+        let p = d.join(NAMES[self.rng.below(NAMES.len())]);
+        if fs::create_dir(self.root.join(&p)).is_err() {
+            return vec![];
+        }
+        self.note(format!("mkdir {}", p.display()));
+        vec![event("create", "dir", &p, None)]
+    }
+
+    fn rmdir(&mut self, all: &Ents) -> Vec<String> {
+        let empty = of(all, |m| m.is_dir());
+        let empty: Vec<PathBuf> = empty
+            .into_iter()
+            .filter(|p| sorted_names(&self.root.join(p)).is_empty())
+            .collect();
+        let Some(p) = self.rng.pick(&empty) else {
+            return vec![];
+        };
+        fs::remove_dir(self.root.join(&p)).expect("rmdir");
+        self.note(format!("rmdir {}", p.display()));
+        vec![event("delete", "dir", &p, None)]
+    }
+
+    /// Renames the top-level folder holding the most entries (or, sometimes, any folder
+    /// into another one).
+    fn rename_big_folder(&mut self, all: &Ents) -> Vec<String> {
+        let top = of(all, |m| m.is_dir())
+            .into_iter()
+            .filter(|p| p.components().count() == 1);
+        let count = |p: &PathBuf| all.iter().filter(|(q, _)| q.starts_with(p)).count();
+        let Some(from) = top.max_by_key(count) else {
+            return vec![];
+        };
+        let to = PathBuf::from(["pkg", "pkg2", "project"][self.rng.below(3)]);
+        if fs::symlink_metadata(self.root.join(&to)).is_ok() {
+            return vec![];
+        }
+        fs::rename(self.root.join(&from), self.root.join(&to)).expect("rename folder");
+        self.note(format!("mv {} {}", from.display(), to.display()));
+        vec![event("move", "dir", &from, Some(&to))]
+    }
+
+    fn chmod(&mut self, all: &Ents) -> Vec<String> {
+        let Some((p, m)) = self.rng.pick(all) else {
+            return vec![];
+        };
+        let mode = if m.is_dir() {
+            DIR_MODES[self.rng.below(DIR_MODES.len())]
+        } else if m.is_file() {
+            FILE_MODES[self.rng.below(FILE_MODES.len())]
+        } else {
+            return vec![];
+        };
+        fs::set_permissions(self.root.join(&p), fs::Permissions::from_mode(mode)).expect("chmod");
+        self.note(format!("chmod {mode:o} {}", p.display()));
+        names_of(self.root, &p, "attrib")
+    }
+
+    fn chown(&mut self, all: &Ents) -> Vec<String> {
+        let Some((p, _)) = self.rng.pick(all) else {
+            return vec![];
+        };
+        if self.who != Who::Root || !crate::is_root() {
+            return vec![];
+        }
+        let (u, g) = OWNERS[self.rng.below(OWNERS.len())];
+        std::os::unix::fs::lchown(self.root.join(&p), Some(u), Some(g)).expect("lchown");
+        self.note(format!("chown -h {u}:{g} {}", p.display()));
+        names_of(self.root, &p, "attrib")
+    }
+
+    /// `touch -h -d @T` (an mtime change alone).
+    fn touch(&mut self, all: &Ents) -> Vec<String> {
+        let Some((p, _)) = self.rng.pick(all) else {
+            return vec![];
+        };
+        // An old time, or now (within a timestamp tick of the last version's copies).
+        let t = if self.rng.below(3) == 0 {
+            "now".to_owned()
+        } else {
+            format!(
+                "@{}.{:09}",
+                1_600_000_000 + self.rng.below(1 << 27),
+                self.rng.below(1_000_000_000)
+            )
+        };
+        TestCommand::program("touch")
+            .args(["-h", "-d", &t])
+            .arg(self.root.join(&p))
+            .assert_success();
+        self.note(format!("touch -h -d {t} {}", p.display()));
+        names_of(self.root, &p, "attrib")
+    }
+
+    /// A symlink: to a sibling, `.`, an absolute path inside or outside the source, nothing,
+    /// or (`climbing`) a relative path into another folder.
+    fn link(&mut self, all: &Ents) -> Vec<String> {
+        let d = self.rng.pick(&dirs_of(all)).expect("root");
+        let p = d.join(format!("ln-{}", NAMES[self.rng.below(NAMES.len())]));
+        if fs::symlink_metadata(self.root.join(&p)).is_ok() {
+            return vec![];
+        }
+        let other = self.rng.pick(all).map(|(q, _)| q).unwrap_or_default();
+        let sibling = self
+            .rng
+            .pick(&sorted_names(&self.root.join(&d)))
+            .map(PathBuf::from);
+        let text = match self.rng.below(if self.knobs.climbing { 7 } else { 6 }) {
+            0 | 1 => sibling.unwrap_or_else(|| PathBuf::from("gone")),
+            2 => PathBuf::from("."),
+            3 => self.root.join(&other),
+            4 => PathBuf::from("/etc/hostname"),
+            5 => PathBuf::from("missing/file"),
+            _ => Path::new(&"../".repeat(d.components().count())).join(&other),
+        };
+        symlink(&text, self.root.join(&p)).expect("symlink");
+        self.note(format!("ln -s {} {}", text.display(), p.display()));
+        vec![event("create", "symlink", &p, None)]
+    }
+
+    fn hard_link(&mut self, all: &Ents) -> Vec<String> {
+        let Some(f) = self.rng.pick(&of(all, |m| m.is_file())) else {
+            return vec![];
+        };
+        let d = self.rng.pick(&dirs_of(all)).expect("root");
+        let p = d.join(format!("hl-{}", NAMES[self.rng.below(NAMES.len())]));
+        if fs::hard_link(self.root.join(&f), self.root.join(&p)).is_err() {
+            return vec![];
+        }
+        self.note(format!("ln {} {}", f.display(), p.display()));
+        vec![
+            event("create", "file", &p, None),
+            event("attrib", "file", &f, None),
+        ]
+    }
+
+    fn fifo(&mut self, all: &Ents) -> Vec<String> {
+        let d = self.rng.pick(&dirs_of(all)).expect("root");
+        let p = d.join("fifo");
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o640);
+        if nix::unistd::mkfifo(&self.root.join(&p), mode).is_err() {
+            return vec![];
+        }
+        self.note(format!("mkfifo {}", p.display()));
+        vec![event("create", "other", &p, None)]
+    }
+
+    fn rm(&mut self, all: &Ents) -> Vec<String> {
+        let Some((p, m)) = self.rng.pick(
+            &all.iter()
+                .filter(|(_, m)| !m.is_dir())
+                .cloned()
+                .collect::<Vec<_>>(),
+        ) else {
+            return vec![];
+        };
+        fs::remove_file(self.root.join(&p)).expect("rm");
+        self.note(format!("rm {}", p.display()));
+        vec![event("delete", etype(&m), &p, None)]
+    }
+
+    /// `setfattr` alone (only with `REVERB_DIFF_XATTRS=1`).
+    fn xattr(&mut self, all: &Ents) -> Vec<String> {
+        let Some((p, m)) = self.rng.pick(all) else {
+            return vec![];
+        };
+        if !self.knobs.xattrs || !(m.is_file() || m.is_dir()) {
+            return vec![];
+        }
+        let v = format!("v{}", self.rng.below(1000));
+        TestCommand::program("setfattr")
+            .args(["-n", "user.note", "-v", &v])
+            .arg(self.root.join(&p))
+            .assert_success();
+        self.note(format!("setfattr -n user.note -v {v} {}", p.display()));
+        names_of(self.root, &p, "attrib")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// One history.
+
+/// What a run checked.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub histories: u64,
+    pub versions: u64,
+    pub checks: u64,
+    pub events: u64,
+}
+
+/// The starting tree: most files in `pkg/`, a few links, a big-ish file.
+fn initial_tree(src: &Path, rng: &mut Rng, knobs: &Knobs) {
+    for d in ["pkg/a", "pkg/b/deep", "pkg/c", "docs"] {
+        fs::create_dir_all(src.join(d)).expect("mkdir");
+    }
+    for (f, len) in [
+        ("pkg/a/1", 3000),
+        ("pkg/a/2", 100),
+        ("pkg/b/1", 7000),
+        ("pkg/b/deep/x", 50),
+        ("pkg/c/big", 300_000),
+        ("docs/readme", 900),
+        ("top", 10),
+    ] {
+        fs::write(src.join(f), bytes(rng, len)).expect("write");
+    }
+    symlink("1", src.join("pkg/b/lnk")).expect("symlink");
+    symlink(src.join("pkg/a/1"), src.join("docs/abs")).expect("symlink");
+    symlink("/etc/hostname", src.join("docs/host")).expect("symlink");
+    if knobs.climbing {
+        symlink("../a/1", src.join("pkg/b/up")).expect("symlink");
+    }
+}
+
+/// The small archive `tar x` extracts: a folder, a subfolder, files with old mtimes, a link.
+fn make_tar(dir: &Path, rng: &mut Rng) -> PathBuf {
+    let stage = dir.join("tar-stage");
+    fs::create_dir_all(stage.join("t/lib")).expect("mkdir");
+    for (f, len) in [("t/readme", 400), ("t/lib/x.c", 2000), ("t/lib/y.c", 1200)] {
+        fs::write(stage.join(f), bytes(rng, len)).expect("write");
+    }
+    symlink("lib/x.c", stage.join("t/bin")).expect("symlink");
+    let tar = dir.join("t.tar");
+    sh(&format!(
+        "cd '{}' && touch -h -d @1500000000.123456789 t/readme t/lib/x.c t/lib t/bin t && tar -cf '{}' t",
+        stage.display(),
+        tar.display()
+    ));
+    tar
+}
+
+/// `reverb-TOOL --vault V --job J`, as `who`.
+fn tool(f: &Fixture, who: Who, name: &str) -> TestCommand {
+    if who == Who::Root {
+        return f.tool(name);
+    }
+    let mut c = TestCommand::program("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin(name))
+        .arg("--vault")
+        .arg(&f.vault)
+        .arg("--job")
+        .arg(&f.job)
+        .show_dir(f.job_dir());
+    c
+}
+
+/// Lets nobody reach the source and own the vault and the restore area.
+fn prepare_for_nobody(f: &Fixture, work: &Path) {
+    let mut p = f.src.clone();
+    while p.pop() {
+        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
+        if p == Path::new("/tmp") || p == Path::new("/") {
+            break;
+        }
+    }
+    fs::create_dir_all(&f.vault).expect("mkdir vault");
+    sh(&format!(
+        "chown {NOBODY}:{NOBODY} '{}' '{}'",
+        f.vault.display(),
+        work.display()
+    ));
+}
+
+/// Runs one history; panics naming the seed, the version, the path and the field.
+pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
+    let f = FastFixture::new(128);
+    let work = f._tmp.path().join("work");
+    fs::create_dir(&work).expect("mkdir work");
+    let mut rng = Rng::new(seed);
+    let tar = make_tar(f._tmp.path(), &mut rng);
+    initial_tree(&f.src, &mut rng, knobs);
+    if who == Who::Nobody {
+        prepare_for_nobody(&f, &work);
+    }
+    let mut s = Source {
+        root: &f.src,
+        rng,
+        knobs,
+        who,
+        tar,
+        log: vec!["initial tree".into()],
+    };
+    let mut newest = String::new();
+    for step in 0..=knobs.steps {
+        let mut events = Vec::new();
+        if step > 0 {
+            for _ in 0..1 + s.rng.below(4) {
+                events.extend(s.random_op());
+            }
+        }
+        settle_owner(&f.src, who);
+        let cap = work.join("capture");
+        sh(&format!(
+            "rm -rf '{0}' && cp -a '{1}' '{0}'",
+            cap.display(),
+            f.src.display()
+        ));
+        tally.events += events.len() as u64;
+        if let Some(v) = take_version(&f, &mut s, step, &events) {
+            newest = v;
+            tally.versions += 1;
+        }
+        let check = |log: &[String], tally: &mut Tally| {
+            let problems = check_version(&f, who, &cap, &work, &newest, knobs);
+            tally.checks += 1;
+            if !problems.is_empty() {
+                fail(seed, who, step, &newest, &problems, log);
+            }
+        };
+        check(&s.log, tally);
+        // Sometimes retire old versions, as a configured limit would: the newest version's
+        // links are moved to the new holders and it must still be the source.
+        if step > 0 && s.rng.below(5) == 0 {
+            let keep = (2 + s.rng.below(3)).to_string();
+            tool(&f, who, "reverb-retire")
+                .args(["--keep", &keep])
+                .assert_success();
+            s.log.push(format!("-- reverb-retire --keep {keep}"));
+            check(&s.log, tally);
+        }
+    }
+    tally.histories += 1;
+}
+
+/// The first version (step 0), or one by events or by rescan; the version made, if any.
+fn take_version(f: &Fixture, s: &mut Source<'_>, step: usize, events: &[String]) -> Option<String> {
+    let by_events = step > 0 && s.rng.below(2) == 0;
+    let mut snap = tool(f, s.who, "reverb-snap");
+    if step == 0 {
+        snap.arg("--init").arg("--source").arg(&f.src);
+    } else if by_events {
+        snap = changes(f, s.who, events);
+    }
+    let v = snap.stdout().trim().to_owned();
+    s.log.push(format!(
+        "-- {} -> {}",
+        if by_events { "events" } else { "rescan" },
+        if v.is_empty() { "no version" } else { &v }
+    ));
+    (!v.is_empty()).then_some(v)
+}
+
+fn settle_owner(src: &Path, who: Who) {
+    if who == Who::Nobody {
+        sh(&format!(
+            "chown -R -h {NOBODY}:{NOBODY} '{}'",
+            src.display()
+        ));
+    }
+}
+
+fn changes(f: &Fixture, who: Who, events: &[String]) -> TestCommand {
+    let mut text = format!("{}\n", reverb_common::events::HEADER);
+    for e in events {
+        text.push_str(e);
+        text.push('\n');
+    }
+    let mut c = tool(f, who, "reverb-snap");
+    c.args(["--changes", "-"]).stdin(text.into_bytes());
+    c
+}
+
+/// The three views of version `v` against the capture `cap`.
+fn check_version(
+    f: &Fixture,
+    who: Who,
+    cap: &Path,
+    work: &Path,
+    v: &str,
+    knobs: &Knobs,
+) -> Vec<String> {
+    let owners = who == Who::Root && crate::is_root();
+    let dest = work.join("restored");
+    let mut r = tool(f, who, "reverb-restore");
+    r.args(["--version", v])
+        .arg("--to")
+        .arg(&dest)
+        .assert_success();
+    let ver = f.job_dir().join(v);
+    let mut out: Vec<String> = restore_view(cap, &dest, owners, knobs.xattrs)
+        .into_iter()
+        .map(|d| format!("[restore] {d}"))
+        .collect();
+    out.extend(
+        browse_view(cap, &ver)
+            .into_iter()
+            .map(|d| format!("[browse] {d}")),
+    );
+    out.extend(
+        stat_view(cap, &ver, owners)
+            .into_iter()
+            .map(|d| format!("[stat] {d}")),
+    );
+    sh(&format!("rm -rf '{}'", dest.display()));
+    out
+}
+
+fn fail(seed: u64, who: Who, step: usize, v: &str, problems: &[String], log: &[String]) -> ! {
+    let shown: Vec<&String> = problems.iter().take(20).collect();
+    let tail: Vec<&String> = log.iter().rev().take(60).rev().collect();
+    panic!(
+        "differential: seed {seed:#x} ({who:?}), step {step}, version {v}: {} differences:\n{}\n\
+         operations (last 60):\n{}\nreproduce: REVERB_DIFF_SEED={seed:#x} REVERB_DIFF_CASES=1",
+        problems.len(),
+        shown
+            .iter()
+            .map(|s| format!("  {s}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        tail.iter()
+            .map(|s| format!("  {s}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+}
