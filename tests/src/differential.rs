@@ -16,7 +16,7 @@
 //! # The three views
 //!
 //! 1. [`restore_view`]: `reverb-restore` of the version, lstat'ed entry by entry (type,
-//!    content, mode, mtime ns, owner as root, link text; xattrs with `REVERB_DIFF_XATTRS=1`).
+//!    content, mode, mtime ns, owner as root, link text; xattrs unless `REVERB_DIFF_XATTRS=0`).
 //! 2. [`browse_view`]: the version directory read as a user browses it, following every
 //!    link (so relative source links resolve inside the version); source links that dangle
 //!    or leave the source are compared by their text.
@@ -46,7 +46,7 @@ pub struct Knobs {
     pub steps: usize,
     /// `REVERB_DIFF_SEED`: the first history's seed (history `i` uses `seed + i`).
     pub seed: u64,
-    /// `REVERB_DIFF_XATTRS=1`: xattr-only changes (a known open bug, I5 status).
+    /// xattr-only changes, compared in view 1 (on; `REVERB_DIFF_XATTRS=0` turns them off).
     pub xattrs: bool,
     /// `REVERB_DIFF_CLIMBING_LINKS=1`: relative links across folders (open bug, I8 status).
     pub climbing: bool,
@@ -57,13 +57,14 @@ impl Knobs {
     pub fn from_env(default_cases: u64) -> Knobs {
         let var = |k: &str| std::env::var(k).ok();
         let on = |k: &str| var(k).is_some_and(|v| v == "1");
+        let off = |k: &str| var(k).is_some_and(|v| v == "0");
         let soak = on("REVERB_DIFF_SOAK");
         let num = |k: &str| var(k).and_then(|v| parse_num(&v));
         Knobs {
             cases: num("REVERB_DIFF_CASES").unwrap_or(if soak { 300 } else { default_cases }),
             steps: if soak { 30 } else { 12 },
             seed: num("REVERB_DIFF_SEED").unwrap_or(0x5EED_0013),
-            xattrs: on("REVERB_DIFF_XATTRS"),
+            xattrs: !off("REVERB_DIFF_XATTRS"),
             climbing: on("REVERB_DIFF_CLIMBING_LINKS"),
         }
     }
@@ -806,7 +807,7 @@ impl Source<'_> {
         vec![event("delete", etype(&m), &p, None)]
     }
 
-    /// `setfattr` alone (only with `REVERB_DIFF_XATTRS=1`).
+    /// `setfattr` alone (unless `REVERB_DIFF_XATTRS=0`).
     fn xattr(&mut self, all: &Ents) -> Vec<String> {
         let Some((p, m)) = self.rng.pick(all) else {
             return vec![];

@@ -33,7 +33,7 @@ fn run(who: Who, default_cases: u64) {
 /// Root: owners compared, chown among the operations.
 #[test]
 fn every_version_is_the_source_as_root() {
-    run(Who::Root, 40);
+    run(Who::Root, 100);
 }
 
 /// The user nobody on a source nobody owns (the tools run under `setpriv`).
@@ -44,5 +44,5 @@ fn every_version_is_the_source_as_nobody() {
         eprintln!("SKIPPED (setpriv is not installed): the run as nobody");
         return;
     }
-    run(Who::Nobody, 20);
+    run(Who::Nobody, 50);
 }
