@@ -247,6 +247,16 @@ impl Fixture {
         dest
     }
 
+    /// Asserts that the latest version restores to exactly what the source holds now,
+    /// compared as `opts` says (independent captures of both trees).
+    pub fn assert_latest_is_source(&self, opts: model::CaptureOpts, what: &str) {
+        model::assert_same(
+            &model::capture(&self.src, opts),
+            &model::capture(&self.restore("latest"), opts),
+            what,
+        );
+    }
+
     /// `reverb-index --check` on the job must be clean.
     pub fn check_clean(&self) {
         self.tool("reverb-index").arg("--check").assert_success();

@@ -43,11 +43,7 @@ fn a_batch_versions_exactly_its_paths() {
         owners: true,
         dir_mtimes: false,
     };
-    assert_same(
-        &capture(&f.src, opts),
-        &capture(&f.restore("latest"), opts),
-        "event version",
-    );
+    f.assert_latest_is_source(opts, "event version");
     let journal = fs::read_to_string(f.job_dir().join("journal.tsv")).expect("journal");
     assert!(
         journal.contains("\twatch\tmove\tg\t"),
@@ -70,11 +66,7 @@ fn an_overflow_line_makes_the_batch_a_rescan() {
         owners: true,
         dir_mtimes: true,
     };
-    assert_same(
-        &capture(&f.src, opts),
-        &capture(&f.restore("latest"), opts),
-        "after overflow",
-    );
+    f.assert_latest_is_source(opts, "after overflow");
 }
 
 #[test]

@@ -272,11 +272,7 @@ fn a_mount_over_the_vault_during_a_run_cannot_redirect_writes() {
         owners: true,
         dir_mtimes: true,
     };
-    assert_same(
-        &capture(&f.src, opts),
-        &capture(&f.restore("latest"), opts),
-        "after the mount-over",
-    );
+    f.assert_latest_is_source(opts, "after the mount-over");
 }
 
 /// A source of 200 files, 180 of them under `doc/` (in ten folders), versioned once.

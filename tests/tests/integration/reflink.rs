@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::process::Command;
 
-use reverb_tests::model::{CaptureOpts, assert_same, capture};
+use reverb_tests::model::CaptureOpts;
 use reverb_tests::{Fixture, LoopMount, have, is_root, sh};
 
 fn shared_extents(path: &std::path::Path) -> bool {
@@ -68,11 +68,7 @@ fn run_on(fstype: &str, size_mib: u64, expect_reflink: bool) {
         owners: true,
         dir_mtimes: true,
     };
-    assert_same(
-        &capture(&f.src, opts),
-        &capture(&f.restore("latest"), opts),
-        fstype,
-    );
+    f.assert_latest_is_source(opts, fstype);
     drop(f);
     drop(m);
 }
@@ -117,11 +113,7 @@ fn tmpfs_falls_back_to_a_sparse_copy() {
             owners: true,
             dir_mtimes: true,
         };
-        assert_same(
-            &capture(&f.src, opts),
-            &capture(&f.restore("latest"), opts),
-            "tmpfs",
-        );
+        f.assert_latest_is_source(opts, "tmpfs");
     });
     sh(&format!("umount {}", mnt.display()));
     if let Err(e) = result {
