@@ -73,6 +73,7 @@ impl Builder<'_> {
     /// `marks`; `diffed` when the marks already hold every difference (a rescan). Returns
     /// whether anything differs from the old version.
     pub fn build_tree(&mut self, marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
+        self.load_climbing(old_dir)?;
         let root = self.open_dir(
             RelPath::root(),
             marks,
@@ -100,6 +101,8 @@ impl Builder<'_> {
                 None => root_differs = differs,
             }
         }
+        // No directory a relative source link leaves by `..` stays a vault link (I8).
+        self.keep_links_inside()?;
         Ok(root_differs)
     }
 

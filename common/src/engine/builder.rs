@@ -16,6 +16,7 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 
+use crate::engine::climb::ClimbLinks;
 use crate::engine::copy::{self, CopyError};
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::snapshot::{Outcome, Progress};
@@ -49,6 +50,8 @@ pub(crate) struct Builder<'a> {
     /// Source entries journaled as skipped so far: a rescan's diff and the build may both
     /// meet one, and it is journaled and counted once.
     pub skipped_paths: HashSet<RelPath>,
+    /// The climbing source links of the old and the new version (I8).
+    pub climbing: ClimbLinks,
     pub out: Outcome,
     /// Regular files (and their bytes) the new version holds beyond the old one.
     pub delta_files: i64,
@@ -272,9 +275,11 @@ impl Builder<'_> {
         copied.map_err(|e| copy_err(e, &np))
     }
 
-    /// Records a source link whose text looks like a vault link (docs/format.md#invariants).
+    /// Records the source link just made at `rel` (`np`): in the lookalike registry when its
+    /// text looks like a vault link (I4), as a climbing link when it leaves a directory (I8).
     pub fn note_lookalike(&mut self, rel: &RelPath, np: &Path) -> Result<()> {
         let text = fs::read_link(np).ctx("cannot read link", np)?;
+        self.note_climbing(rel, &text);
         if tree::parse_link_text(rel.as_path(), &text).is_some() {
             let name = self.new_name.clone();
             self.lookalikes.insert(&name, rel.as_path());
@@ -285,6 +290,7 @@ impl Builder<'_> {
     /// The old entry at `rel` is not carried forward: subtract what it counted.
     pub fn forget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
+        self.forget_climbing(rel);
         self.delta_files -= files as i64;
         self.delta_logical -= bytes as i64;
         Ok(())
@@ -293,6 +299,7 @@ impl Builder<'_> {
     /// Undoes [`Builder::forget_old`]: the old entry is carried forward after all.
     pub fn unforget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
+        self.unforget_climbing(rel);
         self.delta_files += files as i64;
         self.delta_logical += bytes as i64;
         Ok(())

@@ -9,6 +9,7 @@
 
 pub(crate) mod build;
 pub(crate) mod builder;
+pub(crate) mod climb;
 pub(crate) mod copy;
 pub(crate) mod copy_in;
 pub(crate) mod diff;

@@ -132,6 +132,7 @@ fn publish(
         name,
     } = new;
     b.lookalikes.save(&dir.path)?;
+    crate::engine::climb::save(b)?;
     crate::fault::step();
     make_durable(partial, &b.out.changed_paths)?;
     row.held_bytes = measure::held_bytes(partial)?;

@@ -204,6 +204,7 @@ fn builder<'a>(
         baseline,
         hardlinks: HashMap::new(),
         skipped_paths: Default::default(),
+        climbing: Default::default(),
         out: Outcome::default(),
         delta_files: 0,
         delta_logical: 0,

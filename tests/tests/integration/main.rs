@@ -12,6 +12,7 @@ mod guards;
 mod hostile;
 mod identity;
 mod index;
+mod links;
 mod live;
 mod model;
 mod reflink;
