@@ -29,7 +29,8 @@ use crate::error::{IoContext, Result};
 use crate::format::climbing::{Climbing, Links, exits};
 use crate::format::relpath::RelPath;
 use crate::fsutil;
-use crate::vault::tree::{self, Node, Visitor, Walk};
+use crate::vault::check;
+use crate::vault::tree;
 
 /// The climbing links of the version being built (and of the one it is built from).
 #[derive(Debug, Clone, Default)]
@@ -47,35 +48,11 @@ impl Builder<'_> {
     pub fn load_climbing(&mut self, old_dir: &str) -> Result<()> {
         let links = match Climbing::load(&self.job)?.of(old_dir) {
             Some(links) => links.clone(),
-            None => self.climbing_links_of(old_dir)?,
+            None => check::climbing_links(&self.job, old_dir, &self.lookalikes)?,
         };
         self.climbing.now = links.clone();
         self.climbing.base = Some((old_dir.to_owned(), links));
         Ok(())
-    }
-
-    /// Reads version `dir`'s climbing links from its tree (through its vault links).
-    fn climbing_links_of(&self, dir: &str) -> Result<Links> {
-        struct Collect(Links);
-        impl Visitor for Collect {
-            fn entry(&mut self, node: &mut Node) -> Result<()> {
-                if node.file_type.is_symlink() {
-                    let text = fs::read_link(&node.abs).ctx("cannot read link", &node.abs)?;
-                    if !exits(&node.rel, &text).is_empty() {
-                        let rel = node.rel.as_os_str().as_bytes().to_vec();
-                        self.0.insert(rel, text.as_os_str().as_bytes().to_vec());
-                    }
-                }
-                Ok(())
-            }
-        }
-        let mut found = Collect(Links::new());
-        Walk::new(&self.job, &self.lookalikes, tree::Links::Follow).run(
-            dir,
-            Path::new(""),
-            &mut found,
-        )?;
-        Ok(found.0)
     }
 
     /// A source link with text `text` is now at `rel` in the new version.

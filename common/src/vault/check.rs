@@ -10,12 +10,15 @@
 //! rewrite) and the journal, and keeps each row's `version`, `dir`, `created`, `changed`.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, show};
 use crate::fault;
+use crate::format::climbing;
 use crate::format::index::{self, IndexRow};
 use crate::format::jobfile::JobFile;
 use crate::format::journal::JournalEvent;
@@ -59,6 +62,9 @@ pub enum ProblemKind {
     Retiring,
     /// A lookalike record that names no symlink, or an unreadable registry.
     Lookalike,
+    /// A directory a relative source link leaves by `..` is a vault link, or climbing.tsv
+    /// disagrees with the tree (I8).
+    ClimbingLink,
     /// Something could not be read while checking.
     Unreadable,
 }
@@ -82,6 +88,7 @@ impl ProblemKind {
             ProblemKind::Current => "current",
             ProblemKind::Retiring => "retiring",
             ProblemKind::Lookalike => "lookalike",
+            ProblemKind::ClimbingLink => "climbing-link",
             ProblemKind::Unreadable => "unreadable",
         }
     }
@@ -172,6 +179,7 @@ pub fn check(dir: &JobDir) -> Result<Vec<Problem>> {
     found.extend(link_problems);
     found.extend(sizes_agree_with_index(&facts, links_all_older));
     found.extend(lookalikes_name_source_links(&facts));
+    found.extend(links_resolve_inside(&facts, links_all_older));
     Ok(found)
 }
 
@@ -540,6 +548,123 @@ fn lookalike_records(facts: &Facts) -> (Vec<(String, PathBuf)>, Vec<Problem>) {
         }
     }
     (records, found)
+}
+
+/// I8: in every retained version, no directory that a relative source link leaves by `..`
+/// is a vault link (its parent being real), and climbing.tsv describes each version it
+/// names as its tree has it. Only when every vault link points at an older version (the
+/// tree is walked through its links).
+fn links_resolve_inside(facts: &Facts, links_all_older: bool) -> Vec<Problem> {
+    let mut found = Vec::new();
+    let registry = climbing::Climbing::load(facts.job()).unwrap_or_else(|e| {
+        found.push(facts.problem(ProblemKind::ClimbingLink, climbing::FILE, e.to_string()));
+        climbing::Climbing::default()
+    });
+    if !links_all_older {
+        return found;
+    }
+    for version in facts.retained.iter().filter(|v| facts.is_on_disk(&v.dir)) {
+        let links = match climbing_links(facts.job(), &version.dir, &facts.lookalikes) {
+            Ok(l) => l,
+            Err(e) => {
+                found.push(facts.problem(ProblemKind::Unreadable, &version.dir, e.to_string()));
+                continue;
+            }
+        };
+        for (rel, text) in &links {
+            let (rel, text) = (
+                Path::new(OsStr::from_bytes(rel)),
+                Path::new(OsStr::from_bytes(text)),
+            );
+            for left in climbing::exits(rel, text) {
+                match first_vault_link(facts.job(), &version.dir, &left, &facts.lookalikes) {
+                    Ok(Some((at, holder))) if at == left => {
+                        let detail = format!(
+                            "the source link {} -> {} leaves this directory, a vault link into {holder}: browsing resolves it there",
+                            rel.display(),
+                            text.display()
+                        );
+                        found.push(facts.problem(
+                            ProblemKind::ClimbingLink,
+                            Path::new(&version.dir).join(&left),
+                            detail,
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => found.push(facts.problem(
+                        ProblemKind::Unreadable,
+                        &version.dir,
+                        e.to_string(),
+                    )),
+                }
+            }
+        }
+        if let Some(recorded) = registry.of(&version.dir)
+            && *recorded != links
+        {
+            let detail = format!(
+                "records {} climbing links of {}, its tree has {}",
+                recorded.len(),
+                version.dir,
+                links.len()
+            );
+            found.push(facts.problem(ProblemKind::ClimbingLink, climbing::FILE, detail));
+        }
+    }
+    found
+}
+
+/// The first vault link on the way to `rel` in version `dir` (its path and holder), walking
+/// only `dir`'s own real directories; `None` when there is none or the way ends first.
+fn first_vault_link(
+    job: &Path,
+    dir: &str,
+    rel: &Path,
+    lookalikes: &Lookalikes,
+) -> Result<Option<(PathBuf, String)>> {
+    let mut sofar = PathBuf::new();
+    for name in rel.iter() {
+        sofar.push(name);
+        let abs = job.join(dir).join(&sofar);
+        let Ok(meta) = fs::symlink_metadata(&abs) else {
+            return Ok(None);
+        };
+        match tree::classify(&abs, &sofar, dir, meta.file_type(), lookalikes)? {
+            tree::Entry::VaultLink { holder } => return Ok(Some((sofar, holder))),
+            tree::Entry::Real(ft) if !ft.is_dir() => return Ok(None),
+            tree::Entry::Real(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The relative source links of version `dir` of the job folder `job` that leave a
+/// directory (docs/format.md#climbingtsv), read from its tree through its vault links.
+pub(crate) fn climbing_links(
+    job: &Path,
+    dir: &str,
+    lookalikes: &Lookalikes,
+) -> Result<climbing::Links> {
+    struct Collect(climbing::Links);
+    impl tree::Visitor for Collect {
+        fn entry(&mut self, node: &mut tree::Node) -> Result<()> {
+            if node.file_type.is_symlink() {
+                let text = fs::read_link(&node.abs).map_err(|e| Error::Io {
+                    what: "cannot read link",
+                    path: node.abs.clone(),
+                    source: e,
+                })?;
+                if !climbing::exits(&node.rel, &text).is_empty() {
+                    let rel = node.rel.as_os_str().as_bytes().to_vec();
+                    self.0.insert(rel, text.as_os_str().as_bytes().to_vec());
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut found = Collect(climbing::Links::new());
+    tree::Walk::new(job, lookalikes, tree::Links::Follow).run(dir, Path::new(""), &mut found)?;
+    Ok(found.0)
 }
 
 #[cfg(test)]

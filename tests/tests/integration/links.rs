@@ -227,3 +227,29 @@ fn retirement_keeps_every_link_inside_its_version() {
         h.verify(&format!("after retiring down to {keep}"));
     }
 }
+
+#[test]
+fn check_reports_a_directory_linked_under_a_climbing_link() {
+    let mut h = History::new();
+    write(&h.f.src, "pkg/a/1", "the new text, longer");
+    h.rescan("pkg/a/1 rewritten");
+    let (v1, v2) = (h.captures[0].0.clone(), h.captures[1].0.clone());
+    let job = h.f.job_dir();
+    // What the code before I8 made: pkg/b of V2 one vault link into V1.
+    fs::remove_dir_all(job.join(&v2).join("pkg/b")).expect("rm pkg/b");
+    symlink(format!("../../{v1}/pkg/b"), job.join(&v2).join("pkg/b")).expect("link");
+    let o = h.f.tool("reverb-index").arg("--check").assert_exit(1);
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("\tclimbing-link\t{v2}/pkg/b\t")),
+        "the linked directory is named: {out}"
+    );
+    // A registry that disagrees with the tree is reported too.
+    let reg = job.join("climbing.tsv");
+    let text = fs::read_to_string(&reg).expect("climbing.tsv");
+    assert!(text.contains("pkg/b/lnk\t../a/1"), "{text}");
+    let kept: Vec<&str> = text.lines().filter(|l| !l.contains("lnk")).collect();
+    fs::write(&reg, kept.join("\n") + "\n").expect("write");
+    let o = h.f.tool("reverb-index").arg("--check").assert_exit(1);
+    assert!(stdout(&o).contains("\tclimbing-link\tclimbing.tsv\t"), "{}", stdout(&o));
+}
