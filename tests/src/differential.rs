@@ -48,7 +48,8 @@ pub struct Knobs {
     pub seed: u64,
     /// xattr-only changes, compared in view 1 (on; `REVERB_DIFF_XATTRS=0` turns them off).
     pub xattrs: bool,
-    /// `REVERB_DIFF_CLIMBING_LINKS=1`: relative links across folders (open bug, I8 status).
+    /// Relative links across folders, climbing out of theirs (on; `REVERB_DIFF_CLIMBING_LINKS=0`
+    /// turns them off).
     pub climbing: bool,
 }
 
@@ -65,7 +66,7 @@ impl Knobs {
             steps: if soak { 30 } else { 12 },
             seed: num("REVERB_DIFF_SEED").unwrap_or(0x5EED_0013),
             xattrs: !off("REVERB_DIFF_XATTRS"),
-            climbing: on("REVERB_DIFF_CLIMBING_LINKS"),
+            climbing: !off("REVERB_DIFF_CLIMBING_LINKS"),
         }
     }
 }
