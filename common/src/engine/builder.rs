@@ -165,7 +165,9 @@ impl Builder<'_> {
         let Ok(meta) = fs::symlink_metadata(&abs) else {
             return BaselineState::Changed;
         };
-        if !baseline::unchanged(record, &abs, &meta, self.privileged) {
+        let privileged = self.privileged;
+        let xattrs_of = |p: &Path| copy::comparable_xattrs(p, privileged);
+        if !baseline::unchanged(record, &abs, &meta, privileged, &xattrs_of) {
             BaselineState::Changed
         } else if meta.is_dir() {
             BaselineState::UnchangedDir

@@ -213,7 +213,9 @@ impl Builder<'_> {
         if self.baseline.is_some() {
             // A history of changes, not a full backup: the first version holds nothing; the
             // baseline remembers what "unchanged since the job started" means.
-            let baseline = Baseline::record(&self.src_root, &self.excludes)?;
+            let privileged = self.privileged;
+            let xattrs_of = |p: &Path| copy::comparable_xattrs(p, privileged);
+            let baseline = Baseline::record(&self.src_root, &self.excludes, &xattrs_of)?;
             baseline.save(&self.job)?;
             self.out.changed += 1;
             return Ok(());

@@ -1,14 +1,17 @@
 //! The baseline of a `keep_complete = false` job (docs/configuration.md): the metadata of every entry of
 //! the source when the job started, so that later versions hold only what changed since.
 //!
-//! Owns: `<job>/baseline.tsv` (columns `path type size mtime mode uid gid target`, `type`
-//! the one-letter form of [`EntryType`]), written once, atomically, before the first (empty)
-//! version is published; read by every build of such a job.
+//! Owns: `<job>/baseline.tsv` (columns `path type size mtime mode uid gid target xattrs`,
+//! `type` the one-letter form of [`EntryType`], `xattrs` the list [`encode_xattrs`] writes),
+//! written once, atomically, before the first (empty) version is published; read by every
+//! build of such a job. A file written before the `xattrs` column existed still reads: its
+//! records' xattrs are unknown and not compared.
 //!
 //! Invariant: an entry is "unchanged since the job started", and left out of versions,
-//! exactly when [`compare`] finds it the same as its record; a directory only needs the same
-//! type (its mtime moves with every child). The file has no device-number column, so a
-//! record's `rdev` is unknown and not compared.
+//! exactly when [`compare`] finds it the same as its record, xattrs included when the record
+//! has them (read from the source only when every other fact is equal); a directory only
+//! needs the same type (its mtime moves with every child). The file has no device-number
+//! column, so a record's `rdev` is unknown and not compared.
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -16,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result, show};
-use crate::format::entry::{Difference, EntryFacts, EntryType, compare};
+use crate::format::entry::{Difference, EntryFacts, EntryType, Xattrs, compare, needs_xattrs};
 use crate::format::exclude::Excludes;
 use crate::format::tsv;
 use crate::fsutil;
@@ -29,12 +32,76 @@ pub fn kind_of(meta: &Metadata) -> char {
     EntryType::of(meta.file_type()).letter()
 }
 
+/// Reads the xattrs of an entry that count (the caller's rule: which names this process
+/// carries); `None` when they cannot be read.
+pub type XattrsOf<'a> = &'a dyn Fn(&Path) -> Option<Xattrs>;
+
 /// Is the entry now (its lstat `meta`) unchanged since its baseline `record`? Owners count
-/// only when `privileged`.
-pub fn unchanged(record: &EntryFacts, path: &Path, meta: &Metadata, privileged: bool) -> bool {
-    let now = EntryFacts::of(path, meta);
-    record.etype == now.etype
-        && (now.etype == EntryType::Dir || compare(record, &now, privileged) == Difference::Same)
+/// only when `privileged`; xattrs (read with `xattrs_of`) when the record has them.
+pub fn unchanged(
+    record: &EntryFacts,
+    path: &Path,
+    meta: &Metadata,
+    privileged: bool,
+    xattrs_of: XattrsOf<'_>,
+) -> bool {
+    let mut now = EntryFacts::of(path, meta);
+    if record.etype != now.etype {
+        return false;
+    }
+    if now.etype == EntryType::Dir {
+        return true;
+    }
+    if record.xattrs.is_some() && needs_xattrs(record, &now, privileged) {
+        now.xattrs = xattrs_of(path);
+    }
+    compare(record, &now, privileged) == Difference::Same
+}
+
+/// The `xattrs` field: empty when not recorded, `-` for none, else `name=value` pairs in
+/// name order, both in lowercase hex, separated by `,` (no escaping needed, any byte kept).
+pub fn encode_xattrs(xattrs: Option<&Xattrs>) -> String {
+    let Some(xattrs) = xattrs else {
+        return String::new();
+    };
+    if xattrs.is_empty() {
+        return "-".into();
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let pairs: Vec<String> = xattrs
+        .iter()
+        .map(|(n, v)| format!("{}={}", hex(n), hex(v)))
+        .collect();
+    pairs.join(",")
+}
+
+/// The inverse of [`encode_xattrs`]; `Err` names what is wrong.
+pub fn decode_xattrs(field: &str) -> std::result::Result<Option<Xattrs>, String> {
+    match field {
+        "" => return Ok(None),
+        "-" => return Ok(Some(Xattrs::new())),
+        _ => {}
+    }
+    let unhex = |h: &str| -> std::result::Result<Vec<u8>, String> {
+        if !h.len().is_multiple_of(2) {
+            return Err(format!("xattrs: odd hex `{h}`"));
+        }
+        (0..h.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(h.get(i..i + 2).unwrap_or("?"), 16)
+                    .map_err(|_| format!("xattrs: bad hex `{h}`"))
+            })
+            .collect()
+    };
+    let mut out = Xattrs::new();
+    for pair in field.split(',') {
+        let (n, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("xattrs: `{pair}` is not name=value"))?;
+        out.insert(unhex(n)?, unhex(v)?);
+    }
+    Ok(Some(out))
 }
 
 /// The whole baseline, keyed by relative path bytes.
@@ -45,8 +112,9 @@ pub struct Baseline {
 
 impl Baseline {
     /// Records the source tree (not following links; excluded paths left out; unreadable
-    /// directories left unlisted). Iterative: any depth fits the stack.
-    pub fn record(source: &Path, excludes: &Excludes) -> Result<Baseline> {
+    /// directories left unlisted), each entry's xattrs read with `xattrs_of`. Iterative: any
+    /// depth fits the stack.
+    pub fn record(source: &Path, excludes: &Excludes, xattrs_of: XattrsOf<'_>) -> Result<Baseline> {
         let mut b = Baseline::default();
         let mut pending = vec![(source.to_path_buf(), PathBuf::new())];
         while let Some((abs, rel)) = pending.pop() {
@@ -65,10 +133,10 @@ impl Baseline {
                 if excludes.is_excluded(&child_rel, meta.is_dir()) {
                     continue;
                 }
-                b.entries.insert(
-                    child_rel.as_os_str().as_bytes().to_vec(),
-                    EntryFacts::of(&path, &meta),
-                );
+                let mut facts = EntryFacts::of(&path, &meta);
+                facts.xattrs = xattrs_of(&path);
+                b.entries
+                    .insert(child_rel.as_os_str().as_bytes().to_vec(), facts);
                 if meta.is_dir() {
                     pending.push((path, child_rel));
                 }
@@ -86,11 +154,11 @@ impl Baseline {
     pub fn save(&self, job_dir: &Path) -> Result<()> {
         let mut keys: Vec<&Vec<u8>> = self.entries.keys().collect();
         keys.sort();
-        let mut out = String::from("path\ttype\tsize\tmtime\tmode\tuid\tgid\ttarget\n");
+        let mut out = String::from("path\ttype\tsize\tmtime\tmode\tuid\tgid\ttarget\txattrs\n");
         for k in keys {
             let e = &self.entries[k];
             out.push_str(&format!(
-                "{}\t{}\t{}\t{}.{:09}\t{:o}\t{}\t{}\t{}\n",
+                "{}\t{}\t{}\t{}.{:09}\t{:o}\t{}\t{}\t{}\t{}\n",
                 tsv::escape_bytes(k),
                 e.etype.letter(),
                 e.size,
@@ -102,7 +170,8 @@ impl Baseline {
                 e.target
                     .as_ref()
                     .map(|t| tsv::escape_os(t.as_os_str()))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                encode_xattrs(e.xattrs.as_ref())
             ));
         }
         fsutil::write_atomic(&job_dir.join(FILE), out.as_bytes())
@@ -162,8 +231,11 @@ impl Baseline {
                 gid: num("gid")? as u32,
                 rdev: None,
                 target: (etype == EntryType::Symlink).then(|| PathBuf::from(target)),
-                // The baseline has no xattrs column: they are not compared against it.
-                xattrs: None,
+                // A file from before the column: xattrs unknown, not compared.
+                xattrs: match row.raw("xattrs") {
+                    Some(field) => decode_xattrs(field).map_err(|e| bad(l, e))?,
+                    None => None,
+                },
             };
             let p = row.os("path").map_err(|e| bad(l, e.to_string()))?;
             b.entries.insert(p.as_bytes().to_vec(), entry);
@@ -183,7 +255,7 @@ mod tests {
         fs::create_dir_all(src.join("a\tb")).expect("mkdir");
         fs::write(src.join("a\tb/f"), b"x").expect("write");
         std::os::unix::fs::symlink("t\nx", src.join("l")).expect("symlink");
-        let b = Baseline::record(&src, &Excludes::default()).expect("record");
+        let b = Baseline::record(&src, &Excludes::default(), &no_xattrs).expect("record");
         b.save(dir.path()).expect("save");
         let back = Baseline::load(dir.path()).expect("load");
         for p in ["a\tb", "a\tb/f", "l"] {
@@ -199,11 +271,54 @@ mod tests {
             );
             let abs = src.join(p);
             let m = fs::symlink_metadata(&abs).expect("meta");
-            assert!(unchanged(read, &abs, &m, true), "{p}");
+            assert!(unchanged(read, &abs, &m, true, &no_xattrs), "{p}");
         }
         fs::write(src.join("a\tb/f"), b"changed").expect("write");
         let m = fs::symlink_metadata(src.join("a\tb/f")).expect("meta");
         let read = back.get(Path::new("a\tb/f")).expect("entry");
-        assert!(!unchanged(read, &src.join("a\tb/f"), &m, true));
+        assert!(!unchanged(read, &src.join("a\tb/f"), &m, true, &no_xattrs));
+    }
+
+    fn no_xattrs(_: &Path) -> Option<Xattrs> {
+        Some(Xattrs::new())
+    }
+
+    #[test]
+    fn xattrs_count_when_recorded_and_old_files_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).expect("mkdir");
+        fs::write(src.join("f"), b"x").expect("write");
+        let one = |_: &Path| Some(Xattrs::from([(b"user.a".to_vec(), b"1\0\t,=".to_vec())]));
+        let two = |_: &Path| Some(Xattrs::from([(b"user.a".to_vec(), b"2".to_vec())]));
+        Baseline::record(&src, &Excludes::default(), &one)
+            .expect("record")
+            .save(dir.path())
+            .expect("save");
+        let back = Baseline::load(dir.path()).expect("load");
+        let rec = back.get(Path::new("f")).expect("f");
+        assert_eq!(rec.xattrs, one(Path::new("f")), "round trip of any bytes");
+        let m = fs::symlink_metadata(src.join("f")).expect("meta");
+        assert!(unchanged(rec, &src.join("f"), &m, false, &one));
+        assert!(
+            !unchanged(rec, &src.join("f"), &m, false, &two),
+            "xattr-only change"
+        );
+        // A baseline written before the xattrs column: read, xattrs not compared.
+        let text = fs::read_to_string(dir.path().join(FILE)).expect("read");
+        let old: Vec<String> = text
+            .lines()
+            .map(|l| l.rsplit_once('\t').expect("last column").0.to_owned())
+            .collect();
+        fs::write(dir.path().join(FILE), old.join("\n") + "\n").expect("write");
+        let back = Baseline::load(dir.path()).expect("old file");
+        let rec = back.get(Path::new("f")).expect("f");
+        assert_eq!(rec.xattrs, None);
+        assert!(unchanged(rec, &src.join("f"), &m, false, &two));
+        for bad in ["zz=00", "00", "0=00"] {
+            assert!(decode_xattrs(bad).is_err(), "{bad}");
+        }
+        assert_eq!(decode_xattrs("-"), Ok(Some(Xattrs::new())));
+        assert_eq!(encode_xattrs(Some(&Xattrs::new())), "-");
     }
 }

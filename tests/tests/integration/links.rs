@@ -251,5 +251,9 @@ fn check_reports_a_directory_linked_under_a_climbing_link() {
     let kept: Vec<&str> = text.lines().filter(|l| !l.contains("lnk")).collect();
     fs::write(&reg, kept.join("\n") + "\n").expect("write");
     let o = h.f.tool("reverb-index").arg("--check").assert_exit(1);
-    assert!(stdout(&o).contains("\tclimbing-link\tclimbing.tsv\t"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("\tclimbing-link\tclimbing.tsv\t"),
+        "{}",
+        stdout(&o)
+    );
 }

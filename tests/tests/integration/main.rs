@@ -3,6 +3,7 @@
 //! links once and lets libtest run every test in parallel; tests that change kernel-wide
 //! state take `reverb_tests::exclusive_kernel()` (see `watch_limits`).
 
+mod baseline;
 mod changes;
 mod crash;
 mod differential;
