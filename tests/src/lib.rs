@@ -24,6 +24,7 @@ use std::process::{Command, Output};
 mod bins;
 mod command;
 pub mod differential;
+pub mod links;
 pub mod model;
 pub mod ops;
 

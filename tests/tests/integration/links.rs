@@ -257,3 +257,17 @@ fn check_reports_a_directory_linked_under_a_climbing_link() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_link_that_descends_and_climbs_again_is_kept_inside() {
+    let mut h = History::new();
+    // m/l -> ../s/u/../t enters s/u and leaves it again: s/u must not be a link into V1.
+    write(&h.f.src, "s/u/f", "f");
+    write(&h.f.src, "s/t", "t one");
+    link(&h.f.src, "../s/u/../t", "m/l");
+    h.rescan("s and m/l");
+    write(&h.f.src, "s/t", "t two, longer");
+    h.rescan("s/t rewritten");
+    assert_eq!(h.cat_current("m/l"), "t two, longer");
+    assert!(!h.linked_in_current("s/u"), "left by the link");
+}
