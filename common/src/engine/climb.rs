@@ -193,3 +193,19 @@ pub(crate) fn save(b: &Builder<'_>) -> Result<()> {
     reg.retain(&keep);
     reg.save(&b.job)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_is_the_path_and_its_descendants_only() {
+        let mut links = Links::new();
+        for k in ["a/b", "a/b-c/l", "a/b/l", "a/b/x/l", "a/bc", "a/c"] {
+            links.insert(k.as_bytes().to_vec(), b"../x".to_vec());
+        }
+        let rel = RelPath::from_internal(Path::new("a/b"));
+        let found: Vec<&[u8]> = under(&links, &rel).map(|k| k.as_slice()).collect();
+        assert_eq!(found, [&b"a/b"[..], b"a/b/l", b"a/b/x/l"]);
+    }
+}

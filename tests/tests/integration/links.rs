@@ -271,3 +271,17 @@ fn a_link_that_descends_and_climbs_again_is_kept_inside() {
     assert_eq!(h.cat_current("m/l"), "t two, longer");
     assert!(!h.linked_in_current("s/u"), "left by the link");
 }
+
+#[test]
+fn a_vault_without_the_registry_reads_the_links_from_the_old_version() {
+    // A vault written before climbing.tsv existed: the build reads the old tree once.
+    let mut h = History::new();
+    let reg = h.f.job_dir().join("climbing.tsv");
+    assert!(reg.exists(), "the first version wrote the registry");
+    fs::remove_file(&reg).expect("rm climbing.tsv");
+    write(&h.f.src, "pkg/a/1", "the new text, longer");
+    h.rescan("pkg/a/1 rewritten, no registry");
+    assert_eq!(h.cat_current("pkg/b/lnk"), "the new text, longer");
+    let text = fs::read_to_string(&reg).expect("written again");
+    assert!(text.contains("pkg/b/lnk\t../a/1"), "{text}");
+}
