@@ -17,6 +17,7 @@
 //! exact (I5); both are fsynced before the version is published (I9).
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -94,14 +95,14 @@ impl Builder<'_> {
             .iter()
             .flat_map(|(p, t)| {
                 exits(
-                    Path::new(std::ffi::OsStr::from_bytes(p)),
-                    Path::new(std::ffi::OsStr::from_bytes(t)),
+                    Path::new(OsStr::from_bytes(p)),
+                    Path::new(OsStr::from_bytes(t)),
                 )
             })
             .map(|d| d.as_os_str().as_bytes().to_vec())
             .collect();
         for dir in left {
-            let rel = RelPath::from_internal(Path::new(std::ffi::OsStr::from_bytes(&dir)));
+            let rel = RelPath::from_internal(Path::new(OsStr::from_bytes(&dir)));
             if let Some(holder) = self.linked_dir_at(&rel)? {
                 self.unlink_dir(&rel, &holder)?;
             }

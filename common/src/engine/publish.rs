@@ -2,7 +2,7 @@
 //! crash-safe order (docs/format.md#invariants, I6), or thrown away when nothing differs.
 //!
 //! Invariants: the publishing writes happen in exactly this order, each durable before the
-//! next: lookalike registry saved; the version's entries made durable (fsyncs, or one
+//! next: lookalike and climbing registries saved; the version's entries made durable (fsyncs, or one
 //! `syncfs` for a large version), and only then its `held_bytes` measured (I7); rename into
 //! `<job>/` and fsync of the job folder; index.tsv rewritten; `current` replaced; journal
 //! appended. A failure before the rename
