@@ -1,7 +1,8 @@
 //! Repairing what a crash between the publishing steps left behind ([`recover`]), before
 //! every build and retirement.
 //!
-//! Invariants: after [`recover`], `.partial/` is empty, every complete version newer than
+//! Invariants: after [`recover`], `.partial/` is empty, no temporary of a dead process is
+//! left in `.tmp/` or the job folder, every complete version newer than
 //! the last index row (and not being retired) has its row, `current` names the newest
 //! indexed version, and the lookalike registry names only versions on disk. Every repair
 //! is journaled as `cleanup`. Running it twice changes nothing the second time.
@@ -25,6 +26,7 @@ use crate::vault::tree::Lookalikes;
 /// the newest version, and drops lookalike records of versions that do not exist.
 pub(crate) fn recover(ctx: &mut JobCtx) -> Result<()> {
     remove_partials(ctx)?;
+    remove_dead_temporaries(ctx)?;
     let on_disk = ctx.dir.versions_on_disk()?;
     let rows = index_unindexed(ctx, &on_disk)?;
     if let Some(last) = rows.last()
@@ -59,6 +61,32 @@ fn remove_partials(ctx: &mut JobCtx) -> Result<()> {
                 e.file_name().to_string_lossy()
             ),
         );
+    }
+    Ok(())
+}
+
+/// Removes the temporaries a crashed writer left: every temp file of a process that is no
+/// longer alive in `.tmp/`, and in the job folder itself (where older releases built them).
+fn remove_dead_temporaries(ctx: &mut JobCtx) -> Result<()> {
+    for dir in [ctx.dir.tmp(), ctx.dir.path.clone()] {
+        let Ok(rd) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let dead = fsutil::temp_owner(&name).is_some_and(|pid| !fsutil::process_alive(pid));
+            if !dead {
+                continue;
+            }
+            fsutil::remove_tree(&e.path())?;
+            let shown = e.path();
+            let shown = shown.strip_prefix(&ctx.dir.path).unwrap_or(&shown);
+            ctx.journal.note(
+                JournalEvent::Cleanup,
+                b"",
+                &format!("removed a crash's temporary {}", shown.display()),
+            );
+        }
     }
     Ok(())
 }
