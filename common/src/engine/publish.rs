@@ -4,9 +4,10 @@
 //! Invariants: the publishing writes happen in exactly this order, each durable before the
 //! next: lookalike registry saved; every real entry of the version made durable (found by
 //! walking it, fsyncs, or one `syncfs` for a large version), and only then its
-//! `held_bytes` measured (I7); rename into
+//! `held_bytes` measured (I7); its completion record written ([`completion_record`]);
+//! rename into
 //! `<job>/` and fsync of the job folder; index.tsv rewritten; `current` replaced; journal
-//! appended. A failure before the rename
+//! appended (the completion record removed after the index). A failure before the rename
 //! removes the partial version; [`crate::engine::recover`] repairs a crash after it.
 
 use std::fs;
@@ -135,12 +136,19 @@ fn publish(
     crate::fault::step();
     make_durable(partial)?;
     row.held_bytes = measure::held_bytes(partial)?;
+    let record = completion_record(&dir, &name);
+    fsutil::tmp_dir_of(&dir.path)?;
+    fsutil::write_atomic_beside(
+        &record,
+        index::render(std::slice::from_ref(&row)).as_bytes(),
+    )?;
     let final_path = dir.version(&name);
     fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)?;
     fsutil::fsync_dir(&dir.path)?;
     crate::fault::step();
     rows.push(row.clone());
     index::write(&dir.index(), &rows)?;
+    let _ = fs::remove_file(&record);
     crate::fault::step();
     dir.set_current(&name)?;
     crate::fault::step();
@@ -156,6 +164,14 @@ fn publish(
     out.version = Some(name);
     out.row = Some(row);
     Ok(out)
+}
+
+/// `<job>/.tmp/<version>.complete`: the version's index row, written durably after the
+/// version's data and before its rename, removed once index.tsv holds the row. A version
+/// under its final name is only ever indexed by recovery on the strength of this record:
+/// the flush that made the record durable came after the one that made the data durable.
+pub(crate) fn completion_record(dir: &JobDir, name: &VersionName) -> PathBuf {
+    dir.tmp().join(format!("{}.complete", name.dir))
 }
 
 /// Makes a built version durable before it is renamed into place (I6 across power loss):

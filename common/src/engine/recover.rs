@@ -2,27 +2,26 @@
 //! every build and retirement.
 //!
 //! Invariants: after [`recover`], `.partial/` is empty, no temporary of a dead process is
-//! left in `.tmp/` or the job folder, every complete version newer than
-//! the last index row (and not being retired) has its row, `current` names the newest
+//! left in `.tmp/` or the job folder, every version newer than the last index row (and not
+//! being retired) has its row if its completion record was durable, and is gone otherwise, `current` names the newest
 //! indexed version, and the lookalike registry names only versions on disk. Every repair
 //! is journaled as `cleanup`. Running it twice changes nothing the second time.
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
 
+use crate::engine::publish::completion_record;
 use crate::error::Result;
 use crate::format::index::{self, IndexRow, read_index_or_empty};
 use crate::format::journal::JournalEvent;
-use crate::format::time;
 use crate::fsutil;
 use crate::vault::job::JobCtx;
 use crate::vault::layout::VersionName;
-use crate::vault::measure::{held_bytes, measure_tree};
 use crate::vault::tree::Lookalikes;
 
-/// Repairs what a crash left: removes leftover partial versions (journaled), adds a
-/// complete version that was renamed into place but not yet indexed, points `current` at
+/// Repairs what a crash left: removes leftover partial versions and a crash's temporaries
+/// (journaled), adds a version that was renamed into place but not yet indexed when its
+/// completion record proves it complete (removes it otherwise), points `current` at
 /// the newest version, and drops lookalike records of versions that do not exist.
 pub(crate) fn recover(ctx: &mut JobCtx) -> Result<()> {
     remove_partials(ctx)?;
@@ -91,8 +90,10 @@ fn remove_dead_temporaries(ctx: &mut JobCtx) -> Result<()> {
     Ok(())
 }
 
-/// Adds the index rows of complete versions renamed into place but not yet indexed;
-/// returns the index as it then is.
+/// Adds the index rows of versions renamed into place but not yet indexed, each from its
+/// completion record ([`crate::engine::publish::completion_record`]); a version without
+/// one is not known to be complete (its data may never have reached the disk) and is
+/// removed. Then drops every completion record left. Returns the index as it then is.
 fn index_unindexed(ctx: &mut JobCtx, on_disk: &[VersionName]) -> Result<Vec<IndexRow>> {
     let mut rows = read_index_or_empty(&ctx.dir.index())?;
     let known: HashSet<String> = rows.iter().map(|r| r.dir.clone()).collect();
@@ -105,38 +106,60 @@ fn index_unindexed(ctx: &mut JobCtx, on_disk: &[VersionName]) -> Result<Vec<Inde
         {
             continue;
         }
-        rows.push(recount(&ctx.dir.path, v)?);
-        ctx.journal.note(
-            JournalEvent::Cleanup,
-            b"",
-            &format!(
-                "indexed {} (complete, but not yet in index.tsv after a crash)",
-                v.dir
-            ),
-        );
-        changed = true;
+        match recorded_row(ctx, v) {
+            Some(row) => {
+                rows.push(row);
+                ctx.journal.note(
+                    JournalEvent::Cleanup,
+                    b"",
+                    &format!(
+                        "indexed {} (complete, but not yet in index.tsv after a crash)",
+                        v.dir
+                    ),
+                );
+                changed = true;
+            }
+            None => {
+                fsutil::remove_tree(&ctx.dir.version(v))?;
+                fsutil::fsync_dir(&ctx.dir.path)?;
+                ctx.journal.note(
+                    JournalEvent::Cleanup,
+                    b"",
+                    &format!(
+                        "removed {} (under its final name after a crash, but without its \
+                         completion record: its data may not have reached the disk)",
+                        v.dir
+                    ),
+                );
+            }
+        }
     }
     if changed {
         index::write(&ctx.dir.index(), &rows)?;
     }
+    remove_completion_records(ctx);
     Ok(rows)
 }
 
-/// The index row of a version found on disk, counted afresh.
-fn recount(job: &Path, v: &VersionName) -> Result<IndexRow> {
-    let lookalikes = Lookalikes::load(job)?;
-    let (files, logical) = measure_tree(job, &v.dir, Path::new(""), &lookalikes)?;
-    let held = held_bytes(&job.join(&v.dir))?;
-    let created = time::parse_stamp(v.dir.split_once('-').map(|x| x.1).unwrap_or(""))
-        .map(time::rfc3339_millis)
-        .unwrap_or_else(time::now_rfc3339);
-    Ok(IndexRow {
-        version: v.n,
-        dir: v.dir.clone(),
-        created,
-        files,
-        changed: 0,
-        held_bytes: held,
-        logical_bytes: logical,
-    })
+/// The index row the completion record of `v` holds, if it has a sound one.
+fn recorded_row(ctx: &JobCtx, v: &VersionName) -> Option<IndexRow> {
+    let record = completion_record(&ctx.dir, v);
+    let rows = index::read_index_or_empty(&record).ok()?;
+    match &rows[..] {
+        [row] if row.dir == v.dir && row.version == v.n => Some(row.clone()),
+        _ => None,
+    }
+}
+
+/// Removes every completion record in `.tmp/` (best effort: they are only read for
+/// versions not yet indexed, so a stale one is harmless).
+fn remove_completion_records(ctx: &JobCtx) {
+    let Ok(rd) = fs::read_dir(ctx.dir.tmp()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".complete") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }

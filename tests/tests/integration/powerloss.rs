@@ -74,6 +74,35 @@ fn temporaries_live_in_tmp_and_recovery_removes_a_crash_s_leftovers() {
     f.check_clean();
 }
 
+#[test]
+fn a_version_under_its_final_name_without_proof_of_completion_is_discarded() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"the data").expect("write");
+    let v1 = f.first();
+    // What a power cut after the rename of a version whose data never reached the disk
+    // leaves: the version under its final name, not in index.tsv, its file full of NULs.
+    let v2 = "V2-20261201T000000Z";
+    reverb_tests::sh(&format!(
+        "cp -a {0}/{v1} {0}/{v2} && truncate -s 0 {0}/{v2}/a && truncate -s 8 {0}/{v2}/a",
+        f.job_dir().display()
+    ));
+    fs::write(f.src.join("b"), b"more").expect("write");
+    let v3 = f.rescan();
+    let index = fs::read_to_string(f.job_dir().join("index.tsv")).expect("index");
+    assert!(
+        !index.contains(v2),
+        "an unverifiable version was indexed as complete:\n{index}"
+    );
+    assert!(!f.job_dir().join(v2).exists(), "{v2} was left on disk");
+    assert!(!v3.is_empty() && v3 != v2, "no new version: {v3}");
+    f.check_clean();
+    let opts = reverb_tests::model::CaptureOpts {
+        owners: true,
+        dir_mtimes: true,
+    };
+    f.assert_latest_is_source(opts, "the version after the discarded one");
+}
+
 /// The relative paths of the real (not vault-link) files and directories of `version`.
 fn real_part(version: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![std::path::PathBuf::new()];
