@@ -461,9 +461,15 @@ fn check_job(w: &Workload, job: &str, tally: &mut Tally) -> Vec<String> {
         .args(["--job", job, "--check"])
         .output();
     if !o.status.success() {
+        let problems: Vec<String> = reverb_tests::stdout(&o)
+            .lines()
+            .take(4)
+            .map(str::to_owned)
+            .collect();
         found.push(format!(
-            "{job}: reverb-index --check: {}",
-            reverb_tests::stderr(&o).trim()
+            "{job}: reverb-index --check: {} {}",
+            reverb_tests::stderr(&o).trim(),
+            problems.join("; ")
         ));
     }
     found.extend(
@@ -628,7 +634,6 @@ fn sweep(fstype: &str, default_sample: usize) {
         eprintln!("SKIPPED ({fstype} power-loss sweep: {why})");
         return;
     }
-    let _kernel = reverb_tests::exclusive_kernel();
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("work");
@@ -700,4 +705,9 @@ fn power_loss_on_ext4_leaves_every_version_exact() {
 #[test]
 fn power_loss_on_xfs_leaves_every_version_exact() {
     sweep("xfs", 30);
+}
+
+#[test]
+fn power_loss_on_btrfs_leaves_every_version_exact() {
+    sweep("btrfs", 20);
 }
