@@ -3,25 +3,30 @@
 //!
 //! Invariants: after [`recover`], `.partial/` is empty, no temporary of a dead process is
 //! left in `.tmp/` or the job folder, every version newer than the last index row (and not
-//! being retired) has its row if its completion record was durable, and is gone otherwise, `current` names the newest
+//! being retired) has its row if its completion record or a journal line shows it complete,
+//! and is gone otherwise, `current` names the newest
 //! indexed version, and the lookalike registry names only versions on disk. Every repair
 //! is journaled as `cleanup`. Running it twice changes nothing the second time.
 
 use std::collections::HashSet;
 use std::fs;
+use std::path::Path;
 
 use crate::engine::publish::completion_record;
 use crate::error::Result;
 use crate::format::index::{self, IndexRow, read_index_or_empty};
-use crate::format::journal::JournalEvent;
+use crate::format::journal::{Entry, JournalEvent};
+use crate::format::time;
 use crate::fsutil;
 use crate::vault::job::JobCtx;
 use crate::vault::layout::VersionName;
+use crate::vault::measure::{held_bytes, measure_tree};
 use crate::vault::tree::Lookalikes;
 
 /// Repairs what a crash left: removes leftover partial versions and a crash's temporaries
 /// (journaled), adds a version that was renamed into place but not yet indexed when its
-/// completion record proves it complete (removes it otherwise), points `current` at
+/// completion record or the journal shows it complete (removes it otherwise), points
+/// `current` at
 /// the newest version, and drops lookalike records of versions that do not exist.
 pub(crate) fn recover(ctx: &mut JobCtx) -> Result<()> {
     remove_partials(ctx)?;
@@ -90,48 +95,57 @@ fn remove_dead_temporaries(ctx: &mut JobCtx) -> Result<()> {
     Ok(())
 }
 
-/// Adds the index rows of versions renamed into place but not yet indexed, each from its
-/// completion record ([`crate::engine::publish::completion_record`]); a version without
-/// one is not known to be complete (its data may never have reached the disk) and is
-/// removed. Then drops every completion record left. Returns the index as it then is.
+/// Adds the index rows of versions renamed into place but not yet indexed. Only evidence
+/// that a version is complete gets it indexed: its completion record
+/// ([`crate::engine::publish::completion_record`], durable before the rename), or a
+/// `snapshot` line for it in the journal (appended after index.tsv: the version was
+/// complete and indexed once, and index.tsv lost its row — hand-edited or damaged; it is
+/// counted afresh). A version with neither may be one whose data never reached the disk
+/// (a power cut kept the rename but not the data) and is removed — when it is the only
+/// one: several unindexed versions are not what a crash leaves (each run publishes one)
+/// but a damaged index, and are counted afresh, never removed. Then drops every
+/// completion record left. Returns the index as it then is.
 fn index_unindexed(ctx: &mut JobCtx, on_disk: &[VersionName]) -> Result<Vec<IndexRow>> {
     let mut rows = read_index_or_empty(&ctx.dir.index())?;
     let known: HashSet<String> = rows.iter().map(|r| r.dir.clone()).collect();
     let last_n = rows.last().map(|r| r.version).unwrap_or(0);
+    let unindexed: Vec<&VersionName> = on_disk
+        .iter()
+        .filter(|v| {
+            !known.contains(&v.dir)
+                && v.n > last_n
+                && ctx.file.state.retiring.as_deref() != Some(v.dir.as_str())
+        })
+        .collect();
+    let journaled = if unindexed.is_empty() {
+        HashSet::new()
+    } else {
+        published_in_journal(&ctx.dir.journal())
+    };
+    // A crashed publish leaves one version at most: several are a damaged index, whose
+    // versions are never removed (only counted afresh).
+    let crash_shaped = unindexed.len() == 1;
     let mut changed = false;
-    for v in on_disk {
-        if known.contains(&v.dir)
-            || v.n <= last_n
-            || ctx.file.state.retiring.as_deref() == Some(v.dir.as_str())
-        {
-            continue;
-        }
-        match recorded_row(ctx, v) {
+    for v in unindexed {
+        let row = match recorded_row(ctx, v) {
+            Some(row) => Some(row),
+            None if journaled.contains(&v.dir) || !crash_shaped => Some(recount(&ctx.dir.path, v)?),
+            None => None,
+        };
+        match row {
             Some(row) => {
                 rows.push(row);
                 ctx.journal.note(
                     JournalEvent::Cleanup,
                     b"",
                     &format!(
-                        "indexed {} (complete, but not yet in index.tsv after a crash)",
+                        "indexed {} (complete, but not in index.tsv after a crash)",
                         v.dir
                     ),
                 );
                 changed = true;
             }
-            None => {
-                fsutil::remove_tree(&ctx.dir.version(v))?;
-                fsutil::fsync_dir(&ctx.dir.path)?;
-                ctx.journal.note(
-                    JournalEvent::Cleanup,
-                    b"",
-                    &format!(
-                        "removed {} (under its final name after a crash, but without its \
-                         completion record: its data may not have reached the disk)",
-                        v.dir
-                    ),
-                );
-            }
+            None => discard(ctx, v)?,
         }
     }
     if changed {
@@ -139,6 +153,57 @@ fn index_unindexed(ctx: &mut JobCtx, on_disk: &[VersionName]) -> Result<Vec<Inde
     }
     remove_completion_records(ctx);
     Ok(rows)
+}
+
+/// Removes a version found under its final name with no evidence of being complete.
+fn discard(ctx: &mut JobCtx, v: &VersionName) -> Result<()> {
+    fsutil::remove_tree(&ctx.dir.version(v))?;
+    fsutil::fsync_dir(&ctx.dir.path)?;
+    ctx.journal.note(
+        JournalEvent::Cleanup,
+        b"",
+        &format!(
+            "removed {} (under its final name after a crash, but neither its completion \
+             record nor a snapshot line shows it complete: its data may not have reached \
+             the disk)",
+            v.dir
+        ),
+    );
+    Ok(())
+}
+
+/// The version directories the journal has a `snapshot` line for (unreadable lines, such
+/// as a torn tail, are skipped).
+fn published_in_journal(path: &Path) -> HashSet<String> {
+    let Ok(bytes) = fs::read(path) else {
+        return HashSet::new();
+    };
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .skip(1)
+        .filter_map(|l| Entry::parse(l).ok())
+        .filter(|e| e.event == JournalEvent::Snapshot)
+        .filter_map(|e| e.detail.split(' ').next().map(str::to_owned))
+        .collect()
+}
+
+/// The index row of a version found on disk, counted afresh.
+fn recount(job: &Path, v: &VersionName) -> Result<IndexRow> {
+    let lookalikes = Lookalikes::load(job)?;
+    let (files, logical) = measure_tree(job, &v.dir, Path::new(""), &lookalikes)?;
+    let held = held_bytes(&job.join(&v.dir))?;
+    let created = time::parse_stamp(v.dir.split_once('-').map(|x| x.1).unwrap_or(""))
+        .map(time::rfc3339_millis)
+        .unwrap_or_else(time::now_rfc3339);
+    Ok(IndexRow {
+        version: v.n,
+        dir: v.dir.clone(),
+        created,
+        files,
+        changed: 0,
+        held_bytes: held,
+        logical_bytes: logical,
+    })
 }
 
 /// The index row the completion record of `v` holds, if it has a sound one.

@@ -236,8 +236,8 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (creating with its header if missing) the journal at `path` for `tool`. A torn
-    /// tail a crash left (see [`read_entries`]) is cut back to the last complete line
-    /// first, so that the next record is not glued onto it.
+    /// tail a crash left (a last line without its newline, NUL bytes) is cut back to the
+    /// last complete line first, so that the next record is not glued onto it.
     pub fn open(path: &Path, tool: &'static str) -> Result<Journal> {
         let mut file = OpenOptions::new()
             .read(true)

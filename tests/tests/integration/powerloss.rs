@@ -699,15 +699,15 @@ fn describe(s: &State) -> String {
 
 #[test]
 fn power_loss_on_ext4_leaves_every_version_exact() {
-    sweep("ext4", 40);
+    sweep("ext4", 30);
 }
 
 #[test]
 fn power_loss_on_xfs_leaves_every_version_exact() {
-    sweep("xfs", 30);
+    sweep("xfs", 20);
 }
 
 #[test]
 fn power_loss_on_btrfs_leaves_every_version_exact() {
-    sweep("btrfs", 20);
+    sweep("btrfs", 12);
 }
