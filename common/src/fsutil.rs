@@ -125,7 +125,14 @@ fn write_atomic_via(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> 
 /// demand): for links directly in a job folder (`current`).
 pub fn replace_symlink_via_tmp(target: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temp_in(&tmp_dir_of(dir)?, path);
+    replace_symlink_in(&tmp_dir_of(dir)?, target, path)
+}
+
+/// [`replace_symlink`] with the temp link built in `tmp_dir` (an existing directory on the
+/// same file system, such as a job's `.tmp/` for a vault link deep inside a version), so
+/// that a crash never leaves it beside `path`.
+pub fn replace_symlink_in(tmp_dir: &Path, target: &Path, path: &Path) -> Result<()> {
+    let tmp = temp_in(tmp_dir, path);
     std::os::unix::fs::symlink(target, &tmp).ctx("cannot create symlink", &tmp)?;
     if let Err(e) = fs::rename(&tmp, path).ctx("cannot rename symlink into place", path) {
         let _ = fs::remove_file(&tmp);
