@@ -3,9 +3,11 @@
 //!
 //! Invariant: a file or symlink replaced with these helpers is, at every instant, either
 //! the complete old one or the complete new one (built under a temp name in the same
-//! directory, then renamed over it). A file is also durable when [`write_atomic`] returns
-//! (fsync of the file before the rename, of the directory after); [`replace_symlink`]
-//! leaves the directory's fsync to its caller.
+//! directory's `.tmp/` or beside it, then renamed over it). A file is also durable when
+//! [`write_atomic`] returns (fsync of the file before the rename, of the directory after);
+//! [`replace_symlink`] leaves the directory's fsync to its caller. Temp names carry the
+//! writer's pid ([`temp_owner`]), so recovery can tell a crash's leftovers from the
+//! temporaries of a live writer.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -23,15 +25,56 @@ use crate::error::{IoContext, Result};
 /// name, and no narrower owner (a vault, a job) sees all of the process's writers. It
 /// only grows, and needs no ordering with other memory (`Relaxed`).
 pub fn temp_beside(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    temp_in(dir, path)
+}
+
+/// A temp name for `path` in the directory `dir` (same file system), named as
+/// [`temp_beside`] names it.
+pub fn temp_in(dir: &Path, path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut name = OsString::from(".tmp-");
+    let mut name = OsString::from(TEMP_PREFIX);
     name.push(PID.get_or_init(|| std::process::id().to_string()));
     name.push(format!("-{n}-"));
     name.push(path.file_name().unwrap_or_default());
-    path.with_file_name(name)
+    dir.join(name)
+}
+
+/// How every temp name starts.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// The folder of temporaries inside a job folder (docs/format.md#vault-layout).
+pub const TMP_DIR: &str = ".tmp";
+
+/// The pid a temp name ([`temp_beside`]) was made by, if `name` is one.
+pub fn temp_owner(name: &std::ffi::OsStr) -> Option<u32> {
+    let rest = name.to_str()?.strip_prefix(TEMP_PREFIX)?;
+    rest.split('-').next()?.parse().ok()
+}
+
+/// Is the process `pid` alive? (A temp of a dead process is a leftover of a crash.)
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// `<dir>/.tmp/`, created if missing: where a file of the folder `dir` is built before it
+/// is renamed into place.
+pub fn tmp_dir_of(dir: &Path) -> Result<PathBuf> {
+    let tmp = dir.join(TMP_DIR);
+    match fs::create_dir(&tmp) {
+        Ok(()) => Ok(tmp),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(tmp),
+        Err(e) => Err(e).ctx("cannot create", &tmp),
+    }
 }
 
 /// Fsyncs a directory so that a rename inside it is durable.
@@ -40,9 +83,23 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     f.sync_all().ctx("cannot fsync directory", dir)
 }
 
-/// Replaces `path` with `contents` atomically (temp file, fsync, rename, fsync dir).
+/// Replaces `path` with `contents` atomically (temp file, fsync, rename, fsync dir). The
+/// temp file is built in `.tmp/` beside `path` (created on demand; for a job file that is
+/// the job's `.tmp/`, which recovery empties), so a crash never leaves it among the files.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = temp_beside(path);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_via(&tmp_dir_of(dir)?, path, contents)
+}
+
+/// [`write_atomic`] with the temp file beside `path` (for the vault marker: the vault
+/// root has no `.tmp/`).
+pub fn write_atomic_beside(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_via(dir, path, contents)
+}
+
+fn write_atomic_via(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = temp_in(tmp_dir, path);
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -60,6 +117,26 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     }
     if let Some(dir) = path.parent() {
         fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// [`replace_symlink`] with the temp link built in `.tmp/` beside `path` (created on
+/// demand): for links directly in a job folder (`current`).
+pub fn replace_symlink_via_tmp(target: &Path, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    replace_symlink_in(&tmp_dir_of(dir)?, target, path)
+}
+
+/// [`replace_symlink`] with the temp link built in `tmp_dir` (an existing directory on the
+/// same file system, such as a job's `.tmp/` for a vault link deep inside a version), so
+/// that a crash never leaves it beside `path`.
+pub fn replace_symlink_in(tmp_dir: &Path, target: &Path, path: &Path) -> Result<()> {
+    let tmp = temp_in(tmp_dir, path);
+    std::os::unix::fs::symlink(target, &tmp).ctx("cannot create symlink", &tmp)?;
+    if let Err(e) = fs::rename(&tmp, path).ctx("cannot rename symlink into place", path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     Ok(())
 }
@@ -125,6 +202,32 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::symlink_metadata(p).expect("lstat").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn write_atomic_builds_in_tmp_and_leaves_nothing_beside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("index.tsv");
+        write_atomic(&p, b"one").expect("write");
+        write_atomic(&p, b"two").expect("rewrite");
+        replace_symlink_via_tmp(Path::new("V1-x"), &dir.path().join("current")).expect("link");
+        assert_eq!(fs::read(&p).expect("read"), b"two");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".tmp", "current", "index.tsv"]);
+        assert_eq!(
+            fs::read_dir(dir.path().join(".tmp")).expect("ls").count(),
+            0
+        );
+        let t = temp_in(Path::new("/x"), Path::new("/y/index.tsv"));
+        assert_eq!(
+            temp_owner(t.file_name().expect("name")),
+            Some(std::process::id())
+        );
+        assert!(process_alive(std::process::id()));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod bins;
+pub mod blockreplay;
 mod command;
 pub mod differential;
 pub mod links;

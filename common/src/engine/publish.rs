@@ -2,13 +2,14 @@
 //! crash-safe order (docs/format.md#invariants, I6), or thrown away when nothing differs.
 //!
 //! Invariants: the publishing writes happen in exactly this order, each durable before the
-//! next: lookalike and climbing registries saved; the version's entries made durable (fsyncs, or one
-//! `syncfs` for a large version), and only then its `held_bytes` measured (I7); rename into
+//! next: lookalike and climbing registries saved; every real entry of the version made
+//! durable (found by walking it, fsyncs, or one `syncfs` for a large version), and only then
+//! its `held_bytes` measured (I7); its completion record written ([`completion_record`]);
+//! rename into
 //! `<job>/` and fsync of the job folder; index.tsv rewritten; `current` replaced; journal
-//! appended. A failure before the rename
+//! appended (the completion record removed after the index). A failure before the rename
 //! removes the partial version; [`crate::engine::recover`] repairs a crash after it.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -134,14 +135,21 @@ fn publish(
     b.lookalikes.save(&dir.path)?;
     crate::engine::climb::save(b)?;
     crate::fault::step();
-    make_durable(partial, &b.out.changed_paths)?;
+    make_durable(partial)?;
     row.held_bytes = measure::held_bytes(partial)?;
+    let record = completion_record(&dir, &name);
+    fsutil::tmp_dir_of(&dir.path)?;
+    fsutil::write_atomic_beside(
+        &record,
+        index::render(std::slice::from_ref(&row)).as_bytes(),
+    )?;
     let final_path = dir.version(&name);
     fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)?;
     fsutil::fsync_dir(&dir.path)?;
     crate::fault::step();
     rows.push(row.clone());
     index::write(&dir.index(), &rows)?;
+    let _ = fs::remove_file(&record);
     crate::fault::step();
     dir.set_current(&name)?;
     crate::fault::step();
@@ -159,49 +167,60 @@ fn publish(
     Ok(out)
 }
 
+/// `<job>/.tmp/<version>.complete`: the version's index row, written durably after the
+/// version's data and before its rename, removed once index.tsv holds the row. A version
+/// under its final name is only ever indexed by recovery on the strength of this record:
+/// the flush that made the record durable came after the one that made the data durable.
+pub(crate) fn completion_record(dir: &JobDir, name: &VersionName) -> PathBuf {
+    dir.tmp().join(format!("{}.complete", name.dir))
+}
+
 /// Makes a built version durable before it is renamed into place (I6 across power loss):
-/// a small version fsyncs what it created (and the directories holding it); a large one
-/// flushes its whole filesystem once with `syncfs`, which is cheaper than thousands of
-/// fsyncs but also waits for everybody else's dirty data.
-fn make_durable(root: &Path, created: &[RelPath]) -> Result<()> {
+/// everything real in it (files and directories, found by walking the tree under
+/// `.partial/`, vault links not followed) is fsynced, deepest first; when that is more
+/// than a few hundred entries (a first version), its whole filesystem is flushed once with
+/// `syncfs` instead, which is cheaper than thousands of fsyncs but also waits for
+/// everybody else's dirty data. The walk, not a list of the paths the build changed, says
+/// what to sync: every path that creates entries (a copy, a materialised deep sibling, a
+/// recreated link) is covered without having to report them.
+fn make_durable(root: &Path) -> Result<()> {
     const FSYNC_AT_MOST: usize = 256;
-    if created.len() > FSYNC_AT_MOST {
+    let (files, dirs) = real_part(root, FSYNC_AT_MOST)?;
+    if files.len() + dirs.len() > FSYNC_AT_MOST {
         return syncfs(root);
     }
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    for rel in created {
-        let abs = rel.under(root);
-        let meta = match fs::symlink_metadata(&abs) {
-            Ok(m) => m,
-            // A deletion: what changed is its parent directory.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(parent) = abs.parent() {
-                    dirs.insert(parent.to_path_buf());
-                }
-                continue;
-            }
-            Err(e) => return Err(e).ctx("cannot inspect", &abs),
-        };
-        if meta.is_file() {
-            fs::File::open(&abs)
-                .and_then(|f| f.sync_all())
-                .ctx("cannot fsync", &abs)?;
-        } else if meta.is_dir() {
-            dirs.insert(abs.clone());
-        }
-        let mut up = abs.parent();
-        while let Some(d) = up {
-            if !d.starts_with(root) || !dirs.insert(d.to_path_buf()) {
-                break;
-            }
-            up = d.parent();
-        }
+    for f in &files {
+        fs::File::open(f)
+            .and_then(|f| f.sync_all())
+            .ctx("cannot fsync", f)?;
     }
-    dirs.insert(root.to_path_buf());
-    for d in dirs {
-        fsutil::fsync_dir(&d)?;
+    for d in dirs.iter().rev() {
+        fsutil::fsync_dir(d)?;
     }
     Ok(())
+}
+
+/// The real regular files and the directories (`root` first, parents before children) of
+/// the tree at `root`, without following symlinks; the walk stops once it has found more
+/// than `at_most` of them.
+fn real_part(root: &Path, at_most: usize) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    let mut next = 0;
+    while next < dirs.len() && files.len() + dirs.len() <= at_most {
+        let dir = dirs[next].clone();
+        next += 1;
+        for e in fs::read_dir(&dir).ctx("cannot list", &dir)? {
+            let e = e.ctx("cannot list", &dir)?;
+            let t = e.file_type().ctx("cannot inspect", &e.path())?;
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_file() {
+                files.push(e.path());
+            }
+        }
+    }
+    Ok((files, dirs))
 }
 
 fn syncfs(path: &Path) -> Result<()> {

@@ -3,11 +3,14 @@
 //! Owns: the journal's columns ([`Entry`], rendered and parsed), its event names
 //! ([`JournalEvent`], the one list of them) and the append. Invariants: the file is opened
 //! with `O_APPEND` and each record is written with one `write(2)`, so concurrent writers
-//! (supervisor, snap, retire) never interleave within a line; it is never rewritten;
+//! (supervisor, snap, retire) never interleave within a line; it is never rewritten, only
+//! cut back to its last complete line when a crash left a torn tail (trailing NULs, a
+//! partial line), which [`Journal::open`] does under an exclusive `flock` while appends hold
+//! a shared one, so a record being written is never taken for a torn tail;
 //! `Entry::parse(render(x)) == x` (property-tested below).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -168,6 +171,61 @@ impl Entry {
 /// The journal's header line.
 pub const HEADER: &str = "time\ttool\tevent\tpath\tdetail";
 
+/// How much of the journal's end is read to find its last complete line: far more than
+/// the NUL blocks a power loss leaves (a few file-system blocks).
+const TAIL_WINDOW: u64 = 1 << 20;
+
+/// Cuts the torn tail of the (locked) journal `file`; returns its length after.
+fn cut_torn_tail(file: &mut File, path: &Path) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata().ctx("cannot stat journal", path)?.len();
+    let from = len.saturating_sub(TAIL_WINDOW);
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(from))
+        .and_then(|_| file.read_to_end(&mut tail))
+        .ctx("cannot read journal", path)?;
+    let sound = sound_len(&tail) as u64;
+    if sound == tail.len() as u64 {
+        return Ok(len);
+    }
+    if sound == 0 && from > 0 {
+        return Err(Error::Damaged(format!(
+            "{}: its last {TAIL_WINDOW} bytes hold no complete line",
+            crate::error::show(path)
+        )));
+    }
+    let keep = from + sound;
+    file.set_len(keep)
+        .ctx("cannot cut the torn tail of journal", path)?;
+    file.sync_all().ctx("cannot fsync journal", path)?;
+    crate::error::warn(&format!(
+        "{}: cut a torn tail of {} bytes (left by a crash)",
+        crate::error::show(path),
+        len - keep
+    ));
+    Ok(keep)
+}
+
+/// The length of `bytes` without its torn tail: up to the end of the last line that ends
+/// in a newline and holds no NUL byte (0 when even the header is torn). Records are written
+/// whole and never contain NUL, so what follows that line can only be a torn write.
+fn sound_len(bytes: &[u8]) -> usize {
+    let mut end = bytes.len();
+    loop {
+        let Some(nl) = bytes[..end].iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        let start = bytes[..nl]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        if nl + 1 == end && !bytes[start..nl].contains(&0) {
+            return end;
+        }
+        end = if nl + 1 == end { start } else { nl + 1 };
+    }
+}
+
 /// An open journal.
 #[derive(Debug)]
 pub struct Journal {
@@ -177,14 +235,21 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating with its header if missing) the journal at `path` for `tool`.
+    /// Opens (creating with its header if missing) the journal at `path` for `tool`. A torn
+    /// tail a crash left (a last line without its newline, NUL bytes) is cut back to the
+    /// last complete line first, so that the next record is not glued onto it.
     pub fn open(path: &Path, tool: &'static str) -> Result<Journal> {
         let mut file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .open(path)
             .ctx("cannot open journal", path)?;
-        let len = file.metadata().ctx("cannot stat journal", path)?.len();
+        file.lock().ctx("cannot lock journal", path)?;
+        let repaired = cut_torn_tail(&mut file, path);
+        let unlocked = file.unlock().ctx("cannot unlock journal", path);
+        let len = repaired?;
+        unlocked?;
         if len == 0 {
             file.write_all(format!("{HEADER}\n").as_bytes())
                 .ctx("cannot write journal", path)?;
@@ -233,8 +298,14 @@ impl Journal {
         let mut line = entry.render();
         line.push('\n');
         self.file
+            .lock_shared()
+            .ctx("cannot lock journal", &self.path)?;
+        let written = self
+            .file
             .write_all(line.as_bytes())
-            .ctx("cannot append to journal", &self.path)
+            .ctx("cannot append to journal", &self.path);
+        let unlocked = self.file.unlock().ctx("cannot unlock journal", &self.path);
+        written.and(unlocked)
     }
 
     /// Appends a record, reporting a failure as a warning ([`crate::error::warn`], printed
@@ -270,6 +341,117 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].os("path").expect("path"), "a\tb");
         assert_eq!(rows[1].text("tool").expect("tool"), "retire");
+    }
+
+    /// Reads every entry of the journal at `path` as a reader must: a torn tail is ignored
+    /// (with a warning), any other unreadable line is an error naming its line number.
+    fn read_entries(path: &Path) -> Result<Vec<Entry>> {
+        let bytes = std::fs::read(path).ctx("cannot read journal", path)?;
+        let sound = sound_len(&bytes);
+        if sound < bytes.len() {
+            crate::error::warn(&format!(
+                "{}: ignoring a torn tail of {} bytes (left by a crash)",
+                crate::error::show(path),
+                bytes.len() - sound
+            ));
+        }
+        let damaged = |n: usize, why: String| {
+            Error::Damaged(format!("{} line {n}: {why}", crate::error::show(path)))
+        };
+        let mut entries = Vec::new();
+        for (i, line) in bytes[..sound].split(|&b| b == b'\n').enumerate() {
+            if i == 0 || line.is_empty() {
+                continue;
+            }
+            let text = std::str::from_utf8(line).map_err(|_| damaged(i + 1, "not UTF-8".into()))?;
+            entries.push(Entry::parse(text).map_err(|e| damaged(i + 1, e.to_string()))?);
+        }
+        Ok(entries)
+    }
+
+    /// Every line after the header parses, and the file ends with a newline.
+    fn assert_all_lines_parse(p: &Path) {
+        let bytes = std::fs::read(p).expect("read");
+        assert_eq!(
+            bytes.last(),
+            Some(&b'\n'),
+            "journal does not end with a newline"
+        );
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(HEADER));
+        for line in lines {
+            Entry::parse(line).unwrap_or_else(|e| panic!("damaged line {line:?}: {e}"));
+        }
+    }
+
+    fn torn(tail: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("journal.tsv");
+        Journal::open(&p, "snap")
+            .expect("open")
+            .append(JournalEvent::Start, b"", "one")
+            .expect("log");
+        let mut f = OpenOptions::new().append(true).open(&p).expect("open");
+        f.write_all(tail).expect("tear");
+        (dir, p)
+    }
+
+    #[test]
+    fn append_after_trailing_nuls_cuts_them_first() {
+        let (_dir, p) = torn(&[0u8; 4096]);
+        Journal::open(&p, "snap")
+            .expect("open")
+            .append(JournalEvent::Stop, b"", "two")
+            .expect("log");
+        assert_all_lines_parse(&p);
+        let entries = read_entries(&p).expect("read");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].detail, "two");
+    }
+
+    #[test]
+    fn append_after_a_partial_last_line_cuts_it_first() {
+        let (_dir, p) = torn(b"2026-11-24T21:49:00.123Z\tsnap\tsna");
+        Journal::open(&p, "snap")
+            .expect("open")
+            .append(JournalEvent::Stop, b"", "two")
+            .expect("log");
+        assert_all_lines_parse(&p);
+        assert_eq!(read_entries(&p).expect("read").len(), 2);
+    }
+
+    #[test]
+    fn a_complete_line_followed_by_nuls_and_a_partial_line_is_kept() {
+        let mut tail = b"2026-11-24T21:49:00.123Z\tsnap\tstop\t\tkept\n".to_vec();
+        tail.extend_from_slice(&[0u8; 100]);
+        tail.extend_from_slice(b"\n2026-11-24T21:49:00.123Z\tsn\0\0");
+        let (_dir, p) = torn(&tail);
+        Journal::open(&p, "snap").expect("open");
+        assert_all_lines_parse(&p);
+        let entries = read_entries(&p).expect("read");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].detail, "kept");
+    }
+
+    #[test]
+    fn a_journal_torn_inside_its_header_is_started_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("journal.tsv");
+        std::fs::write(&p, b"time\ttool\0\0\0").expect("write");
+        Journal::open(&p, "snap")
+            .expect("open")
+            .append(JournalEvent::Start, b"", "one")
+            .expect("log");
+        assert_all_lines_parse(&p);
+        assert_eq!(read_entries(&p).expect("read").len(), 1);
+    }
+
+    #[test]
+    fn readers_ignore_a_torn_tail() {
+        let (_dir, p) = torn(b"2026-11-24T21:49:00.123Z\tsnap\0\0\0");
+        let entries = read_entries(&p).expect("a torn tail is not an error");
+        assert_eq!(entries.len(), 1);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Vault {
                 created: time::now_rfc3339(),
             };
             let text = toml::to_string(&marker).map_err(|e| Error::Invalid(e.to_string()))?;
-            fsutil::write_atomic(&marker_path, text.as_bytes())?;
+            fsutil::write_atomic_beside(&marker_path, text.as_bytes())?;
         }
         Vault::open(root)
     }
@@ -221,6 +221,10 @@ impl JobDir {
     pub fn partial(&self) -> PathBuf {
         self.path.join(".partial")
     }
+    /// `.tmp/`: the job's temporaries (created on demand, emptied by recovery).
+    pub fn tmp(&self) -> PathBuf {
+        self.path.join(fsutil::TMP_DIR)
+    }
     /// The directory of a version.
     pub fn version(&self, v: &VersionName) -> PathBuf {
         self.path.join(&v.dir)
@@ -264,7 +268,7 @@ impl JobDir {
 
 /// Points `current` of the job folder `job` at `v`, atomically (durable when it returns).
 pub fn set_current(job: &Path, v: &VersionName) -> Result<()> {
-    fsutil::replace_symlink(Path::new(&v.dir), &job.join("current"))?;
+    fsutil::replace_symlink_via_tmp(Path::new(&v.dir), &job.join("current"))?;
     fsutil::fsync_dir(job)
 }
 

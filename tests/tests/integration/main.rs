@@ -16,6 +16,7 @@ mod index;
 mod links;
 mod live;
 mod model;
+mod powerloss;
 mod reflink;
 mod retire;
 mod snap;
