@@ -128,7 +128,11 @@ pub mod batch {
 
 /// Retiring versions.
 pub mod retire {
-    pub use crate::engine::retire::{Retired, enforce, enforce_with, plan};
+    pub use crate::engine::policy::{Bucket, Rule};
+    pub use crate::engine::retire::{
+        Action, Decision, Limits, Plan, Reason, Retired, Unmeetable, enforce, enforce_with, plan,
+    };
+    pub use crate::format::settings::Rules;
 }
 
 /// Restoring a version.

@@ -41,13 +41,17 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
 use crate::engine::copy;
+use crate::engine::policy::{self, Candidate, Rule, Verdict};
 use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
 use crate::fault;
 use crate::format::index::{self, IndexRow};
 use crate::format::journal::JournalEvent;
-use crate::format::settings::format_size;
+use crate::format::settings::{Rules, format_size};
 use crate::fsutil;
 use crate::vault::check;
 use crate::vault::job::JobCtx;
@@ -55,33 +59,24 @@ use crate::vault::layout::VersionName;
 use crate::vault::measure::{self, remains_held};
 use crate::vault::tree::{self, Lookalikes};
 
-/// Why a version is kept or retired.
+/// Why a version is retired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// Retired: more than `keep_versions` versions.
-    Count,
-    /// Retired: the job folder is larger than `vault_size_limit`.
+    /// No `keep_*` rule keeps it.
+    Rules,
+    /// The job folder is larger than `vault_size_limit`.
     Size,
-    /// Retired: finishing a retirement a crash interrupted.
+    /// Finishing a retirement a crash interrupted.
     Resumed,
-    /// Kept: the newest version is never retired.
-    Newest,
-    /// Kept: the newest version, although the size limit is still exceeded.
-    Unmeetable,
-    /// Kept: within both limits.
-    Within,
 }
 
 impl Reason {
     /// The reason's name in output.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Count => "count",
+            Reason::Rules => "no-rule",
             Reason::Size => "size",
             Reason::Resumed => "resumed",
-            Reason::Newest => "newest",
-            Reason::Unmeetable => "newest-size-limit-unmeetable",
-            Reason::Within => "within-limits",
         }
     }
 }
@@ -111,7 +106,7 @@ impl Action {
     }
 }
 
-/// The policy's verdict on one version.
+/// The plan's verdict on one version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The version number.
@@ -120,10 +115,60 @@ pub struct Decision {
     pub dir: String,
     /// Keep or retire.
     pub action: Action,
-    /// Why.
-    pub reason: Reason,
+    /// For a kept version: the rules that keep it (see [`policy::plan`]).
+    pub kept_by: Vec<Rule>,
+    /// For a retirement: why.
+    pub reason: Option<Reason>,
     /// For a retirement: the bytes it is estimated to free (see [`estimate_moved`]).
     pub estimated_freed: u64,
+}
+
+impl Decision {
+    /// The rule(s) that decided, for output: `keep_daily,keep_within`, `no-rule`, `size`.
+    pub fn decided_by(&self) -> String {
+        match self.reason {
+            Some(r) => r.as_str().to_owned(),
+            None => {
+                let names: Vec<&str> = self.kept_by.iter().map(|r| r.as_str()).collect();
+                names.join(",")
+            }
+        }
+    }
+}
+
+/// A size limit the newest version alone exceeds: nothing is retired for size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmeetable {
+    /// The newest version's directory.
+    pub newest: String,
+    /// What it needs on its own, as a complete tree (bytes).
+    pub needs: u64,
+    /// The limit (bytes).
+    pub limit: u64,
+}
+
+impl fmt::Display for Unmeetable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "size limit unmeetable: the newest version alone needs {} ({} bytes, {}), more than vault_size_limit {} ({} bytes): nothing retired for size",
+            format_size(self.needs),
+            self.needs,
+            self.newest,
+            format_size(self.limit),
+            self.limit
+        )
+    }
+}
+
+/// The whole plan: a decision per version (oldest first), and whether the size limit
+/// cannot be met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One per version, oldest first.
+    pub decisions: Vec<Decision>,
+    /// Set when the newest version alone exceeds the size limit.
+    pub unmeetable: Option<Unmeetable>,
 }
 
 /// A version retired (or, in a dry run, that would be).
@@ -151,77 +196,139 @@ pub fn estimate_moved(old: &IndexRow, next: &IndexRow, old_held: u64) -> u64 {
     (u128::from(old_held) * u128::from(reused) / u128::from(old.files)) as u64
 }
 
-/// The retirement policy (docs/retirement.md), pure: oldest first, while more than `keep_versions`
-/// (0 = no count limit) or the sum of `held_bytes` is above `size_limit`; never the newest.
-/// The size after each retirement is estimated with [`estimate_moved`]; [`enforce`] itself
-/// re-reads the index after every real retirement instead.
-pub fn plan(rows: &[IndexRow], keep_versions: u64, size_limit: Option<u64>) -> Vec<Decision> {
-    let n = rows.len();
+/// What the newest version needs on its own as a complete tree: its files' apparent size,
+/// or what it holds itself when that is more.
+fn newest_needs(rows: &[IndexRow]) -> u64 {
+    rows.last()
+        .map(|r| r.logical_bytes.max(r.held_bytes))
+        .unwrap_or(0)
+}
+
+/// The unmeetable limit, if `limit` is one for these rows.
+fn unmeetable_for(rows: &[IndexRow], limit: Option<u64>) -> Option<Unmeetable> {
+    let (limit, newest) = (limit?, rows.last()?);
+    let needs = newest_needs(rows);
+    (needs > limit).then(|| Unmeetable {
+        newest: newest.dir.clone(),
+        needs,
+        limit,
+    })
+}
+
+/// When a version was taken, for the policy.
+fn created_of(row: &IndexRow) -> Result<Timestamp> {
+    row.created.parse::<Timestamp>().map_err(|e| {
+        Error::Damaged(format!(
+            "index.tsv row of {}: created `{}` is not a time: {e}",
+            row.dir, row.created
+        ))
+    })
+}
+
+/// The policy's verdicts on `rows` (index order), by number.
+fn verdicts(
+    rows: &[IndexRow],
+    rules: &Rules,
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Result<Vec<Verdict>> {
+    let candidates = rows
+        .iter()
+        .map(|r| {
+            Ok(Candidate {
+                version: r.version,
+                created: created_of(r)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(policy::plan(&candidates, rules, now, tz))
+}
+
+/// The retirement plan (docs/retirement.md), pure: every version no rule keeps is retired
+/// ([`policy::plan`]; never the newest); then, while the sum of `held_bytes` is above
+/// `size_limit`, the oldest kept one — unless the newest alone exceeds the limit
+/// ([`Plan::unmeetable`]), when nothing is retired for size. What each retirement frees is
+/// estimated with [`estimate_moved`]; [`enforce`] re-reads the index after every real one.
+pub fn plan(
+    rows: &[IndexRow],
+    rules: &Rules,
+    size_limit: Option<u64>,
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Result<Plan> {
+    let verdicts = verdicts(rows, rules, now, tz)?;
     let mut held: Vec<u64> = rows.iter().map(|r| r.held_bytes).collect();
     let mut total: u64 = held.iter().sum();
-    let mut out = Vec::with_capacity(n);
-    let mut i = 0;
-    while i + 1 < n {
-        let over_count = keep_versions > 0 && (n - i) as u64 > keep_versions;
-        let over_size = size_limit.is_some_and(|l| total > l);
-        if !over_count && !over_size {
-            break;
-        }
+    let mut decisions = Vec::with_capacity(rows.len());
+    let retire = |i: usize, held: &mut Vec<u64>, total: &mut u64| {
         let moved = estimate_moved(&rows[i], &rows[i + 1], held[i]).min(held[i]);
         let freed = held[i] - moved;
         held[i + 1] += moved;
-        total -= freed;
-        out.push(Decision {
-            version: rows[i].version,
-            dir: rows[i].dir.clone(),
-            action: Action::Retire,
-            reason: if over_count {
-                Reason::Count
-            } else {
-                Reason::Size
-            },
-            estimated_freed: freed,
-        });
-        i += 1;
-    }
-    for (j, r) in rows.iter().enumerate().skip(i) {
-        let reason = if j + 1 < n {
-            Reason::Within
-        } else if size_limit.is_some_and(|l| total > l) {
-            Reason::Unmeetable
-        } else {
-            Reason::Newest
-        };
-        out.push(Decision {
+        *total -= freed;
+        freed
+    };
+    for (i, (r, v)) in rows.iter().zip(&verdicts).enumerate() {
+        let gone = !v.keep() && i + 1 < rows.len();
+        decisions.push(Decision {
             version: r.version,
             dir: r.dir.clone(),
-            action: Action::Keep,
-            reason,
-            estimated_freed: 0,
+            action: if gone { Action::Retire } else { Action::Keep },
+            kept_by: v.kept_by.clone(),
+            reason: gone.then_some(Reason::Rules),
+            estimated_freed: if gone {
+                retire(i, &mut held, &mut total)
+            } else {
+                0
+            },
         });
     }
-    out
+    let unmeetable = unmeetable_for(rows, size_limit);
+    if let (Some(limit), None) = (size_limit, &unmeetable) {
+        let last = rows.len().saturating_sub(1);
+        for (i, d) in decisions.iter_mut().enumerate().take(last) {
+            if total <= limit {
+                break;
+            }
+            if d.action == Action::Keep {
+                d.estimated_freed = retire(i, &mut held, &mut total);
+                d.action = Action::Retire;
+                d.reason = Some(Reason::Size);
+            }
+        }
+    }
+    Ok(Plan {
+        decisions,
+        unmeetable,
+    })
 }
 
-/// Retires the oldest version (or first finishes a retirement a crash interrupted) and
-/// returns the bytes freed. The caller holds the job lock. Never retires the only version.
-pub fn retire_oldest(ctx: &mut JobCtx) -> Result<u64> {
+/// Retires version `dir` (any but the newest; or first finishes a retirement a crash
+/// interrupted, returning what that freed) and returns the bytes freed. The caller holds
+/// the job lock.
+pub fn retire_version(ctx: &mut JobCtx, dir: &str) -> Result<u64> {
     if let Some(vo) = ctx.file.state.retiring.clone() {
         return finish(ctx, &vo, true);
     }
     let rows = index::read(&ctx.dir.index())?;
-    if rows.len() < 2 {
-        return Err(Error::Refused(format!(
-            "job {} has {} version(s): the only remaining version is never retired",
-            ctx.dir.folder,
-            rows.len()
-        )));
+    match rows.iter().position(|r| r.dir == dir) {
+        None => {
+            return Err(Error::Usage(format!(
+                "job {}: {dir} is not a retained version",
+                ctx.dir.folder
+            )));
+        }
+        Some(i) if i + 1 == rows.len() => {
+            return Err(Error::Refused(format!(
+                "job {}: {dir} is the newest version: the newest version is never retired",
+                ctx.dir.folder
+            )));
+        }
+        Some(_) => {}
     }
-    let vo = rows[0].dir.clone();
-    ctx.file.state.retiring = Some(vo.clone());
+    ctx.file.state.retiring = Some(dir.to_owned());
     ctx.file.write(&ctx.dir.job_toml())?;
     fault::step();
-    finish(ctx, &vo, false)
+    finish(ctx, dir, false)
 }
 
 /// Steps 2–7 for `vo` (see the module docs); idempotent.
@@ -252,14 +359,15 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     Ok(freed)
 }
 
-/// One retirement of the oldest version `vo` into the next one `vn`, as the index had it
-/// when it started (or resumed).
+/// One retirement of version `vo` into the next one `vn`, as the index had it when it
+/// started (or resumed).
 struct Retirement {
     job: PathBuf,
     vo: String,
     vn: String,
-    /// index.tsv as read: `rows[0]` is `vo`, `rows[1]` is `vn`.
+    /// index.tsv as read: `rows[pos]` is `vo`, `rows[pos + 1]` is `vn`.
     rows: Vec<IndexRow>,
+    pos: usize,
     /// The versions after `vn`: the index's, plus any complete version not indexed yet.
     later: Vec<String>,
     /// Finishing a retirement a crash interrupted: size arithmetic is not trusted.
@@ -280,31 +388,31 @@ struct SizeChanges {
 }
 
 impl Retirement {
-    /// Checks that `vo` can be retired (the oldest, not the only one, the next version on
-    /// disk) and finds the later versions.
+    /// Checks that `vo` can be retired (indexed, not the newest, the next version on disk)
+    /// and finds the later versions.
     fn new(ctx: &mut JobCtx, vo: &str, rows: Vec<IndexRow>, resumed: bool) -> Result<Retirement> {
-        if rows.first().is_none_or(|r| r.dir != vo) {
+        let Some(pos) = rows.iter().position(|r| r.dir == vo) else {
             return Err(Error::Damaged(format!(
-                "{vo}, marked as retiring in {}, is not the oldest version in index.tsv",
+                "{vo}, marked as retiring in {}, is not in index.tsv",
                 show(&ctx.dir.job_toml())
             )));
-        }
-        if rows.len() < 2 {
+        };
+        if pos + 1 == rows.len() {
             clear_mark(ctx)?;
             return Err(Error::Refused(format!(
-                "{vo} is the only remaining version of job {}: never retired",
+                "{vo} is the newest version of job {}: never retired",
                 ctx.dir.folder
             )));
         }
         let job = ctx.dir.path.clone();
-        let (vn, vn_n) = (rows[1].dir.clone(), rows[1].version);
+        let (vn, vn_n) = (rows[pos + 1].dir.clone(), rows[pos + 1].version);
         if !job.join(&vn).is_dir() {
             return Err(Error::Damaged(format!(
                 "cannot retire {vo}: the next version {vn} is missing from {} (see reverb-index --check)",
                 show(&job)
             )));
         }
-        let mut later: Vec<String> = rows[2..].iter().map(|r| r.dir.clone()).collect();
+        let mut later: Vec<String> = rows[pos + 2..].iter().map(|r| r.dir.clone()).collect();
         let known: HashSet<&str> = rows.iter().map(|r| r.dir.as_str()).collect();
         for v in ctx.dir.versions_on_disk()? {
             if v.n > vn_n && !known.contains(v.dir.as_str()) {
@@ -316,6 +424,7 @@ impl Retirement {
             vo: vo.to_owned(),
             vn,
             rows,
+            pos,
             later,
             resumed,
         })
@@ -411,8 +520,10 @@ impl Retirement {
 
     /// The lookalike records of versions no longer retained (Vo's) are dropped.
     fn forget_lookalikes_of_old(&self, lookalikes: &mut Lookalikes) -> Result<()> {
-        let keep: HashSet<String> = self.rows[1..]
+        let keep: HashSet<String> = self
+            .rows
             .iter()
+            .filter(|r| r.dir != self.vo)
             .map(|r| r.dir.clone())
             .chain(self.later.iter().cloned())
             .collect();
@@ -434,17 +545,19 @@ impl Retirement {
     }
 
     fn rows_without_old(&self, sizes: &SizeChanges) -> Result<Vec<IndexRow>> {
-        let (old, next) = (&self.rows[0], &self.rows[1]);
-        let mut new_rows: Vec<IndexRow> = self.rows[1..].to_vec();
+        let pos = self.pos;
+        let (old, next) = (&self.rows[pos], &self.rows[pos + 1]);
+        let mut new_rows: Vec<IndexRow> = self.rows.clone();
+        new_rows.remove(pos);
         let moved_in = sizes.remains.and_then(|r| old.held_bytes.checked_sub(r));
-        new_rows[0].held_bytes = match moved_in {
+        new_rows[pos].held_bytes = match moved_in {
             Some(m) if !self.resumed => {
                 (next.held_bytes as i64 + m as i64 + sizes.link_correction).max(0) as u64
             }
             // A resumed run cannot trust the arithmetic: measure.
             _ => measure::held_bytes(&self.job.join(&self.vn))?,
         };
-        for r in new_rows.iter_mut().skip(1) {
+        for r in new_rows.iter_mut().skip(pos + 1) {
             if self.resumed {
                 // Deltas of a crashed run are lost: recount what the later versions hold.
                 if self.job.join(&r.dir).is_dir() {
@@ -596,39 +709,53 @@ impl DirGuard {
     }
 }
 
-/// Enforces the limits: finishes an interrupted retirement, then retires the oldest while
-/// there are more than `keep` versions (0 = no count limit) or the index's sum of
-/// `held_bytes` is above `size_limit`. The first time the size limit is hit, the job is
-/// recounted from disk first (once per job, recorded in job.toml). A limit that cannot be
-/// met with one version left is journaled as an `error` and is [`Error::Refused`].
-/// `dry_run` returns the [`plan`]'s retirements and writes nothing.
-pub fn enforce(
-    ctx: &mut JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
-    dry_run: bool,
-) -> Result<Vec<Retired>> {
-    enforce_with(ctx, keep, size_limit, dry_run, &mut |_| {})
+/// What to enforce: the rules, the size limit, and the clock and time zone they read.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The `keep_*` rules.
+    pub rules: Rules,
+    /// `vault_size_limit` (None = none).
+    pub size_limit: Option<u64>,
+    /// The time the rules are applied at.
+    pub now: Timestamp,
+    /// The time zone of the buckets.
+    pub tz: TimeZone,
+}
+
+impl Limits {
+    /// These rules and limit, now, in the host's time zone.
+    pub fn now(rules: Rules, size_limit: Option<u64>) -> Limits {
+        Limits {
+            rules,
+            size_limit,
+            now: Timestamp::now(),
+            tz: policy::host_time_zone(),
+        }
+    }
+}
+
+/// Enforces the limits (docs/retirement.md): finishes an interrupted retirement, then
+/// retires every version no rule keeps (oldest first), then the oldest while the index's
+/// sum of `held_bytes` is above the size limit. The first time the size limit is hit, the
+/// job is recounted from disk first (once per job, recorded in job.toml). A size limit the
+/// newest version alone exceeds retires nothing for size: it is journaled as an `error` and
+/// is [`Error::Refused`] with the [`Unmeetable`] message. `dry_run` returns the [`plan`]'s
+/// retirements and writes nothing (an unmeetable limit is still the error).
+pub fn enforce(ctx: &mut JobCtx, limits: &Limits, dry_run: bool) -> Result<Vec<Retired>> {
+    enforce_with(ctx, limits, dry_run, &mut |_| {})
 }
 
 /// [`enforce`], calling `on_retired` right after each retirement (so a caller can report
 /// what was done even when a later step fails).
 pub fn enforce_with(
     ctx: &mut JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
+    limits: &Limits,
     dry_run: bool,
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
-    if !ctx.dir.index().exists() && !ctx.dir.versions_on_disk()?.is_empty() {
-        // Never rebuild an index from the disk and then delete by it.
-        return Err(Error::Damaged(format!(
-            "{} is missing but versions are on disk: nothing retired (see reverb-index --check)",
-            show(&ctx.dir.index())
-        )));
-    }
+    refuse_without_index(&ctx.dir)?;
     if dry_run {
-        return planned(ctx, keep, size_limit, on_retired);
+        return planned(ctx, limits, on_retired);
     }
     let mut out = Vec::new();
     let mut report = |r: Retired| {
@@ -636,7 +763,7 @@ pub fn enforce_with(
         out.push(r);
     };
     if let Some(vo) = ctx.file.state.retiring.clone() {
-        let freed = retire_oldest(ctx)?;
+        let freed = finish(ctx, &vo, true)?;
         report(Retired {
             version: VersionName::parse(&vo).map(|v| v.n).unwrap_or(0),
             dir: vo,
@@ -645,100 +772,123 @@ pub fn enforce_with(
         });
     }
     snapshot::recover(ctx)?;
-    while let Some((version, dir, reason)) = next_retirement(ctx, keep, size_limit)? {
-        let freed = retire_oldest(ctx)?;
+    let rows = index::read_index_or_empty(&ctx.dir.index())?;
+    let by_rules = plan(&rows, &limits.rules, None, limits.now, &limits.tz)?;
+    for d in by_rules.decisions {
+        if d.action == Action::Retire {
+            let freed = retire_version(ctx, &d.dir)?;
+            report(Retired {
+                version: d.version,
+                dir: d.dir,
+                reason: Reason::Rules,
+                freed_bytes: freed,
+            });
+        }
+    }
+    while let Some((version, dir)) = next_for_size(ctx, limits.size_limit)? {
+        let freed = retire_version(ctx, &dir)?;
         report(Retired {
             version,
             dir,
-            reason,
+            reason: Reason::Size,
             freed_bytes: freed,
         });
     }
     Ok(out)
 }
 
+/// Never rebuild an index from the disk and then delete by it.
+fn refuse_without_index(dir: &crate::vault::layout::JobDir) -> Result<()> {
+    if !dir.index().exists() && !dir.versions_on_disk()?.is_empty() {
+        return Err(Error::Damaged(format!(
+            "{} is missing but versions are on disk: nothing retired (see reverb-index --check)",
+            show(&dir.index())
+        )));
+    }
+    Ok(())
+}
+
 /// The dry run: the [`plan`]'s retirements, nothing written.
 fn planned(
-    ctx: &JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
+    ctx: &mut JobCtx,
+    limits: &Limits,
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
     let rows = index::read_index_or_empty(&ctx.dir.index())?;
+    let p = plan(
+        &rows,
+        &limits.rules,
+        limits.size_limit,
+        limits.now,
+        &limits.tz,
+    )?;
     let mut out = Vec::new();
-    for d in plan(&rows, keep, size_limit) {
-        if d.action == Action::Retire {
+    for d in p.decisions {
+        if let (Action::Retire, Some(reason)) = (d.action, d.reason) {
             let r = Retired {
                 version: d.version,
                 dir: d.dir,
-                reason: d.reason,
+                reason,
                 freed_bytes: d.estimated_freed,
             };
             on_retired(&r);
             out.push(r);
         }
     }
-    Ok(out)
+    match p.unmeetable {
+        Some(u) => Err(Error::Refused(format!("job {}: {u}", ctx.dir.folder))),
+        None => Ok(out),
+    }
 }
 
-/// The oldest version (number, directory) and why it is to be retired now, or `None` when
-/// the job is within its limits. The first time the size limit is exceeded, the job is recounted first (once,
-/// recorded in job.toml). An unmeetable limit is journaled and [`Error::Refused`].
-fn next_retirement(
-    ctx: &mut JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
-) -> Result<Option<(u64, String, Reason)>> {
+/// The oldest version (number, directory) to retire now for size, or `None` when the job
+/// is within its limit. The first time the size limit is exceeded, the job is recounted
+/// first (once, recorded in job.toml). A limit the newest version alone exceeds is
+/// journaled and [`Error::Refused`], before anything is retired for size.
+fn next_for_size(ctx: &mut JobCtx, size_limit: Option<u64>) -> Result<Option<(u64, String)>> {
+    let Some(limit) = size_limit else {
+        return Ok(None);
+    };
     loop {
         let rows = index::read_index_or_empty(&ctx.dir.index())?;
-        let total = index::total_held(&rows);
-        let over_size = size_limit.is_some_and(|l| total > l);
-        if over_size && !ctx.file.state.size_recounted {
+        if index::total_held(&rows) <= limit {
+            return Ok(None);
+        }
+        if !ctx.file.state.size_recounted {
             check::recount(ctx)?;
             ctx.file.state.size_recounted = true;
             ctx.file.write(&ctx.dir.job_toml())?;
             fault::step();
             continue;
         }
-        let over_count = keep > 0 && rows.len() as u64 > keep;
-        if !over_count && !over_size {
-            return Ok(None);
+        let unmeetable = unmeetable_for(&rows, Some(limit)).or_else(|| {
+            // One version left and still over: what it holds is what it needs.
+            (rows.len() == 1).then(|| Unmeetable {
+                newest: rows[0].dir.clone(),
+                needs: index::total_held(&rows),
+                limit,
+            })
+        });
+        if let Some(u) = unmeetable {
+            let msg = format!("job {}: {u}", ctx.dir.folder);
+            ctx.journal.note(JournalEvent::Error, b"", &msg);
+            return Err(Error::Refused(msg));
         }
-        if rows.len() <= 1 {
-            return Err(unmeetable(ctx, &rows, size_limit.unwrap_or(0), total));
-        }
-        let reason = if over_count {
-            Reason::Count
-        } else {
-            Reason::Size
-        };
-        return Ok(Some((rows[0].version, rows[0].dir.clone(), reason)));
+        return Ok(Some((rows[0].version, rows[0].dir.clone())));
     }
-}
-
-/// Journals (as an `error`) and returns the refusal of a size limit that one version
-/// alone exceeds.
-fn unmeetable(ctx: &mut JobCtx, rows: &[IndexRow], limit: u64, total: u64) -> Error {
-    let msg = format!(
-        "job {}: size limit {limit} bytes ({}) cannot be met: the only remaining version {} holds {total} bytes ({}), and the last version is never retired",
-        ctx.dir.folder,
-        format_size(limit),
-        rows.first().map(|r| r.dir.as_str()).unwrap_or("-"),
-        format_size(total)
-    );
-    ctx.journal.note(JournalEvent::Error, b"", &msg);
-    Error::Refused(msg)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
+    /// Version `n`, taken `n` minutes after 2026-11-24T20:00Z.
     fn row(n: u64, files: u64, changed: u64, held: u64) -> IndexRow {
         IndexRow {
             version: n,
-            dir: format!("V{n}-20261124T2149{:02}Z", n % 60),
-            created: "2026-11-24T21:49:00.000Z".into(),
+            dir: format!("V{n}-20261124T2000{:02}Z", n % 60),
+            created: format!("2026-11-24T{:02}:{:02}:00.000Z", 20 + n / 60, n % 60),
             files,
             changed,
             held_bytes: held,
@@ -746,97 +896,175 @@ mod tests {
         }
     }
 
-    fn actions(d: &[Decision]) -> Vec<(u64, Action, Reason)> {
-        d.iter().map(|d| (d.version, d.action, d.reason)).collect()
+    fn now() -> Timestamp {
+        "2026-11-25T12:00:00Z".parse().expect("time")
+    }
+
+    fn count_rules(n: u64) -> Rules {
+        Rules {
+            versions: n,
+            ..Rules::NONE
+        }
+    }
+
+    fn run(rows: &[IndexRow], rules: &Rules, limit: Option<u64>) -> Plan {
+        plan(rows, rules, limit, now(), &TimeZone::UTC).expect("plan")
+    }
+
+    fn actions(p: &Plan) -> Vec<(u64, Action, String)> {
+        p.decisions
+            .iter()
+            .map(|d| (d.version, d.action, d.decided_by()))
+            .collect()
     }
 
     use Action::{Keep, Retire};
 
+    fn a(v: u64, act: Action, by: &str) -> (u64, Action, String) {
+        (v, act, by.to_owned())
+    }
+
     #[test]
     fn empty_index_plans_nothing() {
-        assert!(plan(&[], 3, Some(1)).is_empty());
+        let p = run(&[], &count_rules(3), Some(1));
+        assert!(p.decisions.is_empty() && p.unmeetable.is_none());
     }
 
     #[test]
     fn count_only() {
         let rows: Vec<_> = (1..=5).map(|n| row(n, 10, 1, 100)).collect();
         assert_eq!(
-            actions(&plan(&rows, 3, None)),
+            actions(&run(&rows, &count_rules(3), None)),
             vec![
-                (1, Retire, Reason::Count),
-                (2, Retire, Reason::Count),
-                (3, Keep, Reason::Within),
-                (4, Keep, Reason::Within),
-                (5, Keep, Reason::Newest),
+                a(1, Retire, "no-rule"),
+                a(2, Retire, "no-rule"),
+                a(3, Keep, "keep_versions"),
+                a(4, Keep, "keep_versions"),
+                a(5, Keep, "newest,keep_versions"),
             ]
         );
-        // keep 1 retires all but the newest; keep >= len retires nothing.
-        assert_eq!(
-            plan(&rows, 1, None)
-                .iter()
-                .filter(|d| d.action == Retire)
-                .count(),
-            4
-        );
-        assert!(plan(&rows, 5, None).iter().all(|d| d.action == Keep));
+        let retired = |p: Plan| p.decisions.iter().filter(|d| d.action == Retire).count();
+        assert_eq!(retired(run(&rows, &count_rules(1), None)), 4);
+        assert_eq!(retired(run(&rows, &count_rules(5), None)), 0);
+        // Every rule 0: nothing retired by count or time.
+        assert_eq!(retired(run(&rows, &Rules::NONE, None)), 0);
     }
 
     #[test]
-    fn keep_zero_is_no_count_limit() {
-        let rows: Vec<_> = (1..=50).map(|n| row(n, 10, 1, 100)).collect();
-        assert!(plan(&rows, 0, None).iter().all(|d| d.action == Keep));
+    fn thinning_retires_middle_versions() {
+        // Versions at minutes 1..=5 of one hour and 61..=62 of the next: hourly keeps the
+        // newest of each hour, so 1–4 go and so does 61; 5 and 62 stay.
+        let rows: Vec<_> = [1, 2, 3, 4, 5, 61, 62].map(|n| row(n, 10, 1, 100)).into();
+        let rules = Rules {
+            hourly: 2,
+            ..Rules::NONE
+        };
+        let got: Vec<(u64, Action)> = run(&rows, &rules, None)
+            .decisions
+            .iter()
+            .map(|d| (d.version, d.action))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, Retire),
+                (2, Retire),
+                (3, Retire),
+                (4, Retire),
+                (5, Keep),
+                (61, Retire),
+                (62, Keep)
+            ]
+        );
     }
 
     #[test]
     fn size_only_counts_what_moves_forward() {
         // V1 holds 1000 for 10 files; V2 reuses 5 of them: retiring V1 frees ~500.
         let rows = vec![row(1, 10, 10, 1000), row(2, 10, 5, 100), row(3, 10, 1, 100)];
-        let d = plan(&rows, 0, Some(800));
+        let p = run(&rows, &Rules::NONE, Some(800));
         assert_eq!(
-            actions(&d),
+            actions(&p),
             vec![
-                (1, Retire, Reason::Size),
-                (2, Keep, Reason::Within),
-                (3, Keep, Reason::Newest)
+                a(1, Retire, "size"),
+                a(2, Keep, "no-rules"),
+                a(3, Keep, "newest,no-rules"),
             ]
         );
-        assert_eq!(d[0].estimated_freed, 500);
+        assert_eq!(p.decisions[0].estimated_freed, 500);
         // 1200 → 700 after V1; a limit of 650 needs V2 too (which now holds 600).
-        let d = plan(&rows, 0, Some(650));
-        assert_eq!(d[1].action, Retire);
-        assert_eq!(d[1].reason, Reason::Size);
+        let p = run(&rows, &Rules::NONE, Some(650));
+        assert_eq!(p.decisions[1].action, Retire);
+        assert_eq!(p.decisions[1].reason, Some(Reason::Size));
         // Nothing reused: everything frees.
         let rows = vec![row(1, 10, 10, 1000), row(2, 10, 10, 100)];
-        assert_eq!(plan(&rows, 0, Some(500))[0].estimated_freed, 1000);
+        assert_eq!(
+            run(&rows, &Rules::NONE, Some(500)).decisions[0].estimated_freed,
+            1000
+        );
     }
 
     #[test]
-    fn both_limits_name_the_first_that_applies() {
+    fn rules_first_then_size() {
         let rows: Vec<_> = (1..=4).map(|n| row(n, 10, 10, 100)).collect();
-        // Count retires V1; then 300 > 150 so size retires V2 and V3.
+        // The rules retire V1; then 300 > 150 so size retires V2 and V3.
         assert_eq!(
-            actions(&plan(&rows, 3, Some(150))),
+            actions(&run(&rows, &count_rules(3), Some(150))),
             vec![
-                (1, Retire, Reason::Count),
-                (2, Retire, Reason::Size),
-                (3, Retire, Reason::Size),
-                (4, Keep, Reason::Newest),
+                a(1, Retire, "no-rule"),
+                a(2, Retire, "size"),
+                a(3, Retire, "size"),
+                a(4, Keep, "newest,keep_versions"),
             ]
         );
     }
 
     #[test]
-    fn unmeetable_limit_never_retires_the_newest() {
-        let rows = vec![row(1, 1, 1, 5000)];
-        assert_eq!(
-            actions(&plan(&rows, 0, Some(10))),
-            vec![(1, Keep, Reason::Unmeetable)]
+    fn unmeetable_limit_retires_nothing_for_size() {
+        // The newest holds 60 files (600 logical bytes): a limit of 500 cannot be met, and
+        // the older versions stay (the size rule never retires when it cannot succeed).
+        let rows = vec![row(1, 1, 1, 10), row(2, 1, 1, 10), row(3, 60, 60, 700)];
+        let p = run(&rows, &Rules::NONE, Some(500));
+        assert!(p.decisions.iter().all(|d| d.action == Keep));
+        let u = p.unmeetable.expect("unmeetable");
+        assert_eq!((u.needs, u.limit), (700, 500));
+        let msg = u.to_string();
+        assert!(
+            msg.starts_with("size limit unmeetable: the newest version alone needs 700 B"),
+            "{msg}"
         );
-        let rows = vec![row(1, 1, 1, 10), row(2, 1, 1, 5000)];
-        assert_eq!(
-            actions(&plan(&rows, 0, Some(10))),
-            vec![(1, Retire, Reason::Size), (2, Keep, Reason::Unmeetable)]
-        );
+        // The rules still apply.
+        let p = run(&rows, &count_rules(2), Some(500));
+        assert_eq!(p.decisions[0].action, Retire);
+        assert_eq!(p.decisions[0].reason, Some(Reason::Rules));
+        assert!(p.unmeetable.is_some());
+        // A limit the newest meets is not unmeetable.
+        assert!(run(&rows, &Rules::NONE, Some(700)).unmeetable.is_none());
+    }
+
+    #[test]
+    fn keep_within_keeps_recent_versions() {
+        let rows: Vec<_> = (1..=5).map(|n| row(n, 1, 1, 1)).collect();
+        let rules = Rules {
+            within: Duration::from_secs(16 * 3600 - 3 * 60 + 30),
+            ..Rules::NONE
+        };
+        // now is 16 h after 20:00: V3 (20:03) is 15h57m old, kept; V2 is 15h58m old.
+        let kept: Vec<u64> = run(&rows, &rules, None)
+            .decisions
+            .iter()
+            .filter(|d| d.action == Keep)
+            .map(|d| d.version)
+            .collect();
+        assert_eq!(kept, [3, 4, 5]);
+    }
+
+    #[test]
+    fn an_unparsable_created_time_is_damage() {
+        let mut rows = vec![row(1, 1, 1, 1), row(2, 1, 1, 1)];
+        rows[0].created = "yesterday".into();
+        let e = plan(&rows, &count_rules(1), None, now(), &TimeZone::UTC).expect_err("bad");
+        assert!(e.to_string().contains("yesterday"), "{e}");
     }
 
     #[test]
