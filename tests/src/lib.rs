@@ -26,6 +26,7 @@ mod command;
 pub mod differential;
 pub mod model;
 pub mod ops;
+pub mod thinning;
 
 pub use bins::{ExclusiveKernel, bin, bin_dir, exclusive_kernel};
 pub use command::{TestCommand, listing, report};
