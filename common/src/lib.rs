@@ -73,7 +73,9 @@ pub mod journal {
 
 /// Human-written sizes and durations.
 pub mod settings {
-    pub use crate::format::settings::{format_size, parse_duration, parse_size};
+    pub use crate::format::settings::{
+        JobSettings, Rules, format_size, parse_duration, parse_size,
+    };
 }
 
 /// The baseline manifest of a `keep_complete = false` job.

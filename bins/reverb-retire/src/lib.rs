@@ -1,6 +1,7 @@
 //! `reverb-retire`: enforce a job's `keep_*` rules and `vault_size_limit` (docs/cli.md, docs/retirement.md).
 //! A thin edge over `reverb_common::retire`; all logic lives in the library.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use reverb_common::exit::EXIT_OK;
 use reverb_common::jobfile::JobFile;
 use reverb_common::lock::JobLock;
 use reverb_common::retire::{self, Action, Limits, Retired, Rules};
-use reverb_common::settings::{parse_duration, parse_size};
-use reverb_common::{cli, index, job, tsv};
+use reverb_common::settings::{JobSettings, parse_duration, parse_size};
+use reverb_common::{cli, config, index, job, tsv};
 
 /// Retire the versions of a job that no keep rule keeps, then the oldest while its folder
 /// is larger than its size limit, moving data that newer versions still use forward first.
@@ -50,25 +51,25 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RuleArgs {
     /// Keep the newest N versions (keep_versions).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep: Option<u64>,
     /// Keep every version younger than DUR (keep_within; e.g. 1h, 7days).
     #[arg(long, value_name = "DUR", value_parser = duration_arg)]
     pub keep_within: Option<Duration>,
     /// Keep the newest version of each of the last N hours (local time).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_hourly: Option<u64>,
     /// Keep the newest version of each of the last N days.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_daily: Option<u64>,
     /// Keep the newest version of each of the last N ISO weeks.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_weekly: Option<u64>,
     /// Keep the newest version of each of the last N months.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_monthly: Option<u64>,
     /// Keep the newest version of each of the last N years.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_yearly: Option<u64>,
 }
 
@@ -116,9 +117,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 /// The tool's body.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
     let jobs = args.jobs.job_dirs()?;
+    let configured = configured_settings(args)?;
     let mut first_err: Option<anyhow::Error> = None;
     for dir in jobs {
-        if let Err(e) = run_job(args, dir.clone()) {
+        let settings = configured.get(&dir.folder).cloned();
+        if let Err(e) = run_job(args, dir.clone(), settings) {
             if args.jobs.job.is_some() {
                 return Err(e);
             }
@@ -133,10 +136,25 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     }
 }
 
-fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
+/// With `--config`, each job's settings from the configuration (by folder), which take the
+/// place of job.toml's.
+fn configured_settings(args: &Args) -> anyhow::Result<HashMap<String, JobSettings>> {
+    let Some(path) = &args.jobs.config else {
+        return Ok(HashMap::new());
+    };
+    let cfg = config::load(&config::locate(Some(path))?)?;
+    Ok(cfg
+        .jobs
+        .into_iter()
+        .map(|j| (j.folder, j.settings))
+        .collect())
+}
+
+fn run_job(args: &Args, dir: JobDir, configured: Option<JobSettings>) -> anyhow::Result<()> {
     let file = JobFile::read(&dir.job_toml())?;
-    let rules = args.rules.rules_or(file.settings.rules());
-    let limit = args.max_size.or(file.settings.vault_size_limit);
+    let settings = configured.unwrap_or(file.settings.clone());
+    let rules = args.rules.rules_or(settings.rules());
+    let limit = args.max_size.or(settings.vault_size_limit);
     if rules.is_empty() && limit.is_none() && file.state.retiring.is_none() {
         eprintln!(
             "reverb-retire: job {}: nothing to do: every keep rule is 0 and there is no size limit",

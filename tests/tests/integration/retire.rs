@@ -245,7 +245,80 @@ fn an_unmeetable_size_limit_never_wipes_the_history() {
         assert_eq!(stdout(&o), "", "round {round}: nothing retired");
         assert_eq!(index_dirs(&f).len(), 4, "round {round}: the history stays");
     }
+    // The same limit from the configuration.
+    let config = write_config(&f, "vault_size_limit = \"50MiB\"\n");
+    let o = retire(&f, &["--config", &config]).assert_exit(1);
+    assert!(
+        stderr(&o).contains("size limit unmeetable"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(index_dirs(&f).len(), 4, "config: the history stays");
     verify(&f, &history, "after the unmeetable limit");
+}
+
+/// A configuration file for the fixture's job with these extra settings; its path.
+fn write_config(f: &Fixture, settings: &str) -> String {
+    let config = f._tmp.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[jobs.{}]\nsource = \"{}\"\nvault = \"{}\"\n{settings}",
+            f.job,
+            f.src.display(),
+            f.vault.display()
+        ),
+    )
+    .expect("config");
+    config.to_str().expect("utf-8 path").to_owned()
+}
+
+#[test]
+fn rules_from_the_configuration_and_bad_values_exit_2_retiring_nothing() {
+    let f = Fixture::new();
+    let history = build_history(&f);
+    let n = history.len();
+    for (bad, key) in [
+        ("keep_hourly = -1\n", "keep_hourly"),
+        ("keep_daily = 2.5\n", "keep_daily"),
+        ("keep_within = \"ages\"\n", "keep_within"),
+    ] {
+        let config = write_config(&f, bad);
+        for extra in [&[][..], &["--dry-run"]] {
+            let mut c = f.tool("reverb-retire");
+            c.args(["--config", &config]).args(extra);
+            let o = c.assert_exit(2);
+            let err = stderr(&o);
+            assert!(
+                err.contains(key) && err.contains("config.toml"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(index_dirs(&f).len(), n, "{bad}: nothing retired");
+    }
+    // The defaults keep everything this young (keep_within = 1h).
+    let config = write_config(&f, "");
+    retire(&f, &["--config", &config]).assert_success();
+    assert_eq!(index_dirs(&f).len(), n);
+    // Rules from the configuration: the newest three, nothing by time.
+    let config = write_config(
+        &f,
+        "keep_versions = 3\nkeep_within = \"0s\"\nkeep_hourly = 0\nkeep_daily = 0\n\
+         keep_weekly = 0\nkeep_monthly = 0\n",
+    );
+    retire(&f, &["--config", &config]).assert_success();
+    assert_eq!(index_dirs(&f).len(), 3);
+    verify(&f, &history, "after the configured rules");
+    // Bad flags: usage errors naming the flag.
+    for (flag, value) in [
+        ("--keep-daily", "-1"),
+        ("--keep-within", "soon"),
+        ("--keep-hourly", "2.5"),
+    ] {
+        let o = retire(&f, &[flag, value]).assert_exit(2);
+        assert!(stderr(&o).contains(flag), "{flag}: {}", stderr(&o));
+    }
+    assert_eq!(index_dirs(&f).len(), 3);
 }
 
 #[test]
