@@ -1102,7 +1102,7 @@ vault_size_limit = "2GiB"
             (r.versions, r.hourly, r.weekly, r.monthly),
             (100, 24, 8, 12)
         );
-        let d = f.parse(&base.to_string()).expect("valid");
+        let d = f.parse(base).expect("valid");
         assert_eq!(
             d.job("docs").expect("docs").settings.rules(),
             crate::format::settings::Rules::default()
