@@ -1,10 +1,14 @@
-//! Retiring old versions (docs/retirement.md): the policy ([`plan`], a pure function) and the
-//! crash-safe retirement of the oldest version ([`retire_oldest`], looped by [`enforce`]).
+//! Retiring versions (docs/retirement.md): the plan ([`plan`], pure: the `keep_*` rules of
+//! [`crate::engine::policy`], then the size limit) and the crash-safe retirement of any
+//! version but the newest ([`retire_version`], looped by [`enforce`]).
 //!
 //! Owns: the order of the writes that retire a version, the `retiring` mark in job.toml,
-//! and the one-time size recount bookkeeping (`size_recounted`).
+//! the refusal of an unmeetable size limit, and the one-time size recount bookkeeping
+//! (`size_recounted`).
 //!
-//! Theory of operation. Retiring the oldest version `Vo` whose next version is `Vn`:
+//! Theory of operation. Retiring version `Vo` whose next retained version is `Vn` (the
+//! oldest or one in the middle: `Vo`'s own links into older versions need nothing, since
+//! `Vn`'s links at those paths name the older holder already):
 //!
 //! 1. mark: job.toml `state.retiring = Vo` (atomic rewrite);
 //! 2. every later version `Vm` (m > n): each vault link into `Vo` — found by walking only
@@ -16,8 +20,9 @@
 //!    physically under a link); then the real entry `Vo/p` takes the link's place — a
 //!    directory by `renameat2(RENAME_EXCHANGE)` (the link lands in `Vo/p` and is then
 //!    replaced by a link to `Vn/p`, so even `Vo` stays readable), anything else by
-//!    `rename(2)` over the link. `Vo` holds no vault links (I3), so what moves is entirely
-//!    real and `Vn/p` becomes canonical. The parent directory's times (and the moved
+//!    `rename(2)` over the link. What moves is `Vo`'s real entry (a link names its
+//!    canonical holder), so `Vn/p` becomes canonical; links inside a moved directory keep
+//!    their path, so their text still names the same older holder. The parent directory's times (and the moved
 //!    directory's) are restored after each rename, so the version stays exact (I5);
 //! 4. `Vo` is deleted; 5. index.tsv is rewritten without `Vo`, with `Vn`'s `held_bytes`
 //!    grown by what moved in (`Vo`'s minus what `Vo` still holds, corrected by the usage
