@@ -19,4 +19,5 @@ pub(crate) mod publish;
 pub(crate) mod recover;
 pub(crate) mod restore;
 pub(crate) mod retire;
+pub(crate) mod retiring;
 pub(crate) mod snapshot;

@@ -51,6 +51,7 @@ use jiff::tz::TimeZone;
 
 use crate::engine::copy;
 use crate::engine::policy::{self, Candidate, Rule, Verdict};
+use crate::engine::retiring;
 use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
 use crate::fault;
@@ -347,21 +348,36 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
             fault::step();
         }
         clear_mark(ctx)?;
+        retiring::remove(&ctx.dir.path)?;
         return Ok(0);
     }
     let r = Retirement::new(ctx, vo, rows, resumed)?;
+    let tmp = LinkTemps::open(&r.job)?;
     let mut lookalikes = Lookalikes::load(&r.job)?;
     let mut sizes = SizeChanges::default();
     if fs::symlink_metadata(r.job.join(&r.vo)).is_ok() {
-        sizes.link_delta = r.retarget_later_links(&lookalikes)?;
-        sizes.link_correction = r.move_into_next(&mut lookalikes)?;
+        let survey = r.survey(&lookalikes)?;
+        let record = r.record(&survey)?;
+        sizes.link_delta = r.retarget_later_links(&survey, &tmp)?;
+        sizes.link_correction = r.move_into_next(&survey.moves, &mut lookalikes, &tmp)?;
+        retiring::put_back_all(&r.job, &record)?;
+        fault::step();
         sizes.remains = r.delete_old()?;
     }
     r.forget_lookalikes_of_old(&mut lookalikes)?;
     let freed = r.rewrite_index(ctx, &sizes)?;
     clear_mark(ctx)?;
+    retiring::remove(&r.job)?;
     r.journal(ctx, freed)?;
     Ok(freed)
+}
+
+/// What a retirement will change, found before it changes anything.
+struct Survey {
+    /// Per later version: its links into Vo, grouped by the directory holding them.
+    later: Vec<(String, BTreeMap<PathBuf, Vec<PathBuf>>)>,
+    /// The paths where Vn links into Vo: what moves forward.
+    moves: Vec<PathBuf>,
 }
 
 /// One retirement of version `vo` into the next one `vn`, as the index had it when it
@@ -435,48 +451,112 @@ impl Retirement {
         })
     }
 
+    /// Finds every link to rewrite and every entry to move (walking only the real
+    /// directories of Vn and the later versions).
+    fn survey(&self, lookalikes: &Lookalikes) -> Result<Survey> {
+        let mut later = Vec::with_capacity(self.later.len());
+        for vm in &self.later {
+            let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+            for (rel, holder) in tree::vault_links(&self.job, vm, lookalikes)? {
+                if holder == self.vo {
+                    by_dir
+                        .entry(parent_of(&rel).to_path_buf())
+                        .or_default()
+                        .push(rel);
+                }
+            }
+            later.push((vm.clone(), by_dir));
+        }
+        let moves = tree::vault_links(&self.job, &self.vn, lookalikes)?
+            .into_iter()
+            .filter(|(_, h)| *h == self.vo)
+            .map(|(rel, _)| rel)
+            .collect();
+        Ok(Survey { later, moves })
+    }
+
+    /// The second half of the mark: the mode and times of every directory of a retained
+    /// version the retirement will change, recorded durably before the first change. A run
+    /// that resumes keeps the record the crashed run wrote (its directories may already
+    /// have changed); one that finds none (the crash came before it) records now, since
+    /// nothing was changed yet.
+    fn record(&self, survey: &Survey) -> Result<Vec<retiring::DirState>> {
+        if let Some(rec) = retiring::read(&self.job, &self.vo)? {
+            return Ok(rec);
+        }
+        let mut dirs: BTreeMap<PathBuf, fs::Metadata> = BTreeMap::new();
+        let mut note = |rel: PathBuf, from: &Path| -> Result<()> {
+            if let std::collections::btree_map::Entry::Vacant(e) = dirs.entry(rel) {
+                e.insert(fs::symlink_metadata(from).ctx("cannot inspect", from)?);
+            }
+            Ok(())
+        };
+        for (vm, by_dir) in &survey.later {
+            for dir_rel in by_dir.keys() {
+                let rel = Path::new(vm).join(dir_rel);
+                note(rel.clone(), &self.job.join(&rel))?;
+            }
+        }
+        for rel in &survey.moves {
+            let parent = Path::new(&self.vn).join(parent_of(rel));
+            note(parent.clone(), &self.job.join(&parent))?;
+            let src = self.job.join(&self.vo).join(rel);
+            if fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
+                // The directory that moves keeps its own times, from Vo.
+                note(Path::new(&self.vn).join(rel), &src)?;
+            }
+        }
+        let rec: Vec<retiring::DirState> = dirs
+            .into_iter()
+            .map(|(rel, m)| retiring::DirState::of(rel, &m))
+            .collect();
+        retiring::write(&self.job, &self.vo, &rec)?;
+        fault::step();
+        Ok(rec)
+    }
+
     /// Step 2: every later version's links into Vo are retargeted to the same path in Vn.
     /// Returns each version's change of link usage.
-    fn retarget_later_links(&self, lookalikes: &Lookalikes) -> Result<HashMap<String, i64>> {
+    fn retarget_later_links(
+        &self,
+        survey: &Survey,
+        tmp: &LinkTemps,
+    ) -> Result<HashMap<String, i64>> {
         let mut link_delta = HashMap::new();
-        for vm in &self.later {
-            let delta = self.retarget_links_of(vm, lookalikes)?;
+        for (vm, by_dir) in &survey.later {
+            let delta = self.retarget_links_of(vm, by_dir, tmp)?;
             link_delta.insert(vm.clone(), delta);
         }
         Ok(link_delta)
     }
 
-    /// Step 2 for one later version `vm`. Links are grouped by directory: one guard (times,
-    /// mode) per directory, and the link's own size is only looked at when the new text's
-    /// length differs (a longer text can leave the inode for a block). The directory's own
-    /// size is looked at before and after (the temporary name of each replacement can make
-    /// it grow).
-    fn retarget_links_of(&self, vm: &str, lookalikes: &Lookalikes) -> Result<i64> {
+    /// Step 2 for one later version `vm`, one directory at a time: the directory is opened
+    /// once, each link is replaced by `symlinkat` in `<job>/.tmp/` and `renameat` over it
+    /// (no path walk per link), and the directory's times (and mode, for a non-root
+    /// writer) are put back once, after its last link (a crash before that is repaired
+    /// from the record). A link's own size is only looked at when the new text's length
+    /// differs (a longer text can leave the inode for a block); the directory's own size is
+    /// looked at before and after.
+    fn retarget_links_of(
+        &self,
+        vm: &str,
+        by_dir: &BTreeMap<PathBuf, Vec<PathBuf>>,
+        tmp: &LinkTemps,
+    ) -> Result<i64> {
         let same_length = self.vo.len() == self.vn.len();
-        let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-        for (rel, holder) in tree::vault_links(&self.job, vm, lookalikes)? {
-            if holder == self.vo {
-                by_dir
-                    .entry(parent_of(&rel).to_path_buf())
-                    .or_default()
-                    .push(rel);
-            }
-        }
         let mut delta = 0i64;
         for (dir_rel, rels) in by_dir {
-            let dir_abs = self.job.join(vm).join(&dir_rel);
+            let dir_abs = self.job.join(vm).join(dir_rel);
             let dir_before = usage(&dir_abs)?;
             let guard = DirGuard::open(&dir_abs)?;
+            let dir = OpenDir::open(&dir_abs)?;
             for rel in rels {
-                let abs = self.job.join(vm).join(&rel);
-                let before = if same_length { 0 } else { usage(&abs)? };
-                fsutil::replace_symlink(&tree::link_text(&rel, &self.vn), &abs)?;
-                // Times back at once: a crash here must not leave the directory's mtime
-                // changed in a retained version.
-                guard.put_times_back()?;
+                let name = rel.file_name().unwrap_or_default();
+                let before = if same_length { 0 } else { dir.usage(name)? };
+                tmp.replace_link(&tree::link_text(rel, &self.vn), &dir, name)?;
                 fault::step();
                 if !same_length {
-                    delta += usage(&abs)? as i64 - before as i64;
+                    delta += dir.usage(name)? as i64 - before as i64;
                 }
             }
             guard.restore()?;
@@ -489,15 +569,15 @@ impl Retirement {
     /// moved path first. Returns the correction of Vn's size for what the moves changed
     /// besides moving data (the links they replaced, the directories they touched, see
     /// [`move_forward`]).
-    fn move_into_next(&self, lookalikes: &mut Lookalikes) -> Result<i64> {
-        let moves: Vec<PathBuf> = tree::vault_links(&self.job, &self.vn, lookalikes)?
-            .into_iter()
-            .filter(|(_, h)| *h == self.vo)
-            .map(|(rel, _)| rel)
-            .collect();
+    fn move_into_next(
+        &self,
+        moves: &[PathBuf],
+        lookalikes: &mut Lookalikes,
+        tmp: &LinkTemps,
+    ) -> Result<i64> {
         if !lookalikes.is_empty() {
             let mut added = false;
-            for rel in &moves {
+            for rel in moves {
                 added |= lookalikes.alias(&self.vo, &self.vn, rel);
             }
             if added {
@@ -506,8 +586,8 @@ impl Retirement {
             }
         }
         let mut link_correction = 0i64;
-        for rel in &moves {
-            link_correction += move_forward(&self.job, &self.vo, &self.vn, rel)?;
+        for rel in moves {
+            link_correction += move_forward(&self.job, &self.vo, &self.vn, rel, tmp)?;
         }
         Ok(link_correction)
     }
@@ -618,7 +698,7 @@ fn usage(p: &Path) -> Result<u64> {
 /// link left in Vo minus that of the link taken out of Vn, plus how the two directories
 /// holding them changed (measured, never assumed: on XFS a directory the moves empty
 /// shrinks, and a temporary name can make one grow).
-fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
+fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> Result<i64> {
     let src = job.join(vo).join(rel);
     let dst = job.join(vn).join(rel);
     let sm = match fs::symlink_metadata(&src) {
@@ -640,18 +720,117 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
         set_times(&dst, &sm)?;
         guard.restore()?;
         fault::step();
+        entry_moved(job, vo, vn, rel)?;
         // The link now at Vo/rel names Vo/rel itself: point it at the data's new place.
-        fsutil::replace_symlink(&tree::link_text(rel, vn), &src)?;
+        let src_parent = OpenDir::open(src_dir)?;
+        tmp.replace_link(
+            &tree::link_text(rel, vn),
+            &src_parent,
+            rel.file_name().unwrap_or_default(),
+        )?;
         fault::step();
         usage(&src)? as i64
     } else {
         fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
         guard.restore()?;
         fault::step();
+        entry_moved(job, vo, vn, rel)?;
         0
     };
     let dirs_after = usage(src_dir)? as i64 + usage(dst_dir)? as i64;
     Ok(left_in_old - link + dirs_after - dirs_before)
+}
+
+/// The one place where an entry of `vo` has just moved into `vn` at path `rel` (relative
+/// to the version root; a directory moves with everything below it): records that follow
+/// an entry (the checksum records of `<job>/checksums/`) move with it here.
+fn entry_moved(_job: &Path, _vo: &str, _vn: &str, _rel: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// `<job>/.tmp/`, where retirement builds each replacement link (`symlinkat`) before it is
+/// renamed over the old one: no temporary name ever appears inside a version. Links left
+/// there by a crashed run (the job lock is held, so no other writer's) are removed when it
+/// opens.
+struct LinkTemps {
+    dir: OpenDir,
+    counter: std::cell::Cell<u64>,
+    prefix: String,
+}
+
+impl LinkTemps {
+    fn open(job: &Path) -> Result<LinkTemps> {
+        let path = job.join(".tmp");
+        match fs::create_dir(&path) {
+            Ok(()) => fsutil::fsync_dir(job)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx("cannot create", &path),
+        }
+        for entry in fs::read_dir(&path).ctx("cannot list", &path)? {
+            let entry = entry.ctx("cannot list", &path)?;
+            let leftover = entry.file_type().is_ok_and(|t| t.is_symlink())
+                && entry.file_name().as_encoded_bytes().starts_with(b".tmp-");
+            if leftover {
+                fs::remove_file(entry.path()).ctx("cannot remove", &entry.path())?;
+            }
+        }
+        Ok(LinkTemps {
+            dir: OpenDir::open(&path)?,
+            counter: std::cell::Cell::new(0),
+            prefix: format!(".tmp-{}-r", std::process::id()),
+        })
+    }
+
+    /// Replaces the entry `name` of `dir` by a symlink with text `text`, atomically.
+    fn replace_link(&self, text: &Path, dir: &OpenDir, name: &std::ffi::OsStr) -> Result<()> {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        let mut tmp = std::ffi::OsString::from(format!("{}{n}-", self.prefix));
+        tmp.push(name);
+        let tmp = PathBuf::from(tmp);
+        nix::unistd::symlinkat(text, &self.dir.fd, &tmp)
+            .map_err(std::io::Error::from)
+            .ctx("cannot create symlink", &self.dir.path.join(&tmp))?;
+        let renamed = nix::fcntl::renameat(&self.dir.fd, &tmp, &dir.fd, name)
+            .map_err(std::io::Error::from)
+            .ctx("cannot rename symlink into place", &dir.path.join(name));
+        if renamed.is_err() {
+            let _ =
+                nix::unistd::unlinkat(&self.dir.fd, &tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        renamed
+    }
+}
+
+/// An open directory, for `*at` calls on its entries.
+struct OpenDir {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl OpenDir {
+    fn open(path: &Path) -> Result<OpenDir> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .ctx("cannot open directory", path)?;
+        Ok(OpenDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The disk usage of entry `name` (not following a symlink).
+    fn usage(&self, name: &std::ffi::OsStr) -> Result<u64> {
+        let st = nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(std::io::Error::from)
+            .ctx("cannot inspect", &self.path.join(name))?;
+        Ok(u64::try_from(st.st_blocks).unwrap_or(0) * 512)
+    }
 }
 
 /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.
@@ -695,11 +874,6 @@ impl DirGuard {
             meta,
             chmodded,
         })
-    }
-
-    /// Puts the directory's times back (the guard stays armed).
-    fn put_times_back(&self) -> Result<()> {
-        set_times(&self.path, &self.meta)
     }
 
     fn restore(self) -> Result<()> {
@@ -776,6 +950,8 @@ pub fn enforce_with(
             freed_bytes: freed,
         });
     }
+    // A record whose retirement finished (a crash after the mark was cleared) is stale.
+    retiring::remove(&ctx.dir.path)?;
     snapshot::recover(ctx)?;
     let rows = index::read_index_or_empty(&ctx.dir.index())?;
     let by_rules = plan(&rows, &limits.rules, None, limits.now, &limits.tz)?;

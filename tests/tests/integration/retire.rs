@@ -8,7 +8,7 @@ use std::path::Path;
 
 use reverb_common::tree::Lookalikes;
 use reverb_common::tree::vault_links;
-use reverb_tests::model::{assert_same, capture};
+use reverb_tests::model::{assert_same, capture, without_dir_mtimes};
 use reverb_tests::ops::{Tree, index_dirs, opts, unlinked};
 use reverb_tests::{Fixture, TestCommand, cmd, sh, stderr, stdout, thinning};
 
@@ -345,6 +345,18 @@ fn kill_9_at_every_write_step_of_a_thinning() {
     );
 }
 
+/// No temporary name (`.tmp-…`) anywhere in the job folder outside `.tmp/`, versions
+/// included.
+fn assert_no_temporaries(f: &Fixture, what: &str) {
+    let o = TestCommand::program("find")
+        .arg(f.job_dir())
+        .args([
+            "-path", "*/.tmp", "-prune", "-o", "-name", ".tmp-*", "-print",
+        ])
+        .assert_success();
+    assert_eq!(stdout(&o), "", "{what}: stray temporaries");
+}
+
 /// Runs `reverb-retire ARGS` (which leaves `remaining` versions) killed after k write
 /// steps, for every k until a run finishes: after each kill every indexed version (but
 /// the one marked) restores exactly, and the next run finishes the work exactly.
@@ -397,16 +409,29 @@ fn kill_9_sweep(f: &Fixture, history: &[(String, Tree)], args: &[&str], remainin
             if Some(v) == marked.as_ref() {
                 continue;
             }
+            // Exact but for directory mtimes, which the next run puts back from the
+            // retirement's record (checked after it).
             let got = capture(&f.restore(v), opts());
             assert_same(
-                &unlinked(expected),
-                &unlinked(&got),
+                &without_dir_mtimes(&unlinked(expected)),
+                &without_dir_mtimes(&unlinked(&got)),
                 &format!("k={k}: {v} after the kill"),
             );
+            assert_no_temporaries(f, &format!("k={k}"));
         }
         // The next run finishes the work.
         retire(f, args).assert_success();
         assert_eq!(index_dirs(f).len(), remaining, "k={k}");
+        assert!(
+            !f.job_dir().join("retiring.tsv").exists(),
+            "k={k}: record left"
+        );
+        assert_no_temporaries(f, &format!("k={k}: resumed"));
+        let tmp = f.job_dir().join(".tmp");
+        let left: Vec<_> = fs::read_dir(&tmp)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "k={k}: left in .tmp/: {left:?}");
         assert!(!job_toml(f).contains("retiring"), "k={k}: mark left");
         verify(f, history, &format!("k={k}: resumed"));
     }
