@@ -139,15 +139,18 @@ pub fn remove(job: &Path) -> Result<()> {
     }
 }
 
-/// Puts every recorded directory back and makes it durable (fsync of each), so a power
-/// loss after the mark is cleared cannot bring a retirement's times back.
+/// Puts every recorded directory back and makes it all durable, so a power loss after the
+/// mark is cleared cannot bring a retirement's times back. One `syncfs(2)` of the vault's
+/// filesystem makes the links, the moves and the times durable together: one journal
+/// commit, where an fsync per directory would cost one each.
 pub fn put_back_all(job: &Path, dirs: &[DirState]) -> Result<()> {
     for d in dirs {
-        if d.put_back(job)? {
-            fsutil::fsync_dir(&job.join(&d.rel))?;
-        }
+        d.put_back(job)?;
     }
-    Ok(())
+    let f = fs::File::open(job).ctx("cannot open", job)?;
+    nix::unistd::syncfs(&f)
+        .map_err(std::io::Error::from)
+        .ctx("cannot syncfs", job)
 }
 
 #[cfg(test)]
