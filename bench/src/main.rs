@@ -72,9 +72,13 @@ struct Args {
     /// Versions the steady-state measure holds (0 = skip it).
     #[arg(long, default_value_t = 110)]
     steady_versions: usize,
-    /// Only the steady-state measure (after a first version that is not timed).
+    /// Only the steady-state measure (after a first version that is not timed) and the
+    /// restic/borg comparison.
     #[arg(long)]
     steady_only: bool,
+    /// Skip the restic/borg comparison.
+    #[arg(long)]
+    no_backup_peers: bool,
     /// Leave the scratch directory in place (its path is printed).
     #[arg(long)]
     keep_scratch: bool,
@@ -131,8 +135,13 @@ fn run(args: Args) -> Result<()> {
         quiet_ms: args.quiet_ms,
     };
     if args.steady_only {
-        measures::steady::first_version(&b)?;
-        measures::steady::steady_state(&mut b, args.steady_versions)?;
+        if args.steady_versions > 0 {
+            measures::steady::first_version(&b)?;
+            measures::steady::steady_state(&mut b, args.steady_versions)?;
+        }
+        if !args.no_backup_peers {
+            measures::backup_peers::backup_peers(&mut b)?;
+        }
         return finish(&args, tmp, &b, &meta);
     }
     measures::copy::first_copy(&mut b)?;
@@ -145,6 +154,9 @@ fn run(args: Args) -> Result<()> {
     measures::versions::retire(&mut b)?;
     if args.steady_versions > 0 {
         measures::steady::steady_state(&mut b, args.steady_versions)?;
+    }
+    if !args.no_backup_peers {
+        measures::backup_peers::backup_peers(&mut b)?;
     }
     measures::watch::setup(&mut b)?;
     measures::watch::latency(&mut b)?;
