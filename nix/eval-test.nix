@@ -109,6 +109,12 @@ let
       keep_complete = true;
       only_sync_attributes = true;
       keep_versions = 5;
+      keep_within = "1h";
+      keep_hourly = 24;
+      keep_daily = 14;
+      keep_weekly = 8;
+      keep_monthly = 12;
+      keep_yearly = 0;
       exclude = [ "*.tmp" ];
       max_delete_ratio = 0.5;
     })
@@ -123,9 +129,26 @@ let
         keep_complete = true;
         only_sync_attributes = true;
         keep_versions = 100;
+        keep_within = "1h";
+        keep_hourly = 24;
+        keep_daily = 14;
+        keep_weekly = 8;
+        keep_monthly = 12;
+        keep_yearly = 0;
         exclude = [ ];
         max_delete_ratio = 0.5;
     })
+    (expectEq "retention rules from defaults and the job"
+      (eval {
+        defaults.keep_daily = 30;
+        jobs.a = {
+          source = "/a";
+          vault = "/v";
+          keep_within = "7d";
+          keep_yearly = 3;
+        };
+      }).services.reverberator.finalSettings.jobs.a.keep_daily
+      30)
     (expectAssertions "relative source" {
       jobs.a = {
         source = "data";
@@ -198,6 +221,27 @@ let
         source = "/a";
         vault = "/v";
         keep_versions = -1;
+      };
+    })
+    (expectEvalError "negative keep_hourly" {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+        keep_hourly = -1;
+      };
+    })
+    (expectEvalError "non-integer keep_daily" {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+        keep_daily = 1.5;
+      };
+    })
+    (expectEvalError "keep_within must be a string" {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+        keep_within = 3600;
       };
     })
     (expectEvalError "ratio out of range" {

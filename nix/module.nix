@@ -35,6 +35,12 @@ let
     keep_complete = true;
     only_sync_attributes = true;
     keep_versions = 100;
+    keep_within = "1h";
+    keep_hourly = 24;
+    keep_daily = 14;
+    keep_weekly = 8;
+    keep_monthly = 12;
+    keep_yearly = 0;
     vault_size_limit = null;
     exclude = [ ];
     max_delete_ratio = 0.5;
@@ -78,14 +84,51 @@ let
       type = types.ints.unsigned;
       default = dflt.keep_versions;
       defaultText = dfltText "keep_versions";
-      description = "Retire the oldest versions beyond this many (0 = no count limit).";
+      description = "Keep the newest N versions (0 = this rule keeps none). A version is kept when any `keep_*` rule keeps it; when every rule is 0 nothing is retired by count or time.";
+    };
+    keep_within = mkOption {
+      type = types.str;
+      default = dflt.keep_within;
+      defaultText = dfltText "keep_within";
+      example = "7d";
+      description = "Keep every version younger than this (humantime: `90m`, `7d`; `0s` = this rule keeps none).";
+    };
+    keep_hourly = mkOption {
+      type = types.ints.unsigned;
+      default = dflt.keep_hourly;
+      defaultText = dfltText "keep_hourly";
+      description = "Keep the newest version of each of the last N hours that have one, in the host's local time (0 = this rule keeps none).";
+    };
+    keep_daily = mkOption {
+      type = types.ints.unsigned;
+      default = dflt.keep_daily;
+      defaultText = dfltText "keep_daily";
+      description = "Keep the newest version of each of the last N days that have one, in the host's local time (0 = this rule keeps none).";
+    };
+    keep_weekly = mkOption {
+      type = types.ints.unsigned;
+      default = dflt.keep_weekly;
+      defaultText = dfltText "keep_weekly";
+      description = "Keep the newest version of each of the last N ISO weeks that have one, in the host's local time (0 = this rule keeps none).";
+    };
+    keep_monthly = mkOption {
+      type = types.ints.unsigned;
+      default = dflt.keep_monthly;
+      defaultText = dfltText "keep_monthly";
+      description = "Keep the newest version of each of the last N months that have one, in the host's local time (0 = this rule keeps none).";
+    };
+    keep_yearly = mkOption {
+      type = types.ints.unsigned;
+      default = dflt.keep_yearly;
+      defaultText = dfltText "keep_yearly";
+      description = "Keep the newest version of each of the last N years that have one, in the host's local time (0 = this rule keeps none).";
     };
     vault_size_limit = mkOption {
       type = types.nullOr (types.either types.str types.ints.unsigned);
       default = dflt.vault_size_limit;
       defaultText = dfltText "vault_size_limit";
       example = "50GiB";
-      description = "Retire the oldest versions while the job's folder is larger than this (bytes, or `K`/`KiB`…`TiB` powers of 1024, `kB`…`TB` powers of 1000). `null` = no limit.";
+      description = "After the `keep_*` rules, retire the oldest versions while the job's folder is larger than this; never when the newest version alone is larger (the job then fails with `size limit unmeetable`). Bytes, or `K`/`KiB`…`TiB` powers of 1024, `kB`…`TB` powers of 1000; `null` = no limit.";
     };
     exclude = mkOption {
       type = types.listOf types.str;

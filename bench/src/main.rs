@@ -69,6 +69,16 @@ struct Args {
     /// Seed of the tree and of the choice of changed files.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Versions the steady-state measure holds (0 = skip it).
+    #[arg(long, default_value_t = 110)]
+    steady_versions: usize,
+    /// Only the steady-state measure (after a first version that is not timed) and the
+    /// restic/borg comparison.
+    #[arg(long)]
+    steady_only: bool,
+    /// Skip the restic/borg comparison.
+    #[arg(long)]
+    no_backup_peers: bool,
     /// Leave the scratch directory in place (its path is printed).
     #[arg(long)]
     keep_scratch: bool,
@@ -124,6 +134,16 @@ fn run(args: Args) -> Result<()> {
         versions: args.versions.max(2),
         quiet_ms: args.quiet_ms,
     };
+    if args.steady_only {
+        if args.steady_versions > 0 {
+            measures::steady::first_version(&b)?;
+            measures::steady::steady_state(&mut b, args.steady_versions)?;
+        }
+        if !args.no_backup_peers {
+            measures::backup_peers::backup_peers(&mut b)?;
+        }
+        return finish(&args, tmp, &b, &meta);
+    }
     measures::copy::first_copy(&mut b)?;
     if args.btrfs {
         measures::copy::first_copy_btrfs(&mut b)?;
@@ -132,12 +152,22 @@ fn run(args: Args) -> Result<()> {
     measures::versions::rescan_unchanged(&mut b)?;
     measures::versions::usage_of_versions(&mut b)?;
     measures::versions::retire(&mut b)?;
+    if args.steady_versions > 0 {
+        measures::steady::steady_state(&mut b, args.steady_versions)?;
+    }
+    if !args.no_backup_peers {
+        measures::backup_peers::backup_peers(&mut b)?;
+    }
     measures::watch::setup(&mut b)?;
     measures::watch::latency(&mut b)?;
+    finish(&args, tmp, &b, &meta)
+}
 
-    println!("{}", serde_json::to_string_pretty(&meta)?);
+/// Prints and writes the results; keeps the scratch directory if asked.
+fn finish(args: &Args, tmp: tempfile::TempDir, b: &Bench, meta: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(meta)?);
     println!("{}", report::table(&b.rows));
-    report::write_files(&args.out, &b.rows, &meta)?;
+    report::write_files(&args.out, &b.rows, meta)?;
     eprintln!(
         "wrote {} and {}",
         args.out.display(),

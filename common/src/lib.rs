@@ -73,7 +73,9 @@ pub mod journal {
 
 /// Human-written sizes and durations.
 pub mod settings {
-    pub use crate::format::settings::{format_size, parse_duration, parse_size};
+    pub use crate::format::settings::{
+        JobSettings, Rules, format_size, parse_duration, parse_size,
+    };
 }
 
 /// The baseline manifest of a `keep_complete = false` job.
@@ -128,7 +130,11 @@ pub mod batch {
 
 /// Retiring versions.
 pub mod retire {
-    pub use crate::engine::retire::{Retired, enforce, enforce_with, plan};
+    pub use crate::engine::policy::{Bucket, Rule};
+    pub use crate::engine::retire::{
+        Action, Decision, Limits, Plan, Reason, Retired, Unmeetable, enforce, enforce_with, plan,
+    };
+    pub use crate::format::settings::Rules;
 }
 
 /// Restoring a version.

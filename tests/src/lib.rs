@@ -28,6 +28,7 @@ pub mod differential;
 pub mod links;
 pub mod model;
 pub mod ops;
+pub mod thinning;
 
 pub use bins::{ExclusiveKernel, bin, bin_dir, exclusive_kernel};
 pub use command::{TestCommand, listing, report};

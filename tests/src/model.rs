@@ -175,3 +175,18 @@ pub fn real_entries(root: &Path) -> (u64, u64) {
 pub fn raw(bytes: &[u8]) -> OsString {
     std::ffi::OsStr::from_bytes(bytes).to_owned()
 }
+
+/// `tree` with every directory's mtime zeroed: what must already be exact right after a
+/// crash during a retirement, whose record of directory times the next run puts back
+/// (docs/retirement.md#crash-safety-resuming).
+pub fn without_dir_mtimes(tree: &BTreeMap<PathBuf, Node>) -> BTreeMap<PathBuf, Node> {
+    tree.iter()
+        .map(|(p, n)| {
+            let mut n = n.clone();
+            if n.kind == 'd' {
+                n.mtime = (0, 0);
+            }
+            (p.clone(), n)
+        })
+        .collect()
+}

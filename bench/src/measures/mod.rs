@@ -4,7 +4,10 @@
 //! [`copy`] makes the vault's first version and the first `rsync` snapshot (the base of the
 //! `--link-dest` chain); [`versions`] adds versions and snapshots in lockstep (one of each per
 //! round of changes), measures the unchanged rescan, the disk usage of ~20 of each, then
-//! retirement; [`watch`] last, since its latency runs add versions.
+//! retirement; [`steady`] then holds 100+ versions and measures a version plus the
+//! retirement it triggers, with the default and with count-only rules; [`watch`] last,
+//! since its latency runs add versions. [`backup_peers`] compares a fresh job with restic
+//! and borg step by step.
 //!
 //! Invariants: ours and the peer always see the same tree and the same change set; each
 //! round of changes is consumed by exactly one of our versions and one `rsync` snapshot, so
@@ -20,7 +23,9 @@ use crate::peers::{Cache, Tools};
 use crate::report::Row;
 use crate::tree::{Rng, Tree};
 
+pub mod backup_peers;
 pub mod copy;
+pub mod steady;
 pub mod versions;
 pub mod watch;
 

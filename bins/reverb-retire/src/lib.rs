@@ -1,7 +1,9 @@
-//! `reverb-retire`: enforce a job's `keep_versions` and `vault_size_limit` (docs/cli.md, docs/retirement.md).
+//! `reverb-retire`: enforce a job's `keep_*` rules and `vault_size_limit` (docs/cli.md, docs/retirement.md).
 //! A thin edge over `reverb_common::retire`; all logic lives in the library.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use reverb_common::JobDir;
@@ -9,21 +11,21 @@ use reverb_common::cli::{JobsArgs, JsonArgs, LockArgs};
 use reverb_common::exit::EXIT_OK;
 use reverb_common::jobfile::JobFile;
 use reverb_common::lock::JobLock;
-use reverb_common::retire::{self, Retired};
-use reverb_common::settings::parse_size;
-use reverb_common::{cli, index, job, tsv};
+use reverb_common::retire::{self, Action, Limits, Retired, Rules};
+use reverb_common::settings::{JobSettings, parse_duration, parse_size};
+use reverb_common::{cli, config, index, job, tsv};
 
-/// Retire a job's oldest versions while it has more than its count limit or its folder is
-/// larger than its size limit, moving data that newer versions still use forward first.
+/// Retire the versions of a job that no keep rule keeps, then the oldest while its folder
+/// is larger than its size limit, moving data that newer versions still use forward first.
+/// Any --keep* flag replaces the job's whole rule set for this run (rules not given are 0).
 /// Without --job, every job of the vault. Safe for cron: waits for the job lock.
 #[derive(Debug, Parser)]
 #[command(name = "reverb-retire", version, about, long_about = None)]
 pub struct Args {
     #[command(flatten)]
     pub jobs: JobsArgs,
-    /// Keep at most N versions (0 = no count limit); overrides job.toml's keep_versions.
-    #[arg(long, value_name = "N")]
-    pub keep: Option<u64>,
+    #[command(flatten)]
+    pub rules: RuleArgs,
     /// Retire while the job folder is larger than SIZE (e.g. 50GiB, 10MB, 4096);
     /// overrides job.toml's vault_size_limit.
     #[arg(long, value_name = "SIZE", value_parser = size_arg)]
@@ -41,6 +43,66 @@ fn size_arg(text: &str) -> Result<u64, String> {
     parse_size(text)
 }
 
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+/// The `--keep*` flags: given at all, they are the whole rule set for this run.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RuleArgs {
+    /// Keep the newest N versions (keep_versions).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep: Option<u64>,
+    /// Keep every version younger than DUR (keep_within; e.g. 1h, 7days).
+    #[arg(long, value_name = "DUR", value_parser = duration_arg)]
+    pub keep_within: Option<Duration>,
+    /// Keep the newest version of each of the last N hours (local time).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<u64>,
+    /// Keep the newest version of each of the last N days.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<u64>,
+    /// Keep the newest version of each of the last N ISO weeks.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<u64>,
+    /// Keep the newest version of each of the last N months.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<u64>,
+    /// Keep the newest version of each of the last N years.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<u64>,
+}
+
+impl RuleArgs {
+    /// The rule set of this run: the flags' (rules not given are 0) when any is given,
+    /// else the job's.
+    pub fn rules_or(&self, job: Rules) -> Rules {
+        let given = [
+            self.keep,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ]
+        .iter()
+        .any(Option::is_some)
+            || self.keep_within.is_some();
+        if !given {
+            return job;
+        }
+        Rules {
+            versions: self.keep.unwrap_or(0),
+            within: self.keep_within.unwrap_or(Duration::ZERO),
+            hourly: self.keep_hourly.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
+            yearly: self.keep_yearly.unwrap_or(0),
+        }
+    }
+}
+
 /// The clap command (for man pages and completions).
 pub fn cli() -> clap::Command {
     Args::command()
@@ -55,9 +117,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 /// The tool's body.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
     let jobs = args.jobs.job_dirs()?;
+    let configured = configured_settings(args)?;
     let mut first_err: Option<anyhow::Error> = None;
     for dir in jobs {
-        if let Err(e) = run_job(args, dir.clone()) {
+        let settings = configured.get(&dir.folder).cloned();
+        if let Err(e) = run_job(args, dir.clone(), settings) {
             if args.jobs.job.is_some() {
                 return Err(e);
             }
@@ -72,19 +136,35 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     }
 }
 
-fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
+/// With `--config`, each job's settings from the configuration (by folder), which take the
+/// place of job.toml's.
+fn configured_settings(args: &Args) -> anyhow::Result<HashMap<String, JobSettings>> {
+    let Some(path) = &args.jobs.config else {
+        return Ok(HashMap::new());
+    };
+    let cfg = config::load(&config::locate(Some(path))?)?;
+    Ok(cfg
+        .jobs
+        .into_iter()
+        .map(|j| (j.folder, j.settings))
+        .collect())
+}
+
+fn run_job(args: &Args, dir: JobDir, configured: Option<JobSettings>) -> anyhow::Result<()> {
     let file = JobFile::read(&dir.job_toml())?;
-    let keep = args.keep.unwrap_or(file.settings.keep_versions);
-    let limit = args.max_size.or(file.settings.vault_size_limit);
-    if keep == 0 && limit.is_none() && file.state.retiring.is_none() {
+    let settings = configured.unwrap_or(file.settings.clone());
+    let rules = args.rules.rules_or(settings.rules());
+    let limit = args.max_size.or(settings.vault_size_limit);
+    if rules.is_empty() && limit.is_none() && file.state.retiring.is_none() {
         eprintln!(
-            "reverb-retire: job {}: nothing to do: no count limit (keep 0) and no size limit",
+            "reverb-retire: job {}: nothing to do: every keep rule is 0 and there is no size limit",
             dir.folder
         );
         return Ok(());
     }
+    let limits = Limits::now(rules, limit);
     if args.dry_run {
-        return print_plan(args, &dir, keep, limit);
+        return print_plan(args, &dir, &limits);
     }
     let _lock = JobLock::acquire(&dir.lock(), &dir.folder, args.lock.wait())?;
     let mut ctx = job::open_dir(dir.clone(), "retire")?;
@@ -108,26 +188,39 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
         // A closed stdout must not stop a retirement half way: the work goes on.
         let _ = cli::print_line(&line);
     };
-    retire::enforce_with(&mut ctx, keep, limit, false, &mut print)?;
+    retire::enforce_with(&mut ctx, &limits, false, &mut print)?;
     Ok(())
 }
 
-/// `--dry-run`: the policy's verdict on every version, one line each; nothing written.
-fn print_plan(args: &Args, dir: &JobDir, keep: u64, limit: Option<u64>) -> anyhow::Result<()> {
+/// `--dry-run`: the plan's verdict on every version, one line each; nothing written. An
+/// unmeetable size limit is the error the real run would report.
+fn print_plan(args: &Args, dir: &JobDir, limits: &Limits) -> anyhow::Result<()> {
     let rows = if dir.index().exists() || dir.versions_on_disk()?.is_empty() {
         index::read_index_or_empty(&dir.index())?
     } else {
         index::read(&dir.index())?
     };
-    for d in retire::plan(&rows, keep, limit) {
+    let plan = retire::plan(
+        &rows,
+        &limits.rules,
+        limits.size_limit,
+        limits.now,
+        &limits.tz,
+    )?;
+    for d in &plan.decisions {
+        let freed = if d.action == Action::Retire {
+            d.estimated_freed.to_string()
+        } else {
+            "-".to_owned()
+        };
         let line = if args.output.json {
             serde_json::json!({
                 "type": "plan",
                 "job": dir.folder,
                 "dir": d.dir,
                 "action": d.action.as_str(),
-                "reason": d.reason.as_str(),
-                "estimated_freed_bytes": d.estimated_freed,
+                "rule": d.decided_by(),
+                "freed_bytes": d.estimated_freed,
             })
             .to_string()
         } else {
@@ -135,14 +228,18 @@ fn print_plan(args: &Args, dir: &JobDir, keep: u64, limit: Option<u64>) -> anyho
                 &tsv::escape(&dir.folder),
                 &d.dir,
                 d.action.as_str(),
-                d.reason.as_str(),
+                &d.decided_by(),
+                &freed,
             ])
         };
         if !cli::print_line(&line)? {
             return Ok(());
         }
     }
-    Ok(())
+    match &plan.unmeetable {
+        Some(u) => Err(reverb_common::Error::Refused(format!("job {}: {u}", dir.folder)).into()),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

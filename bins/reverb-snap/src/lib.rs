@@ -180,7 +180,11 @@ fn one_version(
             ctx.journal
                 .note(JournalEvent::Error, b"", &format!("version aborted: {e}"));
             let s = ctx.file.settings.clone();
-            if let Err(r) = retire::enforce(ctx, s.keep_versions, s.vault_size_limit, false) {
+            if let Err(r) = retire::enforce(
+                ctx,
+                &retire::Limits::now(s.rules(), s.vault_size_limit),
+                false,
+            ) {
                 eprintln!("reverb-snap: retirement after a full disk: {r}");
             }
             return Err(e.into());
@@ -199,7 +203,11 @@ fn one_version(
         print_record(args, "version", &v.dir)?;
         if args.follow {
             let s = ctx.file.settings.clone();
-            match retire::enforce(ctx, s.keep_versions, s.vault_size_limit, false) {
+            match retire::enforce(
+                ctx,
+                &retire::Limits::now(s.rules(), s.vault_size_limit),
+                false,
+            ) {
                 Ok(done) => {
                     for r in done {
                         eprintln!(

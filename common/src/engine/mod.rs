@@ -3,7 +3,7 @@
 //! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
 //! [`diff`], [`build`], [`copy_in`] and [`publish`] over the shared [`builder`] state,
 //! [`marks`] and [`listing`]) with the copy engine ([`copy`]), retiring versions
-//! ([`retire`]) and restoring one ([`restore`]).
+//! ([`retire`], by the rules of [`policy`]) and restoring one ([`restore`]).
 //! Every write here goes through the vault layer's rules: build under `.partial/`, make
 //! durable, rename into place.
 
@@ -15,8 +15,10 @@ pub(crate) mod copy_in;
 pub(crate) mod diff;
 pub(crate) mod listing;
 pub(crate) mod marks;
+pub(crate) mod policy;
 pub(crate) mod publish;
 pub(crate) mod recover;
 pub(crate) mod restore;
 pub(crate) mod retire;
+pub(crate) mod retiring;
 pub(crate) mod snapshot;

@@ -1,10 +1,14 @@
-//! Retiring old versions (docs/retirement.md): the policy ([`plan`], a pure function) and the
-//! crash-safe retirement of the oldest version ([`retire_oldest`], looped by [`enforce`]).
+//! Retiring versions (docs/retirement.md): the plan ([`plan`], pure: the `keep_*` rules of
+//! [`crate::engine::policy`], then the size limit) and the crash-safe retirement of any
+//! version but the newest ([`retire_version`], looped by [`enforce`]).
 //!
 //! Owns: the order of the writes that retire a version, the `retiring` mark in job.toml,
-//! and the one-time size recount bookkeeping (`size_recounted`).
+//! the refusal of an unmeetable size limit, and the one-time size recount bookkeeping
+//! (`size_recounted`).
 //!
-//! Theory of operation. Retiring the oldest version `Vo` whose next version is `Vn`:
+//! Theory of operation. Retiring version `Vo` whose next retained version is `Vn` (the
+//! oldest or one in the middle: `Vo`'s own links into older versions need nothing, since
+//! `Vn`'s links at those paths name the older holder already):
 //!
 //! 1. mark: job.toml `state.retiring = Vo` (atomic rewrite);
 //! 2. every later version `Vm` (m > n): each vault link into `Vo` — found by walking only
@@ -16,8 +20,9 @@
 //!    physically under a link); then the real entry `Vo/p` takes the link's place — a
 //!    directory by `renameat2(RENAME_EXCHANGE)` (the link lands in `Vo/p` and is then
 //!    replaced by a link to `Vn/p`, so even `Vo` stays readable), anything else by
-//!    `rename(2)` over the link. `Vo` holds no vault links (I3), so what moves is entirely
-//!    real and `Vn/p` becomes canonical. The parent directory's times (and the moved
+//!    `rename(2)` over the link. What moves is `Vo`'s real entry (a link names its
+//!    canonical holder), so `Vn/p` becomes canonical; links inside a moved directory keep
+//!    their path, so their text still names the same older holder. The parent directory's times (and the moved
 //!    directory's) are restored after each rename, so the version stays exact (I5);
 //! 4. `Vo` is deleted; 5. index.tsv is rewritten without `Vo`, with `Vn`'s `held_bytes`
 //!    grown by what moved in (`Vo`'s minus what `Vo` still holds, corrected by the usage
@@ -41,13 +46,18 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
 use crate::engine::copy;
+use crate::engine::policy::{self, Candidate, Rule, Verdict};
+use crate::engine::retiring;
 use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
 use crate::fault;
 use crate::format::index::{self, IndexRow};
 use crate::format::journal::JournalEvent;
-use crate::format::settings::format_size;
+use crate::format::settings::{Rules, format_size};
 use crate::fsutil;
 use crate::vault::check;
 use crate::vault::job::JobCtx;
@@ -55,33 +65,24 @@ use crate::vault::layout::VersionName;
 use crate::vault::measure::{self, remains_held};
 use crate::vault::tree::{self, Lookalikes};
 
-/// Why a version is kept or retired.
+/// Why a version is retired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// Retired: more than `keep_versions` versions.
-    Count,
-    /// Retired: the job folder is larger than `vault_size_limit`.
+    /// No `keep_*` rule keeps it.
+    Rules,
+    /// The job folder is larger than `vault_size_limit`.
     Size,
-    /// Retired: finishing a retirement a crash interrupted.
+    /// Finishing a retirement a crash interrupted.
     Resumed,
-    /// Kept: the newest version is never retired.
-    Newest,
-    /// Kept: the newest version, although the size limit is still exceeded.
-    Unmeetable,
-    /// Kept: within both limits.
-    Within,
 }
 
 impl Reason {
     /// The reason's name in output.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Count => "count",
+            Reason::Rules => "no-rule",
             Reason::Size => "size",
             Reason::Resumed => "resumed",
-            Reason::Newest => "newest",
-            Reason::Unmeetable => "newest-size-limit-unmeetable",
-            Reason::Within => "within-limits",
         }
     }
 }
@@ -111,7 +112,7 @@ impl Action {
     }
 }
 
-/// The policy's verdict on one version.
+/// The plan's verdict on one version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The version number.
@@ -120,10 +121,60 @@ pub struct Decision {
     pub dir: String,
     /// Keep or retire.
     pub action: Action,
-    /// Why.
-    pub reason: Reason,
+    /// For a kept version: the rules that keep it (see [`policy::plan`]).
+    pub kept_by: Vec<Rule>,
+    /// For a retirement: why.
+    pub reason: Option<Reason>,
     /// For a retirement: the bytes it is estimated to free (see [`estimate_moved`]).
     pub estimated_freed: u64,
+}
+
+impl Decision {
+    /// The rule(s) that decided, for output: `keep_daily,keep_within`, `no-rule`, `size`.
+    pub fn decided_by(&self) -> String {
+        match self.reason {
+            Some(r) => r.as_str().to_owned(),
+            None => {
+                let names: Vec<&str> = self.kept_by.iter().map(|r| r.as_str()).collect();
+                names.join(",")
+            }
+        }
+    }
+}
+
+/// A size limit the newest version alone exceeds: nothing is retired for size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmeetable {
+    /// The newest version's directory.
+    pub newest: String,
+    /// What it needs on its own, as a complete tree (bytes).
+    pub needs: u64,
+    /// The limit (bytes).
+    pub limit: u64,
+}
+
+impl fmt::Display for Unmeetable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "size limit unmeetable: the newest version alone needs {} ({} bytes, {}), more than vault_size_limit {} ({} bytes): nothing retired for size",
+            format_size(self.needs),
+            self.needs,
+            self.newest,
+            format_size(self.limit),
+            self.limit
+        )
+    }
+}
+
+/// The whole plan: a decision per version (oldest first), and whether the size limit
+/// cannot be met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One per version, oldest first.
+    pub decisions: Vec<Decision>,
+    /// Set when the newest version alone exceeds the size limit.
+    pub unmeetable: Option<Unmeetable>,
 }
 
 /// A version retired (or, in a dry run, that would be).
@@ -151,77 +202,139 @@ pub fn estimate_moved(old: &IndexRow, next: &IndexRow, old_held: u64) -> u64 {
     (u128::from(old_held) * u128::from(reused) / u128::from(old.files)) as u64
 }
 
-/// The retirement policy (docs/retirement.md), pure: oldest first, while more than `keep_versions`
-/// (0 = no count limit) or the sum of `held_bytes` is above `size_limit`; never the newest.
-/// The size after each retirement is estimated with [`estimate_moved`]; [`enforce`] itself
-/// re-reads the index after every real retirement instead.
-pub fn plan(rows: &[IndexRow], keep_versions: u64, size_limit: Option<u64>) -> Vec<Decision> {
-    let n = rows.len();
+/// What the newest version needs on its own as a complete tree: its files' apparent size,
+/// or what it holds itself when that is more.
+fn newest_needs(rows: &[IndexRow]) -> u64 {
+    rows.last()
+        .map(|r| r.logical_bytes.max(r.held_bytes))
+        .unwrap_or(0)
+}
+
+/// The unmeetable limit, if `limit` is one for these rows.
+fn unmeetable_for(rows: &[IndexRow], limit: Option<u64>) -> Option<Unmeetable> {
+    let (limit, newest) = (limit?, rows.last()?);
+    let needs = newest_needs(rows);
+    (needs > limit).then(|| Unmeetable {
+        newest: newest.dir.clone(),
+        needs,
+        limit,
+    })
+}
+
+/// When a version was taken, for the policy.
+fn created_of(row: &IndexRow) -> Result<Timestamp> {
+    row.created.parse::<Timestamp>().map_err(|e| {
+        Error::Damaged(format!(
+            "index.tsv row of {}: created `{}` is not a time: {e}",
+            row.dir, row.created
+        ))
+    })
+}
+
+/// The policy's verdicts on `rows` (index order), by number.
+fn verdicts(
+    rows: &[IndexRow],
+    rules: &Rules,
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Result<Vec<Verdict>> {
+    let candidates = rows
+        .iter()
+        .map(|r| {
+            Ok(Candidate {
+                version: r.version,
+                created: created_of(r)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(policy::plan(&candidates, rules, now, tz))
+}
+
+/// The retirement plan (docs/retirement.md), pure: every version no rule keeps is retired
+/// ([`policy::plan`]; never the newest); then, while the sum of `held_bytes` is above
+/// `size_limit`, the oldest kept one — unless the newest alone exceeds the limit
+/// ([`Plan::unmeetable`]), when nothing is retired for size. What each retirement frees is
+/// estimated with [`estimate_moved`]; [`enforce`] re-reads the index after every real one.
+pub fn plan(
+    rows: &[IndexRow],
+    rules: &Rules,
+    size_limit: Option<u64>,
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Result<Plan> {
+    let verdicts = verdicts(rows, rules, now, tz)?;
     let mut held: Vec<u64> = rows.iter().map(|r| r.held_bytes).collect();
     let mut total: u64 = held.iter().sum();
-    let mut out = Vec::with_capacity(n);
-    let mut i = 0;
-    while i + 1 < n {
-        let over_count = keep_versions > 0 && (n - i) as u64 > keep_versions;
-        let over_size = size_limit.is_some_and(|l| total > l);
-        if !over_count && !over_size {
-            break;
-        }
+    let mut decisions = Vec::with_capacity(rows.len());
+    let retire = |i: usize, held: &mut Vec<u64>, total: &mut u64| {
         let moved = estimate_moved(&rows[i], &rows[i + 1], held[i]).min(held[i]);
         let freed = held[i] - moved;
         held[i + 1] += moved;
-        total -= freed;
-        out.push(Decision {
-            version: rows[i].version,
-            dir: rows[i].dir.clone(),
-            action: Action::Retire,
-            reason: if over_count {
-                Reason::Count
-            } else {
-                Reason::Size
-            },
-            estimated_freed: freed,
-        });
-        i += 1;
-    }
-    for (j, r) in rows.iter().enumerate().skip(i) {
-        let reason = if j + 1 < n {
-            Reason::Within
-        } else if size_limit.is_some_and(|l| total > l) {
-            Reason::Unmeetable
-        } else {
-            Reason::Newest
-        };
-        out.push(Decision {
+        *total -= freed;
+        freed
+    };
+    for (i, (r, v)) in rows.iter().zip(&verdicts).enumerate() {
+        let gone = !v.keep() && i + 1 < rows.len();
+        decisions.push(Decision {
             version: r.version,
             dir: r.dir.clone(),
-            action: Action::Keep,
-            reason,
-            estimated_freed: 0,
+            action: if gone { Action::Retire } else { Action::Keep },
+            kept_by: v.kept_by.clone(),
+            reason: gone.then_some(Reason::Rules),
+            estimated_freed: if gone {
+                retire(i, &mut held, &mut total)
+            } else {
+                0
+            },
         });
     }
-    out
+    let unmeetable = unmeetable_for(rows, size_limit);
+    if let (Some(limit), None) = (size_limit, &unmeetable) {
+        let last = rows.len().saturating_sub(1);
+        for (i, d) in decisions.iter_mut().enumerate().take(last) {
+            if total <= limit {
+                break;
+            }
+            if d.action == Action::Keep {
+                d.estimated_freed = retire(i, &mut held, &mut total);
+                d.action = Action::Retire;
+                d.reason = Some(Reason::Size);
+            }
+        }
+    }
+    Ok(Plan {
+        decisions,
+        unmeetable,
+    })
 }
 
-/// Retires the oldest version (or first finishes a retirement a crash interrupted) and
-/// returns the bytes freed. The caller holds the job lock. Never retires the only version.
-pub fn retire_oldest(ctx: &mut JobCtx) -> Result<u64> {
+/// Retires version `dir` (any but the newest; or first finishes a retirement a crash
+/// interrupted, returning what that freed) and returns the bytes freed. The caller holds
+/// the job lock.
+pub fn retire_version(ctx: &mut JobCtx, dir: &str) -> Result<u64> {
     if let Some(vo) = ctx.file.state.retiring.clone() {
         return finish(ctx, &vo, true);
     }
     let rows = index::read(&ctx.dir.index())?;
-    if rows.len() < 2 {
-        return Err(Error::Refused(format!(
-            "job {} has {} version(s): the only remaining version is never retired",
-            ctx.dir.folder,
-            rows.len()
-        )));
+    match rows.iter().position(|r| r.dir == dir) {
+        None => {
+            return Err(Error::Usage(format!(
+                "job {}: {dir} is not a retained version",
+                ctx.dir.folder
+            )));
+        }
+        Some(i) if i + 1 == rows.len() => {
+            return Err(Error::Refused(format!(
+                "job {}: {dir} is the newest version: the newest version is never retired",
+                ctx.dir.folder
+            )));
+        }
+        Some(_) => {}
     }
-    let vo = rows[0].dir.clone();
-    ctx.file.state.retiring = Some(vo.clone());
+    ctx.file.state.retiring = Some(dir.to_owned());
     ctx.file.write(&ctx.dir.job_toml())?;
     fault::step();
-    finish(ctx, &vo, false)
+    finish(ctx, dir, false)
 }
 
 /// Steps 2–7 for `vo` (see the module docs); idempotent.
@@ -235,31 +348,47 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
             fault::step();
         }
         clear_mark(ctx)?;
+        retiring::remove(&ctx.dir.path)?;
         return Ok(0);
     }
     let r = Retirement::new(ctx, vo, rows, resumed)?;
+    let tmp = LinkTemps::open(&r.job)?;
     let mut lookalikes = Lookalikes::load(&r.job)?;
     let mut sizes = SizeChanges::default();
     if fs::symlink_metadata(r.job.join(&r.vo)).is_ok() {
-        sizes.link_delta = r.retarget_later_links(&lookalikes)?;
-        sizes.link_correction = r.move_into_next(&mut lookalikes)?;
+        let survey = r.survey(&lookalikes)?;
+        let record = r.record(&survey)?;
+        sizes.link_delta = r.retarget_later_links(&survey, &tmp)?;
+        sizes.link_correction = r.move_into_next(&survey.moves, &mut lookalikes, &tmp)?;
+        retiring::put_back_all(&r.job, &record)?;
+        fault::step();
         sizes.remains = r.delete_old()?;
     }
     r.forget_lookalikes_of_old(&mut lookalikes)?;
     let freed = r.rewrite_index(ctx, &sizes)?;
     clear_mark(ctx)?;
+    retiring::remove(&r.job)?;
     r.journal(ctx, freed)?;
     Ok(freed)
 }
 
-/// One retirement of the oldest version `vo` into the next one `vn`, as the index had it
-/// when it started (or resumed).
+/// What a retirement will change, found before it changes anything.
+struct Survey {
+    /// Per later version: its links into Vo, grouped by the directory holding them.
+    later: Vec<(String, BTreeMap<PathBuf, Vec<PathBuf>>)>,
+    /// The paths where Vn links into Vo: what moves forward.
+    moves: Vec<PathBuf>,
+}
+
+/// One retirement of version `vo` into the next one `vn`, as the index had it when it
+/// started (or resumed).
 struct Retirement {
     job: PathBuf,
     vo: String,
     vn: String,
-    /// index.tsv as read: `rows[0]` is `vo`, `rows[1]` is `vn`.
+    /// index.tsv as read: `rows[pos]` is `vo`, `rows[pos + 1]` is `vn`.
     rows: Vec<IndexRow>,
+    pos: usize,
     /// The versions after `vn`: the index's, plus any complete version not indexed yet.
     later: Vec<String>,
     /// Finishing a retirement a crash interrupted: size arithmetic is not trusted.
@@ -280,31 +409,31 @@ struct SizeChanges {
 }
 
 impl Retirement {
-    /// Checks that `vo` can be retired (the oldest, not the only one, the next version on
-    /// disk) and finds the later versions.
+    /// Checks that `vo` can be retired (indexed, not the newest, the next version on disk)
+    /// and finds the later versions.
     fn new(ctx: &mut JobCtx, vo: &str, rows: Vec<IndexRow>, resumed: bool) -> Result<Retirement> {
-        if rows.first().is_none_or(|r| r.dir != vo) {
+        let Some(pos) = rows.iter().position(|r| r.dir == vo) else {
             return Err(Error::Damaged(format!(
-                "{vo}, marked as retiring in {}, is not the oldest version in index.tsv",
+                "{vo}, marked as retiring in {}, is not in index.tsv",
                 show(&ctx.dir.job_toml())
             )));
-        }
-        if rows.len() < 2 {
+        };
+        if pos + 1 == rows.len() {
             clear_mark(ctx)?;
             return Err(Error::Refused(format!(
-                "{vo} is the only remaining version of job {}: never retired",
+                "{vo} is the newest version of job {}: never retired",
                 ctx.dir.folder
             )));
         }
         let job = ctx.dir.path.clone();
-        let (vn, vn_n) = (rows[1].dir.clone(), rows[1].version);
+        let (vn, vn_n) = (rows[pos + 1].dir.clone(), rows[pos + 1].version);
         if !job.join(&vn).is_dir() {
             return Err(Error::Damaged(format!(
                 "cannot retire {vo}: the next version {vn} is missing from {} (see reverb-index --check)",
                 show(&job)
             )));
         }
-        let mut later: Vec<String> = rows[2..].iter().map(|r| r.dir.clone()).collect();
+        let mut later: Vec<String> = rows[pos + 2..].iter().map(|r| r.dir.clone()).collect();
         let known: HashSet<&str> = rows.iter().map(|r| r.dir.as_str()).collect();
         for v in ctx.dir.versions_on_disk()? {
             if v.n > vn_n && !known.contains(v.dir.as_str()) {
@@ -316,53 +445,118 @@ impl Retirement {
             vo: vo.to_owned(),
             vn,
             rows,
+            pos,
             later,
             resumed,
         })
     }
 
+    /// Finds every link to rewrite and every entry to move (walking only the real
+    /// directories of Vn and the later versions).
+    fn survey(&self, lookalikes: &Lookalikes) -> Result<Survey> {
+        let mut later = Vec::with_capacity(self.later.len());
+        for vm in &self.later {
+            let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+            for (rel, holder) in tree::vault_links(&self.job, vm, lookalikes)? {
+                if holder == self.vo {
+                    by_dir
+                        .entry(parent_of(&rel).to_path_buf())
+                        .or_default()
+                        .push(rel);
+                }
+            }
+            later.push((vm.clone(), by_dir));
+        }
+        let moves = tree::vault_links(&self.job, &self.vn, lookalikes)?
+            .into_iter()
+            .filter(|(_, h)| *h == self.vo)
+            .map(|(rel, _)| rel)
+            .collect();
+        Ok(Survey { later, moves })
+    }
+
+    /// The second half of the mark: the mode and times of every directory of a retained
+    /// version the retirement will change, recorded durably before the first change. A run
+    /// that resumes keeps the record the crashed run wrote (its directories may already
+    /// have changed); one that finds none (the crash came before it) records now, since
+    /// nothing was changed yet.
+    fn record(&self, survey: &Survey) -> Result<Vec<retiring::DirState>> {
+        if let Some(rec) = retiring::read(&self.job, &self.vo)? {
+            return Ok(rec);
+        }
+        let mut dirs: BTreeMap<PathBuf, fs::Metadata> = BTreeMap::new();
+        let mut note = |rel: PathBuf, from: &Path| -> Result<()> {
+            if let std::collections::btree_map::Entry::Vacant(e) = dirs.entry(rel) {
+                e.insert(fs::symlink_metadata(from).ctx("cannot inspect", from)?);
+            }
+            Ok(())
+        };
+        for (vm, by_dir) in &survey.later {
+            for dir_rel in by_dir.keys() {
+                let rel = Path::new(vm).join(dir_rel);
+                note(rel.clone(), &self.job.join(&rel))?;
+            }
+        }
+        for rel in &survey.moves {
+            let parent = Path::new(&self.vn).join(parent_of(rel));
+            note(parent.clone(), &self.job.join(&parent))?;
+            let src = self.job.join(&self.vo).join(rel);
+            if fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
+                // The directory that moves keeps its own times, from Vo.
+                note(Path::new(&self.vn).join(rel), &src)?;
+            }
+        }
+        let rec: Vec<retiring::DirState> = dirs
+            .into_iter()
+            .map(|(rel, m)| retiring::DirState::of(rel, &m))
+            .collect();
+        retiring::write(&self.job, &self.vo, &rec)?;
+        fault::step();
+        Ok(rec)
+    }
+
     /// Step 2: every later version's links into Vo are retargeted to the same path in Vn.
     /// Returns each version's change of link usage.
-    fn retarget_later_links(&self, lookalikes: &Lookalikes) -> Result<HashMap<String, i64>> {
+    fn retarget_later_links(
+        &self,
+        survey: &Survey,
+        tmp: &LinkTemps,
+    ) -> Result<HashMap<String, i64>> {
         let mut link_delta = HashMap::new();
-        for vm in &self.later {
-            let delta = self.retarget_links_of(vm, lookalikes)?;
+        for (vm, by_dir) in &survey.later {
+            let delta = self.retarget_links_of(vm, by_dir, tmp)?;
             link_delta.insert(vm.clone(), delta);
         }
         Ok(link_delta)
     }
 
-    /// Step 2 for one later version `vm`. Links are grouped by directory: one guard (times,
-    /// mode) per directory, and the link's own size is only looked at when the new text's
-    /// length differs (a longer text can leave the inode for a block). The directory's own
-    /// size is looked at before and after (the temporary name of each replacement can make
-    /// it grow).
-    fn retarget_links_of(&self, vm: &str, lookalikes: &Lookalikes) -> Result<i64> {
+    /// Step 2 for one later version `vm`, one directory at a time: the directory is opened
+    /// once, each link is replaced by `symlinkat` in `<job>/.tmp/` and `renameat` over it
+    /// (no path walk per link), and the directory's times (and mode, for a non-root
+    /// writer) are put back once, after its last link (a crash before that is repaired
+    /// from the record). A link's own size is only looked at when the new text's length
+    /// differs (a longer text can leave the inode for a block); the directory's own size is
+    /// looked at before and after.
+    fn retarget_links_of(
+        &self,
+        vm: &str,
+        by_dir: &BTreeMap<PathBuf, Vec<PathBuf>>,
+        tmp: &LinkTemps,
+    ) -> Result<i64> {
         let same_length = self.vo.len() == self.vn.len();
-        let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-        for (rel, holder) in tree::vault_links(&self.job, vm, lookalikes)? {
-            if holder == self.vo {
-                by_dir
-                    .entry(parent_of(&rel).to_path_buf())
-                    .or_default()
-                    .push(rel);
-            }
-        }
         let mut delta = 0i64;
         for (dir_rel, rels) in by_dir {
-            let dir_abs = self.job.join(vm).join(&dir_rel);
+            let dir_abs = self.job.join(vm).join(dir_rel);
             let dir_before = usage(&dir_abs)?;
             let guard = DirGuard::open(&dir_abs)?;
+            let dir = OpenDir::open(&dir_abs)?;
             for rel in rels {
-                let abs = self.job.join(vm).join(&rel);
-                let before = if same_length { 0 } else { usage(&abs)? };
-                fsutil::replace_symlink(&tree::link_text(&rel, &self.vn), &abs)?;
-                // Times back at once: a crash here must not leave the directory's mtime
-                // changed in a retained version.
-                guard.put_times_back()?;
+                let name = rel.file_name().unwrap_or_default();
+                let before = if same_length { 0 } else { dir.usage(name)? };
+                tmp.replace_link(&tree::link_text(rel, &self.vn), &dir, name)?;
                 fault::step();
                 if !same_length {
-                    delta += usage(&abs)? as i64 - before as i64;
+                    delta += dir.usage(name)? as i64 - before as i64;
                 }
             }
             guard.restore()?;
@@ -375,15 +569,15 @@ impl Retirement {
     /// moved path first. Returns the correction of Vn's size for what the moves changed
     /// besides moving data (the links they replaced, the directories they touched, see
     /// [`move_forward`]).
-    fn move_into_next(&self, lookalikes: &mut Lookalikes) -> Result<i64> {
-        let moves: Vec<PathBuf> = tree::vault_links(&self.job, &self.vn, lookalikes)?
-            .into_iter()
-            .filter(|(_, h)| *h == self.vo)
-            .map(|(rel, _)| rel)
-            .collect();
+    fn move_into_next(
+        &self,
+        moves: &[PathBuf],
+        lookalikes: &mut Lookalikes,
+        tmp: &LinkTemps,
+    ) -> Result<i64> {
         if !lookalikes.is_empty() {
             let mut added = false;
-            for rel in &moves {
+            for rel in moves {
                 added |= lookalikes.alias(&self.vo, &self.vn, rel);
             }
             if added {
@@ -392,8 +586,8 @@ impl Retirement {
             }
         }
         let mut link_correction = 0i64;
-        for rel in &moves {
-            link_correction += move_forward(&self.job, &self.vo, &self.vn, rel)?;
+        for rel in moves {
+            link_correction += move_forward(&self.job, &self.vo, &self.vn, rel, tmp)?;
         }
         Ok(link_correction)
     }
@@ -411,8 +605,10 @@ impl Retirement {
 
     /// The lookalike records of versions no longer retained (Vo's) are dropped.
     fn forget_lookalikes_of_old(&self, lookalikes: &mut Lookalikes) -> Result<()> {
-        let keep: HashSet<String> = self.rows[1..]
+        let keep: HashSet<String> = self
+            .rows
             .iter()
+            .filter(|r| r.dir != self.vo)
             .map(|r| r.dir.clone())
             .chain(self.later.iter().cloned())
             .collect();
@@ -434,17 +630,19 @@ impl Retirement {
     }
 
     fn rows_without_old(&self, sizes: &SizeChanges) -> Result<Vec<IndexRow>> {
-        let (old, next) = (&self.rows[0], &self.rows[1]);
-        let mut new_rows: Vec<IndexRow> = self.rows[1..].to_vec();
+        let pos = self.pos;
+        let (old, next) = (&self.rows[pos], &self.rows[pos + 1]);
+        let mut new_rows: Vec<IndexRow> = self.rows.clone();
+        new_rows.remove(pos);
         let moved_in = sizes.remains.and_then(|r| old.held_bytes.checked_sub(r));
-        new_rows[0].held_bytes = match moved_in {
+        new_rows[pos].held_bytes = match moved_in {
             Some(m) if !self.resumed => {
                 (next.held_bytes as i64 + m as i64 + sizes.link_correction).max(0) as u64
             }
             // A resumed run cannot trust the arithmetic: measure.
             _ => measure::held_bytes(&self.job.join(&self.vn))?,
         };
-        for r in new_rows.iter_mut().skip(1) {
+        for r in new_rows.iter_mut().skip(pos + 1) {
             if self.resumed {
                 // Deltas of a crashed run are lost: recount what the later versions hold.
                 if self.job.join(&r.dir).is_dir() {
@@ -500,7 +698,7 @@ fn usage(p: &Path) -> Result<u64> {
 /// link left in Vo minus that of the link taken out of Vn, plus how the two directories
 /// holding them changed (measured, never assumed: on XFS a directory the moves empty
 /// shrinks, and a temporary name can make one grow).
-fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
+fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> Result<i64> {
     let src = job.join(vo).join(rel);
     let dst = job.join(vn).join(rel);
     let sm = match fs::symlink_metadata(&src) {
@@ -522,18 +720,117 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path) -> Result<i64> {
         set_times(&dst, &sm)?;
         guard.restore()?;
         fault::step();
+        entry_moved(job, vo, vn, rel)?;
         // The link now at Vo/rel names Vo/rel itself: point it at the data's new place.
-        fsutil::replace_symlink(&tree::link_text(rel, vn), &src)?;
+        let src_parent = OpenDir::open(src_dir)?;
+        tmp.replace_link(
+            &tree::link_text(rel, vn),
+            &src_parent,
+            rel.file_name().unwrap_or_default(),
+        )?;
         fault::step();
         usage(&src)? as i64
     } else {
         fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
         guard.restore()?;
         fault::step();
+        entry_moved(job, vo, vn, rel)?;
         0
     };
     let dirs_after = usage(src_dir)? as i64 + usage(dst_dir)? as i64;
     Ok(left_in_old - link + dirs_after - dirs_before)
+}
+
+/// The one place where an entry of `vo` has just moved into `vn` at path `rel` (relative
+/// to the version root; a directory moves with everything below it): records that follow
+/// an entry (the checksum records of `<job>/checksums/`) move with it here.
+fn entry_moved(_job: &Path, _vo: &str, _vn: &str, _rel: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// `<job>/.tmp/`, where retirement builds each replacement link (`symlinkat`) before it is
+/// renamed over the old one: no temporary name ever appears inside a version. Links left
+/// there by a crashed run (the job lock is held, so no other writer's) are removed when it
+/// opens.
+struct LinkTemps {
+    dir: OpenDir,
+    counter: std::cell::Cell<u64>,
+    prefix: String,
+}
+
+impl LinkTemps {
+    fn open(job: &Path) -> Result<LinkTemps> {
+        let path = job.join(".tmp");
+        match fs::create_dir(&path) {
+            Ok(()) => fsutil::fsync_dir(job)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx("cannot create", &path),
+        }
+        for entry in fs::read_dir(&path).ctx("cannot list", &path)? {
+            let entry = entry.ctx("cannot list", &path)?;
+            let leftover = entry.file_type().is_ok_and(|t| t.is_symlink())
+                && entry.file_name().as_encoded_bytes().starts_with(b".tmp-");
+            if leftover {
+                fs::remove_file(entry.path()).ctx("cannot remove", &entry.path())?;
+            }
+        }
+        Ok(LinkTemps {
+            dir: OpenDir::open(&path)?,
+            counter: std::cell::Cell::new(0),
+            prefix: format!(".tmp-{}-r", std::process::id()),
+        })
+    }
+
+    /// Replaces the entry `name` of `dir` by a symlink with text `text`, atomically.
+    fn replace_link(&self, text: &Path, dir: &OpenDir, name: &std::ffi::OsStr) -> Result<()> {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        let mut tmp = std::ffi::OsString::from(format!("{}{n}-", self.prefix));
+        tmp.push(name);
+        let tmp = PathBuf::from(tmp);
+        nix::unistd::symlinkat(text, &self.dir.fd, &tmp)
+            .map_err(std::io::Error::from)
+            .ctx("cannot create symlink", &self.dir.path.join(&tmp))?;
+        let renamed = nix::fcntl::renameat(&self.dir.fd, &tmp, &dir.fd, name)
+            .map_err(std::io::Error::from)
+            .ctx("cannot rename symlink into place", &dir.path.join(name));
+        if renamed.is_err() {
+            let _ =
+                nix::unistd::unlinkat(&self.dir.fd, &tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        renamed
+    }
+}
+
+/// An open directory, for `*at` calls on its entries.
+struct OpenDir {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl OpenDir {
+    fn open(path: &Path) -> Result<OpenDir> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .ctx("cannot open directory", path)?;
+        Ok(OpenDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The disk usage of entry `name` (not following a symlink).
+    fn usage(&self, name: &std::ffi::OsStr) -> Result<u64> {
+        let st = nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(std::io::Error::from)
+            .ctx("cannot inspect", &self.path.join(name))?;
+        Ok(u64::try_from(st.st_blocks).unwrap_or(0) * 512)
+    }
 }
 
 /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.
@@ -579,11 +876,6 @@ impl DirGuard {
         })
     }
 
-    /// Puts the directory's times back (the guard stays armed).
-    fn put_times_back(&self) -> Result<()> {
-        set_times(&self.path, &self.meta)
-    }
-
     fn restore(self) -> Result<()> {
         if self.chmodded {
             fs::set_permissions(
@@ -596,39 +888,53 @@ impl DirGuard {
     }
 }
 
-/// Enforces the limits: finishes an interrupted retirement, then retires the oldest while
-/// there are more than `keep` versions (0 = no count limit) or the index's sum of
-/// `held_bytes` is above `size_limit`. The first time the size limit is hit, the job is
-/// recounted from disk first (once per job, recorded in job.toml). A limit that cannot be
-/// met with one version left is journaled as an `error` and is [`Error::Refused`].
-/// `dry_run` returns the [`plan`]'s retirements and writes nothing.
-pub fn enforce(
-    ctx: &mut JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
-    dry_run: bool,
-) -> Result<Vec<Retired>> {
-    enforce_with(ctx, keep, size_limit, dry_run, &mut |_| {})
+/// What to enforce: the rules, the size limit, and the clock and time zone they read.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The `keep_*` rules.
+    pub rules: Rules,
+    /// `vault_size_limit` (None = none).
+    pub size_limit: Option<u64>,
+    /// The time the rules are applied at.
+    pub now: Timestamp,
+    /// The time zone of the buckets.
+    pub tz: TimeZone,
+}
+
+impl Limits {
+    /// These rules and limit, now, in the host's time zone.
+    pub fn now(rules: Rules, size_limit: Option<u64>) -> Limits {
+        Limits {
+            rules,
+            size_limit,
+            now: Timestamp::now(),
+            tz: policy::host_time_zone(),
+        }
+    }
+}
+
+/// Enforces the limits (docs/retirement.md): finishes an interrupted retirement, then
+/// retires every version no rule keeps (oldest first), then the oldest while the index's
+/// sum of `held_bytes` is above the size limit. The first time the size limit is hit, the
+/// job is recounted from disk first (once per job, recorded in job.toml). A size limit the
+/// newest version alone exceeds retires nothing for size: it is journaled as an `error` and
+/// is [`Error::Refused`] with the [`Unmeetable`] message. `dry_run` returns the [`plan`]'s
+/// retirements and writes nothing (an unmeetable limit is still the error).
+pub fn enforce(ctx: &mut JobCtx, limits: &Limits, dry_run: bool) -> Result<Vec<Retired>> {
+    enforce_with(ctx, limits, dry_run, &mut |_| {})
 }
 
 /// [`enforce`], calling `on_retired` right after each retirement (so a caller can report
 /// what was done even when a later step fails).
 pub fn enforce_with(
     ctx: &mut JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
+    limits: &Limits,
     dry_run: bool,
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
-    if !ctx.dir.index().exists() && !ctx.dir.versions_on_disk()?.is_empty() {
-        // Never rebuild an index from the disk and then delete by it.
-        return Err(Error::Damaged(format!(
-            "{} is missing but versions are on disk: nothing retired (see reverb-index --check)",
-            show(&ctx.dir.index())
-        )));
-    }
+    refuse_without_index(&ctx.dir)?;
     if dry_run {
-        return planned(ctx, keep, size_limit, on_retired);
+        return planned(ctx, limits, on_retired);
     }
     let mut out = Vec::new();
     let mut report = |r: Retired| {
@@ -636,7 +942,7 @@ pub fn enforce_with(
         out.push(r);
     };
     if let Some(vo) = ctx.file.state.retiring.clone() {
-        let freed = retire_oldest(ctx)?;
+        let freed = finish(ctx, &vo, true)?;
         report(Retired {
             version: VersionName::parse(&vo).map(|v| v.n).unwrap_or(0),
             dir: vo,
@@ -644,101 +950,126 @@ pub fn enforce_with(
             freed_bytes: freed,
         });
     }
+    // A record whose retirement finished (a crash after the mark was cleared) is stale.
+    retiring::remove(&ctx.dir.path)?;
     snapshot::recover(ctx)?;
-    while let Some((version, dir, reason)) = next_retirement(ctx, keep, size_limit)? {
-        let freed = retire_oldest(ctx)?;
+    let rows = index::read_index_or_empty(&ctx.dir.index())?;
+    let by_rules = plan(&rows, &limits.rules, None, limits.now, &limits.tz)?;
+    for d in by_rules.decisions {
+        if d.action == Action::Retire {
+            let freed = retire_version(ctx, &d.dir)?;
+            report(Retired {
+                version: d.version,
+                dir: d.dir,
+                reason: Reason::Rules,
+                freed_bytes: freed,
+            });
+        }
+    }
+    while let Some((version, dir)) = next_for_size(ctx, limits.size_limit)? {
+        let freed = retire_version(ctx, &dir)?;
         report(Retired {
             version,
             dir,
-            reason,
+            reason: Reason::Size,
             freed_bytes: freed,
         });
     }
     Ok(out)
 }
 
+/// Never rebuild an index from the disk and then delete by it.
+fn refuse_without_index(dir: &crate::vault::layout::JobDir) -> Result<()> {
+    if !dir.index().exists() && !dir.versions_on_disk()?.is_empty() {
+        return Err(Error::Damaged(format!(
+            "{} is missing but versions are on disk: nothing retired (see reverb-index --check)",
+            show(&dir.index())
+        )));
+    }
+    Ok(())
+}
+
 /// The dry run: the [`plan`]'s retirements, nothing written.
 fn planned(
-    ctx: &JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
+    ctx: &mut JobCtx,
+    limits: &Limits,
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
     let rows = index::read_index_or_empty(&ctx.dir.index())?;
+    let p = plan(
+        &rows,
+        &limits.rules,
+        limits.size_limit,
+        limits.now,
+        &limits.tz,
+    )?;
     let mut out = Vec::new();
-    for d in plan(&rows, keep, size_limit) {
-        if d.action == Action::Retire {
+    for d in p.decisions {
+        if let (Action::Retire, Some(reason)) = (d.action, d.reason) {
             let r = Retired {
                 version: d.version,
                 dir: d.dir,
-                reason: d.reason,
+                reason,
                 freed_bytes: d.estimated_freed,
             };
             on_retired(&r);
             out.push(r);
         }
     }
-    Ok(out)
+    match p.unmeetable {
+        Some(u) => Err(Error::Refused(format!("job {}: {u}", ctx.dir.folder))),
+        None => Ok(out),
+    }
 }
 
-/// The oldest version (number, directory) and why it is to be retired now, or `None` when
-/// the job is within its limits. The first time the size limit is exceeded, the job is recounted first (once,
-/// recorded in job.toml). An unmeetable limit is journaled and [`Error::Refused`].
-fn next_retirement(
-    ctx: &mut JobCtx,
-    keep: u64,
-    size_limit: Option<u64>,
-) -> Result<Option<(u64, String, Reason)>> {
+/// The oldest version (number, directory) to retire now for size, or `None` when the job
+/// is within its limit. The first time the size limit is exceeded, the job is recounted
+/// first (once, recorded in job.toml). A limit the newest version alone exceeds is
+/// journaled and [`Error::Refused`], before anything is retired for size.
+fn next_for_size(ctx: &mut JobCtx, size_limit: Option<u64>) -> Result<Option<(u64, String)>> {
+    let Some(limit) = size_limit else {
+        return Ok(None);
+    };
     loop {
         let rows = index::read_index_or_empty(&ctx.dir.index())?;
-        let total = index::total_held(&rows);
-        let over_size = size_limit.is_some_and(|l| total > l);
-        if over_size && !ctx.file.state.size_recounted {
+        if index::total_held(&rows) <= limit {
+            return Ok(None);
+        }
+        if !ctx.file.state.size_recounted {
             check::recount(ctx)?;
             ctx.file.state.size_recounted = true;
             ctx.file.write(&ctx.dir.job_toml())?;
             fault::step();
             continue;
         }
-        let over_count = keep > 0 && rows.len() as u64 > keep;
-        if !over_count && !over_size {
-            return Ok(None);
+        let unmeetable = unmeetable_for(&rows, Some(limit)).or_else(|| {
+            // One version left and still over: what it holds is what it needs.
+            (rows.len() == 1).then(|| Unmeetable {
+                newest: rows[0].dir.clone(),
+                needs: index::total_held(&rows),
+                limit,
+            })
+        });
+        if let Some(u) = unmeetable {
+            let msg = format!("job {}: {u}", ctx.dir.folder);
+            ctx.journal.note(JournalEvent::Error, b"", &msg);
+            return Err(Error::Refused(msg));
         }
-        if rows.len() <= 1 {
-            return Err(unmeetable(ctx, &rows, size_limit.unwrap_or(0), total));
-        }
-        let reason = if over_count {
-            Reason::Count
-        } else {
-            Reason::Size
-        };
-        return Ok(Some((rows[0].version, rows[0].dir.clone(), reason)));
+        return Ok(Some((rows[0].version, rows[0].dir.clone())));
     }
-}
-
-/// Journals (as an `error`) and returns the refusal of a size limit that one version
-/// alone exceeds.
-fn unmeetable(ctx: &mut JobCtx, rows: &[IndexRow], limit: u64, total: u64) -> Error {
-    let msg = format!(
-        "job {}: size limit {limit} bytes ({}) cannot be met: the only remaining version {} holds {total} bytes ({}), and the last version is never retired",
-        ctx.dir.folder,
-        format_size(limit),
-        rows.first().map(|r| r.dir.as_str()).unwrap_or("-"),
-        format_size(total)
-    );
-    ctx.journal.note(JournalEvent::Error, b"", &msg);
-    Error::Refused(msg)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
+    /// Version `n`, taken `n` minutes after 2026-11-24T20:00Z.
     fn row(n: u64, files: u64, changed: u64, held: u64) -> IndexRow {
         IndexRow {
             version: n,
-            dir: format!("V{n}-20261124T2149{:02}Z", n % 60),
-            created: "2026-11-24T21:49:00.000Z".into(),
+            dir: format!("V{n}-20261124T2000{:02}Z", n % 60),
+            created: format!("2026-11-24T{:02}:{:02}:00.000Z", 20 + n / 60, n % 60),
             files,
             changed,
             held_bytes: held,
@@ -746,97 +1077,175 @@ mod tests {
         }
     }
 
-    fn actions(d: &[Decision]) -> Vec<(u64, Action, Reason)> {
-        d.iter().map(|d| (d.version, d.action, d.reason)).collect()
+    fn now() -> Timestamp {
+        "2026-11-25T12:00:00Z".parse().expect("time")
+    }
+
+    fn count_rules(n: u64) -> Rules {
+        Rules {
+            versions: n,
+            ..Rules::NONE
+        }
+    }
+
+    fn run(rows: &[IndexRow], rules: &Rules, limit: Option<u64>) -> Plan {
+        plan(rows, rules, limit, now(), &TimeZone::UTC).expect("plan")
+    }
+
+    fn actions(p: &Plan) -> Vec<(u64, Action, String)> {
+        p.decisions
+            .iter()
+            .map(|d| (d.version, d.action, d.decided_by()))
+            .collect()
     }
 
     use Action::{Keep, Retire};
 
+    fn a(v: u64, act: Action, by: &str) -> (u64, Action, String) {
+        (v, act, by.to_owned())
+    }
+
     #[test]
     fn empty_index_plans_nothing() {
-        assert!(plan(&[], 3, Some(1)).is_empty());
+        let p = run(&[], &count_rules(3), Some(1));
+        assert!(p.decisions.is_empty() && p.unmeetable.is_none());
     }
 
     #[test]
     fn count_only() {
         let rows: Vec<_> = (1..=5).map(|n| row(n, 10, 1, 100)).collect();
         assert_eq!(
-            actions(&plan(&rows, 3, None)),
+            actions(&run(&rows, &count_rules(3), None)),
             vec![
-                (1, Retire, Reason::Count),
-                (2, Retire, Reason::Count),
-                (3, Keep, Reason::Within),
-                (4, Keep, Reason::Within),
-                (5, Keep, Reason::Newest),
+                a(1, Retire, "no-rule"),
+                a(2, Retire, "no-rule"),
+                a(3, Keep, "keep_versions"),
+                a(4, Keep, "keep_versions"),
+                a(5, Keep, "newest,keep_versions"),
             ]
         );
-        // keep 1 retires all but the newest; keep >= len retires nothing.
-        assert_eq!(
-            plan(&rows, 1, None)
-                .iter()
-                .filter(|d| d.action == Retire)
-                .count(),
-            4
-        );
-        assert!(plan(&rows, 5, None).iter().all(|d| d.action == Keep));
+        let retired = |p: Plan| p.decisions.iter().filter(|d| d.action == Retire).count();
+        assert_eq!(retired(run(&rows, &count_rules(1), None)), 4);
+        assert_eq!(retired(run(&rows, &count_rules(5), None)), 0);
+        // Every rule 0: nothing retired by count or time.
+        assert_eq!(retired(run(&rows, &Rules::NONE, None)), 0);
     }
 
     #[test]
-    fn keep_zero_is_no_count_limit() {
-        let rows: Vec<_> = (1..=50).map(|n| row(n, 10, 1, 100)).collect();
-        assert!(plan(&rows, 0, None).iter().all(|d| d.action == Keep));
+    fn thinning_retires_middle_versions() {
+        // Versions at minutes 1..=5 of one hour and 61..=62 of the next: hourly keeps the
+        // newest of each hour, so 1–4 go and so does 61; 5 and 62 stay.
+        let rows: Vec<_> = [1, 2, 3, 4, 5, 61, 62].map(|n| row(n, 10, 1, 100)).into();
+        let rules = Rules {
+            hourly: 2,
+            ..Rules::NONE
+        };
+        let got: Vec<(u64, Action)> = run(&rows, &rules, None)
+            .decisions
+            .iter()
+            .map(|d| (d.version, d.action))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, Retire),
+                (2, Retire),
+                (3, Retire),
+                (4, Retire),
+                (5, Keep),
+                (61, Retire),
+                (62, Keep)
+            ]
+        );
     }
 
     #[test]
     fn size_only_counts_what_moves_forward() {
         // V1 holds 1000 for 10 files; V2 reuses 5 of them: retiring V1 frees ~500.
         let rows = vec![row(1, 10, 10, 1000), row(2, 10, 5, 100), row(3, 10, 1, 100)];
-        let d = plan(&rows, 0, Some(800));
+        let p = run(&rows, &Rules::NONE, Some(800));
         assert_eq!(
-            actions(&d),
+            actions(&p),
             vec![
-                (1, Retire, Reason::Size),
-                (2, Keep, Reason::Within),
-                (3, Keep, Reason::Newest)
+                a(1, Retire, "size"),
+                a(2, Keep, "no-rules"),
+                a(3, Keep, "newest,no-rules"),
             ]
         );
-        assert_eq!(d[0].estimated_freed, 500);
+        assert_eq!(p.decisions[0].estimated_freed, 500);
         // 1200 → 700 after V1; a limit of 650 needs V2 too (which now holds 600).
-        let d = plan(&rows, 0, Some(650));
-        assert_eq!(d[1].action, Retire);
-        assert_eq!(d[1].reason, Reason::Size);
+        let p = run(&rows, &Rules::NONE, Some(650));
+        assert_eq!(p.decisions[1].action, Retire);
+        assert_eq!(p.decisions[1].reason, Some(Reason::Size));
         // Nothing reused: everything frees.
         let rows = vec![row(1, 10, 10, 1000), row(2, 10, 10, 100)];
-        assert_eq!(plan(&rows, 0, Some(500))[0].estimated_freed, 1000);
+        assert_eq!(
+            run(&rows, &Rules::NONE, Some(500)).decisions[0].estimated_freed,
+            1000
+        );
     }
 
     #[test]
-    fn both_limits_name_the_first_that_applies() {
+    fn rules_first_then_size() {
         let rows: Vec<_> = (1..=4).map(|n| row(n, 10, 10, 100)).collect();
-        // Count retires V1; then 300 > 150 so size retires V2 and V3.
+        // The rules retire V1; then 300 > 150 so size retires V2 and V3.
         assert_eq!(
-            actions(&plan(&rows, 3, Some(150))),
+            actions(&run(&rows, &count_rules(3), Some(150))),
             vec![
-                (1, Retire, Reason::Count),
-                (2, Retire, Reason::Size),
-                (3, Retire, Reason::Size),
-                (4, Keep, Reason::Newest),
+                a(1, Retire, "no-rule"),
+                a(2, Retire, "size"),
+                a(3, Retire, "size"),
+                a(4, Keep, "newest,keep_versions"),
             ]
         );
     }
 
     #[test]
-    fn unmeetable_limit_never_retires_the_newest() {
-        let rows = vec![row(1, 1, 1, 5000)];
-        assert_eq!(
-            actions(&plan(&rows, 0, Some(10))),
-            vec![(1, Keep, Reason::Unmeetable)]
+    fn unmeetable_limit_retires_nothing_for_size() {
+        // The newest holds 60 files (600 logical bytes): a limit of 500 cannot be met, and
+        // the older versions stay (the size rule never retires when it cannot succeed).
+        let rows = vec![row(1, 1, 1, 10), row(2, 1, 1, 10), row(3, 60, 60, 700)];
+        let p = run(&rows, &Rules::NONE, Some(500));
+        assert!(p.decisions.iter().all(|d| d.action == Keep));
+        let u = p.unmeetable.expect("unmeetable");
+        assert_eq!((u.needs, u.limit), (700, 500));
+        let msg = u.to_string();
+        assert!(
+            msg.starts_with("size limit unmeetable: the newest version alone needs 700 B"),
+            "{msg}"
         );
-        let rows = vec![row(1, 1, 1, 10), row(2, 1, 1, 5000)];
-        assert_eq!(
-            actions(&plan(&rows, 0, Some(10))),
-            vec![(1, Retire, Reason::Size), (2, Keep, Reason::Unmeetable)]
-        );
+        // The rules still apply.
+        let p = run(&rows, &count_rules(2), Some(500));
+        assert_eq!(p.decisions[0].action, Retire);
+        assert_eq!(p.decisions[0].reason, Some(Reason::Rules));
+        assert!(p.unmeetable.is_some());
+        // A limit the newest meets is not unmeetable.
+        assert!(run(&rows, &Rules::NONE, Some(700)).unmeetable.is_none());
+    }
+
+    #[test]
+    fn keep_within_keeps_recent_versions() {
+        let rows: Vec<_> = (1..=5).map(|n| row(n, 1, 1, 1)).collect();
+        let rules = Rules {
+            within: Duration::from_secs(16 * 3600 - 3 * 60 + 30),
+            ..Rules::NONE
+        };
+        // now is 16 h after 20:00: V3 (20:03) is 15h57m old, kept; V2 is 15h58m old.
+        let kept: Vec<u64> = run(&rows, &rules, None)
+            .decisions
+            .iter()
+            .filter(|d| d.action == Keep)
+            .map(|d| d.version)
+            .collect();
+        assert_eq!(kept, [3, 4, 5]);
+    }
+
+    #[test]
+    fn an_unparsable_created_time_is_damage() {
+        let mut rows = vec![row(1, 1, 1, 1), row(2, 1, 1, 1)];
+        rows[0].created = "yesterday".into();
+        let e = plan(&rows, &count_rules(1), None, now(), &TimeZone::UTC).expect_err("bad");
+        assert!(e.to_string().contains("yesterday"), "{e}");
     }
 
     #[test]

@@ -22,8 +22,21 @@ pub struct JobSettings {
     pub keep_complete: bool,
     /// Attribute-only changes reuse the vault's data with the new attributes.
     pub only_sync_attributes: bool,
-    /// Retire beyond this many versions (0 = no count limit).
+    /// Keep the newest N versions (0 = this rule keeps none).
     pub keep_versions: u64,
+    /// Keep every version younger than this (0 = this rule keeps none).
+    #[serde(with = "duration_text")]
+    pub keep_within: Duration,
+    /// Keep the newest version of each of the last N hours (local time).
+    pub keep_hourly: u64,
+    /// ... days.
+    pub keep_daily: u64,
+    /// ... ISO weeks.
+    pub keep_weekly: u64,
+    /// ... months.
+    pub keep_monthly: u64,
+    /// ... years.
+    pub keep_yearly: u64,
     /// Retire the oldest while the job folder is larger than this (None = no limit).
     #[serde(with = "size_text", skip_serializing_if = "Option::is_none")]
     pub vault_size_limit: Option<u64>,
@@ -40,7 +53,13 @@ impl Default for JobSettings {
             max_snapshot_delay: Duration::from_secs(600),
             keep_complete: true,
             only_sync_attributes: true,
-            keep_versions: 100,
+            keep_versions: Rules::default().versions,
+            keep_within: Rules::default().within,
+            keep_hourly: Rules::default().hourly,
+            keep_daily: Rules::default().daily,
+            keep_weekly: Rules::default().weekly,
+            keep_monthly: Rules::default().monthly,
+            keep_yearly: Rules::default().yearly,
             vault_size_limit: None,
             exclude: Vec::new(),
             max_delete_ratio: 0.5,
@@ -49,6 +68,19 @@ impl Default for JobSettings {
 }
 
 impl JobSettings {
+    /// The job's retention rules (`keep_*`).
+    pub fn rules(&self) -> Rules {
+        Rules {
+            versions: self.keep_versions,
+            within: self.keep_within,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+        }
+    }
+
     /// Checks the values that types alone cannot.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.max_delete_ratio) || self.max_delete_ratio.is_nan() {
@@ -64,6 +96,58 @@ impl JobSettings {
             crate::format::exclude::check_pattern(pat)?;
         }
         Ok(())
+    }
+}
+
+/// The `keep_*` rules of a job. A count of 0 (or a zero `within`) means the rule keeps none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// `keep_versions`: the newest N versions.
+    pub versions: u64,
+    /// `keep_within`: every version younger than this.
+    pub within: Duration,
+    /// `keep_hourly`: the newest version of each of the last N hours that have one.
+    pub hourly: u64,
+    /// `keep_daily`: ... days.
+    pub daily: u64,
+    /// `keep_weekly`: ... ISO weeks.
+    pub weekly: u64,
+    /// `keep_monthly`: ... months.
+    pub monthly: u64,
+    /// `keep_yearly`: ... years.
+    pub yearly: u64,
+}
+
+impl Default for Rules {
+    /// The defaults of docs/configuration.md.
+    fn default() -> Self {
+        Rules {
+            versions: 100,
+            within: Duration::from_secs(3600),
+            hourly: 24,
+            daily: 14,
+            weekly: 8,
+            monthly: 12,
+            yearly: 0,
+        }
+    }
+}
+
+impl Rules {
+    /// Every rule 0: the rule set that keeps none (and so retires nothing by count or time).
+    pub const NONE: Rules = Rules {
+        versions: 0,
+        within: Duration::ZERO,
+        hourly: 0,
+        daily: 0,
+        weekly: 0,
+        monthly: 0,
+        yearly: 0,
+    };
+
+    /// True when every rule is 0: nothing is retired by count or time.
+    pub fn is_empty(&self) -> bool {
+        *self == Rules::NONE
     }
 }
 

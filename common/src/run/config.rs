@@ -1085,4 +1085,48 @@ vault_size_limit = "2GiB"
         let err = load(&path).expect_err("binary");
         assert!(err.to_string().contains("UTF-8"), "{err}");
     }
+
+    #[test]
+    fn retention_rules_and_their_bad_values() {
+        let f = Fixture::new();
+        let base = "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\n";
+        let c = f
+            .parse(&format!(
+                "[defaults]\nkeep_daily = 30\n{base}keep_within = \"2h 30m\"\nkeep_yearly = 5\n"
+            ))
+            .expect("valid");
+        let r = c.job("docs").expect("docs").settings.rules();
+        assert_eq!(r.within, Duration::from_secs(9000));
+        assert_eq!((r.daily, r.yearly), (30, 5), "defaults and job merge");
+        assert_eq!(
+            (r.versions, r.hourly, r.weekly, r.monthly),
+            (100, 24, 8, 12)
+        );
+        let d = f.parse(base).expect("valid");
+        assert_eq!(
+            d.job("docs").expect("docs").settings.rules(),
+            crate::format::settings::Rules::default()
+        );
+        for (line, key) in [
+            ("keep_hourly = -1", "keep_hourly"),
+            ("keep_daily = 1.5", "keep_daily"),
+            ("keep_weekly = \"8\"", "keep_weekly"),
+            ("keep_monthly = true", "keep_monthly"),
+            ("keep_yearly = -3", "keep_yearly"),
+        ] {
+            f.fails(
+                &format!("{base}{line}\n"),
+                &["job `docs`", &format!("key `{key}`"), "line 4"],
+            );
+        }
+        let msg = f.fails(
+            &format!("{base}keep_within = \"a fortnight-ish\"\n"),
+            &["job `docs`", "key `keep_within`", "line 4"],
+        );
+        assert!(msg.contains("a fortnight-ish"), "{msg}");
+        f.fails(
+            "[defaults]\nkeep_within = 3\n",
+            &["[defaults]", "key `keep_within`", "line 2"],
+        );
+    }
 }

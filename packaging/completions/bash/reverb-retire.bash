@@ -23,7 +23,7 @@ _reverb__retire() {
 
     case "${cmd}" in
         reverb__retire)
-            opts="-h -V --vault --config --job --keep --max-size --dry-run --no-wait --json --help --version"
+            opts="-h -V --vault --config --job --keep --keep-within --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --max-size --dry-run --no-wait --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,30 @@ _reverb__retire() {
                     return 0
                     ;;
                 --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-hourly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-daily)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-weekly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-monthly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-yearly)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

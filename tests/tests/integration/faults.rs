@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use reverb_tests::model::{assert_same, capture};
+use reverb_tests::model::{assert_same, capture, without_dir_mtimes};
 use reverb_tests::ops::{
     self, FastFixture, Tree, disk_dirs, index_dirs, no_partial, opts, restored, small_tree,
     unlinked, verify_all,
 };
-use reverb_tests::{Fixture, TestCommand, sh};
+use reverb_tests::{Fixture, TestCommand, sh, thinning};
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
@@ -53,7 +53,8 @@ fn retiring(f: &Fixture) -> Option<String> {
 
 /// Right after a crash: every version directory visible under its final name (except one
 /// marked as being retired) is one the test recorded, or the one being taken (`new`), and
-/// restores exactly to it.
+/// restores exactly to it (during a retirement, directory mtimes excepted: the next run
+/// puts them back from the retirement's record, and `settle` checks them).
 fn visible_versions_exact(
     f: &Fixture,
     recorded: &BTreeMap<String, Tree>,
@@ -85,9 +86,13 @@ fn visible_versions_exact(
             .or(new)
             .unwrap_or_else(|| panic!("{what}: unexpected version {d}"));
         let got = restored(f, d);
+        let (mut expected, mut got) = (unlinked(expected), unlinked(&got));
+        if marked.is_some() {
+            (expected, got) = (without_dir_mtimes(&expected), without_dir_mtimes(&got));
+        }
         assert_same(
-            &unlinked(expected),
-            &unlinked(&got),
+            &expected,
+            &got,
             &format!("{what}: {d} right after the crash"),
         );
     }
@@ -488,8 +493,25 @@ struct CrashStep {
     by_events: bool,
     /// Kill `reverb-snap` after this many write steps.
     fault: Option<u64>,
-    /// Then `reverb-retire --keep K`, killed after this many steps.
-    retire: Option<(u8, Option<u64>)>,
+    /// Then `reverb-retire`, killed after this many steps.
+    retire: Option<(Retire, Option<u64>)>,
+}
+
+/// Which retirement a step runs.
+#[derive(Debug, Clone, Copy)]
+enum Retire {
+    /// `--keep K`: the oldest go.
+    Keep(u8),
+    /// Thinning: the versions whose bit is clear in the mask (by position, oldest first)
+    /// go, wherever they are (`--keep-hourly` over arranged times).
+    Thin(u16),
+}
+
+fn retire_strategy() -> impl Strategy<Value = Retire> {
+    prop_oneof![
+        (1u8..4).prop_map(Retire::Keep),
+        any::<u16>().prop_map(Retire::Thin)
+    ]
 }
 
 fn crash_step() -> impl Strategy<Value = CrashStep> {
@@ -497,7 +519,10 @@ fn crash_step() -> impl Strategy<Value = CrashStep> {
         prop::collection::vec(ops::op_strategy(), 1..6),
         any::<bool>(),
         prop::option::weighted(0.8, 1u64..8),
-        prop::option::weighted(0.4, (1u8..4, prop::option::weighted(0.8, 1u64..16))),
+        prop::option::weighted(
+            0.5,
+            (retire_strategy(), prop::option::weighted(0.8, 1u64..24)),
+        ),
     )
         .prop_map(|(ops, by_events, fault, retire)| CrashStep {
             ops,
@@ -557,10 +582,19 @@ fn crash_history(seed: &[ops::Op], steps: &[CrashStep]) {
             RUNS.fetch_add(1, Relaxed);
         }
         settle(&f, &mut recorded, Some(&now), &what);
-        if let Some((keep, fault)) = s.retire {
+        if let Some((how, fault)) = s.retire {
+            let before = index_dirs(&f);
+            let (args, left) = match how {
+                Retire::Keep(k) => (vec!["--keep".to_owned(), k.to_string()], usize::from(k)),
+                Retire::Thin(mask) => {
+                    let gone = thinning::arrange_hours(&f, |i, _| mask & (1 << (i % 16)) != 0);
+                    let args = vec!["--keep-hourly".to_owned(), "100000".to_owned()];
+                    (args, before.len() - gone.len())
+                }
+            };
             let retire = || {
                 let mut c = f.tool("reverb-retire");
-                c.args(["--keep", &keep.to_string()]);
+                c.args(&args);
                 c
             };
             let mut c = retire();
@@ -575,9 +609,10 @@ fn crash_history(seed: &[ops::Op], steps: &[CrashStep]) {
                 RUNS.fetch_add(1, Relaxed);
             }
             settle(&f, &mut recorded, None, &format!("{what} retire"));
-            assert!(
-                index_dirs(&f).len() <= keep as usize,
-                "{what}: kept too many"
+            assert_eq!(
+                index_dirs(&f).len(),
+                left.min(before.len()),
+                "{what}: {how:?} of {before:?}"
             );
         }
     }

@@ -2,7 +2,8 @@
 //! (create, write, append, truncate, punch a hole, chmod, chown, rename over existing names,
 //! symlink, hard link, mkdir, rmdir, rm -rf), each batch followed by a version, alternating
 //! event-driven (`reverb-snap --changes -` fed the exact event lines the operations caused)
-//! and rescan (`reverb-snap --force`), with random retirements. The model is the capture of
+//! and rescan (`reverb-snap --force`), with random retirements (of the oldest, and random
+//! thinning of versions in the middle). The model is the capture of
 //! the source recorded after each batch. After every step: every retained version restores
 //! exactly to its capture, `reverb-index --check` is clean, and the new version holds as
 //! real entries only what changed (plus ancestor directories): no second copy of unchanged
@@ -24,21 +25,38 @@ use reverb_tests::ops::{
     self, Op, Tree, apply, changed_paths, opts, real_paths, snap_changes, verify_all,
     with_ancestors,
 };
+use reverb_tests::thinning;
 
 /// One step: a batch of operations, then a version by events (true) or by rescan, then
-/// maybe `reverb-retire --keep K`.
+/// maybe a retirement.
 #[derive(Debug, Clone)]
 struct Step {
     ops: Vec<Op>,
     by_events: bool,
-    retire: Option<u8>,
+    retire: Option<Retire>,
+}
+
+/// Which retirement a step runs.
+#[derive(Debug, Clone, Copy)]
+enum Retire {
+    /// `reverb-retire --keep K`: the oldest go.
+    Keep(u8),
+    /// Thinning: the versions whose bit is clear in the mask (by position, oldest first)
+    /// go, wherever they are (`--keep-hourly` over arranged times).
+    Thin(u16),
 }
 
 fn step() -> impl Strategy<Value = Step> {
     (
         prop::collection::vec(ops::op_strategy(), 1..6),
         any::<bool>(),
-        prop::option::weighted(0.3, 1u8..4),
+        prop::option::weighted(
+            0.4,
+            prop_oneof![
+                (1u8..4).prop_map(Retire::Keep),
+                any::<u16>().prop_map(Retire::Thin)
+            ],
+        ),
     )
         .prop_map(|(ops, by_events, retire)| Step {
             ops,
@@ -59,6 +77,27 @@ static STEPS: AtomicU64 = AtomicU64::new(0);
 static OPS: AtomicU64 = AtomicU64::new(0);
 static VERSIONS: AtomicU64 = AtomicU64::new(0);
 static RESTORES: AtomicU64 = AtomicU64::new(0);
+
+/// Runs one retirement and checks that exactly the versions it had to retire are gone.
+fn retire(f: &reverb_tests::Fixture, how: Retire, what: &str) {
+    let before = ops::index_dirs(f);
+    let (mut o, expected) = match how {
+        Retire::Keep(k) => {
+            let o = ops::tool(f, "reverb-retire", &["--keep", &k.to_string()]);
+            let from = before.len().saturating_sub(usize::from(k));
+            (o, before[from..].to_vec())
+        }
+        Retire::Thin(mask) => {
+            let gone = thinning::arrange_hours(f, |i, _| mask & (1 << (i % 16)) != 0);
+            let o = ops::tool(f, "reverb-retire", &["--keep-hourly", "100000"]);
+            let left = before.iter().filter(|d| !gone.contains(d)).cloned();
+            (o, left.collect())
+        }
+    };
+    let o = o.assert_success();
+    ops::assert_no_panic(&o, what);
+    assert_eq!(ops::index_dirs(f), expected, "{what}: {how:?}");
+}
 
 /// Runs one history; panics (so proptest shrinks) on the first broken promise.
 fn history(seed: &[Op], steps: &[Step]) {
@@ -140,13 +179,8 @@ fn history(seed: &[Op], steps: &[Step]) {
             VERSIONS.fetch_add(1, Relaxed);
         }
         prev = now;
-        if let Some(k) = s.retire {
-            let o = ops::tool(&f, "reverb-retire", &["--keep", &k.to_string()]).assert_success();
-            ops::assert_no_panic(&o, &what);
-            assert!(
-                ops::index_dirs(&f).len() <= k as usize,
-                "{what}: kept too many"
-            );
+        if let Some(how) = s.retire {
+            retire(&f, how, &what);
         }
         RESTORES.fetch_add(verify_all(&f, &recorded, &what) as u64, Relaxed);
     }
@@ -276,7 +310,11 @@ fn every_operation_kind_in_both_modes() {
         .map(|i| Step {
             ops: all(i % 3),
             by_events: i.is_multiple_of(2),
-            retire: (i == 3).then_some(2),
+            retire: match i {
+                3 => Some(Retire::Keep(2)),
+                1 | 5 => Some(Retire::Thin(0b0101)),
+                _ => None,
+            },
         })
         .collect();
     history(&seed, &steps);
