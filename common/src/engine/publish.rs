@@ -134,6 +134,8 @@ fn publish(
     b.lookalikes.save(&dir.path)?;
     crate::fault::step();
     make_durable(partial, &b.out.changed_paths)?;
+    // Its checksums, durable too, before it is visible (docs/format.md#checksums).
+    b.save_checksums(&dir.path, name.n)?;
     row.held_bytes = measure::held_bytes(partial)?;
     let final_path = dir.version(&name);
     fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)?;

@@ -381,6 +381,12 @@ impl Retirement {
             .filter(|(_, h)| *h == self.vo)
             .map(|(rel, _)| rel)
             .collect();
+        crate::format::checksums::carry(
+            &self.job,
+            self.rows[0].version,
+            self.rows[1].version,
+            &moves,
+        )?;
         if !lookalikes.is_empty() {
             let mut added = false;
             for rel in &moves {

@@ -209,6 +209,7 @@ fn builder<'a>(
         delta_logical: 0,
         journal,
         progress: opts.progress,
+        checksums: settings.checksums.then(Default::default),
     })
 }
 
