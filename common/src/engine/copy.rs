@@ -112,6 +112,7 @@ pub fn privileged() -> bool {
 
 /// Copies a regular file with its metadata to the new path `dst`, without following a
 /// symlink at `src` (that is an error, `ELOOP`).
+#[cfg(test)]
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
     copy_file_with(src, dst, false, &mut |_| {})
 }
@@ -542,7 +543,10 @@ mod tests {
         // The hash is of the logical content, holes and zero blocks as zeros.
         let rec = c.record.expect("hashed");
         assert_eq!(rec.size, 16 << 20);
-        assert_eq!(rec.hash, *blake3::hash(&fs::read(&dst).expect("dst")).as_bytes());
+        assert_eq!(
+            rec.hash,
+            *blake3::hash(&fs::read(&dst).expect("dst")).as_bytes()
+        );
         let m = fs::metadata(&dst).expect("meta");
         assert_eq!(m.len(), 16 << 20);
         assert!(
@@ -574,7 +578,10 @@ mod tests {
         assert_eq!(calls, RETRIES + 1);
         // What was stored is what the record says, though the source moved on.
         let stored = fs::read(dir.path().join("always")).expect("stored");
-        assert_eq!(c.record.expect("hashed").hash, *blake3::hash(&stored).as_bytes());
+        assert_eq!(
+            c.record.expect("hashed").hash,
+            *blake3::hash(&stored).as_bytes()
+        );
         // Changed during the first attempt only: the retry gives an exact, stable copy.
         let c = copy_file_observed(&src, &dir.path().join("once"), &mut |attempt| {
             if attempt == 0 {

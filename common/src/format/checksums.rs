@@ -274,6 +274,12 @@ impl Recorder {
             .copied())
     }
 
+    /// Does version dir `holder` of `job` have a checksums file?
+    pub fn has_file(&mut self, job: &Path, holder: &str) -> Result<bool> {
+        self.lookup(job, holder, Path::new(""))?;
+        Ok(self.old.get(holder).is_some_and(|r| r.is_some()))
+    }
+
     /// Forgets the new version's records at `rel` and below (an entry dropped from it).
     pub fn forget_under(&mut self, rel: &Path) {
         let gone: Vec<PathBuf> = under(&self.records, rel).map(|(p, _)| p.clone()).collect();

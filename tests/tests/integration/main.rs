@@ -4,6 +4,7 @@
 //! state take `reverb_tests::exclusive_kernel()` (see `watch_limits`).
 
 mod changes;
+mod checksums;
 mod crash;
 mod differential;
 mod faults;
