@@ -72,6 +72,9 @@ struct Args {
     /// Leave the scratch directory in place (its path is printed).
     #[arg(long)]
     keep_scratch: bool,
+    /// Only the first copy and the integrity measures (checksums' cost, verify --data).
+    #[arg(long)]
+    integrity_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -125,15 +128,19 @@ fn run(args: Args) -> Result<()> {
         quiet_ms: args.quiet_ms,
     };
     measures::copy::first_copy(&mut b)?;
+    measures::integrity::verify_data(&mut b)?;
+    measures::integrity::first_copy_checksums(&mut b)?;
     if args.btrfs {
         measures::copy::first_copy_btrfs(&mut b)?;
     }
-    measures::versions::incremental(&mut b)?;
-    measures::versions::rescan_unchanged(&mut b)?;
-    measures::versions::usage_of_versions(&mut b)?;
-    measures::versions::retire(&mut b)?;
-    measures::watch::setup(&mut b)?;
-    measures::watch::latency(&mut b)?;
+    if !args.integrity_only {
+        measures::versions::incremental(&mut b)?;
+        measures::versions::rescan_unchanged(&mut b)?;
+        measures::versions::usage_of_versions(&mut b)?;
+        measures::versions::retire(&mut b)?;
+        measures::watch::setup(&mut b)?;
+        measures::watch::latency(&mut b)?;
+    }
 
     println!("{}", serde_json::to_string_pretty(&meta)?);
     println!("{}", report::table(&b.rows));

@@ -21,6 +21,7 @@ use crate::report::Row;
 use crate::tree::{Rng, Tree};
 
 pub mod copy;
+pub mod integrity;
 pub mod versions;
 pub mod watch;
 
