@@ -198,7 +198,7 @@ pub fn copy_data_hashed(
 ) -> io::Result<(DataPath, Option<Record>)> {
     if sys::ficlone(output, input).is_ok() {
         let record = if hash {
-            Some(checksums::hash_file(&output.try_clone()?)?)
+            Some(checksums::hash_file(output)?)
         } else {
             None
         };

@@ -241,6 +241,8 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     let mut lookalikes = Lookalikes::load(&r.job)?;
     let mut sizes = SizeChanges::default();
     if fs::symlink_metadata(r.job.join(&r.vo)).is_ok() {
+        let (vo_n, vn_n) = (r.rows[0].version, r.rows[1].version);
+        crate::vault::verify::carry_records(&r.job, (vo_n, &r.vo), (vn_n, &r.vn), &lookalikes)?;
         sizes.link_delta = r.retarget_later_links(&lookalikes)?;
         sizes.link_correction = r.move_into_next(&mut lookalikes)?;
         sizes.remains = r.delete_old()?;
@@ -381,12 +383,6 @@ impl Retirement {
             .filter(|(_, h)| *h == self.vo)
             .map(|(rel, _)| rel)
             .collect();
-        crate::format::checksums::carry(
-            &self.job,
-            self.rows[0].version,
-            self.rows[1].version,
-            &moves,
-        )?;
         if !lookalikes.is_empty() {
             let mut added = false;
             for rel in &moves {

@@ -181,7 +181,7 @@ pub fn versions_with_files(job: &Path) -> Result<Vec<u64>> {
 
 /// Retirement (docs/format.md#checksums): moves the records under each of `moved` (files or
 /// whole directories) from version `from`'s file into version `to`'s (rewritten atomically
-/// and durably when anything is added), before the data moves. `from`'s file stays while
+/// and durably when anything is added), before any link is retargeted or data moves. `from`'s file stays while
 /// `from` exists, so a record is findable at every instant; the files of versions already
 /// deleted are removed here. Idempotent: a record already in `to` is replaced by `from`'s.
 pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
@@ -198,6 +198,7 @@ pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
     }
     if added {
         write(job, to, &new)?;
+        crate::fault::step();
     }
     Ok(())
 }
@@ -234,14 +235,29 @@ pub fn under<'r>(
 
 /// The hash of a file's whole content, read from `file` (holes read as zeros).
 pub fn hash_file(file: &fs::File) -> std::io::Result<Record> {
-    let mut h = blake3::Hasher::new();
-    let size = std::io::copy(
-        &mut std::io::BufReader::with_capacity(1 << 20, file),
-        &mut h,
-    )?;
-    Ok(Record {
-        size,
-        hash: *h.finalize().as_bytes(),
+    use std::os::unix::fs::FileExt;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+    }
+    BUF.with(|b| {
+        let buf = &mut b.borrow_mut()[..];
+        let mut h = blake3::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            match file.read_at(buf, size) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    size += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Record {
+            size,
+            hash: *h.finalize().as_bytes(),
+        })
     })
 }
 

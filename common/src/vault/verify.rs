@@ -179,11 +179,24 @@ pub fn read_record(
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)?;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+    }
+    BUF.with(|b| hash_reader(&mut f, &mut b.borrow_mut(), throttle, progress))
+}
+
+/// Hashes everything `f` reads, in `buf`-sized reads (one buffer for every file: a fresh
+/// megabyte per small file costs more than reading it).
+fn hash_reader(
+    f: &mut fs::File,
+    buf: &mut [u8],
+    throttle: &mut Throttle,
+    progress: &dyn DataProgress,
+) -> std::io::Result<Record> {
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = match f.read(&mut buf) {
+        let n = match f.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -345,6 +358,25 @@ fn compare(
             );
         }
     }
+}
+
+/// Retirement of `vo` into `vn` (number, directory name): the records under every entry of
+/// `vo` that `vn` uses through a vault link (at the path or an ancestor) are added to `vn`'s
+/// checksums file, durably, before any link or data changes (docs/format.md#checksums):
+/// from the moment a later version's link is retargeted to `vn`, the lookup reads `vn`'s
+/// file. Idempotent, so a resumed retirement runs it again.
+pub fn carry_records(
+    job: &Path,
+    vo: (u64, &str),
+    vn: (u64, &str),
+    lookalikes: &Lookalikes,
+) -> Result<()> {
+    let moves: Vec<PathBuf> = crate::vault::tree::vault_links(job, vn.1, lookalikes)?
+        .into_iter()
+        .filter(|(_, holder)| holder == vo.1)
+        .map(|(rel, _)| rel)
+        .collect();
+    checksums::carry(job, vo.0, vn.0, &moves)
 }
 
 /// `reverb-index --recount --checksums`: every version without a checksums file gets one

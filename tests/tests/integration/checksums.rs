@@ -135,6 +135,8 @@ fn seed(src: &Path) {
     fs::create_dir_all(src.join("docs/deep")).expect("mkdir");
     fs::write(src.join("README.md"), b"hello\n").expect("write");
     fs::write(src.join("docs/deep/leaf"), b"leaf v1").expect("write");
+    // Unchanged beside a changed file: V3 links it to V1 through a directory V2 links.
+    fs::write(src.join("docs/deep/other"), b"other").expect("write");
     fs::write(src.join("docs/same"), b"AAAAAAAA").expect("write");
     fs::write(src.join("big"), vec![9u8; 300_000]).expect("write");
     fs::write(src.join("empty"), b"").expect("write");
