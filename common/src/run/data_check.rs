@@ -31,6 +31,9 @@ struct Bar(indicatif::ProgressBar);
 impl DataProgress for Bar {
     fn start(&self, total: u64) {
         self.0.set_length(total);
+        // Shown once the total is known, not as an empty bar while the versions are listed.
+        self.0
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
     }
     fn read(&self, bytes: u64) {
         self.0.inc(bytes);
@@ -57,7 +60,10 @@ pub fn render(p: &DataProblem, json: bool) -> String {
 /// terminal's stderr; returns how many problems were found.
 pub fn verify_and_print(dir: &JobDir, max_rate: Option<u64>, json: bool) -> Result<usize> {
     let found = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(0);
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::hidden(),
+        );
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{prefix} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
         ) {

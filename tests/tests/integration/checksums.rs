@@ -562,6 +562,31 @@ fn max_rate_is_accepted_and_a_bad_one_names_the_flag() {
 }
 
 #[test]
+fn a_terminal_shows_the_bytes_read_of_the_total() {
+    if !have("script") {
+        eprintln!("SKIPPED (script not installed): progress on a terminal");
+        return;
+    }
+    let f = Fixture::new();
+    fs::write(f.src.join("five"), vec![5u8; 5 << 20]).expect("write");
+    f.first();
+    let line = format!(
+        "{} --vault '{}' --job job --check --data",
+        reverb_tests::bin("reverb-index").display(),
+        f.vault.display()
+    );
+    let o = TestCommand::program("script")
+        .args(["-qec", &line, "/dev/null"])
+        .assert_success();
+    let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(shown.contains("verifying job"), "{shown:?}");
+    assert!(shown.contains("/5.00 MiB"), "no bytes of total: {shown:?}");
+    // Not a terminal: no bar, nothing on stderr.
+    let o = data_check(&f, false);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+}
+
+#[test]
 fn reflinked_copies_on_btrfs_record_the_clone() {
     if !is_root() {
         eprintln!("SKIPPED (needs root for loop devices): checksums of reflinked copies");
