@@ -588,12 +588,21 @@ fn a_terminal_shows_the_bytes_read_of_the_total() {
 
 #[test]
 fn reflinked_copies_on_btrfs_record_the_clone() {
+    reflinked_copies_record_the_clone("btrfs", 256);
+}
+
+#[test]
+fn reflinked_copies_on_xfs_record_the_clone() {
+    reflinked_copies_record_the_clone("xfs", 320);
+}
+
+fn reflinked_copies_record_the_clone(fstype: &str, size_mib: u64) {
     if !is_root() {
         eprintln!("SKIPPED (needs root for loop devices): checksums of reflinked copies");
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let m = match LoopMount::new(tmp.path(), "btrfs", 256, &[]) {
+    let m = match LoopMount::new(tmp.path(), fstype, size_mib, &[]) {
         Ok(m) => m,
         Err(why) => {
             eprintln!("SKIPPED ({why}): checksums of reflinked copies");
@@ -614,8 +623,8 @@ fn reflinked_copies_on_btrfs_record_the_clone() {
         !journal.contains("reflinked=0"),
         "nothing was reflinked: {journal}"
     );
-    assert_records_match_b3sum(&f, "btrfs");
-    assert_clean(&f, "btrfs");
+    assert_records_match_b3sum(&f, fstype);
+    assert_clean(&f, fstype);
     assert_eq!(disk_dirs(&f), vec![v1]);
     drop(f);
     drop(m);
