@@ -44,6 +44,7 @@ let
     vault_size_limit = null;
     exclude = [ ];
     max_delete_ratio = 0.5;
+    checksums = true;
   };
   settingNames = builtins.attrNames builtinDefaults;
 
@@ -145,6 +146,12 @@ let
       default = dflt.max_delete_ratio;
       defaultText = dfltText "max_delete_ratio";
       description = "A rescan deleting more than this share of the current version's files makes no version unless forced (an emptied source is more often an unmounted disk).";
+    };
+    checksums = mkOption {
+      type = types.bool;
+      default = dflt.checksums;
+      defaultText = dfltText "checksums";
+      description = "Record the BLAKE3 of every file a version copies (checked by `verify --data` and by restores).";
     };
   };
 
@@ -388,6 +395,21 @@ in
         description = "RandomizedDelaySec of the timer.";
       };
     };
+
+    verifyTimer = {
+      enable = mkEnableOption "a timer running `reverb-index --check --data --vault` on every vault (reads every stored file and compares it with its checksum; fails on any problem)";
+      onCalendar = mkOption {
+        type = types.str;
+        default = "monthly";
+        description = "When to run, as systemd.time(7) OnCalendar.";
+      };
+      maxRate = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "50MiB";
+        description = "Read at most this many bytes per second (`--max-rate`); null: as fast as the disk allows (at idle I/O priority).";
+      };
+    };
   };
 
   config = lib.mkMerge [
@@ -445,6 +467,31 @@ in
           SuccessExitStatus = [ 75 ];
           Nice = 19;
           IOSchedulingClass = "idle";
+        };
+      };
+      systemd.services.reverberator-verify = mkIf cfg.verifyTimer.enable {
+        description = "reverberator: verify the stored data against its checksums";
+        documentation = [ "man:reverb-index(1)" ];
+        after = [ "local-fs.target" ];
+        serviceConfig = hardening // {
+          Type = "oneshot";
+          ExecStart = map (
+            v:
+            "${cfg.package}/bin/reverb-index --vault ${lib.escapeShellArg v} --check --data"
+            + lib.optionalString (cfg.verifyTimer.maxRate != null) " --max-rate ${lib.escapeShellArg cfg.verifyTimer.maxRate}"
+          ) vaults;
+          # 75: the vault is not available (an unplugged disk); the next run retries.
+          SuccessExitStatus = [ 75 ];
+          Nice = 19;
+          IOSchedulingClass = "idle";
+        };
+      };
+      systemd.timers.reverberator-verify = mkIf cfg.verifyTimer.enable {
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cfg.verifyTimer.onCalendar;
+          RandomizedDelaySec = "1h";
+          Persistent = true;
         };
       };
       systemd.timers.reverberator-retire = mkIf cfg.retireTimer.enable {

@@ -82,6 +82,9 @@ struct Args {
     /// Leave the scratch directory in place (its path is printed).
     #[arg(long)]
     keep_scratch: bool,
+    /// Only the first copy and the integrity measures (checksums' cost, verify --data).
+    #[arg(long)]
+    integrity_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -145,21 +148,25 @@ fn run(args: Args) -> Result<()> {
         return finish(&args, tmp, &b, &meta);
     }
     measures::copy::first_copy(&mut b)?;
+    measures::integrity::verify_data(&mut b)?;
+    measures::integrity::first_copy_checksums(&mut b)?;
     if args.btrfs {
         measures::copy::first_copy_btrfs(&mut b)?;
     }
-    measures::versions::incremental(&mut b)?;
-    measures::versions::rescan_unchanged(&mut b)?;
-    measures::versions::usage_of_versions(&mut b)?;
-    measures::versions::retire(&mut b)?;
-    if args.steady_versions > 0 {
-        measures::steady::steady_state(&mut b, args.steady_versions)?;
+    if !args.integrity_only {
+        measures::versions::incremental(&mut b)?;
+        measures::versions::rescan_unchanged(&mut b)?;
+        measures::versions::usage_of_versions(&mut b)?;
+        measures::versions::retire(&mut b)?;
+        if args.steady_versions > 0 {
+            measures::steady::steady_state(&mut b, args.steady_versions)?;
+        }
+        if !args.no_backup_peers {
+            measures::backup_peers::backup_peers(&mut b)?;
+        }
+        measures::watch::setup(&mut b)?;
+        measures::watch::latency(&mut b)?;
     }
-    if !args.no_backup_peers {
-        measures::backup_peers::backup_peers(&mut b)?;
-    }
-    measures::watch::setup(&mut b)?;
-    measures::watch::latency(&mut b)?;
     finish(&args, tmp, &b, &meta)
 }
 

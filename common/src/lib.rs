@@ -96,6 +96,13 @@ pub mod job {
     };
 }
 
+/// Checksums (docs/format.md#checksums): the records, `--data` verification and backfill.
+pub mod checksums {
+    pub use crate::format::checksums::{COLUMNS, Record, Records, file_of, parse, read, render};
+    pub use crate::run::data_check::{parse_rate, render as render_problem, verify_and_print};
+    pub use crate::vault::verify::{DataKind, DataProblem, backfill, verify};
+}
+
 /// Job locks.
 pub mod lock {
     pub use crate::vault::lock::{JobLock, Wait};
@@ -139,7 +146,7 @@ pub mod retire {
 
 /// Restoring a version.
 pub mod restore {
-    pub use crate::engine::restore::{pick, restore};
+    pub use crate::engine::restore::{pick, restore, restore_with};
 }
 
 /// The inotify watcher.

@@ -260,9 +260,12 @@ impl Fixture {
         );
     }
 
-    /// `reverb-index --check` on the job must be clean.
+    /// `reverb-index --check --data` on the job must be clean (the data read and compared
+    /// with its checksums too).
     pub fn check_clean(&self) {
-        self.tool("reverb-index").arg("--check").assert_success();
+        self.tool("reverb-index")
+            .args(["--check", "--data"])
+            .assert_success();
     }
 }
 

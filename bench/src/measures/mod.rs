@@ -26,6 +26,7 @@ use crate::tree::{Rng, Tree};
 pub mod backup_peers;
 pub mod copy;
 pub mod steady;
+pub mod integrity;
 pub mod versions;
 pub mod watch;
 

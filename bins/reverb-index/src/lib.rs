@@ -9,7 +9,7 @@ use reverb_common::cli::{JobsArgs, JsonArgs, LockArgs};
 use reverb_common::exit::{EXIT_FAILURE, EXIT_OK};
 use reverb_common::index::{self, IndexRow};
 use reverb_common::lock::JobLock;
-use reverb_common::{check, cli, job, tsv};
+use reverb_common::{check, checksums, cli, job, tsv};
 
 /// Show a job's index.tsv (one row per retained version), recount it from the disk, or
 /// check the job against the vault's invariants. Without --job, every job of the vault
@@ -27,6 +27,18 @@ pub struct Args {
     /// (`job, kind, path, detail`) and exit 1 when there is any. Read-only.
     #[arg(long)]
     pub check: bool,
+    /// With --check: also read every file every retained version holds and compare it with
+    /// its checksum (a mismatch, a file without a checksum, a checksum without a file).
+    #[arg(long, requires = "check")]
+    pub data: bool,
+    /// With --data: read at most this many bytes per second (`50MiB`), so a scheduled run
+    /// does not starve the machine.
+    #[arg(long, value_name = "BYTES_PER_SEC", requires = "data", value_parser = checksums::parse_rate)]
+    pub max_rate: Option<u64>,
+    /// With --recount: also record checksums for every stored file that has none (a vault
+    /// made before checksums), from the data as it is now.
+    #[arg(long, requires = "recount")]
+    pub checksums: bool,
     #[command(flatten)]
     pub lock: LockArgs,
     #[command(flatten)]
@@ -98,6 +110,9 @@ fn print_problems(args: &Args, jobs: &[JobDir]) -> anyhow::Result<i32> {
                 break;
             }
         }
+        if args.data {
+            found += checksums::verify_and_print(dir, args.max_rate, args.output.json)?;
+        }
     }
     if found > 0 {
         eprintln!("reverb-index: {found} problem(s) found");
@@ -112,7 +127,15 @@ fn recount(args: &Args, dir: &JobDir) -> anyhow::Result<Vec<IndexRow>> {
     let mut ctx = job::open_dir(dir.clone(), "index")?;
     // Never retire or rewrite into a vault whose disk is not the recorded one (docs/identity.md).
     job::verify_identities(&mut ctx, dir.vault_root())?;
-    Ok(check::recount(&mut ctx)?)
+    let rows = check::recount(&mut ctx)?;
+    if args.checksums {
+        let added = checksums::backfill(&mut ctx)?;
+        eprintln!(
+            "reverb-index: {}: {added} checksum(s) recorded from the data as it is now (it cannot know the original content)",
+            dir.folder
+        );
+    }
+    Ok(rows)
 }
 
 fn render(args: &Args, job: Option<&String>, r: &IndexRow) -> String {

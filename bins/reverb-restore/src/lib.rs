@@ -32,6 +32,9 @@ pub struct Args {
     /// Replace a non-empty destination.
     #[arg(long)]
     pub overwrite: bool,
+    /// Do not check restored files against their checksums.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// The clap command (for man pages and completions).
@@ -52,7 +55,14 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let rows = index::read_index_or_empty(&dir.index())?;
     let row = restore::pick(&rows, &args.version)?;
     let rel = args.path.clone().unwrap_or_default();
-    let done = restore::restore(&dir, &row.dir, &rel, &args.to, args.overwrite)?;
+    let done = restore::restore_with(
+        &dir,
+        &row.dir,
+        &rel,
+        &args.to,
+        args.overwrite,
+        !args.no_verify,
+    )?;
     for dev in &done.skipped_devices {
         eprintln!(
             "reverb-restore: skipped device node {} (needs root)",

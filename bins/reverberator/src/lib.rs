@@ -94,6 +94,14 @@ pub enum Cmd {
     },
     /// Check every job's vault invariants (reverb-index --check on each).
     Verify {
+        /// Only this job.
+        job: Option<String>,
+        /// Also read every stored file and compare it with its checksum.
+        #[arg(long)]
+        data: bool,
+        /// With --data: read at most this many bytes per second (`50MiB`).
+        #[arg(long, value_name = "BYTES_PER_SEC", requires = "data", value_parser = reverb_common::checksums::parse_rate)]
+        max_rate: Option<u64>,
         #[command(flatten)]
         at: Where,
     },
@@ -192,7 +200,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Cmd::Versions { job, at } => versions(&job, &at),
         Cmd::History { job, path, at } => history(&job, &path, &at),
         Cmd::Diff { job, a, b, at } => diff(&job, &a, &b, &at),
-        Cmd::Verify { at } => verify(&at),
+        Cmd::Verify {
+            job,
+            data,
+            max_rate,
+            at,
+        } => verify(&at, job.as_deref(), data.then_some(max_rate)),
         Cmd::Restore { args } => {
             let mut full = vec![OsString::from("reverberator restore")];
             full.extend(args);
@@ -377,10 +390,17 @@ fn diff(name: &str, a: &str, b: &str, at: &Where) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
-fn verify(at: &Where) -> anyhow::Result<i32> {
+/// `verify`; `data` is `Some(max rate)` with --data.
+fn verify(at: &Where, only: Option<&str>, data: Option<Option<u64>>) -> anyhow::Result<i32> {
     let mut problems = 0usize;
-    for j in jobs(at)? {
-        if !j.dir.exists() {
+    let all = jobs(at)?;
+    if let Some(name) = only
+        && !all.iter().any(|j| j.name == name)
+    {
+        anyhow::bail!("no job named {name}");
+    }
+    for j in all {
+        if !j.dir.exists() || only.is_some_and(|n| n != j.name) {
             continue;
         }
         let found =
@@ -396,10 +416,15 @@ fn verify(at: &Where) -> anyhow::Result<i32> {
                 out(&p.to_string())?;
             }
         }
-        if !at.json && found.is_empty() {
+        let data_found = match data {
+            Some(rate) => reverb_common::checksums::verify_and_print(&j.dir, rate, at.json)
+                .with_context(|| format!("job {}", j.name))?,
+            None => 0,
+        };
+        if !at.json && found.is_empty() && data_found == 0 {
             eprintln!("reverberator: {}: ok", j.name);
         }
-        problems += found.len();
+        problems += found.len() + data_found;
     }
     Ok(if problems == 0 { EXIT_OK } else { EXIT_FAILURE })
 }

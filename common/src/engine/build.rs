@@ -283,7 +283,7 @@ impl Builder<'_> {
         if difference == Difference::Attributes && self.only_sync_attributes && sm.is_file() {
             // Same data, new attributes: reuse the vault's data.
             let op = self.vault_path(&old.holder, rel);
-            match self.copy_attr_only(rel, &op, sm) {
+            match self.copy_attr_only(rel, &op, &old.holder, sm) {
                 Ok(()) => return Ok(true),
                 Err(e) if e.is_enospc() => return Err(e),
                 Err(_) => {}

@@ -58,6 +58,8 @@ pub(crate) struct Builder<'a> {
     pub delta_logical: i64,
     pub journal: &'a mut Journal,
     pub progress: &'a dyn Progress,
+    /// checksums = true: the new version's records (docs/format.md#checksums).
+    pub checksums: Option<crate::format::checksums::Recorder>,
 }
 
 /// A source directory as the build sees it.
@@ -268,7 +270,8 @@ impl Builder<'_> {
     fn materialise_leaf(&mut self, rel: &RelPath, op: &Path, om: &Metadata) -> Result<()> {
         let np = self.new_path(rel);
         let copied = if om.is_file() {
-            copy::copy_file(op, &np).map(|_| ())
+            copy::copy_file_hashed(op, &np, self.checksums.is_some())
+                .map(|c| self.record(rel, c.record))
         } else if om.file_type().is_symlink() {
             copy::copy_symlink(op, &np)
         } else {
@@ -309,6 +312,9 @@ impl Builder<'_> {
 
     /// Removes a directory of the new version that turned out not to be needed.
     pub fn drop_new(&mut self, rel: &RelPath) -> Result<()> {
+        if let Some(c) = &mut self.checksums {
+            c.forget_under(rel.as_path());
+        }
         fsutil::remove_tree(&self.new_path(rel))
     }
 }

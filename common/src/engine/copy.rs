@@ -15,6 +15,12 @@
 //! last. A regular file that changes while it is copied is copied again up to [`RETRIES`]
 //! times, then taken as it is and reported as unstable. The one `unsafe` call, `FICLONE`,
 //! lives in `sys.rs`.
+//!
+//! Checksums (docs/format.md#checksums): when asked, a regular file's BLAKE3 is computed in
+//! the same pass as the copy, from the bytes read and written (a hole or an all-zero block
+//! hashes as the zeros it reads back as, so the hash is of the logical content, as `b3sum`
+//! sees it); a reflinked file's bytes never pass through here, so its clone is read back.
+//! A file retried because it changed records the hash of the attempt that was kept.
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -28,6 +34,7 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::Whence;
 
+use crate::format::checksums::{self, Record};
 use crate::format::entry::Xattrs;
 use crate::sys;
 
@@ -54,6 +61,8 @@ pub struct FileCopy {
     pub data: DataPath,
     /// The file kept changing and was taken as it was after the last retry.
     pub unstable: bool,
+    /// The stored data's size and BLAKE3, when asked for.
+    pub record: Option<Record>,
 }
 
 /// Why an entry could not be copied.
@@ -103,19 +112,36 @@ pub fn privileged() -> bool {
 
 /// Copies a regular file with its metadata to the new path `dst`, without following a
 /// symlink at `src` (that is an error, `ELOOP`).
+#[cfg(test)]
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
-    copy_file_observed(src, dst, &mut |_| {})
+    copy_file_with(src, dst, false, &mut |_| {})
+}
+
+/// [`copy_file`] that also records the stored data's BLAKE3 when `hash` is set.
+pub fn copy_file_hashed(src: &Path, dst: &Path, hash: bool) -> Result<FileCopy, CopyError> {
+    copy_file_with(src, dst, hash, &mut |_| {})
 }
 
 /// [`copy_file`] with a hook called after each attempt's data copy, before the source is
 /// checked for changes (tests use it to change the source at a precise moment).
+#[cfg(test)]
 pub fn copy_file_observed(
     src: &Path,
     dst: &Path,
     after_data: &mut dyn FnMut(u32),
 ) -> Result<FileCopy, CopyError> {
+    copy_file_with(src, dst, true, after_data)
+}
+
+fn copy_file_with(
+    src: &Path,
+    dst: &Path,
+    hash: bool,
+    after_data: &mut dyn FnMut(u32),
+) -> Result<FileCopy, CopyError> {
     let mut unstable = true;
     let mut data = DataPath::Sparse;
+    let mut record = None;
     for attempt in 0..=RETRIES {
         let input = OpenOptions::new()
             .read(true)
@@ -130,11 +156,12 @@ pub fn copy_file_observed(
             let _ = fs::remove_file(dst);
         }
         let output = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(dst)?;
-        data = copy_data(&input, &output, before.len())?;
+        (data, record) = copy_data_hashed(&input, &output, before.len(), hash)?;
         after_data(attempt);
         let after = input.metadata()?;
         let same = after.len() == before.len()
@@ -148,17 +175,54 @@ pub fn copy_file_observed(
             break;
         }
     }
-    Ok(FileCopy { data, unstable })
+    Ok(FileCopy {
+        data,
+        unstable,
+        record,
+    })
 }
 
 /// Copies `len` bytes of a regular file's data from `input` to the empty `output`: a
 /// reflink when the filesystems share extents, else a sparse copy. Metadata is untouched.
 pub fn copy_data(input: &File, output: &File, len: u64) -> io::Result<DataPath> {
+    copy_data_hashed(input, output, len, false).map(|(path, _)| path)
+}
+
+/// [`copy_data`] that also returns the stored data's record when `hash` is set; `output`
+/// must then be open for reading too (a reflink's clone is read back).
+pub fn copy_data_hashed(
+    input: &File,
+    output: &File,
+    len: u64,
+    hash: bool,
+) -> io::Result<(DataPath, Option<Record>)> {
     if sys::ficlone(output, input).is_ok() {
-        return Ok(DataPath::Reflink);
+        let record = if hash {
+            Some(checksums::hash_file(output)?)
+        } else {
+            None
+        };
+        return Ok((DataPath::Reflink, record));
     }
-    sparse_copy(input, output, len)?;
-    Ok(DataPath::Sparse)
+    let mut hasher = hash.then(blake3::Hasher::new);
+    sparse_copy(input, output, len, hasher.as_mut())?;
+    let record = hasher.map(|h| Record {
+        size: len,
+        hash: *h.finalize().as_bytes(),
+    });
+    Ok((DataPath::Sparse, record))
+}
+
+/// Feeds `hasher` the zeros from `from` to `to` (a hole, or a tail the length set).
+fn hash_zeros(hasher: &mut Option<&mut blake3::Hasher>, from: u64, to: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let Some(h) = hasher.as_mut() else { return };
+    let mut left = to.saturating_sub(from);
+    while left > 0 {
+        let n = left.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..n]);
+        left -= n as u64;
+    }
 }
 
 /// `lseek` to the next data or hole at or after `offset`; `None` when there is none
@@ -172,7 +236,12 @@ fn seek(fd: &File, offset: u64, whence: Whence) -> io::Result<Option<u64>> {
 }
 
 /// Copies data segment by segment, skipping holes and all-zero blocks, then sets the length.
-fn sparse_copy(input: &File, output: &File, len: u64) -> io::Result<()> {
+fn sparse_copy(
+    input: &File,
+    output: &File,
+    len: u64,
+    hasher: Option<&mut blake3::Hasher>,
+) -> io::Result<()> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -182,14 +251,23 @@ fn sparse_copy(input: &File, output: &File, len: u64) -> io::Result<()> {
         if buf.len() < want {
             buf.resize(want, 0);
         }
-        sparse_copy_with(input, output, len, &mut buf)
+        sparse_copy_with(input, output, len, &mut buf, hasher)
     })
 }
 
-fn sparse_copy_with(input: &File, output: &File, len: u64, buf: &mut [u8]) -> io::Result<()> {
+/// [`sparse_copy`] with its buffer; `hasher` is fed the logical content as it is stored:
+/// data as read, holes (and the tail the length sets) as zeros.
+fn sparse_copy_with(
+    input: &File,
+    output: &File,
+    len: u64,
+    buf: &mut [u8],
+    mut hasher: Option<&mut blake3::Hasher>,
+) -> io::Result<()> {
     let chunk = buf.len();
     let mut pos = 0u64;
     let mut written_to = 0u64;
+    let mut hashed_to = 0u64;
     let seekable = seek(input, 0, Whence::SeekData).is_ok();
     while pos < len {
         let (start, end) = if seekable {
@@ -210,6 +288,11 @@ fn sparse_copy_with(input: &File, output: &File, len: u64, buf: &mut [u8]) -> io
             if n == 0 {
                 break;
             }
+            hash_zeros(&mut hasher, hashed_to, off);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf[..n]);
+            }
+            hashed_to = off + n as u64;
             if let Some(last) = write_nonzero(output, &buf[..n], off)? {
                 written_to = last;
             }
@@ -220,6 +303,7 @@ fn sparse_copy_with(input: &File, output: &File, len: u64, buf: &mut [u8]) -> io
             break;
         }
     }
+    hash_zeros(&mut hasher, hashed_to, len);
     // Only a trailing hole (or zeros) needs the length set explicitly.
     if written_to != len {
         output.set_len(len)?;
@@ -454,8 +538,15 @@ mod tests {
             f.set_len(16 << 20).expect("len");
         }
         let dst = dir.path().join("dst");
-        copy_file(&src, &dst).expect("copy");
+        let c = copy_file_hashed(&src, &dst, true).expect("copy");
         assert_eq!(fs::read(&src).expect("src"), fs::read(&dst).expect("dst"));
+        // The hash is of the logical content, holes and zero blocks as zeros.
+        let rec = c.record.expect("hashed");
+        assert_eq!(rec.size, 16 << 20);
+        assert_eq!(
+            rec.hash,
+            *blake3::hash(&fs::read(&dst).expect("dst")).as_bytes()
+        );
         let m = fs::metadata(&dst).expect("meta");
         assert_eq!(m.len(), 16 << 20);
         assert!(
@@ -485,6 +576,12 @@ mod tests {
         .expect("copy");
         assert!(c.unstable);
         assert_eq!(calls, RETRIES + 1);
+        // What was stored is what the record says, though the source moved on.
+        let stored = fs::read(dir.path().join("always")).expect("stored");
+        assert_eq!(
+            c.record.expect("hashed").hash,
+            *blake3::hash(&stored).as_bytes()
+        );
         // Changed during the first attempt only: the retry gives an exact, stable copy.
         let c = copy_file_observed(&src, &dir.path().join("once"), &mut |attempt| {
             if attempt == 0 {

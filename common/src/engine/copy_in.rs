@@ -8,7 +8,10 @@
 //! the caller keeps the previous data, docs/format.md#invariants I5); only a full disk
 //! aborts the build. Hard links between copied source
 //! files stay hard links. Every entry copied is reported to the build's
-//! [`Progress`](crate::engine::snapshot::Progress).
+//! [`Progress`](crate::engine::snapshot::Progress). With checksums on, every regular file the
+//! new version holds gets a record (docs/format.md#checksums): a copy's is computed while
+//! copying, a hard link's is its first path's, an attribute-only copy's is the record of the
+//! data it reuses (computed from the new copy only when the old version has none).
 
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
@@ -20,6 +23,7 @@ use crate::engine::copy::{self, CopyError};
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::error::{IoContext, Result};
 use crate::format::baseline::Baseline;
+use crate::format::checksums;
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
 use crate::fsutil;
@@ -111,13 +115,20 @@ impl Builder<'_> {
             && let Some(first) = self.hardlinks.get(&(sm.dev(), sm.ino()))
         {
             fs::hard_link(first, &np).ctx("cannot create hard link", &np)?;
+            let first_rel = first.strip_prefix(&self.new_root).unwrap_or(first);
+            let record = self
+                .checksums
+                .as_ref()
+                .and_then(|c| c.records.get(first_rel).copied());
+            self.record(rel, record);
             self.delta_files += 1;
             self.delta_logical += sm.len() as i64;
             self.out.changed += 1;
             return Ok(Copied::Done);
         }
         let copied = if ft.is_file() {
-            copy::copy_file(&sp, &np).map(|c| self.note_file_copy(rel, c))
+            copy::copy_file_hashed(&sp, &np, self.checksums.is_some())
+                .map(|c| self.note_file_copy(rel, c))
         } else if ft.is_symlink() {
             copy::copy_symlink(&sp, &np)
         } else {
@@ -146,6 +157,7 @@ impl Builder<'_> {
 
     /// Journals a file that kept changing while copied, counts a reflink.
     fn note_file_copy(&mut self, rel: &RelPath, c: copy::FileCopy) {
+        self.record(rel, c.record);
         if c.unstable {
             self.journal.note(
                 JournalEvent::ChangedDuringCopy,
@@ -186,6 +198,7 @@ impl Builder<'_> {
         &mut self,
         rel: &RelPath,
         vault_file: &Path,
+        holder: &str,
         sm: &Metadata,
     ) -> Result<()> {
         let np = self.new_path(rel);
@@ -197,6 +210,7 @@ impl Builder<'_> {
             .ctx("cannot create", &np)?;
         let path = copy::copy_data(&input, &output, sm.len()).ctx("cannot copy", &np)?;
         drop(output);
+        self.record_reused(rel, holder)?;
         copy::copy_xattrs(&self.src(rel), &np).ctx("cannot copy xattrs to", &np)?;
         copy::apply_path_meta(&np, sm).ctx("cannot set attributes of", &np)?;
         if path == copy::DataPath::Reflink {
@@ -205,6 +219,40 @@ impl Builder<'_> {
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
         Ok(())
+    }
+
+    /// Records `record` as the new version's record of `rel` (checksums on and known).
+    pub(crate) fn record(&mut self, rel: &RelPath, record: Option<checksums::Record>) {
+        if let (Some(c), Some(r)) = (&mut self.checksums, record) {
+            c.records.insert(rel.as_path().to_path_buf(), r);
+        }
+    }
+
+    /// The record of an attribute-only copy of `rel`: the one of the data it reuses (in
+    /// `holder`'s checksums file), else computed from the new copy.
+    fn record_reused(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
+        let np = self.new_path(rel);
+        let Some(c) = &mut self.checksums else {
+            return Ok(());
+        };
+        let record = match c.lookup(&self.job, holder, rel.as_path())? {
+            Some(r) => r,
+            None => {
+                let f = fs::File::open(&np).ctx("cannot open", &np)?;
+                checksums::hash_file(&f).ctx("cannot read", &np)?
+            }
+        };
+        c.records.insert(rel.as_path().to_path_buf(), record);
+        Ok(())
+    }
+
+    /// Writes the new version's checksums file (version `n` of the job folder `job`),
+    /// durably; nothing when checksums are off.
+    pub(crate) fn save_checksums(&self, job: &Path, n: u64) -> Result<()> {
+        match &self.checksums {
+            Some(c) => checksums::write(job, n, &c.records),
+            None => Ok(()),
+        }
     }
 
     /// The first version: a complete copy of the source (keep_complete = false: nothing,

@@ -136,6 +136,8 @@ fn publish(
     crate::engine::climb::save(b)?;
     crate::fault::step();
     make_durable(partial)?;
+    // Its checksums, durable too, before it is visible (docs/format.md#checksums).
+    b.save_checksums(&dir.path, name.n)?;
     row.held_bytes = measure::held_bytes(partial)?;
     let record = completion_record(&dir, &name);
     fsutil::tmp_dir_of(&dir.path)?;

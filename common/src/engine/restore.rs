@@ -5,7 +5,11 @@
 //! types, modes, times, owners when root, xattrs/ACLs, holes, hard links among the files it
 //! copies); a non-empty destination is refused unless `overwrite`; nothing in the vault is
 //! ever written. The version is read with the shared [`Walk`] (no recursion, so any depth
-//! restores).
+//! restores). Verified (the default): every regular file's data is hashed as it is copied
+//! and compared with its record (docs/format.md#checksums: the holder version's checksums
+//! file); a mismatch, or a file without a record in a holder that has a checksums file,
+//! stops the restore with an error naming the file in the vault. A holder without a
+//! checksums file (a vault made before checksums, or `checksums = false`) is not checked.
 
 use std::collections::HashMap;
 use std::fs;
@@ -14,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::engine::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result, show};
+use crate::format::checksums::{Record, Recorder};
 use crate::format::index::IndexRow;
 use crate::vault::layout::JobDir;
 use crate::vault::tree::{self, Links, Lookalikes, Node, Visitor, Walk};
@@ -50,13 +55,26 @@ pub struct Restored {
     pub skipped_devices: Vec<PathBuf>,
 }
 
-/// Restores `rel` (empty = the whole version) of version dir `version` to `dest`.
+/// Restores `rel` (empty = the whole version) of version dir `version` to `dest`, every
+/// file checked against its checksum.
 pub fn restore(
     dir: &JobDir,
     version: &str,
     rel: &Path,
     dest: &Path,
     overwrite: bool,
+) -> Result<Restored> {
+    restore_with(dir, version, rel, dest, overwrite, true)
+}
+
+/// [`restore`], checking checksums only when `verify` (`--no-verify` clears it).
+pub fn restore_with(
+    dir: &JobDir,
+    version: &str,
+    rel: &Path,
+    dest: &Path,
+    overwrite: bool,
+    verify: bool,
 ) -> Result<Restored> {
     let lookalikes = Lookalikes::load(&dir.path)?;
     let rel = inside_source(rel)?;
@@ -72,6 +90,8 @@ pub fn restore(
         dest: dest.to_path_buf(),
         hardlinks: HashMap::new(),
         done: Restored::default(),
+        job: dir.path.clone(),
+        checksums: verify.then(Recorder::default),
     };
     Walk::new(&dir.path, &lookalikes, Links::Follow)
         .sorted()
@@ -131,6 +151,10 @@ struct Restorer {
     /// The first copy of each hard-linked inode met so far.
     hardlinks: HashMap<(u64, u64), PathBuf>,
     done: Restored,
+    /// The job folder.
+    job: PathBuf,
+    /// Verifying: the records looked up so far.
+    checksums: Option<Recorder>,
 }
 
 impl Restorer {
@@ -142,7 +166,8 @@ impl Restorer {
         }
     }
 
-    fn copy_file(&mut self, src: &Path, meta: &fs::Metadata, dst: &Path) -> Result<()> {
+    fn copy_file(&mut self, node: &Node, meta: &fs::Metadata, dst: &Path) -> Result<()> {
+        let src = &node.abs;
         if meta.nlink() > 1 {
             if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
                 return fs::hard_link(first, dst).ctx("cannot create hard link", dst);
@@ -150,8 +175,35 @@ impl Restorer {
             self.hardlinks
                 .insert((meta.dev(), meta.ino()), dst.to_path_buf());
         }
-        copy::copy_file(src, dst).map_err(|e| err(e, dst))?;
-        Ok(())
+        let c =
+            copy::copy_file_hashed(src, dst, self.checksums.is_some()).map_err(|e| err(e, dst))?;
+        self.check(node, c.record)
+    }
+
+    /// Compares what was restored from `node` (`got`) with its record, if verifying.
+    fn check(&mut self, node: &Node, got: Option<Record>) -> Result<()> {
+        let (Some(c), Some(got)) = (&mut self.checksums, got) else {
+            return Ok(());
+        };
+        let want = c.lookup(&self.job, &node.phys, &node.rel)?;
+        let shown = || show(&Path::new(&node.phys).join(&node.rel));
+        let why = match want {
+            Some(w) if w == got => return Ok(()),
+            Some(w) if w.size != got.size => {
+                format!("size {} but its checksum record says {}", got.size, w.size)
+            }
+            Some(w) => format!(
+                "blake3 {} but its checksum record says {}",
+                got.hex(),
+                w.hex()
+            ),
+            None if !c.has_file(&self.job, &node.phys)? => return Ok(()),
+            None => "it has no checksum record".to_owned(),
+        };
+        Err(Error::Damaged(format!(
+            "{} in the vault fails verification: {why} (restore with --no-verify to take it as it is)",
+            shown()
+        )))
     }
 
     /// A FIFO or device node; `false` when it was skipped (device nodes need root).
@@ -178,7 +230,7 @@ impl Visitor for Restorer {
             copy::make_dir(&dst).ctx("cannot create", &dst)?;
             // Counted now, its attributes set in dir_done once its entries are in.
         } else if ft.is_file() {
-            self.copy_file(&node.abs, &meta, &dst)?;
+            self.copy_file(node, &meta, &dst)?;
         } else if !self.copy_special(&node.abs, &meta, &dst)? {
             return Ok(());
         }

@@ -358,6 +358,9 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     if fs::symlink_metadata(r.job.join(&r.vo)).is_ok() {
         let survey = r.survey(&lookalikes)?;
         let record = r.record(&survey)?;
+        // Checksum records follow the data before any link names its new place (§ checksums).
+        let (vo_n, vn_n) = (r.rows[r.pos].version, r.rows[r.pos + 1].version);
+        crate::vault::verify::carry_records(&r.job, (vo_n, &r.vo), (vn_n, &r.vn), &lookalikes)?;
         sizes.link_delta = r.retarget_later_links(&survey, &tmp)?;
         sizes.link_correction = r.move_into_next(&survey.moves, &mut lookalikes, &tmp)?;
         retiring::put_back_all(&r.job, &record)?;

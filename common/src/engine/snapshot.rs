@@ -210,6 +210,7 @@ fn builder<'a>(
         delta_logical: 0,
         journal,
         progress: opts.progress,
+        checksums: settings.checksums.then(Default::default),
     })
 }
 

@@ -11,6 +11,7 @@
 //! walk is the one that records a baseline.
 
 pub(crate) mod baseline;
+pub(crate) mod checksums;
 pub(crate) mod climbing;
 pub(crate) mod entry;
 pub(crate) mod events;

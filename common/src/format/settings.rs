@@ -44,6 +44,8 @@ pub struct JobSettings {
     pub exclude: Vec<String>,
     /// A rescan deleting more than this share of the current files needs --force.
     pub max_delete_ratio: f64,
+    /// Record the BLAKE3 of every regular file a version copies (docs/format.md#checksums).
+    pub checksums: bool,
 }
 
 impl Default for JobSettings {
@@ -63,6 +65,7 @@ impl Default for JobSettings {
             vault_size_limit: None,
             exclude: Vec::new(),
             max_delete_ratio: 0.5,
+            checksums: true,
         }
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod args;
 pub(crate) mod batch;
 pub(crate) mod cli;
 pub(crate) mod config;
+pub(crate) mod data_check;
 pub(crate) mod porcelain;
 pub(crate) mod selection;
 pub(crate) mod supervisor;

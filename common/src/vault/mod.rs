@@ -13,3 +13,4 @@ pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod measure;
 pub(crate) mod tree;
+pub(crate) mod verify;

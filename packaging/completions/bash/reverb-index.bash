@@ -23,7 +23,7 @@ _reverb__index() {
 
     case "${cmd}" in
         reverb__index)
-            opts="-h -V --vault --config --job --recount --check --no-wait --json --help --version"
+            opts="-h -V --vault --config --job --recount --check --data --max-rate --checksums --no-wait --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -38,6 +38,10 @@ _reverb__index() {
                     return 0
                     ;;
                 --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,7 +23,7 @@ _reverb__restore() {
 
     case "${cmd}" in
         reverb__restore)
-            opts="-h --vault --job --version --path --to --overwrite --help"
+            opts="-h --vault --job --version --path --to --overwrite --no-verify --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

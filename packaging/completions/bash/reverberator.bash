@@ -359,12 +359,16 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__verify)
-            opts="-h --config --vault --json --help"
+            opts="-h --data --max-rate --config --vault --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --max-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

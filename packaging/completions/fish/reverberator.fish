@@ -58,8 +58,10 @@ complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l confi
 complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l json -d 'Print JSON lines instead of text'
 complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l max-rate -d 'With --data: read at most this many bytes per second (`50MiB`)' -r
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l data -d 'Also read every stored file and compare it with its checksum'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l json -d 'Print JSON lines instead of text'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l config -d 'The configuration file' -r -F

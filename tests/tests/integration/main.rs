@@ -5,6 +5,7 @@
 
 mod baseline;
 mod changes;
+mod checksums;
 mod crash;
 mod differential;
 mod faults;

@@ -1,0 +1,377 @@
+//! `<job>/checksums/V<n>.tsv` (docs/format.md#checksums): the BLAKE3 of every regular file a
+//! version physically holds, one record per path.
+//!
+//! Owns: the file's columns (`path`, `size`, `blake3`), reading it (by header, every damage an
+//! error naming the file and the line, never a panic), rewriting it atomically (temp file in
+//! `<job>/.tmp/`, fsync, rename, fsync of `checksums/`), the lookup rule, and the
+//! [`Recorder`] a build fills.
+//!
+//! The lookup rule: the record of path `P` in version `V` is the record of `P` in the
+//! checksums file of the version that physically holds `P`'s data (the version `V`'s vault
+//! links lead to, or `V` itself). A vault link never has a record of its own; a hard link
+//! within a version has one per path. Retirement moves the records under each entry it
+//! moves forward into the next version's file before the data moves, so every retained file
+//! keeps a findable record at every instant (the retiring version's file stays until the
+//! version is deleted).
+//!
+//! Invariants: paths are escaped as every TSV field (docs/format.md#text-files), so any path
+//! survives a round trip; a file is either the complete old or the complete new one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result, show};
+use crate::format::tsv;
+use crate::fsutil;
+
+/// The columns this version writes, in order.
+pub const COLUMNS: [&str; 3] = ["path", "size", "blake3"];
+
+/// The folder of the checksums files in a job folder.
+pub const DIR: &str = "checksums";
+
+/// One file's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// The file's apparent size in bytes.
+    pub size: u64,
+    /// BLAKE3 of its logical content (holes read as zeros).
+    pub hash: [u8; 32],
+}
+
+impl Record {
+    /// The hash as 64 lowercase hex digits (what `b3sum` prints).
+    pub fn hex(&self) -> String {
+        blake3::Hash::from_bytes(self.hash).to_hex().to_string()
+    }
+}
+
+/// A version's records: path (relative to the version root) → record.
+pub type Records = BTreeMap<PathBuf, Record>;
+
+/// `<job>/checksums/V<n>.tsv`.
+pub fn file_of(job: &Path, n: u64) -> PathBuf {
+    job.join(DIR).join(format!("V{n}.tsv"))
+}
+
+/// Reads version `n`'s records; `None` when it has no checksums file. A damaged file is
+/// [`Error::Damaged`] naming the file and the line.
+pub fn read(job: &Path, n: u64) -> Result<Option<Records>> {
+    let path = file_of(job, n);
+    let text = match fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.ctx("cannot read checksums", &path)?,
+    };
+    let text = String::from_utf8(text)
+        .map_err(|_| Error::Damaged(format!("{}: not UTF-8 text", show(&path))))?;
+    parse(&text)
+        .map(Some)
+        .map_err(|msg| Error::Damaged(format!("{}: {msg}", show(&path))))
+}
+
+/// Parses a checksums file's text; the error names the line at fault.
+pub fn parse(text: &str) -> Result<Records, String> {
+    let table =
+        tsv::Table::parse(text, &COLUMNS).map_err(|(line, e)| format!("line {line}: {e}"))?;
+    let mut out = Records::new();
+    for row in table.rows() {
+        let at = |col: &str, e: &dyn std::fmt::Display| format!("line {}: {col}: {e}", row.line);
+        let path = PathBuf::from(row.os("path").map_err(|e| at("path", &e))?);
+        if path.as_os_str().is_empty() || path.is_absolute() {
+            return Err(at("path", &"not a relative path"));
+        }
+        let size_text = row.text("size").map_err(|e| at("size", &e))?;
+        let size = size_text
+            .parse::<u64>()
+            .map_err(|_| at("size", &format!("`{size_text}` is not a whole number")))?;
+        let hex = row.text("blake3").map_err(|e| at("blake3", &e))?;
+        let hash = blake3::Hash::from_hex(&hex)
+            .map_err(|_| at("blake3", &format!("`{hex}` is not 64 hex digits")))?;
+        out.insert(
+            path,
+            Record {
+                size,
+                hash: *hash.as_bytes(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Renders records as the file's text: the header, then one line per path in path order.
+pub fn render(records: &Records) -> String {
+    let mut out = COLUMNS.join("\t");
+    out.push('\n');
+    for (path, r) in records {
+        out.push_str(&tsv::escape_os(path.as_os_str()));
+        out.push('\t');
+        out.push_str(&r.size.to_string());
+        out.push('\t');
+        out.push_str(&r.hex());
+        out.push('\n');
+    }
+    out
+}
+
+/// Rewrites version `n`'s checksums file atomically and durably: a temp file in
+/// `<job>/.tmp/` (created when missing), fsync, rename into `checksums/` (created when
+/// missing), fsync of `checksums/`.
+pub fn write(job: &Path, n: u64, records: &Records) -> Result<()> {
+    let dir = job.join(DIR);
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).ctx("cannot create", &dir)?;
+        fsutil::fsync_dir(job)?;
+    }
+    let tmp_dir = job.join(".tmp");
+    fs::create_dir_all(&tmp_dir).ctx("cannot create", &tmp_dir)?;
+    let path = file_of(job, n);
+    let tmp = fsutil::temp_beside(&tmp_dir.join(format!("V{n}.tsv")));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .ctx("cannot create", &tmp)?;
+        f.write_all(render(records).as_bytes())
+            .ctx("cannot write", &tmp)?;
+        f.sync_all().ctx("cannot fsync", &tmp)?;
+        fs::rename(&tmp, &path).ctx("cannot rename into place", &path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    fsutil::fsync_dir(&dir)
+}
+
+/// Removes version `n`'s checksums file (missing is fine).
+pub fn remove(job: &Path, n: u64) -> Result<()> {
+    let path = file_of(job, n);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).ctx("cannot remove", &path),
+        _ => Ok(()),
+    }
+}
+
+/// The version numbers that have a checksums file, ascending (none without `checksums/`).
+pub fn versions_with_files(job: &Path) -> Result<Vec<u64>> {
+    let dir = job.join(DIR);
+    let rd = match fs::read_dir(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.ctx("cannot list", &dir)?,
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.ctx("cannot list", &dir)?;
+        let name = e.file_name();
+        let n = name
+            .to_str()
+            .and_then(|s| s.strip_prefix('V'))
+            .and_then(|s| s.strip_suffix(".tsv"))
+            .and_then(|s| s.parse::<u64>().ok());
+        out.extend(n);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Retirement (docs/format.md#checksums): moves the records under each of `moved` (files or
+/// whole directories) from version `from`'s file into version `to`'s (rewritten atomically
+/// and durably when anything is added), before any link is retargeted or data moves. `from`'s file stays while
+/// `from` exists, so a record is findable at every instant; the files of versions already
+/// deleted are removed here. Idempotent: a record already in `to` is replaced by `from`'s.
+pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
+    prune_orphans(job, from)?;
+    let Some(old) = read(job, from)? else {
+        return Ok(());
+    };
+    let mut new = read(job, to)?.unwrap_or_default();
+    let mut added = false;
+    for rel in moved {
+        for (path, rec) in under(&old, rel) {
+            added |= new.insert(path.clone(), *rec) != Some(*rec);
+        }
+    }
+    if added {
+        write(job, to, &new)?;
+        crate::fault::step();
+    }
+    Ok(())
+}
+
+/// Removes the checksums files of versions older than `below` that are no longer on disk
+/// (a retired version's, left when it was deleted).
+fn prune_orphans(job: &Path, below: u64) -> Result<()> {
+    let on_disk: std::collections::HashSet<u64> = fs::read_dir(job)
+        .ctx("cannot list", job)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            crate::format::version::VersionName::parse(name.to_str()?).map(|v| v.n)
+        })
+        .collect();
+    for n in versions_with_files(job)? {
+        if n < below && !on_disk.contains(&n) {
+            remove(job, n)?;
+        }
+    }
+    Ok(())
+}
+
+/// The records at `rel` or below it.
+pub fn under<'r>(
+    records: &'r Records,
+    rel: &Path,
+) -> impl Iterator<Item = (&'r PathBuf, &'r Record)> {
+    let start = rel.to_path_buf();
+    records
+        .range(start..)
+        .take_while(move |(p, _)| p.starts_with(rel))
+}
+
+/// The hash of a file's whole content, read from `file` (holes read as zeros).
+pub fn hash_file(file: &fs::File) -> std::io::Result<Record> {
+    use std::os::unix::fs::FileExt;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+    }
+    BUF.with(|b| {
+        let buf = &mut b.borrow_mut()[..];
+        let mut h = blake3::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            match file.read_at(buf, size) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    size += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Record {
+            size,
+            hash: *h.finalize().as_bytes(),
+        })
+    })
+}
+
+/// What a build records: the new version's records, and the records of older versions it
+/// looks up (each file read once, when first needed).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// The new version's records.
+    pub records: Records,
+    /// Older versions' records by directory name (`None`: it has no checksums file).
+    old: BTreeMap<String, Option<Records>>,
+}
+
+impl Recorder {
+    /// The record of `rel` in the checksums file of version dir `holder` of `job`, if any.
+    pub fn lookup(&mut self, job: &Path, holder: &str, rel: &Path) -> Result<Option<Record>> {
+        if !self.old.contains_key(holder) {
+            let n = crate::format::version::VersionName::parse(holder).map(|v| v.n);
+            let recs = match n {
+                Some(n) => read(job, n)?,
+                None => None,
+            };
+            self.old.insert(holder.to_owned(), recs);
+        }
+        Ok(self
+            .old
+            .get(holder)
+            .and_then(|r| r.as_ref())
+            .and_then(|r| r.get(rel))
+            .copied())
+    }
+
+    /// Does version dir `holder` of `job` have a checksums file?
+    pub fn has_file(&mut self, job: &Path, holder: &str) -> Result<bool> {
+        self.lookup(job, holder, Path::new(""))?;
+        Ok(self.old.get(holder).is_some_and(|r| r.is_some()))
+    }
+
+    /// Forgets the new version's records at `rel` and below (an entry dropped from it).
+    pub fn forget_under(&mut self, rel: &Path) {
+        let gone: Vec<PathBuf> = under(&self.records, rel).map(|(p, _)| p.clone()).collect();
+        for p in gone {
+            self.records.remove(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn rec(b: u8) -> Record {
+        Record {
+            size: b as u64,
+            hash: *blake3::hash(&[b]).as_bytes(),
+        }
+    }
+
+    #[test]
+    fn round_trip_of_odd_paths() {
+        let mut r = Records::new();
+        r.insert(PathBuf::from(OsStr::from_bytes(b"a\tb\n\\c\xff")), rec(1));
+        r.insert(PathBuf::from("d/e f"), rec(2));
+        assert_eq!(parse(&render(&r)).expect("parses"), r);
+        assert_eq!(render(&r).lines().count(), 3);
+    }
+
+    #[test]
+    fn damage_names_the_line() {
+        let mut r = Records::new();
+        r.insert(PathBuf::from("x"), rec(1));
+        r.insert(PathBuf::from("y"), rec(2));
+        let good = render(&r);
+        let bad_escape = good.replacen("y\t", "y\\q\t", 1);
+        assert!(
+            parse(&bad_escape)
+                .expect_err("bad")
+                .starts_with("line 3: path")
+        );
+        let cols = good.replacen("y\t", "y\textra\t", 1);
+        assert!(parse(&cols).expect_err("bad").starts_with("line 3:"));
+        let hex = good.replacen(&rec(1).hex(), "zz", 1);
+        assert!(parse(&hex).expect_err("bad").starts_with("line 2: blake3"));
+        let size = good.replacen("\t1\t", "\tone\t", 1);
+        assert!(parse(&size).expect_err("bad").starts_with("line 2: size"));
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn carry_moves_records_under_a_path_and_is_idempotent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = dir.path();
+        let mut old = Records::new();
+        old.insert(PathBuf::from("d/a"), rec(1));
+        old.insert(PathBuf::from("d/b/c"), rec(2));
+        old.insert(PathBuf::from("d2"), rec(3));
+        old.insert(PathBuf::from("e"), rec(4));
+        write(job, 1, &old).expect("write");
+        let mut new = Records::new();
+        new.insert(PathBuf::from("z"), rec(5));
+        write(job, 2, &new).expect("write");
+        carry(job, 1, 2, &[PathBuf::from("d")]).expect("carry");
+        carry(job, 1, 2, &[PathBuf::from("d")]).expect("again");
+        let got = read(job, 2).expect("read").expect("exists");
+        let keys: Vec<_> = got.keys().map(|p| p.display().to_string()).collect();
+        assert_eq!(keys, ["d/a", "d/b/c", "z"]);
+        assert_eq!(versions_with_files(job).expect("list"), [1, 2]);
+        assert!(
+            fs::read_dir(job.join(".tmp"))
+                .expect("tmp")
+                .next()
+                .is_none()
+        );
+    }
+}
