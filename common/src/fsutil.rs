@@ -121,30 +121,19 @@ fn write_atomic_via(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> 
     Ok(())
 }
 
-/// [`replace_symlink`] with the temp link built in `.tmp/` beside `path` (created on
-/// demand): for links directly in a job folder (`current`).
+/// Replaces (or creates) the symlink `path` with one whose text is `target`, atomically, the
+/// temp link built in `.tmp/` beside `path` (created on demand): for links directly in a job
+/// folder (`current`). Neither the link nor the directory is fsynced here.
 pub fn replace_symlink_via_tmp(target: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     replace_symlink_in(&tmp_dir_of(dir)?, target, path)
 }
 
-/// [`replace_symlink`] with the temp link built in `tmp_dir` (an existing directory on the
+/// [`replace_symlink_via_tmp`] with the temp link built in `tmp_dir` (an existing directory on the
 /// same file system, such as a job's `.tmp/` for a vault link deep inside a version), so
 /// that a crash never leaves it beside `path`.
 pub fn replace_symlink_in(tmp_dir: &Path, target: &Path, path: &Path) -> Result<()> {
     let tmp = temp_in(tmp_dir, path);
-    std::os::unix::fs::symlink(target, &tmp).ctx("cannot create symlink", &tmp)?;
-    if let Err(e) = fs::rename(&tmp, path).ctx("cannot rename symlink into place", path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// Replaces (or creates) the symlink `path` with one whose text is `target`, atomically
-/// (temp symlink beside it, rename). Neither the link nor the directory is fsynced here.
-pub fn replace_symlink(target: &Path, path: &Path) -> Result<()> {
-    let tmp = temp_beside(path);
     std::os::unix::fs::symlink(target, &tmp).ctx("cannot create symlink", &tmp)?;
     if let Err(e) = fs::rename(&tmp, path).ctx("cannot rename symlink into place", path) {
         let _ = fs::remove_file(&tmp);
