@@ -158,7 +158,9 @@ pub mod mountwatch {
 
 /// The configuration file.
 pub mod config {
-    pub use crate::run::config::{Config, JobConfig, ad_hoc, load, locate, render_resolved};
+    pub use crate::run::config::{
+        Config, JobConfig, ad_hoc, load, locate, render_resolved, warnings,
+    };
 }
 
 /// The supervisor.

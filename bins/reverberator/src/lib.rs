@@ -180,7 +180,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 return Ok(supervisor::run(&Fixed(vec![job]), &opts)?);
             }
             let file = config::locate(config.as_deref())?;
-            config::load(&file)?; // errors exit 2 before anything starts
+            // Errors exit 2 before anything starts; a missing source or vault only warns.
+            for w in config::warnings(&config::load(&file)?) {
+                log(&format!("warning: {w}"));
+            }
             let opts = supervisor::Options {
                 config_file: Some(file.clone()),
                 ..opts
@@ -205,6 +208,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 fn check_config(config: Option<&Path>, json: bool) -> anyhow::Result<i32> {
     let file = config::locate(config)?;
     let cfg = config::load(&file)?;
+    for w in config::warnings(&cfg) {
+        eprintln!("{TOOL}: warning: {w}");
+    }
     if !json {
         print!("{}", config::render_resolved(&cfg));
         return Ok(EXIT_OK);

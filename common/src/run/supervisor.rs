@@ -253,6 +253,8 @@ struct Runner {
     paused: bool,
     /// The last line reverb-watch wrote on stderr.
     watch_error: Option<String>,
+    /// The job is paused because this path (its source or vault) does not exist.
+    missing: Option<PathBuf>,
 }
 
 impl Runner {
@@ -272,6 +274,7 @@ impl Runner {
             journal_failure_logged: false,
             paused: false,
             watch_error: None,
+            missing: None,
         }
     }
 
@@ -367,6 +370,9 @@ impl Runner {
         let end = Instant::now() + Duration::from_secs(60);
         let mut logged = false;
         while !self.stopping() && Instant::now() < end {
+            if self.missing.as_ref().is_some_and(|p| p.is_dir()) {
+                return; // the missing source or vault appeared
+            }
             match mountwatch::wait_for_mount_change(Some(Duration::from_millis(250)), &stop) {
                 Ok(true) => return,
                 Ok(false) => {}
@@ -383,16 +389,11 @@ impl Runner {
 
     /// Checks the vault and the source; opens the journal; takes run.lock.
     fn prepare(&mut self, lock: &mut Option<JobLock>) -> std::result::Result<(), Halt> {
+        self.check_paths_exist()?;
         let vault = self.open_vault()?;
         let dir = vault.job_dir(&self.job.folder);
         if !dir.exists() {
             // A new job: the first version creates it.
-            if !self.job.source.is_dir() {
-                return Err(Halt::Paused(format!(
-                    "source {} is not available",
-                    show(&self.job.source)
-                )));
-            }
             return Ok(());
         }
         self.check_identities(&vault, &dir)?;
@@ -406,6 +407,23 @@ impl Runner {
         }
         if lock.is_none() {
             *lock = Some(self.take_run_lock(&dir)?);
+        }
+        Ok(())
+    }
+
+    /// A source (or, without `--init`, a vault) that does not exist pauses the job until the
+    /// path appears ([`Runner::wait_for_mounts`] watches for it).
+    fn check_paths_exist(&mut self) -> std::result::Result<(), Halt> {
+        self.missing = None;
+        let vault = (!self.opts.init).then_some(("vault", &self.job.vault));
+        for (role, path) in [("source", &self.job.source)].into_iter().chain(vault) {
+            if !path.is_dir() {
+                self.missing = Some(path.clone());
+                return Err(Halt::Paused(format!(
+                    "{role} missing: {} does not exist (the job starts when it appears)",
+                    show(path)
+                )));
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
-use reverb_tests::{bin, cmd, sh, stderr, stdout};
+use reverb_tests::{TestCommand, bin, cmd, sh, stderr, stdout};
 
 struct Supervisor {
     child: Child,
@@ -443,4 +443,112 @@ fn check_config_prints_the_resolved_jobs() {
         "{}",
         stdout(&o)
     );
+}
+
+fn journal_of(job_dir: &Path) -> String {
+    fs::read_to_string(job_dir.join("journal.tsv")).unwrap_or_default()
+}
+
+#[test]
+fn a_missing_source_pauses_only_its_job_which_starts_when_the_path_appears() {
+    let s = Setup::new(&["alpha", "beta"], "");
+    let third = s.tmp.path().join("not-yet/third");
+    let mut text = fs::read_to_string(&s.config).expect("config");
+    text.push_str(&format!("[jobs.third]\nsource = \"{}\"\n", third.display()));
+    fs::write(&s.config, text).expect("config");
+    // check-config accepts it and warns about the job.
+    let o = cmd("reverberator")
+        .args(["check-config", "--config"])
+        .arg(&s.config)
+        .assert_success();
+    assert!(
+        stderr(&o).contains("warning") && stderr(&o).contains("third"),
+        "check-config must warn about the missing source: {}",
+        stderr(&o)
+    );
+    let sup = Supervisor::start(&s.config);
+    for j in ["alpha", "beta"] {
+        wait_for(&format!("first version of {j}"), 30, || {
+            versions(&s.job_dir(j)).len() == 1
+        });
+    }
+    // The porcelain and the vault programs work with the configuration.
+    for args in [
+        &["status"][..],
+        &["versions", "alpha"],
+        &["history", "alpha", "seed"],
+        &["verify"],
+    ] {
+        let o = cmd("reverberator")
+            .args(args)
+            .arg("--config")
+            .arg(&s.config)
+            .output();
+        assert_ne!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    cmd("reverb-retire")
+        .arg("--config")
+        .arg(&s.config)
+        .assert_success();
+    assert!(
+        !s.job_dir("third").exists(),
+        "no version of a missing source"
+    );
+    // The source appears: the job starts by itself.
+    fs::create_dir_all(&third).expect("mkdir");
+    fs::write(third.join("file"), b"late").expect("write");
+    wait_for("the third job's first version", 30, || {
+        versions(&s.job_dir("third")).len() == 1
+    });
+    wait_for("third watching", 20, || {
+        journal_of(&s.job_dir("third")).contains("\twatching")
+    });
+    fs::write(third.join("file"), b"later").expect("write");
+    wait_for("the third job's second version", 30, || {
+        versions(&s.job_dir("third")).len() == 2
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn path_and_time_errors_stop_run_and_check_config() {
+    let s = Setup::new(&["ok"], "");
+    let base = fs::read_to_string(&s.config).expect("config");
+    let plain = s.tmp.path().join("plain-file");
+    fs::write(&plain, b"x").expect("write");
+    let other = s.tmp.path().join("other-src");
+    fs::create_dir_all(&other).expect("mkdir");
+    let cases = [
+        (
+            format!("{base}vault = \"{}\"\n", plain.display()),
+            "not a directory",
+        ),
+        (
+            format!("{base}min_snapshot_time = \"0s\"\nmax_snapshot_delay = \"0s\"\n"),
+            "both zero",
+        ),
+        (
+            format!(
+                "{base}vault = \"{}/inner-vault\"\n[jobs.other]\nsource = \"{}\"\nvault = \"{}\"\n",
+                other.display(),
+                other.display(),
+                s.tmp.path().join("v2").display()
+            ),
+            "job `other`",
+        ),
+    ];
+    for (text, why) in cases {
+        fs::write(&s.config, &text).expect("config");
+        for sub in ["check-config", "run"] {
+            // (a `run` that accepted the file would not exit: bounded by timeout(1))
+            let o = TestCommand::program("timeout")
+                .arg("30")
+                .arg(bin("reverberator"))
+                .args([sub, "--config"])
+                .arg(&s.config)
+                .assert_exit(2);
+            assert!(stderr(&o).contains(why), "{sub}: {}\n{text}", stderr(&o));
+        }
+    }
+    assert!(!s.vault.exists(), "nothing may be written for a bad config");
 }
