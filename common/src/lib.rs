@@ -134,6 +134,7 @@ pub mod retire {
 /// Restoring a version.
 pub mod restore {
     pub use crate::engine::restore::{pick, restore};
+    pub use crate::run::selection::pick_from;
 }
 
 /// The inotify watcher.
@@ -170,6 +171,7 @@ pub mod supervisor {
 
 /// The porcelain's read-only queries.
 pub mod porcelain {
+    pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
     pub use crate::run::porcelain::{diff, history, rel_arg, status};
 }
 

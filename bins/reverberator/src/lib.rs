@@ -50,8 +50,8 @@ pub enum Cmd {
         /// The vault for --source.
         #[arg(long, value_name = "DIR", requires = "source")]
         vault: Option<PathBuf>,
-        /// The job name for --source (default: the folder's name).
-        #[arg(long, value_name = "NAME", requires = "source")]
+        /// The job name for --source (default: the folder's name; `--name` is an alias).
+        #[arg(long = "job", alias = "name", value_name = "NAME", requires = "source")]
         name: Option<String>,
         /// Create missing vaults (directory and marker).
         #[arg(long)]
@@ -72,12 +72,22 @@ pub enum Cmd {
         #[command(flatten)]
         at: Where,
     },
-    /// The versions in which PATH changed.
+    /// The versions in which PATH changed (exit 1 when it is in no retained version).
     History {
         /// The job.
         job: String,
-        /// A path relative to the job's source.
+        /// A path relative to the job's source, absolute inside it, or as diff/find print it.
         path: PathBuf,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Which paths match PATTERN in which retained versions, deleted ones included (exit 1 when none).
+    Find {
+        /// The job.
+        job: String,
+        /// A glob: without `/` it matches names at any depth (`*.txt`), with `/` whole paths
+        /// relative to the source (`docs/**/*.md`).
+        pattern: String,
         #[command(flatten)]
         at: Where,
     },
@@ -97,10 +107,18 @@ pub enum Cmd {
         #[command(flatten)]
         at: Where,
     },
-    /// Copy a version out of the vault (same as reverb-restore; see reverb-restore --help).
+    /// Copy a version of JOB out of the vault (reverb-restore's flags; see reverb-restore --help).
     #[command(disable_help_flag = true)]
     Restore {
-        /// Arguments for reverb-restore.
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The vault (instead of a configuration file).
+        #[arg(long, value_name = "DIR")]
+        vault: Option<PathBuf>,
+        /// The job.
+        job: String,
+        /// reverb-restore's other flags: --to DEST, --from …, --path P, --overwrite, --delete.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -194,10 +212,28 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Cmd::Status { at } => status(&at),
         Cmd::Versions { job, at } => versions(&job, &at),
         Cmd::History { job, path, at } => history(&job, &path, &at),
+        Cmd::Find { job, pattern, at } => find(&job, &pattern, &at),
         Cmd::Diff { job, a, b, at } => diff(&job, &a, &b, &at),
         Cmd::Verify { at } => verify(&at),
-        Cmd::Restore { args } => {
+        Cmd::Restore {
+            config,
+            vault,
+            job,
+            args,
+        } => {
             let mut full = vec![OsString::from("reverberator restore")];
+            if job.starts_with('-') {
+                // `restore --help` and friends: reverb-restore prints them.
+                full.push(job.into());
+            } else {
+                full.extend([OsString::from("--job"), job.into()]);
+            }
+            if let Some(c) = config {
+                full.extend([OsString::from("--config"), c.into()]);
+            }
+            if let Some(v) = vault {
+                full.extend([OsString::from("--vault"), v.into()]);
+            }
             full.extend(args);
             Ok(reverb_restore::main_with_args(full))
         }
@@ -258,7 +294,12 @@ fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
         }
         return Ok(out);
     }
-    let file = config::locate(at.config.as_deref())?;
+    let file = config::locate(at.config.as_deref()).map_err(|e| match e {
+        Error::Usage(m) if at.config.is_none() => Error::Usage(format!(
+            "{m}; or give --vault DIR to read the jobs of one vault (as `run --source --vault` makes)"
+        )),
+        other => other,
+    })?;
     let cfg: Config = config::load(&file)?;
     Ok(cfg
         .jobs
@@ -346,8 +387,26 @@ fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
 fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
     let rows = index::read_index_or_empty(&j.dir.index())?;
-    let rel = porcelain::rel_arg(path);
-    for h in porcelain::history(&j.dir, &rows, &rel)? {
+    let source = match &j.source {
+        Some(s) => s.clone(),
+        None => reverb_common::jobfile::JobFile::read(&j.dir.job_toml())?.source,
+    };
+    let mut found = Vec::new();
+    for rel in porcelain::path_candidates(path, &source)? {
+        found = porcelain::history(&j.dir, &rows, &rel)?;
+        if !found.is_empty() {
+            break;
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::Refused(format!(
+            "{} is not in any retained version of job {}",
+            tsv::escape_os(path.as_os_str()),
+            j.name
+        ))
+        .into());
+    }
+    for h in found {
         if at.json {
             out(&serde_json::to_string(&h)?)?;
         } else {
@@ -358,6 +417,31 @@ fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
                 h.change,
                 format_size(h.size)
             ))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn find(name: &str, pattern: &str, at: &Where) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let pattern = porcelain::Pattern::new(pattern)?;
+    let rows = index::read_index_or_empty(&j.dir.index())?;
+    let found = porcelain::find(&j.dir, &rows, &pattern)?;
+    if found.is_empty() {
+        return Err(Error::Refused(format!(
+            "no path matches in any of the {} retained versions of job {}",
+            rows.len(),
+            j.name
+        ))
+        .into());
+    }
+    for f in found {
+        if at.json {
+            out(&serde_json::to_string(&f)?)?;
+        } else {
+            let list: Vec<String> = f.versions.iter().map(u64::to_string).collect();
+            let gone = if f.deleted { "  (deleted since)" } else { "" };
+            out(&format!("{}	in {}{gone}", f.path, list.join(",")))?;
         }
     }
     Ok(EXIT_OK)

@@ -14,6 +14,7 @@ mod identity;
 mod index;
 mod live;
 mod model;
+mod porcelain;
 mod reflink;
 mod retire;
 mod snap;
