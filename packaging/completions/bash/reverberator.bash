@@ -22,6 +22,9 @@ _reverberator() {
             reverberator,diff)
                 cmd="reverberator__subcmd__diff"
                 ;;
+            reverberator,find)
+                cmd="reverberator__subcmd__find"
+                ;;
             reverberator,help)
                 cmd="reverberator__subcmd__help"
                 ;;
@@ -48,6 +51,9 @@ _reverberator() {
                 ;;
             reverberator__subcmd__help,diff)
                 cmd="reverberator__subcmd__help__subcmd__diff"
+                ;;
+            reverberator__subcmd__help,find)
+                cmd="reverberator__subcmd__help__subcmd__find"
                 ;;
             reverberator__subcmd__help,help)
                 cmd="reverberator__subcmd__help__subcmd__help"
@@ -77,7 +83,7 @@ _reverberator() {
 
     case "${cmd}" in
         reverberator)
-            opts="-h -V --help --version run status versions history diff verify restore check-config help"
+            opts="-h -V --help --version run status versions history find diff verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,8 +136,30 @@ _reverberator() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        reverberator__subcmd__find)
+            opts="-h --config --vault --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         reverberator__subcmd__help)
-            opts="run status versions history diff verify restore check-config help"
+            opts="run status versions history find diff verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,6 +187,20 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__help__subcmd__diff)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        reverberator__subcmd__help__subcmd__find)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -293,12 +335,20 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__restore)
-            opts=""
+            opts="--config --vault"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -307,7 +357,7 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__run)
-            opts="-v -h --config --source --vault --name --init --verbose --help"
+            opts="-v -h --config --source --vault --job --init --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -325,7 +375,7 @@ _reverberator() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --name)
+                --job)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
