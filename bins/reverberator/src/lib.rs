@@ -330,8 +330,10 @@ fn out(line: &str) -> anyhow::Result<()> {
 
 fn status(at: &Where) -> anyhow::Result<i32> {
     let now = std::time::SystemTime::now();
+    let mut attention = false;
     for j in jobs(at)? {
         let st = porcelain::status(&j.dir, &j.name, j.source.as_deref(), &j.vault);
+        attention |= st.needs_attention();
         if at.json {
             out(&serde_json::to_string(&st)?)?;
             continue;
@@ -345,9 +347,10 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             .map(|l| format!(" of {}", format_size(l)))
             .unwrap_or_default();
         out(&format!(
-            "{}: {} — last {} ({age}), {} versions, {} pending, {}{limit}; {}",
+            "{}: {}{} — last {} ({age}), {} versions, {} pending, {}{limit}; {}",
             st.job,
             st.state,
+            state_detail(&st),
             st.last_version.as_deref().unwrap_or("-"),
             st.versions,
             st.pending,
@@ -355,7 +358,41 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             st.identity
         ))?;
     }
-    Ok(EXIT_OK)
+    // Scripts and monitoring: 1 when a job needs attention.
+    Ok(if attention { EXIT_FAILURE } else { EXIT_OK })
+}
+
+/// What follows the state word in `status`: since when, why, what next.
+fn state_detail(st: &porcelain::JobStatus) -> String {
+    let mut out = String::new();
+    match st.state.as_str() {
+        "waiting" => out.push_str(&format!(
+            " ({} changes, version due by {})",
+            st.pending,
+            st.due.as_deref().unwrap_or("-")
+        )),
+        "copying" | "watching" => {
+            if let Some(d) = &st.detail {
+                out.push_str(&format!(" ({d})"));
+            }
+        }
+        "paused" | "failing" => {
+            if let Some(since) = &st.since {
+                out.push_str(&format!(" since {since}"));
+            }
+            if let Some(d) = &st.detail {
+                out.push_str(&format!(": {d}"));
+            }
+            if let Some(t) = &st.next_retry {
+                out.push_str(&format!("; next retry {t}"));
+            }
+            if let Some(r) = &st.resolve {
+                out.push_str(&format!("; to resolve: {r}"));
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {

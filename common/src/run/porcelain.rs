@@ -21,6 +21,7 @@ use crate::format::jobfile::JobFile;
 use crate::format::journal::{self, JournalEvent};
 use crate::format::time;
 use crate::format::tsv;
+use crate::run::live::{self, Live};
 use crate::vault::layout::JobDir;
 use crate::vault::lock::{JobLock, Wait};
 use crate::vault::tree::{self, Entry, Lookalikes};
@@ -33,8 +34,19 @@ pub struct JobStatus {
     pub kind: &'static str,
     /// The job's name.
     pub job: String,
-    /// `running` (a supervisor holds run.lock), `paused`, `stopped`, or `new`.
+    /// With a supervisor: `watching`, `waiting`, `copying`, `retiring`, `paused` or
+    /// `failing` (its live state); without: `stopped`, or `new` (no job folder yet).
     pub state: String,
+    /// When the job entered the state (supervisor states only).
+    pub since: Option<String>,
+    /// Why it is paused, the last error in full (failing), what is being built (copying).
+    pub detail: Option<String>,
+    /// When the next version is due at the latest (`waiting`).
+    pub due: Option<String>,
+    /// When the supervisor tries again (`failing`).
+    pub next_retry: Option<String>,
+    /// The command that resolves the failure, when one does.
+    pub resolve: Option<String>,
     /// The newest version's directory.
     pub last_version: Option<String>,
     /// Seconds since the newest version was taken.
@@ -57,6 +69,11 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         kind: "status",
         job: name.to_owned(),
         state: "new".into(),
+        since: None,
+        detail: None,
+        due: None,
+        next_retry: None,
+        resolve: None,
         last_version: None,
         last_age_seconds: None,
         versions: 0,
@@ -65,8 +82,16 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         size_limit: None,
         identity: String::new(),
     };
+    let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
-        st.identity = "not created yet".into();
+        st.identity = if vault_root.is_dir() {
+            "not created yet".into()
+        } else {
+            format!("vault {} missing", crate::error::show(vault_root))
+        };
+        if let Some(l) = live {
+            st.take_live(l);
+        }
         return st;
     };
     st.size_limit = file.settings.vault_size_limit;
@@ -80,23 +105,12 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
                 .map(|d| d.as_secs());
         }
     }
-    let (state, pending) = journal_state(&dir.journal());
+    let (_, pending) = journal_state(&dir.journal());
     st.pending = pending;
-    // (run.lock only exists once a supervisor has watched the job; status never creates it.)
-    let running = dir.run_lock().exists()
-        && matches!(
-            JobLock::acquire(&dir.run_lock(), name, Wait::NoWait),
-            Err(crate::Error::Locked(_))
-        );
-    st.state = if running {
-        if state == "paused" {
-            "paused".into()
-        } else {
-            "running".into()
-        }
-    } else {
-        "stopped".into()
-    };
+    st.state = "stopped".into();
+    if let Some(l) = live {
+        st.take_live(l);
+    }
     let mut parts = Vec::new();
     let source = source
         .map(Path::to_path_buf)
@@ -115,6 +129,51 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     }
     st.identity = parts.join(", ");
     st
+}
+
+impl JobStatus {
+    fn take_live(&mut self, l: Live) {
+        self.state = l.state;
+        self.since = Some(l.since);
+        self.detail = l.detail;
+        self.due = l.due;
+        self.next_retry = l.next_retry;
+        self.resolve = l.resolve;
+        if l.pending > 0 {
+            self.pending = l.pending;
+        }
+    }
+
+    /// A state that needs someone's attention (`status` exits 1): failing, paused, or a
+    /// vault or filesystem that is not there.
+    pub fn needs_attention(&self) -> bool {
+        matches!(self.state.as_str(), "failing" | "paused")
+            || self.identity.contains("LOST")
+            || self.identity.contains("missing")
+    }
+}
+
+/// The supervisor's live record of the job, when a supervisor is watching it: its pid is
+/// alive and, once the job folder exists, it holds `run.lock` (status never creates it).
+fn live_state(dir: &JobDir, name: &str, vault_root: &Path) -> Option<Live> {
+    let l = live::read(&live::file_of(
+        &live::runtime_dir(),
+        vault_root,
+        &dir.folder,
+    ))?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(l.pid).ok()?);
+    nix::sys::signal::kill(pid, None).ok()?;
+    let lock = dir.run_lock();
+    if dir.job_toml().exists()
+        && !(lock.exists()
+            && matches!(
+                JobLock::acquire(&lock, name, Wait::NoWait),
+                Err(crate::Error::Locked(_))
+            ))
+    {
+        return None;
+    }
+    Some(l)
 }
 
 /// The supervisor's last state word and the raw events since the last batch, from the journal.

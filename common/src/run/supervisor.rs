@@ -51,6 +51,7 @@ use crate::format::events::{self, EventKind, EventLine};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::format_duration;
 use crate::run::config::JobConfig;
+use crate::run::live::{self, Live};
 use crate::vault::layout::{JobDir, Vault};
 use crate::vault::lock::{JobLock, Wait};
 
@@ -255,6 +256,10 @@ struct Runner {
     watch_error: Option<String>,
     /// The job is paused because this path (its source or vault) does not exist.
     missing: Option<PathBuf>,
+    /// The live state file (docs/design.md#live-state) and what it holds now.
+    live_path: PathBuf,
+    live: Live,
+    live_written: Instant,
 }
 
 impl Runner {
@@ -265,7 +270,6 @@ impl Runner {
         global_stop: Arc<AtomicBool>,
     ) -> Runner {
         Runner {
-            job,
             opts,
             stop,
             global_stop,
@@ -275,6 +279,10 @@ impl Runner {
             paused: false,
             watch_error: None,
             missing: None,
+            live_path: live::file_of(&live::runtime_dir(), &job.vault, &job.folder),
+            live: Live::default(),
+            live_written: Instant::now(),
+            job,
         }
     }
 
@@ -317,19 +325,77 @@ impl Runner {
                         self.note(JournalEvent::Paused, &why);
                     }
                     self.paused = true;
+                    self.set_live("paused", Some(why), None);
                     self.wait_for_mounts();
                 }
                 Halt::NoWatch(why) => self.rescan_only(&why, &mut lock),
-                Halt::Failed(why) => {
-                    let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
-                    self.complain(&msg);
-                    self.sleep(self.backoff);
-                    self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
-                }
+                Halt::Failed(why) => self.failed(why),
             }
         }
         self.note(JournalEvent::Stop, "supervisor stopped watching");
+        let _ = std::fs::remove_file(&self.live_path);
         drop(lock);
+    }
+
+    /// A failure: logged and journaled once per distinct error, `failing` in the live
+    /// state (with the command that resolves it, when one does), retried after the backoff.
+    fn failed(&mut self, why: String) {
+        let again = self.live.state == "failing" && self.live.detail.as_deref() == Some(&why);
+        if !again {
+            let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
+            self.complain(&msg);
+        }
+        let resolve = self.resolving_command(&why);
+        self.set_live("failing", Some(why), resolve);
+        self.live.next_retry = Some(live::after(self.backoff));
+        self.write_live();
+        self.sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+    }
+
+    /// The one command that resolves a failure the supervisor cannot get past alone.
+    fn resolving_command(&self, why: &str) -> Option<String> {
+        let config = match &self.opts.config_file {
+            Some(c) => format!(" --config {}", show(c)),
+            None => format!(" --vault {}", show(&self.job.vault)),
+        };
+        let job = &self.job.name;
+        if why.contains("max_delete_ratio") {
+            Some(format!("reverberator snap {job} --force{config}"))
+        } else if why.contains("records source") {
+            Some(format!(
+                "reverberator snap {job} --source {} --force{config}",
+                show(&self.job.source)
+            ))
+        } else if why.contains("another supervisor") {
+            Some("stop the other supervisor (its pid is in the message)".into())
+        } else {
+            None
+        }
+    }
+
+    /// Sets the live state (a new `since` only when the state itself changes) and writes it.
+    fn set_live(&mut self, state: &str, detail: Option<String>, resolve: Option<String>) {
+        if self.live.state != state {
+            self.live.since = live::now();
+            self.live.state = state.to_owned();
+        }
+        self.live.pid = std::process::id();
+        self.live.detail = detail;
+        self.live.resolve = resolve;
+        self.live.next_retry = None;
+        self.live.pending = 0;
+        self.live.due = None;
+        self.write_live();
+    }
+
+    fn write_live(&mut self) {
+        self.live_written = Instant::now();
+        if let Err(e) = live::write(&self.live_path, &self.live)
+            && !self.journal_failure_logged
+        {
+            self.say(&format!("cannot write the live state: {e}"));
+        }
     }
 
     /// Without inotify (the watch limit), rescan every `max_snapshot_delay` (at least every
@@ -346,6 +412,7 @@ impl Runner {
         );
         self.say(&msg);
         self.note(JournalEvent::Rescan, &msg);
+        self.set_live("watching", Some(msg), None);
         let until = Instant::now() + Duration::from_secs(600);
         while !self.stopping() && Instant::now() < until {
             if self.prepare(lock).is_err() {
@@ -501,6 +568,7 @@ impl Runner {
         let mut mount = self.start_mountwatch(tx);
         self.note(JournalEvent::Start, "watching");
         self.say("watching");
+        self.set_live("watching", None, None);
         let result = self.event_loop(&rx, &mut watch);
         kill(&mut watch);
         if let Some(m) = &mut mount {
@@ -581,6 +649,7 @@ impl Runner {
                 if !batch.is_empty() {
                     let lines = std::mem::take(batch);
                     self.snap(Some(&lines))?;
+                    self.set_live("watching", None, None);
                 }
                 return Ok(());
             }
@@ -592,7 +661,33 @@ impl Runner {
             self.say(&format!("event {line}"));
         }
         batch.push(line);
+        self.waiting(batch.len());
         Ok(())
+    }
+
+    /// `waiting`: N changes, the version due within the quiet period (at the latest
+    /// `max_snapshot_delay` after the first change). Rewritten at most every 250 ms.
+    fn waiting(&mut self, pending: usize) {
+        let first = self.live.state != "waiting";
+        if !first && self.live_written.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        let s = &self.job.settings;
+        let due = if first {
+            live::after(s.min_snapshot_time)
+        } else {
+            // The quiet period restarts with every change, up to the maximum delay.
+            let latest = crate::format::time::parse_rfc3339(&self.live.since)
+                .map(|t| t + s.max_snapshot_delay);
+            let quiet = std::time::SystemTime::now() + s.min_snapshot_time;
+            crate::format::time::rfc3339_millis(latest.map_or(quiet, |l| l.min(quiet)))
+        };
+        if first {
+            self.set_live("waiting", None, None);
+        }
+        self.live.pending = pending as u64;
+        self.live.due = Some(due);
+        self.write_live();
     }
 
     /// One record of reverb-mountwatch: `lost` pauses the job.
@@ -723,6 +818,11 @@ impl Runner {
     /// Runs reverb-snap (a rescan when `batch` is None), then reverb-retire after a version.
     fn snap(&mut self, batch: Option<&[String]>) -> std::result::Result<(), Halt> {
         let started = Instant::now();
+        let what = match batch {
+            None => "a rescan of the whole source".to_owned(),
+            Some(lines) => format!("a version of {} changes", lines.len()),
+        };
+        self.set_live("copying", Some(what), None);
         let out = self.run_snap(batch)?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let made = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -741,12 +841,11 @@ impl Runner {
                 Ok(())
             }
             Some(EXIT_TEMPFAIL) => Err(Halt::Paused(stderr)),
-            _ => {
-                if !stderr.is_empty() {
-                    self.say(&stderr);
-                }
+            _ if stderr.is_empty() => {
                 Err(Halt::Failed(format!("reverb-snap failed ({})", out.status)))
             }
+            // Its message already names the program (and is shown once, by failed()).
+            _ => Err(Halt::Failed(stderr)),
         }
     }
 
@@ -806,6 +905,7 @@ impl Runner {
     }
 
     fn retire(&mut self) {
+        self.set_live("retiring", None, None);
         let mut c = self.command("reverb-retire");
         c.arg("--vault")
             .arg(&self.job.vault)

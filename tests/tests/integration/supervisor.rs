@@ -494,6 +494,22 @@ fn a_missing_source_pauses_only_its_job_which_starts_when_the_path_appears() {
         !s.job_dir("third").exists(),
         "no version of a missing source"
     );
+    let o = cmd("reverberator")
+        .args(["status", "--json", "--config"])
+        .arg(&s.config)
+        .assert_exit(1);
+    let third_state = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|l| l["job"] == "third")
+        .expect("third in status");
+    assert_eq!(third_state["state"], "paused", "{third_state}");
+    assert!(
+        third_state["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("source missing")),
+        "{third_state}"
+    );
     // The source appears: the job starts by itself.
     fs::create_dir_all(&third).expect("mkdir");
     fs::write(third.join("file"), b"late").expect("write");
@@ -551,4 +567,106 @@ fn path_and_time_errors_stop_run_and_check_config() {
         }
     }
     assert!(!s.vault.exists(), "nothing may be written for a bad config");
+}
+
+/// `reverberator status --json` for the one job of `config`, with its exit code.
+fn live_status(config: &Path, runtime: &Path) -> (serde_json::Value, Option<i32>) {
+    let o = cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", runtime)
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output();
+    let line = stdout(&o).lines().next().unwrap_or("null").to_owned();
+    (serde_json::from_str(&line).expect("json"), o.status.code())
+}
+
+#[test]
+fn status_shows_the_live_state_and_exits_1_when_failing() {
+    let s = Setup::new(&["live"], "");
+    let mut text = fs::read_to_string(&s.config).expect("config");
+    // Slow enough to see `waiting`.
+    text = text.replace("\"400ms\"", "\"2s\"").replace(
+        "max_snapshot_delay = \"2s\"",
+        "max_snapshot_delay = \"30s\"",
+    );
+    fs::write(&s.config, text).expect("config");
+    let src = s.src("live");
+    for i in 0..10 {
+        fs::write(src.join(format!("f{i}")), b"x").expect("write");
+    }
+    let runtime = s.tmp.path().join("runtime");
+    let start = || {
+        Command::new(bin("reverberator"))
+            .env("RUNTIME_DIRECTORY", &runtime)
+            .args(["run", "--init", "--config"])
+            .arg(&s.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map(|child| Supervisor { child })
+            .expect("spawn")
+    };
+    let sup = start();
+    wait_for("watching", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    let (st, code) = live_status(&s.config, &runtime);
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["versions"], 1);
+    fs::write(src.join("f0"), b"changed").expect("write");
+    wait_for("waiting", 20, || {
+        live_status(&s.config, &runtime).0["state"] == "waiting"
+    });
+    let (st, _) = live_status(&s.config, &runtime);
+    assert!(st["pending"].as_u64() >= Some(1), "{st}");
+    assert!(st["due"].is_string(), "{st}");
+    wait_for("the second version", 30, || {
+        versions(&s.job_dir("live")).len() == 2
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+    let (st, code) = live_status(&s.config, &runtime);
+    assert_eq!((st["state"].as_str(), code), (Some("stopped"), Some(0)));
+    // Emptied while stopped: the catch-up rescan meets the deletion guard.
+    for i in 0..9 {
+        fs::remove_file(src.join(format!("f{i}"))).expect("rm");
+    }
+    let sup = start();
+    wait_for("failing", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "failing"
+    });
+    let (st, code) = live_status(&s.config, &runtime);
+    assert_eq!(code, Some(1), "status exits 1 while a job fails: {st}");
+    assert!(
+        st["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_delete_ratio")),
+        "the full error: {st}"
+    );
+    assert!(
+        st["next_retry"].is_string() && st["since"].is_string(),
+        "{st}"
+    );
+    assert!(
+        st["resolve"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("reverberator snap live --force")),
+        "the command that resolves it: {st}"
+    );
+    let o = cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .assert_exit(1);
+    assert!(
+        stdout(&o).contains("live: failing since")
+            && stdout(&o).contains("to resolve: reverberator snap live --force"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        versions(&s.job_dir("live")).len(),
+        2,
+        "no version past the guard"
+    );
+    assert_eq!(sup.stop().code(), Some(0));
 }
