@@ -139,6 +139,7 @@ pub mod restore {
 
 /// The inotify watcher.
 pub mod watch {
+    pub use crate::capture::lifeline::tie_to_supervisor;
     pub use crate::capture::watch::{WatchOptions, Watcher};
 }
 

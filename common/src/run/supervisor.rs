@@ -45,6 +45,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::capture::identity::{JobMismatch, verify_job};
+use crate::capture::lifeline::SUPERVISOR_PID_VAR;
 use crate::capture::mountwatch::{self, Record, State};
 use crate::error::{EXIT_TEMPFAIL, EXIT_WATCH_LIMIT, Error, Result, show};
 use crate::format::events::{self, EventKind, EventLine};
@@ -763,6 +764,7 @@ impl Runner {
             c.arg("--exclude").arg(pat);
         }
         c.arg(&self.job.source)
+            .env(SUPERVISOR_PID_VAR, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -783,6 +785,7 @@ impl Runner {
         let mut c = self.command("reverb-mountwatch");
         c.arg(&self.job.source)
             .arg(&self.job.vault)
+            .env(SUPERVISOR_PID_VAR, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

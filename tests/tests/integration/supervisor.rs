@@ -670,3 +670,61 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
     );
     assert_eq!(sup.stop().code(), Some(0));
 }
+
+/// The pids and names of the processes whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            let comm = head
+                .split_once('(')
+                .map(|(_, c)| c.to_owned())
+                .unwrap_or_default();
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn children_die_with_a_killed_supervisor() {
+    let s = Setup::new(&["orphan"], "");
+    let mut sup = Supervisor::start(&s.config);
+    wait_for("watching", 30, || {
+        journal_of(&s.job_dir("orphan")).contains("\twatching")
+    });
+    let pid = sup.child.id();
+    wait_for("both watchers", 20, || {
+        let kids = children_of(pid);
+        ["reverb-watch", "reverb-mountwat"]
+            .iter()
+            .all(|n| kids.iter().any(|(_, c)| c == n))
+    });
+    let kids = children_of(pid);
+    sup.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = sup.child.wait();
+    wait_for("the watchers to exit with the supervisor", 10, || {
+        kids.iter().all(|(p, _)| !alive(*p))
+    });
+}
