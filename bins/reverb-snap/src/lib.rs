@@ -28,7 +28,8 @@ use reverb_common::{cli, job, retire};
 pub struct Args {
     #[command(flatten)]
     pub target: JobArgs,
-    /// The source folder; required the first time, checked against job.toml afterwards.
+    /// The source folder; required the first time, checked against job.toml afterwards
+    /// (with --force, a different source is recorded as the job's new source).
     #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
     /// Create the vault (directory and marker) if it does not exist yet.
@@ -91,7 +92,10 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let dir = job::job_dir(&vault, &args.target.job)?;
     let lock = JobLock::acquire(&dir.lock(), &args.target.job, args.lock.wait())?;
     let mut ctx = job::open_dir(dir, "snap")?;
-    batch::check_source(&ctx, &args.target.job, target.source.as_deref())?;
+    match (&target.source, args.force && !args.dry_run) {
+        (Some(new), true) => batch::change_source(&mut ctx, vault.root(), new)?,
+        _ => batch::check_source(&ctx, &args.target.job, target.source.as_deref())?,
+    }
     if let Some(settings) = &target.settings {
         job::update_settings(&mut ctx, settings)?;
     }

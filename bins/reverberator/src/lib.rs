@@ -56,6 +56,9 @@ pub enum Cmd {
         /// Create missing vaults (directory and marker).
         #[arg(long)]
         init: bool,
+        /// When another supervisor watches a job, wait for it to stop instead of exiting 75.
+        #[arg(long)]
+        wait: bool,
         /// Log every event, not only actions.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
@@ -99,6 +102,19 @@ pub enum Cmd {
         a: String,
         /// The newer version.
         b: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Take a version of JOB now (reverb-snap): --force accepts an emptied source, --source NEW --force changes the recorded source.
+    Snap {
+        /// The job.
+        job: String,
+        /// Make the version even when the deletion guard (max_delete_ratio) refuses it.
+        #[arg(long)]
+        force: bool,
+        /// With --force: the job's new source (the configuration must name it too).
+        #[arg(long, value_name = "DIR", requires = "force")]
+        source: Option<PathBuf>,
         #[command(flatten)]
         at: Where,
     },
@@ -179,6 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             vault,
             name,
             init,
+            wait,
             verbose,
         } => {
             let opts = supervisor::Options {
@@ -186,6 +203,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 verbose,
                 config_file: None,
                 log,
+                wait,
             };
             if let (Some(source), Some(vault)) = (source, vault) {
                 let job = config::ad_hoc(&source, &vault, name.as_deref())?;
@@ -215,6 +233,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Cmd::Find { job, pattern, at } => find(&job, &pattern, &at),
         Cmd::Diff { job, a, b, at } => diff(&job, &a, &b, &at),
         Cmd::Verify { at } => verify(&at),
+        Cmd::Snap {
+            job,
+            force,
+            source,
+            at,
+        } => snap(&job, force, source.as_deref(), &at),
         Cmd::Restore {
             config,
             vault,
@@ -502,6 +526,34 @@ fn diff(name: &str, a: &str, b: &str, at: &Where) -> anyhow::Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `snap JOB`: reverb-snap on the job, from the configuration (or `--vault`). A running
+/// supervisor notices the new version or job.toml at once.
+fn snap(name: &str, force: bool, source: Option<&Path>, at: &Where) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let mut args = vec![
+        OsString::from("reverberator snap"),
+        "--job".into(),
+        j.name.into(),
+    ];
+    match &at.vault {
+        Some(v) => args.extend([OsString::from("--vault"), v.into()]),
+        None => {
+            let file = config::locate(at.config.as_deref())?;
+            args.extend([OsString::from("--config"), file.into()]);
+        }
+    }
+    if let Some(s) = source {
+        args.extend([OsString::from("--source"), s.into()]);
+    }
+    if force {
+        args.push("--force".into());
+    }
+    if at.json {
+        args.push("--json".into());
+    }
+    Ok(reverb_snap::main_with_args(args))
 }
 
 fn verify(at: &Where) -> anyhow::Result<i32> {

@@ -66,11 +66,36 @@ pub fn check_source(ctx: &JobCtx, name: &str, source: Option<&Path>) -> Result<(
     let canon = std::fs::canonicalize(source).ctx("source", source)?;
     if canon != ctx.file.source {
         return Err(Error::Usage(format!(
-            "job {name} records source {}, not {}",
+            "job {name} records source {}, not {} (to back up {} from now on: reverb-snap --source {} --force)",
             ctx.file.source.display(),
+            source.display(),
+            source.display(),
             source.display()
         )));
     }
+    Ok(())
+}
+
+/// `--source NEW --force`: the one way to change a job's recorded source. Records the new
+/// source (checked as a new job's is) and its filesystem's identity in job.toml, and
+/// journals the change; the rescan that follows versions the difference.
+pub fn change_source(ctx: &mut JobCtx, vault_root: &Path, source: &Path) -> Result<()> {
+    let canon = job::validate_source(source, vault_root)?;
+    if canon == ctx.file.source {
+        return Ok(());
+    }
+    let old = std::mem::replace(&mut ctx.file.source, canon.clone());
+    ctx.file.identity.source = job::record_identities(&canon, vault_root).source;
+    ctx.file.write(&ctx.dir.job_toml())?;
+    ctx.journal.note(
+        JournalEvent::Config,
+        b"",
+        &format!(
+            "source changed from {} to {} (--source --force)",
+            crate::error::show(&old),
+            crate::error::show(&canon)
+        ),
+    );
     Ok(())
 }
 

@@ -67,6 +67,9 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Where log lines go (the binary prefixes its name).
     pub log: fn(&str),
+    /// `--wait`: a job another supervisor watches waits for it to stop, instead of this
+    /// supervisor exiting 75.
+    pub wait: bool,
 }
 
 /// Where to get the jobs from on start and on SIGHUP.
@@ -113,6 +116,14 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| Error::Invalid(format!("cannot handle signals: {e}")))?;
     let jobs = source.jobs()?;
+    if !opts.wait
+        && let Some(msg) = jobs.iter().find_map(watched_elsewhere)
+    {
+        (opts.log)(&format!(
+            "{msg}; exiting (use --wait to wait for it to stop)"
+        ));
+        return Ok(EXIT_TEMPFAIL);
+    }
     (opts.log)(&format!("starting {} job(s)", jobs.len()));
     let mut runners: BTreeMap<String, RunnerHandle> = BTreeMap::new();
     for job in jobs {
@@ -138,6 +149,45 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     }
     (opts.log)("stopped");
     Ok(0)
+}
+
+/// "job J is watched by another supervisor (pid N)" when its run.lock is held.
+fn watched_elsewhere(job: &JobConfig) -> Option<String> {
+    let lock = JobDir::new(&job.vault, &job.folder).run_lock();
+    if !lock.exists() {
+        return None;
+    }
+    match JobLock::acquire(&lock, &job.name, Wait::NoWait) {
+        Err(Error::Locked(_)) => Some(format!(
+            "{}: another supervisor{} is watching this job (its run.lock is held)",
+            job.name,
+            lock_holder(&lock).map_or(String::new(), |p| format!(" (pid {p})"))
+        )),
+        _ => None,
+    }
+}
+
+/// The pid holding a `flock` on `path`, from `/proc/locks` (matched by device and inode).
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    text.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let id: Vec<&str> = f.get(5)?.split(':').collect();
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+        let same = id.len() == 3
+            && hex(id[0]) == Some(u64::from(major))
+            && hex(id[1]) == Some(u64::from(minor))
+            && id[2].parse::<u64>().ok() == Some(meta.ino());
+        if same { f.get(4)?.parse().ok() } else { None }
+    })
 }
 
 /// Stops runners whose job was removed or changed, starts the new and changed ones.
@@ -257,6 +307,8 @@ struct Runner {
     watch_error: Option<String>,
     /// The job is paused because this path (its source or vault) does not exist.
     missing: Option<PathBuf>,
+    /// The job is paused because another supervisor holds run.lock: check again every second.
+    lock_wait: bool,
     /// The live state file (docs/design.md#live-state) and what it holds now.
     live_path: PathBuf,
     live: Live,
@@ -280,6 +332,7 @@ impl Runner {
             paused: false,
             watch_error: None,
             missing: None,
+            lock_wait: false,
             live_path: live::file_of(&live::runtime_dir(), &job.vault, &job.folder),
             live: Live::default(),
             live_written: Instant::now(),
@@ -350,8 +403,23 @@ impl Runner {
         self.set_live("failing", Some(why), resolve);
         self.live.next_retry = Some(live::after(self.backoff));
         self.write_live();
-        self.sleep(self.backoff);
+        self.sleep_unless_resolved(self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+    }
+
+    /// Sleeps `d`, or less when someone resolved the failure meanwhile: `reverberator snap`
+    /// (or reverb-snap) rewrote job.toml or took a version, so the retry comes at once.
+    fn sleep_unless_resolved(&self, d: Duration) {
+        let dir = JobDir::new(&self.job.vault, &self.job.folder);
+        let stamp = || {
+            [dir.job_toml(), dir.index()]
+                .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        };
+        let before = stamp();
+        let end = Instant::now() + d;
+        while Instant::now() < end && !self.stopping() && stamp() == before {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The one command that resolves a failure the supervisor cannot get past alone.
@@ -368,8 +436,6 @@ impl Runner {
                 "reverberator snap {job} --source {} --force{config}",
                 show(&self.job.source)
             ))
-        } else if why.contains("another supervisor") {
-            Some("stop the other supervisor (its pid is in the message)".into())
         } else {
             None
         }
@@ -433,13 +499,17 @@ impl Runner {
         }
     }
 
-    fn wait_for_mounts(&self) {
+    fn wait_for_mounts(&mut self) {
         let stop = AtomicBool::new(false);
         let end = Instant::now() + Duration::from_secs(60);
         let mut logged = false;
         while !self.stopping() && Instant::now() < end {
             if self.missing.as_ref().is_some_and(|p| p.is_dir()) {
                 return; // the missing source or vault appeared
+            }
+            if std::mem::take(&mut self.lock_wait) {
+                self.sleep(Duration::from_secs(1));
+                return;
             }
             match mountwatch::wait_for_mount_change(Some(Duration::from_millis(250)), &stop) {
                 Ok(true) => return,
@@ -543,10 +613,15 @@ impl Runner {
     }
 
     /// run.lock: held by another process is "another supervisor"; any other error is named.
-    fn take_run_lock(&self, dir: &JobDir) -> std::result::Result<JobLock, Halt> {
+    fn take_run_lock(&mut self, dir: &JobDir) -> std::result::Result<JobLock, Halt> {
         JobLock::acquire(&dir.run_lock(), &self.job.name, Wait::NoWait).map_err(|e| match e {
             Error::Locked(_) => {
-                Halt::Failed("another supervisor is watching this job (run.lock is held)".into())
+                self.lock_wait = true;
+                let pid = lock_holder(&dir.run_lock())
+                    .map_or(String::new(), |p| format!(" (pid {p})"));
+                Halt::Paused(format!(
+                    "another supervisor{pid} is watching this job (run.lock is held); waiting for it to stop"
+                ))
             }
             other => Halt::Failed(format!("cannot take run.lock: {other}")),
         })

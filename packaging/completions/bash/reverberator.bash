@@ -37,6 +37,9 @@ _reverberator() {
             reverberator,run)
                 cmd="reverberator__subcmd__run"
                 ;;
+            reverberator,snap)
+                cmd="reverberator__subcmd__snap"
+                ;;
             reverberator,status)
                 cmd="reverberator__subcmd__status"
                 ;;
@@ -67,6 +70,9 @@ _reverberator() {
             reverberator__subcmd__help,run)
                 cmd="reverberator__subcmd__help__subcmd__run"
                 ;;
+            reverberator__subcmd__help,snap)
+                cmd="reverberator__subcmd__help__subcmd__snap"
+                ;;
             reverberator__subcmd__help,status)
                 cmd="reverberator__subcmd__help__subcmd__status"
                 ;;
@@ -83,7 +89,7 @@ _reverberator() {
 
     case "${cmd}" in
         reverberator)
-            opts="-h -V --help --version run status versions history find diff verify restore check-config help"
+            opts="-h -V --help --version run status versions history find diff snap verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,7 +165,7 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__help)
-            opts="run status versions history find diff verify restore check-config help"
+            opts="run status versions history find diff snap verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -270,6 +276,20 @@ _reverberator() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        reverberator__subcmd__help__subcmd__snap)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         reverberator__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -357,7 +377,7 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__run)
-            opts="-v -h --config --source --vault --job --init --verbose --help"
+            opts="-v -h --config --source --vault --job --init --wait --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -376,6 +396,32 @@ _reverberator() {
                     return 0
                     ;;
                 --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        reverberator__subcmd__snap)
+            opts="-h --force --source --config --vault --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -668,7 +668,103 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
         2,
         "no version past the guard"
     );
+    // The named command is the way out; the supervisor picks it up.
+    let resolve = st["resolve"].as_str().expect("resolve").to_owned();
+    run_resolve(&resolve, &runtime);
+    assert_eq!(versions(&s.job_dir("live")).len(), 3, "the forced version");
+    wait_for("watching again", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
     assert_eq!(sup.stop().code(), Some(0));
+    // A changed source in the configuration: failing, until `snap --source NEW --force`.
+    let moved = s.tmp.path().join("moved");
+    sh(&format!("cp -a {} {}", src.display(), moved.display()));
+    fs::write(moved.join("new-here"), b"n").expect("write");
+    let text = fs::read_to_string(&s.config).expect("config");
+    fs::write(
+        &s.config,
+        text.replace(&src.display().to_string(), &moved.display().to_string()),
+    )
+    .expect("config");
+    let sup = start();
+    wait_for("failing on the changed source", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "failing"
+    });
+    let (st, _) = live_status(&s.config, &runtime);
+    let resolve = st["resolve"].as_str().expect("resolve").to_owned();
+    assert!(
+        resolve.contains(&format!("--source {} --force", moved.display())),
+        "{st}"
+    );
+    run_resolve(&resolve, &runtime);
+    wait_for("watching the new source", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    let dest = s.tmp.path().join("restored-moved");
+    cmd("reverb-restore")
+        .arg("--config")
+        .arg(&s.config)
+        .args(["--job", "live", "--to"])
+        .arg(&dest)
+        .assert_success();
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: false,
+    };
+    assert_same(&capture(&moved, opts), &capture(&dest, opts), "moved");
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+/// Runs a `resolve` command line as status printed it (paths here have no spaces).
+fn run_resolve(line: &str, runtime: &Path) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "reverberator", "{line}");
+    cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", runtime)
+        .args(&words[1..])
+        .assert_success();
+}
+
+#[test]
+fn a_second_supervisor_exits_75_naming_the_first_or_waits() {
+    let s = Setup::new(&["one"], "");
+    let first = Supervisor::start(&s.config);
+    wait_for("watching", 30, || {
+        journal_of(&s.job_dir("one")).contains("\twatching")
+    });
+    let o = TestCommand::program("timeout")
+        .arg("30")
+        .arg(bin("reverberator"))
+        .args(["run", "--config"])
+        .arg(&s.config)
+        .assert_exit(75);
+    assert!(
+        stderr(&o).contains(&format!("pid {}", first.child.id())),
+        "names the holder: {}",
+        stderr(&o)
+    );
+    let mut waiting = Command::new(bin("reverberator"))
+        .args(["run", "--wait", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        waiting.child.try_wait().expect("wait").is_none(),
+        "--wait queues instead of exiting"
+    );
+    assert_eq!(first.stop().code(), Some(0));
+    wait_for("the second supervisor takes over", 30, || {
+        journal_of(&s.job_dir("one")).matches("\twatching").count() >= 2
+    });
+    fs::write(s.src("one").join("after"), b"a").expect("write");
+    wait_for("a version by the second supervisor", 30, || {
+        versions(&s.job_dir("one")).len() >= 2
+    });
+    assert_eq!(waiting.stop().code(), Some(0));
 }
 
 /// The pids and names of the processes whose parent is `parent` (from /proc).
