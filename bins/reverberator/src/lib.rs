@@ -217,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             }
             let file = config::locate(config.as_deref())?;
             // Errors exit 2 before anything starts; a missing source or vault only warns.
-            for w in config::warnings(&config::load(&file)?) {
+            for w in config::warnings(&config::load(&file)?, init) {
                 log(&format!("warning: {w}"));
             }
             let opts = supervisor::Options {
@@ -268,7 +268,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 fn check_config(config: Option<&Path>, json: bool) -> anyhow::Result<i32> {
     let file = config::locate(config)?;
     let cfg = config::load(&file)?;
-    for w in config::warnings(&cfg) {
+    for w in config::warnings(&cfg, false) {
         eprintln!("{TOOL}: warning: {w}");
     }
     if !json {

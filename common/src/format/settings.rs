@@ -31,6 +31,9 @@ pub struct JobSettings {
     pub exclude: Vec<String>,
     /// A rescan deleting more than this share of the current files needs --force.
     pub max_delete_ratio: f64,
+    /// On SIGTERM, how long the supervisor may take the job's last version.
+    #[serde(with = "duration_text")]
+    pub stop_timeout: Duration,
 }
 
 impl Default for JobSettings {
@@ -44,6 +47,7 @@ impl Default for JobSettings {
             vault_size_limit: None,
             exclude: Vec::new(),
             max_delete_ratio: 0.5,
+            stop_timeout: Duration::from_secs(60),
         }
     }
 }

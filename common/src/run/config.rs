@@ -665,8 +665,8 @@ fn check_vaults_outside_sources(jobs: &[JobConfig], file: &Path, lines: &Lines) 
 }
 
 /// What a configuration leaves to runtime, as lines for `check-config` and `run`: every
-/// job whose source or vault does not exist now.
-pub fn warnings(config: &Config) -> Vec<String> {
+/// job whose source or vault does not exist now (a vault only when `init` will not create it).
+pub fn warnings(config: &Config, init: bool) -> Vec<String> {
     let mut out = Vec::new();
     for job in &config.jobs {
         if !job.source.exists() {
@@ -676,7 +676,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 show(&job.source)
             ));
         }
-        if !job.vault.exists() {
+        if !init && !job.vault.exists() {
             out.push(format!(
                 "job `{}`: vault {} does not exist: the job stays paused until it appears (`reverberator run --init` creates it)",
                 job.name.escape_debug(),
@@ -952,7 +952,7 @@ vault_size_limit = "2GiB"
         let cfg = f
             .parse("[jobs.docs]\nsource = \"{root}/nope\"\nvault = \"/v\"\n")
             .expect("a missing source is not a configuration error");
-        let w = warnings(&cfg);
+        let w = warnings(&cfg, false);
         assert!(
             w.iter().any(|l| l.contains("nope") && l.contains("paused")),
             "{w:?}"

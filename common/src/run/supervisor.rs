@@ -678,9 +678,11 @@ impl Runner {
 
     fn event_loop(&mut self, rx: &Receiver<Msg>, watch: &mut Child) -> Halt {
         let mut batch: Vec<String> = Vec::new();
+        let batch = &mut batch;
         let mut lineno = 1; // the header
         loop {
             if self.stopping() {
+                self.last_version(rx, watch, std::mem::take(batch), lineno);
                 return Halt::Stopped;
             }
             let msg = match rx.recv_timeout(Duration::from_millis(100)) {
@@ -693,7 +695,7 @@ impl Runner {
             let halt = match msg {
                 Msg::Watch(line) => {
                     lineno += 1;
-                    self.event_line(line, lineno, &mut batch).err()
+                    self.event_line(line, lineno, batch).err()
                 }
                 Msg::WatchErr(line) => {
                     self.watch_said(line);
@@ -710,6 +712,49 @@ impl Runner {
             if let Some(h) = halt {
                 return h;
             }
+        }
+    }
+
+    /// Stopping: the watcher is asked to flush (SIGTERM) and its last events join the batch,
+    /// then one last version is taken of everything pending, all within `stop_timeout`.
+    fn last_version(
+        &mut self,
+        rx: &Receiver<Msg>,
+        watch: &mut Child,
+        mut batch: Vec<String>,
+        mut lineno: usize,
+    ) {
+        let deadline = Instant::now() + self.job.settings.stop_timeout;
+        let pid = nix::unistd::Pid::from_raw(watch.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left.min(Duration::from_secs(5))) {
+                Ok(Msg::Watch(line)) => {
+                    lineno += 1;
+                    match EventLine::parse(&line, lineno) {
+                        Ok(e) if e.kind == EventKind::Flush => continue,
+                        Ok(e) => self.journal_event(&e),
+                        Err(e) => self.complain(&format!("reverb-watch: {e}")),
+                    }
+                    batch.push(line);
+                }
+                Ok(Msg::WatchEnd) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.say(&format!(
+            "stopping: a last version of {} pending changes",
+            batch.len()
+        ));
+        if let Err(Halt::Failed(why) | Halt::Paused(why)) =
+            self.snap_until(Some(&batch), Some(deadline))
+        {
+            self.complain(&format!(
+                "the last version was not taken ({why}); the next start's rescan takes it"
+            ));
         }
     }
 
@@ -895,13 +940,23 @@ impl Runner {
 
     /// Runs reverb-snap (a rescan when `batch` is None), then reverb-retire after a version.
     fn snap(&mut self, batch: Option<&[String]>) -> std::result::Result<(), Halt> {
+        self.snap_until(batch, None)
+    }
+
+    /// [`Runner::snap`], abandoned at `deadline` (reverb-snap is then stopped: a version it
+    /// did not finish is never visible, and the next rescan takes it).
+    fn snap_until(
+        &mut self,
+        batch: Option<&[String]>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), Halt> {
         let started = Instant::now();
         let what = match batch {
             None => "a rescan of the whole source".to_owned(),
             Some(lines) => format!("a version of {} changes", lines.len()),
         };
         self.set_live("copying", Some(what), None);
-        let out = self.run_snap(batch)?;
+        let out = self.run_snap(batch, deadline)?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let made = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         match out.status.code() {
@@ -928,7 +983,11 @@ impl Runner {
     }
 
     /// Starts reverb-snap, feeds it the batch (header first) and waits for it.
-    fn run_snap(&mut self, batch: Option<&[String]>) -> std::result::Result<Output, Halt> {
+    fn run_snap(
+        &mut self,
+        batch: Option<&[String]>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Output, Halt> {
         let mut c = self.snap_command(batch.is_some());
         let mut child = c
             .spawn()
@@ -945,9 +1004,26 @@ impl Runner {
                 self.say(&format!("cannot hand the batch to reverb-snap: {e}"));
             }
         }
-        child
-            .wait_with_output()
-            .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")))
+        let Some(deadline) = deadline else {
+            return child
+                .wait_with_output()
+                .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")));
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || drop(tx.send(child.wait_with_output())));
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(out) => out.map_err(|e| Halt::Failed(format!("reverb-snap: {e}"))),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = rx.recv();
+                Err(Halt::Failed(format!(
+                    "stop_timeout ({}) reached while taking it",
+                    format_duration(self.job.settings.stop_timeout)
+                )))
+            }
+        }
     }
 
     fn snap_command(&self, with_batch: bool) -> Command {

@@ -824,3 +824,40 @@ fn children_die_with_a_killed_supervisor() {
         kids.iter().all(|(p, _)| !alive(*p))
     });
 }
+
+#[test]
+fn sigterm_takes_a_last_version_of_pending_changes() {
+    let s = Setup::new(&["term"], "");
+    let text = fs::read_to_string(&s.config).expect("config");
+    // A quiet period far longer than the test: only the stop can take the version.
+    let text = text.replace("\"400ms\"", "\"5m\"").replace(
+        "max_snapshot_delay = \"2s\"",
+        "max_snapshot_delay = \"10m\"",
+    );
+    fs::write(&s.config, text).expect("config");
+    let runtime = s.tmp.path().join("runtime");
+    let sup = Command::new(bin("reverberator"))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["run", "--init", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    wait_for("watching", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    fs::write(s.src("term").join("just-before-sigterm"), b"keep me").expect("write");
+    fs::write(s.src("term").join("seed"), b"edited too").expect("write");
+    wait_for("the changes are pending", 20, || {
+        live_status(&s.config, &runtime).0["state"] == "waiting"
+    });
+    assert_eq!(sup.stop().code(), Some(0), "SIGTERM exits 0");
+    assert_eq!(
+        versions(&s.job_dir("term")).len(),
+        2,
+        "the pending changes are in a last version"
+    );
+    s.restore_matches("term");
+}
