@@ -133,7 +133,7 @@ pub mod retire {
 
 /// Restoring a version.
 pub mod restore {
-    pub use crate::engine::restore::{pick, restore};
+    pub use crate::engine::restore::{Existing, pick, restore, restore_into};
     pub use crate::run::selection::pick_from;
 }
 

@@ -33,9 +33,14 @@ pub struct Args {
     /// Where to restore to (created; must not exist or be an empty directory).
     #[arg(long, value_name = "DEST")]
     pub to: PathBuf,
-    /// Replace a non-empty destination.
-    #[arg(long)]
+    /// Accept a non-empty destination: restored entries replace what is at their place,
+    /// everything else in DEST is left alone.
+    #[arg(long, conflicts_with = "delete")]
     pub overwrite: bool,
+    /// Make DEST exactly the version: also remove what the version does not hold (says how
+    /// many entries).
+    #[arg(long)]
+    pub delete: bool,
 }
 
 /// The clap command (for man pages and completions).
@@ -62,7 +67,20 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let rows = index::read_index_or_empty(&dir.index())?;
     let row = restore::pick_from(&rows, &args.from, std::time::SystemTime::now())?;
     let rel = args.path.clone().unwrap_or_default();
-    let done = restore::restore(&dir, &row.dir, &rel, &args.to, args.overwrite)?;
+    let existing = match (args.overwrite, args.delete) {
+        (_, true) => restore::Existing::Delete,
+        (true, false) => restore::Existing::Overwrite,
+        (false, false) => restore::Existing::Refuse,
+    };
+    let done = restore::restore_into(&dir, &row.dir, &rel, &args.to, existing)?;
+    if args.delete {
+        eprintln!(
+            "reverb-restore: removed {} entries from {} that {} does not hold",
+            done.removed,
+            tsv::escape_os(args.to.as_os_str()),
+            row.dir
+        );
+    }
     for dev in &done.skipped_devices {
         eprintln!(
             "reverb-restore: skipped device node {} (needs root)",

@@ -23,7 +23,7 @@ _reverb__restore() {
 
     case "${cmd}" in
         reverb__restore)
-            opts="-h -V --vault --config --job --from --path --to --overwrite --help --version"
+            opts="-h -V --vault --config --job --from --path --to --overwrite --delete --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -16,6 +16,7 @@ mod live;
 mod model;
 mod porcelain;
 mod reflink;
+mod restore_dest;
 mod retire;
 mod snap;
 mod supervisor;
