@@ -173,7 +173,9 @@ pub mod supervisor {
 /// The porcelain's read-only queries.
 pub mod porcelain {
     pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
-    pub use crate::run::porcelain::{JobStatus, diff, history, rel_arg, status};
+    pub use crate::run::porcelain::{
+        JobStatus, changed_during_copy, diff, history, rel_arg, status,
+    };
 }
 
 /// What every binary's `main` shares.

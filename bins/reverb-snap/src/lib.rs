@@ -127,8 +127,11 @@ fn from_changes(
         let events = match read {
             Ok(b) => b.events,
             Err(e) => {
-                // A batch we could not read builds nothing; with --follow the next one may.
-                eprintln!("reverb-snap: {e}");
+                // A batch we could not read builds nothing; with --follow the next one may
+                // (without it, the error is the program's, printed once at the end).
+                if args.follow {
+                    eprintln!("reverb-snap: {e}");
+                }
                 batch::reject_batch(&mut ctx.journal, &e);
                 failed = Some(e);
                 if !args.follow {

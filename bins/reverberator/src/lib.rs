@@ -371,12 +371,16 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             .map(|l| format!(" of {}", format_size(l)))
             .unwrap_or_default();
         out(&format!(
-            "{}: {}{} — last {} ({age}), {} versions, {} pending, {}{limit}; {}",
+            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}",
             st.job,
             st.state,
             state_detail(&st),
             st.last_version.as_deref().unwrap_or("-"),
-            st.versions,
+            if st.versions == 1 {
+                "1 version".to_owned()
+            } else {
+                format!("{} versions", st.versions)
+            },
             st.pending,
             format_size(st.size_bytes),
             st.identity
@@ -431,7 +435,7 @@ fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
             .to_string())?;
         } else {
             out(&format!(
-                "{:>5}  {}  {}  {:>8} files  {:>6} changed  {:>10} held  {:>10} total",
+                "{:>5}  {}  {}  {:>8} files, {:>6} copied by it, {:>10} on disk of its own, {:>10} of files in all",
                 r.version,
                 r.dir,
                 r.created,
@@ -520,9 +524,18 @@ fn diff(name: &str, a: &str, b: &str, at: &Where) -> anyhow::Result<i32> {
             let sign = match d.change {
                 "added" => "+",
                 "removed" => "-",
+                "attributes" => "a",
                 _ => "M",
             };
             out(&format!("{sign}\t{}", d.path))?;
+        }
+    }
+    for r in [ra, rb] {
+        for p in porcelain::changed_during_copy(&j.dir, &r.dir) {
+            eprintln!(
+                "{TOOL}: warning: {p} changed while {} copied it: that version may hold a mix of its old and new data",
+                r.dir
+            );
         }
     }
     Ok(EXIT_OK)

@@ -40,7 +40,10 @@ pub fn prepare_job(vault: &Vault, name: &str, target: &Target, dry_run: bool) ->
     }
     let Some(source) = &target.source else {
         // Lets `open` explain what is wrong with the job folder, if anything.
-        job::open(vault, name, "snap")?;
+        job::open(vault, name, "snap").map_err(|e| match e {
+            Error::Usage(m) => Error::Usage(format!("{m}; give --source DIR to create it")),
+            other => other,
+        })?;
         return Err(Error::Usage(format!("unknown job {name}")));
     };
     job::validate_source(source, vault.root())?;

@@ -561,7 +561,7 @@ fn resolve(
             key: Some(key),
             line: key_line(key),
         }
-        .error(e));
+        .error(plain_words(&e, &toml::Value::Boolean(false))));
     }
     Ok(JobConfig {
         name: name.to_string(),
@@ -586,14 +586,91 @@ fn check_setting(
         let mut all = known.to_vec();
         all.extend(["source".to_string(), "vault".to_string()]);
         all.sort();
-        return Err(place.error(format!("unknown key (known keys: {})", all.join(", "))));
+        let hint = did_you_mean(key, &all)
+            .map(|k| format!("did you mean `{k}`? "))
+            .unwrap_or_default();
+        return Err(place.error(format!(
+            "unknown key ({hint}known keys: {})",
+            all.join(", ")
+        )));
     }
     let mut single = toml::Table::new();
     single.insert(key.to_string(), value.clone());
     toml::Value::Table(single)
         .try_into::<JobSettings>()
         .map(|_| ())
-        .map_err(|e| place.error(e.message()))
+        .map_err(|e| place.error(plain_words(e.message(), value)))
+}
+
+/// The known key closest to a misspelt one (at most 2 edits, or a prefix of it).
+fn did_you_mean<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .iter()
+        .map(|k| (distance(key, k), k))
+        .filter(|(d, k)| *d <= 2 || (key.len() >= 4 && k.starts_with(key)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// A deserializer's message in the words of the configuration file: what was given and what
+/// is wanted (`a whole number like 3`), not Rust types (`expected u64`) or parser offsets.
+fn plain_words(message: &str, value: &toml::Value) -> String {
+    let wanted = [
+        (
+            "expected u64",
+            "a whole number of 0 or more, without quotes (like 3)",
+        ),
+        ("expected f64", "a number, without quotes (like 0.5)"),
+        ("expected a boolean", "true or false, without quotes"),
+        (
+            "expected a sequence",
+            "a list of strings (like [\"*.tmp\", \".cache/\"])",
+        ),
+    ];
+    for (jargon, plain) in wanted {
+        if message.contains(jargon) {
+            return format!("{} given, expected {plain}", given(value));
+        }
+    }
+    if message.contains("expected a string") {
+        return format!(
+            "{} given, expected a string (a duration like \"30s\" or \"10m\", a size like \"50GiB\")",
+            given(value)
+        );
+    }
+    if let Some(at) = message.find(": expected number at") {
+        return format!(
+            "{}: expected a number and a unit (like \"30s\", \"10m\", \"1h 30m\")",
+            &message[..at]
+        );
+    }
+    // A glob error names the pattern as the matcher rewrote it: keep only the reason.
+    if let (Some(start), Some(end)) = (message.find("error parsing glob '"), message.rfind("': ")) {
+        return format!("{}{}", &message[..start], &message[end + 3..]);
+    }
+    message.to_owned()
+}
+
+/// "the string \"3\"", "the integer 1": a TOML value as the user wrote it.
+fn given(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("the string \"{}\"", s.escape_debug()),
+        other => format!("{} `{other}`", a_type(other)),
+    }
 }
 
 /// [`check_paths`] as the configuration applies it: a source that does not exist is no
@@ -901,7 +978,12 @@ vault_size_limit = "2GiB"
         );
         f.fails(
             "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\nkeep_versionz = 3\n",
-            &["job `docs`", "key `keep_versionz`", "line 4"],
+            &[
+                "job `docs`",
+                "key `keep_versionz`",
+                "line 4",
+                "did you mean `keep_versions`?",
+            ],
         );
         f.fails(
             "[defaults]\nsource = \"{root}/src\"\n",
@@ -1061,9 +1143,19 @@ vault_size_limit = "2GiB"
             &format!("{base}max_delete_ratio = 1.5\n"),
             &["job `docs`", "key `max_delete_ratio`", "line 4"],
         );
-        f.fails(
+        let glob = f.fails(
             &format!("{base}exclude = [\"a[\"]\n"),
             &["job `docs`", "key `exclude`", "line 4", "a["],
+        );
+        assert!(!glob.contains("**/"), "not the rewritten glob: {glob}");
+        let typed = f.fails(
+            &format!("{base}keep_versions = \"3\"\n"),
+            &["key `keep_versions`", "the string \"3\"", "whole number"],
+        );
+        assert!(!typed.contains("u64"), "{typed}");
+        f.fails(
+            &format!("{base}min_snapshot_time = \"abc\"\n"),
+            &["key `min_snapshot_time`", "a number and a unit"],
         );
         // min from the defaults, max from the job: the job is named, the key's line is found.
         f.fails(

@@ -267,7 +267,9 @@ pub struct DiffRow {
     /// Record type for JSON lines.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// `added`, `removed` or `changed`.
+    /// `added`, `removed`, `modified` (type, data or link target) or `attributes` (only
+    /// mode, owner, times or xattrs). Everything below an added or removed directory is
+    /// listed too.
     pub change: &'static str,
     /// The path, escaped with the TSV rules.
     pub path: String,
@@ -351,12 +353,14 @@ fn diff_dir(
             path: tsv::escape_os(child.as_os_str()),
         };
         let (ha, hb) = match (ha, hb) {
-            (Some(_), None) => {
+            (Some(ha), None) => {
                 out.push(row("removed"));
+                below(job, lookalikes, &ha, &child, "removed", out)?;
                 continue;
             }
-            (None, Some(_)) => {
+            (None, Some(hb)) => {
                 out.push(row("added"));
+                below(job, lookalikes, &hb, &child, "added", out)?;
                 continue;
             }
             (Some(ha), Some(hb)) if ha != hb => (ha, hb),
@@ -369,18 +373,78 @@ fn diff_dir(
             // A directory's own attributes are its mode and owner: its mtime follows its
             // children, which the walk compares one by one.
             if ma.mode() != mb.mode() || ma.uid() != mb.uid() || ma.gid() != mb.gid() {
-                out.push(row("changed"));
+                out.push(row("attributes"));
             }
             let next = DiffFrame::open(job, lookalikes, child, &ha, &hb)?;
             stack.push(next);
             continue;
         }
         let (fa, fb) = (EntryFacts::of(&pa, &ma), EntryFacts::of(&pb, &mb));
-        if compare(&fa, &fb, true) != Difference::Same {
-            out.push(row("changed"));
+        match compare(&fa, &fb, true) {
+            Difference::Same => {}
+            Difference::Attributes => out.push(row("attributes")),
+            Difference::Content => out.push(row("modified")),
         }
     }
     Ok(())
+}
+
+/// Every entry below `rel` in version `holder` (an added or removed directory's contents).
+fn below(
+    job: &Path,
+    lookalikes: &Lookalikes,
+    holder: &str,
+    rel: &Path,
+    change: &'static str,
+    out: &mut Vec<DiffRow>,
+) -> Result<()> {
+    struct Collect<'o> {
+        top: PathBuf,
+        change: &'static str,
+        out: &'o mut Vec<DiffRow>,
+    }
+    impl tree::Visitor for Collect<'_> {
+        fn entry(&mut self, node: &mut tree::Node) -> Result<()> {
+            if node.rel != self.top {
+                self.out.push(DiffRow {
+                    kind: "diff",
+                    change: self.change,
+                    path: tsv::escape_os(node.rel.as_os_str()),
+                });
+            }
+            Ok(())
+        }
+    }
+    let mut c = Collect {
+        top: rel.to_path_buf(),
+        change,
+        out,
+    };
+    tree::Walk::new(job, lookalikes, tree::Links::Follow)
+        .sorted()
+        .run(holder, rel, &mut c)
+}
+
+/// The paths the journal says changed while version `dir` copied them (`changed-during-copy`
+/// before its `snapshot` line): that version may hold a mix of their old and new data.
+pub fn changed_during_copy(dir: &JobDir, version: &str) -> Vec<String> {
+    let Ok(text) = fs::read_to_string(dir.journal()) else {
+        return Vec::new();
+    };
+    let mut seen = Vec::new();
+    for e in text
+        .lines()
+        .skip(1)
+        .filter_map(|l| journal::Entry::parse(l).ok())
+    {
+        match e.event {
+            JournalEvent::ChangedDuringCopy => seen.push(tsv::escape_bytes(&e.path)),
+            JournalEvent::Snapshot if e.detail.contains(version) => return seen,
+            JournalEvent::Snapshot => seen.clear(),
+            _ => {}
+        }
+    }
+    Vec::new()
 }
 
 /// A path argument as given on the command line, relative to the source (leading `/` and

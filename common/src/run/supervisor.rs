@@ -135,6 +135,12 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         if reload.swap(false, Ordering::SeqCst) {
+            if opts.config_file.is_none() {
+                (opts.log)(
+                    "SIGHUP: there is no configuration file to reload (the job was given with --source and --vault); nothing changed",
+                );
+                continue;
+            }
             match source.jobs() {
                 Err(e) => (opts.log)(&format!(
                     "reload failed, keeping the previous configuration: {e}"
@@ -776,10 +782,10 @@ impl Runner {
             }
             Ok(e) => self.journal_event(&e),
             // Kept in the batch: reverb-snap rejects the batch, and journals that.
-            Err(e) => self.complain(&format!("reverb-watch: {e}")),
+            Err(e) => self.complain(&prefixed("reverb-watch", &e.to_string())),
         }
         if self.opts.verbose > 0 {
-            self.say(&format!("event {line}"));
+            self.say(&format!("event {}", line.replace('\t', " ")));
         }
         batch.push(line);
         self.waiting(batch.len());
@@ -833,7 +839,7 @@ impl Runner {
     }
 
     fn watch_said(&mut self, line: String) {
-        self.complain(&format!("reverb-watch: {line}"));
+        self.complain(&prefixed("reverb-watch", &line));
         self.watch_error = Some(line);
     }
 
@@ -1075,12 +1081,23 @@ impl Runner {
                 }
             }
             Ok(o) => {
-                // reverb-retire journals its own failures.
-                let e = String::from_utf8_lossy(&o.stderr).trim().to_owned();
-                self.say(&format!("reverb-retire: {e}"));
+                // reverb-retire journals its own failures; its lines name it already.
+                for line in String::from_utf8_lossy(&o.stderr).lines() {
+                    self.say(&prefixed("reverb-retire", line));
+                }
             }
             Err(e) => self.complain(&format!("cannot run reverb-retire: {e}")),
         }
+    }
+}
+
+/// `line` with one `tool: ` prefix: children's messages already carry theirs.
+fn prefixed(tool: &str, line: &str) -> String {
+    let line = line.trim();
+    if line.starts_with(&format!("{tool}:")) {
+        line.to_owned()
+    } else {
+        format!("{tool}: {line}")
     }
 }
 

@@ -13,6 +13,7 @@ mod hostile;
 mod identity;
 mod index;
 mod live;
+mod messages;
 mod model;
 mod porcelain;
 mod reflink;
