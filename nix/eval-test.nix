@@ -111,6 +111,7 @@ let
       keep_versions = 5;
       exclude = [ "*.tmp" ];
       max_delete_ratio = 0.5;
+      stop_timeout = "60s";
     })
     (expectEq "code overrides defaults" goodToml.jobs.code.keep_versions 7)
     (expectEq "code vault" goodToml.jobs.code.vault "/srv/fast")
@@ -125,7 +126,24 @@ let
         keep_versions = 100;
         exclude = [ ];
         max_delete_ratio = 0.5;
+        stop_timeout = "60s";
     })
+    (expectEq "the service is Type=notify with a watchdog"
+      (
+        let
+          sc = (eval good).systemd.services.reverberator.serviceConfig;
+        in
+        {
+          inherit (sc) Type NotifyAccess WatchdogSec RuntimeDirectory;
+        }
+      )
+      {
+        Type = "notify";
+        NotifyAccess = "main";
+        WatchdogSec = "5min";
+        RuntimeDirectory = "reverberator";
+      }
+    )
     (expectAssertions "relative source" {
       jobs.a = {
         source = "data";
@@ -216,4 +234,4 @@ let
     })
   ];
 in
-if cases == [ ] then "ok: 21 cases" else throw (lib.concatStringsSep "\n" cases)
+if cases == [ ] then "ok: 22 cases" else throw (lib.concatStringsSep "\n" cases)

@@ -38,6 +38,7 @@ let
     vault_size_limit = null;
     exclude = [ ];
     max_delete_ratio = 0.5;
+    stop_timeout = "60s";
   };
   settingNames = builtins.attrNames builtinDefaults;
 
@@ -102,6 +103,13 @@ let
       default = dflt.max_delete_ratio;
       defaultText = dfltText "max_delete_ratio";
       description = "A rescan deleting more than this share of the current version's files makes no version unless forced (an emptied source is more often an unmounted disk).";
+    };
+    stop_timeout = mkOption {
+      type = types.str;
+      default = dflt.stop_timeout;
+      defaultText = dfltText "stop_timeout";
+      example = "30s";
+      description = "On stop, how long the job may take its last version of the changes still pending (keep it below TimeoutStopSec).";
     };
   };
 
@@ -374,7 +382,15 @@ in
         # A changed config is reloaded (SIGHUP), not restarted: no version in progress is cut.
         reloadTriggers = [ config.environment.etc."reverberator/config.toml".source ];
         serviceConfig = hardening // {
-          Type = "simple";
+          # READY=1 once every job watches (or waits for its disk), STATUS= a one-line
+          # summary, WATCHDOG=1 every WatchdogSec / 2 (docs/install.md).
+          Type = "notify";
+          NotifyAccess = "main";
+          WatchdogSec = "5min";
+          # A first version of a big source can take hours before READY=1.
+          TimeoutStartSec = "infinity";
+          # The live state `reverberator status` reads.
+          RuntimeDirectory = "reverberator";
           ExecStart = "${cfg.package}/bin/reverberator run --config ${configPath}${lib.optionalString cfg.initVaults " --init"}";
           ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
           Restart = "on-failure";

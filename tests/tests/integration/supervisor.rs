@@ -861,3 +861,58 @@ fn sigterm_takes_a_last_version_of_pending_changes() {
     );
     s.restore_matches("term");
 }
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Setup::new(&["nfy"], "");
+    let sock_path = s.tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let sup = Command::new(bin("reverberator"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUNTIME_DIRECTORY", s.tmp.path().join("runtime"))
+        .args(["run", "--init", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    let mut heard: Vec<String> = Vec::new();
+    let mut listen = |until: &dyn Fn(&[String]) -> bool, what: &str| {
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 4096];
+        while !until(&heard) {
+            assert!(Instant::now() < end, "never heard {what}: {heard:?}");
+            if let Ok(n) = sock.recv(&mut buf) {
+                heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    listen(&|h| h.iter().any(|m| m == "READY=1"), "READY=1");
+    listen(
+        &|h| {
+            h.iter()
+                .any(|m| m.starts_with("STATUS=1 job: 1 watching; last version"))
+        },
+        "the watching summary",
+    );
+    listen(
+        &|h| h.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "WATCHDOG=1",
+    );
+    assert_eq!(
+        versions(&s.job_dir("nfy")).len(),
+        1,
+        "ready after the first version"
+    );
+    sup.signal(nix::sys::signal::Signal::SIGTERM);
+    listen(
+        &|h| h.iter().any(|m| m.starts_with("STOPPING=1")),
+        "STOPPING=1",
+    );
+    assert_eq!(sup.stop().code(), Some(0));
+}
