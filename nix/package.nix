@@ -38,6 +38,8 @@ rustPlatform.buildRustPackage {
   };
 
   cargoLock.lockFile = ../Cargo.lock;
+  # The `dist` profile of Cargo.toml: stripped, LTO.
+  buildType = "dist";
   # xtask (man pages and completions) is a development tool, not a program to install.
   cargoBuildFlags = [
     "--workspace"

@@ -122,7 +122,8 @@ pub mod snapshot {
 /// From a job name and event batches to builds (what `reverb-snap` does around `take`).
 pub mod batch {
     pub use crate::run::batch::{
-        Prepared, change_source, check_source, journal_batch, prepare_job, reject_batch, trigger_of,
+        Prepared, change_source, check_source, compact_journal, journal_batch, prepare_job,
+        reject_batch, trigger_of,
     };
 }
 

@@ -109,6 +109,7 @@ fn run_job(args: &Args, dir: JobDir) -> anyhow::Result<()> {
         let _ = cli::print_line(&line);
     };
     retire::enforce_with(&mut ctx, keep, limit, false, &mut print)?;
+    reverb_common::batch::compact_journal(&mut ctx, "retire");
     Ok(())
 }
 

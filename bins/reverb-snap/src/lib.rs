@@ -208,6 +208,9 @@ fn one_version(
             let s = ctx.file.settings.clone();
             match retire::enforce(ctx, s.keep_versions, s.vault_size_limit, false) {
                 Ok(done) => {
+                    if !done.is_empty() {
+                        reverb_common::batch::compact_journal(ctx, "snap");
+                    }
                     for r in done {
                         eprintln!(
                             "reverb-snap: retired {} ({} bytes freed)",

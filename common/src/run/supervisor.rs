@@ -1181,10 +1181,22 @@ impl Runner {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        match c.output() {
+        let out = c.output();
+        // reverb-retire may have compacted the journal (a new file): append to that one.
+        if self.journal.take().is_some() {
+            self.open_journal(&JobDir::new(&self.job.vault, &self.job.folder));
+        }
+        match out {
             Ok(o) if o.status.success() => {
+                // `job<TAB>dir<TAB>freed_bytes`, said in words.
                 for line in String::from_utf8_lossy(&o.stdout).lines() {
-                    self.say(&format!("retired {}", line.replace('\t', " ")));
+                    let f: Vec<&str> = line.split('\t').collect();
+                    let freed = f.get(2).and_then(|b| b.parse::<u64>().ok()).unwrap_or(0);
+                    self.say(&format!(
+                        "retired {} ({} freed)",
+                        f.get(1).unwrap_or(&line),
+                        crate::format::settings::format_size(freed)
+                    ));
                 }
             }
             Ok(o) => {

@@ -12,6 +12,7 @@ mod guards;
 mod hostile;
 mod identity;
 mod index;
+mod journal_compaction;
 mod live;
 mod messages;
 mod model;
