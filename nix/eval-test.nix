@@ -117,6 +117,7 @@ let
       keep_yearly = 0;
       exclude = [ "*.tmp" ];
       max_delete_ratio = 0.5;
+      stop_timeout = "60s";
     })
     (expectEq "code overrides defaults" goodToml.jobs.code.keep_versions 7)
     (expectEq "code vault" goodToml.jobs.code.vault "/srv/fast")
@@ -137,6 +138,7 @@ let
         keep_yearly = 0;
         exclude = [ ];
         max_delete_ratio = 0.5;
+        stop_timeout = "60s";
     })
     (expectEq "retention rules from defaults and the job"
       (eval {
@@ -149,6 +151,22 @@ let
         };
       }).services.reverberator.finalSettings.jobs.a.keep_daily
       30)
+    (expectEq "the service is Type=notify with a watchdog"
+      (
+        let
+          sc = (eval good).systemd.services.reverberator.serviceConfig;
+        in
+        {
+          inherit (sc) Type NotifyAccess WatchdogSec RuntimeDirectory;
+        }
+      )
+      {
+        Type = "notify";
+        NotifyAccess = "main";
+        WatchdogSec = "5min";
+        RuntimeDirectory = "reverberator";
+      }
+    )
     (expectAssertions "relative source" {
       jobs.a = {
         source = "data";
@@ -260,4 +278,4 @@ let
     })
   ];
 in
-if cases == [ ] then "ok: 21 cases" else throw (lib.concatStringsSep "\n" cases)
+if cases == [ ] then "ok: 22 cases" else throw (lib.concatStringsSep "\n" cases)

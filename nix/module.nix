@@ -45,6 +45,7 @@ let
     exclude = [ ];
     max_delete_ratio = 0.5;
     checksums = true;
+    stop_timeout = "60s";
   };
   settingNames = builtins.attrNames builtinDefaults;
 
@@ -152,6 +153,13 @@ let
       default = dflt.checksums;
       defaultText = dfltText "checksums";
       description = "Record the BLAKE3 of every file a version copies (checked by `verify --data` and by restores).";
+    };
+    stop_timeout = mkOption {
+      type = types.str;
+      default = dflt.stop_timeout;
+      defaultText = dfltText "stop_timeout";
+      example = "30s";
+      description = "On stop, how long the job may take its last version of the changes still pending (keep it below TimeoutStopSec).";
     };
   };
 
@@ -439,7 +447,15 @@ in
         # A changed config is reloaded (SIGHUP), not restarted: no version in progress is cut.
         reloadTriggers = [ config.environment.etc."reverberator/config.toml".source ];
         serviceConfig = hardening // {
-          Type = "simple";
+          # READY=1 once every job watches (or waits for its disk), STATUS= a one-line
+          # summary, WATCHDOG=1 every WatchdogSec / 2 (docs/install.md).
+          Type = "notify";
+          NotifyAccess = "main";
+          WatchdogSec = "5min";
+          # A first version of a big source can take hours before READY=1.
+          TimeoutStartSec = "infinity";
+          # The live state `reverberator status` reads.
+          RuntimeDirectory = "reverberator";
           ExecStart = "${cfg.package}/bin/reverberator run --config ${configPath}${lib.optionalString cfg.initVaults " --init"}";
           ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
           Restart = "on-failure";

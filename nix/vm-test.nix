@@ -48,6 +48,13 @@ pkgs.testers.runNixOSTest {
         )
 
     machine.wait_for_unit("reverberator.service")
+    # Type=notify: the unit is active only once the supervisor said READY=1, and its
+    # STATUS= summary is the unit's status text.
+    machine.wait_until_succeeds(
+        "systemctl show -p StatusText --value reverberator.service | grep -q '2 jobs: '", timeout=60
+    )
+    assert "notify" in machine.succeed("systemctl show -p Type --value reverberator.service")
+    assert machine.succeed("systemctl show -p WatchdogUSec --value reverberator.service").strip() not in ("", "0", "infinity")
     machine.succeed("test -f /etc/reverberator/config.toml")
     machine.succeed("reverberator check-config >&2")
 
@@ -97,7 +104,7 @@ pkgs.testers.runNixOSTest {
     machine.succeed("reverberator verify >&2")
 
     # Restore the latest version out of the vault.
-    machine.succeed("reverberator restore --vault /var/lib/vault --job docs --to /tmp/restored")
+    machine.succeed("reverberator restore docs --to /tmp/restored")
     machine.succeed("grep -qx three /tmp/restored/a.txt")
 
     # Man pages come with the package.

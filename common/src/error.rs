@@ -127,7 +127,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The vault path holds no vault marker (an unplugged disk, a typo): exit 75.
-    #[error("vault not available: {} has no reverberator-vault.toml (use --init to create a vault there)", show(.0))]
+    #[error("vault not available: {} has no reverberator-vault.toml (an unplugged disk? `reverb-snap --init` or `reverberator run --init` creates a new vault)", show(.0))]
     VaultUnavailable(std::path::PathBuf),
     /// The job's lock is held by another writer and we were told not to wait: exit 75.
     #[error("job {0} is locked by another writer (--no-wait)")]

@@ -131,7 +131,8 @@ pub mod snapshot {
 /// From a job name and event batches to builds (what `reverb-snap` does around `take`).
 pub mod batch {
     pub use crate::run::batch::{
-        Prepared, check_source, journal_batch, prepare_job, reject_batch, trigger_of,
+        Prepared, change_source, check_source, compact_journal, journal_batch, prepare_job,
+        reject_batch, trigger_of,
     };
 }
 
@@ -146,11 +147,13 @@ pub mod retire {
 
 /// Restoring a version.
 pub mod restore {
-    pub use crate::engine::restore::{pick, restore, restore_with};
+    pub use crate::engine::restore::{Existing, pick, restore, restore_into};
+    pub use crate::run::selection::pick_from;
 }
 
 /// The inotify watcher.
 pub mod watch {
+    pub use crate::capture::lifeline::tie_to_supervisor;
     pub use crate::capture::watch::{WatchOptions, Watcher};
 }
 
@@ -171,7 +174,9 @@ pub mod mountwatch {
 
 /// The configuration file.
 pub mod config {
-    pub use crate::run::config::{Config, JobConfig, ad_hoc, load, locate, render_resolved};
+    pub use crate::run::config::{
+        Config, JobConfig, ad_hoc, load, locate, render_resolved, warnings,
+    };
 }
 
 /// The supervisor.
@@ -181,7 +186,10 @@ pub mod supervisor {
 
 /// The porcelain's read-only queries.
 pub mod porcelain {
-    pub use crate::run::porcelain::{diff, history, rel_arg, status};
+    pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
+    pub use crate::run::porcelain::{
+        JobStatus, changed_during_copy, diff, history, rel_arg, status,
+    };
 }
 
 /// What every binary's `main` shares.

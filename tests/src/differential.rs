@@ -1023,7 +1023,7 @@ fn check_version(
     let owners = who == Who::Root && crate::is_root();
     let dest = work.join("restored");
     let mut r = tool(f, who, "reverb-restore");
-    r.args(["--version", v])
+    r.args(["--from", v])
         .arg("--to")
         .arg(&dest)
         .assert_success();

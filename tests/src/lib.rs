@@ -243,7 +243,7 @@ impl Fixture {
             .path()
             .join(format!("restore-{version}-{}", unique()));
         self.tool("reverb-restore")
-            .args(["--version", version])
+            .args(["--from", version])
             .arg("--to")
             .arg(&dest)
             .assert_success();

@@ -2,7 +2,9 @@
 //!
 //! - `gen` writes the man pages and shell completions of the seven programs from their clap
 //!   definitions (each bin crate's `cli()`): `packaging/man/<program>.1`, one page per
-//!   `reverberator` subcommand (`reverberator-run.1`, …), and
+//!   `reverberator` subcommand (`reverberator-run.1`, …), `packaging/man/reverberator.toml.5`
+//!   (the configuration file; its text is in [`pages`], with each program's SIGNALS, FILES
+//!   and EXAMPLES), and
 //!   `packaging/completions/{bash/<program>.bash, zsh/_<program>, fish/<program>.fish}`.
 //! - `check` generates the same files into a temporary directory and compares them with the
 //!   committed ones; it exits 1 naming every file that differs, is missing, or is no longer
@@ -21,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod pages;
 use clap_complete::Shell;
 
 /// A program's clap command, as its bin crate's `cli()` builds it.
@@ -95,6 +99,13 @@ fn render_all() -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
             "cli() of {name} names another program"
         );
         man_pages(cmd.clone(), &mut files)?;
+        if name == "reverberator" {
+            let page = pages::CONFIG_PAGE.replace("VERSION", env!("CARGO_PKG_VERSION"));
+            files.insert(
+                Path::new("man").join("reverberator.toml.5"),
+                page.into_bytes(),
+            );
+        }
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let (dir, file) = match shell {
                 Shell::Bash => ("bash", format!("{name}.bash")),
@@ -178,6 +189,9 @@ fn man_page(
         man.render_extra_section(&mut w)?;
     }
     w.write_all(EXIT_STATUS.as_bytes())?;
+    if name == program {
+        w.write_all(pages::sections(program).as_bytes())?;
+    }
     // Only `reverberator` looks for a configuration file; the other programs take --config
     // literally.
     if program == "reverberator" && (reads_config || !name.contains('-')) {

@@ -72,6 +72,10 @@ fn emit(json: bool, records: &[Record]) -> anyhow::Result<bool> {
 
 /// The tool body.
 pub fn run(args: &Args) -> anyhow::Result<i32> {
+    // Started by a supervisor: exit when it does, even when it is killed.
+    if !reverb_common::watch::tie_to_supervisor()? {
+        return Ok(0);
+    }
     // Signals write to a self-pipe that wakes the poll: no flag checking on a timer.
     let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
         .context("cannot create the signal pipe")?;

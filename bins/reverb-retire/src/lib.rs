@@ -189,6 +189,7 @@ fn run_job(args: &Args, dir: JobDir, configured: Option<JobSettings>) -> anyhow:
         let _ = cli::print_line(&line);
     };
     retire::enforce_with(&mut ctx, &limits, false, &mut print)?;
+    reverb_common::batch::compact_journal(&mut ctx, "retire");
     Ok(())
 }
 

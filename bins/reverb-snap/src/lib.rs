@@ -28,7 +28,8 @@ use reverb_common::{cli, job, retire};
 pub struct Args {
     #[command(flatten)]
     pub target: JobArgs,
-    /// The source folder; required the first time, checked against job.toml afterwards.
+    /// The source folder; required the first time, checked against job.toml afterwards
+    /// (with --force, a different source is recorded as the job's new source).
     #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
     /// Create the vault (directory and marker) if it does not exist yet.
@@ -91,7 +92,10 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let dir = job::job_dir(&vault, &args.target.job)?;
     let lock = JobLock::acquire(&dir.lock(), &args.target.job, args.lock.wait())?;
     let mut ctx = job::open_dir(dir, "snap")?;
-    batch::check_source(&ctx, &args.target.job, target.source.as_deref())?;
+    match (&target.source, args.force && !args.dry_run) {
+        (Some(new), true) => batch::change_source(&mut ctx, vault.root(), new)?,
+        _ => batch::check_source(&ctx, &args.target.job, target.source.as_deref())?,
+    }
     if let Some(settings) = &target.settings {
         job::update_settings(&mut ctx, settings)?;
     }
@@ -123,8 +127,11 @@ fn from_changes(
         let events = match read {
             Ok(b) => b.events,
             Err(e) => {
-                // A batch we could not read builds nothing; with --follow the next one may.
-                eprintln!("reverb-snap: {e}");
+                // A batch we could not read builds nothing; with --follow the next one may
+                // (without it, the error is the program's, printed once at the end).
+                if args.follow {
+                    eprintln!("reverb-snap: {e}");
+                }
                 batch::reject_batch(&mut ctx.journal, &e);
                 failed = Some(e);
                 if !args.follow {
@@ -209,6 +216,9 @@ fn one_version(
                 false,
             ) {
                 Ok(done) => {
+                    if !done.is_empty() {
+                        reverb_common::batch::compact_journal(ctx, "snap");
+                    }
                     for r in done {
                         eprintln!(
                             "reverb-snap: retired {} ({} bytes freed)",

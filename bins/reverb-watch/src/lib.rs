@@ -78,6 +78,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// The body: set up, print the header, run until stopped.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    // Started by a supervisor: exit when it does, even when it is killed.
+    if !reverb_common::watch::tie_to_supervisor()? {
+        return Ok(EXIT_OK);
+    }
     let excludes = Excludes::new(&args.exclude).map_err(Error::Usage)?;
     let options = WatchOptions {
         quiet_period: args.quiet_period,

@@ -50,12 +50,15 @@ pub enum Cmd {
         /// The vault for --source.
         #[arg(long, value_name = "DIR", requires = "source")]
         vault: Option<PathBuf>,
-        /// The job name for --source (default: the folder's name).
-        #[arg(long, value_name = "NAME", requires = "source")]
+        /// The job name for --source (default: the folder's name; `--name` is an alias).
+        #[arg(long = "job", alias = "name", value_name = "NAME", requires = "source")]
         name: Option<String>,
         /// Create missing vaults (directory and marker).
         #[arg(long)]
         init: bool,
+        /// When another supervisor watches a job, wait for it to stop instead of exiting 75.
+        #[arg(long)]
+        wait: bool,
         /// Log every event, not only actions.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
@@ -72,12 +75,22 @@ pub enum Cmd {
         #[command(flatten)]
         at: Where,
     },
-    /// The versions in which PATH changed.
+    /// The versions in which PATH changed (exit 1 when it is in no retained version).
     History {
         /// The job.
         job: String,
-        /// A path relative to the job's source.
+        /// A path relative to the job's source, absolute inside it, or as diff/find print it.
         path: PathBuf,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Which paths match PATTERN in which retained versions, deleted ones included (exit 1 when none).
+    Find {
+        /// The job.
+        job: String,
+        /// A glob: without `/` it matches names at any depth (`*.txt`), with `/` whole paths
+        /// relative to the source (`docs/**/*.md`).
+        pattern: String,
         #[command(flatten)]
         at: Where,
     },
@@ -89,6 +102,19 @@ pub enum Cmd {
         a: String,
         /// The newer version.
         b: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Take a version of JOB now (reverb-snap): --force accepts an emptied source, --source NEW --force changes the recorded source.
+    Snap {
+        /// The job.
+        job: String,
+        /// Make the version even when the deletion guard (max_delete_ratio) refuses it.
+        #[arg(long)]
+        force: bool,
+        /// With --force: the job's new source (the configuration must name it too).
+        #[arg(long, value_name = "DIR", requires = "force")]
+        source: Option<PathBuf>,
         #[command(flatten)]
         at: Where,
     },
@@ -105,10 +131,18 @@ pub enum Cmd {
         #[command(flatten)]
         at: Where,
     },
-    /// Copy a version out of the vault (same as reverb-restore; see reverb-restore --help).
+    /// Copy a version of JOB out of the vault (reverb-restore's flags; see reverb-restore --help).
     #[command(disable_help_flag = true)]
     Restore {
-        /// Arguments for reverb-restore.
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The vault (instead of a configuration file).
+        #[arg(long, value_name = "DIR")]
+        vault: Option<PathBuf>,
+        /// The job.
+        job: String,
+        /// reverb-restore's other flags: --to DEST, --from …, --path P, --overwrite, --delete.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -169,6 +203,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             vault,
             name,
             init,
+            wait,
             verbose,
         } => {
             let opts = supervisor::Options {
@@ -176,6 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 verbose,
                 config_file: None,
                 log,
+                wait,
             };
             if let (Some(source), Some(vault)) = (source, vault) {
                 let job = config::ad_hoc(&source, &vault, name.as_deref())?;
@@ -188,7 +224,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 return Ok(supervisor::run(&Fixed(vec![job]), &opts)?);
             }
             let file = config::locate(config.as_deref())?;
-            config::load(&file)?; // errors exit 2 before anything starts
+            // Errors exit 2 before anything starts; a missing source or vault only warns.
+            for w in config::warnings(&config::load(&file)?, init) {
+                log(&format!("warning: {w}"));
+            }
             let opts = supervisor::Options {
                 config_file: Some(file.clone()),
                 ..opts
@@ -199,6 +238,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Cmd::Status { at } => status(&at),
         Cmd::Versions { job, at } => versions(&job, &at),
         Cmd::History { job, path, at } => history(&job, &path, &at),
+        Cmd::Find { job, pattern, at } => find(&job, &pattern, &at),
         Cmd::Diff { job, a, b, at } => diff(&job, &a, &b, &at),
         Cmd::Verify {
             job,
@@ -206,8 +246,31 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             max_rate,
             at,
         } => verify(&at, job.as_deref(), data.then_some(max_rate)),
-        Cmd::Restore { args } => {
+        Cmd::Snap {
+            job,
+            force,
+            source,
+            at,
+        } => snap(&job, force, source.as_deref(), &at),
+        Cmd::Restore {
+            config,
+            vault,
+            job,
+            args,
+        } => {
             let mut full = vec![OsString::from("reverberator restore")];
+            if job.starts_with('-') {
+                // `restore --help` and friends: reverb-restore prints them.
+                full.push(job.into());
+            } else {
+                full.extend([OsString::from("--job"), job.into()]);
+            }
+            if let Some(c) = config {
+                full.extend([OsString::from("--config"), c.into()]);
+            }
+            if let Some(v) = vault {
+                full.extend([OsString::from("--vault"), v.into()]);
+            }
             full.extend(args);
             Ok(reverb_restore::main_with_args(full))
         }
@@ -218,6 +281,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 fn check_config(config: Option<&Path>, json: bool) -> anyhow::Result<i32> {
     let file = config::locate(config)?;
     let cfg = config::load(&file)?;
+    for w in config::warnings(&cfg, false) {
+        eprintln!("{TOOL}: warning: {w}");
+    }
     if !json {
         print!("{}", config::render_resolved(&cfg));
         return Ok(EXIT_OK);
@@ -265,7 +331,12 @@ fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
         }
         return Ok(out);
     }
-    let file = config::locate(at.config.as_deref())?;
+    let file = config::locate(at.config.as_deref()).map_err(|e| match e {
+        Error::Usage(m) if at.config.is_none() => Error::Usage(format!(
+            "{m}; or give --vault DIR to read the jobs of one vault (as `run --source --vault` makes)"
+        )),
+        other => other,
+    })?;
     let cfg: Config = config::load(&file)?;
     Ok(cfg
         .jobs
@@ -296,8 +367,10 @@ fn out(line: &str) -> anyhow::Result<()> {
 
 fn status(at: &Where) -> anyhow::Result<i32> {
     let now = std::time::SystemTime::now();
+    let mut attention = false;
     for j in jobs(at)? {
         let st = porcelain::status(&j.dir, &j.name, j.source.as_deref(), &j.vault);
+        attention |= st.needs_attention();
         if at.json {
             out(&serde_json::to_string(&st)?)?;
             continue;
@@ -311,17 +384,56 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             .map(|l| format!(" of {}", format_size(l)))
             .unwrap_or_default();
         out(&format!(
-            "{}: {} — last {} ({age}), {} versions, {} pending, {}{limit}; {}",
+            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}",
             st.job,
             st.state,
+            state_detail(&st),
             st.last_version.as_deref().unwrap_or("-"),
-            st.versions,
+            if st.versions == 1 {
+                "1 version".to_owned()
+            } else {
+                format!("{} versions", st.versions)
+            },
             st.pending,
             format_size(st.size_bytes),
             st.identity
         ))?;
     }
-    Ok(EXIT_OK)
+    // Scripts and monitoring: 1 when a job needs attention.
+    Ok(if attention { EXIT_FAILURE } else { EXIT_OK })
+}
+
+/// What follows the state word in `status`: since when, why, what next.
+fn state_detail(st: &porcelain::JobStatus) -> String {
+    let mut out = String::new();
+    match st.state.as_str() {
+        "waiting" => out.push_str(&format!(
+            " ({} changes, version due by {})",
+            st.pending,
+            st.due.as_deref().unwrap_or("-")
+        )),
+        "copying" | "watching" => {
+            if let Some(d) = &st.detail {
+                out.push_str(&format!(" ({d})"));
+            }
+        }
+        "paused" | "failing" => {
+            if let Some(since) = &st.since {
+                out.push_str(&format!(" since {since}"));
+            }
+            if let Some(d) = &st.detail {
+                out.push_str(&format!(": {d}"));
+            }
+            if let Some(t) = &st.next_retry {
+                out.push_str(&format!("; next retry {t}"));
+            }
+            if let Some(r) = &st.resolve {
+                out.push_str(&format!("; to resolve: {r}"));
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
@@ -336,7 +448,7 @@ fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
             .to_string())?;
         } else {
             out(&format!(
-                "{:>5}  {}  {}  {:>8} files  {:>6} changed  {:>10} held  {:>10} total",
+                "{:>5}  {}  {}  {:>8} files, {:>6} copied by it, {:>10} on disk of its own, {:>10} of files in all",
                 r.version,
                 r.dir,
                 r.created,
@@ -353,8 +465,26 @@ fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {
 fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
     let rows = index::read_index_or_empty(&j.dir.index())?;
-    let rel = porcelain::rel_arg(path);
-    for h in porcelain::history(&j.dir, &rows, &rel)? {
+    let source = match &j.source {
+        Some(s) => s.clone(),
+        None => reverb_common::jobfile::JobFile::read(&j.dir.job_toml())?.source,
+    };
+    let mut found = Vec::new();
+    for rel in porcelain::path_candidates(path, &source)? {
+        found = porcelain::history(&j.dir, &rows, &rel)?;
+        if !found.is_empty() {
+            break;
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::Refused(format!(
+            "{} is not in any retained version of job {}",
+            tsv::escape_os(path.as_os_str()),
+            j.name
+        ))
+        .into());
+    }
+    for h in found {
         if at.json {
             out(&serde_json::to_string(&h)?)?;
         } else {
@@ -365,6 +495,31 @@ fn history(name: &str, path: &Path, at: &Where) -> anyhow::Result<i32> {
                 h.change,
                 format_size(h.size)
             ))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn find(name: &str, pattern: &str, at: &Where) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let pattern = porcelain::Pattern::new(pattern)?;
+    let rows = index::read_index_or_empty(&j.dir.index())?;
+    let found = porcelain::find(&j.dir, &rows, &pattern)?;
+    if found.is_empty() {
+        return Err(Error::Refused(format!(
+            "no path matches in any of the {} retained versions of job {}",
+            rows.len(),
+            j.name
+        ))
+        .into());
+    }
+    for f in found {
+        if at.json {
+            out(&serde_json::to_string(&f)?)?;
+        } else {
+            let list: Vec<String> = f.versions.iter().map(u64::to_string).collect();
+            let gone = if f.deleted { "  (deleted since)" } else { "" };
+            out(&format!("{}	in {}{gone}", f.path, list.join(",")))?;
         }
     }
     Ok(EXIT_OK)
@@ -382,12 +537,49 @@ fn diff(name: &str, a: &str, b: &str, at: &Where) -> anyhow::Result<i32> {
             let sign = match d.change {
                 "added" => "+",
                 "removed" => "-",
+                "attributes" => "a",
                 _ => "M",
             };
             out(&format!("{sign}\t{}", d.path))?;
         }
     }
+    for r in [ra, rb] {
+        for p in porcelain::changed_during_copy(&j.dir, &r.dir) {
+            eprintln!(
+                "{TOOL}: warning: {p} changed while {} copied it: that version may hold a mix of its old and new data",
+                r.dir
+            );
+        }
+    }
     Ok(EXIT_OK)
+}
+
+/// `snap JOB`: reverb-snap on the job, from the configuration (or `--vault`). A running
+/// supervisor notices the new version or job.toml at once.
+fn snap(name: &str, force: bool, source: Option<&Path>, at: &Where) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let mut args = vec![
+        OsString::from("reverberator snap"),
+        "--job".into(),
+        j.name.into(),
+    ];
+    match &at.vault {
+        Some(v) => args.extend([OsString::from("--vault"), v.into()]),
+        None => {
+            let file = config::locate(at.config.as_deref())?;
+            args.extend([OsString::from("--config"), file.into()]);
+        }
+    }
+    if let Some(s) = source {
+        args.extend([OsString::from("--source"), s.into()]);
+    }
+    if force {
+        args.push("--force".into());
+    }
+    if at.json {
+        args.push("--json".into());
+    }
+    Ok(reverb_snap::main_with_args(args))
 }
 
 /// `verify`; `data` is `Some(max rate)` with --data.

@@ -2,8 +2,10 @@
 //! right ones.
 //!
 //! Owns the recursive inotify watcher ([`watch`]), filesystem identity ([`identity`]) and
-//! watching the mount table ([`mountwatch`]). It reports; it never writes to a vault.
+//! watching the mount table ([`mountwatch`]), and tying the watchers' life to the
+//! supervisor's ([`lifeline`]). It reports; it never writes to a vault.
 
 pub(crate) mod identity;
+pub(crate) mod lifeline;
 pub(crate) mod mountwatch;
 pub(crate) mod watch;

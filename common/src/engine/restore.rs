@@ -3,15 +3,17 @@
 //!
 //! Invariants: the destination receives exactly the tree the version promises (content,
 //! types, modes, times, owners when root, xattrs/ACLs, holes, hard links among the files it
-//! copies); a non-empty destination is refused unless `overwrite`; nothing in the vault is
-//! ever written. The version is read with the shared [`Walk`] (no recursion, so any depth
-//! restores). Verified (the default): every regular file's data is hashed as it is copied
+//! copies); a non-empty destination is refused unless [`Existing::Overwrite`] (each
+//! restored entry replaces what is at its place, nothing else in DEST is touched) or
+//! [`Existing::Delete`] (DEST is made exactly the version: what it does not hold is removed,
+//! before each directory's times are set); nothing in the vault is ever written. The version
+//! is read with the shared [`Walk`] (no recursion, so any depth restores). Verified (the default): every regular file's data is hashed as it is copied
 //! and compared with its record (docs/format.md#checksums: the holder version's checksums
 //! file); a mismatch, or a file without a record in a holder that has a checksums file,
 //! stops the restore with an error naming the file in the vault. A holder without a
 //! checksums file (a vault made before checksums, or `checksums = false`) is not checked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -53,6 +55,19 @@ pub struct Restored {
     /// Device nodes not recreated (they need privilege), as their paths in DEST; the caller
     /// says so.
     pub skipped_devices: Vec<PathBuf>,
+    /// Entries removed from DEST because the version does not hold them ([`Existing::Delete`]).
+    pub removed: u64,
+}
+
+/// What a restore does with a destination that is not empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse it (a usage error).
+    Refuse,
+    /// Restored entries replace what is at their place; everything else is left alone.
+    Overwrite,
+    /// DEST becomes exactly the version: entries it does not hold are removed.
+    Delete,
 }
 
 /// Restores `rel` (empty = the whole version) of version dir `version` to `dest`, every
@@ -64,16 +79,22 @@ pub fn restore(
     dest: &Path,
     overwrite: bool,
 ) -> Result<Restored> {
-    restore_with(dir, version, rel, dest, overwrite, true)
+    let existing = if overwrite {
+        Existing::Overwrite
+    } else {
+        Existing::Refuse
+    };
+    restore_into(dir, version, rel, dest, existing, true)
 }
 
-/// [`restore`], checking checksums only when `verify` (`--no-verify` clears it).
-pub fn restore_with(
+/// [`restore`], with what to do about a non-empty `dest` spelled out, checking checksums
+/// only when `verify` (`--no-verify` clears it).
+pub fn restore_into(
     dir: &JobDir,
     version: &str,
     rel: &Path,
     dest: &Path,
-    overwrite: bool,
+    existing: Existing,
     verify: bool,
 ) -> Result<Restored> {
     let lookalikes = Lookalikes::load(&dir.path)?;
@@ -84,7 +105,9 @@ pub fn restore_with(
             show(&rel)
         )));
     };
-    make_room(dest, overwrite)?;
+    let root_is_dir =
+        fs::symlink_metadata(tree::in_version(&dir.path, &phys, &rel)).is_ok_and(|m| m.is_dir());
+    make_room(dest, existing, root_is_dir)?;
     let mut restorer = Restorer {
         from: rel.clone(),
         dest: dest.to_path_buf(),
@@ -92,6 +115,8 @@ pub fn restore_with(
         done: Restored::default(),
         job: dir.path.clone(),
         checksums: verify.then(Recorder::default),
+        existing,
+        restored: HashSet::new(),
     };
     Walk::new(&dir.path, &lookalikes, Links::Follow)
         .sorted()
@@ -118,8 +143,10 @@ fn inside_source(rel: &Path) -> Result<PathBuf> {
 }
 
 /// The destination is created by the restore itself (with the version's attributes): an
-/// empty directory is replaced, anything else needs `overwrite`. Its parent is created.
-fn make_room(dest: &Path, overwrite: bool) -> Result<()> {
+/// empty directory is replaced; anything else needs [`Existing::Overwrite`] or
+/// [`Existing::Delete`], which keep a directory that receives a directory and replace
+/// anything else. Its parent is created.
+fn make_room(dest: &Path, existing: Existing, root_is_dir: bool) -> Result<()> {
     if let Ok(m) = fs::symlink_metadata(dest) {
         let empty_dir = m.is_dir()
             && fs::read_dir(dest)
@@ -128,13 +155,14 @@ fn make_room(dest: &Path, overwrite: bool) -> Result<()> {
                 .is_none();
         if empty_dir {
             fs::remove_dir(dest).ctx("cannot replace", dest)?;
-        } else if overwrite {
-            crate::fsutil::remove_tree(dest)?;
-        } else {
+        } else if existing == Existing::Refuse {
+            let what = if m.is_dir() { "is not empty" } else { "exists" };
             return Err(Error::Usage(format!(
-                "destination {} is not empty (use --overwrite)",
+                "destination {} {what} (--overwrite replaces what the restore writes, --delete also removes what the version does not hold)",
                 show(dest)
             )));
+        } else if !(m.is_dir() && root_is_dir) {
+            crate::fsutil::remove_tree(dest)?;
         }
     }
     if let Some(parent) = dest.parent() {
@@ -155,6 +183,10 @@ struct Restorer {
     job: PathBuf,
     /// Verifying: the records looked up so far.
     checksums: Option<Recorder>,
+    /// What to do about entries already in DEST.
+    existing: Existing,
+    /// Every DEST path written ([`Existing::Delete`] removes the others).
+    restored: HashSet<PathBuf>,
 }
 
 impl Restorer {
@@ -219,15 +251,66 @@ impl Restorer {
     }
 }
 
+impl Restorer {
+    /// With a non-empty DEST: makes room for an entry of type `ft` at `dst`; true when a
+    /// directory already there is kept (it receives a directory).
+    fn clear(&mut self, dst: &Path, ft: fs::FileType) -> Result<bool> {
+        if self.existing == Existing::Refuse {
+            return Ok(false);
+        }
+        if self.existing == Existing::Delete {
+            self.restored.insert(dst.to_path_buf());
+        }
+        match fs::symlink_metadata(dst) {
+            Ok(m) if m.is_dir() && ft.is_dir() => Ok(true),
+            Ok(_) => crate::fsutil::remove_tree(dst).map(|()| false),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// [`Existing::Delete`]: removes what directory `dst` holds that the version does not,
+    /// counting every entry removed.
+    fn prune(&mut self, dst: &Path) -> Result<()> {
+        if self.existing != Existing::Delete {
+            return Ok(());
+        }
+        for e in fs::read_dir(dst).ctx("cannot list", dst)? {
+            let path = e.ctx("cannot list", dst)?.path();
+            if !self.restored.contains(&path) {
+                self.done.removed += count_entries(&path);
+                crate::fsutil::remove_tree(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entries of the tree at `path` (itself included), not following links.
+fn count_entries(path: &Path) -> u64 {
+    let (mut n, mut todo) = (0, vec![path.to_path_buf()]);
+    while let Some(p) = todo.pop() {
+        n += 1;
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+            && let Ok(rd) = fs::read_dir(&p)
+        {
+            todo.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    n
+}
+
 impl Visitor for Restorer {
     fn entry(&mut self, node: &mut Node) -> Result<()> {
         let dst = self.dst(&node.rel);
         let meta = node.metadata()?.clone();
         let ft = meta.file_type();
+        let kept_dir = self.clear(&dst, ft)?;
         if ft.is_symlink() {
             copy::copy_symlink(&node.abs, &dst).map_err(|e| err(e, &dst))?;
         } else if ft.is_dir() {
-            copy::make_dir(&dst).ctx("cannot create", &dst)?;
+            if !kept_dir {
+                copy::make_dir(&dst).ctx("cannot create", &dst)?;
+            }
             // Counted now, its attributes set in dir_done once its entries are in.
         } else if ft.is_file() {
             self.copy_file(node, &meta, &dst)?;
@@ -240,6 +323,7 @@ impl Visitor for Restorer {
 
     fn dir_done(&mut self, node: &mut Node) -> Result<()> {
         let dst = self.dst(&node.rel);
+        self.prune(&dst)?;
         let meta = node.metadata()?.clone();
         copy::finish_dir(&node.abs, &dst, &meta).ctx("cannot set attributes of", &dst)
     }

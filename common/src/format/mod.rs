@@ -19,6 +19,7 @@ pub(crate) mod exclude;
 pub(crate) mod index;
 pub(crate) mod jobfile;
 pub(crate) mod journal;
+pub(crate) mod journal_compact;
 pub(crate) mod relpath;
 pub(crate) mod settings;
 pub(crate) mod time;

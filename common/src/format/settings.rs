@@ -46,6 +46,9 @@ pub struct JobSettings {
     pub max_delete_ratio: f64,
     /// Record the BLAKE3 of every regular file a version copies (docs/format.md#checksums).
     pub checksums: bool,
+    /// On SIGTERM, how long the supervisor may take the job's last version.
+    #[serde(with = "duration_text")]
+    pub stop_timeout: Duration,
 }
 
 impl Default for JobSettings {
@@ -66,6 +69,7 @@ impl Default for JobSettings {
             exclude: Vec::new(),
             max_delete_ratio: 0.5,
             checksums: true,
+            stop_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -40,7 +40,10 @@ pub fn prepare_job(vault: &Vault, name: &str, target: &Target, dry_run: bool) ->
     }
     let Some(source) = &target.source else {
         // Lets `open` explain what is wrong with the job folder, if anything.
-        job::open(vault, name, "snap")?;
+        job::open(vault, name, "snap").map_err(|e| match e {
+            Error::Usage(m) => Error::Usage(format!("{m}; give --source DIR to create it")),
+            other => other,
+        })?;
         return Err(Error::Usage(format!("unknown job {name}")));
     };
     job::validate_source(source, vault.root())?;
@@ -66,12 +69,56 @@ pub fn check_source(ctx: &JobCtx, name: &str, source: Option<&Path>) -> Result<(
     let canon = std::fs::canonicalize(source).ctx("source", source)?;
     if canon != ctx.file.source {
         return Err(Error::Usage(format!(
-            "job {name} records source {}, not {}",
+            "job {name} records source {}, not {} (to back up {} from now on: reverb-snap --source {} --force)",
             ctx.file.source.display(),
+            source.display(),
+            source.display(),
             source.display()
         )));
     }
     Ok(())
+}
+
+/// `--source NEW --force`: the one way to change a job's recorded source. Records the new
+/// source (checked as a new job's is) and its filesystem's identity in job.toml, and
+/// journals the change; the rescan that follows versions the difference.
+pub fn change_source(ctx: &mut JobCtx, vault_root: &Path, source: &Path) -> Result<()> {
+    let canon = job::validate_source(source, vault_root)?;
+    if canon == ctx.file.source {
+        return Ok(());
+    }
+    let old = std::mem::replace(&mut ctx.file.source, canon.clone());
+    ctx.file.identity.source = job::record_identities(&canon, vault_root).source;
+    ctx.file.write(&ctx.dir.job_toml())?;
+    ctx.journal.note(
+        JournalEvent::Config,
+        b"",
+        &format!(
+            "source changed from {} to {} (--source --force)",
+            crate::error::show(&old),
+            crate::error::show(&canon)
+        ),
+    );
+    Ok(())
+}
+
+/// After a retirement: compacts the job's journal (raw change events older than the oldest
+/// retained version go, [`crate::format::journal_compact`]) and reopens `ctx.journal` on the
+/// new file. Called under the job lock. A failure is a warning: the journal only grows.
+pub fn compact_journal(ctx: &mut JobCtx, tool: &'static str) {
+    let Ok(rows) = crate::format::index::read_index_or_empty(&ctx.dir.index()) else {
+        return;
+    };
+    let Some(oldest) = rows.first() else { return };
+    let path = ctx.dir.journal();
+    match crate::format::journal_compact::compact(&path, &oldest.created) {
+        Ok(c) if c.dropped > 0 => match Journal::open(&path, tool) {
+            Ok(j) => ctx.journal = j,
+            Err(e) => crate::error::warn(&e.to_string()),
+        },
+        Ok(_) => {}
+        Err(e) => crate::error::warn(&format!("journal compaction: {e}")),
+    }
 }
 
 /// Journals one raw event as the watcher's (tool `watch`): the entry type as detail, and

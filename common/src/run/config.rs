@@ -10,9 +10,14 @@
 //! - Every error is [`Error::Usage`] (exit 2) with exactly one line that names the file, the
 //!   job (or `[defaults]`, or the top level) and the key, plus the TOML line when one is
 //!   known. Nothing is written by this module, ever.
-//! - A returned [`Config`] is fully valid: absolute, existing, UTF-8 source directories;
-//!   absolute vaults; no vault inside its source or source inside its vault; one folder per
-//!   job and vault; settings that pass [`JobSettings::validate`]. Jobs are sorted by name.
+//! - A returned [`Config`] is fully valid: absolute, UTF-8 sources that are directories when
+//!   they exist; absolute vaults that are directories when they exist; no vault inside any
+//!   job's source, no source inside its vault; one folder per job and vault; settings that
+//!   pass [`JobSettings::validate`] and can take a version (not both snapshot times zero).
+//!   Jobs are sorted by name.
+//! - What exists on disk is runtime state, not configuration: a source or vault that does
+//!   not exist (yet) is no error, only a [`warnings`] line; the supervisor pauses that one
+//!   job until the path appears.
 //! - A job key overrides the same `[defaults]` key, key by key; the tables are merged before
 //!   [`JobSettings`] is deserialized, so its `deny_unknown_fields` names the key.
 //! - The process environment is read only by [`LookupEnv::from_process`]; everything else
@@ -26,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, show};
 use crate::format::settings::{JobSettings, sanitize_job_name};
-use crate::vault::job::{canonical_or_nearest, check_paths};
+use crate::vault::job::{PathError, canonical_or_nearest, check_paths};
 
 /// The system-wide config file, the last place looked at.
 pub const SYSTEM_CONFIG: &str = "/etc/reverberator/config.toml";
@@ -41,7 +46,7 @@ pub struct JobConfig {
     pub name: String,
     /// The folder inside the vault: the sanitized name (docs/configuration.md).
     pub folder: String,
-    /// The monitored directory: absolute, existing, UTF-8.
+    /// The monitored directory: absolute, UTF-8; it may not exist (the job then waits).
     pub source: PathBuf,
     /// The vault directory: absolute; it need not exist yet.
     pub vault: PathBuf,
@@ -322,6 +327,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config> {
     }
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     check_folders(&jobs, file, &doc.lines)?;
+    check_vaults_outside_sources(&jobs, file, &doc.lines)?;
     Ok(Config {
         file: file.to_path_buf(),
         jobs,
@@ -536,7 +542,7 @@ fn resolve(
         }
         .error(e)
     })?;
-    check_paths(&source, &vault).map_err(|e| place(e.key()).error(e))?;
+    check_job_paths(&source, &vault).map_err(|(key, e)| place(key).error(e))?;
     // Every key was checked on its own by the caller; this cannot fail on one of them.
     let settings: JobSettings = toml::Value::Table(merged).try_into().map_err(|e| {
         Place {
@@ -547,7 +553,7 @@ fn resolve(
         }
         .error(e.message())
     })?;
-    if let Err(e) = settings.validate() {
+    if let Err(e) = settings.validate().and_then(|()| check_times(&settings)) {
         let key = validation_key(&e);
         return Err(Place {
             file,
@@ -555,7 +561,7 @@ fn resolve(
             key: Some(key),
             line: key_line(key),
         }
-        .error(e));
+        .error(plain_words(&e, &toml::Value::Boolean(false))));
     }
     Ok(JobConfig {
         name: name.to_string(),
@@ -580,14 +586,182 @@ fn check_setting(
         let mut all = known.to_vec();
         all.extend(["source".to_string(), "vault".to_string()]);
         all.sort();
-        return Err(place.error(format!("unknown key (known keys: {})", all.join(", "))));
+        let hint = did_you_mean(key, &all)
+            .map(|k| format!("did you mean `{k}`? "))
+            .unwrap_or_default();
+        return Err(place.error(format!(
+            "unknown key ({hint}known keys: {})",
+            all.join(", ")
+        )));
     }
     let mut single = toml::Table::new();
     single.insert(key.to_string(), value.clone());
     toml::Value::Table(single)
         .try_into::<JobSettings>()
         .map(|_| ())
-        .map_err(|e| place.error(e.message()))
+        .map_err(|e| place.error(plain_words(e.message(), value)))
+}
+
+/// The known key closest to a misspelt one (at most 2 edits, or a prefix of it).
+fn did_you_mean<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .iter()
+        .map(|k| (distance(key, k), k))
+        .filter(|(d, k)| *d <= 2 || (key.len() >= 4 && k.starts_with(key)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// A deserializer's message in the words of the configuration file: what was given and what
+/// is wanted (`a whole number like 3`), not Rust types (`expected u64`) or parser offsets.
+fn plain_words(message: &str, value: &toml::Value) -> String {
+    let wanted = [
+        (
+            "expected u64",
+            "a whole number of 0 or more, without quotes (like 3)",
+        ),
+        ("expected f64", "a number, without quotes (like 0.5)"),
+        ("expected a boolean", "true or false, without quotes"),
+        (
+            "expected a sequence",
+            "a list of strings (like [\"*.tmp\", \".cache/\"])",
+        ),
+    ];
+    for (jargon, plain) in wanted {
+        if message.contains(jargon) {
+            return format!("{} given, expected {plain}", given(value));
+        }
+    }
+    if message.contains("expected a string") {
+        return format!(
+            "{} given, expected a string (a duration like \"30s\" or \"10m\", a size like \"50GiB\")",
+            given(value)
+        );
+    }
+    if let Some(at) = message.find(": expected number at") {
+        return format!(
+            "{}: expected a number and a unit (like \"30s\", \"10m\", \"1h 30m\")",
+            &message[..at]
+        );
+    }
+    // A glob error names the pattern as the matcher rewrote it: keep only the reason.
+    if let (Some(start), Some(end)) = (message.find("error parsing glob '"), message.rfind("': ")) {
+        return format!("{}{}", &message[..start], &message[end + 3..]);
+    }
+    message.to_owned()
+}
+
+/// "the string \"3\"", "the integer 1": a TOML value as the user wrote it.
+fn given(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("the string \"{}\"", s.escape_debug()),
+        other => format!("{} `{other}`", a_type(other)),
+    }
+}
+
+/// [`check_paths`] as the configuration applies it: a source that does not exist is no
+/// error (the job waits for it, paused), but it must still not hold the vault (compared by
+/// nearest real paths); a vault that exists must be a directory. Returns the key and why.
+fn check_job_paths(source: &Path, vault: &Path) -> std::result::Result<(), (&'static str, String)> {
+    match check_paths(source, vault) {
+        Ok(_) => {}
+        Err(PathError::SourceMissing(_)) => {
+            if !vault.is_absolute() {
+                return Err(("vault", PathError::VaultRelative(vault.into()).to_string()));
+            }
+            let (s, v) = (canonical_or_nearest(source), canonical_or_nearest(vault));
+            if v.starts_with(&s) {
+                let e = PathError::VaultInsideSource(vault.into(), source.into());
+                return Err(("vault", e.to_string()));
+            }
+            if s.starts_with(&v) {
+                let e = PathError::SourceInsideVault(source.into(), vault.into());
+                return Err(("source", e.to_string()));
+            }
+        }
+        Err(e) => return Err((e.key(), e.to_string())),
+    }
+    match fs::metadata(vault) {
+        Ok(m) if !m.is_dir() => Err((
+            "vault",
+            format!(
+                "vault {} exists and is not a directory: name a directory (or a path to create)",
+                show(vault)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Zero `min_snapshot_time` with zero `max_snapshot_delay` would take a version at every event.
+fn check_times(settings: &JobSettings) -> std::result::Result<(), String> {
+    if settings.min_snapshot_time.is_zero() && settings.max_snapshot_delay.is_zero() {
+        return Err("min_snapshot_time and max_snapshot_delay are both zero: set max_snapshot_delay (for example \"10m\") so changes are gathered into versions".into());
+    }
+    Ok(())
+}
+
+/// No job's vault may be inside another job's source: that job would back up the vault.
+fn check_vaults_outside_sources(jobs: &[JobConfig], file: &Path, lines: &Lines) -> Result<()> {
+    for job in jobs {
+        let vault = canonical_or_nearest(&job.vault);
+        for other in jobs.iter().filter(|o| o.name != job.name) {
+            if vault.starts_with(canonical_or_nearest(&other.source)) {
+                return Err(Place {
+                    file,
+                    job: Section::Job(&job.name),
+                    key: Some("vault"),
+                    line: lines
+                        .get(&["jobs", &job.name, "vault"])
+                        .or_else(|| lines.get(&["defaults", "vault"])),
+                }
+                .error(format!(
+                    "vault {} is inside the source {} of job `{}`: its versions would back up the vault",
+                    show(&job.vault),
+                    show(&other.source),
+                    other.name.escape_debug()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a configuration leaves to runtime, as lines for `check-config` and `run`: every
+/// job whose source or vault does not exist now (a vault only when `init` will not create it).
+pub fn warnings(config: &Config, init: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for job in &config.jobs {
+        if !job.source.exists() {
+            out.push(format!(
+                "job `{}`: source {} does not exist: the job stays paused until it appears",
+                job.name.escape_debug(),
+                show(&job.source)
+            ));
+        }
+        if !init && !job.vault.exists() {
+            out.push(format!(
+                "job `{}`: vault {} does not exist: the job stays paused until it appears (`reverberator run --init` creates it)",
+                job.name.escape_debug(),
+                show(&job.vault)
+            ));
+        }
+    }
+    out
 }
 
 /// Which key a [`JobSettings::validate`] message is about.
@@ -804,7 +978,12 @@ vault_size_limit = "2GiB"
         );
         f.fails(
             "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\nkeep_versionz = 3\n",
-            &["job `docs`", "key `keep_versionz`", "line 4"],
+            &[
+                "job `docs`",
+                "key `keep_versionz`",
+                "line 4",
+                "did you mean `keep_versions`?",
+            ],
         );
         f.fails(
             "[defaults]\nsource = \"{root}/src\"\n",
@@ -851,15 +1030,18 @@ vault_size_limit = "2GiB"
             "[jobs.docs]\nsource = \"src\"\nvault = \"/v\"\n",
             &["job `docs`", "key `source`", "line 2", "relative"],
         );
+        // A missing source is runtime state: no error, a warning.
+        let cfg = f
+            .parse("[jobs.docs]\nsource = \"{root}/nope\"\nvault = \"/v\"\n")
+            .expect("a missing source is not a configuration error");
+        let w = warnings(&cfg, false);
+        assert!(
+            w.iter().any(|l| l.contains("nope") && l.contains("paused")),
+            "{w:?}"
+        );
         f.fails(
-            "[jobs.docs]\nsource = \"{root}/nope\"\nvault = \"/v\"\n",
-            &[
-                "job `docs`",
-                "key `source`",
-                "line 2",
-                "nope",
-                "does not exist",
-            ],
+            "[jobs.docs]\nsource = \"{root}/nope\"\nvault = \"{root}/nope/v\"\n",
+            &["job `docs`", "key `vault`", "inside the source"],
         );
         f.fails(
             "[jobs.docs]\nsource = \"{root}/plain\"\nvault = \"/v\"\n",
@@ -896,6 +1078,16 @@ vault_size_limit = "2GiB"
         f.fails(
             "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"{root}/src\"\n",
             &["job `docs`", "key `vault`", "inside the source"],
+        );
+        f.fails(
+            "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"{root}/plain\"\n",
+            &["job `docs`", "key `vault`", "line 3", "not a directory"],
+        );
+        // A vault inside another job's source.
+        f.fails(
+            "[defaults]\nvault = \"{root}/src2/v\"\n[jobs.docs]\nsource = \"{root}/src\"\n\
+             [jobs.other]\nsource = \"{root}/src2\"\nvault = \"{root}/backup\"\n",
+            &["job `docs`", "key `vault`", "line 2", "job `other`"],
         );
         // A sibling whose name merely starts with the source's is fine.
         f.parse("[jobs.docs]\nsource = \"{root}/src\"\nvault = \"{root}/src-vault\"\n")
@@ -951,15 +1143,29 @@ vault_size_limit = "2GiB"
             &format!("{base}max_delete_ratio = 1.5\n"),
             &["job `docs`", "key `max_delete_ratio`", "line 4"],
         );
-        f.fails(
+        let glob = f.fails(
             &format!("{base}exclude = [\"a[\"]\n"),
             &["job `docs`", "key `exclude`", "line 4", "a["],
+        );
+        assert!(!glob.contains("**/"), "not the rewritten glob: {glob}");
+        let typed = f.fails(
+            &format!("{base}keep_versions = \"3\"\n"),
+            &["key `keep_versions`", "the string \"3\"", "whole number"],
+        );
+        assert!(!typed.contains("u64"), "{typed}");
+        f.fails(
+            &format!("{base}min_snapshot_time = \"abc\"\n"),
+            &["key `min_snapshot_time`", "a number and a unit"],
         );
         // min from the defaults, max from the job: the job is named, the key's line is found.
         f.fails(
             "[defaults]\nmin_snapshot_time = \"20m\"\n[jobs.docs]\nsource = \"{root}/src\"\n\
              vault = \"/v\"\nmax_snapshot_delay = \"10m\"\n",
             &["job `docs`", "key `min_snapshot_time`", "line 2"],
+        );
+        f.fails(
+            &format!("{base}min_snapshot_time = \"0s\"\nmax_snapshot_delay = \"0s\"\n"),
+            &["job `docs`", "key `min_snapshot_time`", "both zero"],
         );
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Owns the user's configuration file ([`config`]), which job a program acts on
 //! ([`selection`]), what `reverb-snap` does around a build (new jobs, journaling event
-//! batches: [`batch`]), the supervisor ([`supervisor`]), the read-only porcelain queries
-//! ([`porcelain`]), the flags the vault programs share ([`args`]) and the exit-code/stdout
+//! batches: [`batch`]), the supervisor ([`supervisor`]) its live state ([`live`]) and what it tells systemd ([`notify`]), the read-only porcelain queries
+//! ([`porcelain`], [`find`]), the flags the vault programs share ([`args`]) and the exit-code/stdout
 //! helpers every binary's thin `main` uses ([`cli`]).
 
 pub(crate) mod args;
@@ -11,6 +11,9 @@ pub(crate) mod batch;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod data_check;
+pub(crate) mod find;
+pub(crate) mod live;
+pub(crate) mod notify;
 pub(crate) mod porcelain;
 pub(crate) mod selection;
 pub(crate) mod supervisor;

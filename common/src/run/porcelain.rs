@@ -21,6 +21,7 @@ use crate::format::jobfile::JobFile;
 use crate::format::journal::{self, JournalEvent};
 use crate::format::time;
 use crate::format::tsv;
+use crate::run::live::{self, Live};
 use crate::vault::layout::JobDir;
 use crate::vault::lock::{JobLock, Wait};
 use crate::vault::tree::{self, Entry, Lookalikes};
@@ -33,8 +34,19 @@ pub struct JobStatus {
     pub kind: &'static str,
     /// The job's name.
     pub job: String,
-    /// `running` (a supervisor holds run.lock), `paused`, `stopped`, or `new`.
+    /// With a supervisor: `watching`, `waiting`, `copying`, `retiring`, `paused` or
+    /// `failing` (its live state); without: `stopped`, or `new` (no job folder yet).
     pub state: String,
+    /// When the job entered the state (supervisor states only).
+    pub since: Option<String>,
+    /// Why it is paused, the last error in full (failing), what is being built (copying).
+    pub detail: Option<String>,
+    /// When the next version is due at the latest (`waiting`).
+    pub due: Option<String>,
+    /// When the supervisor tries again (`failing`).
+    pub next_retry: Option<String>,
+    /// The command that resolves the failure, when one does.
+    pub resolve: Option<String>,
     /// The newest version's directory.
     pub last_version: Option<String>,
     /// Seconds since the newest version was taken.
@@ -57,6 +69,11 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         kind: "status",
         job: name.to_owned(),
         state: "new".into(),
+        since: None,
+        detail: None,
+        due: None,
+        next_retry: None,
+        resolve: None,
         last_version: None,
         last_age_seconds: None,
         versions: 0,
@@ -65,8 +82,16 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         size_limit: None,
         identity: String::new(),
     };
+    let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
-        st.identity = "not created yet".into();
+        st.identity = if vault_root.is_dir() {
+            "not created yet".into()
+        } else {
+            format!("vault {} missing", crate::error::show(vault_root))
+        };
+        if let Some(l) = live {
+            st.take_live(l);
+        }
         return st;
     };
     st.size_limit = file.settings.vault_size_limit;
@@ -80,23 +105,12 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
                 .map(|d| d.as_secs());
         }
     }
-    let (state, pending) = journal_state(&dir.journal());
+    let (_, pending) = journal_state(&dir.journal());
     st.pending = pending;
-    // (run.lock only exists once a supervisor has watched the job; status never creates it.)
-    let running = dir.run_lock().exists()
-        && matches!(
-            JobLock::acquire(&dir.run_lock(), name, Wait::NoWait),
-            Err(crate::Error::Locked(_))
-        );
-    st.state = if running {
-        if state == "paused" {
-            "paused".into()
-        } else {
-            "running".into()
-        }
-    } else {
-        "stopped".into()
-    };
+    st.state = "stopped".into();
+    if let Some(l) = live {
+        st.take_live(l);
+    }
     let mut parts = Vec::new();
     let source = source
         .map(Path::to_path_buf)
@@ -115,6 +129,51 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     }
     st.identity = parts.join(", ");
     st
+}
+
+impl JobStatus {
+    fn take_live(&mut self, l: Live) {
+        self.state = l.state;
+        self.since = Some(l.since);
+        self.detail = l.detail;
+        self.due = l.due;
+        self.next_retry = l.next_retry;
+        self.resolve = l.resolve;
+        if l.pending > 0 {
+            self.pending = l.pending;
+        }
+    }
+
+    /// A state that needs someone's attention (`status` exits 1): failing, paused, or a
+    /// vault or filesystem that is not there.
+    pub fn needs_attention(&self) -> bool {
+        matches!(self.state.as_str(), "failing" | "paused")
+            || self.identity.contains("LOST")
+            || self.identity.contains("missing")
+    }
+}
+
+/// The supervisor's live record of the job, when a supervisor is watching it: its pid is
+/// alive and, once the job folder exists, it holds `run.lock` (status never creates it).
+fn live_state(dir: &JobDir, name: &str, vault_root: &Path) -> Option<Live> {
+    let l = live::read(&live::file_of(
+        &live::runtime_dir(),
+        vault_root,
+        &dir.folder,
+    ))?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(l.pid).ok()?);
+    nix::sys::signal::kill(pid, None).ok()?;
+    let lock = dir.run_lock();
+    if dir.job_toml().exists()
+        && !(lock.exists()
+            && matches!(
+                JobLock::acquire(&lock, name, Wait::NoWait),
+                Err(crate::Error::Locked(_))
+            ))
+    {
+        return None;
+    }
+    Some(l)
 }
 
 /// The supervisor's last state word and the raw events since the last batch, from the journal.
@@ -208,7 +267,9 @@ pub struct DiffRow {
     /// Record type for JSON lines.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// `added`, `removed` or `changed`.
+    /// `added`, `removed`, `modified` (type, data or link target) or `attributes` (only
+    /// mode, owner, times or xattrs). Everything below an added or removed directory is
+    /// listed too.
     pub change: &'static str,
     /// The path, escaped with the TSV rules.
     pub path: String,
@@ -292,12 +353,14 @@ fn diff_dir(
             path: tsv::escape_os(child.as_os_str()),
         };
         let (ha, hb) = match (ha, hb) {
-            (Some(_), None) => {
+            (Some(ha), None) => {
                 out.push(row("removed"));
+                below(job, lookalikes, &ha, &child, "removed", out)?;
                 continue;
             }
-            (None, Some(_)) => {
+            (None, Some(hb)) => {
                 out.push(row("added"));
+                below(job, lookalikes, &hb, &child, "added", out)?;
                 continue;
             }
             (Some(ha), Some(hb)) if ha != hb => (ha, hb),
@@ -310,18 +373,78 @@ fn diff_dir(
             // A directory's own attributes are its mode and owner: its mtime follows its
             // children, which the walk compares one by one.
             if ma.mode() != mb.mode() || ma.uid() != mb.uid() || ma.gid() != mb.gid() {
-                out.push(row("changed"));
+                out.push(row("attributes"));
             }
             let next = DiffFrame::open(job, lookalikes, child, &ha, &hb)?;
             stack.push(next);
             continue;
         }
         let (fa, fb) = (EntryFacts::of(&pa, &ma), EntryFacts::of(&pb, &mb));
-        if compare(&fa, &fb, true) != Difference::Same {
-            out.push(row("changed"));
+        match compare(&fa, &fb, true) {
+            Difference::Same => {}
+            Difference::Attributes => out.push(row("attributes")),
+            Difference::Content => out.push(row("modified")),
         }
     }
     Ok(())
+}
+
+/// Every entry below `rel` in version `holder` (an added or removed directory's contents).
+fn below(
+    job: &Path,
+    lookalikes: &Lookalikes,
+    holder: &str,
+    rel: &Path,
+    change: &'static str,
+    out: &mut Vec<DiffRow>,
+) -> Result<()> {
+    struct Collect<'o> {
+        top: PathBuf,
+        change: &'static str,
+        out: &'o mut Vec<DiffRow>,
+    }
+    impl tree::Visitor for Collect<'_> {
+        fn entry(&mut self, node: &mut tree::Node) -> Result<()> {
+            if node.rel != self.top {
+                self.out.push(DiffRow {
+                    kind: "diff",
+                    change: self.change,
+                    path: tsv::escape_os(node.rel.as_os_str()),
+                });
+            }
+            Ok(())
+        }
+    }
+    let mut c = Collect {
+        top: rel.to_path_buf(),
+        change,
+        out,
+    };
+    tree::Walk::new(job, lookalikes, tree::Links::Follow)
+        .sorted()
+        .run(holder, rel, &mut c)
+}
+
+/// The paths the journal says changed while version `dir` copied them (`changed-during-copy`
+/// before its `snapshot` line): that version may hold a mix of their old and new data.
+pub fn changed_during_copy(dir: &JobDir, version: &str) -> Vec<String> {
+    let Ok(text) = fs::read_to_string(dir.journal()) else {
+        return Vec::new();
+    };
+    let mut seen = Vec::new();
+    for e in text
+        .lines()
+        .skip(1)
+        .filter_map(|l| journal::Entry::parse(l).ok())
+    {
+        match e.event {
+            JournalEvent::ChangedDuringCopy => seen.push(tsv::escape_bytes(&e.path)),
+            JournalEvent::Snapshot if e.detail.contains(version) => return seen,
+            JournalEvent::Snapshot => seen.clear(),
+            _ => {}
+        }
+    }
+    Vec::new()
 }
 
 /// A path argument as given on the command line, relative to the source (leading `/` and

@@ -134,3 +134,79 @@ pub fn select(
     }
     Ok(out)
 }
+
+/// The version `--from` names (docs/cli.md): `latest` (or `current`), a number (`3`, `V3`),
+/// a directory name, or a time — RFC 3339 in UTC, seconds and zone optional
+/// (`2026-11-24T21:00`), or `DURATION ago` (`"2 hours ago"`) — which picks the newest
+/// version taken at or before it.
+pub fn pick_from<'r>(
+    rows: &'r [crate::format::index::IndexRow],
+    which: &str,
+    now: std::time::SystemTime,
+) -> Result<&'r crate::format::index::IndexRow> {
+    let Some(at) = parse_when(which, now) else {
+        return crate::engine::restore::pick(rows, which);
+    };
+    rows.iter()
+        .rev()
+        .find(|r| crate::format::time::parse_rfc3339(&r.created).is_some_and(|c| c <= at))
+        .ok_or_else(|| {
+            let oldest = rows.first().map_or("none", |r| r.created.as_str());
+            Error::Usage(format!(
+                "no version was taken at or before `{which}` (the oldest retained: {oldest})"
+            ))
+        })
+}
+
+/// A `--from` time, or None when `text` is not one.
+fn parse_when(text: &str, now: std::time::SystemTime) -> Option<std::time::SystemTime> {
+    let t = text.trim();
+    if let Some(ago) = t.strip_suffix(" ago") {
+        return humantime::parse_duration(ago.trim())
+            .ok()
+            .and_then(|d| now.checked_sub(d));
+    }
+    if !t.contains('-') || !t.contains(':') {
+        return None;
+    }
+    let t = t.trim_end_matches('Z').replace(' ', "T");
+    let full = if t.len() == 16 { format!("{t}:00") } else { t };
+    humantime::parse_rfc3339_weak(&full).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::IndexRow;
+
+    fn row(version: u64, created: &str) -> IndexRow {
+        IndexRow {
+            version,
+            dir: format!("V{version}-x"),
+            created: created.into(),
+            files: 0,
+            changed: 0,
+            held_bytes: 0,
+            logical_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn from_picks_numbers_names_and_times() {
+        let rows = [
+            row(1, "2026-11-24T20:00:00.000Z"),
+            row(2, "2026-11-24T21:00:00.000Z"),
+            row(3, "2026-11-24T22:30:00.000Z"),
+        ];
+        let now = humantime::parse_rfc3339("2026-11-24T23:00:00Z").expect("time");
+        let v = |w: &str| pick_from(&rows, w, now).map(|r| r.version).ok();
+        assert_eq!(v("latest"), Some(3));
+        assert_eq!(v("2"), Some(2));
+        assert_eq!(v("V1-x"), Some(1));
+        assert_eq!(v("2026-11-24T21:00"), Some(2), "at or before");
+        assert_eq!(v("2026-11-24T22:29:59Z"), Some(2));
+        assert_eq!(v("2 hours ago"), Some(2));
+        assert_eq!(v("10m ago"), Some(3));
+        assert_eq!(v("2026-11-24T19:00"), None, "before the oldest");
+    }
+}

@@ -45,12 +45,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::capture::identity::{JobMismatch, verify_job};
+use crate::capture::lifeline::SUPERVISOR_PID_VAR;
 use crate::capture::mountwatch::{self, Record, State};
 use crate::error::{EXIT_TEMPFAIL, EXIT_WATCH_LIMIT, Error, Result, show};
 use crate::format::events::{self, EventKind, EventLine};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::format_duration;
 use crate::run::config::JobConfig;
+use crate::run::live::{self, Live};
+use crate::run::notify::{self, Notifier};
 use crate::vault::layout::{JobDir, Vault};
 use crate::vault::lock::{JobLock, Wait};
 
@@ -65,6 +68,9 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Where log lines go (the binary prefixes its name).
     pub log: fn(&str),
+    /// `--wait`: a job another supervisor watches waits for it to stop, instead of this
+    /// supervisor exiting 75.
+    pub wait: bool,
 }
 
 /// Where to get the jobs from on start and on SIGHUP.
@@ -111,6 +117,14 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| Error::Invalid(format!("cannot handle signals: {e}")))?;
     let jobs = source.jobs()?;
+    if !opts.wait
+        && let Some(msg) = jobs.iter().find_map(watched_elsewhere)
+    {
+        (opts.log)(&format!(
+            "{msg}; exiting (use --wait to wait for it to stop)"
+        ));
+        return Ok(EXIT_TEMPFAIL);
+    }
     (opts.log)(&format!("starting {} job(s)", jobs.len()));
     let mut runners: BTreeMap<String, RunnerHandle> = BTreeMap::new();
     for job in jobs {
@@ -119,9 +133,17 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
             RunnerHandle::start(job, opts.clone(), Arc::clone(&stop)),
         );
     }
+    let mut systemd = Systemd::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        systemd.tick(&runners);
         if reload.swap(false, Ordering::SeqCst) {
+            if opts.config_file.is_none() {
+                (opts.log)(
+                    "SIGHUP: there is no configuration file to reload (the job was given with --source and --vault); nothing changed",
+                );
+                continue;
+            }
             match source.jobs() {
                 Err(e) => (opts.log)(&format!(
                     "reload failed, keeping the previous configuration: {e}"
@@ -130,12 +152,155 @@ pub fn run(source: &dyn JobSource, opts: &Options) -> Result<i32> {
             }
         }
     }
+    systemd.stopping();
     (opts.log)("stopping: finishing versions in progress");
     for (_, r) in runners {
         r.stop_and_join();
     }
     (opts.log)("stopped");
     Ok(0)
+}
+
+/// What the service manager hears (`Type=notify`, docs/install.md): `READY=1` once every
+/// job is past its start (watching, waiting, paused or failing), a `STATUS=` summary when it
+/// changes, `WATCHDOG=1` at half the unit's `WatchdogSec`.
+struct Systemd {
+    notifier: Option<Notifier>,
+    ready: bool,
+    status: String,
+    last_look: Option<Instant>,
+    watchdog: Option<(Duration, Instant)>,
+}
+
+impl Systemd {
+    fn new() -> Systemd {
+        let notifier = Notifier::from_env();
+        let watchdog = notifier
+            .as_ref()
+            .and(notify::watchdog_interval())
+            .map(|d| (d, Instant::now()));
+        Systemd {
+            notifier,
+            ready: false,
+            status: String::new(),
+            last_look: None,
+            watchdog,
+        }
+    }
+
+    fn tick(&mut self, runners: &BTreeMap<String, RunnerHandle>) {
+        let Some(n) = &self.notifier else { return };
+        if let Some((every, last)) = &mut self.watchdog
+            && last.elapsed() >= *every
+        {
+            n.send("WATCHDOG=1");
+            *last = Instant::now();
+        }
+        if self
+            .last_look
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_look = Some(Instant::now());
+        let jobs: Vec<&JobConfig> = runners.values().map(|r| &r.job).collect();
+        let (summary, started) = summary(&jobs);
+        if summary != self.status {
+            n.send(&format!("STATUS={summary}"));
+            self.status = summary;
+        }
+        if started && !self.ready {
+            n.send("READY=1");
+            self.ready = true;
+        }
+    }
+
+    fn stopping(&self) {
+        if let Some(n) = &self.notifier {
+            n.send("STOPPING=1\nSTATUS=stopping: finishing versions in progress");
+        }
+    }
+}
+
+/// `2 jobs: 1 watching, 1 paused; last version 12s ago`, and whether every job is past its
+/// start (its live state is watching, waiting, paused or failing).
+fn summary(jobs: &[&JobConfig]) -> (String, bool) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut started = true;
+    let mut newest: Option<std::time::SystemTime> = None;
+    for job in jobs {
+        let state = live::read(&live::file_of(
+            &live::runtime_dir(),
+            &job.vault,
+            &job.folder,
+        ))
+        .map_or_else(|| "starting".to_owned(), |l| l.state);
+        started &= matches!(
+            state.as_str(),
+            "watching" | "waiting" | "paused" | "failing"
+        );
+        *counts.entry(state).or_default() += 1;
+        let index = JobDir::new(&job.vault, &job.folder).index();
+        if let Some(t) = crate::format::index::read_index_or_empty(&index)
+            .ok()
+            .and_then(|rows| {
+                rows.last()
+                    .and_then(|r| crate::format::time::parse_rfc3339(&r.created))
+            })
+        {
+            newest = newest.max(Some(t));
+        }
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let noun = if jobs.len() == 1 { "job" } else { "jobs" };
+    let mut out = format!("{} {noun}: {}", jobs.len(), parts.join(", "));
+    if let Some(t) = newest {
+        let now = std::time::SystemTime::now();
+        out.push_str(&format!(
+            "; last version {} ago",
+            crate::format::time::human_age(t, now)
+        ));
+    }
+    (out, started)
+}
+
+/// "job J is watched by another supervisor (pid N)" when its run.lock is held.
+fn watched_elsewhere(job: &JobConfig) -> Option<String> {
+    let lock = JobDir::new(&job.vault, &job.folder).run_lock();
+    if !lock.exists() {
+        return None;
+    }
+    match JobLock::acquire(&lock, &job.name, Wait::NoWait) {
+        Err(Error::Locked(_)) => Some(format!(
+            "{}: another supervisor{} is watching this job (its run.lock is held)",
+            job.name,
+            lock_holder(&lock).map_or(String::new(), |p| format!(" (pid {p})"))
+        )),
+        _ => None,
+    }
+}
+
+/// The pid holding a `flock` on `path`, from `/proc/locks` (matched by device and inode).
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    text.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let id: Vec<&str> = f.get(5)?.split(':').collect();
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+        let same = id.len() == 3
+            && hex(id[0]) == Some(u64::from(major))
+            && hex(id[1]) == Some(u64::from(minor))
+            && id[2].parse::<u64>().ok() == Some(meta.ino());
+        if same { f.get(4)?.parse().ok() } else { None }
+    })
 }
 
 /// Stops runners whose job was removed or changed, starts the new and changed ones.
@@ -253,6 +418,14 @@ struct Runner {
     paused: bool,
     /// The last line reverb-watch wrote on stderr.
     watch_error: Option<String>,
+    /// The job is paused because this path (its source or vault) does not exist.
+    missing: Option<PathBuf>,
+    /// The job is paused because another supervisor holds run.lock: check again every second.
+    lock_wait: bool,
+    /// The live state file (docs/design.md#live-state) and what it holds now.
+    live_path: PathBuf,
+    live: Live,
+    live_written: Instant,
 }
 
 impl Runner {
@@ -263,7 +436,6 @@ impl Runner {
         global_stop: Arc<AtomicBool>,
     ) -> Runner {
         Runner {
-            job,
             opts,
             stop,
             global_stop,
@@ -272,6 +444,12 @@ impl Runner {
             journal_failure_logged: false,
             paused: false,
             watch_error: None,
+            missing: None,
+            lock_wait: false,
+            live_path: live::file_of(&live::runtime_dir(), &job.vault, &job.folder),
+            live: Live::default(),
+            live_written: Instant::now(),
+            job,
         }
     }
 
@@ -314,19 +492,90 @@ impl Runner {
                         self.note(JournalEvent::Paused, &why);
                     }
                     self.paused = true;
+                    self.set_live("paused", Some(why), None);
                     self.wait_for_mounts();
                 }
                 Halt::NoWatch(why) => self.rescan_only(&why, &mut lock),
-                Halt::Failed(why) => {
-                    let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
-                    self.complain(&msg);
-                    self.sleep(self.backoff);
-                    self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
-                }
+                Halt::Failed(why) => self.failed(why),
             }
         }
         self.note(JournalEvent::Stop, "supervisor stopped watching");
+        let _ = std::fs::remove_file(&self.live_path);
         drop(lock);
+    }
+
+    /// A failure: logged and journaled once per distinct error, `failing` in the live
+    /// state (with the command that resolves it, when one does), retried after the backoff.
+    fn failed(&mut self, why: String) {
+        let again = self.live.state == "failing" && self.live.detail.as_deref() == Some(&why);
+        if !again {
+            let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
+            self.complain(&msg);
+        }
+        let resolve = self.resolving_command(&why);
+        self.set_live("failing", Some(why), resolve);
+        self.live.next_retry = Some(live::after(self.backoff));
+        self.write_live();
+        self.sleep_unless_resolved(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+    }
+
+    /// Sleeps `d`, or less when someone resolved the failure meanwhile: `reverberator snap`
+    /// (or reverb-snap) rewrote job.toml or took a version, so the retry comes at once.
+    fn sleep_unless_resolved(&self, d: Duration) {
+        let dir = JobDir::new(&self.job.vault, &self.job.folder);
+        let stamp = || {
+            [dir.job_toml(), dir.index()]
+                .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        };
+        let before = stamp();
+        let end = Instant::now() + d;
+        while Instant::now() < end && !self.stopping() && stamp() == before {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The one command that resolves a failure the supervisor cannot get past alone.
+    fn resolving_command(&self, why: &str) -> Option<String> {
+        let config = match &self.opts.config_file {
+            Some(c) => format!(" --config {}", show(c)),
+            None => format!(" --vault {}", show(&self.job.vault)),
+        };
+        let job = &self.job.name;
+        if why.contains("max_delete_ratio") {
+            Some(format!("reverberator snap {job} --force{config}"))
+        } else if why.contains("records source") {
+            Some(format!(
+                "reverberator snap {job} --source {} --force{config}",
+                show(&self.job.source)
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Sets the live state (a new `since` only when the state itself changes) and writes it.
+    fn set_live(&mut self, state: &str, detail: Option<String>, resolve: Option<String>) {
+        if self.live.state != state {
+            self.live.since = live::now();
+            self.live.state = state.to_owned();
+        }
+        self.live.pid = std::process::id();
+        self.live.detail = detail;
+        self.live.resolve = resolve;
+        self.live.next_retry = None;
+        self.live.pending = 0;
+        self.live.due = None;
+        self.write_live();
+    }
+
+    fn write_live(&mut self) {
+        self.live_written = Instant::now();
+        if let Err(e) = live::write(&self.live_path, &self.live)
+            && !self.journal_failure_logged
+        {
+            self.say(&format!("cannot write the live state: {e}"));
+        }
     }
 
     /// Without inotify (the watch limit), rescan every `max_snapshot_delay` (at least every
@@ -343,6 +592,7 @@ impl Runner {
         );
         self.say(&msg);
         self.note(JournalEvent::Rescan, &msg);
+        self.set_live("watching", Some(msg), None);
         let until = Instant::now() + Duration::from_secs(600);
         while !self.stopping() && Instant::now() < until {
             if self.prepare(lock).is_err() {
@@ -362,11 +612,18 @@ impl Runner {
         }
     }
 
-    fn wait_for_mounts(&self) {
+    fn wait_for_mounts(&mut self) {
         let stop = AtomicBool::new(false);
         let end = Instant::now() + Duration::from_secs(60);
         let mut logged = false;
         while !self.stopping() && Instant::now() < end {
+            if self.missing.as_ref().is_some_and(|p| p.is_dir()) {
+                return; // the missing source or vault appeared
+            }
+            if std::mem::take(&mut self.lock_wait) {
+                self.sleep(Duration::from_secs(1));
+                return;
+            }
             match mountwatch::wait_for_mount_change(Some(Duration::from_millis(250)), &stop) {
                 Ok(true) => return,
                 Ok(false) => {}
@@ -383,16 +640,11 @@ impl Runner {
 
     /// Checks the vault and the source; opens the journal; takes run.lock.
     fn prepare(&mut self, lock: &mut Option<JobLock>) -> std::result::Result<(), Halt> {
+        self.check_paths_exist()?;
         let vault = self.open_vault()?;
         let dir = vault.job_dir(&self.job.folder);
         if !dir.exists() {
             // A new job: the first version creates it.
-            if !self.job.source.is_dir() {
-                return Err(Halt::Paused(format!(
-                    "source {} is not available",
-                    show(&self.job.source)
-                )));
-            }
             return Ok(());
         }
         self.check_identities(&vault, &dir)?;
@@ -406,6 +658,23 @@ impl Runner {
         }
         if lock.is_none() {
             *lock = Some(self.take_run_lock(&dir)?);
+        }
+        Ok(())
+    }
+
+    /// A source (or, without `--init`, a vault) that does not exist pauses the job until the
+    /// path appears ([`Runner::wait_for_mounts`] watches for it).
+    fn check_paths_exist(&mut self) -> std::result::Result<(), Halt> {
+        self.missing = None;
+        let vault = (!self.opts.init).then_some(("vault", &self.job.vault));
+        for (role, path) in [("source", &self.job.source)].into_iter().chain(vault) {
+            if !path.is_dir() {
+                self.missing = Some(path.clone());
+                return Err(Halt::Paused(format!(
+                    "{role} missing: {} does not exist (the job starts when it appears)",
+                    show(path)
+                )));
+            }
         }
         Ok(())
     }
@@ -457,10 +726,15 @@ impl Runner {
     }
 
     /// run.lock: held by another process is "another supervisor"; any other error is named.
-    fn take_run_lock(&self, dir: &JobDir) -> std::result::Result<JobLock, Halt> {
+    fn take_run_lock(&mut self, dir: &JobDir) -> std::result::Result<JobLock, Halt> {
         JobLock::acquire(&dir.run_lock(), &self.job.name, Wait::NoWait).map_err(|e| match e {
             Error::Locked(_) => {
-                Halt::Failed("another supervisor is watching this job (run.lock is held)".into())
+                self.lock_wait = true;
+                let pid = lock_holder(&dir.run_lock())
+                    .map_or(String::new(), |p| format!(" (pid {p})"));
+                Halt::Paused(format!(
+                    "another supervisor{pid} is watching this job (run.lock is held); waiting for it to stop"
+                ))
             }
             other => Halt::Failed(format!("cannot take run.lock: {other}")),
         })
@@ -483,6 +757,7 @@ impl Runner {
         let mut mount = self.start_mountwatch(tx);
         self.note(JournalEvent::Start, "watching");
         self.say("watching");
+        self.set_live("watching", None, None);
         let result = self.event_loop(&rx, &mut watch);
         kill(&mut watch);
         if let Some(m) = &mut mount {
@@ -516,9 +791,11 @@ impl Runner {
 
     fn event_loop(&mut self, rx: &Receiver<Msg>, watch: &mut Child) -> Halt {
         let mut batch: Vec<String> = Vec::new();
+        let batch = &mut batch;
         let mut lineno = 1; // the header
         loop {
             if self.stopping() {
+                self.last_version(rx, watch, std::mem::take(batch), lineno);
                 return Halt::Stopped;
             }
             let msg = match rx.recv_timeout(Duration::from_millis(100)) {
@@ -531,7 +808,7 @@ impl Runner {
             let halt = match msg {
                 Msg::Watch(line) => {
                     lineno += 1;
-                    self.event_line(line, lineno, &mut batch).err()
+                    self.event_line(line, lineno, batch).err()
                 }
                 Msg::WatchErr(line) => {
                     self.watch_said(line);
@@ -551,6 +828,49 @@ impl Runner {
         }
     }
 
+    /// Stopping: the watcher is asked to flush (SIGTERM) and its last events join the batch,
+    /// then one last version is taken of everything pending, all within `stop_timeout`.
+    fn last_version(
+        &mut self,
+        rx: &Receiver<Msg>,
+        watch: &mut Child,
+        mut batch: Vec<String>,
+        mut lineno: usize,
+    ) {
+        let deadline = Instant::now() + self.job.settings.stop_timeout;
+        let pid = nix::unistd::Pid::from_raw(watch.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left.min(Duration::from_secs(5))) {
+                Ok(Msg::Watch(line)) => {
+                    lineno += 1;
+                    match EventLine::parse(&line, lineno) {
+                        Ok(e) if e.kind == EventKind::Flush => continue,
+                        Ok(e) => self.journal_event(&e),
+                        Err(e) => self.complain(&format!("reverb-watch: {e}")),
+                    }
+                    batch.push(line);
+                }
+                Ok(Msg::WatchEnd) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.say(&format!(
+            "stopping: a last version of {} pending changes",
+            batch.len()
+        ));
+        if let Err(Halt::Failed(why) | Halt::Paused(why)) =
+            self.snap_until(Some(&batch), Some(deadline))
+        {
+            self.complain(&format!(
+                "the last version was not taken ({why}); the next start's rescan takes it"
+            ));
+        }
+    }
+
     /// One line of reverb-watch: a `flush` builds the batch, anything else joins it.
     fn event_line(
         &mut self,
@@ -563,18 +883,45 @@ impl Runner {
                 if !batch.is_empty() {
                     let lines = std::mem::take(batch);
                     self.snap(Some(&lines))?;
+                    self.set_live("watching", None, None);
                 }
                 return Ok(());
             }
             Ok(e) => self.journal_event(&e),
             // Kept in the batch: reverb-snap rejects the batch, and journals that.
-            Err(e) => self.complain(&format!("reverb-watch: {e}")),
+            Err(e) => self.complain(&prefixed("reverb-watch", &e.to_string())),
         }
         if self.opts.verbose > 0 {
-            self.say(&format!("event {line}"));
+            self.say(&format!("event {}", line.replace('\t', " ")));
         }
         batch.push(line);
+        self.waiting(batch.len());
         Ok(())
+    }
+
+    /// `waiting`: N changes, the version due within the quiet period (at the latest
+    /// `max_snapshot_delay` after the first change). Rewritten at most every 250 ms.
+    fn waiting(&mut self, pending: usize) {
+        let first = self.live.state != "waiting";
+        if !first && self.live_written.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        let s = &self.job.settings;
+        let due = if first {
+            live::after(s.min_snapshot_time)
+        } else {
+            // The quiet period restarts with every change, up to the maximum delay.
+            let latest = crate::format::time::parse_rfc3339(&self.live.since)
+                .map(|t| t + s.max_snapshot_delay);
+            let quiet = std::time::SystemTime::now() + s.min_snapshot_time;
+            crate::format::time::rfc3339_millis(latest.map_or(quiet, |l| l.min(quiet)))
+        };
+        if first {
+            self.set_live("waiting", None, None);
+        }
+        self.live.pending = pending as u64;
+        self.live.due = Some(due);
+        self.write_live();
     }
 
     /// One record of reverb-mountwatch: `lost` pauses the job.
@@ -599,7 +946,7 @@ impl Runner {
     }
 
     fn watch_said(&mut self, line: String) {
-        self.complain(&format!("reverb-watch: {line}"));
+        self.complain(&prefixed("reverb-watch", &line));
         self.watch_error = Some(line);
     }
 
@@ -650,6 +997,7 @@ impl Runner {
             c.arg("--exclude").arg(pat);
         }
         c.arg(&self.job.source)
+            .env(SUPERVISOR_PID_VAR, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -670,6 +1018,7 @@ impl Runner {
         let mut c = self.command("reverb-mountwatch");
         c.arg(&self.job.source)
             .arg(&self.job.vault)
+            .env(SUPERVISOR_PID_VAR, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -704,8 +1053,23 @@ impl Runner {
 
     /// Runs reverb-snap (a rescan when `batch` is None), then reverb-retire after a version.
     fn snap(&mut self, batch: Option<&[String]>) -> std::result::Result<(), Halt> {
+        self.snap_until(batch, None)
+    }
+
+    /// [`Runner::snap`], abandoned at `deadline` (reverb-snap is then stopped: a version it
+    /// did not finish is never visible, and the next rescan takes it).
+    fn snap_until(
+        &mut self,
+        batch: Option<&[String]>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), Halt> {
         let started = Instant::now();
-        let out = self.run_snap(batch)?;
+        let what = match batch {
+            None => "a rescan of the whole source".to_owned(),
+            Some(lines) => format!("a version of {} changes", lines.len()),
+        };
+        self.set_live("copying", Some(what), None);
+        let out = self.run_snap(batch, deadline)?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let made = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         match out.status.code() {
@@ -723,17 +1087,20 @@ impl Runner {
                 Ok(())
             }
             Some(EXIT_TEMPFAIL) => Err(Halt::Paused(stderr)),
-            _ => {
-                if !stderr.is_empty() {
-                    self.say(&stderr);
-                }
+            _ if stderr.is_empty() => {
                 Err(Halt::Failed(format!("reverb-snap failed ({})", out.status)))
             }
+            // Its message already names the program (and is shown once, by failed()).
+            _ => Err(Halt::Failed(stderr)),
         }
     }
 
     /// Starts reverb-snap, feeds it the batch (header first) and waits for it.
-    fn run_snap(&mut self, batch: Option<&[String]>) -> std::result::Result<Output, Halt> {
+    fn run_snap(
+        &mut self,
+        batch: Option<&[String]>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Output, Halt> {
         let mut c = self.snap_command(batch.is_some());
         let mut child = c
             .spawn()
@@ -750,9 +1117,26 @@ impl Runner {
                 self.say(&format!("cannot hand the batch to reverb-snap: {e}"));
             }
         }
-        child
-            .wait_with_output()
-            .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")))
+        let Some(deadline) = deadline else {
+            return child
+                .wait_with_output()
+                .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")));
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || drop(tx.send(child.wait_with_output())));
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(out) => out.map_err(|e| Halt::Failed(format!("reverb-snap: {e}"))),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = rx.recv();
+                Err(Halt::Failed(format!(
+                    "stop_timeout ({}) reached while taking it",
+                    format_duration(self.job.settings.stop_timeout)
+                )))
+            }
+        }
     }
 
     fn snap_command(&self, with_batch: bool) -> Command {
@@ -788,6 +1172,7 @@ impl Runner {
     }
 
     fn retire(&mut self) {
+        self.set_live("retiring", None, None);
         let mut c = self.command("reverb-retire");
         c.arg("--vault")
             .arg(&self.job.vault)
@@ -796,19 +1181,42 @@ impl Runner {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        match c.output() {
+        let out = c.output();
+        // reverb-retire may have compacted the journal (a new file): append to that one.
+        if self.journal.take().is_some() {
+            self.open_journal(&JobDir::new(&self.job.vault, &self.job.folder));
+        }
+        match out {
             Ok(o) if o.status.success() => {
+                // `job<TAB>dir<TAB>freed_bytes`, said in words.
                 for line in String::from_utf8_lossy(&o.stdout).lines() {
-                    self.say(&format!("retired {}", line.replace('\t', " ")));
+                    let f: Vec<&str> = line.split('\t').collect();
+                    let freed = f.get(2).and_then(|b| b.parse::<u64>().ok()).unwrap_or(0);
+                    self.say(&format!(
+                        "retired {} ({} freed)",
+                        f.get(1).unwrap_or(&line),
+                        crate::format::settings::format_size(freed)
+                    ));
                 }
             }
             Ok(o) => {
-                // reverb-retire journals its own failures.
-                let e = String::from_utf8_lossy(&o.stderr).trim().to_owned();
-                self.say(&format!("reverb-retire: {e}"));
+                // reverb-retire journals its own failures; its lines name it already.
+                for line in String::from_utf8_lossy(&o.stderr).lines() {
+                    self.say(&prefixed("reverb-retire", line));
+                }
             }
             Err(e) => self.complain(&format!("cannot run reverb-retire: {e}")),
         }
+    }
+}
+
+/// `line` with one `tool: ` prefix: children's messages already carry theirs.
+fn prefixed(tool: &str, line: &str) -> String {
+    let line = line.trim();
+    if line.starts_with(&format!("{tool}:")) {
+        line.to_owned()
+    } else {
+        format!("{tool}: {line}")
     }
 }
 

@@ -230,7 +230,7 @@ pub(crate) fn existing(vault: &Vault, name: &str) -> Result<JobDir> {
             known.join(", ")
         };
         return Err(Error::Usage(format!(
-            "unknown job `{name}` in vault {} (jobs there: {known}); give --source to create it",
+            "unknown job `{name}` in vault {} (jobs there: {known})",
             show(vault.root())
         )));
     }

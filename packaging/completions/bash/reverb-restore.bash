@@ -23,7 +23,7 @@ _reverb__restore() {
 
     case "${cmd}" in
         reverb__restore)
-            opts="-h --vault --job --version --path --to --overwrite --no-verify --help"
+            opts="-h -V --vault --config --job --from --path --to --overwrite --no-verify --delete --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -33,11 +33,15 @@ _reverb__restore() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --job)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --version)
+                --from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

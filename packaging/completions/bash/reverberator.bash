@@ -22,6 +22,9 @@ _reverberator() {
             reverberator,diff)
                 cmd="reverberator__subcmd__diff"
                 ;;
+            reverberator,find)
+                cmd="reverberator__subcmd__find"
+                ;;
             reverberator,help)
                 cmd="reverberator__subcmd__help"
                 ;;
@@ -33,6 +36,9 @@ _reverberator() {
                 ;;
             reverberator,run)
                 cmd="reverberator__subcmd__run"
+                ;;
+            reverberator,snap)
+                cmd="reverberator__subcmd__snap"
                 ;;
             reverberator,status)
                 cmd="reverberator__subcmd__status"
@@ -49,6 +55,9 @@ _reverberator() {
             reverberator__subcmd__help,diff)
                 cmd="reverberator__subcmd__help__subcmd__diff"
                 ;;
+            reverberator__subcmd__help,find)
+                cmd="reverberator__subcmd__help__subcmd__find"
+                ;;
             reverberator__subcmd__help,help)
                 cmd="reverberator__subcmd__help__subcmd__help"
                 ;;
@@ -60,6 +69,9 @@ _reverberator() {
                 ;;
             reverberator__subcmd__help,run)
                 cmd="reverberator__subcmd__help__subcmd__run"
+                ;;
+            reverberator__subcmd__help,snap)
+                cmd="reverberator__subcmd__help__subcmd__snap"
                 ;;
             reverberator__subcmd__help,status)
                 cmd="reverberator__subcmd__help__subcmd__status"
@@ -77,7 +89,7 @@ _reverberator() {
 
     case "${cmd}" in
         reverberator)
-            opts="-h -V --help --version run status versions history diff verify restore check-config help"
+            opts="-h -V --help --version run status versions history find diff snap verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,8 +142,30 @@ _reverberator() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        reverberator__subcmd__find)
+            opts="-h --config --vault --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         reverberator__subcmd__help)
-            opts="run status versions history diff verify restore check-config help"
+            opts="run status versions history find diff snap verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,6 +193,20 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__help__subcmd__diff)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        reverberator__subcmd__help__subcmd__find)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -215,6 +263,20 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        reverberator__subcmd__help__subcmd__snap)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -293,12 +355,20 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__restore)
-            opts=""
+            opts="--config --vault"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -307,7 +377,7 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__run)
-            opts="-v -h --config --source --vault --name --init --verbose --help"
+            opts="-v -h --config --source --vault --job --init --wait --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -325,7 +395,33 @@ _reverberator() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --name)
+                --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        reverberator__subcmd__snap)
+            opts="-h --force --source --config --vault --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,7 +1,7 @@
 complete -c reverb-snap -l vault -d 'The vault directory (holding reverberator-vault.toml)' -r -F
 complete -c reverb-snap -l config -d 'Take the vault and the job\'s settings from this configuration file' -r -F
 complete -c reverb-snap -l job -d 'The job\'s name (its folder is the sanitized name)' -r
-complete -c reverb-snap -l source -d 'The source folder; required the first time, checked against job.toml afterwards' -r -F
+complete -c reverb-snap -l source -d 'The source folder; required the first time, checked against job.toml afterwards (with --force, a different source is recorded as the job\'s new source)' -r -F
 complete -c reverb-snap -l changes -d 'Build the version from event lines (reverb-watch\'s output) read from FILE or `-` (stdin) instead of rescanning; an `overflow` line makes it a rescan' -r -F
 complete -c reverb-snap -l init -d 'Create the vault (directory and marker) if it does not exist yet'
 complete -c reverb-snap -l force -d 'Make a version even when a rescan would leave fewer than 1 - max_delete_ratio of the files'

@@ -29,17 +29,20 @@ complete -c reverberator -n "__fish_reverberator_needs_command" -s V -l version 
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "run" -d 'Watch every configured job (or one folder given with --source and --vault) and take versions'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "status" -d 'Per job: state, last version and its age, pending changes, size against the limit, identity'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "versions" -d 'The versions of a job'
-complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "history" -d 'The versions in which PATH changed'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "history" -d 'The versions in which PATH changed (exit 1 when it is in no retained version)'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "find" -d 'Which paths match PATTERN in which retained versions, deleted ones included (exit 1 when none)'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "diff" -d 'Paths added, removed or changed between two versions (numbers, names or `latest`)'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "snap" -d 'Take a version of JOB now (reverb-snap): --force accepts an emptied source, --source NEW --force changes the recorded source'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "verify" -d 'Check every job\'s vault invariants (reverb-index --check on each)'
-complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "restore" -d 'Copy a version out of the vault (same as reverb-restore; see reverb-restore --help)'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "restore" -d 'Copy a version of JOB out of the vault (reverb-restore\'s flags; see reverb-restore --help)'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "check-config" -d 'Load the configuration and print the resolved jobs'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l config -d 'The configuration file' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l source -d 'Back up this folder without a configuration file (needs --vault)' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l vault -d 'The vault for --source' -r -F
-complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l name -d 'The job name for --source (default: the folder\'s name)' -r
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l job -d 'The job name for --source (default: the folder\'s name; `--name` is an alias)' -r
 complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l init -d 'Create missing vaults (directory and marker)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l wait -d 'When another supervisor watches a job, wait for it to stop instead of exiting 75'
 complete -c reverberator -n "__fish_reverberator_using_subcommand run" -s v -l verbose -d 'Log every event, not only actions'
 complete -c reverberator -n "__fish_reverberator_using_subcommand run" -s h -l help -d 'Print help'
 complete -c reverberator -n "__fish_reverberator_using_subcommand status" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
@@ -54,25 +57,39 @@ complete -c reverberator -n "__fish_reverberator_using_subcommand history" -l co
 complete -c reverberator -n "__fish_reverberator_using_subcommand history" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand history" -l json -d 'Print JSON lines instead of text'
 complete -c reverberator -n "__fish_reverberator_using_subcommand history" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand find" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand find" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand find" -l json -d 'Print JSON lines instead of text'
+complete -c reverberator -n "__fish_reverberator_using_subcommand find" -s h -l help -d 'Print help'
 complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -l json -d 'Print JSON lines instead of text'
 complete -c reverberator -n "__fish_reverberator_using_subcommand diff" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand snap" -l source -d 'With --force: the job\'s new source (the configuration must name it too)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand snap" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand snap" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand snap" -l force -d 'Make the version even when the deletion guard (max_delete_ratio) refuses it'
+complete -c reverberator -n "__fish_reverberator_using_subcommand snap" -l json -d 'Print JSON lines instead of text'
+complete -c reverberator -n "__fish_reverberator_using_subcommand snap" -s h -l help -d 'Print help'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l max-rate -d 'With --data: read at most this many bytes per second (`50MiB`)' -r
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l vault -d 'Read the jobs of this vault instead of a configuration file' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l data -d 'Also read every stored file and compare it with its checksum'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l json -d 'Print JSON lines instead of text'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l config -d 'The configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l vault -d 'The vault (instead of a configuration file)' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l config -d 'The configuration file' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l json -d 'Print one JSON line per job instead of TOML'
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -s h -l help -d 'Print help'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "run" -d 'Watch every configured job (or one folder given with --source and --vault) and take versions'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "status" -d 'Per job: state, last version and its age, pending changes, size against the limit, identity'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "versions" -d 'The versions of a job'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "history" -d 'The versions in which PATH changed'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "diff" -d 'Paths added, removed or changed between two versions (numbers, names or `latest`)'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "verify" -d 'Check every job\'s vault invariants (reverb-index --check on each)'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "restore" -d 'Copy a version out of the vault (same as reverb-restore; see reverb-restore --help)'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "check-config" -d 'Load the configuration and print the resolved jobs'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history diff verify restore check-config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "run" -d 'Watch every configured job (or one folder given with --source and --vault) and take versions'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "status" -d 'Per job: state, last version and its age, pending changes, size against the limit, identity'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "versions" -d 'The versions of a job'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "history" -d 'The versions in which PATH changed (exit 1 when it is in no retained version)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "find" -d 'Which paths match PATTERN in which retained versions, deleted ones included (exit 1 when none)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "diff" -d 'Paths added, removed or changed between two versions (numbers, names or `latest`)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "snap" -d 'Take a version of JOB now (reverb-snap): --force accepts an emptied source, --source NEW --force changes the recorded source'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "verify" -d 'Check every job\'s vault invariants (reverb-index --check on each)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "restore" -d 'Copy a version of JOB out of the vault (reverb-restore\'s flags; see reverb-restore --help)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "check-config" -d 'Load the configuration and print the resolved jobs'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap verify restore check-config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -592,7 +592,7 @@ fn hand_edited_or_truncated_index_and_job_toml_give_clear_errors_never_silent_da
             ("recount", tool(&f, "reverb-index", &["--recount"]).output()),
             ("restore", {
                 let dest = f._tmp.path().join(format!("r-{tried}"));
-                tool(&f, "reverb-restore", &["--version", "latest"])
+                tool(&f, "reverb-restore", &["--from", "latest"])
                     .arg("--to")
                     .arg(&dest)
                     .output()

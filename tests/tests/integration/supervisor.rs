@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
-use reverb_tests::{bin, cmd, sh, stderr, stdout};
+use reverb_tests::{TestCommand, bin, cmd, sh, stderr, stdout};
 
 struct Supervisor {
     child: Child,
@@ -443,4 +443,476 @@ fn check_config_prints_the_resolved_jobs() {
         "{}",
         stdout(&o)
     );
+}
+
+fn journal_of(job_dir: &Path) -> String {
+    fs::read_to_string(job_dir.join("journal.tsv")).unwrap_or_default()
+}
+
+#[test]
+fn a_missing_source_pauses_only_its_job_which_starts_when_the_path_appears() {
+    let s = Setup::new(&["alpha", "beta"], "");
+    let third = s.tmp.path().join("not-yet/third");
+    let mut text = fs::read_to_string(&s.config).expect("config");
+    text.push_str(&format!("[jobs.third]\nsource = \"{}\"\n", third.display()));
+    fs::write(&s.config, text).expect("config");
+    // check-config accepts it and warns about the job.
+    let o = cmd("reverberator")
+        .args(["check-config", "--config"])
+        .arg(&s.config)
+        .assert_success();
+    assert!(
+        stderr(&o).contains("warning") && stderr(&o).contains("third"),
+        "check-config must warn about the missing source: {}",
+        stderr(&o)
+    );
+    let sup = Supervisor::start(&s.config);
+    for j in ["alpha", "beta"] {
+        wait_for(&format!("first version of {j}"), 30, || {
+            versions(&s.job_dir(j)).len() == 1
+        });
+    }
+    // The porcelain and the vault programs work with the configuration.
+    for args in [
+        &["status"][..],
+        &["versions", "alpha"],
+        &["history", "alpha", "seed"],
+        &["verify"],
+    ] {
+        let o = cmd("reverberator")
+            .args(args)
+            .arg("--config")
+            .arg(&s.config)
+            .output();
+        assert_ne!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    cmd("reverb-retire")
+        .arg("--config")
+        .arg(&s.config)
+        .assert_success();
+    assert!(
+        !s.job_dir("third").exists(),
+        "no version of a missing source"
+    );
+    let o = cmd("reverberator")
+        .args(["status", "--json", "--config"])
+        .arg(&s.config)
+        .assert_exit(1);
+    let third_state = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|l| l["job"] == "third")
+        .expect("third in status");
+    assert_eq!(third_state["state"], "paused", "{third_state}");
+    assert!(
+        third_state["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("source missing")),
+        "{third_state}"
+    );
+    // The source appears: the job starts by itself.
+    fs::create_dir_all(&third).expect("mkdir");
+    fs::write(third.join("file"), b"late").expect("write");
+    wait_for("the third job's first version", 30, || {
+        versions(&s.job_dir("third")).len() == 1
+    });
+    wait_for("third watching", 20, || {
+        journal_of(&s.job_dir("third")).contains("\twatching")
+    });
+    fs::write(third.join("file"), b"later").expect("write");
+    wait_for("the third job's second version", 30, || {
+        versions(&s.job_dir("third")).len() == 2
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn path_and_time_errors_stop_run_and_check_config() {
+    let s = Setup::new(&["ok"], "");
+    let base = fs::read_to_string(&s.config).expect("config");
+    let plain = s.tmp.path().join("plain-file");
+    fs::write(&plain, b"x").expect("write");
+    let other = s.tmp.path().join("other-src");
+    fs::create_dir_all(&other).expect("mkdir");
+    let cases = [
+        (
+            format!("{base}vault = \"{}\"\n", plain.display()),
+            "not a directory",
+        ),
+        (
+            format!("{base}min_snapshot_time = \"0s\"\nmax_snapshot_delay = \"0s\"\n"),
+            "both zero",
+        ),
+        (
+            format!(
+                "{base}vault = \"{}/inner-vault\"\n[jobs.other]\nsource = \"{}\"\nvault = \"{}\"\n",
+                other.display(),
+                other.display(),
+                s.tmp.path().join("v2").display()
+            ),
+            "job `other`",
+        ),
+    ];
+    for (text, why) in cases {
+        fs::write(&s.config, &text).expect("config");
+        for sub in ["check-config", "run"] {
+            // (a `run` that accepted the file would not exit: bounded by timeout(1))
+            let o = TestCommand::program("timeout")
+                .arg("30")
+                .arg(bin("reverberator"))
+                .args([sub, "--config"])
+                .arg(&s.config)
+                .assert_exit(2);
+            assert!(stderr(&o).contains(why), "{sub}: {}\n{text}", stderr(&o));
+        }
+    }
+    assert!(!s.vault.exists(), "nothing may be written for a bad config");
+}
+
+/// `reverberator status --json` for the one job of `config`, with its exit code.
+fn live_status(config: &Path, runtime: &Path) -> (serde_json::Value, Option<i32>) {
+    let o = cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", runtime)
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output();
+    let line = stdout(&o).lines().next().unwrap_or("null").to_owned();
+    (serde_json::from_str(&line).expect("json"), o.status.code())
+}
+
+#[test]
+fn status_shows_the_live_state_and_exits_1_when_failing() {
+    let s = Setup::new(&["live"], "");
+    let mut text = fs::read_to_string(&s.config).expect("config");
+    // Slow enough to see `waiting`.
+    text = text.replace("\"400ms\"", "\"2s\"").replace(
+        "max_snapshot_delay = \"2s\"",
+        "max_snapshot_delay = \"30s\"",
+    );
+    fs::write(&s.config, text).expect("config");
+    let src = s.src("live");
+    for i in 0..10 {
+        fs::write(src.join(format!("f{i}")), b"x").expect("write");
+    }
+    let runtime = s.tmp.path().join("runtime");
+    let start = || {
+        Command::new(bin("reverberator"))
+            .env("RUNTIME_DIRECTORY", &runtime)
+            .args(["run", "--init", "--config"])
+            .arg(&s.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map(|child| Supervisor { child })
+            .expect("spawn")
+    };
+    let sup = start();
+    wait_for("watching", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    let (st, code) = live_status(&s.config, &runtime);
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["versions"], 1);
+    fs::write(src.join("f0"), b"changed").expect("write");
+    wait_for("waiting", 20, || {
+        live_status(&s.config, &runtime).0["state"] == "waiting"
+    });
+    let (st, _) = live_status(&s.config, &runtime);
+    assert!(st["pending"].as_u64() >= Some(1), "{st}");
+    assert!(st["due"].is_string(), "{st}");
+    wait_for("the second version", 30, || {
+        versions(&s.job_dir("live")).len() == 2
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+    let (st, code) = live_status(&s.config, &runtime);
+    assert_eq!((st["state"].as_str(), code), (Some("stopped"), Some(0)));
+    // Emptied while stopped: the catch-up rescan meets the deletion guard.
+    for i in 0..9 {
+        fs::remove_file(src.join(format!("f{i}"))).expect("rm");
+    }
+    let sup = start();
+    wait_for("failing", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "failing"
+    });
+    let (st, code) = live_status(&s.config, &runtime);
+    assert_eq!(code, Some(1), "status exits 1 while a job fails: {st}");
+    assert!(
+        st["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_delete_ratio")),
+        "the full error: {st}"
+    );
+    assert!(
+        st["next_retry"].is_string() && st["since"].is_string(),
+        "{st}"
+    );
+    assert!(
+        st["resolve"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("reverberator snap live --force")),
+        "the command that resolves it: {st}"
+    );
+    let o = cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .assert_exit(1);
+    assert!(
+        stdout(&o).contains("live: failing since")
+            && stdout(&o).contains("to resolve: reverberator snap live --force"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        versions(&s.job_dir("live")).len(),
+        2,
+        "no version past the guard"
+    );
+    // The named command is the way out; the supervisor picks it up.
+    let resolve = st["resolve"].as_str().expect("resolve").to_owned();
+    run_resolve(&resolve, &runtime);
+    assert_eq!(versions(&s.job_dir("live")).len(), 3, "the forced version");
+    wait_for("watching again", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+    // A changed source in the configuration: failing, until `snap --source NEW --force`.
+    let moved = s.tmp.path().join("moved");
+    sh(&format!("cp -a {} {}", src.display(), moved.display()));
+    fs::write(moved.join("new-here"), b"n").expect("write");
+    let text = fs::read_to_string(&s.config).expect("config");
+    fs::write(
+        &s.config,
+        text.replace(&src.display().to_string(), &moved.display().to_string()),
+    )
+    .expect("config");
+    let sup = start();
+    wait_for("failing on the changed source", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "failing"
+    });
+    let (st, _) = live_status(&s.config, &runtime);
+    let resolve = st["resolve"].as_str().expect("resolve").to_owned();
+    assert!(
+        resolve.contains(&format!("--source {} --force", moved.display())),
+        "{st}"
+    );
+    run_resolve(&resolve, &runtime);
+    wait_for("watching the new source", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    let dest = s.tmp.path().join("restored-moved");
+    cmd("reverb-restore")
+        .arg("--config")
+        .arg(&s.config)
+        .args(["--job", "live", "--to"])
+        .arg(&dest)
+        .assert_success();
+    let opts = CaptureOpts {
+        owners: true,
+        dir_mtimes: false,
+    };
+    assert_same(&capture(&moved, opts), &capture(&dest, opts), "moved");
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+/// Runs a `resolve` command line as status printed it (paths here have no spaces).
+fn run_resolve(line: &str, runtime: &Path) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "reverberator", "{line}");
+    cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", runtime)
+        .args(&words[1..])
+        .assert_success();
+}
+
+#[test]
+fn a_second_supervisor_exits_75_naming_the_first_or_waits() {
+    let s = Setup::new(&["one"], "");
+    let first = Supervisor::start(&s.config);
+    wait_for("watching", 30, || {
+        journal_of(&s.job_dir("one")).contains("\twatching")
+    });
+    let o = TestCommand::program("timeout")
+        .arg("30")
+        .arg(bin("reverberator"))
+        .args(["run", "--config"])
+        .arg(&s.config)
+        .assert_exit(75);
+    assert!(
+        stderr(&o).contains(&format!("pid {}", first.child.id())),
+        "names the holder: {}",
+        stderr(&o)
+    );
+    let mut waiting = Command::new(bin("reverberator"))
+        .args(["run", "--wait", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        waiting.child.try_wait().expect("wait").is_none(),
+        "--wait queues instead of exiting"
+    );
+    assert_eq!(first.stop().code(), Some(0));
+    wait_for("the second supervisor takes over", 30, || {
+        journal_of(&s.job_dir("one")).matches("\twatching").count() >= 2
+    });
+    fs::write(s.src("one").join("after"), b"a").expect("write");
+    wait_for("a version by the second supervisor", 30, || {
+        versions(&s.job_dir("one")).len() >= 2
+    });
+    assert_eq!(waiting.stop().code(), Some(0));
+}
+
+/// The pids and names of the processes whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            let comm = head
+                .split_once('(')
+                .map(|(_, c)| c.to_owned())
+                .unwrap_or_default();
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn children_die_with_a_killed_supervisor() {
+    let s = Setup::new(&["orphan"], "");
+    let mut sup = Supervisor::start(&s.config);
+    wait_for("watching", 30, || {
+        journal_of(&s.job_dir("orphan")).contains("\twatching")
+    });
+    let pid = sup.child.id();
+    wait_for("both watchers", 20, || {
+        let kids = children_of(pid);
+        ["reverb-watch", "reverb-mountwat"]
+            .iter()
+            .all(|n| kids.iter().any(|(_, c)| c == n))
+    });
+    let kids = children_of(pid);
+    sup.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = sup.child.wait();
+    wait_for("the watchers to exit with the supervisor", 10, || {
+        kids.iter().all(|(p, _)| !alive(*p))
+    });
+}
+
+#[test]
+fn sigterm_takes_a_last_version_of_pending_changes() {
+    let s = Setup::new(&["term"], "");
+    let text = fs::read_to_string(&s.config).expect("config");
+    // A quiet period far longer than the test: only the stop can take the version.
+    let text = text.replace("\"400ms\"", "\"5m\"").replace(
+        "max_snapshot_delay = \"2s\"",
+        "max_snapshot_delay = \"10m\"",
+    );
+    fs::write(&s.config, text).expect("config");
+    let runtime = s.tmp.path().join("runtime");
+    let sup = Command::new(bin("reverberator"))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["run", "--init", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    wait_for("watching", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    fs::write(s.src("term").join("just-before-sigterm"), b"keep me").expect("write");
+    fs::write(s.src("term").join("seed"), b"edited too").expect("write");
+    wait_for("the changes are pending", 20, || {
+        live_status(&s.config, &runtime).0["state"] == "waiting"
+    });
+    assert_eq!(sup.stop().code(), Some(0), "SIGTERM exits 0");
+    assert_eq!(
+        versions(&s.job_dir("term")).len(),
+        2,
+        "the pending changes are in a last version"
+    );
+    s.restore_matches("term");
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Setup::new(&["nfy"], "");
+    let sock_path = s.tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let sup = Command::new(bin("reverberator"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUNTIME_DIRECTORY", s.tmp.path().join("runtime"))
+        .args(["run", "--init", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    let mut heard: Vec<String> = Vec::new();
+    let mut listen = |until: &dyn Fn(&[String]) -> bool, what: &str| {
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 4096];
+        while !until(&heard) {
+            assert!(Instant::now() < end, "never heard {what}: {heard:?}");
+            if let Ok(n) = sock.recv(&mut buf) {
+                heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    listen(&|h| h.iter().any(|m| m == "READY=1"), "READY=1");
+    listen(
+        &|h| {
+            h.iter()
+                .any(|m| m.starts_with("STATUS=1 job: 1 watching; last version"))
+        },
+        "the watching summary",
+    );
+    listen(
+        &|h| h.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "WATCHDOG=1",
+    );
+    assert_eq!(
+        versions(&s.job_dir("nfy")).len(),
+        1,
+        "ready after the first version"
+    );
+    sup.signal(nix::sys::signal::Signal::SIGTERM);
+    listen(
+        &|h| h.iter().any(|m| m.starts_with("STOPPING=1")),
+        "STOPPING=1",
+    );
+    assert_eq!(sup.stop().code(), Some(0));
 }
