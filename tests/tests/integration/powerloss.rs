@@ -647,7 +647,11 @@ fn sweep(fstype: &str, default_sample: usize) {
     let base = rec.base.clone();
     let ops = rec.finish().unwrap_or_else(|e| panic!("{fstype}: {e}"));
     let flushes = ops.iter().filter(|o| matches!(o, Op::Flush)).count();
-    let mut rng = Rng::new(0x5eed_0014);
+    let seed = std::env::var("REVERB_POWERLOSS_SEED")
+        .ok()
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0x5eed_0014);
+    let mut rng = Rng::new(seed);
     let states = blockreplay::states(&ops, sample(default_sample), &mut rng);
     let mut replayer = Replayer::new(&ops, &base, &work).expect("replayer");
     let mut tally = Tally::default();
@@ -671,8 +675,9 @@ fn sweep(fstype: &str, default_sample: usize) {
             .extend(found.into_iter().map(|f| format!("[{at}] {f}")));
     }
     eprintln!(
-        "{fstype} power-loss sweep: {} writes, {flushes} flushes; {} states tried ({} before \
-         the job existed), {} versions restored and compared, {} findings, {:.0} s",
+        "{fstype} power-loss sweep (seed {seed:#x}): {} writes, {flushes} flushes; {} states \
+         tried ({} before the job existed), {} versions restored and compared, {} findings, \
+         {:.0} s",
         ops.len() - flushes,
         tally.states,
         tally.before_the_job,
