@@ -5,8 +5,9 @@
 //!
 //! - the default rules (`keep_versions = 100`, `keep_within = 1h`, hourly 24, daily 14, …):
 //!   before each round the versions' `created` times in index.tsv are spread 10 minutes
-//!   apart, ending 10 minutes ago, as a continuous backup's history would be; the rules then
-//!   thin it, retiring versions in the middle (one that is not the newest of its hour);
+//!   apart, ending 10 minutes ago, with the oldest 20 days back, as a continuous backup's
+//!   history would be; the rules then thin it, retiring versions in the middle (one that is
+//!   not the newest of its hour);
 //! - count-only (`--keep N`): the oldest version, the holder of most of the data, goes.
 //!
 //! Invariant: ours and the peer see the same changes; the peer's chain is kept short (its
@@ -25,6 +26,9 @@ use crate::tree::event_lines;
 /// Minutes between two versions of the arranged history.
 const SPACING_MIN: i64 = 10;
 
+/// Age of the oldest version of the arranged history, in days.
+const OLDEST_DAYS: i64 = 20;
+
 /// Which rules a round retires by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rules {
@@ -41,8 +45,9 @@ pub fn first_version(b: &Bench) -> Result<()> {
 /// Both rule sets, one after the other, on the same vault.
 pub fn steady_state(b: &mut Bench, retained: usize) -> Result<()> {
     let retained = retained.max(2);
-    fill(b, retained)?;
     for rules in [Rules::Default, Rules::CountOnly] {
+        // The default rules' first round thins the filled history: fill again after it.
+        fill(b, retained)?;
         rounds(b, rules, retained)?;
     }
     Ok(())
@@ -192,9 +197,10 @@ fn next_slot(b: &Bench) -> PathBuf {
     b.chain_path(i)
 }
 
-/// Rewrites index.tsv's `created` column: versions 10 minutes apart, the newest 10 minutes
-/// ago (atomically: a temp file renamed over it; the bench holds no lock, and nothing else
-/// writes the job meanwhile).
+/// Rewrites index.tsv's `created` column: the oldest version 20 days ago (a long-running
+/// job's oldest, kept by the daily, weekly and monthly rules), every later one 10 minutes
+/// apart, the newest 10 minutes ago (atomically: a temp file renamed over it; the bench
+/// holds no lock, and nothing else writes the job meanwhile).
 fn arrange_history(job: &Path) -> Result<()> {
     let path = job.join("index.tsv");
     let text =
@@ -209,7 +215,11 @@ fn arrange_history(job: &Path) -> Result<()> {
     let now = jiff::Timestamp::now();
     let mut out = format!("{header}\n");
     for (i, row) in rows.iter().enumerate() {
-        let back = (rows.len() - i) as i64 * SPACING_MIN * 60;
+        let back = if i == 0 {
+            OLDEST_DAYS * 86_400
+        } else {
+            (rows.len() - i) as i64 * SPACING_MIN * 60
+        };
         let t = now - jiff::SignedDuration::from_secs(back);
         let mut fields: Vec<String> = row.split('\t').map(str::to_owned).collect();
         if let Some(f) = fields.get_mut(col) {
