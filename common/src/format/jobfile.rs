@@ -24,14 +24,14 @@ pub struct JobFile {
     pub source: PathBuf,
     /// When the job was created.
     pub created: String,
-    /// The job's settings.
-    #[serde(default)]
+    /// The job's settings. Required, like `state`, so that a job.toml cut short (a damaged
+    /// disk, a bad hand edit) is refused rather than read with defaults: every writer writes
+    /// both tables, and `[state]` last.
     pub settings: JobSettings,
     /// Recorded filesystem identities.
     #[serde(default)]
     pub identity: Identities,
     /// Bookkeeping.
-    #[serde(default)]
     pub state: JobState,
 }
 
@@ -124,7 +124,11 @@ mod tests {
         };
         job.write(&p).expect("write");
         assert_eq!(JobFile::read(&p).expect("read"), job);
-        std::fs::write(&p, "name = \"x\"\nsource = \"rel\"\ncreated = \"t\"\n").expect("write");
+        std::fs::write(
+            &p,
+            "name = \"x\"\nsource = \"rel\"\ncreated = \"t\"\n[settings]\n[state]\n",
+        )
+        .expect("write");
         assert!(
             JobFile::read(&p)
                 .expect_err("relative")
@@ -133,5 +137,28 @@ mod tests {
         );
         std::fs::write(&p, "name = \"x\"\nsourc = \"/a\"\n").expect("write");
         assert!(JobFile::read(&p).is_err());
+    }
+
+    #[test]
+    fn a_file_cut_short_at_any_line_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("job.toml");
+        let job = JobFile {
+            name: "docs".into(),
+            source: "/home/a/Documents".into(),
+            created: "2026-11-24T21:49:00.123Z".into(),
+            settings: JobSettings::default(),
+            identity: Identities::default(),
+            state: JobState::default(),
+        };
+        job.write(&p).expect("write");
+        let text = std::fs::read_to_string(&p).expect("read");
+        let ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
+        // Every cut before the last table's first line is refused.
+        let state_at = text.find("[state]").expect("[state] is written");
+        for &end in ends.iter().filter(|&&e| e <= state_at) {
+            std::fs::write(&p, &text[..end]).expect("write");
+            assert!(JobFile::read(&p).is_err(), "accepted a file cut at {end}");
+        }
     }
 }

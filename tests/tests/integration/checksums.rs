@@ -248,7 +248,7 @@ fn kill_9_at_every_write_step_of_retirement_leaves_every_record_findable() {
         let dest = f._tmp.path().join(format!("restored-{k}"));
         let newest = index_dirs(&f).pop().expect("a version");
         f.tool("reverb-restore")
-            .args(["--version", &newest])
+            .args(["--from", &newest])
             .arg("--to")
             .arg(&dest)
             .assert_success();
@@ -390,7 +390,7 @@ fn a_damaged_checksums_file_is_a_problem_naming_its_line() {
         // A restore from that version refuses too, naming the file (not a panic).
         let o = f
             .tool("reverb-restore")
-            .args(["--version", "1"])
+            .args(["--from", "1"])
             .arg("--to")
             .arg(f._tmp.path().join("r"))
             .output();
@@ -414,14 +414,12 @@ fn restore_fails_naming_a_damaged_file_unless_no_verify() {
         let dest = f._tmp.path().join(format!("r-{tool}"));
         let mut c = if tool == "reverberator" {
             let mut c = cmd("reverberator");
-            c.args(["restore", "--vault"])
-                .arg(&f.vault)
-                .args(["--job", &f.job]);
+            c.args(["restore", &f.job, "--vault"]).arg(&f.vault);
             c
         } else {
             f.tool(tool)
         };
-        c.args(["--version", "latest"]).arg("--to").arg(&dest);
+        c.args(["--from", "latest"]).arg("--to").arg(&dest);
         let o = c.output();
         assert_eq!(o.status.code(), Some(1), "{tool}: {}", stderr(&o));
         assert!(
@@ -432,7 +430,7 @@ fn restore_fails_naming_a_damaged_file_unless_no_verify() {
     }
     let dest = f._tmp.path().join("r-no-verify");
     f.tool("reverb-restore")
-        .args(["--version", "latest", "--no-verify"])
+        .args(["--from", "latest", "--no-verify"])
         .arg("--to")
         .arg(&dest)
         .assert_success();

@@ -396,7 +396,7 @@ fn restore_to(f: &Fixture, job: &str, v: &str, dest: &Path) -> Result<(), String
     let o = cmd("reverb-restore")
         .arg("--vault")
         .arg(&f.vault)
-        .args(["--job", job, "--version", v])
+        .args(["--job", job, "--from", v])
         .arg("--to")
         .arg(dest)
         .output();
