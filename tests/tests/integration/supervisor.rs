@@ -982,3 +982,32 @@ fn an_unmeetable_size_limit_is_failing_with_what_resolves_it() {
     );
     assert_eq!(sup.stop().code(), Some(0));
 }
+
+#[test]
+fn reverb_watch_exits_when_its_reader_is_gone_without_waiting_for_an_event() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(bin("reverb-watch"))
+        .arg(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut header = String::new();
+    out.read_line(&mut header).expect("header");
+    assert!(header.starts_with("time\tevent"), "{header:?}");
+    drop(out); // the reader goes away; nothing changes in the tree
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("reverb-watch kept running after its reader left");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
