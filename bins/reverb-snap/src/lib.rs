@@ -259,10 +259,14 @@ struct Spinner {
 }
 
 impl Spinner {
+    /// A spinner on a terminal; under the supervisor (`REVERBERATOR_PROGRESS_FILE`), the
+    /// counts written to that file every second for its live state.
     fn start() -> Spinner {
         use std::io::IsTerminal;
         let counts = SharedCounts::default();
-        if !std::io::stderr().is_terminal() {
+        let file = std::env::var_os("REVERBERATOR_PROGRESS_FILE").map(PathBuf::from);
+        let tty = std::io::stderr().is_terminal();
+        if !tty && file.is_none() {
             return Spinner {
                 counts,
                 stop: None,
@@ -272,21 +276,32 @@ impl Spinner {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let seen = counts.clone();
         let thread = std::thread::spawn(move || {
-            let bar = indicatif::ProgressBar::new_spinner();
-            let tick = std::time::Duration::from_millis(200);
+            let bar = tty.then(indicatif::ProgressBar::new_spinner);
+            let tick = std::time::Duration::from_millis(if tty { 200 } else { 1000 });
             while rx
                 .recv_timeout(tick)
                 .is_err_and(|e| e == std::sync::mpsc::RecvTimeoutError::Timeout)
             {
                 let n = seen.0.entries.load(Ordering::Relaxed);
                 let b = seen.0.bytes.load(Ordering::Relaxed);
-                bar.set_message(format!(
-                    "copied {n} entries, {}",
-                    reverb_common::settings::format_size(b)
-                ));
-                bar.tick();
+                if let Some(bar) = &bar {
+                    bar.set_message(format!(
+                        "copied {n} entries, {}",
+                        reverb_common::settings::format_size(b)
+                    ));
+                    bar.tick();
+                }
+                if let Some(f) = &file {
+                    // Best effort: the live state is a view, never worth failing a build.
+                    let tmp = f.with_extension("tmp");
+                    if std::fs::write(&tmp, format!("{n}\t{b}\n")).is_ok() {
+                        let _ = std::fs::rename(&tmp, f);
+                    }
+                }
             }
-            bar.finish_and_clear();
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
         });
         Spinner {
             counts,

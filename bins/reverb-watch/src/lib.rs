@@ -96,6 +96,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if !cli::print_line(HEADER).context("cannot write to stdout")? {
         return Ok(EXIT_OK);
     }
+    // The reader gone (a pipe closed) ends the watch at once, not at the next event.
+    if let Ok(out) = std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned() {
+        watcher.stop_when_closed(out);
+    }
     watcher.run(
         |line| cli::print_line(&line.render()),
         |warning| eprintln!("{TOOL}: {warning}"),

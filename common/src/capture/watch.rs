@@ -172,6 +172,9 @@ pub struct Watcher {
     root_wd: i32,
     stop: Arc<AtomicBool>,
     wake_read: UnixStream,
+    /// The output pipe: when its reader is gone (POLLERR/POLLHUP), the loop stops at once,
+    /// without waiting for an event to write ([`Watcher::stop_when_closed`]).
+    output: Option<std::os::fd::OwnedFd>,
     wake_write: Arc<UnixStream>,
     /// Lines for the sink, in event order; a rename waiting for its pair holds its place
     /// so that nothing after it is printed before it.
@@ -307,6 +310,7 @@ impl Watcher {
             root_wd: -1,
             stop: Arc::new(AtomicBool::new(false)),
             wake_read,
+            output: None,
             wake_write: Arc::new(wake_write),
             out: VecDeque::new(),
             out_base: 0,
@@ -339,6 +343,12 @@ impl Watcher {
             flag: Arc::clone(&self.stop),
             wake: Arc::clone(&self.wake_write),
         }
+    }
+
+    /// Stops the loop ([`Stopped::SinkClosed`]) as soon as the reader of `output` (the pipe
+    /// the lines go to) is gone, even while no event comes.
+    pub fn stop_when_closed(&mut self, output: std::os::fd::OwnedFd) {
+        self.output = Some(output);
     }
 
     /// Makes `signal` (SIGTERM, SIGINT) raise the stop flag and wake the loop.
@@ -396,7 +406,10 @@ impl Watcher {
             let timeout = self
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(now));
-            let (readable, woken) = self.wait(timeout)?;
+            let (readable, woken, closed) = self.wait(timeout)?;
+            if closed {
+                return Ok(Stopped::SinkClosed);
+            }
             if woken {
                 let mut scratch = [0u8; 64];
                 let _ = (&self.wake_read).read(&mut scratch);
@@ -416,8 +429,8 @@ impl Watcher {
         }
     }
 
-    /// Blocks in poll(2); returns (inotify readable, woken by the stop socket).
-    fn wait(&self, timeout: Option<Duration>) -> Result<(bool, bool)> {
+    /// Blocks in poll(2); returns (inotify readable, woken by the stop socket, output closed).
+    fn wait(&self, timeout: Option<Duration>) -> Result<(bool, bool, bool)> {
         let timeout = match timeout {
             None => PollTimeout::NONE,
             Some(d) => {
@@ -426,20 +439,28 @@ impl Watcher {
                 PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.wake_read.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(out) = &self.output {
+            // No events asked for: poll reports POLLERR/POLLHUP on a pipe whose reader left.
+            fds.push(PollFd::new(out.as_fd(), PollFlags::empty()));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok((false, true)),
+            Err(nix::errno::Errno::EINTR) => return Ok((false, true, false)),
             Err(e) => return Err(e).ctx("cannot wait for inotify events on", &self.root),
         }
         let ready = |f: &PollFd| {
             f.revents()
                 .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
         };
-        Ok((ready(&fds[0]), ready(&fds[1])))
+        let closed = fds.get(2).is_some_and(|f| {
+            f.revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+        });
+        Ok((ready(&fds[0]), ready(&fds[1]), closed))
     }
 
     /// The earliest moment the loop must wake up without an event, if any.

@@ -154,7 +154,8 @@ impl JobStatus {
 }
 
 /// The supervisor's live record of the job, when a supervisor is watching it: its pid is
-/// alive and, once the job folder exists, it holds `run.lock` (status never creates it).
+/// alive and, once it has taken the job's `run.lock` (after a new job's first version), it
+/// still holds it (status never creates the lock file).
 fn live_state(dir: &JobDir, name: &str, vault_root: &Path) -> Option<Live> {
     let l = live::read(&live::file_of(
         &live::runtime_dir(),
@@ -164,12 +165,12 @@ fn live_state(dir: &JobDir, name: &str, vault_root: &Path) -> Option<Live> {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(l.pid).ok()?);
     nix::sys::signal::kill(pid, None).ok()?;
     let lock = dir.run_lock();
-    if dir.job_toml().exists()
-        && !(lock.exists()
-            && matches!(
-                JobLock::acquire(&lock, name, Wait::NoWait),
-                Err(crate::Error::Locked(_))
-            ))
+    // Before a new job's first version is published the supervisor has no run.lock yet.
+    if lock.exists()
+        && !matches!(
+            JobLock::acquire(&lock, name, Wait::NoWait),
+            Err(crate::Error::Locked(_))
+        )
     {
         return None;
     }

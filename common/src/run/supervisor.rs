@@ -422,6 +422,8 @@ struct Runner {
     missing: Option<PathBuf>,
     /// The job is paused because another supervisor holds run.lock: check again every second.
     lock_wait: bool,
+    /// The last retirement failed with this (its stderr); cleared by one that succeeds.
+    retire_failure: Option<String>,
     /// The live state file (docs/design.md#live-state) and what it holds now.
     live_path: PathBuf,
     live: Live,
@@ -446,6 +448,7 @@ impl Runner {
             watch_error: None,
             missing: None,
             lock_wait: false,
+            retire_failure: None,
             live_path: live::file_of(&live::runtime_dir(), &job.vault, &job.folder),
             live: Live::default(),
             live_written: Instant::now(),
@@ -513,9 +516,8 @@ impl Runner {
             self.complain(&msg);
         }
         let resolve = self.resolving_command(&why);
-        self.set_live("failing", Some(why), resolve);
-        self.live.next_retry = Some(live::after(self.backoff));
-        self.write_live();
+        let retry = Some(live::after(self.backoff));
+        self.set_live_at("failing", Some(why), resolve, retry);
         self.sleep_unless_resolved(self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
     }
@@ -556,6 +558,23 @@ impl Runner {
 
     /// Sets the live state (a new `since` only when the state itself changes) and writes it.
     fn set_live(&mut self, state: &str, detail: Option<String>, resolve: Option<String>) {
+        self.set_live_at(state, detail, resolve, None);
+    }
+
+    /// [`Runner::set_live`] with the time of the next retry, written in the same record.
+    fn set_live_at(
+        &mut self,
+        state: &str,
+        detail: Option<String>,
+        resolve: Option<String>,
+        next_retry: Option<String>,
+    ) {
+        // A job whose retirement keeps failing (an unmeetable size limit) still watches,
+        // but it is `failing` until a retirement succeeds.
+        let (state, detail, resolve) = match (self.retire_failure.clone(), state) {
+            (Some(e), "watching" | "waiting") => ("failing", Some(e), Some(self.size_limit_fix())),
+            _ => (state, detail, resolve),
+        };
         if self.live.state != state {
             self.live.since = live::now();
             self.live.state = state.to_owned();
@@ -563,10 +582,23 @@ impl Runner {
         self.live.pid = std::process::id();
         self.live.detail = detail;
         self.live.resolve = resolve;
-        self.live.next_retry = None;
+        self.live.next_retry = next_retry;
         self.live.pending = 0;
         self.live.due = None;
         self.write_live();
+    }
+
+    /// What resolves a retirement that cannot meet the size limit.
+    fn size_limit_fix(&self) -> String {
+        let file = self
+            .opts
+            .config_file
+            .as_ref()
+            .map_or("the configuration".to_owned(), |c| show(c));
+        format!(
+            "raise vault_size_limit of job {} in {file} and reload (SIGHUP), or lower keep_versions",
+            self.job.name
+        )
     }
 
     fn write_live(&mut self) {
@@ -1117,16 +1149,27 @@ impl Runner {
                 self.say(&format!("cannot hand the batch to reverb-snap: {e}"));
             }
         }
-        let Some(deadline) = deadline else {
-            return child
-                .wait_with_output()
-                .map_err(|e| Halt::Failed(format!("reverb-snap: {e}")));
-        };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || drop(tx.send(child.wait_with_output())));
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        // Until it ends (or the deadline): its progress into the live state, every second.
+        let what = self.live.detail.clone().unwrap_or_default();
+        let waited = loop {
+            let tick = match deadline {
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1)),
+                None => Duration::from_secs(1),
+            };
+            match rx.recv_timeout(tick) {
+                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => {
+                    self.show_progress(&what);
+                }
+                other => break other,
+            }
+        };
+        let _ = std::fs::remove_file(self.progress_file());
+        match waited {
             Ok(out) => out.map_err(|e| Halt::Failed(format!("reverb-snap: {e}"))),
             Err(_) => {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -1139,8 +1182,31 @@ impl Runner {
         }
     }
 
+    /// Where reverb-snap writes its counts for the live state (next to the live file).
+    fn progress_file(&self) -> PathBuf {
+        self.live_path.with_extension("progress")
+    }
+
+    /// `copying`: what is being built and how far it got (`N entries, SIZE so far`).
+    fn show_progress(&mut self, what: &str) {
+        let Ok(text) = std::fs::read_to_string(self.progress_file()) else {
+            return;
+        };
+        let mut f = text
+            .trim()
+            .split('\t')
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        let (n, b) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+        self.live.detail = Some(format!(
+            "{what}: {n} entries, {} copied so far",
+            crate::format::settings::format_size(b)
+        ));
+        self.write_live();
+    }
+
     fn snap_command(&self, with_batch: bool) -> Command {
         let mut c = self.command("reverb-snap");
+        c.env("REVERBERATOR_PROGRESS_FILE", self.progress_file());
         c.arg("--vault")
             .arg(&self.job.vault)
             .arg("--job")
@@ -1188,6 +1254,7 @@ impl Runner {
         }
         match out {
             Ok(o) if o.status.success() => {
+                self.retire_failure = None;
                 // `job<TAB>dir<TAB>freed_bytes`, said in words.
                 for line in String::from_utf8_lossy(&o.stdout).lines() {
                     let f: Vec<&str> = line.split('\t').collect();
@@ -1200,10 +1267,15 @@ impl Runner {
                 }
             }
             Ok(o) => {
-                // reverb-retire journals its own failures; its lines name it already.
-                for line in String::from_utf8_lossy(&o.stderr).lines() {
-                    self.say(&prefixed("reverb-retire", line));
+                // reverb-retire journals its own failures; its lines name it already. The
+                // same failure again is not repeated in the log.
+                let said = String::from_utf8_lossy(&o.stderr).trim().to_owned();
+                if self.retire_failure.as_deref() != Some(said.as_str()) {
+                    for line in said.lines() {
+                        self.say(&prefixed("reverb-retire", line));
+                    }
                 }
+                self.retire_failure = Some(said);
             }
             Err(e) => self.complain(&format!("cannot run reverb-retire: {e}")),
         }

@@ -916,3 +916,98 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     );
     assert_eq!(sup.stop().code(), Some(0));
 }
+
+#[test]
+fn status_shows_a_long_first_copy_as_copying_with_progress() {
+    let s = Setup::new(&["big"], "");
+    // Many small files: the first copy takes seconds, long enough to be seen.
+    sh(&format!(
+        "cd {} && for d in $(seq 1 150); do mkdir d$d && (cd d$d && touch $(seq 1 200)); done",
+        s.src("big").display()
+    ));
+    let runtime = s.tmp.path().join("runtime");
+    let sup = Command::new(bin("reverberator"))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["run", "--init", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    wait_for("copying with progress", 60, || {
+        let (st, _) = live_status(&s.config, &runtime);
+        st["state"] == "copying"
+            && st["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(" entries, ") && d.contains("copied so far"))
+    });
+    wait_for("watching", 120, || {
+        live_status(&s.config, &runtime).0["state"] == "watching"
+    });
+    assert_eq!(versions(&s.job_dir("big")).len(), 1);
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn an_unmeetable_size_limit_is_failing_with_what_resolves_it() {
+    let s = Setup::new(&["full"], "vault_size_limit = \"1\"");
+    fs::write(s.src("full").join("big"), vec![7u8; 100_000]).expect("write");
+    let runtime = s.tmp.path().join("runtime");
+    let sup = Command::new(bin("reverberator"))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["run", "--init", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(|child| Supervisor { child })
+        .expect("spawn");
+    wait_for("failing on the size limit", 30, || {
+        live_status(&s.config, &runtime).0["state"] == "failing"
+    });
+    let (st, code) = live_status(&s.config, &runtime);
+    assert_eq!(code, Some(1), "{st}");
+    assert!(
+        st["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cannot be met")),
+        "{st}"
+    );
+    assert!(
+        st["resolve"]
+            .as_str()
+            .is_some_and(|r| r.contains("vault_size_limit")),
+        "{st}"
+    );
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+#[test]
+fn reverb_watch_exits_when_its_reader_is_gone_without_waiting_for_an_event() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(bin("reverb-watch"))
+        .arg(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut header = String::new();
+    out.read_line(&mut header).expect("header");
+    assert!(header.starts_with("time\tevent"), "{header:?}");
+    drop(out); // the reader goes away; nothing changes in the tree
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("reverb-watch kept running after its reader left");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
