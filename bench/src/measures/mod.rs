@@ -25,8 +25,8 @@ use crate::tree::{Rng, Tree};
 
 pub mod backup_peers;
 pub mod copy;
-pub mod steady;
 pub mod integrity;
+pub mod steady;
 pub mod versions;
 pub mod watch;
 
