@@ -596,7 +596,7 @@ impl Runner {
             .as_ref()
             .map_or("the configuration".to_owned(), |c| show(c));
         format!(
-            "raise vault_size_limit of job {} in {file} and reload (SIGHUP), or lower keep_versions",
+            "raise vault_size_limit of job {} in {file} above what the newest version needs, then reload (SIGHUP)",
             self.job.name
         )
     }

@@ -971,7 +971,7 @@ fn an_unmeetable_size_limit_is_failing_with_what_resolves_it() {
     assert!(
         st["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("cannot be met")),
+            .is_some_and(|d| d.contains("size limit unmeetable: the newest version alone needs")),
         "{st}"
     );
     assert!(
