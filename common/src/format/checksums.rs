@@ -185,7 +185,7 @@ pub fn versions_with_files(job: &Path) -> Result<Vec<u64>> {
 /// `from` exists, so a record is findable at every instant; the files of versions already
 /// deleted are removed here. Idempotent: a record already in `to` is replaced by `from`'s.
 pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
-    prune_orphans(job, from)?;
+    prune_orphans(job)?;
     let Some(old) = read(job, from)? else {
         return Ok(());
     };
@@ -203,9 +203,10 @@ pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Removes the checksums files of versions older than `below` that are no longer on disk
-/// (a retired version's, left when it was deleted).
-fn prune_orphans(job: &Path, below: u64) -> Result<()> {
+/// Removes the checksums files of versions no longer on disk: a retired version's (left
+/// when it was deleted, a thinned middle one's included), or one a crash left before its
+/// version was renamed into place. Runs under the job lock, so no build is in progress.
+fn prune_orphans(job: &Path) -> Result<()> {
     let on_disk: std::collections::HashSet<u64> = fs::read_dir(job)
         .ctx("cannot list", job)?
         .flatten()
@@ -215,7 +216,7 @@ fn prune_orphans(job: &Path, below: u64) -> Result<()> {
         })
         .collect();
     for n in versions_with_files(job)? {
-        if n < below && !on_disk.contains(&n) {
+        if !on_disk.contains(&n) {
             remove(job, n)?;
         }
     }
@@ -361,6 +362,10 @@ mod tests {
         let mut new = Records::new();
         new.insert(PathBuf::from("z"), rec(5));
         write(job, 2, &new).expect("write");
+        write(job, 9, &new).expect("write"); // no V9 on disk: an orphan
+        for n in [1, 2] {
+            fs::create_dir(job.join(format!("V{n}-20261201T000000Z"))).expect("mkdir");
+        }
         carry(job, 1, 2, &[PathBuf::from("d")]).expect("carry");
         carry(job, 1, 2, &[PathBuf::from("d")]).expect("again");
         let got = read(job, 2).expect("read").expect("exists");
