@@ -723,7 +723,6 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
         set_times(&dst, &sm)?;
         guard.restore()?;
         fault::step();
-        entry_moved(job, vo, vn, rel)?;
         // The link now at Vo/rel names Vo/rel itself: point it at the data's new place.
         let src_parent = OpenDir::open(src_dir)?;
         tmp.replace_link(
@@ -737,18 +736,10 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
         fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
         guard.restore()?;
         fault::step();
-        entry_moved(job, vo, vn, rel)?;
         0
     };
     let dirs_after = usage(src_dir)? as i64 + usage(dst_dir)? as i64;
     Ok(left_in_old - link + dirs_after - dirs_before)
-}
-
-/// The one place where an entry of `vo` has just moved into `vn` at path `rel` (relative
-/// to the version root; a directory moves with everything below it): records that follow
-/// an entry (the checksum records of `<job>/checksums/`) move with it here.
-fn entry_moved(_job: &Path, _vo: &str, _vn: &str, _rel: &Path) -> Result<()> {
-    Ok(())
 }
 
 /// `<job>/.tmp/`, where retirement builds each replacement link (`symlinkat`) before it is
