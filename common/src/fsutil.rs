@@ -5,7 +5,7 @@
 //! the complete old one or the complete new one (built under a temp name in the same
 //! directory's `.tmp/` or beside it, then renamed over it). A file is also durable when
 //! [`write_atomic`] returns (fsync of the file before the rename, of the directory after);
-//! [`replace_symlink`] leaves the directory's fsync to its caller. Temp names carry the
+//! [`replace_symlink_in`] leaves the directory's fsync to its caller. Temp names carry the
 //! writer's pid ([`temp_owner`]), so recovery can tell a crash's leftovers from the
 //! temporaries of a live writer.
 

@@ -110,14 +110,15 @@ pub fn privileged() -> bool {
     *ROOT.get_or_init(|| nix::unistd::geteuid().is_root())
 }
 
-/// Copies a regular file with its metadata to the new path `dst`, without following a
-/// symlink at `src` (that is an error, `ELOOP`).
+/// [`copy_file_hashed`] without the hash.
 #[cfg(test)]
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
     copy_file_with(src, dst, false, &mut |_| {})
 }
 
-/// [`copy_file`] that also records the stored data's BLAKE3 when `hash` is set.
+/// Copies a regular file with its metadata to the new path `dst`, without following a
+/// symlink at `src` (that is an error, `ELOOP`); records the stored data's BLAKE3 when
+/// `hash` is set.
 pub fn copy_file_hashed(src: &Path, dst: &Path, hash: bool) -> Result<FileCopy, CopyError> {
     copy_file_with(src, dst, hash, &mut |_| {})
 }
