@@ -201,13 +201,7 @@ fn print_plan(args: &Args, dir: &JobDir, limits: &Limits) -> anyhow::Result<()> 
     } else {
         index::read(&dir.index())?
     };
-    let plan = retire::plan(
-        &rows,
-        &limits.rules,
-        limits.size_limit,
-        limits.now,
-        &limits.tz,
-    )?;
+    let plan = limits.plan(&rows)?;
     for d in &plan.decisions {
         let freed = if d.action == Action::Retire {
             d.estimated_freed.to_string()

@@ -905,6 +905,11 @@ impl Limits {
             tz: policy::host_time_zone(),
         }
     }
+
+    /// The [`plan`] of these limits for the versions `rows`.
+    pub fn plan(&self, rows: &[IndexRow]) -> Result<Plan> {
+        plan(rows, &self.rules, self.size_limit, self.now, &self.tz)
+    }
 }
 
 /// Enforces the limits (docs/retirement.md): finishes an interrupted retirement, then
@@ -990,13 +995,7 @@ fn planned(
     on_retired: &mut dyn FnMut(&Retired),
 ) -> Result<Vec<Retired>> {
     let rows = index::read_index_or_empty(&ctx.dir.index())?;
-    let p = plan(
-        &rows,
-        &limits.rules,
-        limits.size_limit,
-        limits.now,
-        &limits.tz,
-    )?;
+    let p = limits.plan(&rows)?;
     let mut out = Vec::new();
     for d in p.decisions {
         if let (Action::Retire, Some(reason)) = (d.action, d.reason) {

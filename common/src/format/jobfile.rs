@@ -101,27 +101,34 @@ impl JobFile {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_strictness() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("job.toml");
-        let job = JobFile {
+    fn sample(identity: Identities, state: JobState) -> JobFile {
+        JobFile {
             name: "docs".into(),
             source: "/home/a/Documents".into(),
             created: "2026-11-24T21:49:00.123Z".into(),
             settings: JobSettings::default(),
-            identity: Identities {
+            identity,
+            state,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_strictness() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("job.toml");
+        let job = sample(
+            Identities {
                 source: Some(FsIdentity {
                     uuid: Some("u".into()),
                     ..Default::default()
                 }),
                 vault: None,
             },
-            state: JobState {
+            JobState {
                 size_recounted: true,
                 retiring: Some("V1-20261124T214900Z".into()),
             },
-        };
+        );
         job.write(&p).expect("write");
         assert_eq!(JobFile::read(&p).expect("read"), job);
         std::fs::write(
@@ -143,14 +150,7 @@ mod tests {
     fn a_file_cut_short_at_any_line_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("job.toml");
-        let job = JobFile {
-            name: "docs".into(),
-            source: "/home/a/Documents".into(),
-            created: "2026-11-24T21:49:00.123Z".into(),
-            settings: JobSettings::default(),
-            identity: Identities::default(),
-            state: JobState::default(),
-        };
+        let job = sample(Identities::default(), JobState::default());
         job.write(&p).expect("write");
         let text = std::fs::read_to_string(&p).expect("read");
         let ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
