@@ -8,11 +8,31 @@ use std::time::{Duration, Instant};
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
 use reverb_tests::{TestCommand, bin, cmd, sh, stderr, stdout};
 
+/// `reverberator run --init --config CONFIG` with its live state in `runtime`, output to
+/// stderr, not started.
+fn run_command(config: &Path, runtime: &Path) -> Command {
+    let mut c = Command::new(bin("reverberator"));
+    c.env("RUNTIME_DIRECTORY", runtime)
+        .args(["run", "--init", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    c
+}
+
 struct Supervisor {
     child: Child,
 }
 
 impl Supervisor {
+    /// `run --init --config CONFIG` with its live state in `runtime`.
+    fn start_in(config: &Path, runtime: &Path) -> Supervisor {
+        let child = run_command(config, runtime)
+            .spawn()
+            .expect("spawn reverberator");
+        Supervisor { child }
+    }
+
     fn start(config: &Path) -> Supervisor {
         let child = Command::new(bin("reverberator"))
             .args(["run", "--init", "--config"])
@@ -595,17 +615,7 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
         fs::write(src.join(format!("f{i}")), b"x").expect("write");
     }
     let runtime = s.tmp.path().join("runtime");
-    let start = || {
-        Command::new(bin("reverberator"))
-            .env("RUNTIME_DIRECTORY", &runtime)
-            .args(["run", "--init", "--config"])
-            .arg(&s.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map(|child| Supervisor { child })
-            .expect("spawn")
-    };
+    let start = || Supervisor::start_in(&s.config, &runtime);
     let sup = start();
     wait_for("watching", 30, || {
         live_status(&s.config, &runtime).0["state"] == "watching"
@@ -836,15 +846,7 @@ fn sigterm_takes_a_last_version_of_pending_changes() {
     );
     fs::write(&s.config, text).expect("config");
     let runtime = s.tmp.path().join("runtime");
-    let sup = Command::new(bin("reverberator"))
-        .env("RUNTIME_DIRECTORY", &runtime)
-        .args(["run", "--init", "--config"])
-        .arg(&s.config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(|child| Supervisor { child })
-        .expect("spawn");
+    let sup = Supervisor::start_in(&s.config, &runtime);
     wait_for("watching", 30, || {
         live_status(&s.config, &runtime).0["state"] == "watching"
     });
@@ -870,14 +872,9 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).expect("bind");
     sock.set_read_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
-    let sup = Command::new(bin("reverberator"))
+    let sup = run_command(&s.config, &s.tmp.path().join("runtime"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "1000000")
-        .env("RUNTIME_DIRECTORY", s.tmp.path().join("runtime"))
-        .args(["run", "--init", "--config"])
-        .arg(&s.config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .map(|child| Supervisor { child })
         .expect("spawn");
@@ -926,15 +923,7 @@ fn status_shows_a_long_first_copy_as_copying_with_progress() {
         s.src("big").display()
     ));
     let runtime = s.tmp.path().join("runtime");
-    let sup = Command::new(bin("reverberator"))
-        .env("RUNTIME_DIRECTORY", &runtime)
-        .args(["run", "--init", "--config"])
-        .arg(&s.config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(|child| Supervisor { child })
-        .expect("spawn");
+    let sup = Supervisor::start_in(&s.config, &runtime);
     wait_for("copying with progress", 60, || {
         let (st, _) = live_status(&s.config, &runtime);
         st["state"] == "copying"
@@ -954,15 +943,7 @@ fn an_unmeetable_size_limit_is_failing_with_what_resolves_it() {
     let s = Setup::new(&["full"], "vault_size_limit = \"1\"");
     fs::write(s.src("full").join("big"), vec![7u8; 100_000]).expect("write");
     let runtime = s.tmp.path().join("runtime");
-    let sup = Command::new(bin("reverberator"))
-        .env("RUNTIME_DIRECTORY", &runtime)
-        .args(["run", "--init", "--config"])
-        .arg(&s.config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(|child| Supervisor { child })
-        .expect("spawn");
+    let sup = Supervisor::start_in(&s.config, &runtime);
     wait_for("failing on the size limit", 30, || {
         live_status(&s.config, &runtime).0["state"] == "failing"
     });
