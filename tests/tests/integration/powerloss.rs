@@ -413,6 +413,9 @@ struct Tally {
     states: usize,
     before_the_job: usize,
     versions_checked: usize,
+    /// Versions the repair made under the name of one the power cut lost (same number,
+    /// same second): compared with the source as it is now, not with the lost one.
+    names_reused: usize,
     /// Each finding, with the state it was seen in.
     findings: Vec<String>,
 }
@@ -428,11 +431,16 @@ fn check_state(w: &Workload, tally: &mut Tally) -> Vec<String> {
         return found;
     }
     let partial_exists = w.f.vault.join("partial/job.toml").is_file();
-    let mut repairs = vec![w.f.snap(&[]), w.f.tool("reverb-retire")];
+    let mut repairs = vec![
+        (Some("job"), w.f.snap(&[])),
+        (None, w.f.tool("reverb-retire")),
+    ];
     if partial_exists {
-        repairs.push(w.partial(&[]));
+        repairs.push((Some("partial"), w.partial(&[])));
     }
-    for mut c in repairs {
+    // The version each repair `reverb-snap` made, by job: it holds the source as it is now.
+    let mut made = BTreeMap::new();
+    for (job, mut c) in repairs {
         let o = c.output();
         if !o.status.success() {
             found.push(format!(
@@ -441,18 +449,27 @@ fn check_state(w: &Workload, tally: &mut Tally) -> Vec<String> {
             ));
             return found;
         }
+        let printed = reverb_tests::stdout(&o).trim().to_owned();
+        if let Some(job) = job
+            && !printed.is_empty()
+        {
+            made.insert(job, printed);
+        }
     }
     let mut jobs = vec!["job"];
     if partial_exists {
         jobs.push("partial");
     }
     for job in jobs {
-        found.extend(check_job(w, job, tally));
+        found.extend(check_job(w, job, made.get(job), tally));
     }
     found
 }
 
-fn check_job(w: &Workload, job: &str, tally: &mut Tally) -> Vec<String> {
+/// Checks every version of `job` against what it must hold; `made` is the version the
+/// repair run made (which may carry the name of a version the power cut lost: names are
+/// by the second).
+fn check_job(w: &Workload, job: &str, made: Option<&String>, tally: &mut Tally) -> Vec<String> {
     let mut found = Vec::new();
     let dir = w.f.vault.join(job);
     let o = cmd("reverb-index")
@@ -484,13 +501,20 @@ fn check_job(w: &Workload, job: &str, tally: &mut Tally) -> Vec<String> {
         .skip(1)
         .filter_map(|l| l.split('\t').nth(1).map(str::to_owned))
         .collect();
-    let newest = rows.last().cloned();
     for v in &rows {
-        let want = match w.manifest.get(&(job.to_owned(), v.clone())) {
-            Some(t) => t.clone(),
+        let recorded = w.manifest.get(&(job.to_owned(), v.clone()));
+        let want = match recorded {
             // Made by the repair run from the source as it is now.
-            None if job == "job" && newest.as_ref() == Some(v) => capture(&w.f.src, OPTS),
-            None if job == "partial" && newest.as_ref() == Some(v) => continue,
+            _ if made == Some(v) => {
+                if recorded.is_some() {
+                    tally.names_reused += 1;
+                }
+                if job == "partial" {
+                    continue;
+                }
+                capture(&w.f.src, OPTS)
+            }
+            Some(t) => t.clone(),
             None => {
                 found.push(format!("{job}: version {v} is in no manifest"));
                 continue;
@@ -676,12 +700,13 @@ fn sweep(fstype: &str, default_sample: usize) {
     }
     eprintln!(
         "{fstype} power-loss sweep (seed {seed:#x}): {} writes, {flushes} flushes; {} states \
-         tried ({} before the job existed), {} versions restored and compared, {} findings, \
-         {:.0} s",
+         tried ({} before the job existed), {} versions restored and compared ({} made by a \
+         repair under a lost version's name), {} findings, {:.0} s",
         ops.len() - flushes,
         tally.states,
         tally.before_the_job,
         tally.versions_checked,
+        tally.names_reused,
         tally.findings.len(),
         started.elapsed().as_secs_f64()
     );
@@ -703,17 +728,11 @@ fn describe(s: &State) -> String {
 }
 
 #[test]
-#[ignore = "open (issue 14): on ext4 too, some sampled crash states show the first version's \
-            root directory with its build-time mtime instead of the source's; run it with \
-            `cargo test -p reverb-tests --test integration -- --ignored powerloss::`"]
 fn power_loss_on_ext4_leaves_every_version_exact() {
     sweep("ext4", 30);
 }
 
 #[test]
-#[ignore = "open (issue 14): on XFS, 1-2 of 20 sampled crash states show a retained version \
-            whose directory mtime or file content is newer than its manifest; run it with \
-            `cargo test -p reverb-tests --test integration -- --ignored powerloss::`"]
 fn power_loss_on_xfs_leaves_every_version_exact() {
     sweep("xfs", 20);
 }
