@@ -430,6 +430,7 @@ fn check_state(w: &Workload, tally: &mut Tally) -> Vec<String> {
         tally.before_the_job += 1;
         return found;
     }
+    found.extend(check_before_repair(w, tally));
     let partial_exists = w.f.vault.join("partial/job.toml").is_file();
     let mut repairs = vec![
         (Some("job"), w.f.snap(&[])),
@@ -462,6 +463,69 @@ fn check_state(w: &Workload, tally: &mut Tally) -> Vec<String> {
     }
     for job in jobs {
         found.extend(check_job(w, job, made.get(job), tally));
+    }
+    found
+}
+
+/// I9 before any repair: every version of `job` under its final name (in index.tsv or not)
+/// reads back, through its links as a user browses it, exactly as its manifest. The version
+/// a retirement was deleting is skipped; while one is in progress, directory mtimes of the
+/// others are not compared (the resumed retirement puts them back from `retiring.tsv`).
+fn check_before_repair(w: &Workload, tally: &mut Tally) -> Vec<String> {
+    let dir = w.f.job_dir();
+    let state = fs::read_to_string(dir.join("job.toml")).unwrap_or_default();
+    let retiring = state
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("retiring = "))
+        .map(|v| v.trim_matches('"').to_owned());
+    let opts = CaptureOpts {
+        dir_mtimes: retiring.is_none() && !dir.join("retiring.tsv").exists(),
+        ..OPTS
+    };
+    let mut found = Vec::new();
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return found;
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('V') && dir.join(n).is_dir())
+        .collect();
+    names.sort();
+    for v in names {
+        if retiring.as_deref() == Some(v.as_str()) {
+            continue;
+        }
+        let Some(want) = w.manifest.get(&("job".to_owned(), v.clone())) else {
+            found.push(format!("job: before repair: {v} is in no manifest"));
+            continue;
+        };
+        tally.versions_checked += 1;
+        let dest = w.f._tmp.path().join("browsed");
+        fsutil_remove(&dest);
+        // -L: the vault links are followed, as a user reading the version does.
+        let o = std::process::Command::new("cp")
+            .args(["-RL", "--preserve=mode,ownership,timestamps,xattr"])
+            .arg(dir.join(&v))
+            .arg(&dest)
+            .output()
+            .expect("run cp");
+        if !o.status.success() {
+            found.push(format!(
+                "job: before repair: reading {v}: {}",
+                reverb_tests::stderr(&o).trim()
+            ));
+        } else if let Some(d) = tree_difference(
+            &if opts.dir_mtimes {
+                want.clone()
+            } else {
+                reverb_tests::model::without_dir_mtimes(want)
+            },
+            &capture(&dest, opts),
+        ) {
+            found.push(format!("job: before repair: version {v} is wrong: {d}"));
+        }
+        fsutil_remove(&dest);
     }
     found
 }
