@@ -34,9 +34,13 @@ struct Args {
     /// Files in the generated tree.
     #[arg(long, default_value_t = 100_000)]
     files: usize,
-    /// Directories in the tree (default: one per 20 files).
+    /// Directories in the tree (default: one per 20 files; the random shape only).
     #[arg(long)]
     dirs: Option<usize>,
+    /// The tree's layout: `random` (the deep random tree) or `regular` (20 × 25 × 10
+    /// directories of 20 files each at 100,000 files).
+    #[arg(long, value_enum, default_value = "random")]
+    shape: tree::Shape,
     /// Repetitions of each timed measure (medians are reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -109,7 +113,7 @@ fn run(args: Args) -> Result<()> {
     let mut rng = tree::Rng::new(args.seed);
     let dirs = args.dirs.unwrap_or(args.files / 20).max(1);
     let t = Instant::now();
-    let tree = tree::generate(&scratch.join("src"), args.files, dirs, &mut rng)?;
+    let tree = tree::generate(&scratch.join("src"), args.shape, args.files, dirs, &mut rng)?;
     eprintln!(
         "tree: {:?} in {:.1} s",
         tree.stats,
@@ -122,6 +126,7 @@ fn run(args: Args) -> Result<()> {
         "reps": args.reps,
         "cache": cache,
         "seed": args.seed,
+        "shape": args.shape,
         "quiet_ms": args.quiet_ms,
     });
     let mut b = Bench {

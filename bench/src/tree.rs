@@ -1,8 +1,9 @@
 //! The benchmark's source tree: generation and the changes made to it between versions.
 //!
 //! Owns: [`Rng`] (a seeded SplitMix64, so a run is reproducible from `--seed`), [`generate`]
-//! (a realistic tree: `dirs` directories grown as a random recursive tree capped at
-//! [`MAX_DEPTH`], files spread uniformly over them, mostly small 0–16 KiB files, some 1 MiB
+//! (a realistic tree: [`Shape::Random`], `dirs` directories grown as a random recursive tree
+//! capped at [`MAX_DEPTH`], files spread uniformly over them; or [`Shape::Regular`], the
+//! 20 × 25 × 10 directories of 20 files each that SPEC's targets name, scaled with `files`; mostly small 0–16 KiB files, some 1 MiB
 //! files, a few 64 MiB sparse files with holes, a few relative source symlinks), and
 //! [`Tree::modify`] (rewrites `n` distinct small files with new content and size).
 //!
@@ -83,7 +84,73 @@ pub struct Tree {
 }
 
 /// Builds a tree of `files` files in `dirs` directories (the root counts as one) at `root`.
-pub fn generate(root: &Path, files: usize, dirs: usize, rng: &mut Rng) -> Result<Tree> {
+/// How the directories of a generated tree are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// A random recursive tree, up to [`MAX_DEPTH`] levels, files placed at random.
+    Random,
+    /// Three levels: 25 × 10 directories under each top-level one (as many top-level ones
+    /// as `files` needs: 20 at 100,000), 20 files in each leaf directory.
+    Regular,
+}
+
+/// Files per leaf directory, and the fan-out below a top-level one, of [`Shape::Regular`].
+const REGULAR_FILES_PER_LEAF: usize = 20;
+const REGULAR_FAN_OUT: [usize; 2] = [25, 10];
+
+/// The directories of a tree: (relative path, depth), the root first; and, for
+/// [`Shape::Regular`], the leaves that hold the files, in order.
+fn layout(
+    shape: Shape,
+    files: usize,
+    dirs: usize,
+    rng: &mut Rng,
+) -> (Vec<(PathBuf, usize)>, Vec<usize>) {
+    let mut all: Vec<(PathBuf, usize)> = vec![(PathBuf::new(), 0)];
+    match shape {
+        Shape::Random => {
+            for i in 1..dirs.max(1) {
+                let parent = loop {
+                    let p = rng.below(all.len());
+                    if all[p].1 < MAX_DEPTH {
+                        break p;
+                    }
+                };
+                let rel = all[parent].0.join(format!("d{i:05}"));
+                all.push((rel, all[parent].1 + 1));
+            }
+            (all, Vec::new())
+        }
+        Shape::Regular => {
+            let per_top = REGULAR_FAN_OUT[0] * REGULAR_FAN_OUT[1];
+            let leaves_needed = files.div_ceil(REGULAR_FILES_PER_LEAF).max(1);
+            let tops = leaves_needed.div_ceil(per_top);
+            let mut leaves = Vec::new();
+            for t in 0..tops {
+                let top = PathBuf::from(format!("d{t:02}"));
+                all.push((top.clone(), 1));
+                for m in 0..REGULAR_FAN_OUT[0] {
+                    let mid = top.join(format!("d{m:02}"));
+                    all.push((mid.clone(), 2));
+                    for l in 0..REGULAR_FAN_OUT[1] {
+                        all.push((mid.join(format!("d{l:02}")), 3));
+                        leaves.push(all.len() - 1);
+                    }
+                }
+            }
+            (all, leaves)
+        }
+    }
+}
+
+pub fn generate(
+    root: &Path,
+    shape: Shape,
+    files: usize,
+    dirs: usize,
+    rng: &mut Rng,
+) -> Result<Tree> {
     fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
     let mut noise = vec![0u8; (1 << 20) + SMALL_MAX];
     for chunk in noise.chunks_mut(8) {
@@ -92,24 +159,19 @@ pub fn generate(root: &Path, files: usize, dirs: usize, rng: &mut Rng) -> Result
     }
     let mut stats = Stats::default();
     // (relative path, depth); index 0 is the root.
-    let mut all: Vec<(PathBuf, usize)> = vec![(PathBuf::new(), 0)];
-    for i in 1..dirs.max(1) {
-        let parent = loop {
-            let p = rng.below(all.len());
-            if all[p].1 < MAX_DEPTH {
-                break p;
-            }
-        };
-        let rel = all[parent].0.join(format!("d{i:05}"));
-        fs::create_dir(root.join(&rel)).with_context(|| format!("mkdir {}", rel.display()))?;
-        all.push((rel, all[parent].1 + 1));
+    let (all, leaves) = layout(shape, files, dirs, rng);
+    for (rel, _) in &all[1..] {
+        fs::create_dir(root.join(rel)).with_context(|| format!("mkdir {}", rel.display()))?;
         stats.dirs += 1;
     }
     let exts = ["txt", "md", "rs", "json", "jpg", "pdf", "conf", "csv"];
     let sparse_count = (files / SPARSE_EVERY).max(1);
     let mut small = Vec::with_capacity(files);
     for i in 0..files {
-        let dir = &all[rng.below(all.len())].0;
+        let dir = match shape {
+            Shape::Random => &all[rng.below(all.len())].0,
+            Shape::Regular => &all[leaves[i / REGULAR_FILES_PER_LEAF]].0,
+        };
         let rel = dir.join(format!("f{i:07}.{}", exts[i % exts.len()]));
         let path = root.join(&rel);
         if i < sparse_count {
