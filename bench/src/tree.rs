@@ -3,8 +3,9 @@
 //! Owns: [`Rng`] (a seeded SplitMix64, so a run is reproducible from `--seed`), [`generate`]
 //! (a realistic tree: [`Shape::Random`], `dirs` directories grown as a random recursive tree
 //! capped at [`MAX_DEPTH`], files spread uniformly over them; or [`Shape::Regular`], the
-//! 20 × 25 × 10 directories of 20 files each that SPEC's targets name, scaled with `files`; mostly small 0–16 KiB files, some 1 MiB
-//! files, a few 64 MiB sparse files with holes, a few relative source symlinks), and
+//! 20 × 25 × 10 directories of 20 files each that SPEC's targets name, scaled with `files`;
+//! mostly small 0–16 KiB files, some 1 MiB files, a few 64 MiB sparse files with holes, a
+//! few relative source symlinks), and
 //! [`Tree::modify`] (rewrites `n` distinct small files with new content and size).
 //!
 //! Invariants:
@@ -83,7 +84,6 @@ pub struct Tree {
     noise: Vec<u8>,
 }
 
-/// Builds a tree of `files` files in `dirs` directories (the root counts as one) at `root`.
 /// How the directories of a generated tree are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -144,6 +144,8 @@ fn layout(
     }
 }
 
+/// Builds a tree of `files` files at `root`, laid out as `shape` says (`dirs` directories,
+/// the root counting as one, for [`Shape::Random`]).
 pub fn generate(
     root: &Path,
     shape: Shape,

@@ -467,10 +467,11 @@ fn check_state(w: &Workload, tally: &mut Tally) -> Vec<String> {
     found
 }
 
-/// I9 before any repair: every version of `job` under its final name (in index.tsv or not)
-/// reads back, through its links as a user browses it, exactly as its manifest. The version
-/// a retirement was deleting is skipped; while one is in progress, directory mtimes of the
-/// others are not compared (the resumed retirement puts them back from `retiring.tsv`).
+/// I9 before any repair: every version of the first job (`job`) under its final name (in
+/// index.tsv or not) reads back, through its links as a user browses it, exactly as its
+/// manifest. The version a retirement was deleting is skipped; while one is in progress,
+/// directory mtimes of the others are not compared (the resumed retirement puts them back
+/// from `retiring.tsv`).
 fn check_before_repair(w: &Workload, tally: &mut Tally) -> Vec<String> {
     let dir = w.f.job_dir();
     let state = fs::read_to_string(dir.join("job.toml")).unwrap_or_default();
