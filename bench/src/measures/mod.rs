@@ -96,6 +96,24 @@ impl Bench {
     pub fn chain_path(&self, i: usize) -> PathBuf {
         self.scratch.join("rsnap").join(format!("{i:04}"))
     }
+
+    /// `rsync -a --link-dest=<the chain's last> <tree>/ <new>/` (the cache prepared first),
+    /// then `new` joins the chain; how long rsync took.
+    pub fn link_dest_snapshot(&mut self, rsync: &Path, new: PathBuf) -> Result<Duration> {
+        let prev = self.chain.last().cloned().unwrap_or_default();
+        let mut link = std::ffi::OsString::from("--link-dest=");
+        link.push(&prev);
+        self.cache.prepare()?;
+        let d = crate::peers::timed(
+            Command::new(rsync)
+                .arg("-a")
+                .arg(link)
+                .arg(slash(&self.tree.root))
+                .arg(slash(&new)),
+        )?;
+        self.chain.push(new);
+        Ok(d)
+    }
 }
 
 /// A duration in seconds.

@@ -170,19 +170,8 @@ fn link_dest_round(b: &mut Bench, rsync: &Path, rm: &Path) -> Result<(f64, f64)>
         )?;
         b.chain.push(first);
     }
-    let prev = b.chain.last().cloned().unwrap_or_default();
     let new = next_slot(b);
-    let mut link = std::ffi::OsString::from("--link-dest=");
-    link.push(&prev);
-    b.cache.prepare()?;
-    let snap = timed(
-        Command::new(rsync)
-            .arg("-a")
-            .arg(link)
-            .arg(slash(&b.tree.root))
-            .arg(slash(&new)),
-    )?;
-    b.chain.push(new);
+    let snap = b.link_dest_snapshot(rsync, new)?;
     let oldest = b.chain.remove(0);
     b.cache.prepare()?;
     let gone = timed(Command::new(rm).arg("-rf").arg(&oldest))?;

@@ -57,21 +57,9 @@ fn our_version(b: &Bench, mode: Mode, paths: &[PathBuf]) -> Result<(f64, f64)> {
 
 /// `rsync -a --link-dest=<prev>` into the next chain slot; time and entries.
 fn link_dest(b: &mut Bench, rsync: &Path) -> Result<(f64, f64)> {
-    let prev = b.chain.last().cloned().unwrap_or_default();
     let new = b.chain_path(b.chain.len());
-    b.cache.prepare()?;
-    let mut link = std::ffi::OsString::from("--link-dest=");
-    link.push(&prev);
-    let d = timed(
-        Command::new(rsync)
-            .arg("-a")
-            .arg(link)
-            .arg(slash(&b.tree.root))
-            .arg(slash(&new)),
-    )?;
-    let e = count_entries(&new)?;
-    b.chain.push(new);
-    Ok((secs(d), e as f64))
+    let d = b.link_dest_snapshot(rsync, new.clone())?;
+    Ok((secs(d), count_entries(&new)? as f64))
 }
 
 /// `cp -al <prev> <new>`, then the changed files copied over their links.
