@@ -17,20 +17,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
-/// A temp name beside `path` that no other writer uses: `.tmp-{pid}-{n}-{name}`.
+/// A temp name for `path` in the directory `dir` (same file system) that no other writer
+/// uses: `.tmp-{pid}-{n}-{name}`.
 ///
 /// The pid sets this process apart from every other writer; `n` comes from a counter
 /// global to the process because that is the scope the name must be unique in: two
 /// threads (or two calls of one thread) replacing the same file must not share a temp
 /// name, and no narrower owner (a vault, a job) sees all of the process's writers. It
 /// only grows, and needs no ordering with other memory (`Relaxed`).
-pub fn temp_beside(path: &Path) -> PathBuf {
-    let dir = path.parent().unwrap_or(Path::new(""));
-    temp_in(dir, path)
-}
-
-/// A temp name for `path` in the directory `dir` (same file system), named as
-/// [`temp_beside`] names it.
 pub fn temp_in(dir: &Path, path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -49,7 +43,7 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 /// The folder of temporaries inside a job folder (docs/format.md#vault-layout).
 pub const TMP_DIR: &str = ".tmp";
 
-/// The pid a temp name ([`temp_beside`]) was made by, if `name` is one.
+/// The pid a temp name ([`temp_in`]) was made by, if `name` is one.
 pub fn temp_owner(name: &std::ffi::OsStr) -> Option<u32> {
     let rest = name.to_str()?.strip_prefix(TEMP_PREFIX)?;
     rest.split('-').next()?.parse().ok()
@@ -88,17 +82,19 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// the job's `.tmp/`, which recovery empties), so a crash never leaves it among the files.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    write_atomic_via(&tmp_dir_of(dir)?, path, contents)
+    write_atomic_in(&tmp_dir_of(dir)?, path, contents)
 }
 
 /// [`write_atomic`] with the temp file beside `path` (for the vault marker: the vault
 /// root has no `.tmp/`).
 pub fn write_atomic_beside(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    write_atomic_via(dir, path, contents)
+    write_atomic_in(dir, path, contents)
 }
 
-fn write_atomic_via(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
+/// [`write_atomic`] with the temp file built in `tmp_dir` (an existing directory on the
+/// same file system as `path`).
+pub fn write_atomic_in(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = temp_in(tmp_dir, path);
     let result = (|| {
         let mut f = OpenOptions::new()

@@ -360,7 +360,7 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
         let record = r.record(&survey)?;
         // Checksum records follow the data before any link names its new place (§ checksums).
         let (vo_n, vn_n) = (r.rows[r.pos].version, r.rows[r.pos + 1].version);
-        crate::vault::verify::carry_records(&r.job, (vo_n, &r.vo), (vn_n, &r.vn), &lookalikes)?;
+        crate::format::checksums::carry(&r.job, vo_n, vn_n, &survey.moves)?;
         sizes.link_delta = r.retarget_later_links(&survey, &tmp)?;
         sizes.link_correction = r.move_into_next(&survey.moves, &mut lookalikes, &tmp)?;
         retiring::put_back_all(&r.job, &record)?;

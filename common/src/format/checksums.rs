@@ -19,8 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result, show};
@@ -125,27 +123,11 @@ pub fn write(job: &Path, n: u64, records: &Records) -> Result<()> {
         fs::create_dir_all(&dir).ctx("cannot create", &dir)?;
         fsutil::fsync_dir(job)?;
     }
-    let tmp_dir = job.join(".tmp");
-    fs::create_dir_all(&tmp_dir).ctx("cannot create", &tmp_dir)?;
-    let path = file_of(job, n);
-    let tmp = fsutil::temp_beside(&tmp_dir.join(format!("V{n}.tsv")));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .ctx("cannot create", &tmp)?;
-        f.write_all(render(records).as_bytes())
-            .ctx("cannot write", &tmp)?;
-        f.sync_all().ctx("cannot fsync", &tmp)?;
-        fs::rename(&tmp, &path).ctx("cannot rename into place", &path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    fsutil::fsync_dir(&dir)
+    fsutil::write_atomic_in(
+        &fsutil::tmp_dir_of(job)?,
+        &file_of(job, n),
+        render(records).as_bytes(),
+    )
 }
 
 /// Removes version `n`'s checksums file (missing is fine).

@@ -360,25 +360,6 @@ fn compare(
     }
 }
 
-/// Retirement of `vo` into `vn` (number, directory name): the records under every entry of
-/// `vo` that `vn` uses through a vault link (at the path or an ancestor) are added to `vn`'s
-/// checksums file, durably, before any link or data changes (docs/format.md#checksums):
-/// from the moment a later version's link is retargeted to `vn`, the lookup reads `vn`'s
-/// file. Idempotent, so a resumed retirement runs it again.
-pub fn carry_records(
-    job: &Path,
-    vo: (u64, &str),
-    vn: (u64, &str),
-    lookalikes: &Lookalikes,
-) -> Result<()> {
-    let moves: Vec<PathBuf> = crate::vault::tree::vault_links(job, vn.1, lookalikes)?
-        .into_iter()
-        .filter(|(_, holder)| holder == vo.1)
-        .map(|(rel, _)| rel)
-        .collect();
-    checksums::carry(job, vo.0, vn.0, &moves)
-}
-
 /// `reverb-index --recount --checksums`: every version without a checksums file gets one
 /// from its data as it is now, and a version's file gains the records it lacks; journaled
 /// as `recount`. Returns how many records were added. The caller holds the job lock.
