@@ -188,8 +188,11 @@ fn run_job(args: &Args, dir: JobDir, configured: Option<JobSettings>) -> anyhow:
         // A closed stdout must not stop a retirement half way: the work goes on.
         let _ = cli::print_line(&line);
     };
-    retire::enforce_with(&mut ctx, &limits, false, &mut print)?;
-    reverb_common::batch::compact_journal(&mut ctx, "retire");
+    // Only a retirement moves the oldest version: with none, there is nothing to compact
+    // (and the supervisor runs this after every version).
+    if !retire::enforce_with(&mut ctx, &limits, false, &mut print)?.is_empty() {
+        reverb_common::batch::compact_journal(&mut ctx);
+    }
     Ok(())
 }
 

@@ -217,7 +217,7 @@ fn one_version(
             ) {
                 Ok(done) => {
                     if !done.is_empty() {
-                        reverb_common::batch::compact_journal(ctx, "snap");
+                        reverb_common::batch::compact_journal(ctx);
                     }
                     for r in done {
                         eprintln!(

@@ -246,14 +246,17 @@ impl Journal {
             .open(path)
             .ctx("cannot open journal", path)?;
         file.lock().ctx("cannot lock journal", path)?;
-        let repaired = cut_torn_tail(&mut file, path);
+        // The header too is written under the lock: two writers opening a new journal at
+        // once must not both write it, nor append a record before it.
+        let repaired = cut_torn_tail(&mut file, path).and_then(|len| match len {
+            0 => file
+                .write_all(format!("{HEADER}\n").as_bytes())
+                .ctx("cannot write journal", path),
+            _ => Ok(()),
+        });
         let unlocked = file.unlock().ctx("cannot unlock journal", path);
-        let len = repaired?;
+        repaired?;
         unlocked?;
-        if len == 0 {
-            file.write_all(format!("{HEADER}\n").as_bytes())
-                .ctx("cannot write journal", path)?;
-        }
         Ok(Journal {
             file,
             path: path.to_path_buf(),
@@ -297,15 +300,39 @@ impl Journal {
         };
         let mut line = entry.render();
         line.push('\n');
-        self.file
-            .lock_shared()
-            .ctx("cannot lock journal", &self.path)?;
+        self.lock_current()?;
         let written = self
             .file
             .write_all(line.as_bytes())
             .ctx("cannot append to journal", &self.path);
         let unlocked = self.file.unlock().ctx("cannot unlock journal", &self.path);
         written.and(unlocked)
+    }
+
+    /// Takes the shared lock on the journal file now at `path`: when a compaction (another
+    /// process's, [`crate::format::journal_compact`]) replaced the file this handle has
+    /// open, the handle reopens the path first, so no record goes to the replaced file.
+    fn lock_current(&mut self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            self.file
+                .lock_shared()
+                .ctx("cannot lock journal", &self.path)?;
+            let open = self
+                .file
+                .metadata()
+                .ctx("cannot stat journal", &self.path)?;
+            let replaced = match std::fs::metadata(&self.path) {
+                Ok(now) => (now.dev(), now.ino()) != (open.dev(), open.ino()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e).ctx("cannot stat journal", &self.path),
+            };
+            if !replaced {
+                return Ok(());
+            }
+            let _ = self.file.unlock();
+            self.file = Journal::open(&self.path, self.tool)?.file;
+        }
     }
 
     /// Appends a record, reporting a failure as a warning ([`crate::error::warn`], printed

@@ -103,21 +103,17 @@ pub fn change_source(ctx: &mut JobCtx, vault_root: &Path, source: &Path) -> Resu
 }
 
 /// After a retirement: compacts the job's journal (raw change events older than the oldest
-/// retained version go, [`crate::format::journal_compact`]) and reopens `ctx.journal` on the
-/// new file. Called under the job lock. A failure is a warning: the journal only grows.
-pub fn compact_journal(ctx: &mut JobCtx, tool: &'static str) {
+/// retained version go, [`crate::format::journal_compact`]; every open journal handle,
+/// `ctx.journal` too, follows the new file at its next append). Called under the job lock.
+/// A failure is a warning: the journal only grows.
+pub fn compact_journal(ctx: &mut JobCtx) {
     let Ok(rows) = crate::format::index::read_index_or_empty(&ctx.dir.index()) else {
         return;
     };
     let Some(oldest) = rows.first() else { return };
     let path = ctx.dir.journal();
-    match crate::format::journal_compact::compact(&path, &oldest.created) {
-        Ok(c) if c.dropped > 0 => match Journal::open(&path, tool) {
-            Ok(j) => ctx.journal = j,
-            Err(e) => crate::error::warn(&e.to_string()),
-        },
-        Ok(_) => {}
-        Err(e) => crate::error::warn(&format!("journal compaction: {e}")),
+    if let Err(e) = crate::format::journal_compact::compact(&path, &oldest.created) {
+        crate::error::warn(&format!("journal compaction: {e}"));
     }
 }
 

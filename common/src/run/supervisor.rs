@@ -1247,12 +1247,9 @@ impl Runner {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let out = c.output();
-        // reverb-retire may have compacted the journal (a new file): append to that one.
-        if self.journal.take().is_some() {
-            self.open_journal(&JobDir::new(&self.job.vault, &self.job.folder));
-        }
-        match out {
+        // reverb-retire may compact the journal (a new file): the journal handle follows
+        // it at its next append.
+        match c.output() {
             Ok(o) if o.status.success() => {
                 self.retire_failure = None;
                 // `job<TAB>dir<TAB>freed_bytes`, said in words.
