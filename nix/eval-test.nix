@@ -99,7 +99,7 @@ let
       };
     }).services.reverberator.finalSettings;
 
-  cases = lib.concatLists [
+  checks = [
     (expectAssertions "good config" good [ ])
     (expectEq "docs resolved" goodToml.jobs.docs {
       source = "/home/alice/Documents";
@@ -117,6 +117,7 @@ let
       keep_yearly = 0;
       exclude = [ "*.tmp" ];
       max_delete_ratio = 0.5;
+      checksums = true;
       stop_timeout = "60s";
     })
     (expectEq "code overrides defaults" goodToml.jobs.code.keep_versions 7)
@@ -138,6 +139,7 @@ let
         keep_yearly = 0;
         exclude = [ ];
         max_delete_ratio = 0.5;
+        checksums = true;
         stop_timeout = "60s";
     })
     (expectEq "retention rules from defaults and the job"
@@ -277,5 +279,9 @@ let
       };
     })
   ];
+  cases = lib.concatLists checks;
 in
-if cases == [ ] then "ok: 22 cases" else throw (lib.concatStringsSep "\n" cases)
+if cases == [ ] then
+  "ok: ${toString (builtins.length checks)} cases"
+else
+  throw (lib.concatStringsSep "\n" cases)

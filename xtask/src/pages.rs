@@ -89,11 +89,24 @@ An attribute-only change copies the vault's data with the new attributes.
 \fBkeep_versions\fR (integer, default 100)
 Keep the newest N versions.
 .TP
+\fBkeep_within\fR (duration, default "1h")
+Keep every version younger than this.
+.TP
+\fBkeep_hourly\fR, \fBkeep_daily\fR, \fBkeep_weekly\fR, \fBkeep_monthly\fR, \fBkeep_yearly\fR (integers, defaults 24, 14, 8, 12, 0)
+Keep the newest version of each of the last N hours, days, ISO weeks, months or years
+that have one (local time). A version is kept when any rule keeps it; the newest always
+is. When every rule is 0, nothing is retired by count or time.
+.TP
 \fBvault_size_limit\fR (size, default none)
-Retire the oldest versions while the job's folder is larger ("50GiB").
+After the keep rules, retire the oldest versions while the job's folder is larger
+("50GiB"); never when the newest version alone is larger.
 .TP
 \fBexclude\fR (list of strings, default [])
 gitignore-style patterns, relative to the source.
+.TP
+\fBchecksums\fR (boolean, default true)
+Record the BLAKE3 of every file a version copies, checked by \fBverify \-\-data\fR and by
+restores.
 .TP
 \fBmax_delete_ratio\fR (number 0..1, default 0.5)
 A rescan leaving fewer than 1 \- this share of the files needs \fB\-\-force\fR.
