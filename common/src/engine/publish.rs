@@ -132,21 +132,29 @@ fn publish(
         mut rows,
         name,
     } = new;
-    b.lookalikes.save(&dir.path)?;
-    crate::engine::climb::save(b)?;
-    crate::fault::step();
-    make_durable(partial)?;
-    // Its checksums, durable too, before it is visible (docs/format.md#checksums).
-    b.save_checksums(&dir.path, name.n)?;
-    row.held_bytes = measure::held_bytes(partial)?;
     let record = completion_record(&dir, &name);
-    fsutil::tmp_dir_of(&dir.path)?;
-    fsutil::write_atomic_beside(
-        &record,
-        index::render(std::slice::from_ref(&row)).as_bytes(),
-    )?;
     let final_path = dir.version(&name);
-    fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)?;
+    let before_rename = (|| -> Result<()> {
+        b.lookalikes.save(&dir.path)?;
+        crate::engine::climb::save(b)?;
+        crate::fault::step();
+        make_durable(partial)?;
+        // Its checksums, durable too, before it is visible (docs/format.md#checksums).
+        b.save_checksums(&dir.path, name.n)?;
+        row.held_bytes = measure::held_bytes(partial)?;
+        fsutil::write_atomic_in(
+            &fsutil::tmp_dir_of(&dir.path)?,
+            &record,
+            index::render(std::slice::from_ref(&row)).as_bytes(),
+        )?;
+        fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)
+    })();
+    if before_rename.is_err() {
+        // Nothing is visible yet: the version is abandoned whole (recovery would do the same).
+        let _ = fsutil::remove_tree(partial);
+        let _ = fs::remove_file(&record);
+        before_rename?;
+    }
     fsutil::fsync_dir(&dir.path)?;
     crate::fault::step();
     rows.push(row.clone());
@@ -180,7 +188,8 @@ pub(crate) fn completion_record(dir: &JobDir, name: &VersionName) -> PathBuf {
 /// Makes a built version durable before it is renamed into place (I6 across power loss):
 /// everything real in it (files and directories, found by walking the tree under
 /// `.partial/`, vault links not followed) is fsynced, deepest first; when that is more
-/// than a few hundred entries (a first version), its whole filesystem is flushed once with
+/// than a few hundred entries (a first version), or when one of them cannot be opened (its
+/// mode keeps its unprivileged writer out), its whole filesystem is flushed once with
 /// `syncfs` instead, which is cheaper than thousands of fsyncs but also waits for
 /// everybody else's dirty data. The walk, not a list of the paths the build changed, says
 /// what to sync: every path that creates entries (a copy, a materialised deep sibling, a
@@ -192,12 +201,20 @@ fn make_durable(root: &Path) -> Result<()> {
         return syncfs(root);
     }
     for f in &files {
-        fs::File::open(f)
-            .and_then(|f| f.sync_all())
-            .ctx("cannot fsync", f)?;
+        match fs::File::open(f) {
+            Ok(file) => file.sync_all().ctx("cannot fsync", f)?,
+            // A copy whose new mode its writer may not read (an unprivileged job, mode 000):
+            // flush the whole file system instead.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return syncfs(root),
+            Err(e) => return Err(e).ctx("cannot open", f),
+        }
     }
     for d in dirs.iter().rev() {
-        fsutil::fsync_dir(d)?;
+        match fs::File::open(d) {
+            Ok(dir) => dir.sync_all().ctx("cannot fsync directory", d)?,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return syncfs(root),
+            Err(e) => return Err(e).ctx("cannot open directory", d),
+        }
     }
     Ok(())
 }

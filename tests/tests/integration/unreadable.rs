@@ -120,3 +120,55 @@ fn an_entry_that_cannot_be_inspected_keeps_its_data_after_a_rescan() {
         .to_owned();
     assert_kept_and_journaled(&f, &v, &oracle);
 }
+
+/// As a user, `chmod 000` of a backed-up file is an attribute-only change: the new version
+/// holds the vault's data under mode 000. The build cannot reopen that copy to make it
+/// durable, and still the version is made, nothing is left in `.partial/`, and a version
+/// after it works too.
+#[test]
+fn a_file_made_mode_000_by_its_owner_is_versioned() {
+    require_root!("setpriv to an unprivileged user");
+    let f = FastFixture::new(64);
+    open_to_nobody(&f);
+    fs::write(f.src.join("locked"), b"the data").expect("write");
+    fs::write(f.src.join("other"), b"other v1").expect("write");
+    sh(&format!(
+        "chown nobody {}/locked {}/other",
+        f.src.display(),
+        f.src.display()
+    ));
+    let mut c = snap_as_nobody(&f, &["--init"]);
+    c.arg("--source").arg(&f.src);
+    c.assert_success();
+    fs::set_permissions(f.src.join("locked"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    let o = snap_as_nobody(&f, &[]).output();
+    let leftovers: Vec<_> = fs::read_dir(f.job_dir().join(".partial"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "a failed build left .partial/: {leftovers:?}"
+    );
+    assert!(
+        o.status.success(),
+        "the version after chmod 000 failed: {}",
+        reverb_tests::stderr(&o)
+    );
+    let v = stdout(&o).trim().to_owned();
+    assert!(!v.is_empty(), "no version for the mode change");
+    let mode = fs::symlink_metadata(f.job_dir().join(&v).join("locked"))
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0, "the version holds the new mode");
+    fs::write(f.src.join("other"), b"other v2").expect("write");
+    let v3 = stdout(&snap_as_nobody(&f, &[]).assert_success())
+        .trim()
+        .to_owned();
+    assert_eq!(
+        capture(&f.restore(&v3), NOBODY),
+        capture(&f.src, NOBODY),
+        "the version after it restores to the source"
+    );
+}
