@@ -210,11 +210,12 @@ fn newest_needs(rows: &[IndexRow]) -> u64 {
         .unwrap_or(0)
 }
 
-/// The unmeetable limit, if `limit` is one for these rows.
-fn unmeetable_for(rows: &[IndexRow], limit: Option<u64>) -> Option<Unmeetable> {
+/// The unmeetable limit, if `limit` is one for these rows when the job holds `total`
+/// bytes: only a job over its limit can need a retirement that cannot succeed.
+fn unmeetable_for(rows: &[IndexRow], limit: Option<u64>, total: u64) -> Option<Unmeetable> {
     let (limit, newest) = (limit?, rows.last()?);
     let needs = newest_needs(rows);
-    (needs > limit).then(|| Unmeetable {
+    (total > limit && needs > limit).then(|| Unmeetable {
         newest: newest.dir.clone(),
         needs,
         limit,
@@ -288,7 +289,7 @@ pub fn plan(
             },
         });
     }
-    let unmeetable = unmeetable_for(rows, size_limit);
+    let unmeetable = unmeetable_for(rows, size_limit, total);
     if let (Some(limit), None) = (size_limit, &unmeetable) {
         let last = rows.len().saturating_sub(1);
         for (i, d) in decisions.iter_mut().enumerate().take(last) {
@@ -1035,15 +1036,8 @@ fn next_for_size(ctx: &mut JobCtx, size_limit: Option<u64>) -> Result<Option<(u6
             fault::step();
             continue;
         }
-        let unmeetable = unmeetable_for(&rows, Some(limit)).or_else(|| {
-            // One version left and still over: what it holds is what it needs.
-            (rows.len() == 1).then(|| Unmeetable {
-                newest: rows[0].dir.clone(),
-                needs: index::total_held(&rows),
-                limit,
-            })
-        });
-        if let Some(u) = unmeetable {
+        // Over the limit here, so with one version left the newest needs more than it.
+        if let Some(u) = unmeetable_for(&rows, Some(limit), index::total_held(&rows)) {
             let msg = format!("job {}: {u}", ctx.dir.folder);
             ctx.journal.note(JournalEvent::Error, b"", &msg);
             return Err(Error::Refused(msg));
@@ -1214,6 +1208,21 @@ mod tests {
         assert!(p.unmeetable.is_some());
         // A limit the newest meets is not unmeetable.
         assert!(run(&rows, &Rules::NONE, Some(700)).unmeetable.is_none());
+    }
+
+    #[test]
+    fn a_job_under_its_limit_is_never_unmeetable() {
+        // A sparse newest version: 100 files of apparent size (1,000 bytes) that hold 16
+        // bytes on disk. The job (36 bytes) is under the limit of 500: nothing to retire
+        // for size, so nothing is unmeetable (the real run exits 0, and so must --dry-run).
+        let rows = vec![row(1, 1, 1, 10), row(2, 1, 1, 10), row(3, 100, 100, 16)];
+        let p = run(&rows, &Rules::NONE, Some(500));
+        assert!(
+            p.unmeetable.is_none(),
+            "{:?}",
+            p.unmeetable.map(|u| u.to_string())
+        );
+        assert!(p.decisions.iter().all(|d| d.action == Keep));
     }
 
     #[test]
