@@ -92,7 +92,8 @@ pub mod events {
 pub mod job {
     pub use crate::run::selection::target;
     pub use crate::vault::job::{
-        JobCtx, anchored, create, find, job_dir, open, open_dir, update_settings, verify_identities,
+        JobCtx, anchored, canonical_or_nearest, create, find, job_dir, open, open_dir,
+        update_settings, verify_identities,
     };
 }
 

@@ -120,7 +120,12 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let configured = configured_settings(args)?;
     let mut first_err: Option<anyhow::Error> = None;
     for dir in jobs {
-        let settings = configured.get(&dir.folder).cloned();
+        let settings = configured
+            .get(&(
+                job::canonical_or_nearest(dir.vault_root()),
+                dir.folder.clone(),
+            ))
+            .cloned();
         if let Err(e) = run_job(args, dir.clone(), settings) {
             if args.jobs.job.is_some() {
                 return Err(e);
@@ -136,9 +141,11 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     }
 }
 
-/// With `--config`, each job's settings from the configuration (by folder), which take the
-/// place of job.toml's.
-fn configured_settings(args: &Args) -> anyhow::Result<HashMap<String, JobSettings>> {
+/// With `--config`, each job's settings from the configuration, by vault and folder (two
+/// vaults may each have a folder of that name), which take the place of job.toml's.
+fn configured_settings(
+    args: &Args,
+) -> anyhow::Result<HashMap<(std::path::PathBuf, String), JobSettings>> {
     let Some(path) = &args.jobs.config else {
         return Ok(HashMap::new());
     };
@@ -146,7 +153,7 @@ fn configured_settings(args: &Args) -> anyhow::Result<HashMap<String, JobSetting
     Ok(cfg
         .jobs
         .into_iter()
-        .map(|j| (j.folder, j.settings))
+        .map(|j| ((job::canonical_or_nearest(&j.vault), j.folder), j.settings))
         .collect())
 }
 

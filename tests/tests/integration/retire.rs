@@ -536,3 +536,53 @@ fn a_held_lock_makes_no_wait_exit_75_and_bad_flags_exit_2() {
     assert_eq!(index_dirs(&f).len(), 1);
     f.check_clean();
 }
+
+/// Two jobs of one configuration may share a folder name in different vaults (`my docs`
+/// and `my_docs` both sanitize to `my_docs`); each is retired by its own rules.
+#[test]
+fn jobs_sharing_a_folder_in_two_vaults_keep_their_own_rules() {
+    let f = Fixture::new();
+    let root = f._tmp.path();
+    let rules = "keep_within = \"0s\"\nkeep_hourly = 0\nkeep_daily = 0\nkeep_weekly = 0\n\
+                 keep_monthly = 0\nkeep_yearly = 0\n";
+    let config = root.join("two-vaults.toml");
+    let mut text = String::new();
+    for (name, keep) in [("my docs", 100), ("my_docs", 1)] {
+        let (src, vault) = (
+            root.join(format!("src {keep}")),
+            root.join(format!("vault {keep}")),
+        );
+        fs::create_dir_all(&src).expect("mkdir");
+        text.push_str(&format!(
+            "[jobs.\"{name}\"]\nsource = \"{}\"\nvault = \"{}\"\nkeep_versions = {keep}\n{rules}",
+            src.display(),
+            vault.display()
+        ));
+    }
+    fs::write(&config, text).expect("config");
+    for keep in [100, 1] {
+        let src = root.join(format!("src {keep}"));
+        let name = if keep == 100 { "my docs" } else { "my_docs" };
+        for round in 0..3 {
+            fs::write(src.join("f"), format!("round {round}")).expect("write");
+            let mut c = reverb_tests::cmd("reverb-snap");
+            c.args(["--config", config.to_str().expect("utf-8"), "--job", name]);
+            if round == 0 {
+                c.arg("--init");
+            }
+            c.assert_success();
+        }
+    }
+    let mut c = reverb_tests::cmd("reverb-retire");
+    c.args(["--config", config.to_str().expect("utf-8")]);
+    c.assert_success();
+    let versions = |keep: u32| {
+        fs::read_to_string(root.join(format!("vault {keep}/my_docs/index.tsv")))
+            .expect("index")
+            .lines()
+            .count()
+            - 1
+    };
+    assert_eq!(versions(100), 3, "keep_versions = 100 retired versions");
+    assert_eq!(versions(1), 1, "keep_versions = 1 kept more than one");
+}
