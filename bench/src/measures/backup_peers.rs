@@ -68,7 +68,7 @@ impl Peer {
             Peer::Borg => c.arg("create").arg(archive(b, n)).arg("."),
         };
         c.current_dir(&b.tree.root);
-        Ok(secs(timed(&mut c)?))
+        Ok(secs(timed_as_set(b, &mut c)?))
     }
 
     /// Restores `rel` (relative to the source) from the newest backup, `n`, into `to`.
@@ -83,7 +83,7 @@ impl Peer {
                 .arg(b.tree.root.join(rel)),
             Peer::Borg => c.arg("extract").arg(archive(b, n)).arg(rel).current_dir(to),
         };
-        Ok(secs(timed(&mut c)?))
+        Ok(secs(timed_as_set(b, &mut c)?))
     }
 
     /// Drops the oldest of `n` backups and frees its space.
@@ -93,18 +93,25 @@ impl Peer {
             Peer::Restic => {
                 let mut c = self.cmd(b);
                 c.args(["forget", "--quiet", "--prune", "--keep-last", &keep]);
-                Ok(secs(timed(&mut c)?))
+                Ok(secs(timed_as_set(b, &mut c)?))
             }
             Peer::Borg => {
                 let mut c = self.cmd(b);
                 c.args(["prune", "--keep-last", &keep]).arg(repo(b, self));
-                let t = timed(&mut c)?;
+                let t = timed_as_set(b, &mut c)?;
                 let mut c = self.cmd(b);
                 c.arg("compact").arg(repo(b, self));
-                Ok(secs(t + timed(&mut c)?))
+                Ok(secs(t + timed_as_set(b, &mut c)?))
             }
         }
     }
+}
+
+/// [`timed`] after the run's cache policy is applied (`--cold`: caches dropped), as every
+/// timed run of the bench is.
+fn timed_as_set(b: &Bench, c: &mut std::process::Command) -> Result<std::time::Duration> {
+    b.cache.prepare()?;
+    timed(c)
 }
 
 fn repo(b: &Bench, p: Peer) -> PathBuf {
@@ -155,7 +162,7 @@ pub fn backup_peers(b: &mut Bench) -> Result<()> {
         peers.push((p, ok));
     }
     let mut steps = Vec::new();
-    let mut each = |b: &Bench, what: &'static str, ours: f64, f: &dyn Fn(Peer) -> Result<f64>| {
+    let mut each = |what: &'static str, ours: f64, f: &dyn Fn(Peer) -> Result<f64>| {
         let results = peers
             .iter()
             .map(|(p, ok)| {
@@ -166,7 +173,6 @@ pub fn backup_peers(b: &mut Bench) -> Result<()> {
                 (*p, r)
             })
             .collect();
-        let _ = b;
         steps.push(Step {
             what,
             ours,
@@ -174,13 +180,14 @@ pub fn backup_peers(b: &mut Bench) -> Result<()> {
         });
     };
     eprintln!("peers: first backup");
-    let t = secs(timed(
+    let t = secs(timed_as_set(
+        b,
         ours(b, "reverb-snap")
             .arg("--source")
             .arg(&b.tree.root)
             .arg("--init"),
     )?);
-    each(b, "first backup", t, &|p| p.backup(b, 1));
+    each("first backup", t, &|p| p.backup(b, 1));
     for (n, (what, changes)) in [
         ("after 10 changed files", 10),
         ("after 1,000 changed files", 1000),
@@ -190,23 +197,27 @@ pub fn backup_peers(b: &mut Bench) -> Result<()> {
     {
         eprintln!("peers: {what}");
         b.tree.modify(changes, &mut b.rng)?;
-        let t = secs(timed(&mut ours(b, "reverb-snap"))?);
-        each(b, what, t, &|p| p.backup(b, n + 2));
+        let t = secs(timed_as_set(b, &mut ours(b, "reverb-snap"))?);
+        each(what, t, &|p| p.backup(b, n + 2));
     }
     let rel = b.tree.small[0].clone();
     let to = b.scratch.join("peers-restore");
-    let t = secs(timed(
+    let t = secs(timed_as_set(
+        b,
         ours(b, "reverb-restore")
             .arg("--path")
             .arg(&rel)
             .arg("--to")
             .arg(to.join("ours")),
     )?);
-    each(b, "restore one file", t, &|p| {
+    each("restore one file", t, &|p| {
         p.restore(b, 3, &rel, &to.join(p.name()))
     });
-    let t = secs(timed(ours(b, "reverb-retire").args(["--keep", "2"]))?);
-    each(b, "drop the oldest backup", t, &|p| p.drop_oldest(b, 3));
+    let t = secs(timed_as_set(
+        b,
+        ours(b, "reverb-retire").args(["--keep", "2"]),
+    )?);
+    each("drop the oldest backup", t, &|p| p.drop_oldest(b, 3));
     for s in steps {
         for (p, r) in s.peers {
             b.push(Row::new(

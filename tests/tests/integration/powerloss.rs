@@ -326,10 +326,17 @@ impl Workload {
         // A limit just under the job's size: the oldest version goes (data that newer ones
         // use moves forward first, so the size may then still be over it: exit 1 is fine).
         let all: u64 = held_bytes(&self.f.job_dir()).iter().sum();
-        self.f
+        let o = self
+            .f
             .tool("reverb-retire")
             .args(["--max-size", &(all - 1).to_string()])
             .output();
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "the size-limit retirement: {:?} {}",
+            o.status.code(),
+            reverb_tests::stderr(&o)
+        );
         self.partial_job();
     }
 
@@ -774,6 +781,10 @@ fn sweep(fstype: &str, default_sample: usize) {
         tally.names_reused,
         tally.findings.len(),
         started.elapsed().as_secs_f64()
+    );
+    assert!(
+        tally.versions_checked > 0,
+        "{fstype}: no crash state held a version to check"
     );
     assert!(
         tally.findings.is_empty(),
