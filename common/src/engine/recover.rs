@@ -43,7 +43,13 @@ pub(crate) fn recover(ctx: &mut JobCtx) -> Result<()> {
         })?;
     }
     let mut lookalikes = Lookalikes::load(&ctx.dir.path)?;
-    let names: HashSet<String> = on_disk.iter().map(|v| v.dir.clone()).collect();
+    // Listed again: indexing may have discarded a version found under its final name.
+    let names: HashSet<String> = ctx
+        .dir
+        .versions_on_disk()?
+        .into_iter()
+        .map(|v| v.dir)
+        .collect();
     if lookalikes.retain_versions(&names) {
         lookalikes.save(&ctx.dir.path)?;
     }

@@ -86,8 +86,19 @@ fn a_version_under_its_final_name_without_proof_of_completion_is_discarded() {
         "cp -a {0}/{v1} {0}/{v2} && truncate -s 0 {0}/{v2}/a && truncate -s 8 {0}/{v2}/a",
         f.job_dir().display()
     ));
+    // A lookalike record the crashed build had saved for it (saved before the rename).
+    fs::write(
+        f.job_dir().join("lookalikes.tsv"),
+        format!("dir\tpath\n{v2}\tsome/link\n"),
+    )
+    .expect("lookalikes");
     fs::write(f.src.join("b"), b"more").expect("write");
     let v3 = f.rescan();
+    let lookalikes = fs::read_to_string(f.job_dir().join("lookalikes.tsv")).unwrap_or_default();
+    assert!(
+        !lookalikes.contains(v2),
+        "the registry still names the discarded version:\n{lookalikes}"
+    );
     let index = fs::read_to_string(f.job_dir().join("index.tsv")).expect("index");
     assert!(
         !index.contains(v2),
