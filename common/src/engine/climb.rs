@@ -14,7 +14,8 @@
 //! directory ([`exits`]); an unchanged directory is never listed to decide (only the
 //! directories those links leave are looked at); a directory made real here gets its
 //! holder's attributes and its parent's mode and times are put back, so the version stays
-//! exact (I5); both are fsynced before the version is published (I9).
+//! exact (I5); both are real directories of the new version, so the publish makes them
+//! durable with the rest of it before the rename (I9, `publish::make_durable`).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -29,7 +30,6 @@ use crate::engine::listing::Detail;
 use crate::error::{IoContext, Result};
 use crate::format::climbing::{Climbing, Links, exits};
 use crate::format::relpath::RelPath;
-use crate::fsutil;
 use crate::vault::check;
 use crate::vault::tree;
 
@@ -160,9 +160,7 @@ impl Builder<'_> {
         let op = self.vault_path(holder, rel);
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
         copy::finish_dir(&op, &np, &om).ctx("cannot set attributes of", &np)?;
-        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)?;
-        fsutil::fsync_dir(&np)?;
-        fsutil::fsync_dir(&parent)
+        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)
     }
 }
 

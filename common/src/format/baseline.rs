@@ -134,7 +134,10 @@ impl Baseline {
                     continue;
                 }
                 let mut facts = EntryFacts::of(&path, &meta);
-                facts.xattrs = xattrs_of(&path);
+                // A directory is never compared by its attributes ([`unchanged`]).
+                if !meta.is_dir() {
+                    facts.xattrs = xattrs_of(&path);
+                }
                 b.entries
                     .insert(child_rel.as_os_str().as_bytes().to_vec(), facts);
                 if meta.is_dir() {
