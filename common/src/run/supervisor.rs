@@ -416,6 +416,9 @@ struct Runner {
     journal_failure_logged: bool,
     /// The job is paused (identity lost); the next successful check journals the return.
     paused: bool,
+    /// The failure being retried and when it began (RFC 3339): a retry passes through
+    /// `copying`, so the live state alone cannot tell a repeat from a new failure.
+    failure: Option<(String, String)>,
     /// The last line reverb-watch wrote on stderr.
     watch_error: Option<String>,
     /// The job is paused because this path (its source or vault) does not exist.
@@ -445,6 +448,7 @@ impl Runner {
             journal: None,
             journal_failure_logged: false,
             paused: false,
+            failure: None,
             watch_error: None,
             missing: None,
             lock_wait: false,
@@ -495,6 +499,7 @@ impl Runner {
                         self.note(JournalEvent::Paused, &why);
                     }
                     self.paused = true;
+                    self.failure = None;
                     self.set_live("paused", Some(why), None);
                     self.wait_for_mounts();
                 }
@@ -510,13 +515,19 @@ impl Runner {
     /// A failure: logged and journaled once per distinct error, `failing` in the live
     /// state (with the command that resolves it, when one does), retried after the backoff.
     fn failed(&mut self, why: String) {
-        let again = self.live.state == "failing" && self.live.detail.as_deref() == Some(&why);
+        let again = self.failure.as_ref().is_some_and(|(w, _)| *w == why);
         if !again {
             let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
             self.complain(&msg);
+            self.failure = Some((why.clone(), live::now()));
         }
         let resolve = self.resolving_command(&why);
         let retry = Some(live::after(self.backoff));
+        // `failing` since the first of these failures, not since this retry.
+        if let Some((_, since)) = &self.failure {
+            self.live.state = "failing".to_owned();
+            self.live.since = since.clone();
+        }
         self.set_live_at("failing", Some(why), resolve, retry);
         self.sleep_unless_resolved(self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
@@ -1107,6 +1118,7 @@ impl Runner {
         match out.status.code() {
             Some(0) => {
                 self.backoff = Duration::from_secs(1);
+                self.failure = None;
                 let what = if made.is_empty() { "no change" } else { &made };
                 self.note(
                     JournalEvent::Batch,

@@ -662,6 +662,20 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
         st["next_retry"].is_string() && st["since"].is_string(),
         "{st}"
     );
+    // Retried (after 1 s, then 2 s), the same failure keeps its `since` and is journaled once.
+    std::thread::sleep(Duration::from_millis(3500));
+    let (later, _) = live_status(&s.config, &runtime);
+    assert_eq!(later["state"], "failing", "{later}");
+    assert_eq!(later["since"], st["since"], "a retry reset since: {later}");
+    let journal = fs::read_to_string(s.job_dir("live").join("journal.tsv")).expect("journal");
+    let logged = journal
+        .lines()
+        .filter(|l| l.contains("\terror\t") && l.contains("max_delete_ratio"))
+        .count();
+    assert_eq!(
+        logged, 1,
+        "the repeated failure was journaled {logged} times"
+    );
     assert!(
         st["resolve"]
             .as_str()
