@@ -102,8 +102,9 @@ pub fn states(ops: &[Op], sample: Option<usize>, rng: &mut Rng) -> Vec<State> {
     }
 }
 
-/// Why this machine cannot record: not root, no FUSE, no loop devices, no mkfs.
-pub fn unavailable(fstype: &str, blocklog: &Path) -> Option<String> {
+/// Why this machine cannot record: not root, no FUSE, no loop devices, no mkfs (checked
+/// before the logger is built, so a machine that cannot record never builds it).
+pub fn unavailable(fstype: &str) -> Option<String> {
     if !is_root() {
         return Some("needs root for FUSE, losetup and mount".into());
     }
@@ -115,9 +116,6 @@ pub fn unavailable(fstype: &str, blocklog: &Path) -> Option<String> {
     }
     if !have(&format!("mkfs.{fstype}")) {
         return Some(format!("mkfs.{fstype} is not installed"));
-    }
-    if !blocklog.is_file() {
-        return Some(format!("{} was not built", blocklog.display()));
     }
     None
 }
