@@ -249,8 +249,11 @@ impl Builder<'_> {
                     if matches!(child.entry, Entry::Real(ft) if ft.is_symlink()) {
                         let from = self.vault_path(&child.holder, &child_rel);
                         let np = self.new_path(&dir.rel);
-                        copy::copy_symlink(&from, &self.new_path(&child_rel))
-                            .map_err(|e| copy_err(e, &np))?;
+                        let link = self.new_path(&child_rel);
+                        copy::copy_symlink(&from, &link).map_err(|e| copy_err(e, &np))?;
+                        // A source link now held by the new version: registered under its
+                        // name (I4, I8), as a copied one is.
+                        self.note_lookalike(&child_rel, &link)?;
                     } else {
                         next = Some((child_rel, child.holder));
                     }
@@ -277,7 +280,11 @@ impl Builder<'_> {
         } else {
             copy::copy_special(op, &np, om)
         };
-        copied.map_err(|e| copy_err(e, &np))
+        copied.map_err(|e| copy_err(e, &np))?;
+        if om.file_type().is_symlink() {
+            self.note_lookalike(rel, &np)?;
+        }
+        Ok(())
     }
 
     /// Records the source link just made at `rel` (`np`): in the lookalike registry when its

@@ -222,6 +222,30 @@ fn symlink_loops_are_backed_up_as_links_and_never_followed() {
     );
 }
 
+/// A lookalike source link deep in a tree (below the 32-link bound): a later small change
+/// materialises its unchanged subtree, and the copied link stays a source link there too.
+#[test]
+fn a_deep_lookalike_stays_a_source_link_when_its_subtree_is_materialised() {
+    let f = FastFixture::new(64);
+    let mut deep = PathBuf::new();
+    for level in 0..36 {
+        deep.push(format!("d{level}"));
+    }
+    fs::create_dir_all(f.src.join(&deep).join("sub")).expect("mkdir");
+    fs::write(f.src.join(&deep).join("sub/look"), b"real in V1").expect("write");
+    fs::write(f.src.join(&deep).join("changed"), b"one").expect("write");
+    let v1 = f.first();
+    let mut recorded = BTreeMap::from([(v1.clone(), capture(&f.src, opts()))]);
+    let rel = deep.join("sub/look");
+    fs::remove_file(f.src.join(&rel)).expect("rm");
+    symlink(reverb_common::tree::link_text(&rel, &v1), f.src.join(&rel)).expect("symlink");
+    recorded.insert(f.rescan(), capture(&f.src, opts()));
+    fs::write(f.src.join(&deep).join("changed"), b"two").expect("write");
+    recorded.insert(f.rescan(), capture(&f.src, opts()));
+    verify_all(&f, &recorded, "a deep lookalike");
+    f.check_clean();
+}
+
 #[test]
 fn an_exact_vault_link_lookalike_stays_the_source_link_in_every_version_and_after_retirement() {
     let f = FastFixture::new(64);
