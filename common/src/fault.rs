@@ -1,6 +1,7 @@
 //! A test-only fault hook: crash the process at a chosen filesystem write step.
 //!
-//! Owns: the one counter of "write steps" that crash-safety tests inject faults at. Writers
+//! Owns: the one counter of "write steps" that crash-safety tests inject faults at, and the
+//! switch that makes link-inode sharing fail ([`hard_links_refused`]). Writers
 //! whose crash safety is promised (retirement, and later the snapshot publisher) call
 //! [`step`] right after each filesystem write that matters. When the environment variable
 //! `REVERB_FAULT_AFTER=N` is set, the process kills itself with `SIGKILL` right after the
@@ -35,4 +36,15 @@ pub fn step() {
         // raise(3) delivers SIGKILL to this process, which cannot outlive it.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// The environment variable that, set to `1`, makes every attempt to share a vault link's
+/// inode (a hard link of a link, docs/format.md "Shared link inodes") fail as on a file
+/// system without hard links, so that tests reach the fallback (a symlink of its own).
+pub const NO_HARD_LINKS_ENV: &str = "REVERB_FAULT_NO_HARD_LINKS";
+
+/// Whether [`NO_HARD_LINKS_ENV`] is set to `1` (read once).
+pub fn hard_links_refused() -> bool {
+    static REFUSED: OnceLock<bool> = OnceLock::new();
+    *REFUSED.get_or_init(|| std::env::var(NO_HARD_LINKS_ENV).is_ok_and(|v| v.trim() == "1"))
 }

@@ -29,7 +29,6 @@ use crate::format::entry::Difference;
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
 use crate::format::version::VersionName;
-use crate::vault::tree::Entry;
 
 /// A real directory of the new version whose children are being built.
 struct OpenDir {
@@ -56,8 +55,7 @@ enum WhenBuilt {
 
 /// A directory in both versions, as [`WhenBuilt::Common`] needs it.
 struct CommonDir {
-    entry: Entry,
-    holder: String,
+    old: VersionEntry,
     src_meta: Metadata,
     attr_differs: bool,
 }
@@ -133,7 +131,7 @@ impl Builder<'_> {
             SourceListing::Unreadable => {
                 // Keep the previous contents: every old child stays linked.
                 for (name, old) in self.list_version(phys, &rel, Detail::Names)? {
-                    self.keep_old(&rel.join(&name), &old.entry, &old.holder)?;
+                    self.keep_old(&rel.join(&name), &old)?;
                 }
                 Vec::new()
             }
@@ -189,7 +187,7 @@ impl Builder<'_> {
             (true, None) => return self.visit_new(rel, marks, diffed),
             (true, Some(old)) => match marks {
                 None => {
-                    self.keep_old(&rel, &old.entry, &old.holder)?;
+                    self.keep_old(&rel, &old)?;
                     false
                 }
                 Some(marks) => return self.update(rel, marks, old, diffed),
@@ -235,7 +233,7 @@ impl Builder<'_> {
             }
             SourceStat::Unreadable => {
                 // There but not inspectable (journaled): keep the previous data.
-                self.keep_old(&rel, &old.entry, &old.holder)?;
+                self.keep_old(&rel, &old)?;
                 return Ok(Visit::Done { differs: false });
             }
         };
@@ -252,13 +250,13 @@ impl Builder<'_> {
         if sm.is_dir() && om.is_dir() {
             let np = self.new_path(&rel);
             copy::make_dir(&np).ctx("cannot create directory", &np)?;
+            let holder = old.holder.clone();
             let then = WhenBuilt::Common(Box::new(CommonDir {
-                entry: old.entry,
-                holder: old.holder.clone(),
+                old,
                 src_meta: sm,
                 attr_differs: difference != Difference::Same,
             }));
-            let dir = self.open_dir(rel, marks, Some(&old.holder), diffed, then)?;
+            let dir = self.open_dir(rel, marks, Some(&holder), diffed, then)?;
             return Ok(Visit::Open(Box::new(dir)));
         }
         // Whatever the mark, the one comparator decides (but for a racily clean file): a file
@@ -277,7 +275,7 @@ impl Builder<'_> {
         difference: Difference,
     ) -> Result<bool> {
         if difference == Difference::Same {
-            self.keep_old(rel, &old.entry, &old.holder)?;
+            self.keep_old(rel, old)?;
             return Ok(false);
         }
         if difference == Difference::Attributes && self.only_sync_attributes && sm.is_file() {
@@ -295,7 +293,7 @@ impl Builder<'_> {
             Copied::Skipped => {
                 // Could not copy (unreadable, journaled): keep the previous data.
                 self.unforget_old(rel, &old.holder)?;
-                self.keep_old(rel, &old.entry, &old.holder)?;
+                self.keep_old(rel, old)?;
                 Ok(false)
             }
         }
@@ -319,15 +317,14 @@ impl Builder<'_> {
             }
             WhenBuilt::Common(common) => {
                 let CommonDir {
-                    entry,
-                    holder,
+                    old,
                     src_meta,
                     attr_differs,
                 } = *common;
                 if !dir.differs && !attr_differs {
                     // Nothing changed after all: collapse back into one link.
                     self.drop_new(rel)?;
-                    self.keep_old(rel, &entry, &holder)?;
+                    self.keep_old(rel, &old)?;
                     return Ok(false);
                 }
                 self.finish_real_dir(rel, &src_meta)?;

@@ -190,11 +190,15 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Makes `rel` in the new version stand for the old entry unchanged.
-    pub fn keep_old(&mut self, rel: &RelPath, entry: &Entry, holder: &str) -> Result<()> {
+    /// Makes `rel` in the new version stand for the old entry `old` unchanged. A vault link
+    /// is kept by a hard link of the old one where that can be made: the text is the same
+    /// (same path, same holder), and one inode serves every version that keeps it (no inode
+    /// or block per version, and a retirement that repoints them makes one new inode).
+    pub fn keep_old(&mut self, rel: &RelPath, old: &listing::VersionEntry) -> Result<()> {
+        let holder = old.holder.as_str();
         let np = self.new_path(rel);
         let op = self.vault_path(holder, rel);
-        let is_source_link = matches!(entry, Entry::Real(ft) if ft.is_symlink());
+        let is_source_link = matches!(old.entry, Entry::Real(ft) if ft.is_symlink());
         if is_source_link {
             // Source links are recreated, never vault-linked (so that a relative target is
             // read from the version it belongs to).
@@ -204,6 +208,22 @@ impl Builder<'_> {
         if tree::depth(rel.as_path()) > MAX_LINK_DEPTH {
             // Too deep to link without risking ELOOP: materialise from the vault.
             return self.materialise(rel, holder);
+        }
+        if let (Entry::VaultLink { .. }, Some(link)) = (&old.entry, &old.link)
+            && !crate::fault::hard_links_refused()
+        {
+            // Its text is `link_text(rel, holder)` exactly (that is how it was classified).
+            // Any failure (EMLINK, no hard links here) leaves nothing: make a link instead.
+            let shared = nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                link.as_path(),
+                nix::fcntl::AT_FDCWD,
+                &np,
+                nix::fcntl::AtFlags::empty(),
+            );
+            if shared.is_ok() {
+                return Ok(());
+            }
         }
         let text = tree::link_text(rel.as_path(), holder);
         std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)

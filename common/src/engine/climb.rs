@@ -155,7 +155,7 @@ impl Builder<'_> {
         fs::remove_file(&np).ctx("cannot remove vault link", &np)?;
         copy::make_dir(&np).ctx("cannot create directory", &np)?;
         for (name, child) in self.list_version(Some(holder), rel, Detail::Names)? {
-            self.keep_old(&rel.join(&name), &child.entry, &child.holder)?;
+            self.keep_old(&rel.join(&name), &child)?;
         }
         let op = self.vault_path(holder, rel);
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;

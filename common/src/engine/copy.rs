@@ -352,7 +352,7 @@ fn apply_fd_meta(src: &Path, output: &File, dst: &Path, meta: &fs::Metadata) -> 
 }
 
 /// The atime and mtime of `meta`, to the nanosecond.
-fn times(meta: &fs::Metadata) -> (TimeSpec, TimeSpec) {
+pub(crate) fn times(meta: &fs::Metadata) -> (TimeSpec, TimeSpec) {
     (
         TimeSpec::new(meta.atime(), meta.atime_nsec()),
         TimeSpec::new(meta.mtime(), meta.mtime_nsec()),

@@ -84,6 +84,8 @@ pub(crate) struct VersionEntry {
     /// Its `lstat` with [`Detail::Stat`] when real (a vault link's holder is looked at by
     /// path).
     pub meta: Option<Metadata>,
+    /// Where it is, when it is a vault link: a build that keeps it shares its inode.
+    pub link: Option<std::path::PathBuf>,
 }
 
 /// The directory `rel` physically in version `phys` of the job folder `job`.
@@ -101,13 +103,14 @@ pub(crate) fn list_version(
         let ft = e.file_type().ctx("cannot inspect", &e.path())?;
         let child = rel.join(&e.file_name());
         let entry = tree::classify(&e.path(), child.as_path(), phys, ft, lookalikes)?;
-        let (holder, meta) = match &entry {
-            Entry::VaultLink { holder } => (holder.clone(), None),
+        let (holder, meta, link) = match &entry {
+            Entry::VaultLink { holder } => (holder.clone(), None, Some(e.path())),
             Entry::Real(_) if detail == Detail::Stat => (
                 phys.to_owned(),
                 Some(e.metadata().ctx("cannot inspect", &e.path())?),
+                None,
             ),
-            Entry::Real(_) => (phys.to_owned(), None),
+            Entry::Real(_) => (phys.to_owned(), None, None),
         };
         out.insert(
             e.file_name(),
@@ -115,6 +118,7 @@ pub(crate) fn list_version(
                 entry,
                 holder,
                 meta,
+                link,
             },
         );
     }

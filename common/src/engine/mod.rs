@@ -18,6 +18,7 @@ pub(crate) mod marks;
 pub(crate) mod policy;
 pub(crate) mod publish;
 pub(crate) mod recover;
+pub(crate) mod relink;
 pub(crate) mod restore;
 pub(crate) mod retire;
 pub(crate) mod retiring;

@@ -12,7 +12,9 @@
 //!
 //! 1. mark: job.toml `state.retiring = Vo` (atomic rewrite);
 //! 2. every later version `Vm` (m > n): each vault link into `Vo` — found by walking only
-//!    `Vm`'s real directories — is atomically replaced by a link to the same path in `Vn`.
+//!    the real directories `Vm` shares with `Vo` — is atomically replaced by a link to the
+//!    same path in `Vn` ([`crate::engine::relink`]: one new inode per path, hard-linked
+//!    into every version that needs it).
 //!    `Vn` still reaches that path (through its own link into `Vo`, at the path or at an
 //!    ancestor), so the new link resolves at once; it becomes canonical in step 3;
 //! 3. each vault link of `Vn` into `Vo` at `p`: lookalike records of `Vo` under `p` are
@@ -51,6 +53,7 @@ use jiff::tz::TimeZone;
 
 use crate::engine::copy;
 use crate::engine::policy::{self, Candidate, Rule, Verdict};
+use crate::engine::relink::{self, LinkTemps, LinkTexts, OpenDir};
 use crate::engine::retiring;
 use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
@@ -379,7 +382,7 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
 /// What a retirement will change, found before it changes anything.
 struct Survey {
     /// Per later version: its links into Vo, grouped by the directory holding them.
-    later: Vec<(String, BTreeMap<PathBuf, Vec<PathBuf>>)>,
+    later: Vec<(String, relink::ByDir)>,
     /// The paths where Vn links into Vo: what moves forward.
     moves: Vec<PathBuf>,
 }
@@ -456,26 +459,20 @@ impl Retirement {
     }
 
     /// Finds every link to rewrite and every entry to move (walking only the real
-    /// directories of Vn and the later versions).
+    /// directories Vn and the later versions share with Vo).
     fn survey(&self, lookalikes: &Lookalikes) -> Result<Survey> {
+        let mut texts = LinkTexts::for_job(&self.job);
         let mut later = Vec::with_capacity(self.later.len());
         for vm in &self.later {
-            let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-            for (rel, holder) in tree::vault_links(&self.job, vm, lookalikes)? {
-                if holder == self.vo {
-                    by_dir
-                        .entry(parent_of(&rel).to_path_buf())
-                        .or_default()
-                        .push(rel);
-                }
-            }
+            let by_dir = relink::links_into(&self.job, vm, &self.vo, lookalikes, &mut texts)?;
             later.push((vm.clone(), by_dir));
         }
-        let moves = tree::vault_links(&self.job, &self.vn, lookalikes)?
-            .into_iter()
-            .filter(|(_, h)| *h == self.vo)
-            .map(|(rel, _)| rel)
-            .collect();
+        let mut moves: Vec<PathBuf> =
+            relink::links_into(&self.job, &self.vn, &self.vo, lookalikes, &mut texts)?
+                .into_values()
+                .flatten()
+                .collect();
+        moves.sort();
         Ok(Survey { later, moves })
     }
 
@@ -519,54 +516,15 @@ impl Retirement {
         Ok(rec)
     }
 
-    /// Step 2: every later version's links into Vo are retargeted to the same path in Vn.
-    /// Returns each version's change of link usage.
+    /// Step 2: every later version's links into Vo are retargeted to the same path in Vn
+    /// ([`relink::retarget`]). Returns each version's change of usage.
     fn retarget_later_links(
         &self,
         survey: &Survey,
         tmp: &LinkTemps,
     ) -> Result<HashMap<String, i64>> {
-        let mut link_delta = HashMap::new();
-        for (vm, by_dir) in &survey.later {
-            let delta = self.retarget_links_of(vm, by_dir, tmp)?;
-            link_delta.insert(vm.clone(), delta);
-        }
-        Ok(link_delta)
-    }
-
-    /// Step 2 for one later version `vm`, one directory at a time: the directory is opened
-    /// once, each link is replaced by `symlinkat` in `<job>/.tmp/` and `renameat` over it
-    /// (no path walk per link), and the directory's times (and mode, for a non-root
-    /// writer) are put back once, after its last link (a crash before that is repaired
-    /// from the record). A link's own size is only looked at when the new text's length
-    /// differs (a longer text can leave the inode for a block); the directory's own size is
-    /// looked at before and after.
-    fn retarget_links_of(
-        &self,
-        vm: &str,
-        by_dir: &BTreeMap<PathBuf, Vec<PathBuf>>,
-        tmp: &LinkTemps,
-    ) -> Result<i64> {
         let same_length = self.vo.len() == self.vn.len();
-        let mut delta = 0i64;
-        for (dir_rel, rels) in by_dir {
-            let dir_abs = self.job.join(vm).join(dir_rel);
-            let dir_before = usage(&dir_abs)?;
-            let guard = DirGuard::open(&dir_abs)?;
-            let dir = OpenDir::open(&dir_abs)?;
-            for rel in rels {
-                let name = rel.file_name().unwrap_or_default();
-                let before = if same_length { 0 } else { dir.usage(name)? };
-                tmp.replace_link(&tree::link_text(rel, &self.vn), &dir, name)?;
-                fault::step();
-                if !same_length {
-                    delta += dir.usage(name)? as i64 - before as i64;
-                }
-            }
-            guard.restore()?;
-            delta += usage(&dir_abs)? as i64 - dir_before as i64;
-        }
-        Ok(delta)
+        relink::retarget(&self.job, &self.vn, same_length, &survey.later, tmp)
     }
 
     /// Step 3: what Vn still uses from Vo moves into Vn, the lookalike records under each
@@ -741,91 +699,6 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
     };
     let dirs_after = usage(src_dir)? as i64 + usage(dst_dir)? as i64;
     Ok(left_in_old - link + dirs_after - dirs_before)
-}
-
-/// `<job>/.tmp/`, where retirement builds each replacement link (`symlinkat`) before it is
-/// renamed over the old one: no temporary name ever appears inside a version. Links left
-/// there by a crashed run (the job lock is held, so no other writer's) are removed when it
-/// opens.
-struct LinkTemps {
-    dir: OpenDir,
-    counter: std::cell::Cell<u64>,
-    prefix: String,
-}
-
-impl LinkTemps {
-    fn open(job: &Path) -> Result<LinkTemps> {
-        let path = job.join(".tmp");
-        match fs::create_dir(&path) {
-            Ok(()) => fsutil::fsync_dir(job)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).ctx("cannot create", &path),
-        }
-        for entry in fs::read_dir(&path).ctx("cannot list", &path)? {
-            let entry = entry.ctx("cannot list", &path)?;
-            let leftover = entry.file_type().is_ok_and(|t| t.is_symlink())
-                && entry.file_name().as_encoded_bytes().starts_with(b".tmp-");
-            if leftover {
-                fs::remove_file(entry.path()).ctx("cannot remove", &entry.path())?;
-            }
-        }
-        Ok(LinkTemps {
-            dir: OpenDir::open(&path)?,
-            counter: std::cell::Cell::new(0),
-            prefix: format!(".tmp-{}-r", std::process::id()),
-        })
-    }
-
-    /// Replaces the entry `name` of `dir` by a symlink with text `text`, atomically.
-    fn replace_link(&self, text: &Path, dir: &OpenDir, name: &std::ffi::OsStr) -> Result<()> {
-        let n = self.counter.get();
-        self.counter.set(n + 1);
-        let mut tmp = std::ffi::OsString::from(format!("{}{n}-", self.prefix));
-        tmp.push(name);
-        let tmp = PathBuf::from(tmp);
-        nix::unistd::symlinkat(text, &self.dir.fd, &tmp)
-            .map_err(std::io::Error::from)
-            .ctx("cannot create symlink", &self.dir.path.join(&tmp))?;
-        let renamed = nix::fcntl::renameat(&self.dir.fd, &tmp, &dir.fd, name)
-            .map_err(std::io::Error::from)
-            .ctx("cannot rename symlink into place", &dir.path.join(name));
-        if renamed.is_err() {
-            let _ =
-                nix::unistd::unlinkat(&self.dir.fd, &tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
-        }
-        renamed
-    }
-}
-
-/// An open directory, for `*at` calls on its entries.
-struct OpenDir {
-    fd: std::os::fd::OwnedFd,
-    path: PathBuf,
-}
-
-impl OpenDir {
-    fn open(path: &Path) -> Result<OpenDir> {
-        use nix::fcntl::OFlag;
-        let fd = nix::fcntl::open(
-            path,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(std::io::Error::from)
-        .ctx("cannot open directory", path)?;
-        Ok(OpenDir {
-            fd,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// The disk usage of entry `name` (not following a symlink).
-    fn usage(&self, name: &std::ffi::OsStr) -> Result<u64> {
-        let st = nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(std::io::Error::from)
-            .ctx("cannot inspect", &self.path.join(name))?;
-        Ok(u64::try_from(st.st_blocks).unwrap_or(0) * 512)
-    }
 }
 
 /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.

@@ -74,7 +74,8 @@ pub fn read(job: &Path, n: u64) -> Result<Option<Records>> {
 pub fn parse(text: &str) -> Result<Records, String> {
     let table =
         tsv::Table::parse(text, &COLUMNS).map_err(|(line, e)| format!("line {line}: {e}"))?;
-    let mut out = Records::new();
+    // Collected first: a file written in path order then builds the map in one pass.
+    let mut out = Vec::new();
     for row in table.rows() {
         let at = |col: &str, e: &dyn std::fmt::Display| format!("line {}: {col}: {e}", row.line);
         let path = PathBuf::from(row.os("path").map_err(|e| at("path", &e))?);
@@ -88,15 +89,15 @@ pub fn parse(text: &str) -> Result<Records, String> {
         let hex = row.text("blake3").map_err(|e| at("blake3", &e))?;
         let hash = blake3::Hash::from_hex(&hex)
             .map_err(|_| at("blake3", &format!("`{hex}` is not 64 hex digits")))?;
-        out.insert(
+        out.push((
             path,
             Record {
                 size,
                 hash: *hash.as_bytes(),
             },
-        );
+        ));
     }
-    Ok(out)
+    Ok(out.into_iter().collect())
 }
 
 /// Renders records as the file's text: the header, then one line per path in path order.
@@ -171,15 +172,19 @@ pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
     let Some(old) = read(job, from)? else {
         return Ok(());
     };
-    let mut new = read(job, to)?.unwrap_or_default();
-    let mut added = false;
+    let new = read(job, to)?.unwrap_or_default();
+    let mut carried = Vec::new();
     for rel in moved {
         for (path, rec) in under(&old, rel) {
-            added |= new.insert(path.clone(), *rec) != Some(*rec);
+            if new.get(path) != Some(rec) {
+                carried.push((path.clone(), *rec));
+            }
         }
     }
-    if added {
-        write(job, to, &new)?;
+    if !carried.is_empty() {
+        // In one pass (the later of two records for a path wins: `from`'s).
+        let all: Records = new.into_iter().chain(carried).collect();
+        write(job, to, &all)?;
         crate::fault::step();
     }
     Ok(())

@@ -24,6 +24,7 @@ mod powerloss;
 mod reflink;
 mod restore_dest;
 mod retire;
+mod shared_links;
 mod snap;
 mod supervisor;
 mod unreadable;

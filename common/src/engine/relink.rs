@@ -1,0 +1,514 @@
+//! Finding and rewriting the vault links into a version being retired (retirement step 2
+//! and the survey before it; docs/retirement.md, "What a retirement costs").
+//!
+//! Owns three things:
+//!
+//! - **The survey** ([`links_into`]): a later version's vault links into the retiring
+//!   version `Vo`, found by walking only the real directories that version shares with `Vo`
+//!   (a link into `Vo` at `d/x` names a real entry there, so `Vo/d` is a real directory: I1,
+//!   I2), each link text read once per inode ([`LinkTexts`]: versions linking one path to
+//!   one holder share one link inode, see [`crate::engine::builder`]).
+//! - **The replacement links** ([`LinkTemps`]): every new link is made in `<job>/.tmp/` and
+//!   renamed over the old one, so every link resolves at every instant and no temporary name
+//!   ever appears inside a version. A text that several versions need at one path is made
+//!   once (a *master* in `.tmp/`) and hard-linked into each: one inode, where one link per
+//!   version would allocate (and the old one free) an inode and, for a long text, a block.
+//! - **The retarget itself** ([`retarget`]): the later versions' links into `Vo`, replaced
+//!   by links to the same paths in `Vn`, one directory at a time on its open fd (mode made
+//!   writable for a non-root writer and put back, times put back after its last link), the
+//!   versions shared out among a few threads (each replacement is independent of the others:
+//!   `Vn` reaches every path the old links reached).
+//!
+//! Invariant: a failed hard link (`EMLINK`, a file system without hard links, …) falls back
+//! to a link of its own; the result is the same text either way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::engine::copy;
+use crate::error::{Error, IoContext, Result};
+use crate::fault;
+use crate::fsutil;
+use crate::vault::tree::{self, Lookalikes};
+
+/// A version's vault links to change, by the directory (relative to the version) that
+/// holds them.
+pub type ByDir = BTreeMap<PathBuf, Vec<PathBuf>>;
+
+/// Link texts already read, by inode: a symlink's text never changes, and versions share
+/// link inodes. Only used where directory entries carry the inode number `lstat` gives
+/// (ext2/3/4, XFS, btrfs, tmpfs); elsewhere every link is read.
+pub struct LinkTexts {
+    by_inode: Option<HashMap<(u64, u64), OsString>>,
+}
+
+impl LinkTexts {
+    /// A cache for the job folder `job` (none on a file system not known to keep `d_ino`
+    /// equal to `st_ino`).
+    pub fn for_job(job: &Path) -> LinkTexts {
+        use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
+        let trusted = nix::sys::statfs::statfs(job).is_ok_and(|s| {
+            let t = s.filesystem_type();
+            [
+                EXT4_SUPER_MAGIC,
+                XFS_SUPER_MAGIC,
+                BTRFS_SUPER_MAGIC,
+                TMPFS_MAGIC,
+            ]
+            .contains(&t)
+        });
+        LinkTexts {
+            by_inode: trusted.then(HashMap::new),
+        }
+    }
+
+    fn text(&mut self, dev: u64, entry: &fs::DirEntry) -> Result<OsString> {
+        let read = |p: &Path| -> Result<OsString> {
+            Ok(fs::read_link(p)
+                .ctx("cannot read link", p)?
+                .into_os_string())
+        };
+        let Some(cache) = &mut self.by_inode else {
+            return read(&entry.path());
+        };
+        match cache.entry((dev, entry.ino())) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.get().clone()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                Ok(v.insert(read(&entry.path())?).clone())
+            }
+        }
+    }
+}
+
+/// The vault links of version `vm` (in the job folder `job`) that name `vo`, by directory,
+/// each directory's links in name order.
+pub fn links_into(
+    job: &Path,
+    vm: &str,
+    vo: &str,
+    lookalikes: &Lookalikes,
+    texts: &mut LinkTexts,
+) -> Result<ByDir> {
+    let vo_root = job.join(vo);
+    let mut found = ByDir::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = tree::in_version(job, vm, &rel);
+        let dev = fs::symlink_metadata(&dir)
+            .ctx("cannot inspect", &dir)?
+            .dev();
+        let mut here = Vec::new();
+        for e in fs::read_dir(&dir).ctx("cannot list", &dir)? {
+            let e = e.ctx("cannot list", &dir)?;
+            let ft = e.file_type().ctx("cannot inspect", &e.path())?;
+            let child = rel.join(e.file_name());
+            if ft.is_symlink() {
+                if lookalikes.contains(vm, &child) {
+                    continue;
+                }
+                let text = texts.text(dev, &e)?;
+                if tree::parse_link_text(&child, Path::new(&text)).as_deref() == Some(vo) {
+                    here.push(child);
+                }
+            } else if ft.is_dir()
+                && fs::symlink_metadata(vo_root.join(&child)).is_ok_and(|m| m.is_dir())
+            {
+                stack.push(child);
+            }
+        }
+        if !here.is_empty() {
+            found.insert(rel, here);
+        }
+    }
+    for links in found.values_mut() {
+        links.sort();
+    }
+    Ok(found)
+}
+
+/// Step 2 of a retirement: every link of the `later` versions (with the links of each into
+/// `Vo`, from [`links_into`]) is replaced by one to the same path in `vn`. `same_length`:
+/// the old and new texts have the same length, so a link's own usage cannot change.
+/// Returns each version's change of usage (its links and the directories holding them).
+pub fn retarget(
+    job: &Path,
+    vn: &str,
+    same_length: bool,
+    later: &[(String, ByDir)],
+    tmp: &LinkTemps,
+) -> Result<HashMap<String, i64>> {
+    let mut uses: HashMap<&Path, u32> = HashMap::new();
+    for (_, by_dir) in later {
+        for rel in by_dir.values().flatten() {
+            *uses.entry(rel.as_path()).or_default() += 1;
+        }
+    }
+    let mut masters = HashMap::new();
+    for (rel, n) in uses {
+        if n > 1 {
+            masters.insert(rel.to_path_buf(), tmp.master(&tree::link_text(rel, vn))?);
+        }
+    }
+    let job_work = Retarget {
+        job,
+        vn,
+        same_length,
+        tmp,
+        masters: &masters,
+    };
+    let result = job_work.all_versions(later);
+    let removed = tmp.remove_masters();
+    let deltas = result?;
+    removed?;
+    Ok(deltas)
+}
+
+/// Threads a retarget uses: the versions are independent, and a link replacement mostly
+/// waits on the file system's journal and locks.
+const RETARGET_THREADS: usize = 2;
+
+struct Retarget<'a> {
+    job: &'a Path,
+    vn: &'a str,
+    same_length: bool,
+    tmp: &'a LinkTemps,
+    masters: &'a HashMap<PathBuf, OsString>,
+}
+
+impl Retarget<'_> {
+    fn all_versions(&self, later: &[(String, ByDir)]) -> Result<HashMap<String, i64>> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let deltas = Mutex::new(HashMap::new());
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let fail = |e: Error| {
+            failed.store(true, Ordering::SeqCst);
+            first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        };
+        let work = |k: usize| {
+            let lane = match self.tmp.lane(k) {
+                Ok(lane) => lane,
+                Err(e) => return fail(e),
+            };
+            while !failed.load(Ordering::SeqCst) {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((vm, by_dir)) = later.get(i) else {
+                    break;
+                };
+                match self.version(&lane, vm, by_dir) {
+                    Ok(d) => {
+                        deltas
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(vm.clone(), d);
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            if let Err(e) = fsutil::remove_tree(&lane.path) {
+                fail(e);
+            }
+        };
+        let threads = RETARGET_THREADS.min(later.len());
+        if threads <= 1 {
+            work(0);
+        } else {
+            std::thread::scope(|s| {
+                for k in 0..threads {
+                    s.spawn(move || work(k));
+                }
+            });
+        }
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        Ok(deltas.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// One later version `vm`, one directory at a time. A link's own usage is only looked
+    /// at when the texts' lengths differ (a longer text can leave the inode for a block).
+    fn version(&self, lane: &OpenDir, vm: &str, by_dir: &ByDir) -> Result<i64> {
+        let mut delta = 0i64;
+        for (dir_rel, rels) in by_dir {
+            let dir = ChangedDir::open(&tree::in_version(self.job, vm, dir_rel))?;
+            for rel in rels {
+                let name = rel.file_name().unwrap_or_default();
+                let before = if self.same_length {
+                    0
+                } else {
+                    dir.usage(name)?
+                };
+                match self.masters.get(rel) {
+                    Some(master) => self.tmp.replace_by_master(
+                        lane,
+                        master,
+                        &tree::link_text(rel, self.vn),
+                        &dir.open,
+                        name,
+                    )?,
+                    None => self.tmp.replace_link_via(
+                        lane,
+                        &tree::link_text(rel, self.vn),
+                        &dir.open,
+                        name,
+                    )?,
+                }
+                fault::step();
+                if !self.same_length {
+                    delta += dir.usage(name)? as i64 - before as i64;
+                }
+            }
+            delta += dir.finish()?;
+        }
+        Ok(delta)
+    }
+}
+
+/// A version directory about to get replaced links: open once, its mode made writable
+/// for a non-root writer, and both put back with its times by [`ChangedDir::finish`], so
+/// the version still restores exactly (I5).
+struct ChangedDir {
+    open: OpenDir,
+    meta: fs::Metadata,
+    chmodded: bool,
+}
+
+impl ChangedDir {
+    fn open(path: &Path) -> Result<ChangedDir> {
+        let meta = fs::symlink_metadata(path).ctx("cannot inspect", path)?;
+        let mode = meta.mode() & 0o7777;
+        let chmodded = !copy::privileged() && mode & 0o700 != 0o700;
+        if chmodded {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))
+                .ctx("cannot make writable", path)?;
+        }
+        Ok(ChangedDir {
+            open: OpenDir::open(path)?,
+            meta,
+            chmodded,
+        })
+    }
+
+    /// The usage of entry `name`.
+    fn usage(&self, name: &OsStr) -> Result<u64> {
+        self.open.usage(name)
+    }
+
+    /// Puts mode and times back; returns how the directory's own usage changed.
+    fn finish(self) -> Result<i64> {
+        let path = &self.open.path;
+        if self.chmodded {
+            nix::sys::stat::fchmod(
+                &self.open.fd,
+                Mode::from_bits_truncate(self.meta.mode() & 0o7777),
+            )
+            .map_err(std::io::Error::from)
+            .ctx("cannot restore the mode of", path)?;
+        }
+        let (atime, mtime) = copy::times(&self.meta);
+        nix::sys::stat::futimens(&self.open.fd, &atime, &mtime)
+            .map_err(std::io::Error::from)
+            .ctx("cannot set times of", path)?;
+        let after = nix::sys::stat::fstat(&self.open.fd)
+            .map_err(std::io::Error::from)
+            .ctx("cannot inspect", path)?;
+        let after = u64::try_from(after.st_blocks).unwrap_or(0) * 512;
+        Ok(after as i64 - crate::vault::measure::disk_usage(&self.meta) as i64)
+    }
+}
+
+/// `<job>/.tmp/`, where a retirement makes each replacement link before it is renamed over
+/// the old one: no temporary name ever appears inside a version. Masters live in a
+/// directory of their own there (`.tmp/.tmp-<pid>-m/`), so that `.tmp/` itself, where every
+/// replacement makes and loses a name, stays small. What a crashed run left there (the job
+/// lock is held, so no live writer's) is removed when it opens.
+pub struct LinkTemps {
+    dir: OpenDir,
+    masters: std::sync::OnceLock<OpenDir>,
+    counter: AtomicU64,
+    prefix: String,
+}
+
+impl LinkTemps {
+    /// Opens (creating it if need be) and clears the job folder's `.tmp/` of leftover links
+    /// and master directories.
+    pub fn open(job: &Path) -> Result<LinkTemps> {
+        let path = job.join(".tmp");
+        match fs::create_dir(&path) {
+            Ok(()) => fsutil::fsync_dir(job)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx("cannot create", &path),
+        }
+        for entry in fs::read_dir(&path).ctx("cannot list", &path)? {
+            let entry = entry.ctx("cannot list", &path)?;
+            let name = entry.file_name();
+            if !name.as_encoded_bytes().starts_with(b".tmp-") {
+                continue;
+            }
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_symlink() {
+                fs::remove_file(entry.path()).ctx("cannot remove", &entry.path())?;
+            } else if ft.is_dir()
+                && fsutil::temp_owner(&name).is_none_or(|pid| !fsutil::process_alive(pid))
+            {
+                fsutil::remove_tree(&entry.path())?;
+            }
+        }
+        Ok(LinkTemps {
+            dir: OpenDir::open(&path)?,
+            masters: std::sync::OnceLock::new(),
+            counter: AtomicU64::new(0),
+            prefix: format!(".tmp-{}-", std::process::id()),
+        })
+    }
+
+    fn temp_name(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        PathBuf::from(format!("{}r{n}", self.prefix))
+    }
+
+    /// Replaces the entry `name` of `dir` by a symlink with text `text`, atomically.
+    pub fn replace_link(&self, text: &Path, dir: &OpenDir, name: &OsStr) -> Result<()> {
+        self.replace_link_via(&self.dir, text, dir, name)
+    }
+
+    /// [`LinkTemps::replace_link`], the temporary name made in `lane`.
+    fn replace_link_via(
+        &self,
+        lane: &OpenDir,
+        text: &Path,
+        dir: &OpenDir,
+        name: &OsStr,
+    ) -> Result<()> {
+        let tmp = self.temp_name();
+        nix::unistd::symlinkat(text, &lane.fd, &tmp)
+            .map_err(std::io::Error::from)
+            .ctx("cannot create symlink", &lane.path.join(&tmp))?;
+        rename_into(lane, &tmp, dir, name)
+    }
+
+    /// A directory of this run's own in `.tmp/` for one thread's temporary names (threads
+    /// making names in one directory wait on its lock).
+    fn lane(&self, k: usize) -> Result<OpenDir> {
+        let path = self.dir.path.join(format!("{}w{k}", self.prefix));
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx("cannot create", &path),
+        }
+        OpenDir::open(&path)
+    }
+
+    /// The directory of masters, created on first use.
+    fn masters_dir(&self) -> Result<&OpenDir> {
+        if let Some(d) = self.masters.get() {
+            return Ok(d);
+        }
+        let path = self.dir.path.join(format!("{}m", self.prefix));
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx("cannot create", &path),
+        }
+        let d = OpenDir::open(&path)?;
+        Ok(self.masters.get_or_init(|| d))
+    }
+
+    /// A master link with text `text`, to be hard-linked where it is needed.
+    fn master(&self, text: &Path) -> Result<OsString> {
+        let dir = self.masters_dir()?;
+        let name = format!("{}", self.counter.fetch_add(1, Ordering::Relaxed));
+        nix::unistd::symlinkat(text, &dir.fd, name.as_str())
+            .map_err(std::io::Error::from)
+            .ctx("cannot create symlink", &dir.path.join(&name))?;
+        Ok(OsString::from(name))
+    }
+
+    /// Replaces the entry `name` of `dir` by a hard link of `master` (whose text is
+    /// `text`), atomically; by a link of its own when the hard link cannot be made.
+    fn replace_by_master(
+        &self,
+        lane: &OpenDir,
+        master: &OsStr,
+        text: &Path,
+        dir: &OpenDir,
+        name: &OsStr,
+    ) -> Result<()> {
+        if fault::hard_links_refused() {
+            return self.replace_link_via(lane, text, dir, name);
+        }
+        let tmp = self.temp_name();
+        let linked = self.masters_dir().and_then(|masters| {
+            nix::unistd::linkat(&masters.fd, master, &lane.fd, &tmp, AtFlags::empty())
+                .map_err(std::io::Error::from)
+                .ctx("cannot link", &masters.path.join(master))
+        });
+        if linked.is_err() {
+            return self.replace_link_via(lane, text, dir, name);
+        }
+        rename_into(lane, &tmp, dir, name)
+    }
+
+    /// Removes the masters (and their directory).
+    fn remove_masters(&self) -> Result<()> {
+        match self.masters.get() {
+            Some(d) => fsutil::remove_tree(&d.path),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Renames `lane/tmp` over `dir/name`; on failure removes `tmp`.
+fn rename_into(lane: &OpenDir, tmp: &Path, dir: &OpenDir, name: &OsStr) -> Result<()> {
+    let renamed = nix::fcntl::renameat(&lane.fd, tmp, &dir.fd, name)
+        .map_err(std::io::Error::from)
+        .ctx("cannot rename symlink into place", &dir.path.join(name));
+    if renamed.is_err() {
+        let _ = nix::unistd::unlinkat(&lane.fd, tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    }
+    renamed
+}
+
+/// An open directory, for `*at` calls on its entries.
+pub struct OpenDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl OpenDir {
+    /// Opens the directory `path` (not following a symlink).
+    pub fn open(path: &Path) -> Result<OpenDir> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .ctx("cannot open directory", path)?;
+        Ok(OpenDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The disk usage of entry `name` (not following a symlink).
+    pub fn usage(&self, name: &OsStr) -> Result<u64> {
+        let st = nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(std::io::Error::from)
+            .ctx("cannot inspect", &self.path.join(name))?;
+        Ok(u64::try_from(st.st_blocks).unwrap_or(0) * 512)
+    }
+}
