@@ -512,3 +512,125 @@ impl OpenDir {
         Ok(u64::try_from(st.st_blocks).unwrap_or(0) * 512)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "V1-20260101T000000Z";
+    const V2: &str = "V2-20260102T000000Z";
+    const V3: &str = "V3-20260103T000000Z";
+
+    fn link(job: &Path, version: &str, rel: &str, holder: &str) {
+        let rel = Path::new(rel);
+        std::os::unix::fs::symlink(tree::link_text(rel, holder), job.join(version).join(rel))
+            .expect("symlink");
+    }
+
+    /// V1 holds `a/{x,y,sub/z}` and `b/w`; V2 changed `a/x`; V3 changed `a/x` and
+    /// `a/sub/q`, and holds a lookalike of a link into V1 at `c`.
+    fn three_versions() -> (tempfile::TempDir, Lookalikes) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let job = tmp.path();
+        for d in ["a/sub", "b"] {
+            fs::create_dir_all(job.join(V1).join(d)).expect("mkdir");
+        }
+        for f in ["a/x", "a/y", "a/sub/z", "b/w"] {
+            fs::write(job.join(V1).join(f), f).expect("write");
+        }
+        fs::create_dir_all(job.join(V2).join("a")).expect("mkdir");
+        fs::write(job.join(V2).join("a/x"), b"x2").expect("write");
+        link(job, V2, "a/y", V1);
+        link(job, V2, "a/sub", V1);
+        link(job, V2, "b", V1);
+        fs::create_dir_all(job.join(V3).join("a/sub")).expect("mkdir");
+        fs::write(job.join(V3).join("a/x"), b"x3").expect("write");
+        fs::write(job.join(V3).join("a/sub/q"), b"q").expect("write");
+        link(job, V3, "a/y", V1);
+        link(job, V3, "a/sub/z", V1);
+        link(job, V3, "b", V1);
+        link(job, V3, "c", V1);
+        let mut look = Lookalikes::default();
+        look.insert(V3, Path::new("c"));
+        (tmp, look)
+    }
+
+    /// The links into `vo`, by the independent walker of every real directory.
+    fn by_full_walk(job: &Path, vm: &str, vo: &str, look: &Lookalikes) -> ByDir {
+        let mut out = ByDir::new();
+        for (rel, holder) in tree::vault_links(job, vm, look).expect("walk") {
+            if holder == vo {
+                let dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+                out.entry(dir).or_default().push(rel);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_survey_finds_what_a_walk_of_every_real_directory_finds() {
+        let (tmp, look) = three_versions();
+        let job = tmp.path();
+        for (vm, vo) in [(V3, V1), (V3, V2), (V2, V1)] {
+            let mut texts = LinkTexts::for_job(job);
+            let got = links_into(job, vm, vo, &look, &mut texts).expect("survey");
+            assert_eq!(got, by_full_walk(job, vm, vo, &look), "{vm} into {vo}");
+        }
+        let mut texts = LinkTexts::for_job(job);
+        let got = links_into(job, V3, V1, &look, &mut texts).expect("survey");
+        let all: Vec<&Path> = got.values().flatten().map(PathBuf::as_path).collect();
+        assert_eq!(
+            all,
+            [Path::new("b"), Path::new("a/y"), Path::new("a/sub/z")]
+        );
+    }
+
+    #[test]
+    fn a_retarget_shares_one_new_inode_per_path_and_leaves_no_temporaries() {
+        let (tmp, look) = three_versions();
+        let job = tmp.path();
+        // A fourth version keeping V3's links: `b` and `a/y` are then needed twice.
+        fs::create_dir_all(job.join("V4-20260104T000000Z/a")).expect("mkdir");
+        let v4 = "V4-20260104T000000Z";
+        link(job, v4, "a/y", V1);
+        link(job, v4, "b", V1);
+        fs::write(job.join(v4).join("a/x"), b"x4").expect("write");
+        link(job, v4, "a/sub", V3);
+        let mut texts = LinkTexts::for_job(job);
+        let later: Vec<(String, ByDir)> = [V3, v4]
+            .iter()
+            .map(|v| {
+                let found = links_into(job, v, V1, &look, &mut texts).expect("survey");
+                (v.to_string(), found)
+            })
+            .collect();
+        let tmp_dir = LinkTemps::open(job).expect("temps");
+        let deltas = retarget(job, V2, true, &later, &tmp_dir).expect("retarget");
+        assert_eq!(deltas.len(), 2);
+        let ino = |v: &str, rel: &str| {
+            fs::symlink_metadata(job.join(v).join(rel))
+                .expect("lstat")
+                .ino()
+        };
+        assert_eq!(ino(V3, "b"), ino(v4, "b"));
+        assert_eq!(ino(V3, "a/y"), ino(v4, "a/y"));
+        for (v, rel) in [(V3, "b"), (v4, "b"), (V3, "a/y"), (V3, "a/sub/z")] {
+            assert_eq!(
+                fs::read_link(job.join(v).join(rel)).expect("readlink"),
+                tree::link_text(Path::new(rel), V2),
+                "{v}/{rel}"
+            );
+        }
+        assert_eq!(
+            fs::read_link(job.join(V3).join("c")).expect("readlink"),
+            tree::link_text(Path::new("c"), V1),
+            "the lookalike is left alone"
+        );
+        let left: Vec<_> = fs::read_dir(job.join(".tmp"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left in .tmp: {left:?}");
+    }
+}
