@@ -580,10 +580,13 @@ impl Runner {
         resolve: Option<String>,
         next_retry: Option<String>,
     ) {
-        // A job whose retirement keeps failing (an unmeetable size limit) still watches,
-        // but it is `failing` until a retirement succeeds.
+        // A job whose retirement keeps failing (an unmeetable size limit, a damaged job
+        // folder) still watches, but it is `failing` until a retirement succeeds.
         let (state, detail, resolve) = match (self.retire_failure.clone(), state) {
-            (Some(e), "watching" | "waiting") => ("failing", Some(e), Some(self.size_limit_fix())),
+            (Some(e), "watching" | "waiting") => {
+                let fix = retire_fix(&e, || self.size_limit_fix());
+                ("failing", Some(e), fix)
+            }
             _ => (state, detail, resolve),
         };
         if self.live.state != state {
@@ -1291,6 +1294,13 @@ impl Runner {
     }
 }
 
+/// What resolves a failed retirement, from what reverb-retire said: raising the size limit
+/// for an unmeetable one; for any other (damage, I/O, permissions) its message is the
+/// guide, and no fix is offered.
+fn retire_fix(said: &str, size_limit_fix: impl FnOnce() -> String) -> Option<String> {
+    said.contains("size limit unmeetable").then(size_limit_fix)
+}
+
 /// `line` with one `tool: ` prefix: children's messages already carry theirs.
 fn prefixed(tool: &str, line: &str) -> String {
     let line = line.trim();
@@ -1358,4 +1368,28 @@ fn kill(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retire_fix;
+
+    #[test]
+    fn only_an_unmeetable_size_limit_is_resolved_by_raising_it() {
+        let fix = || "raise vault_size_limit".to_owned();
+        assert_eq!(
+            retire_fix(
+                "reverb-retire: job docs: size limit unmeetable: the newest version alone needs 60 MiB",
+                fix
+            )
+            .as_deref(),
+            Some("raise vault_size_limit")
+        );
+        for other in [
+            "reverb-retire: cannot retire V3-20261201T000000Z: the next version V4-20261201T000100Z is missing from /v/docs (see reverb-index --check)",
+            "reverb-retire: cannot open directory /v/docs/V9-20261201T000000Z/a: Permission denied (os error 13)",
+        ] {
+            assert_eq!(retire_fix(other, fix), None, "{other}");
+        }
+    }
 }
