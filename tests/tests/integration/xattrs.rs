@@ -146,3 +146,43 @@ fn an_xattr_or_acl_change_alone_is_versioned_after_a_rescan() {
     }
     each_step(|f, _| f.rescan());
 }
+
+/// A rescan skips reading the xattrs of an entry whose status-change time is clearly older
+/// than the version holding its copy (docs/design.md "Building a version"); an xattr change
+/// sets that time, so a file last touched well before its version still gets its change
+/// versioned, and an untouched one none.
+#[test]
+fn an_xattr_change_to_a_file_older_than_its_version_is_versioned_after_a_rescan() {
+    if !tools_present() {
+        return;
+    }
+    let f = Fixture::new();
+    fs::write(f.src.join("old"), b"written long before the version").expect("write");
+    fs::write(f.src.join("untouched"), b"never changed").expect("write");
+    for name in ["old", "untouched"] {
+        sh(&format!(
+            "setfattr -n user.a -v 1 {}",
+            f.src.join(name).display()
+        ));
+    }
+    // More than the timestamp tick (2 s) between the files' last change and the version.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(!f.first().is_empty(), "a first version");
+    assert_eq!(f.rescan(), "", "nothing changed: no version");
+    sh(&format!(
+        "setfattr -n user.a -v 2 {}",
+        f.src.join("old").display()
+    ));
+    let v = f.rescan();
+    assert!(!v.is_empty(), "the xattr change is a change");
+    let restored = f.restore(&v);
+    for name in ["old", "untouched"] {
+        assert_eq!(
+            attributes(&restored.join(name)),
+            attributes(&f.src.join(name)),
+            "{name}: the restore has exactly the source's xattrs"
+        );
+    }
+    assert_eq!(f.rescan(), "", "no change after it, no version");
+    f.check_clean();
+}
