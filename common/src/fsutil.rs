@@ -49,24 +49,6 @@ pub fn temp_owner(name: &std::ffi::OsStr) -> Option<u32> {
     rest.split('-').next()?.parse().ok()
 }
 
-/// Is `path` on a local file system whose kernel driver keeps the inode facts the tool
-/// leans on itself: a directory entry's inode number is the inode's (`d_ino` = `st_ino`),
-/// and every change to an inode (data, mode, owner, xattrs, ACLs) sets its status-change
-/// time. ext2/3/4, XFS, btrfs and tmpfs; a network or FUSE file system (whose server keeps
-/// those facts, or not) is not.
-pub fn kernel_keeps_inode_facts(path: &Path) -> bool {
-    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
-    nix::sys::statfs::statfs(path).is_ok_and(|s| {
-        [
-            EXT4_SUPER_MAGIC,
-            XFS_SUPER_MAGIC,
-            BTRFS_SUPER_MAGIC,
-            TMPFS_MAGIC,
-        ]
-        .contains(&s.filesystem_type())
-    })
-}
-
 /// Is the process `pid` alive? (A temp of a dead process is a leftover of a crash.)
 pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {

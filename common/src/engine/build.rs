@@ -238,7 +238,7 @@ impl Builder<'_> {
             }
         };
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-        let mut difference = self.differ(&sm, &om, &sp, &op, &old.holder);
+        let mut difference = self.differ(&sm, &om, &sp, &op);
         if difference == Difference::Same
             && marks.mark == Some(Mark::Content)
             && sm.is_file()
@@ -342,24 +342,6 @@ const TIMESTAMP_TICK: Duration = Duration::from_secs(2);
 /// size and the same mtime. Its stat then matches the vault's and cannot prove it unchanged;
 /// a `Content` event on it is believed. A file last written well before that version (the
 /// usual `: >> file`, an editor's save of an untouched buffer) is compared by its stat alone.
-/// Has the source entry (its lstat `source`) not changed since well before version `holder`
-/// was taken? Its status-change time is more than [`TIMESTAMP_TICK`] older than the
-/// version's stamp (which is taken before the build reads anything). `false` when either
-/// time is unknown.
-pub(crate) fn settled_before(source: &Metadata, holder: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let taken = VersionName::parse(holder).and_then(|v| v.taken());
-    let ctime = u64::try_from(source.ctime()).ok().map(|s| {
-        std::time::UNIX_EPOCH
-            + Duration::from_secs(s)
-            + Duration::from_nanos(u64::try_from(source.ctime_nsec()).unwrap_or(0))
-    });
-    match (ctime, taken) {
-        (Some(ctime), Some(taken)) => ctime + TIMESTAMP_TICK < taken,
-        _ => false,
-    }
-}
-
 fn racily_clean(source: &Metadata, holder: &str) -> bool {
     let taken = VersionName::parse(holder).and_then(|v| v.taken());
     match (source.modified(), taken) {

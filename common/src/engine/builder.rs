@@ -43,10 +43,6 @@ pub(crate) struct Builder<'a> {
     pub lookalikes: Lookalikes,
     pub only_sync_attributes: bool,
     pub privileged: bool,
-    /// The source's file system sets an inode's status-change time on every change
-    /// ([`crate::fsutil::kernel_keeps_inode_facts`]): an entry whose ctime is clearly
-    /// older than the version holding its copy has not changed since, xattrs included.
-    pub src_ctime_kept: bool,
     /// keep_complete = false: the source as it was when the job started.
     pub baseline: Option<Baseline>,
     /// The first copy of each multiply linked source inode: (dev, ino) → new path.

@@ -18,7 +18,6 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::Path;
 
-use crate::engine::build::settled_before;
 use crate::engine::builder::{BaselineState, Builder, SourceListing};
 use crate::engine::copy;
 use crate::engine::listing::{self, Detail, Lstat};
@@ -49,25 +48,19 @@ impl Tally {
 
 impl Builder<'_> {
     /// How the source entry (lstat `src_meta` at `src`) differs from the old one (its copy
-    /// in the vault at `old`, in version `holder`). The xattrs of both are read only when
-    /// every other fact is equal ([`needs_xattrs`]): a change of xattrs or ACLs alone is an
-    /// attribute change (docs/format.md#invariants I5). They are not read when the source
-    /// entry has provably not changed since `holder` was taken: its ctime is more than a
-    /// timestamp tick older than the version, on a file system that sets ctime on every
-    /// change ([`settled_before`]; the copy was made after that instant, from this state).
+    /// in the vault at `old`). The xattrs of both are read only when every other fact is
+    /// equal ([`needs_xattrs`]): a change of xattrs or ACLs alone is an attribute change
+    /// (docs/format.md#invariants I5).
     pub fn differ(
         &self,
         src_meta: &Metadata,
         old_meta: &Metadata,
         src: &Path,
         old: &Path,
-        holder: &str,
     ) -> Difference {
         let mut was = EntryFacts::of(old, old_meta);
         let mut now = EntryFacts::of(src, src_meta);
-        if needs_xattrs(&was, &now, self.privileged)
-            && !(self.src_ctime_kept && settled_before(src_meta, holder))
-        {
+        if needs_xattrs(&was, &now, self.privileged) {
             was.xattrs = copy::comparable_xattrs(old, self.privileged);
             now.xattrs = copy::comparable_xattrs(src, self.privileged);
         }
@@ -79,7 +72,7 @@ impl Builder<'_> {
         let sm = fs::metadata(&self.src_root).ctx("cannot read source", &self.src_root)?;
         let op = self.job.join(old_dir);
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-        Ok(self.differ(&sm, &om, &self.src_root, &op, old_dir) != Difference::Same)
+        Ok(self.differ(&sm, &om, &self.src_root, &op) != Difference::Same)
     }
 
     /// Compares source directory `rel` with the old physical directory `phys`/`rel` and
@@ -150,7 +143,7 @@ impl Builder<'_> {
                         Some(m) => m.clone(),
                         None => fs::symlink_metadata(&op).ctx("cannot inspect", &op)?,
                     };
-                    let difference = self.differ(sm, &om, &sp, &op, &o.holder);
+                    let difference = self.differ(sm, &om, &sp, &op);
                     if sm.is_dir() && om.is_dir() {
                         let sub = node.child_mut(name);
                         if difference != Difference::Same {

@@ -201,7 +201,6 @@ fn builder<'a>(
         lookalikes,
         only_sync_attributes: settings.only_sync_attributes,
         privileged: copy::privileged(),
-        src_ctime_kept: crate::fsutil::kernel_keeps_inode_facts(&file.source),
         baseline,
         hardlinks: HashMap::new(),
         skipped_paths: Default::default(),
