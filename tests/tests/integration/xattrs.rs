@@ -171,7 +171,10 @@ fn an_xattr_change_to_a_file_older_than_its_version_is_versioned_after_a_rescan(
     past_the_tick();
     assert!(!f.first().is_empty(), "a first version");
     assert_eq!(f.rescan(), "", "nothing changed: no version");
-    sh(&format!("setfattr -n user.a -v 2 {}", f.src.join("old").display()));
+    sh(&format!(
+        "setfattr -n user.a -v 2 {}",
+        f.src.join("old").display()
+    ));
     let v = f.rescan();
     assert!(!v.is_empty(), "the xattr change is a change");
     let restored = f.restore(&v);
@@ -200,10 +203,16 @@ fn an_xattr_change_no_event_reported_is_found_by_a_rescan_after_a_retirement() {
     let f = Fixture::new();
     fs::write(f.src.join("f"), b"f").expect("write");
     fs::write(f.src.join("g"), b"g v1").expect("write");
-    sh(&format!("setfattr -n user.a -v 1 {}", f.src.join("f").display()));
+    sh(&format!(
+        "setfattr -n user.a -v 1 {}",
+        f.src.join("f").display()
+    ));
     assert!(!f.first().is_empty(), "a first version");
     // The change no event reports, then a version of another change only.
-    sh(&format!("setfattr -n user.a -v 2 {}", f.src.join("f").display()));
+    sh(&format!(
+        "setfattr -n user.a -v 2 {}",
+        f.src.join("f").display()
+    ));
     past_the_tick();
     fs::write(f.src.join("g"), b"g v2").expect("write");
     let lines = [event("modify", "file", Path::new("g"), None)];
@@ -212,9 +221,14 @@ fn an_xattr_change_no_event_reported_is_found_by_a_rescan_after_a_retirement() {
         .to_owned();
     assert!(!v2.is_empty(), "a version for g");
     // V1 retires: f's copy (from V1, with user.a=1) moves into V2, stamped after the change.
-    f.tool("reverb-retire").args(["--keep", "1"]).assert_success();
+    f.tool("reverb-retire")
+        .args(["--keep", "1"])
+        .assert_success();
     let v3 = f.rescan();
-    assert!(!v3.is_empty(), "the rescan finds the unreported xattr change");
+    assert!(
+        !v3.is_empty(),
+        "the rescan finds the unreported xattr change"
+    );
     assert_eq!(
         attributes(&f.restore(&v3).join("f")),
         attributes(&f.src.join("f")),
