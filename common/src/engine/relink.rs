@@ -242,7 +242,7 @@ impl Retarget<'_> {
     fn version(&self, lane: &OpenDir, vm: &str, by_dir: &ByDir) -> Result<i64> {
         let mut delta = 0i64;
         for (dir_rel, rels) in by_dir {
-            let dir = ChangedDir::open(&tree::in_version(self.job, vm, dir_rel))?;
+            let dir = DirGuard::open(&tree::in_version(self.job, vm, dir_rel))?;
             for rel in rels {
                 let name = rel.file_name().unwrap_or_default();
                 let before = if self.same_length {
@@ -270,23 +270,24 @@ impl Retarget<'_> {
                     delta += dir.usage(name)? as i64 - before as i64;
                 }
             }
-            delta += dir.finish()?;
+            delta += dir.restore()?;
         }
         Ok(delta)
     }
 }
 
-/// A version directory about to get replaced links: open once, its mode made writable
-/// for a non-root writer, and both put back with its times by [`ChangedDir::finish`], so
-/// the version still restores exactly (I5).
-struct ChangedDir {
+/// A version directory about to get a changed entry (a replaced link, an entry moved
+/// in): open once, its mode made writable for a non-root writer, and both put back with
+/// its times by [`DirGuard::restore`], so the version still restores exactly (I5).
+pub struct DirGuard {
     open: OpenDir,
     meta: fs::Metadata,
     chmodded: bool,
 }
 
-impl ChangedDir {
-    fn open(path: &Path) -> Result<ChangedDir> {
+impl DirGuard {
+    /// Opens the directory `path`, made writable (and readable) for a non-root writer.
+    pub fn open(path: &Path) -> Result<DirGuard> {
         let meta = fs::symlink_metadata(path).ctx("cannot inspect", path)?;
         let mode = meta.mode() & 0o7777;
         let chmodded = !copy::privileged() && mode & 0o700 != 0o700;
@@ -295,7 +296,7 @@ impl ChangedDir {
             fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))
                 .ctx("cannot make writable", path)?;
         }
-        Ok(ChangedDir {
+        Ok(DirGuard {
             open: OpenDir::open(path)?,
             meta,
             chmodded,
@@ -308,7 +309,7 @@ impl ChangedDir {
     }
 
     /// Puts mode and times back; returns how the directory's own usage changed.
-    fn finish(self) -> Result<i64> {
+    pub fn restore(self) -> Result<i64> {
         let path = &self.open.path;
         if self.chmodded {
             nix::sys::stat::fchmod(
@@ -333,8 +334,9 @@ impl ChangedDir {
 /// `<job>/.tmp/`, where a retirement makes each replacement link before it is renamed over
 /// the old one: no temporary name ever appears inside a version. Masters live in a
 /// directory of their own there (`.tmp/.tmp-<pid>-m/`), so that `.tmp/` itself, where every
-/// replacement makes and loses a name, stays small. What a crashed run left there (the job
-/// lock is held, so no live writer's) is removed when it opens.
+/// replacement makes and loses a name, stays small. Links a crashed run left there (the job
+/// lock is held, so no live writer's) are removed when it opens; a dead run's directories
+/// go with the start-up repair every retirement runs ([`crate::engine::recover`]).
 pub struct LinkTemps {
     dir: OpenDir,
     masters: std::sync::OnceLock<OpenDir>,
@@ -343,8 +345,7 @@ pub struct LinkTemps {
 }
 
 impl LinkTemps {
-    /// Opens (creating it if need be) and clears the job folder's `.tmp/` of leftover links
-    /// and master directories.
+    /// Opens (creating it if need be) and clears the job folder's `.tmp/` of leftover links.
     pub fn open(job: &Path) -> Result<LinkTemps> {
         let path = job.join(".tmp");
         match fs::create_dir(&path) {
@@ -354,17 +355,10 @@ impl LinkTemps {
         }
         for entry in fs::read_dir(&path).ctx("cannot list", &path)? {
             let entry = entry.ctx("cannot list", &path)?;
-            let name = entry.file_name();
-            if !name.as_encoded_bytes().starts_with(b".tmp-") {
-                continue;
-            }
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_symlink() {
+            let leftover = entry.file_type().is_ok_and(|t| t.is_symlink())
+                && entry.file_name().as_encoded_bytes().starts_with(b".tmp-");
+            if leftover {
                 fs::remove_file(entry.path()).ctx("cannot remove", &entry.path())?;
-            } else if ft.is_dir()
-                && fsutil::temp_owner(&name).is_none_or(|pid| !fsutil::process_alive(pid))
-            {
-                fsutil::remove_tree(&entry.path())?;
             }
         }
         Ok(LinkTemps {

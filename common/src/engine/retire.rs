@@ -45,7 +45,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -53,7 +52,7 @@ use jiff::tz::TimeZone;
 
 use crate::engine::copy;
 use crate::engine::policy::{self, Candidate, Rule, Verdict};
-use crate::engine::relink::{self, LinkTemps, LinkTexts, OpenDir};
+use crate::engine::relink::{self, DirGuard, LinkTemps, LinkTexts, OpenDir};
 use crate::engine::retiring;
 use crate::engine::snapshot;
 use crate::error::{Error, IoContext, Result, show};
@@ -717,43 +716,6 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 /// Sets a path's atime and mtime (nanoseconds) from `meta`, not following a symlink.
 fn set_times(path: &Path, meta: &fs::Metadata) -> Result<()> {
     copy::set_times(path, meta).ctx("cannot set times of", path)
-}
-
-/// A version directory about to get a changed entry: its times (and, for a non-root
-/// writer, its mode, made writable meanwhile) are put back afterwards, so the version
-/// still restores exactly (I5).
-struct DirGuard {
-    path: PathBuf,
-    meta: fs::Metadata,
-    chmodded: bool,
-}
-
-impl DirGuard {
-    fn open(path: &Path) -> Result<DirGuard> {
-        let meta = fs::symlink_metadata(path).ctx("cannot inspect", path)?;
-        let mode = meta.mode() & 0o7777;
-        let chmodded = !copy::privileged() && mode & 0o300 != 0o300;
-        if chmodded {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))
-                .ctx("cannot make writable", path)?;
-        }
-        Ok(DirGuard {
-            path: path.to_path_buf(),
-            meta,
-            chmodded,
-        })
-    }
-
-    fn restore(self) -> Result<()> {
-        if self.chmodded {
-            fs::set_permissions(
-                &self.path,
-                fs::Permissions::from_mode(self.meta.mode() & 0o7777),
-            )
-            .ctx("cannot restore the mode of", &self.path)?;
-        }
-        set_times(&self.path, &self.meta)
-    }
 }
 
 /// What to enforce: the rules, the size limit, and the clock and time zone they read.

@@ -58,6 +58,11 @@ fn oracle(program: &str, args: &[&str], path: &Path) -> String {
         .join("\n")
 }
 
+/// `setfattr -n user.a -v VALUE path`.
+fn set_user_a(path: &Path, value: &str) {
+    sh(&format!("setfattr -n user.a -v {value} {}", path.display()));
+}
+
 /// Every xattr (ACLs included) and the ACL of `path`, as the tools show them.
 fn attributes(path: &Path) -> String {
     let xattrs = oracle(
@@ -82,10 +87,7 @@ fn fixture() -> Fixture {
         f.src.display()
     ));
     for name in ["f", "d"] {
-        sh(&format!(
-            "setfattr -n user.a -v 1 {}",
-            f.src.join(name).display()
-        ));
+        set_user_a(&f.src.join(name), "1");
     }
     assert!(!f.first().is_empty(), "a first version");
     f
@@ -163,18 +165,12 @@ fn an_xattr_change_to_a_file_older_than_its_version_is_versioned_after_a_rescan(
     let f = Fixture::new();
     for name in ["old", "untouched"] {
         fs::write(f.src.join(name), name).expect("write");
-        sh(&format!(
-            "setfattr -n user.a -v 1 {}",
-            f.src.join(name).display()
-        ));
+        set_user_a(&f.src.join(name), "1");
     }
     past_the_tick();
     assert!(!f.first().is_empty(), "a first version");
     assert_eq!(f.rescan(), "", "nothing changed: no version");
-    sh(&format!(
-        "setfattr -n user.a -v 2 {}",
-        f.src.join("old").display()
-    ));
+    set_user_a(&f.src.join("old"), "2");
     let v = f.rescan();
     assert!(!v.is_empty(), "the xattr change is a change");
     let restored = f.restore(&v);
@@ -203,16 +199,10 @@ fn an_xattr_change_no_event_reported_is_found_by_a_rescan_after_a_retirement() {
     let f = Fixture::new();
     fs::write(f.src.join("f"), b"f").expect("write");
     fs::write(f.src.join("g"), b"g v1").expect("write");
-    sh(&format!(
-        "setfattr -n user.a -v 1 {}",
-        f.src.join("f").display()
-    ));
+    set_user_a(&f.src.join("f"), "1");
     assert!(!f.first().is_empty(), "a first version");
     // The change no event reports, then a version of another change only.
-    sh(&format!(
-        "setfattr -n user.a -v 2 {}",
-        f.src.join("f").display()
-    ));
+    set_user_a(&f.src.join("f"), "2");
     past_the_tick();
     fs::write(f.src.join("g"), b"g v2").expect("write");
     let lines = [event("modify", "file", Path::new("g"), None)];
