@@ -141,7 +141,8 @@ pub enum Error {
     /// Bad input data (an event line, a damaged file): exit 1.
     #[error("{0}")]
     Invalid(String),
-    /// A refused action (the deletion guard, an unmeetable limit): exit 1.
+    /// A refused action that no setting resolves (retiring the newest version, a file
+    /// descriptor limit): exit 1.
     #[error("{0}")]
     Refused(String),
     /// The vault holds something it should not (a damaged job): exit 1.
@@ -150,7 +151,78 @@ pub enum Error {
     /// inotify cannot watch the tree: exit 3.
     #[error(transparent)]
     WatchLimit(#[from] WatchLimit),
+    /// The deletion guard (docs/cli.md `reverb-snap`): a rescan would leave fewer than
+    /// `1 - max_delete_ratio` of the current version's files, which is more often an
+    /// unmounted disk than a wish: exit 1, resolved by `--force`.
+    #[error(
+        "the rescan would leave {remaining} of {files} files ({:.0}%, fewer than \
+         1 - max_delete_ratio {max_delete_ratio}): is the source's disk mounted? Use --force \
+         if this is intended",
+        *remaining as f64 * 100.0 / *files as f64
+    )]
+    DeletionGuard {
+        /// Files the new version would hold.
+        remaining: u64,
+        /// Files the current version holds.
+        files: u64,
+        /// The job's `max_delete_ratio`.
+        max_delete_ratio: f64,
+    },
+    /// A source other than the one the job records was given: exit 2, resolved by
+    /// `--source NEW --force`.
+    #[error(
+        "job {job} records source {}, not {} (to back up {} from now on: reverb-snap --source {} --force)",
+        recorded.display(), given.display(), given.display(), given.display()
+    )]
+    SourceChanged {
+        /// The job's name.
+        job: String,
+        /// The source job.toml records.
+        recorded: std::path::PathBuf,
+        /// The source given.
+        given: std::path::PathBuf,
+    },
+    /// The newest version alone is larger than `vault_size_limit`: nothing is retired for
+    /// size; exit 1, resolved by raising the limit.
+    #[error("job {job}: {detail}")]
+    SizeLimitUnmeetable {
+        /// The job folder.
+        job: String,
+        /// What the newest version needs on its own, as a complete tree (bytes).
+        needs: u64,
+        /// The limit (bytes).
+        limit: u64,
+        /// The whole explanation, sizes in words (the retirement plan's).
+        detail: String,
+    },
 }
+
+/// A failure that the tool cannot get past alone and that one command of a person resolves:
+/// the typed record a program leaves for its supervisor (docs/design.md#the-supervisor), so
+/// the supervisor chooses the remedy from a type, never from the text of a message.
+///
+/// On the wire (the file named by [`BLOCKER_FILE_VAR`]): one JSON object,
+/// `{"kind":"deletion_guard"}`, `{"kind":"source_changed"}` or
+/// `{"kind":"size_limit_unmeetable","needs":N,"limit":N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Blocker {
+    /// [`Error::DeletionGuard`]: `--force` makes the version.
+    DeletionGuard,
+    /// [`Error::SourceChanged`]: `--source NEW --force` records the new source.
+    SourceChanged,
+    /// [`Error::SizeLimitUnmeetable`]: a higher `vault_size_limit`.
+    SizeLimitUnmeetable {
+        /// What the newest version needs (bytes).
+        needs: u64,
+        /// The limit (bytes).
+        limit: u64,
+    },
+}
+
+/// The environment variable through which the supervisor names the file a child writes its
+/// [`Blocker`] to when it fails with one (`run::cli::finish` writes it).
+pub const BLOCKER_FILE_VAR: &str = "REVERBERATOR_BLOCKER_FILE";
 
 impl Error {
     /// The process exit code for this error.
@@ -159,11 +231,27 @@ impl Error {
             Error::VaultUnavailable(_) | Error::Locked(_) | Error::IdentityMismatch(_) => {
                 EXIT_TEMPFAIL
             }
-            Error::Usage(_) => EXIT_USAGE,
+            Error::Usage(_) | Error::SourceChanged { .. } => EXIT_USAGE,
             Error::WatchLimit(_) => EXIT_WATCH_LIMIT,
-            Error::Io { .. } | Error::Invalid(_) | Error::Refused(_) | Error::Damaged(_) => {
-                EXIT_FAILURE
-            }
+            Error::Io { .. }
+            | Error::Invalid(_)
+            | Error::Refused(_)
+            | Error::Damaged(_)
+            | Error::DeletionGuard { .. }
+            | Error::SizeLimitUnmeetable { .. } => EXIT_FAILURE,
+        }
+    }
+
+    /// The failure as a [`Blocker`], when one command of a person resolves it.
+    pub fn blocker(&self) -> Option<Blocker> {
+        match self {
+            Error::DeletionGuard { .. } => Some(Blocker::DeletionGuard),
+            Error::SourceChanged { .. } => Some(Blocker::SourceChanged),
+            Error::SizeLimitUnmeetable { needs, limit, .. } => Some(Blocker::SizeLimitUnmeetable {
+                needs: *needs,
+                limit: *limit,
+            }),
+            _ => None,
         }
     }
 

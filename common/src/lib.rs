@@ -188,8 +188,10 @@ pub mod supervisor {
 /// The porcelain's read-only queries.
 pub mod porcelain {
     pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
+    pub use crate::run::live::JobState;
     pub use crate::run::porcelain::{
-        JobStatus, changed_during_copy, diff, history, rel_arg, status,
+        IdentityReport, JobStatus, RoleIdentity, changed_during_copy, diff, history, rel_arg,
+        status,
     };
 }
 

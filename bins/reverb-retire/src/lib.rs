@@ -242,7 +242,7 @@ fn print_plan(args: &Args, dir: &JobDir, limits: &Limits) -> anyhow::Result<()> 
         }
     }
     match &plan.unmeetable {
-        Some(u) => Err(reverb_common::Error::Refused(format!("job {}: {u}", dir.folder)).into()),
+        Some(u) => Err(u.clone().into_error(&dir.folder).into()),
         None => Ok(()),
     }
 }

@@ -394,7 +394,7 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             } else {
                 format!("{} versions", st.versions)
             },
-            st.pending,
+            st.pending(),
             format_size(st.size_bytes),
             st.identity
         ))?;
@@ -405,35 +405,42 @@ fn status(at: &Where) -> anyhow::Result<i32> {
 
 /// What follows the state word in `status`: since when, why, what next.
 fn state_detail(st: &porcelain::JobStatus) -> String {
-    let mut out = String::new();
-    match st.state.as_str() {
-        "waiting" => out.push_str(&format!(
-            " ({} changes, version due by {})",
-            st.pending,
-            st.due.as_deref().unwrap_or("-")
-        )),
-        "copying" | "watching" => {
-            if let Some(d) = &st.detail {
-                out.push_str(&format!(" ({d})"));
-            }
-        }
-        "paused" | "failing" => {
-            if let Some(since) = &st.since {
-                out.push_str(&format!(" since {since}"));
-            }
-            if let Some(d) = &st.detail {
-                out.push_str(&format!(": {d}"));
-            }
-            if let Some(t) = &st.next_retry {
+    use porcelain::JobState;
+    let since = || {
+        st.since
+            .as_ref()
+            .map(|s| format!(" since {s}"))
+            .unwrap_or_default()
+    };
+    match &st.state {
+        JobState::Waiting { pending, due } => format!(
+            " ({pending} changes, version due by {})",
+            due.as_deref().unwrap_or("-")
+        ),
+        JobState::Copying { progress } => format!(" ({progress})"),
+        JobState::Watching {
+            fallback: Some(how),
+        } => format!(" ({how})"),
+        JobState::Paused { why } => format!("{}: {why}", since()),
+        JobState::Failing {
+            why,
+            next_retry,
+            resolve,
+        } => {
+            let mut out = format!("{}: {why}", since());
+            if let Some(t) = next_retry {
                 out.push_str(&format!("; next retry {t}"));
             }
-            if let Some(r) = &st.resolve {
+            if let Some(r) = resolve {
                 out.push_str(&format!("; to resolve: {r}"));
             }
+            out
         }
-        _ => {}
+        JobState::Watching { fallback: None }
+        | JobState::Retiring
+        | JobState::Stopped
+        | JobState::New => String::new(),
     }
-    out
 }
 
 fn versions(name: &str, at: &Where) -> anyhow::Result<i32> {

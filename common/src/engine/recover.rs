@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::engine::publish::completion_record;
 use crate::error::Result;
 use crate::format::index::{self, IndexRow, read_index_or_empty};
-use crate::format::journal::{Entry, JournalEvent};
+use crate::format::journal::{self, Entry, JournalEvent};
 use crate::format::time;
 use crate::fsutil;
 use crate::vault::job::JobCtx;
@@ -189,7 +189,7 @@ fn published_in_journal(path: &Path) -> HashSet<String> {
         .skip(1)
         .filter_map(|l| Entry::parse(l).ok())
         .filter(|e| e.event == JournalEvent::Snapshot)
-        .filter_map(|e| e.detail.split(' ').next().map(str::to_owned))
+        .filter_map(|e| journal::snapshot_version(&e.detail).map(str::to_owned))
         .collect()
 }
 

@@ -169,6 +169,18 @@ impl fmt::Display for Unmeetable {
     }
 }
 
+impl Unmeetable {
+    /// The error of job folder `job` that this makes ([`Error::SizeLimitUnmeetable`]).
+    pub fn into_error(self, job: &str) -> Error {
+        Error::SizeLimitUnmeetable {
+            job: job.to_owned(),
+            needs: self.needs,
+            limit: self.limit,
+            detail: self.to_string(),
+        }
+    }
+}
+
 /// The whole plan: a decision per version (oldest first), and whether the size limit
 /// cannot be met.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -753,7 +765,7 @@ impl Limits {
 /// sum of `held_bytes` is above the size limit. The first time the size limit is hit, the
 /// job is recounted from disk first (once per job, recorded in job.toml). A size limit the
 /// newest version alone exceeds retires nothing for size: it is journaled as an `error` and
-/// is [`Error::Refused`] with the [`Unmeetable`] message. `dry_run` returns the [`plan`]'s
+/// is [`Error::SizeLimitUnmeetable`]. `dry_run` returns the [`plan`]'s
 /// retirements and writes nothing (an unmeetable limit is still the error).
 pub fn enforce(ctx: &mut JobCtx, limits: &Limits, dry_run: bool) -> Result<Vec<Retired>> {
     enforce_with(ctx, limits, dry_run, &mut |_| {})
@@ -846,7 +858,7 @@ fn planned(
         }
     }
     match p.unmeetable {
-        Some(u) => Err(Error::Refused(format!("job {}: {u}", ctx.dir.folder))),
+        Some(u) => Err(u.into_error(&ctx.dir.folder)),
         None => Ok(out),
     }
 }
@@ -854,7 +866,7 @@ fn planned(
 /// The oldest version (number, directory) to retire now for size, or `None` when the job
 /// is within its limit. The first time the size limit is exceeded, the job is recounted
 /// first (once, recorded in job.toml). A limit the newest version alone exceeds is
-/// journaled and [`Error::Refused`], before anything is retired for size.
+/// journaled and [`Error::SizeLimitUnmeetable`], before anything is retired for size.
 fn next_for_size(ctx: &mut JobCtx, size_limit: Option<u64>) -> Result<Option<(u64, String)>> {
     let Some(limit) = size_limit else {
         return Ok(None);
@@ -873,9 +885,9 @@ fn next_for_size(ctx: &mut JobCtx, size_limit: Option<u64>) -> Result<Option<(u6
         }
         // Over the limit here, so with one version left the newest needs more than it.
         if let Some(u) = unmeetable_for(&rows, Some(limit), index::total_held(&rows)) {
-            let msg = format!("job {}: {u}", ctx.dir.folder);
-            ctx.journal.note(JournalEvent::Error, b"", &msg);
-            return Err(Error::Refused(msg));
+            let err = u.into_error(&ctx.dir.folder);
+            ctx.journal.note(JournalEvent::Error, b"", &err.to_string());
+            return Err(err);
         }
         return Ok(Some((rows[0].version, rows[0].dir.clone())));
     }

@@ -222,12 +222,11 @@ fn guard_deletions(file: &JobFile, files: u64, remaining: u64, force: bool) -> R
     let limit = file.settings.max_delete_ratio;
     let floor = (1.0 - limit) * files as f64;
     if (remaining as f64) < floor && !force {
-        return Err(Error::Refused(format!(
-            "the rescan would leave {remaining} of {files} files ({:.0}%, fewer than \
-             1 - max_delete_ratio {limit}): is the source's disk mounted? Use --force if this \
-             is intended",
-            remaining as f64 * 100.0 / files as f64
-        )));
+        return Err(Error::DeletionGuard {
+            remaining,
+            files,
+            max_delete_ratio: limit,
+        });
     }
     Ok(())
 }
@@ -460,7 +459,10 @@ mod tests {
         assert_eq!(f.rows()[1].files, 3);
         fs::remove_dir_all(f.src.join("e")).expect("rm");
         let refused = take(&mut f.ctx, Trigger::Rescan, Options::default());
-        assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(Error::DeletionGuard { .. })),
+            "{refused:?}"
+        );
         assert_eq!(f.rows().len(), 2);
     }
 

@@ -58,7 +58,9 @@ impl Excludes {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| format!("bad exclude pattern `{original}`: {e}"))?;
+                // The reason alone: the error's own text quotes the glob as rewritten
+                // here (`**/…`), which the user never wrote.
+                .map_err(|e| format!("bad exclude pattern `{original}`: {}", e.kind()))?;
             builder.add(glob);
             rules.push(Rule { negated, dir_only });
         }

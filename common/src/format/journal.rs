@@ -116,6 +116,12 @@ impl std::fmt::Display for JournalEvent {
     }
 }
 
+/// The version a `snapshot` line's detail names: its first word
+/// (`V3-20261124T214900Z changed=… files=…`, docs/format.md#journaltsv).
+pub fn snapshot_version(detail: &str) -> Option<&str> {
+    detail.split(' ').next().filter(|v| !v.is_empty())
+}
+
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

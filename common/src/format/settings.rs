@@ -88,22 +88,42 @@ impl JobSettings {
         }
     }
 
-    /// Checks the values that types alone cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values that types alone cannot; the error names the key it is about.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if !(0.0..=1.0).contains(&self.max_delete_ratio) || self.max_delete_ratio.is_nan() {
-            return Err(format!(
-                "max_delete_ratio must be between 0 and 1, not {}",
-                self.max_delete_ratio
-            ));
+            return Err(InvalidSetting {
+                key: "max_delete_ratio",
+                message: format!(
+                    "max_delete_ratio must be between 0 and 1, not {}",
+                    self.max_delete_ratio
+                ),
+            });
         }
         if self.min_snapshot_time > self.max_snapshot_delay {
-            return Err("min_snapshot_time is longer than max_snapshot_delay".into());
+            return Err(InvalidSetting {
+                key: "min_snapshot_time",
+                message: "min_snapshot_time is longer than max_snapshot_delay".into(),
+            });
         }
         for pat in &self.exclude {
-            crate::format::exclude::check_pattern(pat)?;
+            crate::format::exclude::check_pattern(pat).map_err(|message| InvalidSetting {
+                key: "exclude",
+                message,
+            })?;
         }
         Ok(())
     }
+}
+
+/// A setting whose value its type allows but its meaning does not, with the key it is
+/// about (so a message is never searched for a key name).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidSetting {
+    /// The setting's key, as in the configuration file.
+    pub key: &'static str,
+    /// The whole explanation.
+    pub message: String,
 }
 
 /// The `keep_*` rules of a job. A count of 0 (or a zero `within`) means the rule keeps none.
@@ -158,9 +178,22 @@ impl Rules {
     }
 }
 
-/// Parses a duration: humantime (`30s`, `10m`, `1h 30m`, `500ms`).
+/// Parses a duration: humantime (`30s`, `10m`, `1h 30m`, `500ms`). The error says, in
+/// the configuration's words, what is wrong.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("bad duration `{text}`: {e}"))
+    use humantime::DurationError as E;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        let why = match e {
+            E::NumberExpected(_) | E::InvalidCharacter(_) | E::Empty => {
+                "expected a number and a unit (like \"30s\", \"10m\", \"1h 30m\")".to_owned()
+            }
+            E::UnknownUnit { unit, .. } => format!(
+                "unknown unit `{unit}` (use ms, s, m, h, d, w, M, y: like \"30s\", \"10m\", \"1h 30m\")"
+            ),
+            E::NumberOverflow => "too large".to_owned(),
+        };
+        format!("bad duration `{text}`: {why}")
+    })
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
@@ -327,5 +360,25 @@ mod tests {
         assert!(err.to_string().contains("keep_versionz"), "{err}");
         let err = toml::from_str::<JobSettings>("min_snapshot_time = \"soon\"").expect_err("bad");
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn a_validation_error_names_its_key_by_type() {
+        let with = |f: fn(&mut JobSettings)| {
+            let mut s = JobSettings::default();
+            f(&mut s);
+            s.validate().map_err(|e| e.key)
+        };
+        assert_eq!(with(|_| {}), Ok(()));
+        assert_eq!(with(|s| s.max_delete_ratio = 1.5), Err("max_delete_ratio"));
+        assert_eq!(
+            with(|s| s.min_snapshot_time = Duration::from_secs(3600)),
+            Err("min_snapshot_time")
+        );
+        // A pattern that mentions another key is still the exclude key's problem.
+        assert_eq!(
+            with(|s| s.exclude = vec!["max_delete_ratio[".into()]),
+            Err("exclude")
+        );
     }
 }

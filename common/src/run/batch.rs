@@ -68,13 +68,11 @@ pub fn check_source(ctx: &JobCtx, name: &str, source: Option<&Path>) -> Result<(
     };
     let canon = std::fs::canonicalize(source).ctx("source", source)?;
     if canon != ctx.file.source {
-        return Err(Error::Usage(format!(
-            "job {name} records source {}, not {} (to back up {} from now on: reverb-snap --source {} --force)",
-            ctx.file.source.display(),
-            source.display(),
-            source.display(),
-            source.display()
-        )));
+        return Err(Error::SourceChanged {
+            job: name.to_owned(),
+            recorded: ctx.file.source.clone(),
+            given: source.to_path_buf(),
+        });
     }
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! What every binary's thin `main` shares: turning a result into an exit code and a
 //! one-line message on stderr (docs/cli.md), writing records to stdout without panicking
-//! on a closed pipe, and running the tool's body on a big stack.
+//! on a closed pipe, and leaving a failure's [`Blocker`] for the supervisor.
 
 use std::io::{self, Write};
 
-use crate::error::{EXIT_FAILURE, Error};
+use crate::error::{BLOCKER_FILE_VAR, Blocker, EXIT_FAILURE, Error};
 
 /// Maps an edge error to its exit code: the first [`Error`] in the chain decides, anything
 /// else is a plain failure (1).
@@ -22,9 +22,40 @@ pub fn finish(tool: &str, result: anyhow::Result<i32>) -> i32 {
         Ok(code) => code,
         Err(err) => {
             eprintln!("{tool}: {}", one_line(&err));
+            leave_blocker(&err);
             exit_code(&err)
         }
     }
+}
+
+/// Writes the error's [`Blocker`] to the file the supervisor named in [`BLOCKER_FILE_VAR`]
+/// (when it did, and when the error is one): the typed half of the failure, which the
+/// supervisor reads to choose the command that resolves it. A file that cannot be written
+/// only costs the remedy's hint.
+fn leave_blocker(err: &anyhow::Error) {
+    let Some(path) = std::env::var_os(BLOCKER_FILE_VAR).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let Some(blocker) = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<Error>())
+        .and_then(Error::blocker)
+    else {
+        return;
+    };
+    if let Ok(text) = serde_json::to_vec(&blocker)
+        && let Err(e) = crate::fsutil::write_atomic(std::path::Path::new(&path), &text)
+    {
+        crate::error::warn(&format!("cannot leave the failure record: {e}"));
+    }
+}
+
+/// Reads the [`Blocker`] a child left in `path` (and removes the file); None when it left
+/// none or the file is not one.
+pub fn take_blocker(path: &std::path::Path) -> Option<Blocker> {
+    let text = std::fs::read(path).ok()?;
+    let _ = std::fs::remove_file(path);
+    serde_json::from_slice(&text).ok()
 }
 
 /// The error and its causes joined by `: `, each cause dropped whose text an earlier part

@@ -30,7 +30,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, show};
-use crate::format::settings::{JobSettings, sanitize_job_name};
+use crate::format::settings::{InvalidSetting, JobSettings, sanitize_job_name};
 use crate::vault::job::{PathError, canonical_or_nearest, check_paths};
 
 /// The system-wide config file, the last place looked at.
@@ -554,14 +554,13 @@ fn resolve(
         .error(e.message())
     })?;
     if let Err(e) = settings.validate().and_then(|()| check_times(&settings)) {
-        let key = validation_key(&e);
         return Err(Place {
             file,
             job,
-            key: Some(key),
-            line: key_line(key),
+            key: Some(e.key),
+            line: key_line(e.key),
         }
-        .error(plain_words(&e, &toml::Value::Boolean(false))));
+        .error(e.message));
     }
     Ok(JobConfig {
         name: name.to_string(),
@@ -599,7 +598,7 @@ fn check_setting(
     toml::Value::Table(single)
         .try_into::<JobSettings>()
         .map(|_| ())
-        .map_err(|e| place.error(plain_words(e.message(), value)))
+        .map_err(|e| place.error(wrong_type(key, value).unwrap_or_else(|| e.message().to_owned())))
 }
 
 /// The known key closest to a misspelt one (at most 2 edits, or a prefix of it).
@@ -626,43 +625,41 @@ fn did_you_mean<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
         .map(|(_, k)| k.as_str())
 }
 
-/// A deserializer's message in the words of the configuration file: what was given and what
-/// is wanted (`a whole number like 3`), not Rust types (`expected u64`) or parser offsets.
-fn plain_words(message: &str, value: &toml::Value) -> String {
-    let wanted = [
-        (
-            "expected u64",
-            "a whole number of 0 or more, without quotes (like 3)",
-        ),
-        ("expected f64", "a number, without quotes (like 0.5)"),
-        ("expected a boolean", "true or false, without quotes"),
-        (
-            "expected a sequence",
-            "a list of strings (like [\"*.tmp\", \".cache/\"])",
-        ),
-    ];
-    for (jargon, plain) in wanted {
-        if message.contains(jargon) {
-            return format!("{} given, expected {plain}", given(value));
+/// What a key wants, in the words of the configuration file, when `value` is not of a type
+/// it takes (`the string "3" given, expected a whole number …`); None when the type is
+/// right, so the setting's own parser explains what is wrong with the value. Decided from
+/// the key's type (its default's TOML type), never from a deserializer's message.
+fn wrong_type(key: &str, value: &toml::Value) -> Option<String> {
+    use toml::Value as V;
+    let negative = matches!(value, V::Integer(i) if *i < 0);
+    let wanted = if key == "vault_size_limit" {
+        // A size: a string with a unit, or a whole number of bytes.
+        match value {
+            V::String(_) => return None,
+            V::Integer(_) if !negative => return None,
+            _ => "a size like \"50GiB\" or \"500MB\", or a whole number of bytes",
         }
-    }
-    if message.contains("expected a string") {
-        return format!(
-            "{} given, expected a string (a duration like \"30s\" or \"10m\", a size like \"50GiB\")",
-            given(value)
-        );
-    }
-    if let Some(at) = message.find(": expected number at") {
-        return format!(
-            "{}: expected a number and a unit (like \"30s\", \"10m\", \"1h 30m\")",
-            &message[..at]
-        );
-    }
-    // A glob error names the pattern as the matcher rewrote it: keep only the reason.
-    if let (Some(start), Some(end)) = (message.find("error parsing glob '"), message.rfind("': ")) {
-        return format!("{}{}", &message[..start], &message[end + 3..]);
-    }
-    message.to_owned()
+    } else {
+        let defaults = JobSettings::default();
+        let kind = toml::Table::try_from(&defaults)
+            .ok()
+            .and_then(|t| t.get(key).cloned())?;
+        match (kind, value) {
+            (V::Integer(_), V::Integer(_)) if !negative => return None,
+            (V::Float(_), V::Float(_) | V::Integer(_)) => return None,
+            (V::Boolean(_), V::Boolean(_)) | (V::String(_), V::String(_)) => return None,
+            (V::Array(_), V::Array(items)) if items.iter().all(V::is_str) => return None,
+            (V::Integer(_), _) => "a whole number of 0 or more, without quotes (like 3)",
+            (V::Float(_), _) => "a number, without quotes (like 0.5)",
+            (V::Boolean(_), _) => "true or false, without quotes",
+            (V::Array(_), _) => "a list of strings (like [\"*.tmp\", \".cache/\"])",
+            (V::String(_), _) => {
+                "a string (a duration like \"30s\" or \"10m\", a size like \"50GiB\")"
+            }
+            _ => return None,
+        }
+    };
+    Some(format!("{} given, expected {wanted}", given(value)))
 }
 
 /// "the string \"3\"", "the integer 1": a TOML value as the user wrote it.
@@ -708,9 +705,12 @@ fn check_job_paths(source: &Path, vault: &Path) -> std::result::Result<(), (&'st
 }
 
 /// Zero `min_snapshot_time` with zero `max_snapshot_delay` would take a version at every event.
-fn check_times(settings: &JobSettings) -> std::result::Result<(), String> {
+fn check_times(settings: &JobSettings) -> std::result::Result<(), InvalidSetting> {
     if settings.min_snapshot_time.is_zero() && settings.max_snapshot_delay.is_zero() {
-        return Err("min_snapshot_time and max_snapshot_delay are both zero: set max_snapshot_delay (for example \"10m\") so changes are gathered into versions".into());
+        return Err(InvalidSetting {
+            key: "min_snapshot_time",
+            message: "min_snapshot_time and max_snapshot_delay are both zero: set max_snapshot_delay (for example \"10m\") so changes are gathered into versions".into(),
+        });
     }
     Ok(())
 }
@@ -762,22 +762,6 @@ pub fn warnings(config: &Config, init: bool) -> Vec<String> {
         }
     }
     out
-}
-
-/// Which key a [`JobSettings::validate`] message is about.
-fn validation_key(message: &str) -> &'static str {
-    for key in [
-        "max_delete_ratio",
-        "min_snapshot_time",
-        "max_snapshot_delay",
-        "vault_size_limit",
-        "keep_versions",
-    ] {
-        if message.contains(key) {
-            return key;
-        }
-    }
-    "exclude"
 }
 
 /// A TOML value that must be an absolute path.

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::capture::identity::MatchedBy;
 use crate::error::{IoContext, Result};
 use crate::format::entry::{Difference, EntryFacts, compare};
 use crate::format::index::IndexRow;
@@ -21,32 +22,26 @@ use crate::format::jobfile::JobFile;
 use crate::format::journal::{self, JournalEvent};
 use crate::format::time;
 use crate::format::tsv;
-use crate::run::live::{self, Live};
+use crate::run::live::{self, JobState, Live};
 use crate::vault::layout::JobDir;
 use crate::vault::lock::{JobLock, Wait};
 use crate::vault::tree::{self, Entry, Lookalikes};
 
 /// One job's state for `reverberator status`.
-#[derive(Debug, Clone, Serialize)]
+///
+/// Serialized (`status --json`) as one flat record: `type`, `job`, `state`, `since`,
+/// `detail`, `due`, `next_retry`, `resolve`, `last_version`, `last_age_seconds`, `versions`,
+/// `pending`, `size_bytes`, `size_limit`, `identity` (the state's details flattened as in
+/// the live file, the identity as its sentence).
+#[derive(Debug, Clone)]
 pub struct JobStatus {
-    /// Record type for JSON lines.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     /// The job's name.
     pub job: String,
-    /// With a supervisor: `watching`, `waiting`, `copying`, `retiring`, `paused` or
-    /// `failing` (its live state); without: `stopped`, or `new` (no job folder yet).
-    pub state: String,
+    /// With a supervisor, its live state; without: [`JobState::Stopped`], or
+    /// [`JobState::New`] (no job folder yet).
+    pub state: JobState,
     /// When the job entered the state (supervisor states only).
     pub since: Option<String>,
-    /// Why it is paused, the last error in full (failing), what is being built (copying).
-    pub detail: Option<String>,
-    /// When the next version is due at the latest (`waiting`).
-    pub due: Option<String>,
-    /// When the supervisor tries again (`failing`).
-    pub next_retry: Option<String>,
-    /// The command that resolves the failure, when one does.
-    pub resolve: Option<String>,
     /// The newest version's directory.
     pub last_version: Option<String>,
     /// Seconds since the newest version was taken.
@@ -54,41 +49,117 @@ pub struct JobStatus {
     /// Retained versions.
     pub versions: usize,
     /// Raw change events journaled since the last batch.
-    pub pending: u64,
+    pub journaled_pending: u64,
     /// The job folder's size as the index knows it (sum of held bytes).
     pub size_bytes: u64,
     /// The size limit, if any.
     pub size_limit: Option<u64>,
-    /// `source ok (uuid), vault ok (device)` or what does not match.
-    pub identity: String,
+    /// Whether the source and vault are on their recorded filesystems.
+    pub identity: IdentityReport,
+}
+
+/// Where the source and the vault stand against the filesystems job.toml records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityReport {
+    /// The job has no job.toml yet (and the vault directory exists).
+    NotCreated,
+    /// The vault directory does not exist.
+    VaultMissing(PathBuf),
+    /// Each of the source and the vault, checked.
+    Checked(Vec<(&'static str, RoleIdentity)>),
+}
+
+/// One path (`source` or `vault`) against its recorded filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleIdentity {
+    /// job.toml records no identity for it.
+    Unrecorded,
+    /// It is on the recorded filesystem; which field matched.
+    Matches(MatchedBy),
+    /// It is not: the disk is unplugged or another is mounted there.
+    Lost,
+}
+
+impl IdentityReport {
+    /// A vault missing or a path off its recorded filesystem.
+    pub fn needs_attention(&self) -> bool {
+        match self {
+            IdentityReport::NotCreated => false,
+            IdentityReport::VaultMissing(_) => true,
+            IdentityReport::Checked(roles) => roles.iter().any(|(_, r)| *r == RoleIdentity::Lost),
+        }
+    }
+}
+
+impl std::fmt::Display for IdentityReport {
+    /// `source ok (uuid), vault ok (device)`, `source LOST, …`, `not created yet`,
+    /// `vault /x missing`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityReport::NotCreated => f.write_str("not created yet"),
+            IdentityReport::VaultMissing(v) => {
+                write!(f, "vault {} missing", crate::error::show(v))
+            }
+            IdentityReport::Checked(roles) => {
+                for (i, (role, r)) in roles.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    match r {
+                        RoleIdentity::Unrecorded => write!(f, "{role} unrecorded")?,
+                        RoleIdentity::Matches(m) => write!(f, "{role} ok ({})", m.as_str())?,
+                        RoleIdentity::Lost => write!(f, "{role} LOST")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Serialize for JobStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let w = self.state.to_wire();
+        let mut r = s.serialize_struct("JobStatus", 15)?;
+        r.serialize_field("type", "status")?;
+        r.serialize_field("job", &self.job)?;
+        r.serialize_field("state", &w.state)?;
+        r.serialize_field("since", &self.since)?;
+        r.serialize_field("detail", &w.detail)?;
+        r.serialize_field("due", &w.due)?;
+        r.serialize_field("next_retry", &w.next_retry)?;
+        r.serialize_field("resolve", &w.resolve)?;
+        r.serialize_field("last_version", &self.last_version)?;
+        r.serialize_field("last_age_seconds", &self.last_age_seconds)?;
+        r.serialize_field("versions", &self.versions)?;
+        r.serialize_field("pending", &self.pending())?;
+        r.serialize_field("size_bytes", &self.size_bytes)?;
+        r.serialize_field("size_limit", &self.size_limit)?;
+        r.serialize_field("identity", &self.identity.to_string())?;
+        r.end()
+    }
 }
 
 /// Computes a job's status (`dir` may not exist yet for a configured but new job).
 pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path) -> JobStatus {
     let mut st = JobStatus {
-        kind: "status",
         job: name.to_owned(),
-        state: "new".into(),
+        state: JobState::New,
         since: None,
-        detail: None,
-        due: None,
-        next_retry: None,
-        resolve: None,
         last_version: None,
         last_age_seconds: None,
         versions: 0,
-        pending: 0,
+        journaled_pending: 0,
         size_bytes: 0,
         size_limit: None,
-        identity: String::new(),
+        identity: IdentityReport::NotCreated,
     };
     let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
-        st.identity = if vault_root.is_dir() {
-            "not created yet".into()
-        } else {
-            format!("vault {} missing", crate::error::show(vault_root))
-        };
+        if !vault_root.is_dir() {
+            st.identity = IdentityReport::VaultMissing(vault_root.to_path_buf());
+        }
         if let Some(l) = live {
             st.take_live(l);
         }
@@ -105,29 +176,31 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
                 .map(|d| d.as_secs());
         }
     }
-    let (_, pending) = journal_state(&dir.journal());
-    st.pending = pending;
-    st.state = "stopped".into();
+    st.journaled_pending = journaled_pending(&dir.journal());
+    st.state = JobState::Stopped;
     if let Some(l) = live {
         st.take_live(l);
     }
-    let mut parts = Vec::new();
     let source = source
         .map(Path::to_path_buf)
         .unwrap_or_else(|| file.source.clone());
+    let mut roles = Vec::new();
     for (role, rec, path) in [
         ("source", &file.identity.source, source.as_path()),
         ("vault", &file.identity.vault, vault_root),
     ] {
-        match rec {
-            None => parts.push(format!("{role} unrecorded")),
-            Some(rec) => match crate::capture::identity::verify(role, rec, path) {
-                Ok(m) => parts.push(format!("{role} ok ({m})")),
-                Err(_) => parts.push(format!("{role} LOST")),
+        roles.push((
+            role,
+            match rec {
+                None => RoleIdentity::Unrecorded,
+                Some(rec) => match crate::capture::identity::verify(role, rec, path) {
+                    Ok(m) => RoleIdentity::Matches(m),
+                    Err(_) => RoleIdentity::Lost,
+                },
             },
-        }
+        ));
     }
-    st.identity = parts.join(", ");
+    st.identity = IdentityReport::Checked(roles);
     st
 }
 
@@ -135,21 +208,21 @@ impl JobStatus {
     fn take_live(&mut self, l: Live) {
         self.state = l.state;
         self.since = Some(l.since);
-        self.detail = l.detail;
-        self.due = l.due;
-        self.next_retry = l.next_retry;
-        self.resolve = l.resolve;
-        if l.pending > 0 {
-            self.pending = l.pending;
+    }
+
+    /// Raw changes waiting: the supervisor's count while it is `waiting`, else what the
+    /// journal holds since the last batch.
+    pub fn pending(&self) -> u64 {
+        match self.state {
+            JobState::Waiting { pending, .. } if pending > 0 => pending,
+            _ => self.journaled_pending,
         }
     }
 
     /// A state that needs someone's attention (`status` exits 1): failing, paused, or a
     /// vault or filesystem that is not there.
     pub fn needs_attention(&self) -> bool {
-        matches!(self.state.as_str(), "failing" | "paused")
-            || self.identity.contains("LOST")
-            || self.identity.contains("missing")
+        self.state.needs_attention() || self.identity.needs_attention()
     }
 }
 
@@ -177,12 +250,11 @@ fn live_state(dir: &JobDir, name: &str, vault_root: &Path) -> Option<Live> {
     Some(l)
 }
 
-/// The supervisor's last state word and the raw events since the last batch, from the journal.
-fn journal_state(path: &Path) -> (String, u64) {
+/// The raw change events journaled since the last batch.
+fn journaled_pending(path: &Path) -> u64 {
     let Ok(text) = fs::read_to_string(path) else {
-        return ("stopped".into(), 0);
+        return 0;
     };
-    let mut state = "stopped".to_owned();
     let mut pending = 0u64;
     // Unreadable lines (a torn tail, a future column) are skipped: this is a summary.
     for entry in text
@@ -193,13 +265,10 @@ fn journal_state(path: &Path) -> (String, u64) {
         match entry.event {
             e if e.is_pending_change() => pending += 1,
             JournalEvent::Batch | JournalEvent::Snapshot => pending = 0,
-            JournalEvent::Start => state = "running".into(),
-            JournalEvent::Paused | JournalEvent::MountLost => state = "paused".into(),
-            JournalEvent::Stop => state = "stopped".into(),
             _ => {}
         }
     }
-    (state, pending)
+    pending
 }
 
 /// One version in a path's history.
@@ -440,7 +509,9 @@ pub fn changed_during_copy(dir: &JobDir, version: &str) -> Vec<String> {
     {
         match e.event {
             JournalEvent::ChangedDuringCopy => seen.push(tsv::escape_bytes(&e.path)),
-            JournalEvent::Snapshot if e.detail.contains(version) => return seen,
+            JournalEvent::Snapshot if journal::snapshot_version(&e.detail) == Some(version) => {
+                return seen;
+            }
             JournalEvent::Snapshot => seen.clear(),
             _ => {}
         }

@@ -47,12 +47,15 @@ use std::time::{Duration, Instant};
 use crate::capture::identity::{JobMismatch, verify_job};
 use crate::capture::lifeline::SUPERVISOR_PID_VAR;
 use crate::capture::mountwatch::{self, Record, State};
-use crate::error::{EXIT_TEMPFAIL, EXIT_WATCH_LIMIT, Error, Result, show};
+use crate::error::{
+    BLOCKER_FILE_VAR, Blocker, EXIT_TEMPFAIL, EXIT_WATCH_LIMIT, Error, Result, show,
+};
 use crate::format::events::{self, EventKind, EventLine};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::format_duration;
+use crate::run::cli;
 use crate::run::config::JobConfig;
-use crate::run::live::{self, Live};
+use crate::run::live::{self, JobState, Live};
 use crate::run::notify::{self, Notifier};
 use crate::vault::layout::{JobDir, Vault};
 use crate::vault::lock::{JobLock, Wait};
@@ -234,12 +237,18 @@ fn summary(jobs: &[&JobConfig]) -> (String, bool) {
             &job.vault,
             &job.folder,
         ))
-        .map_or_else(|| "starting".to_owned(), |l| l.state);
+        .map(|l| l.state);
         started &= matches!(
-            state.as_str(),
-            "watching" | "waiting" | "paused" | "failing"
+            state,
+            Some(
+                JobState::Watching { .. }
+                    | JobState::Waiting { .. }
+                    | JobState::Paused { .. }
+                    | JobState::Failing { .. }
+            )
         );
-        *counts.entry(state).or_default() += 1;
+        let word = state.as_ref().map_or("starting", JobState::word);
+        *counts.entry(word.to_owned()).or_default() += 1;
         let index = JobDir::new(&job.vault, &job.folder).index();
         if let Some(t) = crate::format::index::read_index_or_empty(&index)
             .ok()
@@ -399,6 +408,9 @@ enum Halt {
     Paused(String),
     /// Something failed: retry after the backoff.
     Failed(String),
+    /// A child failed with a [`Blocker`]: retry after the backoff, and show the command
+    /// that resolves it.
+    Blocked(String, Blocker),
     /// inotify cannot watch the tree (the watch limit): fall back to periodic rescans.
     NoWatch(String),
     /// Asked to stop.
@@ -425,8 +437,9 @@ struct Runner {
     missing: Option<PathBuf>,
     /// The job is paused because another supervisor holds run.lock: check again every second.
     lock_wait: bool,
-    /// The last retirement failed with this (its stderr); cleared by one that succeeds.
-    retire_failure: Option<String>,
+    /// The last retirement failed with this (its stderr, and its [`Blocker`] when it left
+    /// one); cleared by one that succeeds.
+    retire_failure: Option<(String, Option<Blocker>)>,
     /// The live state file (docs/design.md#live-state) and what it holds now.
     live_path: PathBuf,
     live: Live,
@@ -454,7 +467,12 @@ impl Runner {
             lock_wait: false,
             retire_failure: None,
             live_path: live::file_of(&live::runtime_dir(), &job.vault, &job.folder),
-            live: Live::default(),
+            // Not a supervisor's state: the first one set starts its `since`.
+            live: Live {
+                state: JobState::Stopped,
+                since: live::now(),
+                pid: std::process::id(),
+            },
             live_written: Instant::now(),
             job,
         }
@@ -500,11 +518,12 @@ impl Runner {
                     }
                     self.paused = true;
                     self.failure = None;
-                    self.set_live("paused", Some(why), None);
+                    self.set_live(JobState::Paused { why });
                     self.wait_for_mounts();
                 }
                 Halt::NoWatch(why) => self.rescan_only(&why, &mut lock),
-                Halt::Failed(why) => self.failed(why),
+                Halt::Failed(why) => self.failed(why, None),
+                Halt::Blocked(why, blocker) => self.failed(why, Some(blocker)),
             }
         }
         self.note(JournalEvent::Stop, "supervisor stopped watching");
@@ -514,21 +533,24 @@ impl Runner {
 
     /// A failure: logged and journaled once per distinct error, `failing` in the live
     /// state (with the command that resolves it, when one does), retried after the backoff.
-    fn failed(&mut self, why: String) {
+    fn failed(&mut self, why: String, blocker: Option<Blocker>) {
         let again = self.failure.as_ref().is_some_and(|(w, _)| *w == why);
         if !again {
             let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
             self.complain(&msg);
             self.failure = Some((why.clone(), live::now()));
         }
-        let resolve = self.resolving_command(&why);
-        let retry = Some(live::after(self.backoff));
+        let state = JobState::Failing {
+            why,
+            next_retry: Some(live::after(self.backoff)),
+            resolve: blocker.map(|b| self.resolving_command(b)),
+        };
         // `failing` since the first of these failures, not since this retry.
         if let Some((_, since)) = &self.failure {
-            self.live.state = "failing".to_owned();
             self.live.since = since.clone();
+            self.live.state = state.clone();
         }
-        self.set_live_at("failing", Some(why), resolve, retry);
+        self.set_live(state);
         self.sleep_unless_resolved(self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
     }
@@ -549,70 +571,30 @@ impl Runner {
     }
 
     /// The one command that resolves a failure the supervisor cannot get past alone.
-    fn resolving_command(&self, why: &str) -> Option<String> {
-        let config = match &self.opts.config_file {
-            Some(c) => format!(" --config {}", show(c)),
-            None => format!(" --vault {}", show(&self.job.vault)),
-        };
-        let job = &self.job.name;
-        if why.contains("max_delete_ratio") {
-            Some(format!("reverberator snap {job} --force{config}"))
-        } else if why.contains("records source") {
-            Some(format!(
-                "reverberator snap {job} --source {} --force{config}",
-                show(&self.job.source)
-            ))
-        } else {
-            None
-        }
+    fn resolving_command(&self, blocker: Blocker) -> String {
+        remedy(blocker, &self.job, self.opts.config_file.as_deref())
     }
 
-    /// Sets the live state (a new `since` only when the state itself changes) and writes it.
-    fn set_live(&mut self, state: &str, detail: Option<String>, resolve: Option<String>) {
-        self.set_live_at(state, detail, resolve, None);
-    }
-
-    /// [`Runner::set_live`] with the time of the next retry, written in the same record.
-    fn set_live_at(
-        &mut self,
-        state: &str,
-        detail: Option<String>,
-        resolve: Option<String>,
-        next_retry: Option<String>,
-    ) {
-        // A job whose retirement keeps failing (an unmeetable size limit, a damaged job
-        // folder) still watches, but it is `failing` until a retirement succeeds.
-        let (state, detail, resolve) = match (self.retire_failure.clone(), state) {
-            (Some(e), "watching" | "waiting") => {
-                let fix = retire_fix(&e, || self.size_limit_fix());
-                ("failing", Some(e), fix)
+    /// Sets the live state (a new `since` only when the state's kind changes) and writes it.
+    /// A job whose retirement keeps failing (an unmeetable size limit, a damaged job folder)
+    /// still watches, but it is `failing` until a retirement succeeds.
+    fn set_live(&mut self, state: JobState) {
+        let state = match (&self.retire_failure, state) {
+            (Some((said, blocker)), JobState::Watching { .. } | JobState::Waiting { .. }) => {
+                JobState::Failing {
+                    why: said.clone(),
+                    next_retry: None,
+                    resolve: blocker.map(|b| self.resolving_command(b)),
+                }
             }
-            _ => (state, detail, resolve),
+            (_, state) => state,
         };
-        if self.live.state != state {
+        if self.live.state.word() != state.word() {
             self.live.since = live::now();
-            self.live.state = state.to_owned();
         }
+        self.live.state = state;
         self.live.pid = std::process::id();
-        self.live.detail = detail;
-        self.live.resolve = resolve;
-        self.live.next_retry = next_retry;
-        self.live.pending = 0;
-        self.live.due = None;
         self.write_live();
-    }
-
-    /// What resolves a retirement that cannot meet the size limit.
-    fn size_limit_fix(&self) -> String {
-        let file = self
-            .opts
-            .config_file
-            .as_ref()
-            .map_or("the configuration".to_owned(), |c| show(c));
-        format!(
-            "raise vault_size_limit of job {} in {file} above what the newest version needs, then reload (SIGHUP)",
-            self.job.name
-        )
     }
 
     fn write_live(&mut self) {
@@ -638,7 +620,9 @@ impl Runner {
         );
         self.say(&msg);
         self.note(JournalEvent::Rescan, &msg);
-        self.set_live("watching", Some(msg), None);
+        self.set_live(JobState::Watching {
+            fallback: Some(msg),
+        });
         let until = Instant::now() + Duration::from_secs(600);
         while !self.stopping() && Instant::now() < until {
             if self.prepare(lock).is_err() {
@@ -803,7 +787,7 @@ impl Runner {
         let mut mount = self.start_mountwatch(tx);
         self.note(JournalEvent::Start, "watching");
         self.say("watching");
-        self.set_live("watching", None, None);
+        self.set_live(JobState::Watching { fallback: None });
         let result = self.event_loop(&rx, &mut watch);
         kill(&mut watch);
         if let Some(m) = &mut mount {
@@ -908,7 +892,7 @@ impl Runner {
             "stopping: a last version of {} pending changes",
             batch.len()
         ));
-        if let Err(Halt::Failed(why) | Halt::Paused(why)) =
+        if let Err(Halt::Failed(why) | Halt::Blocked(why, _) | Halt::Paused(why)) =
             self.snap_until(Some(&batch), Some(deadline))
         {
             self.complain(&format!(
@@ -929,7 +913,7 @@ impl Runner {
                 if !batch.is_empty() {
                     let lines = std::mem::take(batch);
                     self.snap(Some(&lines))?;
-                    self.set_live("watching", None, None);
+                    self.set_live(JobState::Watching { fallback: None });
                 }
                 return Ok(());
             }
@@ -948,7 +932,7 @@ impl Runner {
     /// `waiting`: N changes, the version due within the quiet period (at the latest
     /// `max_snapshot_delay` after the first change). Rewritten at most every 250 ms.
     fn waiting(&mut self, pending: usize) {
-        let first = self.live.state != "waiting";
+        let first = !matches!(self.live.state, JobState::Waiting { .. });
         if !first && self.live_written.elapsed() < Duration::from_millis(250) {
             return;
         }
@@ -962,12 +946,10 @@ impl Runner {
             let quiet = std::time::SystemTime::now() + s.min_snapshot_time;
             crate::format::time::rfc3339_millis(latest.map_or(quiet, |l| l.min(quiet)))
         };
-        if first {
-            self.set_live("waiting", None, None);
-        }
-        self.live.pending = pending as u64;
-        self.live.due = Some(due);
-        self.write_live();
+        self.set_live(JobState::Waiting {
+            pending: pending as u64,
+            due: Some(due),
+        });
     }
 
     /// One record of reverb-mountwatch: `lost` pauses the job.
@@ -1114,7 +1096,9 @@ impl Runner {
             None => "a rescan of the whole source".to_owned(),
             Some(lines) => format!("a version of {} changes", lines.len()),
         };
-        self.set_live("copying", Some(what), None);
+        self.set_live(JobState::Copying { progress: what });
+        let blocker_file = self.blocker_file();
+        let _ = std::fs::remove_file(&blocker_file);
         let out = self.run_snap(batch, deadline)?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let made = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -1134,11 +1118,18 @@ impl Runner {
                 Ok(())
             }
             Some(EXIT_TEMPFAIL) => Err(Halt::Paused(stderr)),
-            _ if stderr.is_empty() => {
-                Err(Halt::Failed(format!("reverb-snap failed ({})", out.status)))
+            _ => {
+                let why = if stderr.is_empty() {
+                    format!("reverb-snap failed ({})", out.status)
+                } else {
+                    // Its message already names the program (and is shown once, by failed()).
+                    stderr
+                };
+                Err(match cli::take_blocker(&blocker_file) {
+                    Some(b) => Halt::Blocked(why, b),
+                    None => Halt::Failed(why),
+                })
             }
-            // Its message already names the program (and is shown once, by failed()).
-            _ => Err(Halt::Failed(stderr)),
         }
     }
 
@@ -1168,7 +1159,7 @@ impl Runner {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || drop(tx.send(child.wait_with_output())));
         // Until it ends (or the deadline): its progress into the live state, every second.
-        let what = self.live.detail.clone().unwrap_or_default();
+        let what = self.live.state.detail().unwrap_or_default().to_owned();
         let waited = loop {
             let tick = match deadline {
                 Some(d) => d
@@ -1202,6 +1193,11 @@ impl Runner {
         self.live_path.with_extension("progress")
     }
 
+    /// Where a child leaves the [`Blocker`] of its failure (next to the live file).
+    fn blocker_file(&self) -> PathBuf {
+        self.live_path.with_extension("blocker")
+    }
+
     /// `copying`: what is being built and how far it got (`N entries, SIZE so far`).
     fn show_progress(&mut self, what: &str) {
         let Ok(text) = std::fs::read_to_string(self.progress_file()) else {
@@ -1212,16 +1208,19 @@ impl Runner {
             .split('\t')
             .map(|v| v.parse::<u64>().unwrap_or(0));
         let (n, b) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
-        self.live.detail = Some(format!(
-            "{what}: {n} entries, {} copied so far",
-            crate::format::settings::format_size(b)
-        ));
+        self.live.state = JobState::Copying {
+            progress: format!(
+                "{what}: {n} entries, {} copied so far",
+                crate::format::settings::format_size(b)
+            ),
+        };
         self.write_live();
     }
 
     fn snap_command(&self, with_batch: bool) -> Command {
         let mut c = self.command("reverb-snap");
         c.env("REVERBERATOR_PROGRESS_FILE", self.progress_file());
+        c.env(BLOCKER_FILE_VAR, self.blocker_file());
         c.arg("--vault")
             .arg(&self.job.vault)
             .arg("--job")
@@ -1253,8 +1252,11 @@ impl Runner {
     }
 
     fn retire(&mut self) {
-        self.set_live("retiring", None, None);
+        self.set_live(JobState::Retiring);
+        let blocker_file = self.blocker_file();
+        let _ = std::fs::remove_file(&blocker_file);
         let mut c = self.command("reverb-retire");
+        c.env(BLOCKER_FILE_VAR, &blocker_file);
         c.arg("--vault")
             .arg(&self.job.vault)
             .arg("--job")
@@ -1282,23 +1284,40 @@ impl Runner {
                 // reverb-retire journals its own failures; its lines name it already. The
                 // same failure again is not repeated in the log.
                 let said = String::from_utf8_lossy(&o.stderr).trim().to_owned();
-                if self.retire_failure.as_deref() != Some(said.as_str()) {
+                if self.retire_failure.as_ref().map(|(s, _)| s) != Some(&said) {
                     for line in said.lines() {
                         self.say(&prefixed("reverb-retire", line));
                     }
                 }
-                self.retire_failure = Some(said);
+                self.retire_failure = Some((said, cli::take_blocker(&blocker_file)));
             }
             Err(e) => self.complain(&format!("cannot run reverb-retire: {e}")),
         }
     }
 }
 
-/// What resolves a failed retirement, from what reverb-retire said: raising the size limit
-/// for an unmeetable one; for any other (damage, I/O, permissions) its message is the
-/// guide, and no fix is offered.
-fn retire_fix(said: &str, size_limit_fix: impl FnOnce() -> String) -> Option<String> {
-    said.contains("size limit unmeetable").then(size_limit_fix)
+/// The command (or the edit) that resolves `blocker` for `job`, whose configuration is
+/// `config_file` (None: an ad-hoc `--vault` job).
+fn remedy(blocker: Blocker, job: &JobConfig, config_file: Option<&Path>) -> String {
+    let config = match config_file {
+        Some(c) => format!(" --config {}", show(c)),
+        None => format!(" --vault {}", show(&job.vault)),
+    };
+    let name = &job.name;
+    match blocker {
+        Blocker::DeletionGuard => format!("reverberator snap {name} --force{config}"),
+        Blocker::SourceChanged => format!(
+            "reverberator snap {name} --source {} --force{config}",
+            show(&job.source)
+        ),
+        Blocker::SizeLimitUnmeetable { needs, .. } => {
+            let file = config_file.map_or("the configuration".to_owned(), show);
+            format!(
+                "raise vault_size_limit of job {name} in {file} above what the newest version needs ({}), then reload (SIGHUP)",
+                crate::format::settings::format_size(needs)
+            )
+        }
+    }
 }
 
 /// `line` with one `tool: ` prefix: children's messages already carry theirs.
@@ -1372,24 +1391,64 @@ fn kill(child: &mut Child) {
 
 #[cfg(test)]
 mod tests {
-    use super::retire_fix;
+    use super::*;
+
+    fn job() -> JobConfig {
+        JobConfig {
+            name: "docs".into(),
+            folder: "docs".into(),
+            source: PathBuf::from("/home/a/docs"),
+            vault: PathBuf::from("/v"),
+            settings: crate::format::settings::JobSettings::default(),
+        }
+    }
 
     #[test]
-    fn only_an_unmeetable_size_limit_is_resolved_by_raising_it() {
-        let fix = || "raise vault_size_limit".to_owned();
+    fn each_blocker_has_its_own_remedy() {
+        let cfg = Path::new("/etc/r.toml");
         assert_eq!(
-            retire_fix(
-                "reverb-retire: job docs: size limit unmeetable: the newest version alone needs 60 MiB",
-                fix
-            )
-            .as_deref(),
-            Some("raise vault_size_limit")
+            remedy(Blocker::DeletionGuard, &job(), Some(cfg)),
+            "reverberator snap docs --force --config /etc/r.toml"
         );
+        assert_eq!(
+            remedy(Blocker::SourceChanged, &job(), None),
+            "reverberator snap docs --source /home/a/docs --force --vault /v"
+        );
+        let size = remedy(
+            Blocker::SizeLimitUnmeetable {
+                needs: 60 << 20,
+                limit: 1 << 20,
+            },
+            &job(),
+            Some(cfg),
+        );
+        assert!(
+            size.starts_with("raise vault_size_limit of job docs in /etc/r.toml")
+                && size.contains("60.0 MiB"),
+            "{size}"
+        );
+    }
+
+    #[test]
+    fn only_the_typed_refusals_are_blockers() {
+        use crate::error::Error;
+        assert_eq!(
+            Error::SizeLimitUnmeetable {
+                job: "docs".into(),
+                needs: 5,
+                limit: 1,
+                detail: "x".into()
+            }
+            .blocker(),
+            Some(Blocker::SizeLimitUnmeetable { needs: 5, limit: 1 })
+        );
+        // Damage or a permission problem names its own way out: no remedy is guessed,
+        // whatever its text says.
         for other in [
-            "reverb-retire: cannot retire V3-20261201T000000Z: the next version V4-20261201T000100Z is missing from /v/docs (see reverb-index --check)",
-            "reverb-retire: cannot open directory /v/docs/V9-20261201T000000Z/a: Permission denied (os error 13)",
+            Error::Damaged("size limit unmeetable; max_delete_ratio; records source".into()),
+            Error::Refused("job docs: V3 is the newest version".into()),
         ] {
-            assert_eq!(retire_fix(other, fix), None, "{other}");
+            assert_eq!(other.blocker(), None, "{other}");
         }
     }
 }
