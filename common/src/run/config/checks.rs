@@ -1,0 +1,115 @@
+//! The checks that look at more than one key or job: a job's source and vault against
+//! each other and the disk, the two snapshot times together, no vault inside any job's
+//! source, one folder per job and vault.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, show};
+use crate::format::settings::{InvalidSetting, JobSettings};
+use crate::vault::job::{PathError, canonical_or_nearest, check_paths};
+
+use super::*;
+
+/// [`check_paths`] as the configuration applies it: a source that does not exist is no
+/// error (the job waits for it, paused), but it must still not hold the vault (compared by
+/// nearest real paths); a vault that exists must be a directory. Returns the key and why.
+pub(super) fn check_job_paths(
+    source: &Path,
+    vault: &Path,
+) -> std::result::Result<(), (&'static str, String)> {
+    match check_paths(source, vault) {
+        Ok(_) => {}
+        Err(PathError::SourceMissing(_)) => {
+            if !vault.is_absolute() {
+                return Err(("vault", PathError::VaultRelative(vault.into()).to_string()));
+            }
+            let (s, v) = (canonical_or_nearest(source), canonical_or_nearest(vault));
+            if v.starts_with(&s) {
+                let e = PathError::VaultInsideSource(vault.into(), source.into());
+                return Err(("vault", e.to_string()));
+            }
+            if s.starts_with(&v) {
+                let e = PathError::SourceInsideVault(source.into(), vault.into());
+                return Err(("source", e.to_string()));
+            }
+        }
+        Err(e) => return Err((e.key(), e.to_string())),
+    }
+    match fs::metadata(vault) {
+        Ok(m) if !m.is_dir() => Err((
+            "vault",
+            format!(
+                "vault {} exists and is not a directory: name a directory (or a path to create)",
+                show(vault)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Zero `min_snapshot_time` with zero `max_snapshot_delay` would take a version at every event.
+pub(super) fn check_times(settings: &JobSettings) -> std::result::Result<(), InvalidSetting> {
+    if settings.min_snapshot_time.is_zero() && settings.max_snapshot_delay.is_zero() {
+        return Err(InvalidSetting {
+            key: "min_snapshot_time",
+            message: "min_snapshot_time and max_snapshot_delay are both zero: set max_snapshot_delay (for example \"10m\") so changes are gathered into versions".into(),
+        });
+    }
+    Ok(())
+}
+
+/// No job's vault may be inside another job's source: that job would back up the vault.
+pub(super) fn check_vaults_outside_sources(
+    jobs: &[JobConfig],
+    file: &Path,
+    lines: &Lines,
+) -> Result<()> {
+    for job in jobs {
+        let vault = canonical_or_nearest(&job.vault);
+        for other in jobs.iter().filter(|o| o.name != job.name) {
+            if vault.starts_with(canonical_or_nearest(&other.source)) {
+                return Err(Place {
+                    file,
+                    job: Section::Job(&job.name),
+                    key: Some("vault"),
+                    line: lines
+                        .get(&["jobs", &job.name, "vault"])
+                        .or_else(|| lines.get(&["defaults", "vault"])),
+                }
+                .error(format!(
+                    "vault {} is inside the source {} of job `{}`: its versions would back up the vault",
+                    show(&job.vault),
+                    show(&other.source),
+                    other.name.escape_debug()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two jobs may not share a folder of the same vault.
+pub(super) fn check_folders(jobs: &[JobConfig], file: &Path, lines: &Lines) -> Result<()> {
+    let mut seen: BTreeMap<(PathBuf, &str), &str> = BTreeMap::new();
+    for job in jobs {
+        let vault = canonical_or_nearest(&job.vault);
+        if let Some(other) = seen.insert((vault, job.folder.as_str()), job.name.as_str()) {
+            return Err(Place {
+                file,
+                job: Section::Job(&job.name),
+                key: None,
+                line: lines.get(&["jobs", &job.name]),
+            }
+            .error(format!(
+                "jobs `{}` and `{}` both sanitize to folder `{}` of vault {}: rename one",
+                other.escape_debug(),
+                job.name.escape_debug(),
+                job.folder,
+                show(&job.vault)
+            )));
+        }
+    }
+    Ok(())
+}
