@@ -32,6 +32,10 @@
 //! their own process group, so a terminal's Ctrl-C does not kill a half-built version) and
 //! the process exits 0. SIGHUP reloads the configuration: added jobs start, removed jobs
 //! stop, changed jobs restart (with a rescan, so pending changes are not lost).
+//!
+//! Layout: this module owns the process (the signals, reload, the job threads' lifetimes);
+//! `runner` is one job's thread (its state machine, `runner/event_loop.rs` its events,
+//! `runner/children.rs` the programs it starts); `systemd` is what the service manager hears.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +53,7 @@ mod systemd;
 
 use runner::RunnerHandle;
 use systemd::Systemd;
+
 /// How the supervisor was asked to run.
 #[derive(Debug, Clone)]
 pub struct Options {

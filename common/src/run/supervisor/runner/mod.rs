@@ -36,6 +36,7 @@ mod event_loop;
 use super::{Options, find_tool, lock_holder};
 use children::kill;
 
+/// A running job's thread, as the supervisor holds it: its job, its stop flag, its handle.
 pub(super) struct RunnerHandle {
     pub(super) job: JobConfig,
     stop: Arc<AtomicBool>,
