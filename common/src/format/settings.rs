@@ -1,7 +1,7 @@
 //! A job's settings (docs/configuration.md), their defaults, and the parsers for the human-written values
 //! they hold: durations (`30s`, `10m`, humantime), sizes (`50GiB`) and job names.
 //!
-//! Used by both the user's config (config.rs) and the tool-written job.toml (jobfile.rs), so
+//! Used by both the user's config (`run/config/`) and the tool-written job.toml (jobfile.rs), so
 //! the two can never disagree on a key or a default.
 
 use std::time::Duration;
