@@ -26,6 +26,7 @@
 mod capture;
 mod engine;
 pub(crate) mod error;
+mod escape;
 pub(crate) mod fault;
 mod format;
 mod fsutil;
@@ -165,7 +166,8 @@ pub mod exclude {
 
 /// Filesystem identity.
 pub mod identity {
-    pub use crate::capture::identity::{FsIdentity, MatchedBy, matches, only_device, verify};
+    pub use crate::capture::identity::{MatchedBy, matches, only_device, verify};
+    pub use crate::format::fs_identity::FsIdentity;
 }
 
 /// Watching the mount table.
