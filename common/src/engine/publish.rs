@@ -13,10 +13,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::engine::builder::Builder;
+use crate::engine::build_report::Outcome;
+use crate::engine::build_state::Builder;
 use crate::engine::copy;
 use crate::engine::marks::MarkTree;
-use crate::engine::snapshot::Outcome;
 use crate::error::{IoContext, Result};
 use crate::format::index::{self, IndexRow};
 use crate::format::journal::JournalEvent;
@@ -136,7 +136,7 @@ fn publish(
     let final_path = dir.version(&name);
     let before_rename = (|| -> Result<()> {
         b.lookalikes.save(&dir.path)?;
-        crate::engine::climb::save(b)?;
+        b.climbing.save(&dir.path, &b.new_name)?;
         crate::fault::step();
         make_durable(partial)?;
         // Its checksums, durable too, before it is visible (docs/format.md#checksums).

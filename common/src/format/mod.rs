@@ -12,7 +12,7 @@
 
 pub(crate) mod baseline;
 pub(crate) mod checksums;
-pub(crate) mod climbing;
+pub(crate) mod climbing_tsv;
 pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod exclude;
