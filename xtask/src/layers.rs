@@ -139,7 +139,11 @@ pub fn check(files: &[(String, String)]) -> Vec<String> {
 /// The unit of the cycle check: the first two segments (`run::supervisor::state` →
 /// `run::supervisor`).
 fn unit(module: &str) -> String {
-    module.splitn(3, "::").take(2).collect::<Vec<_>>().join("::")
+    module
+        .splitn(3, "::")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("::")
 }
 
 fn is_ancestor(a: &str, b: &str) -> bool {
@@ -411,7 +415,10 @@ mod tests {
         let f = files(&[
             ("error.rs", "//! doc\n\nuse crate::format::tsv::escape;\n"),
             ("format/tsv.rs", ""),
-            ("format/jobfile.rs", "use crate::{\n    capture::identity::X,\n};\n"),
+            (
+                "format/jobfile.rs",
+                "use crate::{\n    capture::identity::X,\n};\n",
+            ),
             ("capture/identity.rs", ""),
         ]);
         assert_eq!(
@@ -443,7 +450,9 @@ mod tests {
         ]);
         assert_eq!(
             check(&f),
-            ["common/src/vault/tree.rs:5: vault::tree (vault) imports engine::e (engine), a higher layer"]
+            [
+                "common/src/vault/tree.rs:5: vault::tree (vault) imports engine::e (engine), a higher layer"
+            ]
         );
     }
 
@@ -482,6 +491,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("workspace root");
-        assert_eq!(check_dir(root).expect("read common/src"), Vec::<String>::new());
+        assert_eq!(
+            check_dir(root).expect("read common/src"),
+            Vec::<String>::new()
+        );
     }
 }

@@ -78,7 +78,11 @@ fn main() -> ExitCode {
         }),
         Task::Check => check_layers().and_then(|layered| {
             let generated = check()?;
-            Ok(if layered { generated } else { ExitCode::FAILURE })
+            Ok(if layered {
+                generated
+            } else {
+                ExitCode::FAILURE
+            })
         }),
     };
     result.unwrap_or_else(|e| {

@@ -73,8 +73,7 @@ impl Builder<'_> {
     /// `marks`; `diffed` when the marks already hold every difference (a rescan). Returns
     /// whether anything differs from the old version.
     pub fn build_tree(&mut self, marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
-        self.climbing
-            .load(&self.job, old_dir, &self.lookalikes)?;
+        self.climbing.load(&self.job, old_dir, &self.lookalikes)?;
         let root = self.open_dir(
             RelPath::root(),
             marks,

@@ -385,6 +385,38 @@ mod tests {
     }
 
     #[test]
+    fn counts_that_would_go_negative_are_damage_not_zero() {
+        let mut f = fixture();
+        f.take(Trigger::Rescan);
+        // index.tsv says V1 holds no file: dropping one of its three cannot be counted.
+        let mut rows = f.rows();
+        rows[0].files = 0;
+        crate::format::index::write(&f.ctx.dir.index(), &rows).expect("rewrite index");
+        fs::remove_file(f.src.join("a")).expect("rm");
+        let gone = RelPath::root().join("a".as_ref());
+        let taken = take(
+            &mut f.ctx,
+            Trigger::Paths(BTreeMap::from([(gone, Mark::Delete)])),
+            Options::default(),
+        );
+        match taken {
+            Err(Error::Damaged(m)) => assert!(
+                m.contains("the file count of") && m.contains("'s 0 in index.tsv moved by -1"),
+                "{m}"
+            ),
+            other => panic!("expected damage, got {other:?}"),
+        }
+        assert_eq!(f.rows().len(), 1, "no version");
+        assert!(
+            fs::read_dir(f.ctx.dir.partial())
+                .expect("partial")
+                .next()
+                .is_none(),
+            "the partial version is removed"
+        );
+    }
+
+    #[test]
     fn a_dry_run_reports_and_writes_nothing() {
         let mut f = fixture();
         f.take(Trigger::Rescan);
