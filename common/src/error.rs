@@ -3,8 +3,8 @@
 //! Exit codes: 0 success; 1 failure; 2 usage or configuration error; 3 (`reverb-watch`
 //! only) an inotify limit stops the watch, so the reader must fall back to rescans; 75
 //! temporary failure (the job is locked, the vault is not available, or a filesystem
-//! identity does not match): retry later. Paths in messages are escaped with the TSV rules,
-//! never lossy.
+//! identity does not match): retry later. Paths in messages are escaped with the TSV rules
+//! ([`crate::escape`]), never lossy.
 //!
 //! Also owns the one way the library reports a failure it must not let abort the work it
 //! describes (a journal line that could not be appended): [`warn`] hands it to the sink the
@@ -14,7 +14,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::format::tsv;
+use crate::escape;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -44,7 +44,7 @@ pub fn warn(message: &str) {
         None => {
             let program = std::env::args_os()
                 .next()
-                .map(|a| Path::new(&a).file_name().map(tsv::escape_os))
+                .map(|a| Path::new(&a).file_name().map(escape::escape_os))
                 .unwrap_or_default()
                 .unwrap_or_default();
             let mut err = io::stderr().lock();
@@ -108,11 +108,11 @@ pub fn show(path: &Path) -> String {
     {
         for (via, real) in a.iter() {
             if let Ok(rest) = path.strip_prefix(via) {
-                return tsv::escape_os(real.join(rest).as_os_str());
+                return escape::escape_os(real.join(rest).as_os_str());
             }
         }
     }
-    tsv::escape_os(path.as_os_str())
+    escape::escape_os(path.as_os_str())
 }
 
 /// Everything the library can fail with.

@@ -1,17 +1,18 @@
 //! reverberator's library: every piece of logic the binaries use lives here.
 //!
-//! The modules are grouped by layer, each a folder whose `mod.rs` says what it owns. A
-//! layer uses only the layers above it in this table (one exception: `format/jobfile`
-//! records the `FsIdentity` that `capture/identity` gathers):
+//! The modules are grouped by layer, each a folder whose `mod.rs` says what it owns, over a
+//! few foundation modules. A module uses only its own layer and the layers above it in this
+//! table, and no module cycle exists; `cargo run -p xtask -- check` enforces both. The full
+//! module map, one line per module, is docs/design.md#module-map.
 //!
-//! | layer | modules | owns |
-//! | --- | --- | --- |
-//! | foundations | `error`, `sys`, `fsutil`, `fault` | the error type and exit codes; the only `unsafe` (FFI); atomic writes; the crash-test hook |
-//! | `format/` | tsv, time, version, entry, relpath, exclude, index, journal, jobfile, settings, baseline, events | every text format, byte-exact, and the shared vocabulary |
-//! | `capture/` | watch, identity, mountwatch | noticing changes and filesystem identity |
-//! | `vault/` | layout, job, lock, tree, measure, check | the vault on disk and its invariants |
-//! | `engine/` | copy, snapshot (recover, diff, build, copy_in, publish), retire, restore | building, retiring and restoring versions |
-//! | `run/` | config, selection, args, batch, supervisor, porcelain, cli | the programs' shared edge and the supervisor |
+//! | layer | owns |
+//! | --- | --- |
+//! | foundations: `error`, `escape`, `sys`, `fsutil`, `fault` | the error type and exit codes; TSV field escaping; the only `unsafe` (FFI); atomic writes; the crash-test hook |
+//! | `format/` | every text format, byte-exact, and the shared vocabulary |
+//! | `capture/` | noticing changes and filesystem identity |
+//! | `vault/` | the vault on disk and its invariants |
+//! | `engine/` | building, retiring and restoring versions |
+//! | `run/` | the programs' shared edge and the supervisor |
 //!
 //! Every module is private to the crate. The public API is the curated set of namespaces
 //! below (`reverb_common::index::read`, `reverb_common::snapshot::take`, …): each re-exports
@@ -26,6 +27,7 @@
 mod capture;
 mod engine;
 pub(crate) mod error;
+mod escape;
 pub(crate) mod fault;
 mod format;
 mod fsutil;
@@ -165,7 +167,8 @@ pub mod exclude {
 
 /// Filesystem identity.
 pub mod identity {
-    pub use crate::capture::identity::{FsIdentity, MatchedBy, matches, only_device, verify};
+    pub use crate::capture::identity::{MatchedBy, matches, only_device, verify};
+    pub use crate::format::fs_identity::FsIdentity;
 }
 
 /// Watching the mount table.

@@ -8,7 +8,9 @@
 //!   `packaging/completions/{bash/<program>.bash, zsh/_<program>, fish/<program>.fish}`.
 //! - `check` generates the same files into a temporary directory and compares them with the
 //!   committed ones; it exits 1 naming every file that differs, is missing, or is no longer
-//!   generated, so CI catches a CLI change whose pages were not regenerated.
+//!   generated, so CI catches a CLI change whose pages were not regenerated. It also checks
+//!   the library's layering ([`layers`]): it exits 1 naming every import in `common/src` that
+//!   runs up the layer order of docs/design.md, and every module cycle.
 //!
 //! Invariants:
 //! - The output is a pure function of the clap definitions and the workspace version: no
@@ -24,6 +26,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod layers;
 mod pages;
 use clap_complete::Shell;
 
@@ -61,7 +64,8 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Fail (exit 1) when the committed man pages or completions are not what `gen` writes.
+    /// Fail (exit 1) when the committed man pages or completions are not what `gen` writes,
+    /// or when a module of common/src imports a higher layer or is part of a module cycle.
     Check,
 }
 
@@ -72,7 +76,14 @@ fn main() -> ExitCode {
             eprintln!("xtask: {n} files up to date");
             ExitCode::SUCCESS
         }),
-        Task::Check => check(),
+        Task::Check => check_layers().and_then(|layered| {
+            let generated = check()?;
+            Ok(if layered {
+                generated
+            } else {
+                ExitCode::FAILURE
+            })
+        }),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: {e}");
@@ -80,12 +91,30 @@ fn main() -> ExitCode {
     })
 }
 
-/// The repository's `packaging/` directory.
-fn packaging_dir() -> PathBuf {
+/// The workspace root.
+fn workspace_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
-        .join("packaging")
+}
+
+/// The repository's `packaging/` directory.
+fn packaging_dir() -> PathBuf {
+    workspace_dir().join("packaging")
+}
+
+/// Prints every layering problem of common/src; `true` when there is none.
+fn check_layers() -> io::Result<bool> {
+    let problems = layers::check_dir(workspace_dir())?;
+    for p in &problems {
+        eprintln!("xtask: {p}");
+    }
+    if problems.is_empty() {
+        eprintln!("xtask: common/src keeps its layer order and has no module cycle");
+    } else {
+        eprintln!("xtask: the layer order is in docs/design.md#module-map");
+    }
+    Ok(problems.is_empty())
 }
 
 /// Every generated file, by path relative to `packaging/`.

@@ -1,7 +1,8 @@
 //! Filesystem identity (docs/identity.md): which filesystem holds a path, and whether it is still
 //! the one recorded for a job.
 //!
-//! This module owns three things:
+//! This module owns three things about the record [`FsIdentity`] (whose type and job.toml
+//! form are the format layer's, [`crate::format::fs_identity`]):
 //!
 //! - **Gathering** ([`FsIdentity::of`]): the mount holding a path is found in
 //!   `/proc/self/mountinfo` (longest mountpoint that is a prefix of the canonical path; among
@@ -32,32 +33,10 @@ use std::process::{Command, Stdio};
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result, show};
+use crate::format::fs_identity::FsIdentity;
 use crate::format::jobfile::Identities;
-
-/// What identifies the filesystem holding a path, as `findmnt --output-all` reports it.
-/// Absent fields are unknown (a tmpfs has no UUID; a container may lack blkid).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FsIdentity {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partuuid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partlabel: Option<String>,
-    /// The SOURCE column: a device path such as `/dev/sdb1`, or `tmpfs`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mountpoint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fstype: Option<String>,
-}
 
 /// Which field of the recorded identity matched (journaled by callers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,8 +42,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::capture::identity::{self, FsIdentity, Gathered, MatchedBy};
+use crate::capture::identity::{self, Gathered, MatchedBy};
 use crate::error::{Error, IoContext, Result};
+use crate::format::fs_identity::FsIdentity;
 use crate::format::time::{parse_rfc3339, rfc3339_millis};
 use crate::format::tsv;
 

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::Path;
 
-use crate::engine::builder::{BaselineState, Builder, SourceListing};
+use crate::engine::build_state::{BaselineState, Builder, SourceListing};
 use crate::engine::copy;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::marks::MarkTree;

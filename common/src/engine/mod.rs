@@ -1,19 +1,23 @@
 //! The engine layer: the operations that change or read whole versions.
 //!
 //! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
-//! [`diff`], [`build`], [`copy_in`] and [`publish`] over the shared [`builder`] state,
-//! [`marks`] and [`listing`]) with the copy engine ([`copy`]), retiring versions
-//! ([`retire`], by the rules of [`policy`]) and restoring one ([`restore`]).
+//! [`diff`], [`marked_walk`], [`ingest`], [`climbed_dirs`] and [`publish`] over the shared
+//! [`build_state`], [`build_report`], [`climbing_links`], [`marks`] and [`listing`]) with the
+//! copy engine ([`copy`]), retiring versions ([`retire`], by the rules of [`policy`]) and
+//! restoring one ([`restore`]). The modules and the one way they depend on each other are
+//! listed in docs/design.md#module-map.
 //! Every write here goes through the vault layer's rules: build under `.partial/`, make
 //! durable, rename into place.
 
-pub(crate) mod build;
-pub(crate) mod builder;
-pub(crate) mod climb;
+pub(crate) mod build_report;
+pub(crate) mod build_state;
+pub(crate) mod climbed_dirs;
+pub(crate) mod climbing_links;
 pub(crate) mod copy;
-pub(crate) mod copy_in;
 pub(crate) mod diff;
+pub(crate) mod ingest;
 pub(crate) mod listing;
+pub(crate) mod marked_walk;
 pub(crate) mod marks;
 pub(crate) mod policy;
 pub(crate) mod publish;

@@ -13,11 +13,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::engine::builder::Builder;
+use crate::engine::build_report::Outcome;
+use crate::engine::build_state::Builder;
 use crate::engine::copy;
 use crate::engine::marks::MarkTree;
-use crate::engine::snapshot::Outcome;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::format::index::{self, IndexRow};
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
@@ -64,7 +64,13 @@ pub(crate) fn finish(
         fsutil::remove_tree(&partial)?;
         return Ok(std::mem::take(&mut b.out));
     }
-    let row = index_row(&b, &new, builds_on_old);
+    let row = match index_row(&b, &new, builds_on_old) {
+        Ok(row) => row,
+        Err(e) => {
+            fsutil::remove_tree(&partial)?;
+            return Err(e);
+        }
+    };
     publish(&mut b, new, &partial, row)
 }
 
@@ -98,16 +104,29 @@ fn build_partial(b: &mut Builder<'_>, partial: &Path, from: Option<FromVersion>)
 }
 
 /// The new version's index row: the old counts moved by what the build changed;
-/// `held_bytes` is measured by [`publish`] once the version is on disk.
-fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> IndexRow {
-    let (files, logical) = match new.rows.last() {
-        Some(prev) if builds_on_old => (
-            (prev.files as i64 + b.delta_files).max(0) as u64,
-            (prev.logical_bytes as i64 + b.delta_logical).max(0) as u64,
-        ),
-        _ => (b.delta_files.max(0) as u64, b.delta_logical.max(0) as u64),
+/// `held_bytes` is measured by [`publish`] once the version is on disk. A count that would
+/// fall below zero (or overflow) means index.tsv's counts of the old version disagree with
+/// its tree: [`Error::Damaged`], not a count made up.
+fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> Result<IndexRow> {
+    let prev = new.rows.last().filter(|_| builds_on_old);
+    let moved = |what: &str, old: u64, delta: i64| {
+        old.checked_add_signed(delta).ok_or_else(|| {
+            let from = match prev {
+                Some(p) => format!("{}'s {old} in index.tsv", p.dir),
+                None => format!("{old} (a first version)"),
+            };
+            Error::Damaged(format!(
+                "{}: the {what} of {} is out of range: {from} moved by {delta}; index.tsv \
+                 disagrees with the versions on disk (run reverb-index --check, then --recount)",
+                crate::error::show(&new.dir.path),
+                new.name.dir,
+            ))
+        })
     };
-    IndexRow {
+    let (old_files, old_logical) = prev.map_or((0, 0), |p| (p.files, p.logical_bytes));
+    let files = moved("file count", old_files, b.delta_files)?;
+    let logical = moved("logical size", old_logical, b.delta_logical)?;
+    Ok(IndexRow {
         version: new.name.n,
         dir: new.name.dir.clone(),
         created: time::now_rfc3339(),
@@ -115,7 +134,7 @@ fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> IndexRow
         changed: b.out.changed,
         held_bytes: 0,
         logical_bytes: logical,
-    }
+    })
 }
 
 /// Publishes the built version, in crash-safe order. Its `held_bytes` is measured once its
@@ -136,7 +155,7 @@ fn publish(
     let final_path = dir.version(&name);
     let before_rename = (|| -> Result<()> {
         b.lookalikes.save(&dir.path)?;
-        crate::engine::climb::save(b)?;
+        b.climbing.save(&dir.path, &b.new_name)?;
         crate::fault::step();
         make_durable(partial)?;
         // Its checksums, durable too, before it is visible (docs/format.md#checksums).

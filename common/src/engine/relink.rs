@@ -7,7 +7,7 @@
 //!   version `Vo`, found by walking only the real directories that version shares with `Vo`
 //!   (a link into `Vo` at `d/x` names a real entry there, so `Vo/d` is a real directory: I1,
 //!   I2), each link text read once per inode ([`LinkTexts`]: versions linking one path to
-//!   one holder share one link inode, see [`crate::engine::builder`]).
+//!   one holder share one link inode, see [`crate::engine::build_state`]).
 //! - **The replacement links** ([`LinkTemps`]): every new link is made in `<job>/.tmp/` and
 //!   renamed over the old one, so every link resolves at every instant and no temporary name
 //!   ever appears inside a version. A text that several versions need at one path is made

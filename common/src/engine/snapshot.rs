@@ -4,13 +4,16 @@
 //!
 //! Owns the entry point [`take`] and its vocabulary: what a version is built from
 //! ([`Trigger`], marks as [`Mark`]s on [`RelPath`]s), how ([`Options`], with a
-//! [`Progress`] the caller passes in) and what came of it ([`Outcome`]). The steps live in
-//! their own modules: [`recover`](crate::engine::recover) (repair a crash first),
+//! [`Progress`] the caller passes in) and what came of it ([`Outcome`], both defined in
+//! [`build_report`](crate::engine::build_report)), and the deletion guard. It sits at the top
+//! of the engine's build modules and orchestrates them; none of them imports it. The steps
+//! live in their own modules: [`recover`](crate::engine::recover) (repair a crash first),
 //! [`diff`](crate::engine::diff) (a rescan's read-only comparison),
-//! [`build`](crate::engine::build) (the new tree, only along marked paths),
-//! [`copy_in`](crate::engine::copy_in) (source entries into it) and
+//! [`marked_walk`](crate::engine::marked_walk) (the new tree, only along marked paths),
+//! [`ingest`](crate::engine::ingest) (source entries into it),
+//! [`climbed_dirs`](crate::engine::climbed_dirs) (I8 after the walk) and
 //! [`publish`] (the crash-safe order of the writes that make it a
-//! version).
+//! version), all over the build state of [`build_state`](crate::engine::build_state).
 //!
 //! Invariants: the new version starts as the current one (an unchanged subtree costs one
 //! vault link), so work is proportional to the marked paths and the sizes of their parent
@@ -22,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::time::SystemTime;
 
-use crate::engine::builder::Builder;
+use crate::engine::build_state::Builder;
 use crate::engine::copy;
 use crate::engine::marks::MarkTree;
 use crate::engine::publish::{self, FromVersion, NewVersion};
@@ -30,7 +33,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::Baseline;
 use crate::format::events::Mark;
 use crate::format::exclude::Excludes;
-use crate::format::index::{IndexRow, read_index_or_empty};
+use crate::format::index::read_index_or_empty;
 use crate::format::jobfile::JobFile;
 use crate::format::journal::Journal;
 use crate::format::relpath::RelPath;
@@ -38,21 +41,8 @@ use crate::vault::job::JobCtx;
 use crate::vault::layout::VersionName;
 use crate::vault::tree::Lookalikes;
 
+pub use crate::engine::build_report::{NoProgress, Outcome, Progress};
 pub(crate) use crate::engine::recover::recover;
-
-/// What a build reports while it runs (a progress display).
-pub trait Progress {
-    /// One entry was copied into the new version; `bytes` its size.
-    fn copied(&self, bytes: u64);
-}
-
-/// Reports nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn copied(&self, _bytes: u64) {}
-}
 
 /// What a version is built from.
 #[derive(Debug, Clone)]
@@ -84,32 +74,13 @@ impl Default for Options<'_> {
     }
 }
 
-/// What a build did.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    /// The version made, if any (None: no difference, or a dry run).
-    pub version: Option<VersionName>,
-    /// Its index row.
-    pub row: Option<IndexRow>,
-    /// Entries copied or created.
-    pub changed: u64,
-    /// Paths found changed (dry run: what would be copied or deleted).
-    pub changed_paths: Vec<RelPath>,
-    /// Entries skipped (unreadable, sockets).
-    pub skipped: u64,
-    /// Regular files taken while they kept changing.
-    pub unstable: u64,
-    /// Files copied with shared extents.
-    pub reflinked: u64,
-}
-
 /// Takes a version of the job's source. The caller holds the job lock and has checked
 /// identities.
 pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Outcome> {
     recover(ctx)?;
     let new = next_version(ctx)?;
     let last = new.rows.last().cloned();
-    let mut b = builder(&ctx.file, &mut ctx.journal, &new, opts)?;
+    let mut b = start_build(&ctx.file, &mut ctx.journal, &new, opts)?;
     let Some(last) = last else {
         return publish::finish(b, new, None, opts.dry_run);
     };
@@ -178,7 +149,7 @@ fn next_version(ctx: &JobCtx) -> Result<NewVersion> {
 }
 
 /// The build state for `new`, from the job's settings.
-fn builder<'a>(
+fn start_build<'a>(
     file: &JobFile,
     journal: &'a mut Journal,
     new: &NewVersion,
@@ -234,6 +205,7 @@ fn guard_deletions(file: &JobFile, files: u64, remaining: u64, force: bool) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::index::IndexRow;
     use crate::format::jobfile::Identities;
     use crate::format::settings::JobSettings;
     use crate::vault::job;
@@ -410,6 +382,38 @@ mod tests {
             "the entry, then its real parent"
         );
         assert_eq!(f.rows()[1].files, 2);
+    }
+
+    #[test]
+    fn counts_that_would_go_negative_are_damage_not_zero() {
+        let mut f = fixture();
+        f.take(Trigger::Rescan);
+        // index.tsv says V1 holds no file: dropping one of its three cannot be counted.
+        let mut rows = f.rows();
+        rows[0].files = 0;
+        crate::format::index::write(&f.ctx.dir.index(), &rows).expect("rewrite index");
+        fs::remove_file(f.src.join("a")).expect("rm");
+        let gone = RelPath::root().join("a".as_ref());
+        let taken = take(
+            &mut f.ctx,
+            Trigger::Paths(BTreeMap::from([(gone, Mark::Delete)])),
+            Options::default(),
+        );
+        match taken {
+            Err(Error::Damaged(m)) => assert!(
+                m.contains("the file count of") && m.contains("'s 0 in index.tsv moved by -1"),
+                "{m}"
+            ),
+            other => panic!("expected damage, got {other:?}"),
+        }
+        assert_eq!(f.rows().len(), 1, "no version");
+        assert!(
+            fs::read_dir(f.ctx.dir.partial())
+                .expect("partial")
+                .next()
+                .is_none(),
+            "the partial version is removed"
+        );
     }
 
     #[test]

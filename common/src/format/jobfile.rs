@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::identity::FsIdentity;
 use crate::error::{Error, IoContext, Result};
+use crate::format::fs_identity::FsIdentity;
 use crate::format::settings::JobSettings;
 use crate::fsutil;
 

@@ -3,7 +3,7 @@
 //!
 //! Owns the TSV dialect ([`tsv`]) and each file or stream built on it — index.tsv
 //! ([`index`]), journal.tsv ([`journal`]), event lines ([`events`]), the baseline manifest
-//! ([`baseline`]) — plus job.toml ([`jobfile`]), the job settings and their human-written
+//! ([`baseline`]) — plus job.toml ([`jobfile`], with the filesystem identities it records: [`fs_identity`]), the job settings and their human-written
 //! values ([`settings`]), exclude patterns ([`exclude`]), version directory names
 //! ([`version`]), the vault's time formats ([`time`]), an entry's type tag and the one "has
 //! it changed" comparator ([`entry`]), and paths relative to a root ([`relpath`]).
@@ -12,10 +12,11 @@
 
 pub(crate) mod baseline;
 pub(crate) mod checksums;
-pub(crate) mod climbing;
+pub(crate) mod climbing_tsv;
 pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod exclude;
+pub(crate) mod fs_identity;
 pub(crate) mod index;
 pub(crate) mod jobfile;
 pub(crate) mod journal;

@@ -1,6 +1,7 @@
 //! The TSV dialect of docs/format.md#text-files, defined once for every file and stream of the project.
 //!
-//! Owns: field escaping and unescaping, record splitting, and reading a file or stream
+//! Owns: field unescaping (the escaping it inverts is [`crate::escape`]'s, re-exported
+//! here), record splitting, and reading a file or stream
 //! with a header into rows addressed by column name.
 //!
 //! Invariants:
@@ -12,8 +13,12 @@
 //!   a bad hex pair): a damaged file is an error, not a silently different path.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+// Escaping lives in the foundations (error messages show paths with it); this module adds
+// the reading side and is where the rest of the library finds both.
+pub use crate::escape::{escape, escape_bytes, escape_os};
 
 /// Why a field or record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,51 +38,6 @@ pub enum TsvError {
     MissingHeader,
     #[error("header lacks the required column `{0}`")]
     MissingColumn(String),
-}
-
-/// Escapes raw bytes into one TSV field (docs/format.md#text-files).
-pub fn escape_bytes(raw: &[u8]) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while !rest.is_empty() {
-        let (valid, bad) = match std::str::from_utf8(rest) {
-            Ok(s) => (s, &[][..]),
-            Err(e) => {
-                let (good, tail) = rest.split_at(e.valid_up_to());
-                // SAFETY-free: `good` was validated by from_utf8 up to this point.
-                let s = std::str::from_utf8(good).unwrap_or_default();
-                let bad_len = e.error_len().unwrap_or(tail.len());
-                (s, &tail[..bad_len])
-            }
-        };
-        for c in valid.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\t' => out.push_str("\\t"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    out.push_str(&format!("\\x{:02x}", c as u32));
-                }
-                c => out.push(c),
-            }
-        }
-        for b in bad {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-        rest = &rest[valid.len() + bad.len()..];
-    }
-    out
-}
-
-/// Escapes an `OsStr` (a path or a name) into one TSV field.
-pub fn escape_os(raw: &OsStr) -> String {
-    escape_bytes(raw.as_bytes())
-}
-
-/// Escapes a UTF-8 string into one TSV field.
-pub fn escape(raw: &str) -> String {
-    escape_bytes(raw.as_bytes())
 }
 
 /// The exact inverse of [`escape_bytes`].
@@ -240,14 +200,6 @@ impl<'t> Row<'t> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn escapes_the_spec_examples() {
-        assert_eq!(escape("a\tb\nc\rd\\e"), "a\\tb\\nc\\rd\\\\e");
-        assert_eq!(escape_bytes(b"\x01\x7f"), "\\x01\\x7f");
-        assert_eq!(escape_bytes(b"caf\xc3\xa9 \xff"), "caf\u{e9} \\xff");
-        assert_eq!(escape_bytes(b"\xe2\x82"), "\\xe2\\x82");
-    }
 
     #[test]
     fn rejects_what_escape_never_writes() {

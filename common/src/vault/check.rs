@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, show};
 use crate::fault;
-use crate::format::climbing;
+use crate::format::climbing_tsv;
 use crate::format::index::{self, IndexRow};
 use crate::format::jobfile::JobFile;
 use crate::format::journal::JournalEvent;
@@ -556,9 +556,9 @@ fn lookalike_records(facts: &Facts) -> (Vec<(String, PathBuf)>, Vec<Problem>) {
 /// tree is walked through its links).
 fn links_resolve_inside(facts: &Facts, links_all_older: bool) -> Vec<Problem> {
     let mut found = Vec::new();
-    let registry = climbing::Climbing::load(facts.job()).unwrap_or_else(|e| {
-        found.push(facts.problem(ProblemKind::ClimbingLink, climbing::FILE, e.to_string()));
-        climbing::Climbing::default()
+    let registry = climbing_tsv::Climbing::load(facts.job()).unwrap_or_else(|e| {
+        found.push(facts.problem(ProblemKind::ClimbingLink, climbing_tsv::FILE, e.to_string()));
+        climbing_tsv::Climbing::default()
     });
     if !links_all_older {
         return found;
@@ -576,7 +576,7 @@ fn links_resolve_inside(facts: &Facts, links_all_older: bool) -> Vec<Problem> {
                 Path::new(OsStr::from_bytes(rel)),
                 Path::new(OsStr::from_bytes(text)),
             );
-            for left in climbing::exits(rel, text) {
+            for left in climbing_tsv::exits(rel, text) {
                 match first_vault_link(facts.job(), &version.dir, &left, &facts.lookalikes) {
                     Ok(Some((at, holder))) if at == left => {
                         let detail = format!(
@@ -608,7 +608,7 @@ fn links_resolve_inside(facts: &Facts, links_all_older: bool) -> Vec<Problem> {
                 version.dir,
                 links.len()
             );
-            found.push(facts.problem(ProblemKind::ClimbingLink, climbing::FILE, detail));
+            found.push(facts.problem(ProblemKind::ClimbingLink, climbing_tsv::FILE, detail));
         }
     }
     found
@@ -644,8 +644,8 @@ pub(crate) fn climbing_links(
     job: &Path,
     dir: &str,
     lookalikes: &Lookalikes,
-) -> Result<climbing::Links> {
-    struct Collect(climbing::Links);
+) -> Result<climbing_tsv::Links> {
+    struct Collect(climbing_tsv::Links);
     impl tree::Visitor for Collect {
         fn entry(&mut self, node: &mut tree::Node) -> Result<()> {
             if node.file_type.is_symlink() {
@@ -654,7 +654,7 @@ pub(crate) fn climbing_links(
                     path: node.abs.clone(),
                     source: e,
                 })?;
-                if !climbing::exits(&node.rel, &text).is_empty() {
+                if !climbing_tsv::exits(&node.rel, &text).is_empty() {
                     let rel = node.rel.as_os_str().as_bytes().to_vec();
                     self.0.insert(rel, text.as_os_str().as_bytes().to_vec());
                 }
@@ -662,7 +662,7 @@ pub(crate) fn climbing_links(
             Ok(())
         }
     }
-    let mut found = Collect(climbing::Links::new());
+    let mut found = Collect(climbing_tsv::Links::new());
     tree::Walk::new(job, lookalikes, tree::Links::Follow).run(dir, Path::new(""), &mut found)?;
     Ok(found.0)
 }

@@ -247,8 +247,8 @@ pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
 /// The identities of a new job's source and vault, as far as they can be gathered.
 pub fn record_identities(source: &Path, vault_root: &Path) -> Identities {
     Identities {
-        source: crate::capture::identity::FsIdentity::of(source).ok(),
-        vault: crate::capture::identity::FsIdentity::of(vault_root).ok(),
+        source: crate::format::fs_identity::FsIdentity::of(source).ok(),
+        vault: crate::format::fs_identity::FsIdentity::of(vault_root).ok(),
     }
 }
 

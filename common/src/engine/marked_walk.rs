@@ -1,5 +1,7 @@
-//! The build proper ([`Builder::build_tree`]): the new version's tree made from the old
-//! version and the marks, directory by directory (docs/design.md#building-a-version).
+//! The build proper, a walk along the marked paths that decides entry by entry what the new
+//! version holds ([`Builder::build_tree`]): the new version's tree made from the old version
+//! and the marks, directory by directory (docs/design.md#building-a-version), finished by
+//! [`Builder::keep_links_inside`] (I8).
 //!
 //! Theory of operation. Only marked paths and their ancestors are visited: their children
 //! are listed on both sides; new names are copied, vanished names dropped, unmarked common
@@ -19,9 +21,9 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::time::Duration;
 
-use crate::engine::builder::{BaselineState, Builder, SourceListing, SourceStat};
+use crate::engine::build_state::{BaselineState, Builder, SourceListing, SourceStat};
 use crate::engine::copy;
-use crate::engine::copy_in::Copied;
+use crate::engine::ingest::Copied;
 use crate::engine::listing::{Detail, VersionEntry};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
@@ -71,7 +73,7 @@ impl Builder<'_> {
     /// `marks`; `diffed` when the marks already hold every difference (a rescan). Returns
     /// whether anything differs from the old version.
     pub fn build_tree(&mut self, marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
-        self.load_climbing(old_dir)?;
+        self.climbing.load(&self.job, old_dir, &self.lookalikes)?;
         let root = self.open_dir(
             RelPath::root(),
             marks,

@@ -3,7 +3,14 @@
 //! forward unchanged (a vault link, or a copy from the vault when too deep to link), and
 //! reading the source: only `ENOENT`/`ENOTDIR` mean an entry is gone; any other failure to
 //! inspect or list it is journaled `skipped` once ([`Builder::skip`]) and the caller keeps
-//! the previous data (docs/format.md#invariants I5).
+//! the previous data (docs/format.md#invariants I5); and the checksum records the build
+//! collects ([`Builder::record`], written by [`Builder::save_checksums`]).
+//!
+//! The steps of a build add their own methods to [`Builder`] in their own modules
+//! ([`diff`](crate::engine::diff), [`ingest`](crate::engine::ingest),
+//! [`marked_walk`](crate::engine::marked_walk), [`climbed_dirs`](crate::engine::climbed_dirs)),
+//! each above this one: nothing here calls them, so the engine's modules depend on each other
+//! one way only (docs/design.md#module-map).
 //!
 //! Invariants: the new version is only ever written below `new_root` (under `.partial/`);
 //! every regular file carried forward or dropped moves `delta_files`/`delta_logical` by
@@ -16,12 +23,13 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 
-use crate::engine::climb::ClimbLinks;
+use crate::engine::build_report::{Outcome, Progress};
+use crate::engine::climbing_links::ClimbLinks;
 use crate::engine::copy::{self, CopyError};
 use crate::engine::listing::{self, Detail, Lstat};
-use crate::engine::snapshot::{Outcome, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::{self, Baseline};
+use crate::format::checksums;
 use crate::format::exclude::Excludes;
 use crate::format::journal::Journal;
 use crate::format::journal::JournalEvent;
@@ -59,7 +67,7 @@ pub(crate) struct Builder<'a> {
     pub journal: &'a mut Journal,
     pub progress: &'a dyn Progress,
     /// checksums = true: the new version's records (docs/format.md#checksums).
-    pub checksums: Option<crate::format::checksums::Recorder>,
+    pub checksums: Option<checksums::Recorder>,
 }
 
 /// A source directory as the build sees it.
@@ -311,7 +319,7 @@ impl Builder<'_> {
     /// text looks like a vault link (I4), as a climbing link when it leaves a directory (I8).
     pub fn note_lookalike(&mut self, rel: &RelPath, np: &Path) -> Result<()> {
         let text = fs::read_link(np).ctx("cannot read link", np)?;
-        self.note_climbing(rel, &text);
+        self.climbing.note(rel, &text);
         if tree::parse_link_text(rel.as_path(), &text).is_some() {
             let name = self.new_name.clone();
             self.lookalikes.insert(&name, rel.as_path());
@@ -322,7 +330,7 @@ impl Builder<'_> {
     /// The old entry at `rel` is not carried forward: subtract what it counted.
     pub fn forget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
-        self.forget_climbing(rel);
+        self.climbing.forget(rel);
         self.delta_files -= files as i64;
         self.delta_logical -= bytes as i64;
         Ok(())
@@ -331,10 +339,26 @@ impl Builder<'_> {
     /// Undoes [`Builder::forget_old`]: the old entry is carried forward after all.
     pub fn unforget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
-        self.unforget_climbing(rel);
+        self.climbing.unforget(rel);
         self.delta_files += files as i64;
         self.delta_logical += bytes as i64;
         Ok(())
+    }
+
+    /// Records `record` as the new version's record of `rel` (checksums on and known).
+    pub fn record(&mut self, rel: &RelPath, record: Option<checksums::Record>) {
+        if let (Some(c), Some(r)) = (&mut self.checksums, record) {
+            c.records.insert(rel.as_path().to_path_buf(), r);
+        }
+    }
+
+    /// Writes the new version's checksums file (version `n` of the job folder `job`),
+    /// durably; nothing when checksums are off.
+    pub fn save_checksums(&self, job: &Path, n: u64) -> Result<()> {
+        match &self.checksums {
+            Some(c) => checksums::write(job, n, &c.records),
+            None => Ok(()),
+        }
     }
 
     /// Removes a directory of the new version that turned out not to be needed.

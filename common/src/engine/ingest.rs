@@ -8,7 +8,7 @@
 //! the caller keeps the previous data, docs/format.md#invariants I5); only a full disk
 //! aborts the build. Hard links between copied source
 //! files stay hard links. Every entry copied is reported to the build's
-//! [`Progress`](crate::engine::snapshot::Progress). With checksums on, every regular file the
+//! [`Progress`](crate::engine::build_report::Progress). With checksums on, every regular file the
 //! new version holds gets a record (docs/format.md#checksums): a copy's is computed while
 //! copying, a hard link's is its first path's, an attribute-only copy's is the record of the
 //! data it reuses (computed from the new copy only when the old version has none).
@@ -18,7 +18,7 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::engine::builder::{Builder, SourceListing, SourceStat, copy_err};
+use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err};
 use crate::engine::copy::{self, CopyError};
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::error::{IoContext, Result};
@@ -221,13 +221,6 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Records `record` as the new version's record of `rel` (checksums on and known).
-    pub(crate) fn record(&mut self, rel: &RelPath, record: Option<checksums::Record>) {
-        if let (Some(c), Some(r)) = (&mut self.checksums, record) {
-            c.records.insert(rel.as_path().to_path_buf(), r);
-        }
-    }
-
     /// The record of an attribute-only copy of `rel`: the one of the data it reuses (in
     /// `holder`'s checksums file), else computed from the new copy.
     fn record_reused(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
@@ -244,15 +237,6 @@ impl Builder<'_> {
         };
         c.records.insert(rel.as_path().to_path_buf(), record);
         Ok(())
-    }
-
-    /// Writes the new version's checksums file (version `n` of the job folder `job`),
-    /// durably; nothing when checksums are off.
-    pub(crate) fn save_checksums(&self, job: &Path, n: u64) -> Result<()> {
-        match &self.checksums {
-            Some(c) => checksums::write(job, n, &c.records),
-            None => Ok(()),
-        }
     }
 
     /// The first version: a complete copy of the source (keep_complete = false: nothing,
