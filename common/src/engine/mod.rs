@@ -3,7 +3,8 @@
 //! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
 //! [`diff`], [`build`], [`copy_in`] and [`publish`] over the shared [`builder`] state,
 //! [`marks`] and [`listing`]) with the copy engine ([`copy`]), retiring versions
-//! ([`retire`], by the rules of [`policy`]) and restoring one ([`restore`]).
+//! ([`retire`]: a pure plan by the `keep_*` rules and the size limit, then the crash-safe
+//! execution) and restoring one ([`restore`]).
 //! Every write here goes through the vault layer's rules: build under `.partial/`, make
 //! durable, rename into place.
 
@@ -15,11 +16,8 @@ pub(crate) mod copy_in;
 pub(crate) mod diff;
 pub(crate) mod listing;
 pub(crate) mod marks;
-pub(crate) mod policy;
 pub(crate) mod publish;
 pub(crate) mod recover;
-pub(crate) mod relink;
 pub(crate) mod restore;
 pub(crate) mod retire;
-pub(crate) mod retiring;
 pub(crate) mod snapshot;
