@@ -3,8 +3,8 @@
 //! puts them back exactly, even after a crash.
 //!
 //! Owns the file's format and its reading, writing and removal (when it is written and put
-//! back is [`crate::engine::retire::dir_times`]'s). Format: a first line `# retiring <dir>`
-//! naming the version being retired, then one line per directory:
+//! back is the engine's: `engine/retire/dir_times.rs`). Format: a first line
+//! `# retiring <dir>` naming the version being retired, then one line per directory:
 //! `path<TAB>mode<TAB>atime_s<TAB>atime_ns<TAB>mtime_s<TAB>mtime_ns`, the path relative to
 //! the job folder (TSV-escaped), the mode in octal.
 //!

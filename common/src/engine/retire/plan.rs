@@ -210,7 +210,7 @@ fn verdicts(
 /// ([`policy::plan`]; never the newest); then, while the sum of `held_bytes` is above
 /// `size_limit`, the oldest kept one — unless the newest alone exceeds the limit
 /// ([`Plan::unmeetable`]), when nothing is retired for size. What each retirement frees is
-/// estimated with [`estimate_moved`]; [`enforce`] re-reads the index after every real one.
+/// estimated with [`estimate_moved`]; [`super::enforce`] re-reads the index after every real one.
 pub fn plan(
     rows: &[IndexRow],
     rules: &Rules,
