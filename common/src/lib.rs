@@ -141,10 +141,11 @@ pub mod batch {
 
 /// Retiring versions.
 pub mod retire {
-    pub use crate::engine::policy::{Bucket, Rule};
-    pub use crate::engine::retire::{
-        Action, Decision, Limits, Plan, Reason, Retired, Unmeetable, enforce, enforce_with, plan,
+    pub use crate::engine::retire::plan::{
+        Action, Decision, Limits, Plan, Reason, Unmeetable, plan,
     };
+    pub use crate::engine::retire::policy::{Bucket, Rule};
+    pub use crate::engine::retire::{Retired, enforce, enforce_with};
     pub use crate::format::settings::Rules;
 }
 

@@ -3,9 +3,10 @@
 //! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
 //! [`diff`], [`marked_walk`], [`ingest`], [`climbed_dirs`] and [`publish`] over the shared
 //! [`build_state`], [`build_report`], [`climbing_links`], [`marks`] and [`listing`]) with the
-//! copy engine ([`copy`]), retiring versions ([`retire`], by the rules of [`policy`]) and
-//! restoring one ([`restore`]). The modules and the one way they depend on each other are
-//! listed in docs/design.md#module-map.
+//! copy engine ([`copy`]), retiring versions ([`retire`]: a pure plan by the `keep_*` rules
+//! and the size limit, then the crash-safe execution) and restoring one ([`restore`]). The
+//! modules and the one way they depend on each other are listed in
+//! docs/design.md#module-map.
 //! Every write here goes through the vault layer's rules: build under `.partial/`, make
 //! durable, rename into place.
 
@@ -19,11 +20,8 @@ pub(crate) mod ingest;
 pub(crate) mod listing;
 pub(crate) mod marked_walk;
 pub(crate) mod marks;
-pub(crate) mod policy;
 pub(crate) mod publish;
 pub(crate) mod recover;
-pub(crate) mod relink;
 pub(crate) mod restore;
 pub(crate) mod retire;
-pub(crate) mod retiring;
 pub(crate) mod snapshot;

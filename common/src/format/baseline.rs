@@ -207,6 +207,12 @@ impl Baseline {
                     .parse()
                     .map_err(|_| bad(l, format!("{c} is not a number")))
             };
+            // An owner id past u32 is damage, never truncated to another owner.
+            let id = |c: &str| -> Result<u32> {
+                let n = num(c)?;
+                u32::try_from(n)
+                    .map_err(|_| bad(l, format!("{c} {n} is out of range (at most {})", u32::MAX)))
+            };
             let etype = text("type")?
                 .chars()
                 .next()
@@ -230,8 +236,8 @@ impl Baseline {
                 size: num("size")?,
                 mtime,
                 mode,
-                uid: num("uid")? as u32,
-                gid: num("gid")? as u32,
+                uid: id("uid")?,
+                gid: id("gid")?,
                 rdev: None,
                 target: (etype == EntryType::Symlink).then(|| PathBuf::from(target)),
                 // A file from before the column: xattrs unknown, not compared.
@@ -280,6 +286,28 @@ mod tests {
         let m = fs::symlink_metadata(src.join("a\tb/f")).expect("meta");
         let read = back.get(Path::new("a\tb/f")).expect("entry");
         assert!(!unchanged(read, &src.join("a\tb/f"), &m, true, &no_xattrs));
+    }
+
+    #[test]
+    fn an_owner_id_past_u32_is_damage_not_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let header = "path\ttype\tsize\tmtime\tmode\tuid\tgid\ttarget\txattrs\n";
+        let ok = "f\tf\t1\t0.000000000\t644\t4294967295\t0\t\t-\n";
+        fs::write(dir.path().join(FILE), format!("{header}{ok}")).expect("write");
+        let b = Baseline::load(dir.path()).expect("u32::MAX is a uid");
+        assert_eq!(b.get(Path::new("f")).expect("f").uid, u32::MAX);
+        for (uid, gid, col) in [("4294967296", "0", "uid"), ("0", "4294967297", "gid")] {
+            let row = format!("g\tf\t1\t0.000000000\t644\t{uid}\t{gid}\t\t-\n");
+            fs::write(dir.path().join(FILE), format!("{header}{ok}{row}")).expect("write");
+            let e = Baseline::load(dir.path()).expect_err("out of range");
+            let msg = e.to_string();
+            assert!(matches!(e, Error::Damaged(_)), "{msg}");
+            assert!(
+                msg.contains("baseline.tsv line 3: ") && msg.contains(&format!("{col} 42949672")),
+                "{msg}"
+            );
+            assert!(msg.contains("out of range"), "{msg}");
+        }
     }
 
     fn no_xattrs(_: &Path) -> Option<Xattrs> {

@@ -3,8 +3,10 @@
 //!
 //! Owns the TSV dialect ([`tsv`]) and each file or stream built on it — index.tsv
 //! ([`index`]), journal.tsv ([`journal`]), event lines ([`events`]), the baseline manifest
-//! ([`baseline`]) — plus job.toml ([`jobfile`], with the filesystem identities it records: [`fs_identity`]), the job settings and their human-written
-//! values ([`settings`]), exclude patterns ([`exclude`]), version directory names
+//! ([`baseline`]), the directory record of a retirement in progress, retiring.tsv
+//! ([`retiring_tsv`]) — plus job.toml ([`jobfile`], with the filesystem identities it
+//! records: [`fs_identity`]), the job settings and their human-written values
+//! ([`settings`]), exclude patterns ([`exclude`]), version directory names
 //! ([`version`]), the vault's time formats ([`time`]), an entry's type tag and the one "has
 //! it changed" comparator ([`entry`]), and paths relative to a root ([`relpath`]).
 //! `docs/format.md` gives the byte-exact rules. Nothing here decides policy; the only tree
@@ -22,6 +24,7 @@ pub(crate) mod jobfile;
 pub(crate) mod journal;
 pub(crate) mod journal_compact;
 pub(crate) mod relpath;
+pub(crate) mod retiring_tsv;
 pub(crate) mod settings;
 pub(crate) mod time;
 pub(crate) mod tsv;
