@@ -1,6 +1,6 @@
 //! Where the configuration file is: `--config`, else `$REVERBERATOR_CONFIG`, else
 //! `$XDG_CONFIG_HOME/reverberator/config.toml` (or `~/.config/…`), else
-//! [`SYSTEM_CONFIG`](super::SYSTEM_CONFIG). The environment is read only by
+//! [`super::SYSTEM_CONFIG`]. The environment is read only by
 //! [`LookupEnv::from_process`], so tests inject their own.
 
 use std::ffi::OsString;

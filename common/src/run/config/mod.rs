@@ -24,7 +24,7 @@
 //!   job until the path appears.
 //! - A job key overrides the same `[defaults]` key, key by key; the tables are merged before
 //!   [`JobSettings`] is deserialized, so its `deny_unknown_fields` names the key.
-//! - The process environment is read only by [`LookupEnv::from_process`]; everything else
+//! - The process environment is read only by [`lookup::LookupEnv::from_process`]; everything else
 //!   takes its inputs as arguments, so tests never touch the real environment.
 
 use std::fs;

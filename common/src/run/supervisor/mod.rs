@@ -19,9 +19,9 @@
 //! job's failure only ever affects its own thread.
 //!
 //! The contracts with the children are typed: event lines are read with
-//! [`EventLine::parse`] after the [`events::HEADER`] (which means "every watch is in
-//! place"), mount records with [`Record::parse`]; what a child's exit means is decided by its
-//! exit status, never by its stderr: `reverb-watch` exiting [`EXIT_WATCH_LIMIT`] (an inotify
+//! [`EventLine::parse`](crate::format::events::EventLine::parse) after the [`HEADER`](crate::format::events::HEADER) (which means "every watch is in
+//! place"), mount records with [`Record::parse`](crate::capture::mountwatch::Record::parse); what a child's exit means is decided by its
+//! exit status, never by its stderr: `reverb-watch` exiting [`EXIT_WATCH_LIMIT`](crate::error::EXIT_WATCH_LIMIT) (an inotify
 //! limit) makes the job fall back to periodic rescans, `reverb-snap` exiting
 //! [`EXIT_TEMPFAIL`] pauses it. Nothing fails silently: a job thread that cannot start, a
 //! journal that cannot be opened, a `run.lock` that cannot be taken (only a held lock is

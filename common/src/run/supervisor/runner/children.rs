@@ -3,7 +3,7 @@
 //! output on threads, and deciding what their exit means.
 //!
 //! Invariants: what a child's exit means is decided by its exit status and, for a failure
-//! one command resolves, by the [`Blocker`] record it leaves in the file named by
+//! one command resolves, by the [`Blocker`](crate::error::Blocker) record it leaves in the file named by
 //! [`BLOCKER_FILE_VAR`]; never by its stderr, which is only shown. A child is always reaped.
 
 use std::io::{BufRead, BufReader, Write};
@@ -202,7 +202,7 @@ impl Runner {
         self.live_path.with_extension("progress")
     }
 
-    /// Where a child leaves the [`Blocker`] of its failure (next to the live file).
+    /// Where a child leaves the [`Blocker`](crate::error::Blocker) of its failure (next to the live file).
     pub(super) fn blocker_file(&self) -> PathBuf {
         self.live_path.with_extension("blocker")
     }
