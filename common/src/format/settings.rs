@@ -205,6 +205,9 @@ pub fn format_duration(d: Duration) -> String {
 /// powers of 1024; `kB`, `MB`, `GB`, `TB` are powers of 1000; `B` or nothing is bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
+    if t.starts_with('-') {
+        return Err(format!("bad size `{text}`: a size cannot be negative"));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
@@ -329,6 +332,11 @@ mod tests {
         assert_eq!(parse_size("10 MB"), Ok(10_000_000));
         assert_eq!(parse_size("123"), Ok(123));
         assert!(parse_size("GiB").is_err());
+        assert!(
+            parse_size("-5GiB")
+                .expect_err("negative")
+                .contains("cannot be negative")
+        );
         assert!(
             parse_size("5 parsecs")
                 .expect_err("unit")

@@ -121,7 +121,9 @@ pub fn compact_journal(ctx: &mut JobCtx) {
 pub fn journal_event(journal: &mut Journal, e: &EventLine) -> Result<()> {
     let etype = e.etype.map(|t| t.as_str()).unwrap_or("");
     let detail = match &e.to_path {
-        Some(to) => format!("{etype} -> {}", to.display()),
+        // The destination byte-exact: escaped here (a name need not be UTF-8), and so
+        // escaped twice in the journal's line (docs/format.md#journaltsv).
+        Some(to) => format!("{etype} -> {}", crate::escape::escape_os(to.as_os_str())),
         None => etype.to_owned(),
     };
     journal.append_as(
@@ -198,6 +200,31 @@ mod tests {
                 (RelPath::root(), Mark::Attrib),
                 (RelPath::root().join("a".as_ref()), Mark::Content)
             ]
+        );
+    }
+
+    #[test]
+    fn a_move_keeps_a_name_that_is_not_utf8_byte_exact() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.tsv");
+        let mut journal = Journal::open(&path, "snap").expect("journal");
+        let to = PathBuf::from(std::ffi::OsStr::from_bytes(b"caf\xff\tb"));
+        let e = EventLine::now(
+            EventKind::Move,
+            Some(crate::format::events::EntryType::File),
+            PathBuf::from("a"),
+            Some(to.clone()),
+        );
+        journal_event(&mut journal, &e).expect("journaled");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let line = text.lines().last().expect("a line");
+        assert!(!line.contains('\u{fffd}'), "{line}");
+        let entry = crate::format::journal::Entry::parse(line).expect("parse");
+        let shown = entry.detail.split_once(" -> ").expect("a destination").1;
+        assert_eq!(
+            crate::format::tsv::unescape_bytes(shown).expect("escaped once more"),
+            to.as_os_str().as_bytes()
         );
     }
 }

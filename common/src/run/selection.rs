@@ -147,9 +147,19 @@ pub fn pick_from<'r>(
     let Some(at) = parse_when(which, now) else {
         return crate::engine::restore::pick(rows, which);
     };
+    // A version's name shows its stamp to the second, and that is what people copy: a
+    // version taken within TIME's second (or earlier) is at or before it.
+    let stamp_second = |created: std::time::SystemTime| {
+        let since = created
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs())
+    };
     rows.iter()
         .rev()
-        .find(|r| crate::format::time::parse_rfc3339(&r.created).is_some_and(|c| c <= at))
+        .find(|r| {
+            crate::format::time::parse_rfc3339(&r.created).is_some_and(|c| stamp_second(c) <= at)
+        })
         .ok_or_else(|| {
             let oldest = rows.first().map_or("none", |r| r.created.as_str());
             Error::Usage(format!(
@@ -158,9 +168,13 @@ pub fn pick_from<'r>(
         })
 }
 
-/// A `--from` time, or None when `text` is not one.
+/// A `--from` time, or None when `text` is not one: RFC 3339 (seconds and zone optional),
+/// a version's stamp (`20261124T214900Z`), or `DURATION ago`.
 fn parse_when(text: &str, now: std::time::SystemTime) -> Option<std::time::SystemTime> {
     let t = text.trim();
+    if let Some(stamp) = crate::format::time::parse_stamp(t) {
+        return Some(stamp);
+    }
     if let Some(ago) = t.strip_suffix(" ago") {
         return humantime::parse_duration(ago.trim())
             .ok()
@@ -208,5 +222,19 @@ mod tests {
         assert_eq!(v("2 hours ago"), Some(2));
         assert_eq!(v("10m ago"), Some(3));
         assert_eq!(v("2026-11-24T19:00"), None, "before the oldest");
+    }
+
+    #[test]
+    fn from_a_time_includes_the_versions_of_its_second() {
+        // V1-20261207T045209Z was taken at 04:52:09.412: its name is what people copy.
+        let rows = [
+            row(1, "2026-12-07T04:52:09.412Z"),
+            row(2, "2026-12-07T05:00:00.000Z"),
+        ];
+        let now = humantime::parse_rfc3339("2026-12-07T06:00:00Z").expect("time");
+        let v = |w: &str| pick_from(&rows, w, now).map(|r| r.version).ok();
+        assert_eq!(v("2026-12-07T04:52:09Z"), Some(1));
+        assert_eq!(v("20261207T045209Z"), Some(1), "the stamp itself");
+        assert_eq!(v("2026-12-07T04:52:08Z"), None);
     }
 }

@@ -113,3 +113,31 @@ pub(super) fn check_folders(jobs: &[JobConfig], file: &Path, lines: &Lines) -> R
     }
     Ok(())
 }
+
+/// No two jobs back up the same source into the same vault: they would version one tree
+/// twice, each under its own history, and their watchers would double the work.
+pub(super) fn check_distinct_sources(jobs: &[JobConfig], file: &Path, lines: &Lines) -> Result<()> {
+    let mut seen: BTreeMap<(PathBuf, PathBuf), &str> = BTreeMap::new();
+    for job in jobs {
+        let key = (
+            canonical_or_nearest(&job.source),
+            canonical_or_nearest(&job.vault),
+        );
+        if let Some(other) = seen.insert(key, job.name.as_str()) {
+            return Err(Place {
+                file,
+                job: Section::Job(&job.name),
+                key: Some("source"),
+                line: lines.get(&["jobs", &job.name, "source"]),
+            }
+            .error(format!(
+                "jobs `{}` and `{}` both back up {} into vault {}: remove one, or give it another vault",
+                other.escape_debug(),
+                job.name.escape_debug(),
+                show(&job.source),
+                show(&job.vault)
+            )));
+        }
+    }
+    Ok(())
+}

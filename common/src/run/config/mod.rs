@@ -40,7 +40,10 @@ mod place;
 #[cfg(test)]
 mod tests;
 
-use checks::{check_folders, check_job_paths, check_times, check_vaults_outside_sources};
+use checks::{
+    check_distinct_sources, check_folders, check_job_paths, check_times,
+    check_vaults_outside_sources,
+};
 use document::{Document, parse_toml, resolve, setting_keys};
 pub use lookup::locate;
 use place::{Lines, Place, Section, a_type, did_you_mean, line_of, line_text, wrong_type};
@@ -119,6 +122,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config> {
     }
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     check_folders(&jobs, file, &doc.lines)?;
+    check_distinct_sources(&jobs, file, &doc.lines)?;
     check_vaults_outside_sources(&jobs, file, &doc.lines)?;
     Ok(Config {
         file: file.to_path_buf(),

@@ -191,7 +191,11 @@ pub(super) fn wrong_type(key: &str, value: &toml::Value) -> Option<String> {
             _ => return None,
         }
     };
-    Some(format!("{} given, expected {wanted}", given(value)))
+    let negative = if negative { ", which is negative" } else { "" };
+    Some(format!(
+        "{} given{negative}, expected {wanted}",
+        given(value)
+    ))
 }
 
 /// "the string \"3\"", "the integer 1": a TOML value as the user wrote it.

@@ -258,6 +258,21 @@ fn bad_names_and_folders() {
 }
 
 #[test]
+fn two_jobs_of_one_source_and_vault_are_refused() {
+    let f = Fixture::new();
+    let twice = "[jobs.a]\nsource = \"{root}/src\"\nvault = \"/v\"\n\
+                 [jobs.b]\nsource = \"{root}/src/\"\nvault = \"/v\"\n";
+    f.fails(
+        twice,
+        &["job `b`", "key `source`", "jobs `a` and `b` both back up"],
+    );
+    let two_vaults = "[jobs.a]\nsource = \"{root}/src\"\nvault = \"/v1\"\n\
+                      [jobs.b]\nsource = \"{root}/src\"\nvault = \"/v2\"\n";
+    f.parse(two_vaults)
+        .expect("one source into two vaults is a choice");
+}
+
+#[test]
 fn bad_durations_and_sizes() {
     let f = Fixture::new();
     let base = "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\n";
@@ -273,6 +288,21 @@ fn bad_durations_and_sizes() {
         "[defaults]\nmax_snapshot_delay = \"later\"\n",
         &["[defaults]", "key `max_snapshot_delay`", "line 2", "later"],
     );
+    // A negative size says so, whether written as a number or as text.
+    for (line, shown) in [
+        (
+            "vault_size_limit = -5",
+            "an integer `-5` given, which is negative",
+        ),
+        ("vault_size_limit = \"-5GiB\"", "cannot be negative"),
+        (
+            "keep_daily = -2",
+            "an integer `-2` given, which is negative",
+        ),
+    ] {
+        let msg = f.fails(&format!("{base}{line}\n"), &["job `docs`", "line 4", shown]);
+        assert!(!msg.contains("untagged enum"), "no serde jargon: {msg}");
+    }
 }
 
 #[test]
