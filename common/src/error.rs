@@ -58,11 +58,15 @@ pub fn warn(message: &str) {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WatchLimit {
-    /// `inotify_add_watch` failed with ENOSPC: `fs.inotify.max_user_watches`.
+    /// `inotify_add_watch` failed with ENOSPC: the watch limit in force, which is
+    /// `fs.inotify.max_user_watches` or, when the user namespace's own is lower,
+    /// `user.max_inotify_watches`.
     #[error(
         "inotify watch limit reached after {watched} of {total} directories under {}: \
-         raise fs.inotify.max_user_watches (sysctl fs.inotify.max_user_watches={suggest}){}",
+         raise {} (sysctl {}={suggest}){}",
         show(root),
+        limit.sysctl(),
+        limit.sysctl(),
         current.map(|c| format!("; it is {c} now and counts every watch of this user")).unwrap_or_default()
     )]
     TooManyWatches {
@@ -72,8 +76,10 @@ pub enum WatchLimit {
         watched: usize,
         /// Directories a full watch needs.
         total: usize,
-        /// The limit now, when /proc tells.
+        /// The limit in force now, when /proc tells.
         current: Option<u64>,
+        /// Which limit is in force (the global one or the user namespace's).
+        limit: InotifyLimit,
         /// A limit that would do.
         suggest: u64,
     },
@@ -218,6 +224,45 @@ pub enum Blocker {
         /// The limit (bytes).
         limit: u64,
     },
+    /// [`Error::WatchLimit`]: a higher inotify limit (the job falls back to rescans
+    /// meanwhile).
+    InotifyLimit {
+        /// Which limit.
+        limit: InotifyLimit,
+        /// Its value in force, when known.
+        in_force: Option<u64>,
+    },
+}
+
+/// Which inotify limit stopped a watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InotifyLimit {
+    /// Watches per user, the global limit ([`WatchLimit::TooManyWatches`]).
+    Watches,
+    /// Watches per user, the user namespace's own limit, lower than the global one.
+    NamespaceWatches,
+    /// Instances per user ([`WatchLimit::TooManyInstances`]).
+    Instances,
+}
+
+impl InotifyLimit {
+    /// The sysctl that sets it.
+    pub fn sysctl(self) -> &'static str {
+        match self {
+            InotifyLimit::Watches => "fs.inotify.max_user_watches",
+            InotifyLimit::NamespaceWatches => "user.max_inotify_watches",
+            InotifyLimit::Instances => "fs.inotify.max_user_instances",
+        }
+    }
+
+    /// What it limits, in words: `watch`, `instance`.
+    pub fn counts(self) -> &'static str {
+        match self {
+            InotifyLimit::Watches | InotifyLimit::NamespaceWatches => "watch",
+            InotifyLimit::Instances => "instance",
+        }
+    }
 }
 
 /// The environment variable through which the supervisor names the file a child writes its
@@ -250,6 +295,16 @@ impl Error {
             Error::SizeLimitUnmeetable { needs, limit, .. } => Some(Blocker::SizeLimitUnmeetable {
                 needs: *needs,
                 limit: *limit,
+            }),
+            Error::WatchLimit(WatchLimit::TooManyWatches { current, limit, .. }) => {
+                Some(Blocker::InotifyLimit {
+                    limit: *limit,
+                    in_force: *current,
+                })
+            }
+            Error::WatchLimit(WatchLimit::TooManyInstances { .. }) => Some(Blocker::InotifyLimit {
+                limit: InotifyLimit::Instances,
+                in_force: None,
             }),
             _ => None,
         }

@@ -42,6 +42,73 @@ fn inotify_limits() {
     watch_limit_is_a_clear_error();
     watch_limit_while_running_is_overflow_then_error();
     instance_limit_is_a_clear_error();
+    the_supervisor_says_it_rescans_between_rescans();
+}
+
+/// Without enough watches the supervisor falls back to periodic rescans, and `status` says
+/// so between them (`watching (rescanning every …: inotify watch limit N reached …)`, with
+/// the limit in force), not `copying` left over from the last rescan.
+fn the_supervisor_says_it_rescans_between_rescans() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("src");
+    for i in 0..40 {
+        std::fs::create_dir_all(src.join(format!("d{i}/sub"))).expect("mkdir");
+    }
+    std::fs::write(src.join("f"), b"x").expect("write");
+    let runtime = tmp.path().join("runtime");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[jobs.lim]\nsource = \"{}\"\nvault = \"{}\"\nmin_snapshot_time = \"100ms\"\nmax_snapshot_delay = \"10s\"\n",
+            src.display(),
+            tmp.path().join("vault").display()
+        ),
+    )
+    .expect("config");
+    let status = || {
+        let o = cmd("reverberator")
+            .env("RUNTIME_DIRECTORY", &runtime)
+            .args(["status", "--json", "--config"])
+            .arg(&config)
+            .output();
+        let line = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("null")
+            .to_owned();
+        serde_json::from_str::<serde_json::Value>(&line).expect("json")
+    };
+    let _guard = Sysctl::set("fs.inotify.max_user_watches", "20");
+    let mut sup = std::process::Command::new(reverb_tests::bin("reverberator"))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["run", "--init", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn reverberator");
+    let end = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let st = status();
+        if st["versions"].as_u64() >= Some(1) && st["state"] == "watching" {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = sup.kill();
+            panic!("no `watching` after the first rescan within 60 s: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup.id() as i32), Signal::SIGTERM);
+    let _ = sup.wait();
+    let detail = seen["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("rescanning every 10s: inotify watch limit 20 reached")
+            && detail.contains("fs.inotify.max_user_watches"),
+        "{seen}"
+    );
 }
 
 /// The limit hit for a directory created later: `overflow` (the reader must rescan), then

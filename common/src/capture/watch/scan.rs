@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use inotify::WatchMask;
 
 use super::Watcher;
-use crate::error::{Error, IoContext, Result, WatchLimit, show};
+use crate::error::{Error, InotifyLimit, IoContext, Result, WatchLimit, show};
 use crate::format::events::{EntryType, EventKind, join_rel};
 use crate::format::exclude::Excludes;
 
@@ -57,9 +57,10 @@ pub enum WatchWarning {
 /// The error for ENOSPC from inotify_add_watch.
 fn watch_limit_error(root: &Path, excludes: &Excludes, watched: usize) -> Error {
     let total = count_dirs(root, excludes).max(watched + 1);
-    let current: Option<u64> = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    let (current, limit) = match watch_limit_in_force() {
+        Some((value, limit)) => (Some(value), limit),
+        None => (None, InotifyLimit::Watches),
+    };
     let suggest = match current {
         Some(c) => (c + total as u64).max(c * 2),
         None => (total as u64 * 2).max(524_288),
@@ -69,8 +70,35 @@ fn watch_limit_error(root: &Path, excludes: &Excludes, watched: usize) -> Error 
         watched,
         total,
         current,
+        limit,
         suggest,
     })
+}
+
+/// The inotify watch limit in force for this process and which one it is: the lower of
+/// the global limit and the user namespace's own (a container may set it lower), when
+/// /proc tells.
+fn watch_limit_in_force() -> Option<(u64, InotifyLimit)> {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    lower_limit(
+        read("/proc/sys/fs/inotify/max_user_watches"),
+        read("/proc/sys/user/max_inotify_watches"),
+    )
+}
+
+/// The lower of the global and the namespace's limit (the global one when they are equal:
+/// that is the one people know).
+fn lower_limit(global: Option<u64>, namespace: Option<u64>) -> Option<(u64, InotifyLimit)> {
+    match (global, namespace) {
+        (Some(g), Some(n)) if n < g => Some((n, InotifyLimit::NamespaceWatches)),
+        (Some(g), _) => Some((g, InotifyLimit::Watches)),
+        (None, Some(n)) => Some((n, InotifyLimit::NamespaceWatches)),
+        (None, None) => None,
+    }
 }
 
 /// Counts the directories a full watch of `root` needs (the root included).
@@ -175,5 +203,27 @@ impl Watcher {
                 Ok(false)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lower_limit_is_the_one_quoted() {
+        assert_eq!(
+            lower_limit(Some(524_288), Some(8_192)),
+            Some((8_192, InotifyLimit::NamespaceWatches))
+        );
+        assert_eq!(
+            lower_limit(Some(8_192), Some(8_192)),
+            Some((8_192, InotifyLimit::Watches))
+        );
+        assert_eq!(
+            lower_limit(Some(8_192), Some(1 << 20)),
+            Some((8_192, InotifyLimit::Watches))
+        );
+        assert_eq!(lower_limit(None, None), None);
     }
 }

@@ -20,12 +20,15 @@ use crate::format::settings::format_duration;
 use crate::run::cli;
 use crate::run::live::JobState;
 
-use super::{Halt, Msg, Runner};
+use super::{Halt, Msg, RetireFailure, Runner};
 
 impl Runner {
     pub(super) fn start_watch(&self, tx: Sender<Msg>) -> std::result::Result<Child, Halt> {
         let s = &self.job.settings;
         let mut c = self.command("reverb-watch");
+        let blocker_file = self.watch_blocker_file();
+        let _ = std::fs::remove_file(&blocker_file);
+        c.env(BLOCKER_FILE_VAR, blocker_file);
         c.arg("--quiet-period")
             .arg(format_duration(s.min_snapshot_time));
         c.arg("--max-delay")
@@ -207,6 +210,12 @@ impl Runner {
         self.live_path.with_extension("blocker")
     }
 
+    /// Where reverb-watch leaves its [`Blocker`](crate::error::Blocker): a file of its own,
+    /// since it runs while reverb-snap and reverb-retire come and go.
+    pub(super) fn watch_blocker_file(&self) -> PathBuf {
+        self.live_path.with_extension("watch-blocker")
+    }
+
     /// `copying`: what is being built and how far it got (`N entries, SIZE so far`).
     pub(super) fn show_progress(&mut self, what: &str) {
         let Ok(text) = std::fs::read_to_string(self.progress_file()) else {
@@ -289,16 +298,28 @@ impl Runner {
                     ));
                 }
             }
+            Ok(o) if o.status.code() == Some(EXIT_TEMPFAIL) => {
+                // The vault went away (the mount watcher pauses the job) or another writer
+                // holds the job: not a failure of the retirement, which the next version
+                // (or the retry of an earlier failure) runs again.
+                let said = String::from_utf8_lossy(&o.stderr).trim().to_owned();
+                self.say(&format!(
+                    "{}; retiring later",
+                    prefixed("reverb-retire", &said)
+                ));
+            }
             Ok(o) => {
                 // reverb-retire journals its own failures; its lines name it already. The
                 // same failure again is not repeated in the log.
                 let said = String::from_utf8_lossy(&o.stderr).trim().to_owned();
-                if self.retire_failure.as_ref().map(|(s, _)| s) != Some(&said) {
+                let previous = self.retire_failure.take();
+                if previous.as_ref().map(|f| &f.said) != Some(&said) {
                     for line in said.lines() {
                         self.say(&prefixed("reverb-retire", line));
                     }
                 }
-                self.retire_failure = Some((said, cli::take_blocker(&blocker_file)));
+                let blocker = cli::take_blocker(&blocker_file);
+                self.retire_failure = Some(RetireFailure::after(previous, said, blocker));
             }
             Err(e) => self.complain(&format!("cannot run reverb-retire: {e}")),
         }

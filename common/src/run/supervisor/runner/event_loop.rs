@@ -30,7 +30,12 @@ impl Runner {
             }
             let msg = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    if batch.is_empty() {
+                        self.retry_retirement();
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Halt::Failed("lost the children's pipes".into());
                 }
@@ -55,6 +60,20 @@ impl Runner {
             if let Some(h) = halt {
                 return h;
             }
+        }
+    }
+
+    /// While nothing is pending, a failed retirement is tried again after its backoff, so a
+    /// failure whose cause is gone (space freed, a limit raised, a permission fixed) leaves
+    /// `failing` without waiting for the next version.
+    fn retry_retirement(&mut self) {
+        if self
+            .retire_failure
+            .as_ref()
+            .is_some_and(|f| Instant::now() >= f.retry_at)
+        {
+            self.retire();
+            self.set_live(JobState::Watching { fallback: None });
         }
     }
 
@@ -196,8 +215,10 @@ impl Runner {
         let status = exit_status(watch);
         let said = self.watch_error.take();
         match (status.and_then(|s| s.code()), said) {
-            (Some(EXIT_WATCH_LIMIT), Some(e)) => Halt::NoWatch(e),
-            (Some(EXIT_WATCH_LIMIT), None) => Halt::NoWatch("an inotify limit".into()),
+            (Some(EXIT_WATCH_LIMIT), said) => Halt::NoWatch(
+                said.unwrap_or_else(|| "an inotify limit".into()),
+                crate::run::cli::take_blocker(&self.watch_blocker_file()),
+            ),
             (_, Some(e)) => Halt::Failed(format!("{what}: {e}")),
             (_, None) => Halt::Failed(what.to_owned()),
         }

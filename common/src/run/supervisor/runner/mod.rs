@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::identity::{JobMismatch, verify_job};
 use crate::capture::mountwatch::{self};
-use crate::error::{Blocker, EXIT_TEMPFAIL, Error, show};
+use crate::error::{Blocker, EXIT_TEMPFAIL, Error, InotifyLimit, show};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::format_duration;
 use crate::run::config::JobConfig;
@@ -35,6 +35,32 @@ mod event_loop;
 
 use super::{Options, find_tool, lock_holder};
 use children::kill;
+
+/// A retirement that failed: what reverb-retire said, its [`Blocker`] when it left one, and
+/// when to try again (while nothing else is pending) so that the failure clears as soon as
+/// its cause is gone.
+struct RetireFailure {
+    said: String,
+    blocker: Option<Blocker>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl RetireFailure {
+    /// The failure after `previous` (the same one again backs off further, to a minute).
+    fn after(previous: Option<RetireFailure>, said: String, blocker: Option<Blocker>) -> Self {
+        let backoff = match previous {
+            Some(p) if p.said == said => (p.backoff * 2).min(Duration::from_secs(60)),
+            _ => Duration::from_secs(1),
+        };
+        RetireFailure {
+            said,
+            blocker,
+            retry_at: Instant::now() + backoff,
+            backoff,
+        }
+    }
+}
 
 /// A running job's thread, as the supervisor holds it: its job, its stop flag, its handle.
 pub(super) struct RunnerHandle {
@@ -112,7 +138,7 @@ enum Halt {
     /// that resolves it.
     Blocked(String, Blocker),
     /// inotify cannot watch the tree (the watch limit): fall back to periodic rescans.
-    NoWatch(String),
+    NoWatch(String, Option<Blocker>),
     /// Asked to stop.
     Stopped,
 }
@@ -139,7 +165,7 @@ struct Runner {
     lock_wait: bool,
     /// The last retirement failed with this (its stderr, and its [`Blocker`] when it left
     /// one); cleared by one that succeeds.
-    retire_failure: Option<(String, Option<Blocker>)>,
+    retire_failure: Option<RetireFailure>,
     /// The live state file (docs/design.md#live-state) and what it holds now.
     live_path: PathBuf,
     live: Live,
@@ -221,7 +247,7 @@ impl Runner {
                     self.set_live(JobState::Paused { why });
                     self.wait_for_mounts();
                 }
-                Halt::NoWatch(why) => self.rescan_only(&why, &mut lock),
+                Halt::NoWatch(why, blocker) => self.rescan_only(&why, blocker, &mut lock),
                 Halt::Failed(why) => self.failed(why, None),
                 Halt::Blocked(why, blocker) => self.failed(why, Some(blocker)),
             }
@@ -280,13 +306,13 @@ impl Runner {
     /// still watches, but it is `failing` until a retirement succeeds.
     fn set_live(&mut self, state: JobState) {
         let state = match (&self.retire_failure, state) {
-            (Some((said, blocker)), JobState::Watching { .. } | JobState::Waiting { .. }) => {
-                JobState::Failing {
-                    why: said.clone(),
-                    next_retry: None,
-                    resolve: blocker.map(|b| self.resolving_command(b)),
-                }
-            }
+            (Some(f), JobState::Watching { .. } | JobState::Waiting { .. }) => JobState::Failing {
+                why: f.said.clone(),
+                next_retry: Some(live::after(
+                    f.retry_at.saturating_duration_since(Instant::now()),
+                )),
+                resolve: f.blocker.map(|b| self.resolving_command(b)),
+            },
             (_, state) => state,
         };
         if self.live.state.word() != state.word() {
@@ -308,7 +334,10 @@ impl Runner {
 
     /// Without inotify (the watch limit), rescan every `max_snapshot_delay` (at least every
     /// 10 s) for 10 minutes, then try watching again.
-    fn rescan_only(&mut self, why: &str, lock: &mut Option<JobLock>) {
+    /// `status` shows `watching (rescanning every N: inotify watch limit L reached)`, with
+    /// the limit in force (from the watcher's [`Blocker`] record), since the fallback began:
+    /// each rescan shows `copying` while it runs, then the fallback again.
+    fn rescan_only(&mut self, why: &str, blocker: Option<Blocker>, lock: &mut Option<JobLock>) {
         let every = self
             .job
             .settings
@@ -320,9 +349,32 @@ impl Runner {
         );
         self.say(&msg);
         self.note(JournalEvent::Rescan, &msg);
-        self.set_live(JobState::Watching {
-            fallback: Some(msg),
-        });
+        let reached = match blocker {
+            Some(Blocker::InotifyLimit {
+                limit,
+                in_force: Some(n),
+            }) => format!(
+                "inotify {} limit {n} reached ({})",
+                limit.counts(),
+                limit.sysctl()
+            ),
+            Some(Blocker::InotifyLimit { limit, .. }) => {
+                format!(
+                    "inotify {} limit reached ({})",
+                    limit.counts(),
+                    limit.sysctl()
+                )
+            }
+            _ => "an inotify limit reached".to_owned(),
+        };
+        let fallback = JobState::Watching {
+            fallback: Some(format!(
+                "rescanning every {}: {reached}",
+                format_duration(every)
+            )),
+        };
+        self.set_live(fallback.clone());
+        let since = self.live.since.clone();
         let until = Instant::now() + Duration::from_secs(600);
         while !self.stopping() && Instant::now() < until {
             if self.prepare(lock).is_err() {
@@ -330,6 +382,12 @@ impl Runner {
             }
             if let Err(Halt::Paused(_)) = self.snap(None) {
                 return;
+            }
+            // Back to the fallback, since it began (not since this rescan).
+            self.set_live(fallback.clone());
+            if self.live.state == fallback {
+                self.live.since = since.clone();
+                self.write_live();
             }
             self.sleep(every);
         }
@@ -512,6 +570,11 @@ impl Runner {
         }
         // Watches are in place: now the catch-up rescan (or the first version).
         self.snap(None)?;
+        if self.retire_failure.is_some() {
+            // Back after a pause or a restart: what failed may be gone, so `status` learns
+            // it now, not at the next version.
+            self.retire();
+        }
         if self.journal.is_none() || lock.is_none() {
             // The job was just created by the first version: open what prepare() could not.
             self.prepare(lock)?;
@@ -534,6 +597,13 @@ fn remedy(blocker: Blocker, job: &JobConfig, config_file: Option<&Path>) -> Stri
             "reverberator snap {name} --source {} --force{config}",
             show(&job.source)
         ),
+        Blocker::InotifyLimit { limit, in_force } => {
+            let suggest = match (limit, in_force) {
+                (InotifyLimit::Instances, n) => n.map_or(1024, |n| n * 2),
+                (_, n) => n.map_or(524_288, |n| (n * 2).max(524_288)),
+            };
+            format!("sysctl {}={suggest}", limit.sysctl())
+        }
         Blocker::SizeLimitUnmeetable { needs, .. } => {
             let file = config_file.map_or("the configuration".to_owned(), show);
             format!(
@@ -582,6 +652,25 @@ mod tests {
                 && size.contains("60.0 MiB"),
             "{size}"
         );
+    }
+
+    #[test]
+    fn a_failing_retirement_is_tried_again_with_backoff() {
+        let first = RetireFailure::after(None, "disk damaged".into(), None);
+        assert_eq!(first.backoff, Duration::from_secs(1));
+        let again = RetireFailure::after(Some(first), "disk damaged".into(), None);
+        assert_eq!(again.backoff, Duration::from_secs(2));
+        let other = RetireFailure::after(Some(again), "another failure".into(), None);
+        assert_eq!(
+            other.backoff,
+            Duration::from_secs(1),
+            "a new failure starts over"
+        );
+        let mut f = other;
+        for _ in 0..10 {
+            f = RetireFailure::after(Some(f), "another failure".into(), None);
+        }
+        assert_eq!(f.backoff, Duration::from_secs(60), "at most a minute");
     }
 
     #[test]
