@@ -208,16 +208,13 @@ fn moves_into_and_out_of_the_tree_and_archives() {
             sh(&format!("rsync -a {o}/left/ {s}/synced/"))
         });
     } else {
-        eprintln!("SKIPPED (rsync not installed): rsync -a into the tree");
+        reverb_tests::skip("rsync is not installed: rsync -a into the tree");
     }
 }
 
 #[test]
 fn git_checkout_between_branches() {
-    if !have("git") {
-        eprintln!("SKIPPED (git not installed): git checkout");
-        return;
-    }
+    reverb_tests::require_programs!(["git"], "git checkout");
     let p = Pipeline::start(
         |src| {
             let repo = src.join("repo");

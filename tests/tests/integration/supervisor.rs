@@ -386,10 +386,7 @@ fn a_lost_source_pauses_the_job_until_it_returns() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut m = match reverb_tests::LoopMount::new(tmp.path(), "ext4", 64, &["-L", "paused"]) {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ({why}): supervisor pause on a lost source");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: supervisor pause on a lost source"),
     };
     let src = m.mountpoint.join("data");
     fs::create_dir(&src).expect("mkdir");

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 use reverb_tests::ops::{event, snap_changes};
-use reverb_tests::{Fixture, TestCommand, have, is_root, sh, stdout};
+use reverb_tests::{Fixture, TestCommand, is_root, sh, stdout};
 
 /// One attribute change: a shell command run on the entry's path.
 struct Step {
@@ -38,13 +38,15 @@ fn steps() -> Vec<Step> {
     all
 }
 
-/// Are the attr and acl tools there? Prints why not.
+/// Are the attr and acl tools there? Skips (or fails, in strict mode) saying why not.
 fn tools_present() -> bool {
-    let ok = have("setfattr") && have("getfattr") && have("setfacl") && have("getfacl");
-    if !ok {
-        eprintln!("SKIPPED (setfattr/getfattr/setfacl/getfacl not installed): xattr-only changes");
+    match reverb_tests::missing_programs(&["setfattr", "getfattr", "setfacl", "getfacl"]) {
+        None => true,
+        Some(missing) => {
+            reverb_tests::skip(&format!("not installed: {missing}: xattr-only changes"));
+            false
+        }
     }
-    ok
 }
 
 /// `program args path`'s stdout without its `# file:` line (the path differs).
