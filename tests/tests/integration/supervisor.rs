@@ -82,15 +82,8 @@ fn versions(job_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {secs} s waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, secs: u64, ok: impl FnMut() -> bool) {
+    reverb_tests::wait_until(Duration::from_secs(secs), what, ok);
 }
 
 struct Setup {
@@ -404,12 +397,37 @@ fn a_lost_source_pauses_the_job_until_it_returns() {
     .expect("config");
     let job = vault.join("lp");
     let journal = || fs::read_to_string(job.join("journal.tsv")).unwrap_or_default();
-    let sup = Supervisor::start(&config);
+    let runtime = tmp.path().join("runtime");
+    let sup = Supervisor::start_in(&config, &runtime);
     wait_for("first version", 20, || versions(&job).len() == 1);
     wait_for("watching", 20, || journal().contains("\twatching"));
     m.unmount();
     wait_for("the job pauses", 20, || journal().contains("\tpaused\t"));
-    std::thread::sleep(Duration::from_millis(1500));
+    // A paused job checks again on every change of the mount table. Change it (a tmpfs
+    // mounted and unmounted, again until seen) until the supervisor has checked the job
+    // since the unmount: its live state then says the source is missing. No version may
+    // come of the check.
+    let nudge_at = tmp.path().join("nudge");
+    let mut nudge: Option<reverb_tests::MountGuard> = None;
+    wait_for("a check of the paused job after the unmount", 20, || {
+        nudge = match nudge.take() {
+            Some(mounted) => {
+                drop(mounted);
+                None
+            }
+            None => Some(
+                reverb_tests::MountGuard::new(&["-t", "tmpfs", "tmpfs"], &nudge_at)
+                    .expect("mount a tmpfs"),
+            ),
+        };
+        let (st, _) = live_status(&config, &runtime);
+        st["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("source missing"))
+    });
+    drop(nudge);
+    let (st, _) = live_status(&config, &runtime);
+    assert_eq!(st["state"], "paused", "{st}");
     assert_eq!(
         versions(&job).len(),
         1,
@@ -659,10 +677,13 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
         st["next_retry"].is_string() && st["since"].is_string(),
         "{st}"
     );
-    // Retried (after 1 s, then 2 s), the same failure keeps its `since` and is journaled once.
-    std::thread::sleep(Duration::from_millis(3500));
-    let (later, _) = live_status(&s.config, &runtime);
-    assert_eq!(later["state"], "failing", "{later}");
+    // Retried (after 1 s: a new `next_retry`, written when the retry failed), the same
+    // failure keeps its `since` and is journaled once.
+    let mut later = st.clone();
+    wait_for("a retry that failed again", 30, || {
+        later = live_status(&s.config, &runtime).0;
+        later["state"] == "failing" && later["next_retry"] != st["next_retry"]
+    });
     assert_eq!(later["since"], st["since"], "a retry reset since: {later}");
     let journal = fs::read_to_string(s.job_dir("live").join("journal.tsv")).expect("journal");
     let logged = journal
@@ -778,7 +799,13 @@ fn a_second_supervisor_exits_75_naming_the_first_or_waits() {
         .spawn()
         .map(|child| Supervisor { child })
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Queued: its job is paused, journaled naming the supervisor it waits for.
+    let holder = format!("another supervisor (pid {})", first.child.id());
+    wait_for("the second supervisor to pause the job", 30, || {
+        journal_of(&s.job_dir("one"))
+            .lines()
+            .any(|l| l.contains("\tpaused\t") && l.contains(&holder))
+    });
     assert!(
         waiting.child.try_wait().expect("wait").is_none(),
         "--wait queues instead of exiting"
