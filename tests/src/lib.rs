@@ -36,7 +36,7 @@ mod wait;
 pub use bins::{ExclusiveKernel, bin, bin_dir, exclusive_kernel};
 pub use command::{TestCommand, listing, report};
 pub use skipping::{STRICT_VAR, SkipPolicy, missing_programs, skip};
-pub use wait::{wait_for_clock, wait_until, whole_seconds_after};
+pub use wait::{wait_for_clock, wait_until, wait_until_observed, whole_seconds_after};
 
 /// A [`TestCommand`] for a workspace binary.
 pub fn cmd(name: &str) -> TestCommand {

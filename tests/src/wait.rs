@@ -5,8 +5,10 @@
 //!
 //! Invariants: [`wait_until`] returns as soon as its condition holds (polled from every
 //! 10 ms up to every 100 ms) and panics naming what it waited for when the timeout passes
-//! first; [`wait_for_clock`] returns once `SystemTime::now()` is at or past the target.
+//! first ([`wait_until_observed`]: and what it saw last); [`wait_for_clock`] returns once
+//! `SystemTime::now()` is at or past the target.
 
+use std::fmt::Debug;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Polls `cond` until it holds; panics with `what` once `timeout` has passed without it.
@@ -18,6 +20,31 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         assert!(
             start.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(interval);
+        interval = (interval * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Polls `observe` until `cond` holds for what it returns, and returns that observation;
+/// panics with `what` and the last observation once `timeout` has passed without it.
+#[track_caller]
+pub fn wait_until_observed<T: Debug>(
+    timeout: Duration,
+    what: &str,
+    mut observe: impl FnMut() -> T,
+    mut cond: impl FnMut(&T) -> bool,
+) -> T {
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(10);
+    loop {
+        let seen = observe();
+        if cond(&seen) {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; last seen: {seen:?}"
         );
         std::thread::sleep(interval);
         interval = (interval * 2).min(Duration::from_millis(100));
@@ -56,6 +83,30 @@ mod tests {
     #[should_panic(expected = "waiting for the impossible")]
     fn a_timeout_names_what_was_awaited() {
         wait_until(Duration::from_millis(30), "the impossible", || false);
+    }
+
+    #[test]
+    fn an_observed_wait_returns_what_it_saw_and_shows_it_on_timeout() {
+        let mut n = 0;
+        let seen = wait_until_observed(
+            Duration::from_secs(5),
+            "three",
+            || {
+                n += 1;
+                n
+            },
+            |n| *n == 3,
+        );
+        assert_eq!(seen, 3);
+        let timeout = std::panic::catch_unwind(|| {
+            wait_until_observed(Duration::from_millis(30), "never", || "the last", |_| false)
+        });
+        let message = timeout.expect_err("a timeout");
+        let message = message.downcast_ref::<String>().expect("a message");
+        assert!(
+            message.contains("waiting for never; last seen: \"the last\""),
+            "{message}"
+        );
     }
 
     #[test]
