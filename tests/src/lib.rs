@@ -1,7 +1,8 @@
 //! Shared helpers for the cross-binary integration tests (`tests/integration/`, one test
 //! binary): the real binaries, run through [`TestCommand`] so every failure shows what ran
 //! and what it left; temp trees and vault fixtures; root/loop-device checks that skip with a
-//! printed reason.
+//! printed reason, each through [`skip()`] (a failure under `REVERB_TESTS_STRICT=1`); waiting
+//! for events ([`wait_until`]).
 //!
 //! # The binaries under test are never stale
 //!
@@ -28,10 +29,14 @@ pub mod differential;
 pub mod links;
 pub mod model;
 pub mod ops;
+mod skipping;
 pub mod thinning;
+mod wait;
 
 pub use bins::{ExclusiveKernel, bin, bin_dir, exclusive_kernel};
 pub use command::{TestCommand, listing, report};
+pub use skipping::{STRICT_VAR, SkipPolicy, missing_programs, skip};
+pub use wait::{wait_for_clock, wait_until, wait_until_observed, whole_seconds_after};
 
 /// A [`TestCommand`] for a workspace binary.
 pub fn cmd(name: &str) -> TestCommand {
@@ -51,17 +56,6 @@ pub fn stderr(o: &Output) -> String {
 /// True when running as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-/// Returns from the calling test, printing why, when not root.
-#[macro_export]
-macro_rules! require_root {
-    ($why:expr) => {
-        if !$crate::is_root() {
-            eprintln!("SKIPPED (needs root): {}", $why);
-            return;
-        }
-    };
 }
 
 /// Runs a shell command line, panicking with its output on failure.

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use reverb_tests::ops::{event, snap_changes};
-use reverb_tests::{Fixture, TestCommand, cmd, have, sh, stdout};
+use reverb_tests::{Fixture, TestCommand, cmd, sh, stdout};
 
 /// A `keep_complete = false` job over `f` (with `user.a=1`) and `g`, its first version
 /// taken; returns the config file.
@@ -50,12 +50,15 @@ fn xattrs(path: &Path) -> String {
     lines.join("\n")
 }
 
+/// Are the attr tools there? Skips (or fails, in strict mode) saying why not.
 fn tools_present() -> bool {
-    let ok = have("setfattr") && have("getfattr");
-    if !ok {
-        eprintln!("SKIPPED (setfattr/getfattr not installed): baseline xattrs");
+    match reverb_tests::missing_programs(&["setfattr", "getfattr"]) {
+        None => true,
+        Some(missing) => {
+            reverb_tests::skip(&format!("not installed: {missing}: baseline xattrs"));
+            false
+        }
     }
-    ok
 }
 
 /// Version `v` holds `f` with the source's xattrs and data, and not the untouched `g`.

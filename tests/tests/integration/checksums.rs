@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use reverb_tests::ops::{disk_dirs, index_dirs};
-use reverb_tests::{Fixture, LoopMount, TestCommand, cmd, have, is_root, sh, stderr, stdout};
+use reverb_tests::{Fixture, LoopMount, TestCommand, cmd, sh, stderr, stdout};
 
 /// `reverb-index --check --data [--json]` (exit code not asserted).
 fn data_check(f: &Fixture, json: bool) -> Output {
@@ -87,10 +87,7 @@ fn records(f: &Fixture, n: u64) -> BTreeMap<PathBuf, String> {
 /// agrees with it; no record names anything else. Skips the oracle (with a reason) without
 /// b3sum.
 fn assert_records_match_b3sum(f: &Fixture, what: &str) {
-    if !have("b3sum") {
-        eprintln!("SKIPPED (b3sum not installed): the b3sum oracle for {what}");
-        return;
-    }
+    reverb_tests::require_programs!(["b3sum"], format!("the b3sum oracle for {what}"));
     for dir in index_dirs(f) {
         let n: u64 = dir[1..dir.find('-').expect("dash")].parse().expect("n");
         let root = f.job_dir().join(&dir);
@@ -561,10 +558,7 @@ fn max_rate_is_accepted_and_a_bad_one_names_the_flag() {
 
 #[test]
 fn a_terminal_shows_the_bytes_read_of_the_total() {
-    if !have("script") {
-        eprintln!("SKIPPED (script not installed): progress on a terminal");
-        return;
-    }
+    reverb_tests::require_programs!(["script"], "progress on a terminal");
     let f = Fixture::new();
     fs::write(f.src.join("five"), vec![5u8; 5 << 20]).expect("write");
     f.first();
@@ -595,17 +589,13 @@ fn reflinked_copies_on_xfs_record_the_clone() {
 }
 
 fn reflinked_copies_record_the_clone(fstype: &str, size_mib: u64) {
-    if !is_root() {
-        eprintln!("SKIPPED (needs root for loop devices): checksums of reflinked copies");
-        return;
-    }
+    reverb_tests::require_root!(format!(
+        "loop devices: checksums of reflinked copies on {fstype}"
+    ));
     let tmp = tempfile::tempdir().expect("tempdir");
     let m = match LoopMount::new(tmp.path(), fstype, size_mib, &[]) {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ({why}): checksums of reflinked copies");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: checksums of reflinked copies on {fstype}"),
     };
     let f = Fixture::in_dir(tempfile::tempdir_in(&m.mountpoint).expect("tempdir"));
     seed(&f.src);

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use reverb_tests::differential::{Knobs, Tally, Who, history};
-use reverb_tests::{have, require_root};
+use reverb_tests::{require_programs, require_root};
 
 fn run(who: Who, default_cases: u64) {
     let knobs = Knobs::from_env(default_cases);
@@ -40,9 +40,6 @@ fn every_version_is_the_source_as_root() {
 #[test]
 fn every_version_is_the_source_as_nobody() {
     require_root!("setpriv to the user nobody");
-    if !have("setpriv") {
-        eprintln!("SKIPPED (setpriv is not installed): the run as nobody");
-        return;
-    }
+    require_programs!(["setpriv"], "the run as nobody");
     run(Who::Nobody, 50);
 }

@@ -36,7 +36,7 @@ fn setup(mib: u64) -> Option<(FastFixture, LoopMount)> {
     let lm = match LoopMount::new(ff.f._tmp.path(), "ext4", mib, &["-m", "0"]) {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("SKIPPED ({why})");
+            reverb_tests::skip(&format!("{why}: the vault on a small ext4"));
             return None;
         }
     };

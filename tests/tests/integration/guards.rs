@@ -24,10 +24,7 @@ fn an_unmounted_source_halts_the_job_and_a_remount_resumes_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut m = match LoopMount::new(tmp.path(), "ext4", 64, &["-L", "srcdisk"]) {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ({why}): source identity guard");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: source identity guard"),
     };
     let f = Fixture::in_dir(tempfile::tempdir().expect("tempdir"));
     let src = m.mountpoint.join("data");
@@ -108,10 +105,7 @@ fn an_unplugged_vault_is_never_written() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut m = match LoopMount::new(tmp.path(), "ext4", 64, &[]) {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ({why}): vault identity guard");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: vault identity guard"),
     };
     let f = Fixture::new();
     fs::write(f.src.join("a"), b"a").expect("write");
@@ -221,10 +215,7 @@ fn keep_complete_false_keeps_only_what_changed_since_the_start() {
 
 #[test]
 fn a_mount_over_the_vault_during_a_run_cannot_redirect_writes() {
-    if !reverb_tests::is_root() {
-        eprintln!("SKIPPED (needs root to mount): mount over the vault during a run");
-        return;
-    }
+    reverb_tests::require_root!("mount over the vault during a run");
     let f = Fixture::new();
     fs::write(f.src.join("seed"), b"seed").expect("write");
     f.first();

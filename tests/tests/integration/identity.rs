@@ -1,6 +1,7 @@
 //! Filesystem identity (docs/identity.md) and `reverb-mountwatch` (docs/cli.md) against real mounts:
 //! loop-mounted ext4/btrfs/xfs images, tmpfs, bind and moved mounts. Tests that need root or
-//! a mkfs print `SKIPPED (reason)` and return.
+//! a mkfs skip through `reverb_tests::skip` (`SKIPPED (reason)`, a failure under
+//! `REVERB_TESTS_STRICT=1`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,10 +20,7 @@ macro_rules! loop_mount_or_skip {
     ($dir:expr, $fs:expr, $mib:expr, $args:expr) => {
         match LoopMount::new($dir, $fs, $mib, $args) {
             Ok(m) => m,
-            Err(why) => {
-                eprintln!("SKIPPED ({why})");
-                return;
-            }
+            Err(why) => reverb_tests::skip!("{why}: a {} loop mount", $fs),
         }
     };
 }
@@ -64,6 +62,8 @@ fn loop_ext4_has_uuid_and_device() {
             .output()
             .expect("blkid");
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), uuid, "as blkid");
+    } else {
+        reverb_tests::skip("blkid is not installed: the UUID as blkid reads it");
     }
     assert_eq!(
         identity::verify("source", &id, &m.mountpoint).expect("verify"),
@@ -100,10 +100,7 @@ fn labelled_xfs_reports_label() {
 fn new_uuid_keeps_label_match() {
     let dir = tmp();
     let mut m = loop_mount_or_skip!(dir.path(), "ext4", 64, &["-L", "keepme"]);
-    if !have("tune2fs") || !have("e2fsck") {
-        eprintln!("SKIPPED (tune2fs/e2fsck not installed)");
-        return;
-    }
+    reverb_tests::require_programs!(["tune2fs", "e2fsck"], "a new UUID");
     let recorded = FsIdentity::of(&m.mountpoint).expect("identity");
     m.unmount();
     sh(&format!(
@@ -127,10 +124,7 @@ fn new_uuid_keeps_label_match() {
 fn relabel_keeps_uuid_match() {
     let dir = tmp();
     let mut m = loop_mount_or_skip!(dir.path(), "ext4", 64, &["-L", "before"]);
-    if !have("e2label") {
-        eprintln!("SKIPPED (e2label not installed)");
-        return;
-    }
+    reverb_tests::require_programs!(["e2label"], "a new label");
     let recorded = FsIdentity::of(&m.mountpoint).expect("identity");
     m.unmount();
     sh(&format!("e2label {} after", m.device));
@@ -175,10 +169,7 @@ fn tmpfs_is_device_only() {
     let mnt = dir.path().join("t");
     let g = match MountGuard::new(&["-t", "tmpfs", "rvbtmp"], &mnt) {
         Ok(g) => g,
-        Err(why) => {
-            eprintln!("SKIPPED ({why})");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: a tmpfs mount"),
     };
     let id = FsIdentity::of(&mnt).expect("identity");
     assert_eq!(id.device.as_deref(), Some("rvbtmp"));
@@ -470,10 +461,7 @@ fn non_utf8_and_spaced_mountpoint() {
     let mnt = dir.path().join(name);
     let _g = match MountGuard::new(&["-t", "tmpfs", "tmpfs"], &mnt) {
         Ok(g) => g,
-        Err(why) => {
-            eprintln!("SKIPPED ({why})");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: a tmpfs mount"),
     };
     let id = FsIdentity::of(&mnt).expect("identity");
     assert_eq!(id.fstype.as_deref(), Some("tmpfs"));

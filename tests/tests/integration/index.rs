@@ -286,10 +286,7 @@ fn sizes_stay_exact_on(fstype: &str, mib: u64, mkfs: &[&str]) {
     let mut f = Fixture::new();
     let lm = match reverb_tests::LoopMount::new(f._tmp.path(), fstype, mib, mkfs) {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ({why}): sizes on {fstype}");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: sizes on {fstype}"),
     };
     f.vault = lm.mountpoint.join("vault");
     fragment(&lm.mountpoint);

@@ -18,6 +18,8 @@ struct Pipeline {
     watch: Child,
     snap: Child,
     versions: Receiver<String>,
+    /// How many times [`Pipeline::settle`] wrote its marker file (it names the next one).
+    settled: std::cell::Cell<u32>,
 }
 
 impl Pipeline {
@@ -82,24 +84,36 @@ impl Pipeline {
             watch,
             snap,
             versions,
+            settled: std::cell::Cell::new(0),
         }
     }
 
-    /// Waits for at least one version, then for quiet (no new version for a while).
+    /// Waits for at least one version, then until the pipeline has versioned every change
+    /// made so far: a marker file written now reaches a version only after every event
+    /// before it did (reverb-watch reports events in order, reverb-snap builds its batches
+    /// in order). The marker stays in the source, so the checks see it on both sides.
     fn settle(&self, what: &str) -> Vec<String> {
         let first = self
             .versions
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("{what}: no version within 20 s"));
         let mut got = vec![first];
-        let mut until = Instant::now() + Duration::from_millis(1200);
-        while Instant::now() < until {
-            if let Ok(v) = self.versions.recv_timeout(Duration::from_millis(100)) {
-                got.push(v);
-                until = Instant::now() + Duration::from_millis(1200);
+        let n = self.settled.get() + 1;
+        self.settled.set(n);
+        let marker = format!("settled-{n}");
+        fs::write(self.f.src.join(&marker), what).expect("write the marker");
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let v = self.versions.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("{what}: {marker}, written after it, in no version within 20 s: {got:?}")
+            });
+            let has_marker = fs::symlink_metadata(self.f.job_dir().join(&v).join(&marker)).is_ok();
+            got.push(v);
+            if has_marker {
+                return got;
             }
         }
-        got
     }
 
     /// The source, the latest version's restore and a rescan all agree.
@@ -208,16 +222,13 @@ fn moves_into_and_out_of_the_tree_and_archives() {
             sh(&format!("rsync -a {o}/left/ {s}/synced/"))
         });
     } else {
-        eprintln!("SKIPPED (rsync not installed): rsync -a into the tree");
+        reverb_tests::skip("rsync is not installed: rsync -a into the tree");
     }
 }
 
 #[test]
 fn git_checkout_between_branches() {
-    if !have("git") {
-        eprintln!("SKIPPED (git not installed): git checkout");
-        return;
-    }
+    reverb_tests::require_programs!(["git"], "git checkout");
     let p = Pipeline::start(
         |src| {
             let repo = src.join("repo");

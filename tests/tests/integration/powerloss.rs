@@ -194,10 +194,7 @@ fn every_real_entry_of_a_small_version_is_synced_before_the_rename() {
     let synced = match snap_synced(&f) {
         Ok(Some(s)) => s,
         Ok(None) => return, // the whole filesystem was synced
-        Err(why) => {
-            eprintln!("SKIPPED (strace: {why})");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: what a small version syncs"),
     };
     let current = fs::read_link(f.job_dir().join("current")).expect("current");
     let real = real_part(&f.job_dir().join(current));
@@ -737,8 +734,7 @@ fn sample(default: usize) -> Option<usize> {
 /// every finding.
 fn sweep(fstype: &str, default_sample: usize) {
     if let Some(why) = blockreplay::unavailable(fstype) {
-        eprintln!("SKIPPED ({fstype} power-loss sweep: {why})");
-        return;
+        reverb_tests::skip!("{why}: the {fstype} power-loss sweep");
     }
     let blocklog = blocklog();
     let started = std::time::Instant::now();

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Command;
 
 use reverb_tests::model::CaptureOpts;
-use reverb_tests::{Fixture, LoopMount, have, is_root, sh};
+use reverb_tests::{Fixture, LoopMount, require_programs, require_root, sh};
 
 fn shared_extents(path: &std::path::Path) -> bool {
     let o = Command::new("filefrag")
@@ -19,21 +19,12 @@ fn shared_extents(path: &std::path::Path) -> bool {
 }
 
 fn run_on(fstype: &str, size_mib: u64, expect_reflink: bool) {
-    if !is_root() {
-        eprintln!("SKIPPED (needs root for loop devices): reflink on {fstype}");
-        return;
-    }
-    if !have("filefrag") {
-        eprintln!("SKIPPED (filefrag not installed): reflink on {fstype}");
-        return;
-    }
+    require_root!(format!("loop devices: reflink on {fstype}"));
+    require_programs!(["filefrag"], format!("reflink on {fstype}"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let m = match LoopMount::new(tmp.path(), fstype, size_mib, &[]) {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ({why}): reflink on {fstype}");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: reflink on {fstype}"),
     };
     let inner = tempfile::tempdir_in(&m.mountpoint).expect("tempdir on the loop fs");
     let f = Fixture::in_dir(inner);
@@ -90,10 +81,7 @@ fn ext4_falls_back_to_a_sparse_copy() {
 
 #[test]
 fn tmpfs_falls_back_to_a_sparse_copy() {
-    if !is_root() {
-        eprintln!("SKIPPED (needs root to mount tmpfs): tmpfs fallback");
-        return;
-    }
+    require_root!("mount a tmpfs: tmpfs fallback");
     let tmp = tempfile::tempdir().expect("tempdir");
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).expect("mkdir");

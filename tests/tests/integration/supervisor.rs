@@ -82,15 +82,8 @@ fn versions(job_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {secs} s waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, secs: u64, ok: impl FnMut() -> bool) {
+    reverb_tests::wait_until(Duration::from_secs(secs), what, ok);
 }
 
 struct Setup {
@@ -386,10 +379,7 @@ fn a_lost_source_pauses_the_job_until_it_returns() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut m = match reverb_tests::LoopMount::new(tmp.path(), "ext4", 64, &["-L", "paused"]) {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ({why}): supervisor pause on a lost source");
-            return;
-        }
+        Err(why) => reverb_tests::skip!("{why}: supervisor pause on a lost source"),
     };
     let src = m.mountpoint.join("data");
     fs::create_dir(&src).expect("mkdir");
@@ -407,12 +397,41 @@ fn a_lost_source_pauses_the_job_until_it_returns() {
     .expect("config");
     let job = vault.join("lp");
     let journal = || fs::read_to_string(job.join("journal.tsv")).unwrap_or_default();
-    let sup = Supervisor::start(&config);
+    let runtime = tmp.path().join("runtime");
+    let sup = Supervisor::start_in(&config, &runtime);
     wait_for("first version", 20, || versions(&job).len() == 1);
     wait_for("watching", 20, || journal().contains("\twatching"));
     m.unmount();
     wait_for("the job pauses", 20, || journal().contains("\tpaused\t"));
-    std::thread::sleep(Duration::from_millis(1500));
+    // A paused job checks again on every change of the mount table. Change it (a tmpfs
+    // mounted and unmounted, again until seen) until the supervisor has checked the job
+    // since the unmount: its live state then says the source is missing. No version may
+    // come of the check.
+    let nudge_at = tmp.path().join("nudge");
+    let mut nudge: Option<reverb_tests::MountGuard> = None;
+    let st = wait_for_status(
+        &config,
+        &runtime,
+        "a check of the paused job after the unmount",
+        20,
+        |st| {
+            nudge = match nudge.take() {
+                Some(mounted) => {
+                    drop(mounted);
+                    None
+                }
+                None => Some(
+                    reverb_tests::MountGuard::new(&["-t", "tmpfs", "tmpfs"], &nudge_at)
+                        .expect("mount a tmpfs"),
+                ),
+            };
+            st["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("source missing"))
+        },
+    );
+    drop(nudge);
+    assert_eq!(st["state"], "paused", "{st}");
     assert_eq!(
         versions(&job).len(),
         1,
@@ -606,6 +625,23 @@ fn live_status(config: &Path, runtime: &Path) -> (serde_json::Value, Option<i32>
     (serde_json::from_str(&line).expect("json"), o.status.code())
 }
 
+/// Waits until `reverberator status --json` for the one job of `config` meets `cond`, and
+/// returns that status; a timeout shows the last one seen.
+fn wait_for_status(
+    config: &Path,
+    runtime: &Path,
+    what: &str,
+    secs: u64,
+    mut cond: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    reverb_tests::wait_until_observed(
+        Duration::from_secs(secs),
+        what,
+        || live_status(config, runtime).0,
+        |st| cond(st),
+    )
+}
+
 #[test]
 fn status_shows_the_live_state_and_exits_1_when_failing() {
     let s = Setup::new(&["live"], "");
@@ -623,15 +659,15 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
     let runtime = s.tmp.path().join("runtime");
     let start = || Supervisor::start_in(&s.config, &runtime);
     let sup = start();
-    wait_for("watching", 30, || {
-        live_status(&s.config, &runtime).0["state"] == "watching"
+    wait_for_status(&s.config, &runtime, "watching", 30, |st| {
+        st["state"] == "watching"
     });
     let (st, code) = live_status(&s.config, &runtime);
     assert_eq!(code, Some(0), "{st}");
     assert_eq!(st["versions"], 1);
     fs::write(src.join("f0"), b"changed").expect("write");
-    wait_for("waiting", 20, || {
-        live_status(&s.config, &runtime).0["state"] == "waiting"
+    wait_for_status(&s.config, &runtime, "waiting", 20, |st| {
+        st["state"] == "waiting"
     });
     let (st, _) = live_status(&s.config, &runtime);
     assert!(st["pending"].as_u64() >= Some(1), "{st}");
@@ -647,8 +683,8 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
         fs::remove_file(src.join(format!("f{i}"))).expect("rm");
     }
     let sup = start();
-    wait_for("failing", 30, || {
-        live_status(&s.config, &runtime).0["state"] == "failing"
+    wait_for_status(&s.config, &runtime, "failing", 30, |st| {
+        st["state"] == "failing"
     });
     let (st, code) = live_status(&s.config, &runtime);
     assert_eq!(code, Some(1), "status exits 1 while a job fails: {st}");
@@ -662,10 +698,11 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
         st["next_retry"].is_string() && st["since"].is_string(),
         "{st}"
     );
-    // Retried (after 1 s, then 2 s), the same failure keeps its `since` and is journaled once.
-    std::thread::sleep(Duration::from_millis(3500));
-    let (later, _) = live_status(&s.config, &runtime);
-    assert_eq!(later["state"], "failing", "{later}");
+    // Retried (after 1 s: a new `next_retry`, written when the retry failed), the same
+    // failure keeps its `since` and is journaled once.
+    let later = wait_for_status(&s.config, &runtime, "a retry that failed again", 30, |l| {
+        l["state"] == "failing" && l["next_retry"] != st["next_retry"]
+    });
     assert_eq!(later["since"], st["since"], "a retry reset since: {later}");
     let journal = fs::read_to_string(s.job_dir("live").join("journal.tsv")).expect("journal");
     let logged = journal
@@ -702,8 +739,8 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
     let resolve = st["resolve"].as_str().expect("resolve").to_owned();
     run_resolve(&resolve, &runtime);
     assert_eq!(versions(&s.job_dir("live")).len(), 3, "the forced version");
-    wait_for("watching again", 30, || {
-        live_status(&s.config, &runtime).0["state"] == "watching"
+    wait_for_status(&s.config, &runtime, "watching again", 30, |st| {
+        st["state"] == "watching"
     });
     assert_eq!(sup.stop().code(), Some(0));
     // A changed source in the configuration: failing, until `snap --source NEW --force`.
@@ -717,9 +754,13 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
     )
     .expect("config");
     let sup = start();
-    wait_for("failing on the changed source", 30, || {
-        live_status(&s.config, &runtime).0["state"] == "failing"
-    });
+    wait_for_status(
+        &s.config,
+        &runtime,
+        "failing on the changed source",
+        30,
+        |st| st["state"] == "failing",
+    );
     let (st, _) = live_status(&s.config, &runtime);
     let resolve = st["resolve"].as_str().expect("resolve").to_owned();
     assert!(
@@ -727,8 +768,8 @@ fn status_shows_the_live_state_and_exits_1_when_failing() {
         "{st}"
     );
     run_resolve(&resolve, &runtime);
-    wait_for("watching the new source", 30, || {
-        live_status(&s.config, &runtime).0["state"] == "watching"
+    wait_for_status(&s.config, &runtime, "watching the new source", 30, |st| {
+        st["state"] == "watching"
     });
     let dest = s.tmp.path().join("restored-moved");
     cmd("reverb-restore")
@@ -781,7 +822,13 @@ fn a_second_supervisor_exits_75_naming_the_first_or_waits() {
         .spawn()
         .map(|child| Supervisor { child })
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Queued: its job is paused, journaled naming the supervisor it waits for.
+    let holder = format!("another supervisor (pid {})", first.child.id());
+    wait_for("the second supervisor to pause the job", 30, || {
+        journal_of(&s.job_dir("one"))
+            .lines()
+            .any(|l| l.contains("\tpaused\t") && l.contains(&holder))
+    });
     assert!(
         waiting.child.try_wait().expect("wait").is_none(),
         "--wait queues instead of exiting"
@@ -867,13 +914,13 @@ fn sigterm_takes_a_last_version_of_pending_changes() {
     fs::write(&s.config, text).expect("config");
     let runtime = s.tmp.path().join("runtime");
     let sup = Supervisor::start_in(&s.config, &runtime);
-    wait_for("watching", 30, || {
-        live_status(&s.config, &runtime).0["state"] == "watching"
+    wait_for_status(&s.config, &runtime, "watching", 30, |st| {
+        st["state"] == "watching"
     });
     fs::write(s.src("term").join("just-before-sigterm"), b"keep me").expect("write");
     fs::write(s.src("term").join("seed"), b"edited too").expect("write");
-    wait_for("the changes are pending", 20, || {
-        live_status(&s.config, &runtime).0["state"] == "waiting"
+    wait_for_status(&s.config, &runtime, "the changes are pending", 20, |st| {
+        st["state"] == "waiting"
     });
     assert_eq!(sup.stop().code(), Some(0), "SIGTERM exits 0");
     assert_eq!(
@@ -944,15 +991,14 @@ fn status_shows_a_long_first_copy_as_copying_with_progress() {
     ));
     let runtime = s.tmp.path().join("runtime");
     let sup = Supervisor::start_in(&s.config, &runtime);
-    wait_for("copying with progress", 60, || {
-        let (st, _) = live_status(&s.config, &runtime);
+    wait_for_status(&s.config, &runtime, "copying with progress", 60, |st| {
         st["state"] == "copying"
             && st["detail"]
                 .as_str()
                 .is_some_and(|d| d.contains(" entries, ") && d.contains("copied so far"))
     });
-    wait_for("watching", 120, || {
-        live_status(&s.config, &runtime).0["state"] == "watching"
+    wait_for_status(&s.config, &runtime, "watching", 120, |st| {
+        st["state"] == "watching"
     });
     assert_eq!(versions(&s.job_dir("big")).len(), 1);
     assert_eq!(sup.stop().code(), Some(0));
@@ -964,8 +1010,8 @@ fn an_unmeetable_size_limit_is_failing_with_what_resolves_it() {
     fs::write(s.src("full").join("big"), vec![7u8; 100_000]).expect("write");
     let runtime = s.tmp.path().join("runtime");
     let sup = Supervisor::start_in(&s.config, &runtime);
-    wait_for("failing on the size limit", 30, || {
-        live_status(&s.config, &runtime).0["state"] == "failing"
+    wait_for_status(&s.config, &runtime, "failing on the size limit", 30, |st| {
+        st["state"] == "failing"
     });
     let (st, code) = live_status(&s.config, &runtime);
     assert_eq!(code, Some(1), "{st}");

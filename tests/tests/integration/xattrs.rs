@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 use reverb_tests::ops::{event, snap_changes};
-use reverb_tests::{Fixture, TestCommand, have, is_root, sh, stdout};
+use reverb_tests::{Fixture, TestCommand, is_root, sh, stdout};
 
 /// One attribute change: a shell command run on the entry's path.
 struct Step {
@@ -38,13 +38,15 @@ fn steps() -> Vec<Step> {
     all
 }
 
-/// Are the attr and acl tools there? Prints why not.
+/// Are the attr and acl tools there? Skips (or fails, in strict mode) saying why not.
 fn tools_present() -> bool {
-    let ok = have("setfattr") && have("getfattr") && have("setfacl") && have("getfacl");
-    if !ok {
-        eprintln!("SKIPPED (setfattr/getfattr/setfacl/getfacl not installed): xattr-only changes");
+    match reverb_tests::missing_programs(&["setfattr", "getfattr", "setfacl", "getfacl"]) {
+        None => true,
+        Some(missing) => {
+            reverb_tests::skip(&format!("not installed: {missing}: xattr-only changes"));
+            false
+        }
     }
-    ok
 }
 
 /// `program args path`'s stdout without its `# file:` line (the path differs).
@@ -149,10 +151,25 @@ fn an_xattr_or_acl_change_alone_is_versioned_after_a_rescan() {
     each_step(|f, _| f.rescan());
 }
 
-/// More than the 2 s timestamp tick, so that a file's last change is clearly older than
-/// the version taken after it.
-fn past_the_tick() {
-    std::thread::sleep(std::time::Duration::from_millis(3500));
+/// Waits until a version taken now is stamped more than the 2 s timestamp tick after the
+/// last change (ctime or mtime) of each of `paths`, so that their changes are clearly older
+/// than that version (a version's stamp is to the second). Time must pass here, no event
+/// says so: at most 3 s, from a second boundary on.
+fn past_the_tick(paths: &[&Path]) {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, UNIX_EPOCH};
+    let last_change = paths
+        .iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(p).expect("stat");
+            let at = |secs: i64, nanos: i64| {
+                UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.max(0) as u32)
+            };
+            at(m.ctime(), m.ctime_nsec()).max(at(m.mtime(), m.mtime_nsec()))
+        })
+        .max()
+        .expect("a path");
+    reverb_tests::wait_for_clock(reverb_tests::whole_seconds_after(last_change, 2));
 }
 
 /// A file last touched well before its version still gets an xattr change versioned by a
@@ -167,7 +184,7 @@ fn an_xattr_change_to_a_file_older_than_its_version_is_versioned_after_a_rescan(
         fs::write(f.src.join(name), name).expect("write");
         set_user_a(&f.src.join(name), "1");
     }
-    past_the_tick();
+    past_the_tick(&[&f.src.join("old"), &f.src.join("untouched")]);
     assert!(!f.first().is_empty(), "a first version");
     assert_eq!(f.rescan(), "", "nothing changed: no version");
     set_user_a(&f.src.join("old"), "2");
@@ -203,7 +220,7 @@ fn an_xattr_change_no_event_reported_is_found_by_a_rescan_after_a_retirement() {
     assert!(!f.first().is_empty(), "a first version");
     // The change no event reports, then a version of another change only.
     set_user_a(&f.src.join("f"), "2");
-    past_the_tick();
+    past_the_tick(&[&f.src.join("f")]);
     fs::write(f.src.join("g"), b"g v2").expect("write");
     let lines = [event("modify", "file", Path::new("g"), None)];
     let v2 = stdout(&snap_changes(&f, &lines, &[]).assert_success())
