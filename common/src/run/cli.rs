@@ -21,8 +21,9 @@ pub fn finish(tool: &str, result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("{tool}: {}", one_line(&err));
+            // The record first: the error's line stays the last one a reader sees.
             leave_blocker(&err);
+            eprintln!("{tool}: {}", one_line(&err));
             exit_code(&err)
         }
     }
@@ -43,9 +44,18 @@ fn leave_blocker(err: &anyhow::Error) {
     else {
         return;
     };
-    if let Ok(text) = serde_json::to_vec(&blocker)
-        && let Err(e) = crate::fsutil::write_atomic(std::path::Path::new(&path), &text)
-    {
+    let path = std::path::Path::new(&path);
+    let written = serde_json::to_vec(&blocker)
+        .map_err(std::io::Error::other)
+        .and_then(|text| {
+            // The supervisor's runtime directory may not exist yet (a watch that fails at
+            // once fails before the first live state is written).
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::fsutil::write_atomic(path, &text).map_err(std::io::Error::other)
+        });
+    if let Err(e) = written {
         crate::error::warn(&format!("cannot leave the failure record: {e}"));
     }
 }
