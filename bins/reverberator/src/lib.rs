@@ -414,7 +414,8 @@ fn state_detail(st: &porcelain::JobStatus) -> String {
     };
     match &st.state {
         JobState::Waiting { pending, due } => format!(
-            " ({pending} changes, version due by {})",
+            " ({pending} {}, version due by {})",
+            if *pending == 1 { "change" } else { "changes" },
             due.as_deref().unwrap_or("-")
         ),
         JobState::Copying { progress } => format!(" ({progress})"),
