@@ -48,12 +48,12 @@ pub mod exit {
 
 /// The TSV dialect (docs/format.md#text-files).
 pub mod tsv {
-    pub use crate::format::tsv::{escape, escape_os, join, split};
+    pub use crate::format::tsv::{escape, escape_os, join, split, unescape_os};
 }
 
 /// Times as the vault writes them.
 pub mod time {
-    pub use crate::format::time::human_age;
+    pub use crate::format::time::{human_age, parse_rfc3339, rfc3339_millis};
 }
 
 /// index.tsv.
@@ -113,7 +113,16 @@ pub mod lock {
 
 /// Reading version trees through vault links.
 pub mod tree {
-    pub use crate::vault::tree::{Lookalikes, link_text, vault_links};
+    pub use crate::vault::tree::{Links, Lookalikes, Node, Visitor, Walk, link_text, vault_links};
+}
+
+/// What the web interface reads: jobs, a directory of a version, one entry opened without
+/// leaving its version, the journal's summary.
+pub mod browse {
+    pub use crate::run::browse::{
+        FoundJob, JournalSummary, Kind, Listed, Located, inside_version, journal_summary, jobs,
+        list, locate, open_in,
+    };
 }
 
 /// Checking and recounting a job.
@@ -194,7 +203,7 @@ pub mod porcelain {
     pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
     pub use crate::run::live::JobState;
     pub use crate::run::porcelain::{
-        IdentityReport, JobStatus, RoleIdentity, changed_during_copy, diff, history, rel_arg,
+        HistoryRow, IdentityReport, JobStatus, RoleIdentity, changed_during_copy, diff, history, rel_arg,
         status,
     };
 }

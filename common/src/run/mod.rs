@@ -3,11 +3,12 @@
 //! Owns the user's configuration file ([`config`]), which job a program acts on
 //! ([`selection`]), what `reverb-snap` does around a build (new jobs, journaling event
 //! batches: [`batch`]), the supervisor ([`supervisor`]) its live state ([`live`]) and what it tells systemd ([`notify`]), the read-only porcelain queries
-//! ([`porcelain`], [`find`]), the flags the vault programs share ([`args`]) and the exit-code/stdout
+//! ([`porcelain`], [`find`]) and what the web interface reads ([`browse`]), the flags the vault programs share ([`args`]) and the exit-code/stdout
 //! helpers every binary's thin `main` uses ([`cli`]).
 
 pub(crate) mod args;
 pub(crate) mod batch;
+pub(crate) mod browse;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod data_check;
