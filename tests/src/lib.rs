@@ -32,6 +32,7 @@ pub mod ops;
 mod skipping;
 pub mod thinning;
 mod wait;
+pub mod web;
 
 pub use bins::{ExclusiveKernel, bin, bin_dir, exclusive_kernel};
 pub use command::{TestCommand, listing, report};

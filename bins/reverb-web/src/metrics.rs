@@ -68,7 +68,7 @@ pub fn render(jobs: &[FoundJob]) -> Result<String, std::fmt::Error> {
         }
         versions.get_or_create(&job()).set(clamp(st.versions as u64));
         bytes.get_or_create(&job()).set(clamp(st.size_bytes));
-        if let Some(l) = st.size_limit {
+        if let Some(l) = j.settings().vault_size_limit.or(st.size_limit) {
             limit.get_or_create(&job()).set(clamp(l));
         }
         pending.get_or_create(&job()).set(clamp(st.pending()));

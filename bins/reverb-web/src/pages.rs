@@ -206,7 +206,7 @@ fn job_rows(jobs: &[FoundJob]) -> Markup {
                     }
                 }
                 td.num.wide { (st.versions) }
-                td { (size_cell(st.size_bytes, st.size_limit)) }
+                td { (size_cell(st.size_bytes, j.settings().vault_size_limit.or(st.size_limit))) }
                 td.num.wide { (st.pending()) }
             }
         }
@@ -291,7 +291,7 @@ async fn timeline(
             (crumbs(&j, None, Path::new("")))
             div.box {
                 (state_cell(&st))
-                " · " (rows.len()) " versions · " (size_cell(st.size_bytes, st.size_limit))
+                " · " (rows.len()) " versions · " (size_cell(st.size_bytes, settings.vault_size_limit.or(st.size_limit)))
             }
             @if rows.is_empty() {
                 div.box { "No version yet." }
@@ -988,15 +988,9 @@ async fn restore_post(
         let j = find_job(&app, &job)?;
         let rows = rows_of(&j)?;
         let row = version_of(&rows, &f.version)?.clone();
-        let outcome = restore_into(&app, &j, &row, &f);
-        let status = if outcome.is_ok() {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        let done = match outcome {
-            Ok(msg) => html! { div.box.ok #restored { (msg) } },
-            Err(e) => html! { div.box.err #refused { (e.message) } },
+        let (status, done) = match restore_into(&app, &j, &row, &f) {
+            Ok(msg) => (StatusCode::OK, html! { div.box.ok #restored { (msg) } }),
+            Err(e) => (e.status, html! { div.box.err #refused { (e.message) } }),
         };
         let page = render::page(
             &format!("Restore from {}", j.name),

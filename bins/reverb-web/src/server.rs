@@ -10,8 +10,8 @@
 //!   our own, is refused (403) before the handler runs.
 //! - A raw path holding an encoded `/`, `\` or NUL (`%2F`, `%5C`, `%00`) is refused: a
 //!   path name never hides a separator.
-//! - Every response says `no-store`, `nosniff`, no framing, no referrer (the token of the
-//!   first URL must not leak), and a CSP that allows only our own script.
+//! - Every response says `no-store`, `nosniff`, no framing, no referrer to other sites
+//!   (the token of the first URL must not leak), and a CSP that allows only our own script.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -267,7 +267,7 @@ fn with_headers(mut resp: Response) -> Response {
     set(h, header::CACHE_CONTROL, "no-store");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(
         h,
         header::CONTENT_SECURITY_POLICY,
@@ -327,11 +327,11 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 /// browser would have said).
 fn cross_site(headers: &HeaderMap) -> bool {
     let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
-    if let Some(site) = get("sec-fetch-site")
-        && site != "same-origin"
-        && site != "none"
-    {
-        return true;
+    // A browser that says where a request comes from is believed (it also sends
+    // `Origin: null` for its own forms under some referrer policies); otherwise the
+    // origin, when there is one, must be ours.
+    if let Some(site) = get("sec-fetch-site") {
+        return site != "same-origin" && site != "none";
     }
     if let Some(origin) = get("origin") {
         let host = get("host").unwrap_or("");

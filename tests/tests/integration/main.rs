@@ -31,4 +31,5 @@ mod unreadable;
 mod watch;
 mod watch_limits;
 mod watch_support;
+mod web;
 mod xattrs;
