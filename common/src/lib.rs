@@ -120,7 +120,7 @@ pub mod tree {
 /// leaving its version, the journal's summary.
 pub mod browse {
     pub use crate::run::browse::{
-        FoundJob, JournalSummary, Kind, Listed, Located, inside_version, journal_summary, jobs,
+        FoundJob, JournalSummary, Kind, Listed, Located, inside_version, jobs, journal_summary,
         list, locate, open_in,
     };
 }
@@ -203,8 +203,8 @@ pub mod porcelain {
     pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
     pub use crate::run::live::JobState;
     pub use crate::run::porcelain::{
-        HistoryRow, IdentityReport, JobStatus, RoleIdentity, changed_during_copy, diff, history, rel_arg,
-        status,
+        HistoryRow, IdentityReport, JobStatus, RoleIdentity, changed_during_copy, diff, history,
+        rel_arg, status,
     };
 }
 

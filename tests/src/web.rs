@@ -133,7 +133,13 @@ impl Http {
     }
 
     /// A request with extra headers and a body.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let host = self.base.trim_start_matches("http://").to_owned();
         let mut s = TcpStream::connect(&host).expect("connect to reverb-web");
         s.set_read_timeout(Some(Duration::from_secs(120))).ok();
@@ -173,7 +179,11 @@ fn parse_reply(raw: &[u8]) -> Reply {
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
     Reply {
         status,
         headers,
@@ -188,7 +198,11 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
             return out;
         };
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&rest[..eol]).split(';').next().unwrap_or("0").trim(),
+            String::from_utf8_lossy(&rest[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
             16,
         )
         .unwrap_or(0);
@@ -370,12 +384,20 @@ impl Browser {
 
     /// Clicks an element.
     pub fn click(&self, element: &str) {
-        self.session_call("POST", &format!("/element/{element}/click"), Some(json!({})));
+        self.session_call(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
     }
 
     /// Types into an element (after clearing it).
     pub fn type_into(&self, element: &str, text: &str) {
-        self.session_call("POST", &format!("/element/{element}/clear"), Some(json!({})));
+        self.session_call(
+            "POST",
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        );
         self.session_call(
             "POST",
             &format!("/element/{element}/value"),

@@ -37,7 +37,11 @@ pub struct Args {
     pub vault: Option<PathBuf>,
     /// Where to listen: `ADDR:PORT`, or `unix:PATH` for a Unix socket (mode 0600, no token:
     /// the socket's mode protects it).
-    #[arg(long, value_name = "ADDR:PORT|unix:PATH", default_value = "127.0.0.1:8417")]
+    #[arg(
+        long,
+        value_name = "ADDR:PORT|unix:PATH",
+        default_value = "127.0.0.1:8417"
+    )]
     pub listen: String,
     /// Print the URL to open (with the token) on stdout once listening.
     #[arg(long)]

@@ -66,7 +66,9 @@ pub fn render(jobs: &[FoundJob]) -> Result<String, std::fmt::Error> {
         {
             last.get_or_create(&job()).set(t.as_secs_f64());
         }
-        versions.get_or_create(&job()).set(clamp(st.versions as u64));
+        versions
+            .get_or_create(&job())
+            .set(clamp(st.versions as u64));
         bytes.get_or_create(&job()).set(clamp(st.size_bytes));
         if let Some(l) = j.settings().vault_size_limit.or(st.size_limit) {
             limit.get_or_create(&job()).set(clamp(l));

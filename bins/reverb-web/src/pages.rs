@@ -227,6 +227,7 @@ fn state_cell(st: &JobStatus) -> Markup {
                 div.why.muted { (pending) " changes" @if let Some(d) = due { ", version by " (when(d)) } }
             }
             JobState::Copying { progress } => { div.why.muted { (progress) } }
+            JobState::Stopped => { div.why.muted { "no supervisor is watching it (" code { "reverberator run" } ")" } }
             JobState::Watching { fallback: Some(how) } => { div.why.muted { (how) } }
             JobState::Paused { why } => {
                 div.why { (why) }
@@ -463,7 +464,10 @@ async fn browse_any(
 }
 
 /// The neighbours of `row` in `rows`.
-fn neighbours<'r>(rows: &'r [IndexRow], row: &IndexRow) -> (Option<&'r IndexRow>, Option<&'r IndexRow>) {
+fn neighbours<'r>(
+    rows: &'r [IndexRow],
+    row: &IndexRow,
+) -> (Option<&'r IndexRow>, Option<&'r IndexRow>) {
     let i = rows.iter().position(|r| r.version == row.version);
     (
         i.and_then(|i| i.checked_sub(1)).map(|i| &rows[i]),
@@ -654,12 +658,16 @@ async fn raw(
         let rows = rows_of(&j)?;
         let row = version_of(&rows, &version)?.clone();
         let lookalikes = Lookalikes::load(&j.dir.path)?;
-        let at = browse::locate(&j.dir, &lookalikes, &row.dir, &rel)?
-            .ok_or_else(|| WebError::not_found(format!("{} is not in V{}", shown(&rel), row.version)))?;
+        let at = browse::locate(&j.dir, &lookalikes, &row.dir, &rel)?.ok_or_else(|| {
+            WebError::not_found(format!("{} is not in V{}", shown(&rel), row.version))
+        })?;
         if at.kind != Kind::File {
             return Err(WebError::new(
                 StatusCode::FORBIDDEN,
-                format!("{} is not a regular file: only files are served (a link is never followed)", shown(&rel)),
+                format!(
+                    "{} is not a regular file: only files are served (a link is never followed)",
+                    shown(&rel)
+                ),
             ));
         }
         let head = read_head(&j, &at, 8 << 10)?;
@@ -671,10 +679,19 @@ async fn raw(
         Looks::Text if !download => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     };
-    let name = at.rel.file_name().unwrap_or(OsStr::new("file")).as_bytes().to_vec();
+    let name = at
+        .rel
+        .file_name()
+        .unwrap_or(OsStr::new("file"))
+        .as_bytes()
+        .to_vec();
     let disposition = format!(
         "{}; filename*=UTF-8''{}",
-        if kind == "application/octet-stream" { "attachment" } else { "inline" },
+        if kind == "application/octet-stream" {
+            "attachment"
+        } else {
+            "inline"
+        },
         render::enc(&name)
     );
     let len = at.meta.len();
@@ -692,7 +709,9 @@ async fn raw(
     // A file of the vault is never a page of ours: no script, no form, no plugin.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
+        HeaderValue::from_static(
+            "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+        ),
     );
     Ok(resp)
 }
@@ -710,8 +729,9 @@ async fn tar(
         let rows = rows_of(&j)?;
         let row = version_of(&rows, &version)?.clone();
         let lookalikes = Lookalikes::load(&j.dir.path)?;
-        let at = browse::locate(&j.dir, &lookalikes, &row.dir, &rel)?
-            .ok_or_else(|| WebError::not_found(format!("{} is not in V{}", shown(&rel), row.version)))?;
+        let at = browse::locate(&j.dir, &lookalikes, &row.dir, &rel)?.ok_or_else(|| {
+            WebError::not_found(format!("{} is not in V{}", shown(&rel), row.version))
+        })?;
         Ok((j, row, at))
     })
     .await?;
@@ -720,12 +740,14 @@ async fn tar(
         None => PathBuf::from(format!("{}-V{}", j.dir.folder, row.version)),
     };
     let name = format!("{}.tar", top.to_string_lossy());
-    let body = tarball::streamed(move |out| {
-        tarball::write_tar(&j.dir, &at.phys, &at.rel, &top, out)
-    });
+    let body =
+        tarball::streamed(move |out| tarball::write_tar(&j.dir, &at.phys, &at.rel, &top, out));
     let mut resp = body.into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename*=UTF-8''{}",
         render::enc(name.as_bytes())
@@ -1003,7 +1025,12 @@ async fn restore_post(
 
 /// Restores as `reverb-restore` does (the same library call), into a new or empty
 /// directory outside every vault; returns what to tell.
-fn restore_into(app: &App, j: &FoundJob, row: &IndexRow, f: &RestoreForm) -> Result<String, WebError> {
+fn restore_into(
+    app: &App,
+    j: &FoundJob,
+    row: &IndexRow,
+    f: &RestoreForm,
+) -> Result<String, WebError> {
     let dest = PathBuf::from(f.dest.trim());
     if !dest.is_absolute() {
         return Err(WebError::bad(
@@ -1080,7 +1107,8 @@ fn restore_body(
 pub async fn metrics(State(app): AppState) -> Result<Response, WebError> {
     let text = blocking(move || {
         let jobs = all_jobs(&app)?;
-        prom::render(&jobs).map_err(|e| WebError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        prom::render(&jobs)
+            .map_err(|e| WebError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await?;
     Ok((

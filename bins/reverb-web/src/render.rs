@@ -131,7 +131,12 @@ pub fn shown(rel: &Path) -> String {
 
 /// The link to browse `rel` of `version` of the job in folder `job`.
 pub fn browse_href(job: &str, version: &str, rel: &Path) -> String {
-    format!("/job/{}/v/{}/{}", enc_query(job), enc_query(version), enc_path(rel))
+    format!(
+        "/job/{}/v/{}/{}",
+        enc_query(job),
+        enc_query(version),
+        enc_path(rel)
+    )
 }
 
 /// The link to a path's history.
@@ -231,12 +236,15 @@ pub fn timeline_svg(job: &str, points: &[Point<'_>]) -> Markup {
     let (lo, hi) = times
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), t| (l.min(*t), h.max(*t)));
-    let span = (hi - lo).max(1.0);
-    let x_of = |t: f64| {
+    // Versions all taken within a minute are spread evenly (a time axis would stack them).
+    let even = hi - lo < 60.0;
+    let x_of = |i: usize, t: f64| {
         if points.len() <= 1 {
             W / 2.0
+        } else if even {
+            LEFT + i as f64 / (points.len() - 1) as f64 * (W - LEFT - RIGHT)
         } else {
-            LEFT + (t - lo) / span * (W - LEFT - RIGHT)
+            LEFT + (t - lo) / (hi - lo) * (W - LEFT - RIGHT)
         }
     };
     let max_log = points
@@ -253,8 +261,9 @@ pub fn timeline_svg(job: &str, points: &[Point<'_>]) -> Markup {
         r##"<line x1="{LEFT}" y1="{BASE}" x2="{}" y2="{BASE}" stroke="#9aa5b1" stroke-width="1"/>"##,
         W - RIGHT
     );
-    for (p, t) in points.iter().zip(&times) {
-        let x = x_of(*t);
+    let label_every = points.len().div_ceil(24).max(1);
+    for (i, (p, t)) in points.iter().zip(&times).enumerate() {
+        let x = x_of(i, *t);
         let h = ((p.row.held_bytes + 1) as f64).log2() / max_log * (BASE - TOP - 10.0);
         let kept = p.decision.is_none_or(|d| d.action == Action::Keep);
         let colour = if kept { "#1b7a3d" } else { "#9aa5b1" };
@@ -271,11 +280,7 @@ pub fn timeline_svg(job: &str, points: &[Point<'_>]) -> Markup {
             size(p.row.held_bytes)
         );
         if p.changed_during_copy > 0 {
-            let _ = write!(
-                title,
-                "; {} changed during copy",
-                p.changed_during_copy
-            );
+            let _ = write!(title, "; {} changed during copy", p.changed_during_copy);
         }
         let href = browse_href(job, &p.row.dir, Path::new(""));
         let _ = write!(
@@ -293,14 +298,23 @@ pub fn timeline_svg(job: &str, points: &[Point<'_>]) -> Markup {
         }
         let _ = write!(
             svg,
-            r##"<circle cx="{x:.1}" cy="{BASE}" r="5.5" fill="{colour}" stroke="#fff" stroke-width="1.5"/></a>"##
+            r##"<circle cx="{x:.1}" cy="{BASE}" r="5.5" fill="{colour}" stroke="#fff" stroke-width="1.5"/>"##
         );
+        if i % label_every == 0 || i + 1 == points.len() {
+            let _ = write!(
+                svg,
+                r##"<text x="{x:.1}" y="{}" font-size="11" fill="#243b53" text-anchor="middle" font-family="sans-serif">V{}</text>"##,
+                BASE + 17.0,
+                p.row.version
+            );
+        }
+        svg.push_str("</a>");
     }
     if let (Some(first), Some(last)) = (points.first(), points.last()) {
         let _ = write!(
             svg,
             r##"<text x="{LEFT}" y="{}" font-size="12" fill="#4a5562" font-family="sans-serif">{}</text>"##,
-            BASE + 30.0,
+            BASE + 34.0,
             escape_attr(&when(&first.row.created))
         );
         if points.len() > 1 {
@@ -308,7 +322,7 @@ pub fn timeline_svg(job: &str, points: &[Point<'_>]) -> Markup {
                 svg,
                 r##"<text x="{}" y="{}" font-size="12" fill="#4a5562" text-anchor="end" font-family="sans-serif">{}</text>"##,
                 W - RIGHT,
-                BASE + 30.0,
+                BASE + 34.0,
                 escape_attr(&when(&last.row.created))
             );
         }
@@ -341,6 +355,9 @@ mod tests {
     fn names_are_encoded_whole() {
         assert_eq!(enc(b"a b/c%"), "a%20b%2Fc%25");
         assert_eq!(enc_path(Path::new("x y/z")), "x%20y/z");
-        assert_eq!(escape_attr("<a href=\"x\">"), "&lt;a href=&quot;x&quot;&gt;");
+        assert_eq!(
+            escape_attr("<a href=\"x\">"),
+            "&lt;a href=&quot;x&quot;&gt;"
+        );
     }
 }

@@ -103,7 +103,14 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    rt.block_on(serve(app, listen, metrics_listen, token, args.print_url, jobs.len()))?;
+    rt.block_on(serve(
+        app,
+        listen,
+        metrics_listen,
+        token,
+        args.print_url,
+        jobs.len(),
+    ))?;
     Ok(EXIT_OK)
 }
 
@@ -223,12 +230,8 @@ async fn guarded(State(g): State<Guard>, req: Request, next: Next) -> Response {
             // Keep the token in the cookie and take it out of the address bar.
             let rest = other_query(req.uri().query());
             let to = format!("{}{rest}", req.uri().path());
-            let mut resp = (
-                StatusCode::SEE_OTHER,
-                [(header::LOCATION, to)],
-                "signed in",
-            )
-                .into_response();
+            let mut resp =
+                (StatusCode::SEE_OTHER, [(header::LOCATION, to)], "signed in").into_response();
             if let Ok(v) = HeaderValue::from_str(&format!(
                 "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
             )) {
@@ -460,7 +463,10 @@ mod tests {
             ("host", "127.0.0.1:1"),
             ("origin", "http://evil.example")
         ])));
-        assert!(cross_site(&h(&[("host", "127.0.0.1:1"), ("origin", "null")])));
+        assert!(cross_site(&h(&[
+            ("host", "127.0.0.1:1"),
+            ("origin", "null")
+        ])));
     }
 
     #[test]

@@ -137,7 +137,8 @@ impl TarVisitor<'_, '_> {
             h.set_size(0);
             self.tar.append_link(&mut h, &name, &target)
         } else if ft.is_file() {
-            let file = browse::open_in(self.dir, &node.phys, &node.rel).map_err(io::Error::other)?;
+            let file =
+                browse::open_in(self.dir, &node.phys, &node.rel).map_err(io::Error::other)?;
             let len = file.metadata()?.len();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(len);

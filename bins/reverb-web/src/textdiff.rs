@@ -55,13 +55,13 @@ pub fn diff<'a>(old: &'a str, new: &'a str) -> Vec<Op<'a>> {
                 out.push(Op::Same(ma[i]));
                 i += 1;
                 j += 1;
-            } else if j < m && (i == n || lcs[i * (m + 1) + j + 1] >= lcs[(i + 1) * (m + 1) + j])
-            {
-                out.push(Op::Added(mb[j]));
-                j += 1;
-            } else {
+            } else if i < n && (j == m || lcs[(i + 1) * (m + 1) + j] >= lcs[i * (m + 1) + j + 1]) {
+                // Removed lines come before the lines that replace them, as `diff -u` shows.
                 out.push(Op::Removed(ma[i]));
                 i += 1;
+            } else {
+                out.push(Op::Added(mb[j]));
+                j += 1;
             }
         }
     }
@@ -78,11 +78,7 @@ pub fn hunks<'a>(ops: &[Op<'a>], context: usize) -> Vec<Option<Op<'a>>> {
         .filter(|(_, o)| !matches!(o, Op::Same(_)))
         .map(|(i, _)| i)
         .collect();
-    let near = |i: usize| {
-        changed
-            .iter()
-            .any(|&c| c.abs_diff(i) <= context)
-    };
+    let near = |i: usize| changed.iter().any(|&c| c.abs_diff(i) <= context);
     let mut out = Vec::new();
     let mut gap = false;
     for (i, op) in ops.iter().enumerate() {
@@ -138,7 +134,15 @@ mod tests {
         let changes = ops.iter().filter(|o| !matches!(o, Op::Same(_))).count();
         assert_eq!(changes, 3, "{ops:?}");
         assert_eq!(diff("", "x\n"), vec![Op::Added("x")]);
-        assert!(diff("same\n", "same\n").iter().all(|o| matches!(o, Op::Same(_))));
+        assert_eq!(
+            diff("old\nsame\n", "new\nsame\n"),
+            vec![Op::Removed("old"), Op::Added("new"), Op::Same("same")]
+        );
+        assert!(
+            diff("same\n", "same\n")
+                .iter()
+                .all(|o| matches!(o, Op::Same(_)))
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<String> {
 
 /// Reads an existing token file; one that others may read is refused.
 fn read(path: &Path) -> anyhow::Result<String> {
-    let meta = fs::symlink_metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        fs::symlink_metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }

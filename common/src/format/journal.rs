@@ -53,11 +53,13 @@ pub enum JournalEvent {
     Skipped,
     /// A failure.
     Error,
+    /// A hook command or ping that failed or timed out (the job went on).
+    Hook,
 }
 
 impl JournalEvent {
     /// Every event that is not a raw change, in the order of the docs.
-    pub const NAMED: [JournalEvent; 15] = [
+    pub const NAMED: [JournalEvent; 16] = [
         JournalEvent::Snapshot,
         JournalEvent::Batch,
         JournalEvent::Retire,
@@ -73,6 +75,7 @@ impl JournalEvent {
         JournalEvent::ChangedDuringCopy,
         JournalEvent::Skipped,
         JournalEvent::Error,
+        JournalEvent::Hook,
     ];
 
     /// The column text.
@@ -94,6 +97,7 @@ impl JournalEvent {
             JournalEvent::ChangedDuringCopy => "changed-during-copy",
             JournalEvent::Skipped => "skipped",
             JournalEvent::Error => "error",
+            JournalEvent::Hook => "hook",
         }
     }
 

@@ -49,6 +49,127 @@ pub struct JobSettings {
     /// On SIGTERM, how long the supervisor may take the job's last version.
     #[serde(with = "duration_text")]
     pub stop_timeout: Duration,
+    /// Run after each new version (docs/configuration.md#hooks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_version: Option<HookCommand>,
+    /// Run when the job starts failing (once per distinct failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<HookCommand>,
+    /// Run when a failing job works again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_recovery: Option<HookCommand>,
+    /// A healthchecks-style URL: `GET URL` after a version (and a recovery), `GET URL/fail`
+    /// on a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<String>,
+    /// How long a hook command or a ping may take before it is stopped.
+    #[serde(
+        with = "duration_text",
+        skip_serializing_if = "is_default_hook_timeout"
+    )]
+    pub hook_timeout: Duration,
+}
+
+/// The default `hook_timeout`.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn is_default_hook_timeout(d: &Duration) -> bool {
+    *d == DEFAULT_HOOK_TIMEOUT
+}
+
+/// A hook's command: a program and its arguments, run without a shell. Written as a list
+/// (`["notify-send", "backup failed"]`) or as one string split into words the way a shell
+/// splits them (spaces separate; `'…'` and `"…"` quote; `\` escapes) but with nothing else
+/// of a shell: no variables, globs, pipes or redirections (write `["sh", "-c", "…"]` for those).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "HookText", into = "Vec<String>")]
+pub struct HookCommand(Vec<String>);
+
+impl HookCommand {
+    /// The program and its arguments (never empty).
+    pub fn argv(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<HookCommand> for Vec<String> {
+    fn from(c: HookCommand) -> Vec<String> {
+        c.0
+    }
+}
+
+/// How a hook is written in TOML.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HookText {
+    Words(String),
+    List(Vec<String>),
+}
+
+impl TryFrom<HookText> for HookCommand {
+    type Error = String;
+
+    fn try_from(t: HookText) -> Result<HookCommand, String> {
+        let argv = match t {
+            HookText::Words(text) => split_words(&text)?,
+            HookText::List(list) => list,
+        };
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            return Err("a hook needs a program to run".into());
+        }
+        Ok(HookCommand(argv))
+    }
+}
+
+/// Splits `text` into words as a shell would, without expanding anything.
+pub fn split_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unclosed ' in `{text}`")),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err(format!("unclosed \" in `{text}`")),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unclosed \" in `{text}`")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(format!("a trailing \\ in `{text}`")),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 impl Default for JobSettings {
@@ -70,6 +191,11 @@ impl Default for JobSettings {
             max_delete_ratio: 0.5,
             checksums: true,
             stop_timeout: Duration::from_secs(60),
+            on_version: None,
+            on_failure: None,
+            on_recovery: None,
+            ping_url: None,
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
         }
     }
 }
@@ -103,6 +229,20 @@ impl JobSettings {
             return Err(InvalidSetting {
                 key: "min_snapshot_time",
                 message: "min_snapshot_time is longer than max_snapshot_delay".into(),
+            });
+        }
+        if let Some(url) = &self.ping_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(InvalidSetting {
+                key: "ping_url",
+                message: format!("ping_url `{url}` must start with http:// or https://"),
+            });
+        }
+        if self.hook_timeout.is_zero() {
+            return Err(InvalidSetting {
+                key: "hook_timeout",
+                message: "hook_timeout must be longer than 0".into(),
             });
         }
         for pat in &self.exclude {
@@ -371,6 +511,44 @@ mod tests {
     }
 
     #[test]
+    fn hooks_read_as_words_or_lists() {
+        let s: JobSettings = toml::from_str(
+            "on_version = 'notify-send \"new version\" --urgency=low'\n\
+             on_failure = [\"sh\", \"-c\", \"echo $REVERB_MESSAGE\"]\n\
+             ping_url = \"https://hc.example/abc\"\nhook_timeout = \"5s\"",
+        )
+        .expect("hooks");
+        assert_eq!(
+            s.on_version.as_ref().map(HookCommand::argv),
+            Some(
+                &[
+                    "notify-send".to_owned(),
+                    "new version".into(),
+                    "--urgency=low".into()
+                ][..]
+            )
+        );
+        assert_eq!(
+            s.on_failure.as_ref().map(|c| c.argv().len()),
+            Some(3),
+            "a list is taken as it is"
+        );
+        assert_eq!(s.hook_timeout, Duration::from_secs(5));
+        let back: JobSettings = toml::from_str(&toml::to_string(&s).expect("ser")).expect("de");
+        assert_eq!(back, s);
+        assert_eq!(
+            split_words(r#"a 'b c' "d \"e\"" f\ g $HOME"#).expect("split"),
+            ["a", "b c", "d \"e\"", "f g", "$HOME"]
+        );
+        assert!(split_words("'open").is_err());
+        assert!(toml::from_str::<JobSettings>("on_version = ''").is_err());
+        assert!(toml::from_str::<JobSettings>("on_version = []").is_err());
+        // Defaults are not written into job.toml.
+        let text = toml::to_string(&JobSettings::default()).expect("ser");
+        assert!(!text.contains("hook") && !text.contains("on_"), "{text}");
+    }
+
+    #[test]
     fn a_validation_error_names_its_key_by_type() {
         let with = |f: fn(&mut JobSettings)| {
             let mut s = JobSettings::default();
@@ -382,6 +560,14 @@ mod tests {
         assert_eq!(
             with(|s| s.min_snapshot_time = Duration::from_secs(3600)),
             Err("min_snapshot_time")
+        );
+        assert_eq!(
+            with(|s| s.ping_url = Some("ftp://x".into())),
+            Err("ping_url")
+        );
+        assert_eq!(
+            with(|s| s.hook_timeout = Duration::ZERO),
+            Err("hook_timeout")
         );
         // A pattern that mentions another key is still the exclude key's problem.
         assert_eq!(

@@ -425,7 +425,9 @@ pub fn journal_summary(dir: &JobDir) -> JournalSummary {
                 let Some(v) = journal::snapshot_version(&e.detail) else {
                     continue;
                 };
-                let began = v.split_once('-').and_then(|(_, stamp)| time::parse_stamp(stamp));
+                let began = v
+                    .split_once('-')
+                    .and_then(|(_, stamp)| time::parse_stamp(stamp));
                 if let (Some(began), Some(done)) = (began, time::parse_rfc3339(&e.time)) {
                     let secs = done
                         .duration_since(began)
@@ -452,7 +454,10 @@ mod tests {
     fn only_plain_paths_inside_a_version() {
         assert_eq!(inside_version(b"").expect("root"), PathBuf::new());
         assert_eq!(inside_version(b"a/b").expect("a/b"), PathBuf::from("a/b"));
-        assert_eq!(inside_version(b"a/b/").expect("slash"), PathBuf::from("a/b"));
+        assert_eq!(
+            inside_version(b"a/b/").expect("slash"),
+            PathBuf::from("a/b")
+        );
         for bad in [
             &b"../etc"[..],
             b"a/../../etc",

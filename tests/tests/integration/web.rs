@@ -17,11 +17,11 @@ use reverb_tests::{Fixture, missing_programs, wait_until};
 
 /// A 1×1 PNG (the image preview).
 const PNG: [u8; 69] = [
-    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
-    0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90,
-    0x77, 0x53, 0xDE, 0x00, 0x00, 0x00, 0x0C, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63, 0xF8,
-    0xCF, 0xC0, 0x00, 0x00, 0x03, 0x01, 0x01, 0x00, 0x18, 0xDD, 0x8D, 0xB0, 0x00, 0x00, 0x00,
-    0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53,
+    0xDE, 0x00, 0x00, 0x00, 0x0C, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63, 0xF8, 0xCF, 0xC0, 0x00,
+    0x00, 0x03, 0x01, 0x01, 0x00, 0x18, 0xDD, 0x8D, 0xB0, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E,
+    0x44, 0xAE, 0x42, 0x60, 0x82,
 ];
 
 /// What a secret outside the vault holds: never in any reply.
@@ -51,7 +51,8 @@ fn site() -> Site {
     fs::write(f.src.join("photo.png"), PNG).expect("write");
     fs::write(f.src.join("old.txt"), "to be deleted\n").expect("write");
     std::os::unix::fs::symlink(&outside, f.src.join("escape")).expect("symlink");
-    std::os::unix::fs::symlink("../../outside/secret.txt", f.src.join("notes/up")).expect("symlink");
+    std::os::unix::fs::symlink("../../outside/secret.txt", f.src.join("notes/up"))
+        .expect("symlink");
     let v1 = f.first();
     fs::write(
         f.src.join("notes/today.txt"),
@@ -99,10 +100,17 @@ fn every_request_needs_the_token() {
     let web = s.serve(&[]);
     let token_file = s.state.join("web-token");
     assert_eq!(
-        fs::metadata(&token_file).expect("token file").permissions().mode() & 0o777,
+        fs::metadata(&token_file)
+            .expect("token file")
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
-    assert_eq!(fs::read_to_string(&token_file).expect("read").trim(), web.token);
+    assert_eq!(
+        fs::read_to_string(&token_file).expect("read").trim(),
+        web.token
+    );
     let anon = web.anonymous();
     let v = s.v(3);
     for path in [
@@ -127,7 +135,9 @@ fn every_request_needs_the_token() {
     assert_eq!(r.header("location"), Some("/"));
     let cookie = r.header("set-cookie").expect("a cookie");
     assert!(
-        cookie.contains(&web.token) && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains(&web.token)
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
     assert_eq!(r.header("referrer-policy"), Some("same-origin"));
@@ -167,8 +177,12 @@ fn nothing_outside_a_version_is_served() {
     };
     // `..`, raw and encoded; encoded slashes; absolute paths; NUL.
     refused(&format!("/job/job/raw/{v}/../../../outside/secret.txt"));
-    refused(&format!("/job/job/raw/{v}/notes/../../../../outside/secret.txt"));
-    refused(&format!("/job/job/raw/{v}/%2E%2E/%2E%2E/outside/secret.txt"));
+    refused(&format!(
+        "/job/job/raw/{v}/notes/../../../../outside/secret.txt"
+    ));
+    refused(&format!(
+        "/job/job/raw/{v}/%2E%2E/%2E%2E/outside/secret.txt"
+    ));
     refused(&format!("/job/job/raw/{v}/notes%2F..%2F..%2Fsecret"));
     refused(&format!("/job/job/raw/{v}/notes%2ftoday.txt"));
     refused(&format!("/job/job/raw/{v}/%2Fetc%2Fpasswd"));
@@ -178,7 +192,10 @@ fn nothing_outside_a_version_is_served() {
     refused(&format!("/job/job/tar/{v}/../.."));
     refused("/job/job/raw/..%2F..%2Foutside/secret.txt");
     refused("/job/../../outside/secret.txt");
-    refused(&format!("/job/job/history/..%2F{}", secret_name.trim_start_matches('/')));
+    refused(&format!(
+        "/job/job/history/..%2F{}",
+        secret_name.trim_start_matches('/')
+    ));
     // Not a version: the job folder's own files, `.partial`, a made-up name.
     refused("/job/job/raw/index.tsv/x");
     refused("/job/job/v/.partial/");
@@ -197,16 +214,16 @@ fn nothing_outside_a_version_is_served() {
     assert_eq!(r.status, 200);
     let listed = tar_list(&r.body);
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert!(listed[0].starts_with('l') && !r.text().contains(SECRET), "{listed:?}");
+    assert!(
+        listed[0].starts_with('l') && !r.text().contains(SECRET),
+        "{listed:?}"
+    );
     // The whole version as a tar holds the link as a link, not what it points to.
     let r = http.get(&format!("/job/job/tar/{v}"));
     assert_eq!(r.status, 200);
     assert!(!r.text().contains(SECRET), "the tar followed a source link");
     let listed = tar_list(&r.body);
-    assert!(
-        listed.iter().any(|l| l.contains("escape ->")),
-        "{listed:?}"
-    );
+    assert!(listed.iter().any(|l| l.contains("escape ->")), "{listed:?}");
     // What is in the version is served.
     let r = http.get(&format!("/job/job/raw/{v}/notes/today.txt"));
     assert_eq!(r.status, 200);
@@ -273,7 +290,11 @@ fn a_cross_site_post_is_refused_and_a_same_site_one_restores() {
     let r = http.request(
         "POST",
         "/job/job/restore",
-        &[form_type, ("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
+        &[
+            form_type,
+            ("Origin", &origin),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
         form.as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -286,15 +307,28 @@ fn a_cross_site_post_is_refused_and_a_same_site_one_restores() {
         owners: true,
         dir_mtimes: true,
     };
-    assert_same(&capture(&cli, opts), &capture(&dest, opts), "web restore vs reverb-restore");
+    assert_same(
+        &capture(&cli, opts),
+        &capture(&dest, opts),
+        "web restore vs reverb-restore",
+    );
     // Never over existing files, never into the vault.
     let before = capture(&dest, opts);
     let r = http.request("POST", "/job/job/restore", &[form_type], form.as_bytes());
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("not empty"), "{}", r.text());
-    assert_same(&before, &capture(&dest, opts), "a refused restore changed nothing");
+    assert_same(
+        &before,
+        &capture(&dest, opts),
+        "a refused restore changed nothing",
+    );
     let into_vault = format!("version=2&path=&dest={}", enc(&s.f.vault.join("job/V99")));
-    let r = http.request("POST", "/job/job/restore", &[form_type], into_vault.as_bytes());
+    let r = http.request(
+        "POST",
+        "/job/job/restore",
+        &[form_type],
+        into_vault.as_bytes(),
+    );
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(!s.f.vault.join("job/V99").exists());
 }
@@ -357,7 +391,8 @@ fn metrics_parse_and_have_every_name() {
     let r = web.http().get("/metrics");
     assert_eq!(r.status, 200);
     assert!(
-        r.header("content-type").is_some_and(|t| t.contains("openmetrics-text")),
+        r.header("content-type")
+            .is_some_and(|t| t.contains("openmetrics-text")),
         "{:?}",
         r.headers
     );
@@ -377,18 +412,33 @@ fn metrics_parse_and_have_every_name() {
             .unwrap_or_else(|| panic!("no sample {name}{{{labels}}}:\n{text}"))
     };
     assert_eq!(get("reverberator_versions", "job=\"job\""), 3.0);
-    assert_eq!(get("reverberator_job_state", "job=\"job\",state=\"stopped\""), 1.0);
-    assert_eq!(get("reverberator_job_state", "job=\"job\",state=\"failing\""), 0.0);
-    assert_eq!(get("reverberator_version_duration_seconds_count", "job=\"job\""), 3.0);
+    assert_eq!(
+        get("reverberator_job_state", "job=\"job\",state=\"stopped\""),
+        1.0
+    );
+    assert_eq!(
+        get("reverberator_job_state", "job=\"job\",state=\"failing\""),
+        0.0
+    );
+    assert_eq!(
+        get("reverberator_version_duration_seconds_count", "job=\"job\""),
+        3.0
+    );
     assert_eq!(get("reverberator_failures_total", "job=\"job\""), 0.0);
     let newest = get("reverberator_last_version_timestamp_seconds", "job=\"job\"");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs_f64();
-    assert!(newest > now - 3600.0 && newest <= now + 1.0, "{newest} vs {now}");
+    assert!(
+        newest > now - 3600.0 && newest <= now + 1.0,
+        "{newest} vs {now}"
+    );
     assert!(get("reverberator_job_bytes", "job=\"job\"") > 0.0);
-    assert_eq!(get("reverberator_size_limit_bytes", "job=\"job\""), f64::from(1u32 << 30));
+    assert_eq!(
+        get("reverberator_size_limit_bytes", "job=\"job\""),
+        f64::from(1u32 << 30)
+    );
     // On its own address, /metrics needs no token (and serves nothing else).
     let open = reverb_tests::web::Http::at(&format!("http://{listen}"));
     wait_until(Duration::from_secs(30), "the metrics listener", || {
@@ -416,7 +466,9 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
             continue;
         }
         let (series, value) = line.rsplit_once(' ').expect("`series value`");
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
         let name_end = series.find('{').unwrap_or(series.len());
         assert!(
             series[..name_end]
@@ -459,7 +511,11 @@ fn tree_sums(root: &Path) -> Vec<String> {
             }
             format!("dir {}", rel.display())
         } else if meta.file_type().is_symlink() {
-            format!("link {} {}", rel.display(), fs::read_link(&abs).expect("readlink").display())
+            format!(
+                "link {} {}",
+                rel.display(),
+                fs::read_link(&abs).expect("readlink").display()
+            )
         } else {
             let o = Command::new("b3sum")
                 .arg("--no-names")
@@ -481,7 +537,9 @@ fn tree_sums(root: &Path) -> Vec<String> {
 #[test]
 fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
     if chromium().is_none() {
-        reverb_tests::skip!("chromium is not installed (Debian: apt-get install chromium chromium-driver)");
+        reverb_tests::skip!(
+            "chromium is not installed (Debian: apt-get install chromium chromium-driver)"
+        );
     }
     if let Some(missing) = missing_programs(&["chromedriver", "b3sum", "tar"]) {
         reverb_tests::skip!("{missing} not installed: the browser test needs them");
@@ -498,14 +556,20 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
     b.goto(&web.url);
     let row = b.find("#jobs tr");
     assert!(b.text(&row).contains("job"), "{}", b.text(&row));
-    assert!(!b.url().contains("token="), "the token stays in the address: {}", b.url());
+    assert!(
+        !b.url().contains("token="),
+        "the token stays in the address: {}",
+        b.url()
+    );
     assert!(b.source().contains("stopped"), "the job's state");
     shot("01-dashboard.png");
     // The live update replaces the rows without a reload.
     b.script("document.getElementById('jobs').setAttribute('data-probe','1'); document.getElementById('jobs').innerHTML='';");
-    wait_until(Duration::from_secs(30), "the dashboard's live update", || {
-        !b.find_all("#jobs tr").is_empty()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the dashboard's live update",
+        || !b.find_all("#jobs tr").is_empty(),
+    );
     assert!(
         b.source().contains("data-probe"),
         "updated in place, not reloaded"
@@ -526,7 +590,11 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
     b.click(&b.find("a[href$='/notes']"));
     b.click(&b.find("a[href$='/notes/today.txt']"));
     let pre = b.find("pre.preview");
-    assert!(b.text(&pre).contains("with a second thought"), "{}", b.text(&pre));
+    assert!(
+        b.text(&pre).contains("with a second thought"),
+        "{}",
+        b.text(&pre)
+    );
     shot("04-file-preview.png");
 
     // 4. The file's history, and the diff between two versions.
@@ -553,7 +621,9 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
     b.goto(&format!("{}/job/job/v/{v2}/notes", web.base));
     b.click(&b.find(&format!("a[href$='/tar/{v2}/notes']")));
     let tar = downloads.join("notes.tar");
-    wait_until(Duration::from_secs(60), "the .tar download", || tar.is_file());
+    wait_until(Duration::from_secs(60), "the .tar download", || {
+        tar.is_file()
+    });
     let unpacked = s.f._tmp.path().join("unpacked");
     fs::create_dir(&unpacked).expect("mkdir");
     reverb_tests::TestCommand::program("tar")
@@ -567,7 +637,11 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
         .args(["--from", "2", "--path", "notes", "--to"])
         .arg(&cli)
         .assert_success();
-    assert_eq!(tree_sums(&unpacked.join("notes")), tree_sums(&cli), "the .tar vs reverb-restore");
+    assert_eq!(
+        tree_sums(&unpacked.join("notes")),
+        tree_sums(&cli),
+        "the .tar vs reverb-restore"
+    );
 
     // 7. Restore V1 through the form and compare with reverb-restore.
     b.goto(&format!("{}/job/job/v/{}/", web.base, s.v(1)));
@@ -584,7 +658,11 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
         owners: true,
         dir_mtimes: true,
     };
-    assert_same(&capture(&cli, opts), &capture(&dest, opts), "browser restore vs reverb-restore");
+    assert_same(
+        &capture(&cli, opts),
+        &capture(&dest, opts),
+        "browser restore vs reverb-restore",
+    );
     assert_eq!(tree_sums(&cli), tree_sums(&dest));
 
     // 8. Restoring again into the same (now non-empty) directory is refused.
@@ -592,15 +670,24 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
     b.type_into(&b.find("input[name=dest]"), &dest.display().to_string());
     b.click(&b.find("button#restore"));
     let refused = b.find("#refused");
-    assert!(b.text(&refused).contains("not empty"), "{}", b.text(&refused));
+    assert!(
+        b.text(&refused).contains("not empty"),
+        "{}",
+        b.text(&refused)
+    );
 
     // 9. At a phone's width the dashboard still shows the job and its state.
     b.resize(390, 844);
     b.goto(&format!("{}/", web.base));
     let row = b.find("#jobs tr");
     assert!(b.text(&row).contains("stopped"));
-    let overflow = b.script("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
-    assert_eq!(overflow, serde_json::Value::Bool(true), "no sideways scrolling at 390 px");
+    let overflow =
+        b.script("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
+    assert_eq!(
+        overflow,
+        serde_json::Value::Bool(true),
+        "no sideways scrolling at 390 px"
+    );
     shot("10-dashboard-phone.png");
 }
 

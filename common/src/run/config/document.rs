@@ -11,8 +11,18 @@ use super::*;
 
 /// The keys a job setting may have (the fields of [`JobSettings`]).
 pub(super) fn setting_keys() -> Vec<String> {
+    let hook = || {
+        toml::from_str::<JobSettings>("on_version = 'x'")
+            .ok()?
+            .on_version
+    };
     let all = JobSettings {
         vault_size_limit: Some(0),
+        on_version: hook(),
+        on_failure: hook(),
+        on_recovery: hook(),
+        ping_url: Some(String::new()),
+        hook_timeout: crate::format::settings::DEFAULT_HOOK_TIMEOUT * 2,
         ..JobSettings::default()
     };
     match toml::Table::try_from(&all) {

@@ -117,7 +117,7 @@ impl Runner {
         match out.status.code() {
             Some(0) => {
                 self.backoff = Duration::from_secs(1);
-                self.failure = None;
+                let recovered = self.failure.take().is_some();
                 let what = if made.is_empty() { "no change" } else { &made };
                 self.note(
                     JournalEvent::Batch,
@@ -126,6 +126,9 @@ impl Runner {
                 if !made.is_empty() {
                     self.say(&format!("version {made}"));
                     self.retire();
+                    self.hook_version(&made);
+                } else if recovered {
+                    self.hook_recovery();
                 }
                 Ok(())
             }
@@ -286,7 +289,9 @@ impl Runner {
         // it at its next append.
         match c.output() {
             Ok(o) if o.status.success() => {
-                self.retire_failure = None;
+                if self.retire_failure.take().is_some() && self.failure.is_none() {
+                    self.hook_recovery();
+                }
                 // `job<TAB>dir<TAB>freed_bytes`, said in words.
                 for line in String::from_utf8_lossy(&o.stdout).lines() {
                     let f: Vec<&str> = line.split('\t').collect();
@@ -319,6 +324,7 @@ impl Runner {
                     }
                 }
                 let blocker = cli::take_blocker(&blocker_file);
+                self.hook_failure(&said);
                 self.retire_failure = Some(RetireFailure::after(previous, said, blocker));
             }
             Err(e) => self.complain(&format!("cannot run reverb-retire: {e}")),

@@ -26,6 +26,7 @@ use crate::error::{Blocker, EXIT_TEMPFAIL, Error, InotifyLimit, show};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::format_duration;
 use crate::run::config::JobConfig;
+use crate::run::hooks::{HookCall, HookEvent, Hooks};
 use crate::run::live::{self, JobState, Live};
 use crate::vault::layout::{JobDir, Vault};
 use crate::vault::lock::{JobLock, Wait};
@@ -170,6 +171,10 @@ struct Runner {
     live_path: PathBuf,
     live: Live,
     live_written: Instant,
+    /// The job's hooks (docs/configuration.md#hooks): queued here, run on their own thread.
+    hooks: Hooks,
+    /// A failure the hooks were told about and not yet of its end (`on_recovery`).
+    hooked_failure: Option<String>,
 }
 
 impl Runner {
@@ -179,6 +184,12 @@ impl Runner {
         stop: Arc<AtomicBool>,
         global_stop: Arc<AtomicBool>,
     ) -> Runner {
+        let hooks = Hooks::start(
+            &job.name,
+            &job.settings,
+            JobDir::new(&job.vault, &job.folder).journal(),
+            opts.log,
+        );
         Runner {
             opts,
             stop,
@@ -200,7 +211,49 @@ impl Runner {
                 pid: std::process::id(),
             },
             live_written: Instant::now(),
+            hooks,
+            hooked_failure: None,
             job,
+        }
+    }
+
+    /// Tells the hooks about a new version (and the end of a failure, if one was told).
+    fn hook_version(&mut self, version: &str) {
+        self.hook_recovery();
+        self.hooks.fire(HookCall {
+            event: HookEvent::Version,
+            version: version.to_owned(),
+            state: "watching",
+            message: format!("version {version}"),
+        });
+    }
+
+    /// Tells the hooks that the job fails (once per distinct failure).
+    fn hook_failure(&mut self, why: &str) {
+        if self.hooked_failure.as_deref() == Some(why) {
+            return;
+        }
+        self.hooked_failure = Some(why.to_owned());
+        self.hooks.fire(HookCall {
+            event: HookEvent::Failure,
+            version: String::new(),
+            state: "failing",
+            message: why.to_owned(),
+        });
+    }
+
+    /// Tells the hooks that the failure they were told about is over.
+    fn hook_recovery(&mut self) {
+        if self.retire_failure.is_some() {
+            return;
+        }
+        if let Some(was) = self.hooked_failure.take() {
+            self.hooks.fire(HookCall {
+                event: HookEvent::Recovery,
+                version: String::new(),
+                state: "watching",
+                message: format!("recovered from: {was}"),
+            });
         }
     }
 
@@ -265,6 +318,7 @@ impl Runner {
             let msg = format!("{why}; retrying in {}", format_duration(self.backoff));
             self.complain(&msg);
             self.failure = Some((why.clone(), live::now()));
+            self.hook_failure(&why);
         }
         let state = JobState::Failing {
             why,
