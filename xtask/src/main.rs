@@ -34,7 +34,7 @@ use clap_complete::Shell;
 type CliFn = fn() -> clap::Command;
 
 /// The programs of docs/cli.md: (binary name, its clap command).
-const PROGRAMS: [(&str, CliFn); 7] = [
+const PROGRAMS: [(&str, CliFn); 8] = [
     ("reverberator", reverberator::cli),
     ("reverb-watch", reverb_watch::cli),
     ("reverb-mountwatch", reverb_mountwatch::cli),
@@ -42,6 +42,7 @@ const PROGRAMS: [(&str, CliFn); 7] = [
     ("reverb-retire", reverb_retire::cli),
     ("reverb-index", reverb_index::cli),
     ("reverb-restore", reverb_restore::cli),
+    ("reverb-web", reverb_web::cli),
 ];
 
 /// The directories below `packaging/` that `gen` owns.

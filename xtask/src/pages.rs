@@ -40,6 +40,11 @@ pub fn sections(program: &str) -> String {
             "",
             "reverb\\-restore \\-\\-vault /mnt/v \\-\\-job docs \\-\\-from 7 \\-\\-to /tmp/docs\n.br\nreverb\\-restore \\-\\-config /etc/reverberator/config.toml \\-\\-job docs \\-\\-from 2026\\-11\\-24T21:00 \\-\\-path report.odt \\-\\-to /tmp/r \\-\\-overwrite",
         ),
+        "reverb-web" => (
+            "SIGTERM, SIGINT: stop serving and exit 0.",
+            "\\fI$STATE_DIRECTORY/web-token\\fR, else \\fI$XDG_STATE_HOME/reverberator/web-token\\fR, else \\fI~/.local/state/reverberator/web-token\\fR: the token every request needs (made on first start, mode 0600).",
+            "reverb\\-web \\-\\-print\\-url\n.br\nreverb\\-web \\-\\-vault /mnt/v \\-\\-listen 127.0.0.1:8417 \\-\\-metrics\\-listen 127.0.0.1:9417\n.br\nreverb\\-web \\-\\-config /etc/reverberator/config.toml \\-\\-listen unix:/run/reverberator\\-web/web.sock",
+        ),
         _ => ("", "", ""),
     };
     let mut out = String::new();
@@ -113,6 +118,20 @@ A rescan leaving fewer than 1 \- this share of the files needs \fB\-\-force\fR.
 .TP
 \fBstop_timeout\fR (duration, default "60s")
 On SIGTERM, how long the job may take its last version.
+.TP
+\fBon_version\fR, \fBon_failure\fR, \fBon_recovery\fR (command, default none)
+A command the supervisor runs after each new version, when the job starts failing (once per
+distinct failure), and when it works again: a list of strings (\fB["notify\-send", "backup"]\fR)
+or one string split into words like a shell splits them, without a shell (no variables, globs
+or pipes: write \fB["sh", "\-c", "..."]\fR for those). Its environment has \fBREVERB_JOB\fR,
+\fBREVERB_VERSION\fR, \fBREVERB_STATE\fR and \fBREVERB_MESSAGE\fR. A hook that fails or times
+out is journaled (\fBhook\fR) and the job goes on.
+.TP
+\fBping_url\fR (URL, default none)
+A healthchecks\-style URL: \fBGET URL\fR after a version and a recovery, \fBGET URL/fail\fR on a failure.
+.TP
+\fBhook_timeout\fR (duration, default "30s")
+How long a hook or a ping may take before it is stopped.
 .SH EXAMPLES
 .nf
 [defaults]

@@ -578,7 +578,7 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
     // 2. Follow the job to its timeline.
     b.click(&b.find("#jobs a[href='/job/job']"));
     b.find("svg.timeline");
-    assert_eq!(b.find_all("svg.timeline circle").len() >= 3, true);
+    assert!(b.find_all("svg.timeline circle").len() >= 3);
     assert!(b.source().contains("kept: "), "retention shown");
     shot("02-timeline.png");
 
