@@ -27,6 +27,10 @@ let
           type = lib.types.anything;
           default = { };
         };
+        networking = lib.mkOption {
+          type = lib.types.anything;
+          default = { };
+        };
       };
     };
 
@@ -119,8 +123,39 @@ let
       max_delete_ratio = 0.5;
       checksums = true;
       stop_timeout = "60s";
+      hook_timeout = "30s";
     })
     (expectEq "code overrides defaults" goodToml.jobs.code.keep_versions 7)
+    (expectEq "hooks are written as given"
+      (eval {
+        jobs.a = {
+          source = "/a";
+          vault = "/v";
+          on_failure = [
+            "notify-send"
+            "backup failed"
+          ];
+          ping_url = "https://hc.example/x";
+        };
+      }).services.reverberator.finalSettings.jobs.a.on_failure
+      [
+        "notify-send"
+        "backup failed"
+      ])
+    (expectEq "the web service keeps its token in its state directory"
+      (
+        let
+          sc = (eval (good // { web.enable = true; })).systemd.services.reverberator-web.serviceConfig;
+        in
+        {
+          inherit (sc) StateDirectory StateDirectoryMode;
+        }
+      )
+      {
+        StateDirectory = "reverberator-web";
+        StateDirectoryMode = "0700";
+      }
+    )
     (expectEq "code vault" goodToml.jobs.code.vault "/srv/fast")
     (expectEq "size limit kept" goodToml.jobs.code.vault_size_limit "2GiB")
     (expectEq "builtin defaults" bare.jobs.a {
@@ -141,6 +176,7 @@ let
         max_delete_ratio = 0.5;
         checksums = true;
         stop_timeout = "60s";
+        hook_timeout = "30s";
     })
     (expectEq "retention rules from defaults and the job"
       (eval {

@@ -46,6 +46,11 @@ let
     max_delete_ratio = 0.5;
     checksums = true;
     stop_timeout = "60s";
+    on_version = null;
+    on_failure = null;
+    on_recovery = null;
+    ping_url = null;
+    hook_timeout = "30s";
   };
   settingNames = builtins.attrNames builtinDefaults;
 
@@ -160,6 +165,67 @@ let
       defaultText = dfltText "stop_timeout";
       example = "30s";
       description = "On stop, how long the job may take its last version of the changes still pending (keep it below TimeoutStopSec).";
+    };
+    on_version = mkOption {
+      type = types.nullOr (types.either types.str (types.listOf types.str));
+      default = dflt.on_version;
+      defaultText = dfltText "on_version";
+      example = [
+        "notify-send"
+        "reverberator"
+      ];
+      description = ''
+        A command the supervisor runs after each new version: a list (program and arguments) or one string
+        split into words without a shell (write `[ "sh" "-c" "…" ]` for a shell). Its
+        environment has `REVERB_JOB`, `REVERB_VERSION`, `REVERB_STATE`, `REVERB_MESSAGE`. A
+        hook that fails or times out is journaled and the job goes on. It runs inside the
+        supervisor's sandbox (read-only system and home).
+      '';
+    };
+    on_failure = mkOption {
+      type = types.nullOr (types.either types.str (types.listOf types.str));
+      default = dflt.on_failure;
+      defaultText = dfltText "on_failure";
+      example = [
+        "notify-send"
+        "reverberator"
+      ];
+      description = ''
+        A command the supervisor runs when the job starts failing (once per distinct failure): a list (program and arguments) or one string
+        split into words without a shell (write `[ "sh" "-c" "…" ]` for a shell). Its
+        environment has `REVERB_JOB`, `REVERB_VERSION`, `REVERB_STATE`, `REVERB_MESSAGE`. A
+        hook that fails or times out is journaled and the job goes on. It runs inside the
+        supervisor's sandbox (read-only system and home).
+      '';
+    };
+    on_recovery = mkOption {
+      type = types.nullOr (types.either types.str (types.listOf types.str));
+      default = dflt.on_recovery;
+      defaultText = dfltText "on_recovery";
+      example = [
+        "notify-send"
+        "reverberator"
+      ];
+      description = ''
+        A command the supervisor runs when a failing job works again: a list (program and arguments) or one string
+        split into words without a shell (write `[ "sh" "-c" "…" ]` for a shell). Its
+        environment has `REVERB_JOB`, `REVERB_VERSION`, `REVERB_STATE`, `REVERB_MESSAGE`. A
+        hook that fails or times out is journaled and the job goes on. It runs inside the
+        supervisor's sandbox (read-only system and home).
+      '';
+    };
+    ping_url = mkOption {
+      type = types.nullOr types.str;
+      default = dflt.ping_url;
+      defaultText = dfltText "ping_url";
+      example = "https://hc-ping.com/your-uuid";
+      description = "A healthchecks-style URL: `GET URL` after a version and a recovery, `GET URL/fail` on a failure. Setting it lets the supervisor's service reach the network.";
+    };
+    hook_timeout = mkOption {
+      type = types.str;
+      default = dflt.hook_timeout;
+      defaultText = dfltText "hook_timeout";
+      description = "How long a hook or a ping may take before it is stopped.";
     };
   };
 
@@ -284,6 +350,14 @@ let
 
   configPath = "/etc/reverberator/config.toml";
 
+  # Some job pings a URL: the supervisor's service may use the network.
+  anyPing = lib.any (job: job.ping_url != null) jobList;
+  webPort =
+    if lib.hasPrefix "unix:" cfg.web.listen then
+      null
+    else
+      lib.toInt (lib.last (lib.splitString ":" cfg.web.listen));
+
   hardening = {
     ProtectSystem = "strict";
     ProtectHome = "read-only";
@@ -404,6 +478,21 @@ in
       };
     };
 
+    web = {
+      enable = mkEnableOption "`reverb-web`, the history of every job in a browser and `/metrics` (docs/web.md); the URL's token is in /var/lib/reverberator-web/web-token";
+      listen = mkOption {
+        type = types.str;
+        default = "127.0.0.1:8417";
+        example = "unix:/run/reverberator-web/web.sock";
+        description = "Where `reverb-web` listens: `ADDR:PORT`, or `unix:PATH` (no token there: the socket's mode protects it).";
+      };
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open the TCP port of `listen` in the firewall. Off: the default listens on 127.0.0.1 only; every request needs the token either way.";
+      };
+    };
+
     verifyTimer = {
       enable = mkEnableOption "a timer running `reverb-index --check --data --vault` on every vault (reads every stored file and compares it with its checksum; fails on any problem)";
       onCalendar = mkOption {
@@ -467,8 +556,57 @@ in
           TimeoutStopSec = "5min";
           Nice = 10;
           IOSchedulingClass = "idle";
+        }
+        // lib.optionalAttrs anyPing {
+          RestrictAddressFamilies = [
+            "AF_UNIX"
+            "AF_INET"
+            "AF_INET6"
+          ];
+          IPAddressDeny = "";
         };
       };
+
+      systemd.services.reverberator-web = mkIf cfg.web.enable {
+        description = "reverb-web: reverberator's history in a browser";
+        documentation = [ "man:reverb-web(1)" ];
+        wantedBy = [ "multi-user.target" ];
+        after = [
+          "local-fs.target"
+          "network.target"
+        ];
+        restartTriggers = [ config.environment.etc."reverberator/config.toml".source ];
+        serviceConfig = hardening // {
+          Type = "exec";
+          ExecStart = "${cfg.package}/bin/reverb-web --config ${configPath} --listen ${lib.escapeShellArg cfg.web.listen}";
+          # The token (web-token, 0600), made on the first start.
+          StateDirectory = "reverberator-web";
+          StateDirectoryMode = "0700";
+          RuntimeDirectory = "reverberator-web";
+          Restart = "on-failure";
+          RestartSec = "5s";
+          # The vaults' owner is root (the supervisor's), read-only here; restores go to
+          # /var/lib/reverberator-web/restore or a path added with ReadWritePaths.
+          ReadWritePaths = [ ];
+          ReadOnlyPaths = map (p: "-${p}") (vaults ++ sources);
+          PrivateDevices = true;
+          RestrictAddressFamilies = [
+            "AF_UNIX"
+            "AF_INET"
+            "AF_INET6"
+          ];
+          IPAddressDeny = "";
+          CapabilityBoundingSet = [
+            "CAP_DAC_READ_SEARCH"
+            "CAP_CHOWN"
+            "CAP_FOWNER"
+            "CAP_FSETID"
+          ];
+        };
+      };
+      networking.firewall.allowedTCPPorts = mkIf (
+        cfg.web.enable && cfg.web.openFirewall && webPort != null
+      ) [ webPort ];
 
       systemd.services.reverberator-retire = mkIf cfg.retireTimer.enable {
         description = "reverberator: retire old versions";

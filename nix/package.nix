@@ -16,6 +16,7 @@ let
     "reverb-retire"
     "reverb-index"
     "reverb-restore"
+    "reverb-web"
   ];
 in
 rustPlatform.buildRustPackage {

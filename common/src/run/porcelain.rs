@@ -236,18 +236,39 @@ fn live_state(dir: &JobDir, name: &str, vault_root: &Path) -> Option<Live> {
         &dir.folder,
     ))?;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(l.pid).ok()?);
-    nix::sys::signal::kill(pid, None).ok()?;
+    // EPERM: alive, another user's (a reader such as reverb-web need not be root).
+    match nix::sys::signal::kill(pid, None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+        Err(_) => return None,
+    }
     let lock = dir.run_lock();
     // Before a new job's first version is published the supervisor has no run.lock yet.
-    if lock.exists()
-        && !matches!(
-            JobLock::acquire(&lock, name, Wait::NoWait),
-            Err(crate::Error::Locked(_))
-        )
-    {
+    if lock.exists() && run_lock_held(&lock, name) == Some(false) {
         return None;
     }
     Some(l)
+}
+
+/// Whether a supervisor holds the job's `run.lock`, probed without writing: the lock file
+/// is opened read-only (`flock` needs no write access), so a reader on a read-only view of
+/// the vault can tell. None when it cannot be opened at all.
+fn run_lock_held(lock: &Path, name: &str) -> Option<bool> {
+    let file = match fs::File::open(lock) {
+        Ok(f) => f,
+        // Readable only by its writer: ask the way a writer would.
+        Err(_) => {
+            return match JobLock::acquire(lock, name, Wait::NoWait) {
+                Err(crate::Error::Locked(_)) => Some(true),
+                Ok(_) => Some(false),
+                Err(_) => None,
+            };
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => Some(false),
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
 }
 
 /// The raw change events journaled since the last batch.
