@@ -97,6 +97,14 @@ fn tail_path(uri: &Uri, skip: usize) -> Result<PathBuf, WebError> {
     Ok(browse::inside_version(&bytes)?)
 }
 
+/// The `n`th segment of the raw request path (`/job/NAME/…`: 1 is `job`), decoded; the
+/// job and version segments are read this way because axum's path extractors refuse the
+/// whole request when any segment (a file name) is not UTF-8.
+fn segment(uri: &Uri, n: usize) -> Result<String, WebError> {
+    let raw = uri.path().split('/').nth(n).unwrap_or("");
+    String::from_utf8(decode(raw)?).map_err(|_| WebError::bad("a job or version name is not UTF-8"))
+}
+
 /// `%XX` decoding to bytes (`+` stays `+`: this is a path).
 fn decode(text: &str) -> Result<Vec<u8>, WebError> {
     let b = text.as_bytes();
@@ -292,7 +300,7 @@ async fn timeline(
             (crumbs(&j, None, Path::new("")))
             div.box {
                 (state_cell(&st))
-                " · " (rows.len()) " versions · " (size_cell(st.size_bytes, settings.vault_size_limit.or(st.size_limit)))
+                div { (rows.len()) " versions · " (size_cell(st.size_bytes, settings.vault_size_limit.or(st.size_limit))) }
             }
             @if rows.is_empty() {
                 div.box { "No version yet." }
@@ -430,14 +438,8 @@ async fn browse_root(
     Redirect::to(&browse_href(&job, &version, Path::new("")))
 }
 
-async fn browse_any(
-    State(app): AppState,
-    axum::extract::Path(params): axum::extract::Path<HashMap<String, String>>,
-    Query(q): Query_,
-    uri: Uri,
-) -> Result<Markup, WebError> {
-    let job = params.get("job").cloned().unwrap_or_default();
-    let version = params.get("version").cloned().unwrap_or_default();
+async fn browse_any(State(app): AppState, Query(q): Query_, uri: Uri) -> Result<Markup, WebError> {
+    let (job, version) = (segment(&uri, 2)?, segment(&uri, 4)?);
     let rel = tail_path(&uri, 4)?;
     blocking(move || {
         let j = find_job(&app, &job)?;
@@ -483,9 +485,21 @@ fn folder_page(
     at: &Located,
     from: usize,
 ) -> Result<Markup, WebError> {
-    let entries = browse::list(&j.dir, lookalikes, &row.dir, at)?;
-    let folder = &j.dir.folder;
+    let mut entries = browse::list(&j.dir, lookalikes, &row.dir, at)?;
     let (prev, next) = neighbours(rows, row);
+    // Source links are made anew in every version (never vault links): one is changed here
+    // only when the previous version had none there, or another text.
+    for e in entries.iter_mut().filter(|e| e.own) {
+        if let (Kind::Link(text), Some(p)) = (&e.entry.kind, prev) {
+            let before = browse::locate(&j.dir, lookalikes, &p.dir, &e.entry.rel)
+                .ok()
+                .flatten();
+            if before.is_some_and(|b| b.kind == Kind::Link(text.clone())) {
+                e.own = false;
+            }
+        }
+    }
+    let folder = &j.dir.folder;
     let rel = &at.rel;
     let title = if rel.as_os_str().is_empty() {
         format!("{} · V{}", j.name, row.version)
@@ -612,7 +626,7 @@ fn entry_page(j: &FoundJob, rows: &[IndexRow], row: &IndexRow, at: &Located) -> 
                 Kind::Dir => {}
             }
             "modified " (render::mtime(at.mtime())) " · mode " (format!("{:o}", at.meta.mode() & 0o7777)) " · "
-            @if at.own(&row.dir) {
+            @if at.own(&row.dir) && !matches!(at.kind, Kind::Link(_)) {
                 span.tag.new { "changed in V" (row.version) }
             } @else if let Some(h) = holder {
                 "unchanged since " a href=(browse_href(folder, &h.dir, rel)) { "V" (h.version) }
@@ -643,14 +657,8 @@ fn entry_page(j: &FoundJob, rows: &[IndexRow], row: &IndexRow, at: &Located) -> 
 
 // ---- Downloads ----
 
-async fn raw(
-    State(app): AppState,
-    axum::extract::Path(params): axum::extract::Path<HashMap<String, String>>,
-    Query(q): Query_,
-    uri: Uri,
-) -> Result<Response, WebError> {
-    let job = params.get("job").cloned().unwrap_or_default();
-    let version = params.get("version").cloned().unwrap_or_default();
+async fn raw(State(app): AppState, Query(q): Query_, uri: Uri) -> Result<Response, WebError> {
+    let (job, version) = (segment(&uri, 2)?, segment(&uri, 4)?);
     let rel = tail_path(&uri, 4)?;
     let download = q.contains_key("download");
     let (j, at, head) = blocking(move || {
@@ -716,13 +724,8 @@ async fn raw(
     Ok(resp)
 }
 
-async fn tar(
-    State(app): AppState,
-    axum::extract::Path(params): axum::extract::Path<HashMap<String, String>>,
-    uri: Uri,
-) -> Result<Response, WebError> {
-    let job = params.get("job").cloned().unwrap_or_default();
-    let version = params.get("version").cloned().unwrap_or_default();
+async fn tar(State(app): AppState, uri: Uri) -> Result<Response, WebError> {
+    let (job, version) = (segment(&uri, 2)?, segment(&uri, 4)?);
     let rel = tail_path(&uri, 4)?;
     let (j, row, at) = blocking(move || {
         let j = find_job(&app, &job)?;
@@ -759,13 +762,8 @@ async fn tar(
 
 // ---- History of a path ----
 
-async fn history(
-    State(app): AppState,
-    axum::extract::Path(params): axum::extract::Path<HashMap<String, String>>,
-    Query(q): Query_,
-    uri: Uri,
-) -> Result<Markup, WebError> {
-    let job = params.get("job").cloned().unwrap_or_default();
+async fn history(State(app): AppState, Query(q): Query_, uri: Uri) -> Result<Markup, WebError> {
+    let job = segment(&uri, 2)?;
     let rel = tail_path(&uri, 3)?;
     blocking(move || {
         let j = find_job(&app, &job)?;

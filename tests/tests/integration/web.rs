@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +52,13 @@ fn site() -> Site {
     fs::write(f.src.join("photo.png"), PNG).expect("write");
     fs::write(f.src.join("old.txt"), "to be deleted\n").expect("write");
     std::os::unix::fs::symlink(&outside, f.src.join("escape")).expect("symlink");
+    fs::write(f.src.join("notes/a b&ü.txt"), "odd name\n").expect("write");
+    fs::write(
+        f.src
+            .join(std::ffi::OsStr::from_bytes(b"notes/not-utf8-\xff.bin")),
+        "bytes\n",
+    )
+    .expect("write");
     std::os::unix::fs::symlink("../../outside/secret.txt", f.src.join("notes/up"))
         .expect("symlink");
     let v1 = f.first();
@@ -235,6 +243,24 @@ fn nothing_outside_a_version_is_served() {
         "{:?}",
         r.headers
     );
+    // Any name, encoded: spaces, `&`, UTF-8, bytes that are not UTF-8; the folder's page
+    // links to them that way.
+    let r = http.get(&format!("/job/job/raw/{v}/notes/a%20b%26%C3%BC.txt"));
+    assert_eq!((r.status, r.text().as_str()), (200, "odd name\n"));
+    let r = http.get(&format!("/job/job/raw/{v}/notes/not-utf8-%FF.bin"));
+    assert_eq!((r.status, r.text().as_str()), (200, "bytes\n"));
+    let page = http.get(&format!("/job/job/v/{v}/notes/")).text();
+    assert!(
+        page.contains("/notes/a%20b%26%C3%BC.txt\"") && page.contains("/notes/not-utf8-%FF.bin\""),
+        "{page}"
+    );
+    // A source link is made anew in every version: unchanged, it is not "changed here".
+    let root = http.get(&format!("/job/job/v/{v}/")).text();
+    let row = root
+        .split("<tr>")
+        .find(|r| r.contains(">escape<"))
+        .expect("the link's row");
+    assert!(!row.contains("changed here"), "{row}");
     // Through a vault link (notes/deep is unchanged since V1).
     let r = http.get(&format!("/job/job/raw/{v}/notes/deep/list.txt"));
     assert_eq!((r.status, r.text().as_str()), (200, "milk\neggs\n"));
