@@ -547,3 +547,24 @@ pub fn rel_arg(p: &Path) -> PathBuf {
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_lock_probe_reads_without_writing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("run.lock");
+        fs::write(&lock, b"").expect("write");
+        // Read-only: the probe opens it for reading (flock needs no write access).
+        fs::set_permissions(&lock, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .expect("chmod");
+        assert_eq!(run_lock_held(&lock, "j"), Some(false));
+        let held = fs::File::open(&lock).expect("open");
+        held.lock().expect("lock");
+        assert_eq!(run_lock_held(&lock, "j"), Some(true));
+        drop(held);
+        assert_eq!(run_lock_held(&lock, "j"), Some(false));
+    }
+}

@@ -725,3 +725,45 @@ fn the_cli_refuses_a_bad_listen_address() {
     let err = reverb_tests::stderr(&o);
     assert!(err.contains("--listen localhost"), "{err}");
 }
+
+#[test]
+fn a_unix_socket_is_private_and_needs_no_token() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::fs::FileTypeExt;
+    let s = site();
+    let sock = s.f._tmp.path().join("web.sock");
+    let listen = format!("unix:{}", sock.display());
+    let mut child = Command::new(reverb_tests::bin("reverb-web"))
+        .args(["--vault"])
+        .arg(&s.f.vault)
+        .args(["--listen", &listen, "--print-url"])
+        .env("STATE_DIRECTORY", &s.state)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("reverb-web");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the socket's address");
+    assert_eq!(line.trim(), listen);
+    let meta = fs::symlink_metadata(&sock).expect("socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "only its user connects"
+    );
+    assert!(
+        !s.state.join("web-token").exists(),
+        "no token made for a socket"
+    );
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).expect("read");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("href=\"/job/job\""), "{reply}");
+}
