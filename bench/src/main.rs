@@ -146,6 +146,7 @@ fn run(args: Args) -> Result<()> {
         if args.steady_versions > 0 {
             measures::steady::first_version(&b)?;
             measures::steady::steady_state(&mut b, args.steady_versions)?;
+            measures::web::pages(&mut b)?;
         }
         if !args.no_backup_peers {
             measures::backup_peers::backup_peers(&mut b)?;
@@ -165,6 +166,7 @@ fn run(args: Args) -> Result<()> {
         measures::versions::retire(&mut b)?;
         if args.steady_versions > 0 {
             measures::steady::steady_state(&mut b, args.steady_versions)?;
+            measures::web::pages(&mut b)?;
         }
         if !args.no_backup_peers {
             measures::backup_peers::backup_peers(&mut b)?;

@@ -6,7 +6,8 @@
 //! round of changes), measures the unchanged rescan, the disk usage of ~20 of each, then
 //! retirement; [`steady`] then holds 100+ versions and measures a version plus the
 //! retirement it triggers, with the default and with count-only rules; [`watch`] last,
-//! since its latency runs add versions. [`backup_peers`] compares a fresh job with restic
+//! since its latency runs add versions; [`web`] measures `reverb-web`'s pages over the
+//! versions [`steady`] left. [`backup_peers`] compares a fresh job with restic
 //! and borg step by step.
 //!
 //! Invariants: ours and the peer always see the same tree and the same change set; each
@@ -29,6 +30,7 @@ pub mod integrity;
 pub mod steady;
 pub mod versions;
 pub mod watch;
+pub mod web;
 
 /// The job name used in every vault.
 pub const JOB: &str = "bench";
