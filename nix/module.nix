@@ -578,7 +578,7 @@ in
         restartTriggers = [ config.environment.etc."reverberator/config.toml".source ];
         serviceConfig = hardening // {
           Type = "exec";
-          ExecStart = "${cfg.package}/bin/reverb-web --config ${configPath} --listen ${lib.escapeShellArg cfg.web.listen}";
+          ExecStart = "${cfg.package}/bin/reverb-web --config ${configPath} --listen ${lib.escapeShellArg cfg.web.listen} --restore-to /var/lib/reverberator-web/restores";
           # The token (web-token, 0600), made on the first start.
           StateDirectory = "reverberator-web";
           StateDirectoryMode = "0700";
@@ -586,7 +586,8 @@ in
           Restart = "on-failure";
           RestartSec = "5s";
           # The vaults' owner is root (the supervisor's), read-only here; restores go to
-          # /var/lib/reverberator-web/restore or a path added with ReadWritePaths.
+          # /var/lib/reverberator-web/restores (the form's suggestion) or a path added with
+          # ReadWritePaths.
           ReadWritePaths = [ ];
           ReadOnlyPaths = map (p: "-${p}") (vaults ++ sources);
           PrivateDevices = true;

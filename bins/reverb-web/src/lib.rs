@@ -49,6 +49,10 @@ pub struct Args {
     /// Also serve `/metrics`, without the token, on this address (`ADDR:PORT`).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
+    /// Where the restore form suggests a new directory (default:
+    /// `~/reverberator-restores`); any absolute path outside the vaults may be typed there.
+    #[arg(long, value_name = "DIR")]
+    pub restore_to: Option<PathBuf>,
 }
 
 /// The clap command (for man pages and completions).

@@ -981,7 +981,14 @@ async fn restore_form(
         let path = q.get("path").cloned().unwrap_or_default();
         Ok(render::page(
             &format!("Restore from {}", j.name),
-            restore_body(&j, &rows, chosen, &path, "", None),
+            restore_body(
+                &j,
+                &rows,
+                chosen,
+                &path,
+                &suggest_dest(&app, &j, chosen, &path),
+                None,
+            ),
         ))
     })
     .await
@@ -1069,6 +1076,31 @@ fn restore_into(
         ));
     }
     Ok(msg)
+}
+
+/// A new directory for a restore, below `--restore-to`: `JOB-VN[-NAME]`, numbered on when
+/// it exists already.
+fn suggest_dest(app: &App, j: &FoundJob, version: Option<u64>, path: &str) -> String {
+    let Some(v) = version else {
+        return String::new();
+    };
+    let name = Path::new(path.trim_matches('/'))
+        .file_name()
+        .map(|n| format!("-{}", n.to_string_lossy()))
+        .unwrap_or_default();
+    let base = format!("{}-V{v}{name}", j.dir.folder);
+    (1..1000)
+        .map(|i| {
+            let n = if i == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{i}")
+            };
+            app.restore_to.join(n)
+        })
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 fn restore_body(

@@ -38,6 +38,8 @@ pub struct App {
     pub config: Option<PathBuf>,
     /// `--vault`.
     pub vault: Option<PathBuf>,
+    /// `--restore-to`: where the restore form suggests new directories.
+    pub restore_to: PathBuf,
 }
 
 /// What the guard checks.
@@ -86,9 +88,17 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         },
         None => None,
     };
+    let restore_to = match &args.restore_to {
+        Some(d) => d.clone(),
+        None => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map_or_else(std::env::temp_dir, PathBuf::from)
+            .join("reverberator-restores"),
+    };
     let app = Arc::new(App {
         config: args.config.clone(),
         vault: args.vault.clone(),
+        restore_to,
     });
     let jobs = reverb_common::browse::jobs(app.config.as_deref(), app.vault.as_deref())?;
     let token: Option<Arc<str>> = match &listen {

@@ -23,7 +23,7 @@ _reverb__web() {
 
     case "${cmd}" in
         reverb__web)
-            opts="-h -V --config --vault --listen --print-url --metrics-listen --help --version"
+            opts="-h -V --config --vault --listen --print-url --metrics-listen --restore-to --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,10 @@ _reverb__web() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restore-to)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

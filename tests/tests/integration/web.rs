@@ -571,7 +571,8 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
         reverb_tests::skip!("{missing} not installed: the browser test needs them");
     }
     let s = site();
-    let web = s.serve(&[]);
+    let restores = s.f._tmp.path().join("restores");
+    let web = s.serve(&[OsStr::new("--restore-to"), restores.as_os_str()]);
     let shots = screenshots();
     let downloads = s.f._tmp.path().join("downloads");
     fs::create_dir(&downloads).expect("mkdir");
@@ -669,11 +670,16 @@ fn a_person_finds_and_restores_yesterdays_file_in_a_real_browser() {
         "the .tar vs reverb-restore"
     );
 
-    // 7. Restore V1 through the form and compare with reverb-restore.
+    // 7. Restore V1 through the form, into the directory it suggests (one click), and
+    //    compare with reverb-restore.
     b.goto(&format!("{}/job/job/v/{}/", web.base, s.v(1)));
     b.click(&b.find("a[href^='/job/job/restore?version=']"));
-    let dest = s.f._tmp.path().join("restored-by-browser");
-    b.type_into(&b.find("input[name=dest]"), &dest.display().to_string());
+    let dest = restores.join("job-V1");
+    let suggested = b.script("return document.querySelector('input[name=dest]').value;");
+    assert_eq!(
+        suggested,
+        serde_json::Value::String(dest.display().to_string())
+    );
     shot("08-restore-form.png");
     b.click(&b.find("button#restore"));
     let done = b.find("#restored");
