@@ -1015,13 +1015,23 @@ async fn restore_post(
         let j = find_job(&app, &job)?;
         let rows = rows_of(&j)?;
         let row = version_of(&rows, &f.version)?.clone();
-        let (status, done) = match restore_into(&app, &j, &row, &f) {
-            Ok(msg) => (StatusCode::OK, html! { div.box.ok #restored { (msg) } }),
-            Err(e) => (e.status, html! { div.box.err #refused { (e.message) } }),
+        // After a restore the form offers the next new directory; after a refusal, what was
+        // typed, to correct.
+        let (status, done, dest) = match restore_into(&app, &j, &row, &f) {
+            Ok(msg) => (
+                StatusCode::OK,
+                html! { div.box.ok #restored { (msg) } },
+                suggest_dest(&app, &j, Some(row.version), &f.path),
+            ),
+            Err(e) => (
+                e.status,
+                html! { div.box.err #refused { (e.message) } },
+                f.dest.clone(),
+            ),
         };
         let page = render::page(
             &format!("Restore from {}", j.name),
-            restore_body(&j, &rows, Some(row.version), &f.path, &f.dest, Some(done)),
+            restore_body(&j, &rows, Some(row.version), &f.path, &dest, Some(done)),
         );
         Ok((status, page).into_response())
     })
