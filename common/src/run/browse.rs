@@ -450,6 +450,70 @@ pub fn journal_summary(dir: &JobDir) -> JournalSummary {
 mod tests {
     use super::*;
 
+    const V1: &str = "V1-20261124T214900Z";
+    const V2: &str = "V2-20261124T214901Z";
+
+    /// A job whose V1 holds `a` as a symlink out of the vault (a source link) and whose V2
+    /// holds a real `a/` with a vault link `a/secret` into V1 (shaped right, but leading
+    /// through that symlink: a tampered vault).
+    fn tampered() -> (tempfile::TempDir, JobDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(outside.join("secret"), b"secret").expect("write");
+        let job = JobDir::new(tmp.path(), "job");
+        fs::create_dir_all(job.path.join(V1)).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, job.path.join(V1).join("a")).expect("link");
+        fs::create_dir_all(job.path.join(V2).join("a")).expect("mkdir");
+        std::os::unix::fs::symlink(
+            tree::link_text(Path::new("a/secret"), V1),
+            job.path.join(V2).join("a/secret"),
+        )
+        .expect("link");
+        fs::write(job.path.join(V2).join("plain"), b"ok").expect("write");
+        (tmp, job)
+    }
+
+    #[test]
+    fn nothing_is_resolved_or_opened_through_a_symlink() {
+        let (_tmp, job) = tampered();
+        let none = Lookalikes::default();
+        // A path through a source link is refused, not followed.
+        assert!(matches!(
+            locate(&job, &none, V1, Path::new("a/secret")),
+            Err(Error::Refused(_))
+        ));
+        // The link itself is shown as a link.
+        let a = locate(&job, &none, V1, Path::new("a"))
+            .expect("a")
+            .expect("exists");
+        assert!(matches!(a.kind, Kind::Link(_)));
+        // A vault link whose holder path runs through a symlink leads nowhere.
+        assert!(
+            locate(&job, &none, V2, Path::new("a/secret"))
+                .expect("locate")
+                .is_none()
+        );
+        // And the data is never opened through it, whatever a caller asks.
+        assert!(matches!(
+            open_in(&job, V1, Path::new("a/secret")),
+            Err(Error::Refused(_))
+        ));
+        assert!(open_in(&job, V1, Path::new("a")).is_err());
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut open_in(&job, V2, Path::new("plain")).expect("a real file"),
+            &mut text,
+        )
+        .expect("read");
+        assert_eq!(text, "ok");
+        // Not a version directory.
+        assert!(matches!(
+            locate(&job, &none, "index.tsv", Path::new("")),
+            Err(Error::Refused(_))
+        ));
+    }
+
     #[test]
     fn only_plain_paths_inside_a_version() {
         assert_eq!(inside_version(b"").expect("root"), PathBuf::new());
