@@ -29,7 +29,7 @@ fn exchange(a: &PathBuf, b: &PathBuf) -> bool {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: reverb-swapper SECONDS ROUNDS STOP_FILE A B [A B …]";
-    if args.len() < 5 || (args.len() - 3) % 2 != 0 {
+    if args.len() < 5 || !(args.len() - 3).is_multiple_of(2) {
         eprintln!("{usage}");
         std::process::exit(2);
     }
@@ -47,7 +47,7 @@ fn main() {
     let mut exchanges = 0u64;
     let mut unbalanced = 0u64;
     for round in 0..rounds {
-        if round % STOP_CHECK_EVERY == 0 && (stop.exists() || Instant::now() >= deadline) {
+        if round.is_multiple_of(STOP_CHECK_EVERY) && (stop.exists() || Instant::now() >= deadline) {
             break;
         }
         for (a, b) in &pairs {
