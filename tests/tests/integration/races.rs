@@ -295,11 +295,20 @@ fn an_overwrite_restore_into_directories_their_owner_swaps_for_links_writes_only
     // Five restores in a row, each racing the neighbour.
     let outputs: Vec<Output> = (0..5)
         .map(|_| {
-            f.tool("reverb-restore")
+            let t = std::time::Instant::now();
+            let o = f
+                .tool("reverb-restore")
                 .arg("--overwrite")
                 .arg("--to")
                 .arg(&dest)
-                .output()
+                .output();
+            eprintln!(
+                "DEBUG took {:?} {} {}",
+                t.elapsed(),
+                o.status,
+                stderr(&o).trim()
+            );
+            o
         })
         .collect();
     let (exchanges, _) = swapper.finish();
