@@ -257,8 +257,7 @@ impl Tree {
             ));
         };
         let parent: PathBuf = on_the_way.iter().collect();
-        let dir = self.dir(&parent)?;
-        Ok(At::new(dir.fd, name))
+        Ok(self.dir(&parent)?.child(name))
     }
 
     /// Drops the held directories at `rel` and below: the tool removed or replaced it.
@@ -301,20 +300,33 @@ impl State {
 #[derive(Clone)]
 pub(crate) struct Here {
     fd: Arc<OwnedFd>,
+    /// `/proc/self/fd/N`.
+    listing: PathBuf,
+    /// `/proc/self/fd/N/.`.
     path: PathBuf,
 }
 
 impl Here {
     fn new(fd: Arc<OwnedFd>) -> Here {
-        let path = fd_path(fd.as_fd()).join(".");
-        Here { fd, path }
+        let listing = fd_path(fd.as_fd());
+        let path = listing.join(".");
+        Here { fd, listing, path }
     }
 
     /// The path to list the directory by (`read_dir`): `/proc/self/fd/N`, which opens the
     /// very directory the descriptor holds and, unlike `N/.`, needs only read permission on
     /// it, as listing it by name would.
-    pub fn listing(&self) -> PathBuf {
-        fd_path(self.fd.as_fd())
+    pub fn listing(&self) -> &Path {
+        &self.listing
+    }
+
+    /// The entry `name` of this directory (one name, as a listing gives it).
+    pub fn child(&self, name: &OsStr) -> At {
+        At {
+            dir: self.fd.clone(),
+            name: name.to_owned(),
+            path: self.listing.join(name),
+        }
     }
 }
 
@@ -344,15 +356,6 @@ pub(crate) struct At {
 }
 
 impl At {
-    fn new(dir: Arc<OwnedFd>, name: &OsStr) -> At {
-        let path = fd_path(dir.as_fd()).join(name);
-        At {
-            dir,
-            name: name.to_owned(),
-            path,
-        }
-    }
-
     /// The entry as a directory (a symlink there is [`io::ErrorKind::NotADirectory`]).
     pub fn here(&self) -> io::Result<Here> {
         let fd = open_beneath(

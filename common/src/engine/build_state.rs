@@ -91,7 +91,7 @@ pub(crate) enum SourceListing {
 /// A source entry's `lstat` as the build sees it (docs/format.md#invariants I5).
 pub(crate) enum SourceStat {
     /// There: its `lstat`, and the entry itself, reached beneath the source's descriptor.
-    Present(Metadata, At),
+    Present(Metadata, Box<At>),
     /// `ENOENT`/`ENOTDIR`: deleted.
     Gone,
     /// Any other error: there but cannot be inspected; journaled as skipped.
@@ -156,7 +156,7 @@ impl Builder<'_> {
     pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
         let listed = self
             .src_dir(rel)
-            .and_then(|dir| listing::list_source(&dir.listing(), rel, &self.excludes, detail));
+            .and_then(|dir| listing::list_source(dir.listing(), rel, &self.excludes, detail));
         match listed {
             Ok(entries) => SourceListing::Listed(entries),
             Err(e) if copy::is_gone(&e) => SourceListing::Gone(e),
@@ -174,7 +174,7 @@ impl Builder<'_> {
             .src(rel)
             .and_then(|at| fs::symlink_metadata(&*at).map(|m| (m, at)));
         match stat {
-            Ok((m, at)) => SourceStat::Present(m, at),
+            Ok((m, at)) => SourceStat::Present(m, Box::new(at)),
             Err(e) if copy::is_gone(&e) => SourceStat::Gone,
             Err(e) => {
                 self.skip_uninspectable(rel, &e);

@@ -10,7 +10,11 @@
 //!
 //! Invariants: the destination never exists before (`O_EXCL`, `symlink`, `mknod` and
 //! `mkdir` all fail on an existing name; a retried copy removes only its own earlier
-//! attempt). Metadata is applied after data, in this order: owner, xattrs, mode (a `chown`
+//! attempt). No call follows the last component of a path it is given, on either side
+//! (`O_NOFOLLOW`, `lchown`, `AT_SYMLINK_NOFOLLOW`, `l*xattr`, a mode set through an
+//! `O_PATH | O_NOFOLLOW` handle: [`chmod_nofollow`]); callers give paths whose directories
+//! cannot be redirected ([`crate::beneath::At`]). A source file must be the inode its
+//! `lstat` named ([`copy_source_file`]). Metadata is applied after data, in this order: owner, xattrs, mode (a `chown`
 //! clears setuid and an ACL rewrites the group bits, so the mode comes after both), times
 //! last. A regular file that changes while it is copied is copied again up to [`RETRIES`]
 //! times, then taken as it is and reported as unstable. The one `unsafe` call, `FICLONE`,
@@ -643,6 +647,36 @@ mod tests {
             fs::read(&src).expect("src"),
             fs::read(dir.path().join("once")).expect("once")
         );
+    }
+
+    #[test]
+    fn a_source_file_replaced_after_its_lstat_is_changed_during_copy_and_a_link_is_never_followed()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("f");
+        fs::write(&src, b"seen").expect("write");
+        let seen = fs::symlink_metadata(&src).expect("lstat");
+        // Replaced by another file (write new, rename over) between the lstat and the copy.
+        fs::write(dir.path().join("new"), b"replaced").expect("write");
+        fs::rename(dir.path().join("new"), &src).expect("rename");
+        let c = copy_source_file(&src, &dir.path().join("a"), true, &seen).expect("copy");
+        assert!(
+            c.unstable,
+            "a different inode than the lstat's counts as changed"
+        );
+        assert_ne!(c.source, (seen.dev(), seen.ino()));
+        assert_eq!(fs::read(dir.path().join("a")).expect("copy"), b"replaced");
+        // Replaced by a symlink to a file elsewhere: never followed, not gone either.
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"secret").expect("write");
+        let seen = fs::symlink_metadata(&src).expect("lstat");
+        fs::remove_file(&src).expect("rm");
+        std::os::unix::fs::symlink(&secret, &src).expect("symlink");
+        assert!(matches!(
+            copy_source_file(&src, &dir.path().join("b"), true, &seen),
+            Err(CopyError::TypeChanged)
+        ));
+        assert!(!dir.path().join("b").exists(), "nothing made for it");
     }
 
     #[test]

@@ -117,6 +117,9 @@ impl Builder<'_> {
             SourceListing::Unreadable => return Ok(Vec::new()),
         };
         let old = self.list_version(phys, at, Detail::Stat)?;
+        // The directory just listed (held by the source's tree): its entries are reached
+        // from it, with no lookup per entry.
+        let here = self.src_dir(at).ok();
         let node = marks.node_mut(inside);
         let mut subdirs = Vec::new();
         let names: BTreeSet<&OsString> = src.keys().chain(old.keys()).collect();
@@ -141,7 +144,7 @@ impl Builder<'_> {
                 }
                 (Some(sm), Some(o)) => {
                     let Lstat::Read(sm) = sm else { continue };
-                    let Ok(sp) = self.src(&child) else {
+                    let Some(sp) = here.as_ref().map(|h| h.child(name)) else {
                         // Its directory went away (or became a link) since it was listed:
                         // the build looks again.
                         node.child_mut(name).mark = Some(Mark::Content);
@@ -196,7 +199,7 @@ impl Builder<'_> {
                 files += u64::from(self.held_as_new(&at));
             } else if meta.is_dir() {
                 let Ok(entries) = self.src_dir(&at).and_then(|dir| {
-                    listing::list_source(&dir.listing(), &at, &self.excludes, Detail::Stat)
+                    listing::list_source(dir.listing(), &at, &self.excludes, Detail::Stat)
                 }) else {
                     continue;
                 };

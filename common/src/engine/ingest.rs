@@ -274,7 +274,7 @@ impl Builder<'_> {
         let children = self
             .src_dir(&root)
             .and_then(|dir| {
-                listing::list_source(&dir.listing(), &root, &self.excludes, Detail::Names)
+                listing::list_source(dir.listing(), &root, &self.excludes, Detail::Names)
             })
             .ctx("cannot list source", self.source.shown())?;
         for name in children.keys() {

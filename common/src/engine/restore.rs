@@ -6,7 +6,10 @@
 //! copies); a non-empty destination is refused unless [`Existing::Overwrite`] (each
 //! restored entry replaces what is at its place, nothing else in DEST is touched) or
 //! [`Existing::Delete`] (DEST is made exactly the version: what it does not hold is removed,
-//! before each directory's times are set); nothing in the vault is ever written. The version
+//! before each directory's times are set); nothing in the vault is ever written, and nothing
+//! outside DEST: every entry is reached beneath the descriptor of DEST's nearest existing
+//! ancestor ([`Tree`]), never through a symlink, so a directory of DEST another user swaps
+//! for a link while the restore runs makes it fail, naming the path (docs/security.md). The version
 //! is read with the shared [`Walk`] (no recursion, so any depth restores). Verified (the default): every regular file's data is hashed as it is copied
 //! and compared with its record (docs/format.md#checksums: the holder version's checksums
 //! file); a mismatch, or a file without a record in a holder that has a checksums file,
