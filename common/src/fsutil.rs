@@ -158,6 +158,19 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
+/// [`remove_tree`] of `path` (a `/proc/self/fd/N/NAME` path, say: [`crate::beneath::At`]),
+/// its errors naming `shown` instead.
+pub fn remove_tree_as(path: &Path, shown: &Path) -> Result<()> {
+    remove_tree(path).map_err(|e| match e {
+        crate::error::Error::Io { what, source, .. } => crate::error::Error::Io {
+            what,
+            path: shown.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
 /// Makes every directory of the tree at `root` 0700 (best effort, iterative: a tree may be
 /// deeper than the stack), so that [`remove_tree`] can empty it. Symlinks are not followed.
 fn make_writable(root: &Path) {

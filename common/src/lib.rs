@@ -7,7 +7,7 @@
 //!
 //! | layer | owns |
 //! | --- | --- |
-//! | foundations: `error`, `escape`, `sys`, `fsutil`, `fault` | the error type and exit codes; TSV field escaping; the only `unsafe` (FFI); atomic writes; the crash-test hook |
+//! | foundations: `error`, `escape`, `sys`, `fsutil`, `beneath`, `fault` | the error type and exit codes; TSV field escaping; the only `unsafe` (FFI); atomic writes; reaching entries beneath a directory descriptor, never through a symlink; the crash-test hook |
 //! | `format/` | every text format, byte-exact, and the shared vocabulary |
 //! | `capture/` | noticing changes and filesystem identity |
 //! | `vault/` | the vault on disk and its invariants |
@@ -24,6 +24,7 @@
 // as CI builds it): the facade is thin, and its docs link to the modules that do the work.
 #![allow(rustdoc::private_intra_doc_links)]
 
+mod beneath;
 mod capture;
 mod engine;
 pub(crate) mod error;

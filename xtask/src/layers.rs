@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::{fs, io};
 
 /// The foundations: top-level modules every layer may use, which use no layer.
-pub const FOUNDATIONS: [&str; 5] = ["error", "escape", "sys", "fsutil", "fault"];
+pub const FOUNDATIONS: [&str; 6] = ["error", "escape", "sys", "fsutil", "beneath", "fault"];
 
 /// The layers above the foundations, lowest first.
 pub const LAYERS: [&str; 5] = ["format", "capture", "vault", "engine", "run"];

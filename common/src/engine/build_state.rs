@@ -12,7 +12,11 @@
 //! each above this one: nothing here calls them, so the engine's modules depend on each other
 //! one way only (docs/design.md#module-map).
 //!
-//! Invariants: the new version is only ever written below `new_root` (under `.partial/`);
+//! Invariants: the new version is only ever written below `new_root` (under `.partial/`),
+//! every entry reached beneath its descriptor and the source's every entry beneath the
+//! source's ([`crate::beneath::Tree`]): a symlink on the way is never followed, whether the
+//! build made it or the source's owner swapped one in while the build runs
+//! (docs/security.md);
 //! every regular file carried forward or dropped moves `delta_files`/`delta_logical` by
 //! exactly what `measure_tree` counts for it, so index.tsv agrees with a recount. What the
 //! version holds on disk (`held_bytes`) is not counted here but measured once it is durable
@@ -23,6 +27,7 @@ use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 
+use crate::beneath::{At, Here, Tree};
 use crate::engine::build_report::{Outcome, Progress};
 use crate::engine::climbing_links::ClimbLinks;
 use crate::engine::copy::{self, CopyError};
@@ -42,9 +47,12 @@ use crate::vault::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
 pub(crate) struct Builder<'a> {
     /// The job folder.
     pub job: PathBuf,
-    pub src_root: PathBuf,
-    /// The new version's directory under `.partial/`.
+    /// The source, entered through its descriptor (opened when the build starts).
+    pub source: Tree,
+    /// The new version's directory under `.partial/` (as messages show it).
     pub new_root: PathBuf,
+    /// The new version, entered through its descriptor (opened once it is made).
+    pub new: Tree,
     /// The new version's folder name.
     pub new_name: String,
     pub excludes: Excludes,
@@ -53,7 +61,8 @@ pub(crate) struct Builder<'a> {
     pub privileged: bool,
     /// keep_complete = false: the source as it was when the job started.
     pub baseline: Option<Baseline>,
-    /// The first copy of each multiply linked source inode: (dev, ino) → new path.
+    /// The first copy of each multiply linked source inode: (dev, ino) → its path in the
+    /// new version (as messages show it: under `new_root`).
     pub hardlinks: HashMap<(u64, u64), PathBuf>,
     /// Source entries journaled as skipped so far: a rescan's diff and the build may both
     /// meet one, and it is journaled and counted once.
@@ -81,7 +90,8 @@ pub(crate) enum SourceListing {
 
 /// A source entry's `lstat` as the build sees it (docs/format.md#invariants I5).
 pub(crate) enum SourceStat {
-    Present(Metadata),
+    /// There: its `lstat`, and the entry itself, reached beneath the source's descriptor.
+    Present(Metadata, Box<At>),
     /// `ENOENT`/`ENOTDIR`: deleted.
     Gone,
     /// Any other error: there but cannot be inspected; journaled as skipped.
@@ -99,9 +109,22 @@ pub(crate) enum BaselineState {
 }
 
 impl Builder<'_> {
-    /// `rel` in the source.
-    pub fn src(&self, rel: &RelPath) -> PathBuf {
-        rel.under(&self.src_root)
+    /// Source entry `rel` (not the root), reached beneath the source's descriptor; an error
+    /// that [`copy::is_gone`] accepts when a directory on the way is gone or is a symlink
+    /// now.
+    pub fn src(&self, rel: &RelPath) -> std::io::Result<At> {
+        self.source.at(rel.as_path())
+    }
+
+    /// The source directory `rel` itself (the root too), reached beneath the source's
+    /// descriptor: for listing it and reading its own attributes.
+    pub fn src_dir(&self, rel: &RelPath) -> std::io::Result<Here> {
+        self.source.dir(rel.as_path())
+    }
+
+    /// `rel` in the source, as messages show it.
+    pub fn src_shown(&self, rel: &RelPath) -> PathBuf {
+        rel.under(self.source.shown())
     }
 
     /// `rel` physically in version `phys`.
@@ -109,15 +132,32 @@ impl Builder<'_> {
         rel.under(&self.job.join(phys))
     }
 
-    /// `rel` in the new version.
+    /// `rel` in the new version, as messages show it.
     pub fn new_path(&self, rel: &RelPath) -> PathBuf {
         rel.under(&self.new_root)
     }
 
+    /// Entry `rel` of the new version (not its root), reached beneath its descriptor: where
+    /// the build writes it.
+    pub fn new_at(&self, rel: &RelPath) -> Result<At> {
+        self.new
+            .at(rel.as_path())
+            .ctx("cannot write to", &self.new_path(rel))
+    }
+
+    /// The directory `rel` of the new version itself (its root too).
+    pub fn new_dir(&self, rel: &RelPath) -> Result<Here> {
+        self.new
+            .dir(rel.as_path())
+            .ctx("cannot write to", &self.new_path(rel))
+    }
+
     /// Lists the source directory `rel`; an unreadable one is journaled as skipped.
     pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
-        let dir = self.src(rel);
-        match listing::list_source(&dir, rel, &self.excludes, detail) {
+        let listed = self
+            .src_dir(rel)
+            .and_then(|dir| listing::list_source(dir.listing(), rel, &self.excludes, detail));
+        match listed {
             Ok(entries) => SourceListing::Listed(entries),
             Err(e) if copy::is_gone(&e) => SourceListing::Gone(e),
             Err(e) => {
@@ -130,8 +170,11 @@ impl Builder<'_> {
     /// The `lstat` of source entry `rel`; one that fails for a reason other than the entry
     /// being gone is journaled as skipped.
     pub fn stat_source(&mut self, rel: &RelPath) -> SourceStat {
-        match fs::symlink_metadata(self.src(rel)) {
-            Ok(m) => SourceStat::Present(m),
+        let stat = self
+            .src(rel)
+            .and_then(|at| fs::symlink_metadata(&*at).map(|m| (m, at)));
+        match stat {
+            Ok((m, at)) => SourceStat::Present(m, Box::new(at)),
             Err(e) if copy::is_gone(&e) => SourceStat::Gone,
             Err(e) => {
                 self.skip_uninspectable(rel, &e);
@@ -171,8 +214,10 @@ impl Builder<'_> {
         let Some(record) = self.baseline.as_ref().and_then(|b| b.get(rel.as_path())) else {
             return BaselineState::Changed;
         };
-        let abs = self.src(rel);
-        let Ok(meta) = fs::symlink_metadata(&abs) else {
+        let Ok(abs) = self.src(rel) else {
+            return BaselineState::Changed;
+        };
+        let Ok(meta) = fs::symlink_metadata(&*abs) else {
             return BaselineState::Changed;
         };
         let privileged = self.privileged;
@@ -190,10 +235,13 @@ impl Builder<'_> {
     /// done, and records it as changed.
     pub fn finish_real_dir(&mut self, rel: &RelPath, sm: &Metadata) -> Result<()> {
         let np = self.new_path(rel);
+        let na = self.new_at(rel)?;
         if self.out.changed_paths.last() != Some(rel) {
             self.out.changed_paths.push(rel.clone());
         }
-        copy::finish_dir(&self.src(rel), &np, sm).ctx("cannot set attributes of", &np)?;
+        self.src(rel)
+            .and_then(|src| copy::finish_dir(&src, &na, sm))
+            .ctx("cannot set attributes of", &np)?;
         self.out.changed += 1;
         Ok(())
     }
@@ -205,13 +253,14 @@ impl Builder<'_> {
     pub fn keep_old(&mut self, rel: &RelPath, old: &listing::VersionEntry) -> Result<()> {
         let holder = old.holder.as_str();
         let np = self.new_path(rel);
+        let na = self.new_at(rel)?;
         let op = self.vault_path(holder, rel);
         let is_source_link = matches!(old.entry, Entry::Real(ft) if ft.is_symlink());
         if is_source_link {
             // Source links are recreated, never vault-linked (so that a relative target is
             // read from the version it belongs to).
-            copy::copy_symlink(&op, &np).map_err(|e| copy_err(e, &np))?;
-            return self.note_lookalike(rel, &np);
+            copy::copy_symlink(&op, &na).map_err(|e| copy_err(e, &np))?;
+            return self.note_lookalike(rel, &na);
         }
         if tree::depth(rel.as_path()) > MAX_LINK_DEPTH {
             // Too deep to link without risking ELOOP: materialise from the vault.
@@ -226,7 +275,7 @@ impl Builder<'_> {
                 nix::fcntl::AT_FDCWD,
                 link.as_path(),
                 nix::fcntl::AT_FDCWD,
-                &np,
+                &*na,
                 nix::fcntl::AtFlags::empty(),
             );
             if shared.is_ok() {
@@ -234,7 +283,7 @@ impl Builder<'_> {
             }
         }
         let text = tree::link_text(rel.as_path(), holder);
-        std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)
+        std::os::unix::fs::symlink(&text, &*na).ctx("cannot create vault link", &np)
     }
 
     /// Copies `rel` from the vault (version `holder`, through vault links) into the new
@@ -254,7 +303,8 @@ impl Builder<'_> {
                 let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
                 if om.is_dir() {
                     let np = self.new_path(&rel);
-                    copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                    let na = self.new_at(&rel)?;
+                    copy::make_dir(&na).ctx("cannot create directory", &np)?;
                     let children = self
                         .list_version(Some(&holder), &rel, Detail::Names)?
                         .into_iter();
@@ -277,7 +327,7 @@ impl Builder<'_> {
                     if matches!(child.entry, Entry::Real(ft) if ft.is_symlink()) {
                         let from = self.vault_path(&child.holder, &child_rel);
                         let np = self.new_path(&dir.rel);
-                        let link = self.new_path(&child_rel);
+                        let link = self.new_at(&child_rel)?;
                         copy::copy_symlink(&from, &link).map_err(|e| copy_err(e, &np))?;
                         // A source link now held by the new version: registered under its
                         // name (I4, I8), as a copied one is.
@@ -291,7 +341,8 @@ impl Builder<'_> {
                         return Ok(());
                     };
                     let np = self.new_path(&done.rel);
-                    copy::finish_dir(&done.op, &np, &done.om)
+                    let na = self.new_at(&done.rel)?;
+                    copy::finish_dir(&done.op, &na, &done.om)
                         .ctx("cannot set attributes of", &np)?;
                 }
             }
@@ -300,17 +351,18 @@ impl Builder<'_> {
 
     fn materialise_leaf(&mut self, rel: &RelPath, op: &Path, om: &Metadata) -> Result<()> {
         let np = self.new_path(rel);
+        let na = self.new_at(rel)?;
         let copied = if om.is_file() {
-            copy::copy_file_hashed(op, &np, self.checksums.is_some())
+            copy::copy_file_hashed(op, &na, self.checksums.is_some())
                 .map(|c| self.record(rel, c.record))
         } else if om.file_type().is_symlink() {
-            copy::copy_symlink(op, &np)
+            copy::copy_symlink(op, &na)
         } else {
-            copy::copy_special(op, &np, om)
+            copy::copy_special(op, &na, om)
         };
         copied.map_err(|e| copy_err(e, &np))?;
         if om.file_type().is_symlink() {
-            self.note_lookalike(rel, &np)?;
+            self.note_lookalike(rel, &na)?;
         }
         Ok(())
     }
@@ -318,7 +370,7 @@ impl Builder<'_> {
     /// Records the source link just made at `rel` (`np`): in the lookalike registry when its
     /// text looks like a vault link (I4), as a climbing link when it leaves a directory (I8).
     pub fn note_lookalike(&mut self, rel: &RelPath, np: &Path) -> Result<()> {
-        let text = fs::read_link(np).ctx("cannot read link", np)?;
+        let text = fs::read_link(np).ctx("cannot read link", &self.new_path(rel))?;
         self.climbing.note(rel, &text);
         if tree::parse_link_text(rel.as_path(), &text).is_some() {
             let name = self.new_name.clone();
@@ -366,7 +418,16 @@ impl Builder<'_> {
         if let Some(c) = &mut self.checksums {
             c.forget_under(rel.as_path());
         }
-        fsutil::remove_tree(&self.new_path(rel))
+        self.remove_new(rel)
+    }
+
+    /// Removes entry `rel` of the new version (a tree, or nothing when missing), and
+    /// forgets its descriptor if held.
+    pub fn remove_new(&mut self, rel: &RelPath) -> Result<()> {
+        let na = self.new_at(rel)?;
+        fsutil::remove_tree_as(&na, &self.new_path(rel))?;
+        self.new.forget(rel.as_path());
+        Ok(())
     }
 }
 

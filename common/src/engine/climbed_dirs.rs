@@ -18,7 +18,6 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::engine::build_state::Builder;
@@ -93,18 +92,20 @@ impl Builder<'_> {
     /// children are kept from the holder; the parent's mode and times are put back.
     fn unlink_dir(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let np = self.new_path(rel);
-        let parent = np.parent().unwrap_or(&self.new_root).to_path_buf();
-        let pm = fs::symlink_metadata(&parent).ctx("cannot inspect", &parent)?;
-        fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
-            .ctx("cannot open for writing", &parent)?;
-        fs::remove_file(&np).ctx("cannot remove vault link", &np)?;
-        copy::make_dir(&np).ctx("cannot create directory", &np)?;
+        let na = self.new_at(rel)?;
+        let parent_rel = RelPath::from_internal(rel.as_path().parent().unwrap_or(Path::new("")));
+        let parent = self.new_path(&parent_rel);
+        let pd = self.new_dir(&parent_rel)?;
+        let pm = fs::symlink_metadata(&*pd).ctx("cannot inspect", &parent)?;
+        copy::chmod_nofollow(&pd, 0o700).ctx("cannot open for writing", &parent)?;
+        fs::remove_file(&*na).ctx("cannot remove vault link", &np)?;
+        copy::make_dir(&na).ctx("cannot create directory", &np)?;
         for (name, child) in self.list_version(Some(holder), rel, Detail::Names)? {
             self.keep_old(&rel.join(&name), &child)?;
         }
         let op = self.vault_path(holder, rel);
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-        copy::finish_dir(&op, &np, &om).ctx("cannot set attributes of", &np)?;
-        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)
+        copy::finish_dir(&op, &na, &om).ctx("cannot set attributes of", &np)?;
+        copy::apply_path_meta(&pd, &pm).ctx("cannot set attributes of", &parent)
     }
 }

@@ -10,7 +10,11 @@
 //!
 //! Invariants: the destination never exists before (`O_EXCL`, `symlink`, `mknod` and
 //! `mkdir` all fail on an existing name; a retried copy removes only its own earlier
-//! attempt). Metadata is applied after data, in this order: owner, xattrs, mode (a `chown`
+//! attempt). No call follows the last component of a path it is given, on either side
+//! (`O_NOFOLLOW`, `lchown`, `AT_SYMLINK_NOFOLLOW`, `l*xattr`, a mode set through an
+//! `O_PATH | O_NOFOLLOW` handle: [`chmod_nofollow`]); callers give paths whose directories
+//! cannot be redirected ([`crate::beneath::At`]). A source file must be the inode its
+//! `lstat` named ([`copy_source_file`]). Metadata is applied after data, in this order: owner, xattrs, mode (a `chown`
 //! clears setuid and an ACL rewrites the group bits, so the mode comes after both), times
 //! last. A regular file that changes while it is copied is copied again up to [`RETRIES`]
 //! times, then taken as it is and reported as unstable. The one `unsafe` call, `FICLONE`,
@@ -25,6 +29,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -63,6 +68,8 @@ pub struct FileCopy {
     pub unstable: bool,
     /// The stored data's size and BLAKE3, when asked for.
     pub record: Option<Record>,
+    /// The device and inode of the source file that was copied (the kept attempt's).
+    pub source: (u64, u64),
 }
 
 /// Why an entry could not be copied.
@@ -90,9 +97,14 @@ impl CopyError {
 }
 
 /// Does `e` say the entry is gone? Only `ENOENT` and `ENOTDIR` do (docs/format.md#invariants
-/// I5): any other error (`EACCES`, `EIO`, …) means it is there but cannot be read.
+/// I5), the latter including a symlink met where a directory was, which is never followed
+/// ([`crate::beneath`]): the path names nothing in the source any more. Any other error
+/// (`EACCES`, `EIO`, …) means it is there but cannot be read.
 pub(crate) fn is_gone(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 fn vanished(e: io::Error) -> CopyError {
@@ -113,14 +125,27 @@ pub fn privileged() -> bool {
 /// [`copy_file_hashed`] without the hash.
 #[cfg(test)]
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, false, &mut |_| {})
+    copy_file_with(src, dst, false, None, &mut |_| {})
 }
 
 /// Copies a regular file with its metadata to the new path `dst`, without following a
 /// symlink at `src` (that is an error, `ELOOP`); records the stored data's BLAKE3 when
 /// `hash` is set.
 pub fn copy_file_hashed(src: &Path, dst: &Path, hash: bool) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, hash, &mut |_| {})
+    copy_file_with(src, dst, hash, None, &mut |_| {})
+}
+
+/// [`copy_file_hashed`] of a source file whose `lstat` was `seen`: a symlink now at `src`
+/// is [`CopyError::TypeChanged`] (never followed), and a file opened that is not the inode
+/// `seen` describes (replaced since) counts as changed during the copy: retried, then
+/// taken as it is and reported unstable; [`FileCopy::source`] says which inode was copied.
+pub fn copy_source_file(
+    src: &Path,
+    dst: &Path,
+    hash: bool,
+    seen: &fs::Metadata,
+) -> Result<FileCopy, CopyError> {
+    copy_file_with(src, dst, hash, Some((seen.dev(), seen.ino())), &mut |_| {})
 }
 
 /// [`copy_file`] with a hook called after each attempt's data copy, before the source is
@@ -131,28 +156,37 @@ pub fn copy_file_observed(
     dst: &Path,
     after_data: &mut dyn FnMut(u32),
 ) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, true, after_data)
+    copy_file_with(src, dst, true, None, after_data)
 }
 
 fn copy_file_with(
     src: &Path,
     dst: &Path,
     hash: bool,
+    seen: Option<(u64, u64)>,
     after_data: &mut dyn FnMut(u32),
 ) -> Result<FileCopy, CopyError> {
     let mut unstable = true;
     let mut data = DataPath::Sparse;
     let mut record = None;
+    let mut source = (0, 0);
     for attempt in 0..=RETRIES {
-        let input = OpenOptions::new()
+        let input = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
             .open(src)
-            .map_err(vanished)?;
+        {
+            Ok(f) => f,
+            // A symlink there now: never followed, and not gone either.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(CopyError::TypeChanged),
+            Err(e) => return Err(vanished(e)),
+        };
         let before = input.metadata()?;
         if !before.is_file() {
             return Err(CopyError::TypeChanged);
         }
+        source = (before.dev(), before.ino());
+        let replaced = seen.is_some_and(|seen| seen != source);
         if attempt > 0 {
             let _ = fs::remove_file(dst);
         }
@@ -165,7 +199,8 @@ fn copy_file_with(
         (data, record) = copy_data_hashed(&input, &output, before.len(), hash)?;
         after_data(attempt);
         let after = input.metadata()?;
-        let same = after.len() == before.len()
+        let same = !replaced
+            && after.len() == before.len()
             && after.mtime() == before.mtime()
             && after.mtime_nsec() == before.mtime_nsec()
             && after.ctime() == before.ctime()
@@ -180,6 +215,7 @@ fn copy_file_with(
         data,
         unstable,
         record,
+        source,
     })
 }
 
@@ -381,9 +417,25 @@ pub fn apply_path_meta(dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
         std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
     }
     if !meta.file_type().is_symlink() {
-        fs::set_permissions(dst, Permissions::from_mode(meta.mode() & 0o7777))?;
+        chmod_nofollow(dst, meta.mode() & 0o7777)?;
     }
     set_times(dst, meta)
+}
+
+/// Sets the mode of `path`, which must not be a symlink (`ELOOP` if one is there now):
+/// `chmod` follows a symlink, so the entry is opened first (`O_PATH | O_NOFOLLOW`) and the
+/// mode set on what was opened (through its `/proc/self/fd` path, which names that inode
+/// whatever happens to the name meanwhile).
+pub fn chmod_nofollow(path: &Path, mode: u32) -> io::Result<()> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    if handle.metadata()?.file_type().is_symlink() {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let opened = Path::new("/proc/self/fd").join(handle.as_raw_fd().to_string());
+    fs::set_permissions(opened, Permissions::from_mode(mode))
 }
 
 /// Lists the xattr names of `path` (not following symlinks); none where the filesystem
@@ -510,7 +562,7 @@ pub fn copy_special(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), C
 pub fn make_dir(dst: &Path) -> io::Result<()> {
     fs::create_dir(dst)?;
     // A umask could leave it unwritable for us while we fill it.
-    fs::set_permissions(dst, Permissions::from_mode(0o700))
+    chmod_nofollow(dst, 0o700)
 }
 
 /// Applies a directory's xattrs (default ACLs included) from `src`, then owner, mode and
@@ -598,6 +650,36 @@ mod tests {
     }
 
     #[test]
+    fn a_source_file_replaced_after_its_lstat_is_changed_during_copy_and_a_link_is_never_followed()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("f");
+        fs::write(&src, b"seen").expect("write");
+        let seen = fs::symlink_metadata(&src).expect("lstat");
+        // Replaced by another file (write new, rename over) between the lstat and the copy.
+        fs::write(dir.path().join("new"), b"replaced").expect("write");
+        fs::rename(dir.path().join("new"), &src).expect("rename");
+        let c = copy_source_file(&src, &dir.path().join("a"), true, &seen).expect("copy");
+        assert!(
+            c.unstable,
+            "a different inode than the lstat's counts as changed"
+        );
+        assert_ne!(c.source, (seen.dev(), seen.ino()));
+        assert_eq!(fs::read(dir.path().join("a")).expect("copy"), b"replaced");
+        // Replaced by a symlink to a file elsewhere: never followed, not gone either.
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"secret").expect("write");
+        let seen = fs::symlink_metadata(&src).expect("lstat");
+        fs::remove_file(&src).expect("rm");
+        std::os::unix::fs::symlink(&secret, &src).expect("symlink");
+        assert!(matches!(
+            copy_source_file(&src, &dir.path().join("b"), true, &seen),
+            Err(CopyError::TypeChanged)
+        ));
+        assert!(!dir.path().join("b").exists(), "nothing made for it");
+    }
+
+    #[test]
     fn never_overwrites_and_never_follows() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = dir.path().join("a");
@@ -609,7 +691,7 @@ mod tests {
         std::os::unix::fs::symlink("a", &l).expect("symlink");
         assert!(matches!(
             copy_file(&l, &dir.path().join("c")),
-            Err(CopyError::Io(_))
+            Err(CopyError::TypeChanged)
         ));
         copy_symlink(&l, &dir.path().join("l2")).expect("symlink copy");
         assert_eq!(

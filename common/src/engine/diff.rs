@@ -69,10 +69,14 @@ impl Builder<'_> {
 
     /// Do the source root's own attributes differ from the old version's root?
     pub fn root_differs(&self, old_dir: &str) -> Result<bool> {
-        let sm = fs::metadata(&self.src_root).ctx("cannot read source", &self.src_root)?;
+        let shown = self.source.shown();
+        let root = self
+            .src_dir(&RelPath::root())
+            .ctx("cannot read source", shown)?;
+        let sm = fs::metadata(&*root).ctx("cannot read source", shown)?;
         let op = self.job.join(old_dir);
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-        Ok(self.differ(&sm, &om, &self.src_root, &op) != Difference::Same)
+        Ok(self.differ(&sm, &om, &root, &op) != Difference::Same)
     }
 
     /// Compares source directory `rel` with the old physical directory `phys`/`rel` and
@@ -113,6 +117,9 @@ impl Builder<'_> {
             SourceListing::Unreadable => return Ok(Vec::new()),
         };
         let old = self.list_version(phys, at, Detail::Stat)?;
+        // The directory just listed (held by the source's tree): its entries are reached
+        // from it, with no lookup per entry.
+        let here = self.src_dir(at).ok();
         let node = marks.node_mut(inside);
         let mut subdirs = Vec::new();
         let names: BTreeSet<&OsString> = src.keys().chain(old.keys()).collect();
@@ -137,7 +144,12 @@ impl Builder<'_> {
                 }
                 (Some(sm), Some(o)) => {
                     let Lstat::Read(sm) = sm else { continue };
-                    let sp = self.src(&child);
+                    let Some(sp) = here.as_ref().map(|h| h.child(name)) else {
+                        // Its directory went away (or became a link) since it was listed:
+                        // the build looks again.
+                        node.child_mut(name).mark = Some(Mark::Content);
+                        continue;
+                    };
                     let op = self.vault_path(&o.holder, &child);
                     let om = match &o.meta {
                         Some(m) => m.clone(),
@@ -186,9 +198,9 @@ impl Builder<'_> {
             if meta.is_file() {
                 files += u64::from(self.held_as_new(&at));
             } else if meta.is_dir() {
-                let dir = self.src(&at);
-                let Ok(entries) = listing::list_source(&dir, &at, &self.excludes, Detail::Stat)
-                else {
+                let Ok(entries) = self.src_dir(&at).and_then(|dir| {
+                    listing::list_source(dir.listing(), &at, &self.excludes, Detail::Stat)
+                }) else {
                     continue;
                 };
                 for (name, m) in entries {

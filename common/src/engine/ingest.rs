@@ -18,6 +18,7 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::beneath::At;
 use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err};
 use crate::engine::copy::{self, CopyError};
 use crate::engine::listing::{self, Detail, Lstat};
@@ -26,7 +27,6 @@ use crate::format::baseline::Baseline;
 use crate::format::checksums;
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
-use crate::fsutil;
 
 /// A source directory being copied: its children still to copy.
 struct OpenDir {
@@ -78,24 +78,25 @@ impl Builder<'_> {
 
     /// Copies a non-directory, or creates a directory and lists what goes in it.
     fn start_copy(&mut self, rel: &RelPath) -> Result<Started> {
-        let sm = match self.stat_source(rel) {
-            SourceStat::Present(sm) => sm,
+        let (sm, sp) = match self.stat_source(rel) {
+            SourceStat::Present(sm, sp) => (sm, sp),
             SourceStat::Gone => return Ok(Started::Leaf(Copied::Gone)),
             SourceStat::Unreadable => return Ok(Started::Leaf(Copied::Skipped)),
         };
         if !sm.is_dir() {
-            return self.copy_leaf(rel, &sm).map(Started::Leaf);
+            return self.copy_leaf(rel, &sp, &sm).map(Started::Leaf);
         }
         let np = self.new_path(rel);
-        copy::make_dir(&np).ctx("cannot create directory", &np)?;
+        let na = self.new_at(rel)?;
+        copy::make_dir(&na).ctx("cannot create directory", &np)?;
         let children = match self.list_source(rel, Detail::Names) {
             SourceListing::Listed(children) => children,
             SourceListing::Gone(_) => {
-                fsutil::remove_tree(&np)?;
+                self.remove_new(rel)?;
                 return Ok(Started::Leaf(Copied::Gone));
             }
             SourceListing::Unreadable => {
-                fsutil::remove_tree(&np)?;
+                self.remove_new(rel)?;
                 return Ok(Started::Leaf(Copied::Skipped));
             }
         };
@@ -106,16 +107,17 @@ impl Builder<'_> {
         })))
     }
 
-    /// Copies one non-directory entry whose lstat is `sm`.
-    fn copy_leaf(&mut self, rel: &RelPath, sm: &Metadata) -> Result<Copied> {
-        let (sp, np) = (self.src(rel), self.new_path(rel));
+    /// Copies one non-directory entry `sp` whose lstat is `sm`.
+    fn copy_leaf(&mut self, rel: &RelPath, sp: &At, sm: &Metadata) -> Result<Copied> {
+        let (np, na) = (self.new_path(rel), self.new_at(rel)?);
         let ft = sm.file_type();
         if ft.is_file()
             && sm.nlink() > 1
             && let Some(first) = self.hardlinks.get(&(sm.dev(), sm.ino()))
         {
-            fs::hard_link(first, &np).ctx("cannot create hard link", &np)?;
             let first_rel = first.strip_prefix(&self.new_root).unwrap_or(first);
+            let first_at = self.new.at(first_rel).ctx("cannot create hard link", &np)?;
+            fs::hard_link(&*first_at, &*na).ctx("cannot create hard link", &np)?;
             let record = self
                 .checksums
                 .as_ref()
@@ -126,23 +128,28 @@ impl Builder<'_> {
             self.out.changed += 1;
             return Ok(Copied::Done);
         }
+        // A file copied is the inode `sm` describes, or (replaced since) not the first copy
+        // of it that later names link to.
+        let mut same_inode = true;
         let copied = if ft.is_file() {
-            copy::copy_file_hashed(&sp, &np, self.checksums.is_some())
-                .map(|c| self.note_file_copy(rel, c))
+            copy::copy_source_file(sp, &na, self.checksums.is_some(), sm).map(|c| {
+                same_inode = c.source == (sm.dev(), sm.ino());
+                self.note_file_copy(rel, c)
+            })
         } else if ft.is_symlink() {
-            copy::copy_symlink(&sp, &np)
+            copy::copy_symlink(sp, &na)
         } else {
-            copy::copy_special(&sp, &np, sm)
+            copy::copy_special(sp, &na, sm)
         };
         match copied {
             Ok(()) => {}
             Err(CopyError::Vanished) => {
-                let _ = fs::remove_file(&np);
+                let _ = fs::remove_file(&*na);
                 return Ok(Copied::Gone);
             }
             Err(e) if e.is_enospc() => return Err(copy_err(e, &np)),
             Err(e) => {
-                let _ = fs::remove_file(&np);
+                let _ = fs::remove_file(&*na);
                 let why = match &e {
                     CopyError::Socket => "is a socket".to_owned(),
                     other => other.to_string(),
@@ -151,7 +158,7 @@ impl Builder<'_> {
                 return Ok(Copied::Skipped);
             }
         }
-        self.count_copied(rel, sm, &np)?;
+        self.count_copied(rel, sm, &na, same_inode)?;
         Ok(Copied::Done)
     }
 
@@ -171,18 +178,25 @@ impl Builder<'_> {
         }
     }
 
-    /// Counts a copied entry (source lstat `sm`, now at `np`) and reports it.
-    fn count_copied(&mut self, rel: &RelPath, sm: &Metadata, np: &Path) -> Result<()> {
+    /// Counts a copied entry (source lstat `sm`, now at `na`) and reports it; a file is
+    /// the first copy of its inode only when `same_inode` (the one `sm` describes).
+    fn count_copied(
+        &mut self,
+        rel: &RelPath,
+        sm: &Metadata,
+        na: &At,
+        same_inode: bool,
+    ) -> Result<()> {
+        let np = self.new_path(rel);
         if sm.file_type().is_symlink() {
-            self.note_lookalike(rel, np)?;
+            self.note_lookalike(rel, na)?;
         }
-        let nm = fs::symlink_metadata(np).ctx("cannot inspect", np)?;
+        let nm = fs::symlink_metadata(&**na).ctx("cannot inspect", &np)?;
         if sm.is_file() {
             self.delta_files += 1;
             self.delta_logical += nm.len() as i64;
-            if sm.nlink() > 1 {
-                self.hardlinks
-                    .insert((sm.dev(), sm.ino()), np.to_path_buf());
+            if sm.nlink() > 1 && same_inode {
+                self.hardlinks.insert((sm.dev(), sm.ino()), np);
             }
         }
         self.out.changed += 1;
@@ -202,17 +216,20 @@ impl Builder<'_> {
         sm: &Metadata,
     ) -> Result<()> {
         let np = self.new_path(rel);
+        let na = self.new_at(rel)?;
         let input = fs::File::open(vault_file).ctx("cannot open", vault_file)?;
         let output = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&np)
+            .open(&*na)
             .ctx("cannot create", &np)?;
         let path = copy::copy_data(&input, &output, sm.len()).ctx("cannot copy", &np)?;
         drop(output);
         self.record_reused(rel, holder)?;
-        copy::copy_xattrs(&self.src(rel), &np).ctx("cannot copy xattrs to", &np)?;
-        copy::apply_path_meta(&np, sm).ctx("cannot set attributes of", &np)?;
+        self.src(rel)
+            .and_then(|src| copy::copy_xattrs(&src, &na))
+            .ctx("cannot copy xattrs to", &np)?;
+        copy::apply_path_meta(&na, sm).ctx("cannot set attributes of", &np)?;
         if path == copy::DataPath::Reflink {
             self.out.reflinked += 1;
         }
@@ -225,13 +242,14 @@ impl Builder<'_> {
     /// `holder`'s checksums file), else computed from the new copy.
     fn record_reused(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let np = self.new_path(rel);
+        let na = self.new_at(rel)?;
         let Some(c) = &mut self.checksums else {
             return Ok(());
         };
         let record = match c.lookup(&self.job, holder, rel.as_path())? {
             Some(r) => r,
             None => {
-                let f = fs::File::open(&np).ctx("cannot open", &np)?;
+                let f = fs::File::open(&*na).ctx("cannot open", &np)?;
                 checksums::hash_file(&f).ctx("cannot read", &np)?
             }
         };
@@ -247,14 +265,18 @@ impl Builder<'_> {
             // baseline remembers what "unchanged since the job started" means.
             let privileged = self.privileged;
             let xattrs_of = |p: &Path| copy::comparable_xattrs(p, privileged);
-            let baseline = Baseline::record(&self.src_root, &self.excludes, &xattrs_of)?;
+            let baseline = Baseline::record(self.source.shown(), &self.excludes, &xattrs_of)?;
             baseline.save(&self.job)?;
             self.out.changed += 1;
             return Ok(());
         }
         let root = RelPath::root();
-        let children = listing::list_source(&self.src_root, &root, &self.excludes, Detail::Names)
-            .ctx("cannot list source", &self.src_root)?;
+        let children = self
+            .src_dir(&root)
+            .and_then(|dir| {
+                listing::list_source(dir.listing(), &root, &self.excludes, Detail::Names)
+            })
+            .ctx("cannot list source", self.source.shown())?;
         for name in children.keys() {
             self.copy_new(&root.join(name))?;
         }

@@ -138,7 +138,7 @@ impl Builder<'_> {
                 Vec::new()
             }
             SourceListing::Gone(e) => {
-                return Err(e).ctx("cannot list source directory", &self.src(&rel));
+                return Err(e).ctx("cannot list source directory", &self.src_shown(&rel));
             }
         };
         Ok(OpenDir {
@@ -207,7 +207,8 @@ impl Builder<'_> {
             BaselineState::UnchangedDir => {
                 // Present since the job started: real only if something below changed.
                 let np = self.new_path(&rel);
-                copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                let na = self.new_at(&rel)?;
+                copy::make_dir(&na).ctx("cannot create directory", &np)?;
                 let marks = marks.unwrap_or_default();
                 let dir = self.open_dir(rel, marks, None, diffed, WhenBuilt::SinceBaseline)?;
                 return Ok(Visit::Open(Box::new(dir)));
@@ -224,10 +225,9 @@ impl Builder<'_> {
         old: VersionEntry,
         diffed: bool,
     ) -> Result<Visit> {
-        let sp = self.src(&rel);
         let op = self.vault_path(&old.holder, &rel);
-        let sm = match self.stat_source(&rel) {
-            SourceStat::Present(sm) => sm,
+        let (sm, sp) = match self.stat_source(&rel) {
+            SourceStat::Present(sm, sp) => (sm, sp),
             SourceStat::Gone => {
                 // Vanished since the listing: deleted.
                 self.forget_old(&rel, &old.holder)?;
@@ -251,7 +251,8 @@ impl Builder<'_> {
         }
         if sm.is_dir() && om.is_dir() {
             let np = self.new_path(&rel);
-            copy::make_dir(&np).ctx("cannot create directory", &np)?;
+            let na = self.new_at(&rel)?;
+            copy::make_dir(&na).ctx("cannot create directory", &np)?;
             let holder = old.holder.clone();
             let then = WhenBuilt::Common(Box::new(CommonDir {
                 old,
@@ -308,8 +309,10 @@ impl Builder<'_> {
         match dir.then {
             WhenBuilt::Root => Ok(dir.differs),
             WhenBuilt::SinceBaseline if dir.differs => {
-                let sp = self.src(rel);
-                let sm = fs::symlink_metadata(&sp).ctx("cannot inspect", &sp)?;
+                let sm = self
+                    .src(rel)
+                    .and_then(|sp| fs::symlink_metadata(&*sp))
+                    .ctx("cannot inspect", &self.src_shown(rel))?;
                 self.finish_real_dir(rel, &sm)?;
                 Ok(true)
             }

@@ -92,9 +92,12 @@ fn build_partial(b: &mut Builder<'_>, partial: &Path, from: Option<FromVersion>)
                 true
             }
         };
-        let root_meta = fs::metadata(&b.src_root).ctx("cannot read source", &b.src_root)?;
-        copy::finish_dir(&b.src_root, partial, &root_meta)
-            .ctx("cannot set attributes of", partial)?;
+        let shown = b.source.shown().to_path_buf();
+        let root = b
+            .src_dir(&RelPath::root())
+            .ctx("cannot read source", &shown)?;
+        let root_meta = fs::metadata(&*root).ctx("cannot read source", &shown)?;
+        copy::finish_dir(&root, partial, &root_meta).ctx("cannot set attributes of", partial)?;
         Ok(differs)
     })();
     if result.is_err() {

@@ -6,7 +6,10 @@
 //! copies); a non-empty destination is refused unless [`Existing::Overwrite`] (each
 //! restored entry replaces what is at its place, nothing else in DEST is touched) or
 //! [`Existing::Delete`] (DEST is made exactly the version: what it does not hold is removed,
-//! before each directory's times are set); nothing in the vault is ever written. The version
+//! before each directory's times are set); nothing in the vault is ever written, and nothing
+//! outside DEST: every entry is reached beneath the descriptor of DEST's nearest existing
+//! ancestor ([`Tree`]), never through a symlink, so a directory of DEST another user swaps
+//! for a link while the restore runs makes it fail, naming the path (docs/security.md). The version
 //! is read with the shared [`Walk`] (no recursion, so any depth restores). Verified (the default): every regular file's data is hashed as it is copied
 //! and compared with its record (docs/format.md#checksums: the holder version's checksums
 //! file); a mismatch, or a file without a record in a holder that has a checksums file,
@@ -18,6 +21,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::beneath::{At, Here, Tree};
 use crate::engine::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::checksums::{Record, Recorder};
@@ -107,10 +111,12 @@ pub fn restore_into(
     };
     let root_is_dir =
         fs::symlink_metadata(tree::in_version(&dir.path, &phys, &rel)).is_ok_and(|m| m.is_dir());
-    make_room(dest, existing, root_is_dir)?;
+    let (place, top) = dest_place(dest)?;
     let mut restorer = Restorer {
         from: rel.clone(),
         dest: dest.to_path_buf(),
+        place,
+        top,
         hardlinks: HashMap::new(),
         done: Restored::default(),
         job: dir.path.clone(),
@@ -118,6 +124,7 @@ pub fn restore_into(
         existing,
         restored: HashSet::new(),
     };
+    restorer.make_room(root_is_dir)?;
     Walk::new(&dir.path, &lookalikes, Links::Follow)
         .sorted()
         .run(&phys, &rel, &mut restorer)?;
@@ -142,41 +149,79 @@ fn inside_source(rel: &Path) -> Result<PathBuf> {
         .collect())
 }
 
-/// The destination is created by the restore itself (with the version's attributes): an
-/// empty directory is replaced; anything else needs [`Existing::Overwrite`] or
-/// [`Existing::Delete`], which keep a directory that receives a directory and replace
-/// anything else. Its parent is created.
-fn make_room(dest: &Path, existing: Existing, root_is_dir: bool) -> Result<()> {
-    if let Ok(m) = fs::symlink_metadata(dest) {
-        let empty_dir = m.is_dir()
-            && fs::read_dir(dest)
-                .ctx("cannot list", dest)?
-                .next()
-                .is_none();
-        if empty_dir {
-            fs::remove_dir(dest).ctx("cannot replace", dest)?;
-        } else if existing == Existing::Refuse {
-            let what = if m.is_dir() { "is not empty" } else { "exists" };
-            return Err(Error::Usage(format!(
-                "destination {} {what} (--overwrite replaces what the restore writes, --delete also removes what the version does not hold)",
-                show(dest)
-            )));
-        } else if !(m.is_dir() && root_is_dir) {
-            crate::fsutil::remove_tree(dest)?;
+/// Where DEST is: its nearest existing ancestor, opened now (the path as the caller names
+/// it, its symlinks followed this once), and DEST relative to it. The missing ancestors are
+/// created beneath it, each a real directory (never through a symlink), so that from here
+/// on every write is beneath that one descriptor (docs/security.md).
+fn dest_place(dest: &Path) -> Result<(Tree, PathBuf)> {
+    let named = match dest.file_name() {
+        Some(_) => dest.to_path_buf(),
+        // `.`, `..`, `a/..`: the directory they name now.
+        None => fs::canonicalize(dest).ctx("cannot resolve", dest)?,
+    };
+    let (Some(parent), Some(name)) = (named.parent(), named.file_name()) else {
+        return Err(Error::Usage(format!(
+            "cannot restore to {} itself: name a directory to restore into",
+            show(dest)
+        )));
+    };
+    let mut existing = if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent.to_path_buf()
+    };
+    let mut missing = Vec::new();
+    loop {
+        match fs::metadata(&existing) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "cannot restore to {}: {} is not a directory",
+                    show(dest),
+                    show(&existing)
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Some(below) = existing.file_name() else {
+                    return Err(e).ctx("cannot create", &existing);
+                };
+                missing.push(below.to_owned());
+                if !existing.pop() || existing.as_os_str().is_empty() {
+                    existing = PathBuf::from(".");
+                }
+            }
+            Err(e) => return Err(e).ctx("cannot inspect", &existing),
         }
     }
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).ctx("cannot create", parent)?;
+    let place = Tree::open(&existing).ctx("cannot open", &existing)?;
+    let mut top = PathBuf::new();
+    for below in missing.into_iter().rev() {
+        top.push(below);
+        let shown = existing.join(&top);
+        let at = place.at(&top).ctx("cannot create", &shown)?;
+        match fs::create_dir(&*at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx("cannot create", &shown),
+        }
     }
-    Ok(())
+    top.push(name);
+    Ok((place, top))
 }
 
-/// Copies what the walk of the version meets to the same place under `dest`.
+/// Copies what the walk of the version meets to the same place under DEST, every entry
+/// reached beneath DEST's ancestor's descriptor ([`Tree`]): a directory of DEST swapped for
+/// a symlink is never followed, and the restore fails naming it.
 struct Restorer {
     /// The path restored (the walk's start).
     from: PathBuf,
+    /// DEST as the caller named it (messages).
     dest: PathBuf,
-    /// The first copy of each hard-linked inode met so far.
+    /// DEST's nearest existing ancestor, held open.
+    place: Tree,
+    /// DEST relative to `place`.
+    top: PathBuf,
+    /// The first copy of each hard-linked inode met so far, relative to DEST.
     hardlinks: HashMap<(u64, u64), PathBuf>,
     done: Restored,
     /// The job folder.
@@ -185,30 +230,91 @@ struct Restorer {
     checksums: Option<Recorder>,
     /// What to do about entries already in DEST.
     existing: Existing,
-    /// Every DEST path written ([`Existing::Delete`] removes the others).
+    /// Every entry written, relative to DEST ([`Existing::Delete`] removes the others).
     restored: HashSet<PathBuf>,
 }
 
 impl Restorer {
-    /// Where the entry at `rel` of the version goes.
-    fn dst(&self, rel: &Path) -> PathBuf {
+    /// Where the entry at `rel` of the version goes, relative to DEST.
+    fn below(&self, rel: &Path) -> PathBuf {
         match rel.strip_prefix(&self.from) {
-            Ok(below) if !below.as_os_str().is_empty() => self.dest.join(below),
-            _ => self.dest.clone(),
+            Ok(below) => below.to_path_buf(),
+            Err(_) => PathBuf::new(),
         }
     }
 
-    fn copy_file(&mut self, node: &Node, meta: &fs::Metadata, dst: &Path) -> Result<()> {
-        let src = &node.abs;
+    /// `below` as people know it.
+    fn shown(&self, below: &Path) -> PathBuf {
+        if below.as_os_str().is_empty() {
+            self.dest.clone()
+        } else {
+            self.dest.join(below)
+        }
+    }
+
+    /// The entry `below` of DEST, reached beneath the held descriptors.
+    fn at(&self, below: &Path) -> Result<At> {
+        self.place
+            .at(&self.top.join(below))
+            .ctx("cannot restore", &self.shown(below))
+    }
+
+    /// The directory `below` of DEST itself.
+    fn dir(&self, below: &Path) -> Result<Here> {
+        self.place
+            .dir(&self.top.join(below))
+            .ctx("cannot restore", &self.shown(below))
+    }
+
+    /// The destination is created by the restore itself (with the version's attributes):
+    /// an empty directory is replaced; anything else needs [`Existing::Overwrite`] or
+    /// [`Existing::Delete`], which keep a directory that receives a directory and replace
+    /// anything else.
+    fn make_room(&self, root_is_dir: bool) -> Result<()> {
+        let dest = &self.dest;
+        let at = self.at(Path::new(""))?;
+        let Ok(m) = fs::symlink_metadata(&*at) else {
+            return Ok(());
+        };
+        let empty_dir = m.is_dir()
+            && fs::read_dir(at.here().ctx("cannot list", dest)?.listing())
+                .ctx("cannot list", dest)?
+                .next()
+                .is_none();
+        if empty_dir {
+            fs::remove_dir(&*at).ctx("cannot replace", dest)?;
+            self.place.forget(&self.top);
+        } else if self.existing == Existing::Refuse {
+            let what = if m.is_dir() { "is not empty" } else { "exists" };
+            return Err(Error::Usage(format!(
+                "destination {} {what} (--overwrite replaces what the restore writes, --delete also removes what the version does not hold)",
+                show(dest)
+            )));
+        } else if !(m.is_dir() && root_is_dir) {
+            crate::fsutil::remove_tree_as(&at, dest)?;
+            self.place.forget(&self.top);
+        }
+        Ok(())
+    }
+
+    fn copy_file(
+        &mut self,
+        node: &Node,
+        meta: &fs::Metadata,
+        below: &Path,
+        dst: &At,
+    ) -> Result<()> {
+        let shown = self.shown(below);
         if meta.nlink() > 1 {
             if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
-                return fs::hard_link(first, dst).ctx("cannot create hard link", dst);
+                let first = self.at(first)?;
+                return fs::hard_link(&*first, &**dst).ctx("cannot create hard link", &shown);
             }
             self.hardlinks
-                .insert((meta.dev(), meta.ino()), dst.to_path_buf());
+                .insert((meta.dev(), meta.ino()), below.to_path_buf());
         }
-        let c =
-            copy::copy_file_hashed(src, dst, self.checksums.is_some()).map_err(|e| err(e, dst))?;
+        let c = copy::copy_file_hashed(&node.abs, dst, self.checksums.is_some())
+            .map_err(|e| err(e, &shown))?;
         self.check(node, c.record)
     }
 
@@ -239,82 +345,105 @@ impl Restorer {
     }
 
     /// A FIFO or device node; `false` when it was skipped (device nodes need root).
-    fn copy_special(&mut self, src: &Path, meta: &fs::Metadata, dst: &Path) -> Result<bool> {
+    fn copy_special(
+        &mut self,
+        src: &Path,
+        meta: &fs::Metadata,
+        below: &Path,
+        dst: &At,
+    ) -> Result<bool> {
         match copy::copy_special(src, dst, meta) {
             Ok(()) => Ok(true),
             Err(CopyError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
-                self.done.skipped_devices.push(dst.to_path_buf());
+                self.done.skipped_devices.push(self.shown(below));
                 Ok(false)
             }
-            Err(e) => Err(err(e, dst)),
+            Err(e) => Err(err(e, &self.shown(below))),
         }
     }
 }
 
 impl Restorer {
-    /// With a non-empty DEST: makes room for an entry of type `ft` at `dst`; true when a
-    /// directory already there is kept (it receives a directory).
-    fn clear(&mut self, dst: &Path, ft: fs::FileType) -> Result<bool> {
+    /// With a non-empty DEST: makes room for an entry of type `ft` at `below` (`dst`); true
+    /// when a directory already there is kept (it receives a directory).
+    fn clear(&mut self, below: &Path, dst: &At, ft: fs::FileType) -> Result<bool> {
         if self.existing == Existing::Refuse {
             return Ok(false);
         }
         if self.existing == Existing::Delete {
-            self.restored.insert(dst.to_path_buf());
+            self.restored.insert(below.to_path_buf());
         }
-        match fs::symlink_metadata(dst) {
+        match fs::symlink_metadata(&**dst) {
             Ok(m) if m.is_dir() && ft.is_dir() => Ok(true),
-            Ok(_) => crate::fsutil::remove_tree(dst).map(|()| false),
+            Ok(_) => {
+                crate::fsutil::remove_tree_as(dst, &self.shown(below))?;
+                self.place.forget(&self.top.join(below));
+                Ok(false)
+            }
             Err(_) => Ok(false),
         }
     }
 
-    /// [`Existing::Delete`]: removes what directory `dst` holds that the version does not,
-    /// counting every entry removed.
-    fn prune(&mut self, dst: &Path) -> Result<()> {
+    /// [`Existing::Delete`]: removes what directory `below` holds that the version does
+    /// not, counting every entry removed.
+    fn prune(&mut self, below: &Path) -> Result<()> {
         if self.existing != Existing::Delete {
             return Ok(());
         }
-        for e in fs::read_dir(dst).ctx("cannot list", dst)? {
-            let path = e.ctx("cannot list", dst)?.path();
-            if !self.restored.contains(&path) {
-                self.done.removed += count_entries(&path);
-                crate::fsutil::remove_tree(&path)?;
+        let shown = self.shown(below);
+        let here = self.dir(below)?;
+        let mut names: Vec<_> = Vec::new();
+        for e in fs::read_dir(here.listing()).ctx("cannot list", &shown)? {
+            names.push(e.ctx("cannot list", &shown)?.file_name());
+        }
+        for name in names {
+            let child = below.join(&name);
+            if !self.restored.contains(&child) {
+                self.done.removed += self.count_entries(&child);
+                let at = self.at(&child)?;
+                crate::fsutil::remove_tree_as(&at, &self.shown(&child))?;
+                self.place.forget(&self.top.join(&child));
             }
         }
         Ok(())
     }
-}
 
-/// The entries of the tree at `path` (itself included), not following links.
-fn count_entries(path: &Path) -> u64 {
-    let (mut n, mut todo) = (0, vec![path.to_path_buf()]);
-    while let Some(p) = todo.pop() {
-        n += 1;
-        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
-            && let Ok(rd) = fs::read_dir(&p)
-        {
-            todo.extend(rd.flatten().map(|e| e.path()));
+    /// The entries of the tree at `below` (itself included), not following links.
+    fn count_entries(&self, below: &Path) -> u64 {
+        let (mut n, mut todo) = (0, vec![below.to_path_buf()]);
+        while let Some(p) = todo.pop() {
+            n += 1;
+            let is_dir = self
+                .at(&p)
+                .is_ok_and(|at| fs::symlink_metadata(&*at).is_ok_and(|m| m.is_dir()));
+            if is_dir
+                && let Ok(here) = self.dir(&p)
+                && let Ok(rd) = fs::read_dir(here.listing())
+            {
+                todo.extend(rd.flatten().map(|e| p.join(e.file_name())));
+            }
         }
+        n
     }
-    n
 }
 
 impl Visitor for Restorer {
     fn entry(&mut self, node: &mut Node) -> Result<()> {
-        let dst = self.dst(&node.rel);
+        let below = self.below(&node.rel);
+        let dst = self.at(&below)?;
         let meta = node.metadata()?.clone();
         let ft = meta.file_type();
-        let kept_dir = self.clear(&dst, ft)?;
+        let kept_dir = self.clear(&below, &dst, ft)?;
         if ft.is_symlink() {
-            copy::copy_symlink(&node.abs, &dst).map_err(|e| err(e, &dst))?;
+            copy::copy_symlink(&node.abs, &dst).map_err(|e| err(e, &self.shown(&below)))?;
         } else if ft.is_dir() {
             if !kept_dir {
-                copy::make_dir(&dst).ctx("cannot create", &dst)?;
+                copy::make_dir(&dst).ctx("cannot create", &self.shown(&below))?;
             }
             // Counted now, its attributes set in dir_done once its entries are in.
         } else if ft.is_file() {
-            self.copy_file(node, &meta, &dst)?;
-        } else if !self.copy_special(&node.abs, &meta, &dst)? {
+            self.copy_file(node, &meta, &below, &dst)?;
+        } else if !self.copy_special(&node.abs, &meta, &below, &dst)? {
             return Ok(());
         }
         self.done.entries += 1;
@@ -322,10 +451,12 @@ impl Visitor for Restorer {
     }
 
     fn dir_done(&mut self, node: &mut Node) -> Result<()> {
-        let dst = self.dst(&node.rel);
-        self.prune(&dst)?;
+        let below = self.below(&node.rel);
+        self.prune(&below)?;
+        let dst = self.at(&below)?;
         let meta = node.metadata()?.clone();
-        copy::finish_dir(&node.abs, &dst, &meta).ctx("cannot set attributes of", &dst)
+        copy::finish_dir(&node.abs, &dst, &meta)
+            .ctx("cannot set attributes of", &self.shown(&below))
     }
 }
 

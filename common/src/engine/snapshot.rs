@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::time::SystemTime;
 
+use crate::beneath::Tree;
 use crate::engine::build_state::Builder;
 use crate::engine::copy;
 use crate::engine::marks::MarkTree;
@@ -163,10 +164,12 @@ fn start_build<'a>(
     } else {
         Some(Baseline::load(&new.dir.path)?)
     };
+    let new_root = new.dir.partial().join(&new.name.dir);
     Ok(Builder {
         job: new.dir.path.clone(),
-        src_root: file.source.clone(),
-        new_root: new.dir.partial().join(&new.name.dir),
+        source: Tree::open(&file.source).ctx("cannot read source", &file.source)?,
+        new: Tree::later(new_root.clone()),
+        new_root,
         new_name: new.name.dir.clone(),
         excludes,
         lookalikes,

@@ -22,6 +22,7 @@ mod messages;
 mod model;
 mod porcelain;
 mod powerloss;
+mod races;
 mod reflink;
 mod restore_dest;
 mod retire;
