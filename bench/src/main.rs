@@ -2,13 +2,14 @@
 //!
 //! Builds a realistic tree in a scratch directory, then measures our real binaries against
 //! `cp`, `rsync` and `inotifywait` in the same run, `--reps` times each, and prints one
-//! table of medians (ours, peer, ratio = ours / peer, target, pass/fail), also written as
+//! table of medians (ours, peer, each with its CPU time, ratio = ours / peer, target,
+//! pass/fail), then the target table (T1–T8 computed from those rows), also written as
 //! TSV and JSON. It installs nothing: a missing peer tool skips its rows. See
 //! `docs/benchmarks.md` for what each measure does and the figures of a reference run.
 //!
 //! Modules: [`tree`] (generation and changes), [`peers`] (running and timing programs),
 //! [`measures`] (the scenarios), [`fsstat`] (entries, blocks, inodes), [`report`] (rows,
-//! medians, output), [`machine`] (what the run was on).
+//! medians, output), [`targets`] (T1–T8 from the rows), [`machine`] (what the run was on).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ mod machine;
 mod measures;
 mod peers;
 mod report;
+mod targets;
 mod tree;
 
 use measures::Bench;
@@ -45,7 +47,9 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     reps: usize,
     /// Parent of the scratch directory (default /var/tmp); it must hold (3 × reps + 1) × the
-    /// tree: the first-copy measure keeps all its copies until its last repetition.
+    /// tree: the first-copy measure keeps all its copies until its last repetition. A tmpfs
+    /// (`--dir /dev/shm`) takes the disk out of the figures: the way to see the software's
+    /// own cost when the disk is noisy (compare the CPU columns too).
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     dir: PathBuf,
     /// Results as TSV here, and as JSON next to it (same name, .json).
@@ -181,7 +185,20 @@ fn run(args: Args) -> Result<()> {
 fn finish(args: &Args, tmp: tempfile::TempDir, b: &Bench, meta: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(meta)?);
     println!("{}", report::table(&b.rows));
-    report::write_files(&args.out, &b.rows, meta)?;
+    let scope = targets::Scope {
+        files: b.tree.stats.files,
+        dirs: b.tree.stats.dirs,
+    };
+    let verdicts = targets::evaluate(&b.rows, scope);
+    println!("{}", targets::table(&verdicts));
+    let count = |v: Option<bool>| verdicts.iter().filter(|t| t.passed() == v).count();
+    eprintln!(
+        "targets: {} pass, {} fail, {} not measured",
+        count(Some(true)),
+        count(Some(false)),
+        count(None)
+    );
+    report::write_files(&args.out, &b.rows, &verdicts, meta)?;
     eprintln!(
         "wrote {} and {}",
         args.out.display(),

@@ -3,12 +3,16 @@
 //! applied before every timed run.
 //!
 //! Owns: [`Tools`] (where each program is, or why it is missing), [`timed`] and
-//! [`timed_input`] (wall time of one run that must succeed), [`Cache`] (what happens before
-//! a timed run), and the process helpers [`vm_hwm_kib`], [`terminate`], [`line_reader`].
+//! [`timed_input`] (the [`Timing`] of one run that must succeed: wall time and CPU time),
+//! [`Cache`] (what happens before a timed run), and the process helpers [`vm_hwm_kib`],
+//! [`cpu_so_far`], [`terminate`], [`line_reader`].
 //!
 //! Invariants: a timed run that fails is an error naming the command and its stderr, never
 //! a figure; before every timed run dirty data is written back (`sync`), so one run's
-//! writeback is not charged to the next.
+//! writeback is not charged to the next. CPU time is user + system time of the program and
+//! of every descendant it waited for: the `getrusage(RUSAGE_CHILDREN)` delta around its run,
+//! which is exact because the bench reaps no other child while a timed run is in progress
+//! (its only other threads read pipes).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -98,13 +102,63 @@ impl Cache {
     }
 }
 
-/// Runs `cmd` to completion; its wall time. Fails if it fails.
-pub fn timed(cmd: &mut Command) -> Result<Duration> {
+/// What one run cost: wall-clock time, and CPU time (user + system) of the program and of
+/// the descendants it waited for.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+impl std::ops::Add for Timing {
+    type Output = Timing;
+
+    fn add(self, other: Timing) -> Timing {
+        Timing {
+            wall: self.wall + other.wall,
+            cpu: self.cpu + other.cpu,
+        }
+    }
+}
+
+/// User + system time of every child of the bench reaped so far (`RUSAGE_CHILDREN`).
+fn children_cpu() -> Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Ok(tv(u.user_time()) + tv(u.system_time()))
+}
+
+/// CPU time (user + system, all threads) a running process has used so far, from
+/// `/proc/PID/stat` (clock ticks of 10 ms: that is its resolution).
+pub fn cpu_so_far(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name, in parentheses, may hold spaces: fields count from after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .context("malformed /proc/PID/stat")
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space on every
+    // architecture this project builds for.
+    Ok(Duration::from_millis(total * 10))
+}
+
+/// Runs `cmd` to completion; its wall and CPU time. Fails if it fails.
+pub fn timed(cmd: &mut Command) -> Result<Timing> {
     timed_input(cmd, None).map(|(d, _)| d)
 }
 
-/// Runs `cmd` with `input` on stdin; wall time and stdout. Fails if it fails.
-pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Duration, String)> {
+/// Runs `cmd` with `input` on stdin; wall and CPU time, and stdout. Fails if it fails.
+pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Timing, String)> {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -112,6 +166,7 @@ pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Duration,
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    let cpu0 = children_cpu()?;
     let t = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
     if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
@@ -120,7 +175,8 @@ pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Duration,
             .with_context(|| format!("{cmd:?}: stdin"))?;
     }
     let out = child.wait_with_output()?;
-    let d = t.elapsed();
+    let wall = t.elapsed();
+    let cpu = children_cpu()?.saturating_sub(cpu0);
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",
@@ -128,7 +184,10 @@ pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Duration,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok((d, String::from_utf8_lossy(&out.stdout).into_owned()))
+    Ok((
+        Timing { wall, cpu },
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 /// Peak resident set size so far (`VmHWM`, KiB) of a running process.

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use super::{Bench, secs};
-use crate::peers::timed;
+use super::Bench;
+use crate::peers::{Timing, timed};
 use crate::report::{Row, Unit};
 
 const JOB: &str = "peers";
@@ -61,18 +61,18 @@ impl Peer {
     }
 
     /// One backup of the source, the `n`-th.
-    fn backup(self, b: &Bench, n: usize) -> Result<f64> {
+    fn backup(self, b: &Bench, n: usize) -> Result<Timing> {
         let mut c = self.cmd(b);
         match self {
             Peer::Restic => c.args(["backup", "--quiet"]).arg(&b.tree.root),
             Peer::Borg => c.arg("create").arg(archive(b, n)).arg("."),
         };
         c.current_dir(&b.tree.root);
-        Ok(secs(timed_as_set(b, &mut c)?))
+        timed_as_set(b, &mut c)
     }
 
     /// Restores `rel` (relative to the source) from the newest backup, `n`, into `to`.
-    fn restore(self, b: &Bench, n: usize, rel: &Path, to: &Path) -> Result<f64> {
+    fn restore(self, b: &Bench, n: usize, rel: &Path, to: &Path) -> Result<Timing> {
         std::fs::create_dir_all(to)?;
         let mut c = self.cmd(b);
         match self {
@@ -83,17 +83,17 @@ impl Peer {
                 .arg(b.tree.root.join(rel)),
             Peer::Borg => c.arg("extract").arg(archive(b, n)).arg(rel).current_dir(to),
         };
-        Ok(secs(timed_as_set(b, &mut c)?))
+        timed_as_set(b, &mut c)
     }
 
     /// Drops the oldest of `n` backups and frees its space.
-    fn drop_oldest(self, b: &Bench, n: usize) -> Result<f64> {
+    fn drop_oldest(self, b: &Bench, n: usize) -> Result<Timing> {
         let keep = (n - 1).to_string();
         match self {
             Peer::Restic => {
                 let mut c = self.cmd(b);
                 c.args(["forget", "--quiet", "--prune", "--keep-last", &keep]);
-                Ok(secs(timed_as_set(b, &mut c)?))
+                timed_as_set(b, &mut c)
             }
             Peer::Borg => {
                 let mut c = self.cmd(b);
@@ -101,7 +101,7 @@ impl Peer {
                 let t = timed_as_set(b, &mut c)?;
                 let mut c = self.cmd(b);
                 c.arg("compact").arg(repo(b, self));
-                Ok(secs(t + timed_as_set(b, &mut c)?))
+                Ok(t + timed_as_set(b, &mut c)?)
             }
         }
     }
@@ -109,7 +109,7 @@ impl Peer {
 
 /// [`timed`] after the run's cache policy is applied (`--cold`: caches dropped), as every
 /// timed run of the bench is.
-fn timed_as_set(b: &Bench, c: &mut std::process::Command) -> Result<std::time::Duration> {
+fn timed_as_set(b: &Bench, c: &mut std::process::Command) -> Result<Timing> {
     b.cache.prepare()?;
     timed(c)
 }
@@ -147,8 +147,8 @@ fn installed(name: &str) -> Result<(), String> {
 /// Samples of one step: ours, and per peer its figure or why it was skipped.
 struct Step {
     what: &'static str,
-    ours: f64,
-    peers: Vec<(Peer, Result<f64, String>)>,
+    ours: Timing,
+    peers: Vec<(Peer, Result<Timing, String>)>,
 }
 
 /// Runs the whole sequence; one row per step and peer.
@@ -162,7 +162,7 @@ pub fn backup_peers(b: &mut Bench) -> Result<()> {
         peers.push((p, ok));
     }
     let mut steps = Vec::new();
-    let mut each = |what: &'static str, ours: f64, f: &dyn Fn(Peer) -> Result<f64>| {
+    let mut each = |what: &'static str, ours: Timing, f: &dyn Fn(Peer) -> Result<Timing>| {
         let results = peers
             .iter()
             .map(|(p, ok)| {
@@ -180,13 +180,13 @@ pub fn backup_peers(b: &mut Bench) -> Result<()> {
         });
     };
     eprintln!("peers: first backup");
-    let t = secs(timed_as_set(
+    let t = timed_as_set(
         b,
         ours(b, "reverb-snap")
             .arg("--source")
             .arg(&b.tree.root)
             .arg("--init"),
-    )?);
+    )?;
     each("first backup", t, &|p| p.backup(b, 1));
     for (n, (what, changes)) in [
         ("after 10 changed files", 10),
@@ -197,35 +197,32 @@ pub fn backup_peers(b: &mut Bench) -> Result<()> {
     {
         eprintln!("peers: {what}");
         b.tree.modify(changes, &mut b.rng)?;
-        let t = secs(timed_as_set(b, &mut ours(b, "reverb-snap"))?);
+        let t = timed_as_set(b, &mut ours(b, "reverb-snap"))?;
         each(what, t, &|p| p.backup(b, n + 2));
     }
     let rel = b.tree.small[0].clone();
     let to = b.scratch.join("peers-restore");
-    let t = secs(timed_as_set(
+    let t = timed_as_set(
         b,
         ours(b, "reverb-restore")
             .arg("--path")
             .arg(&rel)
             .arg("--to")
             .arg(to.join("ours")),
-    )?);
+    )?;
     each("restore one file", t, &|p| {
         p.restore(b, 3, &rel, &to.join(p.name()))
     });
-    let t = secs(timed_as_set(
-        b,
-        ours(b, "reverb-retire").args(["--keep", "2"]),
-    )?);
+    let t = timed_as_set(b, ours(b, "reverb-retire").args(["--keep", "2"]))?;
     each("drop the oldest backup", t, &|p| p.drop_oldest(b, 3));
     for s in steps {
         for (p, r) in s.peers {
             b.push(Row::new(
                 format!("vs restic/borg: {}", s.what),
                 Unit::Seconds,
-                vec![s.ours],
+                s.ours,
                 p.name(),
-                r.map(|x| vec![x]),
+                r,
                 None,
             ));
         }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Bench, JOB, secs, slash};
-use crate::peers::{need, remove, timed};
-use crate::report::{Row, Unit, paired_ratios};
+use super::{Bench, JOB, slash};
+use crate::peers::{Timing, need, remove, timed};
+use crate::report::{Row, Samples, Unit, paired_ratios};
 
 /// `syncfs(2)` on the filesystem holding `path`; how long it took.
 fn syncfs(path: &Path) -> Result<Duration> {
@@ -26,7 +26,7 @@ fn syncfs(path: &Path) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
-fn first_version(b: &Bench, vault: &Path, source: &Path) -> Result<Duration> {
+fn first_version(b: &Bench, vault: &Path, source: &Path) -> Result<Timing> {
     timed(
         b.tools
             .ours("reverb-snap")
@@ -44,7 +44,12 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
     fs::create_dir_all(b.scratch.join("rsnap"))?;
     let cp = need(&b.tools.cp, "cp").map(Path::to_path_buf);
     let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
-    let (mut ours, mut cp_t, mut cp_sync, mut rs_t) = (vec![], vec![], vec![], vec![]);
+    let (mut ours, mut cp_t, mut cp_sync, mut rs_t) = (
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+    );
     // Copies are never deleted during the run (the scratch directory goes at the end):
     // creating many inodes soon after deleting many is slower on ext4, so deleting each copy
     // before the next tool ran charged that cost to whichever tool came next (every fast
@@ -56,7 +61,7 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
         eprintln!("first copy, repetition {}/{}", rep + 1, b.reps);
         let vault = dir.join(format!("vault{rep}"));
         b.cache.prepare()?;
-        ours.push(secs(first_version(b, &vault, &b.tree.root)?));
+        ours.push(first_version(b, &vault, &b.tree.root)?);
         if last {
             fs::rename(&vault, &b.vault)?;
         } else {
@@ -67,8 +72,12 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
             b.cache.prepare()?;
             let d = timed(Command::new(cp).arg("-a").arg(&b.tree.root).arg(&dst))?;
             let s = syncfs(&dst)?;
-            cp_t.push(secs(d));
-            cp_sync.push(secs(d + s));
+            cp_t.push(d);
+            // The syncfs is the bench's own call: its CPU time is not the child's.
+            cp_sync.push(Timing {
+                wall: d.wall + s,
+                cpu: d.cpu,
+            });
             trash.push(dst);
         }
         if let Ok(rsync) = &rsync {
@@ -78,12 +87,12 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
                 dir.join(format!("rs{rep}"))
             };
             b.cache.prepare()?;
-            rs_t.push(secs(timed(
+            rs_t.push(timed(
                 Command::new(rsync)
                     .arg("-a")
                     .arg(slash(&b.tree.root))
                     .arg(slash(&dst)),
-            )?));
+            )?);
             if last {
                 b.chain.push(dst);
             } else {
@@ -95,8 +104,13 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
         "first copy: {} copies left for the end of the run",
         trash.len()
     );
-    let ok = |r: &Result<PathBuf, String>, v: Vec<f64>| r.as_ref().map(|_| v).map_err(Clone::clone);
-    let paired = |peer: &[f64]| format!("per-repetition ratios: {}", paired_ratios(&ours, peer));
+    let ok = |r: &Result<PathBuf, String>, v: Samples| r.as_ref().map(|_| v).map_err(Clone::clone);
+    let paired = |peer: &Samples| {
+        format!(
+            "per-repetition ratios: {}",
+            paired_ratios(ours.wall(), peer.wall())
+        )
+    };
     let (n_cp, n_sync, n_rs) = (paired(&cp_t), paired(&cp_sync), paired(&rs_t));
     b.push(
         Row::new(
@@ -105,7 +119,7 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
             ours.clone(),
             "cp -a",
             ok(&cp, cp_t),
-            Some(1.2),
+            Some(0.8),
         )
         .note(format!(
             "reverb-snap includes its syncfs; cp -a does not; {n_cp}"
@@ -118,7 +132,7 @@ pub fn first_copy(b: &mut Bench) -> Result<()> {
             ours.clone(),
             "cp -a + syncfs",
             ok(&cp, cp_sync),
-            Some(1.2),
+            Some(0.8),
         )
         .note(n_sync),
     );
@@ -156,9 +170,9 @@ pub fn first_copy_btrfs(b: &mut Bench) -> Result<()> {
         b.push(Row::new(
             "first copy on btrfs, vault on the same fs",
             Unit::Seconds,
-            vec![],
+            Vec::new(),
             "cp -a --reflink=always",
-            Err(why.to_owned()),
+            Err::<Samples, _>(why.to_owned()),
             Some(1.2),
         ));
     };
@@ -193,12 +207,12 @@ pub fn first_copy_btrfs(b: &mut Bench) -> Result<()> {
     let src = mnt.join("src");
     eprintln!("copying the tree onto btrfs");
     timed(Command::new(&cp).arg("-a").arg(&b.tree.root).arg(&src))?;
-    let (mut ours, mut peer) = (vec![], vec![]);
+    let (mut ours, mut peer) = (Samples::default(), Samples::default());
     let mut exclusive = String::new();
     for rep in 0..b.reps {
         let vault = mnt.join(format!("vault{rep}"));
         b.cache.prepare()?;
-        ours.push(secs(first_version(b, &vault, &src)?));
+        ours.push(first_version(b, &vault, &src)?);
         if rep == 0 {
             let out = Command::new("btrfs")
                 .args(["filesystem", "du", "-s", "--raw"])
@@ -216,12 +230,12 @@ pub fn first_copy_btrfs(b: &mut Bench) -> Result<()> {
         remove(&vault)?;
         let dst = mnt.join(format!("cp{rep}"));
         b.cache.prepare()?;
-        peer.push(secs(timed(
+        peer.push(timed(
             Command::new(&cp)
                 .args(["-a", "--reflink=always"])
                 .arg(&src)
                 .arg(&dst),
-        )?));
+        )?);
         remove(&dst)?;
     }
     drop(guard);

@@ -12,9 +12,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{Bench, JOB, secs};
+use super::{Bench, JOB};
 use crate::peers::{need, timed};
-use crate::report::{Row, Unit, paired_ratios};
+use crate::report::{Row, Samples, Unit, paired_ratios};
 
 /// A configuration file for one job of `source` into `vault`, with `checksums` as given.
 fn config(dir: &Path, source: &Path, vault: &Path, checksums: bool) -> Result<std::path::PathBuf> {
@@ -36,7 +36,7 @@ pub fn first_copy_checksums(b: &mut Bench) -> Result<()> {
     let dir = b.scratch.join("integrity");
     fs::create_dir_all(&dir)?;
     let cp = need(&b.tools.cp, "cp").map(Path::to_path_buf);
-    let (mut on, mut off, mut cp_t) = (vec![], vec![], vec![]);
+    let (mut on, mut off, mut cp_t) = (Samples::default(), Samples::default(), Samples::default());
     for rep in 0..b.reps {
         eprintln!(
             "first copy with/without checksums, repetition {}/{}",
@@ -60,17 +60,20 @@ pub fn first_copy_checksums(b: &mut Bench) -> Result<()> {
                     .arg(&cfg)
                     .args(["--job", JOB, "--init"]),
             )?;
-            samples.push(secs(d));
+            samples.push(d);
         }
         if let Ok(cp) = &cp {
             b.cache.prepare()?;
             let dst = dir.join(format!("cp{rep}"));
-            cp_t.push(secs(timed(
+            cp_t.push(timed(
                 Command::new(cp).arg("-a").arg(&b.tree.root).arg(&dst),
-            )?));
+            )?);
         }
     }
-    let note = format!("per-repetition ratios: {}", paired_ratios(&on, &off));
+    let note = format!(
+        "per-repetition ratios: {}",
+        paired_ratios(on.wall(), off.wall())
+    );
     b.push(
         Row::new(
             "first copy, checksums on",
@@ -82,7 +85,10 @@ pub fn first_copy_checksums(b: &mut Bench) -> Result<()> {
         )
         .note(note),
     );
-    let note = format!("per-repetition ratios: {}", paired_ratios(&on, &cp_t));
+    let note = format!(
+        "per-repetition ratios: {}",
+        paired_ratios(on.wall(), cp_t.wall())
+    );
     let cp_rows = cp.as_ref().map(|_| cp_t).map_err(Clone::clone);
     b.push(
         Row::new(
@@ -91,7 +97,7 @@ pub fn first_copy_checksums(b: &mut Bench) -> Result<()> {
             on,
             "cp -a",
             cp_rows,
-            Some(1.0),
+            Some(0.8),
         )
         .note(note),
     );
@@ -107,25 +113,26 @@ pub fn verify_data(b: &mut Bench) -> Result<()> {
         .into_iter()
         .next()
         .context("the first copy left no version")?;
-    let (mut ours, mut peer, mut check_only) = (vec![], vec![], vec![]);
+    let (mut ours, mut peer, mut check_only) =
+        (Samples::default(), Samples::default(), Samples::default());
     for rep in 0..b.reps {
         eprintln!("verify --data, repetition {}/{}", rep + 1, b.reps);
         b.cache.prepare()?;
-        ours.push(secs(timed(
+        ours.push(timed(
             b.tools
                 .ours("reverb-index")
                 .arg("--vault")
                 .arg(&b.vault)
                 .args(["--job", JOB, "--check", "--data"]),
-        )?));
+        )?);
         b.cache.prepare()?;
-        check_only.push(secs(timed(
+        check_only.push(timed(
             b.tools
                 .ours("reverb-index")
                 .arg("--vault")
                 .arg(&b.vault)
                 .args(["--job", JOB, "--check"]),
-        )?));
+        )?);
         if let Ok(b3sum) = &b3sum {
             b.cache.prepare()?;
             let script = format!(
@@ -133,20 +140,20 @@ pub fn verify_data(b: &mut Bench) -> Result<()> {
                 version.display(),
                 b3sum.display()
             );
-            peer.push(secs(timed(Command::new("sh").args(["-c", &script]))?));
+            peer.push(timed(Command::new("sh").args(["-c", &script]))?);
         }
     }
     let mib = b.tree.stats.bytes as f64 / (1 << 20) as f64;
     let rate = |xs: &[f64]| {
         crate::report::median(xs).map_or("-".to_owned(), |s| format!("{:.0} MiB/s", mib / s))
     };
-    let check = crate::report::median(&check_only).unwrap_or(0.0);
+    let check = crate::report::median(check_only.wall()).unwrap_or(0.0);
     let note = format!(
         "{} of data; ours {} (of which --check alone {check:.1} s), b3sum {}; per-repetition ratios: {}",
         format_mib(mib),
-        rate(&ours),
-        rate(&peer),
-        paired_ratios(&ours, &peer)
+        rate(ours.wall()),
+        rate(peer.wall()),
+        paired_ratios(ours.wall(), peer.wall())
     );
     let peer = b3sum.map(|_| peer);
     b.push(Row::new("verify --data", Unit::Seconds, ours, "b3sum", peer, None).note(note));

@@ -16,11 +16,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::peers::{Cache, Tools};
+use crate::peers::{Cache, Timing, Tools};
 use crate::report::Row;
 use crate::tree::{Rng, Tree};
 
@@ -100,8 +99,8 @@ impl Bench {
     }
 
     /// `rsync -a --link-dest=<the chain's last> <tree>/ <new>/` (the cache prepared first),
-    /// then `new` joins the chain; how long rsync took.
-    pub fn link_dest_snapshot(&mut self, rsync: &Path, new: PathBuf) -> Result<Duration> {
+    /// then `new` joins the chain; how long rsync took (wall and CPU).
+    pub fn link_dest_snapshot(&mut self, rsync: &Path, new: PathBuf) -> Result<Timing> {
         let prev = self.chain.last().cloned().unwrap_or_default();
         let mut link = std::ffi::OsString::from("--link-dest=");
         link.push(&prev);
@@ -119,7 +118,7 @@ impl Bench {
 }
 
 /// A duration in seconds.
-pub fn secs(d: Duration) -> f64 {
+pub fn secs(d: std::time::Duration) -> f64 {
     d.as_secs_f64()
 }
 

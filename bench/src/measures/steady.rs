@@ -18,9 +18,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Bench, JOB, secs, slash};
-use crate::peers::{need, timed, timed_input};
-use crate::report::{Row, Unit};
+use super::{Bench, JOB, slash};
+use crate::peers::{Timing, need, timed, timed_input};
+use crate::report::{Row, Samples, Unit};
 use crate::tree::event_lines;
 
 /// Minutes between two versions of the arranged history.
@@ -67,7 +67,7 @@ fn fill(b: &mut Bench, retained: usize) -> Result<()> {
 }
 
 /// One event-driven version of 10 changed files; its time.
-fn version(b: &mut Bench) -> Result<f64> {
+fn version(b: &mut Bench) -> Result<Timing> {
     let paths = b.tree.modify(10, &mut b.rng)?;
     b.cache.prepare()?;
     let (d, out) = timed_input(
@@ -77,7 +77,7 @@ fn version(b: &mut Bench) -> Result<f64> {
     if out.trim().is_empty() {
         bail!("reverb-snap made no version for 10 changes");
     }
-    Ok(secs(d))
+    Ok(d)
 }
 
 /// `--reps` rounds with one rule set: rows for the retirement alone and for version plus
@@ -89,7 +89,12 @@ fn rounds(b: &mut Bench, rules: Rules, retained: usize) -> Result<()> {
         (Ok(rsync), Ok(rm)) => Ok((rsync.clone(), rm.clone())),
         (Err(e), _) | (_, Err(e)) => Err(e.clone()),
     };
-    let (mut retire_t, mut both_t, mut rm_t, mut peer_both_t) = (vec![], vec![], vec![], vec![]);
+    let (mut retire_t, mut both_t, mut rm_t, mut peer_both_t) = (
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+    );
     let mut retired = 0usize;
     for rep in 0..b.reps {
         eprintln!(
@@ -110,8 +115,8 @@ fn rounds(b: &mut Bench, rules: Rules, retained: usize) -> Result<()> {
         }
         let (d, out) = timed_input(&mut retire, None)?;
         retired += out.lines().count();
-        retire_t.push(secs(d));
-        both_t.push(v + secs(d));
+        retire_t.push(d);
+        both_t.push(v + d);
         if let Ok((rsync, rm)) = &peers {
             let (snap, gone) = link_dest_round(b, rsync, rm)?;
             rm_t.push(gone);
@@ -128,7 +133,7 @@ fn rounds(b: &mut Bench, rules: Rules, retained: usize) -> Result<()> {
         "{retained}+ versions retained; {retired} retired in {} rounds",
         b.reps
     );
-    let peer = |s: Vec<f64>| peers.clone().map(|_| s);
+    let peer = |s: Samples| peers.clone().map(|_| s);
     b.push(
         Row::new(
             format!("steady state, {name}: the retirement after a version"),
@@ -156,7 +161,7 @@ fn rounds(b: &mut Bench, rules: Rules, retained: usize) -> Result<()> {
 
 /// The peer's round: a `--link-dest` snapshot of the source, then `rm -rf` of the oldest
 /// (the chain stays two or three long). Times (snapshot, removal).
-fn link_dest_round(b: &mut Bench, rsync: &Path, rm: &Path) -> Result<(f64, f64)> {
+fn link_dest_round(b: &mut Bench, rsync: &Path, rm: &Path) -> Result<(Timing, Timing)> {
     if b.chain.is_empty() {
         let first = b.chain_path(9000);
         if let Some(parent) = first.parent() {
@@ -175,7 +180,7 @@ fn link_dest_round(b: &mut Bench, rsync: &Path, rm: &Path) -> Result<(f64, f64)>
     let oldest = b.chain.remove(0);
     b.cache.prepare()?;
     let gone = timed(Command::new(rm).arg("-rf").arg(&oldest))?;
-    Ok((secs(snap), secs(gone)))
+    Ok((snap, gone))
 }
 
 fn next_slot(b: &Bench) -> PathBuf {

@@ -13,10 +13,10 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use super::{Bench, secs, slash};
+use super::{Bench, slash};
 use crate::fsstat::{count_entries, usage};
-use crate::peers::{need, timed, timed_input};
-use crate::report::{Row, Unit};
+use crate::peers::{Timing, need, timed, timed_input};
+use crate::report::{Row, Samples, Unit};
 use crate::tree::event_lines;
 
 /// How our version learns what changed.
@@ -26,17 +26,17 @@ enum Mode {
     Rescan,
 }
 
-/// Figures of one round: (time s, entries) per method.
+/// Figures of one round: (times, entries) per method.
 #[derive(Default)]
-struct Samples {
-    events: (Vec<f64>, Vec<f64>),
-    rescan: (Vec<f64>, Vec<f64>),
-    link_dest: (Vec<f64>, Vec<f64>),
-    cp_al: (Vec<f64>, Vec<f64>),
+struct Round {
+    events: (Samples, Vec<f64>),
+    rescan: (Samples, Vec<f64>),
+    link_dest: (Samples, Vec<f64>),
+    cp_al: (Samples, Vec<f64>),
 }
 
 /// Our version for these changes; its time and the entries it created.
-fn our_version(b: &Bench, mode: Mode, paths: &[PathBuf]) -> Result<(f64, f64)> {
+fn our_version(b: &Bench, mode: Mode, paths: &[PathBuf]) -> Result<(Timing, f64)> {
     b.cache.prepare()?;
     let (d, out) = match mode {
         Mode::Events => timed_input(
@@ -52,18 +52,18 @@ fn our_version(b: &Bench, mode: Mode, paths: &[PathBuf]) -> Result<(f64, f64)> {
             paths.len()
         );
     }
-    Ok((secs(d), count_entries(&b.job_dir().join(v))? as f64))
+    Ok((d, count_entries(&b.job_dir().join(v))? as f64))
 }
 
 /// `rsync -a --link-dest=<prev>` into the next chain slot; time and entries.
-fn link_dest(b: &mut Bench, rsync: &Path) -> Result<(f64, f64)> {
+fn link_dest(b: &mut Bench, rsync: &Path) -> Result<(Timing, f64)> {
     let new = b.chain_path(b.chain.len());
     let d = b.link_dest_snapshot(rsync, new.clone())?;
-    Ok((secs(d), count_entries(&new)? as f64))
+    Ok((d, count_entries(&new)? as f64))
 }
 
 /// `cp -al <prev> <new>`, then the changed files copied over their links.
-fn cp_al(b: &Bench, cp: &Path, paths: &[PathBuf]) -> Result<(f64, f64)> {
+fn cp_al(b: &Bench, cp: &Path, paths: &[PathBuf]) -> Result<(Timing, f64)> {
     let Some(prev) = b.chain.last() else {
         bail!("no previous snapshot");
     };
@@ -87,10 +87,10 @@ fn cp_al(b: &Bench, cp: &Path, paths: &[PathBuf]) -> Result<(f64, f64)> {
         n += 1;
     }
     std::fs::rename(&new, aside.join(format!("cp-al-{n}")))?;
-    Ok((secs(d1 + d2), e as f64))
+    Ok((d1 + d2, e as f64))
 }
 
-fn push2(v: &mut (Vec<f64>, Vec<f64>), x: (f64, f64)) {
+fn push2(v: &mut (Samples, Vec<f64>), x: (Timing, f64)) {
     v.0.push(x.0);
     v.1.push(x.1);
 }
@@ -100,7 +100,7 @@ pub fn incremental(b: &mut Bench) -> Result<()> {
     let cp = need(&b.tools.cp, "cp").map(Path::to_path_buf);
     let entries = b.tree.stats.entries() as f64;
     for n in [10, 100, 1000] {
-        let mut s = Samples::default();
+        let mut s = Round::default();
         for rep in 0..b.reps {
             for mode in [Mode::Events, Mode::Rescan] {
                 eprintln!("{n} changes, {mode:?}, repetition {}/{}", rep + 1, b.reps);
@@ -123,7 +123,7 @@ pub fn incremental(b: &mut Bench) -> Result<()> {
             }
         }
         let target = (n == 10).then_some(0.01);
-        let peer = |v: &Vec<f64>| rsync.as_ref().map(|_| v.clone()).map_err(Clone::clone);
+        let peer = |v: &Samples| rsync.as_ref().map(|_| v.clone()).map_err(Clone::clone);
         let ld = "rsync -a --link-dest";
         b.push(Row::new(
             format!("version after {n} changes, event-driven: time"),
@@ -159,7 +159,10 @@ pub fn incremental(b: &mut Bench) -> Result<()> {
                 Unit::Entries,
                 s.events.1,
                 ld,
-                peer(&s.link_dest.1),
+                rsync
+                    .as_ref()
+                    .map(|_| s.link_dest.1.clone())
+                    .map_err(Clone::clone),
                 target,
             )
             .note(format!(
@@ -175,22 +178,22 @@ pub fn incremental(b: &mut Bench) -> Result<()> {
 
 pub fn rescan_unchanged(b: &mut Bench) -> Result<()> {
     let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
-    let (mut ours, mut peer) = (vec![], vec![]);
+    let (mut ours, mut peer) = (Samples::default(), Samples::default());
     let mut made = 0;
     for rep in 0..b.reps {
         eprintln!("unchanged rescan, repetition {}/{}", rep + 1, b.reps);
         b.cache.prepare()?;
         let (d, out) = timed_input(&mut b.snap(), None)?;
         made += usize::from(!out.trim().is_empty());
-        ours.push(secs(d));
+        ours.push(d);
         if let (Ok(rsync), Some(prev)) = (&rsync, b.chain.last()) {
             b.cache.prepare()?;
-            peer.push(secs(timed(
+            peer.push(timed(
                 Command::new(rsync)
                     .args(["-a", "--dry-run"])
                     .arg(slash(&b.tree.root))
                     .arg(slash(prev)),
-            )?));
+            )?);
         }
     }
     let row = Row::new(
@@ -199,7 +202,7 @@ pub fn rescan_unchanged(b: &mut Bench) -> Result<()> {
         ours,
         "rsync -a --dry-run",
         rsync.map(|_| peer),
-        Some(1.5),
+        Some(0.7),
     );
     b.push(if made > 0 {
         row.note(format!(
@@ -261,7 +264,7 @@ pub fn usage_of_versions(b: &mut Bench) -> Result<()> {
 
 pub fn retire(b: &mut Bench) -> Result<()> {
     let rm = need(&b.tools.rm, "rm").map(Path::to_path_buf);
-    let (mut ours, mut peer, mut held) = (vec![], vec![], vec![]);
+    let (mut ours, mut peer, mut held) = (Samples::default(), Samples::default(), vec![]);
     for rep in 0..b.reps {
         eprintln!("retire, repetition {}/{}", rep + 1, b.reps);
         let versions = b.versions_on_disk()?;
@@ -271,19 +274,19 @@ pub fn retire(b: &mut Bench) -> Result<()> {
         held.push(count_entries(&versions[0])? as f64);
         b.cache.prepare()?;
         let keep = (versions.len() - 1).to_string();
-        ours.push(secs(timed(
+        ours.push(timed(
             b.tools
                 .ours("reverb-retire")
                 .arg("--vault")
                 .arg(&b.vault)
                 .args(["--job", super::JOB, "--keep", &keep]),
-        )?));
+        )?);
         if let Ok(rm) = &rm
             && b.chain.len() > 1
         {
             let oldest = b.chain.remove(0);
             b.cache.prepare()?;
-            peer.push(secs(timed(Command::new(rm).arg("-rf").arg(&oldest))?));
+            peer.push(timed(Command::new(rm).arg("-rf").arg(&oldest))?);
         }
     }
     b.push(

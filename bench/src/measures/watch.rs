@@ -1,4 +1,4 @@
-//! Measure 5: setting up the watch (time until ready, peak RSS at that moment) of
+//! Measure 5: setting up the watch (time until ready, CPU time and peak RSS at that moment) of
 //! `reverb-watch SRC` (ready: its header line) against `inotifywait -m -r SRC` (ready:
 //! "Watches established." on stderr); and the latency from a write in the source to the
 //! version line of `reverb-watch --quiet-period Q SRC | reverb-snap --changes - --follow`.
@@ -14,13 +14,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::{Bench, secs};
-use crate::peers::{line_reader, need, terminate, vm_hwm_kib, wait_line};
-use crate::report::{Row, Unit};
+use crate::peers::{Timing, cpu_so_far, line_reader, need, terminate, vm_hwm_kib, wait_line};
+use crate::report::{Row, Samples, Unit};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Starts `cmd`, waits for the ready line on stdout or stderr; (seconds, peak RSS bytes).
-fn until_ready(mut cmd: Command, on_stderr: bool, ready: fn(&str) -> bool) -> Result<(f64, f64)> {
+/// Starts `cmd`, waits for the ready line on stdout or stderr; (time until ready — wall,
+/// and the CPU the process used by then, read from `/proc` — and peak RSS bytes).
+fn until_ready(
+    mut cmd: Command,
+    on_stderr: bool,
+    ready: fn(&str) -> bool,
+) -> Result<(Timing, f64)> {
     cmd.stdin(Stdio::null());
     if on_stderr {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -36,14 +41,19 @@ fn until_ready(mut cmd: Command, on_stderr: bool, ready: fn(&str) -> bool) -> Re
     };
     let t = wait_line(&rx, READY_TIMEOUT, ready).with_context(|| format!("{cmd:?}"));
     let hwm = vm_hwm_kib(child.id());
+    let cpu = cpu_so_far(child.id());
     terminate(&child);
     child.wait()?;
-    Ok((secs(t? - t0), (hwm? * 1024) as f64))
+    let timing = Timing {
+        wall: t? - t0,
+        cpu: cpu?,
+    };
+    Ok((timing, (hwm? * 1024) as f64))
 }
 
 pub fn setup(b: &mut Bench) -> Result<()> {
     let inw = need(&b.tools.inotifywait, "inotifywait").map(|p| p.to_path_buf());
-    let (mut ot, mut om, mut pt, mut pm) = (vec![], vec![], vec![], vec![]);
+    let (mut ot, mut om, mut pt, mut pm) = (Samples::default(), vec![], Samples::default(), vec![]);
     for rep in 0..b.reps {
         eprintln!("watch set-up, repetition {}/{}", rep + 1, b.reps);
         b.cache.prepare()?;
@@ -61,23 +71,26 @@ pub fn setup(b: &mut Bench) -> Result<()> {
             pm.push(m);
         }
     }
-    let peer = |v: Vec<f64>| inw.as_ref().map(|_| v).map_err(Clone::clone);
-    b.push(Row::new(
-        "watch set-up: time",
-        Unit::Seconds,
-        ot,
-        "inotifywait -m -r",
-        peer(pt),
-        Some(1.5),
-    ));
+    let peer = |v: Samples| inw.as_ref().map(|_| v).map_err(Clone::clone);
+    b.push(
+        Row::new(
+            "watch set-up: time",
+            Unit::Seconds,
+            ot,
+            "inotifywait -m -r",
+            peer(pt),
+            Some(1.0),
+        )
+        .note("CPU until ready from /proc/PID/stat (10 ms ticks)"),
+    );
     b.push(
         Row::new(
             "watch set-up: peak RSS",
             Unit::Bytes,
             om,
             "inotifywait -m -r",
-            peer(pm),
-            Some(1.5),
+            peer(pm.into()),
+            Some(1.0),
         )
         .note("VmHWM from /proc/PID/status when ready"),
     );
