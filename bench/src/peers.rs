@@ -132,14 +132,36 @@ fn children_cpu() -> Result<Duration> {
     Ok(tv(u.user_time()) + tv(u.system_time()))
 }
 
-/// CPU time (user + system, all threads) a running process has used so far, from
-/// `/proc/PID/stat` (clock ticks of 10 ms: that is its resolution).
+/// CPU time (user + system) a running process has used so far: the sum over its live
+/// threads of `/proc/PID/task/TID/schedstat`'s run time (nanoseconds); `/proc/PID/stat`'s
+/// utime + stime (10 ms ticks) where schedstat is missing.
 pub fn cpu_so_far(pid: u32) -> Result<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?;
+    let mut ns = 0u64;
+    for task in tasks {
+        let path = task?.path().join("schedstat");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return cpu_ticks(pid);
+        };
+        match text
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+        {
+            Some(n) => ns += n,
+            None => return cpu_ticks(pid),
+        }
+    }
+    Ok(Duration::from_nanos(ns))
+}
+
+/// utime + stime of `/proc/PID/stat` (all threads; clock ticks of 10 ms).
+fn cpu_ticks(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name, in parentheses, may hold spaces: fields count from after it.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    // utime and stime are fields 14 and 15 of proc(5); `rest` starts at field 3.
     let ticks = |i: usize| -> Result<u64> {
         fields
             .get(i)

@@ -20,7 +20,7 @@ use crate::report::{Row, Samples, Unit};
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Starts `cmd`, waits for the ready line on stdout or stderr; (time until ready — wall,
-/// and the CPU the process used by then, read from `/proc` — and peak RSS bytes).
+/// and the CPU its live threads used by then, read from `/proc` — and peak RSS bytes).
 fn until_ready(
     mut cmd: Command,
     on_stderr: bool,
@@ -81,7 +81,7 @@ pub fn setup(b: &mut Bench) -> Result<()> {
             peer(pt),
             Some(1.0),
         )
-        .note("CPU until ready from /proc/PID/stat (10 ms ticks)"),
+        .note("CPU until ready: the threads' run time in /proc/PID/task/*/schedstat"),
     );
     b.push(
         Row::new(
