@@ -30,6 +30,7 @@ use crate::engine::listing::{self, Detail, Lstat};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::{self, Baseline};
 use crate::format::checksums;
+use crate::format::entry::Fidelity;
 use crate::format::exclude::Excludes;
 use crate::format::journal::Journal;
 use crate::format::journal::JournalEvent;
@@ -51,6 +52,9 @@ pub(crate) struct Builder<'a> {
     pub lookalikes: Lookalikes,
     pub only_sync_attributes: bool,
     pub privileged: bool,
+    /// What the vault keeps (its capability record): what copies set and comparisons
+    /// trust (docs/filesystems.md).
+    pub fidelity: Fidelity,
     /// keep_complete = false: the source as it was when the job started.
     pub baseline: Option<Baseline>,
     /// The first copy of each multiply linked source inode: (dev, ino) → new path.
@@ -193,7 +197,8 @@ impl Builder<'_> {
         if self.out.changed_paths.last() != Some(rel) {
             self.out.changed_paths.push(rel.clone());
         }
-        copy::finish_dir(&self.src(rel), &np, sm).ctx("cannot set attributes of", &np)?;
+        copy::finish_dir(&self.src(rel), &np, sm, self.fidelity)
+            .ctx("cannot set attributes of", &np)?;
         self.out.changed += 1;
         Ok(())
     }
@@ -210,7 +215,7 @@ impl Builder<'_> {
         if is_source_link {
             // Source links are recreated, never vault-linked (so that a relative target is
             // read from the version it belongs to).
-            copy::copy_symlink(&op, &np).map_err(|e| copy_err(e, &np))?;
+            copy::copy_symlink(&op, &np, self.fidelity).map_err(|e| copy_err(e, &np))?;
             return self.note_lookalike(rel, &np);
         }
         if tree::depth(rel.as_path()) > MAX_LINK_DEPTH {
@@ -278,7 +283,8 @@ impl Builder<'_> {
                         let from = self.vault_path(&child.holder, &child_rel);
                         let np = self.new_path(&dir.rel);
                         let link = self.new_path(&child_rel);
-                        copy::copy_symlink(&from, &link).map_err(|e| copy_err(e, &np))?;
+                        copy::copy_symlink(&from, &link, self.fidelity)
+                            .map_err(|e| copy_err(e, &np))?;
                         // A source link now held by the new version: registered under its
                         // name (I4, I8), as a copied one is.
                         self.note_lookalike(&child_rel, &link)?;
@@ -291,7 +297,7 @@ impl Builder<'_> {
                         return Ok(());
                     };
                     let np = self.new_path(&done.rel);
-                    copy::finish_dir(&done.op, &np, &done.om)
+                    copy::finish_dir(&done.op, &np, &done.om, self.fidelity)
                         .ctx("cannot set attributes of", &np)?;
                 }
             }
@@ -301,12 +307,12 @@ impl Builder<'_> {
     fn materialise_leaf(&mut self, rel: &RelPath, op: &Path, om: &Metadata) -> Result<()> {
         let np = self.new_path(rel);
         let copied = if om.is_file() {
-            copy::copy_file_hashed(op, &np, self.checksums.is_some())
+            copy::copy_file_hashed(op, &np, self.checksums.is_some(), self.fidelity)
                 .map(|c| self.record(rel, c.record))
         } else if om.file_type().is_symlink() {
-            copy::copy_symlink(op, &np)
+            copy::copy_symlink(op, &np, self.fidelity)
         } else {
-            copy::copy_special(op, &np, om)
+            copy::copy_special(op, &np, om, self.fidelity)
         };
         copied.map_err(|e| copy_err(e, &np))?;
         if om.file_type().is_symlink() {

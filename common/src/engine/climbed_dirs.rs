@@ -104,7 +104,7 @@ impl Builder<'_> {
         }
         let op = self.vault_path(holder, rel);
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-        copy::finish_dir(&op, &np, &om).ctx("cannot set attributes of", &np)?;
-        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)
+        copy::finish_dir(&op, &np, &om, self.fidelity).ctx("cannot set attributes of", &np)?;
+        copy::apply_path_meta(&parent, &pm, self.fidelity).ctx("cannot set attributes of", &parent)
     }
 }

@@ -127,12 +127,12 @@ impl Builder<'_> {
             return Ok(Copied::Done);
         }
         let copied = if ft.is_file() {
-            copy::copy_file_hashed(&sp, &np, self.checksums.is_some())
+            copy::copy_file_hashed(&sp, &np, self.checksums.is_some(), self.fidelity)
                 .map(|c| self.note_file_copy(rel, c))
         } else if ft.is_symlink() {
-            copy::copy_symlink(&sp, &np)
+            copy::copy_symlink(&sp, &np, self.fidelity)
         } else {
-            copy::copy_special(&sp, &np, sm)
+            copy::copy_special(&sp, &np, sm, self.fidelity)
         };
         match copied {
             Ok(()) => {}
@@ -212,7 +212,7 @@ impl Builder<'_> {
         drop(output);
         self.record_reused(rel, holder)?;
         copy::copy_xattrs(&self.src(rel), &np).ctx("cannot copy xattrs to", &np)?;
-        copy::apply_path_meta(&np, sm).ctx("cannot set attributes of", &np)?;
+        copy::apply_path_meta(&np, sm, self.fidelity).ctx("cannot set attributes of", &np)?;
         if path == copy::DataPath::Reflink {
             self.out.reflinked += 1;
         }

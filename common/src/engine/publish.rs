@@ -93,7 +93,7 @@ fn build_partial(b: &mut Builder<'_>, partial: &Path, from: Option<FromVersion>)
             }
         };
         let root_meta = fs::metadata(&b.src_root).ctx("cannot read source", &b.src_root)?;
-        copy::finish_dir(&b.src_root, partial, &root_meta)
+        copy::finish_dir(&b.src_root, partial, &root_meta, b.fidelity)
             .ctx("cannot set attributes of", partial)?;
         Ok(differs)
     })();

@@ -207,8 +207,8 @@ impl Restorer {
             self.hardlinks
                 .insert((meta.dev(), meta.ino()), dst.to_path_buf());
         }
-        let c =
-            copy::copy_file_hashed(src, dst, self.checksums.is_some()).map_err(|e| err(e, dst))?;
+        let c = copy::copy_file_hashed(src, dst, self.checksums.is_some(), dest_keeps())
+            .map_err(|e| err(e, dst))?;
         self.check(node, c.record)
     }
 
@@ -240,7 +240,7 @@ impl Restorer {
 
     /// A FIFO or device node; `false` when it was skipped (device nodes need root).
     fn copy_special(&mut self, src: &Path, meta: &fs::Metadata, dst: &Path) -> Result<bool> {
-        match copy::copy_special(src, dst, meta) {
+        match copy::copy_special(src, dst, meta, dest_keeps()) {
             Ok(()) => Ok(true),
             Err(CopyError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
                 self.done.skipped_devices.push(dst.to_path_buf());
@@ -306,7 +306,7 @@ impl Visitor for Restorer {
         let ft = meta.file_type();
         let kept_dir = self.clear(&dst, ft)?;
         if ft.is_symlink() {
-            copy::copy_symlink(&node.abs, &dst).map_err(|e| err(e, &dst))?;
+            copy::copy_symlink(&node.abs, &dst, dest_keeps()).map_err(|e| err(e, &dst))?;
         } else if ft.is_dir() {
             if !kept_dir {
                 copy::make_dir(&dst).ctx("cannot create", &dst)?;
@@ -325,7 +325,7 @@ impl Visitor for Restorer {
         let dst = self.dst(&node.rel);
         self.prune(&dst)?;
         let meta = node.metadata()?.clone();
-        copy::finish_dir(&node.abs, &dst, &meta).ctx("cannot set attributes of", &dst)
+        copy::finish_dir(&node.abs, &dst, &meta, dest_keeps()).ctx("cannot set attributes of", &dst)
     }
 }
 
@@ -338,4 +338,10 @@ fn err(e: CopyError, path: &Path) -> Error {
         },
         other => Error::Invalid(format!("cannot restore {}: {other}", show(path))),
     }
+}
+
+/// What a restore sets on DEST: everything the vault kept, owners when root (DEST is a
+/// place of the user's choosing, not the vault, so its filesystem is not probed).
+fn dest_keeps() -> crate::format::entry::Fidelity {
+    crate::format::entry::Fidelity::exact(copy::privileged())
 }

@@ -31,6 +31,8 @@ use crate::engine::marks::MarkTree;
 use crate::engine::publish::{self, FromVersion, NewVersion};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::Baseline;
+use crate::format::capabilities::fidelity_of;
+use crate::format::entry::Fidelity;
 use crate::format::events::Mark;
 use crate::format::exclude::Excludes;
 use crate::format::index::read_index_or_empty;
@@ -80,7 +82,8 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
     recover(ctx)?;
     let new = next_version(ctx)?;
     let last = new.rows.last().cloned();
-    let mut b = start_build(&ctx.file, &mut ctx.journal, &new, opts)?;
+    let fidelity = fidelity_of(ctx.capabilities.as_ref(), copy::privileged());
+    let mut b = start_build(&ctx.file, &mut ctx.journal, &new, fidelity, opts)?;
     let Some(last) = last else {
         return publish::finish(b, new, None, opts.dry_run);
     };
@@ -153,6 +156,7 @@ fn start_build<'a>(
     file: &JobFile,
     journal: &'a mut Journal,
     new: &NewVersion,
+    fidelity: Fidelity,
     opts: Options<'a>,
 ) -> Result<Builder<'a>> {
     let settings = &file.settings;
@@ -172,6 +176,7 @@ fn start_build<'a>(
         lookalikes,
         only_sync_attributes: settings.only_sync_attributes,
         privileged: copy::privileged(),
+        fidelity,
         baseline,
         hardlinks: HashMap::new(),
         skipped_paths: Default::default(),

@@ -13,6 +13,7 @@
 //! walk is the one that records a baseline.
 
 pub(crate) mod baseline;
+pub(crate) mod capabilities;
 pub(crate) mod checksums;
 pub(crate) mod climbing_tsv;
 pub(crate) mod entry;

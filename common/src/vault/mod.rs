@@ -12,5 +12,6 @@ pub(crate) mod job;
 pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod measure;
+pub(crate) mod probe;
 pub(crate) mod tree;
 pub(crate) mod verify;
