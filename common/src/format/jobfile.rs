@@ -132,6 +132,7 @@ mod tests {
             JobState {
                 size_recounted: true,
                 retiring: Some("V1-20261124T214900Z".into()),
+                vault_capabilities_noted: Some("fuse.sshfs: timestamps kept to 1 s".into()),
             },
         );
         job.write(&p).expect("write");
