@@ -57,6 +57,9 @@ pub struct Capabilities {
     pub link_attributes: LinkAttributes,
     /// Permission bits round-trip, setuid, setgid and sticky included.
     pub modes: bool,
+    /// FIFOs can be made (`mkfifo`; device nodes need the same support, and root).
+    #[serde(default = "yes")]
+    pub specials: bool,
     /// Owners round-trip (`chown` by root); absent when the probe did not run as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owners: Option<bool>,
@@ -83,6 +86,11 @@ pub struct Capabilities {
 
 /// Nanoseconds in a second.
 const NS: u64 = 1_000_000_000;
+
+/// The default of a capability a record written before it was probed does not name.
+fn yes() -> bool {
+    true
+}
 
 impl Capabilities {
     /// What the vault lacks that the tools cannot do without (empty: usable). A version
@@ -114,6 +122,13 @@ impl Capabilities {
                 "a symlink's owner and times cannot be set here: link owners and times are not kept"
                     .to_owned(),
             ),
+        }
+        if !self.specials {
+            out.push(
+                "FIFOs and device nodes cannot be made here: versions leave them out \
+                 (journaled as skipped)"
+                    .to_owned(),
+            );
         }
         if self.owners == Some(false) {
             out.push(
@@ -203,6 +218,7 @@ mod tests {
             symlinks: true,
             link_attributes: LinkAttributes::Own,
             modes: true,
+            specials: true,
             owners: Some(true),
             mtime_granularity_ns: 1,
             user_xattrs: true,

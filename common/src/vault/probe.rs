@@ -151,6 +151,7 @@ fn probe_in(root: &Path, dir: &Path) -> Capabilities {
         symlinks,
         link_attributes,
         modes: modes_round_trip(dir),
+        specials: fifo_made(dir),
         owners: privileged.then(|| owners_round_trip(dir)),
         mtime_granularity_ns: mtime_granularity(dir),
         user_xattrs: xattr_round_trip(&data, "user.reverberator.probe", b"probe"),
@@ -297,6 +298,17 @@ fn modes_round_trip(dir: &Path) -> bool {
     // Writable again, so the folder can be removed whatever the filesystem did.
     let _ = fs::set_permissions(&sub, fs::Permissions::from_mode(0o700));
     all
+}
+
+/// A FIFO can be made and is one.
+fn fifo_made(dir: &Path) -> bool {
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+        .is_ok()
+        && fs::symlink_metadata(&fifo).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_fifo()
+        })
 }
 
 /// Root can give a file another owner and group, and they are kept.
