@@ -107,7 +107,7 @@ fn same_content(path: &Path, sm: &Metadata, record: &checksums::Record) -> bool 
 impl Builder<'_> {
     /// How the source entry (lstat `src_meta` at `src`) differs from the old one (its copy
     /// in the vault at `old`). The xattrs of both are read only when every other fact is
-    /// equal ([`needs_xattrs`]): a change of xattrs or ACLs alone is an attribute change
+    /// equal ([`needs_xattrs_with`]): a change of xattrs or ACLs alone is an attribute change
     /// (docs/format.md#invariants I5).
     pub fn differ(
         &self,

@@ -303,8 +303,11 @@ fn modes_round_trip(dir: &Path) -> bool {
 /// A FIFO can be made and is one.
 fn fifo_made(dir: &Path) -> bool {
     let fifo = dir.join("fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
-        .is_ok()
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .is_ok()
         && fs::symlink_metadata(&fifo).is_ok_and(|m| {
             use std::os::unix::fs::FileTypeExt;
             m.file_type().is_fifo()

@@ -44,7 +44,7 @@ fn opening_and_closing_a_file_just_versioned_makes_no_version() {
         "a modify event on an unchanged file makes no version"
     );
     assert_eq!(f.rescan(), "", "a rescan agrees");
-    assert_eq!(index_dirs(&f), [v1.clone()]);
+    assert_eq!(index_dirs(&f), [v1]);
     // Other bytes, same size and mtime: only the content tells, and it does.
     rewrite_keeping_mtime(&doc, b"draft two");
     let v2 = snap_changes(&f, &lines, &[]).stdout().trim().to_owned();
