@@ -62,7 +62,7 @@ pub enum JournalEvent {
 
 impl JournalEvent {
     /// Every event that is not a raw change, in the order of the docs.
-    pub const NAMED: [JournalEvent; 16] = [
+    pub const NAMED: [JournalEvent; 17] = [
         JournalEvent::Snapshot,
         JournalEvent::Batch,
         JournalEvent::Retire,
