@@ -1,7 +1,8 @@
 //! A test-only fault hook: crash the process at a chosen filesystem write step.
 //!
 //! Owns: the one counter of "write steps" that crash-safety tests inject faults at, and the
-//! switch that makes link-inode sharing fail ([`hard_links_refused`]). Writers
+//! switches that make link-inode sharing ([`hard_links_refused`]) and `RENAME_EXCHANGE`
+//! ([`exchange_refused`]) fail. Writers
 //! whose crash safety is promised (retirement, and later the snapshot publisher) call
 //! [`step`] right after each filesystem write that matters. When the environment variable
 //! `REVERB_FAULT_AFTER=N` is set, the process kills itself with `SIGKILL` right after the
@@ -42,6 +43,17 @@ pub fn step() {
 /// inode (a hard link of a link, docs/format.md "Shared link inodes") fail as on a file
 /// system without hard links, so that tests reach the fallback (a symlink of its own).
 pub const NO_HARD_LINKS_ENV: &str = "REVERB_FAULT_NO_HARD_LINKS";
+
+/// The environment variable that, set to `1`, makes every `renameat2(RENAME_EXCHANGE)`
+/// fail as on a filesystem without it (sshfs), so that tests reach a retirement's fallback
+/// (docs/retirement.md).
+pub const NO_EXCHANGE_ENV: &str = "REVERB_FAULT_NO_EXCHANGE";
+
+/// Whether [`NO_EXCHANGE_ENV`] is set to `1` (read once).
+pub fn exchange_refused() -> bool {
+    static REFUSED: OnceLock<bool> = OnceLock::new();
+    *REFUSED.get_or_init(|| std::env::var(NO_EXCHANGE_ENV).is_ok_and(|v| v.trim() == "1"))
+}
 
 /// Whether [`NO_HARD_LINKS_ENV`] is set to `1` (read once).
 pub fn hard_links_refused() -> bool {

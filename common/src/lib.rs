@@ -95,9 +95,16 @@ pub mod events {
 pub mod job {
     pub use crate::run::selection::target;
     pub use crate::vault::job::{
-        JobCtx, anchored, canonical_or_nearest, create, find, job_dir, open, open_dir,
-        update_settings, verify_identities,
+        JobCtx, anchored, canonical_or_nearest, create, find, job_dir, note_capabilities, open,
+        open_dir, update_settings, verify_identities,
     };
+}
+
+/// What a vault's filesystem can do (the capability probe's record, docs/filesystems.md).
+pub mod capabilities {
+    pub use crate::format::capabilities::{Capabilities, LinkAttributes};
+    pub use crate::vault::layout::recorded_capabilities;
+    pub use crate::vault::probe::{PROBE_DIR, probe};
 }
 
 /// Checksums (docs/format.md#checksums): the records, `--data` verification and backfill.

@@ -24,6 +24,13 @@
 //!    mtime, owner as root, link text).
 //!
 //! Every difference names the history's seed, the version, the path and the field.
+//!
+//! # A vault that keeps less
+//!
+//! With [`Knobs::vault_in`] on a network mount (the sshfs variant), the views compare what
+//! that filesystem can keep ([`VaultKeeps`]): on sshfs, link owners and times are left out
+//! (the tool never sets them there) and mtimes are compared to the second; everything
+//! else is compared as on a local vault.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -51,6 +58,51 @@ pub struct Knobs {
     /// Relative links across folders, climbing out of theirs (on; `REVERB_DIFF_CLIMBING_LINKS=0`
     /// turns them off).
     pub climbing: bool,
+    /// Where each history makes its vault (`<dir>/vault-<seed>`, a network mount, say);
+    /// `None`: beside its source.
+    pub vault_in: Option<PathBuf>,
+    /// What the vault's filesystem keeps, so what the views may compare.
+    pub keeps: VaultKeeps,
+}
+
+/// What the vault's filesystem keeps of what the source has (docs/filesystems.md), so what
+/// the views compare: everything on a local filesystem ([`VaultKeeps::ALL`]); on sshfs,
+/// no link owners or times (the tool never sets them there, they would reach the link's
+/// target) and mtimes to the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaultKeeps {
+    /// A symlink's owner and mtime.
+    pub link_attributes: bool,
+    /// The mtime step, in nanoseconds (1: exact).
+    pub mtime_step_ns: i64,
+    /// FIFOs (sshfs cannot make them: the tool leaves them out, journaled as skipped).
+    pub specials: bool,
+}
+
+impl VaultKeeps {
+    /// A local filesystem: everything.
+    pub const ALL: VaultKeeps = VaultKeeps {
+        link_attributes: true,
+        mtime_step_ns: 1,
+        specials: true,
+    };
+
+    /// `seen` as far as such a vault can keep it.
+    fn coarsen(self, mut seen: Seen) -> Seen {
+        if seen.kind == 'l' && !self.link_attributes {
+            seen.owner = None;
+            seen.mtime = (0, 0);
+        }
+        let ns = seen.mtime.1 - seen.mtime.1.rem_euclid(self.mtime_step_ns.max(1));
+        seen.mtime.1 = ns;
+        seen
+    }
+
+    fn coarsen_all(self, tree: BTreeMap<PathBuf, Seen>) -> BTreeMap<PathBuf, Seen> {
+        tree.into_iter()
+            .map(|(p, s)| (p, self.coarsen(s)))
+            .collect()
+    }
 }
 
 impl Knobs {
@@ -67,6 +119,8 @@ impl Knobs {
             seed: num("REVERB_DIFF_SEED").unwrap_or(0x5EED_0013),
             xattrs: !off("REVERB_DIFF_XATTRS"),
             climbing: !off("REVERB_DIFF_CLIMBING_LINKS"),
+            vault_in: None,
+            keeps: VaultKeeps::ALL,
         }
     }
 }
@@ -279,12 +333,18 @@ fn diff_xattrs(cap: &Path, restored: &Path, out: &mut Vec<String>) {
 // ---------------------------------------------------------------------------------------
 // The three views.
 
-/// View 1: the restored version against the capture, every field.
-pub fn restore_view(cap: &Path, restored: &Path, owners: bool, xattrs: bool) -> Vec<String> {
+/// View 1: the restored version against the capture, every field the vault keeps.
+pub fn restore_view(
+    cap: &Path,
+    restored: &Path,
+    owners: bool,
+    xattrs: bool,
+    keeps: VaultKeeps,
+) -> Vec<String> {
     let mut out = Vec::new();
     diff_seen(
-        &lstat_tree(cap, owners),
-        &lstat_tree(restored, owners),
+        &keeps.coarsen_all(lstat_tree(cap, owners)),
+        &keeps.coarsen_all(lstat_tree(restored, owners)),
         &mut out,
     );
     if xattrs {
@@ -413,7 +473,7 @@ fn browse_entry(cap: &Path, ver: &Path, p: &Path, out: &mut Vec<String>) -> bool
 }
 
 /// View 3: the version's own stats through its vault links against the capture.
-pub fn stat_view(cap: &Path, ver: &Path, owners: bool) -> Vec<String> {
+pub fn stat_view(cap: &Path, ver: &Path, owners: bool, keeps: VaultKeeps) -> Vec<String> {
     let mut out = Vec::new();
     for (p, e) in lstat_tree(cap, owners) {
         let rel = if p == Path::new(".") {
@@ -426,10 +486,13 @@ pub fn stat_view(cap: &Path, ver: &Path, owners: bool) -> Vec<String> {
             out.push(format!("{}: stat: missing", p.display()));
             continue;
         };
-        let g = seen(&at, &m, owners);
+        let g = keeps.coarsen(seen(&at, &m, owners));
         diff_fields(
             &p,
-            &Seen { content: None, ..e },
+            &Seen {
+                content: None,
+                ..keeps.coarsen(e)
+            },
             &Seen { content: None, ..g },
             &mut out,
         );
@@ -912,9 +975,44 @@ fn prepare_for_nobody(f: &Fixture, work: &Path) {
     ));
 }
 
+/// Removes the FIFOs, sockets and device nodes of the capture `cap`, putting back the
+/// times of the directories that held them (as `cp -a` made them).
+fn drop_specials(cap: &Path) {
+    let mut stack = vec![cap.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let meta = fs::symlink_metadata(&dir).expect("lstat capture");
+        let mut dropped = false;
+        for name in sorted_names(&dir) {
+            let p = dir.join(name);
+            let ft = fs::symlink_metadata(&p).expect("lstat capture").file_type();
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device()
+            {
+                fs::remove_file(&p).expect("remove special");
+                dropped = true;
+            }
+        }
+        if dropped {
+            let at = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &dir,
+                &at(meta.atime(), meta.atime_nsec()),
+                &at(meta.mtime(), meta.mtime_nsec()),
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .expect("times back");
+        }
+    }
+}
+
 /// Runs one history; panics naming the seed, the version, the path and the field.
 pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
-    let f = FastFixture::new(128);
+    let mut f = FastFixture::new(128);
+    if let Some(dir) = &knobs.vault_in {
+        f.f.vault = dir.join(format!("vault-{seed:x}"));
+    }
     let work = f._tmp.path().join("work");
     fs::create_dir(&work).expect("mkdir work");
     let mut rng = Rng::new(seed);
@@ -946,6 +1044,10 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
             cap.display(),
             f.src.display()
         ));
+        if !knobs.keeps.specials {
+            // What the version should hold on such a vault: the source without them.
+            drop_specials(&cap);
+        }
         tally.events += events.len() as u64;
         if let Some(v) = take_version(&f, &mut s, step, &events) {
             newest = v;
@@ -1028,7 +1130,7 @@ fn check_version(
         .arg(&dest)
         .assert_success();
     let ver = f.job_dir().join(v);
-    let mut out: Vec<String> = restore_view(cap, &dest, owners, knobs.xattrs)
+    let mut out: Vec<String> = restore_view(cap, &dest, owners, knobs.xattrs, knobs.keeps)
         .into_iter()
         .map(|d| format!("[restore] {d}"))
         .collect();
@@ -1038,7 +1140,7 @@ fn check_version(
             .map(|d| format!("[browse] {d}")),
     );
     out.extend(
-        stat_view(cap, &ver, owners)
+        stat_view(cap, &ver, owners, knobs.keeps)
             .into_iter()
             .map(|d| format!("[stat] {d}")),
     );

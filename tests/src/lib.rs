@@ -30,6 +30,7 @@ pub mod links;
 pub mod model;
 pub mod ops;
 mod skipping;
+pub mod sshd;
 pub mod thinning;
 mod wait;
 pub mod web;
@@ -167,6 +168,85 @@ impl Drop for LoopMount {
                 .status();
         }
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+/// A FAT or exFAT image mounted through its FUSE driver (`fusefat`, `mount.exfat-fuse`:
+/// kernels without the vfat/exfat modules still mount them), unmounted (and its loop
+/// device detached) on drop.
+pub struct FuseImage {
+    pub mountpoint: PathBuf,
+    device: Option<String>,
+}
+
+impl FuseImage {
+    /// Makes a `size_mib` image of `fstype` (`vfat` or `exfat`) under `dir` and mounts it
+    /// at `dir/mnt`. `Err(reason)` when this machine cannot (not root, a tool missing).
+    pub fn new(dir: &Path, fstype: &str, size_mib: u64) -> Result<FuseImage, String> {
+        if !is_root() {
+            return Err("needs root for FUSE mounts and loop devices".into());
+        }
+        let (mkfs, driver) = match fstype {
+            "vfat" => ("mkfs.vfat", "fusefat"),
+            "exfat" => ("mkfs.exfat", "mount.exfat-fuse"),
+            other => return Err(format!("no FUSE driver known for {other}")),
+        };
+        if let Some(missing) = missing_programs(&[mkfs, driver]) {
+            return Err(format!("{missing} not installed"));
+        }
+        let image = dir.join(format!("{fstype}.img"));
+        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        f.set_len(size_mib << 20).map_err(|e| e.to_string())?;
+        let o = Command::new(mkfs)
+            .arg(&image)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("{mkfs} failed: {}", stderr(&o)));
+        }
+        let mountpoint = dir.join("mnt");
+        std::fs::create_dir_all(&mountpoint).map_err(|e| e.to_string())?;
+        let mut m = FuseImage {
+            mountpoint: mountpoint.clone(),
+            device: None,
+        };
+        let o = if fstype == "vfat" {
+            Command::new(driver)
+                .args(["-o", "rw+"])
+                .arg(&image)
+                .arg(&mountpoint)
+                .output()
+        } else {
+            // exfat-fuse wants a block device.
+            let o = Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&image)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !o.status.success() {
+                return Err(format!("losetup failed: {}", stderr(&o)));
+            }
+            let device = stdout(&o).trim().to_owned();
+            m.device = Some(device.clone());
+            Command::new(driver).arg(&device).arg(&mountpoint).output()
+        }
+        .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("{driver} failed: {}", stderr(&o)));
+        }
+        Ok(m)
+    }
+}
+
+impl Drop for FuseImage {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .status();
+        if let Some(d) = &self.device {
+            let _ = Command::new("losetup").arg("-d").arg(d).status();
+        }
     }
 }
 

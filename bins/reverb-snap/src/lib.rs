@@ -57,6 +57,10 @@ pub struct Args {
     /// The events were already journaled by the caller (the supervisor): do not journal them again.
     #[arg(long, hide = true)]
     pub events_journaled: bool,
+    /// The caller (the supervisor) probed the vault's filesystem when the job started: do
+    /// not probe it again for this version.
+    #[arg(long, hide = true)]
+    pub vault_probed: bool,
 }
 
 /// The clap command (for man pages and completions).
@@ -79,11 +83,15 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         args.source.as_deref(),
         args.target.config.as_deref(),
     )?;
-    let vault = if args.init {
+    let mut vault = if args.init {
         Vault::init(&target.vault)?
     } else {
         Vault::open(&target.vault)?
     };
+    // A job starts: what the vault's filesystem can do is probed again (docs/filesystems.md).
+    if !args.dry_run && !args.vault_probed {
+        vault.probe_once()?;
+    }
     if batch::prepare_job(&vault, &args.target.job, &target, args.dry_run)? == Prepared::WouldCreate
     {
         print_record(args, "would create", &args.target.job)?;
@@ -98,6 +106,11 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     }
     if let Some(settings) = &target.settings {
         job::update_settings(&mut ctx, settings)?;
+    }
+    if !args.dry_run {
+        for said in job::note_capabilities(&mut ctx)? {
+            eprintln!("reverb-snap: warning: {said}");
+        }
     }
     drop(lock);
     match &args.changes {

@@ -284,7 +284,18 @@ fn check_config(config: Option<&Path>, json: bool) -> anyhow::Result<i32> {
     for w in config::warnings(&cfg, false) {
         eprintln!("{TOOL}: warning: {w}");
     }
+    // What each vault's filesystem makes the tools do differently, as its last probe found.
+    let adapted = |vault: &Path| {
+        reverb_common::capabilities::recorded_capabilities(vault)
+            .filter(|c| !c.adaptations().is_empty())
+            .map(|c| c.summary())
+    };
     if !json {
+        for j in &cfg.jobs {
+            if let Some(caps) = adapted(&j.vault) {
+                eprintln!("{TOOL}: warning: job {}: vault on {caps}", j.name);
+            }
+        }
         print!("{}", config::render_resolved(&cfg));
         return Ok(EXIT_OK);
     }
@@ -302,6 +313,7 @@ fn check_config(config: Option<&Path>, json: bool) -> anyhow::Result<i32> {
                 "vault".into(),
                 j.vault.to_string_lossy().into_owned().into(),
             );
+            o.insert("vault_capabilities".into(), adapted(&j.vault).into());
         }
         out(&v.to_string())?;
     }
@@ -398,6 +410,9 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             format_size(st.size_bytes),
             st.identity
         ))?;
+        if let Some(caps) = &st.vault_capabilities {
+            out(&format!("{}: vault on {caps}", st.job))?;
+        }
     }
     // Scripts and monitoring: 1 when a job needs attention.
     Ok(if attention { EXIT_FAILURE } else { EXIT_OK })

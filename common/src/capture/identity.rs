@@ -395,6 +395,38 @@ fn gather_with(path: &Path, use_blkid: bool) -> Result<Gathered> {
     })
 }
 
+/// The mount table's entry for the filesystem holding `path` (an existing directory), as
+/// [`gather`] picks it, without asking blkid or udev anything.
+pub fn mount_of(path: &Path) -> Result<MountEntry> {
+    let canonical = std::fs::canonicalize(path).ctx("cannot resolve", path)?;
+    let meta = std::fs::metadata(&canonical).ctx("cannot stat", &canonical)?;
+    let text = std::fs::read(MOUNTINFO).ctx("cannot read", Path::new(MOUNTINFO))?;
+    let entries = parse_mountinfo(&text);
+    let dev_hint = meta.is_dir().then_some(split_dev(meta.dev()));
+    find_mount(&entries, &canonical, dev_hint)
+        .cloned()
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "no mount holds {} in {MOUNTINFO}",
+                show(&canonical)
+            ))
+        })
+}
+
+/// The filesystem type `blkid` finds on a block device (`exfat` under a `fuseblk` mount),
+/// when blkid is installed and says.
+pub fn blkid_type(device: &Path) -> Option<String> {
+    let out = Command::new("blkid")
+        .args(["-o", "value", "-s", "TYPE"])
+        .arg(device)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    non_empty(text.trim().to_owned())
+}
+
 fn split_dev(dev: u64) -> (u32, u32) {
     (libc::major(dev), libc::minor(dev))
 }

@@ -35,6 +35,7 @@ use crate::engine::listing::{self, Detail, Lstat};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::{self, Baseline};
 use crate::format::checksums;
+use crate::format::entry::Fidelity;
 use crate::format::exclude::Excludes;
 use crate::format::journal::Journal;
 use crate::format::journal::JournalEvent;
@@ -59,6 +60,9 @@ pub(crate) struct Builder<'a> {
     pub lookalikes: Lookalikes,
     pub only_sync_attributes: bool,
     pub privileged: bool,
+    /// What the vault keeps (its capability record): what copies set and comparisons
+    /// trust (docs/filesystems.md).
+    pub fidelity: Fidelity,
     /// keep_complete = false: the source as it was when the job started.
     pub baseline: Option<Baseline>,
     /// The first copy of each multiply linked source inode: (dev, ino) → its path in the
@@ -240,7 +244,7 @@ impl Builder<'_> {
             self.out.changed_paths.push(rel.clone());
         }
         self.src(rel)
-            .and_then(|src| copy::finish_dir(&src, &na, sm))
+            .and_then(|src| copy::finish_dir(&src, &na, sm, self.fidelity))
             .ctx("cannot set attributes of", &np)?;
         self.out.changed += 1;
         Ok(())
@@ -259,7 +263,7 @@ impl Builder<'_> {
         if is_source_link {
             // Source links are recreated, never vault-linked (so that a relative target is
             // read from the version it belongs to).
-            copy::copy_symlink(&op, &na).map_err(|e| copy_err(e, &np))?;
+            copy::copy_symlink(&op, &na, self.fidelity).map_err(|e| copy_err(e, &np))?;
             return self.note_lookalike(rel, &na);
         }
         if tree::depth(rel.as_path()) > MAX_LINK_DEPTH {
@@ -328,7 +332,8 @@ impl Builder<'_> {
                         let from = self.vault_path(&child.holder, &child_rel);
                         let np = self.new_path(&dir.rel);
                         let link = self.new_at(&child_rel)?;
-                        copy::copy_symlink(&from, &link).map_err(|e| copy_err(e, &np))?;
+                        copy::copy_symlink(&from, &link, self.fidelity)
+                            .map_err(|e| copy_err(e, &np))?;
                         // A source link now held by the new version: registered under its
                         // name (I4, I8), as a copied one is.
                         self.note_lookalike(&child_rel, &link)?;
@@ -342,7 +347,7 @@ impl Builder<'_> {
                     };
                     let np = self.new_path(&done.rel);
                     let na = self.new_at(&done.rel)?;
-                    copy::finish_dir(&done.op, &na, &done.om)
+                    copy::finish_dir(&done.op, &na, &done.om, self.fidelity)
                         .ctx("cannot set attributes of", &np)?;
                 }
             }
@@ -353,12 +358,12 @@ impl Builder<'_> {
         let np = self.new_path(rel);
         let na = self.new_at(rel)?;
         let copied = if om.is_file() {
-            copy::copy_file_hashed(op, &na, self.checksums.is_some())
+            copy::copy_file_hashed(op, &na, self.checksums.is_some(), self.fidelity)
                 .map(|c| self.record(rel, c.record))
         } else if om.file_type().is_symlink() {
-            copy::copy_symlink(op, &na)
+            copy::copy_symlink(op, &na, self.fidelity)
         } else {
-            copy::copy_special(op, &na, om)
+            copy::copy_special(op, &na, om, self.fidelity)
         };
         copied.map_err(|e| copy_err(e, &np))?;
         if om.file_type().is_symlink() {

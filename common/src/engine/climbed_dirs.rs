@@ -105,7 +105,7 @@ impl Builder<'_> {
         }
         let op = self.vault_path(holder, rel);
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
-        copy::finish_dir(&op, &na, &om).ctx("cannot set attributes of", &np)?;
-        copy::apply_path_meta(&pd, &pm).ctx("cannot set attributes of", &parent)
+        copy::finish_dir(&op, &na, &om, self.fidelity).ctx("cannot set attributes of", &np)?;
+        copy::apply_path_meta(&pd, &pm, self.fidelity).ctx("cannot set attributes of", &parent)
     }
 }

@@ -40,7 +40,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::Whence;
 
 use crate::format::checksums::{self, Record};
-use crate::format::entry::Xattrs;
+use crate::format::entry::{Fidelity, Xattrs};
 use crate::sys;
 
 /// How many times a file that changed during its copy is copied again before it is taken
@@ -125,14 +125,26 @@ pub fn privileged() -> bool {
 /// [`copy_file_hashed`] without the hash.
 #[cfg(test)]
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, false, None, &mut |_| {})
+    copy_file_with(
+        src,
+        dst,
+        false,
+        None,
+        Fidelity::exact(privileged()),
+        &mut |_| {},
+    )
 }
 
 /// Copies a regular file with its metadata to the new path `dst`, without following a
 /// symlink at `src` (that is an error, `ELOOP`); records the stored data's BLAKE3 when
-/// `hash` is set.
-pub fn copy_file_hashed(src: &Path, dst: &Path, hash: bool) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, hash, None, &mut |_| {})
+/// `hash` is set. The owner is set only where `keep` says owners are kept.
+pub fn copy_file_hashed(
+    src: &Path,
+    dst: &Path,
+    hash: bool,
+    keep: Fidelity,
+) -> Result<FileCopy, CopyError> {
+    copy_file_with(src, dst, hash, None, keep, &mut |_| {})
 }
 
 /// [`copy_file_hashed`] of a source file whose `lstat` was `seen`: a symlink now at `src`
@@ -144,8 +156,16 @@ pub fn copy_source_file(
     dst: &Path,
     hash: bool,
     seen: &fs::Metadata,
+    keep: Fidelity,
 ) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, hash, Some((seen.dev(), seen.ino())), &mut |_| {})
+    copy_file_with(
+        src,
+        dst,
+        hash,
+        Some((seen.dev(), seen.ino())),
+        keep,
+        &mut |_| {},
+    )
 }
 
 /// [`copy_file`] with a hook called after each attempt's data copy, before the source is
@@ -156,7 +176,14 @@ pub fn copy_file_observed(
     dst: &Path,
     after_data: &mut dyn FnMut(u32),
 ) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, true, None, after_data)
+    copy_file_with(
+        src,
+        dst,
+        true,
+        None,
+        Fidelity::exact(privileged()),
+        after_data,
+    )
 }
 
 fn copy_file_with(
@@ -164,6 +191,7 @@ fn copy_file_with(
     dst: &Path,
     hash: bool,
     seen: Option<(u64, u64)>,
+    keep: Fidelity,
     after_data: &mut dyn FnMut(u32),
 ) -> Result<FileCopy, CopyError> {
     let mut unstable = true;
@@ -205,7 +233,7 @@ fn copy_file_with(
             && after.mtime_nsec() == before.mtime_nsec()
             && after.ctime() == before.ctime()
             && after.ctime_nsec() == before.ctime_nsec();
-        apply_fd_meta(src, &output, dst, &after)?;
+        apply_fd_meta(src, &output, dst, &after, keep)?;
         if same {
             unstable = false;
             break;
@@ -374,10 +402,16 @@ fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result<Option<u64
     Ok(last)
 }
 
-/// Applies `meta` (the source's) to the open `output` (which is `dst`): owner when root,
-/// then the xattrs of `src` (by path), then mode, then times.
-fn apply_fd_meta(src: &Path, output: &File, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    if privileged() {
+/// Applies `meta` (the source's) to the open `output` (which is `dst`): owner when `keep`
+/// keeps owners, then the xattrs of `src` (by path), then mode, then times.
+fn apply_fd_meta(
+    src: &Path,
+    output: &File,
+    dst: &Path,
+    meta: &fs::Metadata,
+    keep: Fidelity,
+) -> io::Result<()> {
+    if keep.owners {
         std::os::unix::fs::fchown(output, Some(meta.uid()), Some(meta.gid()))?;
     }
     copy_xattrs(src, dst)?;
@@ -408,15 +442,21 @@ pub fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets owner (when root), mode (not for symlinks) and times of `dst` from `meta`, without
-/// following a symlink; xattrs are the caller's ([`copy_xattrs`], before this). Used for
-/// directories (after their children), symlinks, specials, and files whose data came
-/// through [`copy_data`].
-pub fn apply_path_meta(dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    if privileged() {
+/// Sets owner (when `keep` keeps owners), mode (not for symlinks) and times of `dst` from
+/// `meta`, without following a symlink; xattrs are the caller's ([`copy_xattrs`], before
+/// this). Used for directories (after their children), symlinks, specials, and files whose
+/// data came through [`copy_data`]. A symlink's owner and times are set only where `keep`
+/// says the filesystem sets them on the link itself: where they would reach the file it
+/// points to (sshfs), nothing is done to it at all (docs/filesystems.md).
+pub fn apply_path_meta(dst: &Path, meta: &fs::Metadata, keep: Fidelity) -> io::Result<()> {
+    let is_link = meta.file_type().is_symlink();
+    if is_link && !keep.link_attributes {
+        return Ok(());
+    }
+    if keep.owners {
         std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
     }
-    if !meta.file_type().is_symlink() {
+    if !is_link {
         chmod_nofollow(dst, meta.mode() & 0o7777)?;
     }
     set_times(dst, meta)
@@ -525,20 +565,28 @@ pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Recreates a symlink with its exact target text, its xattrs and its owner/times.
-pub fn copy_symlink(src: &Path, dst: &Path) -> Result<(), CopyError> {
+/// Recreates a symlink with its exact target text, its xattrs and, where `keep` says they
+/// can be set on the link itself, its owner and times.
+pub fn copy_symlink(src: &Path, dst: &Path, keep: Fidelity) -> Result<(), CopyError> {
     let target = fs::read_link(src).map_err(vanished)?;
     let meta = fs::symlink_metadata(src).map_err(vanished)?;
     std::os::unix::fs::symlink(&target, dst)?;
-    copy_xattrs(src, dst)?;
-    apply_path_meta(dst, &meta)?;
+    if keep.link_attributes {
+        copy_xattrs(src, dst)?;
+    }
+    apply_path_meta(dst, &meta, keep)?;
     Ok(())
 }
 
 /// Recreates a FIFO or a device node with its xattrs, owner, mode and times (devices need
 /// privilege: `EPERM` otherwise); a socket is [`CopyError::Socket`]. `meta` is `src`'s
 /// `lstat`.
-pub fn copy_special(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), CopyError> {
+pub fn copy_special(
+    src: &Path,
+    dst: &Path,
+    meta: &fs::Metadata,
+    keep: Fidelity,
+) -> Result<(), CopyError> {
     use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     if ft.is_socket() {
@@ -554,7 +602,7 @@ pub fn copy_special(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), C
     let owner_rw = Mode::S_IRUSR | Mode::S_IWUSR;
     nix::sys::stat::mknod(dst, kind, owner_rw, meta.rdev()).map_err(io::Error::from)?;
     copy_xattrs(src, dst)?;
-    apply_path_meta(dst, meta)?;
+    apply_path_meta(dst, meta, keep)?;
     Ok(())
 }
 
@@ -568,9 +616,9 @@ pub fn make_dir(dst: &Path) -> io::Result<()> {
 /// Applies a directory's xattrs (default ACLs included) from `src`, then owner, mode and
 /// times from `meta` (`src`'s `lstat`); call after its children exist (their creation
 /// changes its mtime).
-pub fn finish_dir(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
+pub fn finish_dir(src: &Path, dst: &Path, meta: &fs::Metadata, keep: Fidelity) -> io::Result<()> {
     copy_xattrs(src, dst)?;
-    apply_path_meta(dst, meta)
+    apply_path_meta(dst, meta, keep)
 }
 
 #[cfg(test)]
@@ -591,7 +639,7 @@ mod tests {
             f.set_len(16 << 20).expect("len");
         }
         let dst = dir.path().join("dst");
-        let c = copy_file_hashed(&src, &dst, true).expect("copy");
+        let c = copy_file_hashed(&src, &dst, true, Fidelity::exact(privileged())).expect("copy");
         assert_eq!(fs::read(&src).expect("src"), fs::read(&dst).expect("dst"));
         // The hash is of the logical content, holes and zero blocks as zeros.
         let rec = c.record.expect("hashed");
@@ -659,7 +707,14 @@ mod tests {
         // Replaced by another file (write new, rename over) between the lstat and the copy.
         fs::write(dir.path().join("new"), b"replaced").expect("write");
         fs::rename(dir.path().join("new"), &src).expect("rename");
-        let c = copy_source_file(&src, &dir.path().join("a"), true, &seen).expect("copy");
+        let c = copy_source_file(
+            &src,
+            &dir.path().join("a"),
+            true,
+            &seen,
+            Fidelity::exact(privileged()),
+        )
+        .expect("copy");
         assert!(
             c.unstable,
             "a different inode than the lstat's counts as changed"
@@ -673,7 +728,13 @@ mod tests {
         fs::remove_file(&src).expect("rm");
         std::os::unix::fs::symlink(&secret, &src).expect("symlink");
         assert!(matches!(
-            copy_source_file(&src, &dir.path().join("b"), true, &seen),
+            copy_source_file(
+                &src,
+                &dir.path().join("b"),
+                true,
+                &seen,
+                Fidelity::exact(privileged())
+            ),
             Err(CopyError::TypeChanged)
         ));
         assert!(!dir.path().join("b").exists(), "nothing made for it");
@@ -693,7 +754,8 @@ mod tests {
             copy_file(&l, &dir.path().join("c")),
             Err(CopyError::TypeChanged)
         ));
-        copy_symlink(&l, &dir.path().join("l2")).expect("symlink copy");
+        copy_symlink(&l, &dir.path().join("l2"), Fidelity::exact(privileged()))
+            .expect("symlink copy");
         assert_eq!(
             fs::read_link(dir.path().join("l2")).expect("readlink"),
             Path::new("a")

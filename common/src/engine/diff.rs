@@ -23,9 +23,11 @@ use crate::engine::copy;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
-use crate::format::entry::{Difference, EntryFacts, compare, needs_xattrs};
+use crate::format::checksums;
+use crate::format::entry::{Difference, EntryFacts, compare_with, needs_xattrs_with};
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
+use crate::format::version::VersionName;
 use crate::vault::measure::measure_tree;
 
 /// The regular files a diff found leaving and joining the version.
@@ -46,10 +48,66 @@ impl Tally {
     }
 }
 
+/// How coarse a source filesystem's timestamps may be (FAT keeps 2 s; ext4 and XFS a clock
+/// tick): the racily clean window, widened to the vault's granularity when that is coarser.
+const TIMESTAMP_TICK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Git's "racily clean" rule: a file whose mtime is not clearly older (by `window`) than
+/// the version that holds its copy may have been rewritten, right after that copy, to the
+/// same size and an mtime its copy cannot tell apart; a file last written well before
+/// that version is proven unchanged by its stat alone.
+fn racily_clean(source: &Metadata, holder: &str, window: std::time::Duration) -> bool {
+    let taken = VersionName::parse(holder).and_then(|v| v.taken());
+    match (source.modified(), taken) {
+        (Ok(mtime), Some(taken)) => mtime + window >= taken,
+        _ => true,
+    }
+}
+
+/// Does the source file at `path` (lstat `sm`) hold the bytes `record` describes? Opened
+/// without following a link; a file that is not the one stat'ed, or that changes while it
+/// is read, or that cannot be read, does not.
+fn same_content(path: &Path, sm: &Metadata, record: &checksums::Record) -> bool {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    if sm.len() != record.size {
+        return false;
+    }
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    let stat = |m: &Metadata| {
+        (
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    };
+    let Ok(before) = file.metadata() else {
+        return false;
+    };
+    if !before.is_file() || (before.dev(), before.ino()) != (sm.dev(), sm.ino()) {
+        return false;
+    }
+    let hashed = checksums::hash_file(&file);
+    let after = file.metadata();
+    match (hashed, after) {
+        (Ok(h), Ok(after)) => stat(&before) == stat(&after) && h == *record,
+        _ => false,
+    }
+}
+
 impl Builder<'_> {
     /// How the source entry (lstat `src_meta` at `src`) differs from the old one (its copy
     /// in the vault at `old`). The xattrs of both are read only when every other fact is
-    /// equal ([`needs_xattrs`]): a change of xattrs or ACLs alone is an attribute change
+    /// equal ([`needs_xattrs_with`]): a change of xattrs or ACLs alone is an attribute change
     /// (docs/format.md#invariants I5).
     pub fn differ(
         &self,
@@ -60,11 +118,60 @@ impl Builder<'_> {
     ) -> Difference {
         let mut was = EntryFacts::of(old, old_meta);
         let mut now = EntryFacts::of(src, src_meta);
-        if needs_xattrs(&was, &now, self.privileged) {
+        if needs_xattrs_with(&was, &now, &self.fidelity) {
             was.xattrs = copy::comparable_xattrs(old, self.privileged);
             now.xattrs = copy::comparable_xattrs(src, self.privileged);
         }
-        compare(&was, &now, self.privileged)
+        compare_with(&was, &now, &self.fidelity)
+    }
+
+    /// A regular file that [`Builder::differ`] found the same as its copy (`om`, at `rel`
+    /// in version `holder`): can its stat prove it unchanged? Not when it is *racily
+    /// clean* ([`racily_clean`]: its mtime is within a timestamp tick of the version that
+    /// copied it, so a rewrite to the same size right after the copy keeps the same stat),
+    /// and a content event says it was written, or the vault keeps mtimes too coarsely to
+    /// tell (its mtime equals the copy's only at the vault's granularity). Such a file is
+    /// compared by content with its recorded BLAKE3 (checksums on): the same bytes keep it
+    /// one vault link, other bytes make it [`Difference::Content`]. Without a record to
+    /// compare with, it is copied again ([`Difference::Content`]), except on a rescan that
+    /// found the mtime exactly equal (a stat comparison, as always). Reads only the source.
+    pub fn confirm_unchanged(
+        &mut self,
+        rel: &RelPath,
+        holder: &str,
+        sm: &Metadata,
+        om: &Metadata,
+        content_event: bool,
+    ) -> Result<Difference> {
+        use std::os::unix::fs::MetadataExt;
+        let exact = (sm.mtime(), sm.mtime_nsec()) == (om.mtime(), om.mtime_nsec());
+        let window = TIMESTAMP_TICK.max(std::time::Duration::from_nanos(
+            self.fidelity.mtime_granularity_ns,
+        ));
+        if !racily_clean(sm, holder, window) {
+            return Ok(Difference::Same);
+        }
+        let unproven = content_event || !exact;
+        let record = match &mut self.checksums {
+            Some(c) => c.lookup(&self.job, holder, rel.as_path())?,
+            None => None,
+        };
+        let Some(record) = record else {
+            return Ok(if unproven {
+                Difference::Content
+            } else {
+                Difference::Same
+            });
+        };
+        // Read beneath the source's descriptor, as every source read is: a name the source
+        // no longer reaches that way is not proven the same.
+        let Ok(src) = self.src(rel) else {
+            return Ok(Difference::Content);
+        };
+        Ok(match same_content(&src, sm, &record) {
+            true => Difference::Same,
+            false => Difference::Content,
+        })
     }
 
     /// Do the source root's own attributes differ from the old version's root?
@@ -155,7 +262,10 @@ impl Builder<'_> {
                         Some(m) => m.clone(),
                         None => fs::symlink_metadata(&op).ctx("cannot inspect", &op)?,
                     };
-                    let difference = self.differ(sm, &om, &sp, &op);
+                    let mut difference = self.differ(sm, &om, &sp, &op);
+                    if difference == Difference::Same && sm.is_file() && om.is_file() {
+                        difference = self.confirm_unchanged(&child, &o.holder, sm, &om, false)?;
+                    }
                     if sm.is_dir() && om.is_dir() {
                         let sub = node.child_mut(name);
                         if difference != Difference::Same {

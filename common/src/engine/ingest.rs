@@ -132,14 +132,14 @@ impl Builder<'_> {
         // of it that later names link to.
         let mut same_inode = true;
         let copied = if ft.is_file() {
-            copy::copy_source_file(sp, &na, self.checksums.is_some(), sm).map(|c| {
+            copy::copy_source_file(sp, &na, self.checksums.is_some(), sm, self.fidelity).map(|c| {
                 same_inode = c.source == (sm.dev(), sm.ino());
                 self.note_file_copy(rel, c)
             })
         } else if ft.is_symlink() {
-            copy::copy_symlink(sp, &na)
+            copy::copy_symlink(sp, &na, self.fidelity)
         } else {
-            copy::copy_special(sp, &na, sm)
+            copy::copy_special(sp, &na, sm, self.fidelity)
         };
         match copied {
             Ok(()) => {}
@@ -229,7 +229,7 @@ impl Builder<'_> {
         self.src(rel)
             .and_then(|src| copy::copy_xattrs(&src, &na))
             .ctx("cannot copy xattrs to", &np)?;
-        copy::apply_path_meta(&na, sm).ctx("cannot set attributes of", &np)?;
+        copy::apply_path_meta(&na, sm, self.fidelity).ctx("cannot set attributes of", &np)?;
         if path == copy::DataPath::Reflink {
             self.out.reflinked += 1;
         }

@@ -19,7 +19,6 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
-use std::time::Duration;
 
 use crate::engine::build_state::{BaselineState, Builder, SourceListing, SourceStat};
 use crate::engine::copy;
@@ -30,7 +29,6 @@ use crate::error::{IoContext, Result};
 use crate::format::entry::Difference;
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
-use crate::format::version::VersionName;
 
 /// A real directory of the new version whose children are being built.
 struct OpenDir {
@@ -241,13 +239,11 @@ impl Builder<'_> {
         };
         let om = fs::symlink_metadata(&op).ctx("cannot inspect", &op)?;
         let mut difference = self.differ(&sm, &om, &sp, &op);
-        if difference == Difference::Same
-            && marks.mark == Some(Mark::Content)
-            && sm.is_file()
-            && racily_clean(&sm, &old.holder)
-        {
-            // The event says the data was written, and the stat cannot prove otherwise.
-            difference = Difference::Content;
+        if difference == Difference::Same && sm.is_file() && om.is_file() {
+            // The event may say the data was written; when the stat cannot prove
+            // otherwise, the content decides.
+            let content_event = marks.mark == Some(Mark::Content);
+            difference = self.confirm_unchanged(&rel, &old.holder, &sm, &om, content_event)?;
         }
         if sm.is_dir() && om.is_dir() {
             let np = self.new_path(&rel);
@@ -336,21 +332,5 @@ impl Builder<'_> {
                 Ok(true)
             }
         }
-    }
-}
-
-/// How coarse a filesystem's timestamps may be (FAT keeps 2 s; ext4 and XFS a clock tick).
-const TIMESTAMP_TICK: Duration = Duration::from_secs(2);
-
-/// Git's "racily clean" rule: a file whose mtime is not clearly older than the version that
-/// holds its copy may have been rewritten, within one timestamp tick of that copy, to the same
-/// size and the same mtime. Its stat then matches the vault's and cannot prove it unchanged;
-/// a `Content` event on it is believed. A file last written well before that version (the
-/// usual `: >> file`, an editor's save of an untouched buffer) is compared by its stat alone.
-fn racily_clean(source: &Metadata, holder: &str) -> bool {
-    let taken = VersionName::parse(holder).and_then(|v| v.taken());
-    match (source.modified(), taken) {
-        (Ok(mtime), Some(taken)) => mtime + TIMESTAMP_TICK >= taken,
-        _ => true,
     }
 }

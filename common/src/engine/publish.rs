@@ -97,7 +97,8 @@ fn build_partial(b: &mut Builder<'_>, partial: &Path, from: Option<FromVersion>)
             .src_dir(&RelPath::root())
             .ctx("cannot read source", &shown)?;
         let root_meta = fs::metadata(&*root).ctx("cannot read source", &shown)?;
-        copy::finish_dir(&root, partial, &root_meta).ctx("cannot set attributes of", partial)?;
+        copy::finish_dir(&root, partial, &root_meta, b.fidelity)
+            .ctx("cannot set attributes of", partial)?;
         Ok(differs)
     })();
     if result.is_err() {

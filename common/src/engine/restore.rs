@@ -313,7 +313,7 @@ impl Restorer {
             self.hardlinks
                 .insert((meta.dev(), meta.ino()), below.to_path_buf());
         }
-        let c = copy::copy_file_hashed(&node.abs, dst, self.checksums.is_some())
+        let c = copy::copy_file_hashed(&node.abs, dst, self.checksums.is_some(), dest_keeps())
             .map_err(|e| err(e, &shown))?;
         self.check(node, c.record)
     }
@@ -352,7 +352,7 @@ impl Restorer {
         below: &Path,
         dst: &At,
     ) -> Result<bool> {
-        match copy::copy_special(src, dst, meta) {
+        match copy::copy_special(src, dst, meta, dest_keeps()) {
             Ok(()) => Ok(true),
             Err(CopyError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
                 self.done.skipped_devices.push(self.shown(below));
@@ -435,7 +435,8 @@ impl Visitor for Restorer {
         let ft = meta.file_type();
         let kept_dir = self.clear(&below, &dst, ft)?;
         if ft.is_symlink() {
-            copy::copy_symlink(&node.abs, &dst).map_err(|e| err(e, &self.shown(&below)))?;
+            copy::copy_symlink(&node.abs, &dst, dest_keeps())
+                .map_err(|e| err(e, &self.shown(&below)))?;
         } else if ft.is_dir() {
             if !kept_dir {
                 copy::make_dir(&dst).ctx("cannot create", &self.shown(&below))?;
@@ -455,7 +456,7 @@ impl Visitor for Restorer {
         self.prune(&below)?;
         let dst = self.at(&below)?;
         let meta = node.metadata()?.clone();
-        copy::finish_dir(&node.abs, &dst, &meta)
+        copy::finish_dir(&node.abs, &dst, &meta, dest_keeps())
             .ctx("cannot set attributes of", &self.shown(&below))
     }
 }
@@ -469,4 +470,10 @@ fn err(e: CopyError, path: &Path) -> Error {
         },
         other => Error::Invalid(format!("cannot restore {}: {other}", show(path))),
     }
+}
+
+/// What a restore sets on DEST: everything the vault kept, owners when root (DEST is a
+/// place of the user's choosing, not the vault, so its filesystem is not probed).
+fn dest_keeps() -> crate::format::entry::Fidelity {
+    crate::format::entry::Fidelity::exact(copy::privileged())
 }

@@ -20,6 +20,11 @@
 //!   directories, mode and owner are attributes; for links and special files every
 //!   difference is content (they are recreated, never patched). A difference of xattrs
 //!   alone is an attribute of a file or directory, content of anything else.
+//! - [`compare_with`] compares an entry with its copy on a vault that keeps less
+//!   ([`Fidelity`], from the capability probe): mtimes at the vault's granularity, owners
+//!   only where they are kept, a symlink's owner and mtime only where they can be set on
+//!   the link itself. A file equal only at a coarse granularity is the caller's to prove
+//!   unchanged (the engine compares its content with its recorded BLAKE3).
 
 use std::collections::BTreeMap;
 use std::fs::{self, FileType, Metadata};
@@ -190,21 +195,62 @@ pub enum Difference {
     Content,
 }
 
+/// What a comparison of an entry with its copy can rely on, and what a copy sets: the
+/// destination's [fidelity](crate::format::capabilities::Capabilities::fidelity). A local
+/// filesystem written by root keeps everything ([`Fidelity::exact`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fidelity {
+    /// Owners are set by a copy and compared (root, on a filesystem that keeps them).
+    pub owners: bool,
+    /// A symlink's owner and times are set by a copy and compared (the filesystem sets
+    /// them on the link itself, never on its target).
+    pub link_attributes: bool,
+    /// mtimes are kept to this many nanoseconds (1: exactly); compared at that step.
+    pub mtime_granularity_ns: u64,
+}
+
+impl Fidelity {
+    /// Everything kept; owners only when `privileged`.
+    pub fn exact(privileged: bool) -> Fidelity {
+        Fidelity {
+            owners: privileged,
+            link_attributes: true,
+            mtime_granularity_ns: 1,
+        }
+    }
+
+    /// Are two mtimes the same at this granularity (both taken down to its step)?
+    pub fn same_mtime(&self, a: (i64, i64), b: (i64, i64)) -> bool {
+        let g = i128::from(self.mtime_granularity_ns.max(1));
+        let ns = |(s, n): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(n);
+        a == b || (g > 1 && ns(a).div_euclid(g) == ns(b).div_euclid(g))
+    }
+}
+
 /// Has the entry changed from `old` to `new`? Owners count only when `privileged`.
 pub fn compare(old: &EntryFacts, new: &EntryFacts, privileged: bool) -> Difference {
+    compare_with(old, new, &Fidelity::exact(privileged))
+}
+
+/// [`compare`] of an entry with its copy on a filesystem that keeps what `keep` says:
+/// mtimes are compared at its granularity, owners only when it keeps them, and a
+/// symlink's owner and mtime only when it can set them.
+pub fn compare_with(old: &EntryFacts, new: &EntryFacts, keep: &Fidelity) -> Difference {
     if old.etype != new.etype {
         return Difference::Content;
     }
     let is_dir = new.etype == EntryType::Dir;
+    let link_attrs_kept = new.etype != EntryType::Symlink || keep.link_attributes;
+    let mtime_differs = link_attrs_kept && !keep.same_mtime(old.mtime, new.mtime);
     let rdev_differs = matches!((old.rdev, new.rdev), (Some(a), Some(b)) if a != b);
-    let content_differs = (!is_dir && (old.size != new.size || old.mtime != new.mtime))
+    let content_differs = (!is_dir && (old.size != new.size || mtime_differs))
         || rdev_differs
         || old.target != new.target;
-    let owner_differs = privileged && (old.uid != new.uid || old.gid != new.gid);
+    let owner_differs =
+        keep.owners && link_attrs_kept && (old.uid != new.uid || old.gid != new.gid);
     let mode_differs = new.etype != EntryType::Symlink && old.mode != new.mode;
     let xattrs_differ = matches!((&old.xattrs, &new.xattrs), (Some(a), Some(b)) if a != b);
-    let attr_differs =
-        owner_differs || mode_differs || xattrs_differ || (is_dir && old.mtime != new.mtime);
+    let attr_differs = owner_differs || mode_differs || xattrs_differ || (is_dir && mtime_differs);
     match new.etype {
         _ if content_differs => Difference::Content,
         _ if !attr_differs => Difference::Same,
@@ -217,8 +263,13 @@ pub fn compare(old: &EntryFacts, new: &EntryFacts, privileged: bool) -> Differen
 /// [`Difference::Same`] without them: any other difference already makes the entry copied
 /// (with the source's xattrs).
 pub fn needs_xattrs(old: &EntryFacts, new: &EntryFacts, privileged: bool) -> bool {
+    needs_xattrs_with(old, new, &Fidelity::exact(privileged))
+}
+
+/// [`needs_xattrs`] for [`compare_with`].
+pub fn needs_xattrs_with(old: &EntryFacts, new: &EntryFacts, keep: &Fidelity) -> bool {
     (old.xattrs.is_none() || new.xattrs.is_none())
-        && compare(old, new, privileged) == Difference::Same
+        && compare_with(old, new, keep) == Difference::Same
 }
 
 #[cfg(test)]
@@ -341,6 +392,41 @@ mod tests {
         }
         let (old, new) = with(T::File, |n| n.uid = 9);
         assert_eq!(compare(&old, &new, false), Same, "owner unprivileged");
+    }
+
+    #[test]
+    fn a_coarse_vault_compares_at_its_granularity() {
+        use Difference::*;
+        let sshfs = Fidelity {
+            owners: true,
+            link_attributes: false,
+            mtime_granularity_ns: 1_000_000_000,
+        };
+        // The copy's mtime is the source's, down to the second.
+        let (old, new) = with(EntryType::File, |n| n.mtime = (100, 999_999_999));
+        let old = EntryFacts {
+            mtime: (100, 0),
+            ..old
+        };
+        assert_eq!(compare(&old, &new, true), Content, "exact: differs");
+        assert_eq!(compare_with(&old, &new, &sshfs), Same, "same second");
+        let later = EntryFacts {
+            mtime: (101, 0),
+            ..new.clone()
+        };
+        assert_eq!(compare_with(&old, &later, &sshfs), Content, "next second");
+        // Before the epoch, too: -0.5 s is in the second that starts at -1.
+        assert!(sshfs.same_mtime((-1, 0), (-1, 500_000_000)));
+        assert!(!sshfs.same_mtime((-1, 0), (0, 0)));
+        // Link owners and times are not kept: not compared.
+        let (old, new) = with(EntryType::Symlink, |n| {
+            n.mtime = (5, 0);
+            n.uid = 7;
+        });
+        assert_eq!(compare(&old, &new, true), Content);
+        assert_eq!(compare_with(&old, &new, &sshfs), Same);
+        let (old, new) = with(EntryType::Symlink, |n| n.target = Some("y".into()));
+        assert_eq!(compare_with(&old, &new, &sshfs), Content, "the text is");
     }
 
     #[test]

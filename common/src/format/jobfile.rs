@@ -56,6 +56,11 @@ pub struct JobState {
     /// A retirement in progress: the directory of the version being retired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retiring: Option<String>,
+    /// What the job's journal last said of the vault's filesystem (a `vault-capability`
+    /// line): the filesystem type and what the tools adapt to, so it is said once, and
+    /// again only when it changes (docs/filesystems.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_capabilities_noted: Option<String>,
 }
 
 impl JobFile {
@@ -127,6 +132,7 @@ mod tests {
             JobState {
                 size_recounted: true,
                 retiring: Some("V1-20261124T214900Z".into()),
+                vault_capabilities_noted: Some("fuse.sshfs: timestamps kept to 1 s".into()),
             },
         );
         job.write(&p).expect("write");

@@ -51,6 +51,9 @@ pub enum JournalEvent {
     ChangedDuringCopy,
     /// An entry could not be read and keeps its previous data.
     Skipped,
+    /// The vault's filesystem keeps less than a local one, and how the tools adapt
+    /// (docs/filesystems.md); said once, and again when it changes.
+    VaultCapability,
     /// A failure.
     Error,
     /// A hook command or ping that failed or timed out (the job went on).
@@ -59,7 +62,7 @@ pub enum JournalEvent {
 
 impl JournalEvent {
     /// Every event that is not a raw change, in the order of the docs.
-    pub const NAMED: [JournalEvent; 16] = [
+    pub const NAMED: [JournalEvent; 17] = [
         JournalEvent::Snapshot,
         JournalEvent::Batch,
         JournalEvent::Retire,
@@ -74,6 +77,7 @@ impl JournalEvent {
         JournalEvent::Rescan,
         JournalEvent::ChangedDuringCopy,
         JournalEvent::Skipped,
+        JournalEvent::VaultCapability,
         JournalEvent::Error,
         JournalEvent::Hook,
     ];
@@ -96,6 +100,7 @@ impl JournalEvent {
             JournalEvent::Rescan => "rescan",
             JournalEvent::ChangedDuringCopy => "changed-during-copy",
             JournalEvent::Skipped => "skipped",
+            JournalEvent::VaultCapability => "vault-capability",
             JournalEvent::Error => "error",
             JournalEvent::Hook => "hook",
         }

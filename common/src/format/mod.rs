@@ -8,11 +8,13 @@
 //! records: [`fs_identity`]), the job settings and their human-written values
 //! ([`settings`]), exclude patterns ([`exclude`]), version directory names
 //! ([`version`]), the vault's time formats ([`time`]), an entry's type tag and the one "has
-//! it changed" comparator ([`entry`]), and paths relative to a root ([`relpath`]).
+//! it changed" comparator ([`entry`]), paths relative to a root ([`relpath`]), and the
+//! vault marker's record of what its filesystem can do ([`capabilities`]).
 //! `docs/format.md` gives the byte-exact rules. Nothing here decides policy; the only tree
 //! walk is the one that records a baseline.
 
 pub(crate) mod baseline;
+pub(crate) mod capabilities;
 pub(crate) mod checksums;
 pub(crate) mod climbing_tsv;
 pub(crate) mod entry;

@@ -31,8 +31,8 @@ use crate::vault::tree::{self, Entry, Lookalikes};
 ///
 /// Serialized (`status --json`) as one flat record: `type`, `job`, `state`, `since`,
 /// `detail`, `due`, `next_retry`, `resolve`, `last_version`, `last_age_seconds`, `versions`,
-/// `pending`, `size_bytes`, `size_limit`, `identity` (the state's details flattened as in
-/// the live file, the identity as its sentence).
+/// `pending`, `size_bytes`, `size_limit`, `identity`, `vault_capabilities` (the state's
+/// details flattened as in the live file, the identity as its sentence).
 #[derive(Debug, Clone)]
 pub struct JobStatus {
     /// The job's name.
@@ -56,6 +56,9 @@ pub struct JobStatus {
     pub size_limit: Option<u64>,
     /// Whether the source and vault are on their recorded filesystems.
     pub identity: IdentityReport,
+    /// What the vault's filesystem makes the tools do differently, as its capability
+    /// record says (`None`: nothing, or never probed; docs/filesystems.md).
+    pub vault_capabilities: Option<String>,
 }
 
 /// Where the source and the vault stand against the filesystems job.toml records.
@@ -121,7 +124,7 @@ impl Serialize for JobStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let w = self.state.to_wire();
-        let mut r = s.serialize_struct("JobStatus", 15)?;
+        let mut r = s.serialize_struct("JobStatus", 16)?;
         r.serialize_field("type", "status")?;
         r.serialize_field("job", &self.job)?;
         r.serialize_field("state", &w.state)?;
@@ -137,6 +140,7 @@ impl Serialize for JobStatus {
         r.serialize_field("size_bytes", &self.size_bytes)?;
         r.serialize_field("size_limit", &self.size_limit)?;
         r.serialize_field("identity", &self.identity.to_string())?;
+        r.serialize_field("vault_capabilities", &self.vault_capabilities)?;
         r.end()
     }
 }
@@ -154,6 +158,9 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         size_bytes: 0,
         size_limit: None,
         identity: IdentityReport::NotCreated,
+        vault_capabilities: crate::vault::layout::recorded_capabilities(vault_root)
+            .filter(|c| !c.adaptations().is_empty())
+            .map(|c| c.summary()),
     };
     let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {

@@ -9,12 +9,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result, show};
+use crate::format::capabilities::Capabilities;
 use crate::format::index;
 use crate::format::jobfile::{Identities, JobFile, JobState};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::{JobSettings, sanitize_job_name};
 use crate::format::time;
-use crate::vault::layout::{JobDir, Vault};
+use crate::vault::layout::{JobDir, Vault, recorded_capabilities};
 
 /// An open job: its folder, its record and its journal. Callers hold the job lock.
 pub struct JobCtx {
@@ -24,6 +25,9 @@ pub struct JobCtx {
     pub file: JobFile,
     /// The journal, opened for the calling tool.
     pub journal: Journal,
+    /// What the vault's filesystem can do, as its marker records it (`None`: never probed;
+    /// taken as a filesystem that keeps everything).
+    pub capabilities: Option<Capabilities>,
 }
 
 /// Why a job's source or vault path is refused (docs/configuration.md#checks). The one set
@@ -241,7 +245,13 @@ pub(crate) fn existing(vault: &Vault, name: &str) -> Result<JobDir> {
 pub fn open_dir(dir: JobDir, tool: &'static str) -> Result<JobCtx> {
     let file = JobFile::read(&dir.job_toml())?;
     let journal = Journal::open(&dir.journal(), tool)?;
-    Ok(JobCtx { dir, file, journal })
+    let capabilities = recorded_capabilities(dir.vault_root());
+    Ok(JobCtx {
+        dir,
+        file,
+        journal,
+        capabilities,
+    })
 }
 
 /// The identities of a new job's source and vault, as far as they can be gathered.
@@ -266,6 +276,38 @@ pub fn verify_identities(ctx: &mut JobCtx, vault_root: &Path) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// Says what the vault's filesystem makes the tools do differently (the capability
+/// record's adaptations, docs/filesystems.md): one `vault-capability` journal line each,
+/// and a warning, the first time the job meets them and again when they change (job.toml
+/// remembers what was said). Returns the lines said (empty when nothing new).
+pub fn note_capabilities(ctx: &mut JobCtx) -> Result<Vec<String>> {
+    let Some(caps) = &ctx.capabilities else {
+        return Ok(Vec::new());
+    };
+    let adapted = caps.adaptations();
+    let now = (!adapted.is_empty()).then(|| caps.summary());
+    if now == ctx.file.state.vault_capabilities_noted {
+        return Ok(Vec::new());
+    }
+    let said: Vec<String> = if adapted.is_empty() {
+        vec![format!(
+            "the vault's filesystem ({}) keeps everything a version holds again",
+            caps.fstype
+        )]
+    } else {
+        adapted
+            .iter()
+            .map(|a| format!("vault on {}: {a}", caps.fstype))
+            .collect()
+    };
+    for line in &said {
+        ctx.journal.note(JournalEvent::VaultCapability, b"", line);
+    }
+    ctx.file.state.vault_capabilities_noted = now;
+    ctx.file.write(&ctx.dir.job_toml())?;
+    Ok(said)
 }
 
 /// Applies settings from the configuration to job.toml when they changed (journaled).
@@ -310,6 +352,7 @@ pub fn anchored(ctx: &JobCtx) -> Result<JobCtx> {
         dir: ctx.dir.anchored(),
         file: ctx.file.clone(),
         journal: ctx.journal.try_clone()?,
+        capabilities: ctx.capabilities.clone(),
     })
 }
 

@@ -16,8 +16,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::capabilities::Capabilities;
 use crate::format::time;
 use crate::fsutil;
+use crate::vault::probe;
 
 /// The marker file's name.
 pub const MARKER: &str = "reverberator-vault.toml";
@@ -34,6 +36,10 @@ pub struct Marker {
     pub id: String,
     /// When the vault was created.
     pub created: String,
+    /// What its filesystem can do, as the last capability probe found it
+    /// (docs/filesystems.md); absent in a vault made before the probe existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
 }
 
 /// An open vault (its marker was found and read).
@@ -41,6 +47,8 @@ pub struct Marker {
 pub struct Vault {
     root: PathBuf,
     marker: Marker,
+    /// This process probed the vault's filesystem (made it, or probed it again).
+    probed: bool,
 }
 
 impl Vault {
@@ -83,10 +91,14 @@ impl Vault {
         Ok(Vault {
             root: root.to_path_buf(),
             marker,
+            probed: false,
         })
     }
 
     /// Creates the vault at `root` (directory and marker) if it is not one yet; opens it.
+    /// A new vault's filesystem is probed first ([`probe`]): one that cannot hold what a
+    /// version holds is refused (exit 2) with nothing left behind, not even the directory
+    /// when it was made for the probe.
     pub fn init(root: &Path) -> Result<Vault> {
         if !root.is_absolute() {
             return Err(Error::Usage(format!(
@@ -95,17 +107,72 @@ impl Vault {
             )));
         }
         let marker_path = root.join(MARKER);
+        let mut probed = false;
         if !marker_path.exists() {
+            let made = missing_ancestors(root);
             fs::create_dir_all(root).ctx("cannot create vault directory", root)?;
+            let caps = match probe::probe(root) {
+                Ok(caps) => caps,
+                Err(e) => {
+                    remove_made(&made);
+                    return Err(e);
+                }
+            };
+            if let Some(refused) = probe::refusal(root, &caps) {
+                remove_made(&made);
+                return Err(refused);
+            }
             let marker = Marker {
                 format: FORMAT,
                 id: random_id(),
                 created: time::now_rfc3339(),
+                capabilities: Some(caps),
             };
-            let text = toml::to_string(&marker).map_err(|e| Error::Invalid(e.to_string()))?;
-            fsutil::write_atomic_beside(&marker_path, text.as_bytes())?;
+            write_marker(root, &marker)?;
+            probed = true;
         }
-        Vault::open(root)
+        let mut vault = Vault::open(root)?;
+        vault.probed = probed;
+        Ok(vault)
+    }
+
+    /// Probes the vault's filesystem again (a job starts, or the filesystem changed) and
+    /// records what it found in the marker when that differs from its record. A vault
+    /// that cannot hold what a version holds is refused (exit 2). Returns the findings.
+    pub fn probe_again(&mut self) -> Result<Capabilities> {
+        let caps = probe::probe(&self.root)?;
+        if let Some(refused) = probe::refusal(&self.root, &caps) {
+            return Err(refused);
+        }
+        let known = self
+            .marker
+            .capabilities
+            .as_ref()
+            .is_some_and(|c| c.same_findings(&caps));
+        if !known {
+            let marker = Marker {
+                capabilities: Some(caps.clone()),
+                ..self.marker.clone()
+            };
+            write_marker(&self.root, &marker)?;
+            self.marker = marker;
+        }
+        self.probed = true;
+        Ok(caps)
+    }
+
+    /// Probes the vault's filesystem unless this process already did (it made the vault):
+    /// what a writer calls when a job starts ([`Vault::probe_again`]).
+    pub fn probe_once(&mut self) -> Result<()> {
+        if !self.probed {
+            self.probe_again()?;
+        }
+        Ok(())
+    }
+
+    /// What the vault's filesystem can do, as last recorded (`None`: never probed).
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.marker.capabilities.as_ref()
     }
 
     /// The vault's root directory.
@@ -139,6 +206,38 @@ impl Vault {
         out.sort_by(|a, b| a.folder.cmp(&b.folder));
         Ok(out)
     }
+}
+
+/// Writes the marker atomically and durably (a temp file beside it, fsync, rename).
+fn write_marker(root: &Path, marker: &Marker) -> Result<()> {
+    let text = toml::to_string(marker).map_err(|e| Error::Invalid(e.to_string()))?;
+    fsutil::write_atomic_beside(&root.join(MARKER), text.as_bytes())
+}
+
+/// The directories `create_dir_all(path)` would make, deepest first.
+fn missing_ancestors(path: &Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Removes the directories [`missing_ancestors`] named, deepest first (each only if empty).
+fn remove_made(made: &[PathBuf]) {
+    for dir in made {
+        if fs::remove_dir(dir).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the capabilities recorded in the marker of the vault at `root`, for a tool that
+/// has only the path (a job opened by its folder); `None` when the marker has none or
+/// cannot be read (the caller then assumes a filesystem that keeps everything, as before
+/// the probe existed; opening the vault itself reports a bad marker).
+pub fn recorded_capabilities(root: &Path) -> Option<Capabilities> {
+    let text = fs::read_to_string(root.join(MARKER)).ok()?;
+    toml::from_str::<Marker>(&text).ok()?.capabilities
 }
 
 fn random_id() -> String {
@@ -302,5 +401,21 @@ mod tests {
         let again = Vault::init(&root).expect("init is a no-op");
         assert_eq!(v.marker().id, again.marker().id);
         Vault::open(&root).expect("opens");
+        assert!(v.capabilities().is_some_and(|c| c.symlinks), "probed");
+    }
+
+    #[test]
+    fn an_old_marker_without_capabilities_is_read_and_probed_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "format = 1\nid = \"0123\"\ncreated = \"2026-01-01T00:00:00Z\"\n";
+        fs::write(dir.path().join(MARKER), text).expect("write");
+        let mut v = Vault::open(dir.path()).expect("old marker");
+        assert!(v.capabilities().is_none());
+        assert!(recorded_capabilities(dir.path()).is_none());
+        let caps = v.probe_again().expect("probe");
+        let reread = Vault::open(dir.path()).expect("open");
+        assert_eq!(reread.marker().id, "0123", "same vault");
+        assert_eq!(reread.capabilities(), Some(&caps));
+        assert_eq!(recorded_capabilities(dir.path()), Some(caps));
     }
 }

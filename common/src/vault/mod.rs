@@ -2,6 +2,7 @@
 //! safe.
 //!
 //! Owns the layout ([`layout`]: marker, job folders, version names, `current`, `.partial/`),
+//! the capability probe of the vault's filesystem ([`probe`]),
 //! opening and creating jobs ([`job`]), locks ([`lock`]), measuring versions ([`measure`]),
 //! reading version trees through vault links ([`tree`]) and verifying a job against the
 //! invariants ([`check`]). The engine builds on this layer; this layer never builds or
@@ -12,5 +13,6 @@ pub(crate) mod job;
 pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod measure;
+pub(crate) mod probe;
 pub(crate) mod tree;
 pub(crate) mod verify;

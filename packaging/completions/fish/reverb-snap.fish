@@ -10,5 +10,6 @@ complete -c reverb-snap -l no-wait -d 'Exit 75 at once when another writer holds
 complete -c reverb-snap -l json -d 'Print records as JSON lines'
 complete -c reverb-snap -l follow -d 'With --changes: one version per `flush`-terminated batch, until end of input (and retirement after each version), so `reverb-watch … | reverb-snap --changes - --follow` is a complete continuous backup'
 complete -c reverb-snap -l events-journaled -d 'The events were already journaled by the caller (the supervisor): do not journal them again'
+complete -c reverb-snap -l vault-probed -d 'The caller (the supervisor) probed the vault\'s filesystem when the job started: do not probe it again for this version'
 complete -c reverb-snap -s h -l help -d 'Print help'
 complete -c reverb-snap -s V -l version -d 'Print version'

@@ -129,6 +129,23 @@ fn every_step(
     repair: &dyn Fn() -> TestCommand,
     after: &dyn Fn(&Fixture, &BTreeMap<String, Tree>),
 ) -> (u64, BTreeMap<String, Tree>) {
+    every_step_with(f, what, recorded, new, run, repair, after, true)
+}
+
+/// [`every_step`]; with `exact_after_crash` false, what a crash leaves is checked only
+/// once the next run repaired it (a vault without `RENAME_EXCHANGE`, where a directory
+/// moved forward by a retirement is briefly missing from the next version).
+#[allow(clippy::too_many_arguments)]
+fn every_step_with(
+    f: &Fixture,
+    what: &str,
+    recorded: &BTreeMap<String, Tree>,
+    new: Option<&Tree>,
+    run: &dyn Fn(u64) -> TestCommand,
+    repair: &dyn Fn() -> TestCommand,
+    after: &dyn Fn(&Fixture, &BTreeMap<String, Tree>),
+    exact_after_crash: bool,
+) -> (u64, BTreeMap<String, Tree>) {
     let pristine = f._tmp.path().join("pristine-vault");
     copy_tree(&f.vault, &pristine);
     for k in 1..=2000u64 {
@@ -152,7 +169,9 @@ fn every_step(
             );
         }
         FAULTS.fetch_add(1, Relaxed);
-        visible_versions_exact(f, &rec, new, &label);
+        if exact_after_crash {
+            visible_versions_exact(f, &rec, new, &label);
+        }
         // The run after the crash must succeed.
         repair().assert_success();
         RUNS.fetch_add(1, Relaxed);
@@ -347,6 +366,49 @@ fn kill_9_at_every_write_step_of_retire_and_recount() {
     );
     assert!(steps >= 1, "a recount has at least one write step");
     report("retire+recount");
+}
+
+/// Retirement on a vault without `RENAME_EXCHANGE` (sshfs; forced here with
+/// `REVERB_FAULT_NO_EXCHANGE=1`): a directory moves forward in two steps (the link goes,
+/// the directory takes its place), and a crash between them is finished by the next run.
+#[test]
+fn kill_9_at_every_write_step_of_retire_without_rename_exchange() {
+    let f = FastFixture::new(512);
+    seed(&f.src);
+    let mut recorded = BTreeMap::from([(f.first(), capture(&f.src, opts()))]);
+    for round in 1..=4 {
+        change(&f.src, round);
+        recorded.insert(f.rescan(), capture(&f.src, opts()));
+    }
+    let total = recorded.len();
+    let keep = (total - 2).to_string();
+    let retire = || {
+        let mut c = f.tool("reverb-retire");
+        c.args(["--keep", &keep])
+            .env("REVERB_FAULT_NO_EXCHANGE", "1");
+        c
+    };
+    let kept = |f: &Fixture, _: &BTreeMap<String, Tree>| {
+        assert_eq!(index_dirs(f).len(), total - 2, "retirement did not finish");
+    };
+    // Right after a crash between removing the link and moving the directory, the next
+    // version misses that directory until the next run finishes the move: checked after
+    // that run (docs/retirement.md).
+    let (steps, _) = every_step_with(
+        &f,
+        "retire without RENAME_EXCHANGE",
+        &recorded,
+        None,
+        &|k| with_fault(retire(), k),
+        &retire,
+        &kept,
+        false,
+    );
+    assert!(
+        steps >= 8,
+        "retiring 2 versions took only {steps} write steps"
+    );
+    report("retire without RENAME_EXCHANGE");
 }
 
 /// Kills a process after `delay`; returns whether it was still running (killed mid-way).

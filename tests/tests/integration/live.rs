@@ -98,6 +98,15 @@ impl Pipeline {
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("{what}: no version within 20 s"));
         let mut got = vec![first];
+        got.extend(self.settle_marker(what));
+        got
+    }
+
+    /// [`Pipeline::settle`] without waiting for a first version: for a change the last
+    /// version may already hold (the events of the last appends can come after the version
+    /// that copied them; their batch then finds nothing new, and makes no version).
+    fn settle_marker(&self, what: &str) -> Vec<String> {
+        let mut got = Vec::new();
         let n = self.settled.get() + 1;
         self.settled.set(n);
         let marker = format!("settled-{n}");
@@ -299,6 +308,8 @@ fn a_file_appended_forever_still_gets_versions() {
         seen >= 2,
         "only {seen} versions while the file kept growing"
     );
-    p.settle("after the writer stopped");
+    // Its last appends may be in the last version already (their events batched after it:
+    // a racily clean file is compared by content, and the same bytes make no version).
+    p.settle_marker("after the writer stopped");
     p.verify("growing file");
 }

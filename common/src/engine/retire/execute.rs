@@ -121,6 +121,9 @@ fn finish(ctx: &mut JobCtx, vo: &str, resumed: bool) -> Result<u64> {
     if fs::symlink_metadata(r.job.join(&r.vo)).is_ok() {
         let survey = r.survey(&lookalikes)?;
         let record = r.record(&survey)?;
+        if resumed {
+            r.finish_interrupted_moves(&record, &tmp)?;
+        }
         // Checksum records follow the data before any link names its new place (§ checksums).
         let (vo_n, vn_n) = (r.rows[r.pos].version, r.rows[r.pos + 1].version);
         crate::format::checksums::carry(&r.job, vo_n, vn_n, &survey.moves)?;
@@ -261,6 +264,39 @@ impl Retirement {
             }
         }
         dirs.save(&self.job, &self.vo)
+    }
+
+    /// A directory moved forward without `RENAME_EXCHANGE` ([`move_forward`]) whose move a
+    /// crash cut short, after Vn's link was removed and before Vo's directory took its
+    /// place: `Vn/p` is missing and `Vo/p` is still a real directory. The record names
+    /// `Vn/p` (a directory that moves keeps its times there), so it is found and the move
+    /// finished: the directory into Vn, then Vo's link to it.
+    fn finish_interrupted_moves(&self, record: &[DirState], tmp: &LinkTemps) -> Result<()> {
+        for d in record {
+            let Ok(rel) = d.rel.strip_prefix(&self.vn) else {
+                continue;
+            };
+            let dst = self.job.join(&d.rel);
+            let src = self.job.join(&self.vo).join(rel);
+            if rel.as_os_str().is_empty()
+                || fs::symlink_metadata(&dst).is_ok()
+                || !fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir())
+            {
+                continue;
+            }
+            let guard = DirGuard::open(parent_of(&dst))?;
+            fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
+            guard.restore()?;
+            fault::step();
+            let src_parent = OpenDir::open(parent_of(&src))?;
+            tmp.replace_link(
+                &tree::link_text(rel, &self.vn),
+                &src_parent,
+                rel.file_name().unwrap_or_default(),
+            )?;
+            fault::step();
+        }
+        Ok(())
     }
 
     /// Step 2: every later version's links into Vo are retargeted to the same path in Vn
@@ -443,11 +479,23 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
     let guard = DirGuard::open(dst_dir)?;
     let link = usage(&dst)?;
     let left_in_old = if sm.is_dir() {
-        exchange(&src, &dst)?;
-        set_times(&dst, &sm)?;
-        guard.restore()?;
-        fault::step();
-        // The link now at Vo/rel names Vo/rel itself: point it at the data's new place.
+        if exchange(&src, &dst)? {
+            set_times(&dst, &sm)?;
+            guard.restore()?;
+            fault::step();
+        } else {
+            // No RENAME_EXCHANGE here (sshfs): the link goes, then the directory takes its
+            // place. A crash between the two is finished by the resumed run
+            // ([`Retirement::finish_interrupted_moves`]).
+            fs::remove_file(&dst).ctx("cannot remove the vault link", &dst)?;
+            fault::step();
+            fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
+            set_times(&dst, &sm)?;
+            guard.restore()?;
+            fault::step();
+        }
+        // The link now at Vo/rel names Vo/rel itself (or nothing is there): point it at
+        // the data's new place.
         let src_parent = OpenDir::open(src_dir)?;
         tmp.replace_link(
             &tree::link_text(rel, vn),
@@ -466,17 +514,25 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
     Ok(left_in_old - link + dirs_after - dirs_before)
 }
 
-/// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically.
-fn exchange(a: &Path, b: &Path) -> Result<()> {
-    nix::fcntl::renameat2(
+/// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two entries atomically. `false` when the
+/// filesystem cannot (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`: sshfs, some FUSE and network
+/// filesystems; docs/filesystems.md) and nothing was changed.
+fn exchange(a: &Path, b: &Path) -> Result<bool> {
+    use nix::errno::Errno;
+    if fault::exchange_refused() {
+        return Ok(false);
+    }
+    match nix::fcntl::renameat2(
         nix::fcntl::AT_FDCWD,
         a,
         nix::fcntl::AT_FDCWD,
         b,
         nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-    )
-    .map_err(std::io::Error::from)
-    .ctx("cannot swap (RENAME_EXCHANGE) into", b)
+    ) {
+        Ok(()) => Ok(true),
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(std::io::Error::from(e)).ctx("cannot swap (RENAME_EXCHANGE) into", b),
+    }
 }
 
 /// Sets a path's atime and mtime (nanoseconds) from `meta`, not following a symlink.

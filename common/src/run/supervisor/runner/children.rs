@@ -256,6 +256,10 @@ impl Runner {
         if with_batch {
             c.arg("--changes").arg("-").arg("--events-journaled");
         }
+        if !self.probe_due {
+            // Probed when the job started (docs/filesystems.md): not again per version.
+            c.arg("--vault-probed");
+        }
         // A long first copy shows its progress on a terminal (reverb-snap draws it on stderr).
         let on_tty = !with_batch && std::io::IsTerminal::is_terminal(&std::io::stderr());
         c.stdin(if with_batch {

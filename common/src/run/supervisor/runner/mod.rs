@@ -155,6 +155,9 @@ struct Runner {
     journal_failure_logged: bool,
     /// The job is paused (identity lost); the next successful check journals the return.
     paused: bool,
+    /// The vault's filesystem is to be probed before the next version: the job starts, or
+    /// it was paused (the vault may be another filesystem now; docs/filesystems.md).
+    probe_due: bool,
     /// The failure being retried and when it began (RFC 3339): a retry passes through
     /// `copying`, so the live state alone cannot tell a repeat from a new failure.
     failure: Option<(String, String)>,
@@ -198,6 +201,7 @@ impl Runner {
             journal: None,
             journal_failure_logged: false,
             paused: false,
+            probe_due: true,
             failure: None,
             watch_error: None,
             missing: None,
@@ -296,6 +300,7 @@ impl Runner {
                         self.note(JournalEvent::Paused, &why);
                     }
                     self.paused = true;
+                    self.probe_due = true;
                     self.failure = None;
                     self.set_live(JobState::Paused { why });
                     self.wait_for_mounts();
@@ -483,7 +488,14 @@ impl Runner {
     /// Checks the vault and the source; opens the journal; takes run.lock.
     fn prepare(&mut self, lock: &mut Option<JobLock>) -> std::result::Result<(), Halt> {
         self.check_paths_exist()?;
-        let vault = self.open_vault()?;
+        let mut vault = self.open_vault()?;
+        if self.probe_due {
+            // A vault that cannot hold a version is refused (exit 2): a failure, retried.
+            vault
+                .probe_once()
+                .map_err(|e| Halt::Failed(e.to_string()))?;
+            self.probe_due = false;
+        }
         let dir = vault.job_dir(&self.job.folder);
         if !dir.exists() {
             // A new job: the first version creates it.
