@@ -1,5 +1,6 @@
 //! Small filesystem helpers every writer uses: temp names, atomic file replacement, atomic
-//! symlink replacement, directory fsync, and removing a tree with read-only directories.
+//! symlink replacement, directory fsync, removing a tree with read-only directories, and
+//! who may read what a writer creates in the vault ([`Access`]).
 //!
 //! Invariant: a file or symlink replaced with these helpers is, at every instant, either
 //! the complete old one or the complete new one (built under a temp name in the same
@@ -8,6 +9,12 @@
 //! [`replace_symlink_in`] leaves the directory's fsync to its caller. Temp names carry the
 //! writer's pid ([`temp_owner`]), so recovery can tell a crash's leftovers from the
 //! temporaries of a live writer.
+//!
+//! Invariant: every folder and file these helpers create for the vault's records (a
+//! [`write_atomic`] file, [`tmp_dir_of`], [`create_metadata_dir`], [`create_metadata_file`])
+//! gets its mode set explicitly, never left to the umask: the [`Access`] of the folder it is
+//! created in (0600 files and 0700 folders, or 0640 and 0750 with the folder's group when
+//! the folder is shared with its group; docs/security.md#who-may-read-the-vault).
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -60,15 +67,139 @@ pub fn process_alive(pid: u32) -> bool {
     )
 }
 
-/// `<dir>/.tmp/`, created if missing: where a file of the folder `dir` is built before it
-/// is renamed into place.
+/// Who may read a folder of the vault and what is created in it: its owner only (folders
+/// 0700, files 0600), or its owner and one group (0750 and 0640, that group), the sharing
+/// `vault_group` asks for (docs/security.md#who-may-read-the-vault). Never anyone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The group that may read too, if any.
+    pub group: Option<u32>,
+}
+
+impl Access {
+    /// The owner only.
+    pub const PRIVATE: Access = Access { group: None };
+
+    /// The owner, and the group `gid` for reading.
+    pub fn shared(gid: u32) -> Access {
+        Access { group: Some(gid) }
+    }
+
+    /// A folder's mode: 0700, or 0750 when shared.
+    pub fn dir_mode(self) -> u32 {
+        if self.group.is_some() { 0o750 } else { 0o700 }
+    }
+
+    /// A file's mode: 0600, or 0640 when shared.
+    pub fn file_mode(self) -> u32 {
+        if self.group.is_some() { 0o640 } else { 0o600 }
+    }
+
+    /// The mode for an entry of this type.
+    pub fn mode_for(self, is_dir: bool) -> u32 {
+        if is_dir {
+            self.dir_mode()
+        } else {
+            self.file_mode()
+        }
+    }
+
+    /// The access of what is created in the folder whose `lstat` is `meta`: shared with the
+    /// folder's group when the group may list and enter it (g+rx) and this process may give
+    /// files that group; private otherwise (never wider than the folder).
+    pub fn of_folder_meta(meta: &fs::Metadata) -> Access {
+        use std::os::unix::fs::MetadataExt;
+        if meta.mode() & 0o050 == 0o050 && may_use_group(meta.gid()) {
+            Access::shared(meta.gid())
+        } else {
+            Access::PRIVATE
+        }
+    }
+
+    /// The access of what is created in the folder `dir` ([`Access::of_folder_meta`]).
+    pub fn of_folder(dir: &Path) -> Result<Access> {
+        let meta = fs::metadata(dir).ctx("cannot inspect", dir)?;
+        Ok(Access::of_folder_meta(&meta))
+    }
+
+    /// Gives the open file or folder `f` (at `path`, for messages) exactly this access: its
+    /// mode (`fchmod`, whatever the umask did) and, when shared, its group.
+    pub fn apply_to_open(self, f: &File, path: &Path, is_dir: bool) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(gid) = self.group {
+            nix::unistd::fchown(f, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(std::io::Error::from)
+                .ctx("cannot give the vault's group to", path)?;
+        }
+        f.set_permissions(fs::Permissions::from_mode(self.mode_for(is_dir)))
+            .ctx("cannot set the mode of", path)
+    }
+
+    /// [`Access::apply_to_open`] for the folder or regular file at `path`, opened without
+    /// following a symlink (a symlink has no mode of its own and is refused).
+    pub fn apply_to_path(self, path: &Path) -> Result<()> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .ctx("cannot open", path)?;
+        let is_dir = f.metadata().ctx("cannot inspect", path)?.is_dir();
+        self.apply_to_open(&f, path, is_dir)
+    }
+}
+
+/// May this process give a file it owns the group `gid` (root, or a member of it)?
+pub fn may_use_group(gid: u32) -> bool {
+    use nix::unistd::{Gid, getegid, geteuid, getgroups};
+    geteuid().is_root()
+        || getegid().as_raw() == gid
+        || getgroups().is_ok_and(|groups| groups.contains(&Gid::from_raw(gid)))
+}
+
+/// Creates the folder `dir` for the vault's records (`.tmp/`, `checksums/`, `.partial/`)
+/// with the [`Access`] of the folder it is in; `Ok(false)` when it exists already (left as
+/// it is).
+pub fn create_metadata_dir(dir: &Path) -> Result<bool> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    create_dir_with(dir, Access::of_folder(parent)?)
+}
+
+/// Creates the folder `dir` with `access` (its mode set explicitly); `Ok(false)` when it
+/// exists already (left as it is).
+pub fn create_dir_with(dir: &Path, access: Access) -> Result<bool> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e).ctx("cannot create", dir),
+    }
+    access.apply_to_path(dir)?;
+    Ok(true)
+}
+
+/// Creates the empty record file `path` (a journal, a lock file) with the [`Access`] of its
+/// folder, unless it exists (then it is left as it is).
+pub fn create_metadata_file(path: &Path) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let f = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e).ctx("cannot create", path),
+    };
+    Access::of_folder(parent)?.apply_to_open(&f, path, false)
+}
+
+/// `<dir>/.tmp/`, created if missing ([`create_metadata_dir`]): where a file of the folder
+/// `dir` is built before it is renamed into place.
 pub fn tmp_dir_of(dir: &Path) -> Result<PathBuf> {
     let tmp = dir.join(TMP_DIR);
-    match fs::create_dir(&tmp) {
-        Ok(()) => Ok(tmp),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(tmp),
-        Err(e) => Err(e).ctx("cannot create", &tmp),
-    }
+    create_metadata_dir(&tmp)?;
+    Ok(tmp)
 }
 
 /// Fsyncs a directory so that a rename inside it is durable.
@@ -80,6 +211,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// Replaces `path` with `contents` atomically (temp file, fsync, rename, fsync dir). The
 /// temp file is built in `.tmp/` beside `path` (created on demand; for a job file that is
 /// the job's `.tmp/`, which recovery empties), so a crash never leaves it among the files.
+/// The file gets the [`Access`] of its folder.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     write_atomic_in(&tmp_dir_of(dir)?, path, contents)
@@ -95,14 +227,42 @@ pub fn write_atomic_beside(path: &Path, contents: &[u8]) -> Result<()> {
 /// [`write_atomic`] with the temp file built in `tmp_dir` (an existing directory on the
 /// same file system as `path`).
 pub fn write_atomic_in(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    write_atomic_mode(tmp_dir, path, contents, Mode::Of(Access::of_folder(folder)?))
+}
+
+/// [`write_atomic`] for a file every local user may read (mode 0644): the supervisor's live
+/// state, which `reverberator status` shows to anyone, outside the vault.
+pub fn write_atomic_readable(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_mode(&tmp_dir_of(dir)?, path, contents, Mode::Readable)
+}
+
+/// The mode [`write_atomic_mode`] gives a file.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// The vault's records: [`Access`].
+    Of(Access),
+    /// 0644.
+    Readable,
+}
+
+fn write_atomic_mode(tmp_dir: &Path, path: &Path, contents: &[u8], mode: Mode) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = temp_in(tmp_dir, path);
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(0o600)
             .open(&tmp)
             .ctx("cannot create", &tmp)?;
+        match mode {
+            Mode::Of(access) => access.apply_to_open(&f, &tmp, false)?,
+            Mode::Readable => f
+                .set_permissions(fs::Permissions::from_mode(0o644))
+                .ctx("cannot set the mode of", &tmp)?,
+        }
         f.write_all(contents).ctx("cannot write", &tmp)?;
         f.sync_all().ctx("cannot fsync", &tmp)?;
         fs::rename(&tmp, path).ctx("cannot rename into place", path)

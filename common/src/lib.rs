@@ -96,7 +96,7 @@ pub mod job {
     pub use crate::run::selection::target;
     pub use crate::vault::job::{
         JobCtx, anchored, canonical_or_nearest, create, find, job_dir, note_capabilities, open,
-        open_dir, update_settings, verify_identities,
+        open_dir, secure, update_settings, verify_identities,
     };
 }
 
@@ -135,6 +135,7 @@ pub mod browse {
 
 /// Checking and recounting a job.
 pub mod check {
+    pub use crate::vault::access::wider_than_recorded as wider_access;
     pub use crate::vault::check::{check, recount};
 }
 

@@ -111,6 +111,8 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         for said in job::note_capabilities(&mut ctx)? {
             eprintln!("reverb-snap: warning: {said}");
         }
+        // Who may read the vault, put right at every start (docs/security.md).
+        job::secure(&mut ctx)?;
     }
     drop(lock);
     match &args.changes {

@@ -618,8 +618,10 @@ fn verify(at: &Where, only: Option<&str>, data: Option<Option<u64>>) -> anyhow::
         if !j.dir.exists() || only.is_some_and(|n| n != j.name) {
             continue;
         }
-        let found =
+        let mut found =
             reverb_common::check::check(&j.dir).with_context(|| format!("job {}", j.name))?;
+        // Who may read it: modes wider than configured (docs/security.md).
+        found.extend(reverb_common::check::wider_access(&j.dir));
         for p in &found {
             if at.json {
                 out(&serde_json::json!({

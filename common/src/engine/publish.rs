@@ -78,7 +78,7 @@ pub(crate) fn finish(
 /// an error the partial version is removed.
 fn build_partial(b: &mut Builder<'_>, partial: &Path, from: Option<FromVersion>) -> Result<bool> {
     if let Some(partial_root) = partial.parent() {
-        fs::create_dir_all(partial_root).ctx("cannot create", partial_root)?;
+        fsutil::create_metadata_dir(partial_root)?;
     }
     let result = (|| -> Result<bool> {
         copy::make_dir(partial).ctx("cannot create version directory", partial)?;

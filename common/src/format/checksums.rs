@@ -120,8 +120,7 @@ pub fn render(records: &Records) -> String {
 /// missing), fsync of `checksums/`.
 pub fn write(job: &Path, n: u64, records: &Records) -> Result<()> {
     let dir = job.join(DIR);
-    if !dir.is_dir() {
-        fs::create_dir_all(&dir).ctx("cannot create", &dir)?;
+    if !dir.is_dir() && fsutil::create_metadata_dir(&dir)? {
         fsutil::fsync_dir(job)?;
     }
     fsutil::write_atomic_in(

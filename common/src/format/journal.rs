@@ -58,11 +58,14 @@ pub enum JournalEvent {
     Error,
     /// A hook command or ping that failed or timed out (the job went on).
     Hook,
+    /// The modes or group of the vault's folders and records were put right
+    /// (docs/security.md#who-may-read-the-vault).
+    Permissions,
 }
 
 impl JournalEvent {
     /// Every event that is not a raw change, in the order of the docs.
-    pub const NAMED: [JournalEvent; 17] = [
+    pub const NAMED: [JournalEvent; 18] = [
         JournalEvent::Snapshot,
         JournalEvent::Batch,
         JournalEvent::Retire,
@@ -80,6 +83,7 @@ impl JournalEvent {
         JournalEvent::VaultCapability,
         JournalEvent::Error,
         JournalEvent::Hook,
+        JournalEvent::Permissions,
     ];
 
     /// The column text.
@@ -103,6 +107,7 @@ impl JournalEvent {
             JournalEvent::VaultCapability => "vault-capability",
             JournalEvent::Error => "error",
             JournalEvent::Hook => "hook",
+            JournalEvent::Permissions => "permissions",
         }
     }
 
@@ -254,10 +259,11 @@ impl Journal {
     /// tail a crash left (a last line without its newline, NUL bytes) is cut back to the
     /// last complete line first, so that the next record is not glued onto it.
     pub fn open(path: &Path, tool: &'static str) -> Result<Journal> {
+        // Created with its folder's access (docs/security.md), never the umask's.
+        crate::fsutil::create_metadata_file(path)?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
-            .create(true)
             .open(path)
             .ctx("cannot open journal", path)?;
         file.lock().ctx("cannot lock journal", path)?;

@@ -49,6 +49,12 @@ pub struct JobSettings {
     /// On SIGTERM, how long the supervisor may take the job's last version.
     #[serde(with = "duration_text")]
     pub stop_timeout: Duration,
+    /// A filesystem mounted below the source is not backed up (as `rsync -x`).
+    pub one_file_system: bool,
+    /// The group that may read the job's history (folders 0750, files 0640); none: only
+    /// the owner (docs/security.md#who-may-read-the-vault).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_group: Option<String>,
     /// Run after each new version (docs/configuration.md#hooks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_version: Option<HookCommand>,
@@ -196,6 +202,8 @@ impl Default for JobSettings {
             on_recovery: None,
             ping_url: None,
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            one_file_system: true,
+            vault_group: None,
         }
     }
 }
@@ -250,6 +258,17 @@ impl JobSettings {
                 key: "exclude",
                 message,
             })?;
+        }
+        if let Some(group) = &self.vault_group
+            && (group.is_empty() || group.contains(|c: char| c == ':' || c.is_whitespace()))
+        {
+            return Err(InvalidSetting {
+                key: "vault_group",
+                message: format!(
+                    "vault_group `{}` is not a group name",
+                    group.escape_debug()
+                ),
+            });
         }
         Ok(())
     }

@@ -281,7 +281,7 @@ pub fn write(path: &Path, live: &Live) -> crate::Result<()> {
         std::fs::create_dir_all(dir).ctx("cannot create the runtime directory", dir)?;
     }
     let text = serde_json::to_vec(live).unwrap_or_default();
-    crate::fsutil::write_atomic(path, &text)
+    crate::fsutil::write_atomic_readable(path, &text)
 }
 
 /// Now, as the records write times.

@@ -67,6 +67,9 @@ pub enum ProblemKind {
     ClimbingLink,
     /// Something could not be read while checking.
     Unreadable,
+    /// A folder or record of the vault more people may read than configured
+    /// (docs/security.md#who-may-read-the-vault); `reverberator verify` reports it.
+    Access,
 }
 
 impl ProblemKind {
@@ -90,6 +93,7 @@ impl ProblemKind {
             ProblemKind::Lookalike => "lookalike",
             ProblemKind::ClimbingLink => "climbing-link",
             ProblemKind::Unreadable => "unreadable",
+            ProblemKind::Access => "access",
         }
     }
 }

@@ -15,6 +15,8 @@ use crate::format::jobfile::{Identities, JobFile, JobState};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::format::settings::{JobSettings, sanitize_job_name};
 use crate::format::time;
+use crate::fsutil;
+use crate::vault::access;
 use crate::vault::layout::{JobDir, Vault, recorded_capabilities};
 
 /// An open job: its folder, its record and its journal. Callers hold the job lock.
@@ -188,13 +190,20 @@ pub fn create(
         .validate()
         .map_err(|m| Error::Usage(format!("job {name}: {m}")))?;
     let source = validate_source(source, vault.root())?;
+    let access = access::of_settings(&settings)?;
     let dir = job_dir(vault, name)?;
-    fs::create_dir_all(&dir.path).ctx("cannot create job folder", &dir.path)?;
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.lock())
-        .ctx("cannot create", &dir.lock())?;
+    // Private (or shared with vault_group) from the start: every record below takes the
+    // folder's access (docs/security.md#who-may-read-the-vault).
+    if !fsutil::create_dir_with(&dir.path, access)? {
+        if !dir.path.is_dir() {
+            return Err(Error::Usage(format!(
+                "job folder {} is not a directory",
+                show(&dir.path)
+            )));
+        }
+        access.apply_to_path(&dir.path)?;
+    }
+    fsutil::create_metadata_file(&dir.lock())?;
     let mut journal = Journal::open(&dir.journal(), "snap")?;
     if !dir.index().exists() {
         index::write(&dir.index(), &[])?;
@@ -325,6 +334,30 @@ pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
     ctx.file.write(&ctx.dir.job_toml())?;
     ctx.journal
         .note(JournalEvent::Config, b"", "settings changed");
+    Ok(())
+}
+
+/// Puts right who may read the vault's root, the job folder and its records, as the job's
+/// `vault_group` asks (docs/security.md#who-may-read-the-vault): a vault written before
+/// that rule, or whose `vault_group` changed, is fixed at the next start of a writer, one
+/// journal line (`permissions`) per path changed. A `vault_group` that cannot be used is
+/// [`Error::Usage`] naming it.
+pub fn secure(ctx: &mut JobCtx) -> Result<()> {
+    let access = access::of_settings(&ctx.file.settings)?;
+    for fixed in access::enforce(&ctx.dir, access)? {
+        ctx.journal.note(
+            JournalEvent::Permissions,
+            b"",
+            &format!(
+                "{fixed} (docs/security.md: {})",
+                if access.group.is_some() {
+                    "shared with vault_group"
+                } else {
+                    "only the owner may read the vault"
+                }
+            ),
+        );
+    }
     Ok(())
 }
 

@@ -122,6 +122,9 @@ impl Vault {
                 remove_made(&made);
                 return Err(refused);
             }
+            // Private from the start (docs/security.md#who-may-read-the-vault), whatever
+            // the umask; a job that shares with a vault_group opens it to that group.
+            fsutil::Access::PRIVATE.apply_to_path(root)?;
             let marker = Marker {
                 format: FORMAT,
                 id: random_id(),

@@ -25,11 +25,10 @@ pub enum Wait {
 impl JobLock {
     /// Takes an exclusive lock on `path` (created if missing). `job` names the job in errors.
     pub fn acquire(path: &Path, job: &str, wait: Wait) -> Result<JobLock> {
+        crate::fsutil::create_metadata_file(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
             .open(path)
             .ctx("cannot open lock file", path)?;
         match wait {

@@ -348,10 +348,8 @@ impl LinkTemps {
     /// Opens (creating it if need be) and clears the job folder's `.tmp/` of leftover links.
     pub fn open(job: &Path) -> Result<LinkTemps> {
         let path = job.join(".tmp");
-        match fs::create_dir(&path) {
-            Ok(()) => fsutil::fsync_dir(job)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).ctx("cannot create", &path),
+        if fsutil::create_metadata_dir(&path)? {
+            fsutil::fsync_dir(job)?;
         }
         for entry in fs::read_dir(&path).ctx("cannot list", &path)? {
             let entry = entry.ctx("cannot list", &path)?;
@@ -398,11 +396,7 @@ impl LinkTemps {
     /// making names in one directory wait on its lock).
     fn lane(&self, k: usize) -> Result<OpenDir> {
         let path = self.dir.path.join(format!("{}w{k}", self.prefix));
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).ctx("cannot create", &path),
-        }
+        fsutil::create_metadata_dir(&path)?;
         OpenDir::open(&path)
     }
 
@@ -412,11 +406,7 @@ impl LinkTemps {
             return Ok(d);
         }
         let path = self.dir.path.join(format!("{}m", self.prefix));
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).ctx("cannot create", &path),
-        }
+        fsutil::create_metadata_dir(&path)?;
         let d = OpenDir::open(&path)?;
         Ok(self.masters.get_or_init(|| d))
     }

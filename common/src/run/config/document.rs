@@ -23,6 +23,7 @@ pub(super) fn setting_keys() -> Vec<String> {
         on_recovery: hook(),
         ping_url: Some(String::new()),
         hook_timeout: crate::format::settings::DEFAULT_HOOK_TIMEOUT * 2,
+        vault_group: Some(String::new()),
         ..JobSettings::default()
     };
     match toml::Table::try_from(&all) {
