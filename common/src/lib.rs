@@ -152,7 +152,8 @@ pub mod snapshot {
 /// From a job name and event batches to builds (what `reverb-snap` does around `take`).
 pub mod batch {
     pub use crate::run::batch::{
-        Prepared, change_source, check_source, compact_journal, journal_batch, prepare_job,
+        Prepared, change_source, check_source, compact_journal, journal_batch, note_mounts_left_out,
+        prepare_job,
         reject_batch, trigger_of,
     };
 }
@@ -192,7 +193,9 @@ pub mod identity {
 
 /// Watching the mount table.
 pub mod mountwatch {
-    pub use crate::capture::mountwatch::{HEADER, MountTable, PathWatch, Record, Wake};
+    pub use crate::capture::mountwatch::{
+        HEADER, MountTable, PathWatch, Record, State, Submounts, Wake,
+    };
 }
 
 /// The configuration file.

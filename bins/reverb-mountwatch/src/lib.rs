@@ -1,5 +1,6 @@
-//! `reverb-mountwatch PATH…` (docs/cli.md): prints each path's filesystem identity, then a line
-//! for every change of it, until SIGTERM/SIGINT or until its reader goes away.
+//! `reverb-mountwatch [--below DIR]… PATH…` (docs/cli.md): prints each path's filesystem
+//! identity, then a line for every change of it (and, with `--below`, every filesystem
+//! mounted or unmounted below DIR), until SIGTERM/SIGINT or until its reader goes away.
 //!
 //! A thin shell over [`reverb_common::mountwatch`], which owns the event source and the
 //! per-path states; this crate only parses arguments, wires signals to a self-pipe and
@@ -14,15 +15,17 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use nix::fcntl::OFlag;
 use reverb_common::cli::{finish, print_line};
-use reverb_common::mountwatch::{HEADER, MountTable, PathWatch, Record, Wake};
+use reverb_common::mountwatch::{HEADER, MountTable, PathWatch, Record, Submounts, Wake};
 
 const TOOL: &str = "reverb-mountwatch";
 
 /// Report each path's filesystem identity, then every change of it.
 ///
 /// Prints `time path state matched_by identity mountpoint` lines (TSV with a header),
-/// where state is `present`, `lost` or `restored`. Blocks on mount-table changes (as
-/// `findmnt --poll` does); exits 0 on SIGTERM/SIGINT or when its reader goes away.
+/// where state is `present`, `lost` or `restored`, and with `--below DIR`, `mounted` or
+/// `unmounted` for each filesystem mounted below DIR (at start, then every change; the
+/// mountpoint column names it). Blocks on mount-table changes (as `findmnt --poll` does);
+/// exits 0 on SIGTERM/SIGINT or when its reader goes away.
 #[derive(Debug, Parser)]
 #[command(name = TOOL, version, about, long_about)]
 pub struct Args {
@@ -33,6 +36,11 @@ pub struct Args {
     /// Print the start lines and exit instead of watching.
     #[arg(long)]
     pub once: bool,
+
+    /// Also report every filesystem mounted (`mounted`) or unmounted (`unmounted`) below
+    /// DIR (a job's source); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub below: Vec<PathBuf>,
 
     /// The paths to watch (a job's source, its vault). A missing path starts as `lost`.
     #[arg(required = true, value_name = "PATH")]
@@ -90,10 +98,11 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     // Open the table before the first gathering so no change falls between the two.
     let table = MountTable::open()?;
     let (mut watch, start) = PathWatch::start(&args.paths);
+    let (mut below, mounted) = Submounts::start(&args.below);
     if !args.json && !print_line(HEADER).context("cannot write to stdout")? {
         return Ok(0);
     }
-    if !emit(args.json, &start)? || args.once {
+    if !emit(args.json, &start)? || !emit(args.json, &mounted)? || args.once {
         return Ok(0);
     }
     loop {
@@ -101,7 +110,8 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
             Wake::Woken => return Ok(0),
             Wake::TimedOut => {}
             Wake::Changed => {
-                let lines = watch.recheck();
+                let mut lines = watch.recheck();
+                lines.extend(below.recheck());
                 if !emit(args.json, &lines)? {
                     return Ok(0);
                 }

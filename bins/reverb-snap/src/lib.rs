@@ -187,6 +187,7 @@ fn one_version(
     job::verify_identities(ctx, vault.root())?;
     // Work through directory fds taken after the identity check (docs/identity.md).
     let mut held = job::anchored(ctx)?;
+    let full_view = matches!(trigger, Trigger::Rescan);
     let spinner = Spinner::start();
     let opts = Options {
         force: args.force,
@@ -213,6 +214,9 @@ fn one_version(
         }
         Err(e) => return Err(e.into()),
     };
+    if !args.dry_run {
+        reverb_common::batch::note_mounts_left_out(ctx, &outcome, full_view)?;
+    }
     if args.dry_run {
         for p in &outcome.changed_paths {
             print_record(

@@ -1,4 +1,4 @@
-//! `reverb-watch [--quiet-period DUR] [--max-delay DUR] [--exclude PAT]... SRC` (docs/cli.md):
+//! `reverb-watch [--quiet-period DUR] [--max-delay DUR] [--exclude PAT]... [-x] SRC` (docs/cli.md):
 //! watch one tree recursively and print event lines (docs/format.md#text-files) on stdout.
 //!
 //! A thin edge over [`reverb_common::watch`]: parses the flags, prints the header once every
@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long, value_name = "PAT", value_parser = parse_pattern)]
     pub exclude: Vec<String>,
 
+    /// Stay on SRC's filesystem (as `rsync -x`): a filesystem mounted below SRC is neither
+    /// watched nor scanned; its mountpoint is reported as an entry of its parent.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+
     /// The directory to watch.
     #[arg(value_name = "SRC")]
     pub src: PathBuf,
@@ -86,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let options = WatchOptions {
         quiet_period: args.quiet_period,
         max_delay: args.max_delay,
+        one_file_system: args.one_file_system,
     };
     let mut watcher = Watcher::new(&args.src, excludes, options)?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

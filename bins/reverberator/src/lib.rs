@@ -395,8 +395,15 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             .size_limit
             .map(|l| format!(" of {}", format_size(l)))
             .unwrap_or_default();
+        let left_out = match st.mounts_left_out.as_slice() {
+            [] => String::new(),
+            mounts => format!(
+                "; left out (one_file_system, another filesystem mounted there): {}",
+                mounts.join(", ")
+            ),
+        };
         out(&format!(
-            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}",
+            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}{left_out}",
             st.job,
             st.state,
             state_detail(&st),

@@ -31,7 +31,13 @@
 //! A remount (`mount -o remount,ro`) changes no identity field, so it prints nothing. A path
 //! missing at start is `lost` with no record; the first identity it is seen with becomes its
 //! record (a `present` line).
+//!
+//! Per path given with `--below` ([`Submounts`]), the filesystems mounted strictly below it
+//! (a job's source: what `one_file_system` is about): `mounted` for each one at start and
+//! for each one mounted later, `unmounted` when one goes; the record's `mountpoint` is the
+//! mountpoint below the path, its `identity` that filesystem's type and device.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -155,23 +161,35 @@ pub enum State {
     Present,
     Lost,
     Restored,
+    /// A filesystem is mounted below a `--below` path (at start, or since).
+    Mounted,
+    /// A filesystem mounted below a `--below` path is gone.
+    Unmounted,
 }
 
 impl State {
-    /// `present`, `lost`, `restored`.
+    /// `present`, `lost`, `restored`, `mounted`, `unmounted`.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Present => "present",
             State::Lost => "lost",
             State::Restored => "restored",
+            State::Mounted => "mounted",
+            State::Unmounted => "unmounted",
         }
     }
 
     /// Reads [`State::as_str`]'s text back; `None` for anything else.
     pub fn parse(text: &str) -> Option<State> {
-        [State::Present, State::Lost, State::Restored]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            State::Present,
+            State::Lost,
+            State::Restored,
+            State::Mounted,
+            State::Unmounted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -493,6 +511,95 @@ impl PathWatch {
     }
 }
 
+/// The filesystems mounted strictly below `path` (resolved), by mountpoint, with their
+/// type and device (the mountpoint too, lossily): what `one_file_system` leaves out. Empty
+/// when `path` cannot be resolved or the mount table cannot be read.
+pub fn mounts_below(path: &Path) -> BTreeMap<OsString, FsIdentity> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = BTreeMap::new();
+    let (Ok(real), Ok(text)) = (std::fs::canonicalize(path), std::fs::read(MOUNTINFO)) else {
+        return out;
+    };
+    let mut prefix = real.as_os_str().as_bytes().to_vec();
+    if prefix.last() != Some(&b'/') {
+        prefix.push(b'/');
+    }
+    for e in identity::parse_mountinfo(&text) {
+        let mp = e.mountpoint.as_bytes();
+        if mp.len() > prefix.len() && mp.starts_with(&prefix) {
+            let id = FsIdentity {
+                device: Some(e.source.to_string_lossy().into_owned()).filter(|s| !s.is_empty()),
+                fstype: Some(e.fstype.clone()).filter(|s| !s.is_empty()),
+                mountpoint: Some(e.mountpoint.to_string_lossy().into_owned()),
+                ..FsIdentity::default()
+            };
+            out.insert(e.mountpoint, id);
+        }
+    }
+    out
+}
+
+/// The filesystems mounted below each `--below` path, and their changes (see the module
+/// docs): a [`State::Mounted`] record for each one at start and each one mounted since, a
+/// [`State::Unmounted`] one for each one gone.
+#[derive(Debug)]
+pub struct Submounts {
+    paths: Vec<(PathBuf, BTreeMap<OsString, FsIdentity>)>,
+}
+
+impl Submounts {
+    /// Gathers what is mounted below each path; returns a `mounted` line for each. Open the
+    /// [`MountTable`] before calling this.
+    pub fn start(paths: &[PathBuf]) -> (Submounts, Vec<Record>) {
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        let mut watched = Vec::new();
+        for p in paths {
+            let below = mounts_below(p);
+            for (mp, id) in &below {
+                out.push(submount(now, p, State::Mounted, mp, id));
+            }
+            watched.push((p.clone(), below));
+        }
+        (Submounts { paths: watched }, out)
+    }
+
+    /// Gathers again after a mount-table change; returns a line for each filesystem
+    /// mounted or unmounted below a path since.
+    pub fn recheck(&mut self) -> Vec<Record> {
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for (p, known) in &mut self.paths {
+            let below = mounts_below(p);
+            for (mp, id) in known.iter().filter(|(mp, _)| !below.contains_key(*mp)) {
+                out.push(submount(now, p, State::Unmounted, mp, id));
+            }
+            for (mp, id) in below.iter().filter(|(mp, _)| !known.contains_key(*mp)) {
+                out.push(submount(now, p, State::Mounted, mp, id));
+            }
+            *known = below;
+        }
+        out
+    }
+}
+
+fn submount(
+    time: SystemTime,
+    path: &Path,
+    state: State,
+    mountpoint: &std::ffi::OsStr,
+    id: &FsIdentity,
+) -> Record {
+    Record {
+        time,
+        path: path.to_path_buf(),
+        state,
+        matched_by: None,
+        identity: Some(id.clone()),
+        mountpoint: Some(mountpoint.to_os_string()),
+    }
+}
+
 fn gather_opt(path: &Path) -> Option<Gathered> {
     // Missing, permission denied, a stale NFS handle, no mount entry: the path is not
     // usable, which is what `lost` means to a reader. (Reading /proc itself is checked
@@ -561,7 +668,13 @@ mod tests {
     }
 
     fn state() -> impl proptest::strategy::Strategy<Value = State> {
-        proptest::sample::select(vec![State::Present, State::Lost, State::Restored])
+        proptest::sample::select(vec![
+            State::Present,
+            State::Lost,
+            State::Restored,
+            State::Mounted,
+            State::Unmounted,
+        ])
     }
 
     fn matched_by() -> impl proptest::strategy::Strategy<Value = Option<MatchedBy>> {

@@ -42,4 +42,7 @@ pub struct Outcome {
     pub unstable: u64,
     /// Files copied with shared extents.
     pub reflinked: u64,
+    /// Mountpoints below the source whose filesystem was left out (`one_file_system`), as
+    /// far as this build looked (a rescan: everywhere).
+    pub mounts_left_out: Vec<RelPath>,
 }

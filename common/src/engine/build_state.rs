@@ -63,6 +63,11 @@ pub(crate) struct Builder<'a> {
     /// What the vault keeps (its capability record): what copies set and comparisons
     /// trust (docs/filesystems.md).
     pub fidelity: Fidelity,
+    /// `one_file_system`: a directory on another filesystem than the source root's is a
+    /// mountpoint, and what is mounted there is left out.
+    pub one_file_system: bool,
+    /// The device (`st_dev`) of the source root.
+    pub src_dev: u64,
     /// keep_complete = false: the source as it was when the job started.
     pub baseline: Option<Baseline>,
     /// The first copy of each multiply linked source inode: (dev, ino) → its path in the
@@ -86,6 +91,11 @@ pub(crate) struct Builder<'a> {
 /// A source directory as the build sees it.
 pub(crate) enum SourceListing {
     Listed(BTreeMap<OsString, Lstat>),
+    /// Another filesystem is mounted there and `one_file_system` leaves it out: the
+    /// directory is kept (its own attributes), what is in it is not looked at. The build
+    /// keeps what the old version had below it (the directory under the mount is hidden,
+    /// not gone), and a new one is an empty directory, as `cp -ax` makes it.
+    OtherFilesystem,
     /// There but cannot be listed (`EACCES`, `EIO`, …): journaled as skipped.
     Unreadable,
     /// Gone since it was seen (or never a directory): `ENOENT`/`ENOTDIR`.
@@ -156,19 +166,41 @@ impl Builder<'_> {
             .ctx("cannot write to", &self.new_path(rel))
     }
 
-    /// Lists the source directory `rel`; an unreadable one is journaled as skipped.
+    /// Lists the source directory `rel`; an unreadable one is journaled as skipped, a
+    /// mountpoint left out ([`Builder::is_left_out`]) is not listed.
     pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
-        let listed = self
-            .src_dir(rel)
-            .and_then(|dir| listing::list_source(dir.listing(), rel, &self.excludes, detail));
+        let listed = self.src_dir(rel).and_then(|dir| {
+            if self.one_file_system && !rel.is_root() {
+                let meta = fs::metadata(&*dir)?;
+                if self.is_left_out(rel, &meta) {
+                    return Ok(None);
+                }
+            }
+            listing::list_source(dir.listing(), rel, &self.excludes, detail).map(Some)
+        });
         match listed {
-            Ok(entries) => SourceListing::Listed(entries),
+            Ok(None) => SourceListing::OtherFilesystem,
+            Ok(Some(entries)) => SourceListing::Listed(entries),
             Err(e) if copy::is_gone(&e) => SourceListing::Gone(e),
             Err(e) => {
                 self.skip(rel, &format!("cannot list directory: {e}"));
                 SourceListing::Unreadable
             }
         }
+    }
+
+    /// Is the source directory `rel` (its `lstat` is `meta`) a mountpoint `one_file_system`
+    /// leaves out: on another device than the source root? Each one is noted once in the
+    /// outcome ([`Outcome::mounts_left_out`]).
+    pub fn is_left_out(&mut self, rel: &RelPath, meta: &Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if !self.one_file_system || !meta.is_dir() || meta.dev() == self.src_dev {
+            return false;
+        }
+        if !self.out.mounts_left_out.contains(rel) {
+            self.out.mounts_left_out.push(rel.clone());
+        }
+        true
     }
 
     /// The `lstat` of source entry `rel`; one that fails for a reason other than the entry

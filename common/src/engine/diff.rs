@@ -221,7 +221,8 @@ impl Builder<'_> {
         let src = match self.list_source(at, Detail::Stat) {
             SourceListing::Listed(entries) => entries,
             SourceListing::Gone(_) => Default::default(),
-            SourceListing::Unreadable => return Ok(Vec::new()),
+            // Not looked at: no mark below, so the build keeps what the old version has.
+            SourceListing::Unreadable | SourceListing::OtherFilesystem => return Ok(Vec::new()),
         };
         let old = self.list_version(phys, at, Detail::Stat)?;
         // The directory just listed (held by the source's tree): its entries are reached
@@ -299,15 +300,17 @@ impl Builder<'_> {
 
     /// The regular files of the source entry `rel` (lstat `meta`) and below that the new
     /// version would hold: excluded paths left out, and with a baseline only what changed
-    /// since it. Read-only and quiet: a directory it cannot list counts nothing here (the
-    /// build journals it). Iterative: any depth fits the stack.
+    /// since it, and nothing below a mountpoint `one_file_system` leaves out. Read-only and
+    /// quiet: a directory it cannot list counts nothing here (the build journals it).
+    /// Iterative: any depth fits the stack.
     fn source_files(&self, rel: &RelPath, meta: &Metadata) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         let mut files = 0u64;
         let mut pending = vec![(rel.clone(), meta.clone())];
         while let Some((at, meta)) = pending.pop() {
             if meta.is_file() {
                 files += u64::from(self.held_as_new(&at));
-            } else if meta.is_dir() {
+            } else if meta.is_dir() && !(self.one_file_system && meta.dev() != self.src_dev) {
                 let Ok(entries) = self.src_dir(&at).and_then(|dir| {
                     listing::list_source(dir.listing(), &at, &self.excludes, Detail::Stat)
                 }) else {

@@ -91,6 +91,8 @@ impl Builder<'_> {
         copy::make_dir(&na).ctx("cannot create directory", &np)?;
         let children = match self.list_source(rel, Detail::Names) {
             SourceListing::Listed(children) => children,
+            // A mountpoint left out: an empty directory with its attributes, as `cp -ax`.
+            SourceListing::OtherFilesystem => Default::default(),
             SourceListing::Gone(_) => {
                 self.remove_new(rel)?;
                 return Ok(Started::Leaf(Copied::Gone));
@@ -265,7 +267,9 @@ impl Builder<'_> {
             // baseline remembers what "unchanged since the job started" means.
             let privileged = self.privileged;
             let xattrs_of = |p: &Path| copy::comparable_xattrs(p, privileged);
-            let baseline = Baseline::record(self.source.shown(), &self.excludes, &xattrs_of)?;
+            let one_device = self.one_file_system.then_some(self.src_dev);
+            let baseline =
+                Baseline::record(self.source.shown(), &self.excludes, one_device, &xattrs_of)?;
             baseline.save(&self.job)?;
             self.out.changed += 1;
             return Ok(());

@@ -128,8 +128,9 @@ impl Builder<'_> {
                     })
                     .collect()
             }
-            SourceListing::Unreadable => {
-                // Keep the previous contents: every old child stays linked.
+            SourceListing::Unreadable | SourceListing::OtherFilesystem => {
+                // Keep the previous contents: every old child stays linked (unreadable, or
+                // hidden under a mount `one_file_system` leaves out).
                 for (name, old) in self.list_version(phys, &rel, Detail::Names)? {
                     self.keep_old(&rel.join(&name), &old)?;
                 }

@@ -180,6 +180,13 @@ fn start_build<'a>(
         only_sync_attributes: settings.only_sync_attributes,
         privileged: copy::privileged(),
         fidelity,
+        one_file_system: settings.one_file_system,
+        src_dev: {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(&file.source)
+                .ctx("cannot read source", &file.source)?
+                .dev()
+        },
         baseline,
         hardlinks: HashMap::new(),
         skipped_paths: Default::default(),

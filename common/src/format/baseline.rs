@@ -112,9 +112,16 @@ pub struct Baseline {
 
 impl Baseline {
     /// Records the source tree (not following links; excluded paths left out; unreadable
-    /// directories left unlisted), each entry's xattrs read with `xattrs_of`. Iterative: any
-    /// depth fits the stack.
-    pub fn record(source: &Path, excludes: &Excludes, xattrs_of: XattrsOf<'_>) -> Result<Baseline> {
+    /// directories left unlisted; with `one_device`, a directory on another device is
+    /// recorded but not listed: `one_file_system`), each entry's xattrs read with
+    /// `xattrs_of`. Iterative: any depth fits the stack.
+    pub fn record(
+        source: &Path,
+        excludes: &Excludes,
+        one_device: Option<u64>,
+        xattrs_of: XattrsOf<'_>,
+    ) -> Result<Baseline> {
+        use std::os::unix::fs::MetadataExt;
         let mut b = Baseline::default();
         let mut pending = vec![(source.to_path_buf(), PathBuf::new())];
         while let Some((abs, rel)) = pending.pop() {
@@ -140,7 +147,7 @@ impl Baseline {
                 }
                 b.entries
                     .insert(child_rel.as_os_str().as_bytes().to_vec(), facts);
-                if meta.is_dir() {
+                if meta.is_dir() && one_device.is_none_or(|dev| dev == meta.dev()) {
                     pending.push((path, child_rel));
                 }
             }
@@ -264,7 +271,7 @@ mod tests {
         fs::create_dir_all(src.join("a\tb")).expect("mkdir");
         fs::write(src.join("a\tb/f"), b"x").expect("write");
         std::os::unix::fs::symlink("t\nx", src.join("l")).expect("symlink");
-        let b = Baseline::record(&src, &Excludes::default(), &no_xattrs).expect("record");
+        let b = Baseline::record(&src, &Excludes::default(), None, &no_xattrs).expect("record");
         b.save(dir.path()).expect("save");
         let back = Baseline::load(dir.path()).expect("load");
         for p in ["a\tb", "a\tb/f", "l"] {
@@ -322,7 +329,7 @@ mod tests {
         fs::write(src.join("f"), b"x").expect("write");
         let one = |_: &Path| Some(Xattrs::from([(b"user.a".to_vec(), b"1\0\t,=".to_vec())]));
         let two = |_: &Path| Some(Xattrs::from([(b"user.a".to_vec(), b"2".to_vec())]));
-        Baseline::record(&src, &Excludes::default(), &one)
+        Baseline::record(&src, &Excludes::default(), None, &one)
             .expect("record")
             .save(dir.path())
             .expect("save");

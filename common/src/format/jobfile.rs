@@ -61,6 +61,10 @@ pub struct JobState {
     /// again only when it changes (docs/filesystems.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vault_capabilities_noted: Option<String>,
+    /// The mountpoints below the source that `one_file_system` left out when a build last
+    /// looked (paths relative to the source, escaped as in TSV), each journaled once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts_left_out: Vec<String>,
 }
 
 impl JobFile {

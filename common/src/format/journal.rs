@@ -61,11 +61,17 @@ pub enum JournalEvent {
     /// The modes or group of the vault's folders and records were put right
     /// (docs/security.md#who-may-read-the-vault).
     Permissions,
+    /// A filesystem mounted below the source is not backed up (`one_file_system`).
+    MountLeftOut,
+    /// A filesystem was mounted below the source while the job ran.
+    MountAdded,
+    /// A filesystem mounted below the source was unmounted while the job ran.
+    MountRemoved,
 }
 
 impl JournalEvent {
     /// Every event that is not a raw change, in the order of the docs.
-    pub const NAMED: [JournalEvent; 18] = [
+    pub const NAMED: [JournalEvent; 21] = [
         JournalEvent::Snapshot,
         JournalEvent::Batch,
         JournalEvent::Retire,
@@ -84,6 +90,9 @@ impl JournalEvent {
         JournalEvent::Error,
         JournalEvent::Hook,
         JournalEvent::Permissions,
+        JournalEvent::MountLeftOut,
+        JournalEvent::MountAdded,
+        JournalEvent::MountRemoved,
     ];
 
     /// The column text.
@@ -108,6 +117,9 @@ impl JournalEvent {
             JournalEvent::Error => "error",
             JournalEvent::Hook => "hook",
             JournalEvent::Permissions => "permissions",
+            JournalEvent::MountLeftOut => "mount-left-out",
+            JournalEvent::MountAdded => "mount-added",
+            JournalEvent::MountRemoved => "mount-removed",
         }
     }
 

@@ -3,15 +3,16 @@
 //!
 //! Owns: creating a job on its first snapshot ([`prepare_job`]), checking a given source
 //! against the one recorded ([`check_source`]), journaling a batch's events
-//! ([`journal_batch`]) or its rejection ([`reject_batch`]), and the batch rules applied to
-//! a batch ([`trigger_of`], docs/design.md#the-supervisor).
+//! ([`journal_batch`]) or its rejection ([`reject_batch`]), the batch rules applied to
+//! a batch ([`trigger_of`], docs/design.md#the-supervisor), and the record of the
+//! mountpoints a build left out ([`note_mounts_left_out`]).
 //!
 //! Invariants: a job is created only with a valid source, and never by a dry run; a batch
 //! that lost events (`overflow`) or saw an unmount becomes a rescan, never a partial build.
 
 use std::path::Path;
 
-use crate::engine::snapshot::Trigger;
+use crate::engine::snapshot::{Outcome, Trigger};
 use crate::error::{Error, IoContext, Result};
 use crate::format::events::{self, EventLine};
 use crate::format::journal::Journal;
@@ -97,6 +98,43 @@ pub fn change_source(ctx: &mut JobCtx, vault_root: &Path, source: &Path) -> Resu
             crate::error::show(&canon)
         ),
     );
+    Ok(())
+}
+
+/// Journals each mountpoint a build left out (`one_file_system`) that the job did not know
+/// of yet, and keeps job.toml's record of them (what `status` shows): after a rescan
+/// (`full`), exactly what it met; after an event batch, which looks at part of the tree,
+/// what it met is added. Called under the job lock; nothing on a dry run.
+pub fn note_mounts_left_out(ctx: &mut JobCtx, outcome: &Outcome, full: bool) -> Result<()> {
+    let met: Vec<String> = outcome
+        .mounts_left_out
+        .iter()
+        .map(|rel| crate::format::tsv::escape_bytes(rel.as_bytes()))
+        .collect();
+    for (rel, text) in outcome.mounts_left_out.iter().zip(&met) {
+        if !ctx.file.state.mounts_left_out.contains(text) {
+            ctx.journal.note(
+                JournalEvent::MountLeftOut,
+                rel.as_bytes(),
+                "another filesystem is mounted here: not backed up (one_file_system = true)",
+            );
+        }
+    }
+    let mut record = if full {
+        Vec::new()
+    } else {
+        ctx.file.state.mounts_left_out.clone()
+    };
+    for text in met {
+        if !record.contains(&text) {
+            record.push(text);
+        }
+    }
+    record.sort();
+    if record != ctx.file.state.mounts_left_out {
+        ctx.file.state.mounts_left_out = record;
+        ctx.file.write(&ctx.dir.job_toml())?;
+    }
     Ok(())
 }
 

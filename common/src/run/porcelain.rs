@@ -31,8 +31,9 @@ use crate::vault::tree::{self, Entry, Lookalikes};
 ///
 /// Serialized (`status --json`) as one flat record: `type`, `job`, `state`, `since`,
 /// `detail`, `due`, `next_retry`, `resolve`, `last_version`, `last_age_seconds`, `versions`,
-/// `pending`, `size_bytes`, `size_limit`, `identity`, `vault_capabilities` (the state's
-/// details flattened as in the live file, the identity as its sentence).
+/// `pending`, `size_bytes`, `size_limit`, `identity`, `vault_capabilities`,
+/// `mounts_left_out` (the state's details flattened as in the live file, the identity as
+/// its sentence).
 #[derive(Debug, Clone)]
 pub struct JobStatus {
     /// The job's name.
@@ -59,6 +60,9 @@ pub struct JobStatus {
     /// What the vault's filesystem makes the tools do differently, as its capability
     /// record says (`None`: nothing, or never probed; docs/filesystems.md).
     pub vault_capabilities: Option<String>,
+    /// The mountpoints below the source left out (`one_file_system`), relative to the
+    /// source and escaped, as the last build found them.
+    pub mounts_left_out: Vec<String>,
 }
 
 /// Where the source and the vault stand against the filesystems job.toml records.
@@ -124,7 +128,7 @@ impl Serialize for JobStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let w = self.state.to_wire();
-        let mut r = s.serialize_struct("JobStatus", 16)?;
+        let mut r = s.serialize_struct("JobStatus", 17)?;
         r.serialize_field("type", "status")?;
         r.serialize_field("job", &self.job)?;
         r.serialize_field("state", &w.state)?;
@@ -141,6 +145,7 @@ impl Serialize for JobStatus {
         r.serialize_field("size_limit", &self.size_limit)?;
         r.serialize_field("identity", &self.identity.to_string())?;
         r.serialize_field("vault_capabilities", &self.vault_capabilities)?;
+        r.serialize_field("mounts_left_out", &self.mounts_left_out)?;
         r.end()
     }
 }
@@ -161,6 +166,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         vault_capabilities: crate::vault::layout::recorded_capabilities(vault_root)
             .filter(|c| !c.adaptations().is_empty())
             .map(|c| c.summary()),
+        mounts_left_out: Vec::new(),
     };
     let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
@@ -173,6 +179,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         return st;
     };
     st.size_limit = file.settings.vault_size_limit;
+    st.mounts_left_out = file.state.mounts_left_out.clone();
     if let Ok(rows) = crate::format::index::read_index_or_empty(&dir.index()) {
         st.versions = rows.len();
         st.size_bytes = crate::format::index::total_held(&rows);

@@ -220,7 +220,8 @@ fn versions(job_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A job with a source holding `data/file` and an empty `mnt/`, run by a supervisor.
+/// A job with a source holding `data/file` (and 20 more files) and an empty `mnt/`, run by
+/// a supervisor.
 struct Running {
     f: Fixture,
     runtime: PathBuf,
@@ -233,6 +234,10 @@ impl Running {
         let f = Fixture::new();
         fs::create_dir(f.src.join("data")).expect("mkdir");
         fs::write(f.src.join("data/file"), b"one").expect("write");
+        // Enough files outside the mount that its unmount does not trip the deletion guard.
+        for i in 0..20 {
+            fs::write(f.src.join(format!("data/f{i}")), b"x").expect("write");
+        }
         fs::create_dir(f.src.join("mnt")).expect("mkdir");
         let config = f._tmp.path().join("config.toml");
         fs::write(

@@ -111,6 +111,8 @@ struct RawEvent {
 /// The recursive watcher. See the module documentation.
 pub struct Watcher {
     root: PathBuf,
+    /// The root's device (`one_file_system` stops where another one begins).
+    root_dev: u64,
     excludes: Excludes,
     options: WatchOptions,
     inotify: Inotify,
@@ -182,6 +184,7 @@ impl Watcher {
             .set_nonblocking(true)
             .ctx("cannot set up the wake-up socket for", root)?;
         let mut w = Watcher {
+            root_dev: std::os::unix::fs::MetadataExt::dev(&meta),
             root: root.to_path_buf(),
             excludes,
             options,

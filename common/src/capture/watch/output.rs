@@ -17,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use crate::format::events::{EventKind, EventLine};
 
-/// When to print `flush` lines.
+/// When to print `flush` lines, and where the watch stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WatchOptions {
     /// Flush once no event has come for this long after a burst.
     pub quiet_period: Option<Duration>,
     /// Flush at most this long after a burst's first event, even under constant change.
     pub max_delay: Option<Duration>,
+    /// Stay on the root's filesystem: a directory on another device (a mountpoint) is
+    /// reported as an entry of its parent, but neither watched nor scanned (`rsync -x`).
+    pub one_file_system: bool,
 }
 
 impl WatchOptions {

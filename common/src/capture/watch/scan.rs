@@ -125,11 +125,18 @@ fn count_dirs(root: &Path, excludes: &Excludes) -> usize {
 impl Watcher {
     /// Watches the directory `rel` and everything below it, top-down: each directory's watch
     /// exists before its entries are read. With `report`, each entry found is a `create`.
+    /// With `one_file_system`, a directory on another device than the root's is neither
+    /// watched nor scanned (its parent's watch still reports the directory itself).
     pub(super) fn watch_tree(&mut self, rel: &Path, report: bool) -> Result<()> {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let abs = self.root.join(&dir);
-            if !self.add_watch(&dir, &abs, report)? {
+            let dev = std::fs::symlink_metadata(&abs).ok().map(|m| m.dev());
+            let other_fs = dev.is_some_and(|d| d != self.root_dev);
+            if self.options.one_file_system && other_fs && dir.as_os_str() != "." {
+                continue;
+            }
+            if !self.add_watch(&dir, &abs, dev, report)? {
                 continue;
             }
             let entries = match std::fs::read_dir(&abs) {
@@ -166,13 +173,13 @@ impl Watcher {
         Ok(())
     }
 
-    /// Watches the one directory `dir` (at `abs`) and records it in the wd map. `Ok(false)`
-    /// when it is not watched but the walk goes on (gone, or a [`WatchWarning`]); the watch
-    /// limit is an error (after an `overflow` line while running, with `report`).
-    fn add_watch(&mut self, dir: &Path, abs: &Path, report: bool) -> Result<bool> {
+    /// Watches the one directory `dir` (at `abs`, on device `dev` when known) and records it
+    /// in the wd map. `Ok(false)` when it is not watched but the walk goes on (gone, or a
+    /// [`WatchWarning`]); the watch limit is an error (after an `overflow` line while
+    /// running, with `report`).
+    fn add_watch(&mut self, dir: &Path, abs: &Path, dev: Option<u64>, report: bool) -> Result<bool> {
         let e = match self.inotify.watches().add(abs, watch_mask()) {
             Ok(wd) => {
-                let dev = std::fs::symlink_metadata(abs).ok().map(|m| m.dev());
                 self.map.insert(wd, dir, dev);
                 return Ok(true);
             }

@@ -36,6 +36,9 @@ impl Runner {
         for pat in &s.exclude {
             c.arg("--exclude").arg(pat);
         }
+        if s.one_file_system {
+            c.arg("--one-file-system");
+        }
         c.arg(&self.job.source)
             .env(SUPERVISOR_PID_VAR, std::process::id().to_string())
             .stdin(Stdio::null())
@@ -56,7 +59,10 @@ impl Runner {
     /// goes on without it (identities are still checked before every version).
     pub(super) fn start_mountwatch(&mut self, tx: Sender<Msg>) -> Option<Child> {
         let mut c = self.command("reverb-mountwatch");
-        c.arg(&self.job.source)
+        // Filesystems mounted below the source too (one_file_system).
+        c.arg("--below")
+            .arg(&self.job.source)
+            .arg(&self.job.source)
             .arg(&self.job.vault)
             .env(SUPERVISOR_PID_VAR, std::process::id().to_string())
             .stdin(Stdio::null())

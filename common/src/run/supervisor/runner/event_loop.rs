@@ -171,12 +171,16 @@ impl Runner {
         });
     }
 
-    /// One record of reverb-mountwatch: `lost` pauses the job.
+    /// One record of reverb-mountwatch: `lost` pauses the job; a filesystem mounted or
+    /// unmounted below the source restarts the children.
     pub(super) fn mount_line(&mut self, line: &str) -> Option<Halt> {
         if line == mountwatch::HEADER {
             return None;
         }
         match Record::parse(line) {
+            Ok(r) if matches!(r.state, State::Mounted | State::Unmounted) => {
+                self.submount_changed(&r)
+            }
             Ok(r) if r.state == State::Lost => {
                 let shown = line.replace('\t', " ");
                 self.note(JournalEvent::MountLost, &shown);
@@ -190,6 +194,68 @@ impl Runner {
                 None
             }
         }
+    }
+
+    /// A filesystem mounted (or unmounted) below the source (docs/watch.md#mounts-inside-the-source):
+    /// when the children did not know of it, journaled (`mount-added`, `mount-removed`)
+    /// and the children started again: a new watch of the tree as it is now (with
+    /// `one_file_system = false` it reaches into the new filesystem), and a rescan (which
+    /// versions what the mount brought, or what its unmount took away, or names the
+    /// mountpoint it leaves out).
+    fn submount_changed(&mut self, r: &Record) -> Option<Halt> {
+        use std::os::unix::ffi::OsStrExt;
+        let mountpoint = r.mountpoint.clone()?;
+        let mounted = r.state == State::Mounted;
+        let news = if mounted {
+            self.submounts.insert(mountpoint.clone())
+        } else {
+            self.submounts.remove(&mountpoint)
+        };
+        if !news {
+            return None;
+        }
+        let source = std::fs::canonicalize(&self.job.source).unwrap_or(self.job.source.clone());
+        let rel = std::path::Path::new(&mountpoint)
+            .strip_prefix(&source)
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .unwrap_or_else(|_| mountpoint.as_bytes().to_vec());
+        let what = r
+            .identity
+            .as_ref()
+            .map(|id| {
+                format!(
+                    "{} ({})",
+                    id.device.as_deref().unwrap_or("?"),
+                    id.fstype.as_deref().unwrap_or("?")
+                )
+            })
+            .unwrap_or_default();
+        let one_fs = self.job.settings.one_file_system;
+        let (event, detail) = match (mounted, one_fs) {
+            (true, true) => (
+                JournalEvent::MountAdded,
+                format!("{what} mounted here: left out (one_file_system = true); rescanning"),
+            ),
+            (true, false) => (
+                JournalEvent::MountAdded,
+                format!(
+                    "{what} mounted here: backed up (one_file_system = false); watching it and rescanning"
+                ),
+            ),
+            (false, true) => (
+                JournalEvent::MountRemoved,
+                format!("{what} unmounted; rescanning what is under it"),
+            ),
+            (false, false) => (
+                JournalEvent::MountRemoved,
+                format!("{what} unmounted: its contents leave the next version; rescanning"),
+            ),
+        };
+        if let Some(j) = &mut self.journal {
+            j.note(event, &rel, &detail);
+        }
+        let shown = crate::format::tsv::escape_bytes(&rel);
+        Some(Halt::Restart(format!("{shown}: {detail}")))
     }
 
     pub(super) fn watch_said(&mut self, line: String) {

@@ -140,6 +140,9 @@ enum Halt {
     Blocked(String, Blocker),
     /// inotify cannot watch the tree (the watch limit): fall back to periodic rescans.
     NoWatch(String, Option<Blocker>),
+    /// A filesystem was mounted or unmounted below the source: start the children again
+    /// (a new watch of the tree as it is now, and a rescan).
+    Restart(String),
     /// Asked to stop.
     Stopped,
 }
@@ -170,6 +173,9 @@ struct Runner {
     /// The last retirement failed with this (its stderr, and its [`Blocker`] when it left
     /// one); cleared by one that succeeds.
     retire_failure: Option<RetireFailure>,
+    /// The filesystems mounted below the source when the children were started (their
+    /// mountpoints): a change of them restarts the children ([`Halt::Restart`]).
+    submounts: std::collections::BTreeSet<std::ffi::OsString>,
     /// The live state file (docs/design.md#live-state) and what it holds now.
     live_path: PathBuf,
     live: Live,
@@ -207,6 +213,7 @@ impl Runner {
             missing: None,
             lock_wait: false,
             retire_failure: None,
+            submounts: Default::default(),
             live_path: live::file_of(&live::runtime_dir(), &job.vault, &job.folder),
             // Not a supervisor's state: the first one set starts its `since`.
             live: Live {
@@ -306,6 +313,7 @@ impl Runner {
                     self.wait_for_mounts();
                 }
                 Halt::NoWatch(why, blocker) => self.rescan_only(&why, blocker, &mut lock),
+                Halt::Restart(why) => self.say(&why),
                 Halt::Failed(why) => self.failed(why, None),
                 Halt::Blocked(why, blocker) => self.failed(why, Some(blocker)),
             }
@@ -599,6 +607,11 @@ impl Runner {
         if let Err(h) = self.prepare(lock) {
             return h;
         }
+        // Before the watch: a filesystem mounted below the source after this is a change
+        // reverb-mountwatch reports (its start lines are compared with this).
+        self.submounts = mountwatch::mounts_below(&self.job.source)
+            .into_keys()
+            .collect();
         let (tx, rx) = mpsc::channel();
         let mut watch = match self.start_watch(tx.clone()) {
             Ok(w) => w,
