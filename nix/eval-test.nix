@@ -124,6 +124,7 @@ let
       checksums = true;
       stop_timeout = "60s";
       hook_timeout = "30s";
+      one_file_system = true;
     })
     (expectEq "code overrides defaults" goodToml.jobs.code.keep_versions 7)
     (expectEq "hooks are written as given"
@@ -177,6 +178,7 @@ let
         checksums = true;
         stop_timeout = "60s";
         hook_timeout = "30s";
+        one_file_system = true;
     })
     (expectEq "retention rules from defaults and the job"
       (eval {

@@ -51,6 +51,8 @@ let
     on_recovery = null;
     ping_url = null;
     hook_timeout = "30s";
+    one_file_system = true;
+    vault_group = null;
   };
   settingNames = builtins.attrNames builtinDefaults;
 
@@ -226,6 +228,19 @@ let
       default = dflt.hook_timeout;
       defaultText = dfltText "hook_timeout";
       description = "How long a hook or a ping may take before it is stopped.";
+    };
+    one_file_system = mkOption {
+      type = types.bool;
+      default = dflt.one_file_system;
+      defaultText = dfltText "one_file_system";
+      description = "A filesystem mounted below the source is not backed up (as `rsync -x`); the journal and `status` name the mountpoints left out. With `false` it is, including one mounted while the job runs.";
+    };
+    vault_group = mkOption {
+      type = types.nullOr types.str;
+      default = dflt.vault_group;
+      defaultText = dfltText "vault_group";
+      example = "backup-readers";
+      description = "Share read access to the job's history with this group (folders 0750, files 0640). `null`: the vault is private to the service's user (folders 0700, files 0600).";
     };
   };
 

@@ -228,7 +228,12 @@ pub fn write_atomic_beside(path: &Path, contents: &[u8]) -> Result<()> {
 /// same file system as `path`).
 pub fn write_atomic_in(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
     let folder = path.parent().unwrap_or(Path::new("."));
-    write_atomic_mode(tmp_dir, path, contents, Mode::Of(Access::of_folder(folder)?))
+    write_atomic_mode(
+        tmp_dir,
+        path,
+        contents,
+        Mode::Of(Access::of_folder(folder)?),
+    )
 }
 
 /// [`write_atomic`] for a file every local user may read (mode 0644): the supervisor's live

@@ -135,8 +135,7 @@ pub mod browse {
 
 /// Checking and recounting a job.
 pub mod check {
-    pub use crate::vault::access::wider_than_recorded as wider_access;
-    pub use crate::vault::check::{check, recount};
+    pub use crate::vault::check::{access_problems, check, recount};
 }
 
 /// The copy engine's attribute helpers.
@@ -152,9 +151,8 @@ pub mod snapshot {
 /// From a job name and event batches to builds (what `reverb-snap` does around `take`).
 pub mod batch {
     pub use crate::run::batch::{
-        Prepared, change_source, check_source, compact_journal, journal_batch, note_mounts_left_out,
-        prepare_job,
-        reject_batch, trigger_of,
+        Prepared, change_source, check_source, compact_journal, journal_batch,
+        note_mounts_left_out, prepare_job, reject_batch, trigger_of,
     };
 }
 

@@ -132,6 +132,15 @@ A healthchecks\-style URL: \fBGET URL\fR after a version and a recovery, \fBGET 
 .TP
 \fBhook_timeout\fR (duration, default "30s")
 How long a hook or a ping may take before it is stopped.
+.TP
+\fBone_file_system\fR (boolean, default true)
+A filesystem mounted below the source is not backed up (as \fBrsync \-x\fR); the
+journal and \fBstatus\fR name the mountpoints left out. With false it is, including one
+mounted while the job runs.
+.TP
+\fBvault_group\fR (string, default none)
+Share read access to the job's history with this group: folders 0750, files 0640.
+Without it the vault is private: folders 0700, files 0600, whatever the umask.
 .SH EXAMPLES
 .nf
 [defaults]

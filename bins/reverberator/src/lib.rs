@@ -118,7 +118,7 @@ pub enum Cmd {
         #[command(flatten)]
         at: Where,
     },
-    /// Check every job's vault invariants (reverb-index --check on each).
+    /// Check every job's vault invariants (reverb-index --check on each), and that no folder or record of the vault is readable by more users than configured (vault_group).
     Verify {
         /// Only this job.
         job: Option<String>,
@@ -628,7 +628,7 @@ fn verify(at: &Where, only: Option<&str>, data: Option<Option<u64>>) -> anyhow::
         let mut found =
             reverb_common::check::check(&j.dir).with_context(|| format!("job {}", j.name))?;
         // Who may read it: modes wider than configured (docs/security.md).
-        found.extend(reverb_common::check::wider_access(&j.dir));
+        found.extend(reverb_common::check::access_problems(&j.dir));
         for p in &found {
             if at.json {
                 out(&serde_json::json!({

@@ -137,6 +137,7 @@ mod tests {
                 size_recounted: true,
                 retiring: Some("V1-20261124T214900Z".into()),
                 vault_capabilities_noted: Some("fuse.sshfs: timestamps kept to 1 s".into()),
+                mounts_left_out: vec!["mnt".into(), "odd\\tname".into()],
             },
         );
         job.write(&p).expect("write");

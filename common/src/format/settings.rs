@@ -264,10 +264,7 @@ impl JobSettings {
         {
             return Err(InvalidSetting {
                 key: "vault_group",
-                message: format!(
-                    "vault_group `{}` is not a group name",
-                    group.escape_debug()
-                ),
+                message: format!("vault_group `{}` is not a group name", group.escape_debug()),
             });
         }
         Ok(())

@@ -23,7 +23,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::jobfile::JobFile;
 use crate::format::settings::JobSettings;
 use crate::fsutil::{self, Access};
-use crate::vault::check::{Problem, ProblemKind};
 use crate::vault::layout::{JobDir, MARKER, VersionName};
 
 /// The access a job's settings ask for: private, or shared with `vault_group` (a group name,
@@ -102,11 +101,7 @@ fn covered(job: &JobDir, access: Access) -> Result<Vec<Covered>> {
         Ok(Some(is_dir))
     };
     add(root.to_path_buf(), PathBuf::from(".."), root_access)?;
-    add(
-        root.join(MARKER),
-        Path::new("..").join(MARKER),
-        root_access,
-    )?;
+    add(root.join(MARKER), Path::new("..").join(MARKER), root_access)?;
     add(job.path.clone(), PathBuf::from("."), access)?;
     let entries = fs::read_dir(&job.path).ctx("cannot list job folder", &job.path)?;
     for entry in entries {
@@ -121,7 +116,11 @@ fn covered(job: &JobDir, access: Access) -> Result<Vec<Covered>> {
             let dir = entry.path();
             for inner in fs::read_dir(&dir).ctx("cannot list", &dir)? {
                 let inner = inner.ctx("cannot list", &dir)?;
-                add(inner.path(), Path::new(&name).join(inner.file_name()), access)?;
+                add(
+                    inner.path(),
+                    Path::new(&name).join(inner.file_name()),
+                    access,
+                )?;
             }
         }
     }
@@ -180,8 +179,11 @@ impl std::fmt::Display for Fixed {
 }
 
 /// Gives the vault's root, the job folder `job` and its records exactly the modes (and
-/// group) `access` asks for; returns what it changed. Symlinks and versions are left alone.
+/// group) `access` asks for; returns what it changed. Symlinks and versions are left alone,
+/// and so is an entry another user owns (only its owner or root may change its mode): a
+/// warning names it, and `verify` reports it while it is wider than configured.
 pub fn enforce(job: &JobDir, access: Access) -> Result<Vec<Fixed>> {
+    let euid = nix::unistd::geteuid();
     let mut fixed = Vec::new();
     for c in covered(job, access)? {
         let is_dir = c.meta.is_dir();
@@ -189,6 +191,14 @@ pub fn enforce(job: &JobDir, access: Access) -> Result<Vec<Fixed>> {
         let was = c.meta.mode() & 0o7777;
         let regroup = c.access.group.filter(|&g| g != c.meta.gid());
         if was == want && regroup.is_none() {
+            continue;
+        }
+        if !euid.is_root() && c.meta.uid() != euid.as_raw() {
+            crate::error::warn(&format!(
+                "{}: mode {was:04o} should be {want:04o}, but it belongs to uid {}, not to this user: left as it is",
+                crate::error::show(&c.path),
+                c.meta.uid()
+            ));
             continue;
         }
         if let Some(gid) = regroup {
@@ -220,28 +230,18 @@ pub fn enforce(job: &JobDir, access: Access) -> Result<Vec<Fixed>> {
     Ok(fixed)
 }
 
-/// What [`wider`] finds for the job `job` against the `vault_group` its job.toml records;
-/// a job.toml that cannot be read is `check`'s to report (nothing here), a group that
-/// cannot be resolved is a problem of its own.
-pub fn wider_than_recorded(job: &JobDir) -> Vec<Problem> {
-    let Ok(file) = JobFile::read(&job.job_toml()) else {
-        return Vec::new();
-    };
-    let problem = |e: Error| Problem {
-        job: job.folder.clone(),
-        kind: ProblemKind::Access,
-        path: PathBuf::from("job.toml"),
-        detail: e.to_string(),
-    };
-    match of_settings(&file.settings) {
-        Ok(access) => wider(job, access).unwrap_or_else(|e| vec![problem(e)]),
-        Err(e) => vec![problem(e)],
-    }
+/// A folder or record more people may read than configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wider {
+    /// Relative to the job folder (`..` is the vault's root).
+    pub path: PathBuf,
+    /// Its mode and what it should be at most, for people.
+    pub detail: String,
 }
 
 /// Every covered entry that more people may read than `access` allows: a permission bit
 /// beyond its mode, or group bits for another group than the shared one. Read-only.
-pub fn wider(job: &JobDir, access: Access) -> Result<Vec<Problem>> {
+pub fn wider(job: &JobDir, access: Access) -> Result<Vec<Wider>> {
     let mut found = Vec::new();
     for c in covered(job, access)? {
         let allowed = c.access.mode_for(c.meta.is_dir());
@@ -250,7 +250,10 @@ pub fn wider(job: &JobDir, access: Access) -> Result<Vec<Problem>> {
             format!(
                 "mode {perm:04o} is wider than {allowed:04o}: {}",
                 match c.access.group {
-                    Some(g) => format!("only the owner and vault_group {} may read it", group_name(g)),
+                    Some(g) => format!(
+                        "only the owner and vault_group {} may read it",
+                        group_name(g)
+                    ),
                     None => "only the owner may read it (no vault_group)".to_owned(),
                 }
             )
@@ -266,9 +269,7 @@ pub fn wider(job: &JobDir, access: Access) -> Result<Vec<Problem>> {
         } else {
             continue;
         };
-        found.push(Problem {
-            job: job.folder.clone(),
-            kind: ProblemKind::Access,
+        found.push(Wider {
             path: c.shown,
             detail,
         });
@@ -323,9 +324,16 @@ mod tests {
         );
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&job.path.join("checksums/V1.tsv")), 0o600);
-        assert_eq!(mode(&job.path.join("V1-20261201T000000Z/d")), 0o755, "a version keeps its modes");
+        assert_eq!(
+            mode(&job.path.join("V1-20261201T000000Z/d")),
+            0o755,
+            "a version keeps its modes"
+        );
         assert!(wider(&job, Access::PRIVATE).expect("wider").is_empty());
-        assert!(enforce(&job, Access::PRIVATE).expect("again").is_empty(), "idempotent");
+        assert!(
+            enforce(&job, Access::PRIVATE).expect("again").is_empty(),
+            "idempotent"
+        );
         // Narrower than configured is not wider.
         let own = Access::shared(nix::unistd::getegid().as_raw());
         assert!(wider(&job, own).expect("wider").is_empty());
@@ -344,6 +352,9 @@ mod tests {
         let e = of_settings(&s).expect_err("unknown");
         assert!(e.to_string().contains("no-such-group-rvb"), "{e}");
         assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
-        assert_eq!(of_settings(&JobSettings::default()).expect("none"), Access::PRIVATE);
+        assert_eq!(
+            of_settings(&JobSettings::default()).expect("none"),
+            Access::PRIVATE
+        );
     }
 }

@@ -23,6 +23,7 @@ use crate::format::index::{self, IndexRow};
 use crate::format::jobfile::JobFile;
 use crate::format::journal::JournalEvent;
 use crate::format::tsv;
+use crate::vault::access;
 use crate::vault::job::JobCtx;
 use crate::vault::layout::{JobDir, VersionName};
 use crate::vault::measure;
@@ -185,6 +186,25 @@ pub fn check(dir: &JobDir) -> Result<Vec<Problem>> {
     found.extend(lookalikes_name_source_links(&facts));
     found.extend(links_resolve_inside(&facts, links_all_older));
     Ok(found)
+}
+
+/// Who may read the job `dir` (docs/security.md#who-may-read-the-vault): every folder or
+/// record wider than the `vault_group` its job.toml records is an [`ProblemKind::Access`]
+/// problem; a `vault_group` that cannot be used is one too. Read-only; a job.toml that
+/// cannot be read is [`check`]'s to report (nothing here). `reverberator verify` adds these
+/// to [`check`]'s.
+pub fn access_problems(dir: &JobDir) -> Vec<Problem> {
+    let Ok(file) = JobFile::read(&dir.job_toml()) else {
+        return Vec::new();
+    };
+    let at = |path: PathBuf, detail: String| problem(dir, ProblemKind::Access, path, detail);
+    let found = access::of_settings(&file.settings)
+        .and_then(|a| access::wider(dir, a))
+        .map_err(|e| vec![at(PathBuf::from("job.toml"), e.to_string())]);
+    match found {
+        Ok(wider) => wider.into_iter().map(|w| at(w.path, w.detail)).collect(),
+        Err(problems) => problems,
+    }
 }
 
 /// What [`check`] reads once and every invariant looks at.

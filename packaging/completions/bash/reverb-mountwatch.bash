@@ -23,12 +23,16 @@ _reverb__mountwatch() {
 
     case "${cmd}" in
         reverb__mountwatch)
-            opts="-h -V --json --once --help --version"
+            opts="-h -V --json --once --below --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --below)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

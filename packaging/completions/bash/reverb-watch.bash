@@ -23,7 +23,7 @@ _reverb__watch() {
 
     case "${cmd}" in
         reverb__watch)
-            opts="-h -V --quiet-period --max-delay --exclude --help --version"
+            opts="-x -h -V --quiet-period --max-delay --exclude --one-file-system --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

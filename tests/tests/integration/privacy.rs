@@ -101,7 +101,12 @@ fn assert_modes(f: &Fixture, dirs: u32, files: u32, gid: Option<u32>) {
     for p in files_seen.iter().filter(|p| p.exists()) {
         assert_eq!(mode(p), files, "mode of {}", p.display());
         let m = fs::metadata(p).expect("stat");
-        assert_eq!(m.uid(), nix::unistd::geteuid().as_raw(), "owner of {}", p.display());
+        assert_eq!(
+            m.uid(),
+            nix::unistd::geteuid().as_raw(),
+            "owner of {}",
+            p.display()
+        );
         if let Some(g) = gid {
             assert_eq!(m.gid(), g, "group of {}", p.display());
         }
@@ -109,7 +114,12 @@ fn assert_modes(f: &Fixture, dirs: u32, files: u32, gid: Option<u32>) {
     if let Some(g) = gid {
         for d in &folders {
             if d.exists() {
-                assert_eq!(fs::metadata(d).expect("stat").gid(), g, "group of {}", d.display());
+                assert_eq!(
+                    fs::metadata(d).expect("stat").gid(),
+                    g,
+                    "group of {}",
+                    d.display()
+                );
             }
         }
     }
@@ -135,11 +145,7 @@ fn snap_with_umask(f: &Fixture, umask: &str, args: &str) -> String {
 fn other_users_cannot_read_the_names_sizes_or_hashes_of_private_files() {
     require_root!("setpriv to another user");
     let f = private_source();
-    let v1 = snap_with_umask(
-        &f,
-        "000",
-        &format!("--init --source '{}'", f.src.display()),
-    );
+    let v1 = snap_with_umask(&f, "000", &format!("--init --source '{}'", f.src.display()));
     assert!(v1.starts_with("V1-"), "{v1}");
     fs::write(f.src.join(SECRET), b"alice\nbob\ncarol\n").expect("write");
     let v2 = snap_with_umask(&f, "000", "");
@@ -170,7 +176,10 @@ fn an_old_vault_is_made_private_at_the_next_start_and_verify_flags_it_before() {
         f.job_dir().display()
     ));
     let o = as_nobody(None, "cat", &[&f.job_dir().join("journal.tsv")]).assert_success();
-    assert!(stdout(&o).contains("snapshot"), "the old vault really was readable");
+    assert!(
+        stdout(&o).contains("snapshot"),
+        "the old vault really was readable"
+    );
     let o = reverb_tests::cmd("reverberator")
         .arg("verify")
         .arg("--vault")
@@ -192,7 +201,9 @@ fn an_old_vault_is_made_private_at_the_next_start_and_verify_flags_it_before() {
         .collect();
     assert!(!fixed.is_empty(), "the fix is journaled:\n{journal}");
     assert!(
-        fixed.iter().any(|l| l.contains("journal.tsv") && l.contains("0644")),
+        fixed
+            .iter()
+            .any(|l| l.contains("journal.tsv") && l.contains("0644")),
         "{fixed:?}"
     );
     reverb_tests::cmd("reverberator")

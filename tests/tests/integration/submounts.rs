@@ -57,8 +57,11 @@ fn source_with_a_mount(f: &Fixture) -> MountGuard {
     fs::create_dir(f.src.join("data")).expect("mkdir");
     fs::write(f.src.join("data/file"), b"on the source's filesystem").expect("write");
     fs::create_dir(f.src.join("mnt")).expect("mkdir");
-    let m = MountGuard::new(&["-t", "tmpfs", "-o", "mode=0755", "none"], &f.src.join("mnt"))
-        .expect("mount tmpfs");
+    let m = MountGuard::new(
+        &["-t", "tmpfs", "-o", "mode=0755", "none"],
+        &f.src.join("mnt"),
+    )
+    .expect("mount tmpfs");
     fs::write(f.src.join("mnt/inside"), b"on the tmpfs").expect("write");
     fs::create_dir(f.src.join("mnt/deep")).expect("mkdir");
     fs::write(f.src.join("mnt/deep/er"), b"deeper").expect("write");
@@ -161,7 +164,10 @@ fn reverb_watch_one_file_system_reports_nothing_from_inside_a_mount() {
         .iter()
         .filter(|e| e.path.starts_with("mnt/"))
         .collect();
-    assert!(inside.is_empty(), "events from inside the mount: {inside:?}");
+    assert!(
+        inside.is_empty(),
+        "events from inside the mount: {inside:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -206,7 +212,10 @@ impl Drop for Supervisor {
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while !ok() {
-        assert!(Instant::now() < end, "timed out after {secs} s waiting for: {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {secs} s waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -253,7 +262,9 @@ impl Running {
         let sup = Supervisor::start(&config, &runtime);
         let job = f.job_dir();
         wait_for("the first version", 30, || versions(&job).len() == 1);
-        wait_for("watching", 30, || journal(&job).contains("\tstart\t\twatching"));
+        wait_for("watching", 30, || {
+            journal(&job).contains("\tstart\t\twatching")
+        });
         Running {
             f,
             runtime,
@@ -298,9 +309,11 @@ fn a_mount_made_while_the_job_runs_is_backed_up_with_one_file_system_false() {
     });
     // It is watched now: a change inside it makes a version by itself.
     fs::write(r.f.src.join("mnt/later"), b"written while watched").expect("write");
-    wait_for("a version holding a file written into the mount", 60, || {
-        r.newest().join("mnt/later").exists()
-    });
+    wait_for(
+        "a version holding a file written into the mount",
+        60,
+        || r.newest().join("mnt/later").exists(),
+    );
     let with_mount = versions(&job).len();
     assert!(
         journal(&job)
@@ -315,7 +328,10 @@ fn a_mount_made_while_the_job_runs_is_backed_up_with_one_file_system_false() {
     wait_for("a version without the mount's files", 60, || {
         versions(&job).len() > with_mount && !r.newest().join("mnt/f0").exists()
     });
-    assert!(r.newest().join("mnt").is_dir(), "the mountpoint stays a directory");
+    assert!(
+        r.newest().join("mnt").is_dir(),
+        "the mountpoint stays a directory"
+    );
     r.stop();
     assert_same(
         &capture(&r.f.src, OPTS),
@@ -357,9 +373,11 @@ fn a_mount_made_while_the_job_runs_is_left_out_and_named_by_default() {
     sh(&format!("umount '{}'", r.f.src.join("mnt").display()));
     m.forget();
     fs::write(r.f.src.join("mnt/under"), b"on the source's filesystem").expect("write");
-    wait_for("a version of a file under the former mountpoint", 60, || {
-        r.newest().join("mnt/under").exists()
-    });
+    wait_for(
+        "a version of a file under the former mountpoint",
+        60,
+        || r.newest().join("mnt/under").exists(),
+    );
     r.stop();
     assert_same(
         &capture(&r.f.src, OPTS),

@@ -228,6 +228,7 @@ mod tests {
         let quiet = WatchOptions {
             quiet_period: Some(Duration::from_millis(100)),
             max_delay: None,
+            one_file_system: false,
         };
         let both = WatchOptions {
             max_delay: Some(Duration::from_millis(50)),

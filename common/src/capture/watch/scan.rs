@@ -177,7 +177,13 @@ impl Watcher {
     /// in the wd map. `Ok(false)` when it is not watched but the walk goes on (gone, or a
     /// [`WatchWarning`]); the watch limit is an error (after an `overflow` line while
     /// running, with `report`).
-    fn add_watch(&mut self, dir: &Path, abs: &Path, dev: Option<u64>, report: bool) -> Result<bool> {
+    fn add_watch(
+        &mut self,
+        dir: &Path,
+        abs: &Path,
+        dev: Option<u64>,
+        report: bool,
+    ) -> Result<bool> {
         let e = match self.inotify.watches().add(abs, watch_mask()) {
             Ok(wd) => {
                 self.map.insert(wd, dir, dev);

@@ -1,6 +1,6 @@
 //! The checks that look at more than one key or job: a job's source and vault against
 //! each other and the disk, the two snapshot times together, no vault inside any job's
-//! source, one folder per job and vault.
+//! source, one folder per job and vault, one `vault_group` per vault.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -137,6 +137,40 @@ pub(super) fn check_distinct_sources(jobs: &[JobConfig], file: &Path, lines: &Li
                 show(&job.source),
                 show(&job.vault)
             )));
+        }
+    }
+    Ok(())
+}
+
+/// The jobs of one vault that share it with a group (`vault_group`) name the same group:
+/// the vault's root, which they share, can have only one (docs/security.md).
+pub(super) fn check_vault_groups(jobs: &[JobConfig], file: &Path, lines: &Lines) -> Result<()> {
+    let mut seen: BTreeMap<PathBuf, (&str, &str)> = BTreeMap::new();
+    for job in jobs {
+        let Some(group) = job.settings.vault_group.as_deref() else {
+            continue;
+        };
+        let vault = canonical_or_nearest(&job.vault);
+        match seen.get(&vault) {
+            Some((other, other_group)) if *other_group != group => {
+                return Err(Place {
+                    file,
+                    job: Section::Job(&job.name),
+                    key: Some("vault_group"),
+                    line: lines
+                        .get(&["jobs", &job.name, "vault_group"])
+                        .or_else(|| lines.get(&["defaults", "vault_group"])),
+                }
+                .error(format!(
+                    "vault_group `{group}` differs from job `{}`'s `{other_group}` in the same vault {}: the vault can be shared with one group only",
+                    other.escape_debug(),
+                    show(&job.vault)
+                )));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(vault, (job.name.as_str(), group));
+            }
         }
     }
     Ok(())

@@ -41,7 +41,7 @@ mod place;
 mod tests;
 
 use checks::{
-    check_distinct_sources, check_folders, check_job_paths, check_times,
+    check_distinct_sources, check_folders, check_job_paths, check_times, check_vault_groups,
     check_vaults_outside_sources,
 };
 use document::{Document, parse_toml, resolve, setting_keys};
@@ -124,6 +124,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config> {
     check_folders(&jobs, file, &doc.lines)?;
     check_distinct_sources(&jobs, file, &doc.lines)?;
     check_vaults_outside_sources(&jobs, file, &doc.lines)?;
+    check_vault_groups(&jobs, file, &doc.lines)?;
     Ok(Config {
         file: file.to_path_buf(),
         jobs,

@@ -505,3 +505,33 @@ fn retention_rules_and_their_bad_values() {
         &["[defaults]", "key `keep_within`", "line 2"],
     );
 }
+
+#[test]
+fn one_file_system_and_vault_group() {
+    let f = Fixture::new();
+    let base = "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\n";
+    let cfg = f.parse(base).expect("defaults");
+    assert!(cfg.jobs[0].settings.one_file_system, "true by default");
+    assert_eq!(cfg.jobs[0].settings.vault_group, None, "private by default");
+    let cfg = f
+        .parse(&format!(
+            "{base}one_file_system = false\nvault_group = \"users\"\n"
+        ))
+        .expect("set");
+    assert!(!cfg.jobs[0].settings.one_file_system);
+    assert_eq!(cfg.jobs[0].settings.vault_group.as_deref(), Some("users"));
+    f.fails(
+        &format!("{base}vault_group = \"a b\"\n"),
+        &["key `vault_group`", "line 4", "not a group name"],
+    );
+    f.fails(
+        &format!("{base}one_file_system = \"yes\"\n"),
+        &["key `one_file_system`", "line 4"],
+    );
+    // Two jobs of one vault share its root: one group.
+    f.fails(
+        "[defaults]\nvault = \"/v\"\nvault_group = \"users\"\n[jobs.docs]\nsource = \"{root}/src\"\n\
+         [jobs.code]\nsource = \"{root}/src2\"\nvault_group = \"staff\"\n",
+        &["job `docs`", "key `vault_group`", "`code`", "one group only"],
+    );
+}
