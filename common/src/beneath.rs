@@ -313,6 +313,12 @@ impl Here {
         Here { fd, listing, path }
     }
 
+    /// The device (`st_dev`) of the directory, from its descriptor (`fstat`): needs no
+    /// search permission on it, as a path through it would.
+    pub fn dev(&self) -> io::Result<u64> {
+        Ok(nix::sys::stat::fstat(self.fd.as_fd())?.st_dev)
+    }
+
     /// The path to list the directory by (`read_dir`): `/proc/self/fd/N`, which opens the
     /// very directory the descriptor holds and, unlike `N/.`, needs only read permission on
     /// it, as listing it by name would.

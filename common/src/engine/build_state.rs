@@ -171,8 +171,7 @@ impl Builder<'_> {
     pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
         let listed = self.src_dir(rel).and_then(|dir| {
             if self.one_file_system && !rel.is_root() {
-                let meta = fs::metadata(&*dir)?;
-                if self.is_left_out(rel, &meta) {
+                if self.is_left_out(rel, dir.dev()?) {
                     return Ok(None);
                 }
             }
@@ -189,12 +188,11 @@ impl Builder<'_> {
         }
     }
 
-    /// Is the source directory `rel` (its `lstat` is `meta`) a mountpoint `one_file_system`
-    /// leaves out: on another device than the source root? Each one is noted once in the
-    /// outcome ([`Outcome::mounts_left_out`]).
-    pub fn is_left_out(&mut self, rel: &RelPath, meta: &Metadata) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        if !self.one_file_system || !meta.is_dir() || meta.dev() == self.src_dev {
+    /// Is the source directory `rel` (on device `dev`) a mountpoint `one_file_system` leaves
+    /// out: on another device than the source root? Each one is noted once in the outcome
+    /// ([`Outcome::mounts_left_out`]).
+    pub fn is_left_out(&mut self, rel: &RelPath, dev: u64) -> bool {
+        if !self.one_file_system || dev == self.src_dev {
             return false;
         }
         if !self.out.mounts_left_out.contains(rel) {
