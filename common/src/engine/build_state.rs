@@ -170,10 +170,8 @@ impl Builder<'_> {
     /// mountpoint left out ([`Builder::is_left_out`]) is not listed.
     pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
         let listed = self.src_dir(rel).and_then(|dir| {
-            if self.one_file_system && !rel.is_root() {
-                if self.is_left_out(rel, dir.dev()?) {
-                    return Ok(None);
-                }
+            if self.one_file_system && !rel.is_root() && self.is_left_out(rel, dir.dev()?) {
+                return Ok(None);
             }
             listing::list_source(dir.listing(), rel, &self.excludes, detail).map(Some)
         });
