@@ -63,3 +63,15 @@ pub fn version_keeps_groups(source: &Path, version: &Path) -> Vec<String> {
     }
     out
 }
+
+/// Every name below `root` of the inode at `root/rel` (`rel` itself included) when it is a
+/// regular file with more than one link; just `rel` otherwise.
+pub fn names_sharing(root: &Path, rel: &Path) -> Vec<PathBuf> {
+    match fs::symlink_metadata(root.join(rel)) {
+        Ok(m) if m.is_file() && m.nlink() > 1 => groups(root)
+            .into_iter()
+            .find(|g| g.iter().any(|p| p == rel))
+            .unwrap_or_else(|| vec![rel.to_path_buf()]),
+        _ => vec![rel.to_path_buf()],
+    }
+}

@@ -145,8 +145,8 @@ fn history(mode: Mode, edits: &[Edit]) {
 }
 
 fn both_ways(edits: &[Edit]) {
-    history(Mode::Rescan, edits);
     history(Mode::Events, edits);
+    history(Mode::Rescan, edits);
 }
 
 #[test]
@@ -205,7 +205,49 @@ fn a_new_name_joins_its_inode_and_leaves_it() {
                 modify("a/doc"),
             ]
         }),
+        (
+            "append through b/hl, then rm b/hl (the batch names only the gone name)",
+            |s| {
+                append(&s.join("b/hl"), b"written, then this name went\n");
+                fs::remove_file(s.join("b/hl")).expect("rm");
+                vec![modify("b/hl"), event("delete", "file", &rel("b/hl"), None)]
+            },
+        ),
     ]);
+}
+
+/// A job from before `hardlinks.tsv` (the file removed): an edit through one name still
+/// reaches every name (the build walks the source once for them), and a rescan that finds
+/// nothing changed records the names for the builds after it.
+#[test]
+fn without_the_record_of_names_the_source_is_walked_for_them() {
+    let f = Fixture::new();
+    seed(&f.src);
+    let record = f.job_dir().join("hardlinks.tsv");
+    let v1 = f.first();
+    let cap1 = f._tmp.path().join("cap1");
+    sh(&format!("cp -a '{}' '{}'", f.src.display(), cap1.display()));
+    fs::remove_file(&record).expect("the first version's record");
+    write_in_place(&f.src.join("b/hl"), b"through b/hl, no record\n");
+    let cap2 = f._tmp.path().join("cap2");
+    sh(&format!("cp -a '{}' '{}'", f.src.display(), cap2.display()));
+    let v2 = snap_changes(&f, &[modify("b/hl")], &[])
+        .stdout()
+        .trim()
+        .to_owned();
+    assert_version_is(&f, &v1, &cap1, "no record: V1");
+    assert_version_is(&f, &v2, &cap2, "no record: an edit through b/hl");
+    fs::remove_file(&record).expect("the second version's record");
+    assert_eq!(f.rescan(), "", "nothing changed");
+    let text = fs::read_to_string(&record).expect("a rescan that found nothing records the names");
+    for name in ["a/doc", "b/hl", "p/one", "q/r/s/two", "t/three"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&v2) && l.ends_with(&format!("\t{name}"))),
+            "{name} in {text}"
+        );
+    }
+    f.check_clean();
 }
 
 #[test]
@@ -319,7 +361,8 @@ fn the_supervisor_versions_an_edit_through_one_name_under_every_name() {
             .unwrap_or_default()
             .contains("\twatching")
     });
-    let edits: [(&str, fn(&Path)); 2] = [
+    type Step = (&'static str, fn(&Path));
+    let edits: [Step; 2] = [
         ("echo new > a/doc", |s| {
             write_in_place(&s.join("a/doc"), b"new text through a/doc\n")
         }),

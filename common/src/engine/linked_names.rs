@@ -1,0 +1,278 @@
+//! Every name of a changed hard-linked file (docs/format.md#invariants I5, the hard-link rule
+//! of docs/design.md#hard-links): a change through one name of a source file with more than
+//! one link is a change of every name of its inode, and the version holds them linked
+//! together as the source does. inotify reports an edit only to the watch of the name that
+//! was used, so an event names one of them, and a new name (`ln`) reports nothing on the
+//! others; the build finds the rest.
+//!
+//! Owns the step after the build walk ([`Builder::link_every_name`]): for each multiply
+//! linked inode the build copied, its names in the source are found (from this build's
+//! passes over the source and the old version's record in `hardlinks.tsv`, each checked
+//! against the source's lstat; when those cannot account for the inode's link count, one
+//! walk of the source finds every name, [`Builder::find_every_name`]) and each name the new
+//! version holds otherwise (a vault link to the old data, a copy of its own, or nothing)
+//! becomes a hard link of the build's copy, its folders made real as needed.
+//!
+//! Invariants: a name is linked only when its lstat in the source now is the copied inode
+//! and it is not excluded; whatever it replaces is uncounted exactly as it was counted
+//! (`forget_old` for a vault link, the size of a copy), so index.tsv agrees with a recount; a
+//! directory whose entries change here gets its mode and times put back (I5); everything
+//! written is a real entry of the new version, made durable with it before the rename (I9).
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::engine::build_state::Builder;
+use crate::engine::copy;
+use crate::engine::listing::{self, Detail, Lstat};
+use crate::engine::marks::MarkTree;
+use crate::error::{IoContext, Result};
+use crate::format::events::Mark;
+use crate::format::hardlinks_tsv::Inode;
+use crate::format::relpath::RelPath;
+use crate::vault::tree::{self, Entry};
+
+/// One multiply linked inode the build copied, and its names in the source.
+struct Found {
+    inode: Inode,
+    /// The path of the build's first copy of it.
+    first: RelPath,
+    names: Vec<RelPath>,
+    /// Its link count now.
+    links: u64,
+}
+
+/// What a name holds in the new version before it is linked.
+enum Held {
+    /// Nothing (keep_complete = false: unchanged since the job started; or new since the
+    /// walk listed its folder).
+    Nothing,
+    /// A regular file of its own (copied or materialised) of this size.
+    Copy(u64),
+    /// A vault link to the regular file of this holder.
+    Link(String),
+}
+
+impl Builder<'_> {
+    /// Marks, in an event batch's `marks`, every other name the old version's record gives
+    /// an inode one of whose names is marked (or, for a deleted or replaced entry, is below
+    /// it: the inode may have been written through it before it went) `Attrib`: a hint, so
+    /// the build compares each with the one comparator and copies what differs. Names
+    /// marked already keep their marks.
+    pub fn mark_other_names(&mut self, marks: &mut MarkTree) {
+        let mut more = BTreeSet::new();
+        for (rel, mark) in marks.marked_paths() {
+            more.extend(self.link_groups.recorded_others(&rel, mark != Mark::Attrib));
+        }
+        for other in more {
+            let rel = RelPath::from_internal(Path::new(OsStr::from_bytes(&other)));
+            if marks.mark_of(&rel).is_none() {
+                marks.insert(&rel, Mark::Attrib);
+            }
+        }
+    }
+
+    /// Makes every source name of each multiply linked inode this build copied a hard link
+    /// of that copy in the new version.
+    pub fn link_every_name(&mut self) -> Result<()> {
+        let copied = self.link_groups.copied_inodes();
+        if copied.is_empty() {
+            return Ok(());
+        }
+        let mut found: Vec<Found> = copied
+            .iter()
+            .map(|(inode, first)| self.names_of(*inode, first))
+            .collect();
+        let unaccounted = found.iter().any(|f| {
+            (f.names.len() as u64) < f.links
+                && self.link_groups.recorded_links(&f.names) != Some(f.links)
+        });
+        if unaccounted && !self.link_groups.is_full() {
+            // Names the record does not know of (a new link to a file that had one name, a
+            // job from before the record): one walk of the source finds them all.
+            self.find_every_name();
+            found = copied
+                .iter()
+                .map(|(inode, first)| self.names_of(*inode, first))
+                .collect();
+        }
+        for f in found {
+            if f.names.is_empty() {
+                continue;
+            }
+            for name in &f.names {
+                if *name != f.first {
+                    self.link_name(name, &f.first)?;
+                }
+            }
+            self.link_groups.set_names(f.inode, f.links, &f.names);
+        }
+        Ok(())
+    }
+
+    /// The names of `inode` in the source now: the candidates the record and this build's
+    /// passes give, each checked by its lstat; and the inode's link count.
+    fn names_of(&self, inode: Inode, first: &RelPath) -> Found {
+        let mut names = Vec::new();
+        let mut links = 0;
+        for p in self.link_groups.candidates(inode) {
+            let rel = RelPath::from_internal(Path::new(OsStr::from_bytes(&p)));
+            if self.excluded(&rel) {
+                continue;
+            }
+            if let Ok(m) = fs::symlink_metadata(self.src(&rel))
+                && m.is_file()
+                && (m.dev(), m.ino()) == inode
+            {
+                links = links.max(m.nlink());
+                names.push(rel);
+            }
+        }
+        Found {
+            inode,
+            first: first.clone(),
+            names,
+            links,
+        }
+    }
+
+    /// Is `rel` or a folder above it excluded?
+    fn excluded(&self, rel: &RelPath) -> bool {
+        if self.excludes.is_empty() {
+            return false;
+        }
+        let names: Vec<&OsStr> = rel.names().collect();
+        let mut at = RelPath::root();
+        for (i, name) in names.iter().enumerate() {
+            at = at.join(name);
+            if self.excludes.is_excluded(at.as_path(), i + 1 < names.len()) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Walks the whole source (read-only, quiet: a folder it cannot list is left out, as a
+    /// rescan leaves it) and notes every multiply linked file.
+    pub fn find_every_name(&mut self) {
+        let mut pending = vec![RelPath::root()];
+        while let Some(at) = pending.pop() {
+            let dir = self.src(&at);
+            let Ok(entries) = listing::list_source(&dir, &at, &self.excludes, Detail::Stat) else {
+                continue;
+            };
+            for (name, lstat) in entries {
+                let Lstat::Read(m) = lstat else { continue };
+                let rel = at.join(&name);
+                if m.is_dir() {
+                    pending.push(rel);
+                } else {
+                    self.link_groups.saw(&rel, &m);
+                }
+            }
+        }
+        self.link_groups.mark_full();
+    }
+
+    /// Makes `rel` in the new version a hard link of the build's copy at `first`.
+    fn link_name(&mut self, rel: &RelPath, first: &RelPath) -> Result<()> {
+        if self.skipped_paths.contains(rel) || !self.real_folders_above(rel)? {
+            return Ok(());
+        }
+        let (np, fp) = (self.new_path(rel), self.new_path(first));
+        let fm = fs::symlink_metadata(&fp).ctx("cannot inspect", &fp)?;
+        let held = match fs::symlink_metadata(&np) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Held::Nothing,
+            Err(e) => return Err(e).ctx("cannot inspect", &np),
+            Ok(m) if m.is_file() && (m.dev(), m.ino()) == (fm.dev(), fm.ino()) => return Ok(()),
+            Ok(m) if m.is_file() => Held::Copy(m.len()),
+            Ok(m) => match tree::classify(
+                &np,
+                rel.as_path(),
+                &self.new_name,
+                m.file_type(),
+                &self.lookalikes,
+            )? {
+                Entry::VaultLink { holder }
+                    if fs::symlink_metadata(self.vault_path(&holder, rel))
+                        .is_ok_and(|h| h.is_file()) =>
+                {
+                    Held::Link(holder)
+                }
+                // A folder, a source link, a special file: not this inode's name here.
+                _ => return Ok(()),
+            },
+        };
+        let parent = np.parent().unwrap_or(&self.new_root).to_path_buf();
+        let pm = fs::symlink_metadata(&parent).ctx("cannot inspect", &parent)?;
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
+            .ctx("cannot open for writing", &parent)?;
+        match &held {
+            Held::Nothing => {}
+            Held::Copy(_) => fs::remove_file(&np).ctx("cannot remove", &np)?,
+            Held::Link(holder) => {
+                self.forget_old(rel, holder)?;
+                fs::remove_file(&np).ctx("cannot remove vault link", &np)?;
+            }
+        }
+        fs::hard_link(&fp, &np).ctx("cannot create hard link", &np)?;
+        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)?;
+        match held {
+            Held::Copy(len) => self.delta_logical += fm.len() as i64 - len as i64,
+            Held::Nothing | Held::Link(_) => {
+                self.delta_files += 1;
+                self.delta_logical += fm.len() as i64;
+            }
+        }
+        let record = self
+            .checksums
+            .as_ref()
+            .and_then(|c| c.records.get(first.as_path()).copied());
+        self.record(rel, record);
+        self.out.changed += 1;
+        self.out.changed_paths.push(rel.clone());
+        crate::fault::step();
+        Ok(())
+    }
+
+    /// Makes every folder above `rel` a real directory of the new version: a vault link to a
+    /// folder becomes a real one with its children kept; with keep_complete = false, a
+    /// folder unchanged since the job started (absent) is made with the source's
+    /// attributes. False when one is none of these (the source changed meanwhile).
+    fn real_folders_above(&mut self, rel: &RelPath) -> Result<bool> {
+        let names: Vec<&OsStr> = rel.names().collect();
+        let mut at = RelPath::root();
+        for name in names.iter().take(names.len().saturating_sub(1)) {
+            at = at.join(name);
+            let np = self.new_path(&at);
+            match fs::symlink_metadata(&np) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => match self.linked_dir_at(&at)? {
+                    Some(holder) => self.unlink_dir(&at, &holder)?,
+                    None => return Ok(false),
+                },
+                Ok(_) => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.baseline.is_some() => {
+                    let sm = match fs::symlink_metadata(self.src(&at)) {
+                        Ok(sm) if sm.is_dir() => sm,
+                        _ => return Ok(false),
+                    };
+                    let parent = np.parent().unwrap_or(&self.new_root).to_path_buf();
+                    let pm = fs::symlink_metadata(&parent).ctx("cannot inspect", &parent)?;
+                    fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
+                        .ctx("cannot open for writing", &parent)?;
+                    copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                    self.finish_real_dir(&at, &sm)?;
+                    copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e).ctx("cannot inspect", &np),
+            }
+        }
+        Ok(true)
+    }
+}
