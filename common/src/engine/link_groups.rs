@@ -59,10 +59,14 @@ impl LinkGroups {
         Ok(())
     }
 
-    /// A pass over the source read the lstat `meta` of `rel`.
+    /// A pass over the source read the lstat `meta` of `rel` (the latest read wins: a name
+    /// that has one link now is no longer a name of the inode it was seen with).
     pub fn saw(&mut self, rel: &RelPath, meta: &Metadata) {
-        if let Some(inode) = multiply_linked(meta) {
-            self.seen.insert(inode, meta.nlink(), rel.as_bytes());
+        match multiply_linked(meta) {
+            Some(inode) => self.seen.insert(inode, meta.nlink(), rel.as_bytes()),
+            None => {
+                self.seen.remove(rel.as_bytes());
+            }
         }
     }
 
