@@ -20,7 +20,9 @@
 //! undescribed, never described wrongly.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -47,6 +49,8 @@ pub(crate) struct LinkGroups {
     full: bool,
     /// The multiply linked inodes this build copied: the first copy's path.
     copied: BTreeMap<Inode, RelPath>,
+    /// The old version's inodes an event batch named a name of.
+    touched: BTreeSet<Inode>,
 }
 
 impl LinkGroups {
@@ -148,7 +152,7 @@ impl LinkGroups {
     /// The names the old version's record gives the inodes of `rel` (with `below`, of every
     /// recorded name at or below it), other than those: where an event on `rel` may have
     /// changed data that other names show.
-    pub fn recorded_others(&self, rel: &RelPath, below: bool) -> Vec<Vec<u8>> {
+    pub fn recorded_others(&mut self, rel: &RelPath, below: bool) -> Vec<Vec<u8>> {
         let Some((_, base)) = &self.base else {
             return Vec::new();
         };
@@ -159,6 +163,7 @@ impl LinkGroups {
             base.inode_of(at).map(|_| at.to_vec()).into_iter().collect()
         };
         let inodes: BTreeSet<Inode> = named.iter().filter_map(|p| base.inode_of(p)).collect();
+        self.touched.extend(inodes.iter().copied());
         let mut prefix = at.to_vec();
         prefix.push(b'/');
         let inside = |p: &[u8]| p == at || (below && (at.is_empty() || p.starts_with(&prefix)));
@@ -169,6 +174,29 @@ impl LinkGroups {
             .filter(|p| !inside(p))
             .cloned()
             .collect()
+    }
+
+    /// The names of each old inode whose names this build must check are still one inode:
+    /// after a pass over the whole source, every recorded inode; otherwise those an event
+    /// batch named a name of.
+    pub fn groups_to_check(&self) -> Vec<Vec<RelPath>> {
+        let Some((_, base)) = &self.base else {
+            return Vec::new();
+        };
+        let paths = |i: &Inode| -> Option<Vec<RelPath>> {
+            let g = base.group(*i)?;
+            Some(
+                g.paths
+                    .iter()
+                    .map(|p| RelPath::from_internal(Path::new(OsStr::from_bytes(p))))
+                    .collect(),
+            )
+        };
+        if self.full {
+            base.inodes().filter_map(paths).collect()
+        } else {
+            self.touched.iter().filter_map(paths).collect()
+        }
     }
 
     /// The link count the old version's record gives the inode one of `names` was then.

@@ -72,7 +72,6 @@ impl Builder<'_> {
     /// whether anything differs from the old version.
     pub fn build_tree(&mut self, mut marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
         self.climbing.load(&self.job, old_dir, &self.lookalikes)?;
-        self.link_groups.load(&self.job, old_dir)?;
         if !diffed {
             // An event names one name of a hard-linked file: the others are marked too (I5).
             self.mark_other_names(&mut marks);
@@ -104,7 +103,9 @@ impl Builder<'_> {
                 None => root_differs = differs,
             }
         }
-        // Every name of a hard-linked file copied gets that copy (I5).
+        // Names no longer one inode in the source are not one in the version, and every name
+        // of a hard-linked file copied gets that copy (I5).
+        root_differs |= self.copy_split_names()?;
         self.link_every_name()?;
         // No directory a relative source link leaves by `..` stays a vault link (I8).
         self.keep_links_inside()?;

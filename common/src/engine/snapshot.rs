@@ -88,6 +88,7 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
     let Some(last) = last else {
         return publish::finish(b, new, None, opts.dry_run);
     };
+    b.link_groups.load(&ctx.dir.path, &last.dir)?;
     let from = match trigger {
         Trigger::Rescan => {
             // One read-only pass finds every difference; the build then touches only those.
@@ -95,6 +96,7 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
             let tally = b.diff_dir(&RelPath::root(), Some(&last.dir), &mut marks)?;
             // The diff read every source entry: every name of every multiply linked file.
             b.link_groups.mark_full();
+            b.mark_split_names(&last.dir, &mut marks);
             if marks.children.is_empty() && !b.root_differs(&last.dir)? {
                 // Nothing differs: no version, and nothing built only to be thrown away.
                 if !opts.dry_run {

@@ -100,6 +100,11 @@ impl Names {
         self.groups.get(&inode)
     }
 
+    /// Every recorded inode.
+    pub fn inodes(&self) -> impl Iterator<Item = &Inode> {
+        self.groups.keys()
+    }
+
     /// Every group whose inode number is `ino`, whatever its device number (which need not
     /// survive a reboot).
     pub fn with_ino(&self, ino: u64) -> impl Iterator<Item = (&Inode, &Group)> {

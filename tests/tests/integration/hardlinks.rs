@@ -216,6 +216,42 @@ fn a_new_name_joins_its_inode_and_leaves_it() {
     ]);
 }
 
+/// A name replaced by a file with the same size, times, mode and owner (`cp -p` and a
+/// rename, `tar x` over it) compares equal, but is no longer one inode with the others: the
+/// version must not keep them as one.
+#[test]
+fn a_name_replaced_by_an_equal_copy_leaves_its_inode() {
+    both_ways(&[
+        (
+            "cp -p q/r/s/two q/r/s/two.new, then mv it over q/r/s/two",
+            |s| {
+                sh(&format!(
+                    "cp -p '{0}/q/r/s/two' '{0}/q/r/s/two.new' && mv '{0}/q/r/s/two.new' '{0}/q/r/s/two'",
+                    s.display()
+                ));
+                vec![
+                    event("create", "file", &rel("q/r/s/two.new"), None),
+                    modify("q/r/s/two.new"),
+                    event("attrib", "file", &rel("q/r/s/two.new"), None),
+                    event(
+                        "move",
+                        "file",
+                        &rel("q/r/s/two.new"),
+                        Some(&rel("q/r/s/two")),
+                    ),
+                ]
+            },
+        ),
+        (
+            "echo through p/one: t/three follows, q/r/s/two does not",
+            |s| {
+                write_in_place(&s.join("p/one"), b"p/one and t/three only\n");
+                vec![modify("p/one")]
+            },
+        ),
+    ]);
+}
+
 /// A job from before `hardlinks.tsv` (the file removed): an edit through one name still
 /// reaches every name (the build walks the source once for them), and a rescan that finds
 /// nothing changed records the names for the builds after it.
