@@ -14,7 +14,8 @@
 //! Linking every name of a copied inode is [`crate::engine::linked_names`]'s.
 //!
 //! Invariants: a recorded group lists every source name of its inode that was not excluded
-//! and could be listed when it was recorded; the registry keeps the old version described
+//! and could be listed when it was recorded; a registry that cannot be read describes no
+//! version (a warning; the next save replaces it), never stops a build; the registry keeps the old version described
 //! until the new one is published ([`LinkGroups::save`]); a version whose record cannot be
 //! known (its predecessor undescribed, and no pass over the whole source) is left
 //! undescribed, never described wrongly.
@@ -33,6 +34,18 @@ use crate::format::relpath::RelPath;
 /// The inode of a regular file's lstat with more than one link.
 pub(crate) fn multiply_linked(meta: &Metadata) -> Option<Inode> {
     (meta.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()))
+}
+
+/// The registry of job folder `job`. One that cannot be read describes nothing, with a
+/// warning: it only spares the build walks of the source, so it is no reason to stop
+/// taking versions, and the next save replaces it.
+fn registry(job: &Path) -> Registry {
+    Registry::load(job).unwrap_or_else(|e| {
+        crate::error::warn(&format!(
+            "{e}: the record of hard-linked files is ignored and written anew"
+        ));
+        Registry::default()
+    })
 }
 
 /// The multiply linked files of the version being built (and of the one it is built from).
@@ -57,7 +70,7 @@ impl LinkGroups {
     /// Starts from the old version `old_dir` of job folder `job`: its record, when the
     /// registry describes it.
     pub fn load(&mut self, job: &Path, old_dir: &str) -> Result<()> {
-        let described = Registry::load(job)?.of(old_dir).cloned();
+        let described = registry(job).of(old_dir).cloned();
         self.now = described.clone();
         self.base = described.map(|names| (old_dir.to_owned(), names));
         Ok(())
@@ -225,7 +238,7 @@ impl LinkGroups {
         if !self.full {
             return Ok(());
         }
-        let mut reg = Registry::load(job)?;
+        let mut reg = registry(job);
         if reg.of(dir).is_some() {
             return Ok(());
         }
@@ -239,7 +252,7 @@ impl LinkGroups {
     /// leaves the old one described) and every other version's dropped; atomic and durable.
     /// A new version whose record is not known is left out.
     pub fn save(&self, job: &Path, new_name: &str) -> Result<()> {
-        let mut reg = Registry::load(job)?;
+        let mut reg = registry(job);
         let mut keep: BTreeSet<&str> = BTreeSet::new();
         if let Some((old, names)) = &self.base {
             reg.set(old, names.clone());

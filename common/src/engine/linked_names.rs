@@ -1,17 +1,20 @@
-//! Every name of a changed hard-linked file (docs/format.md#invariants I5, the hard-link rule
-//! of docs/design.md#hard-links): a change through one name of a source file with more than
+//! Every name of a changed hard-linked file (docs/format.md#hard-links, the rule of
+//! docs/design.md#hard-links): a change through one name of a source file with more than
 //! one link is a change of every name of its inode, and the version holds them linked
-//! together as the source does. inotify reports an edit only to the watch of the name that
-//! was used, so an event names one of them, and a new name (`ln`) reports nothing on the
-//! others; the build finds the rest.
+//! together as the source does. inotify reports an edit only to the watch of the folder of
+//! the name that was used, so an event names one of them, and a new name (`ln`) reports
+//! nothing on the others; the build finds the rest.
 //!
-//! Owns the step after the build walk ([`Builder::link_every_name`]): for each multiply
-//! linked inode the build copied, its names in the source are found (from this build's
-//! passes over the source and the old version's record in `hardlinks.tsv`, each checked
-//! against the source's lstat; when those cannot account for the inode's link count, one
-//! walk of the source finds every name, [`Builder::find_every_name`]) and each name the new
-//! version holds otherwise (a vault link to the old data, a copy of its own, or nothing)
-//! becomes a hard link of the build's copy, its folders made real as needed.
+//! Owns two steps of a build: before the walk of an event batch,
+//! [`Builder::mark_other_names`] marks the other names the old version's record
+//! (`hardlinks.tsv`) gives the inode of a marked name; after the walk,
+//! [`Builder::link_every_name`] finds, for each multiply linked inode the build copied, its
+//! names in the source (this build's passes over the source and the old record, each checked
+//! against the source's lstat; when those cannot account for the inode's link count, one walk
+//! of the source, [`Builder::find_every_name`]) and makes each name the new version holds
+//! otherwise (a vault link to the old data, a copy of its own, or nothing) a hard link of
+//! the build's copy, its folders made real as needed ([`Builder::real_folders_above`]).
+//! Names the source no longer has as one inode are [`crate::engine::split_names`]'s.
 //!
 //! Invariants: a name is linked only when its lstat in the source now is the copied inode
 //! and it is not excluded; whatever it replaces is uncounted exactly as it was counted
@@ -19,7 +22,7 @@
 //! directory whose entries change here gets its mode and times put back (I5); everything
 //! written is a real entry of the new version, made durable with it before the rename (I9).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -28,7 +31,6 @@ use std::path::Path;
 
 use crate::engine::build_state::Builder;
 use crate::engine::copy;
-use crate::engine::ingest::Copied;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
@@ -115,131 +117,6 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Names the old version held as one inode that the source no longer has as one: a
-    /// name replaced by a file with the same size, mtime, mode and owner (`tar x` over it
-    /// unlinks and recreates it; `cp -p` then a rename) compares equal, so the build keeps
-    /// it, and through the old version's links it would still share its data's inode with
-    /// the other names. These are the names of the old record's groups (every group after a
-    /// pass over the whole source, else those an event batch named) that are regular files
-    /// of different inodes in the source while the version `name` at `root` (the old one,
-    /// or the new one) gives their data one inode, read through its links.
-    fn split_names(&self, root: &Path, name: &str) -> Vec<RelPath> {
-        let mut out = Vec::new();
-        for group in self.link_groups.groups_to_check() {
-            let mut now: Vec<(RelPath, Inode)> = Vec::new();
-            for rel in group {
-                if self.excluded(&rel) || self.skipped_paths.contains(&rel) {
-                    continue;
-                }
-                if let Ok(m) = fs::symlink_metadata(self.src(&rel))
-                    && m.is_file()
-                {
-                    now.push((rel, (m.dev(), m.ino())));
-                }
-            }
-            let inodes: BTreeSet<Inode> = now.iter().map(|(_, i)| *i).collect();
-            if inodes.len() < 2 {
-                continue;
-            }
-            // The inode each name's data is in `root` → the names and their source inodes.
-            let mut held: BTreeMap<Inode, Vec<(RelPath, Inode)>> = BTreeMap::new();
-            for (rel, inode) in now {
-                if let Some(data) = self.data_inode(root, name, &rel) {
-                    held.entry(data).or_default().push((rel, inode));
-                }
-            }
-            for names in held.into_values() {
-                let sources: BTreeSet<Inode> = names.iter().map(|(_, i)| *i).collect();
-                if sources.len() > 1 {
-                    out.extend(names.into_iter().map(|(rel, _)| rel));
-                }
-            }
-        }
-        out
-    }
-
-    /// The inode of the regular file that `rel` of the version `name` at `root` reads as,
-    /// through its vault links (resolved by their holder, as a version being built under
-    /// `.partial/` needs: their texts resolve from the job folder only).
-    fn data_inode(&self, root: &Path, name: &str, rel: &RelPath) -> Option<Inode> {
-        let mut at = root.to_path_buf();
-        let mut sofar = RelPath::root();
-        for part in rel.names() {
-            at.push(part);
-            sofar = sofar.join(part);
-            let m = fs::symlink_metadata(&at).ok()?;
-            if !m.file_type().is_symlink() {
-                continue;
-            }
-            let entry = tree::classify(&at, sofar.as_path(), name, m.file_type(), &self.lookalikes);
-            let Ok(Entry::VaultLink { holder }) = entry else {
-                return None; // a source link: not a regular file here
-            };
-            // The holder has every component real (I2).
-            let held = fs::symlink_metadata(self.vault_path(&holder, rel)).ok()?;
-            return held.is_file().then(|| (held.dev(), held.ino()));
-        }
-        let m = fs::symlink_metadata(&at).ok()?;
-        m.is_file().then(|| (m.dev(), m.ino()))
-    }
-
-    /// Marks `attrib` (so the build looks at them) the names the old version `old_dir`
-    /// holds as one inode that the source no longer has as one ([`Builder::split_names`]).
-    pub fn mark_split_names(&mut self, old_dir: &str, marks: &mut MarkTree) {
-        for rel in self.split_names(&self.job.join(old_dir), old_dir) {
-            if marks.mark_of(&rel).is_none() {
-                marks.insert(&rel, Mark::Attrib);
-            }
-        }
-    }
-
-    /// Copies afresh each name the new version holds as one inode with names of other
-    /// source inodes ([`Builder::split_names`]); the names still one source inode are
-    /// linked again by the copy rule. Returns whether it copied any.
-    pub fn copy_split_names(&mut self) -> Result<bool> {
-        let mut copied = false;
-        let (root, name) = (self.new_root.clone(), self.new_name.clone());
-        for rel in self.split_names(&root, &name) {
-            copied |= self.copy_afresh(&rel)?;
-        }
-        Ok(copied)
-    }
-
-    /// Copies `rel` from the source in place of the vault link the new version holds
-    /// there (nothing when it holds anything else); unreadable now, the link is put back.
-    /// Returns whether it copied.
-    fn copy_afresh(&mut self, rel: &RelPath) -> Result<bool> {
-        if !self.real_folders_above(rel)? {
-            return Ok(false);
-        }
-        let np = self.new_path(rel);
-        let m = fs::symlink_metadata(&np).ctx("cannot inspect", &np)?;
-        let Entry::VaultLink { holder } = tree::classify(
-            &np,
-            rel.as_path(),
-            &self.new_name,
-            m.file_type(),
-            &self.lookalikes,
-        )?
-        else {
-            return Ok(false);
-        };
-        let parent = np.parent().unwrap_or(&self.new_root).to_path_buf();
-        let pm = fs::symlink_metadata(&parent).ctx("cannot inspect", &parent)?;
-        fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
-            .ctx("cannot open for writing", &parent)?;
-        self.forget_old(rel, &holder)?;
-        fs::remove_file(&np).ctx("cannot remove vault link", &np)?;
-        let copied = self.copy_new(rel)?;
-        if copied == Copied::Skipped {
-            self.unforget_old(rel, &holder)?;
-            let text = tree::link_text(rel.as_path(), &holder);
-            std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)?;
-        }
-        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)?;
-        Ok(copied != Copied::Skipped)
-    }
-
     /// The names of `inode` in the source now: the candidates the record and this build's
     /// passes give, each checked by its lstat; and the inode's link count.
     fn names_of(&self, inode: Inode, first: &RelPath) -> Found {
@@ -267,7 +144,7 @@ impl Builder<'_> {
     }
 
     /// Is `rel` or a folder above it excluded?
-    fn excluded(&self, rel: &RelPath) -> bool {
+    pub fn excluded(&self, rel: &RelPath) -> bool {
         if self.excludes.is_empty() {
             return false;
         }
@@ -369,7 +246,7 @@ impl Builder<'_> {
     /// folder becomes a real one with its children kept; with keep_complete = false, a
     /// folder unchanged since the job started (absent) is made with the source's
     /// attributes. False when one is none of these (the source changed meanwhile).
-    fn real_folders_above(&mut self, rel: &RelPath) -> Result<bool> {
+    pub fn real_folders_above(&mut self, rel: &RelPath) -> Result<bool> {
         let names: Vec<&OsStr> = rel.names().collect();
         let mut at = RelPath::root();
         for name in names.iter().take(names.len().saturating_sub(1)) {
