@@ -419,3 +419,102 @@ fn the_supervisor_versions_an_edit_through_one_name_under_every_name() {
     }
     f.check_clean();
 }
+
+/// A `hardlinks.tsv` that cannot be read stops nothing: a warning names it, the version is
+/// made exactly (the names are found by walking the source) and the record is written anew.
+#[test]
+fn a_damaged_record_of_names_is_rewritten_with_a_warning() {
+    let f = Fixture::new();
+    seed(&f.src);
+    f.first();
+    let record = f.job_dir().join("hardlinks.tsv");
+    fs::write(
+        &record,
+        "dir\tdev\tino\tlinks\tpath\nV1\tnot a number\t1\t2\ta/doc\n",
+    )
+    .expect("damage");
+    write_in_place(&f.src.join("a/doc"), b"after the damage\n");
+    let cap = f._tmp.path().join("cap");
+    sh(&format!("cp -a '{}' '{}'", f.src.display(), cap.display()));
+    let o = snap_changes(&f, &[modify("a/doc")], &[]).assert_success();
+    let v = stdout(&o).trim().to_owned();
+    let err = reverb_tests::stderr(&o);
+    assert!(
+        err.contains("hardlinks.tsv line 2") && err.contains("written anew"),
+        "{err}"
+    );
+    assert_version_is(&f, &v, &cap, "a damaged record");
+    let text = fs::read_to_string(&record).expect("record");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&v) && l.ends_with("\tb/hl")),
+        "{text}"
+    );
+    f.check_clean();
+}
+
+/// `keep_complete = false`: a version holds what changed since the job started, and an edit
+/// through one name changed every name: all are in the version, as one inode, their
+/// folders made though nothing else in them changed.
+#[test]
+fn without_complete_versions_every_name_of_an_edited_file_is_kept() {
+    let f = Fixture::new();
+    seed(&f.src);
+    let cfg = f._tmp.path().join("config.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[jobs.job]\nsource = \"{}\"\nvault = \"{}\"\nkeep_complete = false\n",
+            f.src.display(),
+            f.vault.display()
+        ),
+    )
+    .expect("config");
+    let snap = || {
+        let mut c = reverb_tests::cmd("reverb-snap");
+        c.arg("--config")
+            .arg(&cfg)
+            .args(["--job", "job"])
+            .show_dir(f.job_dir());
+        c
+    };
+    snap().arg("--init").assert_success();
+    write_in_place(&f.src.join("p/one"), b"three names, one edit\n");
+    let mut c = snap();
+    let mut text = format!("{}\n", reverb_common::events::HEADER);
+    text.push_str(&modify("p/one"));
+    text.push('\n');
+    c.args(["--changes", "-"]).stdin(text.into_bytes());
+    let v = c.stdout().trim().to_owned();
+    let ver = f.job_dir().join(&v);
+    let inode = |p: &str| {
+        let m = fs::metadata(ver.join(p)).unwrap_or_else(|e| panic!("{v}/{p}: {e}"));
+        (std::os::unix::fs::MetadataExt::ino(&m), m.len())
+    };
+    for name in ["q/r/s/two", "t/three"] {
+        assert_eq!(inode(name), inode("p/one"), "{name} in {v}");
+        assert_eq!(
+            fs::read(ver.join(name)).expect("read"),
+            b"three names, one edit\n"
+        );
+    }
+    assert!(
+        fs::symlink_metadata(ver.join("q/r/s/sibling")).is_err(),
+        "an unchanged file stays out of the version"
+    );
+    let opts = CaptureOpts {
+        owners: reverb_tests::is_root(),
+        dir_mtimes: true,
+    };
+    for dir in ["q", "q/r", "q/r/s", "t"] {
+        let (want, got) = (
+            capture(&f.src.join(dir), opts),
+            capture(&ver.join(dir), opts),
+        );
+        assert_eq!(
+            want.get(Path::new(".")).map(|n| (n.mode, n.mtime)),
+            got.get(Path::new(".")).map(|n| (n.mode, n.mtime)),
+            "{dir}'s mode and times"
+        );
+    }
+}
