@@ -17,6 +17,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::beneath::At;
@@ -157,16 +158,17 @@ impl Builder<'_> {
     /// `first`, a name of the same source inode, with that copy's checksum record; returns
     /// the copy's size (the caller counts it).
     fn link_to_copy(&mut self, rel: &RelPath, first: &RelPath, sm: &Metadata) -> Result<u64> {
-        let (np, fp) = (self.new_path(rel), self.new_path(first));
-        fs::hard_link(&fp, &np).ctx("cannot create hard link", &np)?;
+        let np = self.new_path(rel);
+        let (na, fa) = (self.new_at(rel)?, self.new_at(first)?);
+        fs::hard_link(&*fa, &*na).ctx("cannot create hard link", &np)?;
         let record = self
             .checksums
             .as_ref()
             .and_then(|c| c.records.get(first.as_path()).copied());
         self.record(rel, record);
-        self.link_groups.copied(rel, sm);
+        self.link_groups.copied(rel, sm, true);
         self.out.changed += 1;
-        let len = fs::symlink_metadata(&np).ctx("cannot inspect", &np)?.len();
+        let len = fs::symlink_metadata(&*na).ctx("cannot inspect", &np)?.len();
         Ok(len)
     }
 
@@ -248,7 +250,7 @@ impl Builder<'_> {
         if path == copy::DataPath::Reflink {
             self.out.reflinked += 1;
         }
-        self.link_groups.copied(rel, sm);
+        self.link_groups.copied(rel, sm, true);
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
         Ok(())

@@ -117,10 +117,15 @@ impl LinkGroups {
     }
 
     /// The source file `rel` (lstat `meta`) was copied into the new version (or linked to
-    /// an earlier copy of its inode).
-    pub fn copied(&mut self, rel: &RelPath, meta: &Metadata) {
+    /// an earlier copy of its inode); `same_inode` unless what was copied turned out to be
+    /// another inode than `meta`'s (replaced in between): then nothing is known of it.
+    pub fn copied(&mut self, rel: &RelPath, meta: &Metadata, same_inode: bool) {
         if let Some(now) = &mut self.now {
             now.remove(rel.as_bytes());
+        }
+        if !same_inode {
+            self.seen.remove(rel.as_bytes());
+            return;
         }
         self.saw(rel, meta);
         if let Some(inode) = multiply_linked(meta) {

@@ -24,10 +24,12 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::fs;
+use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::beneath::Here;
 
 use crate::engine::build_state::Builder;
 use crate::engine::copy;
@@ -127,7 +129,7 @@ impl Builder<'_> {
             if self.excluded(&rel) {
                 continue;
             }
-            if let Ok(m) = fs::symlink_metadata(self.src(&rel))
+            if let Some(m) = self.source_lstat(&rel)
                 && m.is_file()
                 && (m.dev(), m.ino()) == inode
             {
@@ -164,8 +166,10 @@ impl Builder<'_> {
     pub fn find_every_name(&mut self) {
         let mut pending = vec![RelPath::root()];
         while let Some(at) = pending.pop() {
-            let dir = self.src(&at);
-            let Ok(entries) = listing::list_source(&dir, &at, &self.excludes, Detail::Stat) else {
+            let listed = self.src_dir(&at).and_then(|dir| {
+                listing::list_source(dir.listing(), &at, &self.excludes, Detail::Stat)
+            });
+            let Ok(entries) = listed else {
                 continue;
             };
             for (name, lstat) in entries {
@@ -187,14 +191,15 @@ impl Builder<'_> {
             return Ok(());
         }
         let (np, fp) = (self.new_path(rel), self.new_path(first));
-        let fm = fs::symlink_metadata(&fp).ctx("cannot inspect", &fp)?;
-        let held = match fs::symlink_metadata(&np) {
+        let (na, fa) = (self.new_at(rel)?, self.new_at(first)?);
+        let fm = fs::symlink_metadata(&*fa).ctx("cannot inspect", &fp)?;
+        let held = match fs::symlink_metadata(&*na) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Held::Nothing,
             Err(e) => return Err(e).ctx("cannot inspect", &np),
             Ok(m) if m.is_file() && (m.dev(), m.ino()) == (fm.dev(), fm.ino()) => return Ok(()),
             Ok(m) if m.is_file() => Held::Copy(m.len()),
             Ok(m) => match tree::classify(
-                &np,
+                &na,
                 rel.as_path(),
                 &self.new_name,
                 m.file_type(),
@@ -210,20 +215,17 @@ impl Builder<'_> {
                 _ => return Ok(()),
             },
         };
-        let parent = np.parent().unwrap_or(&self.new_root).to_path_buf();
-        let pm = fs::symlink_metadata(&parent).ctx("cannot inspect", &parent)?;
-        fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
-            .ctx("cannot open for writing", &parent)?;
+        let parent = self.open_parent(rel)?;
         match &held {
             Held::Nothing => {}
-            Held::Copy(_) => fs::remove_file(&np).ctx("cannot remove", &np)?,
+            Held::Copy(_) => fs::remove_file(&*na).ctx("cannot remove", &np)?,
             Held::Link(holder) => {
                 self.forget_old(rel, holder)?;
-                fs::remove_file(&np).ctx("cannot remove vault link", &np)?;
+                fs::remove_file(&*na).ctx("cannot remove vault link", &np)?;
             }
         }
-        fs::hard_link(&fp, &np).ctx("cannot create hard link", &np)?;
-        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)?;
+        fs::hard_link(&*fa, &*na).ctx("cannot create hard link", &np)?;
+        parent.put_back()?;
         match held {
             Held::Copy(len) => self.delta_logical += fm.len() as i64 - len as i64,
             Held::Nothing | Held::Link(_) => {
@@ -242,6 +244,23 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The lstat of source entry `rel`, reached beneath the source's descriptor; `None`
+    /// when it cannot be had (gone, or a folder on the way is not one any more).
+    pub fn source_lstat(&self, rel: &RelPath) -> Option<Metadata> {
+        self.src(rel).and_then(|at| fs::symlink_metadata(&*at)).ok()
+    }
+
+    /// Opens the folder of `rel` in the new version for a change of its entries: its mode and
+    /// times are kept, to be put back ([`OpenParent::put_back`]), and it is made writable.
+    pub fn open_parent(&self, rel: &RelPath) -> Result<OpenParent> {
+        let parent_rel = RelPath::from_internal(rel.as_path().parent().unwrap_or(Path::new("")));
+        let shown = self.new_path(&parent_rel);
+        let dir = self.new_dir(&parent_rel)?;
+        let meta = fs::symlink_metadata(&*dir).ctx("cannot inspect", &shown)?;
+        copy::chmod_nofollow(&dir, 0o700).ctx("cannot open for writing", &shown)?;
+        Ok(OpenParent { dir, meta, shown })
+    }
+
     /// Makes every folder above `rel` a real directory of the new version: a vault link to a
     /// folder becomes a real one with its children kept; with keep_complete = false, a
     /// folder unchanged since the job started (absent) is made with the source's
@@ -252,7 +271,8 @@ impl Builder<'_> {
         for name in names.iter().take(names.len().saturating_sub(1)) {
             at = at.join(name);
             let np = self.new_path(&at);
-            match fs::symlink_metadata(&np) {
+            let na = self.new_at(&at)?;
+            match fs::symlink_metadata(&*na) {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => match self.linked_dir_at(&at)? {
                     Some(holder) => self.unlink_dir(&at, &holder)?,
@@ -260,22 +280,33 @@ impl Builder<'_> {
                 },
                 Ok(_) => return Ok(false),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.baseline.is_some() => {
-                    let sm = match fs::symlink_metadata(self.src(&at)) {
-                        Ok(sm) if sm.is_dir() => sm,
-                        _ => return Ok(false),
+                    let Some(sm) = self.source_lstat(&at).filter(|m| m.is_dir()) else {
+                        return Ok(false);
                     };
-                    let parent = np.parent().unwrap_or(&self.new_root).to_path_buf();
-                    let pm = fs::symlink_metadata(&parent).ctx("cannot inspect", &parent)?;
-                    fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
-                        .ctx("cannot open for writing", &parent)?;
-                    copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                    let parent = self.open_parent(&at)?;
+                    copy::make_dir(&na).ctx("cannot create directory", &np)?;
                     self.finish_real_dir(&at, &sm)?;
-                    copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)?;
+                    parent.put_back()?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(e).ctx("cannot inspect", &np),
             }
         }
         Ok(true)
+    }
+}
+
+/// A folder of the new version opened for a change of its entries, with its attributes as
+/// they were.
+pub(crate) struct OpenParent {
+    dir: Here,
+    meta: Metadata,
+    shown: PathBuf,
+}
+
+impl OpenParent {
+    /// Puts the folder's mode, owner and times back (I5: changing an entry moved them).
+    pub fn put_back(self) -> Result<()> {
+        copy::apply_path_meta(&self.dir, &self.meta).ctx("cannot set attributes of", &self.shown)
     }
 }

@@ -20,11 +20,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::engine::build_state::Builder;
-use crate::engine::copy;
 use crate::engine::ingest::Copied;
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
@@ -50,7 +49,7 @@ impl Builder<'_> {
                 if self.excluded(&rel) || self.skipped_paths.contains(&rel) {
                     continue;
                 }
-                if let Ok(m) = fs::symlink_metadata(self.src(&rel))
+                if let Some(m) = self.source_lstat(&rel)
                     && m.is_file()
                 {
                     now.push((rel, (m.dev(), m.ino())));
@@ -132,9 +131,10 @@ impl Builder<'_> {
             return Ok(false);
         }
         let np = self.new_path(rel);
-        let m = fs::symlink_metadata(&np).ctx("cannot inspect", &np)?;
+        let na = self.new_at(rel)?;
+        let m = fs::symlink_metadata(&*na).ctx("cannot inspect", &np)?;
         let Entry::VaultLink { holder } = tree::classify(
-            &np,
+            &na,
             rel.as_path(),
             &self.new_name,
             m.file_type(),
@@ -143,19 +143,16 @@ impl Builder<'_> {
         else {
             return Ok(false);
         };
-        let parent = np.parent().unwrap_or(&self.new_root).to_path_buf();
-        let pm = fs::symlink_metadata(&parent).ctx("cannot inspect", &parent)?;
-        fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
-            .ctx("cannot open for writing", &parent)?;
+        let parent = self.open_parent(rel)?;
         self.forget_old(rel, &holder)?;
-        fs::remove_file(&np).ctx("cannot remove vault link", &np)?;
+        fs::remove_file(&*na).ctx("cannot remove vault link", &np)?;
         let copied = self.copy_new(rel)?;
         if copied == Copied::Skipped {
             self.unforget_old(rel, &holder)?;
             let text = tree::link_text(rel.as_path(), &holder);
-            std::os::unix::fs::symlink(&text, &np).ctx("cannot create vault link", &np)?;
+            std::os::unix::fs::symlink(&text, &*na).ctx("cannot create vault link", &np)?;
         }
-        copy::apply_path_meta(&parent, &pm).ctx("cannot set attributes of", &parent)?;
+        parent.put_back()?;
         Ok(copied != Copied::Skipped)
     }
 }

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
 use reverb_tests::ops::{event, snap_changes};
@@ -105,7 +105,7 @@ fn assert_version_is(f: &Fixture, version: &str, cap: &Path, what: &str) {
             "{what}: b3sum of the source and of the restore of {version}"
         );
     } else {
-        eprintln!("SKIPPED (b3sum not installed): the b3sum oracle for {what}");
+        reverb_tests::skip(&format!("b3sum not installed: the b3sum oracle for {what}"));
     }
     let problems = inodes::version_keeps_groups(cap, &f.job_dir().join(version));
     assert!(
@@ -348,12 +348,8 @@ impl Drop for Supervisor {
     }
 }
 
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < end, "timed out after {secs} s: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, secs: u64, ok: impl FnMut() -> bool) {
+    reverb_tests::wait_until(Duration::from_secs(secs), what, ok);
 }
 
 fn indexed(job_dir: &Path) -> Vec<String> {
