@@ -36,6 +36,7 @@ use crate::engine::copy;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::marks::MarkTree;
 use crate::error::{IoContext, Result};
+use crate::format::entry::Fidelity;
 use crate::format::events::Mark;
 use crate::format::hardlinks_tsv::Inode;
 use crate::format::relpath::RelPath;
@@ -258,7 +259,12 @@ impl Builder<'_> {
         let dir = self.new_dir(&parent_rel)?;
         let meta = fs::symlink_metadata(&*dir).ctx("cannot inspect", &shown)?;
         copy::chmod_nofollow(&dir, 0o700).ctx("cannot open for writing", &shown)?;
-        Ok(OpenParent { dir, meta, shown })
+        Ok(OpenParent {
+            dir,
+            meta,
+            shown,
+            keep: self.fidelity,
+        })
     }
 
     /// Makes every folder above `rel` a real directory of the new version: a vault link to a
@@ -302,11 +308,14 @@ pub(crate) struct OpenParent {
     dir: Here,
     meta: Metadata,
     shown: PathBuf,
+    /// What the vault's filesystem keeps of it.
+    keep: Fidelity,
 }
 
 impl OpenParent {
     /// Puts the folder's mode, owner and times back (I5: changing an entry moved them).
     pub fn put_back(self) -> Result<()> {
-        copy::apply_path_meta(&self.dir, &self.meta).ctx("cannot set attributes of", &self.shown)
+        copy::apply_path_meta(&self.dir, &self.meta, self.keep)
+            .ctx("cannot set attributes of", &self.shown)
     }
 }
