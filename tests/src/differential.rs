@@ -2,9 +2,11 @@
 //! real use"):
 //! seeded random histories of what people really do to a tree (editor saves, appends,
 //! truncations, `tar x`, mkdir/rmdir, renaming the folder that holds most files, chmod,
-//! chown, `touch`, symlinks within and across folders, hard links, FIFOs), versioned by
-//! events (`reverb-snap --changes -`) and by rescans (`reverb-snap`), each version compared
-//! with a `cp -a` copy of the source taken at that moment.
+//! chown, `touch`, symlinks within and across folders, hard links across folders and edits
+//! of them through each name, in place and saved by rename, FIFOs), versioned by events
+//! (`reverb-snap --changes -`, fed the lines `reverb-watch` prints: an edit is reported for
+//! the name that was used only) and by rescans (`reverb-snap`), each version compared with a
+//! `cp -a` copy of the source taken at that moment.
 //!
 //! # The oracle is independent of the library
 //!
@@ -16,12 +18,14 @@
 //! # The three views
 //!
 //! 1. [`restore_view`]: `reverb-restore` of the version, lstat'ed entry by entry (type,
-//!    content, mode, mtime ns, owner as root, link text; xattrs unless `REVERB_DIFF_XATTRS=0`).
+//!    content, mode, mtime ns, owner as root, link text; xattrs unless `REVERB_DIFF_XATTRS=0`),
+//!    and which names share an inode (the same groups as in the capture).
 //! 2. [`browse_view`]: the version directory read as a user browses it, following every
 //!    link (so relative source links resolve inside the version); source links that dangle
 //!    or leave the source are compared by their text.
 //! 3. [`stat_view`]: the version's own stats through its vault links (type, size, mode,
-//!    mtime, owner as root, link text).
+//!    mtime, owner as root, link text), and the names sharing an inode in the capture sharing
+//!    one in the version.
 //!
 //! Every difference names the history's seed, the version, the path and the field.
 //!
@@ -42,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::ops::{FastFixture, event};
-use crate::{Fixture, TestCommand, bin, sh};
+use crate::{Fixture, TestCommand, bin, inodes, sh};
 
 /// The test's knobs (environment variables, see README's test-knobs table).
 #[derive(Debug, Clone)]
@@ -350,6 +354,15 @@ pub fn restore_view(
     if xattrs {
         diff_xattrs(cap, restored, &mut out);
     }
+    let (want, got) = (inodes::groups(cap), inodes::groups(restored));
+    for g in want.symmetric_difference(&got) {
+        let side = if want.contains(g) {
+            "source"
+        } else {
+            "version"
+        };
+        out.push(format!("{g:?}: one inode in the {side} only"));
+    }
     out
 }
 
@@ -497,6 +510,7 @@ pub fn stat_view(cap: &Path, ver: &Path, owners: bool, keeps: VaultKeeps) -> Vec
             &mut out,
         );
     }
+    out.extend(inodes::version_keeps_groups(cap, ver));
     out
 }
 
@@ -554,19 +568,13 @@ fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Every name of the inode at `rel`, as events of `kind` (one for a non-file).
+/// The event of `kind` an edit through `rel` causes: for that name only, as inotify reports
+/// it (a hard link's other names are watched in their own folders, and hear nothing).
 fn names_of(root: &Path, rel: &Path, kind: &str) -> Vec<String> {
     let Ok(m) = fs::symlink_metadata(root.join(rel)) else {
         return vec![];
     };
-    if !m.is_file() || m.nlink() < 2 {
-        return vec![event(kind, etype(&m), rel, None)];
-    }
-    entries(root)
-        .into_iter()
-        .filter(|(_, o)| o.ino() == m.ino())
-        .map(|(p, _)| event(kind, "file", &p, None))
-        .collect()
+    vec![event(kind, etype(&m), rel, None)]
 }
 
 /// The event type of an lstat result.
@@ -602,6 +610,8 @@ impl Source<'_> {
             Self::link,
             Self::link,
             Self::hard_link,
+            Self::edit_hard_link,
+            Self::edit_hard_link,
             Self::fifo,
             Self::rm,
             Self::create,
@@ -840,10 +850,77 @@ impl Source<'_> {
             return vec![];
         }
         self.note(format!("ln {} {}", f.display(), p.display()));
-        vec![
-            event("create", "file", &p, None),
-            event("attrib", "file", &f, None),
-        ]
+        // link(2) changes the inode's link count, which inotify tells only a watch on the
+        // file itself: the folders' watches hear of the new name alone.
+        vec![event("create", "file", &p, None)]
+    }
+
+    /// An edit of a hard-linked file through one of its names, picked at random so every
+    /// name gets its turn: in place (truncate and write, or append; every name shows it) or
+    /// saved by writing `.NAME.swp` or `NAME~` and renaming it over the name (vim, gedit;
+    /// the link breaks in the source, the other names keep the old data). Without a
+    /// hard-linked file, one is linked first.
+    fn edit_hard_link(&mut self, all: &Ents) -> Vec<String> {
+        let who = self.who;
+        let mut groups: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+        for (p, m) in all {
+            if m.is_file() && m.nlink() > 1 && (who == Who::Root || m.mode() & 0o200 != 0) {
+                groups.entry(m.ino()).or_default().push(p.clone());
+            }
+        }
+        let groups: Vec<Vec<PathBuf>> = groups.into_values().collect();
+        let Some(names) = self.rng.pick(&groups) else {
+            return self.hard_link(all);
+        };
+        let p = self.rng.pick(&names).expect("a name");
+        let abs = self.root.join(&p);
+        let len = 1 + self.rng.below(9000);
+        let data = bytes(&mut self.rng, len);
+        let file_name = p.file_name().expect("name").to_string_lossy().into_owned();
+        match self.rng.below(4) {
+            0 => {
+                fs::write(&abs, &data).expect("write in place");
+                self.note(format!(
+                    "write {len} bytes in place through {}",
+                    p.display()
+                ));
+                vec![event("modify", "file", &p, None)]
+            }
+            1 => {
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(&abs)
+                    .expect("open");
+                std::io::Write::write_all(&mut f, &data).expect("append");
+                self.note(format!("append {len} bytes through {}", p.display()));
+                vec![event("modify", "file", &p, None)]
+            }
+            pattern => {
+                let tmp = p.with_file_name(if pattern == 2 {
+                    format!(".{file_name}.swp")
+                } else {
+                    format!("{file_name}~")
+                });
+                if fs::symlink_metadata(self.root.join(&tmp)).is_ok() {
+                    return vec![];
+                }
+                let mode = fs::metadata(&abs).expect("stat").mode() & 0o7777;
+                fs::write(self.root.join(&tmp), &data).expect("write tmp");
+                fs::set_permissions(self.root.join(&tmp), fs::Permissions::from_mode(mode))
+                    .expect("chmod");
+                fs::rename(self.root.join(&tmp), &abs).expect("rename over");
+                self.note(format!(
+                    "save {} by rename of {} ({len} bytes; its other names keep the old data)",
+                    p.display(),
+                    tmp.display()
+                ));
+                vec![
+                    event("create", "file", &tmp, None),
+                    event("modify", "file", &tmp, None),
+                    event("move", "file", &tmp, Some(&p)),
+                ]
+            }
+        }
     }
 
     fn fifo(&mut self, all: &Ents) -> Vec<String> {
@@ -901,7 +978,8 @@ pub struct Tally {
     pub events: u64,
 }
 
-/// The starting tree: most files in `pkg/`, a few links, a big-ish file.
+/// The starting tree: most files in `pkg/`, a few links (a hard-linked pair across folders
+/// among them), a big-ish file.
 fn initial_tree(src: &Path, rng: &mut Rng, knobs: &Knobs) {
     for d in ["pkg/a", "pkg/b/deep", "pkg/c", "docs"] {
         fs::create_dir_all(src.join(d)).expect("mkdir");
@@ -917,6 +995,7 @@ fn initial_tree(src: &Path, rng: &mut Rng, knobs: &Knobs) {
     ] {
         fs::write(src.join(f), bytes(rng, len)).expect("write");
     }
+    fs::hard_link(src.join("pkg/a/2"), src.join("docs/hl-2")).expect("hard link");
     symlink("1", src.join("pkg/b/lnk")).expect("symlink");
     symlink(src.join("pkg/a/1"), src.join("docs/abs")).expect("symlink");
     symlink("/etc/hostname", src.join("docs/host")).expect("symlink");

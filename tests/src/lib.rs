@@ -26,6 +26,7 @@ mod bins;
 pub mod blockreplay;
 mod command;
 pub mod differential;
+pub mod inodes;
 pub mod links;
 pub mod model;
 pub mod ops;

@@ -22,7 +22,7 @@
 //! version holds on disk (`held_bytes`) is not counted here but measured once it is durable
 //! ([`crate::engine::publish`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ use crate::beneath::{At, Here, Tree};
 use crate::engine::build_report::{Outcome, Progress};
 use crate::engine::climbing_links::ClimbLinks;
 use crate::engine::copy::{self, CopyError};
+use crate::engine::link_groups::LinkGroups;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::{self, Baseline};
@@ -70,9 +71,9 @@ pub(crate) struct Builder<'a> {
     pub src_dev: u64,
     /// keep_complete = false: the source as it was when the job started.
     pub baseline: Option<Baseline>,
-    /// The first copy of each multiply linked source inode: (dev, ino) → its path in the
-    /// new version (as messages show it: under `new_root`).
-    pub hardlinks: HashMap<(u64, u64), PathBuf>,
+    /// The multiply linked source files: the old version's record, what this build met and
+    /// copied (the first copy of each inode), the new version's record.
+    pub link_groups: LinkGroups,
     /// Source entries journaled as skipped so far: a rescan's diff and the build may both
     /// meet one, and it is journaled and counted once.
     pub skipped_paths: HashSet<RelPath>,
@@ -416,6 +417,7 @@ impl Builder<'_> {
     pub fn forget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
         self.climbing.forget(rel);
+        self.link_groups.forget(rel);
         self.delta_files -= files as i64;
         self.delta_logical -= bytes as i64;
         Ok(())
@@ -425,6 +427,7 @@ impl Builder<'_> {
     pub fn unforget_old(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let (files, bytes) = measure_tree(&self.job, holder, rel.as_path(), &self.lookalikes)?;
         self.climbing.unforget(rel);
+        self.link_groups.unforget(rel);
         self.delta_files += files as i64;
         self.delta_logical += bytes as i64;
         Ok(())

@@ -56,7 +56,7 @@ impl Builder<'_> {
 
     /// The holder of the vault link at `rel` in the new version, when every ancestor is a
     /// real directory and the link stands for a directory.
-    fn linked_dir_at(&self, rel: &RelPath) -> Result<Option<String>> {
+    pub fn linked_dir_at(&self, rel: &RelPath) -> Result<Option<String>> {
         let mut at = self.new_root.clone();
         let names: Vec<_> = rel.as_path().iter().collect();
         for (i, name) in names.iter().enumerate() {
@@ -90,7 +90,7 @@ impl Builder<'_> {
 
     /// Replaces the vault link at `rel` (a directory of `holder`) by a real directory whose
     /// children are kept from the holder; the parent's mode and times are put back.
-    fn unlink_dir(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
+    pub fn unlink_dir(&mut self, rel: &RelPath, holder: &str) -> Result<()> {
         let np = self.new_path(rel);
         let na = self.new_at(rel)?;
         let parent_rel = RelPath::from_internal(rel.as_path().parent().unwrap_or(Path::new("")));

@@ -10,8 +10,10 @@
 //! what the version held of it, a new one what the source has below it, and a directory
 //! replaced by a non-directory (or the reverse) both; a path that stays a non-directory
 //! (even a file replaced by a link) stays, so `files - deleted + added` is the number of
-//! files whose paths remain in the new version. Iterative: any depth fits the stack; directories are listed in the same
-//! depth-first, name order as the build.
+//! files whose paths remain in the new version. Every source entry whose lstat is read is
+//! told to the build's [`LinkGroups`](crate::engine::link_groups::LinkGroups), so a rescan
+//! knows every name of every multiply linked file. Iterative: any depth fits the stack;
+//! directories are listed in the same depth-first, name order as the build.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -252,6 +254,7 @@ impl Builder<'_> {
                 }
                 (Some(sm), Some(o)) => {
                     let Lstat::Read(sm) = sm else { continue };
+                    self.link_groups.saw(&child, sm);
                     let Some(sp) = here.as_ref().map(|h| h.child(name)) else {
                         // Its directory went away (or became a link) since it was listed:
                         // the build looks again.
@@ -303,11 +306,12 @@ impl Builder<'_> {
     /// since it, and nothing below a mountpoint `one_file_system` leaves out. Read-only and
     /// quiet: a directory it cannot list counts nothing here (the build journals it).
     /// Iterative: any depth fits the stack.
-    fn source_files(&self, rel: &RelPath, meta: &Metadata) -> u64 {
+    fn source_files(&mut self, rel: &RelPath, meta: &Metadata) -> u64 {
         use std::os::unix::fs::MetadataExt;
         let mut files = 0u64;
         let mut pending = vec![(rel.clone(), meta.clone())];
         while let Some((at, meta)) = pending.pop() {
+            self.link_groups.saw(&at, &meta);
             if meta.is_file() {
                 files += u64::from(self.held_as_new(&at));
             } else if meta.is_dir() && !(self.one_file_system && meta.dev() != self.src_dev) {

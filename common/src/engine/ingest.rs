@@ -7,7 +7,9 @@
 //! [`Copied::Gone`]) is a deletion, any other is journaled as skipped ([`Copied::Skipped`]:
 //! the caller keeps the previous data, docs/format.md#invariants I5); only a full disk
 //! aborts the build. Hard links between copied source
-//! files stay hard links. Every entry copied is reported to the build's
+//! files stay hard links: a second name of a source inode the build copied (or copied with
+//! its new attributes only) is a hard link of the first copy, and each copy is told to the
+//! build's [`LinkGroups`](crate::engine::link_groups::LinkGroups). Every entry copied is reported to the build's
 //! [`Progress`](crate::engine::build_report::Progress). With checksums on, every regular file the
 //! new version holds gets a record (docs/format.md#checksums): a copy's is computed while
 //! copying, a hard link's is its first path's, an attribute-only copy's is the record of the
@@ -113,21 +115,11 @@ impl Builder<'_> {
     fn copy_leaf(&mut self, rel: &RelPath, sp: &At, sm: &Metadata) -> Result<Copied> {
         let (np, na) = (self.new_path(rel), self.new_at(rel)?);
         let ft = sm.file_type();
-        if ft.is_file()
-            && sm.nlink() > 1
-            && let Some(first) = self.hardlinks.get(&(sm.dev(), sm.ino()))
-        {
-            let first_rel = first.strip_prefix(&self.new_root).unwrap_or(first);
-            let first_at = self.new.at(first_rel).ctx("cannot create hard link", &np)?;
-            fs::hard_link(&*first_at, &*na).ctx("cannot create hard link", &np)?;
-            let record = self
-                .checksums
-                .as_ref()
-                .and_then(|c| c.records.get(first_rel).copied());
-            self.record(rel, record);
+        if let Some(first) = self.link_groups.first_copy(sm).cloned() {
+            // Another name of this inode is in the new version already: one more name of it.
+            let len = self.link_to_copy(rel, &first, sm)?;
             self.delta_files += 1;
-            self.delta_logical += sm.len() as i64;
-            self.out.changed += 1;
+            self.delta_logical += len as i64;
             return Ok(Copied::Done);
         }
         // A file copied is the inode `sm` describes, or (replaced since) not the first copy
@@ -164,6 +156,24 @@ impl Builder<'_> {
         Ok(Copied::Done)
     }
 
+    /// Makes `rel` (source lstat `sm`) in the new version a hard link of the build's copy at
+    /// `first`, a name of the same source inode, with that copy's checksum record; returns
+    /// the copy's size (the caller counts it).
+    fn link_to_copy(&mut self, rel: &RelPath, first: &RelPath, sm: &Metadata) -> Result<u64> {
+        let np = self.new_path(rel);
+        let (na, fa) = (self.new_at(rel)?, self.new_at(first)?);
+        fs::hard_link(&*fa, &*na).ctx("cannot create hard link", &np)?;
+        let record = self
+            .checksums
+            .as_ref()
+            .and_then(|c| c.records.get(first.as_path()).copied());
+        self.record(rel, record);
+        self.link_groups.copied(rel, sm, true);
+        self.out.changed += 1;
+        let len = fs::symlink_metadata(&*na).ctx("cannot inspect", &np)?.len();
+        Ok(len)
+    }
+
     /// Journals a file that kept changing while copied, counts a reflink.
     fn note_file_copy(&mut self, rel: &RelPath, c: copy::FileCopy) {
         self.record(rel, c.record);
@@ -197,9 +207,7 @@ impl Builder<'_> {
         if sm.is_file() {
             self.delta_files += 1;
             self.delta_logical += nm.len() as i64;
-            if sm.nlink() > 1 && same_inode {
-                self.hardlinks.insert((sm.dev(), sm.ino()), np);
-            }
+            self.link_groups.copied(rel, sm, same_inode);
         }
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
@@ -219,6 +227,15 @@ impl Builder<'_> {
     ) -> Result<()> {
         let np = self.new_path(rel);
         let na = self.new_at(rel)?;
+        if let Some(first) = self.link_groups.first_copy(sm).cloned() {
+            // Another name of this inode is in the new version already: one more name of it
+            // (the old data it replaces was counted with the old version).
+            let old = fs::symlink_metadata(vault_file).ctx("cannot inspect", vault_file)?;
+            let len = self.link_to_copy(rel, &first, sm)?;
+            self.delta_logical += len as i64 - old.len() as i64;
+            self.out.changed_paths.push(rel.clone());
+            return Ok(());
+        }
         let input = fs::File::open(vault_file).ctx("cannot open", vault_file)?;
         let output = fs::OpenOptions::new()
             .write(true)
@@ -235,6 +252,7 @@ impl Builder<'_> {
         if path == copy::DataPath::Reflink {
             self.out.reflinked += 1;
         }
+        self.link_groups.copied(rel, sm, true);
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
         Ok(())
@@ -284,6 +302,8 @@ impl Builder<'_> {
         for name in children.keys() {
             self.copy_new(&root.join(name))?;
         }
+        // Every entry was copied: every name of every multiply linked file was met.
+        self.link_groups.mark_full();
         self.out.changed += 1;
         Ok(())
     }

@@ -70,8 +70,12 @@ impl Builder<'_> {
     /// Builds the new version's root (already created) from the old version `old_dir` and
     /// `marks`; `diffed` when the marks already hold every difference (a rescan). Returns
     /// whether anything differs from the old version.
-    pub fn build_tree(&mut self, marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
+    pub fn build_tree(&mut self, mut marks: MarkTree, old_dir: &str, diffed: bool) -> Result<bool> {
         self.climbing.load(&self.job, old_dir, &self.lookalikes)?;
+        if !diffed {
+            // An event names one name of a hard-linked file: the others are marked too (I5).
+            self.mark_other_names(&mut marks);
+        }
         let root = self.open_dir(
             RelPath::root(),
             marks,
@@ -99,6 +103,10 @@ impl Builder<'_> {
                 None => root_differs = differs,
             }
         }
+        // Names no longer one inode in the source are not one in the version, and every name
+        // of a hard-linked file copied gets that copy (I5).
+        root_differs |= self.copy_split_names()?;
+        self.link_every_name()?;
         // No directory a relative source link leaves by `..` stays a vault link (I8).
         self.keep_links_inside()?;
         Ok(root_differs)

@@ -100,6 +100,30 @@ impl MarkTree {
         node
     }
 
+    /// The mark of `rel`, if it has one.
+    pub fn mark_of(&self, rel: &RelPath) -> Option<Mark> {
+        let mut node = self;
+        for name in rel.names() {
+            node = node.children.get(name)?;
+        }
+        node.mark
+    }
+
+    /// Every marked path with its mark, parents before children, names in order.
+    pub fn marked_paths(&self) -> Vec<(RelPath, Mark)> {
+        let mut out = Vec::new();
+        let mut pending = vec![(RelPath::root(), self)];
+        while let Some((rel, node)) = pending.pop() {
+            for (name, child) in node.children.iter().rev() {
+                pending.push((rel.join(name), child));
+            }
+            if let Some(mark) = node.mark {
+                out.push((rel, mark));
+            }
+        }
+        out
+    }
+
     /// The marked leaves, parents before children, names in order.
     pub fn leaves(&self) -> Vec<RelPath> {
         let mut out = Vec::new();
@@ -171,5 +195,16 @@ mod tests {
         assert_eq!(t.children[OsStr::new("a")].mark, Some(Mark::Content));
         assert!(!t.children.contains_key(OsStr::new("empty")));
         assert_eq!(t.leaves(), [rel("a"), rel("b/c")]);
+        assert_eq!(t.mark_of(&rel("b/c")), Some(Mark::Attrib));
+        assert_eq!(t.mark_of(&rel("b")), None);
+        assert_eq!(t.mark_of(&rel("x/y")), None);
+        assert_eq!(
+            t.marked_paths(),
+            [
+                (RelPath::root(), Mark::Content),
+                (rel("a"), Mark::Content),
+                (rel("b/c"), Mark::Attrib)
+            ]
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The engine layer: the operations that change or read whole versions.
 //!
 //! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
-//! [`diff`], [`marked_walk`], [`ingest`], [`climbed_dirs`] and [`publish`] over the shared
-//! [`build_state`], [`build_report`], [`climbing_links`], [`marks`] and [`listing`]) with the
-//! copy engine ([`copy`]), retiring versions ([`retire`]: a pure plan by the `keep_*` rules
+//! [`diff`], [`marked_walk`], [`ingest`], [`linked_names`], [`split_names`], [`climbed_dirs`]
+//! and [`publish`] over the shared [`build_state`], [`build_report`], [`climbing_links`],
+//! [`link_groups`], [`marks`] and [`listing`]) with the copy engine ([`copy`]), retiring versions ([`retire`]: a pure plan by the `keep_*` rules
 //! and the size limit, then the crash-safe execution) and restoring one ([`restore`]). The
 //! modules and the one way they depend on each other are listed in
 //! docs/design.md#module-map.
@@ -17,6 +17,8 @@ pub(crate) mod climbing_links;
 pub(crate) mod copy;
 pub(crate) mod diff;
 pub(crate) mod ingest;
+pub(crate) mod link_groups;
+pub(crate) mod linked_names;
 pub(crate) mod listing;
 pub(crate) mod marked_walk;
 pub(crate) mod marks;
@@ -25,3 +27,4 @@ pub(crate) mod recover;
 pub(crate) mod restore;
 pub(crate) mod retire;
 pub(crate) mod snapshot;
+pub(crate) mod split_names;

@@ -160,6 +160,7 @@ fn publish(
     let before_rename = (|| -> Result<()> {
         b.lookalikes.save(&dir.path)?;
         b.climbing.save(&dir.path, &b.new_name)?;
+        b.link_groups.save(&dir.path, &b.new_name)?;
         crate::fault::step();
         make_durable(partial)?;
         // Its checksums, durable too, before it is visible (docs/format.md#checksums).

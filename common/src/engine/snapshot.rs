@@ -21,7 +21,7 @@
 //! fewer than `1 - max_delete_ratio` of the current version's files is refused unless
 //! forced (a rename inside the source leaves them all).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::time::SystemTime;
 
@@ -88,13 +88,20 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
     let Some(last) = last else {
         return publish::finish(b, new, None, opts.dry_run);
     };
+    b.link_groups.load(&ctx.dir.path, &last.dir)?;
     let from = match trigger {
         Trigger::Rescan => {
             // One read-only pass finds every difference; the build then touches only those.
             let mut marks = MarkTree::marked(Some(Mark::Attrib));
             let tally = b.diff_dir(&RelPath::root(), Some(&last.dir), &mut marks)?;
+            // The diff read every source entry: every name of every multiply linked file.
+            b.link_groups.mark_full();
+            b.mark_split_names(&last.dir, &mut marks);
             if marks.children.is_empty() && !b.root_differs(&last.dir)? {
                 // Nothing differs: no version, and nothing built only to be thrown away.
+                if !opts.dry_run {
+                    b.link_groups.describe_unchanged(&ctx.dir.path, &last.dir)?;
+                }
                 return Ok(std::mem::take(&mut b.out));
             }
             guard_deletions(
@@ -188,7 +195,7 @@ fn start_build<'a>(
                 .dev()
         },
         baseline,
-        hardlinks: HashMap::new(),
+        link_groups: Default::default(),
         skipped_paths: Default::default(),
         climbing: Default::default(),
         out: Outcome::default(),

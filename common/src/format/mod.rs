@@ -3,7 +3,8 @@
 //!
 //! Owns the TSV dialect ([`tsv`]) and each file or stream built on it — index.tsv
 //! ([`index`]), journal.tsv ([`journal`]), event lines ([`events`]), the baseline manifest
-//! ([`baseline`]), the directory record of a retirement in progress, retiring.tsv
+//! ([`baseline`]), the records of climbing links and of hard-linked files ([`climbing_tsv`],
+//! [`hardlinks_tsv`]), the directory record of a retirement in progress, retiring.tsv
 //! ([`retiring_tsv`]) — plus job.toml ([`jobfile`], with the filesystem identities it
 //! records: [`fs_identity`]), the job settings and their human-written values
 //! ([`settings`]), exclude patterns ([`exclude`]), version directory names
@@ -21,6 +22,7 @@ pub(crate) mod entry;
 pub(crate) mod events;
 pub(crate) mod exclude;
 pub(crate) mod fs_identity;
+pub(crate) mod hardlinks_tsv;
 pub(crate) mod index;
 pub(crate) mod jobfile;
 pub(crate) mod journal;

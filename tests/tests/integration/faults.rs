@@ -203,9 +203,16 @@ fn seed(src: &Path) {
     fs::create_dir(src.join("empty")).expect("mkdir");
 }
 
-/// Changes part of the source: some files rewritten, one deleted, one dir renamed, one new.
+/// Changes part of the source: some files rewritten, one deleted, one dir renamed, one new,
+/// and the hard-linked pair appended to through `hard` (the event names that name only).
 fn change(src: &Path, round: u32) -> Vec<String> {
     let mut ev = Vec::new();
+    let mut hard = fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("hard"))
+        .expect("open hard");
+    std::io::Write::write_all(&mut hard, format!("round {round}\n").as_bytes()).expect("append");
+    ev.push(ops::event("modify", "file", Path::new("hard"), None));
     for i in 0..3 {
         let p = format!("d0/f{i}");
         fs::write(src.join(&p), format!("round {round} {i}\n").repeat(5)).expect("write");

@@ -11,6 +11,7 @@ mod differential;
 mod faults;
 mod fullness;
 mod guards;
+mod hardlinks;
 mod hooks;
 mod hostile;
 mod identity;
