@@ -28,6 +28,7 @@ pub(crate) mod journal_compact;
 pub(crate) mod relpath;
 pub(crate) mod retiring_tsv;
 pub(crate) mod settings;
+pub(crate) mod stream;
 pub(crate) mod time;
 pub(crate) mod tsv;
 pub(crate) mod version;
