@@ -68,8 +68,6 @@ pub(crate) struct HeldData {
 #[derive(Debug)]
 pub(crate) struct Received {
     pub name: VersionName,
-    pub row: IndexRow,
-    pub counts: Counts,
 }
 
 /// A refusal of the stream.
@@ -137,26 +135,22 @@ pub(crate) fn receive(
         progress: &NoProgress,
         checksums: Some(Default::default()),
     };
-    let walked = (|| -> Result<Counts> {
+    let walked = (|| -> Result<()> {
         if let Some(base) = &base {
             let job = b.job.clone();
             b.climbing.load(&job, &base.dir, &b.lookalikes)?;
         }
-        let counts = Walk::new(&mut b, base.as_ref(), held, &header).run(input)?;
-        b.keep_links_inside()?;
-        Ok(counts)
+        Walk::new(&mut b, base.as_ref(), held, &header).run(input)?;
+        b.keep_links_inside()
     })();
-    let counts = match walked {
-        Ok(c) => c,
-        Err(e) => {
-            if !matches!(e, Error::Unreachable(_)) {
-                // Refused or failed here: nothing of it is kept. Cut off mid-stream, the
-                // partial version stays for the next run to take its data from.
-                let _ = crate::fsutil::remove_tree(&partial);
-            }
-            return Err(e);
+    if let Err(e) = walked {
+        if !matches!(e, Error::Unreachable(_)) {
+            // Refused or failed here: nothing of it is kept. Cut off mid-stream, the
+            // partial version stays for the next run to take its data from.
+            let _ = crate::fsutil::remove_tree(&partial);
         }
-    };
+        return Err(e);
+    }
     let row = match index_row(&b, &header, base.as_ref(), &dir.path) {
         Ok(row) => row,
         Err(e) => {
@@ -164,7 +158,7 @@ pub(crate) fn receive(
             return Err(e);
         }
     };
-    let out = publish::publish(
+    publish::publish(
         &mut b,
         NewVersion {
             dir: dir.clone(),
@@ -174,8 +168,7 @@ pub(crate) fn receive(
         &partial,
         row,
     )?;
-    let row = out.row.ok_or_else(|| Error::Invalid("a version published without a row".into()))?;
-    Ok(Received { name, row, counts })
+    Ok(Received { name })
 }
 
 /// The new version's index row: the base's counts moved by what arrived, the source's
@@ -658,7 +651,12 @@ impl<'w, 'a> Walk<'w, 'a> {
         }
         stream_attrs::apply_to_path(&np, &frame.attrs, false)
             .ctx("cannot set attributes of", &np)?;
-        if !frame.rel.is_root() {
+        if frame.rel.is_root() {
+            if self.base.is_none() {
+                // A first version counts its root, as a local one does.
+                self.b.out.changed += 1;
+            }
+        } else {
             self.b.out.changed += 1;
             self.b.out.changed_paths.push(frame.rel.clone());
             if let Some(parent) = self.frames.last_mut() {

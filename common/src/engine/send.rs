@@ -37,11 +37,11 @@ use crate::escape;
 use crate::format::checksums::{self, Records};
 use crate::format::relpath::RelPath;
 use crate::format::stream::{
-    self, Counts, DataMode, Entry, FileEntry, Hash, Kind, Record, RecordWriter, SpecialKind,
+    Counts, DataMode, Entry, FileEntry, Hash, Kind, Record, RecordWriter, SpecialKind,
     VersionHeader, limits,
 };
 use crate::vault::layout::VersionName;
-use crate::vault::tree::{self, Entry as TreeEntry, Links, Lookalikes, Node, Visitor};
+use crate::vault::tree::{self, Links, Lookalikes, Node, Visitor};
 
 /// The most entries a manifest may have (a sender keeps it in memory).
 pub(crate) const MAX_MANIFEST_ENTRIES: u64 = 20_000_000;
@@ -60,8 +60,6 @@ pub(crate) enum Base<'m> {
 #[derive(Debug, Default)]
 pub(crate) struct Manifest {
     pub n: u64,
-    pub dir: String,
-    root: Option<stream::Attrs>,
     dirs: HashMap<Vec<u8>, BTreeMap<Vec<u8>, Kind>>,
 }
 
@@ -70,8 +68,6 @@ impl Manifest {
     pub fn read(header: VersionHeader, input: &mut dyn Incoming) -> Result<Manifest> {
         let mut m = Manifest {
             n: header.n,
-            dir: header.dir,
-            root: Some(header.root),
             dirs: HashMap::new(),
         };
         let bad = |why: String| Error::Stream(format!("the replica's manifest: {why}"));
@@ -140,8 +136,8 @@ pub(crate) struct Outgoing<'a> {
 enum BaseDir {
     /// No directory at this path in the base.
     None,
-    /// The directory physically in this version of the job.
-    Phys(String),
+    /// The directory physically in a version of the job (its entries listed).
+    Phys,
     /// The manifest's directory at this path.
     Manifest,
 }
@@ -156,8 +152,6 @@ enum BaseChild<'m> {
 /// A directory of the version being sent, whose entries are being sent.
 struct Open {
     rel: RelPath,
-    /// The version physically holding it in this vault.
-    phys: String,
     base: BaseDir,
     base_children: BTreeMap<OsString, VersionEntry>,
     children: std::collections::btree_map::IntoIter<OsString, VersionEntry>,
@@ -200,7 +194,7 @@ pub(crate) fn send_version<W: Write>(
     let (base_dir, base_children) = match base {
         Base::None => (BaseDir::None, BTreeMap::new()),
         Base::Version { dir, .. } => (
-            BaseDir::Phys(dir.clone()),
+            BaseDir::Phys,
             list_version(job, dir, &root_rel, &s.lookalikes, Detail::Names)?,
         ),
         Base::Manifest(_) => (BaseDir::Manifest, BTreeMap::new()),
@@ -208,7 +202,6 @@ pub(crate) fn send_version<W: Write>(
     let children = list_version(job, v.dir, &root_rel, &s.lookalikes, Detail::Names)?;
     let mut open = vec![Open {
         rel: root_rel,
-        phys: v.dir.to_owned(),
         base: base_dir,
         base_children,
         children: children.into_iter(),
@@ -226,7 +219,7 @@ pub(crate) fn send_version<W: Write>(
         let rel = dir.rel.join(&name);
         let base_child = match &dir.base {
             BaseDir::None => BaseChild::None,
-            BaseDir::Phys(_) => match dir.base_children.remove(&name) {
+            BaseDir::Phys => match dir.base_children.remove(&name) {
                 Some(e) => BaseChild::Phys(e),
                 None => BaseChild::None,
             },
@@ -255,7 +248,7 @@ pub(crate) fn send_version<W: Write>(
                     if fs::symlink_metadata(&bp).is_ok_and(|m| m.is_dir()) {
                         let listed =
                             list_version(job, &b.holder, &rel, &s.lookalikes, Detail::Names)?;
-                        (BaseDir::Phys(b.holder), listed)
+                        (BaseDir::Phys, listed)
                     } else {
                         (BaseDir::None, BTreeMap::new())
                     }
@@ -267,7 +260,6 @@ pub(crate) fn send_version<W: Write>(
             let children = list_version(job, &phys, &rel, &s.lookalikes, Detail::Names)?;
             open.push(Open {
                 rel,
-                phys,
                 base,
                 base_children,
                 children: children.into_iter(),

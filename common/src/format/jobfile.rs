@@ -61,6 +61,11 @@ pub struct JobState {
     /// again only when it changes (docs/filesystems.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vault_capabilities_noted: Option<String>,
+    /// A replica (docs/design.md#replication): the id of the vault whose job this one
+    /// replicates. Its versions come only from that vault's `reverberator replicate`; no
+    /// version is ever taken of its `source`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
 }
 
 impl JobFile {

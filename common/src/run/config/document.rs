@@ -23,6 +23,9 @@ pub(super) fn setting_keys() -> Vec<String> {
         on_recovery: hook(),
         ping_url: Some(String::new()),
         hook_timeout: crate::format::settings::DEFAULT_HOOK_TIMEOUT * 2,
+        replicate_to: vec!["/".into()],
+        replicate_ssh: Some("ssh".into()),
+        replicate_identity: Some("/".into()),
         ..JobSettings::default()
     };
     match toml::Table::try_from(&all) {
