@@ -211,7 +211,8 @@ pub mod porcelain {
     pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
     pub use crate::run::live::JobState;
     pub use crate::run::porcelain::{
-        HistoryRow, IdentityReport, JobStatus, RoleIdentity, changed_during_copy, diff, history,
+        HistoryRow, IdentityReport, JobStatus, ReplicaLag, RoleIdentity, changed_during_copy, diff,
+        history,
         rel_arg, status,
     };
 }

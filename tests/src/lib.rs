@@ -29,6 +29,7 @@ pub mod differential;
 pub mod links;
 pub mod model;
 pub mod ops;
+pub mod replica;
 mod skipping;
 pub mod sshd;
 pub mod thinning;

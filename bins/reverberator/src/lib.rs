@@ -440,7 +440,7 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             .map(|l| format!(" of {}", format_size(l)))
             .unwrap_or_default();
         out(&format!(
-            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}",
+            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}{}",
             st.job,
             st.state,
             state_detail(&st),
@@ -452,7 +452,8 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             },
             st.pending(),
             format_size(st.size_bytes),
-            st.identity
+            st.identity,
+            replica_lag(&st)
         ))?;
         if let Some(caps) = &st.vault_capabilities {
             out(&format!("{}: vault on {caps}", st.job))?;
@@ -460,6 +461,27 @@ fn status(at: &Where) -> anyhow::Result<i32> {
     }
     // Scripts and monitoring: 1 when a job needs attention.
     Ok(if attention { EXIT_FAILURE } else { EXIT_OK })
+}
+
+/// `; replica DEST: up to date` or `behind by N versions since T`, per replica, with the
+/// last failure when there was one.
+fn replica_lag(st: &porcelain::JobStatus) -> String {
+    let mut out = String::new();
+    for r in &st.replica_lag {
+        out.push_str(&format!("; replica {}: ", r.to));
+        match (r.behind, &r.since) {
+            (0, _) => out.push_str("up to date"),
+            (n, since) => out.push_str(&format!(
+                "behind by {n} {} since {}",
+                if n == 1 { "version" } else { "versions" },
+                since.as_deref().unwrap_or("-")
+            )),
+        }
+        if let Some(e) = &r.error {
+            out.push_str(&format!(" (last attempt failed: {e})"));
+        }
+    }
+    out
 }
 
 /// What follows the state word in `status`: since when, why, what next.
@@ -651,7 +673,12 @@ fn snap(name: &str, force: bool, source: Option<&Path>, at: &Where) -> anyhow::R
 
 /// `replicate JOB`: each destination in turn (one failing does not stop the next); exit
 /// 75 when a replica could not be reached, 1 on any other failure.
-fn replicate(name: &str, to: &[String], mut opts: ReplicateOptions, at: &Where) -> anyhow::Result<i32> {
+fn replicate(
+    name: &str,
+    to: &[String],
+    mut opts: ReplicateOptions,
+    at: &Where,
+) -> anyhow::Result<i32> {
     let j = one_job(name, at)?;
     let settings = j.settings.clone().unwrap_or_default();
     let dests: Vec<String> = if to.is_empty() {
@@ -721,7 +748,8 @@ fn replicate(name: &str, to: &[String], mut opts: ReplicateOptions, at: &Where) 
                 }
             }
             Err(e) => {
-                let e = anyhow::Error::from(e).context(format!("replicating {} to {shown}", j.name));
+                let e =
+                    anyhow::Error::from(e).context(format!("replicating {} to {shown}", j.name));
                 if dests.len() == 1 {
                     return Err(e);
                 }

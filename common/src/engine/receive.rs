@@ -90,7 +90,11 @@ pub(crate) fn receive(
     let dir = ctx.dir.clone();
     let rows = read_index_or_empty(&dir.index())?;
     let newest_on_disk = dir.versions_on_disk()?.last().map(|v| v.n).unwrap_or(0);
-    let newest = rows.last().map(|r| r.version).unwrap_or(0).max(newest_on_disk);
+    let newest = rows
+        .last()
+        .map(|r| r.version)
+        .unwrap_or(0)
+        .max(newest_on_disk);
     if header.n <= newest {
         return Err(refused(format!(
             "version {} is not after the replica's newest, V{newest}",
@@ -378,9 +382,9 @@ impl<'w, 'a> Walk<'w, 'a> {
                 }
                 let (base, base_self) = match old {
                     Some(old) if self.is_dir_in_base(&rel, &old) => {
-                        let listed =
-                            self.b
-                                .list_version(Some(&old.holder), &rel, Detail::Names)?;
+                        let listed = self
+                            .b
+                            .list_version(Some(&old.holder), &rel, Detail::Names)?;
                         (Some(listed), Some(old))
                     }
                     Some(old) => {
@@ -439,8 +443,7 @@ impl<'w, 'a> Walk<'w, 'a> {
                     SpecialKind::CharDevice => SFlag::S_IFCHR,
                     SpecialKind::BlockDevice => SFlag::S_IFBLK,
                 };
-                let made =
-                    nix::sys::stat::mknod(&np, flag, Mode::S_IRUSR | Mode::S_IWUSR, rdev);
+                let made = nix::sys::stat::mknod(&np, flag, Mode::S_IRUSR | Mode::S_IWUSR, rdev);
                 match made {
                     Ok(()) => {}
                     Err(nix::errno::Errno::EPERM) => {
@@ -475,6 +478,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         }
         self.b.out.changed += 1;
         self.b.out.changed_paths.push(rel.clone());
+        crate::fault::step();
         Ok(())
     }
 
@@ -517,17 +521,13 @@ impl<'w, 'a> Walk<'w, 'a> {
         }
         stream_attrs::apply_to_file(&file, &np, &f.attrs).ctx("cannot set attributes of", &np)?;
         drop(file);
-        self.b.record(
-            rel,
-            Some(checksums::Record {
-                size: f.size,
-                hash,
-            }),
-        );
+        self.b
+            .record(rel, Some(checksums::Record { size: f.size, hash }));
         self.b.delta_files += 1;
         self.b.delta_logical += f.size as i64;
         self.b.out.changed += 1;
         self.b.out.changed_paths.push(rel.clone());
+        crate::fault::step();
         if let Some(g) = f.group {
             self.groups.insert(
                 g,
@@ -618,7 +618,8 @@ impl<'w, 'a> Walk<'w, 'a> {
             )));
         };
         let input = File::open(from).ctx("cannot open", from)?;
-        let (_, record) = copy::copy_data_hashed(&input, file, f.size, true).ctx("cannot copy to", np)?;
+        let (_, record) =
+            copy::copy_data_hashed(&input, file, f.size, true).ctx("cannot copy to", np)?;
         match record {
             Some(r) if r.size == f.size => Ok(r.hash),
             _ => Err(refused(format!(

@@ -454,7 +454,14 @@ impl<W: Write> Sender<'_, W> {
 
     /// Sends the data of the file at `path` (`size` bytes): data runs as data records,
     /// holes as zero runs, checked against `hash` as it goes.
-    fn data(&mut self, path: &Path, size: u64, hash: &Hash, phys: &str, rel: &RelPath) -> Result<()> {
+    fn data(
+        &mut self,
+        path: &Path,
+        size: u64,
+        hash: &Hash,
+        phys: &str,
+        rel: &RelPath,
+    ) -> Result<()> {
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
@@ -522,7 +529,10 @@ impl<W: Write> Sender<'_, W> {
 fn same_leaf(base: &Kind, new: &Kind) -> bool {
     match (base, new) {
         (
-            Kind::Symlink { attrs: a, target: t },
+            Kind::Symlink {
+                attrs: a,
+                target: t,
+            },
             Kind::Symlink {
                 attrs: b,
                 target: u,

@@ -69,10 +69,9 @@ impl Destination {
         if host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("not a host name"));
         }
-        if user
-            .as_deref()
-            .is_some_and(|u| u.starts_with('-') || u.chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
+        if user.as_deref().is_some_and(|u| {
+            u.starts_with('-') || u.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
             return Err(bad("not a user name"));
         }
         let port = match port {

@@ -138,6 +138,7 @@ mod tests {
                 size_recounted: true,
                 retiring: Some("V1-20261124T214900Z".into()),
                 vault_capabilities_noted: Some("fuse.sshfs: timestamps kept to 1 s".into()),
+                replica_of: Some("0123".into()),
             },
         );
         job.write(&p).expect("write");

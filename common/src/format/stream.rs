@@ -118,14 +118,19 @@ pub enum Kind {
     /// A directory: its children follow, then [`Record::DirEnd`].
     Dir(Attrs),
     File(FileEntry),
-    Symlink { attrs: Attrs, target: Vec<u8> },
+    Symlink {
+        attrs: Attrs,
+        target: Vec<u8>,
+    },
     Special {
         attrs: Attrs,
         kind: SpecialKind,
         rdev: u64,
     },
     /// Another name of the file of this group, sent earlier in this version.
-    HardLink { group: u64 },
+    HardLink {
+        group: u64,
+    },
 }
 
 /// One entry of the directory being described: a name and what it is.
@@ -700,10 +705,7 @@ impl<'a> Fields<'a> {
         let atime = self.time("atime")?;
         let count = self.u64()?;
         if count > limits::MAX_XATTRS as u64 {
-            return Err(self.bad(format!(
-                "{count} xattrs (at most {})",
-                limits::MAX_XATTRS
-            )));
+            return Err(self.bad(format!("{count} xattrs (at most {})", limits::MAX_XATTRS)));
         }
         let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for _ in 0..count {
@@ -1113,10 +1115,7 @@ mod tests {
         // A frame announcing more than the limit is refused before anything is allocated.
         let mut huge = vec![b'D'];
         put_u64(&mut huge, u64::MAX / 2);
-        assert!(matches!(
-            read_all(&huge),
-            Err(StreamError::TooLarge { .. })
-        ));
+        assert!(matches!(read_all(&huge), Err(StreamError::TooLarge { .. })));
         // Cut short anywhere inside a record.
         let whole = frame(&samples()[0]);
         for cut in 1..whole.len() {
@@ -1184,6 +1183,8 @@ mod tests {
 
     /// The length of the varint at the start of `b`.
     fn varint_len(b: &[u8]) -> usize {
-        b.iter().position(|x| x & 0x80 == 0).map_or(b.len(), |p| p + 1)
+        b.iter()
+            .position(|x| x & 0x80 == 0)
+            .map_or(b.len(), |p| p + 1)
     }
 }

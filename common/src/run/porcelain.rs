@@ -31,8 +31,9 @@ use crate::vault::tree::{self, Entry, Lookalikes};
 ///
 /// Serialized (`status --json`) as one flat record: `type`, `job`, `state`, `since`,
 /// `detail`, `due`, `next_retry`, `resolve`, `last_version`, `last_age_seconds`, `versions`,
-/// `pending`, `size_bytes`, `size_limit`, `identity`, `vault_capabilities` (the state's
-/// details flattened as in the live file, the identity as its sentence).
+/// `pending`, `size_bytes`, `size_limit`, `identity`, `vault_capabilities`, `replica_lag` (the
+/// state's details flattened as in the live file, the identity as its sentence, the replicas
+/// as a list of [`ReplicaLag`]).
 #[derive(Debug, Clone)]
 pub struct JobStatus {
     /// The job's name.
@@ -59,6 +60,50 @@ pub struct JobStatus {
     /// What the vault's filesystem makes the tools do differently, as its capability
     /// record says (`None`: nothing, or never probed; docs/filesystems.md).
     pub vault_capabilities: Option<String>,
+    /// How far behind each replica is (docs/design.md#replication).
+    pub replica_lag: Vec<ReplicaLag>,
+}
+
+/// One replica of a job, as the source's `replicas.tsv` and index.tsv tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaLag {
+    /// The destination.
+    pub to: String,
+    /// The replica's newest version when last heard of.
+    pub newest: Option<String>,
+    /// Versions this vault holds that the replica does not have yet.
+    pub behind: u64,
+    /// Since when (the `created` of the oldest of them).
+    pub since: Option<String>,
+    /// The last replication's failure, when it failed.
+    pub error: Option<String>,
+}
+
+/// The lag of every replica of the job at `dir` (configured in `replicate_to`, or recorded
+/// in `replicas.tsv`), against its index rows.
+fn replica_lags(dir: &JobDir, configured: &[String], rows: &[IndexRow]) -> Vec<ReplicaLag> {
+    let recorded = crate::format::replicas_tsv::read(&dir.path);
+    let mut names: Vec<String> = configured.to_vec();
+    for r in &recorded {
+        if !names.contains(&r.to) {
+            names.push(r.to.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|to| {
+            let row = recorded.iter().find(|r| r.to == to);
+            let have = row.map_or(0, |r| r.version);
+            let missing: Vec<&IndexRow> = rows.iter().filter(|r| r.version > have).collect();
+            ReplicaLag {
+                newest: row.filter(|r| r.version > 0).map(|r| r.dir.clone()),
+                behind: missing.len() as u64,
+                since: missing.first().map(|r| r.created.clone()),
+                error: row.filter(|r| !r.error.is_empty()).map(|r| r.error.clone()),
+                to,
+            }
+        })
+        .collect()
 }
 
 /// Where the source and the vault stand against the filesystems job.toml records.
@@ -141,6 +186,7 @@ impl Serialize for JobStatus {
         r.serialize_field("size_limit", &self.size_limit)?;
         r.serialize_field("identity", &self.identity.to_string())?;
         r.serialize_field("vault_capabilities", &self.vault_capabilities)?;
+        r.serialize_field("replica_lag", &self.replica_lag)?;
         r.end()
     }
 }
@@ -161,6 +207,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         vault_capabilities: crate::vault::layout::recorded_capabilities(vault_root)
             .filter(|c| !c.adaptations().is_empty())
             .map(|c| c.summary()),
+        replica_lag: Vec::new(),
     };
     let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
@@ -174,6 +221,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     };
     st.size_limit = file.settings.vault_size_limit;
     if let Ok(rows) = crate::format::index::read_index_or_empty(&dir.index()) {
+        st.replica_lag = replica_lags(dir, &file.settings.replicate_to, &rows);
         st.versions = rows.len();
         st.size_bytes = crate::format::index::total_held(&rows);
         if let Some(last) = rows.last() {

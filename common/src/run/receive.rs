@@ -176,7 +176,13 @@ fn session<R: Read, W: Write>(
                         "a manifest asked of a replica that holds no version".into(),
                     ));
                 };
-                send::describe_version(&dir.path, newest.version, &newest.dir, &newest.created, out)?;
+                send::describe_version(
+                    &dir.path,
+                    newest.version,
+                    &newest.dir,
+                    &newest.created,
+                    out,
+                )?;
             }
             Record::Bye => break,
             Record::Refused(why) => {

@@ -193,10 +193,9 @@ impl Peer {
         let e = match e {
             // A write failed: the receiver may have said why before it stopped reading.
             Error::Unreachable(m) => match self.input.next_record() {
-                Ok(Record::Refused(why)) => Error::Refused(format!(
-                    "the replica at {} refused: {why}",
-                    self.shown
-                )),
+                Ok(Record::Refused(why)) => {
+                    Error::Refused(format!("the replica at {} refused: {why}", self.shown))
+                }
                 _ => Error::Unreachable(m),
             },
             e => e,
@@ -236,10 +235,7 @@ pub fn replicate(
         )));
     }
     let settings = toml::to_string(&file.settings).map_err(|e| Error::Invalid(e.to_string()))?;
-    let mut peer = Peer::start(
-        receiver_command(dest, &file.name, opts),
-        dest.to_string(),
-    )?;
+    let mut peer = Peer::start(receiver_command(dest, &file.name, opts), dest.to_string())?;
     let hello = Hello {
         format: FORMAT,
         job: file.name.clone(),
@@ -432,7 +428,10 @@ pub fn record_outcome(dir: &JobDir, to: &str, outcome: std::result::Result<&Repo
             to: to.to_owned(),
             vault: report.vault.clone(),
             version: report.newest.as_ref().map_or(0, |n| n.0),
-            dir: report.newest.as_ref().map_or(String::new(), |n| n.1.clone()),
+            dir: report
+                .newest
+                .as_ref()
+                .map_or(String::new(), |n| n.1.clone()),
             time: time::now_rfc3339(),
             error: String::new(),
         },

@@ -25,6 +25,7 @@ mod powerloss;
 mod races;
 mod racily_clean;
 mod reflink;
+mod replicate;
 mod restore_dest;
 mod retire;
 mod shared_links;
