@@ -212,8 +212,7 @@ pub mod porcelain {
     pub use crate::run::live::JobState;
     pub use crate::run::porcelain::{
         HistoryRow, IdentityReport, JobStatus, ReplicaLag, RoleIdentity, changed_during_copy, diff,
-        history,
-        rel_arg, status,
+        history, rel_arg, status,
     };
 }
 

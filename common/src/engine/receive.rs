@@ -31,6 +31,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::beneath::Tree;
 use crate::engine::build_report::NoProgress;
 use crate::engine::build_state::Builder;
 use crate::engine::copy;
@@ -39,6 +40,7 @@ use crate::engine::publish::{self, NewVersion};
 use crate::engine::stream_attrs;
 use crate::error::{Error, IoContext, Result};
 use crate::escape;
+use crate::format::capabilities::fidelity_of;
 use crate::format::checksums;
 use crate::format::exclude::Excludes;
 use crate::format::index::{IndexRow, read_index_or_empty};
@@ -131,15 +133,19 @@ pub(crate) fn receive(
     let partial = dir.partial().join(&name.dir);
     fs::create_dir_all(dir.partial()).ctx("cannot create", &dir.partial())?;
     copy::make_dir(&partial).ctx("cannot create version directory", &partial)?;
+    let fidelity = fidelity_of(ctx.capabilities.as_ref(), copy::privileged());
     let mut b = Builder {
         job: dir.path.clone(),
-        src_root: dir.path.clone(),
+        // Never read: a received version has no source, only the stream.
+        source: Tree::later(dir.path.clone()),
+        new: Tree::later(partial.clone()),
         new_root: partial.clone(),
         new_name: name.dir.clone(),
         excludes: Excludes::default(),
         lookalikes: Lookalikes::load(&dir.path)?,
         only_sync_attributes: false,
         privileged: copy::privileged(),
+        fidelity,
         baseline: None,
         hardlinks: HashMap::new(),
         skipped_paths: Default::default(),
@@ -234,7 +240,7 @@ struct Frame {
 
 /// The first name of a hard-linked file, for its later names.
 struct GroupFirst {
-    path: PathBuf,
+    rel: RelPath,
     size: u64,
     hash: Hash,
 }
@@ -412,8 +418,8 @@ impl<'w, 'a> Walk<'w, 'a> {
                     }
                     None => (None, None),
                 };
-                let np = self.b.new_path(&rel);
-                copy::make_dir(&np).ctx("cannot create directory", &np)?;
+                let (np, na) = (self.b.new_path(&rel), self.b.new_at(&rel)?);
+                copy::make_dir(&na).ctx("cannot create directory", &np)?;
                 self.frames.push(Frame {
                     rel,
                     base,
@@ -445,15 +451,16 @@ impl<'w, 'a> Walk<'w, 'a> {
 
     /// A file, symlink, special file or hard link made from the stream.
     fn leaf(&mut self, rel: &RelPath, kind: Kind, input: &mut dyn Incoming) -> Result<()> {
-        let np = self.b.new_path(rel);
+        let (np, na) = (self.b.new_path(rel), self.b.new_at(rel)?);
+        let keep = self.b.fidelity;
         match kind {
             Kind::File(f) => return self.file(rel, f, input),
             Kind::Symlink { attrs, target } => {
-                std::os::unix::fs::symlink(OsString::from_vec(target), &np)
+                std::os::unix::fs::symlink(OsString::from_vec(target), &*na)
                     .ctx("cannot create symlink", &np)?;
-                stream_attrs::apply_to_path(&np, &attrs, true)
+                stream_attrs::apply_to_path(&na, &attrs, true, keep)
                     .ctx("cannot set attributes of", &np)?;
-                self.b.note_lookalike(rel, &np)?;
+                self.b.note_lookalike(rel, &na)?;
             }
             Kind::Special { attrs, kind, rdev } => {
                 use nix::sys::stat::{Mode, SFlag};
@@ -462,7 +469,7 @@ impl<'w, 'a> Walk<'w, 'a> {
                     SpecialKind::CharDevice => SFlag::S_IFCHR,
                     SpecialKind::BlockDevice => SFlag::S_IFBLK,
                 };
-                let made = nix::sys::stat::mknod(&np, flag, Mode::S_IRUSR | Mode::S_IWUSR, rdev);
+                let made = nix::sys::stat::mknod(&*na, flag, Mode::S_IRUSR | Mode::S_IWUSR, rdev);
                 match made {
                     Ok(()) => {}
                     Err(nix::errno::Errno::EPERM) => {
@@ -477,7 +484,7 @@ impl<'w, 'a> Walk<'w, 'a> {
                     }
                     Err(e) => return Err(std::io::Error::from(e)).ctx("cannot create", &np),
                 }
-                stream_attrs::apply_to_path(&np, &attrs, false)
+                stream_attrs::apply_to_path(&na, &attrs, false, keep)
                     .ctx("cannot set attributes of", &np)?;
             }
             Kind::HardLink { group } => {
@@ -487,7 +494,12 @@ impl<'w, 'a> Walk<'w, 'a> {
                         shown(rel)
                     )));
                 };
-                fs::hard_link(&first.path, &np).ctx("cannot create hard link", &np)?;
+                let first_at = self
+                    .b
+                    .new
+                    .at(first.rel.as_path())
+                    .ctx("cannot create hard link", &np)?;
+                fs::hard_link(&*first_at, &*na).ctx("cannot create hard link", &np)?;
                 let (size, hash) = (first.size, first.hash);
                 self.b.record(rel, Some(checksums::Record { size, hash }));
                 self.b.delta_files += 1;
@@ -504,7 +516,7 @@ impl<'w, 'a> Walk<'w, 'a> {
     /// A regular file: its data from the stream (or held from an interrupted run), checked
     /// against its size and hash.
     fn file(&mut self, rel: &RelPath, f: FileEntry, input: &mut dyn Incoming) -> Result<()> {
-        let np = self.b.new_path(rel);
+        let (np, na) = (self.b.new_path(rel), self.b.new_at(rel)?);
         if let Some(g) = f.group
             && self.groups.contains_key(&g)
         {
@@ -518,7 +530,8 @@ impl<'w, 'a> Walk<'w, 'a> {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&np)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&*na)
             .ctx("cannot create", &np)?;
         let hash = match f.data {
             DataMode::Follows => self.data(&file, &np, rel, f.size, input)?,
@@ -538,7 +551,8 @@ impl<'w, 'a> Walk<'w, 'a> {
                 blake3::Hash::from_bytes(f.hash).to_hex()
             )));
         }
-        stream_attrs::apply_to_file(&file, &np, &f.attrs).ctx("cannot set attributes of", &np)?;
+        stream_attrs::apply_to_file(&file, &na, &f.attrs, self.b.fidelity)
+            .ctx("cannot set attributes of", &np)?;
         drop(file);
         self.b
             .record(rel, Some(checksums::Record { size: f.size, hash }));
@@ -551,7 +565,7 @@ impl<'w, 'a> Walk<'w, 'a> {
             self.groups.insert(
                 g,
                 GroupFirst {
-                    path: np,
+                    rel: rel.clone(),
                     size: f.size,
                     hash,
                 },
@@ -669,7 +683,8 @@ impl<'w, 'a> Walk<'w, 'a> {
             self.b.drop_new(&frame.rel)?;
             return self.b.keep_old(&frame.rel, old);
         }
-        stream_attrs::apply_to_path(&np, &frame.attrs, false)
+        let here = self.b.new_dir(&frame.rel)?;
+        stream_attrs::apply_to_path(&here, &frame.attrs, false, self.b.fidelity)
             .ctx("cannot set attributes of", &np)?;
         if frame.rel.is_root() {
             if self.base.is_none() {
@@ -904,7 +919,11 @@ mod tests {
             fs::metadata(v.join("b")).expect("b"),
         );
         assert_eq!((a.ino(), a.mode() & 0o7777), (b.ino(), 0o640));
-        assert!(crate::vault::check::check(&ctx.dir).expect("check").is_empty());
+        assert!(
+            crate::vault::check::check(&ctx.dir)
+                .expect("check")
+                .is_empty()
+        );
         drop(tmp);
     }
 

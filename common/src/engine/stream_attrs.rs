@@ -9,7 +9,7 @@
 //! as the copy engine leaves it out.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, Metadata, Permissions};
+use std::fs::{File, Metadata, Permissions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,6 +19,7 @@ use nix::sys::stat::UtimensatFlags;
 use nix::sys::time::TimeSpec;
 
 use crate::engine::copy;
+use crate::format::entry::Fidelity;
 use crate::format::stream::{Attrs, Time};
 
 /// The attributes of the entry at `path` whose `lstat` is `meta`: the xattrs a copy
@@ -71,9 +72,15 @@ fn set_xattrs(path: &Path, attrs: &Attrs) -> io::Result<()> {
     Ok(())
 }
 
-/// Applies `attrs` to the regular file open as `file` at `path`.
-pub(crate) fn apply_to_file(file: &File, path: &Path, attrs: &Attrs) -> io::Result<()> {
-    if copy::privileged() {
+/// Applies `attrs` to the regular file open as `file` at `path` (owners where `keep` keeps
+/// them).
+pub(crate) fn apply_to_file(
+    file: &File,
+    path: &Path,
+    attrs: &Attrs,
+    keep: Fidelity,
+) -> io::Result<()> {
+    if keep.owners {
         std::os::unix::fs::fchown(file, Some(attrs.uid), Some(attrs.gid))?;
     }
     set_xattrs(path, attrs)?;
@@ -83,14 +90,23 @@ pub(crate) fn apply_to_file(file: &File, path: &Path, attrs: &Attrs) -> io::Resu
 }
 
 /// Applies `attrs` to the directory, symlink or special file at `path` (a symlink gets no
-/// mode), not following a symlink.
-pub(crate) fn apply_to_path(path: &Path, attrs: &Attrs, symlink: bool) -> io::Result<()> {
-    if copy::privileged() {
+/// mode, and nothing at all where `keep` says its attributes would reach its target), not
+/// following a symlink.
+pub(crate) fn apply_to_path(
+    path: &Path,
+    attrs: &Attrs,
+    symlink: bool,
+    keep: Fidelity,
+) -> io::Result<()> {
+    if symlink && !keep.link_attributes {
+        return Ok(());
+    }
+    if keep.owners {
         std::os::unix::fs::lchown(path, Some(attrs.uid), Some(attrs.gid))?;
     }
     set_xattrs(path, attrs)?;
     if !symlink {
-        fs::set_permissions(path, Permissions::from_mode(attrs.mode))?;
+        copy::chmod_nofollow(path, attrs.mode)?;
     }
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
@@ -105,6 +121,7 @@ pub(crate) fn apply_to_path(path: &Path, attrs: &Attrs, symlink: bool) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn attributes_read_back_as_applied() {
@@ -119,13 +136,14 @@ mod tests {
         };
         let dst = dir.path().join("b");
         let f = File::create(&dst).expect("create");
-        apply_to_file(&f, &dst, &attrs).expect("apply");
+        let keep = Fidelity::exact(copy::privileged());
+        apply_to_file(&f, &dst, &attrs, keep).expect("apply");
         let back = read(&dst, &fs::symlink_metadata(&dst).expect("lstat"));
         assert!(same(&attrs, &back, true, false), "{attrs:?} {back:?}");
         let target_before = fs::metadata(&src).expect("target").mtime();
         let link = dir.path().join("l");
         std::os::unix::fs::symlink("a", &link).expect("symlink");
-        apply_to_path(&link, &attrs, true).expect("apply to link");
+        apply_to_path(&link, &attrs, true, keep).expect("apply to link");
         let m = fs::symlink_metadata(&link).expect("lstat");
         assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000_000, 123_456_789));
         assert_eq!(

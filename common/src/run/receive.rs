@@ -124,15 +124,21 @@ fn session<R: Read, W: Write>(
             hello.job
         )));
     }
-    let vault = if opts.init {
+    let mut vault = if opts.init {
         Vault::init(&opts.vault)?
     } else {
         Vault::open(&opts.vault)?
     };
+    // What the replica's filesystem can hold, before anything is written (a vault that
+    // cannot hold a version is refused here, naming what it lacks).
+    vault.probe_once()?;
     let dir = replica_job(&vault, &hello)?;
     let _lock = JobLock::acquire(&dir.lock(), &hello.job, Wait::Block)?;
     let mut ctx = job::open_dir(dir.clone(), "receive")?;
     check_replica(&ctx, &vault, &hello)?;
+    for line in job::note_capabilities(&mut ctx)? {
+        crate::error::warn(&line);
+    }
     let held_dir = keep_interrupted(&dir)?;
     snapshot::recover(&mut ctx)?;
     let held = HeldData {
