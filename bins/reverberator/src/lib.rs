@@ -469,6 +469,14 @@ fn replica_lag(st: &porcelain::JobStatus) -> String {
     let mut out = String::new();
     for r in &st.replica_lag {
         out.push_str(&format!("; replica {}: ", r.to));
+        match r.state.as_deref() {
+            Some("replicating") => out.push_str("replicating, "),
+            Some("waiting") => out.push_str(&format!(
+                "unreachable (next try {}), ",
+                r.next_try.as_deref().unwrap_or("-")
+            )),
+            _ => {}
+        }
         match (r.behind, &r.since) {
             (0, _) => out.push_str("up to date"),
             (n, since) => out.push_str(&format!(

@@ -77,12 +77,29 @@ pub struct ReplicaLag {
     pub since: Option<String>,
     /// The last replication's failure, when it failed.
     pub error: Option<String>,
+    /// What the supervisor does about it now (`replicating`, `waiting`, `idle`), when one
+    /// runs.
+    pub state: Option<String>,
+    /// When a waiting replica is tried again.
+    pub next_try: Option<String>,
 }
 
 /// The lag of every replica of the job at `dir` (configured in `replicate_to`, or recorded
 /// in `replicas.tsv`), against its index rows.
-fn replica_lags(dir: &JobDir, configured: &[String], rows: &[IndexRow]) -> Vec<ReplicaLag> {
+fn replica_lags(
+    dir: &JobDir,
+    configured: &[String],
+    rows: &[IndexRow],
+    vault_root: &Path,
+) -> Vec<ReplicaLag> {
     let recorded = crate::format::replicas_tsv::read(&dir.path);
+    let live = crate::run::replica_live::read(&crate::run::replica_live::file_beside(
+        &live::file_of(&live::runtime_dir(), vault_root, &dir.folder),
+    ));
+    let live_of = |to: &str| {
+        live.as_ref()
+            .and_then(|l| l.replicas.iter().find(|r| r.to == to).cloned())
+    };
     let mut names: Vec<String> = configured.to_vec();
     for r in &recorded {
         if !names.contains(&r.to) {
@@ -95,11 +112,17 @@ fn replica_lags(dir: &JobDir, configured: &[String], rows: &[IndexRow]) -> Vec<R
             let row = recorded.iter().find(|r| r.to == to);
             let have = row.map_or(0, |r| r.version);
             let missing: Vec<&IndexRow> = rows.iter().filter(|r| r.version > have).collect();
+            let now = live_of(&to);
             ReplicaLag {
                 newest: row.filter(|r| r.version > 0).map(|r| r.dir.clone()),
                 behind: missing.len() as u64,
                 since: missing.first().map(|r| r.created.clone()),
-                error: row.filter(|r| !r.error.is_empty()).map(|r| r.error.clone()),
+                error: now
+                    .as_ref()
+                    .and_then(|l| l.why.clone())
+                    .or_else(|| row.filter(|r| !r.error.is_empty()).map(|r| r.error.clone())),
+                state: now.as_ref().map(|l| l.state.clone()),
+                next_try: now.and_then(|l| l.next_try),
                 to,
             }
         })
@@ -221,7 +244,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     };
     st.size_limit = file.settings.vault_size_limit;
     if let Ok(rows) = crate::format::index::read_index_or_empty(&dir.index()) {
-        st.replica_lag = replica_lags(dir, &file.settings.replicate_to, &rows);
+        st.replica_lag = replica_lags(dir, &file.settings.replicate_to, &rows, vault_root);
         st.versions = rows.len();
         st.size_bytes = crate::format::index::total_held(&rows);
         if let Some(last) = rows.last() {

@@ -23,7 +23,7 @@ use reverb_tests::replica::{
     assert_versions_same, parse, replicate, replicate_ok, versions,
 };
 use reverb_tests::sshd::Sshd;
-use reverb_tests::{Fixture, TestCommand, cmd, have, skip, stderr, wait_until};
+use reverb_tests::{Fixture, TestCommand, cmd, have, skip, stderr, stdout, wait_until};
 
 /// A source of every kind of entry a version keeps: nested directories, an empty file and
 /// directory, a sparse file, odd names, relative (one climbing out of its directory),
@@ -953,4 +953,98 @@ fn over_ssh_versions_retirements_and_a_cut_connection() {
         r.bytes_sent()
     );
     assert_eq!(assert_replica_exact(&f, &rep), 2);
+}
+
+// ---- under the supervisor ----
+
+/// `reverberator status --json --config CONFIG`'s one job, with its live state in `runtime`.
+fn status_of(config: &Path, runtime: &Path) -> serde_json::Value {
+    let o = cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", runtime)
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output();
+    serde_json::from_str(stdout(&o).lines().next().unwrap_or("null")).expect("status JSON")
+}
+
+/// `replicate_to` under `reverberator run`: a replica that is not there yet is tried again
+/// with backoff (status: `waiting`, behind) while versions go on being taken; once it is
+/// there it catches up, and each new version follows it, exact.
+#[test]
+fn the_supervisor_replicates_each_new_version_and_waits_out_an_absent_replica() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    fs::write(src.join("seed"), b"seed").expect("write");
+    let vault = tmp.path().join("vault");
+    let rep = tmp.path().join("replica");
+    let runtime = tmp.path().join("runtime");
+    let config = tmp.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[jobs.docs]\nsource = \"{}\"\nvault = \"{}\"\nmin_snapshot_time = \"300ms\"\n\
+             max_snapshot_delay = \"2s\"\nreplicate_to = [\"{}\"]\n",
+            src.display(),
+            vault.display(),
+            rep.display()
+        ),
+    )
+    .expect("config");
+    let mut sup = std::process::Command::new(reverb_tests::bin("reverberator"))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["run", "--init", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn the supervisor");
+    let f = Fixture {
+        _tmp: tmp,
+        src: src.clone(),
+        vault: vault.clone(),
+        job: "docs".into(),
+    };
+    // No vault at the replica's path (an unplugged disk): waiting, behind, retried.
+    reverb_tests::wait_until(
+        Duration::from_secs(60),
+        "the replica to be waited for",
+        || {
+            let st = status_of(&config, &runtime);
+            st["replica_lag"][0]["state"] == "waiting" && st["replica_lag"][0]["behind"] == 1
+        },
+    );
+    // Versions are not held up meanwhile.
+    fs::write(src.join("more"), b"more").expect("write");
+    reverb_tests::wait_until(Duration::from_secs(60), "a second version", || {
+        vault.join("docs/index.tsv").exists() && versions(&vault, "docs").len() == 2
+    });
+    assert!(!rep.exists(), "nothing was made at the replica's path");
+    // The disk is back (a vault is there): the next try catches up.
+    cmd("reverberator")
+        .args(["replicate", "docs", "--init", "--to"])
+        .arg(&rep)
+        .arg("--vault")
+        .arg(&vault)
+        .assert_success();
+    fs::write(src.join("third"), b"third").expect("write");
+    reverb_tests::wait_until(
+        Duration::from_secs(120),
+        "the replica to hold the third version",
+        || {
+            rep.join("docs/index.tsv").exists()
+                && versions(&rep, "docs").len() == 3
+                && versions(&vault, "docs").len() == 3
+        },
+    );
+    reverb_tests::wait_until(Duration::from_secs(60), "status to say up to date", || {
+        let st = status_of(&config, &runtime);
+        st["replica_lag"][0]["behind"] == 0 && st["replica_lag"][0]["state"] == "idle"
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = sup.wait();
+    assert_eq!(assert_replica_exact(&f, &rep), 3);
 }

@@ -126,6 +126,7 @@ impl Runner {
                 if !made.is_empty() {
                     self.say(&format!("version {made}"));
                     self.retire();
+                    self.replicas.nudge();
                     self.hook_version(&made);
                 } else if recovered {
                     self.hook_recovery();
