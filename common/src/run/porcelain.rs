@@ -100,7 +100,14 @@ fn replica_lags(
         live.as_ref()
             .and_then(|l| l.replicas.iter().find(|r| r.to == to).cloned())
     };
-    let mut names: Vec<String> = configured.to_vec();
+    // As `replicate` records them (the parsed destination, displayed).
+    let mut names: Vec<String> = configured
+        .iter()
+        .map(|t| {
+            crate::format::destination::Destination::parse(t)
+                .map_or_else(|_| t.clone(), |d| d.to_string())
+        })
+        .collect();
     for r in &recorded {
         if !names.contains(&r.to) {
             names.push(r.to.clone());
