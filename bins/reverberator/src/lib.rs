@@ -119,11 +119,11 @@ pub enum Cmd {
         #[command(flatten)]
         at: Where,
     },
-    /// Send the versions of JOB that a replica lacks, oldest first: to DEST (a vault path, or ssh://[user@]host[:port]/path running reverb-receive there), or to every replicate_to of the job.
+    /// Send the versions of JOB that a replica lacks, oldest first: to DEST (a vault path, or `ssh://[user@]host[:port]/path` running reverb-receive there), or to every replicate_to of the job.
     Replicate {
         /// The job.
         job: String,
-        /// The replica vault: a path, or ssh://[user@]host[:port]/path (repeatable; default: the job's replicate_to).
+        /// The replica vault: a path, or `ssh://[user@]host[:port]/path` (repeatable; default: the job's replicate_to).
         #[arg(long = "to", value_name = "DEST")]
         to: Vec<String>,
         /// The ssh program (default: replicate_ssh, else `ssh`).

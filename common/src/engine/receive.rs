@@ -879,7 +879,7 @@ mod tests {
         let dirs = ctx.dir.versions_on_disk().expect("versions");
         match &got {
             Ok(r) => {
-                assert_eq!(dirs, [r.name.clone()]);
+                assert_eq!(dirs, std::slice::from_ref(&r.name));
                 let problems = crate::vault::check::check(&ctx.dir).expect("check");
                 assert!(problems.is_empty(), "{problems:?}");
             }
@@ -1041,7 +1041,7 @@ mod tests {
             }
             let mut reader = RecordReader::new(&bytes[..]);
             let mut decoded = Vec::new();
-            while let Ok(Some(r)) = reader.next() {
+            while let Ok(Some(r)) = reader.next_record() {
                 decoded.push(r);
             }
             let _ = receive_and_check(header, decoded);

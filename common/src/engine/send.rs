@@ -145,7 +145,7 @@ enum BaseDir {
 /// The base's entry for one name.
 enum BaseChild<'m> {
     None,
-    Phys(VersionEntry),
+    Phys(Box<VersionEntry>),
     Manifest(&'m Kind),
 }
 
@@ -220,7 +220,7 @@ pub(crate) fn send_version<W: Write>(
         let base_child = match &dir.base {
             BaseDir::None => BaseChild::None,
             BaseDir::Phys => match dir.base_children.remove(&name) {
-                Some(e) => BaseChild::Phys(e),
+                Some(e) => BaseChild::Phys(Box::new(e)),
                 None => BaseChild::None,
             },
             BaseDir::Manifest => match manifest

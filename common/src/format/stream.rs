@@ -410,7 +410,7 @@ impl<R: Read> RecordReader<R> {
     }
 
     /// The next record; `None` when the stream ends cleanly between records.
-    pub fn next(&mut self) -> Result<Option<Record>, StreamError> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, StreamError> {
         let mut tag = [0u8; 1];
         loop {
             match self.input.read(&mut tag) {
@@ -1075,7 +1075,7 @@ mod tests {
     fn read_all(bytes: &[u8]) -> Result<Vec<Record>, StreamError> {
         let mut r = RecordReader::new(bytes);
         let mut out = Vec::new();
-        while let Some(rec) = r.next()? {
+        while let Some(rec) = r.next_record()? {
             out.push(rec);
         }
         Ok(out)

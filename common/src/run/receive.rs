@@ -54,7 +54,7 @@ pub(crate) struct Input<R: Read> {
 
 impl<R: Read> Incoming for Input<R> {
     fn next_record(&mut self) -> Result<Record> {
-        match self.reader.next() {
+        match self.reader.next_record() {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(Error::Unreachable(
                 "the other side closed the stream".into(),

@@ -375,7 +375,7 @@ fn converse(
     }
     peer.send(&Record::Bye)?;
     // The receiver retires by its own rules, then closes; a refusal then is its retention's.
-    match peer.input.reader.next() {
+    match peer.input.reader.next_record() {
         Ok(None) => Ok(()),
         Ok(Some(Record::Refused(why))) => Err(Error::Refused(format!(
             "the replica at {} could not retire: {why}",

@@ -108,8 +108,8 @@ fn a_local_replica_is_exact_after_each_version_and_a_second_run_sends_nothing() 
         assert!(!v.is_empty(), "round {round} made a version");
         let r = replicate_ok(&f, &to(&rep), &[]);
         assert_eq!(
-            r.versions.iter().map(|v| v.0.clone()).collect::<Vec<_>>(),
-            [v.clone()]
+            r.versions.iter().map(|v| v.0.as_str()).collect::<Vec<_>>(),
+            [v.as_str()]
         );
         assert_eq!(r.newest().as_deref(), Some(v.as_str()));
     }
@@ -251,7 +251,7 @@ fn retiring_here_sends_no_data_and_each_side_retires_by_its_own_rules() {
     assert_same_version(&f, &rep, &v);
     // The replica retires by its rules, down to one version: still exact, still extends.
     retire(&rep, &f.job, 1);
-    assert_eq!(versions(&rep, &f.job), [v.clone()]);
+    assert_eq!(versions(&rep, &f.job), std::slice::from_ref(&v));
     change(&f.src, 4);
     let v = f.rescan();
     let r = replicate_ok(&f, &to(&rep), &[]);
