@@ -125,8 +125,71 @@ let
       stop_timeout = "60s";
       hook_timeout = "30s";
       one_file_system = true;
+      replicate_to = [ ];
     })
     (expectEq "code overrides defaults" goodToml.jobs.code.keep_versions 7)
+    (expectEq "replicas are written as given"
+      (
+        let
+          j =
+            (eval {
+              jobs.a = {
+                source = "/a";
+                vault = "/v";
+                replicate_to = [
+                  "ssh://backup@nas/srv/vault"
+                  "/mnt/offsite"
+                ];
+                replicate_identity = "/etc/reverberator/key";
+              };
+            }).services.reverberator.finalSettings.jobs.a;
+        in
+        {
+          inherit (j) replicate_to replicate_identity;
+        }
+      )
+      {
+        replicate_to = [
+          "ssh://backup@nas/srv/vault"
+          "/mnt/offsite"
+        ];
+        replicate_identity = "/etc/reverberator/key";
+      }
+    )
+    (expectEq "a replica over ssh opens the network, a local one is writable"
+      (
+        let
+          sc =
+            (eval {
+              jobs.a = {
+                source = "/a";
+                vault = "/v";
+                replicate_to = [
+                  "ssh://nas/srv/vault"
+                  "/mnt/offsite"
+                ];
+              };
+            }).systemd.services.reverberator.serviceConfig;
+        in
+        {
+          inherit (sc) IPAddressDeny ReadWritePaths;
+        }
+      )
+      {
+        IPAddressDeny = "";
+        ReadWritePaths = [
+          "-/v"
+          "-/mnt/offsite"
+        ];
+      }
+    )
+    (expectAssertions "a relative replica is refused" {
+      jobs.a = {
+        source = "/a";
+        vault = "/v";
+        replicate_to = [ "nas:/srv/vault" ];
+      };
+    } [ "neither an absolute path nor ssh://" ])
     (expectEq "hooks are written as given"
       (eval {
         jobs.a = {
@@ -179,6 +242,7 @@ let
         stop_timeout = "60s";
         hook_timeout = "30s";
         one_file_system = true;
+        replicate_to = [ ];
     })
     (expectEq "retention rules from defaults and the job"
       (eval {

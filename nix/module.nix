@@ -53,6 +53,9 @@ let
     hook_timeout = "30s";
     one_file_system = true;
     vault_group = null;
+    replicate_to = [ ];
+    replicate_ssh = null;
+    replicate_identity = null;
   };
   settingNames = builtins.attrNames builtinDefaults;
 
@@ -241,6 +244,37 @@ let
       defaultText = dfltText "vault_group";
       example = "backup-readers";
       description = "Share read access to the job's history with this group (folders 0750, files 0640). `null`: the vault is private to the service's user (folders 0700, files 0600).";
+    replicate_to = mkOption {
+      type = types.listOf types.str;
+      default = dflt.replicate_to;
+      defaultText = dfltText "replicate_to";
+      example = [
+        "ssh://backup@nas.example/srv/vault"
+        "/mnt/offsite/vault"
+      ];
+      description = ''
+        Replica vaults (docs/design.md#replication): absolute paths, or
+        `ssh://[user@]host[:port]/path` reached with `ssh` running `reverb-receive` there (the
+        reverberator package must be installed on that host). The supervisor sends each new
+        version to each, in the background, retrying with backoff while one is away. A local
+        path is made writable for the service; an ssh one lets it reach the network. The host
+        key must be known beforehand (`programs.ssh.knownHosts`): the service's home is
+        read-only, so `ssh` cannot record a new one.
+      '';
+    };
+    replicate_ssh = mkOption {
+      type = types.nullOr types.str;
+      default = dflt.replicate_ssh;
+      defaultText = dfltText "replicate_ssh";
+      example = literalExpression ''"''${pkgs.openssh}/bin/ssh"'';
+      description = "The ssh client for `ssh://` replicas (null: `ssh` from the service's PATH, which has openssh when a job replicates over ssh).";
+    };
+    replicate_identity = mkOption {
+      type = types.nullOr types.str;
+      default = dflt.replicate_identity;
+      defaultText = dfltText "replicate_identity";
+      example = "/etc/reverberator/replica_ed25519";
+      description = "The private key `ssh -i` uses for `ssh://` replicas (absolute; null: ssh's own configuration and keys). Keep it readable by root only.";
     };
   };
 
@@ -367,6 +401,20 @@ let
 
   # Some job pings a URL: the supervisor's service may use the network.
   anyPing = lib.any (job: job.ping_url != null) jobList;
+  # Replicas (docs/design.md#replication): over ssh, the service needs ssh and the network;
+  # on a path of this host, that path must be writable.
+  isSsh = lib.hasPrefix "ssh://";
+  anySsh = lib.any (job: lib.any isSsh job.replicate_to) jobList;
+  localReplicas = lib.unique (
+    lib.concatMap (job: builtins.filter (t: !(isSsh t)) job.replicate_to) jobList
+  );
+  replicaAssertions = lib.concatMap (
+    job:
+    map (t: {
+      assertion = isSsh t || isAbsolute t;
+      message = "services.reverberator.jobs.${builtins.toJSON job.name}.replicate_to: ${builtins.toJSON t} is neither an absolute path nor ssh://[user@]host[:port]/path.";
+    }) job.replicate_to
+  ) jobList;
   webPort =
     if lib.hasPrefix "unix:" cfg.web.listen then
       null
@@ -527,7 +575,7 @@ in
   config = lib.mkMerge [
     { services.reverberator.finalSettings = lib.recursiveUpdate generated cfg.settings; }
     (mkIf cfg.enable {
-      assertions = jobAssertions ++ clashAssertions ++ [
+      assertions = jobAssertions ++ clashAssertions ++ replicaAssertions ++ [
         {
           assertion = cfg.defaults.vault == null || isAbsolute cfg.defaults.vault;
           message = "services.reverberator.defaults.vault must be an absolute path, not ${builtins.toJSON cfg.defaults.vault}.";
@@ -546,8 +594,9 @@ in
           "local-fs.target"
           "remote-fs.target"
         ];
-        # blkid fills in filesystem labels and UUIDs the kernel does not report (docs/identity.md).
-        path = [ pkgs.util-linux ];
+        # blkid fills in filesystem labels and UUIDs the kernel does not report (docs/identity.md);
+        # ssh reaches the replicas on other hosts.
+        path = [ pkgs.util-linux ] ++ lib.optional anySsh pkgs.openssh;
         # A changed config is reloaded (SIGHUP), not restarted: no version in progress is cut.
         reloadTriggers = [ config.environment.etc."reverberator/config.toml".source ];
         serviceConfig = hardening // {
@@ -572,7 +621,10 @@ in
           Nice = 10;
           IOSchedulingClass = "idle";
         }
-        // lib.optionalAttrs anyPing {
+        // lib.optionalAttrs (localReplicas != [ ]) {
+          ReadWritePaths = map (p: "-${p}") (vaults ++ localReplicas);
+        }
+        // lib.optionalAttrs (anyPing || anySsh) {
           RestrictAddressFamilies = [
             "AF_UNIX"
             "AF_INET"

@@ -93,6 +93,9 @@ struct Args {
     /// Only the first copy and the integrity measures (checksums' cost, verify --data).
     #[arg(long)]
     integrity_only: bool,
+    /// Only replication (T8), after a first version that is not timed.
+    #[arg(long)]
+    replication_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +149,11 @@ fn run(args: Args) -> Result<()> {
         versions: args.versions.max(2),
         quiet_ms: args.quiet_ms,
     };
+    if args.replication_only {
+        measures::steady::first_version(&b)?;
+        measures::replication::replication(&mut b)?;
+        return finish(&args, tmp, &b, &meta);
+    }
     if args.steady_only {
         if args.steady_versions > 0 {
             measures::steady::first_version(&b)?;
@@ -177,6 +185,7 @@ fn run(args: Args) -> Result<()> {
         }
         measures::watch::setup(&mut b)?;
         measures::watch::latency(&mut b)?;
+        measures::replication::replication(&mut b)?;
     }
     finish(&args, tmp, &b, &meta)
 }

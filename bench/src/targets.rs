@@ -308,10 +308,11 @@ pub fn evaluate(rows: &[Row], scope: Scope) -> Vec<TargetRow> {
             "T8",
             "replication",
             "rsync -a --delete of the vault",
-            "replication is not built yet: no replication rows",
+            "replication was not measured (--replication-only, or a full run)",
         ));
     }
-    for r in replication {
+    // The rows with a bound are the target's parts; the others (against rsync) are figures.
+    for r in replication.into_iter().filter(|r| r.target.is_some()) {
         match r.target {
             Some(t) => out.push(part(
                 "T8",

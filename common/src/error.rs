@@ -154,6 +154,14 @@ pub enum Error {
     /// The vault holds something it should not (a damaged job): exit 1.
     #[error("{0}")]
     Damaged(String),
+    /// A replication stream that is corrupt or hostile (docs/format.md#replication-stream):
+    /// refused, naming the entry; nothing of it is kept. Exit 1.
+    #[error("replication stream refused: {0}")]
+    Stream(String),
+    /// The other side of a replication is not there, or went away mid-stream (the program
+    /// could not start, the connection dropped): exit 75, try again later.
+    #[error("{0}")]
+    Unreachable(String),
     /// inotify cannot watch the tree: exit 3.
     #[error(transparent)]
     WatchLimit(#[from] WatchLimit),
@@ -273,15 +281,17 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::VaultUnavailable(_) | Error::Locked(_) | Error::IdentityMismatch(_) => {
-                EXIT_TEMPFAIL
-            }
+            Error::VaultUnavailable(_)
+            | Error::Locked(_)
+            | Error::IdentityMismatch(_)
+            | Error::Unreachable(_) => EXIT_TEMPFAIL,
             Error::Usage(_) | Error::SourceChanged { .. } => EXIT_USAGE,
             Error::WatchLimit(_) => EXIT_WATCH_LIMIT,
             Error::Io { .. }
             | Error::Invalid(_)
             | Error::Refused(_)
             | Error::Damaged(_)
+            | Error::Stream(_)
             | Error::DeletionGuard { .. }
             | Error::SizeLimitUnmeetable { .. } => EXIT_FAILURE,
         }

@@ -27,15 +27,35 @@ fn limit() -> Option<u64> {
     })
 }
 
-/// Marks the end of one filesystem write step; dies by `SIGKILL` if it is the chosen one.
+/// The environment variable naming the step after which the process stops itself
+/// (`SIGSTOP`), for a test to act while it is frozen at a known point (kill its peer, then
+/// let it go on with `SIGCONT`).
+pub const STOP_ENV: &str = "REVERB_FAULT_STOP_AFTER";
+
+fn stop_limit() -> Option<u64> {
+    static STOP: OnceLock<Option<u64>> = OnceLock::new();
+    *STOP.get_or_init(|| {
+        std::env::var(STOP_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&n| n > 0)
+    })
+}
+
+/// Marks the end of one filesystem write step; dies by `SIGKILL` if it is the chosen one
+/// (or stops, with [`STOP_ENV`]).
 pub fn step() {
-    let Some(n) = limit() else {
+    let (kill, stop) = (limit(), stop_limit());
+    if kill.is_none() && stop.is_none() {
         return;
-    };
+    }
     let done = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
-    if done == n {
+    if kill == Some(done) {
         // raise(3) delivers SIGKILL to this process, which cannot outlive it.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    if stop == Some(done) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
 }
 

@@ -213,8 +213,30 @@ pub mod porcelain {
     pub use crate::run::find::{FoundPath, Pattern, find, path_candidates};
     pub use crate::run::live::JobState;
     pub use crate::run::porcelain::{
-        HistoryRow, IdentityReport, JobStatus, RoleIdentity, changed_during_copy, diff, history,
-        rel_arg, status,
+        HistoryRow, IdentityReport, JobStatus, ReplicaLag, RoleIdentity, changed_during_copy, diff,
+        history, rel_arg, status,
+    };
+}
+
+/// Replication to a second vault (docs/design.md#replication): the sender
+/// (`reverberator replicate`), the receiver (`reverb-receive`), where a replica is.
+pub mod replicate {
+    pub use crate::format::destination::Destination;
+    pub use crate::format::replicas_tsv::ReplicaRow;
+    pub use crate::run::receive::{ReceiveOptions, serve};
+    pub use crate::run::replicate::{
+        ReplicateOptions, Report, SentVersion, receiver_command, record_outcome, replicas,
+        replicate,
+    };
+}
+
+/// The replication stream's records and codec (docs/format.md#replication-stream), for
+/// tests that write streams of their own.
+pub mod stream {
+    pub use crate::format::stream::{
+        Attrs, Counts, DataMode, Entry, FORMAT, FileEntry, Hello, Kind, MAGIC, Record,
+        RecordReader, RecordWriter, SpecialKind, StreamError, Time, VersionHeader, Welcome,
+        check_name, frame, limits,
     };
 }
 

@@ -30,6 +30,7 @@ pub mod inodes;
 pub mod links;
 pub mod model;
 pub mod ops;
+pub mod replica;
 mod skipping;
 pub mod sshd;
 pub mod thinning;

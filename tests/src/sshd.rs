@@ -221,3 +221,25 @@ impl Drop for Sshfs {
             .status();
     }
 }
+
+impl Sshd {
+    /// An `ssh` wrapper (a script in the server's temp dir) that trusts this server's
+    /// throw-away host key without a known_hosts file, for programs that run `ssh`
+    /// themselves (`reverberator replicate --ssh`); `before` is shell text put before the
+    /// `ssh` (e.g. a pipe that cuts the connection after some bytes).
+    pub fn client(&self, name: &str, before: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self._dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\n{before} exec ssh -o StrictHostKeyChecking=no \
+                 -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \"$@\"\n"
+            ),
+        )
+        .expect("write the ssh wrapper");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the ssh wrapper");
+        path
+    }
+}

@@ -1,6 +1,6 @@
 //! `xtask`: project chores that belong to no program (docs/install.md), run with `cargo run -p xtask`.
 //!
-//! - `gen` writes the man pages and shell completions of the seven programs from their clap
+//! - `gen` writes the man pages and shell completions of the eight programs from their clap
 //!   definitions (each bin crate's `cli()`): `packaging/man/<program>.1`, one page per
 //!   `reverberator` subcommand (`reverberator-run.1`, …), `packaging/man/reverberator.toml.5`
 //!   (the configuration file; its text is in [`pages`], with each program's SIGNALS, FILES
@@ -34,7 +34,7 @@ use clap_complete::Shell;
 type CliFn = fn() -> clap::Command;
 
 /// The programs of docs/cli.md: (binary name, its clap command).
-const PROGRAMS: [(&str, CliFn); 8] = [
+const PROGRAMS: [(&str, CliFn); 9] = [
     ("reverberator", reverberator::cli),
     ("reverb-watch", reverb_watch::cli),
     ("reverb-mountwatch", reverb_mountwatch::cli),
@@ -43,6 +43,7 @@ const PROGRAMS: [(&str, CliFn); 8] = [
     ("reverb-index", reverb_index::cli),
     ("reverb-restore", reverb_restore::cli),
     ("reverb-web", reverb_web::cli),
+    ("reverb-receive", reverb_receive::cli),
 ];
 
 /// The directories below `packaging/` that `gen` owns.

@@ -45,6 +45,11 @@ pub fn sections(program: &str) -> String {
             "\\fI$STATE_DIRECTORY/web-token\\fR, else \\fI$XDG_STATE_HOME/reverberator/web-token\\fR, else \\fI~/.local/state/reverberator/web-token\\fR: the token every request needs (made on first start, mode 0600).",
             "reverb\\-web \\-\\-print\\-url\n.br\nreverb\\-web \\-\\-vault /mnt/v \\-\\-listen 127.0.0.1:8417 \\-\\-metrics\\-listen 127.0.0.1:9417\n.br\nreverb\\-web \\-\\-config /etc/reverberator/config.toml \\-\\-listen unix:/run/reverberator\\-web/web.sock",
         ),
+        "reverb-receive" => (
+            "",
+            "\\fIVAULT/JOB/lock\\fR: the job lock, held while it writes.\n.br\n\\fIVAULT/JOB/.tmp/held/\\fR: what an interrupted version had received, offered to the next run.",
+            "reverberator replicate docs \\-\\-to ssh://backup@nas/srv/vault   # runs: reverb\\-receive \\-\\-vault /srv/vault \\-\\-job docs\n.br\ncommand=\"reverb\\-receive \\-\\-vault /srv/vault \\-\\-job docs\" ssh\\-ed25519 AAAA... (a forced command in ~/.ssh/authorized_keys)",
+        ),
         _ => ("", "", ""),
     };
     let mut out = String::new();
@@ -141,6 +146,18 @@ mounted while the job runs.
 \fBvault_group\fR (string, default none)
 Share read access to the job's history with this group: folders 0750, files 0640.
 Without it the vault is private: folders 0700, files 0600, whatever the umask.
+.TP
+\fBreplicate_to\fR (list of destinations, default none)
+Replica vaults: absolute paths, or \fBssh://[user@]host[:port]/path\fR (reached with
+\fBssh\fR, running \fBreverb\-receive\fR there). The supervisor sends each new version to
+each, in the background, retrying with backoff while one is away; \fBreverberator
+replicate\fR sends them by hand.
+.TP
+\fBreplicate_ssh\fR (program, default "ssh")
+The ssh client for \fBssh://\fR replicas.
+.TP
+\fBreplicate_identity\fR (path, default none)
+The private key \fBssh \-i\fR uses for them (default: ssh's own configuration).
 .SH EXAMPLES
 .nf
 [defaults]
@@ -154,6 +171,7 @@ exclude = ["*.swp", ".cache/"]
 source = "/home/alice/Pictures"
 min_snapshot_time = "5m"
 vault_size_limit = "500GiB"
+replicate_to = ["ssh://backup@nas/srv/vault"]
 .fi
 .SH "SEE ALSO"
 \fBreverberator\fR(1), \fBreverberator\-check\-config\fR(1)

@@ -8,7 +8,8 @@
 //! retirement it triggers, with the default and with count-only rules; [`watch`] last,
 //! since its latency runs add versions; [`web`] measures `reverb-web`'s pages over the
 //! versions [`steady`] left. [`backup_peers`] compares a fresh job with restic
-//! and borg step by step.
+//! and borg step by step. [`replication`] runs last (its changes of the tree are its own):
+//! T8, replicating the vault against `rsync -a --delete` of it.
 //!
 //! Invariants: ours and the peer always see the same tree and the same change set; each
 //! round of changes is consumed by exactly one of our versions and one `rsync` snapshot, so
@@ -26,6 +27,7 @@ use crate::tree::{Rng, Tree};
 pub mod backup_peers;
 pub mod copy;
 pub mod integrity;
+pub mod replication;
 pub mod steady;
 pub mod versions;
 pub mod watch;

@@ -10,7 +10,8 @@ use clap::{Args as ClapArgs, CommandFactory, Parser, Subcommand};
 use reverb_common::Error;
 use reverb_common::config::{self, Config, JobConfig};
 use reverb_common::exit::{EXIT_FAILURE, EXIT_OK};
-use reverb_common::settings::format_size;
+use reverb_common::replicate::{Destination, ReplicateOptions};
+use reverb_common::settings::{JobSettings, format_size};
 use reverb_common::{JobDir, Vault};
 use reverb_common::{cli, index, porcelain, supervisor, time, tsv};
 
@@ -115,6 +116,28 @@ pub enum Cmd {
         /// With --force: the job's new source (the configuration must name it too).
         #[arg(long, value_name = "DIR", requires = "force")]
         source: Option<PathBuf>,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Send the versions of JOB that a replica lacks, oldest first: to DEST (a vault path, or `ssh://[user@]host[:port]/path` running reverb-receive there), or to every replicate_to of the job.
+    Replicate {
+        /// The job.
+        job: String,
+        /// The replica vault: a path, or `ssh://[user@]host[:port]/path` (repeatable; default: the job's replicate_to).
+        #[arg(long = "to", value_name = "DEST")]
+        to: Vec<String>,
+        /// The ssh program (default: replicate_ssh, else `ssh`).
+        #[arg(long, value_name = "PROGRAM")]
+        ssh: Option<String>,
+        /// The private key ssh uses (`ssh -i`; default: replicate_identity, else ssh's own configuration).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// The receiver: its path for a local DEST, the command run on the remote host for an ssh one (default: reverb-receive).
+        #[arg(long, value_name = "COMMAND")]
+        receive_command: Option<String>,
+        /// Create the replica vault (directory and marker) when it has none yet.
+        #[arg(long)]
+        init: bool,
         #[command(flatten)]
         at: Where,
     },
@@ -252,6 +275,23 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             source,
             at,
         } => snap(&job, force, source.as_deref(), &at),
+        Cmd::Replicate {
+            job,
+            to,
+            ssh,
+            identity,
+            receive_command,
+            init,
+            at,
+        } => {
+            let opts = ReplicateOptions {
+                ssh,
+                identity,
+                receive_command,
+                init,
+            };
+            replicate(&job, &to, opts, &at)
+        }
         Cmd::Restore {
             config,
             vault,
@@ -326,6 +366,8 @@ struct Found {
     dir: JobDir,
     vault: PathBuf,
     source: Option<PathBuf>,
+    /// Its settings, from the configuration or else its job.toml.
+    settings: Option<JobSettings>,
 }
 
 fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
@@ -339,6 +381,7 @@ fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
                 dir,
                 vault: v.clone(),
                 source: None,
+                settings: Some(file.settings),
             });
         }
         return Ok(out);
@@ -358,6 +401,7 @@ fn jobs(at: &Where) -> anyhow::Result<Vec<Found>> {
             name: j.name,
             vault: j.vault,
             source: Some(j.source),
+            settings: Some(j.settings),
         })
         .collect())
 }
@@ -403,7 +447,7 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             ),
         };
         out(&format!(
-            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}{left_out}",
+            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}{left_out}{}",
             st.job,
             st.state,
             state_detail(&st),
@@ -415,7 +459,8 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             },
             st.pending(),
             format_size(st.size_bytes),
-            st.identity
+            st.identity,
+            replica_lag(&st)
         ))?;
         if let Some(caps) = &st.vault_capabilities {
             out(&format!("{}: vault on {caps}", st.job))?;
@@ -423,6 +468,35 @@ fn status(at: &Where) -> anyhow::Result<i32> {
     }
     // Scripts and monitoring: 1 when a job needs attention.
     Ok(if attention { EXIT_FAILURE } else { EXIT_OK })
+}
+
+/// `; replica DEST: up to date` or `behind by N versions since T`, per replica, with the
+/// last failure when there was one.
+fn replica_lag(st: &porcelain::JobStatus) -> String {
+    let mut out = String::new();
+    for r in &st.replica_lag {
+        out.push_str(&format!("; replica {}: ", r.to));
+        match r.state.as_deref() {
+            Some("replicating") => out.push_str("replicating, "),
+            Some("waiting") => out.push_str(&format!(
+                "unreachable (next try {}), ",
+                r.next_try.as_deref().unwrap_or("-")
+            )),
+            _ => {}
+        }
+        match (r.behind, &r.since) {
+            (0, _) => out.push_str("up to date"),
+            (n, since) => out.push_str(&format!(
+                "behind by {n} {} since {}",
+                if n == 1 { "version" } else { "versions" },
+                since.as_deref().unwrap_or("-")
+            )),
+        }
+        if let Some(e) = &r.error {
+            out.push_str(&format!(" (last attempt failed: {e})"));
+        }
+    }
+    out
 }
 
 /// What follows the state word in `status`: since when, why, what next.
@@ -610,6 +684,99 @@ fn snap(name: &str, force: bool, source: Option<&Path>, at: &Where) -> anyhow::R
         args.push("--json".into());
     }
     Ok(reverb_snap::main_with_args(args))
+}
+
+/// `replicate JOB`: each destination in turn (one failing does not stop the next); exit
+/// 75 when a replica could not be reached, 1 on any other failure.
+fn replicate(
+    name: &str,
+    to: &[String],
+    mut opts: ReplicateOptions,
+    at: &Where,
+) -> anyhow::Result<i32> {
+    let j = one_job(name, at)?;
+    let settings = j.settings.clone().unwrap_or_default();
+    let dests: Vec<String> = if to.is_empty() {
+        settings.replicate_to.clone()
+    } else {
+        to.to_vec()
+    };
+    if dests.is_empty() {
+        return Err(Error::Usage(format!(
+            "job {} has no replicate_to: give --to DEST (a vault path, or ssh://[user@]host[:port]/path)",
+            j.name
+        ))
+        .into());
+    }
+    opts.ssh = opts.ssh.or(settings.replicate_ssh.clone());
+    opts.identity = opts.identity.or(settings.replicate_identity.clone());
+    let mut first_err: Option<anyhow::Error> = None;
+    for text in &dests {
+        let dest = Destination::parse(text).map_err(|e| Error::Usage(format!("--to: {e}")))?;
+        let shown = dest.to_string();
+        let mut report_version = |v: &reverb_common::replicate::SentVersion| {
+            let line = if at.json {
+                serde_json::json!({
+                    "type": "replicated", "job": j.name, "to": shown, "version": v.n,
+                    "dir": v.dir, "entries": v.counts.entries, "data_bytes": v.counts.data_bytes,
+                    "bytes": v.bytes,
+                })
+                .to_string()
+            } else {
+                format!(
+                    "{}: {} to {shown}: {} entries, {} of file data, {} sent",
+                    j.name,
+                    v.dir,
+                    v.counts.entries,
+                    format_size(v.counts.data_bytes),
+                    format_size(v.bytes)
+                )
+            };
+            let _ = out(&line);
+        };
+        let result = reverb_common::replicate::replicate(&j.dir, &dest, &opts, &mut report_version);
+        reverb_common::replicate::record_outcome(&j.dir, &shown, result.as_ref());
+        match result {
+            Ok(r) => {
+                let newest = r.newest.as_ref().map(|n| n.1.as_str());
+                if at.json {
+                    out(&serde_json::json!({
+                        "type": "replica", "job": j.name, "to": shown, "vault": r.vault,
+                        "newest": newest, "versions_sent": r.sent.len(),
+                        "bytes_sent": r.bytes_sent, "bytes_received": r.bytes_received,
+                        "compared_manifests": r.compared_manifests,
+                    })
+                    .to_string())?;
+                } else {
+                    out(&format!(
+                        "{}: {shown} holds {} ({} sent, {} received{})",
+                        j.name,
+                        newest.unwrap_or("no version"),
+                        format_size(r.bytes_sent),
+                        format_size(r.bytes_received),
+                        if r.compared_manifests {
+                            "; its newest version was gone here, manifests compared"
+                        } else {
+                            ""
+                        }
+                    ))?;
+                }
+            }
+            Err(e) => {
+                let e =
+                    anyhow::Error::from(e).context(format!("replicating {} to {shown}", j.name));
+                if dests.len() == 1 {
+                    return Err(e);
+                }
+                eprintln!("{TOOL}: {e:#}");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(EXIT_OK),
+    }
 }
 
 /// `verify`; `data` is `Some(max rate)` with --data.

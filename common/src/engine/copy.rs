@@ -378,7 +378,7 @@ fn sparse_copy_with(
 
 /// Writes the non-zero blocks of `data` at `base`; returns the end offset of the last
 /// write, if any.
-fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result<Option<u64>> {
+pub(crate) fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result<Option<u64>> {
     let mut last = None;
     let mut i = 0;
     while i < data.len() {

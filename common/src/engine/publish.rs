@@ -144,7 +144,7 @@ fn index_row(b: &Builder<'_>, new: &NewVersion, builds_on_old: bool) -> Result<I
 /// Publishes the built version, in crash-safe order. Its `held_bytes` is measured once its
 /// data is on disk (I7): before that, delayed allocation reports fewer blocks than the
 /// file will take (extent-tree blocks are only allocated at writeback).
-fn publish(
+pub(crate) fn publish(
     b: &mut Builder<'_>,
     new: NewVersion,
     partial: &Path,

@@ -80,6 +80,13 @@ impl Default for Options<'_> {
 /// Takes a version of the job's source. The caller holds the job lock and has checked
 /// identities.
 pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Outcome> {
+    if let Some(of) = &ctx.file.state.replica_of {
+        return Err(Error::Refused(format!(
+            "job {} is a replica of vault {of}: its versions come from that vault's \
+             `reverberator replicate`, never from a source",
+            ctx.file.name
+        )));
+    }
     recover(ctx)?;
     let new = next_version(ctx)?;
     let last = new.rows.last().cloned();

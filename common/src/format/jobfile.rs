@@ -65,6 +65,11 @@ pub struct JobState {
     /// looked (paths relative to the source, escaped as in TSV), each journaled once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mounts_left_out: Vec<String>,
+    /// A replica (docs/design.md#replication): the id of the vault whose job this one
+    /// replicates. Its versions come only from that vault's `reverberator replicate`; no
+    /// version is ever taken of its `source`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
 }
 
 impl JobFile {
@@ -138,6 +143,7 @@ mod tests {
                 retiring: Some("V1-20261124T214900Z".into()),
                 vault_capabilities_noted: Some("fuse.sshfs: timestamps kept to 1 s".into()),
                 mounts_left_out: vec!["mnt".into(), "odd\\tname".into()],
+                replica_of: Some("0123".into()),
             },
         );
         job.write(&p).expect("write");

@@ -74,6 +74,16 @@ pub struct JobSettings {
         skip_serializing_if = "is_default_hook_timeout"
     )]
     pub hook_timeout: Duration,
+    /// Replica vaults (docs/configuration.md#replication): paths, or
+    /// `ssh://[user@]host[:port]/path`; the supervisor sends each new version to each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicate_to: Vec<String>,
+    /// The ssh program for `ssh://` replicas (default `ssh`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicate_ssh: Option<String>,
+    /// The private key ssh uses for them (`ssh -i`; default: the user's ssh configuration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicate_identity: Option<std::path::PathBuf>,
 }
 
 /// The default `hook_timeout`.
@@ -204,6 +214,9 @@ impl Default for JobSettings {
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
             one_file_system: true,
             vault_group: None,
+            replicate_to: Vec::new(),
+            replicate_ssh: None,
+            replicate_identity: None,
         }
     }
 }
@@ -251,6 +264,23 @@ impl JobSettings {
             return Err(InvalidSetting {
                 key: "hook_timeout",
                 message: "hook_timeout must be longer than 0".into(),
+            });
+        }
+        for to in &self.replicate_to {
+            crate::format::destination::Destination::parse(to).map_err(|why| InvalidSetting {
+                key: "replicate_to",
+                message: format!("replicate_to: {why}"),
+            })?;
+        }
+        if let Some(id) = &self.replicate_identity
+            && !id.is_absolute()
+        {
+            return Err(InvalidSetting {
+                key: "replicate_identity",
+                message: format!(
+                    "replicate_identity `{}` is relative: use an absolute path",
+                    id.display()
+                ),
             });
         }
         for pat in &self.exclude {

@@ -17,5 +17,8 @@ pub(crate) mod hooks;
 pub(crate) mod live;
 pub(crate) mod notify;
 pub(crate) mod porcelain;
+pub(crate) mod receive;
+pub(crate) mod replica_live;
+pub(crate) mod replicate;
 pub(crate) mod selection;
 pub(crate) mod supervisor;

@@ -32,8 +32,8 @@ use crate::vault::tree::{self, Entry, Lookalikes};
 /// Serialized (`status --json`) as one flat record: `type`, `job`, `state`, `since`,
 /// `detail`, `due`, `next_retry`, `resolve`, `last_version`, `last_age_seconds`, `versions`,
 /// `pending`, `size_bytes`, `size_limit`, `identity`, `vault_capabilities`,
-/// `mounts_left_out` (the state's details flattened as in the live file, the identity as
-/// its sentence).
+/// `mounts_left_out`, `replica_lag` (the state's details flattened as in the live file, the
+/// identity as its sentence, the replicas as a list of [`ReplicaLag`]).
 #[derive(Debug, Clone)]
 pub struct JobStatus {
     /// The job's name.
@@ -63,6 +63,80 @@ pub struct JobStatus {
     /// The mountpoints below the source left out (`one_file_system`), relative to the
     /// source and escaped, as the last build found them.
     pub mounts_left_out: Vec<String>,
+    /// How far behind each replica is (docs/design.md#replication).
+    pub replica_lag: Vec<ReplicaLag>,
+}
+
+/// One replica of a job, as the source's `replicas.tsv` and index.tsv tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaLag {
+    /// The destination.
+    pub to: String,
+    /// The replica's newest version when last heard of.
+    pub newest: Option<String>,
+    /// Versions this vault holds that the replica does not have yet.
+    pub behind: u64,
+    /// Since when (the `created` of the oldest of them).
+    pub since: Option<String>,
+    /// The last replication's failure, when it failed.
+    pub error: Option<String>,
+    /// What the supervisor does about it now (`replicating`, `waiting`, `idle`), when one
+    /// runs.
+    pub state: Option<String>,
+    /// When a waiting replica is tried again.
+    pub next_try: Option<String>,
+}
+
+/// The lag of every replica of the job at `dir` (configured in `replicate_to`, or recorded
+/// in `replicas.tsv`), against its index rows.
+fn replica_lags(
+    dir: &JobDir,
+    configured: &[String],
+    rows: &[IndexRow],
+    vault_root: &Path,
+) -> Vec<ReplicaLag> {
+    let recorded = crate::format::replicas_tsv::read(&dir.path);
+    let live = crate::run::replica_live::read(&crate::run::replica_live::file_beside(
+        &live::file_of(&live::runtime_dir(), vault_root, &dir.folder),
+    ));
+    let live_of = |to: &str| {
+        live.as_ref()
+            .and_then(|l| l.replicas.iter().find(|r| r.to == to).cloned())
+    };
+    // As `replicate` records them (the parsed destination, displayed).
+    let mut names: Vec<String> = configured
+        .iter()
+        .map(|t| {
+            crate::format::destination::Destination::parse(t)
+                .map_or_else(|_| t.clone(), |d| d.to_string())
+        })
+        .collect();
+    for r in &recorded {
+        if !names.contains(&r.to) {
+            names.push(r.to.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|to| {
+            let row = recorded.iter().find(|r| r.to == to);
+            let have = row.map_or(0, |r| r.version);
+            let missing: Vec<&IndexRow> = rows.iter().filter(|r| r.version > have).collect();
+            let now = live_of(&to);
+            ReplicaLag {
+                newest: row.filter(|r| r.version > 0).map(|r| r.dir.clone()),
+                behind: missing.len() as u64,
+                since: missing.first().map(|r| r.created.clone()),
+                error: now
+                    .as_ref()
+                    .and_then(|l| l.why.clone())
+                    .or_else(|| row.filter(|r| !r.error.is_empty()).map(|r| r.error.clone())),
+                state: now.as_ref().map(|l| l.state.clone()),
+                next_try: now.and_then(|l| l.next_try),
+                to,
+            }
+        })
+        .collect()
 }
 
 /// Where the source and the vault stand against the filesystems job.toml records.
@@ -146,6 +220,7 @@ impl Serialize for JobStatus {
         r.serialize_field("identity", &self.identity.to_string())?;
         r.serialize_field("vault_capabilities", &self.vault_capabilities)?;
         r.serialize_field("mounts_left_out", &self.mounts_left_out)?;
+        r.serialize_field("replica_lag", &self.replica_lag)?;
         r.end()
     }
 }
@@ -167,6 +242,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
             .filter(|c| !c.adaptations().is_empty())
             .map(|c| c.summary()),
         mounts_left_out: Vec::new(),
+        replica_lag: Vec::new(),
     };
     let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
@@ -181,6 +257,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     st.size_limit = file.settings.vault_size_limit;
     st.mounts_left_out = file.state.mounts_left_out.clone();
     if let Ok(rows) = crate::format::index::read_index_or_empty(&dir.index()) {
+        st.replica_lag = replica_lags(dir, &file.settings.replicate_to, &rows, vault_root);
         st.versions = rows.len();
         st.size_bytes = crate::format::index::total_held(&rows);
         if let Some(last) = rows.last() {

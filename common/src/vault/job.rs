@@ -221,6 +221,59 @@ pub fn create(
     Ok(dir)
 }
 
+/// Creates a replica job (docs/design.md#replication): folder, lock, journal, empty index,
+/// and job.toml last, recording `replica_of` (the source vault's id), the source's path as
+/// text (never read here) and the replica vault's identity. Its settings are the source
+/// job's (its retention is then its own).
+pub fn create_replica(
+    vault: &Vault,
+    name: &str,
+    source: &Path,
+    settings: JobSettings,
+    replica_of: &str,
+) -> Result<JobDir> {
+    settings
+        .validate()
+        .map_err(|m| Error::Usage(format!("job {name}: {m}")))?;
+    let dir = job_dir(vault, name)?;
+    fs::create_dir_all(&dir.path).ctx("cannot create job folder", &dir.path)?;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.lock())
+        .ctx("cannot create", &dir.lock())?;
+    let mut journal = Journal::open(&dir.journal(), "receive")?;
+    if !dir.index().exists() {
+        index::write(&dir.index(), &[])?;
+    }
+    let source = if source.is_absolute() && source.to_str().is_some() {
+        source.to_path_buf()
+    } else {
+        PathBuf::from("/")
+    };
+    let file = JobFile {
+        name: name.to_owned(),
+        source,
+        created: time::now_rfc3339(),
+        settings,
+        identity: Identities {
+            source: None,
+            vault: crate::format::fs_identity::FsIdentity::of(vault.root()).ok(),
+        },
+        state: JobState {
+            replica_of: Some(replica_of.to_owned()),
+            ..JobState::default()
+        },
+    };
+    file.write(&dir.job_toml())?;
+    journal.note(
+        JournalEvent::Start,
+        b"",
+        &format!("job {name} created as a replica of vault {replica_of}"),
+    );
+    Ok(dir)
+}
+
 /// Finds an existing job without opening anything for writing (readers: restore, index).
 pub fn find(vault: &Vault, name: &str) -> Result<(JobDir, JobFile)> {
     let dir = existing(vault, name)?;

@@ -31,6 +31,9 @@ _reverberator() {
             reverberator,history)
                 cmd="reverberator__subcmd__history"
                 ;;
+            reverberator,replicate)
+                cmd="reverberator__subcmd__replicate"
+                ;;
             reverberator,restore)
                 cmd="reverberator__subcmd__restore"
                 ;;
@@ -64,6 +67,9 @@ _reverberator() {
             reverberator__subcmd__help,history)
                 cmd="reverberator__subcmd__help__subcmd__history"
                 ;;
+            reverberator__subcmd__help,replicate)
+                cmd="reverberator__subcmd__help__subcmd__replicate"
+                ;;
             reverberator__subcmd__help,restore)
                 cmd="reverberator__subcmd__help__subcmd__restore"
                 ;;
@@ -89,7 +95,7 @@ _reverberator() {
 
     case "${cmd}" in
         reverberator)
-            opts="-h -V --help --version run status versions history find diff snap verify restore check-config help"
+            opts="-h -V --help --version run status versions history find diff snap replicate verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -165,7 +171,7 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__help)
-            opts="run status versions history find diff snap verify restore check-config help"
+            opts="run status versions history find diff snap replicate verify restore check-config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -235,6 +241,20 @@ _reverberator() {
             return 0
             ;;
         reverberator__subcmd__help__subcmd__history)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        reverberator__subcmd__help__subcmd__replicate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -339,6 +359,44 @@ _reverberator() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        reverberator__subcmd__replicate)
+            opts="-h --to --ssh --identity --receive-command --init --config --vault --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --identity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --receive-command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -27,6 +27,7 @@ mod privacy;
 mod races;
 mod racily_clean;
 mod reflink;
+mod replicate;
 mod restore_dest;
 mod retire;
 mod shared_links;

@@ -24,6 +24,9 @@ pub(super) fn setting_keys() -> Vec<String> {
         ping_url: Some(String::new()),
         hook_timeout: crate::format::settings::DEFAULT_HOOK_TIMEOUT * 2,
         vault_group: Some(String::new()),
+        replicate_to: vec!["/".into()],
+        replicate_ssh: Some("ssh".into()),
+        replicate_identity: Some("/".into()),
         ..JobSettings::default()
     };
     match toml::Table::try_from(&all) {

@@ -48,6 +48,7 @@ use crate::run::config::JobConfig;
 use crate::vault::layout::JobDir;
 use crate::vault::lock::{JobLock, Wait};
 
+mod replicas;
 mod runner;
 mod systemd;
 

@@ -132,6 +132,7 @@ impl Runner {
                 if !made.is_empty() {
                     self.say(&format!("version {made}"));
                     self.retire();
+                    self.replicas.nudge();
                     self.hook_version(&made);
                 } else if recovered {
                     self.hook_recovery();

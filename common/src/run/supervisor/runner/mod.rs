@@ -34,6 +34,7 @@ use crate::vault::lock::{JobLock, Wait};
 mod children;
 mod event_loop;
 
+use super::replicas::Replicas;
 use super::{Options, find_tool, lock_holder};
 use children::kill;
 
@@ -184,6 +185,9 @@ struct Runner {
     hooks: Hooks,
     /// A failure the hooks were told about and not yet of its end (`on_recovery`).
     hooked_failure: Option<String>,
+    /// The job's replications (docs/design.md#replication): nudged here, run on their own
+    /// thread.
+    replicas: Replicas,
 }
 
 impl Runner {
@@ -199,6 +203,8 @@ impl Runner {
             JobDir::new(&job.vault, &job.folder).journal(),
             opts.log,
         );
+        let live_path = live::file_of(&live::runtime_dir(), &job.vault, &job.folder);
+        let replicas = Replicas::start(&job, opts.config_file.clone(), live_path.clone(), opts.log);
         Runner {
             opts,
             stop,
@@ -214,7 +220,7 @@ impl Runner {
             lock_wait: false,
             retire_failure: None,
             submounts: Default::default(),
-            live_path: live::file_of(&live::runtime_dir(), &job.vault, &job.folder),
+            live_path,
             // Not a supervisor's state: the first one set starts its `since`.
             live: Live {
                 state: JobState::Stopped,
@@ -224,6 +230,7 @@ impl Runner {
             live_written: Instant::now(),
             hooks,
             hooked_failure: None,
+            replicas,
             job,
         }
     }
