@@ -81,6 +81,9 @@ pub struct VaultKeeps {
     pub mtime_step_ns: i64,
     /// FIFOs (sshfs cannot make them: the tool leaves them out, journaled as skipped).
     pub specials: bool,
+    /// Which names share an inode, as the vault shows it (sshfs gives every path an inode
+    /// number of its own: SFTP has none, so neither a restore nor a reader can tell).
+    pub hard_links: bool,
 }
 
 impl VaultKeeps {
@@ -89,6 +92,7 @@ impl VaultKeeps {
         link_attributes: true,
         mtime_step_ns: 1,
         specials: true,
+        hard_links: true,
     };
 
     /// `seen` as far as such a vault can keep it.
@@ -354,7 +358,11 @@ pub fn restore_view(
     if xattrs {
         diff_xattrs(cap, restored, &mut out);
     }
-    let (want, got) = (inodes::groups(cap), inodes::groups(restored));
+    let (want, got) = if keeps.hard_links {
+        (inodes::groups(cap), inodes::groups(restored))
+    } else {
+        Default::default()
+    };
     for g in want.symmetric_difference(&got) {
         let side = if want.contains(g) {
             "source"
@@ -510,7 +518,9 @@ pub fn stat_view(cap: &Path, ver: &Path, owners: bool, keeps: VaultKeeps) -> Vec
             &mut out,
         );
     }
-    out.extend(inodes::version_keeps_groups(cap, ver));
+    if keeps.hard_links {
+        out.extend(inodes::version_keeps_groups(cap, ver));
+    }
     out
 }
 
