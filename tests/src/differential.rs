@@ -81,8 +81,8 @@ pub struct VaultKeeps {
     pub mtime_step_ns: i64,
     /// FIFOs (sshfs cannot make them: the tool leaves them out, journaled as skipped).
     pub specials: bool,
-    /// Which names share an inode, as seen through the mount (sshfs cannot show it: SFTP
-    /// carries no inode numbers, so every name reads as its own inode there).
+    /// Which names share an inode, as the vault shows it (sshfs gives every path an inode
+    /// number of its own: SFTP has none, so neither a restore nor a reader can tell).
     pub hard_links: bool,
 }
 

@@ -62,6 +62,9 @@ pub(crate) struct LinkGroups {
     full: bool,
     /// The multiply linked inodes this build copied: the first copy's path.
     copied: BTreeMap<Inode, RelPath>,
+    /// The names this build wrote as a copy of each of those inodes (the first copy and the
+    /// hard links of it).
+    written: BTreeMap<Inode, BTreeSet<RelPath>>,
     /// The old version's inodes an event batch named a name of.
     touched: BTreeSet<Inode>,
 }
@@ -130,7 +133,17 @@ impl LinkGroups {
         self.saw(rel, meta);
         if let Some(inode) = multiply_linked(meta) {
             self.copied.entry(inode).or_insert_with(|| rel.clone());
+            self.written.entry(inode).or_default().insert(rel.clone());
         }
+    }
+
+    /// Did this build write `rel` as a copy of `inode` already (the first copy, or a hard
+    /// link of it)? A vault that shows every path with an inode number of its own (sshfs)
+    /// cannot say so itself.
+    pub fn written_as(&self, inode: Inode, rel: &RelPath) -> bool {
+        self.written
+            .get(&inode)
+            .is_some_and(|names| names.contains(rel))
     }
 
     /// The path of this build's first copy of the inode of `meta`, if it made one.

@@ -111,7 +111,7 @@ impl Builder<'_> {
                 continue;
             }
             for name in &f.names {
-                if *name != f.first {
+                if !self.link_groups.written_as(f.inode, name) {
                     self.link_name(name, &f.first)?;
                 }
             }

@@ -1,8 +1,8 @@
 //! Who may read the vault (docs/security.md#who-may-read-the-vault): the modes and group of
 //! the vault's root, a job's folder and every record in it (job.toml, index.tsv,
-//! journal.tsv, the lock files, `checksums/`, climbing.tsv, retiring.tsv, the lookalike
-//! registry, `.tmp/`, `.partial/`), as a job's `vault_group` asks: the owner only (folders
-//! 0700, files 0600), or the owner and that group (0750, 0640).
+//! journal.tsv, the lock files, `checksums/`, climbing.tsv, hardlinks.tsv, retiring.tsv,
+//! the lookalike registry, `.tmp/`, `.partial/`), as a job's `vault_group` asks: the owner
+//! only (folders 0700, files 0600), or the owner and that group (0750, 0640).
 //!
 //! Owns: resolving `vault_group` ([`of_settings`]), putting an existing vault right
 //! ([`enforce`], at every start of a writer: a vault written before this rule, or whose

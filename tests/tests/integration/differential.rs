@@ -55,7 +55,8 @@ fn every_version_is_the_source_as_nobody() {
 /// owners and mtimes are left out of the comparison, and mtimes compared to the second,
 /// in this variant only; xattrs are not compared (sshfs has none), nor FIFOs (sshfs cannot
 /// make them: versions leave them out, journaled as skipped), nor which names share an
-/// inode (SFTP carries no inode numbers: through sshfs every name reads as its own inode).
+/// inode (sshfs shows every path with an inode number of its own; the data of every name is
+/// compared as anywhere).
 #[test]
 fn every_version_is_the_source_with_the_vault_on_sshfs() {
     require_root!("sshd and sshfs as root");
