@@ -17,6 +17,7 @@ let
     "reverb-index"
     "reverb-restore"
     "reverb-web"
+    "reverb-receive"
   ];
 in
 rustPlatform.buildRustPackage {
