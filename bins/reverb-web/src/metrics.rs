@@ -8,7 +8,7 @@
 //! (jobs with a limit), `reverberator_pending_changes`,
 //! `reverberator_version_duration_seconds` (histogram over the journal's versions),
 //! `reverberator_failures_total` (the journal's `error` lines),
-//! `reverberator_replica_lag_versions` (declared; no samples until replication exists).
+//! `reverberator_replica_lag_versions{replica}` (one sample per replica of the job).
 
 use std::sync::atomic::AtomicU64;
 
@@ -74,6 +74,11 @@ pub fn render(jobs: &[FoundJob]) -> Result<String, std::fmt::Error> {
             limit.get_or_create(&job()).set(clamp(l));
         }
         pending.get_or_create(&job()).set(clamp(st.pending()));
+        for r in &st.replica_lag {
+            let mut l = job();
+            l.push(("replica".to_owned(), r.to.clone()));
+            lag.get_or_create(&l).set(clamp(r.behind));
+        }
         let summary = browse::journal_summary(&j.dir);
         failures.get_or_create(&job()).inc_by(summary.errors);
         let h = duration.get_or_create(&job());
@@ -120,7 +125,7 @@ pub fn render(jobs: &[FoundJob]) -> Result<String, std::fmt::Error> {
     );
     reg.register(
         "reverberator_replica_lag_versions",
-        "Versions the replica is behind (once replication exists)",
+        "Versions this vault holds that the replica does not have yet",
         lag,
     );
     let mut out = String::new();

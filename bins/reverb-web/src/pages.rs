@@ -160,6 +160,7 @@ async fn dashboard(State(app): AppState) -> Result<Markup, WebError> {
                     thead { tr {
                         th { "Job" } th { "State" } th { "Newest version" }
                         th.num.wide { "Versions" } th { "Size" } th.num.wide { "Pending" }
+                        th.wide { "Replicas" }
                     } }
                     tbody #jobs { (job_rows(&jobs)) }
                 }
@@ -216,6 +217,16 @@ fn job_rows(jobs: &[FoundJob]) -> Markup {
                 td.num.wide { (st.versions) }
                 td { (size_cell(st.size_bytes, j.settings().vault_size_limit.or(st.size_limit))) }
                 td.num.wide { (st.pending()) }
+                td.wide {
+                    @for r in &st.replica_lag {
+                        div {
+                            (r.to) ": "
+                            @if r.behind == 0 { "up to date" } @else { (r.behind) " behind" }
+                            @if let Some(e) = &r.error { br; span.why.muted { (e) } }
+                        }
+                    }
+                    @if st.replica_lag.is_empty() { span.muted { "none" } }
+                }
             }
         }
     }
