@@ -244,6 +244,7 @@ let
       defaultText = dfltText "vault_group";
       example = "backup-readers";
       description = "Share read access to the job's history with this group (folders 0750, files 0640). `null`: the vault is private to the service's user (folders 0700, files 0600).";
+    };
     replicate_to = mkOption {
       type = types.listOf types.str;
       default = dflt.replicate_to;
