@@ -101,7 +101,19 @@ fn session<R: Read, W: Write>(
     input: &mut Input<R>,
     out: &mut RecordWriter<W>,
 ) -> Result<()> {
-    let hello = match input.next_record()? {
+    let mut vault = if opts.init {
+        Vault::init(&opts.vault)?
+    } else {
+        Vault::open(&opts.vault)?
+    };
+    let first = match input.reader.next_record() {
+        // Nothing at all (`reverb-receive --init </dev/null`, an ssh login tried once): no
+        // sender, nothing to do.
+        Ok(None) => return Ok(()),
+        Ok(Some(r)) => r,
+        Err(e) => return Err(stream_error(e)),
+    };
+    let hello = match first {
         Record::Hello(h) => h,
         other => {
             return Err(Error::Stream(format!(
@@ -124,11 +136,6 @@ fn session<R: Read, W: Write>(
             hello.job
         )));
     }
-    let mut vault = if opts.init {
-        Vault::init(&opts.vault)?
-    } else {
-        Vault::open(&opts.vault)?
-    };
     // What the replica's filesystem can hold, before anything is written (a vault that
     // cannot hold a version is refused here, naming what it lacks).
     vault.probe_once()?;
