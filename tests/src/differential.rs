@@ -67,6 +67,10 @@ pub struct Knobs {
     pub vault_in: Option<PathBuf>,
     /// What the vault's filesystem keeps, so what the views may compare.
     pub keeps: VaultKeeps,
+    /// Also replicate every version to a second vault (`reverberator replicate`, root only)
+    /// and compare the replica's copy three ways too; sometimes retire in the replica by its
+    /// own rules (docs/design.md#replication).
+    pub replica: bool,
 }
 
 /// What the vault's filesystem keeps of what the source has (docs/filesystems.md), so what
@@ -129,6 +133,7 @@ impl Knobs {
             climbing: !off("REVERB_DIFF_CLIMBING_LINKS"),
             vault_in: None,
             keeps: VaultKeeps::ALL,
+            replica: false,
         }
     }
 }
@@ -1160,6 +1165,35 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
             s.log.push(format!("-- reverb-retire --keep {keep}"));
             check(&s.log, tally);
         }
+        if knobs.replica && !newest.is_empty() {
+            // Replicated (sometimes only every other step, so that several versions, or a
+            // base retired meanwhile, go at once), then the replica's copy of the newest
+            // version is the source too; sometimes the replica retires by its own rules.
+            if step == knobs.steps || s.rng.below(3) != 0 {
+                let replica = f._tmp.path().join("replica");
+                TestCommand::program(bin("reverberator"))
+                    .args(["replicate", &f.job, "--init", "--vault"])
+                    .arg(&f.vault)
+                    .arg("--to")
+                    .arg(&replica)
+                    .assert_success();
+                s.log.push("-- reverberator replicate".into());
+                let problems = check_replica_version(&f, &replica, &cap, &work, &newest, knobs);
+                tally.checks += 1;
+                if !problems.is_empty() {
+                    fail(seed, who, step, &newest, &problems, &s.log);
+                }
+                if s.rng.below(4) == 0 {
+                    let keep = (1 + s.rng.below(3)).to_string();
+                    TestCommand::program(bin("reverb-retire"))
+                        .arg("--vault")
+                        .arg(&replica)
+                        .args(["--job", &f.job, "--keep", &keep])
+                        .assert_success();
+                    s.log.push(format!("-- reverb-retire --keep {keep} (the replica)"));
+                }
+            }
+        }
     }
     tally.histories += 1;
 }
@@ -1232,6 +1266,43 @@ fn check_version(
         stat_view(cap, &ver, owners, knobs.keeps)
             .into_iter()
             .map(|d| format!("[stat] {d}")),
+    );
+    sh(&format!("rm -rf '{}'", dest.display()));
+    out
+}
+
+/// The three views of version `v` in the replica vault `replica`, against the capture.
+fn check_replica_version(
+    f: &Fixture,
+    replica: &Path,
+    cap: &Path,
+    work: &Path,
+    v: &str,
+    knobs: &Knobs,
+) -> Vec<String> {
+    let dest = work.join("restored-replica");
+    TestCommand::program(bin("reverb-restore"))
+        .arg("--vault")
+        .arg(replica)
+        .args(["--job", &f.job, "--from", v])
+        .arg("--to")
+        .arg(&dest)
+        .assert_success();
+    let ver = replica.join(&f.job).join(v);
+    let owners = crate::is_root();
+    let mut out: Vec<String> = restore_view(cap, &dest, owners, knobs.xattrs, knobs.keeps)
+        .into_iter()
+        .map(|d| format!("[replica restore] {d}"))
+        .collect();
+    out.extend(
+        browse_view(cap, &ver)
+            .into_iter()
+            .map(|d| format!("[replica browse] {d}")),
+    );
+    out.extend(
+        stat_view(cap, &ver, owners, knobs.keeps)
+            .into_iter()
+            .map(|d| format!("[replica stat] {d}")),
     );
     sh(&format!("rm -rf '{}'", dest.display()));
     out

@@ -41,6 +41,17 @@ fn every_version_is_the_source_as_root() {
     run(Who::Root, 100);
 }
 
+/// Root, every version also replicated to a second vault (`reverberator replicate`, some
+/// steps skipped so several versions go at once, retirements on both sides) and the
+/// replica's copy compared three ways too.
+#[test]
+fn every_version_is_the_source_in_a_replica_too() {
+    require_root!("owners compared in the replica");
+    let mut knobs = Knobs::from_env(20);
+    knobs.replica = true;
+    run_with(Who::Root, knobs);
+}
+
 /// The user nobody on a source nobody owns (the tools run under `setpriv`).
 #[test]
 fn every_version_is_the_source_as_nobody() {
