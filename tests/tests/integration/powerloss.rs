@@ -824,3 +824,233 @@ fn power_loss_on_xfs_leaves_every_version_exact() {
 fn power_loss_on_btrfs_leaves_every_version_exact() {
     sweep("btrfs", 12);
 }
+
+// ---------------------------------------------------------------------------------------
+// The receiver of a replication (docs/design.md#replication) on a block-logged filesystem:
+// the replica's versions, received in sessions (several versions at once, one after a
+// retirement here, one whose base was gone here so the manifests were compared), must each
+// be exact or absent in every crash state, and the next `reverberator replicate` must
+// bring the replica up to date, exact and clean.
+
+/// The source job (outside the logged filesystem) and what each of its versions holds.
+struct ReplicaWorkload {
+    f: Fixture,
+    replica: PathBuf,
+    manifest: BTreeMap<String, Tree>,
+}
+
+impl ReplicaWorkload {
+    fn took(&mut self, out: String) {
+        let v = out.trim().to_owned();
+        if !v.is_empty() {
+            self.manifest.insert(v, capture(&self.f.src, OPTS));
+        }
+    }
+
+    fn replicate(&self, init: bool) -> TestCommand {
+        let mut c = cmd("reverberator");
+        c.args(["replicate", "job", "--vault"])
+            .arg(&self.f.vault)
+            .arg("--to")
+            .arg(&self.replica);
+        if init {
+            c.arg("--init");
+        }
+        c
+    }
+
+    fn run(&mut self) {
+        let src = self.f.src.clone();
+        write(&src.join("top"), b"top v1");
+        write(&src.join("docs/a"), b"a v1");
+        write(&src.join("docs/big"), &[5u8; 300_000]);
+        let out = self.f.snap(&["--init"]).arg("--source").arg(&src).stdout();
+        self.took(out);
+        write(&src.join("docs/a"), b"a v2, longer");
+        self.took(self.f.rescan());
+        self.replicate(true).assert_success();
+        for i in 0..40 {
+            write(&src.join(format!("many/f{i:02}")), format!("file {i}").as_bytes());
+        }
+        self.took(self.f.rescan());
+        write(&src.join("top"), b"top v2");
+        self.took(self.f.rescan());
+        self.replicate(false).assert_success();
+        // The replica's newest retired here: the next session compares manifests.
+        write(&src.join("docs/b"), b"b");
+        self.took(self.f.rescan());
+        self.f
+            .tool("reverb-retire")
+            .args(["--keep", "1"])
+            .assert_success();
+        self.replicate(false).assert_success();
+    }
+
+    /// One crash state: every version under its final name browses as its manifest; the
+    /// next replication succeeds and leaves every version exact and the replica clean.
+    fn check(&self, tally: &mut Tally) -> Vec<String> {
+        let dir = self.replica.join("job");
+        let mut found = Vec::new();
+        if !dir.join("job.toml").is_file() {
+            tally.before_the_job += 1;
+            return found;
+        }
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('V') && dir.join(n).is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for v in &names {
+            let Some(want) = self.manifest.get(v) else {
+                found.push(format!("before repair: {v} is in no manifest"));
+                continue;
+            };
+            tally.versions_checked += 1;
+            let dest = self.f._tmp.path().join("browsed");
+            fsutil_remove(&dest);
+            let o = std::process::Command::new("cp")
+                .args(["-RL", "--preserve=mode,ownership,timestamps,xattr"])
+                .arg(dir.join(v))
+                .arg(&dest)
+                .output()
+                .expect("run cp");
+            if !o.status.success() {
+                found.push(format!(
+                    "before repair: reading {v}: {}",
+                    reverb_tests::stderr(&o).trim()
+                ));
+            } else if let Some(d) = tree_difference(want, &capture(&dest, OPTS)) {
+                found.push(format!("before repair: version {v} is wrong: {d}"));
+            }
+            fsutil_remove(&dest);
+        }
+        let o = self.replicate(false).output();
+        if !o.status.success() {
+            found.push(format!(
+                "the next replication failed: {}",
+                reverb_tests::stderr(&o).trim()
+            ));
+            return found;
+        }
+        let o = cmd("reverb-index")
+            .arg("--vault")
+            .arg(&self.replica)
+            .args(["--job", "job", "--check", "--data"])
+            .output();
+        if !o.status.success() {
+            found.push(format!(
+                "after repair: reverb-index --check --data: {}",
+                reverb_tests::stdout(&o).lines().take(4).collect::<Vec<_>>().join("; ")
+            ));
+        }
+        found.extend(strays(&dir).into_iter().map(|s| format!("stray {s}")));
+        let index = fs::read_to_string(dir.join("index.tsv")).unwrap_or_default();
+        for v in index
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').nth(1).map(str::to_owned))
+        {
+            let Some(want) = self.manifest.get(&v) else {
+                found.push(format!("after repair: {v} is in no manifest"));
+                continue;
+            };
+            tally.versions_checked += 1;
+            let dest = self.f._tmp.path().join("restored");
+            fsutil_remove(&dest);
+            let o = cmd("reverb-restore")
+                .arg("--vault")
+                .arg(&self.replica)
+                .args(["--job", "job", "--from", &v])
+                .arg("--to")
+                .arg(&dest)
+                .output();
+            if !o.status.success() {
+                found.push(format!("after repair: restore {v}: {}", reverb_tests::stderr(&o)));
+            } else if let Some(d) = tree_difference(want, &capture(&dest, OPTS)) {
+                found.push(format!("after repair: version {v} is wrong: {d}"));
+            }
+            fsutil_remove(&dest);
+        }
+        found
+    }
+}
+
+#[test]
+fn power_loss_of_the_receiver_leaves_every_replicated_version_exact() {
+    let fstype = "ext4";
+    if let Some(why) = blockreplay::unavailable(fstype) {
+        reverb_tests::skip!("{why}: the replica's power-loss sweep");
+    }
+    let blocklog = blocklog();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).expect("mkdir");
+    let mountpoint = tmp.path().join("mnt");
+    let mut f = Fixture::new();
+    f.vault = f._tmp.path().join("source-vault");
+    let mut w = ReplicaWorkload {
+        f,
+        replica: mountpoint.join("replica"),
+        manifest: BTreeMap::new(),
+    };
+    let rec = Recorder::start(fstype, &work, &mountpoint, &blocklog)
+        .unwrap_or_else(|e| panic!("{fstype}: cannot record: {e}"));
+    w.run();
+    let base = rec.base.clone();
+    let ops = rec.finish().unwrap_or_else(|e| panic!("{fstype}: {e}"));
+    // The source changes no more: save its vault, which each state's repair extends.
+    let saved = w.f._tmp.path().join("source-vault.saved");
+    TestCommand::program("cp")
+        .arg("-a")
+        .arg(&w.f.vault)
+        .arg(&saved)
+        .assert_success();
+    let mut rng = Rng::new(0x5eed_0025);
+    let states = blockreplay::states(&ops, sample(12), &mut rng);
+    let mut replayer = Replayer::new(&ops, &base, &work).expect("replayer");
+    let mut tally = Tally::default();
+    let image = work.join("state.img");
+    for state in &states {
+        tally.states += 1;
+        fsutil_remove(&w.f.vault);
+        TestCommand::program("cp")
+            .arg("-a")
+            .arg(&saved)
+            .arg(&w.f.vault)
+            .assert_success();
+        replayer.write(state, &image).expect("write state");
+        let found = match Mounted::new(&image, &mountpoint) {
+            Err(e) => vec![format!("does not mount: {e}")],
+            Ok(m) => {
+                let found = w.check(&mut tally);
+                if let Err(e) = m.close() {
+                    panic!("{fstype}: cannot unmount a state: {e}");
+                }
+                found
+            }
+        };
+        let at = describe(state);
+        tally
+            .findings
+            .extend(found.into_iter().map(|f| format!("[{at}] {f}")));
+    }
+    eprintln!(
+        "replica power-loss sweep: {} states ({} before the job existed), {} versions \
+         compared, {} findings",
+        tally.states,
+        tally.before_the_job,
+        tally.versions_checked,
+        tally.findings.len()
+    );
+    assert!(tally.versions_checked > 0, "no crash state held a version");
+    assert!(
+        tally.findings.is_empty(),
+        "{} findings:\n{}",
+        tally.findings.len(),
+        tally.findings.join("\n")
+    );
+}
