@@ -234,7 +234,17 @@ pub fn replicate(
             file.name
         )));
     }
-    let settings = toml::to_string(&file.settings).map_err(|e| Error::Invalid(e.to_string()))?;
+    // What the replica's job starts with: the retention and the rest, not what only this
+    // host's supervisor acts on (where to replicate, its hooks).
+    let mut settings = file.settings.clone();
+    settings.replicate_to.clear();
+    settings.replicate_ssh = None;
+    settings.replicate_identity = None;
+    settings.on_version = None;
+    settings.on_failure = None;
+    settings.on_recovery = None;
+    settings.ping_url = None;
+    let settings = toml::to_string(&settings).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut peer = Peer::start(receiver_command(dest, &file.name, opts), dest.to_string())?;
     let hello = Hello {
         format: FORMAT,
