@@ -1047,4 +1047,8 @@ fn the_supervisor_replicates_each_new_version_and_waits_out_an_absent_replica() 
     );
     let _ = sup.wait();
     assert_eq!(assert_replica_exact(&f, &rep), 3);
+    // The replica's job keeps the retention, not where the source replicates to.
+    let replica_job = fs::read_to_string(rep.join("docs/job.toml")).expect("job.toml");
+    assert!(!replica_job.contains("replicate_to"), "{replica_job}");
+    assert!(replica_job.contains("replica_of"), "{replica_job}");
 }
