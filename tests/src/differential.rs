@@ -1190,7 +1190,8 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
                         .arg(&replica)
                         .args(["--job", &f.job, "--keep", &keep])
                         .assert_success();
-                    s.log.push(format!("-- reverb-retire --keep {keep} (the replica)"));
+                    s.log
+                        .push(format!("-- reverb-retire --keep {keep} (the replica)"));
                 }
             }
         }

@@ -143,6 +143,8 @@ fn session<R: Read, W: Write>(
     let _lock = JobLock::acquire(&dir.lock(), &hello.job, Wait::Block)?;
     let mut ctx = job::open_dir(dir.clone(), "receive")?;
     check_replica(&ctx, &vault, &hello)?;
+    // Who may read it, put right as every writer does at its start.
+    job::secure(&mut ctx)?;
     for line in job::note_capabilities(&mut ctx)? {
         crate::error::warn(&line);
     }

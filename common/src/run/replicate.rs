@@ -244,6 +244,8 @@ pub fn replicate(
     settings.on_failure = None;
     settings.on_recovery = None;
     settings.ping_url = None;
+    // A group of this host means nothing there: the replica starts private.
+    settings.vault_group = None;
     let settings = toml::to_string(&settings).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut peer = Peer::start(receiver_command(dest, &file.name, opts), dest.to_string())?;
     let hello = Hello {

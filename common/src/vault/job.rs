@@ -235,13 +235,19 @@ pub fn create_replica(
     settings
         .validate()
         .map_err(|m| Error::Usage(format!("job {name}: {m}")))?;
+    let access = access::of_settings(&settings)?;
     let dir = job_dir(vault, name)?;
-    fs::create_dir_all(&dir.path).ctx("cannot create job folder", &dir.path)?;
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.lock())
-        .ctx("cannot create", &dir.lock())?;
+    // Private (or shared with vault_group) from the start, like any job.
+    if !fsutil::create_dir_with(&dir.path, access)? {
+        if !dir.path.is_dir() {
+            return Err(Error::Usage(format!(
+                "job folder {} is not a directory",
+                show(&dir.path)
+            )));
+        }
+        access.apply_to_path(&dir.path)?;
+    }
+    fsutil::create_metadata_file(&dir.lock())?;
     let mut journal = Journal::open(&dir.journal(), "receive")?;
     if !dir.index().exists() {
         index::write(&dir.index(), &[])?;

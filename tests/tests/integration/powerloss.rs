@@ -870,7 +870,10 @@ impl ReplicaWorkload {
         self.took(self.f.rescan());
         self.replicate(true).assert_success();
         for i in 0..40 {
-            write(&src.join(format!("many/f{i:02}")), format!("file {i}").as_bytes());
+            write(
+                &src.join(format!("many/f{i:02}")),
+                format!("file {i}").as_bytes(),
+            );
         }
         self.took(self.f.rescan());
         write(&src.join("top"), b"top v2");
@@ -944,7 +947,11 @@ impl ReplicaWorkload {
         if !o.status.success() {
             found.push(format!(
                 "after repair: reverb-index --check --data: {}",
-                reverb_tests::stdout(&o).lines().take(4).collect::<Vec<_>>().join("; ")
+                reverb_tests::stdout(&o)
+                    .lines()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ));
         }
         found.extend(strays(&dir).into_iter().map(|s| format!("stray {s}")));
@@ -969,7 +976,10 @@ impl ReplicaWorkload {
                 .arg(&dest)
                 .output();
             if !o.status.success() {
-                found.push(format!("after repair: restore {v}: {}", reverb_tests::stderr(&o)));
+                found.push(format!(
+                    "after repair: restore {v}: {}",
+                    reverb_tests::stderr(&o)
+                ));
             } else if let Some(d) = tree_difference(want, &capture(&dest, OPTS)) {
                 found.push(format!("after repair: version {v} is wrong: {d}"));
             }

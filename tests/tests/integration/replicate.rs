@@ -1052,3 +1052,37 @@ fn the_supervisor_replicates_each_new_version_and_waits_out_an_absent_replica() 
     assert!(!replica_job.contains("replicate_to"), "{replica_job}");
     assert!(replica_job.contains("replica_of"), "{replica_job}");
 }
+
+/// A replica is private like any vault (docs/security.md#who-may-read-the-vault): its job
+/// folder and folders of records 0700, its records 0600, whatever the umask; the source's
+/// `vault_group` (a group of this host) is not carried over.
+#[test]
+fn a_replica_is_private() {
+    use std::os::unix::fs::MetadataExt;
+    let f = source();
+    let rep = replica_path(&f, "replica");
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000 && exec '{}' replicate {} --vault '{}' --to '{}' --init",
+            reverb_tests::bin("reverberator").display(),
+            f.job,
+            f.vault.display(),
+            rep.display()
+        ))
+        .output()
+        .expect("run replicate");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let job = rep.join(&f.job);
+    let mode = |p: &Path| fs::metadata(p).expect("stat").mode() & 0o777;
+    assert_eq!(mode(&job), 0o700, "the replica's job folder");
+    for dir in ["checksums", ".tmp"] {
+        assert_eq!(mode(&job.join(dir)), 0o700, "{dir}");
+    }
+    for file in ["job.toml", "index.tsv", "journal.tsv", "lock"] {
+        assert_eq!(mode(&job.join(file)), 0o600, "{file}");
+    }
+    for e in fs::read_dir(job.join("checksums")).expect("ls") {
+        assert_eq!(mode(&e.expect("entry").path()), 0o600, "a checksums file");
+    }
+}
