@@ -160,12 +160,18 @@ struct Open {
 /// Sends the version `v` of job folder `job` against `base`, data of files whose hash the
 /// receiver holds (`held`) left out; returns what was sent. Writes every record of it
 /// (header to end) to `out`, flushing at the end.
+///
+/// `unchanged` is asked, once every entry is sent and before the end of the version is, whether
+/// what was read can be trusted (no retirement ran in the source meanwhile): when it says
+/// no, the receiver is told to drop the version ([`Record::Refused`]) and its error is
+/// returned.
 pub(crate) fn send_version<W: Write>(
     job: &Path,
     v: &Outgoing<'_>,
     base: &Base<'_>,
     held: &HashSet<Hash>,
     out: &mut RecordWriter<W>,
+    unchanged: &dyn Fn() -> Result<()>,
 ) -> Result<Counts> {
     let mut s = Sender {
         job,
@@ -267,6 +273,11 @@ pub(crate) fn send_version<W: Write>(
             continue;
         }
         s.leaf(&name, &rel, &phys, &path, &meta, &base_child)?;
+    }
+    if let Err(e) = unchanged() {
+        let _ = s.send(&Record::Refused(e.to_string()));
+        let _ = s.out.flush();
+        return Err(e);
     }
     let counts = s.counts;
     s.send(&Record::VersionEnd(counts))?;

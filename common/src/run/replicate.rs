@@ -143,7 +143,10 @@ fn shell_quote(text: &str) -> String {
 /// The receiver, running.
 struct Peer {
     child: Child,
-    out: RecordWriter<BufWriter<ChildStdin>>,
+    /// The receiver's stdin; `None` once closed.
+    out: Option<RecordWriter<BufWriter<ChildStdin>>>,
+    /// Bytes written before it was closed.
+    written_before_close: u64,
     input: Input<BufReader<ChildStdout>>,
     shown: String,
 }
@@ -162,7 +165,8 @@ impl Peer {
         };
         Ok(Peer {
             child,
-            out: RecordWriter::new(BufWriter::with_capacity(1 << 20, stdin)),
+            out: Some(RecordWriter::new(BufWriter::with_capacity(1 << 20, stdin))),
+            written_before_close: 0,
             input: Input {
                 reader: RecordReader::new(BufReader::new(stdout)),
             },
@@ -171,10 +175,28 @@ impl Peer {
     }
 
     fn send(&mut self, r: &Record) -> Result<()> {
-        self.out
-            .send(r)
-            .and_then(|()| self.out.flush())
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("the receiver's stdin is closed".into()))?;
+        out.send(r)
+            .and_then(|()| out.flush())
             .map_err(|e| Error::Unreachable(format!("the receiver went away: {e}")))
+    }
+
+    /// Bytes written to the receiver so far.
+    fn written(&self) -> u64 {
+        self.out
+            .as_ref()
+            .map_or(self.written_before_close, RecordWriter::written)
+    }
+
+    /// Closes the receiver's stdin: it sees the end of the stream.
+    fn close(&mut self) {
+        if let Some(mut out) = self.out.take() {
+            let _ = out.flush();
+            self.written_before_close = out.written();
+        }
     }
 
     fn next(&mut self) -> Result<Record> {
@@ -190,15 +212,18 @@ impl Peer {
     /// Why the conversation ended: `e`, or better, what the receiver said before it went
     /// away, and how it exited (75: try again later).
     fn explain(&mut self, e: Error) -> Error {
-        let e = match e {
-            // A write failed: the receiver may have said why before it stopped reading.
-            Error::Unreachable(m) => match self.input.next_record() {
-                Ok(Record::Refused(why)) => {
-                    Error::Refused(format!("the replica at {} refused: {why}", self.shown))
-                }
-                _ => Error::Unreachable(m),
-            },
-            e => e,
+        // Tell the receiver (best effort: it may be gone) and close its stdin, so that it
+        // stops whatever it waits for; a version it was building is not published.
+        if let Some(out) = self.out.as_mut() {
+            let _ = out.send(&Record::Refused(e.to_string()));
+        }
+        self.close();
+        // A write may have failed because the receiver refused first: its reason is better.
+        let e = match (e, self.input.next_record()) {
+            (_, Ok(Record::Refused(why))) => {
+                Error::Refused(format!("the replica at {} refused: {why}", self.shown))
+            }
+            (e, _) => e,
         };
         let status = self.child.wait().ok().and_then(|s| s.code());
         match (e, status) {
@@ -257,11 +282,11 @@ pub fn replicate(
     };
     let mut report = Report::default();
     let result = converse(&mut peer, dir, &hello, &mut report, on_version);
-    report.bytes_sent = peer.out.written();
+    report.bytes_sent = peer.written();
     report.bytes_received = peer.input.reader.read_bytes();
     match result {
         Ok(()) => {
-            drop(peer.out);
+            peer.close();
             let status = peer
                 .child
                 .wait()
@@ -348,7 +373,8 @@ fn converse(
         }
     };
     for row in todo {
-        let before = peer.out.written();
+        let before = peer.written();
+        let started = Retirements::now(dir)?;
         let counts = send::send_version(
             &dir.path,
             &Outgoing {
@@ -358,7 +384,10 @@ fn converse(
             },
             &base,
             &held,
-            &mut peer.out,
+            peer.out
+                .as_mut()
+                .ok_or_else(|| Error::Invalid("the receiver's stdin is closed".into()))?,
+            &|| started.still(dir, &row.dir),
         )?;
         match peer.next()? {
             Record::Ack { n, dir: d } if n == row.version && d == row.dir => {}
@@ -374,7 +403,7 @@ fn converse(
             n: row.version,
             dir: row.dir.clone(),
             counts,
-            bytes: peer.out.written() - before,
+            bytes: peer.written() - before,
         };
         record_version(dir, &peer.shown, &report.vault, &sent);
         on_version(&sent);
@@ -398,6 +427,50 @@ fn converse(
             other.what()
         ))),
         Err(e) => Err(crate::run::receive::stream_error(e)),
+    }
+}
+
+/// What says whether a retirement ran in the source vault: the version being retired (its
+/// job.toml mark) and the versions index.tsv lists. The sender takes no lock (it never
+/// delays a version), so a retirement may run while a version is read; what was read is
+/// trusted only when none ran meanwhile.
+struct Retirements {
+    versions: Vec<String>,
+}
+
+impl Retirements {
+    /// Now; a retirement in progress is a reason to try later.
+    fn now(dir: &JobDir) -> Result<Retirements> {
+        let file = JobFile::read(&dir.job_toml())?;
+        if let Some(v) = file.state.retiring {
+            return Err(Error::Unreachable(format!(
+                "{v} is being retired in this vault: replicating later"
+            )));
+        }
+        Ok(Retirements {
+            versions: read_index_or_empty(&dir.index())?
+                .into_iter()
+                .map(|r| r.dir)
+                .collect(),
+        })
+    }
+
+    /// Nothing was retired since [`Retirements::now`], none is being retired, and
+    /// `version` (just read) is still there.
+    fn still(&self, dir: &JobDir, version: &str) -> Result<()> {
+        let again = Retirements::now(dir)?;
+        let gone = self.versions.iter().find(|v| !again.versions.contains(v));
+        if let Some(v) = gone {
+            return Err(Error::Unreachable(format!(
+                "{v} was retired in this vault while {version} was read: replicating again"
+            )));
+        }
+        if !dir.path.join(version).is_dir() {
+            return Err(Error::Unreachable(format!(
+                "{version} was retired in this vault while it was read"
+            )));
+        }
+        Ok(())
     }
 }
 

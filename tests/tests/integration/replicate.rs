@@ -1086,3 +1086,48 @@ fn a_replica_is_private() {
         assert_eq!(mode(&e.expect("entry").path()), 0o600, "a checksums file");
     }
 }
+
+/// The source retires the very version being sent (the sender takes no lock, so that it
+/// never delays a version): the replica never publishes it half-read; the next run sends
+/// what the source holds then, exact.
+#[test]
+fn a_version_retired_here_while_it_is_sent_is_never_published_half_read() {
+    let f = Fixture::new();
+    for i in 0..16u32 {
+        fs::write(f.src.join(format!("f{i:02}")), pattern(i, 1 << 20)).expect("write");
+    }
+    f.first();
+    fs::write(f.src.join("f00"), b"changed").expect("write");
+    f.rescan();
+    fs::write(f.src.join("f01"), b"changed too").expect("write");
+    f.rescan();
+    let rep = replica_path(&f, "replica");
+    let mut sender = replicate(&f, &to(&rep), &["--init"])
+        .env("REVERB_FAULT_STOP_AFTER", "3")
+        .spawn();
+    let mut receiver = None;
+    wait_until(
+        Duration::from_secs(60),
+        "the receiver to stop after 3 files",
+        || {
+            receiver = stopped_receiver(sender.id());
+            receiver.is_some()
+        },
+    );
+    let receiver = nix::unistd::Pid::from_raw(receiver.expect("stopped"));
+    // The first version, half sent, is retired here (its data moves into the second).
+    retire(&f.vault, &f.job, 2);
+    nix::sys::signal::kill(receiver, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    let status = sender.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "the session that read a retired version failed"
+    );
+    assert!(
+        !rep.join(&f.job).join("index.tsv").exists() || versions(&rep, &f.job).is_empty(),
+        "a version read while it was retired was published"
+    );
+    let r = replicate_ok(&f, &to(&rep), &[]);
+    assert_eq!(r.versions.len(), 2);
+    assert_eq!(assert_replica_exact(&f, &rep), 2);
+}
