@@ -21,6 +21,7 @@ use clap::Parser;
 mod fsstat;
 mod machine;
 mod measures;
+mod peak;
 mod peers;
 mod report;
 mod targets;
@@ -43,9 +44,10 @@ struct Args {
     /// directories of 20 files each at 100,000 files).
     #[arg(long, value_enum, default_value = "random")]
     shape: tree::Shape,
-    /// Repetitions of each timed measure (medians are reported).
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
+    /// Repetitions of each timed measure (medians are reported); default 3, and 1 in the
+    /// scale run.
+    #[arg(long)]
+    reps: Option<usize>,
     /// Parent of the scratch directory (default /var/tmp); it must hold (3 × reps + 1) × the
     /// tree: the first-copy measure keeps all its copies until its last repetition. A tmpfs
     /// (`--dir /dev/shm`) takes the disk out of the figures: the way to see the software's
@@ -96,9 +98,50 @@ struct Args {
     /// Only replication (T8), after a first version that is not timed.
     #[arg(long)]
     replication_only: bool,
+    /// At 1,000,000 files or more, run every measure instead of the scale run's (T7).
+    #[arg(long, conflicts_with = "scale")]
+    full: bool,
+    /// Only the scale run's measures (T7), whatever the tree's size (the default from
+    /// 1,000,000 files).
+    #[arg(long)]
+    scale: bool,
+    /// Largest small file, in bytes (default 16384; 4096 in the scale run).
+    #[arg(long, value_name = "BYTES")]
+    small_max: Option<usize>,
+    /// One file in this many is a 1 MiB file, 0 for none (default 400; 4000 in the scale
+    /// run).
+    #[arg(long, value_name = "N")]
+    large_every: Option<usize>,
+}
+
+impl Args {
+    /// The scale run (T7): a tree of 1,000,000 files or more, unless `--full`.
+    fn scale(&self) -> bool {
+        self.scale || (self.files as u64 >= targets::SCALE_FILES && !self.full)
+    }
+
+    fn reps(&self) -> usize {
+        self.reps.unwrap_or(if self.scale() { 1 } else { 3 }).max(1)
+    }
+
+    fn sizes(&self) -> tree::Sizes {
+        let (small_max, large_every) = if self.scale() {
+            (4096, 4000)
+        } else {
+            (tree::SMALL_MAX, tree::ONE_MIB_EVERY)
+        };
+        tree::Sizes {
+            small_max: self.small_max.unwrap_or(small_max),
+            large_every: self.large_every.unwrap_or(large_every),
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == peak::WRAPPER_ARG) {
+        return peak::run_wrapper(argv);
+    }
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -120,7 +163,15 @@ fn run(args: Args) -> Result<()> {
     let mut rng = tree::Rng::new(args.seed);
     let dirs = args.dirs.unwrap_or(args.files / 20).max(1);
     let t = Instant::now();
-    let tree = tree::generate(&scratch.join("src"), args.shape, args.files, dirs, &mut rng)?;
+    let sizes = args.sizes();
+    let tree = tree::generate(
+        &scratch.join("src"),
+        args.shape,
+        args.files,
+        dirs,
+        sizes,
+        &mut rng,
+    )?;
     eprintln!(
         "tree: {:?} in {:.1} s",
         tree.stats,
@@ -130,7 +181,9 @@ fn run(args: Args) -> Result<()> {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": machine::describe(&scratch),
         "tree": tree.stats,
-        "reps": args.reps,
+        "reps": args.reps(),
+        "sizes": sizes,
+        "scale": args.scale(),
         "cache": cache,
         "seed": args.seed,
         "shape": args.shape,
@@ -139,7 +192,7 @@ fn run(args: Args) -> Result<()> {
     let mut b = Bench {
         tools,
         cache,
-        reps: args.reps.max(1),
+        reps: args.reps(),
         vault: scratch.join("vault"),
         scratch,
         tree,
@@ -148,11 +201,16 @@ fn run(args: Args) -> Result<()> {
         chain: Vec::new(),
         versions: args.versions.max(2),
         quiet_ms: args.quiet_ms,
+        scale: args.scale(),
     };
+    if args.scale() {
+        measures::scale::scale(&mut b)?;
+        return finish(&args, tmp, &mut b, &meta);
+    }
     if args.replication_only {
         measures::steady::first_version(&b)?;
         measures::replication::replication(&mut b)?;
-        return finish(&args, tmp, &b, &meta);
+        return finish(&args, tmp, &mut b, &meta);
     }
     if args.steady_only {
         if args.steady_versions > 0 {
@@ -163,7 +221,7 @@ fn run(args: Args) -> Result<()> {
         if !args.no_backup_peers {
             measures::backup_peers::backup_peers(&mut b)?;
         }
-        return finish(&args, tmp, &b, &meta);
+        return finish(&args, tmp, &mut b, &meta);
     }
     measures::copy::first_copy(&mut b)?;
     measures::integrity::verify_data(&mut b)?;
@@ -172,7 +230,7 @@ fn run(args: Args) -> Result<()> {
         measures::copy::first_copy_btrfs(&mut b)?;
     }
     if !args.integrity_only {
-        measures::versions::incremental(&mut b)?;
+        measures::versions::incremental(&mut b, &[10, 100, 1000])?;
         measures::versions::rescan_unchanged(&mut b)?;
         measures::versions::usage_of_versions(&mut b)?;
         measures::versions::retire(&mut b)?;
@@ -187,11 +245,17 @@ fn run(args: Args) -> Result<()> {
         measures::watch::latency(&mut b)?;
         measures::replication::replication(&mut b)?;
     }
-    finish(&args, tmp, &b, &meta)
+    finish(&args, tmp, &mut b, &meta)
 }
 
 /// Prints and writes the results; keeps the scratch directory if asked.
-fn finish(args: &Args, tmp: tempfile::TempDir, b: &Bench, meta: &serde_json::Value) -> Result<()> {
+fn finish(
+    args: &Args,
+    tmp: tempfile::TempDir,
+    b: &mut Bench,
+    meta: &serde_json::Value,
+) -> Result<()> {
+    measures::scale::peak_rows(b);
     println!("{}", serde_json::to_string_pretty(meta)?);
     println!("{}", report::table(&b.rows));
     let scope = targets::Scope {

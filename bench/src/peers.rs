@@ -102,12 +102,14 @@ impl Cache {
     }
 }
 
-/// What one run cost: wall-clock time, and CPU time (user + system) of the program and of
-/// the descendants it waited for.
+/// What one run cost: wall-clock time, CPU time (user + system) of the program and of
+/// the descendants it waited for, and the peak resident memory of the largest of them when
+/// the run was reaped by [`timed_input`] (`None` for figures measured another way).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timing {
     pub wall: Duration,
     pub cpu: Duration,
+    pub peak_rss: Option<u64>,
 }
 
 impl std::ops::Add for Timing {
@@ -117,6 +119,11 @@ impl std::ops::Add for Timing {
         Timing {
             wall: self.wall + other.wall,
             cpu: self.cpu + other.cpu,
+            // Two runs one after the other: the larger of the two peaks.
+            peak_rss: match (self.peak_rss, other.peak_rss) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 }
@@ -179,18 +186,25 @@ pub fn timed(cmd: &mut Command) -> Result<Timing> {
     timed_input(cmd, None).map(|(d, _)| d)
 }
 
-/// Runs `cmd` with `input` on stdin; wall and CPU time, and stdout. Fails if it fails.
+/// Runs `cmd` with `input` on stdin; wall and CPU time, peak memory, and stdout. Fails if
+/// it fails.
 pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Timing, String)> {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let peak_dir = tempfile::tempdir().context("cannot make a directory for the peak figure")?;
+    let peak_file = peak_dir.path().join("peak");
+    let mut wrapped = crate::peak::wrap(cmd, &peak_file)?;
+    wrapped
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let cpu0 = children_cpu()?;
     let t = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    let mut child = wrapped
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
         stdin
             .write_all(data)
@@ -207,7 +221,11 @@ pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Timing, S
         );
     }
     Ok((
-        Timing { wall, cpu },
+        Timing {
+            wall,
+            cpu,
+            peak_rss: Some(crate::peak::read(&peak_file)?),
+        },
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ))
 }

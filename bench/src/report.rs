@@ -26,11 +26,13 @@ pub enum Unit {
 }
 
 /// The samples of one side of a row: the figures (wall seconds for a timed measure), and
-/// for a timed measure the CPU seconds of the same runs (user + system, children included).
+/// for a timed measure the CPU seconds of the same runs (user + system, children included)
+/// and, where the run was reaped by the bench, its peak resident memory in bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Samples {
     pub values: Vec<f64>,
     pub cpu: Vec<f64>,
+    pub peak_rss: Vec<f64>,
 }
 
 impl Samples {
@@ -38,6 +40,16 @@ impl Samples {
     pub fn push(&mut self, t: Timing) {
         self.values.push(t.wall.as_secs_f64());
         self.cpu.push(t.cpu.as_secs_f64());
+        if let Some(peak) = t.peak_rss {
+            self.peak_rss.push(peak as f64);
+        }
+    }
+
+    /// The peak memory of the same runs, as samples of their own (bytes), when every run
+    /// has one.
+    pub fn peaks(&self) -> Option<Samples> {
+        (!self.values.is_empty() && self.peak_rss.len() == self.values.len())
+            .then(|| Samples::from(self.peak_rss.clone()))
     }
 
     /// The wall times alone (for notes such as [`paired_ratios`]).
@@ -59,6 +71,7 @@ impl From<Vec<f64>> for Samples {
         Samples {
             values,
             cpu: Vec::new(),
+            peak_rss: Vec::new(),
         }
     }
 }
@@ -306,6 +319,7 @@ mod tests {
         let t = |wall: u64, cpu: u64| Timing {
             wall: Duration::from_millis(wall),
             cpu: Duration::from_millis(cpu),
+            peak_rss: None,
         };
         let mut ours = Samples::default();
         ours.push(t(1000, 500));

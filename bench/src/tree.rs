@@ -23,14 +23,33 @@ use anyhow::{Context, Result};
 
 /// Deepest directory level below the root.
 pub const MAX_DEPTH: usize = 8;
-/// One file in this many is a 1 MiB file.
-const ONE_MIB_EVERY: usize = 400;
+/// By default, one file in this many is a 1 MiB file.
+pub const ONE_MIB_EVERY: usize = 400;
 /// One file in this many is a 64 MiB sparse file (at least one per tree).
 const SPARSE_EVERY: usize = 20_000;
 /// One file in this many is a relative symlink (a source link).
 const SYMLINK_EVERY: usize = 1_000;
 const SPARSE_LEN: u64 = 64 << 20;
-const SMALL_MAX: usize = 16 << 10;
+/// By default, the largest small file.
+pub const SMALL_MAX: usize = 16 << 10;
+
+/// How large the files are: small ones of 0..=`small_max` bytes, and one in `large_every`
+/// a 1 MiB file (0: none). The scale run (1,000,000 files) uses smaller files than the
+/// default so that four copies of its tree fit on the machine's disk.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sizes {
+    pub small_max: usize,
+    pub large_every: usize,
+}
+
+impl Default for Sizes {
+    fn default() -> Sizes {
+        Sizes {
+            small_max: SMALL_MAX,
+            large_every: ONE_MIB_EVERY,
+        }
+    }
+}
 
 /// SplitMix64: small, fast, seedable; good enough to place files.
 #[derive(Debug, Clone)]
@@ -82,6 +101,7 @@ pub struct Tree {
     pub small: Vec<PathBuf>,
     pub stats: Stats,
     noise: Vec<u8>,
+    sizes: Sizes,
 }
 
 /// How the directories of a generated tree are laid out.
@@ -151,10 +171,12 @@ pub fn generate(
     shape: Shape,
     files: usize,
     dirs: usize,
+    sizes: Sizes,
     rng: &mut Rng,
 ) -> Result<Tree> {
     fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
-    let mut noise = vec![0u8; (1 << 20) + SMALL_MAX];
+    let small_max = sizes.small_max.max(1);
+    let mut noise = vec![0u8; (1 << 20) + small_max];
     for chunk in noise.chunks_mut(8) {
         let v = rng.next_u64().to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
@@ -185,14 +207,14 @@ pub fn generate(
                 .with_context(|| format!("symlink {}", rel.display()))?;
             stats.symlinks += 1;
             continue;
-        } else if i % ONE_MIB_EVERY == ONE_MIB_EVERY - 1 {
-            let off = rng.below(SMALL_MAX);
+        } else if sizes.large_every > 0 && i % sizes.large_every == sizes.large_every - 1 {
+            let off = rng.below(small_max);
             fs::write(&path, &noise[off..off + (1 << 20)])
                 .with_context(|| format!("write {}", rel.display()))?;
             stats.one_mib_files += 1;
             stats.bytes += 1 << 20;
         } else {
-            let len = rng.below(SMALL_MAX + 1);
+            let len = rng.below(small_max + 1);
             let off = rng.below(noise.len() - len);
             fs::write(&path, &noise[off..off + len])
                 .with_context(|| format!("write {}", rel.display()))?;
@@ -206,6 +228,7 @@ pub fn generate(
         small,
         stats,
         noise,
+        sizes,
     })
 }
 
@@ -231,7 +254,7 @@ impl Tree {
         let mut out = Vec::with_capacity(n);
         for i in picked {
             let rel = &self.small[i];
-            let len = 1 + rng.below(SMALL_MAX);
+            let len = 1 + rng.below(self.sizes.small_max.max(1));
             let off = rng.below(self.noise.len() - len);
             fs::write(self.root.join(rel), &self.noise[off..off + len])
                 .with_context(|| format!("rewrite {}", rel.display()))?;

@@ -28,6 +28,7 @@ pub mod backup_peers;
 pub mod copy;
 pub mod integrity;
 pub mod replication;
+pub mod scale;
 pub mod steady;
 pub mod versions;
 pub mod watch;
@@ -52,6 +53,9 @@ pub struct Bench {
     /// How many versions (and snapshots) to hold when measuring disk usage and retirement.
     pub versions: usize,
     pub quiet_ms: u64,
+    /// The scale run (docs/benchmarks.md#the-scale-run): copies a measure no longer needs
+    /// are removed at once, since four copies of a 1,000,000-file tree do not fit.
+    pub scale: bool,
 }
 
 impl Bench {

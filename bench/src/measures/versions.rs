@@ -95,11 +95,12 @@ fn push2(v: &mut (Samples, Vec<f64>), x: (Timing, f64)) {
     v.1.push(x.1);
 }
 
-pub fn incremental(b: &mut Bench) -> Result<()> {
+/// Rounds of `n` changes for each `n` of `counts` (10, 100 and 1,000 in a full run).
+pub fn incremental(b: &mut Bench, counts: &[usize]) -> Result<()> {
     let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
     let cp = need(&b.tools.cp, "cp").map(Path::to_path_buf);
     let entries = b.tree.stats.entries() as f64;
-    for n in [10, 100, 1000] {
+    for &n in counts {
         let mut s = Round::default();
         for rep in 0..b.reps {
             for mode in [Mode::Events, Mode::Rescan] {

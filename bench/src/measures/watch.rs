@@ -44,11 +44,13 @@ fn until_ready(
     let cpu = cpu_so_far(child.id());
     terminate(&child);
     child.wait()?;
+    let peak = hwm? * 1024;
     let timing = Timing {
         wall: t? - t0,
         cpu: cpu?,
+        peak_rss: Some(peak),
     };
-    Ok((timing, (hwm? * 1024) as f64))
+    Ok((timing, peak as f64))
 }
 
 pub fn setup(b: &mut Bench) -> Result<()> {
