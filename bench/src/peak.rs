@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn the_wrapper_reports_its_programs_peak_and_status() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let file = dir.path().join("peak");
         // The shell holds 40 MB in a variable, then fails with status 3.
         let script = "x=$(head -c 40000000 /dev/zero | tr '\\0' a); exit 3";
@@ -98,14 +98,14 @@ mod tests {
         ];
         let code = run_wrapper(args.iter().map(|a| a.to_os_string()));
         assert_eq!(code, ExitCode::from(3));
-        let peak = read(&file).unwrap();
+        let peak = read(&file).expect("the wrapper wrote its figure");
         assert!(peak >= 40_000_000, "peak {peak}");
         assert!(peak < 4_000_000_000, "peak {peak}");
     }
 
     #[test]
     fn a_missing_program_is_127_and_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let file = dir.path().join("peak");
         let args = [file.as_os_str(), "/nonexistent/program".as_ref()];
         let code = run_wrapper(args.iter().map(|a| a.to_os_string()));

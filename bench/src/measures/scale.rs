@@ -51,7 +51,7 @@ pub fn peak_rows(b: &mut Bench) {
         // one row of memory.
         if add
             .iter()
-            .any(|r| r.measure == measure && Ok(&r.samples_peer) == peer.as_ref().map(|p| p))
+            .any(|r| r.measure == measure && Ok(&r.samples_peer) == peer.as_ref())
         {
             continue;
         }
