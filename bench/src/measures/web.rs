@@ -115,6 +115,14 @@ fn url_path(rel: &Path) -> String {
 
 /// Both rows.
 pub fn pages(b: &mut Bench) -> Result<()> {
+    if !b.tools.bin_dir.join("reverb-web").is_file() {
+        // Not one of the programs the bench requires: build it to measure its pages.
+        eprintln!(
+            "reverb-web pages: skipped (no reverb-web in {})",
+            b.tools.bin_dir.display()
+        );
+        return Ok(());
+    }
     let versions = b.versions_on_disk()?;
     let Some(newest) = versions
         .last()
