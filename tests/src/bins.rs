@@ -65,7 +65,10 @@ fn layout() -> Result<Layout, String> {
         .parent()
         .ok_or_else(|| format!("no target directory above {}", profile_dir.display()))?;
     // Cargo tags only the target directory's root; `target/<triple>/` is a cross build.
-    let (target_dir, triple) = if above.join("CACHEDIR.TAG").is_file() {
+    // (It writes the tag only when it creates the directory, so a `target/` made before the
+    // first build has none: its `.rustc_info.json` marks it too.)
+    let is_root = |d: &Path| d.join("CACHEDIR.TAG").is_file() || d.join(".rustc_info.json").is_file();
+    let (target_dir, triple) = if is_root(above) {
         (above.to_path_buf(), None)
     } else {
         let root = above

@@ -477,6 +477,90 @@ fn metrics_parse_and_have_every_name() {
     assert_eq!(open.get("/job/job").status, 404);
 }
 
+/// The dashboard's row of job `job` (its `<tr>`), from the page or the live fragment.
+fn job_row<'a>(html: &'a str, job: &str) -> &'a str {
+    let start = html
+        .find(&format!("<a href=\"/job/{job}\">{job}</a>"))
+        .unwrap_or_else(|| panic!("no row for {job}:\n{html}"));
+    let end = html[start..].find("</tr>").map_or(html.len(), |e| start + e);
+    &html[start..end]
+}
+
+/// The dashboard's "Replicas" cell and `/metrics`' `reverberator_replica_lag_versions`
+/// against real replications to a real local replica: up to date after replicating, one
+/// behind after one more version, up to date again after the next replication; a
+/// destination that failed shows how far behind it is and why. The oracle is the replica
+/// vault itself: the version directories in its job folder.
+#[test]
+fn the_dashboard_and_metrics_show_each_replicas_lag() {
+    let s = site();
+    let replica = s.f._tmp.path().join("replica");
+    let to = replica.to_str().expect("utf-8").to_owned();
+    // A destination that is not a vault (no `--init`): every replication to it fails.
+    let away = s.f._tmp.path().join("away");
+    let away_to = away.to_str().expect("utf-8").to_owned();
+    reverb_tests::replica::replicate_ok(&s.f, &to, &["--init"]);
+    let failed = reverb_tests::replica::replicate(&s.f, &away_to, &[]).output();
+    assert!(!failed.status.success(), "replicating to a non-vault failed");
+    let on_replica = |vault: &Path| {
+        let mut dirs: Vec<String> = fs::read_dir(vault.join(&s.f.job))
+            .expect("the replica's job folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('V') && n.contains('-'))
+            .collect();
+        dirs.sort_by_key(|d| d[1..d.find('-').unwrap_or(1)].parse::<u64>().unwrap_or(0));
+        dirs
+    };
+    assert_eq!(on_replica(&replica), s.versions, "the replica holds every version");
+    let web = s.serve(&[]);
+    let lag = |dest: &str| {
+        let text = web.http().get("/metrics").text();
+        parse_exposition(&text)
+            .get(&format!(
+                "reverberator_replica_lag_versions{{job=\"job\",replica=\"{dest}\"}}"
+            ))
+            .copied()
+            .unwrap_or_else(|| panic!("no lag sample for {dest}:\n{text}"))
+    };
+    let cell = |path: &str| {
+        let r = web.http().get(path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        job_row(&r.text(), "job").to_owned()
+    };
+    let up_to_date = format!("<div>{to}: up to date");
+    let one_behind = format!("<div>{to}: 1 behind");
+    let away_behind = |n: usize| format!("<div>{away_to}: {n} behind");
+    // Replicated: lag 0 on both the page and its live fragment.
+    assert_eq!(lag(&to), 0.0);
+    assert_eq!(lag(&away_to), 3.0);
+    for path in ["/", "/fragment/jobs"] {
+        let row = cell(path);
+        assert!(row.contains(&up_to_date), "{path}: {row}");
+        // With the reason of its last failure, naming the destination.
+        let why = format!("{}<br><span class=\"why muted\">", away_behind(3));
+        assert!(row.contains(&why), "{path}: {row}");
+        assert!(row.contains("reverberator-vault.toml"), "{path}: {row}");
+    }
+    // One more version, not yet replicated: 1 behind.
+    fs::write(s.f.src.join("notes/later.txt"), "written after\n").expect("write");
+    let v4 = s.f.rescan();
+    assert!(!v4.is_empty(), "a fourth version");
+    assert_eq!(on_replica(&replica), s.versions, "the replica has not got it");
+    assert_eq!(lag(&to), 1.0);
+    assert_eq!(lag(&away_to), 4.0);
+    for path in ["/", "/fragment/jobs"] {
+        let row = cell(path);
+        assert!(row.contains(&one_behind), "{path}: {row}");
+        assert!(!row.contains(&up_to_date), "{path}: {row}");
+        assert!(row.contains(&away_behind(4)), "{path}: {row}");
+    }
+    // Replicated again: up to date, and the replica holds it.
+    reverb_tests::replica::replicate_ok(&s.f, &to, &[]);
+    assert_eq!(on_replica(&replica).last(), Some(&v4));
+    assert_eq!(lag(&to), 0.0);
+    assert!(cell("/").contains(&up_to_date));
+}
+
 /// `name{labels} value` lines of a text exposition, checked line by line.
 fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
