@@ -67,7 +67,8 @@ fn layout() -> Result<Layout, String> {
     // Cargo tags only the target directory's root; `target/<triple>/` is a cross build.
     // (It writes the tag only when it creates the directory, so a `target/` made before the
     // first build has none: its `.rustc_info.json` marks it too.)
-    let is_root = |d: &Path| d.join("CACHEDIR.TAG").is_file() || d.join(".rustc_info.json").is_file();
+    let is_root =
+        |d: &Path| d.join("CACHEDIR.TAG").is_file() || d.join(".rustc_info.json").is_file();
     let (target_dir, triple) = if is_root(above) {
         (above.to_path_buf(), None)
     } else {

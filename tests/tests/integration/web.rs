@@ -482,7 +482,9 @@ fn job_row<'a>(html: &'a str, job: &str) -> &'a str {
     let start = html
         .find(&format!("<a href=\"/job/{job}\">{job}</a>"))
         .unwrap_or_else(|| panic!("no row for {job}:\n{html}"));
-    let end = html[start..].find("</tr>").map_or(html.len(), |e| start + e);
+    let end = html[start..]
+        .find("</tr>")
+        .map_or(html.len(), |e| start + e);
     &html[start..end]
 }
 
@@ -501,7 +503,10 @@ fn the_dashboard_and_metrics_show_each_replicas_lag() {
     let away_to = away.to_str().expect("utf-8").to_owned();
     reverb_tests::replica::replicate_ok(&s.f, &to, &["--init"]);
     let failed = reverb_tests::replica::replicate(&s.f, &away_to, &[]).output();
-    assert!(!failed.status.success(), "replicating to a non-vault failed");
+    assert!(
+        !failed.status.success(),
+        "replicating to a non-vault failed"
+    );
     let on_replica = |vault: &Path| {
         let mut dirs: Vec<String> = fs::read_dir(vault.join(&s.f.job))
             .expect("the replica's job folder")
@@ -511,7 +516,11 @@ fn the_dashboard_and_metrics_show_each_replicas_lag() {
         dirs.sort_by_key(|d| d[1..d.find('-').unwrap_or(1)].parse::<u64>().unwrap_or(0));
         dirs
     };
-    assert_eq!(on_replica(&replica), s.versions, "the replica holds every version");
+    assert_eq!(
+        on_replica(&replica),
+        s.versions,
+        "the replica holds every version"
+    );
     let web = s.serve(&[]);
     let lag = |dest: &str| {
         let text = web.http().get("/metrics").text();
@@ -545,7 +554,11 @@ fn the_dashboard_and_metrics_show_each_replicas_lag() {
     fs::write(s.f.src.join("notes/later.txt"), "written after\n").expect("write");
     let v4 = s.f.rescan();
     assert!(!v4.is_empty(), "a fourth version");
-    assert_eq!(on_replica(&replica), s.versions, "the replica has not got it");
+    assert_eq!(
+        on_replica(&replica),
+        s.versions,
+        "the replica has not got it"
+    );
     assert_eq!(lag(&to), 1.0);
     assert_eq!(lag(&away_to), 4.0);
     for path in ["/", "/fragment/jobs"] {
