@@ -138,6 +138,19 @@ impl Sshd {
         Err(format!("sshd did not start: {last}"))
     }
 
+    /// Pins the test key to `command` (an `authorized_keys` forced command with
+    /// `restrict`, as docs/install.md has a replica host do); sshd reads the file anew at
+    /// each login.
+    pub fn pin_command(&self, command: &str) {
+        let public = self.key.with_extension("pub");
+        let key = std::fs::read_to_string(&public).expect("read the public key");
+        let key = key.lines().last().unwrap_or_default();
+        // A key already pinned: keep only the key itself.
+        let key = key.rsplit_once(",restrict ").map_or(key, |(_, k)| k);
+        std::fs::write(&public, format!("command=\"{command}\",restrict {key}\n"))
+            .expect("write the authorized key");
+    }
+
     /// The sshfs options that log in to this server as root with its key.
     pub fn sshfs_options(&self) -> String {
         format!(

@@ -44,6 +44,8 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         vault: std::path::absolute(&args.vault)?,
         job: args.job.clone(),
         init: args.init,
+        // Set by sshd when a forced command replaced the sender's: what it asked for.
+        requested: std::env::var("SSH_ORIGINAL_COMMAND").ok(),
     };
     serve(&opts, std::io::stdin().lock(), std::io::stdout().lock())?;
     Ok(EXIT_OK)

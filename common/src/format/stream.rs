@@ -29,9 +29,9 @@ pub use check::{StreamError, check_name};
 pub use decoding::RecordReader;
 #[cfg(test)]
 use decoding::decode;
+pub use encoding::{RecordWriter, frame};
 #[cfg(test)]
 use encoding::{put_bytes, put_u64};
-pub use encoding::{RecordWriter, frame};
 pub use records::{
     Attrs, Counts, DataMode, Entry, FileEntry, Hash, Hello, Kind, Record, SpecialKind, Time,
     VersionHeader, Welcome,

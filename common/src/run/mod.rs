@@ -18,6 +18,7 @@ pub(crate) mod live;
 pub(crate) mod notify;
 pub(crate) mod porcelain;
 pub(crate) mod receive;
+pub(crate) mod receiver_stderr;
 pub(crate) mod replica_live;
 pub(crate) mod replicate;
 pub(crate) mod selection;

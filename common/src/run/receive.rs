@@ -44,6 +44,10 @@ pub struct ReceiveOptions {
     pub job: Option<String>,
     /// Create the vault when it has no marker.
     pub init: bool,
+    /// The command line the sender asked for when an `authorized_keys` forced command ran
+    /// this receiver instead (ssh's `SSH_ORIGINAL_COMMAND`): the vault it names must be
+    /// [`ReceiveOptions::vault`], or the sender is told which one this key writes to.
+    pub requested: Option<String>,
 }
 
 /// The records of a pipe as the engine reads them: the end or a break is
@@ -101,6 +105,9 @@ fn session<R: Read, W: Write>(
     input: &mut Input<R>,
     out: &mut RecordWriter<W>,
 ) -> Result<()> {
+    if let Some(line) = &opts.requested {
+        check_requested_vault(line, &opts.vault)?;
+    }
     let mut vault = if opts.init {
         Vault::init(&opts.vault)?
     } else {
@@ -287,3 +294,92 @@ fn keep_interrupted(dir: &JobDir) -> Result<Option<PathBuf>> {
     }
     Ok(held.is_dir().then_some(held))
 }
+
+/// Refuses a sender that asked for another vault than the one this receiver was started
+/// on (a forced command pins it): the data would land somewhere else than the destination
+/// the sender records and `status` shows. A request naming no `--vault` is not checked.
+fn check_requested_vault(line: &str, vault: &Path) -> Result<()> {
+    let Some(asked) = requested_vault(line) else {
+        return Ok(());
+    };
+    let asked = Path::new(&asked);
+    if asked.components().eq(vault.components()) {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "the destination names vault {}, but this host receives into {} only (the forced \
+         command of the key's authorized_keys line): correct the destination's path",
+        show(asked),
+        show(vault)
+    )))
+}
+
+/// The `--vault` argument of a sender's command line (as [`crate::run::replicate`] quotes
+/// it, or as a person types it): the line split into words the way a POSIX shell does
+/// (single and double quotes, backslashes), without expanding anything.
+fn requested_vault(line: &str) -> Option<String> {
+    let words = shell_words(line)?;
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        if w == "--vault" {
+            return it.next().cloned();
+        }
+        if let Some(v) = w.strip_prefix("--vault=") {
+            return Some(v.to_owned());
+        }
+    }
+    None
+}
+
+/// `line`'s words as a POSIX shell splits them; `None` for an unclosed quote.
+fn shell_words(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => w.push(c),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => match chars.next()? {
+                            c @ ('"' | '\\' | '$' | '`') => w.push(c),
+                            '\n' => {}
+                            c => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                        },
+                        c => w.push(c),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => {}
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
+}
+
+#[cfg(test)]
+mod tests;

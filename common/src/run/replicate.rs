@@ -30,6 +30,7 @@ use crate::format::replicas_tsv::{self, ReplicaRow};
 use crate::format::stream::{Counts, FORMAT, Hello, Record, RecordReader, RecordWriter};
 use crate::format::time;
 use crate::run::receive::Input;
+use crate::run::receiver_stderr::StderrTail;
 use crate::vault::layout::{JobDir, Vault};
 
 /// How to reach the receiver.
@@ -148,12 +149,18 @@ struct Peer {
     /// Bytes written before it was closed.
     written_before_close: u64,
     input: Input<BufReader<ChildStdout>>,
+    /// What the receiver's side prints (it, or ssh and the remote shell).
+    stderr: Option<StderrTail>,
     shown: String,
+    /// The receiver program as the command names it (for the hint when it is not found).
+    program: String,
 }
 
 impl Peer {
-    fn start(mut cmd: Command, shown: String) -> Result<Peer> {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    fn start(mut cmd: Command, shown: String, program: String) -> Result<Peer> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             Error::Unreachable(format!(
                 "cannot start {}: {e}",
@@ -163,6 +170,7 @@ impl Peer {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::Invalid("the receiver's pipes were not made".into()));
         };
+        let stderr = child.stderr.take().map(StderrTail::start);
         Ok(Peer {
             child,
             out: Some(RecordWriter::new(BufWriter::with_capacity(1 << 20, stdin))),
@@ -170,7 +178,9 @@ impl Peer {
             input: Input {
                 reader: RecordReader::new(BufReader::new(stdout)),
             },
+            stderr,
             shown,
+            program,
         })
     }
 
@@ -228,15 +238,30 @@ impl Peer {
         let status = self.child.wait().ok().and_then(|s| s.code());
         match (e, status) {
             (Error::Refused(m), Some(EXIT_TEMPFAIL)) => Error::Unreachable(m),
-            (Error::Unreachable(m), Some(code)) => Error::Unreachable(format!(
-                "{}: {m} (it exited {code}{})",
-                self.shown,
-                if code == 255 {
-                    ", the ssh connection failed"
-                } else {
-                    ""
-                }
-            )),
+            (Error::Unreachable(m), Some(code)) => {
+                // The shell's conventions (127, 126) and ssh's own (255).
+                let meaning = match code {
+                    255 => ", the ssh connection failed".to_owned(),
+                    127 => format!(
+                        ", `{}` was not found on the PATH of commands run there (not a \
+                         login shell's PATH: install it in /usr/local/bin or give its \
+                         absolute path)",
+                        self.program
+                    ),
+                    126 => format!(", `{}` could not be run there", self.program),
+                    _ => String::new(),
+                };
+                let said = self
+                    .stderr
+                    .as_ref()
+                    .and_then(StderrTail::last)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                Error::Unreachable(format!(
+                    "{}: {m} (it exited {code}{meaning}){said}",
+                    self.shown
+                ))
+            }
             (e, _) => e,
         }
     }
@@ -272,7 +297,15 @@ pub fn replicate(
     // A group of this host means nothing there: the replica starts private.
     settings.vault_group = None;
     let settings = toml::to_string(&settings).map_err(|e| Error::Invalid(e.to_string()))?;
-    let mut peer = Peer::start(receiver_command(dest, &file.name, opts), dest.to_string())?;
+    let program = opts
+        .receive_command
+        .clone()
+        .unwrap_or_else(|| "reverb-receive".to_owned());
+    let mut peer = Peer::start(
+        receiver_command(dest, &file.name, opts),
+        dest.to_string(),
+        program,
+    )?;
     let hello = Hello {
         format: FORMAT,
         job: file.name.clone(),

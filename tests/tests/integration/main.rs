@@ -28,6 +28,7 @@ mod races;
 mod racily_clean;
 mod reflink;
 mod replicate;
+mod replicate_mistakes;
 mod restore_dest;
 mod retire;
 mod shared_links;
