@@ -87,7 +87,7 @@ pub enum Kind {
 /// One entry of the directory being described: a name and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// One path component (checked by [`check_name`]).
+    /// One path component (checked by [`super::check_name`]).
     pub name: Vec<u8>,
     pub kind: Kind,
 }
