@@ -216,6 +216,7 @@ pub mod porcelain {
         HistoryRow, IdentityReport, JobStatus, ReplicaLag, RoleIdentity, changed_during_copy, diff,
         history, rel_arg, status,
     };
+    pub use crate::run::replica_live::ReplicaActivity;
 }
 
 /// Replication to a second vault (docs/design.md#replication): the sender

@@ -473,16 +473,18 @@ fn status(at: &Where) -> anyhow::Result<i32> {
 /// `; replica DEST: up to date` or `behind by N versions since T`, per replica, with the
 /// last failure when there was one.
 fn replica_lag(st: &porcelain::JobStatus) -> String {
+    use porcelain::ReplicaActivity;
     let mut out = String::new();
     for r in &st.replica_lag {
         out.push_str(&format!("; replica {}: ", r.to));
-        match r.state.as_deref() {
-            Some("replicating") => out.push_str("replicating, "),
-            Some("waiting") => out.push_str(&format!(
-                "unreachable (next try {}), ",
+        match r.state {
+            Some(ReplicaActivity::Replicating) => out.push_str("replicating, "),
+            // Away or refusing (a full disk, no permission): the error below says which.
+            Some(ReplicaActivity::Waiting) => out.push_str(&format!(
+                "waiting to retry (next try {}), ",
                 r.next_try.as_deref().unwrap_or("-")
             )),
-            _ => {}
+            Some(ReplicaActivity::Idle) | None => {}
         }
         match (r.behind, &r.since) {
             (0, _) => out.push_str("up to date"),

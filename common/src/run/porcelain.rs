@@ -80,9 +80,8 @@ pub struct ReplicaLag {
     pub since: Option<String>,
     /// The last replication's failure, when it failed.
     pub error: Option<String>,
-    /// What the supervisor does about it now (`replicating`, `waiting`, `idle`), when one
-    /// runs.
-    pub state: Option<String>,
+    /// What the supervisor does about it now, when one runs.
+    pub state: Option<crate::run::replica_live::ReplicaActivity>,
     /// When a waiting replica is tried again.
     pub next_try: Option<String>,
 }
@@ -131,7 +130,7 @@ fn replica_lags(
                     .as_ref()
                     .and_then(|l| l.why.clone())
                     .or_else(|| row.filter(|r| !r.error.is_empty()).map(|r| r.error.clone())),
-                state: now.as_ref().map(|l| l.state.clone()),
+                state: now.as_ref().map(|l| l.state),
                 next_try: now.and_then(|l| l.next_try),
                 to,
             }

@@ -10,13 +10,25 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// What the supervisor is doing about one destination (on the wire: `replicating`,
+/// `waiting`, `idle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaActivity {
+    /// A replication to it runs now.
+    Replicating,
+    /// The last try failed; it is tried again at `next_try`.
+    Waiting,
+    /// It has every version (or nothing is due).
+    Idle,
+}
+
 /// One destination's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaState {
     /// The destination.
     pub to: String,
-    /// `replicating`, `waiting` or `idle`.
-    pub state: String,
+    pub state: ReplicaActivity,
     /// Since when (RFC 3339).
     pub since: String,
     /// Why it waits (the last failure), when it does.

@@ -1014,6 +1014,21 @@ fn the_supervisor_replicates_each_new_version_and_waits_out_an_absent_replica() 
             st["replica_lag"][0]["state"] == "waiting" && st["replica_lag"][0]["behind"] == 1
         },
     );
+    // The text says it waits to retry, and why (not "unreachable": a replica that refuses
+    // waits the same way).
+    let text = stdout(
+        &cmd("reverberator")
+            .env("RUNTIME_DIRECTORY", &runtime)
+            .args(["status", "--config"])
+            .arg(&config)
+            .output(),
+    );
+    assert!(
+        text.contains("waiting to retry (next try ")
+            && text.contains("behind by 1 version")
+            && text.contains("last attempt failed: "),
+        "{text}"
+    );
     // Versions are not held up meanwhile.
     fs::write(src.join("more"), b"more").expect("write");
     reverb_tests::wait_until(Duration::from_secs(60), "a second version", || {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::format::journal::{Journal, JournalEvent};
 use crate::run::config::JobConfig;
 use crate::run::live;
-use crate::run::replica_live::{self, ReplicaState, ReplicasLive};
+use crate::run::replica_live::{self, ReplicaActivity, ReplicaState, ReplicasLive};
 use crate::vault::layout::JobDir;
 
 use super::find_tool;
@@ -160,7 +160,7 @@ impl Worker {
                 failed: None,
                 live: ReplicaState {
                     to: to.clone(),
-                    state: "idle".into(),
+                    state: ReplicaActivity::Idle,
                     since: live::now(),
                     why: None,
                     next_try: None,
@@ -200,18 +200,18 @@ impl Worker {
         let _ = replica_live::write(&self.record, &record);
     }
 
-    fn set(dest: &mut Dest, state: &str, why: Option<String>, next_try: Option<String>) {
+    fn set(dest: &mut Dest, state: ReplicaActivity, why: Option<String>, next_try: Option<String>) {
         if dest.live.state != state {
             dest.live.since = live::now();
         }
-        dest.live.state = state.to_owned();
+        dest.live.state = state;
         dest.live.why = why;
         dest.live.next_try = next_try;
     }
 
     /// Replicates to destination `i` once, and schedules its next try.
     fn replicate(&mut self, dests: &mut [Dest], i: usize) {
-        Self::set(&mut dests[i], "replicating", None, None);
+        Self::set(&mut dests[i], ReplicaActivity::Replicating, None, None);
         self.write_live(dests);
         let result = self.run_child(&dests[i].to);
         let d = &mut dests[i];
@@ -225,7 +225,7 @@ impl Worker {
                 }
                 d.backoff = Duration::from_secs(1);
                 d.due = None;
-                Self::set(d, "idle", None, None);
+                Self::set(d, ReplicaActivity::Idle, None, None);
             }
             Err(why) => {
                 if d.failed.as_deref() != Some(why.as_str()) {
@@ -242,7 +242,12 @@ impl Worker {
                 }
                 d.failed = Some(why.clone());
                 d.due = Some(Instant::now() + d.backoff);
-                Self::set(d, "waiting", Some(why), Some(live::after(d.backoff)));
+                Self::set(
+                    d,
+                    ReplicaActivity::Waiting,
+                    Some(why),
+                    Some(live::after(d.backoff)),
+                );
                 d.backoff = (d.backoff * 2).min(MAX_BACKOFF);
             }
         }
