@@ -446,11 +446,17 @@ fn status(at: &Where) -> anyhow::Result<i32> {
                 mounts.join(", ")
             ),
         };
+        // A replica's job is not watched here: its versions come from its source's
+        // `replicate`, so "stopped" would alarm for nothing.
+        let state = match &st.replica_of {
+            Some(id) if st.state == porcelain::JobState::Stopped => {
+                format!("replica of vault {id}, updated by its source's replicate")
+            }
+            _ => format!("{}{}", st.state, state_detail(&st)),
+        };
         out(&format!(
-            "{}: {}{} — last {} ({age}), {}, {} pending, {}{limit}; {}{left_out}{}",
+            "{}: {state} — last {} ({age}), {}, {} pending, {}{limit}; {}{left_out}{}",
             st.job,
-            st.state,
-            state_detail(&st),
             st.last_version.as_deref().unwrap_or("-"),
             if st.versions == 1 {
                 "1 version".to_owned()

@@ -65,6 +65,9 @@ pub struct JobStatus {
     pub mounts_left_out: Vec<String>,
     /// How far behind each replica is (docs/design.md#replication).
     pub replica_lag: Vec<ReplicaLag>,
+    /// A replica's job (job.toml's `replica_of`): the id of the vault it is a copy of. Such
+    /// a job has no source of its own here; `reverb-receive` adds its versions.
+    pub replica_of: Option<String>,
 }
 
 /// One replica of a job, as the source's `replicas.tsv` and index.tsv tell.
@@ -201,7 +204,7 @@ impl Serialize for JobStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let w = self.state.to_wire();
-        let mut r = s.serialize_struct("JobStatus", 17)?;
+        let mut r = s.serialize_struct("JobStatus", 18)?;
         r.serialize_field("type", "status")?;
         r.serialize_field("job", &self.job)?;
         r.serialize_field("state", &w.state)?;
@@ -220,6 +223,7 @@ impl Serialize for JobStatus {
         r.serialize_field("vault_capabilities", &self.vault_capabilities)?;
         r.serialize_field("mounts_left_out", &self.mounts_left_out)?;
         r.serialize_field("replica_lag", &self.replica_lag)?;
+        r.serialize_field("replica_of", &self.replica_of)?;
         r.end()
     }
 }
@@ -242,6 +246,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
             .map(|c| c.summary()),
         mounts_left_out: Vec::new(),
         replica_lag: Vec::new(),
+        replica_of: None,
     };
     let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
@@ -254,6 +259,7 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         return st;
     };
     st.size_limit = file.settings.vault_size_limit;
+    st.replica_of = file.state.replica_of.clone();
     st.mounts_left_out = file.state.mounts_left_out.clone();
     if let Ok(rows) = crate::format::index::read_index_or_empty(&dir.index()) {
         st.replica_lag = replica_lags(dir, &file.settings.replicate_to, &rows, vault_root);
@@ -279,6 +285,10 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
         ("source", &file.identity.source, source.as_path()),
         ("vault", &file.identity.vault, vault_root),
     ] {
+        if role == "source" && st.replica_of.is_some() {
+            // A replica's source is on another host: nothing here to check.
+            continue;
+        }
         roles.push((
             role,
             match rec {

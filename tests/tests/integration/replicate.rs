@@ -140,6 +140,28 @@ fn a_local_replica_is_exact_after_each_version_and_a_second_run_sends_nothing() 
         .arg(&f.vault)
         .stdout();
     assert!(st.contains("\"replica_lag\""), "{st}");
+    // On the replica's side, `status` says what the job is, not that it is stopped or
+    // that its (remote) source is unrecorded.
+    let marker = fs::read_to_string(f.vault.join("reverberator-vault.toml")).expect("marker");
+    let text = cmd("reverberator")
+        .args(["status", "--vault"])
+        .arg(&rep)
+        .stdout();
+    assert!(text.contains("replica of vault "), "{text}");
+    assert!(
+        !text.contains("stopped") && !text.contains("source unrecorded"),
+        "{text}"
+    );
+    let json = cmd("reverberator")
+        .args(["status", "--json", "--vault"])
+        .arg(&rep)
+        .stdout();
+    let st: serde_json::Value = serde_json::from_str(json.trim()).expect("status JSON");
+    let id = st["replica_of"].as_str().expect("replica_of");
+    assert!(
+        marker.contains(id),
+        "replica_of {id} is the source vault's id: {marker}"
+    );
 }
 
 #[test]
