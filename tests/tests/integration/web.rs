@@ -572,6 +572,16 @@ fn the_dashboard_and_metrics_show_each_replicas_lag() {
     assert_eq!(on_replica(&replica).last(), Some(&v4));
     assert_eq!(lag(&to), 0.0);
     assert!(cell("/").contains(&up_to_date));
+    drop(web);
+    // Served on the replica's side, the job says it is a replica, not that nobody watches it.
+    let state = s.f._tmp.path().join("replica-web-state");
+    fs::create_dir_all(&state).expect("state dir");
+    let on_replica_web = WebServer::start(&[OsStr::new("--vault"), replica.as_os_str()], &state);
+    let r = on_replica_web.http().get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let row = job_row(&r.text(), "job").to_owned();
+    assert!(row.contains("a replica: its source"), "{row}");
+    assert!(!row.contains("no supervisor is watching it"), "{row}");
 }
 
 /// `name{labels} value` lines of a text exposition, checked line by line.
