@@ -170,6 +170,22 @@ impl Builder<'_> {
     /// Lists the source directory `rel`; an unreadable one is journaled as skipped, a
     /// mountpoint left out ([`Builder::is_left_out`]) is not listed.
     pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
+        match self.try_list_source(rel, detail) {
+            Ok(listing) => listing,
+            Err(e) => {
+                self.skip_unlistable(rel, &e);
+                SourceListing::Unreadable
+            }
+        }
+    }
+
+    /// [`Builder::list_source`] that journals nothing: a directory there but unreadable is
+    /// the error, for the caller to journal ([`Builder::skip_unlistable`]) when its turn comes.
+    pub fn try_list_source(
+        &mut self,
+        rel: &RelPath,
+        detail: Detail,
+    ) -> std::io::Result<SourceListing> {
         let listed = self.src_dir(rel).and_then(|dir| {
             if self.one_file_system && !rel.is_root() && self.is_left_out(rel, dir.dev()?) {
                 return Ok(None);
@@ -177,14 +193,16 @@ impl Builder<'_> {
             listing::list_source(dir.listing(), rel, &self.excludes, detail).map(Some)
         });
         match listed {
-            Ok(None) => SourceListing::OtherFilesystem,
-            Ok(Some(entries)) => SourceListing::Listed(entries),
-            Err(e) if copy::is_gone(&e) => SourceListing::Gone(e),
-            Err(e) => {
-                self.skip(rel, &format!("cannot list directory: {e}"));
-                SourceListing::Unreadable
-            }
+            Ok(None) => Ok(SourceListing::OtherFilesystem),
+            Ok(Some(entries)) => Ok(SourceListing::Listed(entries)),
+            Err(e) if copy::is_gone(&e) => Ok(SourceListing::Gone(e)),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Journals source directory `rel`, whose listing failed with `e`, as skipped.
+    pub fn skip_unlistable(&mut self, rel: &RelPath, e: &std::io::Error) {
+        self.skip(rel, &format!("cannot list directory: {e}"));
     }
 
     /// Is the source directory `rel` (on device `dev`) a mountpoint `one_file_system` leaves
@@ -203,16 +221,26 @@ impl Builder<'_> {
     /// The `lstat` of source entry `rel`; one that fails for a reason other than the entry
     /// being gone is journaled as skipped.
     pub fn stat_source(&mut self, rel: &RelPath) -> SourceStat {
-        let stat = self
-            .src(rel)
-            .and_then(|at| fs::symlink_metadata(&*at).map(|m| (m, at)));
-        match stat {
-            Ok((m, at)) => SourceStat::Present(m, Box::new(at)),
-            Err(e) if copy::is_gone(&e) => SourceStat::Gone,
+        match self.try_stat_source(rel) {
+            Ok(stat) => stat,
             Err(e) => {
                 self.skip_uninspectable(rel, &e);
                 SourceStat::Unreadable
             }
+        }
+    }
+
+    /// [`Builder::stat_source`] that journals nothing: an entry there but uninspectable is
+    /// the error, for the caller to journal ([`Builder::skip_uninspectable`]) when its turn
+    /// comes. Never [`SourceStat::Unreadable`].
+    pub fn try_stat_source(&self, rel: &RelPath) -> std::io::Result<SourceStat> {
+        let stat = self
+            .src(rel)
+            .and_then(|at| fs::symlink_metadata(&*at).map(|m| (m, at)));
+        match stat {
+            Ok((m, at)) => Ok(SourceStat::Present(m, Box::new(at))),
+            Err(e) if copy::is_gone(&e) => Ok(SourceStat::Gone),
+            Err(e) => Err(e),
         }
     }
 

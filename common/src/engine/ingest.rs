@@ -23,6 +23,7 @@ use std::path::Path;
 use crate::beneath::At;
 use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err};
 use crate::engine::copy::{self, CopyError};
+use crate::engine::copy_pool;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::error::{IoContext, Result};
 use crate::format::baseline::Baseline;
@@ -112,7 +113,7 @@ impl Builder<'_> {
     }
 
     /// Copies one non-directory entry `sp` whose lstat is `sm`.
-    fn copy_leaf(&mut self, rel: &RelPath, sp: &At, sm: &Metadata) -> Result<Copied> {
+    pub(crate) fn copy_leaf(&mut self, rel: &RelPath, sp: &At, sm: &Metadata) -> Result<Copied> {
         let (np, na) = (self.new_path(rel), self.new_at(rel)?);
         let ft = sm.file_type();
         if let Some(first) = self.link_groups.first_copy(sm).cloned() {
@@ -125,9 +126,11 @@ impl Builder<'_> {
         // A file copied is the inode `sm` describes, or (replaced since) not the first copy
         // of it that later names link to.
         let mut same_inode = true;
+        let mut file_len = None;
         let copied = if ft.is_file() {
             copy::copy_source_file(sp, &na, self.checksums.is_some(), sm, self.fidelity).map(|c| {
                 same_inode = c.source == (sm.dev(), sm.ino());
+                file_len = Some(c.len);
                 self.note_file_copy(rel, c)
             })
         } else if ft.is_symlink() {
@@ -152,7 +155,7 @@ impl Builder<'_> {
                 return Ok(Copied::Skipped);
             }
         }
-        self.count_copied(rel, sm, &na, same_inode)?;
+        self.count_copied(rel, sm, &na, same_inode, file_len)?;
         Ok(Copied::Done)
     }
 
@@ -175,7 +178,7 @@ impl Builder<'_> {
     }
 
     /// Journals a file that kept changing while copied, counts a reflink.
-    fn note_file_copy(&mut self, rel: &RelPath, c: copy::FileCopy) {
+    pub(crate) fn note_file_copy(&mut self, rel: &RelPath, c: copy::FileCopy) {
         self.record(rel, c.record);
         if c.unstable {
             self.journal.note(
@@ -190,30 +193,42 @@ impl Builder<'_> {
         }
     }
 
-    /// Counts a copied entry (source lstat `sm`, now at `na`) and reports it; a file is
-    /// the first copy of its inode only when `same_inode` (the one `sm` describes).
+    /// Counts a copied entry (source lstat `sm`, now at `na`; a file's copy `file_len`
+    /// long, else inspected) and reports it; a file is the first copy of its inode only
+    /// when `same_inode` (the one `sm` describes).
     fn count_copied(
         &mut self,
         rel: &RelPath,
         sm: &Metadata,
         na: &At,
         same_inode: bool,
+        file_len: Option<u64>,
     ) -> Result<()> {
-        let np = self.new_path(rel);
         if sm.file_type().is_symlink() {
             self.note_lookalike(rel, na)?;
         }
-        let nm = fs::symlink_metadata(&**na).ctx("cannot inspect", &np)?;
+        let len = match file_len {
+            Some(len) => len,
+            None => {
+                let np = self.new_path(rel);
+                fs::symlink_metadata(&**na).ctx("cannot inspect", &np)?.len()
+            }
+        };
+        self.count_entry(rel, sm, len, same_inode);
+        Ok(())
+    }
+
+    /// [`Builder::count_copied`] once the copy's length `len` is known.
+    pub(crate) fn count_entry(&mut self, rel: &RelPath, sm: &Metadata, len: u64, same_inode: bool) {
         if sm.is_file() {
             self.delta_files += 1;
-            self.delta_logical += nm.len() as i64;
+            self.delta_logical += len as i64;
             self.link_groups.copied(rel, sm, same_inode);
         }
         self.out.changed += 1;
         self.out.changed_paths.push(rel.clone());
-        self.progress.copied(nm.len());
+        self.progress.copied(len);
         crate::fault::step();
-        Ok(())
     }
 
     /// A file whose data is unchanged but attributes are new: the vault's data (at
@@ -299,8 +314,13 @@ impl Builder<'_> {
                 listing::list_source(dir.listing(), &root, &self.excludes, Detail::Names)
             })
             .ctx("cannot list source", self.source.shown())?;
-        for name in children.keys() {
-            self.copy_new(&root.join(name))?;
+        match copy_pool::workers() {
+            0 => {
+                for name in children.keys() {
+                    self.copy_new(&root.join(name))?;
+                }
+            }
+            workers => self.copy_first_parallel(children.into_keys(), workers)?,
         }
         // Every entry was copied: every name of every multiply linked file was met.
         self.link_groups.mark_full();

@@ -1,0 +1,159 @@
+//! A small pool of threads that copy regular files for a build: the walk (one thread)
+//! hands each a [`FileJob`] (a source file reached beneath the source's descriptor, its new
+//! name beneath the new version's), the pool copies the data, hashes it when checksums are
+//! on, and sets its attributes ([`copy::copy_source_file`]), then sends back a [`FileDone`]
+//! tagged with the job's sequence number.
+//!
+//! Owns: the threads (scoped: they never outlive the build that started them), the two
+//! channels, and how many threads there are ([`workers`]).
+//!
+//! Invariants: a worker touches nothing but its job's two names (the new one created with
+//! `O_EXCL`); a copy that fails for any reason but a full disk leaves nothing behind (the
+//! worker removes its own attempt before it reports, as the serial copy does); a full disk
+//! is reported as it is and the build stops. Once [`Pool::cancel`] is called, a worker skips
+//! the jobs still queued; dropping the [`Pool`] closes the queue, and the scope the pool was
+//! started in joins every worker, so nothing writes into the new version after the build
+//! returns (its durability walk and its removal on failure both come after).
+
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Scope;
+
+use crate::beneath::At;
+use crate::engine::copy::{self, CopyError, FileCopy};
+use crate::format::entry::Fidelity;
+
+/// The environment variable that sets how many copying threads a first copy uses: `0`
+/// copies on the walking thread alone (the serial copier, which tests compare with); unset,
+/// one per core ([`std::thread::available_parallelism`]), at most [`MAX_WORKERS`].
+pub const WORKERS_ENV: &str = "REVERB_COPY_WORKERS";
+
+/// The most copying threads a build starts (more only queue on the same disk).
+pub const MAX_WORKERS: usize = 16;
+
+/// How many copying threads a first copy uses (read once).
+pub fn workers() -> usize {
+    static WORKERS: OnceLock<usize> = OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::var(WORKERS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(cores)
+            .min(MAX_WORKERS)
+    })
+}
+
+/// One regular file to copy.
+pub(crate) struct FileJob {
+    /// The walk's sequence number, given back with the result.
+    pub seq: u64,
+    /// The source file, beneath the source's descriptor.
+    pub src: At,
+    /// Its new name, beneath the new version's descriptor; it does not exist yet.
+    pub dst: At,
+    /// The source's `lstat` when the walk met it (the inode that must be copied).
+    pub seen: fs::Metadata,
+}
+
+/// What became of a [`FileJob`].
+pub(crate) struct FileDone {
+    pub seq: u64,
+    /// The copy; on an error other than a full disk nothing was left at the new name.
+    pub result: Result<FileCopy, CopyError>,
+}
+
+/// The copying threads of one build, and the two ends the walk holds.
+pub(crate) struct Pool {
+    jobs: Option<Sender<FileJob>>,
+    done: Receiver<FileDone>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Pool {
+    /// Starts `n` (at least one) copying threads in `scope`; `hash` says whether each copy
+    /// is hashed, `keep` which attributes are set.
+    pub fn start<'scope>(
+        scope: &'scope Scope<'scope, '_>,
+        n: usize,
+        hash: bool,
+        keep: Fidelity,
+    ) -> Pool {
+        let (jobs, queue) = mpsc::channel::<FileJob>();
+        let (report, done) = mpsc::channel::<FileDone>();
+        let queue = Arc::new(Mutex::new(queue));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        for _ in 0..n.max(1) {
+            let (queue, report, cancelled) = (queue.clone(), report.clone(), cancelled.clone());
+            scope.spawn(move || work(&queue, &report, &cancelled, hash, keep));
+        }
+        Pool {
+            jobs: Some(jobs),
+            done,
+            cancelled,
+        }
+    }
+
+    /// Queues a job. `false` when no worker is left to take it (they all stopped).
+    pub fn submit(&self, job: FileJob) -> bool {
+        self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok())
+    }
+
+    /// A finished job if one is waiting, without waiting.
+    pub fn try_done(&self) -> Option<FileDone> {
+        match self.done.try_recv() {
+            Ok(done) => Some(done),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// The next finished job, waiting for it; `None` when every worker has stopped.
+    pub fn wait_done(&self) -> Option<FileDone> {
+        self.done.recv().ok()
+    }
+
+    /// The build stops: the jobs still queued are dropped, not copied.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the queue ends every worker once it has finished its job in hand.
+        self.jobs = None;
+    }
+}
+
+/// A worker: takes jobs until the queue is closed.
+fn work(
+    queue: &Mutex<Receiver<FileJob>>,
+    report: &Sender<FileDone>,
+    cancelled: &AtomicBool,
+    hash: bool,
+    keep: Fidelity,
+) {
+    loop {
+        let next = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            // Another worker panicked holding the lock: its panic ends the build.
+            Err(_) => return,
+        };
+        let Ok(job) = next else { return };
+        if cancelled.load(Ordering::SeqCst) {
+            continue;
+        }
+        let result = copy::copy_source_file(&job.src, &job.dst, hash, &job.seen, keep);
+        if let Err(e) = &result
+            && !e.is_enospc()
+        {
+            // Nothing of a copy that failed stays (the full disk aborts the whole build).
+            let _ = fs::remove_file(&*job.dst);
+        }
+        if report.send(FileDone { seq: job.seq, result }).is_err() {
+            return;
+        }
+    }
+}
