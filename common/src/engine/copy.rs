@@ -245,7 +245,7 @@ fn copy_file_with(
             && after.mtime_nsec() == before.mtime_nsec()
             && after.ctime() == before.ctime()
             && after.ctime_nsec() == before.ctime_nsec();
-        apply_fd_meta(src, &output, dst, &after, keep)?;
+        apply_fd_meta(&input, &output, &after, keep)?;
         if same {
             unstable = false;
             break;
@@ -415,19 +415,18 @@ pub(crate) fn write_nonzero(output: &File, data: &[u8], base: u64) -> io::Result
     Ok(last)
 }
 
-/// Applies `meta` (the source's) to the open `output` (which is `dst`): owner when `keep`
-/// keeps owners, then the xattrs of `src` (by path), then mode, then times.
+/// Applies `meta` (the source's) to the open `output`: owner when `keep` keeps owners,
+/// then the xattrs of the open `input` (the very inode copied), then mode, then times.
 fn apply_fd_meta(
-    src: &Path,
+    input: &File,
     output: &File,
-    dst: &Path,
     meta: &fs::Metadata,
     keep: Fidelity,
 ) -> io::Result<()> {
     if keep.owners {
         std::os::unix::fs::fchown(output, Some(meta.uid()), Some(meta.gid()))?;
     }
-    copy_xattrs(src, dst)?;
+    copy_fd_xattrs(input, output)?;
     output.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))?;
     let (atime, mtime) = times(meta);
     nix::sys::stat::futimens(output, &atime, &mtime)?;
@@ -566,6 +565,36 @@ pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         match xattr::set(dst, OsStr::from_bytes(name.as_bytes()), &value) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// [`copy_xattrs`] between two open files: what is skipped and what fails is the same.
+fn copy_fd_xattrs(input: &File, output: &File) -> io::Result<()> {
+    use xattr::FileExt;
+    let names = match input.list_xattr() {
+        Ok(names) => names,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for name in names.filter(|n| !n.is_empty()) {
+        let value = match input.get_xattr(&name) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => continue,
+            Err(e) => return Err(e),
+        };
+        match output.set_xattr(&name, &value) {
             Ok(()) => {}
             Err(e)
                 if matches!(

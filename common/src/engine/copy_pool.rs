@@ -33,6 +33,10 @@ pub const WORKERS_ENV: &str = "REVERB_COPY_WORKERS";
 /// The most copying threads a build starts (more only queue on the same disk).
 pub const MAX_WORKERS: usize = 16;
 
+/// Jobs are handed over, and results sent back, this many at a time: one wake-up per
+/// batch, not per file.
+pub const BATCH: usize = 16;
+
 /// How many copying threads a first copy uses (read once).
 pub fn workers() -> usize {
     static WORKERS: OnceLock<usize> = OnceLock::new();
@@ -67,8 +71,10 @@ pub(crate) struct FileDone {
 
 /// The copying threads of one build, and the two ends the walk holds.
 pub(crate) struct Pool {
-    jobs: Option<Sender<FileJob>>,
-    done: Receiver<FileDone>,
+    jobs: Option<Sender<Vec<FileJob>>>,
+    /// Jobs not handed over yet (a batch being filled).
+    batch: Vec<FileJob>,
+    done: Receiver<Vec<FileDone>>,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -81,8 +87,8 @@ impl Pool {
         hash: bool,
         keep: Fidelity,
     ) -> Pool {
-        let (jobs, queue) = mpsc::channel::<FileJob>();
-        let (report, done) = mpsc::channel::<FileDone>();
+        let (jobs, queue) = mpsc::channel::<Vec<FileJob>>();
+        let (report, done) = mpsc::channel::<Vec<FileDone>>();
         let queue = Arc::new(Mutex::new(queue));
         let cancelled = Arc::new(AtomicBool::new(false));
         for _ in 0..n.max(1) {
@@ -91,31 +97,48 @@ impl Pool {
         }
         Pool {
             jobs: Some(jobs),
+            batch: Vec::with_capacity(BATCH),
             done,
             cancelled,
         }
     }
 
-    /// Queues a job. `false` when no worker is left to take it (they all stopped).
-    pub fn submit(&self, job: FileJob) -> bool {
-        self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok())
+    /// Queues a job (handed over with its batch). `false` when no worker is left to take
+    /// it (they all stopped).
+    pub fn submit(&mut self, job: FileJob) -> bool {
+        self.batch.push(job);
+        self.batch.len() < BATCH || self.flush()
     }
 
-    /// A finished job if one is waiting, without waiting.
-    pub fn try_done(&self) -> Option<FileDone> {
+    /// Hands over the batch being filled. `false` when no worker is left to take it.
+    pub fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.jobs.as_ref().is_some_and(|jobs| jobs.send(batch).is_ok())
+    }
+
+    /// Finished jobs if some are waiting, without waiting.
+    pub fn try_done(&self) -> Option<Vec<FileDone>> {
         match self.done.try_recv() {
             Ok(done) => Some(done),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
         }
     }
 
-    /// The next finished job, waiting for it; `None` when every worker has stopped.
-    pub fn wait_done(&self) -> Option<FileDone> {
+    /// The next finished jobs, waiting for them (the batch being filled is handed over
+    /// first); `None` when every worker has stopped.
+    pub fn wait_done(&mut self) -> Option<Vec<FileDone>> {
+        if !self.flush() {
+            return None;
+        }
         self.done.recv().ok()
     }
 
     /// The build stops: the jobs still queued are dropped, not copied.
-    pub fn cancel(&self) {
+    pub fn cancel(&mut self) {
+        self.batch.clear();
         self.cancelled.store(true, Ordering::SeqCst);
     }
 }
@@ -127,10 +150,10 @@ impl Drop for Pool {
     }
 }
 
-/// A worker: takes jobs until the queue is closed.
+/// A worker: takes batches of jobs until the queue is closed.
 fn work(
-    queue: &Mutex<Receiver<FileJob>>,
-    report: &Sender<FileDone>,
+    queue: &Mutex<Receiver<Vec<FileJob>>>,
+    report: &Sender<Vec<FileDone>>,
     cancelled: &AtomicBool,
     hash: bool,
     keep: Fidelity,
@@ -141,18 +164,25 @@ fn work(
             // Another worker panicked holding the lock: its panic ends the build.
             Err(_) => return,
         };
-        let Ok(job) = next else { return };
-        if cancelled.load(Ordering::SeqCst) {
-            continue;
+        let Ok(batch) = next else { return };
+        let mut done = Vec::with_capacity(batch.len());
+        for job in batch {
+            if cancelled.load(Ordering::SeqCst) {
+                return;
+            }
+            let result = copy::copy_source_file(&job.src, &job.dst, hash, &job.seen, keep);
+            if let Err(e) = &result
+                && !e.is_enospc()
+            {
+                // Nothing of a copy that failed stays (the full disk aborts the whole build).
+                let _ = fs::remove_file(&*job.dst);
+            }
+            done.push(FileDone {
+                seq: job.seq,
+                result,
+            });
         }
-        let result = copy::copy_source_file(&job.src, &job.dst, hash, &job.seen, keep);
-        if let Err(e) = &result
-            && !e.is_enospc()
-        {
-            // Nothing of a copy that failed stays (the full disk aborts the whole build).
-            let _ = fs::remove_file(&*job.dst);
-        }
-        if report.send(FileDone { seq: job.seq, result }).is_err() {
+        if report.send(done).is_err() {
             return;
         }
     }

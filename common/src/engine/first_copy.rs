@@ -84,11 +84,11 @@ impl Builder<'_> {
             children: children.collect::<Vec<_>>().into_iter(),
         };
         std::thread::scope(|scope| {
-            let pool = Pool::start(scope, workers, hash, keep);
+            let mut pool = Pool::start(scope, workers, hash, keep);
             let mut steps = Steps::default();
             let walked = self
-                .walk_first(root, &pool, &mut steps)
-                .and_then(|()| self.settle(&pool, &mut steps, 0));
+                .walk_first(root, &mut pool, &mut steps)
+                .and_then(|()| self.settle(&mut pool, &mut steps, 0));
             if walked.is_err() {
                 pool.cancel();
             }
@@ -99,7 +99,7 @@ impl Builder<'_> {
     }
 
     /// The walk: steps every entry below `root`, depth first in name order.
-    fn walk_first(&mut self, root: OpenDir, pool: &Pool, steps: &mut Steps) -> Result<()> {
+    fn walk_first(&mut self, root: OpenDir, pool: &mut Pool, steps: &mut Steps) -> Result<()> {
         let mut open = vec![root];
         while let Some(dir) = open.last_mut() {
             if let Some(name) = dir.children.next() {
@@ -119,7 +119,7 @@ impl Builder<'_> {
 
     /// Steps one source entry: a directory is created and returned to be walked, a singly
     /// linked regular file handed to the pool, anything else copied here in its turn.
-    fn step_entry(&mut self, rel: &RelPath, pool: &Pool, steps: &mut Steps) -> Result<Option<OpenDir>> {
+    fn step_entry(&mut self, rel: &RelPath, pool: &mut Pool, steps: &mut Steps) -> Result<Option<OpenDir>> {
         let (sm, sp) = match self.try_stat_source(rel) {
             Ok(SourceStat::Present(sm, sp)) => (sm, sp),
             Ok(SourceStat::Gone | SourceStat::Unreadable) => return Ok(None),
@@ -185,7 +185,7 @@ impl Builder<'_> {
     /// Settles steps from the front until at most `keep` wait: takes in the results that
     /// arrived, waits for more when the front's has not. A full disk met by any worker ends
     /// the build at once.
-    fn settle(&mut self, pool: &Pool, steps: &mut Steps, keep: usize) -> Result<()> {
+    fn settle(&mut self, pool: &mut Pool, steps: &mut Steps, keep: usize) -> Result<()> {
         loop {
             while let Some(done) = pool.try_done() {
                 self.take_in(steps, done)?;
@@ -203,7 +203,14 @@ impl Builder<'_> {
 
     /// Takes in a worker's result, to be settled in its turn; a full disk is the build's
     /// error at once (the rest is dropped).
-    fn take_in(&self, steps: &mut Steps, done: FileDone) -> Result<()> {
+    fn take_in(&self, steps: &mut Steps, batch: Vec<FileDone>) -> Result<()> {
+        batch
+            .into_iter()
+            .try_for_each(|done| self.take_in_one(steps, done))
+    }
+
+    /// [`Builder::take_in`] of one result.
+    fn take_in_one(&self, steps: &mut Steps, done: FileDone) -> Result<()> {
         match done.result {
             Err(e) if e.is_enospc() => {
                 let rel = steps.queue.iter().find_map(|s| match s {
