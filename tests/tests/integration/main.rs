@@ -25,6 +25,7 @@ mod porcelain;
 mod powerloss;
 mod privacy;
 mod races;
+mod parallel_copy;
 mod racily_clean;
 mod reflink;
 mod replicate;
