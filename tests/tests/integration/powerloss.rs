@@ -230,9 +230,21 @@ const OPTS: CaptureOpts = CaptureOpts {
     dir_mtimes: true,
 };
 
+/// Which workload a sweep records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Every kind of version and retirement, in two jobs.
+    Full,
+    /// One first copy of a tree of a few hundred files (hard-link groups across
+    /// directories among them) by a pool of copying threads (docs/design.md#the-parallel-first-copy).
+    ParallelFirstCopy,
+}
+
 /// The workload's two jobs: `job` (complete versions) and `partial` (`keep_complete =
 /// false`, through a configuration file), with what each version must hold.
 struct Workload {
+    /// What the workload does ([`Workload::run`]).
+    kind: Kind,
     f: Fixture,
     src2: PathBuf,
     config: PathBuf,
@@ -241,7 +253,7 @@ struct Workload {
 }
 
 impl Workload {
-    fn new(tmp: tempfile::TempDir, vault: PathBuf) -> Workload {
+    fn new(tmp: tempfile::TempDir, vault: PathBuf, kind: Kind) -> Workload {
         let mut f = Fixture::in_dir(tmp);
         f.vault = vault;
         let src2 = f._tmp.path().join("src2");
@@ -257,6 +269,7 @@ impl Workload {
         )
         .expect("config");
         Workload {
+            kind,
             f,
             src2,
             config,
@@ -299,6 +312,9 @@ impl Workload {
     /// entries, a deep tree (> 33 levels) and a small change deep in it, a `--changes`
     /// batch, a count retirement, a size-limit retirement, and a `keep_complete = false` job.
     fn run(&mut self) {
+        if self.kind == Kind::ParallelFirstCopy {
+            return self.parallel_first_copy();
+        }
         let src = self.f.src.clone();
         write(&src.join("top"), b"top v1");
         write(&src.join("docs/a"), b"a v1");
@@ -346,6 +362,36 @@ impl Workload {
             reverb_tests::stderr(&o)
         );
         self.partial_job();
+    }
+
+    /// [`Kind::ParallelFirstCopy`]: 30 directories of 10 files (empty to 200 KiB), a
+    /// hard-link group joining each tenth file with names in two other directories (no
+    /// symlink: the browse view before repair follows links); the first copy on four
+    /// copying threads.
+    fn parallel_first_copy(&mut self) {
+        let src = self.f.src.clone();
+        for d in 0..30usize {
+            for i in 0..10usize {
+                let len = [0, 9, 4096, 70_000, 200_000][(d + i) % 5];
+                let byte = (d * 10 + i) as u8;
+                write(&src.join(format!("d{d}/f{i}")), &vec![byte | 1; len]);
+            }
+        }
+        for g in 0..30usize {
+            let first = src.join(format!("d{g}/f{}", g % 10));
+            for k in [7, 19] {
+                let name = src.join(format!("d{}/hl{g}", (g + k) % 30));
+                fs::hard_link(&first, name).expect("link");
+            }
+        }
+        let out = self
+            .f
+            .snap(&["--init"])
+            .arg("--source")
+            .arg(&src)
+            .env("REVERB_COPY_WORKERS", "4")
+            .stdout();
+        self.took(out);
     }
 
     fn changes_batch(&mut self) {
@@ -519,9 +565,10 @@ fn check_before_repair(w: &Workload, tally: &mut Tally) -> Vec<String> {
         tally.versions_checked += 1;
         let dest = w.f._tmp.path().join("browsed");
         fsutil_remove(&dest);
-        // -L: the vault links are followed, as a user reading the version does.
+        // -L: the vault links are followed, as a user reading the version does; `links`:
+        // names that are one inode there (a hard-link group, I5) are one inode in the copy.
         let o = std::process::Command::new("cp")
-            .args(["-RL", "--preserve=mode,ownership,timestamps,xattr"])
+            .args(["-RL", "--preserve=mode,ownership,timestamps,xattr,links"])
             .arg(dir.join(&v))
             .arg(&dest)
             .output()
@@ -733,6 +780,11 @@ fn sample(default: usize) -> Option<usize> {
 /// Records the workload on `fstype`, then checks the sampled crash states; fails listing
 /// every finding.
 fn sweep(fstype: &str, default_sample: usize) {
+    sweep_workload(fstype, default_sample, Kind::Full);
+}
+
+/// [`sweep`] of the workload `kind`.
+fn sweep_workload(fstype: &str, default_sample: usize, kind: Kind) {
     if let Some(why) = blockreplay::unavailable(fstype) {
         reverb_tests::skip!("{why}: the {fstype} power-loss sweep");
     }
@@ -743,7 +795,7 @@ fn sweep(fstype: &str, default_sample: usize) {
     fs::create_dir(&work).expect("mkdir");
     let mountpoint = tmp.path().join("mnt");
     let fixture_tmp = tempfile::tempdir().expect("tempdir");
-    let mut w = Workload::new(fixture_tmp, mountpoint.join("vault"));
+    let mut w = Workload::new(fixture_tmp, mountpoint.join("vault"), kind);
     let rec = Recorder::start(fstype, &work, &mountpoint, &blocklog)
         .unwrap_or_else(|e| panic!("{fstype}: cannot record: {e}"));
     w.run();
@@ -813,6 +865,13 @@ fn describe(s: &State) -> String {
 #[test]
 fn power_loss_on_ext4_leaves_every_version_exact() {
     sweep("ext4", 30);
+}
+
+/// A power cut while a pool of threads copies the first version: every state recovers to
+/// no version or an exact one.
+#[test]
+fn power_loss_during_a_parallel_first_copy_leaves_no_version_or_an_exact_one() {
+    sweep_workload("ext4", 30, Kind::ParallelFirstCopy);
 }
 
 #[test]
