@@ -116,7 +116,9 @@ impl Pool {
             return true;
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        self.jobs.as_ref().is_some_and(|jobs| jobs.send(batch).is_ok())
+        self.jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(batch).is_ok())
     }
 
     /// Finished jobs if some are waiting, without waiting.

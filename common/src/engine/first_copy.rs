@@ -47,7 +47,11 @@ const AHEAD: usize = 64;
 /// A step of the walk, settled in walk order.
 enum Step {
     /// A regular file the pool copies.
-    File { seq: u64, rel: RelPath, sm: Metadata },
+    File {
+        seq: u64,
+        rel: RelPath,
+        sm: Metadata,
+    },
     /// A directory whose children are all stepped: its attributes are set when it is
     /// settled.
     FinishDir { rel: RelPath, sm: Metadata },
@@ -119,7 +123,12 @@ impl Builder<'_> {
 
     /// Steps one source entry: a directory is created and returned to be walked, a singly
     /// linked regular file handed to the pool, anything else copied here in its turn.
-    fn step_entry(&mut self, rel: &RelPath, pool: &mut Pool, steps: &mut Steps) -> Result<Option<OpenDir>> {
+    fn step_entry(
+        &mut self,
+        rel: &RelPath,
+        pool: &mut Pool,
+        steps: &mut Steps,
+    ) -> Result<Option<OpenDir>> {
         let (sm, sp) = match self.try_stat_source(rel) {
             Ok(SourceStat::Present(sm, sp)) => (sm, sp),
             Ok(SourceStat::Gone | SourceStat::Unreadable) => return Ok(None),

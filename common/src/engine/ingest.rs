@@ -13,7 +13,9 @@
 //! [`Progress`](crate::engine::build_report::Progress). With checksums on, every regular file the
 //! new version holds gets a record (docs/format.md#checksums): a copy's is computed while
 //! copying, a hard link's is its first path's, an attribute-only copy's is the record of the
-//! data it reuses (computed from the new copy only when the old version has none).
+//! data it reuses (computed from the new copy only when the old version has none). The
+//! first version's copy runs the walk and the file copies in parallel
+//! ([`first_copy`](crate::engine::first_copy)) unless `REVERB_COPY_WORKERS=0`.
 
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
@@ -211,7 +213,9 @@ impl Builder<'_> {
             Some(len) => len,
             None => {
                 let np = self.new_path(rel);
-                fs::symlink_metadata(&**na).ctx("cannot inspect", &np)?.len()
+                fs::symlink_metadata(&**na)
+                    .ctx("cannot inspect", &np)?
+                    .len()
             }
         };
         self.count_entry(rel, sm, len, same_inode);

@@ -1,9 +1,10 @@
 //! The engine layer: the operations that change or read whole versions.
 //!
 //! Owns building a version ([`snapshot`], the entry point, with its steps in [`recover`],
-//! [`diff`], [`marked_walk`], [`ingest`], [`linked_names`], [`split_names`], [`climbed_dirs`]
-//! and [`publish`] over the shared [`build_state`], [`build_report`], [`climbing_links`],
-//! [`link_groups`], [`marks`] and [`listing`]) with the copy engine ([`copy`]), retiring versions ([`retire`]: a pure plan by the `keep_*` rules
+//! [`diff`], [`marked_walk`], [`ingest`], [`first_copy`], [`linked_names`], [`split_names`],
+//! [`climbed_dirs`] and [`publish`] over the shared [`build_state`], [`build_report`],
+//! [`climbing_links`], [`link_groups`], [`marks`] and [`listing`]) with the copy engine
+//! ([`copy`], and its threads for the first copy, [`copy_pool`]), retiring versions ([`retire`]: a pure plan by the `keep_*` rules
 //! and the size limit, then the crash-safe execution) and restoring one ([`restore`]). The
 //! modules and the one way they depend on each other are listed in
 //! docs/design.md#module-map.

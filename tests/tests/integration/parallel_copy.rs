@@ -71,8 +71,11 @@ fn make_tree(src: &Path, dirs: usize) {
             fs::hard_link(first, &name).expect("link");
         }
     }
-    nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .expect("mkfifo");
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
     // Old times on every directory, deepest first (children would bump them otherwise).
     let mut all_dirs: Vec<PathBuf> = Vec::new();
     let mut pending = vec![src.to_path_buf()];
@@ -159,17 +162,29 @@ fn a_parallel_first_copy_is_the_serial_one_and_cp_a_with_every_hard_link_group()
     let serial = first_with(&f, &serial_vault, "0");
     let parallel = first_with(&f, &parallel_vault, MANY);
     let want = capture(&reference, opts());
-    assert_eq!(capture(&parallel, opts()), want, "parallel copy against cp -a");
+    assert_eq!(
+        capture(&parallel, opts()),
+        want,
+        "parallel copy against cp -a"
+    );
     assert_eq!(capture(&serial, opts()), want, "serial copy against cp -a");
     // Every hard-link group, spread over directories, is one inode in the version (I5).
     let groups = inodes::groups(&reference);
-    assert!(groups.len() >= 60, "the tree has its groups: {}", groups.len());
+    assert!(
+        groups.len() >= 60,
+        "the tree has its groups: {}",
+        groups.len()
+    );
     assert_eq!(inodes::groups(&parallel), groups, "hard-link groups");
     assert!(inodes::version_keeps_groups(&reference, &parallel).is_empty());
     // Records: one per stored file, each the file's BLAKE3, in the very file the serial
     // copy writes.
     let job = parallel_vault.join(&f.job);
-    assert_eq!(records(&job), blake3_of_files(&parallel), "records against BLAKE3");
+    assert_eq!(
+        records(&job),
+        blake3_of_files(&parallel),
+        "records against BLAKE3"
+    );
     assert_eq!(
         fs::read(job.join("checksums/V1.tsv")).expect("parallel"),
         fs::read(serial_vault.join(&f.job).join("checksums/V1.tsv")).expect("serial"),
@@ -238,9 +253,16 @@ fn a_full_disk_during_a_parallel_first_copy_fails_cleanly() {
     for d in 20..40 {
         fs::remove_dir_all(f.src.join(format!("d{d}"))).expect("rm");
     }
-    let o = f.snap(&[]).env("REVERB_COPY_WORKERS", MANY).assert_success();
+    let o = f
+        .snap(&[])
+        .env("REVERB_COPY_WORKERS", MANY)
+        .assert_success();
     let v = stdout(&o).trim().to_owned();
-    assert!(!v.is_empty(), "no version after freeing space: {}", stderr(&o));
+    assert!(
+        !v.is_empty(),
+        "no version after freeing space: {}",
+        stderr(&o)
+    );
     assert_eq!(
         capture(&f.job_dir().join(&v), opts()),
         capture(&f.src, opts()),
@@ -283,7 +305,11 @@ fn files_changing_while_the_pool_copies_them_are_stored_consistently() {
     writer.join().expect("writer");
     let job = vault.join(&f.job);
     // Every record is the BLAKE3 of what was stored, hot files included.
-    assert_eq!(records(&job), blake3_of_files(&version), "records against BLAKE3");
+    assert_eq!(
+        records(&job),
+        blake3_of_files(&version),
+        "records against BLAKE3"
+    );
     // A hot file is one state the writer wrote, whole: one byte repeated, never a mix.
     for p in &hot {
         let rel = p.strip_prefix(&f.src).expect("rel");
@@ -315,7 +341,10 @@ fn files_changing_while_the_pool_copies_them_are_stored_consistently() {
     let cold_src = blake3_of_files(&f.src);
     let stored = blake3_of_files(&version);
     for (rel, hash) in &cold_src {
-        if !rel.file_name().is_some_and(|n| n.to_string_lossy().starts_with("hot")) {
+        if !rel
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("hot"))
+        {
             assert_eq!(stored.get(rel), Some(hash), "{}", rel.display());
         }
     }
