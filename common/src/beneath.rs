@@ -362,6 +362,20 @@ pub(crate) struct At {
 }
 
 impl At {
+    /// Opens the entry itself with `flags` (`mode` with `O_CREAT`): `openat` on its
+    /// directory's descriptor, never following it (`O_NOFOLLOW` is always added, and
+    /// `O_CLOEXEC`). The same name in the same directory as its path, without the lookup
+    /// through `/proc`.
+    pub fn open(&self, flags: OFlag, mode: Mode) -> io::Result<std::fs::File> {
+        let fd = nix::fcntl::openat(
+            self.dir.as_fd(),
+            Path::new(&self.name),
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            mode,
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
     /// The entry as a directory (a symlink there is [`io::ErrorKind::NotADirectory`]).
     pub fn here(&self) -> io::Result<Here> {
         let fd = open_beneath(

@@ -186,7 +186,18 @@ impl Builder<'_> {
         rel: &RelPath,
         detail: Detail,
     ) -> std::io::Result<SourceListing> {
-        let listed = self.src_dir(rel).and_then(|dir| {
+        let dir = self.src_dir(rel);
+        self.try_list_source_in(rel, dir, detail)
+    }
+
+    /// [`Builder::try_list_source`] of the source directory `rel` opened already (`dir`).
+    pub fn try_list_source_in(
+        &mut self,
+        rel: &RelPath,
+        dir: std::io::Result<Here>,
+        detail: Detail,
+    ) -> std::io::Result<SourceListing> {
+        let listed = dir.and_then(|dir| {
             if self.one_file_system && !rel.is_root() && self.is_left_out(rel, dir.dev()?) {
                 return Ok(None);
             }
@@ -234,11 +245,8 @@ impl Builder<'_> {
     /// the error, for the caller to journal ([`Builder::skip_uninspectable`]) when its turn
     /// comes. Never [`SourceStat::Unreadable`].
     pub fn try_stat_source(&self, rel: &RelPath) -> std::io::Result<SourceStat> {
-        let stat = self
-            .src(rel)
-            .and_then(|at| fs::symlink_metadata(&*at).map(|m| (m, at)));
-        match stat {
-            Ok((m, at)) => Ok(SourceStat::Present(m, Box::new(at))),
+        match self.src(rel) {
+            Ok(at) => stat_at(at),
             Err(e) if copy::is_gone(&e) => Ok(SourceStat::Gone),
             Err(e) => Err(e),
         }
@@ -468,6 +476,15 @@ impl Builder<'_> {
         }
     }
 
+    /// Takes in records collected in path order (a first copy's), at once: one merge instead
+    /// of a search per record.
+    pub fn record_all(&mut self, records: Vec<(PathBuf, checksums::Record)>) {
+        if let Some(c) = &mut self.checksums {
+            let mut more: checksums::Records = records.into_iter().collect();
+            c.records.append(&mut more);
+        }
+    }
+
     /// Writes the new version's checksums file (version `n` of the job folder `job`),
     /// durably; nothing when checksums are off.
     pub fn save_checksums(&self, job: &Path, n: u64) -> Result<()> {
@@ -492,6 +509,15 @@ impl Builder<'_> {
         fsutil::remove_tree_as(&na, &self.new_path(rel))?;
         self.new.forget(rel.as_path());
         Ok(())
+    }
+}
+
+/// The `lstat` of the source entry `at` as [`Builder::try_stat_source`] classifies it.
+pub(crate) fn stat_at(at: At) -> std::io::Result<SourceStat> {
+    match fs::symlink_metadata(&*at) {
+        Ok(m) => Ok(SourceStat::Present(m, Box::new(at))),
+        Err(e) if copy::is_gone(&e) => Ok(SourceStat::Gone),
+        Err(e) => Err(e),
     }
 }
 

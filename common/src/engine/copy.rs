@@ -37,8 +37,10 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use nix::fcntl::OFlag;
 use nix::unistd::Whence;
 
+use crate::beneath::At;
 use crate::format::checksums::{self, Record};
 use crate::format::entry::{Fidelity, Xattrs};
 use crate::sys;
@@ -132,8 +134,7 @@ pub fn privileged() -> bool {
 #[cfg(test)]
 pub fn copy_file(src: &Path, dst: &Path) -> Result<FileCopy, CopyError> {
     copy_file_with(
-        src,
-        dst,
+        &Ends::Paths(src, dst),
         false,
         None,
         Fidelity::exact(privileged()),
@@ -150,28 +151,69 @@ pub fn copy_file_hashed(
     hash: bool,
     keep: Fidelity,
 ) -> Result<FileCopy, CopyError> {
-    copy_file_with(src, dst, hash, None, keep, &mut |_| {})
+    copy_file_with(&Ends::Paths(src, dst), hash, None, keep, &mut |_| {})
 }
 
 /// [`copy_file_hashed`] of a source file whose `lstat` was `seen`: a symlink now at `src`
 /// is [`CopyError::TypeChanged`] (never followed), and a file opened that is not the inode
 /// `seen` describes (replaced since) counts as changed during the copy: retried, then
 /// taken as it is and reported unstable; [`FileCopy::source`] says which inode was copied.
+/// Both files are opened by `openat` on their directories' descriptors ([`At::open`]).
 pub fn copy_source_file(
-    src: &Path,
-    dst: &Path,
+    src: &At,
+    dst: &At,
     hash: bool,
     seen: &fs::Metadata,
     keep: Fidelity,
 ) -> Result<FileCopy, CopyError> {
-    copy_file_with(
-        src,
-        dst,
-        hash,
-        Some((seen.dev(), seen.ino())),
-        keep,
-        &mut |_| {},
-    )
+    let ends = Ends::At(src, dst);
+    copy_file_with(&ends, hash, Some((seen.dev(), seen.ino())), keep, &mut |_| {})
+}
+
+/// The two files of one copy, reached by path or beneath their directories' descriptors.
+enum Ends<'a> {
+    Paths(&'a Path, &'a Path),
+    At(&'a At, &'a At),
+}
+
+impl Ends<'_> {
+    /// The destination's path.
+    fn dst(&self) -> &Path {
+        match self {
+            Ends::Paths(_, dst) => dst,
+            Ends::At(_, dst) => dst,
+        }
+    }
+
+    /// Opens the source read-only, never following a symlink there.
+    fn open_src(&self) -> io::Result<File> {
+        match self {
+            Ends::Paths(src, _) => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+                .open(src),
+            Ends::At(src, _) => src.open(
+                OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+                Mode::empty(),
+            ),
+        }
+    }
+
+    /// Creates the destination, new (`O_EXCL`), mode 0600, open for reading and writing.
+    fn create_dst(&self) -> io::Result<File> {
+        match self {
+            Ends::Paths(_, dst) => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dst),
+            Ends::At(_, dst) => dst.open(
+                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+                Mode::from_bits_truncate(0o600),
+            ),
+        }
+    }
 }
 
 /// [`copy_file`] with a hook called after each attempt's data copy, before the source is
@@ -183,8 +225,7 @@ pub fn copy_file_observed(
     after_data: &mut dyn FnMut(u32),
 ) -> Result<FileCopy, CopyError> {
     copy_file_with(
-        src,
-        dst,
+        &Ends::Paths(src, dst),
         true,
         None,
         Fidelity::exact(privileged()),
@@ -193,8 +234,7 @@ pub fn copy_file_observed(
 }
 
 fn copy_file_with(
-    src: &Path,
-    dst: &Path,
+    ends: &Ends<'_>,
     hash: bool,
     seen: Option<(u64, u64)>,
     keep: Fidelity,
@@ -206,11 +246,7 @@ fn copy_file_with(
     let mut source = (0, 0);
     let mut len = 0;
     for attempt in 0..=RETRIES {
-        let input = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
-            .open(src)
-        {
+        let input = match ends.open_src() {
             Ok(f) => f,
             // A symlink there now: never followed, and not gone either.
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(CopyError::TypeChanged),
@@ -223,14 +259,9 @@ fn copy_file_with(
         source = (before.dev(), before.ino());
         let replaced = seen.is_some_and(|seen| seen != source);
         if attempt > 0 {
-            let _ = fs::remove_file(dst);
+            let _ = fs::remove_file(ends.dst());
         }
-        let output = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dst)?;
+        let output = ends.create_dst()?;
         (data, record) = copy_data_hashed(&input, &output, before.len(), hash)?;
         len = match data {
             // A clone takes the length the source had when it was cloned.
@@ -664,143 +695,4 @@ pub fn finish_dir(src: &Path, dst: &Path, meta: &fs::Metadata, keep: Fidelity) -
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Seek, SeekFrom, Write};
-
-    #[test]
-    fn sparse_copy_keeps_holes_and_zero_blocks_become_holes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let src = dir.path().join("src");
-        {
-            let mut f = File::create(&src).expect("create");
-            f.write_all(b"head").expect("write");
-            f.seek(SeekFrom::Start(8 << 20)).expect("seek");
-            f.write_all(&vec![0u8; 1 << 20]).expect("zeros");
-            f.write_all(b"tail").expect("write");
-            f.set_len(16 << 20).expect("len");
-        }
-        let dst = dir.path().join("dst");
-        let c = copy_file_hashed(&src, &dst, true, Fidelity::exact(privileged())).expect("copy");
-        assert_eq!(fs::read(&src).expect("src"), fs::read(&dst).expect("dst"));
-        // The hash is of the logical content, holes and zero blocks as zeros.
-        let rec = c.record.expect("hashed");
-        assert_eq!(rec.size, 16 << 20);
-        assert_eq!(
-            rec.hash,
-            *blake3::hash(&fs::read(&dst).expect("dst")).as_bytes()
-        );
-        let m = fs::metadata(&dst).expect("meta");
-        assert_eq!(m.len(), 16 << 20);
-        assert!(
-            m.blocks() * 512 <= 64 * 1024,
-            "dst not sparse: {} blocks",
-            m.blocks()
-        );
-        let s = fs::metadata(&src).expect("meta");
-        assert_eq!((s.mtime(), s.mtime_nsec()), (m.mtime(), m.mtime_nsec()));
-    }
-
-    #[test]
-    fn a_file_that_keeps_changing_is_retried_then_taken_as_is() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let src = dir.path().join("growing");
-        fs::write(&src, vec![1u8; 1 << 20]).expect("write");
-        let append = |src: &Path| {
-            let mut f = OpenOptions::new().append(true).open(src).expect("open");
-            f.write_all(&[2u8; 4096]).expect("append");
-        };
-        // Changed during every attempt: taken as is after the retries, reported unstable.
-        let mut calls = 0;
-        let c = copy_file_observed(&src, &dir.path().join("always"), &mut |_| {
-            calls += 1;
-            append(&src);
-        })
-        .expect("copy");
-        assert!(c.unstable);
-        assert_eq!(calls, RETRIES + 1);
-        // What was stored is what the record says, though the source moved on.
-        let stored = fs::read(dir.path().join("always")).expect("stored");
-        assert_eq!(
-            c.record.expect("hashed").hash,
-            *blake3::hash(&stored).as_bytes()
-        );
-        // Changed during the first attempt only: the retry gives an exact, stable copy.
-        let c = copy_file_observed(&src, &dir.path().join("once"), &mut |attempt| {
-            if attempt == 0 {
-                append(&src);
-            }
-        })
-        .expect("copy");
-        assert!(!c.unstable);
-        assert_eq!(
-            fs::read(&src).expect("src"),
-            fs::read(dir.path().join("once")).expect("once")
-        );
-    }
-
-    #[test]
-    fn a_source_file_replaced_after_its_lstat_is_changed_during_copy_and_a_link_is_never_followed()
-    {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let src = dir.path().join("f");
-        fs::write(&src, b"seen").expect("write");
-        let seen = fs::symlink_metadata(&src).expect("lstat");
-        // Replaced by another file (write new, rename over) between the lstat and the copy.
-        fs::write(dir.path().join("new"), b"replaced").expect("write");
-        fs::rename(dir.path().join("new"), &src).expect("rename");
-        let c = copy_source_file(
-            &src,
-            &dir.path().join("a"),
-            true,
-            &seen,
-            Fidelity::exact(privileged()),
-        )
-        .expect("copy");
-        assert!(
-            c.unstable,
-            "a different inode than the lstat's counts as changed"
-        );
-        assert_ne!(c.source, (seen.dev(), seen.ino()));
-        assert_eq!(fs::read(dir.path().join("a")).expect("copy"), b"replaced");
-        // Replaced by a symlink to a file elsewhere: never followed, not gone either.
-        let secret = dir.path().join("secret");
-        fs::write(&secret, b"secret").expect("write");
-        let seen = fs::symlink_metadata(&src).expect("lstat");
-        fs::remove_file(&src).expect("rm");
-        std::os::unix::fs::symlink(&secret, &src).expect("symlink");
-        assert!(matches!(
-            copy_source_file(
-                &src,
-                &dir.path().join("b"),
-                true,
-                &seen,
-                Fidelity::exact(privileged())
-            ),
-            Err(CopyError::TypeChanged)
-        ));
-        assert!(!dir.path().join("b").exists(), "nothing made for it");
-    }
-
-    #[test]
-    fn never_overwrites_and_never_follows() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = dir.path().join("a");
-        fs::write(&a, b"x").expect("write");
-        let b = dir.path().join("b");
-        fs::write(&b, b"y").expect("write");
-        assert!(copy_file(&a, &b).is_err());
-        let l = dir.path().join("l");
-        std::os::unix::fs::symlink("a", &l).expect("symlink");
-        assert!(matches!(
-            copy_file(&l, &dir.path().join("c")),
-            Err(CopyError::TypeChanged)
-        ));
-        copy_symlink(&l, &dir.path().join("l2"), Fidelity::exact(privileged()))
-            .expect("symlink copy");
-        assert_eq!(
-            fs::read_link(dir.path().join("l2")).expect("readlink"),
-            Path::new("a")
-        );
-    }
-}
+mod tests;

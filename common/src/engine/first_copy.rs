@@ -32,17 +32,24 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::Metadata;
+use std::path::PathBuf;
 use std::os::unix::fs::MetadataExt;
 
-use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err};
+use crate::beneath::{At, Here};
+use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err, stat_at};
 use crate::engine::copy::{self, CopyError, FileCopy};
 use crate::engine::copy_pool::{FileDone, FileJob, Pool};
 use crate::engine::listing::Detail;
 use crate::error::{Error, IoContext, Result};
+use crate::format::checksums::Record;
 use crate::format::relpath::RelPath;
 
 /// How many steps may wait to be settled at most.
 const AHEAD: usize = 64;
+
+/// How deep the walk keeps each open directory's two descriptors (source and new) to reach
+/// its children by; deeper ones are reached through the trees (bounded descriptors).
+const HELD_DIRS: usize = 32;
 
 /// A step of the walk, settled in walk order.
 enum Step {
@@ -63,6 +70,8 @@ struct Steps {
     queue: VecDeque<Step>,
     arrived: HashMap<u64, std::result::Result<FileCopy, CopyError>>,
     next_seq: u64,
+    /// The pool's checksum records, in walk (path) order, taken in at the end at once.
+    records: Vec<(PathBuf, Record)>,
 }
 
 /// A source directory being walked: its children still to step.
@@ -70,6 +79,9 @@ struct OpenDir {
     rel: RelPath,
     /// Its `lstat`; `None` for the root (finished by the caller).
     sm: Option<Metadata>,
+    /// The directory in the source and in the new version, held open while it is walked
+    /// (not below [`HELD_DIRS`] levels): its children are reached beneath them.
+    handles: Option<(Here, Here)>,
     children: std::vec::IntoIter<OsString>,
 }
 
@@ -82,8 +94,13 @@ impl Builder<'_> {
         workers: usize,
     ) -> Result<()> {
         let (hash, keep) = (self.checksums.is_some(), self.fidelity);
+        let root_rel = RelPath::root();
+        let src_root = self
+            .src_dir(&root_rel)
+            .ctx("cannot read source", self.source.shown())?;
         let root = OpenDir {
-            rel: RelPath::root(),
+            handles: Some((src_root, self.new_dir(&root_rel)?)),
+            rel: root_rel,
             sm: None,
             children: children.collect::<Vec<_>>().into_iter(),
         };
@@ -98,6 +115,7 @@ impl Builder<'_> {
             }
             // Dropping the pool closes its queue; the scope then joins every worker.
             drop(pool);
+            self.record_all(std::mem::take(&mut steps.records));
             walked
         })
     }
@@ -108,7 +126,12 @@ impl Builder<'_> {
         while let Some(dir) = open.last_mut() {
             if let Some(name) = dir.children.next() {
                 let child = dir.rel.join(&name);
-                if let Some(sub) = self.step_entry(&child, pool, steps)? {
+                let at = dir
+                    .handles
+                    .as_ref()
+                    .map(|(src, new)| (src.child(&name), new.child(&name)));
+                let hold = open.len() < HELD_DIRS;
+                if let Some(sub) = self.step_entry(&child, at, hold, pool, steps)? {
                     open.push(sub);
                 }
             } else if let Some(done) = open.pop()
@@ -121,15 +144,23 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Steps one source entry: a directory is created and returned to be walked, a singly
-    /// linked regular file handed to the pool, anything else copied here in its turn.
+    /// Steps one source entry (`at`: it in the source and in the new version, reached
+    /// beneath their held directories; else through the trees): a directory is created and
+    /// returned to be walked (its descriptors held when `hold`), a singly linked regular
+    /// file handed to the pool, anything else copied here in its turn.
     fn step_entry(
         &mut self,
         rel: &RelPath,
+        at: Option<(At, At)>,
+        hold: bool,
         pool: &mut Pool,
         steps: &mut Steps,
     ) -> Result<Option<OpenDir>> {
-        let (sm, sp) = match self.try_stat_source(rel) {
+        let (stat, na) = match at {
+            Some((sp, na)) => (stat_at(sp), na),
+            None => (self.try_stat_source(rel), self.new_at(rel)?),
+        };
+        let (sm, sp) = match stat {
             Ok(SourceStat::Present(sm, sp)) => (sm, sp),
             Ok(SourceStat::Gone | SourceStat::Unreadable) => return Ok(None),
             Err(e) => {
@@ -140,9 +171,10 @@ impl Builder<'_> {
         };
         if sm.is_dir() {
             let np = self.new_path(rel);
-            let na = self.new_at(rel)?;
             copy::make_dir(&na).ctx("cannot create directory", &np)?;
-            let children = match self.try_list_source(rel, Detail::Names) {
+            let src_dir = sp.here();
+            let held = src_dir.as_ref().ok().filter(|_| hold).cloned();
+            let children = match self.try_list_source_in(rel, src_dir, Detail::Names) {
                 Ok(SourceListing::Listed(children)) => children,
                 // A mountpoint left out: an empty directory with its attributes, as `cp -ax`.
                 Ok(SourceListing::OtherFilesystem | SourceListing::Unreadable) => {
@@ -160,9 +192,15 @@ impl Builder<'_> {
                 }
             };
             let children: Vec<OsString> = children.into_keys().collect();
+            let handles = match (held, na.here()) {
+                (Some(src), Ok(new)) => Some((src, new)),
+                // Reached through the trees instead (which name any error).
+                _ => None,
+            };
             return Ok(Some(OpenDir {
                 rel: rel.clone(),
                 sm: Some(sm),
+                handles,
                 children: children.into_iter(),
             }));
         }
@@ -172,7 +210,7 @@ impl Builder<'_> {
             let job = FileJob {
                 seq,
                 src: *sp,
-                dst: self.new_at(rel)?,
+                dst: na,
                 seen: sm.clone(),
             };
             if !pool.submit(job) {
@@ -200,7 +238,7 @@ impl Builder<'_> {
                 self.take_in(steps, done)?;
             }
             while let Some(step) = steps.ready() {
-                self.settle_step(step)?;
+                self.settle_step(step, &mut steps.records)?;
             }
             if steps.queue.len() <= keep {
                 return Ok(());
@@ -236,13 +274,19 @@ impl Builder<'_> {
         }
     }
 
-    /// Takes one settled step into the build.
-    fn settle_step(&mut self, step: Settled) -> Result<()> {
+    /// Takes one settled step into the build; a file's checksum record goes to `records`
+    /// (in walk order, which is path order), taken in at the end.
+    fn settle_step(&mut self, step: Settled, records: &mut Vec<(PathBuf, Record)>) -> Result<()> {
         match step {
             Settled::FinishDir { rel, sm } => self.finish_real_dir(&rel, &sm),
             Settled::File { rel, sm, result } => {
                 match result {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        if let Some(record) = c.record.take()
+                            && self.checksums.is_some()
+                        {
+                            records.push((rel.as_path().to_path_buf(), record));
+                        }
                         let same_inode = c.source == (sm.dev(), sm.ino());
                         let len = c.len;
                         self.note_file_copy(&rel, c);
