@@ -303,13 +303,25 @@ impl Builder<'_> {
     /// Sets the attributes of the real directory `rel` of the new version, its children
     /// done, and records it as changed.
     pub fn finish_real_dir(&mut self, rel: &RelPath, sm: &Metadata) -> Result<()> {
-        let np = self.new_path(rel);
         let na = self.new_at(rel)?;
+        let src = self.src(rel);
+        self.finish_real_dir_in(rel, sm, src, &na)
+    }
+
+    /// [`Builder::finish_real_dir`] of the directory reached already: `src` in the source,
+    /// `na` in the new version (its entry, or its own descriptor).
+    pub fn finish_real_dir_in(
+        &mut self,
+        rel: &RelPath,
+        sm: &Metadata,
+        src: std::io::Result<impl AsRef<Path>>,
+        na: &Path,
+    ) -> Result<()> {
+        let np = self.new_path(rel);
         if self.out.changed_paths.last() != Some(rel) {
             self.out.changed_paths.push(rel.clone());
         }
-        self.src(rel)
-            .and_then(|src| copy::finish_dir(&src, &na, sm, self.fidelity))
+        src.and_then(|src| copy::finish_dir(src.as_ref(), na, sm, self.fidelity))
             .ctx("cannot set attributes of", &np)?;
         self.out.changed += 1;
         Ok(())

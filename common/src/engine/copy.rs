@@ -35,9 +35,9 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use nix::fcntl::OFlag;
 use nix::unistd::Whence;
 
 use crate::beneath::At;
@@ -167,7 +167,13 @@ pub fn copy_source_file(
     keep: Fidelity,
 ) -> Result<FileCopy, CopyError> {
     let ends = Ends::At(src, dst);
-    copy_file_with(&ends, hash, Some((seen.dev(), seen.ino())), keep, &mut |_| {})
+    copy_file_with(
+        &ends,
+        hash,
+        Some((seen.dev(), seen.ino())),
+        keep,
+        &mut |_| {},
+    )
 }
 
 /// The two files of one copy, reached by path or beneath their directories' descriptors.

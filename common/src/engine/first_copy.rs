@@ -32,8 +32,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::Metadata;
-use std::path::PathBuf;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use crate::beneath::{At, Here};
 use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err, stat_at};
@@ -61,7 +61,14 @@ enum Step {
     },
     /// A directory whose children are all stepped: its attributes are set when it is
     /// settled.
-    FinishDir { rel: RelPath, sm: Metadata },
+    FinishDir {
+        rel: RelPath,
+        sm: Metadata,
+        /// The directory as the walk met it, in the source and in the new version (each
+        /// its parent's descriptor and its name): its attributes are read from and set
+        /// there, in the directories the walk held, whatever was renamed above them since.
+        at: Box<(At, At)>,
+    },
 }
 
 /// The steps waiting to be settled, and the pool's results not yet taken in.
@@ -77,8 +84,9 @@ struct Steps {
 /// A source directory being walked: its children still to step.
 struct OpenDir {
     rel: RelPath,
-    /// Its `lstat`; `None` for the root (finished by the caller).
-    sm: Option<Metadata>,
+    /// Its `lstat`, and it in the source and in the new version, to finish it; `None` for
+    /// the root (finished by the caller).
+    finish: Option<(Metadata, Box<(At, At)>)>,
     /// The directory in the source and in the new version, held open while it is walked
     /// (not below [`HELD_DIRS`] levels): its children are reached beneath them.
     handles: Option<(Here, Here)>,
@@ -101,7 +109,7 @@ impl Builder<'_> {
         let root = OpenDir {
             handles: Some((src_root, self.new_dir(&root_rel)?)),
             rel: root_rel,
-            sm: None,
+            finish: None,
             children: children.collect::<Vec<_>>().into_iter(),
         };
         std::thread::scope(|scope| {
@@ -135,9 +143,13 @@ impl Builder<'_> {
                     open.push(sub);
                 }
             } else if let Some(done) = open.pop()
-                && let Some(sm) = done.sm
+                && let Some((sm, at)) = done.finish
             {
-                steps.queue.push_back(Step::FinishDir { rel: done.rel, sm });
+                steps.queue.push_back(Step::FinishDir {
+                    rel: done.rel,
+                    sm,
+                    at,
+                });
             }
             self.settle(pool, steps, AHEAD)?;
         }
@@ -199,7 +211,7 @@ impl Builder<'_> {
             };
             return Ok(Some(OpenDir {
                 rel: rel.clone(),
-                sm: Some(sm),
+                finish: Some((sm, Box::new((*sp, na)))),
                 handles,
                 children: children.into_iter(),
             }));
@@ -278,7 +290,10 @@ impl Builder<'_> {
     /// (in walk order, which is path order), taken in at the end.
     fn settle_step(&mut self, step: Settled, records: &mut Vec<(PathBuf, Record)>) -> Result<()> {
         match step {
-            Settled::FinishDir { rel, sm } => self.finish_real_dir(&rel, &sm),
+            Settled::FinishDir { rel, sm, at } => {
+                let (src, new) = *at;
+                self.finish_real_dir_in(&rel, &sm, Ok(src), &new)
+            }
             Settled::File { rel, sm, result } => {
                 match result {
                     Ok(mut c) => {
@@ -314,6 +329,7 @@ enum Settled {
     FinishDir {
         rel: RelPath,
         sm: Metadata,
+        at: Box<(At, At)>,
     },
 }
 
@@ -322,7 +338,7 @@ impl Steps {
     fn ready(&mut self) -> Option<Settled> {
         match self.queue.front()? {
             Step::FinishDir { .. } => match self.queue.pop_front()? {
-                Step::FinishDir { rel, sm } => Some(Settled::FinishDir { rel, sm }),
+                Step::FinishDir { rel, sm, at } => Some(Settled::FinishDir { rel, sm, at }),
                 Step::File { .. } => None,
             },
             Step::File { seq, .. } => {

@@ -75,8 +75,7 @@ fn a_file_that_keeps_changing_is_retried_then_taken_as_is() {
 }
 
 #[test]
-fn a_source_file_replaced_after_its_lstat_is_changed_during_copy_and_a_link_is_never_followed()
-{
+fn a_source_file_replaced_after_its_lstat_is_changed_during_copy_and_a_link_is_never_followed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("f");
     fs::write(&src, b"seen").expect("write");
@@ -133,8 +132,7 @@ fn never_overwrites_and_never_follows() {
         copy_file(&l, &dir.path().join("c")),
         Err(CopyError::TypeChanged)
     ));
-    copy_symlink(&l, &dir.path().join("l2"), Fidelity::exact(privileged()))
-        .expect("symlink copy");
+    copy_symlink(&l, &dir.path().join("l2"), Fidelity::exact(privileged())).expect("symlink copy");
     assert_eq!(
         fs::read_link(dir.path().join("l2")).expect("readlink"),
         Path::new("a")
