@@ -17,7 +17,7 @@
 
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Scope;
 
@@ -123,10 +123,7 @@ impl Pool {
 
     /// Finished jobs if some are waiting, without waiting.
     pub fn try_done(&self) -> Option<Vec<FileDone>> {
-        match self.done.try_recv() {
-            Ok(done) => Some(done),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.done.try_recv().ok()
     }
 
     /// The next finished jobs, waiting for them (the batch being filled is handed over

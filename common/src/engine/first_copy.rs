@@ -1,7 +1,7 @@
 //! The first version's copy in parallel ([`Builder::copy_first_parallel`]): one thread walks
 //! the source (listing, `lstat`, creating directories) and hands each singly linked regular
-//! file to a [`copy_pool::Pool`], which copies and hashes it; the walk itself copies
-//! everything else. The written tree is the one the serial copier
+//! file to the copy [`Pool`], which copies and hashes it; the walk itself copies everything
+//! else. The written tree is the one the serial copier
 //! ([`Builder::copy_new`]) writes, entry for entry.
 //!
 //! Theory of operation. What the walk does is queued as a sequence of *steps* in walk
