@@ -15,22 +15,26 @@
 //! knows every name of every multiply linked file. Iterative: any depth fits the stack;
 //! directories are listed in the same depth-first, name order as the build.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::engine::build_state::{BaselineState, Builder, SourceListing};
 use crate::engine::copy;
 use crate::engine::listing::{self, Detail, Lstat};
 use crate::engine::marks::MarkTree;
+use crate::engine::rescan_index::RescanIndex;
 use crate::error::{IoContext, Result};
 use crate::format::checksums;
 use crate::format::entry::{Difference, EntryFacts, compare_with, needs_xattrs_with};
 use crate::format::events::Mark;
 use crate::format::relpath::RelPath;
+use crate::format::source_index::Facts;
 use crate::format::version::VersionName;
 use crate::vault::measure::measure_tree;
+use crate::vault::tree::resolve;
 
 /// The regular files a diff found leaving and joining the version.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +108,27 @@ fn same_content(path: &Path, sm: &Metadata, record: &checksums::Record) -> bool 
         (Ok(h), Ok(after)) => stat(&before) == stat(&after) && h == *record,
         _ => false,
     }
+}
+
+/// A directory still to compare in [`Builder::diff_dir`].
+struct Pending {
+    /// The directory, relative to the source.
+    at: RelPath,
+    /// The same, relative to the marks' root.
+    inside: RelPath,
+    /// Where the old version physically holds it.
+    phys: Phys,
+    /// A delta named it or a directory above it as a subtree (the index vouches for
+    /// nothing in it).
+    under_dirty: bool,
+}
+
+/// Where the old version holds a directory.
+enum Phys {
+    /// In this version (`None`: nowhere).
+    At(Option<String>),
+    /// Not looked up: its parent was not listed in the vault.
+    Unresolved,
 }
 
 impl Builder<'_> {
@@ -190,52 +215,113 @@ impl Builder<'_> {
 
     /// Compares source directory `rel` with the old physical directory `phys`/`rel` and
     /// everything below, marking every difference in `marks` (whose root stands for
-    /// `rel`). Returns the regular files that would leave and join the version.
+    /// `rel`). Returns the regular files that would leave and join the version. With a
+    /// source index in use, an entry it vouches for is not looked at in the vault
+    /// ([`RescanIndex::trusts`]), and every entry found equal is recorded in its fresh base.
     pub fn diff_dir(
         &mut self,
         rel: &RelPath,
         phys: Option<&str>,
         marks: &mut MarkTree,
+        index: &mut RescanIndex,
     ) -> Result<Tally> {
         let mut tally = Tally::default();
-        // (the directory, the same relative to `marks`, its old physical version)
-        let mut pending = vec![(rel.clone(), RelPath::root(), phys.map(str::to_owned))];
-        while let Some((at, inside, phys)) = pending.pop() {
-            let subdirs = self.diff_one(&at, &inside, phys.as_deref(), marks, &mut tally)?;
+        let mut pending = vec![Pending {
+            at: rel.clone(),
+            inside: RelPath::root(),
+            phys: Phys::At(phys.map(str::to_owned)),
+            under_dirty: false,
+        }];
+        let root_phys = phys.map(str::to_owned);
+        while let Some(dir) = pending.pop() {
+            let subdirs = self.diff_one(dir, root_phys.as_deref(), marks, &mut tally, index)?;
             pending.extend(subdirs.into_iter().rev());
         }
         marks.prune();
         Ok(tally)
     }
 
+    /// Where the old version holds directory `at`: known from its parent's listing, or
+    /// found from `root_phys` (the listing was not needed: the index vouched for it).
+    fn old_phys(&self, phys: Phys, root_phys: Option<&str>, at: &RelPath) -> Result<Option<String>> {
+        match (phys, root_phys) {
+            (Phys::At(p), _) => Ok(p),
+            (Phys::Unresolved, None) => Ok(None),
+            (Phys::Unresolved, Some(root)) => {
+                resolve(&self.job, root, at.as_path(), &self.lookalikes)
+            }
+        }
+    }
+
     /// One directory of [`Builder::diff_dir`]: marks its differing children; returns the
     /// directories present on both sides, to compare next.
     fn diff_one(
         &mut self,
-        at: &RelPath,
-        inside: &RelPath,
-        phys: Option<&str>,
+        dir: Pending,
+        root_phys: Option<&str>,
         marks: &mut MarkTree,
         tally: &mut Tally,
-    ) -> Result<Vec<(RelPath, RelPath, Option<String>)>> {
+        index: &mut RescanIndex,
+    ) -> Result<Vec<Pending>> {
+        let Pending {
+            at,
+            inside,
+            phys,
+            under_dirty,
+        } = dir;
         // Both sides are listed with their entries' metadata, read relative to the open
         // directory (fstatat on the listing's fd): no path walk per entry.
-        let src = match self.list_source(at, Detail::Stat) {
+        let src = match self.list_source(&at, Detail::Stat) {
             SourceListing::Listed(entries) => entries,
             SourceListing::Gone(_) => Default::default(),
             // Not looked at: no mark below, so the build keeps what the old version has.
             SourceListing::Unreadable | SourceListing::OtherFilesystem => return Ok(Vec::new()),
         };
-        let old = self.list_version(phys, at, Detail::Stat)?;
+        // The entries the index vouches for; the vault is listed only when some other
+        // name needs it.
+        let view = index.view(&at, under_dirty);
+        let trusted: HashSet<&OsString> = src
+            .iter()
+            .filter_map(|(name, l)| match l {
+                Lstat::Read(sm) if index.trusts(&view, name, sm) => Some(name),
+                _ => None,
+            })
+            .collect();
+        let needs_vault = trusted.len() < src.len() || index.names_beyond(&view, &src);
+        let old = if needs_vault {
+            let phys = self.old_phys(phys, root_phys, &at)?;
+            self.list_version(phys.as_deref(), &at, Detail::Stat)?
+        } else {
+            BTreeMap::new()
+        };
         // The directory just listed (held by the source's tree): its entries are reached
         // from it, with no lookup per entry.
-        let here = self.src_dir(at).ok();
-        let node = marks.node_mut(inside);
+        let here = self.src_dir(&at).ok();
+        let node = marks.node_mut(&inside);
         let mut subdirs = Vec::new();
+        let mut same: Vec<(Vec<u8>, Facts)> = Vec::new();
         let names: BTreeSet<&OsString> = src.keys().chain(old.keys()).collect();
         for name in names {
             let child = at.join(name);
+            let sub = |holder: Option<&str>| Pending {
+                at: child.clone(),
+                inside: inside.join(name),
+                phys: match holder {
+                    Some(h) => Phys::At(Some(h.to_owned())),
+                    None => Phys::Unresolved,
+                },
+                under_dirty: index.child_under_dirty(&view, name),
+            };
+            let vouched = trusted.contains(name) && (!needs_vault || old.contains_key(name));
             match (src.get(name), old.get(name)) {
+                (Some(Lstat::Read(sm)), o) if vouched => {
+                    // The index vouches for it: the same as the version's, unread there.
+                    self.link_groups.saw(&child, sm);
+                    same.push((name.as_bytes().to_vec(), Facts::of(sm)));
+                    if sm.is_dir() {
+                        subdirs.push(sub(o.map(|o| o.holder.as_str())));
+                    }
+                }
                 (Some(Lstat::Failed(e)), _) => {
                     // There but not inspectable: no mark, so the build keeps what the old
                     // version has (docs/format.md#invariants I5).
@@ -270,12 +356,14 @@ impl Builder<'_> {
                     if difference == Difference::Same && sm.is_file() && om.is_file() {
                         difference = self.confirm_unchanged(&child, &o.holder, sm, &om, false)?;
                     }
+                    if difference == Difference::Same {
+                        same.push((name.as_bytes().to_vec(), Facts::of(sm)));
+                    }
                     if sm.is_dir() && om.is_dir() {
-                        let sub = node.child_mut(name);
                         if difference != Difference::Same {
-                            sub.mark = Some(Mark::Attrib);
+                            node.child_mut(name).mark = Some(Mark::Attrib);
                         }
-                        subdirs.push((child, inside.join(name), Some(o.holder.clone())));
+                        subdirs.push(sub(Some(&o.holder)));
                     } else if difference != Difference::Same {
                         node.child_mut(name).mark = Some(match difference {
                             Difference::Attributes => Mark::Attrib,
@@ -298,6 +386,7 @@ impl Builder<'_> {
                 (None, None) => {}
             }
         }
+        index.record(&at, same);
         Ok(subdirs)
     }
 

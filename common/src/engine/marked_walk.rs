@@ -25,6 +25,7 @@ use crate::engine::copy;
 use crate::engine::ingest::Copied;
 use crate::engine::listing::{Detail, VersionEntry};
 use crate::engine::marks::MarkTree;
+use crate::engine::rescan_index::RescanIndex;
 use crate::error::{IoContext, Result};
 use crate::format::entry::Difference;
 use crate::format::events::Mark;
@@ -172,7 +173,7 @@ impl Builder<'_> {
             return Ok((marks, diffed));
         }
         let mut full = MarkTree::marked(marks.mark);
-        self.diff_dir(rel, phys, &mut full)?;
+        self.diff_dir(rel, phys, &mut full, &mut RescanIndex::none())?;
         full.merge_below(marks);
         Ok((full, true))
     }

@@ -28,6 +28,7 @@ pub(crate) mod marks;
 pub(crate) mod publish;
 pub(crate) mod receive;
 pub(crate) mod recover;
+pub(crate) mod rescan_index;
 pub(crate) mod restore;
 pub(crate) mod retire;
 pub(crate) mod send;

@@ -30,6 +30,7 @@ use crate::engine::build_state::Builder;
 use crate::engine::copy;
 use crate::engine::marks::MarkTree;
 use crate::engine::publish::{self, FromVersion, NewVersion};
+use crate::engine::rescan_index::{self, Changed, RescanIndex};
 use crate::error::{Error, IoContext, Result};
 use crate::format::baseline::Baseline;
 use crate::format::capabilities::fidelity_of;
@@ -96,11 +97,30 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
         return publish::finish(b, new, None, opts.dry_run);
     };
     b.link_groups.load(&ctx.dir.path, &last.dir)?;
-    let from = match trigger {
+    let job = ctx.dir.path.clone();
+    let (from, changed) = match trigger {
         Trigger::Rescan => {
             // One read-only pass finds every difference; the build then touches only those.
+            // The source index, when it vouches for the version compared, spares the vault
+            // every entry whose facts are unchanged; the pass records a fresh one.
+            let started = SystemTime::now();
+            let settings = index_settings(&ctx.file, &fidelity)?;
+            let granularity = std::time::Duration::from_nanos(fidelity.mtime_granularity_ns);
+            let mut index = RescanIndex::load(&job, &last.dir, settings, granularity);
+            if !opts.dry_run {
+                index.begin_fresh(&job, &last.dir, settings, started);
+            }
             let mut marks = MarkTree::marked(Some(Mark::Attrib));
-            let tally = b.diff_dir(&RelPath::root(), Some(&last.dir), &mut marks)?;
+            let diffed = b.diff_dir(&RelPath::root(), Some(&last.dir), &mut marks, &mut index);
+            let tally = match diffed {
+                Ok(tally) => tally,
+                Err(e) => {
+                    index.abandon_fresh();
+                    return Err(e);
+                }
+            };
+            // The fresh index describes the version compared: true whatever follows.
+            index.finish_fresh(&job);
             // The diff read every source entry: every name of every multiply linked file.
             b.link_groups.mark_full();
             b.mark_split_names(&last.dir, &mut marks);
@@ -117,19 +137,52 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
                 tally.remaining(last.files),
                 opts.force,
             )?;
-            FromVersion {
+            let changed = Changed::of_marks(&marks);
+            let from = FromVersion {
                 old_dir: last.dir,
                 marks,
                 diffed: true,
-            }
+            };
+            (from, changed)
         }
-        Trigger::Paths(paths) => FromVersion {
-            old_dir: last.dir,
-            marks: MarkTree::of_paths(&paths),
-            diffed: false,
-        },
+        Trigger::Paths(paths) => {
+            let marks = MarkTree::of_paths(&paths);
+            let changed = Changed::of_marks(&marks);
+            let from = FromVersion {
+                old_dir: last.dir,
+                marks,
+                diffed: false,
+            };
+            (from, changed)
+        }
     };
-    publish::finish(b, new, Some(from), opts.dry_run)
+    let parent = from.old_dir.clone();
+    let out = publish::finish(b, new, Some(from), opts.dry_run)?;
+    if let Some(v) = &out.version {
+        // After the version is published, never before: a delta exists only for a version
+        // that does (docs/design.md#index-driven-rescans).
+        let mut changed = changed;
+        changed.add_paths(&out.changed_paths);
+        rescan_index::write_delta(&job, &parent, &v.dir, changed);
+    }
+    Ok(out)
+}
+
+/// The digest of the settings a source index is recorded under: what decides which
+/// entries a version holds and how they are compared.
+fn index_settings(file: &JobFile, fidelity: &Fidelity) -> Result<[u8; 32]> {
+    use std::os::unix::fs::MetadataExt;
+    let source = &file.source;
+    let root = fs::metadata(source).ctx("cannot read source", source)?;
+    let s = &file.settings;
+    Ok(rescan_index::settings_digest(&[
+        source,
+        &(root.dev(), root.ino()),
+        &s.exclude,
+        &(s.one_file_system, s.keep_complete, s.only_sync_attributes, s.checksums),
+        &copy::privileged(),
+        fidelity,
+    ]))
 }
 
 /// Checks the source and the index, and names the next version.

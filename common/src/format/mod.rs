@@ -32,6 +32,7 @@ pub(crate) mod relpath;
 pub(crate) mod replicas_tsv;
 pub(crate) mod retiring_tsv;
 pub(crate) mod settings;
+pub(crate) mod source_index;
 pub(crate) mod stream;
 pub(crate) mod time;
 pub(crate) mod tsv;

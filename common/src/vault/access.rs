@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::format::jobfile::JobFile;
 use crate::format::settings::JobSettings;
+use crate::format::source_index;
 use crate::fsutil::{self, Access};
 use crate::vault::layout::{JobDir, MARKER, VersionName};
 
@@ -112,7 +113,7 @@ fn covered(job: &JobDir, access: Access) -> Result<Vec<Covered>> {
             continue; // a version keeps the source's modes
         }
         let is_dir = add(entry.path(), PathBuf::from(&name), access)?;
-        if is_dir == Some(true) && (name == "checksums" || name == fsutil::TMP_DIR) {
+        if is_dir == Some(true) && (name == "checksums" || name == source_index::DIR || name == fsutil::TMP_DIR) {
             let dir = entry.path();
             for inner in fs::read_dir(&dir).ctx("cannot list", &dir)? {
                 let inner = inner.ctx("cannot list", &dir)?;
