@@ -418,3 +418,6 @@ fn nonce(version: &str) -> [u8; 16] {
 fn warn(e: &crate::error::Error) {
     crate::error::warn(&format!("the source index is not kept: {e}"));
 }
+
+#[cfg(test)]
+mod tests;
