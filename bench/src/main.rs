@@ -112,6 +112,10 @@ struct Args {
     /// run).
     #[arg(long, value_name = "N")]
     large_every: Option<usize>,
+    /// Only the rescans (T3, T3b): the unchanged rescan after a first version and a rescan
+    /// (neither timed), then the restic/borg comparison unless --no-backup-peers.
+    #[arg(long)]
+    rescan_only: bool,
 }
 
 impl Args {
@@ -210,6 +214,16 @@ fn run(args: Args) -> Result<()> {
     if args.replication_only {
         measures::steady::first_version(&b)?;
         measures::replication::replication(&mut b)?;
+        return finish(&args, tmp, &mut b, &meta);
+    }
+    if args.rescan_only {
+        measures::steady::first_version(&b)?;
+        // The rescan that writes the source index, as the first rescan of a job does.
+        measures::steady::first_version_rescan(&b)?;
+        measures::versions::rescan_unchanged(&mut b)?;
+        if !args.no_backup_peers {
+            measures::backup_peers::backup_peers(&mut b)?;
+        }
         return finish(&args, tmp, &mut b, &meta);
     }
     if args.steady_only {

@@ -42,6 +42,12 @@ pub fn first_version(b: &Bench) -> Result<()> {
     Ok(())
 }
 
+/// A rescan after the first version (not timed): it writes the source index.
+pub fn first_version_rescan(b: &Bench) -> Result<()> {
+    timed(&mut b.snap())?;
+    Ok(())
+}
+
 /// Both rule sets, one after the other, on the same vault.
 pub fn steady_state(b: &mut Bench, retained: usize) -> Result<()> {
     let retained = retained.max(2);
