@@ -27,6 +27,7 @@ mod powerloss;
 mod privacy;
 mod races;
 mod racily_clean;
+mod rescan_index;
 mod reflink;
 mod replicate;
 mod replicate_mistakes;
