@@ -1142,7 +1142,7 @@ fn index_workload(f: &Fixture) {
     f.snap(&["--init"]).arg("--source").arg(src).assert_success();
     // Time that must pass (not an event): the entries leave the racily clean window, so
     // the base written next vouches for them.
-    reverb_tests::wait::wait_for_clock(std::time::SystemTime::now() + std::time::Duration::from_millis(2200));
+    reverb_tests::wait_for_clock(std::time::SystemTime::now() + std::time::Duration::from_millis(2200));
     f.rescan();
     write(&src.join("d0/f0"), b"v2 by events");
     let mut c = f.snap(&["--changes", "-"]);
