@@ -243,7 +243,12 @@ impl Builder<'_> {
 
     /// Where the old version holds directory `at`: known from its parent's listing, or
     /// found from `root_phys` (the listing was not needed: the index vouched for it).
-    fn old_phys(&self, phys: Phys, root_phys: Option<&str>, at: &RelPath) -> Result<Option<String>> {
+    fn old_phys(
+        &self,
+        phys: Phys,
+        root_phys: Option<&str>,
+        at: &RelPath,
+    ) -> Result<Option<String>> {
         match (phys, root_phys) {
             (Phys::At(p), _) => Ok(p),
             (Phys::Unresolved, None) => Ok(None),

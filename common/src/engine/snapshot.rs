@@ -179,7 +179,12 @@ fn index_settings(file: &JobFile, fidelity: &Fidelity) -> Result<[u8; 32]> {
         source,
         &(root.dev(), root.ino()),
         &s.exclude,
-        &(s.one_file_system, s.keep_complete, s.only_sync_attributes, s.checksums),
+        &(
+            s.one_file_system,
+            s.keep_complete,
+            s.only_sync_attributes,
+            s.checksums,
+        ),
         &copy::privileged(),
         fidelity,
     ]))

@@ -359,7 +359,10 @@ impl BaseWriter {
     pub fn finish(self) -> Result<()> {
         let BaseWriter { w, tmp, dest, .. } = self;
         let result = (|| {
-            let f = w.into_inner().map_err(|e| e.into_error()).ctx("cannot write", &tmp)?;
+            let f = w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .ctx("cannot write", &tmp)?;
             f.sync_all().ctx("cannot fsync", &tmp)?;
             fs::rename(&tmp, &dest).ctx("cannot rename into place", &dest)?;
             fsutil::fsync_dir(dest.parent().unwrap_or(Path::new(".")))

@@ -113,7 +113,9 @@ fn covered(job: &JobDir, access: Access) -> Result<Vec<Covered>> {
             continue; // a version keeps the source's modes
         }
         let is_dir = add(entry.path(), PathBuf::from(&name), access)?;
-        if is_dir == Some(true) && (name == "checksums" || name == source_index::DIR || name == fsutil::TMP_DIR) {
+        if is_dir == Some(true)
+            && (name == "checksums" || name == source_index::DIR || name == fsutil::TMP_DIR)
+        {
             let dir = entry.path();
             for inner in fs::read_dir(&dir).ctx("cannot list", &dir)? {
                 let inner = inner.ctx("cannot list", &dir)?;

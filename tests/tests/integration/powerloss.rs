@@ -1137,12 +1137,20 @@ fn power_loss_of_the_receiver_leaves_every_replicated_version_exact() {
 fn index_workload(f: &Fixture) {
     let src = &f.src;
     for i in 0..6 {
-        write(&src.join(format!("d{}/f{i}", i % 2)), format!("v1 {i}").as_bytes());
+        write(
+            &src.join(format!("d{}/f{i}", i % 2)),
+            format!("v1 {i}").as_bytes(),
+        );
     }
-    f.snap(&["--init"]).arg("--source").arg(src).assert_success();
+    f.snap(&["--init"])
+        .arg("--source")
+        .arg(src)
+        .assert_success();
     // Time that must pass (not an event): the entries leave the racily clean window, so
     // the base written next vouches for them.
-    reverb_tests::wait_for_clock(std::time::SystemTime::now() + std::time::Duration::from_millis(2200));
+    reverb_tests::wait_for_clock(
+        std::time::SystemTime::now() + std::time::Duration::from_millis(2200),
+    );
     f.rescan();
     write(&src.join("d0/f0"), b"v2 by events");
     let mut c = f.snap(&["--changes", "-"]);

@@ -117,7 +117,10 @@ fn every_change_the_index_could_hide_is_versioned() {
     // racily clean rule (its recorded BLAKE3) tells.
     fs::write(s("g/h"), b"HOTEL").expect("write");
     rescan_and_compare(&f, "rewritten");
-    let mtime = fs::metadata(s("g/h")).expect("stat").modified().expect("mtime");
+    let mtime = fs::metadata(s("g/h"))
+        .expect("stat")
+        .modified()
+        .expect("mtime");
     fs::write(s("g/h"), b"hotel").expect("rewrite");
     fs::File::options()
         .write(true)
@@ -127,7 +130,11 @@ fn every_change_the_index_could_hide_is_versioned() {
         .expect("mtime back");
     rescan_and_compare(&f, "same-size rewrite within the same second");
     settle();
-    assert_eq!(f.rescan(), "", "settled: the index vouches for everything again");
+    assert_eq!(
+        f.rescan(),
+        "",
+        "settled: the index vouches for everything again"
+    );
     // Two files swapped by rename: each name now another inode.
     fs::rename(s("x"), s("x.tmp")).expect("mv");
     fs::rename(s("y"), s("x")).expect("mv");
@@ -208,7 +215,11 @@ fn a_stale_damaged_or_foreign_index_gives_the_versions_no_index_gives() {
         spoil_index(&with, *spoil, &stale, &foreign);
         let _ = fs::remove_dir_all(without.job_dir().join("source-index"));
         let (a, b) = (with.rescan(), without.rescan());
-        assert_eq!(a.is_empty(), b.is_empty(), "{spoil:?}: a version either way");
+        assert_eq!(
+            a.is_empty(),
+            b.is_empty(),
+            "{spoil:?}: a version either way"
+        );
         // The two sources were changed at different instants (their times differ): each
         // version is compared with a `cp -a` of its own source.
         let what = format!("step {i} ({spoil:?})");
