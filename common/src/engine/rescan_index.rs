@@ -288,6 +288,32 @@ impl RescanIndex {
     }
 }
 
+/// Does the filesystem of `source` move an entry's ctime on every change the index relies
+/// on it for (data, mode, owner, xattrs and ACLs)? Every Linux filesystem named here does;
+/// a FUSE filesystem (sshfs, ntfs-3g, …) or another one we have not checked may not, and
+/// there the index is neither used nor written: every rescan compares in full.
+pub(crate) fn source_keeps_ctime(source: &Path) -> bool {
+    use nix::sys::statfs::{
+        BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, FsType, NFS_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC,
+        TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    };
+    const F2FS_SUPER_MAGIC: FsType = FsType(0xf2f5_2010);
+    const ZFS_SUPER_MAGIC: FsType = FsType(0x2fc1_2fc1);
+    nix::sys::statfs::statfs(source).is_ok_and(|s| {
+        [
+            EXT4_SUPER_MAGIC,
+            XFS_SUPER_MAGIC,
+            BTRFS_SUPER_MAGIC,
+            TMPFS_MAGIC,
+            F2FS_SUPER_MAGIC,
+            ZFS_SUPER_MAGIC,
+            NFS_SUPER_MAGIC,
+            OVERLAYFS_SUPER_MAGIC,
+        ]
+        .contains(&s.filesystem_type())
+    })
+}
+
 /// What a build may have changed, for its delta.
 #[derive(Debug, Default)]
 pub(crate) struct Changed {

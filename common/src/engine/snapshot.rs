@@ -106,8 +106,12 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
             let started = SystemTime::now();
             let settings = index_settings(&ctx.file, &fidelity)?;
             let granularity = std::time::Duration::from_nanos(fidelity.mtime_granularity_ns);
-            let mut index = RescanIndex::load(&job, &last.dir, settings, granularity);
-            if !opts.dry_run {
+            let usable = rescan_index::source_keeps_ctime(&ctx.file.source);
+            let mut index = match usable {
+                true => RescanIndex::load(&job, &last.dir, settings, granularity),
+                false => RescanIndex::none(),
+            };
+            if usable && !opts.dry_run {
                 index.begin_fresh(&job, &last.dir, settings, started);
             }
             let mut marks = MarkTree::marked(Some(Mark::Attrib));
