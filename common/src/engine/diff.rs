@@ -292,7 +292,7 @@ impl Builder<'_> {
                 _ => None,
             })
             .collect();
-        let needs_vault = trusted.len() < src.len() || index.names_beyond(&view, &src);
+        let needs_vault = trusted.len() < src.len() || index.needs_listing(&view, &src);
         let old = if needs_vault {
             let phys = self.old_phys(phys, root_phys, &at)?;
             self.list_version(phys.as_deref(), &at, Detail::Stat)?
@@ -304,7 +304,8 @@ impl Builder<'_> {
         let here = self.src_dir(&at).ok();
         let node = marks.node_mut(&inside);
         let mut subdirs = Vec::new();
-        let mut same: Vec<(Vec<u8>, Facts)> = Vec::new();
+        // Every name the version holds here, with the facts of those found the same.
+        let mut held: Vec<(Vec<u8>, Option<Facts>)> = Vec::new();
         let names: BTreeSet<&OsString> = src.keys().chain(old.keys()).collect();
         for name in names {
             let child = at.join(name);
@@ -322,14 +323,17 @@ impl Builder<'_> {
                 (Some(Lstat::Read(sm)), o) if vouched => {
                     // The index vouches for it: the same as the version's, unread there.
                     self.link_groups.saw(&child, sm);
-                    same.push((name.as_bytes().to_vec(), Facts::of(sm)));
+                    held.push((name.as_bytes().to_vec(), Some(Facts::of(sm))));
                     if sm.is_dir() {
                         subdirs.push(sub(o.map(|o| o.holder.as_str())));
                     }
                 }
-                (Some(Lstat::Failed(e)), _) => {
+                (Some(Lstat::Failed(e)), o) => {
                     // There but not inspectable: no mark, so the build keeps what the old
                     // version has (docs/format.md#invariants I5).
+                    if o.is_some() {
+                        held.push((name.as_bytes().to_vec(), None));
+                    }
                     self.skip_uninspectable(&child, e);
                 }
                 (Some(sm), None) => {
@@ -339,14 +343,19 @@ impl Builder<'_> {
                     }
                 }
                 (None, Some(o)) => {
+                    held.push((name.as_bytes().to_vec(), None));
                     node.child_mut(name).mark = Some(Mark::Delete);
                     tally.deleted +=
                         measure_tree(&self.job, &o.holder, child.as_path(), &self.lookalikes)?.0;
                 }
                 (Some(sm), Some(o)) => {
-                    let Lstat::Read(sm) = sm else { continue };
+                    let Lstat::Read(sm) = sm else {
+                        held.push((name.as_bytes().to_vec(), None));
+                        continue;
+                    };
                     self.link_groups.saw(&child, sm);
                     let Some(sp) = here.as_ref().map(|h| h.child(name)) else {
+                        held.push((name.as_bytes().to_vec(), None));
                         // Its directory went away (or became a link) since it was listed:
                         // the build looks again.
                         node.child_mut(name).mark = Some(Mark::Content);
@@ -361,9 +370,8 @@ impl Builder<'_> {
                     if difference == Difference::Same && sm.is_file() && om.is_file() {
                         difference = self.confirm_unchanged(&child, &o.holder, sm, &om, false)?;
                     }
-                    if difference == Difference::Same {
-                        same.push((name.as_bytes().to_vec(), Facts::of(sm)));
-                    }
+                    let vouched = difference == Difference::Same;
+                    held.push((name.as_bytes().to_vec(), vouched.then(|| Facts::of(sm))));
                     if sm.is_dir() && om.is_dir() {
                         if difference != Difference::Same {
                             node.child_mut(name).mark = Some(Mark::Attrib);
@@ -391,7 +399,7 @@ impl Builder<'_> {
                 (None, None) => {}
             }
         }
-        index.record(&at, same);
+        index.record(&at, held);
         Ok(subdirs)
     }
 

@@ -184,11 +184,12 @@ impl RescanIndex {
             settings,
             nonce: nonce(current),
         };
+        // Built in `.tmp/`; its folder is made only when it is kept (`finish_fresh`), so a
+        // rescan that is refused leaves the job folder as it was.
         let made = (|| -> Result<BaseWriter> {
-            let dir = index_dir(job)?;
+            let dest = job.join(source_index::DIR).join(source_index::BASE);
             let tmp = fsutil::tmp_dir_of(job)?;
-            let access = Access::of_folder(&dir)?;
-            BaseWriter::create(&tmp, &dir.join(source_index::BASE), &header, access)
+            BaseWriter::create(&tmp, &dest, &header, Access::of_folder(job)?)
         })();
         match made {
             Ok(w) => self.fresh = Some(w),
@@ -240,18 +241,20 @@ impl RescanIndex {
         view.under_dirty || self.dirty.subtrees.contains(&view.path_of(name))
     }
 
-    /// Does the index name anything in `view`'s directory that `listed` (the source) lacks?
-    pub fn names_beyond<V>(
+    /// Must the vault's directory be listed: the index has no block for it (it knows
+    /// nothing of the names the version holds there), or names something `listed` (the
+    /// source) lacks?
+    pub fn needs_listing<V>(
         &self,
         view: &DirView,
         listed: &std::collections::BTreeMap<OsString, V>,
     ) -> bool {
-        view.others.iter().any(|n| !listed.contains_key(n))
+        view.block.is_none() || view.others.iter().any(|n| !listed.contains_key(n))
     }
 
-    /// Records, in the fresh base, the children of `rel` found equal to the version's, with
-    /// their facts (in name order).
-    pub fn record(&mut self, rel: &RelPath, entries: Vec<(Vec<u8>, Facts)>) {
+    /// Records, in the fresh base, every name the version holds in `rel` (in name order),
+    /// with the source's facts for those found equal to the version's.
+    pub fn record(&mut self, rel: &RelPath, entries: Vec<(Vec<u8>, Option<Facts>)>) {
         let Some(w) = &mut self.fresh else { return };
         let block = Block {
             dir: rel.as_bytes().to_vec(),
@@ -270,7 +273,7 @@ impl RescanIndex {
     pub fn finish_fresh(&mut self, job: &Path) {
         self.base = None;
         let Some(w) = self.fresh.take() else { return };
-        if let Err(e) = w.finish() {
+        if let Err(e) = index_dir(job).and_then(|_| w.finish()) {
             warn(&e);
             return;
         }
@@ -370,9 +373,17 @@ pub(crate) fn write_delta(job: &Path, parent: &str, version: &str, changed: Chan
         entries: changed.entries.into_iter().collect(),
     };
     let existing = deltas_in(&dir);
-    if existing.len() >= MERGE_AFTER
-        && let Some(chain) = chain(&dir, &base.header().version, parent)
-    {
+    if existing.len() >= MERGE_AFTER {
+        let Some(chain) = chain(&dir, &base.header().version, parent) else {
+            // The chain broke (a version without its delta): nothing here will be used
+            // before the next rescan writes a base; it goes rather than grow.
+            drop(base);
+            let _ = fs::remove_file(dir.join(source_index::BASE));
+            for (name, _) in existing {
+                let _ = fs::remove_file(dir.join(name));
+            }
+            return;
+        };
         let mut subtrees: BTreeSet<Vec<u8>> = delta.subtrees.drain(..).collect();
         let mut entries: BTreeSet<Vec<u8>> = delta.entries.drain(..).collect();
         for d in chain {

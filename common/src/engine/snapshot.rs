@@ -123,24 +123,34 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
                     return Err(e);
                 }
             };
-            // The fresh index describes the version compared: true whatever follows.
-            index.finish_fresh(&job);
             // The diff read every source entry: every name of every multiply linked file.
             b.link_groups.mark_full();
             b.mark_split_names(&last.dir, &mut marks);
-            if marks.children.is_empty() && !b.root_differs(&last.dir)? {
+            let decided: Result<bool> = (|| {
+                if marks.children.is_empty() && !b.root_differs(&last.dir)? {
+                    return Ok(false);
+                }
+                guard_deletions(
+                    &ctx.file,
+                    last.files,
+                    tally.remaining(last.files),
+                    opts.force,
+                )?;
+                Ok(true)
+            })();
+            // The fresh index describes the version compared, true whatever follows; a
+            // refused rescan leaves the job folder as it was.
+            match decided {
+                Ok(_) => index.finish_fresh(&job),
+                Err(_) => index.abandon_fresh(),
+            }
+            if !decided? {
                 // Nothing differs: no version, and nothing built only to be thrown away.
                 if !opts.dry_run {
                     b.link_groups.describe_unchanged(&ctx.dir.path, &last.dir)?;
                 }
                 return Ok(std::mem::take(&mut b.out));
             }
-            guard_deletions(
-                &ctx.file,
-                last.files,
-                tally.remaining(last.files),
-                opts.force,
-            )?;
             let changed = Changed::of_marks(&marks);
             let from = FromVersion {
                 old_dir: last.dir,

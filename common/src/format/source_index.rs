@@ -159,22 +159,23 @@ impl Header {
     }
 }
 
-/// One directory's block: its path (relative to the source, `""` for the root) and the
-/// facts of the children a rescan found the same as the version's, by name.
+/// One directory's block: its path (relative to the source, `""` for the root) and every
+/// name the version holds in it, each with the source's facts when a rescan found it the
+/// same as the version's (`None`: the version has that name, nothing is vouched for).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub dir: Vec<u8>,
     /// Sorted by name, names unique.
-    pub entries: Vec<(Vec<u8>, Facts)>,
+    pub entries: Vec<(Vec<u8>, Option<Facts>)>,
 }
 
 impl Block {
-    /// The facts recorded for child `name`.
+    /// The facts recorded for child `name`, if it has some.
     pub fn get(&self, name: &[u8]) -> Option<&Facts> {
         self.entries
             .binary_search_by(|(n, _)| n.as_slice().cmp(name))
             .ok()
-            .map(|i| &self.entries[i].1)
+            .and_then(|i| self.entries[i].1.as_ref())
     }
 
     fn encode(&self, nonce: &[u8; 16]) -> Vec<u8> {
@@ -183,7 +184,13 @@ impl Block {
         body.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for (name, facts) in &self.entries {
             put_bytes16(&mut body, name);
-            facts.encode(&mut body);
+            match facts {
+                Some(f) => {
+                    body.push(1);
+                    f.encode(&mut body);
+                }
+                None => body.push(0),
+            }
         }
         let mut out = Vec::with_capacity(body.len() + 4 + HASH_LEN);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -196,13 +203,18 @@ impl Block {
         let mut c = Cursor::new(body);
         let dir = c.bytes32()?.to_vec();
         let count = c.u32()? as usize;
-        let mut entries: Vec<(Vec<u8>, Facts)> = Vec::with_capacity(count.min(1 << 16));
+        let mut entries: Vec<(Vec<u8>, Option<Facts>)> = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
             let name = c.bytes16()?.to_vec();
             if entries.last().is_some_and(|(last, _)| *last >= name) {
                 return None;
             }
-            entries.push((name, Facts::decode(&mut c)?));
+            let facts = match c.array::<1>()? {
+                [0] => None,
+                [1] => Some(Facts::decode(&mut c)?),
+                _ => return None,
+            };
+            entries.push((name, facts));
         }
         c.at_end().then_some(Block { dir, entries })
     }
