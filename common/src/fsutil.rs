@@ -227,20 +227,30 @@ pub fn write_atomic_beside(path: &Path, contents: &[u8]) -> Result<()> {
 /// [`write_atomic`] with the temp file built in `tmp_dir` (an existing directory on the
 /// same file system as `path`).
 pub fn write_atomic_in(tmp_dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomic_in_with(tmp_dir, path, |w| w.write_all(contents))
+}
+
+/// [`write_atomic_in`] for contents written piece by piece (through a buffer) rather than
+/// held whole in memory: a checksums file of a million records.
+pub fn write_atomic_in_with(
+    tmp_dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let folder = path.parent().unwrap_or(Path::new("."));
-    write_atomic_mode(
-        tmp_dir,
-        path,
-        contents,
-        Mode::Of(Access::of_folder(folder)?),
-    )
+    write_atomic_mode(tmp_dir, path, write, Mode::Of(Access::of_folder(folder)?))
 }
 
 /// [`write_atomic`] for a file every local user may read (mode 0644): the supervisor's live
 /// state, which `reverberator status` shows to anyone, outside the vault.
 pub fn write_atomic_readable(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    write_atomic_mode(&tmp_dir_of(dir)?, path, contents, Mode::Readable)
+    write_atomic_mode(
+        &tmp_dir_of(dir)?,
+        path,
+        |w| w.write_all(contents),
+        Mode::Readable,
+    )
 }
 
 /// The mode [`write_atomic_mode`] gives a file.
@@ -252,7 +262,12 @@ enum Mode {
     Readable,
 }
 
-fn write_atomic_mode(tmp_dir: &Path, path: &Path, contents: &[u8], mode: Mode) -> Result<()> {
+fn write_atomic_mode(
+    tmp_dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    mode: Mode,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = temp_in(tmp_dir, path);
     let result = (|| {
@@ -268,7 +283,11 @@ fn write_atomic_mode(tmp_dir: &Path, path: &Path, contents: &[u8], mode: Mode) -
                 .set_permissions(fs::Permissions::from_mode(0o644))
                 .ctx("cannot set the mode of", &tmp)?,
         }
-        f.write_all(contents).ctx("cannot write", &tmp)?;
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut f);
+        write(&mut buffered)
+            .and_then(|()| buffered.flush())
+            .ctx("cannot write", &tmp)?;
+        drop(buffered);
         f.sync_all().ctx("cannot fsync", &tmp)?;
         fs::rename(&tmp, path).ctx("cannot rename into place", path)
     })();

@@ -102,17 +102,27 @@ pub fn parse(text: &str) -> Result<Records, String> {
 
 /// Renders records as the file's text: the header, then one line per path in path order.
 pub fn render(records: &Records) -> String {
-    let mut out = COLUMNS.join("\t");
-    out.push('\n');
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = render_to(records, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`render`] written to `w` line by line, so a file of a million records is never held
+/// whole in memory (the records already are).
+pub fn render_to(records: &Records, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    w.write_all(COLUMNS.join("\t").as_bytes())?;
+    w.write_all(b"\n")?;
     for (path, r) in records {
-        out.push_str(&tsv::escape_os(path.as_os_str()));
-        out.push('\t');
-        out.push_str(&r.size.to_string());
-        out.push('\t');
-        out.push_str(&r.hex());
-        out.push('\n');
+        writeln!(
+            w,
+            "{}\t{}\t{}",
+            tsv::escape_os(path.as_os_str()),
+            r.size,
+            r.hex()
+        )?;
     }
-    out
+    Ok(())
 }
 
 /// Rewrites version `n`'s checksums file atomically and durably: a temp file in
@@ -123,11 +133,9 @@ pub fn write(job: &Path, n: u64, records: &Records) -> Result<()> {
     if !dir.is_dir() && fsutil::create_metadata_dir(&dir)? {
         fsutil::fsync_dir(job)?;
     }
-    fsutil::write_atomic_in(
-        &fsutil::tmp_dir_of(job)?,
-        &file_of(job, n),
-        render(records).as_bytes(),
-    )
+    fsutil::write_atomic_in_with(&fsutil::tmp_dir_of(job)?, &file_of(job, n), |w| {
+        render_to(records, w)
+    })
 }
 
 /// Removes version `n`'s checksums file (missing is fine).

@@ -10,19 +10,29 @@
 //! the caller adds and removes the watches themselves.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use inotify::WatchDescriptor;
 
-/// wd ↔ directory path, and wd → device.
+/// One watched directory.
+#[derive(Debug)]
+struct Watched {
+    desc: WatchDescriptor,
+    /// Its path relative to the root (`.` is the root), shared with `by_path`'s key.
+    dir: Arc<Path>,
+    /// `st_dev` of the directory, when known (to find the mountpoint on `IN_UNMOUNT`).
+    dev: Option<u64>,
+}
+
+/// wd ↔ directory path, and wd → device. Each path is stored once, shared by both maps: at
+/// 50,000 directories the map is most of the watcher's memory (docs/benchmarks.md).
 #[derive(Debug, Default)]
 pub(super) struct WatchMap {
-    /// wd → (descriptor, directory path relative to the root; `.` is the root).
-    dirs: HashMap<i32, (WatchDescriptor, PathBuf)>,
+    /// wd → the directory it watches.
+    dirs: HashMap<i32, Watched>,
     /// directory path → wd (inverse of `dirs`).
-    by_path: HashMap<PathBuf, i32>,
-    /// wd → st_dev of the watched directory (to find the mountpoint on `IN_UNMOUNT`).
-    devs: HashMap<i32, u64>,
+    by_path: HashMap<Arc<Path>, i32>,
 }
 
 impl WatchMap {
@@ -33,7 +43,7 @@ impl WatchMap {
 
     /// The directory watch `wd` watches (none: a watch already dropped).
     pub fn dir_of(&self, wd: i32) -> Option<&Path> {
-        self.dirs.get(&wd).map(|(_, dir)| dir.as_path())
+        self.dirs.get(&wd).map(|w| &*w.dir)
     }
 
     /// The watch of directory `dir`.
@@ -45,29 +55,39 @@ impl WatchMap {
     /// the same wd again for a directory already watched: a path it had before is dropped.
     pub fn insert(&mut self, wd: WatchDescriptor, dir: &Path, dev: Option<u64>) {
         let id = wd.get_watch_descriptor_id();
-        if let Some((_, old)) = self.dirs.insert(id, (wd, dir.to_path_buf()))
-            && old != dir
-            && self.by_path.get(&old) == Some(&id)
-        {
-            self.by_path.remove(&old);
+        let shared: Arc<Path> = Arc::from(dir);
+        let old = self.dirs.insert(
+            id,
+            Watched {
+                desc: wd,
+                dir: shared.clone(),
+                dev,
+            },
+        );
+        if let Some(old) = old {
+            if *old.dir != *dir && self.by_path.get(&*old.dir) == Some(&id) {
+                self.by_path.remove(&*old.dir);
+            }
+            if dev.is_none()
+                && let Some(w) = self.dirs.get_mut(&id)
+            {
+                // Re-watched without a device read: keep the one known.
+                w.dev = old.dev;
+            }
         }
-        self.by_path.insert(dir.to_path_buf(), id);
-        if let Some(dev) = dev {
-            self.devs.insert(id, dev);
-        }
+        self.by_path.insert(shared, id);
     }
 
     /// Forgets watch `wd` of `dir` (its `IN_IGNORED`: the kernel dropped it).
     pub fn remove(&mut self, wd: i32, dir: &Path) {
         self.dirs.remove(&wd);
-        self.devs.remove(&wd);
         if self.by_path.get(dir) == Some(&wd) {
             self.by_path.remove(dir);
         }
     }
 
     /// The entries at or under `rel`.
-    fn subtree(&self, rel: &Path) -> Vec<(PathBuf, i32)> {
+    fn subtree(&self, rel: &Path) -> Vec<(Arc<Path>, i32)> {
         self.by_path
             .iter()
             .filter(|(p, _)| p.starts_with(rel))
@@ -79,15 +99,15 @@ impl WatchMap {
     /// keep their watches under their new paths.
     pub fn rename_subtree(&mut self, from: &Path, to: &Path) {
         for (old, wd) in self.subtree(from) {
-            let new = match old.strip_prefix(from) {
-                Ok(tail) if tail.as_os_str().is_empty() => to.to_path_buf(),
-                Ok(tail) => to.join(tail),
+            let new: Arc<Path> = match old.strip_prefix(from) {
+                Ok(tail) if tail.as_os_str().is_empty() => Arc::from(to),
+                Ok(tail) => Arc::from(to.join(tail)),
                 Err(_) => continue,
             };
-            self.by_path.remove(&old);
+            self.by_path.remove(&*old);
             self.by_path.insert(new.clone(), wd);
-            if let Some(entry) = self.dirs.get_mut(&wd) {
-                entry.1 = new;
+            if let Some(w) = self.dirs.get_mut(&wd) {
+                w.dir = new;
             }
         }
     }
@@ -97,10 +117,9 @@ impl WatchMap {
     pub fn remove_subtree(&mut self, rel: &Path) -> Vec<WatchDescriptor> {
         let mut gone = Vec::new();
         for (path, wd) in self.subtree(rel) {
-            self.by_path.remove(&path);
-            self.devs.remove(&wd);
-            if let Some((desc, _)) = self.dirs.remove(&wd) {
-                gone.push(desc);
+            self.by_path.remove(&*path);
+            if let Some(w) = self.dirs.remove(&wd) {
+                gone.push(w.desc);
             }
         }
         gone
@@ -109,13 +128,13 @@ impl WatchMap {
     /// Is `dir` (watched by `wd`) the top of a filesystem in the tree: its device unknown,
     /// or not its parent's (the root's parent is taken to be the root)?
     pub fn is_mount_top(&self, wd: i32, dir: &Path) -> bool {
-        let dev = self.devs.get(&wd).copied();
+        let dev_of = |wd: &i32| self.dirs.get(wd).and_then(|w| w.dev);
+        let dev = dev_of(&wd);
         let parent_dev = match dir.parent() {
             Some(p) if !p.as_os_str().is_empty() => self.by_path.get(p),
             _ => self.by_path.get(Path::new(".")),
         }
-        .and_then(|wd| self.devs.get(wd))
-        .copied();
+        .and_then(dev_of);
         dev.is_none() || parent_dev != dev
     }
 }
@@ -124,6 +143,7 @@ impl WatchMap {
 mod tests {
     use super::*;
     use inotify::{Inotify, WatchMask};
+    use std::path::PathBuf;
 
     /// Watches every directory of `rels` under a fresh temporary root.
     fn watched(rels: &[&str]) -> (tempfile::TempDir, Inotify, WatchMap) {
@@ -143,7 +163,7 @@ mod tests {
     }
 
     fn paths(map: &WatchMap) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = map.by_path.keys().cloned().collect();
+        let mut out: Vec<PathBuf> = map.by_path.keys().map(|p| p.to_path_buf()).collect();
         out.sort();
         for p in &out {
             let wd = map.wd_of(p).expect("inverse");
@@ -196,9 +216,9 @@ mod tests {
         let wd_a = map.wd_of(Path::new("a")).expect("a");
         let wd_root = map.wd_of(Path::new(".")).expect("root");
         assert!(!map.is_mount_top(wd_a, Path::new("a")), "same device");
-        map.devs.insert(wd_a, 2);
+        map.dirs.get_mut(&wd_a).expect("a").dev = Some(2);
         assert!(map.is_mount_top(wd_a, Path::new("a")));
-        map.devs.remove(&wd_a);
+        map.dirs.get_mut(&wd_a).expect("a").dev = None;
         assert!(map.is_mount_top(wd_a, Path::new("a")), "device unknown");
         assert!(!map.is_mount_top(wd_root, Path::new(".")));
     }
