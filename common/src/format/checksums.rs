@@ -56,38 +56,102 @@ pub fn file_of(job: &Path, n: u64) -> PathBuf {
 }
 
 /// Reads version `n`'s records; `None` when it has no checksums file. A damaged file is
-/// [`Error::Damaged`] naming the file and the line.
+/// [`Error::Damaged`] naming the file and the line. The file is read a line at a time, so
+/// only the records are held (a million of them, not the file's text as well).
 pub fn read(job: &Path, n: u64) -> Result<Option<Records>> {
     let path = file_of(job, n);
-    let text = match fs::read(&path) {
+    let file = match fs::File::open(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         other => other.ctx("cannot read checksums", &path)?,
     };
-    let text = String::from_utf8(text)
-        .map_err(|_| Error::Damaged(format!("{}: not UTF-8 text", show(&path))))?;
-    parse(&text)
+    let damaged = |msg: String| Error::Damaged(format!("{}: {msg}", show(&path)));
+    parse_lines(std::io::BufReader::with_capacity(1 << 16, file))
         .map(Some)
-        .map_err(|msg| Error::Damaged(format!("{}: {msg}", show(&path))))
+        .map_err(|e| match e {
+            LineError::Io(e) => Error::Io {
+                what: "cannot read checksums",
+                path: path.clone(),
+                source: e,
+            },
+            LineError::Bad(msg) => damaged(msg),
+        })
 }
 
 /// Parses a checksums file's text; the error names the line at fault.
 pub fn parse(text: &str) -> Result<Records, String> {
-    let table =
-        tsv::Table::parse(text, &COLUMNS).map_err(|(line, e)| format!("line {line}: {e}"))?;
+    parse_lines(text.as_bytes()).map_err(|e| match e {
+        LineError::Bad(msg) => msg,
+        LineError::Io(e) => e.to_string(),
+    })
+}
+
+/// Why [`parse_lines`] stopped.
+enum LineError {
+    Io(std::io::Error),
+    Bad(String),
+}
+
+/// The records of a checksums file read line by line: the header names the columns (in
+/// any order, as [`tsv::Table`] reads them), every line has as many fields.
+fn parse_lines(mut input: impl std::io::BufRead) -> Result<Records, LineError> {
+    let bad = |line: usize, e: &dyn std::fmt::Display| LineError::Bad(format!("line {line}: {e}"));
+    let mut buf = Vec::new();
+    let mut next_line = |buf: &mut Vec<u8>| -> Result<bool, LineError> {
+        buf.clear();
+        let n = input.read_until(b'\n', buf).map_err(LineError::Io)?;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        Ok(n > 0)
+    };
+    let as_text = |buf: &[u8], line: usize| -> Result<String, LineError> {
+        String::from_utf8(buf.to_vec()).map_err(|_| bad(line, &"not UTF-8 text"))
+    };
+    if !next_line(&mut buf)? || buf.is_empty() {
+        return Err(bad(1, &tsv::TsvError::MissingHeader));
+    }
+    let header = as_text(&buf, 1)?;
+    let columns = tsv::split(&header);
+    let index = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| bad(1, &tsv::TsvError::MissingColumn(name.to_owned())))
+    };
+    let (path_at, size_at, hash_at) = (index("path")?, index("size")?, index("blake3")?);
+    let width = columns.len();
     // Collected first: a file written in path order then builds the map in one pass.
     let mut out = Vec::new();
-    for row in table.rows() {
-        let at = |col: &str, e: &dyn std::fmt::Display| format!("line {}: {col}: {e}", row.line);
-        let path = PathBuf::from(row.os("path").map_err(|e| at("path", &e))?);
+    let mut line = 1;
+    while next_line(&mut buf)? {
+        line += 1;
+        if buf.is_empty() {
+            continue;
+        }
+        let text = std::str::from_utf8(&buf).map_err(|_| bad(line, &"not UTF-8 text"))?;
+        let fields = tsv::split(text);
+        if fields.len() != width {
+            return Err(bad(
+                line,
+                &tsv::TsvError::FieldCount {
+                    expected: width,
+                    found: fields.len(),
+                },
+            ));
+        }
+        let at = |col: &str, e: &dyn std::fmt::Display| {
+            LineError::Bad(format!("line {line}: {col}: {e}"))
+        };
+        let path = PathBuf::from(tsv::unescape_os(fields[path_at]).map_err(|e| at("path", &e))?);
         if path.as_os_str().is_empty() || path.is_absolute() {
             return Err(at("path", &"not a relative path"));
         }
-        let size_text = row.text("size").map_err(|e| at("size", &e))?;
+        let size_text = fields[size_at];
         let size = size_text
             .parse::<u64>()
             .map_err(|_| at("size", &format!("`{size_text}` is not a whole number")))?;
-        let hex = row.text("blake3").map_err(|e| at("blake3", &e))?;
-        let hash = blake3::Hash::from_hex(&hex)
+        let hex = fields[hash_at];
+        let hash = blake3::Hash::from_hex(hex)
             .map_err(|_| at("blake3", &format!("`{hex}` is not 64 hex digits")))?;
         out.push((
             path,
@@ -341,6 +405,26 @@ mod tests {
         let size = good.replacen("\t1\t", "\tone\t", 1);
         assert!(parse(&size).expect_err("bad").starts_with("line 2: size"));
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn a_file_is_read_line_by_line_with_its_columns_in_any_order() {
+        let job = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(job.path().join(DIR)).expect("dir");
+        let hex = rec(7).hex();
+        let text = format!("blake3\tpath\tsize\n{hex}\ta/b\t9\n\n");
+        std::fs::write(file_of(job.path(), 1), &text).expect("write");
+        let read_back = read(job.path(), 1).expect("reads").expect("exists");
+        let mut want = Records::new();
+        want.insert(PathBuf::from("a/b"), Record { size: 9, ..rec(7) });
+        assert_eq!(read_back, want);
+        // A byte that is not UTF-8 is damage naming its line.
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(b"x\t\xff\t1\n");
+        std::fs::write(file_of(job.path(), 2), &bytes).expect("write");
+        let e = read(job.path(), 2).expect_err("damaged").to_string();
+        assert!(e.contains("line 4: not UTF-8 text"), "{e}");
+        assert!(read(job.path(), 3).expect("no file").is_none());
     }
 
     #[test]
