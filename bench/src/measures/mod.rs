@@ -53,7 +53,7 @@ pub struct Bench {
     /// How many versions (and snapshots) to hold when measuring disk usage and retirement.
     pub versions: usize,
     pub quiet_ms: u64,
-    /// The scale run (docs/benchmarks.md#the-scale-run): copies a measure no longer needs
+    /// The scale run (docs/benchmarks.md#the-scale-run-t7): copies a measure no longer needs
     /// are removed at once, since four copies of a 1,000,000-file tree do not fit.
     pub scale: bool,
 }

@@ -1,4 +1,4 @@
-//! The scale run (T7, docs/benchmarks.md#the-scale-run): on the 1,000,000-file tree, only
+//! The scale run (T7, docs/benchmarks.md#the-scale-run-t7): on the 1,000,000-file tree, only
 //! the measures T7 names, each with its peer, in an order that keeps the disk within
 //! bounds: the first copy (against `cp -a` and `rsync -a`, whose copies other than the
 //! vault and the first snapshot are removed at once), the watch set-up (time and memory),
