@@ -783,6 +783,16 @@ fn sweep(fstype: &str, default_sample: usize) {
     sweep_workload(fstype, default_sample, Kind::Full);
 }
 
+/// A sweep's scratch: the temporary directory, its `work/` (the recorder's images, made)
+/// and `mnt` (the recorded filesystem's mountpoint, made by the recorder).
+fn sweep_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).expect("mkdir");
+    let mountpoint = tmp.path().join("mnt");
+    (tmp, work, mountpoint)
+}
+
 /// [`sweep`] of the workload `kind`.
 fn sweep_workload(fstype: &str, default_sample: usize, kind: Kind) {
     if let Some(why) = blockreplay::unavailable(fstype) {
@@ -790,10 +800,7 @@ fn sweep_workload(fstype: &str, default_sample: usize, kind: Kind) {
     }
     let blocklog = blocklog();
     let started = std::time::Instant::now();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let work = tmp.path().join("work");
-    fs::create_dir(&work).expect("mkdir");
-    let mountpoint = tmp.path().join("mnt");
+    let (_tmp, work, mountpoint) = sweep_dirs();
     let fixture_tmp = tempfile::tempdir().expect("tempdir");
     let mut w = Workload::new(fixture_tmp, mountpoint.join("vault"), kind);
     let rec = Recorder::start(fstype, &work, &mountpoint, &blocklog)
@@ -1055,10 +1062,7 @@ fn power_loss_of_the_receiver_leaves_every_replicated_version_exact() {
         reverb_tests::skip!("{why}: the replica's power-loss sweep");
     }
     let blocklog = blocklog();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let work = tmp.path().join("work");
-    fs::create_dir(&work).expect("mkdir");
-    let mountpoint = tmp.path().join("mnt");
+    let (_tmp, work, mountpoint) = sweep_dirs();
     let mut f = Fixture::new();
     f.vault = f._tmp.path().join("source-vault");
     let mut w = ReplicaWorkload {
@@ -1168,10 +1172,7 @@ fn power_loss_during_an_index_write_gives_a_correct_next_rescan() {
         reverb_tests::skip!("{why}: the source index's power-loss sweep");
     }
     let blocklog = blocklog();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let work = tmp.path().join("work");
-    fs::create_dir(&work).expect("mkdir");
-    let mountpoint = tmp.path().join("mnt");
+    let (tmp, work, mountpoint) = sweep_dirs();
     let mut f = Fixture::new();
     f.vault = mountpoint.join("vault");
     let rec = Recorder::start(fstype, &work, &mountpoint, &blocklog)
