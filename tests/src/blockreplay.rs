@@ -181,7 +181,42 @@ impl Mounted {
         self.mounted = false;
         run(Command::new("umount").arg(&self.mountpoint))?;
         let device = std::mem::take(&mut self.device);
-        run(Command::new("losetup").arg("-d").arg(&device)).map(drop)
+        run(Command::new("losetup").arg("-d").arg(&device))?;
+        wait_detached(&device)
+    }
+}
+
+/// Waits until the loop `device` has let go of its backing file. `losetup -d` only marks a
+/// device still open elsewhere (udev probing it after the unmount, say) to detach on its
+/// last close, so the file, and the filesystem it lives on, can stay busy for a moment.
+fn wait_detached(device: &str) -> Result<(), String> {
+    let name = Path::new(device)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let bound = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bound.exists() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{device} still holds its backing file 30 s after losetup -d"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `umount dir`, tried again while it fails for up to 30 s: a loop device detached a moment
+/// ago may still hold a file inside it (see [`wait_detached`]).
+fn umount_patiently(dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match run(Command::new("umount").arg(dir)) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }
 
@@ -259,7 +294,7 @@ impl Recorder {
         if let Some(m) = self.mount.take() {
             m.close()?;
         }
-        run(Command::new("umount").arg(&self.fuse_dir))?;
+        umount_patiently(&self.fuse_dir)?;
         if let Some(mut child) = self.logger.take() {
             let status = child.wait().map_err(|e| e.to_string())?;
             if !status.success() {
