@@ -237,6 +237,26 @@ pub fn write_atomic_in_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
+    write_atomic_in_unless(tmp_dir, path, |w| write(w).map(|()| Commit::Yes)).map(drop)
+}
+
+/// Whether a file written by [`write_atomic_in_unless`] replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Make it durable and rename it into place.
+    Yes,
+    /// Throw it away: `path` stays as it was.
+    No,
+}
+
+/// [`write_atomic_in_with`] whose writer decides, once it has written everything, whether
+/// the new file replaces the old ([`Commit::Yes`]) or is thrown away ([`Commit::No`]: a
+/// merge that found nothing to add). Returns whether it replaced it.
+pub fn write_atomic_in_unless(
+    tmp_dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<Commit>,
+) -> Result<bool> {
     let folder = path.parent().unwrap_or(Path::new("."));
     write_atomic_mode(tmp_dir, path, write, Mode::Of(Access::of_folder(folder)?))
 }
@@ -248,9 +268,10 @@ pub fn write_atomic_readable(path: &Path, contents: &[u8]) -> Result<()> {
     write_atomic_mode(
         &tmp_dir_of(dir)?,
         path,
-        |w| w.write_all(contents),
+        |w| w.write_all(contents).map(|()| Commit::Yes),
         Mode::Readable,
     )
+    .map(drop)
 }
 
 /// The mode [`write_atomic_mode`] gives a file.
@@ -265,9 +286,9 @@ enum Mode {
 fn write_atomic_mode(
     tmp_dir: &Path,
     path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<Commit>,
     mode: Mode,
-) -> Result<()> {
+) -> Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = temp_in(tmp_dir, path);
     let result = (|| {
@@ -284,21 +305,33 @@ fn write_atomic_mode(
                 .ctx("cannot set the mode of", &tmp)?,
         }
         let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut f);
-        write(&mut buffered)
-            .and_then(|()| buffered.flush())
+        let commit = write(&mut buffered)
+            .and_then(|commit| buffered.flush().map(|()| commit))
             .ctx("cannot write", &tmp)?;
         drop(buffered);
+        if commit == Commit::No {
+            return Ok(Commit::No);
+        }
         f.sync_all().ctx("cannot fsync", &tmp)?;
-        fs::rename(&tmp, path).ctx("cannot rename into place", path)
+        fs::rename(&tmp, path)
+            .ctx("cannot rename into place", path)
+            .map(|()| Commit::Yes)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
+    match result {
+        Ok(Commit::Yes) => {}
+        Ok(Commit::No) => {
+            fs::remove_file(&tmp).ctx("cannot remove", &tmp)?;
+            return Ok(false);
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     if let Some(dir) = path.parent() {
         fsync_dir(dir)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Replaces (or creates) the symlink `path` with one whose text is `target`, atomically, the

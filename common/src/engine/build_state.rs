@@ -80,6 +80,9 @@ pub(crate) struct Builder<'a> {
     /// The climbing source links of the old and the new version (I8).
     pub climbing: ClimbLinks,
     pub out: Outcome,
+    /// Whether [`Outcome::changed_paths`] is kept: a later version's rescan index delta
+    /// needs it; a first copy (a million paths) and a received version do not.
+    pub keep_changed_paths: bool,
     /// Regular files (and their bytes) the new version holds beyond the old one.
     pub delta_files: i64,
     pub delta_logical: i64,
@@ -319,7 +322,7 @@ impl Builder<'_> {
     ) -> Result<()> {
         let np = self.new_path(rel);
         if self.out.changed_paths.last() != Some(rel) {
-            self.out.changed_paths.push(rel.clone());
+            self.note_changed(rel);
         }
         src.and_then(|src| copy::finish_dir(src.as_ref(), na, sm, self.fidelity))
             .ctx("cannot set attributes of", &np)?;
@@ -481,27 +484,25 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Records `record` as the new version's record of `rel` (checksums on and known).
-    pub fn record(&mut self, rel: &RelPath, record: Option<checksums::Record>) {
-        if let (Some(c), Some(r)) = (&mut self.checksums, record) {
-            c.records.insert(rel.as_path().to_path_buf(), r);
+    /// Notes `rel` in [`Outcome::changed_paths`] (when kept: [`Builder::keep_changed_paths`]).
+    pub fn note_changed(&mut self, rel: &RelPath) {
+        if self.keep_changed_paths {
+            self.out.changed_paths.push(rel.clone());
         }
     }
 
-    /// Takes in records collected in path order (a first copy's), at once: one merge instead
-    /// of a search per record.
-    pub fn record_all(&mut self, records: Vec<(PathBuf, checksums::Record)>) {
-        if let Some(c) = &mut self.checksums {
-            let mut more: checksums::Records = records.into_iter().collect();
-            c.records.append(&mut more);
+    /// Records `record` as the new version's record of `rel` (checksums on and known).
+    pub fn record(&mut self, rel: &RelPath, record: Option<checksums::Record>) {
+        if let (Some(c), Some(r)) = (&mut self.checksums, record) {
+            c.records.insert(rel.as_path(), r);
         }
     }
 
     /// Writes the new version's checksums file (version `n` of the job folder `job`),
     /// durably; nothing when checksums are off.
-    pub fn save_checksums(&self, job: &Path, n: u64) -> Result<()> {
-        match &self.checksums {
-            Some(c) => checksums::write(job, n, &c.records),
+    pub fn save_checksums(&mut self, job: &Path, n: u64) -> Result<()> {
+        match &mut self.checksums {
+            Some(c) => checksums::write_table(job, n, &mut c.records),
             None => Ok(()),
         }
     }

@@ -33,7 +33,6 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
 use crate::beneath::{At, Here};
 use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err, stat_at};
@@ -41,7 +40,6 @@ use crate::engine::copy::{self, CopyError, FileCopy};
 use crate::engine::copy_pool::{FileDone, FileJob, Pool};
 use crate::engine::listing::Detail;
 use crate::error::{Error, IoContext, Result};
-use crate::format::checksums::Record;
 use crate::format::relpath::RelPath;
 
 /// How many steps may wait to be settled at most.
@@ -77,8 +75,6 @@ struct Steps {
     queue: VecDeque<Step>,
     arrived: HashMap<u64, std::result::Result<FileCopy, CopyError>>,
     next_seq: u64,
-    /// The pool's checksum records, in walk (path) order, taken in at the end at once.
-    records: Vec<(PathBuf, Record)>,
 }
 
 /// A source directory being walked: its children still to step.
@@ -123,7 +119,6 @@ impl Builder<'_> {
             }
             // Dropping the pool closes its queue; the scope then joins every worker.
             drop(pool);
-            self.record_all(std::mem::take(&mut steps.records));
             walked
         })
     }
@@ -250,7 +245,7 @@ impl Builder<'_> {
                 self.take_in(steps, done)?;
             }
             while let Some(step) = steps.ready() {
-                self.settle_step(step, &mut steps.records)?;
+                self.settle_step(step)?;
             }
             if steps.queue.len() <= keep {
                 return Ok(());
@@ -286,9 +281,9 @@ impl Builder<'_> {
         }
     }
 
-    /// Takes one settled step into the build; a file's checksum record goes to `records`
-    /// (in walk order, which is path order), taken in at the end.
-    fn settle_step(&mut self, step: Settled, records: &mut Vec<(PathBuf, Record)>) -> Result<()> {
+    /// Takes one settled step into the build (a file's checksum record is recorded in walk
+    /// order, which is path order: the records stay sorted as they come).
+    fn settle_step(&mut self, step: Settled) -> Result<()> {
         match step {
             Settled::FinishDir { rel, sm, at } => {
                 let (src, new) = *at;
@@ -297,11 +292,7 @@ impl Builder<'_> {
             Settled::File { rel, sm, result } => {
                 match result {
                     Ok(mut c) => {
-                        if let Some(record) = c.record.take()
-                            && self.checksums.is_some()
-                        {
-                            records.push((rel.as_path().to_path_buf(), record));
-                        }
+                        self.record(&rel, c.record.take());
                         let same_inode = c.source == (sm.dev(), sm.ino());
                         let len = c.len;
                         self.note_file_copy(&rel, c);

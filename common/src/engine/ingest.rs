@@ -170,8 +170,8 @@ impl Builder<'_> {
         fs::hard_link(&*fa, &*na).ctx("cannot create hard link", &np)?;
         let record = self
             .checksums
-            .as_ref()
-            .and_then(|c| c.records.get(first.as_path()).copied());
+            .as_mut()
+            .and_then(|c| c.records.get(first.as_path()));
         self.record(rel, record);
         self.link_groups.copied(rel, sm, true);
         self.out.changed += 1;
@@ -230,7 +230,7 @@ impl Builder<'_> {
             self.link_groups.copied(rel, sm, same_inode);
         }
         self.out.changed += 1;
-        self.out.changed_paths.push(rel.clone());
+        self.note_changed(rel);
         self.progress.copied(len);
         crate::fault::step();
     }
@@ -252,7 +252,7 @@ impl Builder<'_> {
             let old = fs::symlink_metadata(vault_file).ctx("cannot inspect", vault_file)?;
             let len = self.link_to_copy(rel, &first, sm)?;
             self.delta_logical += len as i64 - old.len() as i64;
-            self.out.changed_paths.push(rel.clone());
+            self.note_changed(rel);
             return Ok(());
         }
         let input = fs::File::open(vault_file).ctx("cannot open", vault_file)?;
@@ -273,7 +273,7 @@ impl Builder<'_> {
         }
         self.link_groups.copied(rel, sm, true);
         self.out.changed += 1;
-        self.out.changed_paths.push(rel.clone());
+        self.note_changed(rel);
         Ok(())
     }
 
@@ -292,7 +292,7 @@ impl Builder<'_> {
                 checksums::hash_file(&f).ctx("cannot read", &np)?
             }
         };
-        c.records.insert(rel.as_path().to_path_buf(), record);
+        c.records.insert(rel.as_path(), record);
         Ok(())
     }
 

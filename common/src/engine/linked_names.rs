@@ -236,11 +236,11 @@ impl Builder<'_> {
         }
         let record = self
             .checksums
-            .as_ref()
-            .and_then(|c| c.records.get(first.as_path()).copied());
+            .as_mut()
+            .and_then(|c| c.records.get(first.as_path()));
         self.record(rel, record);
         self.out.changed += 1;
-        self.out.changed_paths.push(rel.clone());
+        self.note_changed(rel);
         crate::fault::step();
         Ok(())
     }

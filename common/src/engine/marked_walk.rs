@@ -191,7 +191,7 @@ impl Builder<'_> {
             (false, None) => false,
             (false, Some(old)) => {
                 self.forget_old(&rel, &old.holder)?;
-                self.out.changed_paths.push(rel);
+                self.note_changed(&rel);
                 true
             }
             (true, None) => return self.visit_new(rel, marks, diffed),

@@ -154,6 +154,7 @@ pub(crate) fn receive(
         skipped_paths: Default::default(),
         climbing: Default::default(),
         out: Default::default(),
+        keep_changed_paths: false,
         delta_files: 0,
         delta_logical: 0,
         journal: &mut ctx.journal,
@@ -511,7 +512,7 @@ impl<'w, 'a> Walk<'w, 'a> {
             Kind::Same | Kind::Dir(_) => unreachable_kind()?,
         }
         self.b.out.changed += 1;
-        self.b.out.changed_paths.push(rel.clone());
+        self.b.note_changed(rel);
         crate::fault::step();
         Ok(())
     }
@@ -562,7 +563,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         self.b.delta_files += 1;
         self.b.delta_logical += f.size as i64;
         self.b.out.changed += 1;
-        self.b.out.changed_paths.push(rel.clone());
+        self.b.note_changed(rel);
         crate::fault::step();
         if let Some(g) = f.group {
             self.groups.insert(
@@ -696,7 +697,7 @@ impl<'w, 'a> Walk<'w, 'a> {
             }
         } else {
             self.b.out.changed += 1;
-            self.b.out.changed_paths.push(frame.rel.clone());
+            self.b.note_changed(&frame.rel);
             if let Some(parent) = self.frames.last_mut() {
                 parent.all_same = false;
             }

@@ -94,6 +94,8 @@ pub fn take(ctx: &mut JobCtx, trigger: Trigger, opts: Options<'_>) -> Result<Out
     let fidelity = fidelity_of(ctx.capabilities.as_ref(), copy::privileged());
     let mut b = start_build(&ctx.file, &mut ctx.journal, &new, fidelity, opts)?;
     let Some(last) = last else {
+        // A first version has no index delta: its paths are not kept.
+        b.keep_changed_paths = false;
         return publish::finish(b, new, None, opts.dry_run);
     };
     b.link_groups.load(&ctx.dir.path, &last.dir)?;
@@ -278,6 +280,7 @@ fn start_build<'a>(
         skipped_paths: Default::default(),
         climbing: Default::default(),
         out: Outcome::default(),
+        keep_changed_paths: true,
         delta_files: 0,
         delta_logical: 0,
         journal,

@@ -15,7 +15,10 @@
 //! version is deleted).
 //!
 //! Invariants: paths are escaped as every TSV field (docs/format.md#text-files), so any path
-//! survives a round trip; a file is either the complete old or the complete new one.
+//! survives a round trip; a file is either the complete old or the complete new one; a file
+//! is written in path order ([`path_order`]), which lets retirement merge two files a line
+//! at a time ([`carry()`]). A file is read a line at a time, and a build holds its records in
+//! a compact [`Table`]: memory is the records', never the file's text as well.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,6 +27,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::tsv;
 use crate::fsutil;
+
+mod carry;
+mod table;
+
+pub use carry::carry;
+pub use table::{Table, path_order};
 
 /// The columns this version writes, in order.
 pub const COLUMNS: [&str; 3] = ["path", "size", "blake3"];
@@ -59,82 +68,133 @@ pub fn file_of(job: &Path, n: u64) -> PathBuf {
 /// [`Error::Damaged`] naming the file and the line. The file is read a line at a time, so
 /// only the records are held (a million of them, not the file's text as well).
 pub fn read(job: &Path, n: u64) -> Result<Option<Records>> {
+    read_into(job, n)
+}
+
+/// [`read`] into a [`Table`] (compact: for lookups in a version of a million files).
+pub fn read_table(job: &Path, n: u64) -> Result<Option<Table>> {
+    read_into(job, n)
+}
+
+/// [`read`] into any collection of records.
+fn read_into<C: FromIterator<(PathBuf, Record)>>(job: &Path, n: u64) -> Result<Option<C>> {
     let path = file_of(job, n);
-    let file = match fs::File::open(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        other => other.ctx("cannot read checksums", &path)?,
+    let Some(lines) = open_lines(&path)? else {
+        return Ok(None);
     };
-    let damaged = |msg: String| Error::Damaged(format!("{}: {msg}", show(&path)));
-    parse_lines(std::io::BufReader::with_capacity(1 << 16, file))
+    lines
+        .collect::<Result<C, LineError>>()
         .map(Some)
-        .map_err(|e| match e {
-            LineError::Io(e) => Error::Io {
-                what: "cannot read checksums",
-                path: path.clone(),
-                source: e,
-            },
-            LineError::Bad(msg) => damaged(msg),
-        })
+        .map_err(|e| e.at(&path))
+}
+
+/// Version file `path`'s records, read one at a time; `None` when there is no file.
+fn open_lines(path: &Path) -> Result<Option<RecordLines<std::io::BufReader<fs::File>>>> {
+    let file = match fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.ctx("cannot read checksums", path)?,
+    };
+    RecordLines::new(std::io::BufReader::with_capacity(1 << 16, file))
+        .map(Some)
+        .map_err(|e| e.at(path))
 }
 
 /// Parses a checksums file's text; the error names the line at fault.
 pub fn parse(text: &str) -> Result<Records, String> {
-    parse_lines(text.as_bytes()).map_err(|e| match e {
-        LineError::Bad(msg) => msg,
-        LineError::Io(e) => e.to_string(),
-    })
+    RecordLines::new(text.as_bytes())
+        .and_then(|lines| lines.collect())
+        .map_err(|e| match e {
+            LineError::Bad(msg) => msg,
+            LineError::Io(e) => e.to_string(),
+        })
 }
 
-/// Why [`parse_lines`] stopped.
+/// Why reading a checksums file stopped.
+#[derive(Debug)]
 enum LineError {
     Io(std::io::Error),
     Bad(String),
 }
 
-/// The records of a checksums file read line by line: the header names the columns (in
-/// any order, as [`tsv::Table`] reads them), every line has as many fields.
-fn parse_lines(mut input: impl std::io::BufRead) -> Result<Records, LineError> {
-    let bad = |line: usize, e: &dyn std::fmt::Display| LineError::Bad(format!("line {line}: {e}"));
-    let mut buf = Vec::new();
-    let mut next_line = |buf: &mut Vec<u8>| -> Result<bool, LineError> {
-        buf.clear();
-        let n = input.read_until(b'\n', buf).map_err(LineError::Io)?;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
+impl LineError {
+    /// The error of reading the file at `path`.
+    fn at(self, path: &Path) -> Error {
+        match self {
+            LineError::Io(e) => Error::Io {
+                what: "cannot read checksums",
+                path: path.to_path_buf(),
+                source: e,
+            },
+            LineError::Bad(msg) => Error::Damaged(format!("{}: {msg}", show(path))),
         }
-        Ok(n > 0)
-    };
-    let as_text = |buf: &[u8], line: usize| -> Result<String, LineError> {
-        String::from_utf8(buf.to_vec()).map_err(|_| bad(line, &"not UTF-8 text"))
-    };
-    if !next_line(&mut buf)? || buf.is_empty() {
-        return Err(bad(1, &tsv::TsvError::MissingHeader));
     }
-    let header = as_text(&buf, 1)?;
-    let columns = tsv::split(&header);
-    let index = |name: &str| {
-        columns
-            .iter()
-            .position(|c| *c == name)
-            .ok_or_else(|| bad(1, &tsv::TsvError::MissingColumn(name.to_owned())))
-    };
-    let (path_at, size_at, hash_at) = (index("path")?, index("size")?, index("blake3")?);
-    let width = columns.len();
-    // Collected first: a file written in path order then builds the map in one pass.
-    let mut out = Vec::new();
-    let mut line = 1;
-    while next_line(&mut buf)? {
-        line += 1;
-        if buf.is_empty() {
-            continue;
+}
+
+/// A checksums file's records, read a line at a time: the header names the columns (in
+/// any order, as [`tsv::Table`] reads them), every line has as many fields.
+struct RecordLines<R> {
+    input: R,
+    buf: Vec<u8>,
+    line: usize,
+    /// Where `path`, `size` and `blake3` are, and how many fields a line has.
+    at: [usize; 3],
+    width: usize,
+}
+
+fn bad(line: usize, e: &dyn std::fmt::Display) -> LineError {
+    LineError::Bad(format!("line {line}: {e}"))
+}
+
+impl<R: std::io::BufRead> RecordLines<R> {
+    /// Reads the header.
+    fn new(input: R) -> Result<RecordLines<R>, LineError> {
+        let mut lines = RecordLines {
+            input,
+            buf: Vec::new(),
+            line: 0,
+            at: [0; 3],
+            width: 0,
+        };
+        if !lines.next_line()? || lines.buf.is_empty() {
+            return Err(bad(1, &tsv::TsvError::MissingHeader));
         }
-        let text = std::str::from_utf8(&buf).map_err(|_| bad(line, &"not UTF-8 text"))?;
+        let header = std::str::from_utf8(&lines.buf).map_err(|_| bad(1, &"not UTF-8 text"))?;
+        let columns = tsv::split(header);
+        let index = |name: &str| {
+            columns
+                .iter()
+                .position(|c| *c == name)
+                .ok_or_else(|| bad(1, &tsv::TsvError::MissingColumn(name.to_owned())))
+        };
+        lines.at = [index("path")?, index("size")?, index("blake3")?];
+        lines.width = columns.len();
+        Ok(lines)
+    }
+
+    /// The next line into `buf` (without its newline); false at the end.
+    fn next_line(&mut self) -> Result<bool, LineError> {
+        self.buf.clear();
+        let n = self
+            .input
+            .read_until(b'\n', &mut self.buf)
+            .map_err(LineError::Io)?;
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+        }
+        self.line += 1;
+        Ok(n > 0)
+    }
+
+    /// The record on the line in `buf`.
+    fn record(&self) -> Result<(PathBuf, Record), LineError> {
+        let line = self.line;
+        let text = std::str::from_utf8(&self.buf).map_err(|_| bad(line, &"not UTF-8 text"))?;
         let fields = tsv::split(text);
-        if fields.len() != width {
+        if fields.len() != self.width {
             return Err(bad(
                 line,
                 &tsv::TsvError::FieldCount {
-                    expected: width,
+                    expected: self.width,
                     found: fields.len(),
                 },
             ));
@@ -142,6 +202,7 @@ fn parse_lines(mut input: impl std::io::BufRead) -> Result<Records, LineError> {
         let at = |col: &str, e: &dyn std::fmt::Display| {
             LineError::Bad(format!("line {line}: {col}: {e}"))
         };
+        let [path_at, size_at, hash_at] = self.at;
         let path = PathBuf::from(tsv::unescape_os(fields[path_at]).map_err(|e| at("path", &e))?);
         if path.as_os_str().is_empty() || path.is_absolute() {
             return Err(at("path", &"not a relative path"));
@@ -153,15 +214,29 @@ fn parse_lines(mut input: impl std::io::BufRead) -> Result<Records, LineError> {
         let hex = fields[hash_at];
         let hash = blake3::Hash::from_hex(hex)
             .map_err(|_| at("blake3", &format!("`{hex}` is not 64 hex digits")))?;
-        out.push((
+        Ok((
             path,
             Record {
                 size,
                 hash: *hash.as_bytes(),
             },
-        ));
+        ))
     }
-    Ok(out.into_iter().collect())
+}
+
+impl<R: std::io::BufRead> Iterator for RecordLines<R> {
+    type Item = Result<(PathBuf, Record), LineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_line() {
+                Err(e) => return Some(Err(e)),
+                Ok(false) => return None,
+                Ok(true) if self.buf.is_empty() => continue,
+                Ok(true) => return Some(self.record()),
+            }
+        }
+    }
 }
 
 /// Renders records as the file's text: the header, then one line per path in path order.
@@ -175,31 +250,57 @@ pub fn render(records: &Records) -> String {
 /// [`render`] written to `w` line by line, so a file of a million records is never held
 /// whole in memory (the records already are).
 pub fn render_to(records: &Records, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    render_records_to(records.iter().map(|(p, r)| (p.as_path(), *r)), w)
+}
+
+/// Writes the header, then a line for each of `records` (given in path order).
+fn render_records_to<'p>(
+    records: impl Iterator<Item = (&'p Path, Record)>,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     w.write_all(COLUMNS.join("\t").as_bytes())?;
     w.write_all(b"\n")?;
     for (path, r) in records {
-        writeln!(
-            w,
-            "{}\t{}\t{}",
-            tsv::escape_os(path.as_os_str()),
-            r.size,
-            r.hex()
-        )?;
+        write_line(w, path, &r)?;
     }
     Ok(())
+}
+
+/// One record's line.
+fn write_line(w: &mut dyn std::io::Write, path: &Path, r: &Record) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "{}\t{}\t{}",
+        tsv::escape_os(path.as_os_str()),
+        r.size,
+        r.hex()
+    )
 }
 
 /// Rewrites version `n`'s checksums file atomically and durably: a temp file in
 /// `<job>/.tmp/` (created when missing), fsync, rename into `checksums/` (created when
 /// missing), fsync of `checksums/`.
 pub fn write(job: &Path, n: u64, records: &Records) -> Result<()> {
+    write_with(job, n, |w| render_to(records, w))
+}
+
+/// [`write()`] of a [`Table`] (sorted first).
+pub fn write_table(job: &Path, n: u64, table: &mut Table) -> Result<()> {
+    table.normalize();
+    write_with(job, n, |w| table.render_to(w))
+}
+
+/// [`write()`] of text written by `render`.
+fn write_with(
+    job: &Path,
+    n: u64,
+    render: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = job.join(DIR);
     if !dir.is_dir() && fsutil::create_metadata_dir(&dir)? {
         fsutil::fsync_dir(job)?;
     }
-    fsutil::write_atomic_in_with(&fsutil::tmp_dir_of(job)?, &file_of(job, n), |w| {
-        render_to(records, w)
-    })
+    fsutil::write_atomic_in_with(&fsutil::tmp_dir_of(job)?, &file_of(job, n), render)
 }
 
 /// Removes version `n`'s checksums file (missing is fine).
@@ -233,65 +334,6 @@ pub fn versions_with_files(job: &Path) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Retirement (docs/format.md#checksums): moves the records under each of `moved` (files or
-/// whole directories) from version `from`'s file into version `to`'s (rewritten atomically
-/// and durably when anything is added), before any link is retargeted or data moves. `from`'s file stays while
-/// `from` exists, so a record is findable at every instant; the files of versions already
-/// deleted are removed here. Idempotent: a record already in `to` is replaced by `from`'s.
-pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
-    prune_orphans(job)?;
-    let Some(old) = read(job, from)? else {
-        return Ok(());
-    };
-    let new = read(job, to)?.unwrap_or_default();
-    let mut carried = Vec::new();
-    for rel in moved {
-        for (path, rec) in under(&old, rel) {
-            if new.get(path) != Some(rec) {
-                carried.push((path.clone(), *rec));
-            }
-        }
-    }
-    if !carried.is_empty() {
-        // In one pass (the later of two records for a path wins: `from`'s).
-        let all: Records = new.into_iter().chain(carried).collect();
-        write(job, to, &all)?;
-        crate::fault::step();
-    }
-    Ok(())
-}
-
-/// Removes the checksums files of versions no longer on disk: a retired version's (left
-/// when it was deleted, a thinned middle one's included), or one a crash left before its
-/// version was renamed into place. Runs under the job lock, so no build is in progress.
-fn prune_orphans(job: &Path) -> Result<()> {
-    let on_disk: std::collections::HashSet<u64> = fs::read_dir(job)
-        .ctx("cannot list", job)?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            crate::format::version::VersionName::parse(name.to_str()?).map(|v| v.n)
-        })
-        .collect();
-    for n in versions_with_files(job)? {
-        if !on_disk.contains(&n) {
-            remove(job, n)?;
-        }
-    }
-    Ok(())
-}
-
-/// The records at `rel` or below it.
-pub fn under<'r>(
-    records: &'r Records,
-    rel: &Path,
-) -> impl Iterator<Item = (&'r PathBuf, &'r Record)> {
-    let start = rel.to_path_buf();
-    records
-        .range(start..)
-        .take_while(move |(p, _)| p.starts_with(rel))
-}
-
 /// The hash of a file's whole content, read from `file` (holes read as zeros).
 pub fn hash_file(file: &fs::File) -> std::io::Result<Record> {
     use std::os::unix::fs::FileExt;
@@ -321,46 +363,43 @@ pub fn hash_file(file: &fs::File) -> std::io::Result<Record> {
 }
 
 /// What a build records: the new version's records, and the records of older versions it
-/// looks up (each file read once, when first needed).
+/// looks up (each file read once, when first needed). Both are [`Table`]s: a first copy of
+/// a million files holds a million records until its file is written.
 #[derive(Debug, Default)]
 pub struct Recorder {
     /// The new version's records.
-    pub records: Records,
+    pub records: Table,
     /// Older versions' records by directory name (`None`: it has no checksums file).
-    old: BTreeMap<String, Option<Records>>,
+    old: BTreeMap<String, Option<Table>>,
 }
 
 impl Recorder {
     /// The record of `rel` in the checksums file of version dir `holder` of `job`, if any.
     pub fn lookup(&mut self, job: &Path, holder: &str, rel: &Path) -> Result<Option<Record>> {
-        if !self.old.contains_key(holder) {
-            let n = crate::format::version::VersionName::parse(holder).map(|v| v.n);
-            let recs = match n {
-                Some(n) => read(job, n)?,
-                None => None,
-            };
-            self.old.insert(holder.to_owned(), recs);
-        }
-        Ok(self
-            .old
-            .get(holder)
-            .and_then(|r| r.as_ref())
-            .and_then(|r| r.get(rel))
-            .copied())
+        Ok(self.holder(job, holder)?.as_mut().and_then(|r| r.get(rel)))
     }
 
     /// Does version dir `holder` of `job` have a checksums file?
     pub fn has_file(&mut self, job: &Path, holder: &str) -> Result<bool> {
-        self.lookup(job, holder, Path::new(""))?;
-        Ok(self.old.get(holder).is_some_and(|r| r.is_some()))
+        Ok(self.holder(job, holder)?.is_some())
+    }
+
+    /// Version dir `holder`'s records, read on first use.
+    fn holder(&mut self, job: &Path, holder: &str) -> Result<&mut Option<Table>> {
+        if !self.old.contains_key(holder) {
+            let n = crate::format::version::VersionName::parse(holder).map(|v| v.n);
+            let recs = match n {
+                Some(n) => read_table(job, n)?,
+                None => None,
+            };
+            self.old.insert(holder.to_owned(), recs);
+        }
+        Ok(self.old.entry(holder.to_owned()).or_default())
     }
 
     /// Forgets the new version's records at `rel` and below (an entry dropped from it).
     pub fn forget_under(&mut self, rel: &Path) {
-        let gone: Vec<PathBuf> = under(&self.records, rel).map(|(p, _)| p.clone()).collect();
-        for p in gone {
-            self.records.remove(&p);
-        }
+        self.records.forget_under(rel);
     }
 }
 
@@ -425,36 +464,5 @@ mod tests {
         let e = read(job.path(), 2).expect_err("damaged").to_string();
         assert!(e.contains("line 4: not UTF-8 text"), "{e}");
         assert!(read(job.path(), 3).expect("no file").is_none());
-    }
-
-    #[test]
-    fn carry_moves_records_under_a_path_and_is_idempotent() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let job = dir.path();
-        let mut old = Records::new();
-        old.insert(PathBuf::from("d/a"), rec(1));
-        old.insert(PathBuf::from("d/b/c"), rec(2));
-        old.insert(PathBuf::from("d2"), rec(3));
-        old.insert(PathBuf::from("e"), rec(4));
-        write(job, 1, &old).expect("write");
-        let mut new = Records::new();
-        new.insert(PathBuf::from("z"), rec(5));
-        write(job, 2, &new).expect("write");
-        write(job, 9, &new).expect("write"); // no V9 on disk: an orphan
-        for n in [1, 2] {
-            fs::create_dir(job.join(format!("V{n}-20261201T000000Z"))).expect("mkdir");
-        }
-        carry(job, 1, 2, &[PathBuf::from("d")]).expect("carry");
-        carry(job, 1, 2, &[PathBuf::from("d")]).expect("again");
-        let got = read(job, 2).expect("read").expect("exists");
-        let keys: Vec<_> = got.keys().map(|p| p.display().to_string()).collect();
-        assert_eq!(keys, ["d/a", "d/b/c", "z"]);
-        assert_eq!(versions_with_files(job).expect("list"), [1, 2]);
-        assert!(
-            fs::read_dir(job.join(".tmp"))
-                .expect("tmp")
-                .next()
-                .is_none()
-        );
     }
 }
