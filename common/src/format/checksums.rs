@@ -24,12 +24,17 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result, show};
+use crate::error::{IoContext, Result};
 use crate::format::tsv;
 use crate::fsutil;
 
 mod carry;
+mod lines;
+mod sampled;
 mod table;
+
+use lines::{LineError, RecordLines};
+use sampled::OldRecords;
 
 pub use carry::carry;
 pub use table::{Table, path_order};
@@ -107,136 +112,6 @@ pub fn parse(text: &str) -> Result<Records, String> {
             LineError::Bad(msg) => msg,
             LineError::Io(e) => e.to_string(),
         })
-}
-
-/// Why reading a checksums file stopped.
-#[derive(Debug)]
-enum LineError {
-    Io(std::io::Error),
-    Bad(String),
-}
-
-impl LineError {
-    /// The error of reading the file at `path`.
-    fn at(self, path: &Path) -> Error {
-        match self {
-            LineError::Io(e) => Error::Io {
-                what: "cannot read checksums",
-                path: path.to_path_buf(),
-                source: e,
-            },
-            LineError::Bad(msg) => Error::Damaged(format!("{}: {msg}", show(path))),
-        }
-    }
-}
-
-/// A checksums file's records, read a line at a time: the header names the columns (in
-/// any order, as [`tsv::Table`] reads them), every line has as many fields.
-struct RecordLines<R> {
-    input: R,
-    buf: Vec<u8>,
-    line: usize,
-    /// Where `path`, `size` and `blake3` are, and how many fields a line has.
-    at: [usize; 3],
-    width: usize,
-}
-
-fn bad(line: usize, e: &dyn std::fmt::Display) -> LineError {
-    LineError::Bad(format!("line {line}: {e}"))
-}
-
-impl<R: std::io::BufRead> RecordLines<R> {
-    /// Reads the header.
-    fn new(input: R) -> Result<RecordLines<R>, LineError> {
-        let mut lines = RecordLines {
-            input,
-            buf: Vec::new(),
-            line: 0,
-            at: [0; 3],
-            width: 0,
-        };
-        if !lines.next_line()? || lines.buf.is_empty() {
-            return Err(bad(1, &tsv::TsvError::MissingHeader));
-        }
-        let header = std::str::from_utf8(&lines.buf).map_err(|_| bad(1, &"not UTF-8 text"))?;
-        let columns = tsv::split(header);
-        let index = |name: &str| {
-            columns
-                .iter()
-                .position(|c| *c == name)
-                .ok_or_else(|| bad(1, &tsv::TsvError::MissingColumn(name.to_owned())))
-        };
-        lines.at = [index("path")?, index("size")?, index("blake3")?];
-        lines.width = columns.len();
-        Ok(lines)
-    }
-
-    /// The next line into `buf` (without its newline); false at the end.
-    fn next_line(&mut self) -> Result<bool, LineError> {
-        self.buf.clear();
-        let n = self
-            .input
-            .read_until(b'\n', &mut self.buf)
-            .map_err(LineError::Io)?;
-        if self.buf.last() == Some(&b'\n') {
-            self.buf.pop();
-        }
-        self.line += 1;
-        Ok(n > 0)
-    }
-
-    /// The record on the line in `buf`.
-    fn record(&self) -> Result<(PathBuf, Record), LineError> {
-        let line = self.line;
-        let text = std::str::from_utf8(&self.buf).map_err(|_| bad(line, &"not UTF-8 text"))?;
-        let fields = tsv::split(text);
-        if fields.len() != self.width {
-            return Err(bad(
-                line,
-                &tsv::TsvError::FieldCount {
-                    expected: self.width,
-                    found: fields.len(),
-                },
-            ));
-        }
-        let at = |col: &str, e: &dyn std::fmt::Display| {
-            LineError::Bad(format!("line {line}: {col}: {e}"))
-        };
-        let [path_at, size_at, hash_at] = self.at;
-        let path = PathBuf::from(tsv::unescape_os(fields[path_at]).map_err(|e| at("path", &e))?);
-        if path.as_os_str().is_empty() || path.is_absolute() {
-            return Err(at("path", &"not a relative path"));
-        }
-        let size_text = fields[size_at];
-        let size = size_text
-            .parse::<u64>()
-            .map_err(|_| at("size", &format!("`{size_text}` is not a whole number")))?;
-        let hex = fields[hash_at];
-        let hash = blake3::Hash::from_hex(hex)
-            .map_err(|_| at("blake3", &format!("`{hex}` is not 64 hex digits")))?;
-        Ok((
-            path,
-            Record {
-                size,
-                hash: *hash.as_bytes(),
-            },
-        ))
-    }
-}
-
-impl<R: std::io::BufRead> Iterator for RecordLines<R> {
-    type Item = Result<(PathBuf, Record), LineError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.next_line() {
-                Err(e) => return Some(Err(e)),
-                Ok(false) => return None,
-                Ok(true) if self.buf.is_empty() => continue,
-                Ok(true) => return Some(self.record()),
-            }
-        }
-    }
 }
 
 /// Renders records as the file's text: the header, then one line per path in path order.
@@ -363,20 +238,24 @@ pub fn hash_file(file: &fs::File) -> std::io::Result<Record> {
 }
 
 /// What a build records: the new version's records, and the records of older versions it
-/// looks up (each file read once, when first needed). Both are [`Table`]s: a first copy of
-/// a million files holds a million records until its file is written.
+/// looks up (each file read once, when first needed, into its sparse index: see
+/// [`sampled`]). The new version's are a [`Table`]: a first copy of a million files holds a
+/// million records until its file is written.
 #[derive(Debug, Default)]
 pub struct Recorder {
     /// The new version's records.
     pub records: Table,
     /// Older versions' records by directory name (`None`: it has no checksums file).
-    old: BTreeMap<String, Option<Table>>,
+    old: BTreeMap<String, Option<OldRecords>>,
 }
 
 impl Recorder {
     /// The record of `rel` in the checksums file of version dir `holder` of `job`, if any.
     pub fn lookup(&mut self, job: &Path, holder: &str, rel: &Path) -> Result<Option<Record>> {
-        Ok(self.holder(job, holder)?.as_mut().and_then(|r| r.get(rel)))
+        match self.holder(job, holder)? {
+            Some(old) => old.get(rel),
+            None => Ok(None),
+        }
     }
 
     /// Does version dir `holder` of `job` have a checksums file?
@@ -384,12 +263,12 @@ impl Recorder {
         Ok(self.holder(job, holder)?.is_some())
     }
 
-    /// Version dir `holder`'s records, read on first use.
-    fn holder(&mut self, job: &Path, holder: &str) -> Result<&mut Option<Table>> {
+    /// Version dir `holder`'s records, opened on first use.
+    fn holder(&mut self, job: &Path, holder: &str) -> Result<&mut Option<OldRecords>> {
         if !self.old.contains_key(holder) {
             let n = crate::format::version::VersionName::parse(holder).map(|v| v.n);
             let recs = match n {
-                Some(n) => read_table(job, n)?,
+                Some(n) => OldRecords::open(job, n)?,
                 None => None,
             };
             self.old.insert(holder.to_owned(), recs);
