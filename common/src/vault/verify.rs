@@ -13,7 +13,6 @@
 //! know). While a `retiring` mark exists, a record whose file is not real in its version is
 //! not a problem: retirement writes the next version's records before it moves the data.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -22,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, show};
-use crate::format::checksums::{self, Record, Records};
+use crate::format::checksums::{self, Record, Table};
 use crate::format::index::{self, IndexRow};
 use crate::format::jobfile::JobFile;
 use crate::format::journal::JournalEvent;
@@ -141,23 +140,13 @@ impl Throttle {
     }
 }
 
-/// A regular file a version physically holds.
-struct Held {
-    rel: PathBuf,
-    size: u64,
-}
-
-/// One version's real regular files, and whether its tree could be read whole.
-fn held_files(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<Vec<Held>> {
-    struct Collect(Vec<Held>);
+/// One version's real regular files (for [`backfill`]).
+fn held_files(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<Vec<PathBuf>> {
+    struct Collect(Vec<PathBuf>);
     impl Visitor for Collect {
         fn entry(&mut self, node: &mut Node) -> Result<()> {
             if node.file_type.is_file() {
-                let size = node.metadata()?.len();
-                self.0.push(Held {
-                    rel: node.rel.clone(),
-                    size,
-                });
+                self.0.push(node.rel.clone());
             }
             Ok(())
         }
@@ -167,6 +156,22 @@ fn held_files(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<Vec<Hel
         .sorted()
         .run(vdir, Path::new(""), &mut found)?;
     Ok(found.0)
+}
+
+/// The bytes of one version's real regular files (a walk that keeps only the sum).
+fn held_bytes(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<u64> {
+    struct Sum(u64);
+    impl Visitor for Sum {
+        fn entry(&mut self, node: &mut Node) -> Result<()> {
+            if node.file_type.is_file() {
+                self.0 += node.metadata()?.len();
+            }
+            Ok(())
+        }
+    }
+    let mut sum = Sum(0);
+    Walk::new(job, lookalikes, Links::Report).run(vdir, Path::new(""), &mut sum)?;
+    Ok(sum.0)
 }
 
 /// Reads a whole file (not following a symlink), throttled, and returns its record.
@@ -213,16 +218,10 @@ fn hash_reader(
     })
 }
 
-/// A version to verify: its row, files and records.
-struct Plan {
-    dir: String,
-    files: Vec<Held>,
-    /// `None`: nothing to compare with (no file, checksums off; or damaged, reported).
-    records: Option<Records>,
-}
-
 /// Reads every regular file every retained version of the job holds and compares it with
-/// its record. `max_rate` limits the read rate (bytes per second).
+/// its record. `max_rate` limits the read rate (bytes per second). One version at a time:
+/// its records (a compact [`Table`]) and one flag per record are held while its files are
+/// read in the walk's order, never a list of its files or every version's records at once.
 pub fn verify(
     dir: &JobDir,
     max_rate: Option<u64>,
@@ -233,130 +232,174 @@ pub fn verify(
     let lookalikes = Lookalikes::load(&dir.path)?;
     let retiring = file.state.retiring.is_some();
     let mut problems = Vec::new();
-    let mut plans = Vec::new();
+    // What there is to read, first (for the progress display); a version whose tree
+    // cannot be read is a problem here, once.
+    let mut readable = Vec::new();
+    let mut total = 0;
     for row in &rows {
         if !dir.path.join(&row.dir).is_dir() {
             continue; // reverb-index --check reports a missing version
         }
-        plans.push(plan(dir, row, &file, &lookalikes, &mut problems)?);
+        match held_bytes(&dir.path, &row.dir, &lookalikes) {
+            Ok(bytes) => {
+                if checksums::file_of(&dir.path, row.version).is_file() {
+                    total += bytes;
+                }
+                readable.push(row);
+            }
+            Err(e) => problems.push(problem(dir, row, DataKind::Unreadable, PathBuf::new(), e)),
+        }
     }
-    let total = plans
-        .iter()
-        .filter(|p| p.records.is_some())
-        .flat_map(|p| p.files.iter().map(|f| f.size))
-        .sum();
     progress.start(total);
     let mut throttle = Throttle::new(max_rate);
-    for p in &plans {
-        compare(dir, p, retiring, &mut throttle, progress, &mut problems);
+    for row in readable {
+        let Some(records) = records_of(dir, row, &file, &mut problems) else {
+            continue;
+        };
+        let mut compare = Compare {
+            dir,
+            row,
+            seen: vec![false; records.len()],
+            records,
+            throttle: &mut throttle,
+            progress,
+            problems: &mut problems,
+        };
+        let walked = Walk::new(&dir.path, &lookalikes, Links::Report)
+            .sorted()
+            .run(&row.dir, Path::new(""), &mut compare);
+        if let Err(e) = walked {
+            problems.push(problem(dir, row, DataKind::Unreadable, PathBuf::new(), e));
+            continue;
+        }
+        if !retiring {
+            compare.records_without_files();
+        }
     }
     Ok(problems)
 }
 
-/// Lists a version's files and reads its records; a version it cannot compare is a
-/// problem (no checksums file while the job records them, a damaged one, an unreadable tree).
-fn plan(
+/// A problem of version `row`.
+fn problem(
     dir: &JobDir,
     row: &IndexRow,
-    file: &JobFile,
-    lookalikes: &Lookalikes,
-    problems: &mut Vec<DataProblem>,
-) -> Result<Plan> {
-    let problem = |kind, path: PathBuf, detail: String| DataProblem {
+    kind: DataKind,
+    path: PathBuf,
+    detail: impl fmt::Display,
+) -> DataProblem {
+    DataProblem {
         job: dir.folder.clone(),
         kind,
         version: row.dir.clone(),
         path,
-        detail,
-    };
-    let files = match held_files(&dir.path, &row.dir, lookalikes) {
-        Ok(f) => f,
-        Err(e) => {
-            problems.push(problem(DataKind::Unreadable, PathBuf::new(), e.to_string()));
-            Vec::new()
+        detail: detail.to_string(),
+    }
+}
+
+/// Version `row`'s records; `None` when there is nothing to compare with (no file while
+/// checksums are off; no file while they are on, or a damaged one: both problems).
+fn records_of(
+    dir: &JobDir,
+    row: &IndexRow,
+    file: &JobFile,
+    problems: &mut Vec<DataProblem>,
+) -> Option<Table> {
+    let at = checksums::file_of(Path::new(""), row.version);
+    match checksums::read_table(&dir.path, row.version) {
+        Ok(Some(mut r)) => {
+            r.normalize();
+            Some(r)
         }
-    };
-    let records = match checksums::read(&dir.path, row.version) {
-        Ok(Some(r)) => Some(r),
         Ok(None) if !file.settings.checksums => None,
         Ok(None) => {
             let detail = format!(
                 "no {} (a version made before checksums: reverb-index --recount --checksums records them)",
-                show(&checksums::file_of(Path::new(""), row.version))
+                show(&at)
             );
-            problems.push(problem(DataKind::NoChecksums, PathBuf::new(), detail));
+            problems.push(problem(
+                dir,
+                row,
+                DataKind::NoChecksums,
+                PathBuf::new(),
+                detail,
+            ));
             None
         }
         Err(e) => {
-            let at = checksums::file_of(Path::new(""), row.version);
-            problems.push(problem(DataKind::DamagedChecksums, at, e.to_string()));
+            problems.push(problem(dir, row, DataKind::DamagedChecksums, at, e));
             None
         }
-    };
-    Ok(Plan {
-        dir: row.dir.clone(),
-        files,
-        records,
-    })
+    }
 }
 
-/// Reads and compares one version's files with its records.
-fn compare(
-    dir: &JobDir,
-    p: &Plan,
-    retiring: bool,
-    throttle: &mut Throttle,
-    progress: &dyn DataProgress,
-    problems: &mut Vec<DataProblem>,
-) {
-    let Some(records) = &p.records else { return };
-    let mut push = |kind, path: &Path, detail: String| {
-        problems.push(DataProblem {
-            job: dir.folder.clone(),
-            kind,
-            version: p.dir.clone(),
-            path: path.to_path_buf(),
-            detail,
-        })
-    };
-    let mut seen: BTreeMap<&Path, ()> = BTreeMap::new();
-    for f in &p.files {
-        seen.insert(&f.rel, ());
-        let abs = dir.path.join(&p.dir).join(&f.rel);
-        let Some(want) = records.get(&f.rel) else {
-            push(
+/// The walk of one version comparing each regular file with its record as it is met.
+struct Compare<'a> {
+    dir: &'a JobDir,
+    row: &'a IndexRow,
+    /// The version's records, in path order.
+    records: Table,
+    /// Which records a file was met for, by position.
+    seen: Vec<bool>,
+    throttle: &'a mut Throttle,
+    progress: &'a dyn DataProgress,
+    problems: &'a mut Vec<DataProblem>,
+}
+
+impl Compare<'_> {
+    fn push(&mut self, kind: DataKind, path: &Path, detail: String) {
+        let p = problem(self.dir, self.row, kind, path.to_path_buf(), detail);
+        self.problems.push(p);
+    }
+
+    /// The records no file was met for.
+    fn records_without_files(&mut self) {
+        let missing: Vec<PathBuf> = self
+            .records
+            .iter()
+            .zip(&self.seen)
+            .filter(|(_, seen)| !**seen)
+            .map(|((path, _), _)| path.to_path_buf())
+            .collect();
+        for rel in missing {
+            self.push(
+                DataKind::NoFile,
+                &rel,
+                "a checksum whose file the version does not hold".into(),
+            );
+        }
+    }
+}
+
+impl Visitor for Compare<'_> {
+    fn entry(&mut self, node: &mut Node) -> Result<()> {
+        if !node.file_type.is_file() {
+            return Ok(());
+        }
+        let Some(at) = self.records.position(&node.rel) else {
+            self.push(
                 DataKind::NoRecord,
-                &f.rel,
+                &node.rel,
                 "a stored file without a checksum".into(),
             );
-            continue;
+            return Ok(());
         };
-        match read_record(&abs, throttle, progress) {
-            Err(e) => push(DataKind::Unreadable, &f.rel, format!("cannot read: {e}")),
-            Ok(got) if got.size != want.size => push(
+        self.seen[at] = true;
+        let want = self.records.at(at);
+        match read_record(&node.abs, self.throttle, self.progress) {
+            Err(e) => self.push(DataKind::Unreadable, &node.rel, format!("cannot read: {e}")),
+            Ok(got) if got.size != want.size => self.push(
                 DataKind::Mismatch,
-                &f.rel,
+                &node.rel,
                 format!("size {} but its record says {}", got.size, want.size),
             ),
-            Ok(got) if got.hash != want.hash => push(
+            Ok(got) if got.hash != want.hash => self.push(
                 DataKind::Mismatch,
-                &f.rel,
+                &node.rel,
                 format!("blake3 {} but its record says {}", got.hex(), want.hex()),
             ),
             Ok(_) => {}
         }
-    }
-    if retiring {
-        return;
-    }
-    for rel in records.keys() {
-        if !seen.contains_key(rel.as_path()) {
-            push(
-                DataKind::NoFile,
-                rel,
-                "a checksum whose file the version does not hold".into(),
-            );
-        }
+        Ok(())
     }
 }
 
@@ -384,18 +427,18 @@ fn backfill_records(dir: &JobDir) -> Result<u64> {
         }
         let mut records = checksums::read(&dir.path, row.version)?.unwrap_or_default();
         let before = records.len();
-        for f in held_files(&dir.path, &row.dir, &lookalikes)? {
-            if records.contains_key(&f.rel) {
+        for rel in held_files(&dir.path, &row.dir, &lookalikes)? {
+            if records.contains_key(&rel) {
                 continue;
             }
-            let abs = dir.path.join(&row.dir).join(&f.rel);
+            let abs = dir.path.join(&row.dir).join(&rel);
             let rec =
                 read_record(&abs, &mut throttle, &Quiet).map_err(|e| crate::error::Error::Io {
                     what: "cannot read",
                     path: abs.clone(),
                     source: e,
                 })?;
-            records.insert(f.rel, rec);
+            records.insert(rel, rec);
         }
         let new = (records.len() - before) as u64;
         if new > 0 || !checksums::file_of(&dir.path, row.version).exists() {

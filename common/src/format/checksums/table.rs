@@ -171,19 +171,17 @@ impl Table {
         );
     }
 
-    #[cfg(test)]
     /// How many records (a path recorded twice counts once after [`Table::normalize`]).
     pub fn len(&self) -> usize {
         self.rows.len()
     }
 
-    #[cfg(test)]
     /// No records?
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
-    #[cfg(test)]
     /// The records in path order, sorted first.
     pub fn iter(&mut self) -> impl Iterator<Item = (&Path, Record)> {
         self.normalize();
@@ -197,6 +195,21 @@ impl Table {
             let (p, r) = self.row(at);
             (Path::new(OsStr::from_bytes(p)), r)
         })
+    }
+
+    /// Where `path`'s record is in path order (sorted first), if it has one: for
+    /// [`Table::at`].
+    pub fn position(&mut self, path: &Path) -> Option<usize> {
+        self.normalize();
+        let want = path.as_os_str().as_bytes();
+        self.rows
+            .binary_search_by(|&at| path_order(self.path_of(at), want))
+            .ok()
+    }
+
+    /// The record at position `i` of a sorted table ([`Table::position`]).
+    pub fn at(&self, i: usize) -> Record {
+        self.row(self.rows[i]).1
     }
 
     /// Writes the table as a checksums file's text to `w` (sorted first).
