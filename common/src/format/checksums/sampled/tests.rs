@@ -92,3 +92,27 @@ fn a_file_out_of_path_order_is_read_whole_and_damage_names_the_line() {
     let e = OldRecords::open(job, 2).expect_err("damaged").to_string();
     assert!(e.contains("V2.tsv") && e.contains("line 4"), "{e}");
 }
+
+#[test]
+fn a_file_replaced_after_its_marks_were_read_is_read_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = dir.path();
+    let before = records(500);
+    write(job, 1, &before).expect("write");
+    let mut old = OldRecords::open(job, 1).expect("open").expect("a file");
+    let (first, r) = before.iter().next().expect("a record");
+    assert_eq!(old.get(first).expect("lookup"), Some(*r));
+    // A retirement carries records in: the file is replaced by a longer one, whose lines
+    // sit at other offsets.
+    let mut after: Records = (0..40)
+        .map(|i| (PathBuf::from(format!("a{i:03}")), rec(10_000 + i)))
+        .collect();
+    after.extend(before.clone());
+    write(job, 1, &after).expect("replace");
+    for (p, r) in &after {
+        assert_eq!(old.get(p).expect("lookup"), Some(*r), "{}", p.display());
+    }
+    // Removed: no records.
+    fs::remove_file(file_of(job, 1)).expect("rm");
+    assert_eq!(old.get(first).expect("lookup"), None);
+}
