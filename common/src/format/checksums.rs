@@ -70,7 +70,7 @@ pub fn file_of(job: &Path, n: u64) -> PathBuf {
 }
 
 /// Reads version `n`'s records; `None` when it has no checksums file. A damaged file is
-/// [`Error::Damaged`] naming the file and the line. The file is read a line at a time, so
+/// [`crate::error::Error::Damaged`] naming the file and the line. The file is read a line at a time, so
 /// only the records are held (a million of them, not the file's text as well).
 pub fn read(job: &Path, n: u64) -> Result<Option<Records>> {
     read_into(job, n)
