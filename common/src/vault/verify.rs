@@ -247,7 +247,11 @@ pub fn verify(
                 }
                 readable.push(row);
             }
-            Err(e) => problems.push(problem(dir, row, DataKind::Unreadable, PathBuf::new(), e)),
+            Err(e) => {
+                problems.push(problem(dir, row, DataKind::Unreadable, PathBuf::new(), e));
+                // Its checksums file's own problems (missing, damaged) all the same.
+                records_of(dir, row, &file, &mut problems);
+            }
         }
     }
     progress.start(total);
