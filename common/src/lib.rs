@@ -109,7 +109,9 @@ pub mod capabilities {
 
 /// Checksums (docs/format.md#checksums): the records, `--data` verification and backfill.
 pub mod checksums {
-    pub use crate::format::checksums::{COLUMNS, Record, Records, file_of, parse, read, render};
+    pub use crate::format::checksums::{
+        COLUMNS, Record, Records, carry, file_of, parse, read, render, write,
+    };
     pub use crate::run::data_check::{parse_rate, render as render_problem, verify_and_print};
     pub use crate::vault::verify::{DataKind, DataProblem, backfill, verify};
 }

@@ -242,10 +242,11 @@ pub fn verify(
         }
         match held_bytes(&dir.path, &row.dir, &lookalikes) {
             Ok(bytes) => {
-                if checksums::file_of(&dir.path, row.version).is_file() {
+                let counted = checksums::file_of(&dir.path, row.version).is_file();
+                if counted {
                     total += bytes;
                 }
-                readable.push(row);
+                readable.push((row, counted.then_some(bytes)));
             }
             Err(e) => {
                 problems.push(problem(dir, row, DataKind::Unreadable, PathBuf::new(), e));
@@ -256,8 +257,10 @@ pub fn verify(
     }
     progress.start(total);
     let mut throttle = Throttle::new(max_rate);
-    for row in readable {
+    for (row, counted) in readable {
         let Some(records) = records_of(dir, row, &file, &mut problems) else {
+            // A damaged checksums file: its version's bytes are not read after all.
+            progress.read(counted.unwrap_or(0));
             continue;
         };
         let mut compare = Compare {

@@ -617,3 +617,53 @@ fn reflinked_copies_record_the_clone(fstype: &str, size_mib: u64) {
     drop(f);
     drop(m);
 }
+
+/// Retirement's carry of records that adds nothing (a resumed retirement, or moved entries
+/// with no regular file below them) writes nothing: it must work on a full disk, where
+/// `reverb-snap` retires right after running out of space, even when the next version's
+/// checksums file is larger than the space left.
+#[test]
+fn a_carry_that_adds_nothing_needs_no_space() {
+    use reverb_common::checksums::{Record, Records, carry, file_of, read, write};
+    reverb_tests::require_root!("a 1 MiB tmpfs to fill");
+    let outer = tempfile::tempdir().expect("tempdir");
+    let job = outer.path().join("job");
+    fs::create_dir(&job).expect("mkdir");
+    sh(&format!(
+        "mount -t tmpfs -o size=1m tmpfs '{}'",
+        job.display()
+    ));
+    let result = std::panic::catch_unwind(|| {
+        let rec = |i: u32| Record {
+            size: u64::from(i),
+            hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+        };
+        for n in [1, 2] {
+            fs::create_dir(job.join(format!("V{n}-20261201T000000Z"))).expect("mkdir");
+        }
+        let mut next: Records = (0..3000)
+            .map(|i| (PathBuf::from(format!("f/{i:06}")), rec(i)))
+            .collect();
+        next.insert(PathBuf::from("a"), rec(1));
+        write(
+            &job,
+            1,
+            &[(PathBuf::from("a"), rec(1))].into_iter().collect(),
+        )
+        .expect("write");
+        write(&job, 2, &next).expect("write");
+        let mut filler = fs::File::create(job.join("filler")).expect("filler");
+        while filler.write_all(&[1u8; 4096]).is_ok() {}
+        drop(filler);
+        // Resumed: V1's record of `a` is in V2's file already.
+        carry(&job, 1, 2, &[PathBuf::from("a")]).expect("a resumed carry on a full disk");
+        // Nothing below the moved entry.
+        carry(&job, 1, 2, &[PathBuf::from("empty-dir")]).expect("nothing to carry");
+        assert_eq!(read(&job, 2).expect("read"), Some(next.clone()));
+        assert!(file_of(&job, 2).is_file());
+    });
+    sh(&format!("umount '{}'", job.display()));
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

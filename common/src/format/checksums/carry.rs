@@ -35,21 +35,25 @@ pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
     }
     let moved: HashSet<&Path> = moved.iter().map(PathBuf::as_path).collect();
     let (from_file, to_file) = (file_of(job, from), file_of(job, to));
-    let Some(carried) = open_lines(&from_file)? else {
+    // First, reading only, whether anything is added (a resumed retirement adds nothing,
+    // and must not need the space of a second copy of `to`'s file: it may run on a full
+    // disk to free space); the merge stops at the first record added.
+    let Some((kept, carried)) = open_both(&from_file, &to_file, &moved)? else {
         return Ok(());
     };
-    let carried = carried.filter(|r| r.as_ref().map_or(true, |(p, _)| is_moved(&moved, p)));
-    let kept: Box<dyn Iterator<Item = _>> = match open_lines(&to_file)? {
-        Some(lines) => Box::new(lines),
-        None => Box::new(std::iter::empty()),
+    match merge(kept, carried, &mut std::io::sink(), Until::FirstChange) {
+        Ok(false) => return Ok(()),
+        Ok(true) => {}
+        Err(MergeError::OutOfOrder) => return carry_in_memory(job, from, to, &moved),
+        Err(MergeError::Read(e)) => return Err(e),
+        Err(MergeError::Write(e)) => return Err(e).ctx("cannot write", &to_file),
+    }
+    let Some((kept, carried)) = open_both(&from_file, &to_file, &moved)? else {
+        return Ok(());
     };
     let mut stopped = None;
     let changed = fsutil::write_atomic_in_unless(&fsutil::tmp_dir_of(job)?, &to_file, |w| {
-        match merge(
-            Ordered::new(kept, &to_file),
-            Ordered::new(carried, &from_file),
-            w,
-        ) {
+        match merge(kept, carried, w, Until::End) {
             Ok(true) => Ok(Commit::Yes),
             Ok(false) => Ok(Commit::No),
             Err(MergeError::Write(e)) => Err(e),
@@ -69,6 +73,41 @@ pub fn carry(job: &Path, from: u64, to: u64, moved: &[PathBuf]) -> Result<()> {
         Some(MergeError::Read(e)) => Err(e),
         Some(MergeError::Write(e)) => Err(e).ctx("cannot write", &to_file),
     }
+}
+
+/// The records of `to_file` and those of `from_file` under one of `moved`, each checked to
+/// come in path order; `None` when `from_file` does not exist.
+fn open_both<'f>(
+    from_file: &'f Path,
+    to_file: &'f Path,
+    moved: &'f HashSet<&Path>,
+) -> Result<Option<(Ordered<'f, FileRecords<'f>>, Ordered<'f, FileRecords<'f>>)>> {
+    let Some(carried) = open_lines(from_file)? else {
+        return Ok(None);
+    };
+    let carried: FileRecords<'f> =
+        Box::new(carried.filter(move |r| r.as_ref().map_or(true, |(p, _)| is_moved(moved, p))));
+    let kept: FileRecords<'f> = match open_lines(to_file)? {
+        Some(lines) => Box::new(lines),
+        None => Box::new(std::iter::empty()),
+    };
+    Ok(Some((
+        Ordered::new(kept, to_file),
+        Ordered::new(carried, from_file),
+    )))
+}
+
+/// A file's records, one at a time.
+type FileRecords<'f> =
+    Box<dyn Iterator<Item = std::result::Result<(PathBuf, Record), LineError>> + 'f>;
+
+/// How far [`merge`] goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// To the first record it adds or changes (to learn whether there is one).
+    FirstChange,
+    /// To the end of both files.
+    End,
 }
 
 /// Is `path` one of `moved` or below one?
@@ -124,11 +163,13 @@ fn bytes(p: &Path) -> &[u8] {
 }
 
 /// Writes to `w` the file holding `kept`'s records and `carried`'s (`carried`'s winning a
-/// path in both); true when a record of `carried` is new or different.
+/// path in both); true when a record of `carried` is new or different. With
+/// [`Until::FirstChange`] it stops there.
 fn merge<K, C>(
     mut kept: Ordered<'_, K>,
     mut carried: Ordered<'_, C>,
     w: &mut dyn Write,
+    until: Until,
 ) -> std::result::Result<bool, MergeError>
 where
     K: Iterator<Item = std::result::Result<(PathBuf, Record), LineError>>,
@@ -143,6 +184,9 @@ where
     let mut changed = false;
     let (mut k, mut c) = (kept.next()?, carried.next()?);
     loop {
+        if changed && until == Until::FirstChange {
+            return Ok(true);
+        }
         let order = match (&k, &c) {
             (None, None) => return Ok(changed),
             (Some(_), None) => Ordering::Less,
