@@ -202,21 +202,9 @@ pub fn rescan_unchanged(b: &mut Bench) -> Result<()> {
         // target's row, which is measured once the tree has been still for 3 s.
         eprintln!("unchanged rescan, right after the last round of changes");
         let (mut soon, mut soon_peer) = (Samples::default(), Samples::default());
-        b.cache.prepare()?;
-        let (d, out) = timed_input(&mut b.snap(), None)?;
-        made += usize::from(!out.trim().is_empty());
-        soon.push(d);
-        if let (Ok(rsync), Some(prev)) = (&rsync, b.chain.last()) {
-            b.cache.prepare()?;
-            soon_peer.push(timed(
-                Command::new(rsync)
-                    .args(["-a", "--dry-run"])
-                    .arg(slash(&b.tree.root))
-                    .arg(slash(prev)),
-            )?);
-        }
+        made += rescan_and_dry_run(b, &rsync, &mut soon, &mut soon_peer)?;
         b.push(Row::new(
-            "rescan of an unchanged tree, right after 1,000 changed files",
+            "rescan of an unchanged tree, right after the last round of changes",
             Unit::Seconds,
             soon,
             "rsync -a --dry-run",
@@ -227,19 +215,7 @@ pub fn rescan_unchanged(b: &mut Bench) -> Result<()> {
     }
     for rep in 0..b.reps {
         eprintln!("unchanged rescan, repetition {}/{}", rep + 1, b.reps);
-        b.cache.prepare()?;
-        let (d, out) = timed_input(&mut b.snap(), None)?;
-        made += usize::from(!out.trim().is_empty());
-        ours.push(d);
-        if let (Ok(rsync), Some(prev)) = (&rsync, b.chain.last()) {
-            b.cache.prepare()?;
-            peer.push(timed(
-                Command::new(rsync)
-                    .args(["-a", "--dry-run"])
-                    .arg(slash(&b.tree.root))
-                    .arg(slash(prev)),
-            )?);
-        }
+        made += rescan_and_dry_run(b, &rsync, &mut ours, &mut peer)?;
     }
     let row = Row::new(
         "rescan of an unchanged tree",
@@ -257,6 +233,29 @@ pub fn rescan_unchanged(b: &mut Bench) -> Result<()> {
         row.note("no version made, as expected")
     });
     Ok(())
+}
+
+/// One timed rescan of ours (into `ours`) and `rsync -a --dry-run` against the last
+/// snapshot (into `peer`, when rsync is there); 1 when our rescan made a version.
+fn rescan_and_dry_run(
+    b: &Bench,
+    rsync: &std::result::Result<PathBuf, String>,
+    ours: &mut Samples,
+    peer: &mut Samples,
+) -> Result<usize> {
+    b.cache.prepare()?;
+    let (d, out) = timed_input(&mut b.snap(), None)?;
+    ours.push(d);
+    if let (Ok(rsync), Some(prev)) = (rsync, b.chain.last()) {
+        b.cache.prepare()?;
+        peer.push(timed(
+            Command::new(rsync)
+                .args(["-a", "--dry-run"])
+                .arg(slash(&b.tree.root))
+                .arg(slash(prev)),
+        )?);
+    }
+    Ok(usize::from(!out.trim().is_empty()))
 }
 
 /// Adds rounds of 10 changes until there are `b.versions` versions (and snapshots), then
