@@ -486,57 +486,23 @@ fn warn(e: &crate::error::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::snapshot::tests::{Fixture, fixture as job_fixture};
     use crate::engine::snapshot::{Options, Trigger, take};
-    use crate::format::jobfile::Identities;
-    use crate::format::settings::JobSettings;
-    use crate::vault::job::{self, JobCtx};
-    use crate::vault::layout::Vault;
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
-    struct Fixture {
-        _tmp: tempfile::TempDir,
-        src: PathBuf,
-        ctx: JobCtx,
-    }
-
-    /// A job over `src/{a, d/b, d/c}`, its first version taken, and the clock past the racily
-    /// clean window of every entry.
+    /// The snapshot tests' job over `src/{a, d/b, d/c}`, its first version taken, and the
+    /// clock past the racily clean window of every entry.
     fn fixture() -> Fixture {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let src = tmp.path().join("src");
-        fs::create_dir_all(src.join("d")).expect("mkdir");
-        for (f, data) in [("a", "one"), ("d/b", "two"), ("d/c", "three")] {
-            fs::write(src.join(f), data).expect("write");
-            let then = SystemTime::now() - Duration::from_secs(3600);
-            let file = fs::File::options()
-                .write(true)
-                .open(src.join(f))
-                .expect("open");
-            file.set_modified(then).expect("mtime");
-        }
-        let vault = Vault::init(&tmp.path().join("vault")).expect("vault");
-        job::create(
-            &vault,
-            "t",
-            &src,
-            JobSettings::default(),
-            Identities::default(),
-        )
-        .expect("create");
-        let mut ctx = job::open(&vault, "t", "snap").expect("open");
-        take(&mut ctx, Trigger::Rescan, Options::default()).expect("first");
+        let mut f = job_fixture();
+        take(&mut f.ctx, Trigger::Rescan, Options::default()).expect("first");
         // Time that must pass (not an event): the entries' ctimes leave the window.
         let settled = SystemTime::now() + WINDOW + Duration::from_millis(100);
         while SystemTime::now() < settled {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Fixture {
-            _tmp: tmp,
-            src,
-            ctx,
-        }
+        f
     }
 
     impl Fixture {

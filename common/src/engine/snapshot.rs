@@ -307,7 +307,7 @@ fn guard_deletions(file: &JobFile, files: u64, remaining: u64, force: bool) -> R
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::format::index::IndexRow;
     use crate::format::jobfile::Identities;
@@ -317,14 +317,14 @@ mod tests {
     use crate::vault::tree;
     use std::path::{Path, PathBuf};
 
-    /// A job over `src/{a, d/b, d/c}` in a fresh vault.
-    struct Fixture {
+    /// A job over `src/{a, d/b, d/c}` (backdated by an hour) in a fresh vault.
+    pub(crate) struct Fixture {
         _tmp: tempfile::TempDir,
-        src: PathBuf,
-        ctx: JobCtx,
+        pub(crate) src: PathBuf,
+        pub(crate) ctx: JobCtx,
     }
 
-    fn fixture() -> Fixture {
+    pub(crate) fn fixture() -> Fixture {
         let tmp = tempfile::tempdir().expect("tempdir");
         let src = tmp.path().join("src");
         fs::create_dir_all(src.join("d")).expect("mkdir");
