@@ -603,15 +603,20 @@ pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
         };
         match xattr::set(dst, OsStr::from_bytes(name.as_bytes()), &value) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
-                ) => {}
+            Err(e) if xattr_not_settable(&e) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// A refusal to set an xattr that a copy skips rather than fails on: not permitted to
+/// this user (a `trusted.*` or `security.*` name), or not supported by the destination.
+pub(crate) fn xattr_not_settable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
+    )
 }
 
 /// [`copy_xattrs`] between two open files: what is skipped and what fails is the same.
@@ -633,11 +638,7 @@ fn copy_fd_xattrs(input: &File, output: &File) -> io::Result<()> {
         };
         match output.set_xattr(&name, &value) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
-                ) => {}
+            Err(e) if xattr_not_settable(&e) => {}
             Err(e) => return Err(e),
         }
     }

@@ -61,11 +61,7 @@ fn set_xattrs(path: &Path, attrs: &Attrs) -> io::Result<()> {
     for (name, value) in &attrs.xattrs {
         match xattr::set(path, OsStr::from_bytes(name), value) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
-                ) => {}
+            Err(e) if crate::engine::copy::xattr_not_settable(&e) => {}
             Err(e) => return Err(e),
         }
     }
