@@ -104,6 +104,23 @@ impl Bench {
         self.scratch.join("rsnap").join(format!("{i:04}"))
     }
 
+    /// Starts the chain of snapshots with a plain `rsync -a` copy of the tree into slot
+    /// `i` (not timed: the peer's side of a measure that needs one to start from).
+    pub fn start_chain(&mut self, rsync: &Path, i: usize) -> Result<()> {
+        let first = self.chain_path(i);
+        if let Some(parent) = first.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        crate::peers::timed(
+            Command::new(rsync)
+                .arg("-a")
+                .arg(slash(&self.tree.root))
+                .arg(slash(&first)),
+        )?;
+        self.chain.push(first);
+        Ok(())
+    }
+
     /// `rsync -a --link-dest=<the chain's last> <tree>/ <new>/` (the cache prepared first),
     /// then `new` joins the chain; how long rsync took (wall and CPU).
     pub fn link_dest_snapshot(&mut self, rsync: &Path, new: PathBuf) -> Result<Timing> {

@@ -18,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Bench, JOB, slash};
+use super::{Bench, JOB};
 use crate::peers::{Timing, need, timed, timed_input};
 use crate::report::{Row, Samples, Unit};
 use crate::tree::event_lines;
@@ -169,17 +169,7 @@ fn rounds(b: &mut Bench, rules: Rules, retained: usize) -> Result<()> {
 /// (the chain stays two or three long). Times (snapshot, removal).
 fn link_dest_round(b: &mut Bench, rsync: &Path, rm: &Path) -> Result<(Timing, Timing)> {
     if b.chain.is_empty() {
-        let first = b.chain_path(9000);
-        if let Some(parent) = first.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        timed(
-            Command::new(rsync)
-                .arg("-a")
-                .arg(slash(&b.tree.root))
-                .arg(slash(&first)),
-        )?;
-        b.chain.push(first);
+        b.start_chain(rsync, 9000)?;
     }
     let new = next_slot(b);
     let snap = b.link_dest_snapshot(rsync, new)?;

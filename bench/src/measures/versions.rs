@@ -180,18 +180,8 @@ pub fn incremental(b: &mut Bench, counts: &[usize]) -> Result<()> {
 pub fn rescan_unchanged(b: &mut Bench) -> Result<()> {
     let rsync = need(&b.tools.rsync, "rsync").map(Path::to_path_buf);
     if let (Ok(rsync), true) = (&rsync, b.chain.is_empty()) {
-        // Alone (--rescan-only): rsync's side needs a copy to compare with (not timed).
-        let first = b.chain_path(0);
-        if let Some(parent) = first.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        timed(
-            Command::new(rsync)
-                .arg("-a")
-                .arg(slash(&b.tree.root))
-                .arg(slash(&first)),
-        )?;
-        b.chain.push(first);
+        // Alone (--rescan-only): rsync's side needs a copy to compare with.
+        b.start_chain(rsync, 0)?;
     }
     let (mut ours, mut peer) = (Samples::default(), Samples::default());
     let mut made = 0;
