@@ -79,6 +79,16 @@ impl Bench {
         c
     }
 
+    /// `reverb-snap` making a version from a batch of events on its stdin, as the
+    /// supervisor runs it: the vault's filesystem was probed when the job started (here,
+    /// by the first copy), so not again for each version (`--vault-probed`,
+    /// docs/filesystems.md); the events are still journaled by reverb-snap itself.
+    pub fn snap_events(&self) -> Command {
+        let mut c = self.snap();
+        c.args(["--changes", "-", "--vault-probed"]);
+        c
+    }
+
     /// Version directories of the job, oldest first.
     pub fn versions_on_disk(&self) -> Result<Vec<PathBuf>> {
         let dir = self.job_dir();

@@ -89,10 +89,7 @@ fn ten_file_version(b: &mut Bench) -> Result<u64> {
     for p in &paths {
         new_data += std::fs::metadata(b.tree.root.join(p))?.len();
     }
-    let (_, out) = timed_input(
-        b.snap().args(["--changes", "-"]),
-        Some(event_lines(&paths).as_bytes()),
-    )?;
+    let (_, out) = timed_input(&mut b.snap_events(), Some(event_lines(&paths).as_bytes()))?;
     if out.trim().is_empty() {
         bail!("reverb-snap made no version for 10 changed files");
     }

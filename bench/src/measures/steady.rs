@@ -76,10 +76,7 @@ fn fill(b: &mut Bench, retained: usize) -> Result<()> {
 fn version(b: &mut Bench) -> Result<Timing> {
     let paths = b.tree.modify(10, &mut b.rng)?;
     b.cache.prepare()?;
-    let (d, out) = timed_input(
-        b.snap().args(["--changes", "-"]),
-        Some(event_lines(&paths).as_bytes()),
-    )?;
+    let (d, out) = timed_input(&mut b.snap_events(), Some(event_lines(&paths).as_bytes()))?;
     if out.trim().is_empty() {
         bail!("reverb-snap made no version for 10 changes");
     }

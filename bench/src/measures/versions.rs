@@ -39,10 +39,7 @@ struct Round {
 fn our_version(b: &Bench, mode: Mode, paths: &[PathBuf]) -> Result<(Timing, f64)> {
     b.cache.prepare()?;
     let (d, out) = match mode {
-        Mode::Events => timed_input(
-            b.snap().args(["--changes", "-"]),
-            Some(event_lines(paths).as_bytes()),
-        )?,
+        Mode::Events => timed_input(&mut b.snap_events(), Some(event_lines(paths).as_bytes()))?,
         Mode::Rescan => timed_input(&mut b.snap(), None)?,
     };
     let v = out.trim();

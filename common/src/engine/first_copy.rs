@@ -26,6 +26,8 @@
 //!   dropped, the workers joined, and the error returned (the caller removes `.partial/`).
 //!   The pool's threads live in a scope that ends before this returns: the durability walk
 //!   (I9) that follows sees every file the pool wrote, and nothing writes afterwards.
+//!   The [`EarlyWriteback`] helper, in the same scope, is stopped first: it only ever
+//!   flushes the filesystem, so that little is left for that durability flush.
 //! - Every name is reached beneath the source's and the new version's descriptors
 //!   ([`crate::beneath`]), by the walk and by the workers alike.
 
@@ -38,6 +40,7 @@ use crate::beneath::{At, Here};
 use crate::engine::build_state::{Builder, SourceListing, SourceStat, copy_err, stat_at};
 use crate::engine::copy::{self, CopyError, FileCopy};
 use crate::engine::copy_pool::{FileDone, FileJob, Pool};
+use crate::engine::early_writeback::EarlyWriteback;
 use crate::engine::listing::Detail;
 use crate::error::{Error, IoContext, Result};
 use crate::format::relpath::RelPath;
@@ -108,7 +111,10 @@ impl Builder<'_> {
             finish: None,
             children: children.collect::<Vec<_>>().into_iter(),
         };
+        // Opened before the threads: the helper flushes the filesystem it is on.
+        let new_root = std::fs::File::open(&self.new_root).ctx("cannot open", &self.new_root)?;
         std::thread::scope(|scope| {
+            let writeback = EarlyWriteback::start(scope, new_root);
             let mut pool = Pool::start(scope, workers, hash, keep);
             let mut steps = Steps::default();
             let walked = self
@@ -119,6 +125,7 @@ impl Builder<'_> {
             }
             // Dropping the pool closes its queue; the scope then joins every worker.
             drop(pool);
+            writeback.stop();
             walked
         })
     }

@@ -4,7 +4,7 @@
 //! [`diff`], [`marked_walk`], [`ingest`], [`first_copy`], [`linked_names`], [`split_names`],
 //! [`climbed_dirs`] and [`publish`] over the shared [`build_state`], [`build_report`],
 //! [`climbing_links`], [`link_groups`], [`marks`] and [`listing`]) with the copy engine
-//! ([`copy`], and its threads for the first copy, [`copy_pool`]), retiring versions ([`retire`]: a pure plan by the `keep_*` rules
+//! ([`copy`], and its threads for the first copy, [`copy_pool`] and [`early_writeback`]), retiring versions ([`retire`]: a pure plan by the `keep_*` rules
 //! and the size limit, then the crash-safe execution) and restoring one ([`restore`]). The
 //! modules and the one way they depend on each other are listed in
 //! docs/design.md#module-map.
@@ -18,6 +18,7 @@ pub(crate) mod climbing_links;
 pub(crate) mod copy;
 pub(crate) mod copy_pool;
 pub(crate) mod diff;
+pub(crate) mod early_writeback;
 pub(crate) mod first_copy;
 pub(crate) mod ingest;
 pub(crate) mod link_groups;

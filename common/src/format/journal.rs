@@ -324,19 +324,37 @@ impl Journal {
         path: &[u8],
         detail: &str,
     ) -> Result<()> {
-        let entry = Entry {
-            time: now_rfc3339(),
-            tool: tool.to_owned(),
-            event,
-            path: path.to_vec(),
-            detail: detail.to_owned(),
-        };
-        let mut line = entry.render();
-        line.push('\n');
+        self.append_all_as(tool, [(event, path, detail.to_owned())])
+    }
+
+    /// Appends several records on behalf of `tool` (one of them per `(event, path,
+    /// detail)`), all stamped now, in one write under one lock: a batch of events costs
+    /// the journal what one record does.
+    pub fn append_all_as<'a>(
+        &mut self,
+        tool: &str,
+        records: impl IntoIterator<Item = (JournalEvent, &'a [u8], String)>,
+    ) -> Result<()> {
+        let time = now_rfc3339();
+        let mut lines = String::new();
+        for (event, path, detail) in records {
+            let entry = Entry {
+                time: time.clone(),
+                tool: tool.to_owned(),
+                event,
+                path: path.to_vec(),
+                detail,
+            };
+            lines.push_str(&entry.render());
+            lines.push('\n');
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
         self.lock_current()?;
         let written = self
             .file
-            .write_all(line.as_bytes())
+            .write_all(lines.as_bytes())
             .ctx("cannot append to journal", &self.path);
         let unlocked = self.file.unlock().ctx("cannot unlock journal", &self.path);
         written.and(unlocked)

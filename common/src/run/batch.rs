@@ -154,9 +154,15 @@ pub fn compact_journal(ctx: &mut JobCtx) {
 }
 
 /// Journals one raw event as the watcher's (tool `watch`): the entry type as detail, and
-/// `-> to_path` for a move. The one way raw events reach a journal (reverb-snap's batches,
-/// the supervisor's live events).
+/// `-> to_path` for a move. One of the two ways raw events reach a journal (the
+/// supervisor's live events; reverb-snap's batches go through [`journal_batch`]).
 pub fn journal_event(journal: &mut Journal, e: &EventLine) -> Result<()> {
+    journal.append_all_as("watch", [watch_record(e)])
+}
+
+/// What the journal records of a raw event: its kind, its path, and as detail the entry
+/// type and `-> to_path` for a move.
+fn watch_record(e: &EventLine) -> (JournalEvent, &[u8], String) {
     let etype = e.etype.map(|t| t.as_str()).unwrap_or("");
     let detail = match &e.to_path {
         // The destination byte-exact: escaped here (a name need not be UTF-8), and so
@@ -164,20 +170,20 @@ pub fn journal_event(journal: &mut Journal, e: &EventLine) -> Result<()> {
         Some(to) => format!("{etype} -> {}", crate::escape::escape_os(to.as_os_str())),
         None => etype.to_owned(),
     };
-    journal.append_as(
-        "watch",
+    (
         JournalEvent::Change(e.kind),
         e.path.as_os_str().as_encoded_bytes(),
-        &detail,
+        detail,
     )
 }
 
-/// Journals every event of a batch ([`journal_event`]); returns the lines that could not
-/// be written, for the caller to warn about.
+/// Journals every event of a batch as [`journal_event`] would, in one write; returns the
+/// error, if the write failed, for the caller to warn about.
 pub fn journal_batch(journal: &mut Journal, events: &[EventLine]) -> Vec<Error> {
-    events
-        .iter()
-        .filter_map(|e| journal_event(journal, e).err())
+    journal
+        .append_all_as("watch", events.iter().map(watch_record))
+        .err()
+        .into_iter()
         .collect()
 }
 
@@ -264,5 +270,41 @@ mod tests {
             crate::format::tsv::unescape_bytes(shown).expect("escaped once more"),
             to.as_os_str().as_bytes()
         );
+    }
+
+    #[test]
+    fn a_batch_is_journaled_as_its_events_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (one, all) = (dir.path().join("one.tsv"), dir.path().join("all.tsv"));
+        let events: Vec<EventLine> = [
+            (EventKind::Modify, "a/b", None),
+            (EventKind::Move, "c", Some("d\te")),
+            (EventKind::Delete, "f", None),
+        ]
+        .into_iter()
+        .map(|(kind, path, to)| {
+            EventLine::now(
+                kind,
+                Some(crate::format::events::EntryType::File),
+                PathBuf::from(path),
+                to.map(PathBuf::from),
+            )
+        })
+        .collect();
+        let mut journal = Journal::open(&one, "snap").expect("journal");
+        for e in &events {
+            journal_event(&mut journal, e).expect("journaled");
+        }
+        let mut journal = Journal::open(&all, "snap").expect("journal");
+        assert!(journal_batch(&mut journal, &events).is_empty());
+        let records = |p: &Path| -> Vec<String> {
+            let text = std::fs::read_to_string(p).expect("read");
+            // Each line but its time stamp.
+            text.lines()
+                .map(|l| l.split_once('\t').map_or(l, |(_, rest)| rest).to_owned())
+                .collect()
+        };
+        assert_eq!(records(&all), records(&one));
+        assert_eq!(records(&all).len(), 1 + events.len());
     }
 }

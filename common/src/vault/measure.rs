@@ -136,15 +136,22 @@ pub fn remains_held(root: &Path) -> Result<Option<u64>> {
 }
 
 /// Calls `visit` with the metadata of `root` and of every entry below it, not following
-/// any link (the physical tree `du` sees).
+/// any link (the physical tree `du` sees). Each entry is inspected beneath its listed
+/// directory (`fstatat` on the listing's descriptor), not by its whole path again.
 fn for_each_own_entry(root: &Path, mut visit: impl FnMut(&fs::Metadata)) -> Result<()> {
+    let m = fs::symlink_metadata(root).ctx("cannot inspect", root)?;
+    visit(&m);
+    if !m.is_dir() {
+        return Ok(());
+    }
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let m = fs::symlink_metadata(&p).ctx("cannot inspect", &p)?;
-        visit(&m);
-        if m.is_dir() {
-            for e in fs::read_dir(&p).ctx("cannot list", &p)? {
-                stack.push(e.ctx("cannot list", &p)?.path());
+        for e in fs::read_dir(&p).ctx("cannot list", &p)? {
+            let e = e.ctx("cannot list", &p)?;
+            let m = e.metadata().ctx("cannot inspect", &e.path())?;
+            visit(&m);
+            if m.is_dir() {
+                stack.push(e.path());
             }
         }
     }
