@@ -16,7 +16,7 @@
 //! returns (its durability walk and its removal on failure both come after).
 
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Scope;
@@ -76,6 +76,8 @@ pub(crate) struct Pool {
     batch: Vec<FileJob>,
     done: Receiver<Vec<FileDone>>,
     cancelled: Arc<AtomicBool>,
+    /// The bytes of data the workers have written so far.
+    written: Arc<AtomicU64>,
 }
 
 impl Pool {
@@ -91,16 +93,26 @@ impl Pool {
         let (report, done) = mpsc::channel::<Vec<FileDone>>();
         let queue = Arc::new(Mutex::new(queue));
         let cancelled = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
         for _ in 0..n.max(1) {
-            let (queue, report, cancelled) = (queue.clone(), report.clone(), cancelled.clone());
-            scope.spawn(move || work(&queue, &report, &cancelled, hash, keep));
+            let (queue, report) = (queue.clone(), report.clone());
+            let (cancelled, written) = (cancelled.clone(), written.clone());
+            scope.spawn(move || work(&queue, &report, &cancelled, &written, hash, keep));
         }
         Pool {
             jobs: Some(jobs),
             batch: Vec::with_capacity(BATCH),
             done,
             cancelled,
+            written,
         }
+    }
+
+    /// A counter of the bytes of data the workers have written so far (a file's length
+    /// once it is copied), for whoever paces the writeback
+    /// ([`EarlyWriteback`](crate::engine::early_writeback::EarlyWriteback)).
+    pub fn written(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.written)
     }
 
     /// Queues a job (handed over with its batch). `false` when no worker is left to take
@@ -154,6 +166,7 @@ fn work(
     queue: &Mutex<Receiver<Vec<FileJob>>>,
     report: &Sender<Vec<FileDone>>,
     cancelled: &AtomicBool,
+    written: &AtomicU64,
     hash: bool,
     keep: Fidelity,
 ) {
@@ -170,11 +183,15 @@ fn work(
                 return;
             }
             let result = copy::copy_source_file(&job.src, &job.dst, hash, &job.seen, keep);
-            if let Err(e) = &result
-                && !e.is_enospc()
-            {
+            match &result {
+                Ok(c) => {
+                    written.fetch_add(c.len, Ordering::Relaxed);
+                }
                 // Nothing of a copy that failed stays (the full disk aborts the whole build).
-                let _ = fs::remove_file(&*job.dst);
+                Err(e) if !e.is_enospc() => {
+                    let _ = fs::remove_file(&*job.dst);
+                }
+                Err(_) => {}
             }
             done.push(FileDone {
                 seq: job.seq,

@@ -114,8 +114,8 @@ impl Builder<'_> {
         // Opened before the threads: the helper flushes the filesystem it is on.
         let new_root = std::fs::File::open(&self.new_root).ctx("cannot open", &self.new_root)?;
         std::thread::scope(|scope| {
-            let writeback = EarlyWriteback::start(scope, new_root);
             let mut pool = Pool::start(scope, workers, hash, keep);
+            let writeback = EarlyWriteback::start(scope, new_root, pool.written());
             let mut steps = Steps::default();
             let walked = self
                 .walk_first(root, &mut pool, &mut steps)
