@@ -3,8 +3,8 @@
 //! [`publish`](crate::engine::publish)) finds little left to write.
 //!
 //! Without it, a first copy leaves every byte it wrote dirty in the page cache until that
-//! final flush, which then waits for all of it at once (0.8 s of a 3.3 s first copy of the
-//! benchmark's 100,000-file tree, docs/benchmarks.md). With it, a helper thread flushes the
+//! final flush, which then waits for all of it at once (0.8 s of a 3.3 s first copy of
+//! 100,000 small files, docs/benchmarks.md). With it, a helper thread flushes the
 //! new version's filesystem each time the copy has written another [`EVERY`] bytes, and
 //! the disk works alongside the walk and the pool.
 //!
