@@ -42,12 +42,10 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ../Cargo.lock;
   # The `dist` profile of Cargo.toml: stripped, LTO.
   buildType = "dist";
-  # xtask (man pages and completions) is a development tool, not a program to install.
-  cargoBuildFlags = [
-    "--workspace"
-    "--exclude"
-    "xtask"
-  ];
+  # `cargo build` builds the workspace's default members (Cargo.toml): the library and the
+  # nine programs, not xtask, the test harness or the benchmark, whose dependencies'
+  # features would otherwise be built into every program.
+  cargoBuildFlags = [ ];
   # Unit tests only: the cross-binary tests want root, loop devices and several filesystems,
   # which the build sandbox does not have (CI and the NixOS VM test cover them).
   cargoTestFlags = [
