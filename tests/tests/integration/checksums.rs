@@ -629,41 +629,34 @@ fn a_carry_that_adds_nothing_needs_no_space() {
     let outer = tempfile::tempdir().expect("tempdir");
     let job = outer.path().join("job");
     fs::create_dir(&job).expect("mkdir");
-    sh(&format!(
-        "mount -t tmpfs -o size=1m tmpfs '{}'",
-        job.display()
-    ));
-    let result = std::panic::catch_unwind(|| {
-        let rec = |i: u32| Record {
-            size: u64::from(i),
-            hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
-        };
-        for n in [1, 2] {
-            fs::create_dir(job.join(format!("V{n}-20261201T000000Z"))).expect("mkdir");
-        }
-        let mut next: Records = (0..3000)
-            .map(|i| (PathBuf::from(format!("f/{i:06}")), rec(i)))
-            .collect();
-        next.insert(PathBuf::from("a"), rec(1));
-        write(
-            &job,
-            1,
-            &[(PathBuf::from("a"), rec(1))].into_iter().collect(),
-        )
-        .expect("write");
-        write(&job, 2, &next).expect("write");
-        let mut filler = fs::File::create(job.join("filler")).expect("filler");
-        while filler.write_all(&[1u8; 4096]).is_ok() {}
-        drop(filler);
-        // Resumed: V1's record of `a` is in V2's file already.
-        carry(&job, 1, 2, &[PathBuf::from("a")]).expect("a resumed carry on a full disk");
-        // Nothing below the moved entry.
-        carry(&job, 1, 2, &[PathBuf::from("empty-dir")]).expect("nothing to carry");
-        assert_eq!(read(&job, 2).expect("read"), Some(next.clone()));
-        assert!(file_of(&job, 2).is_file());
-    });
-    sh(&format!("umount '{}'", job.display()));
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
+    // Unmounted when the test ends, passed or failed.
+    let _tmpfs = reverb_tests::MountGuard::new(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], &job)
+        .expect("mount a 1 MiB tmpfs");
+    let rec = |i: u32| Record {
+        size: u64::from(i),
+        hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+    };
+    for n in [1, 2] {
+        fs::create_dir(job.join(format!("V{n}-20261201T000000Z"))).expect("mkdir");
     }
+    let mut next: Records = (0..3000)
+        .map(|i| (PathBuf::from(format!("f/{i:06}")), rec(i)))
+        .collect();
+    next.insert(PathBuf::from("a"), rec(1));
+    write(
+        &job,
+        1,
+        &[(PathBuf::from("a"), rec(1))].into_iter().collect(),
+    )
+    .expect("write");
+    write(&job, 2, &next).expect("write");
+    let mut filler = fs::File::create(job.join("filler")).expect("filler");
+    while filler.write_all(&[1u8; 4096]).is_ok() {}
+    drop(filler);
+    // Resumed: V1's record of `a` is in V2's file already.
+    carry(&job, 1, 2, &[PathBuf::from("a")]).expect("a resumed carry on a full disk");
+    // Nothing below the moved entry.
+    carry(&job, 1, 2, &[PathBuf::from("empty-dir")]).expect("nothing to carry");
+    assert_eq!(read(&job, 2).expect("read"), Some(next.clone()));
+    assert!(file_of(&job, 2).is_file());
 }
