@@ -159,7 +159,7 @@ fn held_files(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<Vec<Pat
 }
 
 /// The bytes of one version's real regular files (a walk that keeps only the sum).
-fn held_bytes(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<u64> {
+fn real_file_bytes(job: &Path, vdir: &str, lookalikes: &Lookalikes) -> Result<u64> {
     struct Sum(u64);
     impl Visitor for Sum {
         fn entry(&mut self, node: &mut Node) -> Result<()> {
@@ -240,7 +240,7 @@ pub fn verify(
         if !dir.path.join(&row.dir).is_dir() {
             continue; // reverb-index --check reports a missing version
         }
-        match held_bytes(&dir.path, &row.dir, &lookalikes) {
+        match real_file_bytes(&dir.path, &row.dir, &lookalikes) {
             Ok(bytes) => {
                 let counted = checksums::file_of(&dir.path, row.version).is_file();
                 if counted {
