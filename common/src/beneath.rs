@@ -376,6 +376,27 @@ impl At {
         Ok(std::fs::File::from(fd))
     }
 
+    /// Creates the entry as a symlink whose text is `target` (`symlinkat` on its
+    /// directory's descriptor: the same name in the same directory as its path, without
+    /// the lookup through `/proc`).
+    pub fn symlink(&self, target: &Path) -> io::Result<()> {
+        nix::unistd::symlinkat(target, self.dir.as_fd(), Path::new(&self.name))?;
+        Ok(())
+    }
+
+    /// Creates the entry as a new name of the file at `from` (`linkat`, `from` not
+    /// followed: a symlink there gets a second name itself).
+    pub fn hard_link_from(&self, from: &Path) -> io::Result<()> {
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            from,
+            self.dir.as_fd(),
+            Path::new(&self.name),
+            nix::fcntl::AtFlags::empty(),
+        )?;
+        Ok(())
+    }
+
     /// The entry as a directory (a symlink there is [`io::ErrorKind::NotADirectory`]).
     pub fn here(&self) -> io::Result<Here> {
         let fd = open_beneath(

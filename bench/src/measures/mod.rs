@@ -82,10 +82,12 @@ impl Bench {
     /// `reverb-snap` making a version from a batch of events on its stdin, as the
     /// supervisor runs it: the vault's filesystem was probed when the job started (here,
     /// by the first copy), so not again for each version (`--vault-probed`,
-    /// docs/filesystems.md); the events are still journaled by reverb-snap itself.
+    /// docs/filesystems.md), and who may read the vault was put right by that start's
+    /// first version (`--vault-secured`, docs/security.md); the events are still journaled
+    /// by reverb-snap itself.
     pub fn snap_events(&self) -> Command {
         let mut c = self.snap();
-        c.args(["--changes", "-", "--vault-probed"]);
+        c.args(["--changes", "-", "--vault-probed", "--vault-secured"]);
         c
     }
 

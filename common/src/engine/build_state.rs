@@ -282,6 +282,25 @@ impl Builder<'_> {
         }
     }
 
+    /// Lists the directory `rel` physically in version `phys` (nothing when `None`), its
+    /// entries not classified until the build needs to know ([`Builder::keep_listed`],
+    /// [`Builder::classify`]).
+    pub fn list_version_unread(
+        &self,
+        phys: Option<&str>,
+        rel: &RelPath,
+    ) -> Result<BTreeMap<OsString, listing::Listed>> {
+        match phys {
+            Some(phys) => listing::list_version_unread(&self.job, phys, rel),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// What the listed old entry at `rel` is (a `readlink` when it is a symlink).
+    pub fn classify(&self, rel: &RelPath, old: listing::Listed) -> Result<listing::VersionEntry> {
+        old.classify(rel, &self.lookalikes)
+    }
+
     pub fn baseline_state(&self, rel: &RelPath) -> BaselineState {
         let Some(record) = self.baseline.as_ref().and_then(|b| b.get(rel.as_path())) else {
             return BaselineState::Changed;
@@ -355,19 +374,32 @@ impl Builder<'_> {
         {
             // Its text is `link_text(rel, holder)` exactly (that is how it was classified).
             // Any failure (EMLINK, no hard links here) leaves nothing: make a link instead.
-            let shared = nix::unistd::linkat(
-                nix::fcntl::AT_FDCWD,
-                link.as_path(),
-                nix::fcntl::AT_FDCWD,
-                &*na,
-                nix::fcntl::AtFlags::empty(),
-            );
-            if shared.is_ok() {
+            if na.hard_link_from(link.as_path()).is_ok() {
                 return Ok(());
             }
         }
         let text = tree::link_text(rel.as_path(), holder);
-        std::os::unix::fs::symlink(&text, &*na).ctx("cannot create vault link", &np)
+        na.symlink(&text).ctx("cannot create vault link", &np)
+    }
+
+    /// [`Builder::keep_old`] for an old entry listed but not classified. A symlink gets a
+    /// second name as it is, without being read: a vault link's text and a source link's
+    /// alike mean in the new version what they meant in the old, since the entry keeps its
+    /// path (and so its depth); what needs its kind goes through [`Builder::keep_old`]: a
+    /// registered lookalike (the new version registers it too), a link deeper than
+    /// [`MAX_LINK_DEPTH`], a filesystem that refuses the hard link (`EMLINK`, none at all),
+    /// and every entry that is not a symlink.
+    pub fn keep_listed(&mut self, rel: &RelPath, old: listing::Listed) -> Result<()> {
+        if old.ft.is_symlink()
+            && tree::depth(rel.as_path()) <= MAX_LINK_DEPTH
+            && !self.lookalikes.contains(&old.phys, rel.as_path())
+            && !crate::fault::hard_links_refused()
+            && self.new_at(rel)?.hard_link_from(&old.path).is_ok()
+        {
+            return Ok(());
+        }
+        let old = old.classify(rel, &self.lookalikes)?;
+        self.keep_old(rel, &old)
     }
 
     /// Copies `rel` from the vault (version `holder`, through vault links) into the new

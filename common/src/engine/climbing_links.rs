@@ -80,10 +80,11 @@ impl ClimbLinks {
         &self.now
     }
 
-    /// Records the new version `new_name`'s climbing links in job folder `job`'s registry,
-    /// with the old version's kept (a crash before the new version is published leaves the
-    /// old one described) and every other version's dropped; atomic and durable.
-    pub fn save(&self, job: &Path, new_name: &str) -> Result<()> {
+    /// Job folder `job`'s registry with the new version `new_name`'s climbing links, the
+    /// old version's kept (a crash before the new version is published leaves the old one
+    /// described) and every other version's dropped: the file and its text, which the
+    /// caller writes atomically and durably ([`crate::fsutil::write_atomic_all`]).
+    pub fn replacement(&self, job: &Path, new_name: &str) -> Result<crate::fsutil::Replacement> {
         let mut reg = Climbing::load(job)?;
         let mut keep: BTreeSet<&str> = BTreeSet::from([new_name]);
         if let Some((old, links)) = &self.base {
@@ -92,7 +93,7 @@ impl ClimbLinks {
         }
         reg.set(new_name, self.now.clone());
         reg.retain(&keep);
-        reg.save(job)
+        Ok(reg.replacement(job))
     }
 }
 

@@ -265,11 +265,12 @@ impl LinkGroups {
         reg.save(job)
     }
 
-    /// Records the new version `new_name`'s multiply linked files in job folder `job`'s
-    /// registry, with the old version's kept (a crash before the new version is published
-    /// leaves the old one described) and every other version's dropped; atomic and durable.
-    /// A new version whose record is not known is left out.
-    pub fn save(&self, job: &Path, new_name: &str) -> Result<()> {
+    /// Job folder `job`'s registry with the new version `new_name`'s multiply linked files,
+    /// the old version's kept (a crash before the new version is published leaves the old
+    /// one described) and every other version's dropped (a new version whose record is not
+    /// known is left out): the file and its text, which the caller writes atomically and
+    /// durably ([`crate::fsutil::write_atomic_all`]).
+    pub fn replacement(&self, job: &Path, new_name: &str) -> crate::fsutil::Replacement {
         let mut reg = registry(job);
         let mut keep: BTreeSet<&str> = BTreeSet::new();
         if let Some((old, names)) = &self.base {
@@ -286,6 +287,6 @@ impl LinkGroups {
             keep.insert(new_name);
         }
         reg.retain(&keep);
-        reg.save(job)
+        reg.replacement(job)
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::engine::copy;
 use crate::error::{IoContext, Result};
@@ -86,6 +86,63 @@ pub(crate) struct VersionEntry {
     pub meta: Option<Metadata>,
     /// Where it is, when it is a vault link: a build that keeps it shares its inode.
     pub link: Option<std::path::PathBuf>,
+}
+
+/// One entry of a version directory as listed, its kind not read yet: whether a symlink is
+/// a vault link or a source link takes a `readlink`, which a build that keeps the entry as
+/// it is does not need ([`crate::engine::build_state::Builder::keep_listed`]).
+#[derive(Debug)]
+pub(crate) struct Listed {
+    pub ft: fs::FileType,
+    /// The version physically listed.
+    pub phys: String,
+    /// Where it is, relative to the job folder.
+    pub path: PathBuf,
+}
+
+impl Listed {
+    /// The entry at `rel` as [`list_version`] with [`Detail::Names`] gives it.
+    pub fn classify(self, rel: &RelPath, lookalikes: &Lookalikes) -> Result<VersionEntry> {
+        let entry = tree::classify(&self.path, rel.as_path(), &self.phys, self.ft, lookalikes)?;
+        Ok(match entry {
+            Entry::VaultLink { holder } => VersionEntry {
+                holder: holder.clone(),
+                entry: Entry::VaultLink { holder },
+                meta: None,
+                link: Some(self.path),
+            },
+            Entry::Real(ft) => VersionEntry {
+                entry: Entry::Real(ft),
+                holder: self.phys,
+                meta: None,
+                link: None,
+            },
+        })
+    }
+}
+
+/// The directory `rel` physically in version `phys` of the job folder `job`, its entries
+/// not classified ([`Listed`]).
+pub(crate) fn list_version_unread(
+    job: &Path,
+    phys: &str,
+    rel: &RelPath,
+) -> Result<BTreeMap<OsString, Listed>> {
+    let dir = rel.under(&job.join(phys));
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(&dir).ctx("cannot list version directory", &dir)? {
+        let e = e.ctx("cannot list version directory", &dir)?;
+        let ft = e.file_type().ctx("cannot inspect", &e.path())?;
+        out.insert(
+            e.file_name(),
+            Listed {
+                ft,
+                phys: phys.to_owned(),
+                path: e.path(),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// The directory `rel` physically in version `phys` of the job folder `job`.

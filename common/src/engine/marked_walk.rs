@@ -23,7 +23,7 @@ use std::fs::{self, Metadata};
 use crate::engine::build_state::{BaselineState, Builder, SourceListing, SourceStat};
 use crate::engine::copy;
 use crate::engine::ingest::Copied;
-use crate::engine::listing::{Detail, VersionEntry};
+use crate::engine::listing::{Detail, Listed, VersionEntry};
 use crate::engine::marks::MarkTree;
 use crate::engine::rescan_index::RescanIndex;
 use crate::error::{IoContext, Result};
@@ -37,7 +37,7 @@ struct OpenDir {
     marks: MarkTree,
     diffed: bool,
     /// Names still to visit: (name, present in the source, the old entry).
-    todo: std::vec::IntoIter<(OsString, bool, Option<VersionEntry>)>,
+    todo: std::vec::IntoIter<(OsString, bool, Option<Listed>)>,
     /// Does anything in it differ from the old version so far?
     differs: bool,
     then: WhenBuilt,
@@ -126,7 +126,7 @@ impl Builder<'_> {
         let (marks, diffed) = self.widen(&rel, marks, phys, diffed)?;
         let todo = match self.list_source(&rel, Detail::Names) {
             SourceListing::Listed(src) => {
-                let mut old = self.list_version(phys, &rel, Detail::Names)?;
+                let mut old = self.list_version_unread(phys, &rel)?;
                 let names: BTreeSet<OsString> = src.keys().chain(old.keys()).cloned().collect();
                 names
                     .into_iter()
@@ -184,12 +184,13 @@ impl Builder<'_> {
         rel: RelPath,
         marks: Option<MarkTree>,
         in_source: bool,
-        old: Option<VersionEntry>,
+        old: Option<Listed>,
         diffed: bool,
     ) -> Result<Visit> {
         let differs = match (in_source, old) {
             (false, None) => false,
             (false, Some(old)) => {
+                let old = self.classify(&rel, old)?;
                 self.forget_old(&rel, &old.holder)?;
                 self.note_changed(&rel);
                 true
@@ -197,10 +198,13 @@ impl Builder<'_> {
             (true, None) => return self.visit_new(rel, marks, diffed),
             (true, Some(old)) => match marks {
                 None => {
-                    self.keep_old(&rel, &old)?;
+                    self.keep_listed(&rel, old)?;
                     false
                 }
-                Some(marks) => return self.update(rel, marks, old, diffed),
+                Some(marks) => {
+                    let old = self.classify(&rel, old)?;
+                    return self.update(rel, marks, old, diffed);
+                }
             },
         };
         Ok(Visit::Done { differs })

@@ -158,9 +158,12 @@ pub(crate) fn publish(
     let record = completion_record(&dir, &name);
     let final_path = dir.version(&name);
     let before_rename = (|| -> Result<()> {
-        b.lookalikes.save(&dir.path)?;
-        b.climbing.save(&dir.path, &b.new_name)?;
-        b.link_groups.save(&dir.path, &b.new_name)?;
+        // Independent records: written together, sharing their flushes.
+        fsutil::write_atomic_all(&[
+            b.lookalikes.replacement(&dir.path),
+            b.climbing.replacement(&dir.path, &b.new_name)?,
+            b.link_groups.replacement(&dir.path, &b.new_name),
+        ])?;
         crate::fault::step();
         make_durable(partial)?;
         // Its checksums, durable too, before it is visible (docs/format.md#checksums).

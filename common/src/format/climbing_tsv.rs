@@ -117,8 +117,10 @@ impl Climbing {
         self.versions.retain(|d, _| keep.contains(d.as_str()));
     }
 
-    /// Rewrites the registry atomically (temp file, fsync, rename, fsync of the folder).
-    pub fn save(&self, job_dir: &Path) -> Result<()> {
+    /// The registry's file in job folder `job_dir` and its new text, to be written
+    /// atomically with [`fsutil::write_atomic_all`] (temp file, fsync, rename, fsync of the
+    /// folder).
+    pub fn replacement(&self, job_dir: &Path) -> fsutil::Replacement {
         let mut out = String::from("dir\tpath\ttarget\n");
         for (dir, links) in &self.versions {
             let d = tsv::escape(dir);
@@ -128,7 +130,10 @@ impl Climbing {
                 out.push_str(&format!("{d}\t{p}\t{t}\n"));
             }
         }
-        fsutil::write_atomic(&job_dir.join(FILE), out.as_bytes())
+        fsutil::Replacement {
+            path: job_dir.join(FILE),
+            contents: out.into_bytes(),
+        }
     }
 }
 
@@ -168,7 +173,7 @@ mod tests {
         let mut links = Links::new();
         links.insert(b"a\tb/l\n".to_vec(), b"../x\xff".to_vec());
         c.set("V2-20260101T000001Z", links);
-        c.save(dir.path()).expect("save");
+        fsutil::write_atomic_all(&[c.replacement(dir.path())]).expect("save");
         let back = Climbing::load(dir.path()).expect("load");
         assert_eq!(back, c);
         assert_eq!(back.of("V1-20260101T000000Z"), Some(&Links::new()));

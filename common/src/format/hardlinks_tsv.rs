@@ -172,6 +172,13 @@ impl Registry {
 
     /// Rewrites the registry atomically (temp file, fsync, rename, fsync of the folder).
     pub fn save(&self, job_dir: &Path) -> Result<()> {
+        let r = self.replacement(job_dir);
+        fsutil::write_atomic(&r.path, &r.contents)
+    }
+
+    /// The registry's file in job folder `job_dir` and its new text, for
+    /// [`fsutil::write_atomic_all`].
+    pub fn replacement(&self, job_dir: &Path) -> fsutil::Replacement {
         let mut out = format!("{}\n", COLUMNS.join("\t"));
         for (dir, names) in &self.versions {
             let d = tsv::escape(dir);
@@ -183,7 +190,10 @@ impl Registry {
                 }
             }
         }
-        fsutil::write_atomic(&job_dir.join(FILE), out.as_bytes())
+        fsutil::Replacement {
+            path: job_dir.join(FILE),
+            contents: out.into_bytes(),
+        }
     }
 }
 

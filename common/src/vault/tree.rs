@@ -116,13 +116,23 @@ impl Lookalikes {
 
     /// Rewrites the registry atomically.
     pub fn save(&self, job_dir: &Path) -> Result<()> {
+        let r = self.replacement(job_dir);
+        fsutil::write_atomic(&r.path, &r.contents)
+    }
+
+    /// The registry's file in job folder `job_dir` and its new text, for
+    /// [`fsutil::write_atomic_all`].
+    pub fn replacement(&self, job_dir: &Path) -> fsutil::Replacement {
         let mut rows: Vec<_> = self.set.iter().collect();
         rows.sort();
         let mut out = String::from("dir\tpath\n");
         for (dir, p) in rows {
             out.push_str(&format!("{}\t{}\n", tsv::escape(dir), tsv::escape_bytes(p)));
         }
-        fsutil::write_atomic(&job_dir.join(LOOKALIKES), out.as_bytes())
+        fsutil::Replacement {
+            path: job_dir.join(LOOKALIKES),
+            contents: out.into_bytes(),
+        }
     }
 
     /// Records that the symlink at `rel` in `dir` is a source link.

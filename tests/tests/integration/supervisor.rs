@@ -295,6 +295,48 @@ fn changes_while_stopped_and_a_killed_watcher_are_caught_up() {
     assert_eq!(sup.stop().code(), Some(0));
 }
 
+/// Who may read the vault's records is put right by the first version of each start of a
+/// job (docs/security.md#who-may-read-the-vault); the versions after it, told so by the
+/// supervisor (`--vault-secured`), do not walk the records again.
+#[test]
+fn who_may_read_the_vault_is_put_right_at_each_start_of_a_job() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::symlink_metadata(p).expect("stat").permissions().mode() & 0o7777;
+    let s = Setup::new(&["private"], "");
+    let journal = s.job_dir("private").join("journal.tsv");
+    let sup = Supervisor::start(&s.config);
+    wait_for("first version", 20, || {
+        versions(&s.job_dir("private")).len() == 1
+    });
+    assert_eq!(mode(&journal), 0o600);
+    // Widened while the job runs, as an old vault's records are: the next version of the
+    // running job leaves it.
+    fs::set_permissions(&journal, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::write(s.src("private").join("more"), b"more").expect("write");
+    wait_for("second version", 20, || {
+        versions(&s.job_dir("private")).len() == 2
+    });
+    assert_eq!(
+        mode(&journal),
+        0o644,
+        "a running job's version leaves the records"
+    );
+    assert_eq!(sup.stop().code(), Some(0));
+    // The next start's first version (a rescan that finds nothing new) puts it right.
+    let sup = Supervisor::start(&s.config);
+    wait_for("the journal private again", 20, || mode(&journal) == 0o600);
+    let text = fs::read_to_string(&journal).expect("journal");
+    assert!(
+        text.lines()
+            .any(|l| l.split('\t').nth(2) == Some("permissions")
+                && l.contains("journal.tsv")
+                && l.contains("0644")),
+        "the fix is journaled:\n{text}"
+    );
+    assert_eq!(sup.stop().code(), Some(0));
+    assert_eq!(versions(&s.job_dir("private")).len(), 2);
+}
+
 #[test]
 fn sighup_adds_a_job() {
     let s = Setup::new(&["first"], "");

@@ -138,3 +138,31 @@ fn never_overwrites_and_never_follows() {
         Path::new("a")
     );
 }
+
+#[test]
+fn only_a_umask_that_spares_the_owner_skips_the_chmod_of_a_new_directory() {
+    let status =
+        |umask: &str| format!("Name:\treverb-snap\nUmask:\t{umask}\nState:\tR (running)\n");
+    assert!(status_spares_owner(&status("0022")));
+    assert!(status_spares_owner(&status("0077")));
+    assert!(status_spares_owner(&status("0000")));
+    assert!(!status_spares_owner(&status("0277")), "owner write masked");
+    assert!(!status_spares_owner(&status("0477")), "owner read masked");
+    assert!(!status_spares_owner(&status("0177")), "owner search masked");
+    assert!(!status_spares_owner("Name:\told kernel\n"), "no Umask line");
+    assert!(!status_spares_owner(&status("garbage")));
+}
+
+#[test]
+fn make_dir_gives_a_new_directory_mode_0700() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("new");
+    make_dir(&d).expect("make_dir");
+    let m = fs::symlink_metadata(&d).expect("lstat");
+    assert!(m.is_dir());
+    assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(
+        make_dir(&d).map_err(|e| e.kind()),
+        Err(io::ErrorKind::AlreadyExists)
+    );
+}

@@ -198,7 +198,13 @@ impl Runner {
         };
         let _ = std::fs::remove_file(self.progress_file());
         match waited {
-            Ok(out) => out.map_err(|e| Halt::Failed(format!("reverb-snap: {e}"))),
+            Ok(out) => {
+                let out = out.map_err(|e| Halt::Failed(format!("reverb-snap: {e}")))?;
+                if out.status.success() {
+                    self.secure_due = false;
+                }
+                Ok(out)
+            }
             Err(_) => {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = rx.recv();
@@ -266,6 +272,10 @@ impl Runner {
         if !self.probe_due {
             // Probed when the job started (docs/filesystems.md): not again per version.
             c.arg("--vault-probed");
+        }
+        if !self.secure_due {
+            // Put right by this start's first version (docs/security.md): not again per version.
+            c.arg("--vault-secured");
         }
         // A long first copy shows its progress on a terminal (reverb-snap draws it on stderr).
         let on_tty = !with_batch && std::io::IsTerminal::is_terminal(&std::io::stderr());

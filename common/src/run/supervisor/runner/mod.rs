@@ -162,6 +162,10 @@ struct Runner {
     /// The vault's filesystem is to be probed before the next version: the job starts, or
     /// it was paused (the vault may be another filesystem now; docs/filesystems.md).
     probe_due: bool,
+    /// Who may read the vault is to be put right by the next version (docs/security.md):
+    /// the job starts, or it was paused. Cleared once a reverb-snap did it (exited 0);
+    /// the versions after it are told so (`--vault-secured`).
+    secure_due: bool,
     /// The failure being retried and when it began (RFC 3339): a retry passes through
     /// `copying`, so the live state alone cannot tell a repeat from a new failure.
     failure: Option<(String, String)>,
@@ -214,6 +218,7 @@ impl Runner {
             journal_failure_logged: false,
             paused: false,
             probe_due: true,
+            secure_due: true,
             failure: None,
             watch_error: None,
             missing: None,
@@ -315,6 +320,7 @@ impl Runner {
                     }
                     self.paused = true;
                     self.probe_due = true;
+                    self.secure_due = true;
                     self.failure = None;
                     self.set_live(JobState::Paused { why });
                     self.wait_for_mounts();
