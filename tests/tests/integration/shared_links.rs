@@ -1,5 +1,6 @@
 //! Shared link inodes (docs/format.md "Shared link inodes"): a version keeps the vault links
-//! of the version before it as hard links of them, and a retirement makes each new text
+//! (and the unchanged source links) of the version before it as hard links of them, and a
+//! retirement makes each new text
 //! once and hard-links it into every version that needs it. Checked against `stat` (the
 //! inode and link count of each name) and `readlink`, and every retained version against a
 //! capture of the source taken when it was versioned; with hard links refused, the same
@@ -167,4 +168,55 @@ fn with_hard_links_refused_every_link_is_its_own_and_the_versions_are_the_same()
     assert_eq!(shared_symlinks(&own), Vec::<String>::new());
     verify(&shared, &h_shared, "shared");
     verify(&own, &h_own, "own links");
+}
+
+/// An unchanged source link in a directory a version makes real is kept the same way as a
+/// vault link: a second name of the previous version's (its text, read from the same path,
+/// means the same; nothing changes a version's symlink in place). Retiring the version that
+/// made it leaves the later ones whole; with hard links refused each version has its own.
+#[test]
+fn an_unchanged_source_link_is_kept_as_a_hard_link_of_the_previous_versions() {
+    for refuse in [false, true] {
+        let f = Fixture::new();
+        fs::create_dir_all(f.src.join("a/b")).expect("mkdir");
+        fs::write(f.src.join("a/b/f"), "f v1").expect("write");
+        std::os::unix::fs::symlink("f", f.src.join("a/b/s")).expect("symlink");
+        let mut h = vec![(snap(&f, refuse, true), capture(&f.src, opts()))];
+        for text in ["f v2", "f v3"] {
+            fs::write(f.src.join("a/b/f"), text).expect("write");
+            h.push((snap(&f, refuse, false), capture(&f.src, opts())));
+        }
+        let job = f.job_dir();
+        let names: Vec<_> = h.iter().map(|(v, _)| job.join(v).join("a/b/s")).collect();
+        for n in &names {
+            assert_eq!(readlink(n), "f", "{}", n.display());
+        }
+        let inodes: Vec<(u64, u64)> = names.iter().map(|n| inode_and_links(n)).collect();
+        if refuse {
+            assert_eq!(
+                inodes,
+                vec![(inodes[0].0, 1), (inodes[1].0, 1), (inodes[2].0, 1)]
+            );
+            assert!(inodes[0].0 != inodes[1].0 && inodes[1].0 != inodes[2].0);
+        } else {
+            assert_eq!(inodes, vec![(inodes[0].0, 3); 3], "one inode, three names");
+        }
+        let mut c = f.tool("reverb-retire");
+        c.args(["--keep", "2"]);
+        if refuse {
+            c.env("REVERB_FAULT_NO_HARD_LINKS", "1");
+        }
+        c.assert_success();
+        assert_eq!(index_dirs(&f), vec![h[1].0.clone(), h[2].0.clone()]);
+        let (i2, l2) = inode_and_links(&names[1]);
+        assert_eq!(readlink(&names[2]), "f");
+        if !refuse {
+            assert_eq!((i2, l2), (inodes[0].0, 2), "the later versions keep it");
+        }
+        verify(
+            &f,
+            &h,
+            &format!("source link, hard links refused: {refuse}"),
+        );
+    }
 }
