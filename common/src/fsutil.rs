@@ -239,19 +239,18 @@ pub fn write_atomic_all(files: &[Replacement]) -> Result<()> {
         for r in files {
             let folder = r.path.parent().unwrap_or(Path::new("."));
             let tmp = temp_in(&tmp_dir_of(folder)?, &r.path);
-            let mut f = OpenOptions::new()
+            let f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)
                 .ctx("cannot create", &tmp)?;
-            written.push((
-                f.try_clone().ctx("cannot create", &tmp)?,
-                tmp.clone(),
-                &r.path,
-            ));
-            Access::of_folder(folder)?.apply_to_open(&f, &tmp, false)?;
-            f.write_all(&r.contents).ctx("cannot write", &tmp)?;
+            let wrote = Access::of_folder(folder)
+                .and_then(|access| access.apply_to_open(&f, &tmp, false))
+                .and_then(|()| (&f).write_all(&r.contents).ctx("cannot write", &tmp));
+            // Listed before the error is returned: an error removes it with the others.
+            written.push((f, tmp, &r.path));
+            wrote?;
         }
         for (f, tmp, _) in &written {
             f.sync_all().ctx("cannot fsync", tmp)?;

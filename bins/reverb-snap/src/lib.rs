@@ -62,7 +62,8 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub vault_probed: bool,
     /// The caller (the supervisor) had who may read the vault put right since the job
-    /// started (by its first version): do not walk the job's records again for this one.
+    /// started (by its first version): do not walk the job's records again for this one,
+    /// unless the job's settings changed.
     #[arg(long, hide = true)]
     pub vault_secured: bool,
 }
@@ -108,15 +109,17 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         (Some(new), true) => batch::change_source(&mut ctx, vault.root(), new)?,
         _ => batch::check_source(&ctx, &args.target.job, target.source.as_deref())?,
     }
-    if let Some(settings) = &target.settings {
-        job::update_settings(&mut ctx, settings)?;
-    }
+    let settings_changed = match &target.settings {
+        Some(settings) => job::update_settings(&mut ctx, settings)?,
+        None => false,
+    };
     if !args.dry_run {
         for said in job::note_capabilities(&mut ctx)? {
             eprintln!("reverb-snap: warning: {said}");
         }
-        // Who may read the vault, put right at every start (docs/security.md).
-        if !args.vault_secured {
+        // Who may read the vault, put right at every start (docs/security.md), and when the
+        // configuration changed it (`vault_group`) while the job runs.
+        if !args.vault_secured || settings_changed {
             job::secure(&mut ctx)?;
         }
     }

@@ -388,9 +388,12 @@ impl Builder<'_> {
     /// path (and so its depth); what needs its kind goes through [`Builder::keep_old`]: a
     /// registered lookalike (the new version registers it too), a link deeper than
     /// [`MAX_LINK_DEPTH`], a filesystem that refuses the hard link (`EMLINK`, none at all),
-    /// and every entry that is not a symlink.
+    /// a vault whose links' attributes are not their own (sshfs: the server's `link()` may
+    /// follow a symlink, and a source link's text is the source owner's), and every entry
+    /// that is not a symlink.
     pub fn keep_listed(&mut self, rel: &RelPath, old: listing::Listed) -> Result<()> {
         if old.ft.is_symlink()
+            && self.fidelity.link_attributes
             && tree::depth(rel.as_path()) <= MAX_LINK_DEPTH
             && !self.lookalikes.contains(&old.phys, rel.as_path())
             && !crate::fault::hard_links_refused()

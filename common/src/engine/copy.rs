@@ -689,32 +689,15 @@ pub fn copy_special(
 /// Creates a directory (mode 0700 until [`finish_dir`] applies the source's metadata).
 pub fn make_dir(dst: &Path) -> io::Result<()> {
     fs::DirBuilder::new().mode(0o700).create(dst)?;
-    // A umask could leave it unwritable for us while we fill it; one that leaves the
-    // owner's bits alone (nearly all do) made it 0700 already.
-    if umask_spares_owner() {
+    // A umask, or a default ACL inherited from the folder (which replaces the umask and may
+    // come from a hostile source), could leave it unwritable for us while we fill it. Most
+    // of the time it is 0700 already, and one `lstat` says so.
+    if fs::symlink_metadata(dst)
+        .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == 0o700)
+    {
         return Ok(());
     }
     chmod_nofollow(dst, 0o700)
-}
-
-/// Does the process's umask leave the owner's permission bits alone? Read once from
-/// `/proc/self/status` (`umask(2)` cannot be read without setting it, which would race
-/// the copying threads); `false` when it cannot be read, so the caller sets the mode.
-fn umask_spares_owner() -> bool {
-    static SPARES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SPARES.get_or_init(|| {
-        fs::read_to_string("/proc/self/status").is_ok_and(|status| status_spares_owner(&status))
-    })
-}
-
-/// Does the `Umask:` line of this `/proc/PID/status` text leave the owner's bits alone?
-/// `false` without one (before Linux 4.7).
-fn status_spares_owner(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Umask:"))
-        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        .is_some_and(|umask| umask & 0o700 == 0)
 }
 
 /// Applies a directory's xattrs (default ACLs included) from `src`, then owner, mode and

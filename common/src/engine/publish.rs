@@ -2,12 +2,13 @@
 //! crash-safe order (docs/format.md#invariants, I6), or thrown away when nothing differs.
 //!
 //! Invariants: the publishing writes happen in exactly this order, each durable before the
-//! next: lookalike and climbing registries saved; every real entry of the version made
-//! durable (found by walking it, fsyncs, or one `syncfs` for a large version), and only then
-//! its `held_bytes` measured (I7); its completion record written ([`completion_record`]);
-//! rename into
-//! `<job>/` and fsync of the job folder; index.tsv rewritten; `current` replaced; journal
-//! appended (the completion record removed after the index). A failure before the rename
+//! next: the lookalike, climbing and hard-link registries saved (together, sharing their
+//! flushes: each is old or new after a crash, and any mix describes the old version the
+//! same); every real entry of the version made durable (found by walking it, fsyncs, or one
+//! `syncfs` for a large version), and only then its `held_bytes` measured (I7); its
+//! completion record written ([`completion_record`]); rename into `<job>/` and fsync of the
+//! job folder; index.tsv rewritten; `current` replaced; journal appended (the completion
+//! record removed after the index). A failure before the rename
 //! removes the partial version; [`crate::engine::recover`] repairs a crash after it.
 
 use std::fs;

@@ -378,10 +378,11 @@ pub fn note_capabilities(ctx: &mut JobCtx) -> Result<Vec<String>> {
     Ok(said)
 }
 
-/// Applies settings from the configuration to job.toml when they changed (journaled).
-pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
+/// Applies settings from the configuration to job.toml when they changed (journaled);
+/// says whether they did.
+pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<bool> {
     if &ctx.file.settings == settings {
-        return Ok(());
+        return Ok(false);
     }
     if ctx.file.settings.keep_complete != settings.keep_complete {
         return Err(Error::Usage(format!(
@@ -393,7 +394,7 @@ pub fn update_settings(ctx: &mut JobCtx, settings: &JobSettings) -> Result<()> {
     ctx.file.write(&ctx.dir.job_toml())?;
     ctx.journal
         .note(JournalEvent::Config, b"", "settings changed");
-    Ok(())
+    Ok(true)
 }
 
 /// Puts right who may read the vault's root, the job folder and its records, as the job's

@@ -1,10 +1,9 @@
 //! Shared link inodes (docs/format.md "Shared link inodes"): a version keeps the vault links
 //! (and the unchanged source links) of the version before it as hard links of them, and a
-//! retirement makes each new text
-//! once and hard-links it into every version that needs it. Checked against `stat` (the
-//! inode and link count of each name) and `readlink`, and every retained version against a
-//! capture of the source taken when it was versioned; with hard links refused, the same
-//! history holds no shared inode and the same versions.
+//! retirement makes each new text once and hard-links it into every version that needs it.
+//! Checked against `stat` (the inode and link count of each name) and `readlink`, and every
+//! retained version against a capture of the source taken when it was versioned; with hard
+//! links refused, the same history holds no shared inode and the same versions.
 
 use std::fs;
 use std::path::Path;

@@ -337,6 +337,30 @@ fn who_may_read_the_vault_is_put_right_at_each_start_of_a_job() {
     assert_eq!(versions(&s.job_dir("private")).len(), 2);
 }
 
+/// A `vault_group` set in the configuration while the job runs (no SIGHUP: each version
+/// reads the configuration) is applied by the next version, `--vault-secured` or not.
+#[test]
+fn a_vault_group_set_while_the_job_runs_applies_at_its_next_version() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    reverb_tests::require_root!("giving the vault's records the group users");
+    let s = Setup::new(&["shared"], "");
+    let job = s.job_dir("shared");
+    let sup = Supervisor::start(&s.config);
+    wait_for("first version", 20, || versions(&job).len() == 1);
+    fs::write(s.src("shared").join("more"), b"more").expect("write");
+    wait_for("second version", 20, || versions(&job).len() == 2);
+    s.write_config(&["shared"], "vault_group = \"users\"");
+    fs::write(s.src("shared").join("more"), b"even more").expect("write");
+    wait_for("third version", 20, || versions(&job).len() == 3);
+    let meta = |p: &Path| fs::symlink_metadata(p).expect("stat");
+    for (p, want) in [(job.clone(), 0o750), (job.join("journal.tsv"), 0o640)] {
+        let m = meta(&p);
+        assert_eq!(m.permissions().mode() & 0o7777, want, "{}", p.display());
+        assert_eq!(m.gid(), 100, "{} has the group users", p.display());
+    }
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
 #[test]
 fn sighup_adds_a_job() {
     let s = Setup::new(&["first"], "");
