@@ -128,17 +128,6 @@ impl std::ops::Add for Timing {
     }
 }
 
-/// User + system time of every child of the bench reaped so far (`RUSAGE_CHILDREN`).
-fn children_cpu() -> Result<Duration> {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
-    let tv = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().max(0) as u64)
-            + Duration::from_micros(t.tv_usec().max(0) as u64)
-    };
-    Ok(tv(u.user_time()) + tv(u.system_time()))
-}
-
 /// CPU time (user + system) a running process has used so far: the sum over its live
 /// threads of `/proc/PID/task/TID/schedstat`'s run time (nanoseconds); `/proc/PID/stat`'s
 /// utime + stime (10 ms ticks) where schedstat is missing.
@@ -200,8 +189,6 @@ pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Timing, S
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let cpu0 = children_cpu()?;
-    let t = Instant::now();
     let mut child = wrapped
         .spawn()
         .with_context(|| format!("cannot run {cmd:?}"))?;
@@ -211,8 +198,6 @@ pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Timing, S
             .with_context(|| format!("{cmd:?}: stdin"))?;
     }
     let out = child.wait_with_output()?;
-    let wall = t.elapsed();
-    let cpu = children_cpu()?.saturating_sub(cpu0);
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",
@@ -220,11 +205,13 @@ pub fn timed_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<(Timing, S
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    // The wrapper's figures: the program alone, without the wrapper's own start.
+    let m = crate::peak::read(&peak_file)?;
     Ok((
         Timing {
-            wall,
-            cpu,
-            peak_rss: Some(crate::peak::read(&peak_file)?),
+            wall: m.wall,
+            cpu: m.cpu,
+            peak_rss: Some(m.peak_rss),
         },
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ))

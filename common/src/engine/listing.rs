@@ -1,6 +1,7 @@
 //! Listing one directory on each side of a build: the source ([`list_source`]) and a
-//! version in the vault ([`list_version`]). Every listing the build makes goes through one
-//! of these two functions.
+//! version in the vault ([`list_version`], or [`list_version_unread`] when its symlinks are
+//! to be classified only if the build needs to know: [`Listed`]). Every listing the build
+//! makes goes through one of these functions.
 //!
 //! Invariants: entries come sorted by name (a `BTreeMap`), so builds are deterministic;
 //! excluded source paths are left out; metadata, when asked for, is read relative to the
