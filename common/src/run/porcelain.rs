@@ -411,18 +411,31 @@ pub struct HistoryRow {
 }
 
 /// The versions in which `rel` changed: held by the version itself (added or modified), or
-/// gone after being present (deleted).
+/// gone after being present (deleted). An entry a version holds that is the same as in the
+/// version before (a source link, which a version whose folder is real holds itself, or a
+/// name of the same inode) is no change; a directory held by a version is one (something
+/// below it changed).
 pub fn history(dir: &JobDir, rows: &[IndexRow], rel: &Path) -> Result<Vec<HistoryRow>> {
     let lookalikes = Lookalikes::load(&dir.path)?;
     let mut out = Vec::new();
     let mut present = false;
+    // The entry in the last version that had it, and its lstat.
+    let mut before: Option<(PathBuf, fs::Metadata)> = None;
     for row in rows {
         let phys = tree::resolve(&dir.path, &row.dir, rel, &lookalikes)?;
         match phys {
             Some(p) => {
+                let path = dir.path.join(&p).join(rel);
                 if p == row.dir || !present {
-                    let meta = fs::symlink_metadata(dir.path.join(&p).join(rel))
-                        .ctx("cannot inspect", &dir.path.join(&p).join(rel))?;
+                    let meta = fs::symlink_metadata(&path).ctx("cannot inspect", &path)?;
+                    let unchanged = present
+                        && before
+                            .as_ref()
+                            .is_some_and(|(bp, bm)| same_entry(bp, bm, &path, &meta));
+                    before = Some((path, meta.clone()));
+                    if unchanged {
+                        continue;
+                    }
                     out.push(HistoryRow {
                         kind: "history",
                         version: row.version,
@@ -435,6 +448,7 @@ pub fn history(dir: &JobDir, rows: &[IndexRow], rel: &Path) -> Result<Vec<Histor
                 present = true;
             }
             None => {
+                before = None;
                 if present {
                     out.push(HistoryRow {
                         kind: "history",
@@ -450,6 +464,22 @@ pub fn history(dir: &JobDir, rows: &[IndexRow], rel: &Path) -> Result<Vec<Histor
         }
     }
     Ok(out)
+}
+
+/// Is the entry at `b` (lstat `mb`) what it was at `a` (lstat `ma`) in an earlier version:
+/// one inode under two names (not a directory), or two symlinks with the same text and
+/// attributes? A regular file a version copied again is a change even with the same size
+/// and mtime (its data differed: the racily clean rule).
+fn same_entry(a: &Path, ma: &fs::Metadata, b: &Path, mb: &fs::Metadata) -> bool {
+    if ma.is_dir() || mb.is_dir() {
+        return false;
+    }
+    if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) {
+        return true;
+    }
+    ma.file_type().is_symlink()
+        && mb.file_type().is_symlink()
+        && compare(&EntryFacts::of(a, ma), &EntryFacts::of(b, mb), true) == Difference::Same
 }
 
 /// One difference between two versions.
@@ -571,8 +601,14 @@ fn diff_dir(
             continue;
         }
         let (fa, fb) = (EntryFacts::of(&pa, &ma), EntryFacts::of(&pb, &mb));
+        let both_links = ma.file_type().is_symlink() && mb.file_type().is_symlink();
         match compare(&fa, &fb, true) {
             Difference::Same => {}
+            // A build makes a symlink anew for a change of its owner or times (it cannot
+            // change one in place), but for a reader the same text is an attribute change.
+            Difference::Content if both_links && fa.target == fb.target => {
+                out.push(row("attributes"))
+            }
             Difference::Attributes => out.push(row("attributes")),
             Difference::Content => out.push(row("modified")),
         }

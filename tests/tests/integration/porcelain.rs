@@ -159,3 +159,83 @@ fn an_ad_hoc_job_is_seen_with_vault_and_history_find_restore_work() {
         .assert_success();
     assert_eq!(fs::read(dest.join("notes.txt")).expect("read"), b"one");
 }
+
+/// `history` of a symlink lists the versions where it changed, not every version whose
+/// folder was real (a version holds the source links of such a folder itself): the links'
+/// own `stat` and `readlink` decide, as they would for a reader comparing versions.
+#[test]
+fn history_of_a_symlink_lists_only_the_versions_where_it_changed() {
+    let f = Fixture::new();
+    let home = f._tmp.path().join("home");
+    fs::create_dir_all(f.src.join("sub")).expect("mkdir");
+    fs::write(f.src.join("notes.txt"), b"one").expect("write");
+    std::os::unix::fs::symlink("notes.txt", f.src.join("link")).expect("symlink");
+    std::os::unix::fs::symlink("../notes.txt", f.src.join("sub/up")).expect("symlink");
+    f.first();
+    // Three versions that change only a file beside the links.
+    for text in ["two", "three", "four"] {
+        fs::write(f.src.join("notes.txt"), text).expect("write");
+        assert!(!f.rescan().is_empty());
+        fs::write(f.src.join("sub/other"), text).expect("write");
+        assert!(!f.rescan().is_empty());
+    }
+    // The link's own times change (an attribute change), then its text.
+    TestCommand::program("touch")
+        .args(["-h", "-d", "2001-02-03 04:05:06"])
+        .arg(f.src.join("link"))
+        .assert_success();
+    assert!(!f.rescan().is_empty());
+    fs::remove_file(f.src.join("link")).expect("rm");
+    std::os::unix::fs::symlink("sub/other", f.src.join("link")).expect("symlink");
+    assert!(!f.rescan().is_empty());
+    let vault = f.vault.to_str().expect("utf-8");
+    let history = |path: &str| {
+        let o = porcelain(&home, &["history", "job", path, "--json", "--vault", vault])
+            .assert_success();
+        json_lines(&stdout(&o))
+            .iter()
+            .map(|h| {
+                (
+                    h["version"].as_u64().expect("version"),
+                    h["change"].as_str().expect("change").to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let added = (1, "added".to_owned());
+    assert_eq!(
+        history("link"),
+        [
+            added.clone(),
+            (8, "modified".to_owned()),
+            (9, "modified".to_owned())
+        ]
+    );
+    assert_eq!(history("sub/up"), [added]);
+    assert_eq!(
+        history("notes.txt").len(),
+        4,
+        "the file's own changes are all listed"
+    );
+    // diff says the same: the times of the link are an attribute, its text is not.
+    let diff = |a: &str, b: &str| {
+        let o =
+            porcelain(&home, &["diff", "job", a, b, "--json", "--vault", vault]).assert_success();
+        json_lines(&stdout(&o))
+            .iter()
+            .map(|d| {
+                (
+                    d["change"].as_str().expect("change").to_owned(),
+                    d["path"].as_str().expect("path").to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let one = |change: &str| vec![(change.to_owned(), "link".to_owned())];
+    assert_eq!(diff("7", "8"), one("attributes"));
+    assert_eq!(diff("8", "9"), one("modified"));
+    assert_eq!(
+        diff("4", "5"),
+        vec![("modified".to_owned(), "sub/other".to_owned())]
+    );
+}
