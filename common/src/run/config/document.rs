@@ -238,7 +238,11 @@ pub(super) fn check_setting(
     }
     if !known.iter().any(|k| k == key) {
         let mut all = known.to_vec();
-        all.extend(["source".to_string(), "vault".to_string()]);
+        // `[defaults]` may name a vault but not a source (each job has its own).
+        if !matches!(place.job, Section::Defaults) {
+            all.push("source".to_string());
+        }
+        all.push("vault".to_string());
         all.sort();
         let hint = did_you_mean(key, &all)
             .map(|k| format!("did you mean `{k}`? "))

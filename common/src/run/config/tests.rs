@@ -112,9 +112,19 @@ fn syntax_error_and_duplicate_job() {
 fn unknown_keys() {
     let f = Fixture::new();
     f.fails("colour = 1\n", &["top level", "key `colour`", "line 1"]);
-    f.fails(
+    let msg = f.fails(
         "[defaults]\nkeep_versionz = 3\n",
-        &["[defaults]", "key `keep_versionz`", "line 2", "known keys"],
+        &[
+            "[defaults]",
+            "key `keep_versionz`",
+            "line 2",
+            "known keys",
+            "vault",
+        ],
+    );
+    assert!(
+        !msg.contains("source"),
+        "[defaults] refuses `source`, so its known keys do not offer it: {msg}"
     );
     f.fails(
         "[jobs.docs]\nsource = \"{root}/src\"\nvault = \"/v\"\nkeep_versionz = 3\n",
