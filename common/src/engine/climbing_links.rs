@@ -7,9 +7,9 @@
 //! version's links are read from the registry (or, once, from the old version's tree when the
 //! registry does not describe it, [`ClimbLinks::load`]), carried forward as the build keeps,
 //! drops and copies entries ([`ClimbLinks::note`], [`ClimbLinks::forget`],
-//! [`ClimbLinks::unforget`]), and saved with the new version ([`ClimbLinks::save`]) before it
-//! is published. Making the directories those links leave real again is
-//! [`crate::engine::climbed_dirs`]'s.
+//! [`ClimbLinks::unforget`]), and saved with the new version
+//! ([`ClimbLinks::replacement`]) before it is published. Making the directories those
+//! links leave real again is [`crate::engine::climbed_dirs`]'s.
 //!
 //! Invariant: the new version's records are exactly its relative source links that leave a
 //! directory ([`exits`]); the registry keeps the old version described until the new one is

@@ -16,8 +16,8 @@
 //! Invariants: a recorded group lists every source name of its inode that was not excluded
 //! and could be listed when it was recorded; a registry that cannot be read describes no
 //! version (a warning; the next save replaces it), never stops a build; the registry keeps the old version described
-//! until the new one is published ([`LinkGroups::save`]); a version whose record cannot be
-//! known (its predecessor undescribed, and no pass over the whole source) is left
+//! until the new one is published ([`LinkGroups::replacement`]); a version whose record
+//! cannot be known (its predecessor undescribed, and no pass over the whole source) is left
 //! undescribed, never described wrongly.
 
 use std::collections::{BTreeMap, BTreeSet};

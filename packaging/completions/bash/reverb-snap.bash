@@ -23,7 +23,7 @@ _reverb__snap() {
 
     case "${cmd}" in
         reverb__snap)
-            opts="-h -V --vault --config --job --source --init --force --dry-run --no-wait --json --changes --follow --events-journaled --vault-probed --help --version"
+            opts="-h -V --vault --config --job --source --init --force --dry-run --no-wait --json --changes --follow --events-journaled --vault-probed --vault-secured --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
