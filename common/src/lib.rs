@@ -216,7 +216,7 @@ pub mod porcelain {
     pub use crate::run::live::JobState;
     pub use crate::run::porcelain::{
         HistoryRow, IdentityReport, JobStatus, ReplicaLag, RoleIdentity, changed_during_copy, diff,
-        history, rel_arg, status,
+        history, rel_arg, status, supervised_elsewhere,
     };
     pub use crate::run::replica_live::ReplicaActivity;
 }

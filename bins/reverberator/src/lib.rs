@@ -427,6 +427,11 @@ fn status(at: &Where) -> anyhow::Result<i32> {
     for j in jobs(at)? {
         let st = porcelain::status(&j.dir, &j.name, j.source.as_deref(), &j.vault);
         attention |= st.needs_attention();
+        if st.state == porcelain::JobState::Stopped
+            && let Some(hint) = porcelain::supervised_elsewhere(&j.dir, &j.name)
+        {
+            eprintln!("reverberator: warning: {}: {hint}", j.name);
+        }
         if at.json {
             out(&serde_json::to_string(&st)?)?;
             continue;

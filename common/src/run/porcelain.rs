@@ -349,6 +349,19 @@ fn live_state(dir: &JobDir, name: &str, vault_root: &Path) -> Option<Live> {
     Some(l)
 }
 
+/// For a job [`status`] found stopped: when a supervisor holds its `run.lock` all the same,
+/// what to say (its live state is in another runtime directory than this process's).
+/// Probed without writing; `None` when no supervisor holds it, or when that is unknown.
+pub fn supervised_elsewhere(dir: &JobDir, name: &str) -> Option<String> {
+    let lock = dir.run_lock();
+    (lock.exists() && run_lock_held(&lock, name) == Some(true)).then(|| {
+        format!(
+            "a supervisor holds its run.lock, but its live state is not in {}: run this with the RUNTIME_DIRECTORY (or XDG_RUNTIME_DIR) that supervisor has",
+            live::runtime_dir().display()
+        )
+    })
+}
+
 /// Whether a supervisor holds the job's `run.lock`, probed without writing: the lock file
 /// is opened read-only (`flock` needs no write access), so a reader on a read-only view of
 /// the vault can tell. None when it cannot be opened at all.

@@ -680,6 +680,43 @@ fn path_and_time_errors_stop_run_and_check_config() {
     assert!(!s.vault.exists(), "nothing may be written for a bad config");
 }
 
+/// `status` run with another runtime directory than the supervisor's finds no live state:
+/// it says the job is stopped, and warns that a supervisor holds the job's run.lock, naming
+/// the directory it looked in.
+#[test]
+fn status_in_another_runtime_directory_says_a_supervisor_holds_the_job() {
+    let s = Setup::new(&["elsewhere"], "");
+    let runtime = s.tmp.path().join("runtime");
+    let other = s.tmp.path().join("other-runtime");
+    fs::create_dir_all(&runtime).expect("mkdir");
+    fs::create_dir_all(&other).expect("mkdir");
+    let sup = Supervisor::start_in(&s.config, &runtime);
+    wait_for_status(&s.config, &runtime, "watching", 30, |st| {
+        st["state"] == "watching"
+    });
+    let status_in = |dir: &Path| {
+        cmd("reverberator")
+            .env("RUNTIME_DIRECTORY", dir)
+            .args(["status", "--config"])
+            .arg(&s.config)
+            .output()
+    };
+    let o = status_in(&other);
+    assert!(stdout(&o).contains("elsewhere: stopped"), "{}", stdout(&o));
+    let warned = stderr(&o);
+    assert!(
+        warned.contains("holds its run.lock") && warned.contains(&other.display().to_string()),
+        "{warned}"
+    );
+    let o = status_in(&runtime);
+    assert!(stdout(&o).contains("elsewhere: watching"), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("run.lock"), "{}", stderr(&o));
+    assert_eq!(sup.stop().code(), Some(0));
+    // Stopped for real: nothing to warn about.
+    let o = status_in(&other);
+    assert!(!stderr(&o).contains("run.lock"), "{}", stderr(&o));
+}
+
 /// `reverberator status --json` for the one job of `config`, with its exit code.
 fn live_status(config: &Path, runtime: &Path) -> (serde_json::Value, Option<i32>) {
     let o = cmd("reverberator")
