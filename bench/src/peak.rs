@@ -114,7 +114,7 @@ pub fn run_wrapper(mut args: impl Iterator<Item = OsString>) -> ExitCode {
 }
 
 /// A `timeval` as a duration (negative parts as zero).
-pub fn duration(t: nix::sys::time::TimeVal) -> Duration {
+fn duration(t: nix::sys::time::TimeVal) -> Duration {
     Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
         + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
 }
@@ -144,7 +144,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wrapper_times_its_program_not_itself() {
+    fn the_wrapper_reports_its_programs_wall_and_cpu_time() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let file = dir.path().join("peak");
         let args = [file.as_os_str(), "sleep".as_ref(), "0.3".as_ref()];

@@ -239,12 +239,7 @@ pub fn write_atomic_all(files: &[Replacement]) -> Result<()> {
         for r in files {
             let folder = r.path.parent().unwrap_or(Path::new("."));
             let tmp = temp_in(&tmp_dir_of(folder)?, &r.path);
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .ctx("cannot create", &tmp)?;
+            let f = create_temp(&tmp)?;
             let wrote = Access::of_folder(folder)
                 .and_then(|access| access.apply_to_open(&f, &tmp, false))
                 .and_then(|()| (&f).write_all(&r.contents).ctx("cannot write", &tmp));
@@ -345,6 +340,17 @@ enum Mode {
     Readable,
 }
 
+/// Creates the temp file `tmp`, new (never an existing name) and 0600 until its writer
+/// gives it its mode.
+fn create_temp(tmp: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .ctx("cannot create", tmp)
+}
+
 fn write_atomic_mode(
     tmp_dir: &Path,
     path: &Path,
@@ -354,12 +360,7 @@ fn write_atomic_mode(
     use std::os::unix::fs::PermissionsExt;
     let tmp = temp_in(tmp_dir, path);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .ctx("cannot create", &tmp)?;
+        let mut f = create_temp(&tmp)?;
         match mode {
             Mode::Of(access) => access.apply_to_open(&f, &tmp, false)?,
             Mode::Readable => f

@@ -129,20 +129,11 @@ pub(crate) fn list_version_unread(
     phys: &str,
     rel: &RelPath,
 ) -> Result<BTreeMap<OsString, Listed>> {
-    let dir = rel.under(&job.join(phys));
     let mut out = BTreeMap::new();
-    for e in fs::read_dir(&dir).ctx("cannot list version directory", &dir)? {
-        let e = e.ctx("cannot list version directory", &dir)?;
-        let ft = e.file_type().ctx("cannot inspect", &e.path())?;
-        out.insert(
-            e.file_name(),
-            Listed {
-                ft,
-                phys: phys.to_owned(),
-                path: e.path(),
-            },
-        );
-    }
+    each_listed(job, phys, rel, |e, listed| {
+        out.insert(e.file_name(), listed);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -154,31 +145,35 @@ pub(crate) fn list_version(
     lookalikes: &Lookalikes,
     detail: Detail,
 ) -> Result<BTreeMap<OsString, VersionEntry>> {
-    let dir = rel.under(&job.join(phys));
     let mut out = BTreeMap::new();
+    each_listed(job, phys, rel, |e, listed| {
+        let mut entry = listed.classify(&rel.join(&e.file_name()), lookalikes)?;
+        if detail == Detail::Stat && matches!(entry.entry, Entry::Real(_)) {
+            entry.meta = Some(e.metadata().ctx("cannot inspect", &e.path())?);
+        }
+        out.insert(e.file_name(), entry);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `each` with every entry of the directory `rel` physically in version `phys` (its
+/// directory entry, for a `stat` beneath the listing, and what it is as listed).
+fn each_listed(
+    job: &Path,
+    phys: &str,
+    rel: &RelPath,
+    mut each: impl FnMut(fs::DirEntry, Listed) -> Result<()>,
+) -> Result<()> {
+    let dir = rel.under(&job.join(phys));
     for e in fs::read_dir(&dir).ctx("cannot list version directory", &dir)? {
         let e = e.ctx("cannot list version directory", &dir)?;
-        let ft = e.file_type().ctx("cannot inspect", &e.path())?;
-        let child = rel.join(&e.file_name());
-        let entry = tree::classify(&e.path(), child.as_path(), phys, ft, lookalikes)?;
-        let (holder, meta, link) = match &entry {
-            Entry::VaultLink { holder } => (holder.clone(), None, Some(e.path())),
-            Entry::Real(_) if detail == Detail::Stat => (
-                phys.to_owned(),
-                Some(e.metadata().ctx("cannot inspect", &e.path())?),
-                None,
-            ),
-            Entry::Real(_) => (phys.to_owned(), None, None),
+        let listed = Listed {
+            ft: e.file_type().ctx("cannot inspect", &e.path())?,
+            phys: phys.to_owned(),
+            path: e.path(),
         };
-        out.insert(
-            e.file_name(),
-            VersionEntry {
-                entry,
-                holder,
-                meta,
-                link,
-            },
-        );
+        each(e, listed)?;
     }
-    Ok(out)
+    Ok(())
 }

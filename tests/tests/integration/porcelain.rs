@@ -25,6 +25,12 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `reverberator history job PATH --json --vault VAULT`, its records.
+fn history_of(home: &Path, vault: &str, path: &str) -> Vec<serde_json::Value> {
+    let o = porcelain(home, &["history", "job", path, "--json", "--vault", vault]).assert_success();
+    json_lines(&stdout(&o))
+}
+
 #[test]
 fn an_ad_hoc_job_is_seen_with_vault_and_history_find_restore_work() {
     let f = Fixture::new();
@@ -79,9 +85,7 @@ fn an_ad_hoc_job_is_seen_with_vault_and_history_find_restore_work() {
     assert!(!f.rescan().is_empty());
     let vault = f.vault.to_str().expect("utf-8");
     let history = |path: &str| {
-        let o = porcelain(&home, &["history", "job", path, "--json", "--vault", vault])
-            .assert_success();
-        json_lines(&stdout(&o))
+        history_of(&home, vault, path)
             .iter()
             .map(|h| h["change"].as_str().expect("change").to_owned())
             .collect::<Vec<_>>()
@@ -190,9 +194,7 @@ fn history_of_a_symlink_lists_only_the_versions_where_it_changed() {
     assert!(!f.rescan().is_empty());
     let vault = f.vault.to_str().expect("utf-8");
     let history = |path: &str| {
-        let o = porcelain(&home, &["history", "job", path, "--json", "--vault", vault])
-            .assert_success();
-        json_lines(&stdout(&o))
+        history_of(&home, vault, path)
             .iter()
             .map(|h| {
                 (
