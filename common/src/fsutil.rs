@@ -1,5 +1,5 @@
-//! Small filesystem helpers every writer uses: temp names, atomic file replacement, atomic
-//! symlink replacement, directory fsync, removing a tree with read-only directories, and
+//! Small filesystem helpers every writer uses: temp names, atomic file replacement (one
+//! file, or a set sharing its flushes: [`Staged`]), early writeback, atomic symlink replacement, directory fsync, removing a tree with read-only directories, and
 //! who may read what a writer creates in the vault ([`Access`]).
 //!
 //! Invariant: a file or symlink replaced with these helpers is, at every instant, either
@@ -217,61 +217,128 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     write_atomic_in(&tmp_dir_of(dir)?, path, contents)
 }
 
-/// One file for [`write_atomic_all`]: where it goes and all it holds.
+/// One file for [`Staged::add`]: where it goes and all it holds.
 pub struct Replacement {
     pub path: PathBuf,
     pub contents: Vec<u8>,
 }
 
-/// Replaces several files, each exactly as [`write_atomic`] replaces one, sharing their
-/// flushes: every temp file is written (in the `.tmp/` beside its file, with its folder's
-/// [`Access`]), then every one is flushed, only then are they renamed into place, and each
-/// folder is flushed once at the end. Where a filesystem commits metadata in one journal
-/// (ext4, XFS), the flushes after the first find their work done: one commit for the
-/// files and one for the renames instead of two for each file.
+/// Files replaced together, each as [`write_atomic`] replaces one, their flushes shared:
+/// every temp file is written when it is added, all are flushed, and only then are they
+/// renamed into place, each folder flushed once at the end. Where a filesystem commits
+/// metadata in one journal (ext4, XFS), the flushes after the first find their work done.
+/// A version's publication stages its registries and its checksums file before its tree is
+/// flushed, so that one journal commit makes all of them durable (engine/publish.rs).
 ///
-/// After a crash each file is old or new, whole, as with [`write_atomic`]; which of them
-/// are new is not ordered, so it is for records that do not depend on each other. On an
-/// error the temp files not yet renamed are removed; those renamed stay (each is complete).
-pub fn write_atomic_all(files: &[Replacement]) -> Result<()> {
-    let mut written: Vec<(File, PathBuf, &Path)> = Vec::new();
-    let result = (|| -> Result<()> {
-        for r in files {
-            let folder = r.path.parent().unwrap_or(Path::new("."));
-            let tmp = temp_in(&tmp_dir_of(folder)?, &r.path);
-            let f = create_temp(&tmp)?;
-            let wrote = Access::of_folder(folder)
-                .and_then(|access| access.apply_to_open(&f, &tmp, false))
-                .and_then(|()| (&f).write_all(&r.contents).ctx("cannot write", &tmp));
-            // Listed before the error is returned: an error removes it with the others.
-            written.push((f, tmp, &r.path));
-            wrote?;
+/// After a crash each file is old or new, whole; which of them are new is not ordered, so
+/// a set is for records that do not depend on each other. On an error the temp files not
+/// yet renamed are removed; those renamed stay (each is complete).
+///
+/// Each file is written in the `.tmp/` beside it (or in a given one: [`Staged::add_in`])
+/// with its folder's [`Access`], and its writeback is started at once
+/// ([`start_writeback`]): a flush of anything else on the filesystem then commits its
+/// blocks too, and [`Staged::flush`] finds little left to do.
+///
+/// Invariant: a staged file is in place only once [`Staged::commit`] renamed it, and only
+/// after its contents were made durable ([`Staged::flush`], which `commit` calls itself
+/// when nothing has since). A temp file not renamed when the set is dropped (an error, an
+/// abandoned version) is removed.
+#[derive(Default)]
+pub struct Staged {
+    /// Not yet renamed, in the order added.
+    files: Vec<StagedFile>,
+    /// Whether every file in `files` has been flushed since it was written.
+    flushed: bool,
+}
+
+struct StagedFile {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Staged {
+    /// Stages `r`, its temp file in the `.tmp/` beside it.
+    pub fn add(&mut self, r: &Replacement) -> Result<()> {
+        let folder = r.path.parent().unwrap_or(Path::new("."));
+        self.add_in(&tmp_dir_of(folder)?, &r.path, |w| w.write_all(&r.contents))
+    }
+
+    /// Stages `path` with the text `write` writes (through a buffer), its temp file in
+    /// `tmp_dir` (an existing directory on the same file system as `path`).
+    pub fn add_in(
+        &mut self,
+        tmp_dir: &Path,
+        path: &Path,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let access = Access::of_folder(folder)?;
+        let tmp = temp_in(tmp_dir, path);
+        let file = create_temp(&tmp)?;
+        // Listed before anything can fail: dropping the set removes it.
+        self.files.push(StagedFile {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+        });
+        self.flushed = false;
+        let staged = self.files.last().expect("just pushed");
+        access.apply_to_open(&staged.file, &staged.tmp, false)?;
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &staged.file);
+        write(&mut buffered)
+            .and_then(|()| buffered.flush())
+            .ctx("cannot write", &staged.tmp)?;
+        drop(buffered);
+        // A hint: the flush reports what it finds.
+        let _ = start_writeback(&staged.file);
+        Ok(())
+    }
+
+    /// Makes every staged file's contents durable (fsync), none of them in place yet.
+    pub fn flush(&mut self) -> Result<()> {
+        for f in &self.files {
+            f.file.sync_all().ctx("cannot fsync", &f.tmp)?;
         }
-        for (f, tmp, _) in &written {
-            f.sync_all().ctx("cannot fsync", tmp)?;
+        self.flushed = true;
+        Ok(())
+    }
+
+    /// Renames every staged file into place, in the order staged, then flushes each of
+    /// their folders once: all of them are durable in place when it returns.
+    pub fn commit(mut self) -> Result<()> {
+        if !self.flushed {
+            self.flush()?;
         }
-        while let Some((_, tmp, path)) = written.first() {
-            fs::rename(tmp, path).ctx("cannot rename into place", path)?;
-            written.remove(0);
+        let mut folders: Vec<PathBuf> = Vec::new();
+        while let Some(f) = self.files.first() {
+            fs::rename(&f.tmp, &f.path).ctx("cannot rename into place", &f.path)?;
+            let folder = f.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            if !folders.contains(&folder) {
+                folders.push(folder);
+            }
+            self.files.remove(0);
+        }
+        for folder in &folders {
+            fsync_dir(folder)?;
         }
         Ok(())
-    })();
-    if let Err(e) = result {
-        for (_, tmp, _) in &written {
-            let _ = fs::remove_file(tmp);
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = fs::remove_file(&f.tmp);
         }
-        return Err(e);
     }
-    let mut folders: Vec<&Path> = files
-        .iter()
-        .map(|r| r.path.parent().unwrap_or(Path::new(".")))
-        .collect();
-    folders.sort();
-    folders.dedup();
-    for folder in folders {
-        fsync_dir(folder)?;
-    }
-    Ok(())
+}
+
+/// Starts writing `file`'s dirty data to the disk without waiting (`sync_file_range`,
+/// write only): a later fsync of it, or of anything on its filesystem, then finds its
+/// blocks allocated. Only a hint: nothing is durable when it returns.
+pub fn start_writeback(file: &File) -> std::io::Result<()> {
+    crate::sys::start_writeback(file)
 }
 
 /// [`write_atomic`] with the temp file beside `path` (for the vault marker: the vault
@@ -482,8 +549,18 @@ mod tests {
         fs::symlink_metadata(p).expect("lstat").permissions().mode() & 0o7777
     }
 
+    /// Stages every file, flushes and commits the set ([`Staged`] as publish uses it).
+    fn replace_all(files: &[Replacement]) -> Result<()> {
+        let mut staged = Staged::default();
+        for r in files {
+            staged.add(r)?;
+        }
+        staged.flush()?;
+        staged.commit()
+    }
+
     #[test]
-    fn write_atomic_all_replaces_each_file_whole_and_leaves_no_temp() {
+    fn a_staged_set_replaces_each_file_whole_and_leaves_no_temp() {
         let dir = tempfile::tempdir().expect("tempdir");
         let job = dir.path().join("job");
         let shared = dir.path().join("shared");
@@ -506,7 +583,7 @@ mod tests {
                 contents: Vec::new(),
             },
         ];
-        write_atomic_all(&files).expect("write all");
+        replace_all(&files).expect("write all");
         for r in &files {
             assert_eq!(fs::read(&r.path).expect("read"), r.contents);
         }
@@ -526,7 +603,7 @@ mod tests {
     }
 
     #[test]
-    fn write_atomic_all_that_fails_leaves_the_old_files_and_no_temp() {
+    fn a_staged_set_that_fails_leaves_the_old_files_and_no_temp() {
         let dir = tempfile::tempdir().expect("tempdir");
         let job = dir.path().join("job");
         fs::create_dir_all(&job).expect("mkdir");
@@ -543,9 +620,39 @@ mod tests {
                 contents: b"new b".to_vec(),
             },
         ];
-        assert!(write_atomic_all(&files).is_err());
+        assert!(replace_all(&files).is_err());
         assert_eq!(fs::read(job.join("a.tsv")).expect("read"), b"old a");
         assert_eq!(fs::read_dir(job.join(TMP_DIR)).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn a_staged_file_is_in_place_only_once_committed_and_gone_when_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.tsv");
+        fs::write(&a, b"old").expect("write");
+        let tmp = dir.path().join(TMP_DIR);
+        let mut staged = Staged::default();
+        staged
+            .add(&Replacement {
+                path: a.clone(),
+                contents: b"new".to_vec(),
+            })
+            .expect("stage");
+        staged.flush().expect("flush");
+        assert_eq!(fs::read(&a).expect("read"), b"old");
+        assert_eq!(fs::read_dir(&tmp).expect("ls").count(), 1);
+        drop(staged);
+        assert_eq!(fs::read(&a).expect("read"), b"old");
+        assert_eq!(fs::read_dir(&tmp).expect("ls").count(), 0);
+
+        let mut staged = Staged::default();
+        staged
+            .add_in(&tmp, &a, |w| w.write_all(b"newer"))
+            .expect("stage");
+        // Not flushed by its writer: commit flushes it first.
+        staged.commit().expect("commit");
+        assert_eq!(fs::read(&a).expect("read"), b"newer");
+        assert_eq!(fs::read_dir(&tmp).expect("ls").count(), 0);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The FFI that needs `unsafe`, and nothing else: the ioctls that neither `std` nor `nix`
-//! wraps safely. The workspace lints deny `unsafe_code` everywhere else (this module alone
+//! The FFI that needs `unsafe`, and nothing else: the ioctls and the system call
+//! (`sync_file_range`) that neither `std` nor `nix` wraps safely. The workspace lints deny `unsafe_code` everywhere else (this module alone
 //! allows it); what can be done through `std`, `nix` or the `xattr` crate is done there.
 //!
 //! Each wrapper here takes borrowed, valid descriptors and owned buffers of the size the
@@ -63,4 +63,25 @@ pub(crate) fn ficlone(dst: impl AsFd, src: impl AsFd) -> std::io::Result<()> {
     // by value. Both descriptors are borrowed, so they stay open for the call.
     unsafe { ficlone_ioctl(dst.as_fd().as_raw_fd(), src.as_fd().as_raw_fd()) }?;
     Ok(())
+}
+
+// ---- Early writeback: sync_file_range (fsutil::start_writeback) ----
+
+/// Starts writing the dirty pages of the file `fd` to the disk and returns without waiting
+/// for them (`sync_file_range` over the whole file with `SYNC_FILE_RANGE_WRITE` alone).
+/// Nothing is durable when it returns: it is a hint that lets a later flush find the
+/// file's blocks allocated and its data on the way.
+pub(crate) fn start_writeback(fd: impl AsFd) -> std::io::Result<()> {
+    sync_file_range(fd, libc::SYNC_FILE_RANGE_WRITE)
+}
+
+fn sync_file_range(fd: impl AsFd, flags: libc::c_uint) -> std::io::Result<()> {
+    // SAFETY: sync_file_range reads and writes no memory of ours; the descriptor is
+    // borrowed, so it stays open for the call.
+    let r = unsafe { libc::sync_file_range(fd.as_fd().as_raw_fd(), 0, 0, flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

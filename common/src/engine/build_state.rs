@@ -4,7 +4,7 @@
 //! reading the source: only `ENOENT`/`ENOTDIR` mean an entry is gone; any other failure to
 //! inspect or list it is journaled `skipped` once ([`Builder::skip`]) and the caller keeps
 //! the previous data (docs/format.md#invariants I5); and the checksum records the build
-//! collects ([`Builder::record`], written by [`Builder::save_checksums`]).
+//! collects ([`Builder::record`], written by [`Builder::stage_checksums`]).
 //!
 //! The steps of a build add their own methods to [`Builder`] in their own modules
 //! ([`diff`](crate::engine::diff), [`ingest`](crate::engine::ingest),
@@ -41,7 +41,7 @@ use crate::format::exclude::Excludes;
 use crate::format::journal::Journal;
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
-use crate::fsutil;
+use crate::fsutil::{self, Staged};
 use crate::vault::measure::measure_tree;
 use crate::vault::tree::{self, Entry, Lookalikes, MAX_LINK_DEPTH};
 
@@ -533,11 +533,12 @@ impl Builder<'_> {
         }
     }
 
-    /// Writes the new version's checksums file (version `n` of the job folder `job`),
-    /// durably; nothing when checksums are off.
-    pub fn save_checksums(&mut self, job: &Path, n: u64) -> Result<()> {
+    /// Stages the new version's checksums file (version `n` of the job folder `job`) in
+    /// `staged`, to be made durable and put in place with the version's other records;
+    /// nothing when checksums are off.
+    pub fn stage_checksums(&mut self, staged: &mut Staged, job: &Path, n: u64) -> Result<()> {
         match &mut self.checksums {
-            Some(c) => checksums::write_table(job, n, &mut c.records),
+            Some(c) => checksums::stage_table(staged, job, n, &mut c.records),
             None => Ok(()),
         }
     }

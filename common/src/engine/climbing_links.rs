@@ -83,7 +83,7 @@ impl ClimbLinks {
     /// Job folder `job`'s registry with the new version `new_name`'s climbing links, the
     /// old version's kept (a crash before the new version is published leaves the old one
     /// described) and every other version's dropped: the file and its text, which the
-    /// caller writes atomically and durably ([`crate::fsutil::write_atomic_all`]).
+    /// caller writes atomically and durably ([`crate::fsutil::Staged`]).
     pub fn replacement(&self, job: &Path, new_name: &str) -> Result<crate::fsutil::Replacement> {
         let mut reg = Climbing::load(job)?;
         let mut keep: BTreeSet<&str> = BTreeSet::from([new_name]);

@@ -269,7 +269,7 @@ impl LinkGroups {
     /// the old version's kept (a crash before the new version is published leaves the old
     /// one described) and every other version's dropped (a new version whose record is not
     /// known is left out): the file and its text, which the caller writes atomically and
-    /// durably ([`crate::fsutil::write_atomic_all`]).
+    /// durably ([`crate::fsutil::Staged`]).
     pub fn replacement(&self, job: &Path, new_name: &str) -> crate::fsutil::Replacement {
         let mut reg = registry(job);
         let mut keep: BTreeSet<&str> = BTreeSet::new();

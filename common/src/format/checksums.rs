@@ -159,10 +159,29 @@ pub fn write(job: &Path, n: u64, records: &Records) -> Result<()> {
     write_with(job, n, |w| render_to(records, w))
 }
 
-/// [`write()`] of a [`Table`] (sorted first).
-pub fn write_table(job: &Path, n: u64, table: &mut Table) -> Result<()> {
+/// Stages version `n`'s checksums file from a [`Table`] (sorted first) in `staged`: its temp
+/// file written in `<job>/.tmp/`, renamed into `checksums/` (created when missing) when the
+/// caller commits the set with the version's other records ([`fsutil::Staged`]).
+pub fn stage_table(
+    staged: &mut fsutil::Staged,
+    job: &Path,
+    n: u64,
+    table: &mut Table,
+) -> Result<()> {
     table.normalize();
-    write_with(job, n, |w| table.render_to(w))
+    ensure_dir(job)?;
+    staged.add_in(&fsutil::tmp_dir_of(job)?, &file_of(job, n), |w| {
+        table.render_to(w)
+    })
+}
+
+/// `<job>/checksums/`, created (and its creation made durable) when missing.
+fn ensure_dir(job: &Path) -> Result<()> {
+    let dir = job.join(DIR);
+    if !dir.is_dir() && fsutil::create_metadata_dir(&dir)? {
+        fsutil::fsync_dir(job)?;
+    }
+    Ok(())
 }
 
 /// [`write()`] of text written by `render`.
@@ -171,10 +190,7 @@ fn write_with(
     n: u64,
     render: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = job.join(DIR);
-    if !dir.is_dir() && fsutil::create_metadata_dir(&dir)? {
-        fsutil::fsync_dir(job)?;
-    }
+    ensure_dir(job)?;
     fsutil::write_atomic_in_with(&fsutil::tmp_dir_of(job)?, &file_of(job, n), render)
 }
 

@@ -118,7 +118,7 @@ impl Climbing {
     }
 
     /// The registry's file in job folder `job_dir` and its new text, to be written
-    /// atomically with [`fsutil::write_atomic_all`] (temp file, fsync, rename, fsync of the
+    /// atomically with [`fsutil::Staged`] (temp file, fsync, rename, fsync of the
     /// folder).
     pub fn replacement(&self, job_dir: &Path) -> fsutil::Replacement {
         let mut out = String::from("dir\tpath\ttarget\n");
@@ -173,7 +173,8 @@ mod tests {
         let mut links = Links::new();
         links.insert(b"a\tb/l\n".to_vec(), b"../x\xff".to_vec());
         c.set("V2-20260101T000001Z", links);
-        fsutil::write_atomic_all(&[c.replacement(dir.path())]).expect("save");
+        let r = c.replacement(dir.path());
+        fsutil::write_atomic(&r.path, &r.contents).expect("save");
         let back = Climbing::load(dir.path()).expect("load");
         assert_eq!(back, c);
         assert_eq!(back.of("V1-20260101T000000Z"), Some(&Links::new()));

@@ -177,7 +177,7 @@ impl Registry {
     }
 
     /// The registry's file in job folder `job_dir` and its new text, for
-    /// [`fsutil::write_atomic_all`].
+    /// [`fsutil::Staged`].
     pub fn replacement(&self, job_dir: &Path) -> fsutil::Replacement {
         let mut out = format!("{}\n", COLUMNS.join("\t"));
         for (dir, names) in &self.versions {

@@ -121,7 +121,7 @@ impl Lookalikes {
     }
 
     /// The registry's file in job folder `job_dir` and its new text, for
-    /// [`fsutil::write_atomic_all`].
+    /// [`fsutil::Staged`].
     pub fn replacement(&self, job_dir: &Path) -> fsutil::Replacement {
         let mut rows: Vec<_> = self.set.iter().collect();
         rows.sort();
