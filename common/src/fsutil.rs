@@ -1,6 +1,7 @@
 //! Small filesystem helpers every writer uses: temp names, atomic file replacement (one
-//! file, or a set sharing its flushes: [`Staged`]), early writeback, atomic symlink replacement, directory fsync, removing a tree with read-only directories, and
-//! who may read what a writer creates in the vault ([`Access`]).
+//! file, or a set sharing its flushes: [`Staged`]), early writeback, atomic symlink
+//! replacement, directory fsync, removing a tree with read-only directories, and who may
+//! read what a writer creates in the vault ([`Access`]).
 //!
 //! Invariant: a file or symlink replaced with these helpers is, at every instant, either
 //! the complete old one or the complete new one (built under a temp name in the same
@@ -227,8 +228,9 @@ pub struct Replacement {
 /// every temp file is written when it is added, all are flushed, and only then are they
 /// renamed into place, each folder flushed once at the end. Where a filesystem commits
 /// metadata in one journal (ext4, XFS), the flushes after the first find their work done.
-/// A version's publication stages its registries and its checksums file before its tree is
-/// flushed, so that one journal commit makes all of them durable (engine/publish.rs).
+/// A version's publication stages its registries before its tree is flushed, so that their
+/// writeback runs meanwhile, and its checksums file once the tree is durable
+/// (engine/publish.rs).
 ///
 /// After a crash each file is old or new, whole; which of them are new is not ordered, so
 /// a set is for records that do not depend on each other. On an error the temp files not
@@ -241,8 +243,8 @@ pub struct Replacement {
 ///
 /// Invariant: a staged file is in place only once [`Staged::commit`] renamed it, and only
 /// after its contents were made durable ([`Staged::flush`], which `commit` calls itself
-/// when nothing has since). A temp file not renamed when the set is dropped (an error, an
-/// abandoned version) is removed.
+/// unless nothing was added since the last flush). A temp file not renamed when the set
+/// is dropped (an error, an abandoned version) is removed.
 #[derive(Default)]
 pub struct Staged {
     /// Not yet renamed, in the order added.
@@ -623,6 +625,35 @@ mod tests {
         assert!(replace_all(&files).is_err());
         assert_eq!(fs::read(job.join("a.tsv")).expect("read"), b"old a");
         assert_eq!(fs::read_dir(job.join(TMP_DIR)).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn a_commit_that_fails_part_way_leaves_each_file_whole_and_no_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.tsv"), dir.path().join("b.tsv"));
+        fs::write(&a, b"old a").expect("write");
+        // b's name is a directory that is not empty: no file can be renamed over it.
+        fs::create_dir_all(b.join("inside")).expect("mkdir");
+        let mut staged = Staged::default();
+        for (path, text) in [(&a, b"new a"), (&b, b"new b")] {
+            staged
+                .add(&Replacement {
+                    path: path.clone(),
+                    contents: text.to_vec(),
+                })
+                .expect("stage");
+        }
+        assert!(staged.commit().is_err());
+        assert_eq!(
+            fs::read(&a).expect("read"),
+            b"new a",
+            "renamed before the failure"
+        );
+        assert!(b.join("inside").is_dir(), "b untouched");
+        assert_eq!(
+            fs::read_dir(dir.path().join(TMP_DIR)).expect("ls").count(),
+            0
+        );
     }
 
     #[test]

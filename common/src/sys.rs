@@ -1,6 +1,7 @@
 //! The FFI that needs `unsafe`, and nothing else: the ioctls and the system call
-//! (`sync_file_range`) that neither `std` nor `nix` wraps safely. The workspace lints deny `unsafe_code` everywhere else (this module alone
-//! allows it); what can be done through `std`, `nix` or the `xattr` crate is done there.
+//! (`sync_file_range`) that neither `std` nor `nix` wraps safely. The workspace lints deny
+//! `unsafe_code` everywhere else (this module alone allows it); what can be done through
+//! `std`, `nix` or the `xattr` crate is done there.
 //!
 //! Each wrapper here takes borrowed, valid descriptors and owned buffers of the size the
 //! request code encodes, so callers cannot break the ioctls' preconditions.

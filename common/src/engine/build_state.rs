@@ -534,12 +534,13 @@ impl Builder<'_> {
     }
 
     /// Stages the new version's checksums file (version `n` of the job folder `job`) in
-    /// `staged`, to be made durable and put in place with the version's other records;
-    /// nothing when checksums are off.
+    /// `staged`, to be made durable and put in place with the version's other records.
+    /// When checksums are off, removes instead (durably) any file a lost build of the same
+    /// number left: nothing may check this version against another's records.
     pub fn stage_checksums(&mut self, staged: &mut Staged, job: &Path, n: u64) -> Result<()> {
         match &mut self.checksums {
             Some(c) => checksums::stage_table(staged, job, n, &mut c.records),
-            None => Ok(()),
+            None => checksums::remove_stale(job, n),
         }
     }
 

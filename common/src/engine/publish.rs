@@ -3,17 +3,24 @@
 //!
 //! Invariants: the publishing writes happen in exactly this order, each durable before the
 //! next: the lookalike, climbing and hard-link registries written under temp names
-//! ([`Staged`]); every real entry of the version made durable (found by walking it,
-//! fsyncs, or one `syncfs` for a large version), the staged registries with it, and only
-//! then its `held_bytes` measured (I7); its checksums file, its completion record
-//! ([`completion_record`]) and the new index.tsv written under temp names and flushed; the
-//! registries and the checksums file renamed into place together (each is old or new after
-//! a crash, and any mix describes the old version the same); the completion record renamed
-//! into place; rename into `<job>/` and fsync of the job folder; index.tsv renamed into
-//! place; `current` replaced; journal appended (the completion record removed after the
-//! index). Files are written before the flush they can share, so that one journal commit
-//! covers them all: about seven commits for a small version, not twenty. A failure before
-//! the rename removes the partial version and the temp files; [`crate::engine::recover`]
+//! ([`Staged`], their writeback started); every real entry of the version made durable
+//! (found by walking it, fsyncs, or one `syncfs` for a large version), and only then its
+//! `held_bytes` measured (I7); its checksums file, its completion record
+//! ([`completion_record`]) and the new index.tsv written under temp names (or, checksums
+//! off, a lost build's checksums file of the same number removed); the registries and the
+//! checksums file flushed and renamed into place together, their folders flushed (each is
+//! old or new after a crash, and any mix describes the old version the same); the
+//! completion record flushed and renamed into place, `.tmp/` flushed; rename into `<job>/`
+//! and fsync of the job folder; index.tsv flushed and renamed into place; `current`
+//! replaced; journal appended (the completion record removed after the index).
+//!
+//! Each file is written, and its writeback started, well before its own flush, and the
+//! tree's files all before the first of theirs: where a filesystem commits metadata in one
+//! journal (ext4, XFS) the first flush then commits the blocks of all of them, and the
+//! later flushes find little left (about seven commits for a small version, against about
+//! twenty when each file was written and flushed on its own). Nothing depends on that:
+//! every ordering above is an fsync of its own. A failure before the rename removes the
+//! partial version, its checksums file and the temp files; [`crate::engine::recover`]
 //! repairs a crash after it.
 
 use std::fs;
@@ -24,6 +31,7 @@ use crate::engine::build_state::Builder;
 use crate::engine::copy;
 use crate::engine::marks::MarkTree;
 use crate::error::{Error, IoContext, Result};
+use crate::format::checksums;
 use crate::format::index::{self, IndexRow};
 use crate::format::journal::JournalEvent;
 use crate::format::relpath::RelPath;
@@ -166,9 +174,9 @@ pub(crate) fn publish(
     // index.tsv with the new row: written before the rename, put in place after it.
     let mut new_index = Staged::default();
     let before_rename = (|| -> Result<()> {
-        // The registries, staged first so that the flush of the tree commits their blocks
-        // too. They do not depend on each other: any mix of old and new ones describes the
-        // old version the same.
+        // The registries, written first: their writeback runs while the tree is flushed.
+        // They do not depend on each other: any mix of old and new ones describes the old
+        // version the same.
         let mut records = Staged::default();
         records.add(&b.lookalikes.replacement(&dir.path))?;
         records.add(&b.climbing.replacement(&dir.path, &b.new_name)?)?;
@@ -176,8 +184,8 @@ pub(crate) fn publish(
         crate::fault::step();
         make_durable(partial)?;
         row.held_bytes = measure::held_bytes(partial)?;
-        // Its checksums, written once it is durable and in place before it is visible
-        // (I9, docs/format.md#checksums); flushed with the two files below.
+        // Its checksums, written once it is durable and in place (flushed, with the
+        // registries) before the completion record is (I9, docs/format.md#checksums).
         b.stage_checksums(&mut records, &dir.path, name.n)?;
         let mut completion = Staged::default();
         let record_text = index::render(std::slice::from_ref(&row));
@@ -192,12 +200,15 @@ pub(crate) fn publish(
         records.commit()?;
         crate::fault::step();
         completion.commit()?;
+        crate::fault::step();
         fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)
     })();
     if before_rename.is_err() {
-        // Nothing is visible yet: the version is abandoned whole (recovery would do the same).
+        // Nothing is visible yet: the version is abandoned whole (recovery would do the same),
+        // its checksums file too when it was already in place.
         let _ = fsutil::remove_tree(partial);
         let _ = fs::remove_file(&record);
+        let _ = checksums::remove(&dir.path, name.n);
         before_rename?;
     }
     fsutil::fsync_dir(&dir.path)?;
@@ -244,9 +255,8 @@ fn make_durable(root: &Path) -> Result<()> {
     if files.len() + dirs.len() > FSYNC_AT_MOST {
         return syncfs(root);
     }
-    // Every file's writeback started before the first flush, `records`' too (when staged):
-    // the blocks ext4 allocates for them are then in the journal transaction that first
-    // fsync commits.
+    // Every file's writeback started before the first flush: the blocks ext4 allocates for
+    // them are then in the journal transaction that first fsync commits.
     let mut opened = Vec::with_capacity(files.len());
     for f in &files {
         match fs::File::open(f) {
@@ -254,9 +264,14 @@ fn make_durable(root: &Path) -> Result<()> {
                 let _ = fsutil::start_writeback(&file);
                 opened.push((file, f));
             }
-            // A copy whose new mode its writer may not read (an unprivileged job, mode 000):
-            // flush the whole file system instead.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return syncfs(root),
+            // A copy whose new mode its writer may not read (an unprivileged job, mode 000),
+            // or no descriptor left to hold them all open: flush the whole file system.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(libc::EMFILE) =>
+            {
+                return syncfs(root);
+            }
             Err(e) => return Err(e).ctx("cannot open", f),
         }
     }

@@ -175,6 +175,18 @@ pub fn stage_table(
     })
 }
 
+/// Removes a checksums file left for version `n` by a build that never became visible (a
+/// crash after the file was put in place, before the version was), durably: for a version
+/// `n` made without checksums, whose files such records would not describe.
+pub fn remove_stale(job: &Path, n: u64) -> Result<()> {
+    let path = file_of(job, n);
+    match fs::remove_file(&path) {
+        Ok(()) => fsutil::fsync_dir(&job.join(DIR)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("cannot remove", &path),
+    }
+}
+
 /// `<job>/checksums/`, created (and its creation made durable) when missing.
 fn ensure_dir(job: &Path) -> Result<()> {
     let dir = job.join(DIR);

@@ -514,6 +514,61 @@ fn keep_complete_false_verifies_clean() {
     assert_clean(&f, "keep_complete = false");
 }
 
+/// A crash after a version's checksums file was put in place, before the version was, loses
+/// the version (recovery removes it) but left its records; the next version of that number,
+/// made with checksums off from other contents, was then checked against them.
+#[test]
+fn a_version_lost_in_a_crash_leaves_no_records_for_the_next_one_of_its_number() {
+    let f = Fixture::new();
+    seed(&f.src);
+    let on = configured(&f, "");
+    snap_with(&on, true);
+    fs::write(f.src.join("README.md"), b"the lost V2\n").expect("write");
+    let v2_records = f.job_dir().join("checksums/V2.tsv");
+    let v2_exists = || {
+        fs::read_dir(f.job_dir()).expect("list").any(|e| {
+            e.expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("V2-")
+        })
+    };
+    let pristine = f._tmp.path().join("pristine");
+    let copy = |from: &Path, to: &Path| {
+        sh(&format!(
+            "rm -rf '{t}' && cp -a '{f}' '{t}'",
+            f = from.display(),
+            t = to.display()
+        ))
+    };
+    copy(&f.vault, &pristine);
+    let mut crashed_between = false;
+    for k in 1..100u64 {
+        copy(&pristine, &f.vault);
+        let o = cmd("reverb-snap")
+            .arg("--config")
+            .arg(&on)
+            .args(["--job", "job"])
+            .env("REVERB_FAULT_AFTER", k.to_string())
+            .output();
+        assert!(!o.status.success(), "k={k}: V2 was made without a fault");
+        if v2_records.exists() && !v2_exists() {
+            crashed_between = true;
+            break;
+        }
+    }
+    assert!(crashed_between, "no step left V2's records without V2");
+    fs::write(f.src.join("README.md"), b"the V2 that stays\n").expect("write");
+    let off = configured(&f, "checksums = false");
+    snap_with(&off, false);
+    assert!(v2_exists(), "V2 made again");
+    assert_clean(&f, "V2 made again with checksums off");
+    assert!(
+        !v2_records.exists(),
+        "the lost V2's records are still there for the new V2"
+    );
+}
+
 #[test]
 fn checksums_off_records_nothing_and_verifies_clean() {
     let f = Fixture::new();
