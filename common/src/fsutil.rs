@@ -278,23 +278,24 @@ impl Staged {
         let access = Access::of_folder(folder)?;
         let tmp = temp_in(tmp_dir, path);
         let file = create_temp(&tmp)?;
-        // Listed before anything can fail: dropping the set removes it.
+        let written = access.apply_to_open(&file, &tmp, false).and_then(|()| {
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &file);
+            write(&mut buffered)
+                .and_then(|()| buffered.flush())
+                .ctx("cannot write", &tmp)
+        });
+        if written.is_ok() {
+            // A hint: the flush reports what it finds.
+            let _ = start_writeback(&file);
+        }
+        // Listed whether or not it was written: dropping the set removes it.
         self.files.push(StagedFile {
             file,
             tmp,
             path: path.to_path_buf(),
         });
         self.flushed = false;
-        let staged = self.files.last().expect("just pushed");
-        access.apply_to_open(&staged.file, &staged.tmp, false)?;
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &staged.file);
-        write(&mut buffered)
-            .and_then(|()| buffered.flush())
-            .ctx("cannot write", &staged.tmp)?;
-        drop(buffered);
-        // A hint: the flush reports what it finds.
-        let _ = start_writeback(&staged.file);
-        Ok(())
+        written
     }
 
     /// Makes every staged file's contents durable (fsync), none of them in place yet.
