@@ -7,17 +7,18 @@
 //! (found by walking it, fsyncs, or one `syncfs` for a large version), and only then its
 //! `held_bytes` measured (I7); its checksums file, its completion record
 //! ([`completion_record`]) and the new index.tsv written under temp names (or, checksums
-//! off, a lost build's checksums file of the same number removed); the registries and the
-//! checksums file flushed and renamed into place together, their folders flushed (each is
-//! old or new after a crash, and any mix describes the old version the same); the
-//! completion record flushed and renamed into place, `.tmp/` flushed; rename into `<job>/`
-//! and fsync of the job folder; index.tsv flushed and renamed into place; `current`
-//! replaced; journal appended (the completion record removed after the index).
+//! off, a lost build's checksums file of the same number removed); the registries, the
+//! checksums file and the completion record flushed and renamed into place together, their
+//! folders flushed (each registry is old or new after a crash, and any mix describes the
+//! old version the same; a completion record without its version is removed by recovery);
+//! rename into `<job>/` and fsync of the job folder; index.tsv flushed and renamed into
+//! place; `current` replaced; journal appended (the completion record removed after the
+//! index).
 //!
 //! Each file is written, and its writeback started, well before its own flush, and the
 //! tree's files all before the first of theirs: where a filesystem commits metadata in one
 //! journal (ext4, XFS) the first flush then commits the blocks of all of them, and the
-//! later flushes find little left (about seven commits for a small version, against about
+//! later flushes find little left (about six commits for a small version, against about
 //! twenty when each file was written and flushed on its own). Nothing depends on that:
 //! every ordering above is an fsync of its own. A failure before the rename removes the
 //! partial version, its checksums file and the temp files; [`crate::engine::recover`]
@@ -184,12 +185,14 @@ pub(crate) fn publish(
         crate::fault::step();
         make_durable(partial)?;
         row.held_bytes = measure::held_bytes(partial)?;
-        // Its checksums, written once it is durable and in place (flushed, with the
-        // registries) before the completion record is (I9, docs/format.md#checksums).
+        // Its checksums and its completion record, written once it is durable and put in
+        // place with the registries, all of them durable before the version's rename (I9,
+        // docs/format.md#checksums). Neither needs the other first: a completion record
+        // names a version still under `.partial/` only after a crash, and recovery then
+        // removes both.
         b.stage_checksums(&mut records, &dir.path, name.n)?;
-        let mut completion = Staged::default();
         let record_text = index::render(std::slice::from_ref(&row));
-        completion.add_in(&fsutil::tmp_dir_of(&dir.path)?, &record, |w| {
+        records.add_in(&fsutil::tmp_dir_of(&dir.path)?, &record, |w| {
             w.write_all(record_text.as_bytes())
         })?;
         rows.push(row.clone());
@@ -198,8 +201,6 @@ pub(crate) fn publish(
             contents: index::render(&rows).into_bytes(),
         })?;
         records.commit()?;
-        crate::fault::step();
-        completion.commit()?;
         crate::fault::step();
         fs::rename(partial, &final_path).ctx("cannot rename version into place", &final_path)
     })();
