@@ -229,7 +229,8 @@ pub struct Replacement {
 /// renamed into place, each folder flushed once at the end. Where a filesystem commits
 /// metadata in one journal (ext4, XFS), the flushes after the first find their work done.
 /// A version's publication stages its registries before its tree is flushed, so that their
-/// writeback runs meanwhile, and its checksums file once the tree is durable
+/// writeback runs meanwhile, and its checksums file and completion record once the tree
+/// is durable; the version is renamed only after the set's commit returned
 /// (engine/publish.rs).
 ///
 /// After a crash each file is old or new, whole; which of them are new is not ordered, so
