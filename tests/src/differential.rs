@@ -1133,11 +1133,7 @@ pub fn history(seed: u64, knobs: &Knobs, who: Who, tally: &mut Tally) {
         }
         settle_owner(&f.src, who);
         let cap = work.join("capture");
-        sh(&format!(
-            "rm -rf '{0}' && cp -a '{1}' '{0}'",
-            cap.display(),
-            f.src.display()
-        ));
+        crate::replace_with_copy(&f.src, &cap);
         if !knobs.keeps.specials {
             // What the version should hold on such a vault: the source without them.
             drop_specials(&cap);

@@ -69,6 +69,16 @@ pub fn sh(script: &str) {
         .assert_success();
 }
 
+/// Replaces `to` with a `cp -a` copy of `from` (modes, owners, times, links and hard links
+/// kept): how a test saves a vault, and puts it back before each injected crash.
+pub fn replace_with_copy(from: &Path, to: &Path) {
+    sh(&format!(
+        "rm -rf '{t}' && cp -a '{f}' '{t}'",
+        f = from.display(),
+        t = to.display()
+    ));
+}
+
 /// Is a program on PATH?
 pub fn have(program: &str) -> bool {
     Command::new("sh")

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use reverb_tests::ops::{disk_dirs, index_dirs};
-use reverb_tests::{Fixture, LoopMount, TestCommand, cmd, sh, stderr, stdout};
+use reverb_tests::{Fixture, LoopMount, TestCommand, cmd, replace_with_copy, sh, stderr, stdout};
 
 /// `reverb-index --check --data [--json]` (exit code not asserted).
 fn data_check(f: &Fixture, json: bool) -> Output {
@@ -219,16 +219,9 @@ fn kill_9_at_every_write_step_of_retirement_leaves_every_record_findable() {
     let f = Fixture::new();
     three_versions(&f);
     let pristine = f._tmp.path().join("pristine");
-    let copy = |from: &Path, to: &Path| {
-        sh(&format!(
-            "rm -rf '{t}' && cp -a '{f}' '{t}'",
-            f = from.display(),
-            t = to.display()
-        ))
-    };
-    copy(&f.vault, &pristine);
+    replace_with_copy(&f.vault, &pristine);
     for k in 1..200u64 {
-        copy(&pristine, &f.vault);
+        replace_with_copy(&pristine, &f.vault);
         let o = f
             .tool("reverb-retire")
             .args(["--keep", "1"])
@@ -534,17 +527,10 @@ fn a_version_lost_in_a_crash_leaves_no_records_for_the_next_one_of_its_number() 
         })
     };
     let pristine = f._tmp.path().join("pristine");
-    let copy = |from: &Path, to: &Path| {
-        sh(&format!(
-            "rm -rf '{t}' && cp -a '{f}' '{t}'",
-            f = from.display(),
-            t = to.display()
-        ))
-    };
-    copy(&f.vault, &pristine);
+    replace_with_copy(&f.vault, &pristine);
     let mut crashed_between = false;
     for k in 1..100u64 {
-        copy(&pristine, &f.vault);
+        replace_with_copy(&pristine, &f.vault);
         let o = cmd("reverb-snap")
             .arg("--config")
             .arg(&on)
