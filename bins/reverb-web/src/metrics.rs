@@ -23,9 +23,7 @@ use reverb_common::index;
 use reverb_common::porcelain;
 
 /// Every state word a job can be in.
-pub const STATES: [&str; 8] = [
-    "watching", "waiting", "copying", "retiring", "paused", "failing", "stopped", "new",
-];
+pub const STATES: [&str; 9] = porcelain::JobState::WORDS;
 
 /// The histogram's buckets (seconds).
 const BUCKETS: [f64; 11] = [

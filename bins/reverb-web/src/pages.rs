@@ -246,6 +246,7 @@ fn state_cell(st: &JobStatus) -> Markup {
                 div.why.muted { (pending) " changes" @if let Some(d) = due { ", version by " (when(d)) } }
             }
             JobState::Copying { progress } => { div.why.muted { (progress) } }
+            JobState::Starting => { div.why.muted { "setting up the watch; a rescan follows" } }
             JobState::Stopped if st.replica_of.is_some() => { div.muted { "a replica: its source's " code { "replicate" } " adds its versions" } }
             JobState::Stopped => { div.why.muted { "no supervisor is watching it (" code { "reverberator run" } ")" } }
             JobState::Watching { fallback: Some(how) } => { div.why.muted { (how) } }

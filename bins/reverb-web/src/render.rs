@@ -37,7 +37,7 @@ pre{background:#fff;border:1px solid #e1e4e8;padding:.6em;overflow-x:auto;white-
 .muted{color:#66707c}
 .crumbs{margin:.2em 0 .8em;word-break:break-all}
 .state{font-weight:600}
-.s-watching{color:#1b7a3d}.s-waiting,.s-copying,.s-retiring{color:#8a5a00}
+.s-watching{color:#1b7a3d}.s-starting,.s-waiting,.s-copying,.s-retiring{color:#8a5a00}
 .s-failing,.s-paused{color:#b00020}.s-stopped,.s-new{color:#66707c}
 .why{margin-top:.25em;font-size:.92em}
 .resolve{display:block;margin-top:.25em;background:#fff4e5;border:1px solid #f0c36d;padding:.3em .45em;word-break:break-all}

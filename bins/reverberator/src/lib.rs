@@ -546,6 +546,7 @@ fn state_detail(st: &porcelain::JobStatus) -> String {
             }
             out
         }
+        JobState::Starting => format!(" (setting up the watch{}; a rescan follows)", since()),
         JobState::Watching { fallback: None }
         | JobState::Retiring
         | JobState::Stopped

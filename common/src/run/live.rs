@@ -31,6 +31,10 @@ pub enum JobState {
         /// The rescan fallback and its reason, when inotify cannot watch the tree.
         fallback: Option<String>,
     },
+    /// The supervisor has taken the job (it holds its `run.lock`) and is setting up the
+    /// watch; the catch-up rescan follows, which takes in whatever changed meanwhile.
+    /// systemd's `READY=1` waits until no job is starting.
+    Starting,
     /// Changes are waiting for the next version.
     Waiting {
         /// Raw changes waiting.
@@ -66,9 +70,16 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state's word, in the order `status` documents them.
+    pub const WORDS: [&'static str; 9] = [
+        "starting", "watching", "waiting", "copying", "retiring", "paused", "failing", "stopped",
+        "new",
+    ];
+
     /// The state's word on the wire and in `status`.
     pub fn word(&self) -> &'static str {
         match self {
+            JobState::Starting => "starting",
             JobState::Watching { .. } => "watching",
             JobState::Waiting { .. } => "waiting",
             JobState::Copying { .. } => "copying",
@@ -133,6 +144,7 @@ impl JobState {
                 due: w.due,
             },
             "copying" => JobState::Copying { progress: detail },
+            "starting" => JobState::Starting,
             "retiring" => JobState::Retiring,
             "paused" => JobState::Paused { why: detail },
             "failing" => JobState::Failing {
@@ -180,7 +192,7 @@ pub struct Live {
 /// field as it has always been written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LiveRecord {
-    /// `watching`, `waiting`, `copying`, `retiring`, `paused` or `failing`.
+    /// `starting`, `watching`, `waiting`, `copying`, `retiring`, `paused` or `failing`.
     pub state: String,
     /// When the job entered this state (RFC 3339).
     pub since: String,
@@ -333,6 +345,7 @@ mod tests {
                 progress: "a rescan of the whole source".into(),
             },
             JobState::Retiring,
+            JobState::Starting,
             JobState::Paused { why: "lost".into() },
             JobState::Failing {
                 why: "boom".into(),
@@ -341,6 +354,7 @@ mod tests {
             },
         ];
         for state in states {
+            assert!(JobState::WORDS.contains(&state.word()), "{state}");
             let live = Live {
                 state,
                 since: "2026-12-07T09:00:00.000Z".into(),

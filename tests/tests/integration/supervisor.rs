@@ -717,6 +717,108 @@ fn status_in_another_runtime_directory_says_a_supervisor_holds_the_job() {
     assert!(!stderr(&o).contains("run.lock"), "{}", stderr(&o));
 }
 
+/// While a supervisor sets up its watch (here held at the start by a `reverb-watch` that
+/// waits for the test to open a gate), `status` says so: the job is `starting`, not
+/// `stopped`, and there is no warning of a supervisor elsewhere, though the supervisor
+/// already holds the job's run.lock; systemd's READY waits (covered by the units' tests).
+#[test]
+fn status_while_the_watch_is_set_up_says_so_and_warns_of_nothing() {
+    let s = Setup::new(&["setup"], "");
+    let runtime = s.tmp.path().join("runtime");
+    fs::create_dir_all(&runtime).expect("mkdir");
+    // The job exists (its folder and run.lock), as after any earlier run.
+    let sup = Supervisor::start_in(&s.config, &runtime);
+    wait_for_status(&s.config, &runtime, "watching", 30, |st| {
+        st["state"] == "watching"
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+    assert!(s.job_dir("setup").join("run.lock").exists());
+
+    // The same programs in a folder of their own, where reverb-watch waits for the gate.
+    let tools = s.tmp.path().join("tools");
+    fs::create_dir_all(&tools).expect("mkdir");
+    for name in [
+        "reverberator",
+        "reverb-mountwatch",
+        "reverb-snap",
+        "reverb-retire",
+    ] {
+        if fs::hard_link(bin(name), tools.join(name)).is_err() {
+            fs::copy(bin(name), tools.join(name)).expect("copy a program");
+        }
+    }
+    let gate = s.tmp.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let watch = tools.join("reverb-watch");
+    fs::write(
+        &watch,
+        format!(
+            "#!/bin/sh\nread _ < '{}'\nexec '{}' \"$@\"\n",
+            gate.display(),
+            bin("reverb-watch").display()
+        ),
+    )
+    .expect("write the gated reverb-watch");
+    fs::set_permissions(&watch, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the gated reverb-watch");
+    let child = Command::new(tools.join("reverberator"))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["run", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn reverberator");
+    let sup = Supervisor { child };
+    // Opened however the test ends, so that no gated program outlives it.
+    let gate_guard = OpenOnDrop(gate.clone());
+
+    let st = wait_for_status(&s.config, &runtime, "starting", 30, |st| {
+        st["state"] != "stopped"
+    });
+    assert_eq!(st["state"], "starting", "{st}");
+    let o = cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .output();
+    assert!(
+        stdout(&o).contains("setup: starting (setting up the watch"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stderr(&o).contains("run.lock"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // Open the gate (waiting for the gated program to reach it): the watch starts, and the
+    // state is plain `watching` again.
+    fs::write(&gate, b"go\n").expect("open the gate");
+    drop(gate_guard);
+    wait_for_status(&s.config, &runtime, "watching", 30, |st| {
+        st["state"] == "watching"
+    });
+    assert_eq!(sup.stop().code(), Some(0));
+}
+
+/// A FIFO that a gated program waits on; dropping this opens it (writes a line to it)
+/// when somebody waits, and does nothing otherwise.
+struct OpenOnDrop(PathBuf);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: without a reader the open fails (ENXIO) instead of waiting for one.
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&self.0)
+        {
+            let _ = f.write_all(b"go\n");
+        }
+    }
+}
+
 /// `reverberator status --json` for the one job of `config`, with its exit code.
 fn live_status(config: &Path, runtime: &Path) -> (serde_json::Value, Option<i32>) {
     let o = cmd("reverberator")

@@ -620,6 +620,11 @@ impl Runner {
         if let Err(h) = self.prepare(lock) {
             return h;
         }
+        // The job is this supervisor's now: `status` says so while the watch is set up. A
+        // failure stays shown until a version or a retirement clears it.
+        if !matches!(self.live.state, JobState::Failing { .. }) {
+            self.set_live(JobState::Starting);
+        }
         // Before the watch: a filesystem mounted below the source after this is a change
         // reverb-mountwatch reports (its start lines are compared with this).
         self.submounts = mountwatch::mounts_below(&self.job.source)
