@@ -70,19 +70,48 @@ fn racily_clean(source: &Metadata, holder: &str, window: std::time::Duration) ->
     }
 }
 
-/// Does the source file at `path` (lstat `sm`) hold the bytes `record` describes? Opened
-/// without following a link; a file that is not the one stat'ed, or that changes while it
-/// is read, or that cannot be read, does not.
-fn same_content(path: &Path, sm: &Metadata, record: &checksums::Record) -> bool {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    if sm.len() != record.size {
-        return false;
-    }
-    let Ok(file) = fs::OpenOptions::new()
+/// What a source file's bytes are compared with.
+enum Reference<'a> {
+    /// The BLAKE3 recorded for the vault's copy (checksums on).
+    Record(checksums::Record),
+    /// No record: the vault's copy itself, at this path.
+    Copy(&'a Path),
+}
+
+/// Opens `path` for reading without following a link (or blocking on a FIFO).
+fn open_nofollow(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
-    else {
+}
+
+/// Does the source file at `path` (lstat `sm`) hold the bytes of `reference`? Opened
+/// without following a link; a file that is not the one stat'ed, or that changes while it
+/// is read, or that cannot be read, does not; nor does a vault copy that cannot be read.
+fn same_content(path: &Path, sm: &Metadata, reference: Reference<'_>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let record = match reference {
+        Reference::Record(r) => r,
+        Reference::Copy(copy) => {
+            let Ok(copy) = open_nofollow(copy) else {
+                return false;
+            };
+            match copy.metadata() {
+                Ok(m) if m.is_file() && m.len() == sm.len() => {}
+                _ => return false,
+            }
+            match checksums::hash_file(&copy) {
+                Ok(r) => r,
+                Err(_) => return false,
+            }
+        }
+    };
+    if sm.len() != record.size {
+        return false;
+    }
+    let Ok(file) = open_nofollow(path) else {
         return false;
     };
     let stat = |m: &Metadata| {
@@ -105,7 +134,7 @@ fn same_content(path: &Path, sm: &Metadata, record: &checksums::Record) -> bool 
     let hashed = checksums::hash_file(&file);
     let after = file.metadata();
     match (hashed, after) {
-        (Ok(h), Ok(after)) => stat(&before) == stat(&after) && h == *record,
+        (Ok(h), Ok(after)) => stat(&before) == stat(&after) && h == record,
         _ => false,
     }
 }
@@ -153,49 +182,51 @@ impl Builder<'_> {
     }
 
     /// A regular file that [`Builder::differ`] found the same as its copy (`om`, at `rel`
-    /// in version `holder`): can its stat prove it unchanged? Not when it is *racily
-    /// clean* ([`racily_clean`]: its mtime is within a timestamp tick of the version that
-    /// copied it, so a rewrite to the same size right after the copy keeps the same stat),
-    /// and a content event says it was written, or the vault keeps mtimes too coarsely to
-    /// tell (its mtime equals the copy's only at the vault's granularity). Such a file is
-    /// compared by content with its recorded BLAKE3 (checksums on): the same bytes keep it
-    /// one vault link, other bytes make it [`Difference::Content`]. Without a record to
-    /// compare with, it is copied again ([`Difference::Content`]), except on a rescan that
-    /// found the mtime exactly equal (a stat comparison, as always). Reads only the source.
+    /// in version `holder`): can its stat prove it unchanged? Not when something says it
+    /// may have been rewritten to the same size and mtime (`rewritten`: a content event
+    /// named it, or the source index recorded it, equal to the version's, with another
+    /// inode or ctime: a rename over it, a write with its mtime put back), nor when it is
+    /// *racily clean* ([`racily_clean`]: its mtime is within a timestamp tick of the
+    /// version that copied it, so a rewrite right after the copy keeps the same stat; with
+    /// no record, only when the vault keeps mtimes too coarsely to tell them apart). Such a
+    /// file is compared by content: with its recorded BLAKE3 (checksums on), else with the
+    /// vault's copy itself. The same bytes keep it one vault link (a file opened for writing and
+    /// closed unchanged makes no version), other bytes make it [`Difference::Content`].
+    /// Reads the source, and the vault's copy only when there is no record.
     pub fn confirm_unchanged(
         &mut self,
         rel: &RelPath,
         holder: &str,
         sm: &Metadata,
         om: &Metadata,
-        content_event: bool,
+        rewritten: bool,
     ) -> Result<Difference> {
         use std::os::unix::fs::MetadataExt;
         let exact = (sm.mtime(), sm.mtime_nsec()) == (om.mtime(), om.mtime_nsec());
         let window = TIMESTAMP_TICK.max(std::time::Duration::from_nanos(
             self.fidelity.mtime_granularity_ns,
         ));
-        if !racily_clean(sm, holder, window) {
+        if !rewritten && !racily_clean(sm, holder, window) {
             return Ok(Difference::Same);
         }
-        let unproven = content_event || !exact;
         let record = match &mut self.checksums {
             Some(c) => c.lookup(&self.job, holder, rel.as_path())?,
             None => None,
         };
-        let Some(record) = record else {
-            return Ok(if unproven {
-                Difference::Content
-            } else {
-                Difference::Same
-            });
+        let copy = self.vault_path(holder, rel);
+        let reference = match record {
+            Some(r) => Reference::Record(r),
+            // Racily clean, no record, nothing said it was written, and the mtime exactly
+            // its copy's: the same by its stat, as always.
+            None if !rewritten && exact => return Ok(Difference::Same),
+            None => Reference::Copy(&copy),
         };
         // Read beneath the source's descriptor, as every source read is: a name the source
         // no longer reaches that way is not proven the same.
         let Ok(src) = self.src(rel) else {
             return Ok(Difference::Content);
         };
-        Ok(match same_content(&src, sm, &record) {
+        Ok(match same_content(&src, sm, reference) {
             true => Difference::Same,
             false => Difference::Content,
         })
@@ -368,7 +399,9 @@ impl Builder<'_> {
                     };
                     let mut difference = self.differ(sm, &om, &sp, &op);
                     if difference == Difference::Same && sm.is_file() && om.is_file() {
-                        difference = self.confirm_unchanged(&child, &o.holder, sm, &om, false)?;
+                        let rewritten = index.saw_rewrite(&view, name, sm);
+                        difference =
+                            self.confirm_unchanged(&child, &o.holder, sm, &om, rewritten)?;
                     }
                     let vouched = difference == Difference::Same;
                     held.push((name.as_bytes().to_vec(), vouched.then(|| Facts::of(sm))));

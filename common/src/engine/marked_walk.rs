@@ -256,8 +256,8 @@ impl Builder<'_> {
         if difference == Difference::Same && sm.is_file() && om.is_file() {
             // The event may say the data was written; when the stat cannot prove
             // otherwise, the content decides.
-            let content_event = marks.mark == Some(Mark::Content);
-            difference = self.confirm_unchanged(&rel, &old.holder, &sm, &om, content_event)?;
+            let rewritten = marks.mark == Some(Mark::Content);
+            difference = self.confirm_unchanged(&rel, &old.holder, &sm, &om, rewritten)?;
         }
         if sm.is_dir() && om.is_dir() {
             let np = self.new_path(&rel);

@@ -236,6 +236,23 @@ impl RescanIndex {
         !(self.dirty.subtrees.contains(&path) || self.dirty.entries.contains(&path))
     }
 
+    /// Does the index say child `name` of `view`'s directory (`lstat` `sm`) may have been
+    /// rewritten since it was found equal to the version's? So it does when it recorded the
+    /// entry (no delta since names it) with another inode or ctime: a rename over it, or a
+    /// write whose mtime was put back. (The device is not compared: a filesystem mounted
+    /// again may get another number.)
+    pub fn saw_rewrite(&self, view: &DirView, name: &OsStr, sm: &Metadata) -> bool {
+        let Some(recorded) = view.block.as_ref().and_then(|b| b.get(name.as_bytes())) else {
+            return false;
+        };
+        let now = Facts::of(sm);
+        if (recorded.ino, recorded.ctime) == (now.ino, now.ctime) {
+            return false;
+        }
+        let path = view.path_of(name);
+        !(self.dirty.subtrees.contains(&path) || self.dirty.entries.contains(&path))
+    }
+
     /// Is child `name` of `view`'s directory in a subtree a delta named?
     pub fn child_under_dirty(&self, view: &DirView, name: &OsStr) -> bool {
         view.under_dirty || self.dirty.subtrees.contains(&view.path_of(name))

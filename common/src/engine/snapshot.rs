@@ -503,7 +503,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn without_checksums_a_racily_clean_file_with_an_event_is_still_copied() {
+    fn without_checksums_a_racily_clean_file_with_an_event_is_compared_with_the_copy() {
         let mut f = fixture();
         f.ctx.file.settings.checksums = false;
         let a = f.src.join("a");
@@ -512,9 +512,12 @@ pub(crate) mod tests {
         rewrite_keeping_mtime(&a, b"one");
         let marked = BTreeMap::from([(RelPath::root().join("a".as_ref()), Mark::Content)]);
         assert!(
-            f.take(Trigger::Paths(marked)).version.is_some(),
-            "nothing to prove it"
+            f.take(Trigger::Paths(marked.clone())).version.is_none(),
+            "the same bytes as the vault's copy"
         );
+        rewrite_keeping_mtime(&a, b"two");
+        let out = f.take(Trigger::Paths(marked));
+        assert_eq!(fs::read(f.version(&out).join("a")).expect("a"), b"two");
     }
 
     #[test]
