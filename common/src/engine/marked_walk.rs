@@ -40,6 +40,8 @@ struct OpenDir {
     todo: std::vec::IntoIter<(OsString, bool, Option<Listed>)>,
     /// Does anything in it differ from the old version so far?
     differs: bool,
+    /// The source directory could not be listed: it stays as the old version holds it.
+    unreadable: bool,
     then: WhenBuilt,
 }
 
@@ -124,6 +126,7 @@ impl Builder<'_> {
         then: WhenBuilt,
     ) -> Result<OpenDir> {
         let (marks, diffed) = self.widen(&rel, marks, phys, diffed)?;
+        let mut unreadable = false;
         let todo = match self.list_source(&rel, Detail::Names) {
             SourceListing::Listed(src) => {
                 let mut old = self.list_version_unread(phys, &rel)?;
@@ -137,9 +140,10 @@ impl Builder<'_> {
                     })
                     .collect()
             }
-            SourceListing::Unreadable | SourceListing::OtherFilesystem => {
+            listing @ (SourceListing::Unreadable | SourceListing::OtherFilesystem) => {
                 // Keep the previous contents: every old child stays linked (unreadable, or
                 // hidden under a mount `one_file_system` leaves out).
+                unreadable = matches!(listing, SourceListing::Unreadable);
                 for (name, old) in self.list_version(phys, &rel, Detail::Names)? {
                     self.keep_old(&rel.join(&name), &old)?;
                 }
@@ -155,6 +159,7 @@ impl Builder<'_> {
             diffed,
             todo: todo.into_iter(),
             differs: false,
+            unreadable,
             then,
         })
     }
@@ -336,8 +341,11 @@ impl Builder<'_> {
                     src_meta,
                     attr_differs,
                 } = *common;
-                if !dir.differs && !attr_differs {
-                    // Nothing changed after all: collapse back into one link.
+                // A directory it cannot list is kept as the old version holds it, its own
+                // attributes too (journaled `skipped`): a new mode that shuts its user out
+                // (`chmod 000`) would leave a version its own tools cannot walk.
+                if dir.unreadable || (!dir.differs && !attr_differs) {
+                    // Nothing changed after all (or nothing can be known): one link again.
                     self.drop_new(rel)?;
                     self.keep_old(rel, &old)?;
                     return Ok(false);

@@ -284,8 +284,11 @@ impl Retirement {
             {
                 continue;
             }
+            let src_guard = DirGuard::open(parent_of(&src))?;
             let guard = DirGuard::open(parent_of(&dst))?;
+            let moving = DirGuard::open(&src)?;
             fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
+            moving.restore()?;
             guard.restore()?;
             fault::step();
             let src_parent = OpenDir::open(parent_of(&src))?;
@@ -294,6 +297,7 @@ impl Retirement {
                 &src_parent,
                 rel.file_name().unwrap_or_default(),
             )?;
+            src_guard.restore()?;
             fault::step();
         }
         Ok(())
@@ -476,10 +480,18 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
     };
     let (src_dir, dst_dir) = (parent_of(&src), parent_of(&dst));
     let dirs_before = usage(src_dir)? + usage(dst_dir)?;
+    // A rename takes write permission on both directories: a non-root writer makes each
+    // writable for the move and puts its mode back (a read-only directory of the source,
+    // 0555, is one in the version too).
+    let src_guard = DirGuard::open(src_dir)?;
     let guard = DirGuard::open(dst_dir)?;
     let link = usage(&dst)?;
     let left_in_old = if sm.is_dir() {
+        // A directory moved to another parent has its `..` rewritten: it must be writable
+        // too. Its guard holds it open, so its mode is put back wherever it is then.
+        let moving = DirGuard::open(&src)?;
         if exchange(&src, &dst)? {
+            moving.restore()?;
             set_times(&dst, &sm)?;
             guard.restore()?;
             fault::step();
@@ -490,6 +502,7 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
             fs::remove_file(&dst).ctx("cannot remove the vault link", &dst)?;
             fault::step();
             fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
+            moving.restore()?;
             set_times(&dst, &sm)?;
             guard.restore()?;
             fault::step();
@@ -502,11 +515,13 @@ fn move_forward(job: &Path, vo: &str, vn: &str, rel: &Path, tmp: &LinkTemps) -> 
             &src_parent,
             rel.file_name().unwrap_or_default(),
         )?;
+        src_guard.restore()?;
         fault::step();
         usage(&src)?
     } else {
         fs::rename(&src, &dst).ctx("cannot move into the next version", &dst)?;
         guard.restore()?;
+        src_guard.restore()?;
         fault::step();
         0
     };
