@@ -459,17 +459,25 @@ fn status(at: &Where) -> anyhow::Result<i32> {
             }
             _ => format!("{}{}", st.state, state_detail(&st)),
         };
+        // Without the vault nothing is known of the job's versions: say so, not "never".
+        let history = if matches!(st.identity, porcelain::IdentityReport::VaultMissing(_)) {
+            "versions unknown while the vault is missing".to_owned()
+        } else {
+            format!(
+                "last {} ({age}), {}, {} pending, {}{limit}",
+                st.last_version.as_deref().unwrap_or("-"),
+                if st.versions == 1 {
+                    "1 version".to_owned()
+                } else {
+                    format!("{} versions", st.versions)
+                },
+                st.pending(),
+                format_size(st.size_bytes),
+            )
+        };
         out(&format!(
-            "{}: {state} — last {} ({age}), {}, {} pending, {}{limit}; {}{left_out}{}",
+            "{}: {state} — {history}; {}{left_out}{}",
             st.job,
-            st.last_version.as_deref().unwrap_or("-"),
-            if st.versions == 1 {
-                "1 version".to_owned()
-            } else {
-                format!("{} versions", st.versions)
-            },
-            st.pending(),
-            format_size(st.size_bytes),
             st.identity,
             replica_lag(&st)
         ))?;

@@ -181,7 +181,12 @@ impl std::fmt::Display for IdentityReport {
         match self {
             IdentityReport::NotCreated => f.write_str("not created yet"),
             IdentityReport::VaultMissing(v) => {
-                write!(f, "vault {} missing", crate::error::show(v))
+                write!(
+                    f,
+                    "vault {} missing (no {} there: unmounted?)",
+                    crate::error::show(v),
+                    crate::vault::layout::MARKER
+                )
             }
             IdentityReport::Checked(roles) => {
                 for (i, (role, r)) in roles.iter().enumerate() {
@@ -250,8 +255,12 @@ pub fn status(dir: &JobDir, name: &str, source: Option<&Path>, vault_root: &Path
     };
     let live = live_state(dir, name, vault_root);
     let Ok(file) = JobFile::read(&dir.job_toml()) else {
-        if !vault_root.is_dir() {
+        // No vault marker: the vault is not there (an unplugged disk leaves its empty
+        // mountpoint), not a job never made.
+        if !vault_root.join(crate::vault::layout::MARKER).is_file() {
             st.identity = IdentityReport::VaultMissing(vault_root.to_path_buf());
+            // Not known to be new: its folder may be on the missing vault.
+            st.state = JobState::Stopped;
         }
         if let Some(l) = live {
             st.take_live(l);

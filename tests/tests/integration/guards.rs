@@ -130,6 +130,34 @@ fn an_unplugged_vault_is_never_written() {
         listing(&m.mountpoint).is_empty(),
         "the empty mountpoint was written into"
     );
+    // `status` knows nothing of the job's versions then, and says so (not "never", not "0
+    // versions"), whether the vault's path is gone or an empty directory stands there.
+    let config = f._tmp.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[jobs.j]\nsource = \"{}\"\nvault = \"{}\"\n",
+            f.src.display(),
+            vault.display()
+        ),
+    )
+    .expect("config");
+    for empty_dir in [false, true] {
+        if empty_dir {
+            fs::create_dir(&vault).expect("an empty directory where the vault was");
+        }
+        let o = cmd("reverberator")
+            .args(["status", "--config"])
+            .arg(&config)
+            .assert_exit(1);
+        let said = stdout(&o);
+        assert!(
+            said.contains("j: stopped — versions unknown while the vault is missing")
+                && said.contains("no reverberator-vault.toml there"),
+            "{said}"
+        );
+    }
+    fs::remove_dir(&vault).expect("rmdir");
     m.mount().expect("replug");
     let o = snap(&[]).assert_success();
     assert!(stdout(&o).starts_with("V2-"));

@@ -182,11 +182,18 @@ impl Runner {
                 self.submount_changed(&r)
             }
             Ok(r) if r.state == State::Lost => {
-                let shown = line.replace('\t', " ");
+                let role = if r.path == self.job.vault {
+                    "the vault"
+                } else {
+                    "the source"
+                };
+                let shown = format!(
+                    "{role} {} is no longer on its recorded filesystem (unmounted, or another one mounted there) since {}",
+                    crate::error::show(&r.path),
+                    crate::format::time::rfc3339_millis(r.time)
+                );
                 self.note(JournalEvent::MountLost, &shown);
-                Some(Halt::Paused(format!(
-                    "a filesystem of the job was lost: {shown}"
-                )))
+                Some(Halt::Paused(shown))
             }
             Ok(_) => None,
             Err(e) => {
