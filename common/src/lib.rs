@@ -172,6 +172,7 @@ pub mod retire {
 pub mod restore {
     pub use crate::engine::restore::{Existing, pick, restore, restore_into};
     pub use crate::run::selection::pick_from;
+    pub use crate::vault::inside::{InsideVault, refuse_inside};
 }
 
 /// The inotify watcher.

@@ -1065,18 +1065,14 @@ fn restore_into(
             "the destination must be an absolute path on the server (a new directory)",
         ));
     }
-    let real = reverb_common::job::canonical_or_nearest(&dest);
+    // Every vault served, not only the job's (which the library refuses itself).
     for other in all_jobs(app)? {
-        let vault = reverb_common::job::canonical_or_nearest(&other.vault);
-        if real.starts_with(&vault) {
-            return Err(WebError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{} is inside the vault {}: restore somewhere else (the vault is read-only here)",
-                    dest.display(),
-                    other.vault.display()
-                ),
-            ));
+        match restore::refuse_inside(&dest, &other.vault) {
+            Ok(()) => {}
+            Err(e @ restore::InsideVault::Inside(..)) => {
+                return Err(WebError::new(StatusCode::FORBIDDEN, e.to_string()));
+            }
+            Err(e) => return Err(reverb_common::Error::from(e).into()),
         }
     }
     let rel = browse::inside_version(f.path.trim().trim_start_matches('/').as_bytes())?;

@@ -6,8 +6,9 @@
 //! copies); a non-empty destination is refused unless [`Existing::Overwrite`] (each
 //! restored entry replaces what is at its place, nothing else in DEST is touched) or
 //! [`Existing::Delete`] (DEST is made exactly the version: what it does not hold is removed,
-//! before each directory's times are set); nothing in the vault is ever written, and nothing
-//! outside DEST: every entry is reached beneath the descriptor of DEST's nearest existing
+//! before each directory's times are set); nothing in the vault is ever written (a DEST that
+//! is the vault or inside it is refused before anything is created, [`refuse_inside`]), and
+//! nothing outside DEST: every entry is reached beneath the descriptor of DEST's nearest existing
 //! ancestor ([`Tree`]), never through a symlink, so a directory of DEST another user swaps
 //! for a link while the restore runs makes it fail, naming the path (docs/security.md). The version
 //! is read with the shared [`Walk`] (no recursion, so any depth restores). Verified (the default): every regular file's data is hashed as it is copied
@@ -26,6 +27,7 @@ use crate::engine::copy::{self, CopyError};
 use crate::error::{Error, IoContext, Result, show};
 use crate::format::checksums::{Record, Recorder};
 use crate::format::index::IndexRow;
+use crate::vault::inside::refuse_inside;
 use crate::vault::layout::JobDir;
 use crate::vault::tree::{self, Links, Lookalikes, Node, Visitor, Walk};
 
@@ -101,6 +103,8 @@ pub fn restore_into(
     existing: Existing,
     verify: bool,
 ) -> Result<Restored> {
+    // Before anything is created: the vault is never a destination.
+    refuse_inside(dest, dir.vault_root())?;
     let lookalikes = Lookalikes::load(&dir.path)?;
     let rel = inside_source(rel)?;
     let Some(phys) = tree::resolve(&dir.path, version, &rel, &lookalikes)? else {

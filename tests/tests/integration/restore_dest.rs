@@ -1,11 +1,13 @@
 //! `reverb-restore` into a destination that is not empty (`--overwrite`, `--delete`), the
-//! `--from` selector with times, and `-V/--version` on every program.
+//! `--from` selector with times, a destination in the vault refused, and `-V/--version` on
+//! every program.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reverb_tests::model::{CaptureOpts, assert_same, capture};
-use reverb_tests::{Fixture, cmd, stderr, stdout};
+use reverb_tests::{Fixture, MountGuard, cmd, skip, stderr, stdout};
 
 fn opts() -> CaptureOpts {
     CaptureOpts {
@@ -159,4 +161,103 @@ fn every_program_prints_its_version() {
             );
         }
     }
+}
+
+/// The vault as an independent oracle sees it: every entry's path, type, size, mode, mtime
+/// and link text (`find -printf`), and every file's BLAKE3 (`b3sum`).
+fn vault_state(vault: &Path) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cd \"$1\" && find . -printf '%p %y %s %m %T@ %l\\n' | sort && \
+             find . -type f -print0 | sort -z | xargs -0 b3sum",
+        )
+        .arg("sh")
+        .arg(vault)
+        .output()
+        .expect("find");
+    assert!(o.status.success(), "find | b3sum: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// `reverberator restore job --vault V --path sub --to DEST`.
+fn porcelain_restore(f: &Fixture, dest: &Path) -> reverb_tests::TestCommand {
+    let mut c = cmd("reverberator");
+    c.args(["restore", &f.job, "--vault"])
+        .arg(&f.vault)
+        .args(["--path", "sub", "--to"])
+        .arg(dest)
+        .show_dir(f.job_dir());
+    c
+}
+
+#[test]
+fn a_destination_in_the_vault_is_refused_before_anything_is_written() {
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("sub")).expect("mkdir");
+    fs::write(f.src.join("sub/a"), b"hello").expect("write");
+    let v1 = f.first();
+    let job = f.job_dir();
+    let link = f._tmp.path().join("into-vault");
+    std::os::unix::fs::symlink(job.join(&v1), &link).expect("symlink");
+    let before = vault_state(&f.vault);
+    let mut dests: Vec<PathBuf> = vec![
+        job.join(&v1).join("sub/restored-here"),
+        job.join("current/docs2"),
+        job.join("restored"),
+        job.join("index.tsv.d"),
+        job.join(&v1).join("sub"),
+        f.vault.clone(),
+        // Through a symlink into a version.
+        link.join("sub/restored"),
+        link.clone(),
+    ];
+    // Through a bind mount of the vault: another path, the same directories.
+    let bind = f._tmp.path().join("bind");
+    let guard = match MountGuard::new(&["--bind", f.vault.to_str().expect("utf-8")], &bind) {
+        Ok(g) => {
+            dests.push(bind.join(&f.job).join("restored"));
+            Some(g)
+        }
+        Err(why) => {
+            skip(&format!("bind mount of the vault: {why}"));
+            None
+        }
+    };
+    for dest in &dests {
+        for extra in [&[][..], &["--overwrite"][..], &["--delete"][..]] {
+            let o = porcelain_restore(&f, dest).args(extra).assert_exit(2);
+            let err = stderr(&o);
+            assert!(
+                err.contains(&dest.display().to_string())
+                    && err.contains(&f.vault.display().to_string())
+                    && err.contains("vault"),
+                "{} {extra:?}: the message names DEST and the vault: {err}",
+                dest.display()
+            );
+        }
+        assert_eq!(
+            vault_state(&f.vault),
+            before,
+            "{}: the vault changed",
+            dest.display()
+        );
+    }
+    // reverb-restore itself, and a relative DEST from inside the vault.
+    let o = f
+        .tool("reverb-restore")
+        .args(["--to", "restored-rel"])
+        .current_dir(&job)
+        .assert_exit(2);
+    assert!(stderr(&o).contains("vault"), "{}", stderr(&o));
+    drop(guard);
+    assert_eq!(vault_state(&f.vault), before, "the vault changed");
+    cmd("reverberator")
+        .args(["verify", "--data", "--vault"])
+        .arg(&f.vault)
+        .assert_success();
+    // The live source is a legitimate place to restore into.
+    let old = f.src.join("old-report");
+    porcelain_restore(&f, &old).assert_success();
+    assert_eq!(fs::read(old.join("a")).expect("read"), b"hello");
 }
