@@ -397,6 +397,18 @@ impl At {
         Ok(())
     }
 
+    /// Renames this entry to `to` (`renameat` on both directories' descriptors, neither
+    /// name followed), replacing what `to` names as `rename(2)` does.
+    pub fn rename_to(&self, to: &At) -> io::Result<()> {
+        nix::fcntl::renameat(
+            self.dir.as_fd(),
+            Path::new(&self.name),
+            to.dir.as_fd(),
+            Path::new(&to.name),
+        )?;
+        Ok(())
+    }
+
     /// The entry as a directory (a symlink there is [`io::ErrorKind::NotADirectory`]).
     pub fn here(&self) -> io::Result<Here> {
         let fd = open_beneath(

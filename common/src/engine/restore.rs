@@ -16,6 +16,10 @@
 //! file); a mismatch, or a file without a record in a holder that has a checksums file,
 //! stops the restore with an error naming the file in the vault. A holder without a
 //! checksums file (a vault made before checksums, or `checksums = false`) is not checked.
+//! A regular file appears under its name only whole and verified: it is copied to a
+//! temporary name beside it (`.reverb-restore.PID.N`) and renamed into place after the
+//! check; a file that fails (or whose copy fails) is removed, so DEST never holds bad data
+//! under a real name with its original times.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -317,13 +321,47 @@ impl Restorer {
             self.hardlinks
                 .insert((meta.dev(), meta.ino()), below.to_path_buf());
         }
-        let c = copy::copy_file_hashed(&node.abs, dst, self.checksums.is_some(), dest_keeps())
-            .map_err(|e| err(e, &shown))?;
-        self.check(node, c.record)
+        // Under a temporary name beside it until it is whole and verified: a file that
+        // fails is never left under its name, looking genuine.
+        let (tmp, copied) = self.copy_to_temp(node, below)?;
+        let done = copied
+            .and_then(|c| self.check(node, c.record, below))
+            .and_then(|()| tmp.rename_to(dst).ctx("cannot restore", &shown));
+        if done.is_err() {
+            let _ = fs::remove_file(&*tmp);
+        }
+        done
     }
 
-    /// Compares what was restored from `node` (`got`) with its record, if verifying.
-    fn check(&mut self, node: &Node, got: Option<Record>) -> Result<()> {
+    /// Copies `node`'s data and attributes to a new temporary name in the directory of
+    /// `below` (`.reverb-restore.PID.N`, the first N free): the entry and the result of the
+    /// copy (an error with the entry still to remove).
+    fn copy_to_temp(&self, node: &Node, below: &Path) -> Result<(At, Result<copy::FileCopy>)> {
+        let shown = self.shown(below);
+        let dir = match self.top.join(below).parent() {
+            Some(p) => p.to_path_buf(),
+            None => PathBuf::new(),
+        };
+        for n in 0u32.. {
+            let name = format!(".reverb-restore.{}.{n}", std::process::id());
+            let tmp = self
+                .place
+                .at(&dir.join(name))
+                .ctx("cannot restore", &shown)?;
+            match copy::copy_file_hashed(&node.abs, &tmp, self.checksums.is_some(), dest_keeps()) {
+                Err(CopyError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                copied => return Ok((tmp, copied.map_err(|e| err(e, &shown)))),
+            }
+        }
+        Err(Error::Invalid(format!(
+            "cannot restore {}: no free temporary name beside it",
+            show(&shown)
+        )))
+    }
+
+    /// Compares what was restored from `node` (`got`) at `below` with its record, if
+    /// verifying.
+    fn check(&mut self, node: &Node, got: Option<Record>, below: &Path) -> Result<()> {
         let (Some(c), Some(got)) = (&mut self.checksums, got) else {
             return Ok(());
         };
@@ -342,8 +380,18 @@ impl Restorer {
             None if !c.has_file(&self.job, &node.phys)? => return Ok(()),
             None => "it has no checksum record".to_owned(),
         };
+        let dest = show(&self.dest);
+        let next = if below.as_os_str().is_empty() {
+            format!("{dest} was not made; --no-verify takes the file as it is")
+        } else {
+            format!(
+                "it was not restored, and the restore stopped there: {dest} holds what was \
+                 restored before it; restore again into it with --overwrite, or with \
+                 --no-verify to take the file as it is"
+            )
+        };
         Err(Error::Damaged(format!(
-            "{} in the vault fails verification: {why} (restore with --no-verify to take it as it is)",
+            "{} in the vault fails verification: {why} ({next})",
             shown()
         )))
     }

@@ -431,6 +431,131 @@ fn restore_fails_naming_a_damaged_file_unless_no_verify() {
     assert_eq!(fs::read(r.join("docs/same")).expect("read"), b"AAAAAAAA");
 }
 
+/// `b3sum` of every regular file under `root` (the oracle of what a restore left), by
+/// path relative to it.
+fn b3sums(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    if !root.exists() {
+        return out;
+    }
+    for e in walk_files(root) {
+        let o = TestCommand::program("b3sum")
+            .arg("--no-names")
+            .arg(root.join(&e))
+            .assert_success();
+        out.insert(e, stdout(&o).trim().to_owned());
+    }
+    out
+}
+
+/// A stored copy damaged as bit rot damages it: one byte changed, size and mtime kept.
+fn rot(file: &Path) {
+    let f = file.display();
+    sh(&format!(
+        "touch -r '{f}' '{f}.mtime' && printf X | dd of='{f}' bs=1 seek=3 conv=notrunc 2>/dev/null \
+         && touch -r '{f}.mtime' '{f}' && rm '{f}.mtime'"
+    ));
+}
+
+#[test]
+fn a_file_that_fails_verification_never_appears_under_its_name_in_dest() {
+    reverb_tests::require_programs!(["b3sum"], "the b3sum oracle of what DEST holds");
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("d")).expect("mkdir");
+    for name in ["d/a", "d/b", "d/c", "file"] {
+        fs::write(f.src.join(name), format!("{name}: genuine content")).expect("write");
+    }
+    let v1 = f.first();
+    let genuine = b3sums(&f.src);
+    let stored = f.job_dir().join(&v1);
+    let mtime = fs::metadata(stored.join("file"))
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    rot(&stored.join("file"));
+    rot(&stored.join("d/b"));
+    assert_eq!(
+        fs::metadata(stored.join("file"))
+            .expect("stat")
+            .modified()
+            .expect("mtime"),
+        mtime
+    );
+    let rotten: Vec<String> = ["file", "d/b"]
+        .iter()
+        .map(|p| b3sums(&stored)[Path::new(p)].clone())
+        .collect();
+    let out = f._tmp.path().join("out");
+    fs::create_dir(&out).expect("mkdir");
+    // No file of DEST's directory holds rotten bytes; every one is genuine.
+    let assert_no_rot = |what: &str| {
+        for (p, h) in b3sums(&out) {
+            assert!(
+                !rotten.contains(&h),
+                "{what}: {} holds rotten bytes",
+                p.display()
+            );
+            let name = p.strip_prefix("tree").unwrap_or(&p);
+            let name = if name == Path::new("x") {
+                Path::new("file")
+            } else {
+                name
+            };
+            assert_eq!(genuine.get(name), Some(&h), "{what}: {}", p.display());
+        }
+    };
+    // One file: refused, naming it; nothing under DEST's name, nothing left beside it.
+    let x = out.join("x");
+    let o = cmd("reverberator")
+        .args(["restore", &f.job, "--vault"])
+        .arg(&f.vault)
+        .args(["--path", "file", "--to"])
+        .arg(&x)
+        .assert_exit(1);
+    assert!(stderr(&o).contains(&format!("{v1}/file")), "{}", stderr(&o));
+    assert!(!x.exists(), "the rotten file was left as DEST");
+    assert_no_rot("one file");
+    assert_eq!(
+        fs::read_dir(&out).expect("ls").count(),
+        0,
+        "a leftover in {}",
+        out.display()
+    );
+    // A tree: stops at the rotten file (as documented), which is not there; what came
+    // before it is genuine; the message says how to go on.
+    let tree = out.join("tree");
+    let o = f
+        .tool("reverb-restore")
+        .arg("--to")
+        .arg(&tree)
+        .assert_exit(1);
+    let err = stderr(&o);
+    assert!(err.contains(&format!("{v1}/d/b")), "{err}");
+    assert!(
+        err.contains("--overwrite") && err.contains("--no-verify"),
+        "{err}"
+    );
+    assert!(
+        !tree.join("d/b").exists(),
+        "the rotten file was left in DEST"
+    );
+    assert!(tree.join("d/a").exists(), "what came before is kept");
+    assert_no_rot("a tree");
+    // --no-verify takes them as they are.
+    f.tool("reverb-restore")
+        .args(["--no-verify", "--overwrite", "--to"])
+        .arg(&tree)
+        .assert_success();
+    assert_eq!(b3sums(&tree)[Path::new("d/b")], rotten[1]);
+    assert_eq!(b3sums(&tree)[Path::new("file")], rotten[0]);
+    assert_eq!(b3sums(&tree)[Path::new("d/c")], genuine[Path::new("d/c")]);
+    f.tool("reverb-restore")
+        .args(["--no-verify", "--path", "file", "--to"])
+        .arg(&x)
+        .assert_success();
+    assert_eq!(fs::read(&x).expect("read"), b"filX: genuine content");
+}
+
 #[test]
 fn backfill_records_a_vault_made_before_checksums() {
     let f = Fixture::new();
