@@ -23,6 +23,14 @@ pub struct Args {
     /// The job's name.
     #[arg(long, value_name = "NAME")]
     pub job: String,
+    #[command(flatten)]
+    pub what: What,
+}
+
+/// Which version, what of it, where to and how: the flags `reverberator restore JOB`
+/// takes too (docs/cli.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct What {
     /// Which version: its number, its directory name, `latest`, or a time (`2026-11-24T21:00`
     /// in UTC, `"2 hours ago"`): the newest version taken at or before it.
     #[arg(long, value_name = "N|DIR|latest|TIME", default_value = "latest")]
@@ -30,7 +38,8 @@ pub struct Args {
     /// A path inside the version (relative to the source) to restore instead of all of it.
     #[arg(long, value_name = "P")]
     pub path: Option<PathBuf>,
-    /// Where to restore to (created; must not exist or be an empty directory).
+    /// Where to restore to (created; must not exist or be an empty directory, and not be in
+    /// the vault).
     #[arg(long, value_name = "DEST")]
     pub to: PathBuf,
     /// Accept a non-empty destination: restored entries replace what is at their place,
@@ -53,8 +62,13 @@ pub fn cli() -> clap::Command {
 
 /// Runs the tool with these arguments; returns the exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let args = Args::parse_from(args);
-    cli::finish("reverb-restore", run(&args))
+    main_with(&Args::parse_from(args))
+}
+
+/// Runs the tool with these arguments, parsed already (`reverberator restore`); returns
+/// the exit code.
+pub fn main_with(args: &Args) -> i32 {
+    cli::finish("reverb-restore", run(args))
 }
 
 /// The tool's body.
@@ -68,19 +82,20 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
     let vault = Vault::open(&target.vault)?;
     let (dir, _file) = job::find(&vault, &target.name)?;
     let rows = index::read_index_or_empty(&dir.index())?;
-    let row = restore::pick_from(&rows, &args.from, std::time::SystemTime::now())?;
-    let rel = args.path.clone().unwrap_or_default();
-    let existing = match (args.overwrite, args.delete) {
+    let what = &args.what;
+    let row = restore::pick_from(&rows, &what.from, std::time::SystemTime::now())?;
+    let rel = what.path.clone().unwrap_or_default();
+    let existing = match (what.overwrite, what.delete) {
         (_, true) => restore::Existing::Delete,
         (true, false) => restore::Existing::Overwrite,
         (false, false) => restore::Existing::Refuse,
     };
-    let done = restore::restore_into(&dir, &row.dir, &rel, &args.to, existing, !args.no_verify)?;
-    if args.delete {
+    let done = restore::restore_into(&dir, &row.dir, &rel, &what.to, existing, !what.no_verify)?;
+    if what.delete {
         eprintln!(
             "reverb-restore: removed {} entries from {} that {} does not hold",
             done.removed,
-            tsv::escape_os(args.to.as_os_str()),
+            tsv::escape_os(what.to.as_os_str()),
             row.dir
         );
     }

@@ -154,20 +154,18 @@ pub enum Cmd {
         #[command(flatten)]
         at: Where,
     },
-    /// Copy a version of JOB out of the vault (reverb-restore's flags; see reverb-restore --help).
-    #[command(disable_help_flag = true)]
+    /// Copy a version of JOB, or a path in it, out of the vault to DEST (reverb-restore).
     Restore {
-        /// The configuration file.
+        /// The job.
+        job: String,
+        /// The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// The vault (instead of a configuration file).
         #[arg(long, value_name = "DIR")]
         vault: Option<PathBuf>,
-        /// The job.
-        job: String,
-        /// reverb-restore's other flags: --to DEST, --from …, --path P, --overwrite, --delete.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
+        #[command(flatten)]
+        what: reverb_restore::What,
     },
     /// Load the configuration and print the resolved jobs.
     CheckConfig {
@@ -293,26 +291,22 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             replicate(&job, &to, opts, &at)
         }
         Cmd::Restore {
+            job,
             config,
             vault,
-            job,
-            args,
+            what,
         } => {
-            let mut full = vec![OsString::from("reverberator restore")];
-            if job.starts_with('-') {
-                // `restore --help` and friends: reverb-restore prints them.
-                full.push(job.into());
-            } else {
-                full.extend([OsString::from("--job"), job.into()]);
-            }
-            if let Some(c) = config {
-                full.extend([OsString::from("--config"), c.into()]);
-            }
-            if let Some(v) = vault {
-                full.extend([OsString::from("--vault"), v.into()]);
-            }
-            full.extend(args);
-            Ok(reverb_restore::main_with_args(full))
+            // Without either, the usual configuration file, as every other subcommand.
+            let config = match (&vault, config) {
+                (None, None) => Some(config::locate(None)?),
+                (_, config) => config,
+            };
+            Ok(reverb_restore::main_with(&reverb_restore::Args {
+                vault,
+                config,
+                job,
+                what,
+            }))
         }
     }
 }

@@ -35,7 +35,7 @@ complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "diff" -d 
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "snap" -d 'Take a version of JOB now (reverb-snap): --force accepts an emptied source, --source NEW --force changes the recorded source'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "replicate" -d 'Send the versions of JOB that a replica lacks, oldest first: to DEST (a vault path, or `ssh://[user@]host[:port]/path` running reverb-receive there), or to every replicate_to of the job'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "verify" -d 'Check every job\'s vault invariants (reverb-index --check on each), and that no folder or record of the vault is readable by more users than configured (vault_group)'
-complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "restore" -d 'Copy a version of JOB out of the vault (reverb-restore\'s flags; see reverb-restore --help)'
+complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "restore" -d 'Copy a version of JOB, or a path in it, out of the vault to DEST (reverb-restore)'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "check-config" -d 'Load the configuration and print the resolved jobs'
 complete -c reverberator -n "__fish_reverberator_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c reverberator -n "__fish_reverberator_using_subcommand run" -l config -d 'The configuration file' -r -F
@@ -87,8 +87,15 @@ complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l vau
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l data -d 'Also read every stored file and compare it with its checksum'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -l json -d 'Print JSON lines instead of text'
 complete -c reverberator -n "__fish_reverberator_using_subcommand verify" -s h -l help -d 'Print help'
-complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l config -d 'The configuration file' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l config -d 'The configuration file (default: $REVERBERATOR_CONFIG, ~/.config/reverberator/config.toml, /etc/reverberator/config.toml)' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l vault -d 'The vault (instead of a configuration file)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l from -d 'Which version: its number, its directory name, `latest`, or a time (`2026-11-24T21:00` in UTC, `"2 hours ago"`): the newest version taken at or before it' -r
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l path -d 'A path inside the version (relative to the source) to restore instead of all of it' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l to -d 'Where to restore to (created; must not exist or be an empty directory, and not be in the vault)' -r -F
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l overwrite -d 'Accept a non-empty destination: restored entries replace what is at their place, everything else in DEST is left alone'
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l no-verify -d 'Do not check restored files against their checksums'
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -l delete -d 'Make DEST exactly the version: also remove what the version does not hold (says how many entries)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand restore" -s h -l help -d 'Print help'
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l config -d 'The configuration file' -r -F
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -l json -d 'Print one JSON line per job instead of TOML'
 complete -c reverberator -n "__fish_reverberator_using_subcommand check-config" -s h -l help -d 'Print help'
@@ -101,6 +108,6 @@ complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not 
 complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap replicate verify restore check-config help" -f -a "snap" -d 'Take a version of JOB now (reverb-snap): --force accepts an emptied source, --source NEW --force changes the recorded source'
 complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap replicate verify restore check-config help" -f -a "replicate" -d 'Send the versions of JOB that a replica lacks, oldest first: to DEST (a vault path, or `ssh://[user@]host[:port]/path` running reverb-receive there), or to every replicate_to of the job'
 complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap replicate verify restore check-config help" -f -a "verify" -d 'Check every job\'s vault invariants (reverb-index --check on each), and that no folder or record of the vault is readable by more users than configured (vault_group)'
-complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap replicate verify restore check-config help" -f -a "restore" -d 'Copy a version of JOB out of the vault (reverb-restore\'s flags; see reverb-restore --help)'
+complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap replicate verify restore check-config help" -f -a "restore" -d 'Copy a version of JOB, or a path in it, out of the vault to DEST (reverb-restore)'
 complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap replicate verify restore check-config help" -f -a "check-config" -d 'Load the configuration and print the resolved jobs'
 complete -c reverberator -n "__fish_reverberator_using_subcommand help; and not __fish_seen_subcommand_from run status versions history find diff snap replicate verify restore check-config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -261,3 +261,48 @@ fn a_destination_in_the_vault_is_refused_before_anything_is_written() {
     porcelain_restore(&f, &old).assert_success();
     assert_eq!(fs::read(old.join("a")).expect("read"), b"hello");
 }
+
+/// `reverberator restore --help` (and every other subcommand's) prints the subcommand's own
+/// usage, JOB positional as the front end takes it, and exits 0.
+#[test]
+fn every_subcommand_of_reverberator_prints_its_help() {
+    for sub in [
+        "run",
+        "status",
+        "versions",
+        "history",
+        "find",
+        "diff",
+        "snap",
+        "replicate",
+        "verify",
+        "restore",
+        "check-config",
+    ] {
+        for flag in ["--help", "-h"] {
+            let o = cmd("reverberator").args([sub, flag]).assert_success();
+            let out = stdout(&o);
+            assert!(
+                out.contains(&format!("Usage: reverberator {sub}")),
+                "{sub} {flag}: {out}"
+            );
+        }
+    }
+    let o = cmd("reverberator")
+        .args(["restore", "--help"])
+        .assert_success();
+    let out = stdout(&o);
+    assert!(out.contains("<JOB>") && !out.contains("--job"), "{out}");
+    for flag in [
+        "--to <DEST>",
+        "--from",
+        "--path",
+        "--overwrite",
+        "--delete",
+        "--no-verify",
+        "--vault",
+        "--config",
+    ] {
+        assert!(out.contains(flag), "restore --help lacks {flag}: {out}");
+    }
+}
