@@ -313,10 +313,12 @@ impl Here {
         Here { fd, listing, path }
     }
 
-    /// The device (`st_dev`) of the directory, from its descriptor (`fstat`): needs no
-    /// search permission on it, as a path through it would.
-    pub fn dev(&self) -> io::Result<u64> {
-        Ok(nix::sys::stat::fstat(self.fd.as_fd())?.st_dev)
+    /// The device and inode (`st_dev`, `st_ino`) of the directory, from its descriptor
+    /// (`fstat`): which directory it is, whatever path reached it. Needs no search
+    /// permission on it, as a path through it would.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(self.fd.as_fd())?;
+        Ok((st.st_dev, st.st_ino))
     }
 
     /// The path to list the directory by (`read_dir`): `/proc/self/fd/N`, which opens the

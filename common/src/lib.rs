@@ -38,7 +38,7 @@ mod vault;
 
 pub use error::{Error, Result};
 /// The vault layout: a vault and one job folder in it.
-pub use vault::layout::{JobDir, Vault};
+pub use vault::layout::{JobDir, MARKER, Vault};
 
 // ---- The public API, one namespace per area a binary talks to. ----
 
@@ -96,7 +96,7 @@ pub mod job {
     pub use crate::run::selection::target;
     pub use crate::vault::job::{
         JobCtx, anchored, canonical_or_nearest, create, find, job_dir, note_capabilities, open,
-        open_dir, secure, update_settings, verify_identities,
+        open_dir, secure, update_settings, validate_source, verify_identities,
     };
 }
 

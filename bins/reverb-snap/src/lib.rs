@@ -88,6 +88,14 @@ pub fn run(args: &Args) -> anyhow::Result<i32> {
         args.source.as_deref(),
         args.target.config.as_deref(),
     )?;
+    // `--init` of a vault not made yet is the job's creation: its source is checked against
+    // the vault first, so a vault inside the source is never made.
+    if args.init
+        && let Some(source) = &target.source
+        && !target.vault.join(reverb_common::MARKER).exists()
+    {
+        job::validate_source(source, &target.vault)?;
+    }
     let mut vault = if args.init {
         Vault::init(&target.vault)?
     } else {

@@ -69,6 +69,10 @@ pub(crate) struct Builder<'a> {
     pub one_file_system: bool,
     /// The device (`st_dev`) of the source root.
     pub src_dev: u64,
+    /// The (device, inode) of the vault's root and of the job folder: a source directory
+    /// that is one of them (a bind mount made after the job started, which the path checks
+    /// could not see) is left out, never descended into ([`Builder::is_vault_dir`]).
+    pub vault_dirs: Vec<(u64, u64)>,
     /// keep_complete = false: the source as it was when the job started.
     pub baseline: Option<Baseline>,
     /// The multiply linked source files: the old version's record, what this build met and
@@ -95,11 +99,12 @@ pub(crate) struct Builder<'a> {
 /// A source directory as the build sees it.
 pub(crate) enum SourceListing {
     Listed(BTreeMap<OsString, Lstat>),
-    /// Another filesystem is mounted there and `one_file_system` leaves it out: the
-    /// directory is kept (its own attributes), what is in it is not looked at. The build
-    /// keeps what the old version had below it (the directory under the mount is hidden,
-    /// not gone), and a new one is an empty directory, as `cp -ax` makes it.
-    OtherFilesystem,
+    /// Left out: another filesystem is mounted there and `one_file_system` leaves it out,
+    /// or it is the vault itself ([`Builder::is_vault_dir`]). The directory is kept (its own
+    /// attributes), what is in it is not looked at. The build keeps what the old version
+    /// had below it (the directory under the mount is hidden, not gone), and a new one is
+    /// an empty directory, as `cp -ax` makes it.
+    LeftOut,
     /// There but cannot be listed (`EACCES`, `EIO`, …): journaled as skipped.
     Unreadable,
     /// Gone since it was seen (or never a directory): `ENOENT`/`ENOTDIR`.
@@ -171,7 +176,8 @@ impl Builder<'_> {
     }
 
     /// Lists the source directory `rel`; an unreadable one is journaled as skipped, a
-    /// mountpoint left out ([`Builder::is_left_out`]) is not listed.
+    /// mountpoint left out ([`Builder::is_left_out`]) or the vault itself
+    /// ([`Builder::is_vault_dir`]) is not listed.
     pub fn list_source(&mut self, rel: &RelPath, detail: Detail) -> SourceListing {
         match self.try_list_source(rel, detail) {
             Ok(listing) => listing,
@@ -182,8 +188,9 @@ impl Builder<'_> {
         }
     }
 
-    /// [`Builder::list_source`] that journals nothing: a directory there but unreadable is
-    /// the error, for the caller to journal ([`Builder::skip_unlistable`]) when its turn comes.
+    /// [`Builder::list_source`] that journals nothing but the vault met ([`Builder::skip`],
+    /// once): a directory there but unreadable is the error, for the caller to journal
+    /// ([`Builder::skip_unlistable`]) when its turn comes.
     pub fn try_list_source(
         &mut self,
         rel: &RelPath,
@@ -201,13 +208,23 @@ impl Builder<'_> {
         detail: Detail,
     ) -> std::io::Result<SourceListing> {
         let listed = dir.and_then(|dir| {
-            if self.one_file_system && !rel.is_root() && self.is_left_out(rel, dir.dev()?) {
-                return Ok(None);
+            if !rel.is_root() && (self.one_file_system || !self.vault_dirs.is_empty()) {
+                let (dev, ino) = dir.identity()?;
+                if self.vault_dirs.contains(&(dev, ino)) {
+                    self.skip(
+                        rel,
+                        "the vault itself is here (a bind mount or a link made after the job started): left out, never backed up",
+                    );
+                    return Ok(None);
+                }
+                if self.is_left_out(rel, dev) {
+                    return Ok(None);
+                }
             }
             listing::list_source(dir.listing(), rel, &self.excludes, detail).map(Some)
         });
         match listed {
-            Ok(None) => Ok(SourceListing::OtherFilesystem),
+            Ok(None) => Ok(SourceListing::LeftOut),
             Ok(Some(entries)) => Ok(SourceListing::Listed(entries)),
             Err(e) if copy::is_gone(&e) => Ok(SourceListing::Gone(e)),
             Err(e) => Err(e),
@@ -230,6 +247,13 @@ impl Builder<'_> {
             self.out.mounts_left_out.push(rel.clone());
         }
         true
+    }
+
+    /// Is the source directory whose `lstat` is `meta` the vault's root or the job folder
+    /// (same device and inode)? For the walks that only count or look ([`Builder::vault_dirs`]).
+    pub fn is_vault_dir(&self, meta: &Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        meta.is_dir() && self.vault_dirs.contains(&(meta.dev(), meta.ino()))
     }
 
     /// The `lstat` of source entry `rel`; one that fails for a reason other than the entry

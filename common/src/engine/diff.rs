@@ -311,7 +311,7 @@ impl Builder<'_> {
             SourceListing::Listed(entries) => entries,
             SourceListing::Gone(_) => Default::default(),
             // Not looked at: no mark below, so the build keeps what the old version has.
-            SourceListing::Unreadable | SourceListing::OtherFilesystem => return Ok(Vec::new()),
+            SourceListing::Unreadable | SourceListing::LeftOut => return Ok(Vec::new()),
         };
         // The entries the index vouches for; the vault is listed only when some other
         // name needs it.
@@ -449,7 +449,10 @@ impl Builder<'_> {
             self.link_groups.saw(&at, &meta);
             if meta.is_file() {
                 files += u64::from(self.held_as_new(&at));
-            } else if meta.is_dir() && !(self.one_file_system && meta.dev() != self.src_dev) {
+            } else if meta.is_dir()
+                && !(self.one_file_system && meta.dev() != self.src_dev)
+                && !self.is_vault_dir(&meta)
+            {
                 let Ok(entries) = self.src_dir(&at).and_then(|dir| {
                     listing::list_source(dir.listing(), &at, &self.excludes, Detail::Stat)
                 }) else {

@@ -191,9 +191,7 @@ impl Builder<'_> {
             let children = match self.try_list_source_in(rel, src_dir, Detail::Names) {
                 Ok(SourceListing::Listed(children)) => children,
                 // A mountpoint left out: an empty directory with its attributes, as `cp -ax`.
-                Ok(SourceListing::OtherFilesystem | SourceListing::Unreadable) => {
-                    Default::default()
-                }
+                Ok(SourceListing::LeftOut | SourceListing::Unreadable) => Default::default(),
                 Ok(SourceListing::Gone(_)) => {
                     self.remove_new(rel)?;
                     return Ok(None);

@@ -97,7 +97,7 @@ impl Builder<'_> {
         let children = match self.list_source(rel, Detail::Names) {
             SourceListing::Listed(children) => children,
             // A mountpoint left out: an empty directory with its attributes, as `cp -ax`.
-            SourceListing::OtherFilesystem => Default::default(),
+            SourceListing::LeftOut => Default::default(),
             SourceListing::Gone(_) => {
                 self.remove_new(rel)?;
                 return Ok(Started::Leaf(Copied::Gone));

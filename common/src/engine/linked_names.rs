@@ -176,6 +176,9 @@ impl Builder<'_> {
             for (name, lstat) in entries {
                 let Lstat::Read(m) = lstat else { continue };
                 let rel = at.join(&name);
+                if self.is_vault_dir(&m) {
+                    continue;
+                }
                 if m.is_dir() {
                     pending.push(rel);
                 } else {

@@ -140,7 +140,7 @@ impl Builder<'_> {
                     })
                     .collect()
             }
-            listing @ (SourceListing::Unreadable | SourceListing::OtherFilesystem) => {
+            listing @ (SourceListing::Unreadable | SourceListing::LeftOut) => {
                 // Keep the previous contents: every old child stays linked (unreadable, or
                 // hidden under a mount `one_file_system` leaves out).
                 unreadable = matches!(listing, SourceListing::Unreadable);

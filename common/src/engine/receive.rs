@@ -150,6 +150,7 @@ pub(crate) fn receive(
         // A received version has no source: no mountpoints below it, no source inodes.
         one_file_system: false,
         src_dev: 0,
+        vault_dirs: Vec::new(),
         link_groups: Default::default(),
         skipped_paths: Default::default(),
         climbing: Default::default(),

@@ -275,6 +275,10 @@ fn start_build<'a>(
                 .ctx("cannot read source", &file.source)?
                 .dev()
         },
+        vault_dirs: [new.dir.path.join(".."), new.dir.path.clone()]
+            .iter()
+            .filter_map(|p| crate::vault::job::dir_identity(p))
+            .collect(),
         baseline,
         link_groups: Default::default(),
         skipped_paths: Default::default(),

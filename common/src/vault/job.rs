@@ -63,6 +63,23 @@ pub enum PathError {
     /// (source, vault)
     #[error("source {} is inside the vault {}", show(.0), show(.1))]
     SourceInsideVault(PathBuf, PathBuf),
+    /// (vault, source, the vault's folder that is the source): the paths differ, but a
+    /// folder above the vault is the source's very directory (same device and inode).
+    #[error(
+        "vault {} is inside the source {}: {} is the same directory as the source, reached by another path (a bind mount or a link); every version would back up the vault",
+        show(.0),
+        show(.1),
+        show(.2)
+    )]
+    VaultInsideSourceElsewhere(PathBuf, PathBuf, PathBuf),
+    /// (source, vault, the source's folder that is the vault)
+    #[error(
+        "source {} is inside the vault {}: {} is the same directory as the vault, reached by another path (a bind mount or a link)",
+        show(.0),
+        show(.1),
+        show(.2)
+    )]
+    SourceInsideVaultElsewhere(PathBuf, PathBuf, PathBuf),
 }
 
 impl PathError {
@@ -71,7 +88,8 @@ impl PathError {
         match self {
             PathError::VaultRelative(_)
             | PathError::VaultUnusable(..)
-            | PathError::VaultInsideSource(..) => "vault",
+            | PathError::VaultInsideSource(..)
+            | PathError::VaultInsideSourceElsewhere(..) => "vault",
             _ => "source",
         }
     }
@@ -86,7 +104,8 @@ impl From<PathError> for Error {
 /// Checks a job's source and vault: the source absolute, valid UTF-8 (also once resolved),
 /// an existing directory; the vault absolute (it need not exist yet); the vault not inside
 /// the source nor the source inside the vault, comparing real paths
-/// ([`canonical_or_nearest`]). Returns the source canonicalized.
+/// ([`canonical_or_nearest`]) and then directories ([`nested_by_identity`]: the same
+/// directory reached by another path, a bind mount). Returns the source canonicalized.
 pub fn check_paths(source: &Path, vault: &Path) -> Result<PathBuf, PathError> {
     let at = || source.to_path_buf();
     if !source.is_absolute() {
@@ -117,7 +136,58 @@ pub fn check_paths(source: &Path, vault: &Path) -> Result<PathBuf, PathError> {
     if source_real.starts_with(&vault_real) {
         return Err(PathError::SourceInsideVault(at(), vault.to_path_buf()));
     }
+    nested_by_identity(source, &source_real, vault, &vault_real)?;
     Ok(source_real)
+}
+
+/// The (device, inode) of the directory at `path` (symlinks followed), if it can be read.
+pub fn dir_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path)
+        .ok()
+        .filter(fs::Metadata::is_dir)
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// The first of `real` and its ancestors that is the directory `id` (device and inode),
+/// `real` being a real path (no symlinks, so each ancestor is a plain lookup). Parts that do
+/// not exist yet are passed over: the nearest existing ancestor is where the lookup starts.
+pub fn ancestor_identical_to(real: &Path, id: (u64, u64)) -> Option<PathBuf> {
+    real.ancestors()
+        .find(|a| dir_identity(a) == Some(id))
+        .map(Path::to_path_buf)
+}
+
+/// The nesting check by directory, after the one by real path: a bind mount (or a path the
+/// real-path comparison cannot see through) makes one directory reachable by two paths, so
+/// a vault whose path never starts with the source's can still be inside it. Refuses when
+/// the source's directory (same `st_dev` and `st_ino`) is the vault or one of its ancestors
+/// (for a vault not made yet, from its nearest existing ancestor up), and the reverse.
+fn nested_by_identity(
+    source: &Path,
+    source_real: &Path,
+    vault: &Path,
+    vault_real: &Path,
+) -> Result<(), PathError> {
+    if let Some(source_id) = dir_identity(source_real)
+        && let Some(same) = ancestor_identical_to(vault_real, source_id)
+    {
+        return Err(PathError::VaultInsideSourceElsewhere(
+            vault.to_path_buf(),
+            source.to_path_buf(),
+            same,
+        ));
+    }
+    if let Some(vault_id) = dir_identity(vault_real)
+        && let Some(same) = ancestor_identical_to(source_real, vault_id)
+    {
+        return Err(PathError::SourceInsideVaultElsewhere(
+            source.to_path_buf(),
+            vault.to_path_buf(),
+            same,
+        ));
+    }
+    Ok(())
 }
 
 /// [`check_paths`] for a writer: a refused path is [`Error::Usage`] (exit 2).

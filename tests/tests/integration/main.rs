@@ -21,6 +21,7 @@ mod links;
 mod live;
 mod messages;
 mod model;
+mod nesting;
 mod parallel_copy;
 mod porcelain;
 mod powerloss;

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, show};
 use crate::format::settings::{InvalidSetting, JobSettings};
-use crate::vault::job::{PathError, canonical_or_nearest, check_paths};
+use crate::vault::job::{
+    PathError, ancestor_identical_to, canonical_or_nearest, check_paths, dir_identity,
+};
 
 use super::*;
 
@@ -61,6 +63,8 @@ pub(super) fn check_times(settings: &JobSettings) -> std::result::Result<(), Inv
 }
 
 /// No job's vault may be inside another job's source: that job would back up the vault.
+/// Compared by real paths, then by directory (a source reached by another path, a bind
+/// mount, that is the vault or one of its ancestors).
 pub(super) fn check_vaults_outside_sources(
     jobs: &[JobConfig],
     file: &Path,
@@ -69,7 +73,16 @@ pub(super) fn check_vaults_outside_sources(
     for job in jobs {
         let vault = canonical_or_nearest(&job.vault);
         for other in jobs.iter().filter(|o| o.name != job.name) {
-            if vault.starts_with(canonical_or_nearest(&other.source)) {
+            let source = canonical_or_nearest(&other.source);
+            let elsewhere = dir_identity(&source).and_then(|id| ancestor_identical_to(&vault, id));
+            if vault.starts_with(&source) || elsewhere.is_some() {
+                let how = match &elsewhere {
+                    Some(same) => format!(
+                        " ({} is the same directory, reached by another path: a bind mount or a link)",
+                        show(same)
+                    ),
+                    None => String::new(),
+                };
                 return Err(Place {
                     file,
                     job: Section::Job(&job.name),
@@ -79,7 +92,7 @@ pub(super) fn check_vaults_outside_sources(
                         .or_else(|| lines.get(&["defaults", "vault"])),
                 }
                 .error(format!(
-                    "vault {} is inside the source {} of job `{}`: its versions would back up the vault",
+                    "vault {} is inside the source {} of job `{}`{how}: its versions would back up the vault",
                     show(&job.vault),
                     show(&other.source),
                     other.name.escape_debug()
