@@ -95,8 +95,9 @@ pub mod events {
 pub mod job {
     pub use crate::run::selection::target;
     pub use crate::vault::job::{
-        JobCtx, anchored, canonical_or_nearest, create, find, job_dir, note_capabilities, open,
-        open_dir, secure, update_settings, validate_source, verify_identities,
+        JobCtx, anchored, canonical_or_nearest, create, find, job_dir, job_of_source,
+        note_capabilities, open, open_dir, secure, update_settings, validate_source,
+        verify_identities,
     };
 }
 

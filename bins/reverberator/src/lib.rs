@@ -236,6 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             };
             if let (Some(source), Some(vault)) = (source, vault) {
                 let job = config::ad_hoc(&source, &vault, name.as_deref())?;
+                refuse_second_job(&job)?;
                 eprintln!(
                     "reverberator: job {} backs up {} into {}",
                     job.name,
@@ -308,6 +309,44 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 what,
             }))
         }
+    }
+}
+
+/// A job given on the command line that does not exist yet may not back up a source
+/// another job of the vault records: one tree would be versioned twice (the rule
+/// check-config applies to configured jobs, docs/configuration.md). Exit 2, naming the
+/// job and the command that goes on with it.
+fn refuse_second_job(job: &JobConfig) -> anyhow::Result<()> {
+    if JobDir::new(&job.vault, &job.folder).job_toml().exists() {
+        return Ok(());
+    }
+    let Some(existing) = reverb_common::job::job_of_source(&job.vault, &job.source) else {
+        return Ok(());
+    };
+    let word = |p: &Path| shell_word(&p.to_string_lossy());
+    Err(Error::Usage(format!(
+        "vault {} already has job `{}` backing up {}: a job `{}` would version it a second time; go on with `reverberator run --source {} --vault {} --job {}`",
+        job.vault.display(),
+        existing.name.escape_debug(),
+        existing.source.display(),
+        job.name.escape_debug(),
+        word(&job.source),
+        word(&job.vault),
+        shell_word(&existing.name)
+    ))
+    .into())
+}
+
+/// `word` as one shell word: as it is when it needs no quoting, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 

@@ -242,6 +242,27 @@ pub fn resolve_nearest(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// The job of the vault at `vault_root` whose job.toml records `source` as its source: the
+/// same directory (device and inode) when both exist, else the same real path. For refusing
+/// a second job of one source in one vault before it is created (docs/configuration.md); a
+/// vault that cannot be opened or listed, or a job.toml that cannot be read, has no such
+/// job; a replica job records another machine's path, not a source, and is passed over.
+pub fn job_of_source(vault_root: &Path, source: &Path) -> Option<JobFile> {
+    let vault = Vault::open(vault_root).ok()?;
+    let wanted = dir_identity(source);
+    let real = canonical_or_nearest(source);
+    vault.jobs().ok()?.into_iter().find_map(|dir| {
+        let file = JobFile::read(&dir.job_toml())
+            .ok()
+            .filter(|f| f.state.replica_of.is_none())?;
+        let same = match (wanted, dir_identity(&file.source)) {
+            (Some(a), Some(b)) => a == b,
+            _ => canonical_or_nearest(&file.source) == real,
+        };
+        same.then_some(file)
+    })
+}
+
 /// The folder of job `name` in `vault` (the name sanitized; a bad name is a usage error).
 pub fn job_dir(vault: &Vault, name: &str) -> Result<JobDir> {
     let folder = sanitize_job_name(name).map_err(Error::Usage)?;

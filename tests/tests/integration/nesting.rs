@@ -1,7 +1,9 @@
 //! A vault and a source that nest, seen through another path than their own: a bind mount
 //! makes one directory reachable by two paths, which a comparison of real paths cannot see.
 //! Every entry point refuses the pair before writing anything (exit 2), and a build never
-//! descends into the vault even when the mount is made after the job started.
+//! descends into the vault even when the mount is made after the job started. And one
+//! source is backed up by one job of a vault: `run --source` under another `--job` name
+//! is refused too.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -219,4 +221,73 @@ fn a_build_leaves_out_the_vault_bind_mounted_into_the_source_after_the_job_start
     assert_eq!(said.len(), 1, "journaled once: {journal}");
     // A later rescan leaves it out again, and is clean.
     f.check_clean();
+}
+
+#[test]
+fn run_source_refuses_a_second_job_of_a_source_the_vault_backs_up_already() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"a").expect("write");
+    f.first();
+    let log = f._tmp.path().join("log");
+    let before = below(&f.vault);
+    let run = |source: &Path, job: &str| {
+        exits(
+            &[
+                os(Path::new("run")),
+                os(Path::new("--source")),
+                os(source),
+                os(Path::new("--vault")),
+                os(&f.vault),
+                os(Path::new("--job")),
+                os(Path::new(job)),
+            ],
+            &log,
+        )
+    };
+    // The same source by another path (a symlink to it) is the same source.
+    let alias = f._tmp.path().join("alias");
+    std::os::unix::fs::symlink(&f.src, &alias).expect("symlink");
+    for source in [&f.src, &alias] {
+        let (code, said) = run(source, "other");
+        assert_eq!(code, Some(2), "{said}");
+        assert!(
+            said.contains("job `job`") && said.contains("--job job"),
+            "names the existing job and the command that goes on with it: {said}"
+        );
+        assert_eq!(below(&f.vault), before, "nothing written to the vault");
+    }
+
+    // Another source into the same vault is a new job.
+    let other = f._tmp.path().join("other");
+    fs::create_dir(&other).expect("mkdir");
+    fs::write(other.join("b"), b"b").expect("write");
+    let mut sup = cmd("reverberator")
+        .args(["run", "--source"])
+        .arg(&other)
+        .arg("--vault")
+        .arg(&f.vault)
+        .args(["--job", "other"])
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let current = f.vault.join("other").join("current");
+    reverb_tests::wait_until(
+        Duration::from_secs(60),
+        "the other job's first version",
+        || current.exists(),
+    );
+    let pid = nix::unistd::Pid::from_raw(sup.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    assert!(
+        sup.wait().expect("wait").success(),
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        fs::read(current.join("b")).expect("the other source's file"),
+        b"b"
+    );
 }
