@@ -24,7 +24,6 @@ use crate::format::time;
 use crate::format::tsv;
 use crate::run::live::{self, JobState, Live};
 use crate::vault::layout::JobDir;
-use crate::vault::lock::{JobLock, Wait};
 use crate::vault::tree::{self, Entry, Lookalikes};
 
 /// One job's state for `reverberator status`.
@@ -371,26 +370,9 @@ pub fn supervised_elsewhere(dir: &JobDir, name: &str) -> Option<String> {
     })
 }
 
-/// Whether a supervisor holds the job's `run.lock`, probed without writing: the lock file
-/// is opened read-only (`flock` needs no write access), so a reader on a read-only view of
-/// the vault can tell. None when it cannot be opened at all.
+/// Whether a supervisor holds the job's `run.lock` ([`crate::vault::lock::held`]).
 fn run_lock_held(lock: &Path, name: &str) -> Option<bool> {
-    let file = match fs::File::open(lock) {
-        Ok(f) => f,
-        // Readable only by its writer: ask the way a writer would.
-        Err(_) => {
-            return match JobLock::acquire(lock, name, Wait::NoWait) {
-                Err(crate::Error::Locked(_)) => Some(true),
-                Ok(_) => Some(false),
-                Err(_) => None,
-            };
-        }
-    };
-    match file.try_lock() {
-        Ok(()) => Some(false),
-        Err(std::fs::TryLockError::WouldBlock) => Some(true),
-        Err(std::fs::TryLockError::Error(_)) => None,
-    }
+    crate::vault::lock::held(lock, name)
 }
 
 /// The raw change events journaled since the last batch.

@@ -55,7 +55,8 @@ pub enum ProblemKind {
     LinkInOldest,
     /// index.tsv's counts differ from the disk (I7).
     SizeMismatch,
-    /// A leftover entry in `.partial/` (I6).
+    /// A leftover entry in `.partial/` (I6): one no writer holding the job's lock is
+    /// building.
     Partial,
     /// `current` does not point at the newest version.
     Current,
@@ -354,16 +355,28 @@ fn index_lists_the_versions(facts: &Facts) -> Vec<Problem> {
     found
 }
 
-/// I5/I6: no unfinished version is left in `.partial/` (it never has a final name).
+/// I5/I6: no unfinished version is left in `.partial/` (it never has a final name). A
+/// version being built is not left: while a writer holds the job's lock (`reverb-snap`,
+/// `reverb-receive`, which build there), `.partial/` is its work, and nothing is reported.
+/// The lock is probed after the listing, and an entry is reported only when it is still
+/// there then: one listed while its builder finished is gone, and one a builder that starts
+/// after the probe meets was there without a writer.
 fn no_partial_version(facts: &Facts) -> Vec<Problem> {
     let Ok(entries) = fs::read_dir(facts.dir.partial()) else {
         return Vec::new();
     };
-    entries
-        .flatten()
-        .map(|e| {
+    let listed: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+    if listed.is_empty()
+        || crate::vault::lock::held(&facts.dir.lock(), &facts.dir.folder) == Some(true)
+    {
+        return Vec::new();
+    }
+    listed
+        .into_iter()
+        .filter(|name| fs::symlink_metadata(facts.dir.partial().join(name)).is_ok())
+        .map(|name| {
             let detail = "an unfinished version (removed by the next reverb-snap)";
-            let at = Path::new(".partial").join(e.file_name());
+            let at = Path::new(".partial").join(name);
             facts.problem(ProblemKind::Partial, at, detail.into())
         })
         .collect()

@@ -43,6 +43,30 @@ impl JobLock {
     }
 }
 
+/// Whether a process holds the lock at `lock`, probed without writing: the lock file is
+/// opened read-only (`flock` needs no write access), so a reader on a read-only view of the
+/// vault can tell; a lock file readable only by its writer is asked the way a writer would.
+/// The probe's own lock, when it gets one, is released at once. `None` when it cannot be
+/// told (no lock file, or the lock cannot be tried).
+pub fn held(lock: &Path, job: &str) -> Option<bool> {
+    let file = match std::fs::File::open(lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(_) => {
+            return match JobLock::acquire(lock, job, Wait::NoWait) {
+                Err(Error::Locked(_)) => Some(true),
+                Ok(_) => Some(false),
+                Err(_) => None,
+            };
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => Some(false),
+        Err(TryLockError::WouldBlock) => Some(true),
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +80,17 @@ mod tests {
         assert_eq!(err.exit_code(), crate::error::EXIT_TEMPFAIL);
         drop(held);
         JobLock::acquire(&path, "j", Wait::NoWait).expect("free again");
+    }
+
+    #[test]
+    fn held_is_probed_without_taking_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock");
+        assert_eq!(held(&path, "j"), None, "no lock file");
+        let lock = JobLock::acquire(&path, "j", Wait::NoWait).expect("first");
+        assert_eq!(held(&path, "j"), Some(true));
+        drop(lock);
+        assert_eq!(held(&path, "j"), Some(false));
+        JobLock::acquire(&path, "j", Wait::NoWait).expect("the probe let it go");
     }
 }

@@ -85,3 +85,40 @@ fn kill_9_during_snapshots_never_leaves_a_broken_version() {
     }
     eprintln!("killed {killed} of 7 runs mid-way");
 }
+
+/// A `.partial/` being built is no problem: `verify` and `reverb-index --check` say nothing
+/// of it while its writer holds the job's lock (taken here the way `reverb-snap` takes it,
+/// `flock` on the job's `lock`), and report it once nothing holds it: a build that died.
+#[test]
+fn verify_reports_a_partial_version_only_when_no_writer_is_building_it() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"a").expect("write");
+    f.first();
+    let partial = f.job_dir().join(".partial/V2-20260101T000000Z");
+    fs::create_dir_all(partial.join("sub")).expect("mkdir partial");
+    let verify = |code: i32| {
+        reverb_tests::cmd("reverberator")
+            .args(["verify", "--json", "--vault"])
+            .arg(&f.vault)
+            .show_dir(f.job_dir())
+            .assert_exit(code)
+    };
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.job_dir().join("lock"))
+        .expect("open lock");
+    lock.lock().expect("lock");
+    let o = verify(0);
+    assert_eq!(reverb_tests::stdout(&o), "", "no problem while it is built");
+    f.tool("reverb-index").arg("--check").assert_success();
+
+    drop(lock);
+    let o = verify(1);
+    let said = reverb_tests::stdout(&o);
+    assert!(
+        said.contains("\"kind\":\"partial\"") && said.contains(".partial/V2-20260101T000000Z"),
+        "a leftover with no builder is reported: {said}"
+    );
+    f.tool("reverb-index").arg("--check").assert_exit(1);
+}
