@@ -132,6 +132,18 @@ pub enum Error {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    /// A restore's destination exists and is not an empty directory, and nothing allows
+    /// writing over it: exit 2. Each front end says what allows it (the CLI's flags).
+    #[error(
+        "destination {} {} (--overwrite replaces what the restore writes, --delete also removes what the version does not hold)",
+        show(dest),
+        if *not_empty { "is not empty" } else { "exists" }
+    )]
+    DestinationOccupied {
+        dest: std::path::PathBuf,
+        /// A directory with entries (else an existing non-directory).
+        not_empty: bool,
+    },
     /// The vault path holds no vault marker (an unplugged disk, a typo): exit 75.
     #[error("vault not available: {} has no reverberator-vault.toml (an unplugged disk? `reverb-snap --init` or `reverberator run --init` creates a new vault)", show(.0))]
     VaultUnavailable(std::path::PathBuf),
@@ -285,7 +297,9 @@ impl Error {
             | Error::Locked(_)
             | Error::IdentityMismatch(_)
             | Error::Unreachable(_) => EXIT_TEMPFAIL,
-            Error::Usage(_) | Error::SourceChanged { .. } => EXIT_USAGE,
+            Error::Usage(_) | Error::SourceChanged { .. } | Error::DestinationOccupied { .. } => {
+                EXIT_USAGE
+            }
             Error::WatchLimit(_) => EXIT_WATCH_LIMIT,
             Error::Io { .. }
             | Error::Invalid(_)

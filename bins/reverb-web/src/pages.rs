@@ -1076,7 +1076,18 @@ fn restore_into(
         }
     }
     let rel = browse::inside_version(f.path.trim().trim_start_matches('/').as_bytes())?;
-    let done = restore::restore_into(&j.dir, &row.dir, &rel, &dest, Existing::Refuse, true)?;
+    let done = match restore::restore_into(&j.dir, &row.dir, &rel, &dest, Existing::Refuse, true) {
+        Ok(done) => done,
+        // The form writes only into a new or empty directory: no flags to offer.
+        Err(reverb_common::Error::DestinationOccupied { dest, not_empty }) => {
+            return Err(WebError::bad(format!(
+                "{} {}: restore into a new or empty directory",
+                dest.display(),
+                if not_empty { "is not empty" } else { "exists" }
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut msg = format!(
         "Restored {} entries of V{}{} into {}.",
         done.entries,

@@ -293,11 +293,10 @@ impl Restorer {
             fs::remove_dir(&*at).ctx("cannot replace", dest)?;
             self.place.forget(&self.top);
         } else if self.existing == Existing::Refuse {
-            let what = if m.is_dir() { "is not empty" } else { "exists" };
-            return Err(Error::Usage(format!(
-                "destination {} {what} (--overwrite replaces what the restore writes, --delete also removes what the version does not hold)",
-                show(dest)
-            )));
+            return Err(Error::DestinationOccupied {
+                dest: dest.clone(),
+                not_empty: m.is_dir(),
+            });
         } else if !(m.is_dir() && root_is_dir) {
             crate::fsutil::remove_tree_as(&at, dest)?;
             self.place.forget(&self.top);

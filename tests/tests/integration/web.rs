@@ -342,7 +342,13 @@ fn a_cross_site_post_is_refused_and_a_same_site_one_restores() {
     let before = capture(&dest, opts);
     let r = http.request("POST", "/job/job/restore", &[form_type], form.as_bytes());
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("not empty"), "{}", r.text());
+    // Said in the form's terms: it has no --overwrite to offer.
+    assert!(
+        r.text().contains("not empty") && r.text().contains("new or empty directory"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("--overwrite"), "{}", r.text());
     assert_same(
         &before,
         &capture(&dest, opts),
