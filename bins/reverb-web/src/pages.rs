@@ -1069,7 +1069,7 @@ fn restore_into(
     for other in all_jobs(app)? {
         match restore::refuse_inside(&dest, &other.vault) {
             Ok(()) => {}
-            Err(e @ restore::InsideVault::Inside(..)) => {
+            Err(e @ (restore::InsideVault::Inside(..) | restore::InsideVault::Contains(..))) => {
                 return Err(WebError::new(StatusCode::FORBIDDEN, e.to_string()));
             }
             Err(e) => return Err(reverb_common::Error::from(e).into()),

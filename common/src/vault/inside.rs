@@ -34,6 +34,14 @@ pub enum InsideVault {
         show(.1)
     )]
     Inside(PathBuf, PathBuf, bool),
+    /// (DEST, the vault): the vault is inside DEST, where `--overwrite` would write into it
+    /// and `--delete` remove it (a DEST without either must be empty, and is not).
+    #[error(
+        "cannot restore to {}: the vault {} is inside it (--delete would remove it, --overwrite write into it); restore somewhere else",
+        show(.0),
+        show(.1)
+    )]
+    Contains(PathBuf, PathBuf),
     /// The check itself could not be made (the vault's root or DEST's ancestor unreadable).
     #[error("cannot tell whether {} is inside the vault {}: {}", show(.0), show(.1), .2)]
     Unknown(PathBuf, PathBuf, io::Error),
@@ -42,14 +50,17 @@ pub enum InsideVault {
 impl From<InsideVault> for crate::error::Error {
     fn from(e: InsideVault) -> Self {
         match e {
-            InsideVault::Inside(..) => crate::error::Error::Usage(e.to_string()),
+            InsideVault::Inside(..) | InsideVault::Contains(..) => {
+                crate::error::Error::Usage(e.to_string())
+            }
             InsideVault::Unknown(..) => crate::error::Error::Invalid(e.to_string()),
         }
     }
 }
 
-/// Refuses `dest` when it is the vault at `vault` or inside it (module doc); a `vault` that
-/// does not exist refuses nothing.
+/// Refuses `dest` when it is the vault at `vault` or inside it (module doc), or when it is
+/// an existing directory the vault is inside (climbing from the vault's root the same way);
+/// a `vault` that does not exist refuses nothing.
 pub fn refuse_inside(dest: &Path, vault: &Path) -> Result<(), InsideVault> {
     let unknown = |e: io::Error| InsideVault::Unknown(dest.to_path_buf(), vault.to_path_buf(), e);
     let root = match open_dir(vault) {
@@ -57,8 +68,18 @@ pub fn refuse_inside(dest: &Path, vault: &Path) -> Result<(), InsideVault> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         other => other.map_err(unknown)?,
     };
-    let root = id(&root).map_err(unknown)?;
+    let root_fd = root;
+    let root = id(&root_fd).map_err(unknown)?;
     let (mut dir, is_dest) = nearest_existing(dest).map_err(unknown)?;
+    if is_dest {
+        let dest_id = id(&dir).map_err(unknown)?;
+        if dest_id != root && climbs_to(&root_fd, dest_id).map_err(unknown)? {
+            return Err(InsideVault::Contains(
+                dest.to_path_buf(),
+                vault.to_path_buf(),
+            ));
+        }
+    }
     let mut first = true;
     for _ in 0..MAX_DEPTH {
         let here = id(&dir).map_err(unknown)?;
@@ -78,6 +99,25 @@ pub fn refuse_inside(dest: &Path, vault: &Path) -> Result<(), InsideVault> {
         dir = up;
     }
     Ok(())
+}
+
+/// Does climbing `..` from the directory `from` (itself excluded) reach the directory
+/// `target` (device and inode) before the root?
+fn climbs_to(from: &OwnedFd, target: (u64, u64)) -> io::Result<bool> {
+    let mut here = id(from)?;
+    let mut dir = nix::fcntl::openat(from.as_fd(), "..", dir_flags(), Mode::empty())?;
+    for _ in 0..MAX_DEPTH {
+        let up = id(&dir)?;
+        if up == here {
+            return Ok(false);
+        }
+        if up == target {
+            return Ok(true);
+        }
+        here = up;
+        dir = nix::fcntl::openat(dir.as_fd(), "..", dir_flags(), Mode::empty())?;
+    }
+    Ok(false)
 }
 
 /// The directory nearest to `dest` that exists, opened (symlinks followed), and whether it
@@ -158,14 +198,16 @@ mod tests {
             .expect_err("vault")
             .to_string();
         assert!(msg.contains("it is the vault"), "{msg}");
-        for dest in [
-            tmp.path().join("out"),
-            tmp.path().join("vault-2/x"),
-            tmp.path().to_path_buf(),
-            PathBuf::from("/"),
-        ] {
+        for dest in [tmp.path().join("out"), tmp.path().join("vault-2/x")] {
             if let Err(e) = refuse_inside(&dest, &vault) {
                 panic!("{}: {e}", dest.display());
+            }
+        }
+        // A directory the vault is inside: `--delete` would remove the vault.
+        for dest in [tmp.path().to_path_buf(), PathBuf::from("/")] {
+            match refuse_inside(&dest, &vault) {
+                Err(InsideVault::Contains(..)) => {}
+                other => panic!("{}: {other:?}", dest.display()),
             }
         }
     }

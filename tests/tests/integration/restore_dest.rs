@@ -306,3 +306,41 @@ fn every_subcommand_of_reverberator_prints_its_help() {
         assert!(out.contains(flag), "restore --help lacks {flag}: {out}");
     }
 }
+
+/// A DEST the vault is inside (a second trial: `--to ~ --delete` with the vault in `~`
+/// removed the vault, everything else there, and said "cannot set attributes"): refused
+/// with exit 2 in every mode, before anything is written; the vault and DEST's other
+/// entries stay as they were.
+#[test]
+fn a_destination_the_vault_is_inside_is_refused() {
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("sub")).expect("mkdir");
+    fs::write(f.src.join("sub/a"), b"hello").expect("write");
+    f.first();
+    // The fixture's vault is in the fixture's temp dir: that is DEST here.
+    let home = f.vault.parent().expect("the vault's parent").to_path_buf();
+    assert!(f.vault.starts_with(&home));
+    fs::write(home.join("notes"), b"keep me").expect("write");
+    let before = vault_state(&f.vault);
+    for extra in [&[][..], &["--overwrite"][..], &["--delete"][..]] {
+        let mut c = cmd("reverberator");
+        c.args(["restore", &f.job, "--vault"])
+            .arg(&f.vault)
+            .arg("--to")
+            .arg(&home)
+            .args(extra)
+            .show_dir(f.job_dir());
+        let o = c.assert_exit(2);
+        assert!(
+            stderr(&o).contains("is inside it"),
+            "{extra:?}: {}",
+            stderr(&o)
+        );
+        assert_eq!(
+            vault_state(&f.vault),
+            before,
+            "{extra:?}: the vault changed"
+        );
+        assert_eq!(fs::read(home.join("notes")).expect("notes"), b"keep me");
+    }
+}
