@@ -117,8 +117,11 @@ pub fn restore_into(
             show(&rel)
         )));
     };
-    let root_is_dir =
-        fs::symlink_metadata(tree::in_version(&dir.path, &phys, &rel)).is_ok_and(|m| m.is_dir());
+    let root_type = fs::symlink_metadata(tree::in_version(&dir.path, &phys, &rel))
+        .ok()
+        .map(|m| m.file_type());
+    let root_is_dir = root_type.is_some_and(|t| t.is_dir());
+    let root_is_file = root_type.is_some_and(|t| t.is_file());
     let (place, top) = dest_place(dest)?;
     let mut restorer = Restorer {
         from: rel.clone(),
@@ -132,7 +135,7 @@ pub fn restore_into(
         existing,
         restored: HashSet::new(),
     };
-    restorer.make_room(root_is_dir)?;
+    restorer.make_room(root_is_dir, root_is_file)?;
     Walk::new(&dir.path, &lookalikes, Links::Follow)
         .sorted()
         .run(&phys, &rel, &mut restorer)?;
@@ -278,7 +281,7 @@ impl Restorer {
     /// an empty directory is replaced; anything else needs [`Existing::Overwrite`] or
     /// [`Existing::Delete`], which keep a directory that receives a directory and replace
     /// anything else.
-    fn make_room(&self, root_is_dir: bool) -> Result<()> {
+    fn make_room(&self, root_is_dir: bool, root_is_file: bool) -> Result<()> {
         let dest = &self.dest;
         let at = self.at(Path::new(""))?;
         let Ok(m) = fs::symlink_metadata(&*at) else {
@@ -297,6 +300,9 @@ impl Restorer {
                 dest: dest.clone(),
                 not_empty: m.is_dir(),
             });
+        } else if root_is_file && !m.is_dir() {
+            // A file replaces it by the rename that puts it in place once verified: a
+            // restore that fails leaves it as it was.
         } else if !(m.is_dir() && root_is_dir) {
             crate::fsutil::remove_tree_as(&at, dest)?;
             self.place.forget(&self.top);
@@ -315,6 +321,10 @@ impl Restorer {
         if meta.nlink() > 1 {
             if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
                 let first = self.at(first)?;
+                // The first name is in place and verified: what stands here goes now.
+                if fs::symlink_metadata(&**dst).is_ok() {
+                    fs::remove_file(&**dst).ctx("cannot replace", &shown)?;
+                }
                 return fs::hard_link(&*first, &**dst).ctx("cannot create hard link", &shown);
             }
             self.hardlinks
@@ -426,6 +436,9 @@ impl Restorer {
         }
         match fs::symlink_metadata(&**dst) {
             Ok(m) if m.is_dir() && ft.is_dir() => Ok(true),
+            // A file replaces a non-directory by the rename that puts it in place once
+            // verified ([`Restorer::copy_file`]): one that fails leaves it as it was.
+            Ok(m) if ft.is_file() && !m.is_dir() => Ok(false),
             Ok(_) => {
                 crate::fsutil::remove_tree_as(dst, &self.shown(below))?;
                 self.place.forget(&self.top.join(below));

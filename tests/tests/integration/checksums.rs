@@ -826,3 +826,48 @@ fn a_carry_that_adds_nothing_needs_no_space() {
     assert_eq!(read(&job, 2).expect("read"), Some(next.clone()));
     assert!(file_of(&job, 2).is_file());
 }
+
+/// `--overwrite` over files that stand in DEST (a second trial: a restore that failed
+/// verification had already removed the file it was to replace): a file that fails leaves
+/// what stood under its name as it was, by one file and within a tree.
+#[test]
+fn a_failed_overwrite_leaves_the_file_it_was_to_replace() {
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("sub")).expect("mkdir");
+    fs::write(f.src.join("sub/g2"), b"g2: genuine").expect("write");
+    fs::write(f.src.join("sub/ok"), b"ok: genuine").expect("write");
+    let v1 = f.first();
+    rot(&f.job_dir().join(&v1).join("sub/g2"));
+    let out = f._tmp.path().join("out");
+    fs::create_dir_all(out.join("tree/sub")).expect("mkdir");
+    fs::write(out.join("g2"), b"precious").expect("write");
+    fs::write(out.join("tree/sub/g2"), b"precious too").expect("write");
+    let restore = |path: &str, to: &Path| {
+        let mut c = cmd("reverberator");
+        c.args(["restore", &f.job, "--vault"])
+            .arg(&f.vault)
+            .args(["--path", path, "--overwrite", "--to"])
+            .arg(to)
+            .show_dir(f.job_dir());
+        c
+    };
+    let o = restore("sub/g2", &out.join("g2")).assert_exit(1);
+    assert!(stderr(&o).contains("fails verification"), "{}", stderr(&o));
+    assert_eq!(fs::read(out.join("g2")).expect("g2"), b"precious");
+    let o = restore("sub", &out.join("tree/sub")).assert_exit(1);
+    assert!(stderr(&o).contains("fails verification"), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(out.join("tree/sub/g2")).expect("tree/sub/g2"),
+        b"precious too"
+    );
+    // What it could verify, it restored; nothing but that and the files was left.
+    let left: Vec<_> = fs::read_dir(out.join("tree/sub"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.iter().all(|n| n == "g2" || n == "ok"),
+        "a temporary was left: {left:?}"
+    );
+}
