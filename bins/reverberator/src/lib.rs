@@ -458,13 +458,18 @@ fn status(at: &Where) -> anyhow::Result<i32> {
     let now = std::time::SystemTime::now();
     let mut attention = false;
     for j in jobs(at)? {
-        let st = porcelain::status(&j.dir, &j.name, j.source.as_deref(), &j.vault);
-        attention |= st.needs_attention();
+        let mut st = porcelain::status(&j.dir, &j.name, j.source.as_deref(), &j.vault);
         if st.state == porcelain::JobState::Stopped
             && let Some(hint) = porcelain::supervised_elsewhere(&j.dir, &j.name)
         {
-            eprintln!("reverberator: warning: {}: {hint}", j.name);
+            // A supervisor writes its first record before it takes the run.lock: one that
+            // took it since the record was read is read again, not taken for one elsewhere.
+            st = porcelain::status(&j.dir, &j.name, j.source.as_deref(), &j.vault);
+            if st.state == porcelain::JobState::Stopped {
+                eprintln!("reverberator: warning: {}: {hint}", j.name);
+            }
         }
+        attention |= st.needs_attention();
         if at.json {
             out(&serde_json::to_string(&st)?)?;
             continue;

@@ -817,6 +817,43 @@ fn status_while_the_watch_is_set_up_says_so_and_warns_of_nothing() {
     assert_eq!(sup.stop().code(), Some(0));
 }
 
+/// From the moment a starting supervisor holds the job's run.lock, its live record says
+/// `starting`: `status`, polled without pause through several starts of a job that exists,
+/// never says `stopped` with the warning meant for a supervisor whose runtime directory is
+/// elsewhere (a second trial saw it in 4 of 7 starts, for a few milliseconds).
+#[test]
+fn status_never_warns_of_a_supervisor_elsewhere_while_one_starts() {
+    let s = Setup::new(&["poll"], "");
+    let src = s.src("poll");
+    for i in 0..300 {
+        fs::write(src.join(format!("f{i}")), b"x").expect("write");
+    }
+    let runtime = s.tmp.path().join("runtime");
+    fs::create_dir_all(&runtime).expect("mkdir");
+    for round in 0..4 {
+        let sup = Supervisor::start_in(&s.config, &runtime);
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = cmd("reverberator")
+                .env("RUNTIME_DIRECTORY", &runtime)
+                .args(["status", "--config"])
+                .arg(&s.config)
+                .output();
+            assert!(
+                !stderr(&o).contains("holds its run.lock"),
+                "round {round}: {}\n{}",
+                stdout(&o),
+                stderr(&o)
+            );
+            if stdout(&o).contains("poll: watching") {
+                break;
+            }
+            assert!(Instant::now() < end, "round {round}: never watching");
+        }
+        assert_eq!(sup.stop().code(), Some(0));
+    }
+}
+
 /// A FIFO that a gated program waits on; dropping this opens it (writes a line to it)
 /// when somebody waits, and does nothing otherwise.
 struct OpenOnDrop(PathBuf);

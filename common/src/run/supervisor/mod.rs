@@ -46,7 +46,6 @@ use std::time::Duration;
 use crate::error::{EXIT_TEMPFAIL, Error, Result};
 use crate::run::config::JobConfig;
 use crate::vault::layout::JobDir;
-use crate::vault::lock::{JobLock, Wait};
 
 mod replicas;
 mod runner;
@@ -165,37 +164,20 @@ fn watched_elsewhere(job: &JobConfig) -> Option<String> {
     if !lock.exists() {
         return None;
     }
-    match JobLock::acquire(&lock, &job.name, Wait::NoWait) {
-        Err(Error::Locked(_)) => Some(format!(
+    // Probed without taking it: a lock taken here for a moment would look held to a
+    // `status` (or another supervisor) probing at the same moment.
+    (crate::vault::lock::held(&lock, &job.name) == Some(true)).then(|| {
+        format!(
             "{}: another supervisor{} is watching this job (its run.lock is held)",
             job.name,
             lock_holder(&lock).map_or(String::new(), |p| format!(" (pid {p})"))
-        )),
-        _ => None,
-    }
+        )
+    })
 }
 
-/// The pid holding a `flock` on `path`, from `/proc/locks` (matched by device and inode).
+/// The pid holding a `flock` on `path`, from `/proc/locks` ([`crate::vault::lock::holder`]).
 pub fn lock_holder(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    let dev = meta.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let text = std::fs::read_to_string("/proc/locks").ok()?;
-    text.lines().find_map(|line| {
-        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.get(1) != Some(&"FLOCK") {
-            return None;
-        }
-        let id: Vec<&str> = f.get(5)?.split(':').collect();
-        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
-        let same = id.len() == 3
-            && hex(id[0]) == Some(u64::from(major))
-            && hex(id[1]) == Some(u64::from(minor))
-            && id[2].parse::<u64>().ok() == Some(meta.ino());
-        if same { f.get(4)?.parse().ok() } else { None }
-    })
+    crate::vault::lock::holder(path)
 }
 
 /// Stops runners whose job was removed or changed, starts the new and changed ones.

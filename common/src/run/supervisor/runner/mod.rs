@@ -617,6 +617,12 @@ impl Runner {
 
     /// One life of the job's children; returns why it ended.
     fn cycle(&mut self, lock: &mut Option<JobLock>) -> Halt {
+        // The first record, before the run.lock is taken: `status` trusts a record only
+        // while its writer holds the lock, so from the moment it does the job is
+        // `starting`, never `stopped` with a warning of a supervisor elsewhere.
+        if self.live.state == JobState::Stopped {
+            self.set_live(JobState::Starting);
+        }
         if let Err(h) = self.prepare(lock) {
             return h;
         }
