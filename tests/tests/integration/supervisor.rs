@@ -711,13 +711,7 @@ fn status_in_another_runtime_directory_says_a_supervisor_holds_the_job() {
     wait_for_status(&s.config, &runtime, "watching", 30, |st| {
         st["state"] == "watching"
     });
-    let status_in = |dir: &Path| {
-        cmd("reverberator")
-            .env("RUNTIME_DIRECTORY", dir)
-            .args(["status", "--config"])
-            .arg(&s.config)
-            .output()
-    };
+    let status_in = |dir: &Path| text_status(&s.config, dir);
     let o = status_in(&other);
     assert!(stdout(&o).contains("elsewhere: stopped"), "{}", stdout(&o));
     let warned = stderr(&o);
@@ -794,11 +788,7 @@ fn status_while_the_watch_is_set_up_says_so_and_warns_of_nothing() {
         st["state"] != "stopped"
     });
     assert_eq!(st["state"], "starting", "{st}");
-    let o = cmd("reverberator")
-        .env("RUNTIME_DIRECTORY", &runtime)
-        .args(["status", "--config"])
-        .arg(&s.config)
-        .output();
+    let o = text_status(&s.config, &runtime);
     assert!(
         stdout(&o).contains("setup: starting (setting up the watch"),
         "{}",
@@ -834,11 +824,7 @@ fn status_never_warns_of_a_supervisor_elsewhere_while_one_starts() {
         let sup = Supervisor::start_in(&s.config, &runtime);
         let end = Instant::now() + Duration::from_secs(60);
         loop {
-            let o = cmd("reverberator")
-                .env("RUNTIME_DIRECTORY", &runtime)
-                .args(["status", "--config"])
-                .arg(&s.config)
-                .output();
+            let o = text_status(&s.config, &runtime);
             assert!(
                 !stderr(&o).contains("holds its run.lock"),
                 "round {round}: {}\n{}",
@@ -871,6 +857,16 @@ impl Drop for OpenOnDrop {
             let _ = f.write_all(b"go\n");
         }
     }
+}
+
+/// `reverberator status --config CONFIG` (the text form) with its live state read from
+/// `runtime`.
+fn text_status(config: &Path, runtime: &Path) -> std::process::Output {
+    cmd("reverberator")
+        .env("RUNTIME_DIRECTORY", runtime)
+        .args(["status", "--config"])
+        .arg(config)
+        .output()
 }
 
 /// `reverberator status --json` for the one job of `config`, with its exit code.
